@@ -1,0 +1,1 @@
+"""Suite-wide pytest configuration. Area fixtures live in each folder's own conftest.py."""
