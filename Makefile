@@ -1,0 +1,20 @@
+# ShadowMesh — the two commands are `make demo` and `make test` (see README.md).
+.PHONY: venv demo test bench lint vendor clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	@bash scripts/demo.sh
+
+test: venv
+	@bash scripts/test.sh $(ARGS)
+
+bench: venv
+	@bash bench/run.sh
+
+lint: venv
+	.venv/bin/ruff check .
+
+clean:
+	rm -rf .venv data .pytest_cache .hypothesis artifacts
