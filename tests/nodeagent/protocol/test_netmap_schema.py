@@ -1,0 +1,152 @@
+"""The shared netmap / agent-websocket wire schema: round trips, strict parsing, deltas, staleness."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nodeagent.protocol import netmap as nm
+
+A, B, C, R = ("a" * 40), ("b" * 40), ("c" * 40), ("d" * 40)
+FP = "f" * 64
+
+
+def _peer(pid: str, ip: str, **kw) -> nm.Peer:
+    return nm.Peer(peer_id=pid, name=f"n{pid[0]}", overlay_ip=ip, fingerprint=FP, **kw)
+
+
+def _map(serial: int = 3, **kw) -> nm.NetMap:
+    base = dict(
+        network="default", serial=serial,
+        node=nm.SelfInfo(peer_id=A, name="uk", overlay_ip="10.10.10.1", prefix_len=24, is_public=True),
+        peers=(_peer(B, "10.10.10.2", endpoints=(nm.Endpoint("198.18.0.2", 8443, 9443),), online=True),
+               _peer(C, "10.10.10.3", relay=R)),
+        routes=(nm.Route("192.168.7.0/24", B),),
+        relays=(R,),
+        revoked=(nm.Revocation(R, FP),),
+    )
+    base.update(kw)
+    return nm.NetMap(**base)
+
+
+def _raw(d: dict) -> bytes:
+    return msgpack.packb(d, use_bin_type=True)
+
+
+def test_every_message_round_trips_through_bytes():
+    m = _map()
+    msgs_server = [nm.Challenge(b"x" * 32), nm.Full(m), nm.Delta(nm.diff(m, _map(serial=4, routes=())))]
+    for msg in msgs_server:
+        assert nm.decode_server_message(nm.encode(msg)) == msg
+    msgs_agent = [
+        nm.Auth(A, b"s" * 4627), nm.Resync(7), nm.Ack(9),
+        nm.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),)),
+        nm.Stats(12.5, (nm.PeerStats(B, "direct", rtt_ms=1.5, tx_frames=3),
+                        nm.PeerStats(C, f"relay:{R}"))),
+    ]
+    for msg in msgs_agent:
+        assert nm.decode_agent_message(nm.encode(msg)) == msg
+
+
+def test_a_server_message_is_not_accepted_from_an_agent():
+    with pytest.raises(nm.UnknownType):
+        nm.decode_agent_message(nm.encode(nm.Challenge(b"x" * 32)))
+
+
+@pytest.mark.parametrize(
+    ("frame", "error", "code"),
+    [
+        (b"\xc1", nm.Malformed, nm.CloseCode.MALFORMED),                       # 1 reserved msgpack byte
+        (b'{"v": 1, "t": "ack"}', nm.Malformed, nm.CloseCode.MALFORMED),       # 2 JSON is not msgpack
+        (_raw([1, "ack"]), nm.Malformed, nm.CloseCode.MALFORMED),              # 3 not a map
+        (_raw({"v": 2, "t": "ack", "serial": 1}), nm.UnsupportedVersion, nm.CloseCode.UNSUPPORTED_VERSION),
+        (_raw({"v": 1, "t": "hello"}), nm.UnknownType, nm.CloseCode.UNKNOWN_TYPE),  # 5
+        (_raw({"v": 1, "t": "ack"}), nm.Malformed, nm.CloseCode.MALFORMED),    # 6 missing field
+        (_raw({"v": 1, "t": "ack", "serial": -1}), nm.Malformed, nm.CloseCode.MALFORMED),   # 7
+        (_raw({"v": 1, "t": "ack", "serial": True}), nm.Malformed, nm.CloseCode.MALFORMED),  # 8 bool != int
+        (_raw({"v": 1, "t": "ack", "serial": 1, "x": 0}), nm.Malformed, nm.CloseCode.MALFORMED),  # 9 extra
+        (_raw({"v": 1, "t": "auth", "peer_id": "A" * 40, "signature": b"s"}), nm.Malformed,
+         nm.CloseCode.MALFORMED),                                               # 10 upper-case peer id
+        (_raw({"v": 1, "t": "auth", "peer_id": A, "signature": "text"}), nm.Malformed,
+         nm.CloseCode.MALFORMED),                                               # 11 signature not bytes
+        (b"\x00" * (nm.MAX_MESSAGE_SIZE + 1), nm.TooLarge, nm.CloseCode.TOO_LARGE),  # 12 oversized
+        (_raw({"v": 1, "t": "stats", "uptime_s": float("nan"), "peers": []}), nm.Malformed,
+         nm.CloseCode.MALFORMED),                                               # 13 NaN
+        (_raw({1: 1}), nm.Malformed, nm.CloseCode.MALFORMED),                  # 14 non-string key
+        ("text", nm.Malformed, nm.CloseCode.MALFORMED),                        # 15 text frame
+    ],
+)
+def test_bad_agent_frames_raise_a_typed_error_with_a_close_code(frame, error, code):
+    with pytest.raises(error) as info:
+        nm.decode_agent_message(frame)
+    assert info.value.code == code
+
+
+def test_a_netmap_with_a_bad_address_or_duplicate_peer_is_rejected():
+    d = nm.message_to_dict(nm.Full(_map()))
+    d["netmap"]["peers"][0]["overlay_ip"] = "10.10.10.300"
+    with pytest.raises(nm.Malformed, match="overlay_ip"):
+        nm.decode_server_message(_raw(d))
+    d = nm.message_to_dict(nm.Full(_map()))
+    d["netmap"]["peers"].append(d["netmap"]["peers"][0])
+    with pytest.raises(nm.Malformed, match="duplicate"):
+        nm.decode_server_message(_raw(d))
+    d = nm.message_to_dict(nm.Full(_map()))
+    d["netmap"]["routes"][0]["prefix"] = "192.168.7.1/24"  # host bits set
+    with pytest.raises(nm.Malformed, match="prefix"):
+        nm.decode_server_message(_raw(d))
+
+
+def test_diff_then_apply_gives_the_new_map():
+    old = _map(serial=3)
+    new = _map(serial=5, peers=(_peer(B, "10.10.10.2", online=False), _peer(R, "10.10.10.9")),
+               routes=(), revoked=())
+    delta = nm.diff(old, new)
+    assert delta.remove == (C,)
+    assert {p.peer_id for p in delta.upsert} == {B, R}
+    assert delta.relays is None  # unchanged section travels as None
+    assert nm.apply_delta(old, delta) == new
+
+
+def test_a_delta_from_another_base_serial_is_a_gap():
+    old, new = _map(serial=3), _map(serial=5, routes=())
+    delta = nm.diff(old, new)
+    with pytest.raises(nm.SerialGap):
+        nm.apply_delta(_map(serial=4), delta)
+
+
+def test_only_an_older_serial_is_stale():
+    assert nm.is_stale(5, 4)
+    assert not nm.is_stale(5, 5)
+    assert not nm.is_stale(5, 6)
+    assert not nm.is_stale(None, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=256))
+def test_random_bytes_never_escape_as_anything_but_a_message_error(data):
+    for decode in (nm.decode_agent_message, nm.decode_server_message):
+        try:
+            decode(data)
+        except nm.MessageError:
+            pass
+
+
+_SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+            | st.text(max_size=8) | st.binary(max_size=8))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.recursive(_SCALARS,
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20),
+       st.sampled_from(["auth", "resync", "ack", "endpoints", "stats", "netmap", "delta", "challenge"]))
+def test_random_structures_under_a_known_type_are_rejected_cleanly(body, t):
+    frame = _raw({"v": 1, "t": t, "netmap": body, "delta": body, "peers": body, "serial": body})
+    for decode in (nm.decode_agent_message, nm.decode_server_message):
+        try:
+            decode(frame)
+        except nm.MessageError:
+            pass
