@@ -1,0 +1,103 @@
+"""Counters kept by the data path and the `status --json` shape (DESIGN.md part B).
+
+The data path bumps plain attributes (slots, no locks: everything runs on one thread).
+`status_document()` is the one place that turns them into the fixed JSON shape:
+
+    {"node": {"peer_id", "name", "overlay_ip", "uptime_s",
+              "drops": {"malformed", "unknown_session", "bad_tag", "replay", "spoofed_source",
+                        "no_route", "queue_full"},
+              "relay": {...}},                      # extra: what this node forwarded as a hub
+     "peers": [{"peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames",
+                "rx_frames", "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames",
+                "bad_frames", "last_handshake_s", ...extra}]}
+
+Extra keys beyond the fixed ones are only added, never renamed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DROP_REASONS", "Drops", "LossTracker", "PeerStats", "RelayStats", "status_document"]
+
+DROP_REASONS = ("malformed", "unknown_session", "bad_tag", "replay", "spoofed_source", "no_route",
+                "queue_full")
+
+
+@dataclass(slots=True)
+class Drops:
+    malformed: int = 0
+    unknown_session: int = 0
+    bad_tag: int = 0
+    replay: int = 0
+    spoofed_source: int = 0
+    no_route: int = 0
+    queue_full: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {r: getattr(self, r) for r in DROP_REASONS}
+
+
+@dataclass(slots=True)
+class RelayStats:
+    forwarded_frames: int = 0  # envelopes re-wrapped for another peer (hub role)
+    forwarded_bytes: int = 0
+    rate_limited: int = 0  # refused by the per-peer relay rate cap
+    no_destination: int = 0  # destination unknown or without a session
+
+    def as_dict(self) -> dict[str, int]:
+        return {"forwarded_frames": self.forwarded_frames, "forwarded_bytes": self.forwarded_bytes,
+                "rate_limited": self.rate_limited, "no_destination": self.no_destination}
+
+
+class LossTracker:
+    """Counts gaps in the counters of one keypair's received frames (after authentication).
+
+    A frame with a counter beyond highest+1 adds the gap to `lost`; a late frame that fills a
+    gap takes one back (it was reordered, not lost). Replays never reach here.
+    """
+
+    __slots__ = ("highest", "lost")
+
+    def __init__(self) -> None:
+        self.highest = -1
+        self.lost = 0
+
+    def seen(self, counter: int) -> None:
+        h = self.highest
+        if counter > h:
+            if h >= 0:
+                self.lost += counter - h - 1
+            else:
+                self.lost += counter  # counters start at 0: frames before the first one seen
+            self.highest = counter
+        elif self.lost > 0:
+            self.lost -= 1
+
+
+@dataclass(slots=True)
+class PeerStats:
+    tx_frames: int = 0
+    rx_frames: int = 0
+    tx_bytes: int = 0
+    rx_bytes: int = 0
+    replayed_frames: int = 0
+    bad_frames: int = 0
+    lost_before: int = 0  # lost frames of keypairs already retired
+    rtt_ms: float | None = None
+    relayed_frames: int = 0  # frames this node forwarded on behalf of the peer (hub role)
+    handshakes: int = 0
+    trackers: dict = field(default_factory=dict)  # receiver index -> LossTracker
+
+    @property
+    def lost_frames(self) -> int:
+        return self.lost_before + sum(t.lost for t in self.trackers.values())
+
+    def retire(self, index: int) -> None:
+        t = self.trackers.pop(index, None)
+        if t is not None:
+            self.lost_before += t.lost
+
+
+def status_document(node: dict, peers: list[dict]) -> dict:
+    return {"node": node, "peers": peers}

@@ -1,0 +1,139 @@
+"""The TUN device and its kernel state. The ONLY module that imports pyroute2.
+
+Contract:
+- `TunDevice.open(name)` opens /dev/net/tun and attaches with TUNSETIFF (IFF_TUN | IFF_NO_PI) in
+  the *current* network namespace (the agent is started inside the node's namespace). The fd is
+  non-blocking: each `read()` returns one IP packet or raises BlockingIOError; each `write()`
+  injects one IP packet. Closing the fd of this non-persistent device deletes it, and the kernel
+  drops its addresses and routes with it, so even `kill -9` leaves nothing behind.
+  (pyroute2's own `link('add', kind='tuntap')` closes its fd and leaves a persistent device
+  without a packet handle, which is why we open it ourselves.)
+- `configure()` sets the address, MTU and state up and adds a route per routed prefix that the
+  address's own subnet does not already cover; `teardown()` removes those routes and the link.
+  Both are blocking netlink calls through the sync `IPRoute`; the agent runs them before its
+  event loop starts or with `asyncio.to_thread` (the sync IPRoute raises inside a running loop,
+  and AsyncIPRoute breaks under uvloop: research/ecosystem.md §5).
+- Errors are `TunError` with a message that says what to do (not root, no /dev/net/tun, name taken).
+
+MTU (`overlay_mtu`): the largest inner packet whose datagram still fits one underlay packet:
+
+    overlay MTU = underlay MTU - IP header - UDP header - frame overhead
+    direct:    1500 - 20 (IPv4) - 8 - 36 (20-byte header + 16-byte tag) = 1436
+               1500 - 40 (IPv6) - 8 - 36                               = 1416
+    relayed:   frame overhead is 92 (outer header + inner frame + sealed 36-byte peer id):
+               IPv4 1380, IPv6 1360
+
+The underlay family is that of the node's own address (listen_ip, or the peers' endpoints when
+it listens on the wildcard); the underlay MTU is taken as 1500 (Ethernet; the `mtu` config key
+overrides everything). A node with any `via` peer uses the relayed figure for the whole device,
+so one MTU fits every path and nothing is ever fragmented or dropped for size.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import struct
+
+__all__ = ["TunDevice", "TunError", "configure", "overlay_mtu", "teardown"]
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+UNDERLAY_MTU = 1500
+IP_HEADER = {4: 20, 6: 40}
+UDP_HEADER = 8
+
+
+class TunError(Exception):
+    """The TUN device could not be created or configured."""
+
+
+def overlay_mtu(family: int, frame_overhead: int, underlay_mtu: int = UNDERLAY_MTU) -> int:
+    """Overlay MTU for an underlay of IP `family` (4 or 6) and a per-datagram frame overhead."""
+    return underlay_mtu - IP_HEADER[family] - UDP_HEADER - frame_overhead
+
+
+class TunDevice:
+    __slots__ = ("fd", "name")
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    @classmethod
+    def open(cls, name: str) -> TunDevice:
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TunError("/dev/net/tun does not exist (load the tun module or run in a VM/container "
+                           "that provides it)") from None
+        except PermissionError:
+            raise TunError("cannot open /dev/net/tun: run as root or with CAP_NET_ADMIN") from None
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno == errno.EPERM:
+                raise TunError(f"creating TUN device {name}: operation not permitted "
+                               "(needs root or CAP_NET_ADMIN)") from None
+            if exc.errno == errno.EBUSY:
+                raise TunError(f"TUN device {name} already exists and is in use "
+                               "(another agent with this interface name?)") from None
+            raise TunError(f"creating TUN device {name}: {exc.strerror}") from None
+        os.set_blocking(fd, False)
+        return cls(fd, name)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _extra_routes(address, routes):
+    own = ipaddress.ip_interface(address).network
+    return [r for r in routes if not (r.version == own.version and r.subnet_of(own))]
+
+
+def configure(name: str, address, mtu: int, routes) -> None:
+    """Address, MTU, up, routes. `address` is an ip_interface; `routes` are ip_networks."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=name)
+            if not idx:
+                raise TunError(f"TUN device {name} vanished before it was configured")
+            index = idx[0]
+            ipr.link("set", index=index, mtu=mtu, txqlen=1000)
+            ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+            ipr.link("set", index=index, state="up")
+            for net in _extra_routes(address, routes):
+                ipr.route("add", dst=str(net.network_address), dst_len=net.prefixlen, oif=index,
+                          family=2 if net.version == 4 else 10)
+    except NetlinkError as exc:
+        raise TunError(f"configuring {name}: {os.strerror(exc.code)} (netlink error {exc.code})") from None
+
+
+def teardown(name: str, address, routes) -> None:
+    """Remove our routes and the link; missing ones are fine (the kernel may have gone first)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return
+        for net in _extra_routes(address, routes):
+            try:
+                ipr.route("del", dst=str(net.network_address), dst_len=net.prefixlen, oif=idx[0],
+                          family=2 if net.version == 4 else 10)
+            except NetlinkError:
+                pass
+        try:
+            ipr.link("del", index=idx[0])
+        except NetlinkError:
+            pass

@@ -1,0 +1,93 @@
+"""shadowmesh-agent command line: keygen, honest refusals, clear errors and exit codes."""
+
+import stat
+
+import pytest
+
+from nodeagent import cli
+from nodeagent.identity import IdentityFileError, load_private_key, load_public_key
+from nodeagent.protocol.identity import peer_id
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keygen_writes_a_private_key_only_the_owner_can_read_and_prints_the_peer_id_last(tmp_path, capsys):
+    code, out, _ = run(capsys, "keygen", "--out", str(tmp_path / "uk"))
+    assert code == 0
+    key_mode = stat.S_IMODE((tmp_path / "uk/node.key").stat().st_mode)
+    assert key_mode == 0o600
+    public = load_public_key(tmp_path / "uk/node.pub")
+    assert out.strip().splitlines()[-1] == peer_id(public)
+    assert load_private_key(tmp_path / "uk/node.key").public_key == public
+
+
+def test_keygen_refuses_to_overwrite_an_identity(tmp_path, capsys):
+    run(capsys, "keygen", "--out", str(tmp_path))
+    code, _, err = run(capsys, "keygen", "--out", str(tmp_path))
+    assert code == cli.EXIT_CONFIG and "already exists" in err
+
+
+def test_a_group_readable_private_key_is_refused_with_the_fix(tmp_path, capsys):
+    run(capsys, "keygen", "--out", str(tmp_path))
+    (tmp_path / "node.key").chmod(0o640)
+    with pytest.raises(IdentityFileError, match=r"chmod 600"):
+        load_private_key(tmp_path / "node.key")
+
+
+def test_a_missing_private_key_is_named(tmp_path):
+    with pytest.raises(IdentityFileError, match=r"node\.key: private key file not found"):
+        load_private_key(tmp_path / "node.key")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["enroll", "--server", "http://x", "--token", "t", "--name", "n", "--state-dir", "/tmp/x"],
+        ["up", "--state-dir", "/tmp/x"],
+        ["status", "--state-dir", "/tmp/x"],
+    ],
+)
+def test_server_modes_say_they_are_not_implemented_and_exit_2(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "not implemented yet: needs the server link (issue 4)" in err
+
+
+def write_config(tmp_path, body):
+    run_dir = tmp_path / "n"
+    cli.main(["keygen", "--out", str(run_dir)])
+    path = tmp_path / "n.toml"
+    path.write_text(body)
+    return path
+
+
+def test_up_with_a_bad_config_names_file_line_and_key(tmp_path, capsys):
+    path = write_config(tmp_path, '[node]\nprivate_key = "n/node.key"\noverlay_ip = "10.10.10.1/24"\n'
+                                  'udp_port = 70000\n')
+    code, _, err = run(capsys, "up", "--config", str(path))
+    assert code == cli.EXIT_CONFIG
+    assert f"{path}:4: node.udp_port: port 70000 is outside 1..65535" in err
+
+
+def test_up_with_a_missing_key_file_says_which(tmp_path, capsys):
+    path = tmp_path / "n.toml"
+    path.write_text('[node]\nprivate_key = "gone/node.key"\noverlay_ip = "10.10.10.1/24"\n')
+    code, _, err = run(capsys, "up", "--config", str(path))
+    assert code == cli.EXIT_CONFIG and "gone/node.key: private key file not found" in err
+
+
+def test_up_without_net_admin_is_refused_before_touching_the_system(tmp_path, capsys, monkeypatch):
+    path = write_config(tmp_path, '[node]\nprivate_key = "n/node.key"\noverlay_ip = "10.10.10.1/24"\n')
+    monkeypatch.setattr(cli, "has_net_admin", lambda: False)
+    code, _, err = run(capsys, "up", "--config", str(path))
+    assert code == cli.EXIT_PERM and "CAP_NET_ADMIN" in err
+
+
+def test_status_without_a_running_agent_says_so(tmp_path, capsys):
+    path = write_config(tmp_path, '[node]\nprivate_key = "n/node.key"\noverlay_ip = "10.10.10.1/24"\n'
+                                  f'control_socket = "{tmp_path}/agent.sock"\n')
+    code, _, err = run(capsys, "status", "--config", str(path), "--json")
+    assert code == cli.EXIT_UNREACHABLE and "no agent socket" in err

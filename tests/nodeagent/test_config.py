@@ -1,0 +1,135 @@
+"""Serverless TOML config: good files load, bad ones name file, line and key."""
+
+import base64
+import ipaddress
+import textwrap
+
+import pytest
+
+from nodeagent.config import ConfigError, default_interface, load_config
+from nodeagent.identity import generate
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """Three identities on disk: this node ("uk") and two peers."""
+    return {name: generate(tmp_path / name) for name in ("uk", "mac", "belgium")}
+
+
+def write(tmp_path, body):
+    path = tmp_path / "mesh.toml"
+    path.write_text(textwrap.dedent(body).lstrip())
+    return path
+
+
+GOOD = """
+[node]
+private_key = "uk/node.key"
+overlay_ip = "10.10.10.3/24"
+listen_ip = "198.18.0.3"
+public = true
+
+[[peer]]
+public_key = "mac/node.pub"
+overlay_ip = "10.10.10.8"
+endpoint = "198.18.0.8"
+allowed_ips = ["192.168.8.0/24"]
+
+[[peer]]
+public_key = "belgium/node.pub"
+overlay_ip = "10.10.10.5"
+"""
+
+
+def test_the_design_example_loads_with_defaults(tmp_path, keys):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.private_key_path == tmp_path / "uk/node.key"
+    assert cfg.overlay == ipaddress.ip_interface("10.10.10.3/24")
+    assert (cfg.control_port, cfg.udp_port, cfg.public) == (8443, 9443, True)
+    assert cfg.name == "mesh"
+    mac, belgium = cfg.peers
+    assert mac.peer_id == keys["mac"].peer_id
+    assert mac.endpoint == ("198.18.0.8", 8443)
+    assert mac.routed == (ipaddress.ip_network("10.10.10.8/32"), ipaddress.ip_network("192.168.8.0/24"))
+    assert belgium.endpoint is None and belgium.via is None
+    assert cfg.interface == default_interface(tmp_path / "mesh.toml")
+    assert str(cfg.control_socket) == f"/run/shadowmesh/{cfg.interface}.sock"
+
+
+def test_default_interface_names_differ_per_config_file_and_fit_ifnamsiz(tmp_path):
+    a, b = default_interface(tmp_path / "a.toml"), default_interface(tmp_path / "b.toml")
+    assert a != b and len(a) <= 15 and a == default_interface(tmp_path / "a.toml")
+
+
+def test_a_public_key_may_be_given_inline_as_base64(tmp_path, keys):
+    inline = base64.b64encode(keys["mac"].public_key).decode()
+    body = GOOD.replace('"mac/node.pub"', f'"{inline}"')
+    assert load_config(write(tmp_path, body)).peers[0].peer_id == keys["mac"].peer_id
+
+
+def test_an_endpoint_may_carry_a_port_and_ipv6_brackets(tmp_path, keys):
+    body = GOOD.replace('endpoint = "198.18.0.8"', 'endpoint = "[2001:db8::8]:9000"')
+    assert load_config(write(tmp_path, body)).peers[0].endpoint == ("2001:db8::8", 9000)
+
+
+def error_for(tmp_path, body):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, body))
+    return info.value
+
+
+def test_a_syntax_error_names_the_line(tmp_path, keys):
+    err = error_for(tmp_path, GOOD.replace('public = true', 'public = = true'))
+    assert err.line == 5 and "syntax" in str(err) and "mesh.toml:5" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key", "words"),
+    [
+        ('overlay_ip = "10.10.10.3/24"', 'overlay_ip = "10.10.10.3"', 3, "node.overlay_ip", "prefix"),
+        ('overlay_ip = "10.10.10.8"', 'overlay_ip = "10.10.10.300"', 9, "peer[0].overlay_ip", "not an IP"),
+        ('public = true', 'public = "yes"', 5, "node.public", "true or false"),
+        ('public = true', 'publik = true', 5, "node.publik", "unknown key"),
+        ('endpoint = "198.18.0.8"', 'endpoint = "example.org"', 10, "peer[0].endpoint", "IP address"),
+        ('endpoint = "198.18.0.8"', 'endpoint = "198.18.0.8:99999"', 10, "peer[0].endpoint", "1..65535"),
+        ('"192.168.8.0/24"', '"192.168.8.1/24"', 11, "peer[0].allowed_ips", "not a network prefix"),
+        ('overlay_ip = "10.10.10.5"', 'overlay_ip = "10.10.10.8"', 15, "peer[1].overlay_ip", "already used"),
+        ('overlay_ip = "10.10.10.5"', 'overlay_ip = "10.10.10.5"\nvia = "00"', 16, "peer[1].via", "peer id"),
+        ('"belgium/node.pub"', '"nowhere/node.pub"', 14, "peer[1].public_key", "not found"),
+    ],
+)
+def test_a_bad_value_names_its_file_line_and_key(tmp_path, keys, old, new, line, key, words):
+    err = error_for(tmp_path, GOOD.replace(old, new))
+    assert (err.line, err.key) == (line, key)
+    assert words in err.message
+    assert str(err).startswith(f"{tmp_path / 'mesh.toml'}:{line}: {key}: ")
+
+
+def test_a_relay_must_be_a_configured_peer_with_an_endpoint(tmp_path, keys):
+    stranger = "ab" * 20
+    err = error_for(tmp_path, GOOD + f'via = "{stranger}"\n')
+    assert err.key == "peer[1].via" and "not one of the configured peers" in err.message
+    belgium_via_self = GOOD + f'via = "{keys["belgium"].peer_id}"\n'
+    assert "itself" in error_for(tmp_path, belgium_via_self).message
+
+
+def test_a_relayed_peer_is_accepted_when_the_relay_has_an_endpoint(tmp_path, keys):
+    cfg = load_config(write(tmp_path, GOOD + f'via = "{keys["mac"].peer_id}"\n'))
+    assert cfg.peers[1].via == keys["mac"].peer_id
+
+
+def test_the_same_peer_twice_is_refused(tmp_path, keys):
+    body = GOOD + '\n[[peer]]\npublic_key = "mac/node.pub"\noverlay_ip = "10.10.10.9"\n'
+    err = error_for(tmp_path, body)
+    assert err.key == "peer[2].public_key" and "same key as peer[0]" in err.message
+
+
+def test_a_missing_node_table_and_a_missing_file_are_reported(tmp_path):
+    assert "[node]" in error_for(tmp_path, "[[peer]]\n").message
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_a_too_long_interface_name_is_refused(tmp_path, keys):
+    err = error_for(tmp_path, GOOD.replace("public = true", 'public = true\ninterface = "x234567890123456"'))
+    assert err.key == "node.interface" and err.line == 6
