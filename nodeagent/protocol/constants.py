@@ -27,3 +27,24 @@ DEFAULT_UDP_PORT = 9443
 PEER_RECORD_TTL_S = 24 * 3600
 PEER_RECORD_REFRESH_S = 5 * 60
 KEEPALIVE_S = 10
+
+# --- specification: key lifetimes and timers, WireGuard's numbers (wireguard-go device/constants.go,
+#     whitepaper §6). Tests lower them through keys.Limits; the wire never carries them.
+REKEY_AFTER_MESSAGES = 1 << 60  # a sender starts a new handshake
+REJECT_AFTER_MESSAGES = (1 << 64) - (1 << 13) - 1  # counters >= this are never sent nor accepted
+REKEY_AFTER_TIME_S = 120  # the initiator of a keypair rekeys when it sends on an older one
+REJECT_AFTER_TIME_S = 180  # a keypair this old is unusable (we also erase it then)
+REKEY_ATTEMPT_TIME_S = 90  # give up retrying a handshake after this long
+REKEY_TIMEOUT_S = 5  # retry a handshake that got no answer; also the stalled-handshake cut-off
+REKEY_TIMEOUT_JITTER_MAX_S = 0.334  # random extra delay per retry (the caller draws it)
+KEEPALIVE_TIMEOUT_S = KEEPALIVE_S  # passive keepalive after receiving with nothing to send
+# the initiator rekeys on the receive path before the responder's sends hit REJECT_AFTER_TIME
+REKEY_AFTER_TIME_RECEIVING_S = REJECT_AFTER_TIME_S - KEEPALIVE_TIMEOUT_S - REKEY_TIMEOUT_S  # 165
+ZERO_AFTER_TIME_S = REJECT_AFTER_TIME_S * 3  # 540: erase all key material of an idle session
+HANDSHAKE_MIN_INTERVAL_S = 0.020  # a responder ignores a peer's HELLOs closer together than this
+REPLAY_WINDOW = 8128  # counters remembered behind the highest accepted (RFC 6479 ring 128 x 64)
+
+# --- specification: handshake and control channel
+PROTOCOL_VERSION = 1
+SUITE_HYBRID_V1 = 1  # X25519 + ML-KEM-1024, ML-DSA-87 signatures, HKDF-SHA256, ChaCha20-Poly1305
+MAX_CONTROL_MESSAGE = 64 * 1024  # control-channel frame cap (body bytes), checked before reading
