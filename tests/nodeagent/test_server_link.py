@@ -1,0 +1,274 @@
+"""The agent's server link against a scripted websocket server on loopback (no Django).
+
+Covers: challenge signing, full map then deltas, stale serial ignored, gap -> re-sync, the last map
+persisted (0600) and replayed at start, reconnect after a drop, revocation ends the link, stats
+sent, and the reconnect backoff schedule as a pure function."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from dataclasses import replace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import mldsa
+from websockets.asyncio.server import serve
+
+from nodeagent import identity
+from nodeagent.enroll import write_private_file
+from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.cert import issue_certificate
+from nodeagent.protocol.constants import CONTEXT_AUTH
+from nodeagent.server_link import BACKOFF_CAP_S, ServerLink, backoff_delay, load_netmap
+
+B, C = "b" * 40, "c" * 40
+FP = "e" * 64
+
+
+# ---------------------------------------------------------------- backoff (pure)
+
+@pytest.mark.parametrize(
+    ("attempt", "rnd", "expected"),
+    [
+        (0, 0.0, 0.25),     # 1 half of the 0.5 s base
+        (0, 0.5, 0.375),    # 2 jitter fills the other half
+        (1, 0.0, 0.5),      # 3 doubles
+        (2, 0.0, 1.0),      # 4
+        (3, 0.0, 2.0),      # 5
+        (4, 0.0, 4.0),      # 6 nominal 8 s = the cap
+        (5, 0.0, 4.0),      # 7 capped
+        (60, 0.0, 4.0),     # 8 huge attempt counts do not overflow
+    ],
+)
+def test_backoff_grows_exponentially_to_a_cap_with_jitter(attempt, rnd, expected):
+    assert backoff_delay(attempt, rnd) == pytest.approx(expected)
+
+
+def test_backoff_never_exceeds_the_cap_and_spreads_agents():
+    delays = [backoff_delay(10, r / 100) for r in range(100)]
+    assert max(delays) < BACKOFF_CAP_S and min(delays) == BACKOFF_CAP_S / 2
+    assert len(set(delays)) == 100
+
+
+def test_backoff_rejects_nonsense():
+    with pytest.raises(ValueError):
+        backoff_delay(-1, 0.0)
+    with pytest.raises(ValueError):
+        backoff_delay(0, 1.0)
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture
+def state_dir(tmp_path):
+    ident = identity.generate(tmp_path)
+    ca = mldsa.MLDSA87PrivateKey.generate()
+    cert = issue_certificate(ca, public_key=ident.public_key, name="belgium", network="default",
+                             overlay_ip="10.10.10.2", prefix_len=24, flags=0, not_before=0,
+                             not_after=2**40)
+    write_private_file(tmp_path / "node.crt", cert)
+    write_private_file(tmp_path / "ca.pub", ca.public_key().public_bytes_raw())
+    write_private_file(tmp_path / "server.json", json.dumps({
+        "server": "http://127.0.0.1:1", "peer_id": ident.peer_id, "name": "belgium",
+        "overlay_ip": "10.10.10.2", "network": "default"}).encode())
+    return tmp_path
+
+
+def make_map(peer_id: str, serial: int, peers=()) -> nm.NetMap:
+    return nm.NetMap(network="default", serial=serial,
+                     node=nm.SelfInfo(peer_id=peer_id, name="belgium", overlay_ip="10.10.10.2",
+                                      prefix_len=24),
+                     peers=tuple(nm.Peer(peer_id=p, name="p" + p[0], overlay_ip=f"10.10.10.{i + 3}",
+                                         fingerprint=FP) for i, p in enumerate(peers)))
+
+
+class FakeServer:
+    """Runs `script(ws, conn_no)` after checking the agent's signed answer to a challenge."""
+
+    def __init__(self, public_key: bytes):
+        self.public_key = mldsa.MLDSA87PublicKey.from_public_bytes(public_key)
+        self.received: asyncio.Queue = asyncio.Queue()
+        self.connections = 0
+        self.script = None
+
+    async def handler(self, ws):
+        self.connections += 1
+        nonce = bytes(range(32))
+        await ws.send(nm.encode(nm.Challenge(nonce)))
+        auth = nm.decode_agent_message(await ws.recv())
+        assert isinstance(auth, nm.Auth)
+        self.public_key.verify(auth.signature, nonce, CONTEXT_AUTH)  # raises if wrong context / key
+        await self.script(ws, self.connections)
+
+    async def next_message(self, kind):
+        while True:
+            msg = await asyncio.wait_for(self.received.get(), 10)
+            if isinstance(msg, kind):
+                return msg
+
+    async def pump(self, ws):
+        async for frame in ws:
+            await self.received.put(nm.decode_agent_message(frame))
+
+
+async def start(state_dir, script, **kw):
+    ident = identity.load_private_key(state_dir / "node.key")
+    fake = FakeServer(ident.public_key)
+    fake.script = script
+    server = await serve(fake.handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    applied: list[nm.NetMap] = []
+    got = asyncio.Event()
+
+    def on_netmap(m):
+        applied.append(m)
+        got.set()
+
+    link = ServerLink(state_dir, on_netmap, url=f"ws://127.0.0.1:{port}/ws/agent/", **kw)
+    task = asyncio.create_task(link.run())
+    return fake, server, link, task, applied, ident.peer_id
+
+
+async def stop(server, task):
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    server.close()
+    await server.wait_closed()
+
+
+# ---------------------------------------------------------------- behaviour
+
+async def test_the_link_signs_the_challenge_applies_the_full_map_and_persists_it(state_dir):
+    async def script(ws, n):
+        await ws.send(nm.encode(nm.Full(make_map(me, 5, [B]))))
+        await fake.pump(ws)
+
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    fake, server, _link, task, applied, _ = await start(state_dir, script)
+    try:
+        ack = await fake.next_message(nm.Ack)
+        assert ack.serial == 5
+        assert [m.serial for m in applied] == [5]
+        path = state_dir / "netmap.json"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert load_netmap(state_dir) == make_map(me, 5, [B])
+    finally:
+        await stop(server, task)
+
+
+async def test_a_stale_map_is_ignored_and_a_delta_applies(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    m5, m7 = make_map(me, 5, [B]), make_map(me, 7, [B, C])
+
+    async def script(ws, n):
+        await ws.send(nm.encode(nm.Full(m5)))
+        await ws.send(nm.encode(nm.Full(make_map(me, 4, []))))       # older: ignored
+        await ws.send(nm.encode(nm.Delta(nm.diff(make_map(me, 3, []), make_map(me, 4, [C])))))  # older
+        await ws.send(nm.encode(nm.Delta(nm.diff(m5, m7))))
+        await fake.pump(ws)
+
+    fake, server, link, task, applied, _ = await start(state_dir, script)
+    try:
+        assert (await fake.next_message(nm.Ack)).serial == 5
+        assert (await fake.next_message(nm.Ack)).serial == 7
+        assert [m.serial for m in applied] == [5, 7]
+        assert applied[-1] == m7
+        assert link.stale_ignored == 2
+    finally:
+        await stop(server, task)
+
+
+async def test_a_gap_in_the_deltas_asks_for_a_full_resync(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    m5, m8, m9 = make_map(me, 5, [B]), make_map(me, 8, [C]), make_map(me, 9, [B, C])
+
+    async def script(ws, n):
+        await ws.send(nm.encode(nm.Full(m5)))
+        await ws.send(nm.encode(nm.Delta(nm.diff(m8, m9))))  # base 8 != applied 5
+        resync = nm.decode_agent_message(await ws.recv())
+        while not isinstance(resync, nm.Resync):
+            resync = nm.decode_agent_message(await ws.recv())
+        await fake.received.put(resync)
+        await ws.send(nm.encode(nm.Full(m9)))
+        await fake.pump(ws)
+
+    fake, server, link, task, applied, _ = await start(state_dir, script)
+    try:
+        assert (await fake.next_message(nm.Resync)).serial == 5
+        assert (await fake.next_message(nm.Ack)).serial == 9
+        assert [m.serial for m in applied] == [5, 9] and link.resyncs == 1
+    finally:
+        await stop(server, task)
+
+
+async def test_the_persisted_map_is_applied_at_start_and_the_link_reconnects_after_a_drop(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    persisted = json.dumps(nm.netmap_to_dict(make_map(me, 3, [B]))).encode()
+    write_private_file(state_dir / "netmap.json", persisted)
+    delays = []
+
+    async def fast_sleep(d):
+        delays.append(d)
+        await asyncio.sleep(0)
+
+    async def script(ws, n):
+        if n == 1:
+            await ws.close(1011, "server going away")
+            return
+        await ws.send(nm.encode(nm.Full(make_map(me, 6, [B, C]))))
+        await fake.pump(ws)
+
+    fake, server, link, task, applied, _ = await start(state_dir, script, sleep=fast_sleep)
+    try:
+        assert (await fake.next_message(nm.Ack)).serial == 6
+        assert [m.serial for m in applied] == [3, 6]  # the persisted one first, before any server
+        assert fake.connections == 2 and len(delays) == 1
+        assert link.attempt == 0  # reset after a successful session
+    finally:
+        await stop(server, task)
+
+
+async def test_a_revoked_close_ends_the_link(state_dir):
+    async def script(ws, n):
+        await ws.close(nm.CloseCode.REVOKED, "node revoked")
+
+    fake, server, link, task, _applied, _ = await start(state_dir, script, sleep=lambda d: asyncio.sleep(0))
+    try:
+        await asyncio.wait_for(task, 10)
+        assert link.revoked and fake.connections == 1
+    finally:
+        await stop(server, task)
+
+
+async def test_counters_are_sent_in_the_status_shape(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+
+    async def script(ws, n):
+        await ws.send(nm.encode(nm.Full(make_map(me, 1, [B]))))
+        await fake.pump(ws)
+
+    status = {"node": {"uptime_s": 12.0}, "peers": [
+        {"peer_id": B, "path": "direct", "rtt_ms": 0.8, "tx_frames": 10, "rx_frames": 9, "tx_bytes": 1000,
+         "rx_bytes": 900, "lost_frames": 1, "replayed_frames": 0, "bad_frames": 0, "last_handshake_s": 3.0}]}
+    endpoints = (nm.Endpoint("198.18.0.2", 8443, 9443),)
+    fake, server, _link, task, _applied, _ = await start(
+        state_dir, script, stats_source=lambda: status, endpoints=endpoints, stats_interval=0.05)
+    try:
+        report = await fake.next_message(nm.EndpointReport)
+        assert report.endpoints == endpoints
+        stats = await fake.next_message(nm.Stats)
+        assert stats.uptime_s == 12.0
+        assert stats.peers == (nm.PeerStats(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),)
+    finally:
+        await stop(server, task)
+
+
+async def test_a_corrupt_persisted_map_is_ignored(state_dir):
+    (state_dir / "netmap.json").write_text("{not json")
+    assert load_netmap(state_dir) is None
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    bad = nm.netmap_to_dict(replace(make_map(me, 1), network="x"))
+    bad["serial"] = -4
+    (state_dir / "netmap.json").write_text(json.dumps(bad))
+    assert load_netmap(state_dir) is None
