@@ -1,0 +1,80 @@
+"""The NinjaAPI instance mounted at /api/: error shapes, OpenAPI at /api/schema, routers.
+
+Every error body is {"detail": "..."}: service refusals carry their own status, request-shape
+problems are 400 naming the field (ninja's default would be 422 with a list), a missing or bad
+bearer token is 401.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from meshadmin.mesh.services.errors import ServiceError
+
+from .endpoints import router
+
+__all__ = ["api"]
+
+api = NinjaAPI(
+    title="ShadowMesh control plane",
+    version="1",
+    description="Enrollment, ML-DSA-87 node authentication and peer discovery (DESIGN.md part B).",
+    openapi_url="/schema",
+    docs_url="/docs",
+    urls_namespace="api",
+)
+
+
+def _field_of(error: dict) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    # ninja prefixes ("body", "<param name>"); the field is what follows
+    if len(loc) >= 2 and loc[0] in ("body", "query", "path"):
+        loc = loc[2:] if loc[0] == "body" else loc[1:]
+    return ".".join(loc) or "body"
+
+
+def _message_of(error: dict) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "field required"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request, exc: ValidationError):
+    errors = exc.errors or [{}]
+    parts = [f"{_field_of(e)}: {_message_of(e)}" for e in errors[:5]]
+    return api.create_response(request, {"detail": "; ".join(parts)}, status=400)
+
+
+@api.exception_handler(ServiceError)
+def _service_error(request, exc: ServiceError):
+    response = api.create_response(request, {"detail": exc.detail}, status=exc.status)
+    if exc.status == 429:
+        response["Retry-After"] = "60"
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def _authentication_error(request, exc):
+    response = api.create_response(request, {"detail": "missing or invalid session token"}, status=401)
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return api.create_response(request, {"detail": "not found"}, status=404)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+
+
+api.add_router("/", router)

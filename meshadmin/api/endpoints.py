@@ -1,0 +1,135 @@
+"""Endpoints: parse (schemas) -> service -> serialize. No endpoint writes a row itself."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ninja import Router
+
+from meshadmin.mesh.models import Node
+from meshadmin.mesh.services import auth as auth_service
+from meshadmin.mesh.services import enrollment, peers
+
+from .auth import NodeSessionAuth
+from .ratelimit import check_rate
+from .schemas import (
+    ChallengeIn,
+    ChallengeOut,
+    EnrollIn,
+    EnrollOut,
+    ErrorOut,
+    PeerOut,
+    RegisterIn,
+    VerifyIn,
+    VerifyOut,
+    b64,
+)
+
+__all__ = ["router"]
+
+router = Router()
+node_session = NodeSessionAuth()
+
+_ERRORS = {
+    400: ErrorOut,
+    401: ErrorOut,
+    403: ErrorOut,
+    404: ErrorOut,
+    409: ErrorOut,
+    413: ErrorOut,
+    429: ErrorOut,
+}
+
+
+def client_ip(request) -> str | None:
+    value = request.META.get("REMOTE_ADDR") or ""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
+
+
+def client_port(request) -> int | None:
+    try:
+        port = int(request.META.get("REMOTE_PORT") or 0)
+    except ValueError:
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def _peer_out(node: Node) -> dict:
+    return {
+        "peer_id": node.peer_id,
+        "name": node.name,
+        "overlay_ip": node.overlay_ip,
+        "ip": node.endpoint_ip,
+        "port": node.control_port,
+        "udp_port": node.udp_port,
+        "is_public": node.is_public,
+        "public_key": b64(node.public_key),
+        "last_seen": node.last_seen,
+        "expires_at": node.record_expires_at,
+    }
+
+
+@router.post("/enroll", response={201: EnrollOut, **_ERRORS}, auth=None, tags=["enrollment"])
+def enroll(request, payload: EnrollIn):
+    """Spend an enrollment token: the node gets an overlay IP and a CA-signed certificate."""
+    ip = client_ip(request)
+    check_rate("enroll", ip)
+    result = enrollment.enroll(
+        token=payload.token,
+        name=payload.name,
+        public_key=payload.public_key,
+        endpoint=payload.endpoint,
+        is_public=payload.is_public,
+        source_ip=ip,
+    )
+    return 201, {
+        "peer_id": result.node.peer_id,
+        "overlay_ip": result.node.overlay_ip,
+        "certificate": b64(result.certificate),
+        "ca_public_key": b64(result.ca_public_key),
+        "network": result.network_name,
+    }
+
+
+@router.post("/auth/challenge", response={200: ChallengeOut, **_ERRORS}, auth=None, tags=["auth"])
+def auth_challenge(request, payload: ChallengeIn):
+    """A 32-byte challenge for this peer, valid 60 s, single use."""
+    ip = client_ip(request)
+    check_rate("auth", ip)
+    challenge, expires_at = auth_service.issue_challenge(payload.peer_id, source_ip=ip)
+    return {"challenge": b64(challenge), "expires_at": expires_at}
+
+
+@router.post("/auth/verify", response={200: VerifyOut, **_ERRORS}, auth=None, tags=["auth"])
+def auth_verify(request, payload: VerifyIn):
+    """Check the ML-DSA-87 signature (context shadowmesh/auth/v1) and open a session."""
+    ip = client_ip(request)
+    check_rate("auth", ip)
+    token, expires_at = auth_service.verify_challenge(
+        payload.peer_id, payload.challenge, payload.signature, source_ip=ip
+    )
+    return {"session_token": token, "expires_at": expires_at}
+
+
+@router.post("/peers/register", response={200: PeerOut, **_ERRORS}, auth=node_session, tags=["discovery"])
+def register_peer(request, payload: RegisterIn):
+    """Store the calling node's own endpoint record (TTL 24 h)."""
+    node = peers.register_peer(
+        request.auth,
+        ip=payload.ip,
+        port=payload.port,
+        udp_port=payload.udp_port,
+        is_public=payload.is_public,
+        observed_ip=client_ip(request),
+        observed_port=client_port(request),
+    )
+    return _peer_out(node)
+
+
+@router.get("/peers/{peer_id}", response={200: PeerOut, **_ERRORS}, auth=node_session, tags=["discovery"])
+def lookup_peer(request, peer_id: str):
+    """The live record of a peer in the caller's network; 404 when absent or expired."""
+    return _peer_out(peers.lookup_peer(request.auth, peer_id))

@@ -1,0 +1,22 @@
+"""ASGI entry point: `daphne meshadmin.asgi:application`.
+
+HTTP goes to Django; WebSocket connections are routed by meshadmin/routing.py.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshadmin.settings")
+django_asgi_app = get_asgi_application()  # before importing anything that touches models
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from meshadmin.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

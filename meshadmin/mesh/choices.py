@@ -1,0 +1,30 @@
+"""Enumerations stored in the database."""
+
+from django.db import models
+
+__all__ = ["AuditAction", "NodeStatus"]
+
+
+class NodeStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    REVOKED = "revoked", "Revoked"
+
+
+class AuditAction(models.TextChoices):
+    NETWORK_CREATED = "network.created", "Network created"
+    TOKEN_CREATED = "token.created", "Token created"
+    TOKEN_REVOKED = "token.revoked", "Token revoked"
+    TOKEN_REJECTED = "token.rejected", "Token rejected"
+    NODE_ENROLLED = "node.enrolled", "Node enrolled"
+    NODE_ENROLL_REJECTED = "node.enroll_rejected", "Enrollment rejected"
+    NODE_RENAMED = "node.renamed", "Node renamed"
+    NODE_REVOKED = "node.revoked", "Node revoked"
+    NODE_DELETED = "node.deleted", "Node deleted"
+    AUTH_CHALLENGE_ISSUED = "auth.challenge", "Auth challenge issued"
+    AUTH_SUCCEEDED = "auth.succeeded", "Auth succeeded"
+    AUTH_FAILED = "auth.failed", "Auth failed"
+    PEER_REGISTERED = "peer.registered", "Peer record registered"
+    PEER_RECORDS_PURGED = "peer.purged", "Expired peer records purged"
+    ROUTE_CREATED = "route.created", "Route created"
+    ROUTE_APPROVED = "route.approved", "Route approved"
+    ROUTE_DELETED = "route.deleted", "Route deleted"

@@ -1,0 +1,60 @@
+"""`manage.py createtoken [--network NAME] [--uses N] [--expires DURATION] [--public]`
+
+Prints an enrollment token as the LAST line of stdout (scripts take `tail -n1`). The token is
+shown only here; the database keeps its hash. A missing network is created (with a new CA key).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+
+from meshadmin.mesh.constants import DEFAULT_NETWORK_NAME
+from meshadmin.mesh.services import ServiceError
+from meshadmin.mesh.services.networks import get_or_create_network
+from meshadmin.mesh.services.tokens import create_token
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """'30m', '1h', '7d' -> timedelta; anything else is an error."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30m, 1h or 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class Command(BaseCommand):
+    help = "Create an enrollment token; the token itself is printed as the last line."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--network", default=DEFAULT_NETWORK_NAME, help="network name (created if missing)"
+        )
+        parser.add_argument("--uses", type=int, default=1, help="how many enrollments it allows (default 1)")
+        parser.add_argument("--expires", default="24h", help="lifetime like 30m, 1h, 7d (default 24h)")
+        parser.add_argument(
+            "--public", action="store_true", help="nodes enrolled with it may be public relays"
+        )
+
+    def handle(self, *args, **options):
+        try:
+            ttl = parse_duration(options["expires"])
+        except ValueError as exc:
+            raise CommandError(f"--expires: {exc}") from exc
+        try:
+            network = get_or_create_network(options["network"], actor="cli")
+            token, plaintext = create_token(
+                network, uses=options["uses"], ttl=ttl, is_public=options["public"], actor="cli"
+            )
+        except ServiceError as exc:
+            raise CommandError(exc.detail) from exc
+        self.stderr.write(
+            f"network {network.name} ({network.overlay_cidr}); uses {token.max_uses}; "
+            f"public {'yes' if token.is_public else 'no'}; expires {token.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        self.stdout.write(plaintext)

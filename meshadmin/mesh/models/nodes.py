@@ -1,0 +1,57 @@
+from django.db import models
+from django.utils import timezone
+
+from ..choices import NodeStatus
+from .networks import Network
+
+__all__ = ["Node"]
+
+
+class Node(models.Model):
+    """An enrolled node: its identity, overlay address, certificate and discovery record.
+
+    The discovery record (`endpoint_ip`, `control_port`, `udp_port`, `observed_ip`) is valid until
+    `record_expires_at`; reads treat an expired record as absent and a beat task clears it.
+    A revoked node keeps its row (so its key cannot enroll again) but gives up its overlay IP.
+    """
+
+    peer_id = models.CharField(max_length=40, unique=True, editable=False)
+    name = models.CharField(max_length=63)
+    network = models.ForeignKey(Network, on_delete=models.PROTECT, related_name="nodes")
+    overlay_ip = models.GenericIPAddressField(null=True, blank=True)
+    public_key = models.BinaryField(editable=False)
+    is_public = models.BooleanField(default=False)
+    is_relay = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=NodeStatus.choices, default=NodeStatus.ACTIVE)
+    certificate = models.BinaryField(editable=False)
+    certificate_expires_at = models.DateTimeField(null=True, blank=True)
+    enrolled_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # discovery record
+    endpoint_ip = models.GenericIPAddressField(null=True, blank=True)
+    control_port = models.PositiveIntegerField(null=True, blank=True)
+    udp_port = models.PositiveIntegerField(null=True, blank=True)
+    observed_ip = models.GenericIPAddressField(null=True, blank=True)
+    observed_port = models.PositiveIntegerField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    record_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["network", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["network", "overlay_ip"], name="node_unique_overlay_ip"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.peer_id[:12]})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.status == NodeStatus.REVOKED
+
+    def record_is_live(self, now) -> bool:
+        return (
+            self.status == NodeStatus.ACTIVE
+            and self.record_expires_at is not None
+            and self.record_expires_at > now
+        )

@@ -1,0 +1,173 @@
+"""Enrollment: spend a token, allocate an overlay IP, issue the node's certificate.
+
+The token is consumed by a conditional UPDATE (uses_left > 0, not revoked, not expired) in the
+same transaction that creates the node; if anything later fails (pool full, key already
+enrolled) the transaction rolls back and the use is given back. Refusals are audited outside
+the rolled-back transaction so the audit row survives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from nodeagent.protocol.identity import peer_id as compute_peer_id
+
+from ..addressing import PoolExhausted, next_free_address
+from ..changes import ALL_NODES, Change, announce
+from ..choices import AuditAction, NodeStatus
+from ..constants import CERTIFICATE_LIFETIME
+from ..models import EnrollmentToken, Node
+from ..pki import issue_node_certificate
+from ..secrets import hash_secret
+from .common import bump_serial, node_actor, record_audit
+from .errors import Conflict, Forbidden, ServiceError
+from .validation import clean_endpoint, clean_label, clean_public_key
+
+__all__ = ["EnrollmentResult", "enroll"]
+
+IPAM_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class EnrollmentResult:
+    node: Node
+    certificate: bytes
+    ca_public_key: bytes
+    network_name: str
+
+
+def _token_refusal(token: EnrollmentToken | None, now) -> str:
+    if token is None:
+        return "invalid enrollment token"
+    if token.revoked_at is not None:
+        return "enrollment token has been revoked"
+    if token.expires_at <= now:
+        return "enrollment token has expired"
+    if token.uses_left <= 0:
+        return "enrollment token has been used up"
+    return "enrollment token is no longer valid"
+
+
+def enroll(
+    *,
+    token: str,
+    name: str,
+    public_key: bytes,
+    endpoint: str | None = None,
+    is_public: bool | None = None,
+    source_ip: str | None = None,
+) -> EnrollmentResult:
+    name = clean_label(name, "name")
+    public_key = clean_public_key(public_key)
+    endpoint_ip, control_port = clean_endpoint(endpoint) if endpoint else (None, None)
+    pid = compute_peer_id(public_key)
+    token_hash = hash_secret("enroll", token or "")
+    row = EnrollmentToken.objects.filter(token_hash=token_hash).select_related("network").first()
+    network = row.network if row is not None else None
+
+    def refuse(error: ServiceError, reason: str) -> ServiceError:
+        record_audit(
+            AuditAction.NODE_ENROLL_REJECTED,
+            actor="anonymous",
+            network=network,
+            object_type="node",
+            object_id=pid,
+            source_ip=source_ip,
+            reason=reason,
+            name=name,
+            token_prefix=row.prefix if row is not None else None,
+        )
+        return error
+
+    now = timezone.now()
+    if row is None or row.revoked_at is not None or row.expires_at <= now or row.uses_left <= 0:
+        detail = _token_refusal(row, now)
+        raise refuse(Forbidden(detail), detail)
+    public = row.is_public if is_public is None else bool(is_public)
+    if public and not row.is_public:
+        detail = "this enrollment token does not allow public nodes"
+        raise refuse(Forbidden(detail), detail)
+    if Node.objects.filter(peer_id=pid, status=NodeStatus.REVOKED).exists():
+        detail = "this public key belongs to a revoked node"
+        raise refuse(Forbidden(detail), detail)
+
+    try:
+        with transaction.atomic():
+            spent = EnrollmentToken.objects.filter(
+                pk=row.pk, uses_left__gt=0, revoked_at=None, expires_at__gt=now
+            ).update(uses_left=F("uses_left") - 1)
+            if spent != 1:
+                row.refresh_from_db()
+                raise Forbidden(_token_refusal(row, now))
+            locked = bump_serial(row.network_id)
+            existing = Node.objects.filter(peer_id=pid).first()
+            if existing is not None:
+                if existing.status == NodeStatus.REVOKED:
+                    raise Forbidden("this public key belongs to a revoked node")
+                raise Conflict("a node with this public key is already enrolled")
+            node = _create_node(locked, pid, name, public_key, public, endpoint_ip, control_port, now)
+            certificate = issue_node_certificate(
+                locked,
+                public_key=public_key,
+                name=name,
+                overlay_ip=node.overlay_ip,
+                is_public=public,
+                is_relay=public,
+                not_before=now,
+                not_after=now + CERTIFICATE_LIFETIME,
+            )
+            node.certificate = certificate
+            node.certificate_expires_at = now + CERTIFICATE_LIFETIME
+            node.save(update_fields=["certificate", "certificate_expires_at"])
+            record_audit(
+                AuditAction.NODE_ENROLLED,
+                actor=node_actor(node),
+                network=locked,
+                obj=node,
+                source_ip=source_ip,
+                name=name,
+                peer_id=pid,
+                overlay_ip=node.overlay_ip,
+                is_public=public,
+                token_prefix=row.prefix,
+            )
+            announce(Change(locked.pk, "node.enrolled", ALL_NODES, locked.serial))
+    except ServiceError as exc:
+        raise refuse(exc, exc.detail) from None
+    return EnrollmentResult(node, certificate, bytes(locked.ca_public_key), locked.name)
+
+
+def _create_node(network, pid, name, public_key, public, endpoint_ip, control_port, now) -> Node:
+    """Insert the node at the lowest free overlay address, retrying if a racer took it."""
+    for _ in range(IPAM_ATTEMPTS):
+        used = Node.objects.filter(network=network, overlay_ip__isnull=False).values_list(
+            "overlay_ip", flat=True
+        )
+        try:
+            address = next_free_address(network.overlay_cidr, used)
+        except PoolExhausted as exc:
+            raise Conflict(f"the overlay network {network.overlay_cidr} has no free address left") from exc
+        try:
+            with transaction.atomic():
+                return Node.objects.create(
+                    peer_id=pid,
+                    name=name,
+                    network=network,
+                    overlay_ip=str(address),
+                    public_key=public_key,
+                    is_public=public,
+                    is_relay=public,
+                    status=NodeStatus.ACTIVE,
+                    enrolled_at=now,
+                    endpoint_ip=endpoint_ip,
+                    control_port=control_port,
+                )
+        except IntegrityError:
+            if Node.objects.filter(peer_id=pid).exists():
+                raise Conflict("a node with this public key is already enrolled") from None
+            continue  # another transaction took this address first; look again
+    raise Conflict("could not allocate an overlay address, try again")

@@ -1,0 +1,31 @@
+"""Typed refusals. `status` is the HTTP status the API answers with; `detail` is safe to show."""
+
+__all__ = ["Conflict", "Forbidden", "InvalidInput", "NotAuthenticated", "NotFound", "ServiceError"]
+
+
+class ServiceError(Exception):
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(ServiceError):
+    status = 400
+
+
+class NotAuthenticated(ServiceError):
+    status = 401
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Conflict(ServiceError):
+    status = 409

@@ -1,0 +1,80 @@
+"""Node lifecycle: rename, revoke (key blocked, address freed), delete (address freed)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..changes import ALL_NODES, Change, announce
+from ..choices import AuditAction, NodeStatus
+from ..models import Node, SessionToken
+from .common import bump_serial, record_audit
+from .errors import Conflict
+from .validation import clean_label
+
+__all__ = ["delete_node", "rename_node", "revoke_node"]
+
+
+def rename_node(node: Node, name: str, *, actor: str = "system") -> Node:
+    """Changes the name in the registry; the node's certificate keeps the old name until re-issued."""
+    name = clean_label(name, "name")
+    with transaction.atomic():
+        locked = bump_serial(node.network_id)
+        old = Node.objects.get(pk=node.pk).name
+        Node.objects.filter(pk=node.pk).update(name=name)
+        node.refresh_from_db()
+        record_audit(AuditAction.NODE_RENAMED, actor=actor, network=locked, obj=node, old=old, new=name)
+        announce(Change(locked.pk, "node.renamed", ALL_NODES, locked.serial))
+    return node
+
+
+def revoke_node(node: Node, *, actor: str = "system") -> Node:
+    """Revoke: the row stays (its public key can never enroll again), its overlay IP is freed,
+    its discovery record and sessions are dropped, and every peer is told."""
+    with transaction.atomic():
+        locked = bump_serial(node.network_id)
+        current = Node.objects.select_for_update().get(pk=node.pk)
+        if current.status == NodeStatus.REVOKED:
+            raise Conflict("node is already revoked")
+        freed = current.overlay_ip
+        Node.objects.filter(pk=node.pk).update(
+            status=NodeStatus.REVOKED,
+            revoked_at=timezone.now(),
+            overlay_ip=None,
+            endpoint_ip=None,
+            control_port=None,
+            udp_port=None,
+            observed_ip=None,
+            observed_port=None,
+            record_expires_at=None,
+        )
+        SessionToken.objects.filter(node_id=node.pk).delete()
+        node.refresh_from_db()
+        record_audit(
+            AuditAction.NODE_REVOKED,
+            actor=actor,
+            network=locked,
+            obj=node,
+            peer_id=node.peer_id,
+            freed_overlay_ip=freed,
+        )
+        announce(Change(locked.pk, "node.revoked", ALL_NODES, locked.serial))
+    return node
+
+
+def delete_node(node: Node, *, actor: str = "system") -> None:
+    """Delete the row; its overlay IP is free for the next enrollment and its key may enroll again."""
+    with transaction.atomic():
+        locked = bump_serial(node.network_id)
+        details = {"peer_id": node.peer_id, "name": node.name, "overlay_ip": node.overlay_ip}
+        object_id = str(node.pk)
+        Node.objects.filter(pk=node.pk).delete()
+        record_audit(
+            AuditAction.NODE_DELETED,
+            actor=actor,
+            network=locked,
+            object_type="node",
+            object_id=object_id,
+            **details,
+        )
+        announce(Change(locked.pk, "node.deleted", ALL_NODES, locked.serial))

@@ -1,0 +1,72 @@
+"""Enrollment tokens: create (returns the plaintext once) and revoke."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..changes import Change, announce
+from ..choices import AuditAction
+from ..constants import DEFAULT_TOKEN_TTL
+from ..models import EnrollmentToken, Network
+from ..secrets import hash_secret, new_token, token_prefix
+from .common import bump_serial, record_audit
+from .errors import InvalidInput
+
+__all__ = ["create_token", "revoke_token"]
+
+MAX_TOKEN_USES = 10_000
+MAX_TOKEN_TTL = timedelta(days=365)
+
+
+def create_token(
+    network: Network,
+    *,
+    uses: int = 1,
+    ttl: timedelta = DEFAULT_TOKEN_TTL,
+    is_public: bool = False,
+    created_by=None,
+    actor: str = "system",
+) -> tuple[EnrollmentToken, str]:
+    """Create a token; returns (row, plaintext). The plaintext exists only in this return value."""
+    if not 1 <= uses <= MAX_TOKEN_USES:
+        raise InvalidInput(f"uses: must be 1..{MAX_TOKEN_USES}")
+    if not timedelta(0) < ttl <= MAX_TOKEN_TTL:
+        raise InvalidInput("expires: must be positive and at most 365 days")
+    plaintext = new_token()
+    with transaction.atomic():
+        locked = bump_serial(network.pk)
+        token = EnrollmentToken.objects.create(
+            token_hash=hash_secret("enroll", plaintext),
+            prefix=token_prefix(plaintext),
+            network=locked,
+            max_uses=uses,
+            uses_left=uses,
+            expires_at=timezone.now() + ttl,
+            is_public=is_public,
+            created_by=created_by,
+        )
+        record_audit(
+            AuditAction.TOKEN_CREATED,
+            actor=actor,
+            network=locked,
+            obj=token,
+            prefix=token.prefix,
+            uses=uses,
+            is_public=is_public,
+            expires_at=token.expires_at.isoformat(),
+        )
+        announce(Change(locked.pk, "token.created", frozenset(), locked.serial))
+    return token, plaintext
+
+
+def revoke_token(token: EnrollmentToken, *, actor: str = "system") -> EnrollmentToken:
+    with transaction.atomic():
+        locked = bump_serial(token.network_id)
+        EnrollmentToken.objects.filter(pk=token.pk, revoked_at=None).update(revoked_at=timezone.now())
+        token.refresh_from_db()
+        record_audit(AuditAction.TOKEN_REVOKED, actor=actor, network=locked, obj=token, prefix=token.prefix)
+        announce(Change(locked.pk, "token.revoked", frozenset(), locked.serial))
+    return token

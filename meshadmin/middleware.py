@@ -1,0 +1,38 @@
+"""Request-body cap: anything larger than DATA_UPLOAD_MAX_MEMORY_SIZE is answered 413.
+
+Django alone raises RequestDataTooBig (a 400) only when a view reads request.body; we answer
+before the view runs, from Content-Length when given, otherwise by reading the body under the cap.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+
+
+def _too_large() -> JsonResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return JsonResponse({"detail": f"request body is larger than {limit} bytes"}, status=413)
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+            length = request.META.get("CONTENT_LENGTH") or ""
+            try:
+                declared = int(length) if length else None
+            except ValueError:
+                return JsonResponse({"detail": "invalid Content-Length"}, status=400)
+            if declared is not None and declared > limit:
+                return _too_large()
+            if declared is None and not request.path.startswith("/admin/"):
+                try:
+                    request.body  # noqa: B018 - reads and caches under Django's own cap
+                except RequestDataTooBig:
+                    return _too_large()
+        return self.get_response(request)

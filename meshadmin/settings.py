@@ -1,0 +1,235 @@
+"""meshadmin settings: everything comes from the environment (see meshadmin/env.py).
+
+Embedded default (no variables set): SQLite in SHADOWMESH_DATA_DIR, the in-memory channel layer,
+a local-memory cache and Celery tasks run eagerly in-process. DATABASE_URL=postgres://... switches
+to PostgreSQL (psycopg 3 with a connection pool); REDIS_URL=redis://... switches the channel
+layer, the cache (rate limits) and the Celery broker to Redis.
+
+SHADOWMESH_PRODUCTION=1 turns on the deployment hardening (secure cookies, HSTS, SSL redirect) so
+that `manage.py check --deploy --fail-level WARNING` reports nothing; it refuses DEBUG and an
+empty SHADOWMESH_ALLOWED_HOSTS.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from meshadmin.env import env_bool, env_int, env_list, env_path, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DATA_DIR = env_path(
+    "SHADOWMESH_DATA_DIR",
+    BASE_DIR / "data",
+    "Directory for the embedded SQLite database and the generated secret key (default: <project>/data)",
+)
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+PRODUCTION = env_bool(
+    "SHADOWMESH_PRODUCTION", False, "1 = deployment hardening: secure cookies, HSTS, SSL redirect, no DEBUG"
+)
+DEBUG = env_bool("SHADOWMESH_DEBUG", False, "1 = Django debug mode (never in production)")
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("SHADOWMESH_DEBUG and SHADOWMESH_PRODUCTION cannot both be on")
+
+
+def _load_secret_key() -> str:
+    """SHADOWMESH_SECRET_KEY, or a key generated once into DATA_DIR/secret_key (mode 0600)."""
+    from_env = env_str(
+        "SHADOWMESH_SECRET_KEY", None, "Django SECRET_KEY; unset = generated once into DATA_DIR/secret_key"
+    )
+    if from_env is not None:
+        if len(from_env) < 50:
+            raise ImproperlyConfigured("SHADOWMESH_SECRET_KEY must be at least 50 characters")
+        return from_env
+    path = DATA_DIR / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if len(key) < 50:
+            raise ImproperlyConfigured(f"{path} is too short; delete it to regenerate") from None
+        return key
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+SECRET_KEY = _load_secret_key()
+SECRET_KEY_FALLBACKS = env_list(
+    "SHADOWMESH_SECRET_KEY_FALLBACKS", [], "Comma-separated previous secret keys, kept while rotating"
+)
+
+ALLOWED_HOSTS = env_list(
+    "SHADOWMESH_ALLOWED_HOSTS",
+    [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"],
+    "Comma-separated host names this server answers to (required in production)",
+)
+if PRODUCTION and (not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS):
+    raise ImproperlyConfigured("SHADOWMESH_ALLOWED_HOSTS must list explicit host names in production")
+CSRF_TRUSTED_ORIGINS = env_list(
+    "SHADOWMESH_CSRF_TRUSTED_ORIGINS", [], "Comma-separated origins (https://host) trusted for admin POSTs"
+)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "meshadmin.mesh",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "meshadmin.middleware.BodySizeLimitMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "meshadmin.urls"
+ASGI_APPLICATION = "meshadmin.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database
+DATABASE_URL = env_str(
+    "DATABASE_URL", None, "postgres://user:password@host:5432/name; unset = SQLite in SHADOWMESH_DATA_DIR"
+)
+DB_POOL_MAX_SIZE = env_int(
+    "SHADOWMESH_DB_POOL_MAX_SIZE", 20, "PostgreSQL connection pool size per process (0 = no pool)"
+)
+if DATABASE_URL is None:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
+    }
+else:
+    if not DATABASE_URL.startswith(("postgres://", "postgresql://", "sqlite://")):
+        raise ImproperlyConfigured("DATABASE_URL must be a postgres:// (or sqlite://) URL")
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    if _db["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+        _db.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": 30}
+    DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, cache, Celery broker
+REDIS_URL = env_str(
+    "REDIS_URL", None, "redis://host:6379/0; unset = in-memory channel layer, local cache, eager Celery"
+)
+if REDIS_URL is None:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CELERY_BROKER_URL = "memory://"
+    CELERY_TASK_ALWAYS_EAGER = True
+    CELERY_TASK_EAGER_PROPAGATES = True
+else:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured("REDIS_URL must be a redis:// URL")
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "shadowmesh",
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "purge-expired-peer-records": {
+        "task": "meshadmin.mesh.tasks.purge_expired_peer_records",
+        "schedule": 300.0,
+    },
+}
+
+# --- API limits
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # also enforced as 413 by BodySizeLimitMiddleware
+SHADOWMESH_RATE_LIMITS = {
+    # requests per minute per client address
+    "enroll": env_int("SHADOWMESH_ENROLL_RATE", 30, "Enrollment requests per minute per client address"),
+    "auth": env_int("SHADOWMESH_AUTH_RATE", 120, "Auth challenge/verify requests per minute per address"),
+}
+
+# --- passwords, i18n, static
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = (
+    BASE_DIR / "staticfiles"
+)  # filled by collectstatic (docker image); created so WhiteNoise finds it
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+WHITENOISE_USE_FINDERS = True
+
+# --- security (always on; PRODUCTION adds the TLS-dependent parts)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if env_bool(
+    "SHADOWMESH_TRUST_PROXY_HTTPS", False, "1 = trust X-Forwarded-Proto: https from the TLS proxy in front"
+):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int(
+        "SHADOWMESH_HSTS_SECONDS", 31536000, "Strict-Transport-Security max-age in production", minimum=3600
+    )
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+LOG_LEVEL = env_str("SHADOWMESH_LOG_LEVEL", "INFO", "Log level for the meshadmin loggers (DEBUG, INFO, ...)")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {"meshadmin": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}},
+}
