@@ -1,0 +1,32 @@
+"""Pure reachability policy: which node may reach which, and which relay a pair should fall back to.
+
+Today the rule is the default mesh: every active node with an overlay address may reach every
+other one. Access rules, when they come, are added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from .snapshot import NodeRow
+
+__all__ = ["fallback_relay", "is_relay_candidate", "may_reach"]
+
+
+def may_reach(a: NodeRow, b: NodeRow) -> bool:
+    return a.pk != b.pk and a.active and b.active and a.overlay_ip is not None and b.overlay_ip is not None
+
+
+def is_relay_candidate(n: NodeRow) -> bool:
+    """Public nodes may relay for others (a relay-flagged node too)."""
+    return n.active and n.overlay_ip is not None and (n.is_public or n.is_relay)
+
+
+def fallback_relay(me: NodeRow, peer: NodeRow, relays: list[NodeRow]) -> str | None:
+    """The relay to use towards `peer` when no direct path works: None if `peer` is itself a relay
+    or no third relay exists. Relays with a live endpoint first, then lowest peer id."""
+    if is_relay_candidate(peer):
+        return None
+    options = [r for r in relays if r.pk not in (me.pk, peer.pk)]
+    if not options:
+        return None
+    options.sort(key=lambda r: (r.endpoint_ip is None, r.peer_id))
+    return options[0].peer_id

@@ -1,0 +1,94 @@
+"""Gather everything a netmap needs from the database into frozen rows, in a pinned number of queries.
+
+Queries (pinned by tests/meshadmin/netmap/test_snapshot_queries.py): the network (with its serial,
+read first so a map never claims a newer serial than its data), its nodes, its approved routes.
+Nothing else touches the database; compute.py works on the returned Snapshot only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from meshadmin.mesh.choices import NodeStatus
+from meshadmin.mesh.models import Network, Node, Route
+from nodeagent.protocol.cert import CertificateError, parse_certificate
+
+__all__ = ["NodeRow", "RouteRow", "Snapshot", "load"]
+
+QUERY_COUNT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    pk: int
+    peer_id: str
+    name: str
+    overlay_ip: str | None
+    is_public: bool
+    is_relay: bool
+    active: bool
+    fingerprint: str  # hex SHA-256 of the certificate's signed part ("" when unparsable)
+    endpoint_ip: str | None = None  # only set while the discovery record is live
+    observed_ip: str | None = None
+    control_port: int | None = None
+    udp_port: int | None = None
+    last_seen: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRow:
+    prefix: str
+    via_pk: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    network_id: int
+    network: str
+    serial: int
+    prefix_len: int
+    nodes: tuple[NodeRow, ...]
+    routes: tuple[RouteRow, ...]
+
+    def node(self, key: int | str) -> NodeRow | None:
+        for n in self.nodes:
+            if n.pk == key or n.peer_id == key:
+                return n
+        return None
+
+
+def fingerprint(certificate: bytes) -> str:
+    try:
+        return parse_certificate(bytes(certificate)).fingerprint
+    except CertificateError:
+        return ""
+
+
+def load(network: Network | int, now: datetime | None = None) -> Snapshot:
+    now = now or timezone.now()
+    network_id = network.pk if isinstance(network, Network) else network
+    net = Network.objects.values("pk", "name", "serial", "overlay_cidr").get(pk=network_id)
+    rows = Node.objects.filter(network_id=network_id).order_by("peer_id").values(
+        "pk", "peer_id", "name", "overlay_ip", "is_public", "is_relay", "status", "certificate",
+        "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at")
+    nodes = []
+    for r in rows:
+        live = r["status"] == NodeStatus.ACTIVE and r["record_expires_at"] is not None \
+            and r["record_expires_at"] > now
+        nodes.append(NodeRow(
+            pk=r["pk"], peer_id=r["peer_id"], name=r["name"], overlay_ip=r["overlay_ip"],
+            is_public=r["is_public"], is_relay=r["is_relay"], active=r["status"] == NodeStatus.ACTIVE,
+            fingerprint=fingerprint(r["certificate"]),
+            endpoint_ip=r["endpoint_ip"] if live else None, observed_ip=r["observed_ip"] if live else None,
+            control_port=r["control_port"] if live else None, udp_port=r["udp_port"] if live else None,
+            last_seen=r["last_seen"]))
+    routes = tuple(RouteRow(prefix=r["prefix"], via_pk=r["via_id"]) for r in
+                   Route.objects.filter(network_id=network_id, approved=True)
+                   .order_by("prefix", "via_id").values("prefix", "via_id"))
+    return Snapshot(network_id=net["pk"], network=net["name"], serial=net["serial"],
+                    prefix_len=ipaddress.ip_network(net["overlay_cidr"]).prefixlen,
+                    nodes=tuple(nodes), routes=routes)
