@@ -1,0 +1,176 @@
+"""One measurement run over a tunnel that is up: iperf3 TCP, iperf3 UDP at a fixed rate, ping RTT,
+tunnel CPU and machine load. Every figure is parsed from the tool's own output; a failed tool gives
+NaN for its columns, never a made-up number.
+
+Definitions (also in BENCHMARKS.md):
+- tcp_mbps: iperf3 receiver goodput, one stream A -> B, DUR s, first second omitted (-O 1).
+- udp_loss_pct: iperf3 -u -b UDP_RATE -l UDP_LEN for UDP_DUR s; loss % as reported by the receiver.
+- rtt_avg_ms / rtt_p99_ms: PINGS pings at 10 ms over the idle tunnel; p99 by nearest rank.
+- tun_cpu_tcp / tun_cpu_udp: utime+stime (all threads) of every process in the two namespaces except
+  iperf3 and ping, during the TCP / UDP test; 100 % = one core, both ends summed.
+- sys_busy_pct: busy share of the whole machine during the TCP test (/proc/stat; 100 % = all cores).
+- idle_busy_pct: the same over one second before the run: load from other users of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import Lab, comm
+
+HZ = os.sysconf("SC_CLK_TCK")
+NAN = float("nan")
+NOT_TUNNEL = {"iperf3", "ping", "ip", ""}
+
+
+@dataclass
+class Knobs:
+    dur: int = 10
+    udp_dur: int = 10
+    udp_rate: str = "300M"
+    udp_len: int = 1200
+    pings: int = 200
+
+
+def tunnel_pids(lab: Lab) -> list[int]:
+    return [p for p in lab.pids() if comm(p) not in NOT_TUNNEL]
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs."""
+    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v[:8]) - idle, sum(v[:8])
+
+
+def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return 100.0 * (after[0] - before[0]) / max(1, after[1] - before[1])
+
+
+def rss_mb(pids: list[int]) -> float:
+    kb = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    kb += int(line.split()[1])
+        except OSError:
+            continue
+    return kb / 1024
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+class Sampler:
+    """CPU of the tunnel processes and of the machine over one interval."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.pids = tunnel_pids(lab)
+        self.t0, self.m0, self.w0 = cpu_ticks(self.pids), machine_ticks(), time.monotonic()
+
+    def stop(self) -> tuple[float, float]:
+        t1, m1, w1 = cpu_ticks(self.pids), machine_ticks(), time.monotonic()
+        tun = 100.0 * (t1 - self.t0) / HZ / max(1e-6, w1 - self.w0) if self.pids else NAN
+        return tun, busy_pct(self.m0, m1)
+
+
+def _iperf(lab: Lab, argv: list[str], timeout: float, log: Path) -> dict:
+    try:
+        proc = lab.run(lab.a, "iperf3", "--connect-timeout", "3000", "-J", *argv, timeout=timeout)
+        out = proc.stdout
+    except subprocess.TimeoutExpired:
+        out = ""
+    log.write_text(out)
+    try:
+        return json.loads(out)
+    except ValueError:
+        return {}
+
+
+def parse_tcp(doc: dict) -> tuple[float, float]:
+    try:
+        end = doc["end"]
+        return end["sum_received"]["bits_per_second"] / 1e6, float(end["sum_sent"].get("retransmits", NAN))
+    except (KeyError, TypeError):
+        return NAN, NAN
+
+
+def parse_udp(doc: dict) -> tuple[float, float]:
+    """(receiver goodput Mbit/s, loss %) from an iperf3 UDP client report."""
+    try:
+        end = doc["end"]
+        s = end.get("sum_received") or end["sum"]
+        loss = float(s["lost_percent"])
+        mbps = s["bits_per_second"] / 1e6
+        if "sum_received" not in end:  # iperf3 < 3.13: "sum" holds the sender rate and the receiver's losses
+            mbps *= 1 - loss / 100
+        return mbps, loss
+    except (KeyError, TypeError, ValueError):
+        return NAN, NAN
+
+
+_RTT = re.compile(r"time=([\d.]+) ms")
+
+
+def parse_ping(text: str) -> tuple[float, float, int]:
+    rtts = sorted(float(x) for x in _RTT.findall(text))
+    if not rtts:
+        return NAN, NAN, 0
+    p99 = rtts[max(0, math.ceil(0.99 * len(rtts)) - 1)]
+    return sum(rtts) / len(rtts), p99, len(rtts)
+
+
+def measure_run(lab: Lab, tunnel: str, target: str, run: int, k: Knobs, logdir: Path) -> dict:
+    row: dict = {"tunnel": tunnel, "run": run, "loadavg1": loadavg()}
+    m0 = machine_ticks()
+    time.sleep(1.0)
+    row["idle_busy_pct"] = busy_pct(m0, machine_ticks())
+    stem = logdir / f"{tunnel}-{run}"
+
+    s = Sampler(lab)
+    tcp = _iperf(lab, ["-c", target, "-t", str(k.dur), "-O", "1"], k.dur + 30, stem.with_suffix(".tcp.json"))
+    row["tun_cpu_tcp"], row["sys_busy_pct"] = s.stop()
+    row["tcp_mbps"], row["tcp_retr"] = parse_tcp(tcp)
+    time.sleep(0.5)
+
+    s = Sampler(lab)
+    udp = _iperf(
+        lab,
+        ["-c", target, "-u", "-b", k.udp_rate, "-l", str(k.udp_len), "-t", str(k.udp_dur)],
+        k.udp_dur + 30,
+        stem.with_suffix(".udp.json"),
+    )
+    row["tun_cpu_udp"], _ = s.stop()
+    row["udp_mbps"], row["udp_loss_pct"] = parse_udp(udp)
+    time.sleep(0.5)
+
+    try:
+        ping = lab.run(
+            lab.a, "ping", "-c", str(k.pings), "-i", "0.01", "-W", "1", target, timeout=k.pings * 0.05 + 20
+        ).stdout
+    except subprocess.TimeoutExpired:
+        ping = ""
+    (stem.with_suffix(".ping.txt")).write_text(ping)
+    row["rtt_avg_ms"], row["rtt_p99_ms"], row["pings_ok"] = parse_ping(ping)
+    row["loadavg1_end"] = loadavg()
+    return row

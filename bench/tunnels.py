@@ -1,0 +1,342 @@
+"""How each measured tunnel is brought up between the two namespaces of a `Lab`.
+
+Every `start_*` function returns a `Tunnel` (the address to aim iperf3/ping at, the overlay device's
+MTU and version string) or raises `Skip` with the reason (tool missing, daemon died, no ping within the
+deadline). The tunnel's own default MTU is used everywhere unless a variant says otherwise.
+
+Overlays (inside the namespaces only):
+  wireguard-go 10.78.0.0/24 · nebula 10.79.0.0/24 · ShadowMesh 10.10.10.0/24 (its default)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import Lab, Node
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Skip(Exception):
+    """This tunnel cannot be measured in this run; the message says why."""
+
+
+@dataclass
+class Tunnel:
+    name: str
+    target: str  # address on node B that node A sends to
+    mtu: int | None = None
+    version: str = ""
+    up_s: float | None = None  # from starting the daemons to the first answered ping
+    notes: list[str] = field(default_factory=list)
+    status: Path | None = None  # ShadowMesh: config whose `status --json` is saved after the runs
+
+
+def wait_ping(lab: Lab, target: str, deadline_s: float, watch: list[subprocess.Popen] = ()) -> float:
+    """Seconds until `target` answers a ping from node A.
+
+    Raises Skip after `deadline_s`, or as soon as one of the `watch`ed daemons exits."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline_s:
+        if lab.run(lab.a, "ping", "-c", "1", "-W", "0.3", target, timeout=5).returncode == 0:
+            return time.monotonic() - t0
+        dead = [p for p in watch if p.poll() is not None]
+        if dead:
+            raise Skip(f"daemon exited with status {dead[0].returncode} before the tunnel came up")
+        time.sleep(0.1)
+    raise Skip(f"no ping reply from {target} within {deadline_s:.0f} s")
+
+
+def device_mtu(lab: Lab, node: Node, address: str) -> int | None:
+    """MTU of the interface in `node` that carries `address`."""
+    out = lab.run(node, "ip", "-j", "addr", "show", timeout=10).stdout
+    for link in json.loads(out or "[]"):
+        if any(a.get("local") == address for a in link.get("addr_info", [])):
+            return link.get("mtu")
+    return None
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return ((proc.stdout or proc.stderr).strip().splitlines() or [""])[0]
+
+
+def _need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise Skip(f"not installed: {', '.join(missing)}")
+
+
+# ---------------------------------------------------------------------- raw veth
+def start_veth(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
+    t = Tunnel("veth", lab.b.underlay_ip, version="kernel veth")
+    t.up_s = wait_ping(lab, t.target, deadline_s)
+    t.mtu = device_mtu(lab, lab.a, lab.a.underlay_ip)
+    return t
+
+
+# ---------------------------------------------------------------------- wireguard-go
+def start_wireguard_go(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
+    _need("wireguard-go", "wg")
+    d = work / "wireguard-go"
+    d.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for side in "ab":
+        priv = subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True).stdout.strip()
+        pub = subprocess.run(
+            ["wg", "pubkey"], input=priv, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        (d / f"{side}.key").write_text(priv + "\n")
+        os.chmod(d / f"{side}.key", 0o600)
+        keys[side] = pub
+    # The control socket lives in the shared /var/run/wireguard, so the device name is unique per run.
+    dev = {"a": f"wg{lab.tag}a", "b": f"wg{lab.tag}b"}
+    env = dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+    t0 = time.monotonic()
+    procs = []
+    for side, node in (("a", lab.a), ("b", lab.b)):
+        sock = Path(f"/var/run/wireguard/{dev[side]}.sock")
+        lab.remove_on_exit(sock)
+        procs.append(lab.spawn(node, "wireguard-go", "-f", dev[side], log=d / f"{side}.log", env=env))
+    for side in "ab":
+        sock = Path(f"/var/run/wireguard/{dev[side]}.sock")
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        else:
+            raise Skip(f"wireguard-go did not create {sock}: {(d / f'{side}.log').read_text()[-400:]}")
+    plan = (
+        ("a", lab.a, "b", lab.b, "10.78.0.1", "10.78.0.2"),
+        ("b", lab.b, "a", lab.a, "10.78.0.2", "10.78.0.1"),
+    )
+    for side, node, other, onode, mine, theirs in plan:
+        lab.run(
+            node,
+            "wg",
+            "set",
+            dev[side],
+            "private-key",
+            str(d / f"{side}.key"),
+            "listen-port",
+            "51820",
+            "peer",
+            keys[other],
+            "endpoint",
+            f"{onode.underlay_ip}:51820",
+            "allowed-ips",
+            f"{theirs}/32",
+            check=True,
+        )
+        lab.run(node, "ip", "addr", "add", f"{mine}/24", "dev", dev[side], check=True)
+        lab.run(node, "ip", "link", "set", dev[side], "up", check=True)  # MTU: wireguard-go's default
+    t = Tunnel("wireguard-go", "10.78.0.2", version=_deb_version("wireguard-go"))
+    wait_ping(lab, t.target, deadline_s, procs)
+    t.up_s = time.monotonic() - t0
+    t.mtu = device_mtu(lab, lab.a, "10.78.0.1")
+    return t
+
+
+# ---------------------------------------------------------------------- nebula
+_NEBULA_YML = """\
+pki:
+  ca: {d}/ca.crt
+  cert: {d}/{n}.crt
+  key: {d}/{n}.key
+static_host_map:
+  "10.79.0.1": ["{lh_underlay}:4242"]
+lighthouse:
+  am_lighthouse: {am_lh}
+  interval: 60
+  hosts: {hosts}
+listen:
+  host: 0.0.0.0
+  port: 4242
+punchy:
+  punch: false
+tun:
+  disabled: false
+  dev: {dev}
+{mtu_line}logging:
+  level: warning
+firewall:
+  outbound:
+    - port: any
+      proto: any
+      host: any
+  inbound:
+    - port: any
+      proto: any
+      host: any
+"""
+
+
+def start_nebula(lab: Lab, work: Path, deadline_s: float, mtu: int | None = None) -> Tunnel:
+    """Node A is the lighthouse. `mtu=None` keeps nebula's own default (1300)."""
+    _need("nebula", "nebula-cert")
+    name = "nebula" if mtu is None else f"nebula-mtu{mtu}"
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    cert = ["nebula-cert"]
+    subprocess.run(
+        [*cert, "ca", "-name", "bench-ca", "-out-crt", "ca.crt", "-out-key", "ca.key"],
+        cwd=d,
+        check=True,
+        capture_output=True,
+    )
+    for n, ip in (("a", "10.79.0.1/24"), ("b", "10.79.0.2/24")):
+        subprocess.run(
+            [
+                *cert,
+                "sign",
+                "-ca-crt",
+                "ca.crt",
+                "-ca-key",
+                "ca.key",
+                "-name",
+                n,
+                "-ip",
+                ip,
+                "-out-crt",
+                f"{n}.crt",
+                "-out-key",
+                f"{n}.key",
+            ],
+            cwd=d,
+            check=True,
+            capture_output=True,
+        )
+    mtu_line = f"  mtu: {mtu}\n" if mtu else ""
+    for n, am_lh, hosts in (("a", "true", "[]"), ("b", "false", '["10.79.0.1"]')):
+        (d / f"{n}.yml").write_text(
+            _NEBULA_YML.format(
+                d=d,
+                n=n,
+                lh_underlay=lab.a.underlay_ip,
+                am_lh=am_lh,
+                hosts=hosts,
+                dev=f"neb{lab.tag}{n}",
+                mtu_line=mtu_line,
+            )
+        )
+    t0 = time.monotonic()
+    procs = [
+        lab.spawn(node, "nebula", "-config", str(d / f"{n}.yml"), log=d / f"{n}.log")
+        for n, node in (("a", lab.a), ("b", lab.b))
+    ]
+    t = Tunnel(name, "10.79.0.2", version=_deb_version("nebula"))
+    wait_ping(lab, t.target, deadline_s, procs)
+    t.up_s = time.monotonic() - t0
+    t.mtu = device_mtu(lab, lab.a, "10.79.0.1")
+    return t
+
+
+# ---------------------------------------------------------------------- ShadowMesh
+_SM_TOML = """\
+[node]
+name = "bench-{me}"
+interface = "{dev}"
+control_socket = "{sock}"
+private_key = "{me}/node.key"
+overlay_ip = "{overlay}/24"
+listen_ip = "{underlay}"
+control_port = 8443
+udp_port = 9443
+public = false
+
+[[peer]]
+public_key = "{peer}/node.pub"
+overlay_ip = "{peer_overlay}"
+endpoint = "{peer_underlay}"
+"""
+
+
+def agent_binary() -> Path:
+    return Path(os.environ.get("SHADOWMESH_AGENT", ROOT / ".venv" / "bin" / "shadowmesh-agent"))
+
+
+def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
+    """`shadowmesh-agent up --config` in each namespace (serverless mode, DESIGN.md part B)."""
+    agent = agent_binary()
+    if not agent.exists():
+        raise Skip(f"{agent} does not exist (install the project into .venv)")
+    help_text = subprocess.run([str(agent), "--help"], capture_output=True, text=True, timeout=30)
+    if help_text.returncode != 0 or " up" not in help_text.stdout:
+        raise Skip(f"{agent} has no `up` command yet: {(help_text.stdout + help_text.stderr).strip()[-400:]}")
+    d = work / "shadowmesh"
+    d.mkdir(parents=True, exist_ok=True)
+    for side in "ab":
+        kg = subprocess.run(
+            [str(agent), "keygen", "--out", str(d / side)], capture_output=True, text=True, timeout=60
+        )
+        if kg.returncode != 0:
+            raise Skip(f"keygen failed ({kg.returncode}): {kg.stderr.strip()[-400:]}")
+    overlay = {"a": "10.10.10.1", "b": "10.10.10.2"}
+    nodes = {"a": lab.a, "b": lab.b}
+    for me, peer in (("a", "b"), ("b", "a")):
+        (d / f"{me}.toml").write_text(
+            _SM_TOML.format(
+                me=me,
+                dev=f"smt{lab.tag}{me}",
+                sock=d / f"{me}.sock",
+                overlay=overlay[me],
+                underlay=nodes[me].underlay_ip,
+                peer=peer,
+                peer_overlay=overlay[peer],
+                peer_underlay=nodes[peer].underlay_ip,
+            )
+        )
+    t0 = time.monotonic()
+    procs = {
+        side: lab.spawn(
+            nodes[side], str(agent), "up", "--config", str(d / f"{side}.toml"), log=d / f"{side}.log"
+        )
+        for side in "ab"
+    }
+    t = Tunnel(
+        "shadowmesh",
+        overlay["b"],
+        version=_first_line([str(agent), "--version"]) or "working tree",
+        status=d / "a.toml",
+    )
+    try:
+        wait_ping(lab, t.target, deadline_s, list(procs.values()))
+    except Skip as e:
+        logs = "\n".join(
+            f"--- agent {s} ({d / f'{s}.log'}):\n{(d / f'{s}.log').read_text()[-1500:]}" for s in "ab"
+        )
+        raise Skip(f"{e}\n{logs}") from None
+    t.up_s = time.monotonic() - t0
+    t.mtu = device_mtu(lab, lab.a, overlay["a"])
+    return t
+
+
+def shadowmesh_status(lab: Lab, config: Path) -> dict | None:
+    proc = lab.run(lab.a, str(agent_binary()), "status", "--config", str(config), "--json", timeout=30)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
+
+
+def _deb_version(pkg: str) -> str:
+    line = _first_line(["dpkg-query", "-W", "-f", "${Version}", pkg])
+    return f"{pkg} {line}" if line else pkg
+
+
+STARTERS = {
+    "veth": start_veth,
+    "wireguard-go": start_wireguard_go,
+    "nebula": start_nebula,
+    "nebula-mtu1420": lambda lab, work, dl: start_nebula(lab, work, dl, mtu=1420),
+    "shadowmesh": start_shadowmesh,
+}
