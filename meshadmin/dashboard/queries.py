@@ -1,0 +1,218 @@
+"""Read side of the dashboard: gathers rows for the pages. Never writes (services do that).
+
+Presence ("online") and link figures come from the live link and telemetry; this module is the
+one place that knows how to read them, so the views and the map stay simple.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from meshadmin.mesh.choices import NodeStatus
+from meshadmin.mesh.models import AuditEvent, Network, Node
+
+from . import telemetry_source
+from .topology import LinkReport, NodeInfo, build_graph
+
+__all__ = [
+    "NodeRow",
+    "audit_events",
+    "graph_for",
+    "node_links",
+    "node_rows",
+    "overview",
+    "pick_network",
+]
+
+
+def pick_network(name: str | None) -> Network | None:
+    """The network named in the query string, else the first one (None when there is none)."""
+    networks = Network.objects.all()
+    if name:
+        found = networks.filter(name=name).first()
+        if found is not None:
+            return found
+    return networks.first()
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    node: Node
+    online: bool
+    state: str  # online / offline / revoked
+    version: str
+
+    @property
+    def endpoint(self) -> str:
+        n = self.node
+        if n.endpoint_ip and n.udp_port:
+            host = f"[{n.endpoint_ip}]" if ":" in n.endpoint_ip else n.endpoint_ip
+            return f"{host}:{n.udp_port}"
+        return ""
+
+
+def _ip_key(value: str | None):
+    try:
+        return (0, ipaddress.ip_address(value)) if value else (1, None)
+    except ValueError:
+        return (1, None)
+
+
+def node_rows(
+    network: Network | None,
+    *,
+    q: str = "",
+    status: str = "",
+    sort: str = "name",
+    descending: bool = False,
+    now: datetime | None = None,
+) -> list[NodeRow]:
+    now = now or timezone.now()
+    nodes = Node.objects.select_related("network").order_by("name", "peer_id")
+    if network is not None:
+        nodes = nodes.filter(network=network)
+    if q:
+        nodes = nodes.filter(
+            Q(name__icontains=q) | Q(peer_id__startswith=q.lower()) | Q(overlay_ip__startswith=q)
+            | Q(endpoint_ip__startswith=q)
+        )
+    nodes = list(nodes)
+    presence = telemetry_source.presence([n.peer_id for n in nodes], now)
+    rows = []
+    for n in nodes:
+        online = n.status == NodeStatus.ACTIVE and presence.get(n.peer_id, (False, ""))[0]
+        state = "revoked" if n.status == NodeStatus.REVOKED else ("online" if online else "offline")
+        rows.append(NodeRow(n, online, state, presence.get(n.peer_id, (False, ""))[1]))
+    if status:
+        rows = [r for r in rows if r.state == status]
+    keys = {
+        "name": lambda r: (r.node.name.lower(), r.node.peer_id),
+        "overlay_ip": lambda r: _ip_key(r.node.overlay_ip),
+        "online": lambda r: ({"online": 0, "offline": 1, "revoked": 2}[r.state], r.node.name.lower()),
+        "last_seen": lambda r: (r.node.last_seen is None, r.node.last_seen or now),
+        "endpoint": lambda r: (not r.endpoint, r.endpoint),
+    }
+    rows.sort(key=keys.get(sort, keys["name"]), reverse=descending)
+    return rows
+
+
+def _node_infos(network: Network, now: datetime) -> list[NodeInfo]:
+    nodes = list(Node.objects.filter(network=network).order_by("name"))
+    presence = telemetry_source.presence([n.peer_id for n in nodes], now)
+    return [
+        NodeInfo(
+            peer_id=n.peer_id,
+            name=n.name,
+            overlay_ip=n.overlay_ip,
+            is_public=n.is_public,
+            is_relay=n.is_relay,
+            online=n.status == NodeStatus.ACTIVE and presence.get(n.peer_id, (False, ""))[0],
+            revoked=n.status == NodeStatus.REVOKED,
+        )
+        for n in nodes
+    ]
+
+
+def graph_for(network: Network | None, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    if network is None:
+        return build_graph([], [], now)
+    reports: list[LinkReport] = telemetry_source.latest_reports(network, now)
+    return build_graph(_node_infos(network, now), reports, now)
+
+
+def node_links(node: Node, now: datetime | None = None) -> list[dict]:
+    """The node's links as rows for its page: both ends' views merged (from the map graph)."""
+    now = now or timezone.now()
+    graph = graph_for(node.network, now)
+    names = {n["data"]["id"]: n["data"]["label"] for n in graph["nodes"]}
+    rows = []
+    for edge in graph["edges"]:
+        d = edge["data"]
+        if node.peer_id not in (d["source"], d["target"]):
+            continue
+        outgoing = d["source"] == node.peer_id
+        other = d["target"] if outgoing else d["source"]
+        rows.append(
+            {
+                "peer_id": other,
+                "name": names.get(other, other[:12]),
+                "path": d["path"],
+                "via": d["via"],
+                "via_name": d["via_name"],
+                "rtt_ms": d["rtt_ms"],
+                "loss_pct": d["loss_pct"],
+                "tx_bps": d["fwd_bps"] if outgoing else d["back_bps"],
+                "rx_bps": d["back_bps"] if outgoing else d["fwd_bps"],
+                "handshake_s": d["handshake_s"],
+                "quality": d["quality"],
+            }
+        )
+    return sorted(rows, key=lambda r: r["name"].lower())
+
+
+def overview(network: Network | None, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    graph = graph_for(network, now)
+    edges = [e["data"] for e in graph["edges"]]
+    names = {n["data"]["id"]: n["data"]["label"] for n in graph["nodes"]}
+    order = {"bad": 0, "warn": 1, "unknown": 2, "good": 3}
+    worst = sorted(edges, key=lambda d: (order[d["quality"]], -(d["loss_pct"] or 0), -(d["rtt_ms"] or 0)))
+    worst_links = [
+        {**d, "source_name": names.get(d["source"], ""), "target_name": names.get(d["target"], "")}
+        for d in worst[:5]
+    ]
+    networks = list(Network.objects.all())
+    recent = AuditEvent.objects.select_related("network").order_by("-created_at", "-id")[:8]
+    return {
+        "graph": graph,
+        "summary": graph["summary"],
+        "networks": networks,
+        "total_bps": sum(d["rate_bps"] for d in edges),
+        "traffic_totals": telemetry_source.traffic_totals(network, now) if network else None,
+        "worst_links": worst_links,
+        "recent_audit": recent,
+    }
+
+
+def audit_events(
+    *,
+    node: str = "",
+    actor: str = "",
+    action: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 200,
+):
+    events = AuditEvent.objects.select_related("network").order_by("-created_at", "-id")
+    if node:
+        matches = Node.objects.filter(Q(name__iexact=node) | Q(peer_id__startswith=node.lower()))
+        peer_ids = list(matches.values_list("peer_id", flat=True)[:50])
+        pks = [str(pk) for pk in matches.values_list("pk", flat=True)[:50]]
+        cond = Q(object_type="node", object_id__in=pks)
+        for pid in peer_ids:
+            cond |= Q(actor=f"node:{pid}") | Q(details__peer_id=pid) | Q(details__via=pid)
+        if node.lower() and len(node) >= 4:
+            cond |= Q(actor__startswith=f"node:{node.lower()}")
+        events = events.filter(cond)
+    if actor:
+        events = events.filter(actor__icontains=actor)
+    if action:
+        events = events.filter(action=action)
+    if since:
+        events = events.filter(created_at__gte=since)
+    if until:
+        events = events.filter(created_at__lte=until)
+    return events[:limit]
+
+
+def age_seconds(then: datetime | None, now: datetime) -> float | None:
+    return None if then is None else max(0.0, (now - then).total_seconds())
+
+
+ONE_HOUR = timedelta(hours=1)

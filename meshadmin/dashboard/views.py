@@ -1,0 +1,415 @@
+"""Dashboard pages. Each write: check the form -> call a service -> message -> redirect.
+
+Views never write mesh rows themselves (meshadmin/mesh/services/ do). Reads go through
+queries.py. Every view is wrapped in `dashboard_view`: login required, viewers read, only staff
+may POST (403 otherwise). Pages that update live mark a region with `data-live-region`; live.js
+re-fetches the page with `HX-Target: <tag>#<id>` and gets just that template partial back.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import segno
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
+from meshadmin.mesh.services import ServiceError
+from meshadmin.mesh.services.common import user_actor
+from meshadmin.mesh.services.networks import get_or_create_network
+from meshadmin.mesh.services.nodes import delete_node, rename_node, revoke_node
+from meshadmin.mesh.services.routes import approve_route, create_route, delete_route
+from meshadmin.mesh.services.tokens import create_token, revoke_token
+
+from . import queries, telemetry_source
+from .forms import (
+    NODE_SORTS,
+    AuditFilterForm,
+    NodeFilterForm,
+    RenameNodeForm,
+    RouteCreateForm,
+    TokenCreateForm,
+)
+from .permissions import can_edit, dashboard_view
+
+AGENT_STATE_DIR = "/var/lib/shadowmesh"
+
+
+def render_page(request, template: str, context: dict, regions: dict[str, str] | None = None, **kwargs):
+    """Render the page, or only the partial named for the region htmx asked for (HX-Target)."""
+    context = {"can_edit": can_edit(request.user), **context}
+    target = request.headers.get("HX-Target", "")
+    region = target.split("#", 1)[1] if "#" in target else ""
+    if request.headers.get("HX-Request") and regions and region in regions:
+        return render(request, f"{template}#{regions[region]}", context, **kwargs)
+    return render(request, template, context, **kwargs)
+
+
+def _actor(request) -> str:
+    return user_actor(request.user)
+
+
+def _service_failed(request, exc: ServiceError) -> None:
+    messages.error(request, exc.detail)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "dashboard/login.html"
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "dashboard:login"
+
+
+# --------------------------------------------------------------------------- overview and map
+
+
+@require_GET
+@dashboard_view
+def overview(request):
+    network = queries.pick_network(request.GET.get("network"))
+    data = queries.overview(network)
+    return render_page(
+        request,
+        "dashboard/overview.html",
+        {"network": network, **data},
+        regions={"overview-live": "live"},
+    )
+
+
+@require_GET
+@dashboard_view
+def map_page(request):
+    network = queries.pick_network(request.GET.get("network"))
+    return render_page(
+        request,
+        "dashboard/map.html",
+        {"network": network, "networks": Network.objects.all(), "graph": queries.graph_for(network)},
+    )
+
+
+@require_GET
+@dashboard_view
+def graph_json(request):
+    network = queries.pick_network(request.GET.get("network"))
+    return JsonResponse(queries.graph_for(network))
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+@require_GET
+@dashboard_view
+def nodes(request):
+    form = NodeFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    network = queries.pick_network(request.GET.get("network"))
+    sort = filters.get("sort") or "name"
+    descending = filters.get("dir") == "desc"
+    rows = queries.node_rows(
+        network,
+        q=filters.get("q", ""),
+        status=filters.get("status", ""),
+        sort=sort,
+        descending=descending,
+    )
+    return render_page(
+        request,
+        "dashboard/nodes.html",
+        {
+            "form": form,
+            "rows": rows,
+            "network": network,
+            "networks": Network.objects.all(),
+            "sort": sort,
+            "dir": "desc" if descending else "asc",
+            "sorts": NODE_SORTS,
+            "query": filters.get("q", ""),
+        },
+        regions={"nodes-table": "table"},
+    )
+
+
+def _node(peer_id: str) -> Node:
+    if len(peer_id) != 40:
+        raise Http404("no such node")
+    return get_object_or_404(Node.objects.select_related("network"), peer_id=peer_id)
+
+
+@require_GET
+@dashboard_view
+def node_detail(request, peer_id: str):
+    node = _node(peer_id)
+    now = timezone.now()
+    row = queries.node_rows(node.network, q=node.peer_id, now=now)
+    row = next((r for r in row if r.node.pk == node.pk), None)
+    return render_page(
+        request,
+        "dashboard/node.html",
+        {
+            "node": node,
+            "row": row,
+            "links": queries.node_links(node, now),
+            "routes": Route.objects.filter(via=node).order_by("prefix"),
+            "rename_form": RenameNodeForm(initial={"name": node.name}),
+            "series_url": f"{request.path}series.json",
+        },
+        regions={"node-live": "live"},
+    )
+
+
+@require_GET
+@dashboard_view
+def node_series(request, peer_id: str):
+    node = _node(peer_id)
+    return JsonResponse(telemetry_source.series(node, timezone.now()))
+
+
+@require_POST
+@dashboard_view
+def node_rename(request, peer_id: str):
+    node = _node(peer_id)
+    form = RenameNodeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Name: " + "; ".join(form.errors.get("name", ["invalid"])))
+        return redirect("dashboard:node", peer_id=node.peer_id)
+    try:
+        rename_node(node, form.cleaned_data["name"], actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        messages.success(request, f"Renamed to {node.name}.")
+    return redirect("dashboard:node", peer_id=node.peer_id)
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view
+def node_revoke(request, peer_id: str):
+    """GET shows the confirmation page; POST revokes."""
+    node = _node(peer_id)
+    if request.method == "GET":
+        return render_page(request, "dashboard/confirm.html", {
+            "title": f"Revoke {node.name}?",
+            "object_name": node.name,
+            "explain": "The node's key is blocked for good, its overlay IP is freed and every peer drops it "
+                       "with the next netmap push. To bring the machine back it must enroll with a new key.",
+            "action_label": "Revoke node",
+            "cancel_url": node_url(node),
+        })
+    try:
+        revoke_node(node, actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        messages.success(request, f"Revoked {node.name}.")
+    return redirect("dashboard:node", peer_id=node.peer_id)
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view
+def node_delete(request, peer_id: str):
+    node = _node(peer_id)
+    if request.method == "GET":
+        return render_page(request, "dashboard/confirm.html", {
+            "title": f"Delete {node.name}?",
+            "object_name": node.name,
+            "explain": "The node's record is removed and its overlay IP freed. Unlike revoking, the same key "
+                       "could enroll again with a new token. Revoke first if the machine is lost.",
+            "action_label": "Delete node",
+            "cancel_url": node_url(node),
+        })
+    name = node.name
+    try:
+        delete_node(node, actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+        return redirect("dashboard:node", peer_id=node.peer_id)
+    messages.success(request, f"Deleted {name}.")
+    return redirect("dashboard:nodes")
+
+
+def node_url(node: Node) -> str:
+    return reverse("dashboard:node", kwargs={"peer_id": node.peer_id})
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def enroll_command(server: str, token: str, name: str) -> str:
+    """The command line an operator pastes into a shell; every value is shell-quoted."""
+    return (
+        f"shadowmesh-agent enroll --server {shlex.quote(server)} --token {shlex.quote(token)} "
+        f"--name {shlex.quote(name) if name else 'NAME'} --state-dir {AGENT_STATE_DIR}"
+    )
+
+
+def qr_svg(text: str) -> str:
+    """Inline SVG of a QR code (segno output: only rect/path markup, no script, no user HTML)."""
+    return segno.make(text, error="m").svg_inline(scale=4, dark="#000", light="#fff", border=2)
+
+
+@require_GET
+@dashboard_view
+def tokens(request):
+    now = timezone.now()
+    rows = EnrollmentToken.objects.select_related("network", "created_by").order_by("-created_at")[:200]
+    return render_page(request, "dashboard/tokens.html", {"tokens": rows, "now": now,
+                                                          "form": TokenCreateForm()})
+
+
+@require_http_methods(["GET", "POST"])
+@dashboard_view
+@never_cache
+def token_create(request):
+    if request.method == "GET":
+        return render_page(request, "dashboard/token_create.html", {"form": TokenCreateForm()})
+    form = TokenCreateForm(request.POST)
+    if not Network.objects.exists():
+        # First token on a fresh install: make the default network (a service write).
+        get_or_create_network(actor=_actor(request))
+        form = TokenCreateForm(request.POST)
+    if not form.is_valid():
+        return render_page(request, "dashboard/token_create.html", {"form": form}, status=400)
+    try:
+        token, plaintext = create_token(
+            form.cleaned_data["network"],
+            uses=form.cleaned_data["uses"],
+            ttl=form.ttl(),
+            is_public=form.cleaned_data["is_public"],
+            created_by=request.user,
+            actor=_actor(request),
+        )
+    except ServiceError as exc:
+        form.add_error(None, exc.detail)
+        return render_page(request, "dashboard/token_create.html", {"form": form}, status=400)
+    server = request.build_absolute_uri("/").rstrip("/")
+    command = enroll_command(server, plaintext, form.cleaned_data["node_name"].strip())
+    response = render_page(request, "dashboard/token_created.html", {
+        "token": token, "plaintext": plaintext, "command": command, "qr": qr_svg(command),
+    })
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@dashboard_view
+def token_revoke(request, pk: int):
+    token = get_object_or_404(EnrollmentToken, pk=pk)
+    if token.revoked_at is not None:
+        messages.info(request, f"Token {token.prefix}… was already revoked.")
+        return redirect("dashboard:tokens")
+    try:
+        revoke_token(token, actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        messages.success(request, f"Revoked token {token.prefix}….")
+    return redirect("dashboard:tokens")
+
+
+# --------------------------------------------------------------------------- routes
+
+
+@require_GET
+@dashboard_view
+def routes(request):
+    rows = Route.objects.select_related("network", "via").order_by("approved", "network__name", "prefix")
+    return render_page(request, "dashboard/routes.html", {"routes": rows, "form": RouteCreateForm()})
+
+
+@require_POST
+@dashboard_view
+def route_create(request):
+    form = RouteCreateForm(request.POST)
+    if not form.is_valid():
+        rows = Route.objects.select_related("network", "via").order_by("approved", "prefix")
+        return render_page(request, "dashboard/routes.html", {"routes": rows, "form": form}, status=400)
+    try:
+        route = create_route(form.cleaned_data["via"], form.cleaned_data["prefix"],
+                             approved=form.cleaned_data["approve"], actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        messages.success(request, f"Route {route.prefix} via {route.via.name} added"
+                         + (" and approved." if route.approved else "; it waits for approval."))
+    return redirect("dashboard:routes")
+
+
+@require_POST
+@dashboard_view
+def route_approve(request, pk: int):
+    route = get_object_or_404(Route.objects.select_related("via"), pk=pk)
+    try:
+        approve_route(route, actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        messages.success(request, f"Approved {route.prefix} via {route.via.name}.")
+    return redirect("dashboard:routes")
+
+
+@require_POST
+@dashboard_view
+def route_reject(request, pk: int):
+    route = get_object_or_404(Route.objects.select_related("via"), pk=pk)
+    label = f"{route.prefix} via {route.via.name}"
+    try:
+        delete_route(route, actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        messages.success(request, f"Removed {label}.")
+    return redirect("dashboard:routes")
+
+
+# --------------------------------------------------------------------------- audit
+
+
+@require_GET
+@dashboard_view
+def audit(request):
+    form = AuditFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else {}
+    events = queries.audit_events(
+        node=filters.get("node", "").strip(),
+        actor=filters.get("actor", "").strip(),
+        action=filters.get("action", ""),
+        since=filters.get("since"),
+        until=filters.get("until"),
+    )
+    return render_page(request, "dashboard/audit.html", {"form": form, "events": events},
+                       regions={"audit-table": "table"})
+
+
+__all__ = [
+    "LoginView",
+    "LogoutView",
+    "audit",
+    "graph_json",
+    "map_page",
+    "node_delete",
+    "node_detail",
+    "node_rename",
+    "node_revoke",
+    "node_series",
+    "nodes",
+    "overview",
+    "route_approve",
+    "route_create",
+    "route_reject",
+    "routes",
+    "token_create",
+    "token_revoke",
+    "tokens",
+]

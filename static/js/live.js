@@ -1,0 +1,117 @@
+// Live updates for every dashboard page.
+//
+// One websocket per tab to /ws/dashboard/ (session cookie, same origin). Every message means
+// "something in the mesh changed": the message is re-dispatched on document.body as a
+// `mesh-changed` CustomEvent (detail = the parsed message) for page scripts such as topology.js,
+// and every element marked `data-live-region` is re-fetched from the current URL and swapped
+// in place through htmx (the view answers with just that region's template partial).
+// Refreshes are coalesced: at most one per REFRESH_MS, with a trailing refresh, so a burst of
+// agent reports costs one request. A close with code 4401 (logged out) sends the tab to login.
+(function () {
+  "use strict";
+
+  const REFRESH_MS = 400;
+  const script = document.currentScript;
+  const wsPath = (script && script.dataset.wsPath) || "/ws/dashboard/";
+  const status = document.getElementById("live-status");
+
+  function setStatus(state, text) {
+    if (!status) return;
+    status.dataset.state = state;
+    const label = status.querySelector(".live-text");
+    if (label) label.textContent = text;
+  }
+
+  // Region refresh -----------------------------------------------------------
+  let timer = null;
+  let pending = false;
+  let last = 0;
+
+  function refreshRegions() {
+    last = Date.now();
+    pending = false;
+    const url = location.pathname + location.search;
+    document.querySelectorAll("[data-live-region]").forEach(function (el) {
+      if (!el.id || !window.htmx) return;
+      window.htmx.ajax("GET", url, {
+        target: "#" + el.id,
+        swap: "innerHTML",
+        headers: { "HX-Target": el.tagName.toLowerCase() + "#" + el.id },
+      });
+    });
+    document.body.dispatchEvent(new CustomEvent("mesh-regions-refreshed"));
+  }
+
+  function scheduleRefresh() {
+    const wait = REFRESH_MS - (Date.now() - last);
+    if (wait <= 0 && !timer) {
+      refreshRegions();
+    } else if (!timer) {
+      pending = true;
+      timer = setTimeout(function () {
+        timer = null;
+        if (pending) refreshRegions();
+      }, Math.max(wait, 0));
+    } else {
+      pending = true;
+    }
+  }
+
+  // Socket -------------------------------------------------------------------
+  let attempt = 0;
+  let socket = null;
+  let stopped = false;
+
+  function connect() {
+    const proto = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(proto + location.host + wsPath);
+    setStatus("connecting", "connecting");
+
+    socket.addEventListener("open", function () {
+      attempt = 0;
+      setStatus("open", "live");
+      if (window.__meshLiveOpened) scheduleRefresh(); // catch up on what we missed while away
+      window.__meshLiveOpened = true;
+    });
+
+    socket.addEventListener("message", function (evt) {
+      let message;
+      try {
+        message = JSON.parse(evt.data);
+      } catch (e) {
+        return;
+      }
+      document.body.dispatchEvent(new CustomEvent("mesh-changed", { detail: message }));
+      scheduleRefresh();
+    });
+
+    socket.addEventListener("close", function (evt) {
+      if (evt.code === 4401 || evt.code === 4403) {
+        stopped = true;
+        setStatus("closed", "signed out");
+        location.reload(); // the login redirect takes over
+        return;
+      }
+      if (stopped) return;
+      setStatus("closed", "reconnecting");
+      attempt += 1;
+      const delay = Math.min(15000, 500 * 2 ** Math.min(attempt, 5)) * (0.75 + Math.random() * 0.5);
+      setTimeout(connect, delay);
+    });
+  }
+
+  window.addEventListener("pagehide", function () {
+    stopped = true;
+    if (socket) socket.close(1000);
+  });
+
+  window.addEventListener("pageshow", function (evt) {
+    if (evt.persisted) { // restored from the back/forward cache: start again
+      stopped = false;
+      connect();
+    }
+  });
+
+  window.meshLive = { refresh: scheduleRefresh };
+  connect();
+})();

@@ -1,0 +1,96 @@
+// Node page: charts of the last hour (uPlot), refreshed on live events.
+//
+// The series come from data-series-url as aligned arrays:
+//   {t: [unix s], rx: [B/s], tx: [B/s], peers: [{peer_id, name, rtt: [ms], loss: [%]}]}
+// with null where a bucket has no sample. Peer names are only used as uPlot series labels,
+// which uPlot writes with textContent.
+(function () {
+  "use strict";
+
+  const box = document.getElementById("charts");
+  if (!box || !window.uPlot) return;
+  const empty = document.getElementById("charts-empty");
+  const url = box.dataset.seriesUrl;
+  const charts = {};
+  const MIN_REFRESH_MS = 5000;
+
+  function colours() {
+    const css = getComputedStyle(document.documentElement);
+    const v = (n) => css.getPropertyValue(n).trim();
+    return { text: v("--muted"), grid: v("--border"), rx: v("--accent"), tx: v("--ok"),
+      palette: [v("--accent"), v("--ok"), v("--warn"), v("--relay"), v("--bad"), v("--muted")] };
+  }
+
+  function bits(bps) {
+    if (bps === null || bps === undefined) return "–";
+    let n = bps * 8, i = 0;
+    const u = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s"];
+    while (n >= 1000 && i < u.length - 1) { n /= 1000; i += 1; }
+    return n.toFixed(n >= 100 || i === 0 ? 0 : 1) + " " + u[i];
+  }
+
+  function axes(c, fmt) {
+    const common = { stroke: c.text, grid: { stroke: c.grid, width: 1 }, ticks: { stroke: c.grid, width: 1 } };
+    return [Object.assign({}, common), Object.assign({}, common, {
+      size: 70, values: (u, vals) => vals.map(fmt),
+    })];
+  }
+
+  function width(el) { return Math.max(260, el.clientWidth || 400); }
+
+  function draw(id, series, data, fmt) {
+    const el = document.getElementById(id);
+    const c = colours();
+    if (charts[id] && charts[id].series.length === series.length + 1) {
+      charts[id].setData(data);
+      return;
+    }
+    if (charts[id]) charts[id].destroy();
+    charts[id] = new window.uPlot({
+      width: width(el), height: 200,
+      scales: { x: { time: true } },
+      axes: axes(c, fmt),
+      series: [{}].concat(series.map((s, i) => ({
+        label: s.label, stroke: s.stroke || c.palette[i % c.palette.length], width: 1.5,
+        value: (u, v) => fmt(v), spanGaps: false,
+      }))),
+      legend: { live: true },
+    }, data, el);
+  }
+
+  function render(d) {
+    const c = colours();
+    const has = d.t && d.t.length > 0;
+    if (empty) empty.hidden = has;
+    if (!has) return;
+    draw("chart-rate", [{ label: "rx", stroke: c.rx }, { label: "tx", stroke: c.tx }], [d.t, d.rx, d.tx], bits);
+    draw("chart-rtt", d.peers.map((p) => ({ label: p.name })), [d.t].concat(d.peers.map((p) => p.rtt)),
+      (v) => (v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0) + " ms"));
+    draw("chart-loss", d.peers.map((p) => ({ label: p.name })), [d.t].concat(d.peers.map((p) => p.loss)),
+      (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " %"));
+  }
+
+  let last = 0, timer = null;
+  function load() {
+    last = Date.now();
+    fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
+      .then(render)
+      .catch(() => {});
+  }
+  function schedule() {
+    if (timer) return;
+    timer = setTimeout(() => { timer = null; load(); }, Math.max(0, MIN_REFRESH_MS - (Date.now() - last)));
+  }
+
+  document.body.addEventListener("mesh-changed", schedule);
+  if (window.ResizeObserver) {
+    new ResizeObserver(() => {
+      Object.keys(charts).forEach((id) => {
+        const el = document.getElementById(id);
+        charts[id].setSize({ width: width(el), height: 200 });
+      });
+    }).observe(box);
+  }
+  load();
+})();

@@ -1,0 +1,237 @@
+// Live topology map (cytoscape). Used by the map page and the overview.
+//
+// The first graph comes in the page (json_script #graph-data); after that, every `mesh-changed`
+// event from live.js re-fetches the graph JSON (data-graph-url) and patches the drawing in place:
+// elements are added, updated or removed by id, so nodes that stay keep their position. Positions
+// are remembered per network in localStorage, new nodes are placed next to their neighbours, and
+// only the very first visit runs a layout (concentric: public hubs in the middle).
+// Node names are only ever put into the page with textContent, never as HTML.
+(function () {
+  "use strict";
+
+  const container = document.getElementById("map");
+  const initial = document.getElementById("graph-data");
+  if (!container || !initial || !window.cytoscape) return;
+
+  const graphUrl = container.dataset.graphUrl;
+  const nodeUrl = container.dataset.nodeUrl; // contains __id__
+  const storeKey = "shadowmesh.map." + (container.dataset.network || "default");
+  const tip = document.getElementById("map-tip");
+  const summaryEl = document.querySelector("[data-map-summary]");
+
+  // Colours come from the stylesheet so light and dark both work.
+  function palette() {
+    const css = getComputedStyle(document.documentElement);
+    const v = (name) => css.getPropertyValue(name).trim();
+    return {
+      text: v("--text"), muted: v("--muted"), panel: v("--panel"), accent: v("--accent"),
+      ok: v("--ok"), warn: v("--warn"), bad: v("--bad"), relay: v("--relay"), offline: v("--offline"),
+      border: v("--border"),
+    };
+  }
+
+  function styles(c) {
+    return [
+      { selector: "node", style: {
+        "background-color": c.accent, "label": "data(label)", "color": c.text, "font-size": 12,
+        "text-valign": "bottom", "text-margin-y": 6, "width": 26, "height": 26,
+        "border-width": 2, "border-color": c.panel, "text-outline-color": c.panel, "text-outline-width": 2,
+        "min-zoomed-font-size": 6,
+      } },
+      { selector: "node[?hub]", style: {
+        "shape": "diamond", "width": 38, "height": 38, "background-color": c.accent,
+        "border-color": c.text, "border-width": 2, "font-weight": "bold",
+      } },
+      { selector: "node[state = 'offline']", style: {
+        "background-color": c.offline, "opacity": 0.55, "border-style": "dashed", "border-color": c.muted,
+      } },
+      { selector: "node:selected, node.hover", style: { "border-color": c.accent, "border-width": 4 } },
+      { selector: "edge", style: {
+        "width": "data(w)", "line-color": c.muted, "curve-style": "bezier", "opacity": 0.9,
+      } },
+      { selector: "edge[quality = 'good']", style: { "line-color": c.ok } },
+      { selector: "edge[quality = 'warn']", style: { "line-color": c.warn } },
+      { selector: "edge[quality = 'bad']", style: { "line-color": c.bad } },
+      { selector: "edge[path = 'relay']", style: {
+        "line-style": "dashed", "line-dash-pattern": [7, 5], "target-arrow-shape": "none",
+      } },
+      { selector: "edge.hover", style: { "width": "mapData(w, 1, 8, 4, 10)", "z-index": 10 } },
+    ];
+  }
+
+  // Formatting ---------------------------------------------------------------
+  function rate(bps) {
+    if (bps === null || bps === undefined) return "–";
+    const bits = bps * 8;
+    const units = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s"];
+    let i = 0, n = bits;
+    while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+    return (n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + units[i];
+  }
+  function ms(v) { return v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0) + " ms"; }
+  function pct(v) { return v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0) + " %"; }
+
+  function widthFor(bps) { // 1.5 .. 8 px on a log scale of bytes/s
+    if (!bps || bps <= 0) return 1.5;
+    return Math.max(1.5, Math.min(8, 1.5 + Math.log10(1 + bps) * 0.9));
+  }
+
+  function prepare(graph) {
+    graph.edges.forEach((e) => { e.data.w = widthFor(e.data.rate_bps); });
+    return graph;
+  }
+
+  // Positions ----------------------------------------------------------------
+  function loadPositions() {
+    try { return JSON.parse(localStorage.getItem(storeKey) || "{}"); } catch (e) { return {}; }
+  }
+  function savePositions() {
+    const out = {};
+    cy.nodes().forEach((n) => { out[n.id()] = n.position(); });
+    try { localStorage.setItem(storeKey, JSON.stringify(out)); } catch (e) { /* private mode */ }
+  }
+
+  function placeNew(node, graph) {
+    // Next to the centroid of already-placed neighbours, else on a ring outside what is drawn.
+    const id = node.data.id;
+    const neighbours = graph.edges
+      .filter((e) => e.data.source === id || e.data.target === id)
+      .map((e) => (e.data.source === id ? e.data.target : e.data.source))
+      .map((nid) => cy.getElementById(nid))
+      .filter((n) => n.length && n.id() !== id);
+    const jitter = () => (Math.random() - 0.5) * 40;
+    if (neighbours.length) {
+      const c = neighbours.reduce((acc, n) => ({ x: acc.x + n.position("x"), y: acc.y + n.position("y") }),
+        { x: 0, y: 0 });
+      return { x: c.x / neighbours.length + 90 + jitter(), y: c.y / neighbours.length + 60 + jitter() };
+    }
+    if (cy.nodes().length === 0) return { x: 0, y: 0 };
+    const bb = cy.nodes().boundingBox();
+    const cx = (bb.x1 + bb.x2) / 2, cyy = (bb.y1 + bb.y2) / 2;
+    const r = Math.max(bb.w, bb.h) / 2 + 90;
+    const angle = (cy.nodes().length * 2.39996) % (2 * Math.PI); // golden angle: spread successive nodes
+    return { x: cx + r * Math.cos(angle), y: cyy + r * Math.sin(angle) };
+  }
+
+  // Drawing ------------------------------------------------------------------
+  const first = prepare(JSON.parse(initial.textContent));
+  const saved = loadPositions();
+  const allSaved = first.nodes.length > 0 && first.nodes.every((n) => saved[n.data.id]);
+  first.nodes.forEach((n) => { if (saved[n.data.id]) n.position = saved[n.data.id]; });
+
+  const cy = window.cytoscape({
+    container: container,
+    elements: { nodes: first.nodes, edges: first.edges },
+    style: styles(palette()),
+    layout: allSaved ? { name: "preset", fit: true, padding: 40 } : {
+      name: "concentric", concentric: (n) => (n.data("hub") ? 2 : 1), levelWidth: () => 1,
+      minNodeSpacing: 60, padding: 40, animate: false,
+    },
+    minZoom: 0.2, maxZoom: 3, wheelSensitivity: 0.3, boxSelectionEnabled: false,
+  });
+  container.cy = cy; // for tests and the console
+  if (!allSaved) savePositions();
+  cy.on("dragfree", "node", savePositions);
+
+  function showSummary(summary) {
+    if (!summaryEl || !summary) return;
+    summaryEl.textContent = summary.online + " online · " + summary.offline + " offline · " +
+      summary.links + " links (" + summary.relayed + " relayed)";
+  }
+  showSummary(first.summary);
+
+  function apply(graph) {
+    prepare(graph);
+    const want = new Set();
+    cy.batch(() => {
+      graph.nodes.forEach((n) => {
+        want.add(n.data.id);
+        const have = cy.getElementById(n.data.id);
+        if (have.length) {
+          have.data(n.data);
+        } else {
+          const stored = loadPositions()[n.data.id];
+          cy.add({ group: "nodes", data: n.data, position: stored || placeNew(n, graph) });
+        }
+      });
+      graph.edges.forEach((e) => {
+        want.add(e.data.id);
+        const have = cy.getElementById(e.data.id);
+        if (have.length) have.data(e.data);
+        else cy.add({ group: "edges", data: e.data });
+      });
+      cy.elements().forEach((el) => { if (!want.has(el.id())) cy.remove(el); });
+    });
+    savePositions();
+    showSummary(graph.summary);
+    container.dataset.version = String(Number(container.dataset.version || "0") + 1);
+  }
+
+  // Refresh on live events (coalesced: one request in flight, one queued).
+  let inflight = false, queued = false;
+  function refresh() {
+    if (inflight) { queued = true; return; }
+    inflight = true;
+    fetch(graphUrl, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
+      .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
+      .then(apply)
+      .catch(() => { /* keep the last drawing; the next event retries */ })
+      .finally(() => {
+        inflight = false;
+        if (queued) { queued = false; refresh(); }
+      });
+  }
+  document.body.addEventListener("mesh-changed", refresh);
+
+  // Hover labels and click-through -----------------------------------------------
+  function showTip(evt, lines) {
+    if (!tip) return;
+    tip.replaceChildren();
+    lines.forEach((line, i) => {
+      const div = document.createElement("div");
+      if (i === 0) div.className = "tip-title";
+      div.textContent = line;
+      tip.appendChild(div);
+    });
+    const p = evt.renderedPosition || evt.target.renderedMidpoint?.() || { x: 0, y: 0 };
+    tip.style.left = Math.min(p.x + 14, container.clientWidth - 220) + "px";
+    tip.style.top = p.y + 14 + "px";
+    tip.hidden = false;
+  }
+  function hideTip() { if (tip) tip.hidden = true; }
+
+  cy.on("mouseover", "edge", (evt) => {
+    const d = evt.target.data();
+    const a = cy.getElementById(d.source).data("label");
+    const b = cy.getElementById(d.target).data("label");
+    evt.target.addClass("hover");
+    showTip(evt, [
+      a + " ⇄ " + b,
+      d.path === "relay" ? "relayed via " + (d.via_name || d.via.slice(0, 12)) : "direct",
+      "RTT " + ms(d.rtt_ms) + " · loss " + pct(d.loss_pct),
+      a + " → " + b + ": " + rate(d.fwd_bps),
+      b + " → " + a + ": " + rate(d.back_bps),
+    ]);
+  });
+  cy.on("mouseover", "node", (evt) => {
+    const d = evt.target.data();
+    evt.target.addClass("hover");
+    container.style.cursor = "pointer";
+    showTip(evt, [d.label, (d.hub ? "public hub · " : "") + d.state, d.overlay_ip || "no overlay IP"]);
+  });
+  cy.on("mouseout", "node, edge", (evt) => {
+    evt.target.removeClass("hover");
+    container.style.cursor = "";
+    hideTip();
+  });
+  cy.on("tap", "node", (evt) => {
+    if (nodeUrl) window.location.assign(nodeUrl.replace("__id__", encodeURIComponent(evt.target.id())));
+  });
+
+  // Follow the OS light/dark switch without a reload.
+  if (window.matchMedia) {
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      cy.style(styles(palette()));
+    });
+  }
+})();
