@@ -5,4 +5,6 @@ consumers to `websocket_urlpatterns`. Each consumer does its own authentication 
 challenge in the first frame; browsers: session + origin check), since agents send no Origin.
 """
 
-websocket_urlpatterns: list = []
+from meshadmin.dashboard.routing import websocket_urlpatterns as dashboard_websockets
+
+websocket_urlpatterns: list = [*dashboard_websockets]

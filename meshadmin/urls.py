@@ -1,11 +1,12 @@
-"""Root URLconf: the admin and the JSON API."""
+"""Root URLconf: the admin, the JSON API and the dashboard (at the root)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from meshadmin.api.api import api
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("", include("meshadmin.dashboard.urls")),
 ]
