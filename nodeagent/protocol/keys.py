@@ -217,7 +217,9 @@ class KeyRing:
 
         confirmed=True (we are the responder and CONFIRM arrived): it becomes current at once.
         confirmed=False (we are the initiator): it waits in `next` unless nothing usable is current.
+        The keypair's life starts now: created_at is re-stamped with `now` (the session's clock).
         """
+        keypair.created_at = now
         dropped: list[Keypair] = []
         if confirmed or self.current is None or not self.current.usable(now):
             if self.next is not None:

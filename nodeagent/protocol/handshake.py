@@ -1,0 +1,810 @@
+"""Peer handshake: hybrid X25519 + ML-KEM-1024, authenticated with ML-DSA-87. Pure.
+
+Three messages, carried by the TCP control channel (they are 2-14 KB) or relayed opaquely by a
+hub (control.RELAY_HANDSHAKE). Every message starts with its type byte; integers are big-endian.
+
+    HELLO      initiator → responder, fixed 1655 bytes, cheap to check:
+               type=1 ‖ version u8 ‖ suite u8 ‖ initiator peer id (20) ‖ responder peer id (20, or
+               zeros when unknown) ‖ initiator index u32 ‖ timestamp u64 (unix ms) ‖
+               X25519 ephemeral e_i (32) ‖ ML-KEM-1024 encapsulation key ek (1568)
+    CHALLENGE  responder → initiator:
+               type=2 ‖ responder index u32 ‖ X25519 ephemeral e_r (32) ‖ ML-KEM ciphertext ct (1568) ‖
+               credential_r (u16 length ‖ bytes) ‖ sig_r (4627) ‖ mac_r (32)
+    CONFIRM    initiator → responder:
+               type=3 ‖ credential_i (u16 length ‖ bytes) ‖ sig_i (4627) ‖ mac_i (32)
+
+Transcript: T1 = HELLO ‖ CHALLENGE up to and including credential_r; T2 = T1 ‖ sig_r ‖ mac_r ‖
+credential_i. Signatures use FIPS 204 context "shadowmesh/handshake/v1" and a role label, so a
+responder signature can never pass as an initiator's: sig_r = Sign(sk_r, "…responder" ‖ T1),
+sig_i = Sign(sk_i, "…initiator" ‖ T2). Key confirmation: mac_r = HMAC-SHA256(confirm_r,
+H(T1 ‖ sig_r)), mac_i = HMAC-SHA256(confirm_i, H(T2 ‖ sig_i)).
+
+Keys (`derive_keys`, the combiner; security.md §2 design note), once the responder has e_r and ct:
+    prk = HKDF-Extract(salt = SHA-256(T1), ikm = ss_mlkem ‖ ss_x25519 ‖ e_i ‖ e_r ‖ ct)
+    k_name = HKDF-Expand(prk, info = "shadowmesh/handshake/v1 " ‖ name, 32) for the six names
+    i2r data, r2i data, i2r control, r2i control, confirm responder, confirm initiator.
+Every ikm field has a fixed length, so the concatenation is injective; T1 binds version, suite,
+both peer ids, both indices, the timestamp, both ephemerals, ct and the responder's credential.
+There is no classical-only mode: a HELLO without the ML-KEM key is malformed, and any other
+version or suite is refused (VersionMismatch). A MITM rewriting a field breaks T1 and so the keys,
+the MACs and the signatures.
+
+Order of checks (cheap before expensive):
+- consume_hello: exact size, version/suite, trust.knows(initiator id) (unknown → refused before
+  any asymmetric operation), addressed to us, not ourselves, HelloGuard (timestamp, flood),
+  X25519 share not low-order. No ML-KEM or ML-DSA work happens here.
+- create_challenge: ML-KEM ek check + encapsulation, X25519, key derivation, one ML-DSA sign.
+- consume_challenge: parse, X25519 + decapsulation, mac_r (a tampered ct fails HERE, as
+  KeyConfirmationFailed), credential (certificate verify), expected peer id, sig_r verify.
+- consume_confirm: parse, mac_i, credential, its peer id == HELLO's initiator id, sig_i verify.
+
+Replay of HELLOs (security.md item 9 and 39, CVE-2021-46873). A HELLO is not authenticated until
+CONFIRM, and a replayed one cannot yield a session (sig_i must cover the responder's fresh
+ephemeral), so the timestamp rule is a cheap filter, made so that it cannot lock a peer out:
+- a HELLO is refused if its timestamp is not newer than the last one that COMPLETED a
+  handshake with that peer (recorded only after CONFIRM verified, so a forged HELLO cannot
+  poison the record), or if it is more than HELLO_MAX_FUTURE_S (120 s) ahead of our clock
+  (an initiator whose clock is far ahead cannot leave a far-future record behind);
+- a record more than HELLO_MAX_FUTURE_S ahead of our own clock is treated as stale (our clock
+  went back), so after any jump handshakes recover within one rekey period (120 s);
+- HELLOs from one peer closer than 20 ms apart are dropped (flood).
+Agents share one HelloGuard per node between Responder objects.
+
+Time: `now` is wall-clock unix seconds (certificate validity, HELLO timestamps). The keypair's
+created_at is that same `now`; KeyRing.install re-stamps it with the session's clock.
+
+Measured (python 3.13, cryptography 50, shared 2-core VM, pinned keys, both parties in one
+process): a full HELLO → CHALLENGE → CONFIRM handshake ≈ 5.3 ms; with certificates (two more
+ML-DSA verifies) ≈ 6.6 ms (target ≤ 50 ms on loopback); re-run: test_handshake.py -k timing -s.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem, x25519
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from .cert import CertFlags, CertificateError, parse_certificate, verify_certificate
+from .constants import (
+    CONTEXT_HANDSHAKE,
+    HANDSHAKE_MIN_INTERVAL_S,
+    MLDSA87_PUBLIC_KEY_SIZE,
+    MLDSA87_SIGNATURE_SIZE,
+    MLKEM1024_CIPHERTEXT_SIZE,
+    MLKEM1024_PUBLIC_KEY_SIZE,
+    PEER_ID_SIZE,
+    PROTOCOL_VERSION,
+    SUITE_HYBRID_V1,
+    X25519_KEY_SIZE,
+)
+from .identity import IdentityError, peer_id, peer_id_bytes
+from .keys import Keypair
+from .wire import Reader
+
+__all__ = [
+    "HELLO_MAX_FUTURE_S",
+    "HELLO_SIZE",
+    "BadCredential",
+    "BadShare",
+    "BadSignature",
+    "ControlKeys",
+    "HandshakeError",
+    "HandshakeFlood",
+    "HandshakeResult",
+    "HandshakeStateError",
+    "HelloGuard",
+    "Initiator",
+    "KeyConfirmationFailed",
+    "LocalIdentity",
+    "MalformedHandshake",
+    "MeshCA",
+    "MessageType",
+    "PeerIdentity",
+    "PinnedKeys",
+    "ReplayedHello",
+    "Responder",
+    "RevokedPeer",
+    "SessionKeys",
+    "Trust",
+    "UnknownPeer",
+    "VersionMismatch",
+    "WrongPeer",
+    "derive_keys",
+    "message_type",
+]
+
+HELLO_MAX_FUTURE_S = 120
+_ZERO_ID = bytes(PEER_ID_SIZE)
+_MAC_SIZE = 32
+_LABEL_RESPONDER = b"shadowmesh/handshake/v1 responder signature\x00"
+_LABEL_INITIATOR = b"shadowmesh/handshake/v1 initiator signature\x00"
+_KDF_INFO = b"shadowmesh/handshake/v1 "
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class HandshakeError(ValueError):
+    """Base of every error this module raises for bad input or misuse."""
+
+
+class MalformedHandshake(HandshakeError):
+    pass
+
+
+class VersionMismatch(HandshakeError):
+    """Another protocol version or suite (including any classical-only offer)."""
+
+
+class UnknownPeer(HandshakeError):
+    """The claimed peer id is not one we may talk to (refused before any asymmetric work)."""
+
+
+class WrongPeer(HandshakeError):
+    """The peer is not the one expected (or the message was addressed to someone else)."""
+
+
+class RevokedPeer(HandshakeError):
+    pass
+
+
+class ReplayedHello(HandshakeError):
+    pass
+
+
+class HandshakeFlood(HandshakeError):
+    pass
+
+
+class BadShare(HandshakeError):
+    """A low-order / all-zero X25519 share or an invalid ML-KEM key."""
+
+
+class KeyConfirmationFailed(HandshakeError):
+    pass
+
+
+class BadSignature(HandshakeError):
+    pass
+
+
+class BadCredential(HandshakeError):
+    """The credential does not authenticate (bad certificate, not the pinned key...)."""
+
+
+class HandshakeStateError(HandshakeError):
+    """A method was called out of order, or after the handshake failed or finished."""
+
+
+# --- identities and trust ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    peer_id: str
+    public_key: bytes
+    overlay_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    name: str | None = None
+    flags: int = 0
+
+    @property
+    def is_public(self) -> bool:
+        return bool(self.flags & CertFlags.PUBLIC)
+
+    @property
+    def is_relay(self) -> bool:
+        return bool(self.flags & CertFlags.RELAY)
+
+
+class Trust(Protocol):
+    def knows(self, peer_id: str) -> bool:
+        """Cheap pre-check on a claimed peer id (no cryptography)."""
+
+    def authenticate(self, credential: bytes, now: float) -> PeerIdentity:
+        """Verify a credential; raise a HandshakeError if it does not authenticate."""
+
+
+class PinnedKeys:
+    """Serverless mode: peers are the ML-DSA-87 public keys pinned in the config."""
+
+    def __init__(self, keys: Mapping[str, bytes] | Iterable[bytes]) -> None:
+        self._keys: dict[str, bytes] = {}
+        items = keys.items() if isinstance(keys, Mapping) else ((None, k) for k in keys)
+        for claimed, key in items:
+            try:
+                pid = peer_id(key)
+            except IdentityError as exc:
+                raise BadCredential(f"pinned key: {exc}") from exc
+            if claimed is not None and claimed != pid:
+                raise BadCredential(f"pinned key for {claimed} has peer id {pid}")
+            self._keys[pid] = bytes(key)
+
+    def knows(self, peer_id: str) -> bool:
+        return peer_id in self._keys
+
+    def authenticate(self, credential: bytes, now: float) -> PeerIdentity:
+        if len(credential) != MLDSA87_PUBLIC_KEY_SIZE:
+            raise BadCredential("serverless mode expects a bare ML-DSA-87 public key")
+        pid = peer_id(credential)
+        pinned = self._keys.get(pid)
+        if pinned is None or not hmac.compare_digest(pinned, credential):
+            raise UnknownPeer(f"{pid} is not pinned")
+        return PeerIdentity(pid, pinned)
+
+
+class MeshCA:
+    """Enrolled mode: peers present certificates issued by the mesh CA.
+
+    `known_peer_ids`, when given (e.g. from the netmap), restricts knows() to those peers, so a
+    HELLO from an id we never heard of is refused before any work. Revocation is by peer id.
+    """
+
+    def __init__(
+        self,
+        ca_public_key: bytes,
+        revoked_peer_ids: Iterable[str] = (),
+        known_peer_ids: Iterable[str] | None = None,
+    ) -> None:
+        if len(ca_public_key) != MLDSA87_PUBLIC_KEY_SIZE:
+            raise BadCredential("the CA key must be an ML-DSA-87 public key")
+        self.ca_public_key = bytes(ca_public_key)
+        self.revoked: set[str] = set(revoked_peer_ids)
+        self.known: set[str] | None = None if known_peer_ids is None else set(known_peer_ids)
+
+    def revoke(self, peer_id: str) -> None:
+        self.revoked.add(peer_id)
+
+    def knows(self, peer_id: str) -> bool:
+        return peer_id not in self.revoked and (self.known is None or peer_id in self.known)
+
+    def authenticate(self, credential: bytes, now: float) -> PeerIdentity:
+        try:
+            cert = verify_certificate(credential, self.ca_public_key, int(now))
+        except CertificateError as exc:
+            raise BadCredential(f"certificate: {exc}") from exc
+        if cert.peer_id in self.revoked:
+            raise RevokedPeer(f"{cert.peer_id} is revoked")
+        if self.known is not None and cert.peer_id not in self.known:
+            raise UnknownPeer(f"{cert.peer_id} is not in this mesh's peer list")
+        return PeerIdentity(cert.peer_id, cert.public_key, cert.overlay_ip, cert.name, int(cert.flags))
+
+
+class LocalIdentity:
+    """Our ML-DSA-87 private key and the credential we present (a certificate or our public key)."""
+
+    __slots__ = ("credential", "peer_id", "private_key", "public_key")
+
+    def __init__(self, private_key: mldsa.MLDSA87PrivateKey, credential: bytes) -> None:
+        self.private_key = private_key
+        self.public_key = private_key.public_key().public_bytes_raw()
+        self.peer_id = peer_id(self.public_key)
+        self.credential = bytes(credential)
+        if self.credential != self.public_key:
+            try:
+                cert = parse_certificate(self.credential)
+            except CertificateError as exc:
+                raise BadCredential(f"our credential is not our key nor a certificate: {exc}") from exc
+            if cert.public_key != self.public_key:
+                raise BadCredential("our certificate is for another key")
+
+    @classmethod
+    def pinned(cls, private_key: mldsa.MLDSA87PrivateKey) -> LocalIdentity:
+        """Serverless mode: present the bare public key."""
+        return cls(private_key, private_key.public_key().public_bytes_raw())
+
+
+# --- HELLO replay / flood guard ---------------------------------------------------------------
+
+
+class HelloGuard:
+    """Per-node memory of HELLO timestamps (see the module docstring). One per agent."""
+
+    def __init__(
+        self, max_future_s: float = HELLO_MAX_FUTURE_S, min_interval_s: float = HANDSHAKE_MIN_INTERVAL_S
+    ) -> None:
+        self.max_future_ms = int(max_future_s * 1000)
+        self.min_interval_s = min_interval_s
+        self._completed: dict[str, int] = {}  # peer id -> timestamp (ms) of the last completed HELLO
+        self._seen_at: dict[str, float] = {}  # peer id -> when we last processed a HELLO from it
+
+    def check(self, peer_id: str, timestamp_ms: int, now: float) -> None:
+        now_ms = int(now * 1000)
+        if timestamp_ms > now_ms + self.max_future_ms:
+            raise ReplayedHello("HELLO timestamp is too far in the future")
+        last = self._completed.get(peer_id)
+        if last is not None and timestamp_ms <= last and last <= now_ms + self.max_future_ms:
+            raise ReplayedHello("HELLO is not newer than the last completed handshake")
+        seen = self._seen_at.get(peer_id)
+        if seen is not None and 0 <= now - seen < self.min_interval_s:
+            raise HandshakeFlood("HELLOs from this peer arrive too fast")
+        self._seen_at[peer_id] = now
+
+    def record(self, peer_id: str, timestamp_ms: int) -> None:
+        """Called only once a handshake with this HELLO completed (CONFIRM verified)."""
+        if timestamp_ms > self._completed.get(peer_id, -1):
+            self._completed[peer_id] = timestamp_ms
+
+    def forget(self, peer_id: str) -> None:
+        self._completed.pop(peer_id, None)
+        self._seen_at.pop(peer_id, None)
+
+
+# --- the combiner -----------------------------------------------------------------------------
+
+
+class SessionKeys(NamedTuple):
+    i2r_data: bytes
+    r2i_data: bytes
+    i2r_control: bytes
+    r2i_control: bytes
+    confirm_responder: bytes
+    confirm_initiator: bytes
+
+
+_KEY_NAMES = (
+    b"i2r data",
+    b"r2i data",
+    b"i2r control",
+    b"r2i control",
+    b"confirm responder",
+    b"confirm initiator",
+)
+
+
+def derive_keys(
+    ss_mlkem: bytes, ss_x25519: bytes, e_i: bytes, e_r: bytes, ct: bytes, transcript_hash: bytes
+) -> SessionKeys:
+    """The hybrid combiner: HKDF-SHA256 over both secrets, both shares and the ciphertext."""
+    for value, size, what in (
+        (ss_mlkem, 32, "ML-KEM secret"),
+        (ss_x25519, 32, "X25519 secret"),
+        (e_i, X25519_KEY_SIZE, "initiator share"),
+        (e_r, X25519_KEY_SIZE, "responder share"),
+        (ct, MLKEM1024_CIPHERTEXT_SIZE, "ciphertext"),
+        (transcript_hash, 32, "transcript hash"),
+    ):
+        if len(value) != size:
+            raise HandshakeError(f"{what} must be {size} bytes")
+    prk = hmac.digest(transcript_hash, ss_mlkem + ss_x25519 + e_i + e_r + ct, "sha256")
+    return SessionKeys(
+        *(HKDFExpand(hashes.SHA256(), 32, _KDF_INFO + name).derive(prk) for name in _KEY_NAMES)
+    )
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+class ControlKeys(NamedTuple):
+    send: bytes
+    recv: bytes
+
+
+@dataclass(slots=True)
+class HandshakeResult:
+    keypair: Keypair
+    peer: PeerIdentity
+    control: ControlKeys
+    transcript_hash: bytes  # SHA-256 of the full transcript; a session id for logs
+    initiator: bool
+    hello_timestamp_ms: int = field(default=0)
+
+
+# --- wire -------------------------------------------------------------------------------------
+
+
+class MessageType(enum.IntEnum):
+    HELLO = 1
+    CHALLENGE = 2
+    CONFIRM = 3
+
+
+_HELLO_HEAD = struct.Struct("!BBB20s20sIQ")
+HELLO_SIZE = _HELLO_HEAD.size + X25519_KEY_SIZE + MLKEM1024_PUBLIC_KEY_SIZE
+_U16 = struct.Struct("!H")
+
+# canonical encodings of the X25519 points of small order (and their non-canonical twins)
+_P = 2**255 - 19
+_LOW_ORDER = frozenset(
+    v.to_bytes(32, "little")
+    for v in (
+        0,
+        1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+        _P - 1,
+        _P,
+        _P + 1,
+    )
+)
+
+
+def _check_x25519_share(share: bytes) -> None:
+    masked = share[:31] + bytes([share[31] & 0x7F])
+    if masked in _LOW_ORDER:
+        raise BadShare("X25519 share is of low order")
+
+
+def _as_bytes(message: object) -> bytes:
+    if not isinstance(message, bytes | bytearray | memoryview):
+        raise MalformedHandshake("expected bytes")
+    return bytes(message)
+
+
+def message_type(message: bytes) -> MessageType:
+    """The type of a handshake message (first byte); MalformedHandshake if unknown or empty."""
+    if not isinstance(message, bytes | bytearray | memoryview) or not message:
+        raise MalformedHandshake("empty handshake message")
+    try:
+        return MessageType(message[0])
+    except ValueError as exc:
+        raise MalformedHandshake(f"unknown handshake message type {message[0]}") from exc
+
+
+def _expect(message: bytes, mtype: MessageType) -> Reader:
+    if not isinstance(message, bytes | bytearray | memoryview):
+        raise MalformedHandshake("expected bytes")
+    if message_type(message) is not mtype:
+        raise MalformedHandshake(f"expected {mtype.name}, got {MessageType(message[0]).name}")
+    r = Reader(message, MalformedHandshake)
+    r.take(1, "type")
+    return r
+
+
+def _mac(key: bytes, *parts: bytes) -> bytes:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return hmac.digest(key, h.digest(), "sha256")
+
+
+def _verify(public_key: bytes, signature: bytes, message: bytes) -> None:
+    try:
+        mldsa.MLDSA87PublicKey.from_public_bytes(public_key).verify(signature, message, CONTEXT_HANDSHAKE)
+    except (InvalidSignature, ValueError) as exc:
+        raise BadSignature("handshake signature does not verify") from exc
+
+
+def _x25519(private: x25519.X25519PrivateKey, share: bytes) -> bytes:
+    _check_x25519_share(share)
+    try:
+        return private.exchange(x25519.X25519PublicKey.from_public_bytes(share))
+    except ValueError as exc:  # all-zero result
+        raise BadShare("X25519 share is of low order") from exc
+
+
+def _index(value: int | None) -> int:
+    if value is None:
+        return secrets.randbits(32)
+    if not 0 <= value < 2**32:
+        raise HandshakeError("session index must be a 32-bit unsigned integer")
+    return value
+
+
+class _State(enum.Enum):
+    START = "start"
+    WAITING = "waiting"  # initiator: HELLO sent; responder: CHALLENGE sent
+    READY = "ready"  # initiator: CHALLENGE accepted; responder: HELLO accepted
+    DONE = "done"
+    FAILED = "failed"
+
+
+class _Party:
+    def __init__(self, local: LocalIdentity, trust: Trust) -> None:
+        self.local = local
+        self.trust = trust
+        self.state = _State.START
+        self._result: HandshakeResult | None = None
+
+    @property
+    def result(self) -> HandshakeResult:
+        if self._result is None:
+            raise HandshakeStateError("the handshake has not completed")
+        return self._result
+
+    @property
+    def failed(self) -> bool:
+        return self.state is _State.FAILED
+
+    def _require(self, state: _State, action: str) -> None:
+        if self.state is not state:
+            raise HandshakeStateError(f"cannot {action} in state {self.state.value}")
+
+    def _fail(self) -> None:
+        self.state = _State.FAILED
+        self._forget_secrets()
+
+    def _forget_secrets(self) -> None:  # overridden
+        pass
+
+
+# --- initiator --------------------------------------------------------------------------------
+
+
+class Initiator(_Party):
+    """Starts a handshake: create_hello → consume_challenge → create_confirm → result."""
+
+    def __init__(
+        self,
+        local: LocalIdentity,
+        trust: Trust,
+        expected_peer_id: str | None,
+        now: float,
+        *,
+        local_index: int | None = None,
+    ) -> None:
+        super().__init__(local, trust)
+        self.expected_peer_id = expected_peer_id
+        if expected_peer_id is not None:
+            try:
+                self._responder_id = bytes.fromhex(expected_peer_id)
+            except ValueError:
+                self._responder_id = b""
+            if len(self._responder_id) != PEER_ID_SIZE:
+                raise HandshakeError("expected_peer_id must be 40 hex characters")
+        else:
+            self._responder_id = _ZERO_ID
+        self.created_at = now
+        self.local_index = _index(local_index)
+        self.timestamp_ms = int(now * 1000)
+        self._x: x25519.X25519PrivateKey | None = None
+        self._kem: mlkem.MLKEM1024PrivateKey | None = None
+        self._hello = b""
+        self._keys: SessionKeys | None = None
+        self._t1 = b""
+        self._sig_r = b""
+        self._mac_r = b""
+        self._peer: PeerIdentity | None = None
+        self._remote_index = 0
+        self._now = now
+
+    def _forget_secrets(self) -> None:
+        self._x = None
+        self._kem = None
+        self._keys = None
+
+    def create_hello(self) -> bytes:
+        self._require(_State.START, "create a HELLO")
+        self._x = x25519.X25519PrivateKey.generate()
+        self._kem = mlkem.MLKEM1024PrivateKey.generate()
+        self._hello = (
+            _HELLO_HEAD.pack(
+                MessageType.HELLO,
+                PROTOCOL_VERSION,
+                SUITE_HYBRID_V1,
+                peer_id_bytes(self.local.public_key),
+                self._responder_id,
+                self.local_index,
+                self.timestamp_ms,
+            )
+            + self._x.public_key().public_bytes_raw()
+            + self._kem.public_key().public_bytes_raw()
+        )
+        self.state = _State.WAITING
+        return self._hello
+
+    def consume_challenge(self, message: bytes, now: float) -> None:
+        self._require(_State.WAITING, "consume a CHALLENGE")
+        try:
+            self._consume_challenge(_as_bytes(message), now)
+        except HandshakeError:
+            self._fail()
+            raise
+
+    def _consume_challenge(self, message: bytes, now: float) -> None:
+        assert self._x is not None and self._kem is not None
+        r = _expect(message, MessageType.CHALLENGE)
+        remote_index = r.u32("responder index")
+        e_r = r.take(X25519_KEY_SIZE, "responder share")
+        ct = r.take(MLKEM1024_CIPHERTEXT_SIZE, "ML-KEM ciphertext")
+        credential = r.prefixed16("responder credential")
+        t1_end = r.position
+        sig_r = r.take(MLDSA87_SIGNATURE_SIZE, "responder signature")
+        mac_r = r.take(_MAC_SIZE, "responder MAC")
+        r.end()
+        t1 = self._hello + message[:t1_end]
+        ss_x = _x25519(self._x, e_r)
+        try:
+            ss_k = self._kem.decapsulate(ct)
+        except ValueError as exc:
+            raise MalformedHandshake("invalid ML-KEM ciphertext") from exc
+        e_i = self._hello[_HELLO_HEAD.size : _HELLO_HEAD.size + X25519_KEY_SIZE]
+        keys = derive_keys(ss_k, ss_x, e_i, e_r, ct, hashlib.sha256(t1).digest())
+        if not hmac.compare_digest(_mac(keys.confirm_responder, t1, sig_r), mac_r):
+            raise KeyConfirmationFailed("responder key confirmation failed")
+        peer = self.trust.authenticate(credential, now)
+        if self.expected_peer_id is not None and peer.peer_id != self.expected_peer_id:
+            raise WrongPeer(f"expected {self.expected_peer_id}, the responder is {peer.peer_id}")
+        if peer.peer_id == self.local.peer_id:
+            raise WrongPeer("the responder is ourselves")
+        _verify(peer.public_key, sig_r, _LABEL_RESPONDER + t1)
+        self._x = self._kem = None  # ephemeral secrets are no longer needed
+        self._keys, self._t1, self._sig_r, self._mac_r = keys, t1, sig_r, mac_r
+        self._peer, self._remote_index, self._now = peer, remote_index, now
+        self.state = _State.READY
+
+    def create_confirm(self) -> bytes:
+        self._require(_State.READY, "create a CONFIRM")
+        keys, peer = self._keys, self._peer
+        assert keys is not None and peer is not None
+        cred = self.local.credential
+        body = bytes([MessageType.CONFIRM]) + _U16.pack(len(cred)) + cred
+        t2 = self._t1 + self._sig_r + self._mac_r + body
+        sig_i = self.local.private_key.sign(_LABEL_INITIATOR + t2, CONTEXT_HANDSHAKE)
+        mac_i = _mac(keys.confirm_initiator, t2, sig_i)
+        message = body + sig_i + mac_i
+        keypair = Keypair(
+            keys.i2r_data,
+            keys.r2i_data,
+            local_index=self.local_index,
+            remote_index=self._remote_index,
+            created_at=self._now,
+            initiator=True,
+        )
+        self._result = HandshakeResult(
+            keypair=keypair,
+            peer=peer,
+            control=ControlKeys(keys.i2r_control, keys.r2i_control),
+            transcript_hash=hashlib.sha256(t2 + sig_i + mac_i).digest(),
+            initiator=True,
+            hello_timestamp_ms=self.timestamp_ms,
+        )
+        self._keys = None
+        self.state = _State.DONE
+        return message
+
+
+# --- responder --------------------------------------------------------------------------------
+
+
+class Responder(_Party):
+    """Answers a handshake: consume_hello → create_challenge → consume_confirm → result."""
+
+    def __init__(
+        self,
+        local: LocalIdentity,
+        trust: Trust,
+        now: float,
+        *,
+        guard: HelloGuard | None = None,
+        local_index: int | None = None,
+    ) -> None:
+        super().__init__(local, trust)
+        self.guard = guard if guard is not None else HelloGuard()
+        self.created_at = now
+        self.local_index = _index(local_index)
+        self.peer_id: str | None = None
+        self.remote_index = 0
+        self.timestamp_ms = 0
+        self._hello = b""
+        self._now = now
+        self._keys: SessionKeys | None = None
+        self._t1_sig_mac = b""
+
+    def _forget_secrets(self) -> None:
+        self._keys = None
+
+    def consume_hello(self, message: bytes, now: float) -> str:
+        """Cheap checks only; returns the claimed initiator peer id (not yet authenticated)."""
+        self._require(_State.START, "consume a HELLO")
+        try:
+            return self._consume_hello(_as_bytes(message), now)
+        except HandshakeError:
+            self._fail()
+            raise
+
+    def _consume_hello(self, message: bytes, now: float) -> str:
+        if message_type(message) is not MessageType.HELLO:
+            raise MalformedHandshake("expected HELLO")
+        if len(message) < 3:
+            raise MalformedHandshake("truncated HELLO")
+        if message[1] != PROTOCOL_VERSION or message[2] != SUITE_HYBRID_V1:
+            raise VersionMismatch(f"unsupported version {message[1]} / suite {message[2]}")
+        if len(message) != HELLO_SIZE:
+            raise MalformedHandshake(f"HELLO must be {HELLO_SIZE} bytes, got {len(message)}")
+        _, _, _, initiator_id, responder_id, index, timestamp = _HELLO_HEAD.unpack_from(message)
+        pid = initiator_id.hex()
+        if pid == self.local.peer_id:
+            raise WrongPeer("HELLO from ourselves")
+        if responder_id not in (_ZERO_ID, peer_id_bytes(self.local.public_key)):
+            raise WrongPeer("HELLO addressed to another peer")
+        if not self.trust.knows(pid):
+            raise UnknownPeer(f"{pid} is not a peer we accept")
+        self.guard.check(pid, timestamp, now)
+        _check_x25519_share(message[_HELLO_HEAD.size : _HELLO_HEAD.size + X25519_KEY_SIZE])
+        self.peer_id, self.remote_index, self.timestamp_ms = pid, index, timestamp
+        self._hello, self._now = message, now
+        self.state = _State.READY
+        return pid
+
+    def create_challenge(self) -> bytes:
+        self._require(_State.READY, "create a CHALLENGE")
+        try:
+            return self._create_challenge()
+        except HandshakeError:
+            self._fail()
+            raise
+
+    def _create_challenge(self) -> bytes:
+        hello = self._hello
+        e_i = hello[_HELLO_HEAD.size : _HELLO_HEAD.size + X25519_KEY_SIZE]
+        try:
+            ek = mlkem.MLKEM1024PublicKey.from_public_bytes(hello[_HELLO_HEAD.size + X25519_KEY_SIZE :])
+        except ValueError as exc:
+            raise BadShare("invalid ML-KEM-1024 encapsulation key") from exc
+        ss_k, ct = ek.encapsulate()
+        x = x25519.X25519PrivateKey.generate()
+        ss_x = _x25519(x, e_i)
+        e_r = x.public_key().public_bytes_raw()
+        cred = self.local.credential
+        body = (
+            bytes([MessageType.CHALLENGE])
+            + struct.pack("!I", self.local_index)
+            + e_r
+            + ct
+            + _U16.pack(len(cred))
+            + cred
+        )
+        t1 = hello + body
+        keys = derive_keys(ss_k, ss_x, e_i, e_r, ct, hashlib.sha256(t1).digest())
+        sig_r = self.local.private_key.sign(_LABEL_RESPONDER + t1, CONTEXT_HANDSHAKE)
+        mac_r = _mac(keys.confirm_responder, t1, sig_r)
+        self._keys = keys
+        self._t1_sig_mac = t1 + sig_r + mac_r
+        self.state = _State.WAITING
+        return body + sig_r + mac_r
+
+    def consume_confirm(self, message: bytes, now: float) -> HandshakeResult:
+        self._require(_State.WAITING, "consume a CONFIRM")
+        try:
+            return self._consume_confirm(_as_bytes(message), now)
+        except HandshakeError:
+            self._fail()
+            raise
+
+    def _consume_confirm(self, message: bytes, now: float) -> HandshakeResult:
+        keys = self._keys
+        assert keys is not None and self.peer_id is not None
+        r = _expect(message, MessageType.CONFIRM)
+        credential = r.prefixed16("initiator credential")
+        body_end = r.position
+        sig_i = r.take(MLDSA87_SIGNATURE_SIZE, "initiator signature")
+        mac_i = r.take(_MAC_SIZE, "initiator MAC")
+        r.end()
+        t2 = self._t1_sig_mac + message[:body_end]
+        if not hmac.compare_digest(_mac(keys.confirm_initiator, t2, sig_i), mac_i):
+            raise KeyConfirmationFailed("initiator key confirmation failed")
+        peer = self.trust.authenticate(credential, now)
+        if peer.peer_id != self.peer_id:
+            raise WrongPeer(f"HELLO claimed {self.peer_id}, the credential is {peer.peer_id}")
+        _verify(peer.public_key, sig_i, _LABEL_INITIATOR + t2)
+        self.guard.record(self.peer_id, self.timestamp_ms)
+        keypair = Keypair(
+            keys.r2i_data,
+            keys.i2r_data,
+            local_index=self.local_index,
+            remote_index=self.remote_index,
+            created_at=now,
+            initiator=False,
+        )
+        self._result = HandshakeResult(
+            keypair=keypair,
+            peer=peer,
+            control=ControlKeys(keys.r2i_control, keys.i2r_control),
+            transcript_hash=hashlib.sha256(t2 + sig_i + mac_i).digest(),
+            initiator=False,
+            hello_timestamp_ms=self.timestamp_ms,
+        )
+        self._keys = None
+        self.state = _State.DONE
+        return self._result
