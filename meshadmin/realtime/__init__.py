@@ -1,0 +1,1 @@
+"""Channels app: the agent websocket (/ws/agent/), netmap pushes after commit, dashboard fan-out."""

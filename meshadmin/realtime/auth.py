@@ -1,0 +1,91 @@
+"""Agent authentication on the websocket: a session token in a header, or a signed fresh challenge.
+
+The token (from POST /api/auth/verify) is read from the `Authorization: Bearer` header only,
+never from the query string (which ends up in access logs). Without one, the consumer sends a
+32-byte challenge as its first frame and the agent signs it with ML-DSA-87, context
+shadowmesh/auth/v1. Both paths end in `AgentIdentity` of an active node, or a refusal that is
+audited (never with the token or signature in it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import mldsa
+
+from meshadmin.mesh.choices import AuditAction, NodeStatus
+from meshadmin.mesh.models import Node
+from meshadmin.mesh.services.auth import authenticate_session
+from meshadmin.mesh.services.common import node_actor, record_audit
+from nodeagent.protocol.constants import CONTEXT_AUTH, MLDSA87_SIGNATURE_SIZE
+
+__all__ = ["AgentIdentity", "AuthRefused", "authenticate_signature", "authenticate_token", "bearer_token"]
+
+log = logging.getLogger(__name__)
+
+
+class AuthRefused(Exception):
+    """`revoked` tells the consumer which close code to use."""
+
+    def __init__(self, detail: str, revoked: bool = False) -> None:
+        super().__init__(detail)
+        self.revoked = revoked
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    pk: int
+    peer_id: str
+    name: str
+    network_id: int
+    is_public: bool
+
+
+def _identity(node: Node) -> AgentIdentity:
+    return AgentIdentity(node.pk, node.peer_id, node.name, node.network_id, node.is_public)
+
+
+def bearer_token(scope: dict) -> str | None:
+    """The bearer token from the Authorization header of the websocket handshake, if any."""
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def _refuse(node: Node | None, peer_id: str, source_ip: str | None, reason: str) -> None:
+    record_audit(AuditAction.AUTH_FAILED, actor=node_actor(node) if node else "anonymous",
+                 network=node.network if node else None, object_type="node", object_id=peer_id[:64],
+                 source_ip=source_ip, reason=reason, channel="websocket")
+
+
+def authenticate_token(token: str, source_ip: str | None) -> AgentIdentity:
+    node = authenticate_session(token)
+    if node is None:
+        _refuse(None, "", source_ip, "invalid or expired session token")
+        raise AuthRefused("session token is invalid or expired")
+    return _identity(node)
+
+
+def authenticate_signature(peer_id: str, nonce: bytes, signature: bytes,
+                           source_ip: str | None) -> AgentIdentity:
+    node = Node.objects.select_related("network").filter(peer_id=peer_id).first()
+    if node is None:
+        _refuse(None, peer_id, source_ip, "unknown peer")
+        raise AuthRefused("unknown peer")
+    if node.status != NodeStatus.ACTIVE:
+        _refuse(node, peer_id, source_ip, "revoked peer")
+        raise AuthRefused("this node has been revoked", revoked=True)
+    try:
+        if len(signature) != MLDSA87_SIGNATURE_SIZE:
+            raise InvalidSignature
+        key = mldsa.MLDSA87PublicKey.from_public_bytes(bytes(node.public_key))
+        key.verify(signature, nonce, CONTEXT_AUTH)
+    except (InvalidSignature, ValueError):
+        _refuse(node, peer_id, source_ip, "bad signature")
+        raise AuthRefused("signature does not verify") from None
+    return _identity(node)

@@ -1,0 +1,218 @@
+"""AgentConsumer: the node agent's websocket, /ws/agent/ (binary msgpack frames, nodeagent.protocol.netmap).
+
+Life of a socket:
+  1. connect: accept. With `Authorization: Bearer <session token>` (from /api/auth/verify) the
+     node is known at once; otherwise the first server frame is a 32-byte challenge and the agent
+     must answer `auth` (ML-DSA-87, context shadowmesh/auth/v1) within AUTH_TIMEOUT (5 s).
+  2. authenticated: join group node.<peer id>, mark presence, send the full netmap.
+  3. then: `netmap.push` events become deltas against what this socket last got; the agent's
+     `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
+     the address the server saw), `stats` are stored and forwarded to dashboard.<network>.
+  4. `agent.revoke` (sent to the node's group on revocation) closes at once with 4403.
+Anything malformed, of an unknown type or version, larger than 1 MiB, or a text frame closes the
+socket with the code from protocol.netmap.CloseCode and a short reason, and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from meshadmin.mesh.services.errors import ServiceError
+from meshadmin.mesh.services.peers import register_peer
+from meshadmin.netmap import compute, snapshot
+from meshadmin.telemetry import ingest, presence
+from nodeagent.protocol import netmap as nm
+
+from . import auth, groups, tasks
+
+__all__ = ["AgentConsumer"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_AUTH_TIMEOUT_S = 5.0
+MIN_STATS_INTERVAL_S = 0.5  # reports faster than this are dropped, not stored
+
+
+def auth_timeout() -> float:
+    return float(getattr(settings, "SHADOWMESH_AGENT_AUTH_TIMEOUT_S", DEFAULT_AUTH_TIMEOUT_S))
+
+
+def _netmap_for(network_id: int, peer_id: str) -> nm.NetMap:
+    return compute.netmap_for(snapshot.load(network_id), peer_id)
+
+
+def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None):
+    from meshadmin.mesh.models import Node
+
+    node = Node.objects.get(pk=agent.pk)
+    register_peer(node, ip=endpoint.ip, port=endpoint.control_port, udp_port=endpoint.udp_port,
+                  is_public=node.is_public, observed_ip=observed_ip)
+
+
+class AgentConsumer(AsyncWebsocketConsumer):
+    agent: auth.AgentIdentity | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    async def connect(self) -> None:
+        self.agent = None
+        self.nonce: bytes | None = None
+        self.sent: nm.NetMap | None = None
+        self.closing = False
+        self.last_stats: nm.Stats | None = None
+        self.last_stats_at = 0.0
+        loop = asyncio.get_running_loop()
+        tasks.register_loop(loop)
+        await self.accept()
+        token = auth.bearer_token(self.scope)
+        if token is not None:
+            try:
+                agent = await database_sync_to_async(auth.authenticate_token)(token, self._client_ip())
+            except auth.AuthRefused as exc:
+                await self._close(nm.CloseCode.AUTH_FAILED, str(exc))
+                return
+            await self._authenticated(agent)
+            return
+        self.nonce = os.urandom(nm.CHALLENGE_SIZE)
+        await self.send(bytes_data=nm.encode(nm.Challenge(self.nonce)))
+        self.auth_timer = loop.call_later(auth_timeout(), lambda: loop.create_task(self._auth_expired()))
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        timer = getattr(self, "auth_timer", None)
+        if timer is not None:
+            timer.cancel()
+        if self.agent is not None:
+            await self.channel_layer.group_discard(groups.node_group(self.agent.peer_id), self.channel_name)
+            went_offline = await database_sync_to_async(presence.disconnected)(self.agent.pk)
+            if went_offline:
+                await self._to_dashboard(groups.PRESENCE_UPDATE, online=False)
+
+    async def _auth_expired(self) -> None:
+        if self.agent is None and not self.closing:
+            await self._close(nm.CloseCode.AUTH_TIMEOUT, "no valid auth in time")
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        who = self.agent.peer_id if self.agent else self._client_ip()
+        log.warning("agent socket %s closed: %d %s", who, code, reason)
+        await self.close(code=int(code), reason=reason.encode()[:120].decode("utf-8", "ignore"))
+
+    def _client_ip(self) -> str | None:
+        client = self.scope.get("client")
+        return client[0] if client else None
+
+    async def _authenticated(self, agent: auth.AgentIdentity) -> None:
+        timer = getattr(self, "auth_timer", None)
+        if timer is not None:
+            timer.cancel()
+        self.agent, self.nonce = agent, None
+        await self.channel_layer.group_add(groups.node_group(agent.peer_id), self.channel_name)
+        came_online = await database_sync_to_async(presence.connected)(agent.pk)
+        log.info("agent %s (%s) connected", agent.name, agent.peer_id)
+        await self._send_full()
+        if came_online:
+            await self._to_dashboard(groups.PRESENCE_UPDATE, online=True)
+
+    # ------------------------------------------------------------------ frames from the agent
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        if bytes_data is None:
+            await self._close(nm.CloseCode.MALFORMED, "binary msgpack frames only")
+            return
+        try:
+            msg = nm.decode_agent_message(bytes_data)
+        except nm.MessageError as exc:
+            await self._close(exc.code, str(exc))
+            return
+        if self.agent is None:
+            await self._receive_auth(msg)
+            return
+        match msg:
+            case nm.Resync():
+                self.sent = None
+                await self._send_full()
+            case nm.Ack():
+                await database_sync_to_async(presence.acked)(self.agent.pk, msg.serial)
+            case nm.EndpointReport():
+                await self._receive_endpoints(msg)
+            case nm.Stats():
+                await self._receive_stats(msg)
+            case nm.Auth():
+                await self._close(nm.CloseCode.MALFORMED, "already authenticated")
+
+    async def _receive_auth(self, msg: nm.AgentMessage) -> None:
+        if not isinstance(msg, nm.Auth) or self.nonce is None:
+            await self._close(nm.CloseCode.AUTH_FAILED, "authenticate first")
+            return
+        try:
+            agent = await database_sync_to_async(auth.authenticate_signature)(
+                msg.peer_id, self.nonce, msg.signature, self._client_ip())
+        except auth.AuthRefused as exc:
+            code = nm.CloseCode.REVOKED if exc.revoked else nm.CloseCode.AUTH_FAILED
+            await self._close(code, str(exc))
+            return
+        await self._authenticated(agent)
+
+    async def _receive_endpoints(self, msg: nm.EndpointReport) -> None:
+        if not msg.endpoints:
+            return
+        try:
+            await database_sync_to_async(_register)(self.agent, msg.endpoints[0], self._client_ip())
+        except ServiceError as exc:
+            log.info("endpoint report of %s refused: %s", self.agent.peer_id, exc)
+
+    async def _receive_stats(self, msg: nm.Stats) -> None:
+        now = time.monotonic()
+        interval = now - self.last_stats_at if self.last_stats is not None else 0.0
+        if self.last_stats is not None and interval < MIN_STATS_INTERVAL_S:
+            return
+        reporter = ingest.Reporter(self.agent.pk, self.agent.peer_id, self.agent.network_id)
+        update = await database_sync_to_async(ingest.ingest)(reporter, msg, self.last_stats, interval)
+        self.last_stats, self.last_stats_at = msg, now
+        if update is not None:
+            await self.channel_layer.group_send(groups.dashboard_group(self.agent.network_id),
+                                                {"type": groups.TELEMETRY_UPDATE, **update})
+
+    # ------------------------------------------------------------------ events from the server
+
+    async def _send_full(self) -> None:
+        try:
+            netmap = await database_sync_to_async(_netmap_for)(self.agent.network_id, self.agent.peer_id)
+        except compute.NodeNotInNetwork:
+            await self._close(nm.CloseCode.REVOKED, "this node is no longer an active member")
+            return
+        await self.send(bytes_data=nm.encode(nm.Full(netmap)))
+        self.sent = netmap
+
+    async def netmap_push(self, event: dict) -> None:
+        if self.agent is None or self.closing:
+            return
+        netmap = nm.netmap_from_dict(event["netmap"])
+        if self.sent is None:
+            await self.send(bytes_data=nm.encode(nm.Full(netmap)))
+        elif nm.is_stale(self.sent.serial, netmap.serial) or netmap == self.sent:
+            return
+        else:
+            await self.send(bytes_data=nm.encode(nm.Delta(nm.diff(self.sent, netmap))))
+        self.sent = netmap
+
+    async def agent_revoke(self, event: dict) -> None:
+        if self.agent is not None:
+            await self._close(nm.CloseCode.REVOKED, str(event.get("reason") or "node revoked"))
+
+    async def _to_dashboard(self, kind: str, **fields) -> None:
+        await self.channel_layer.group_send(
+            groups.dashboard_group(self.agent.network_id),
+            {"type": kind, "network": self.agent.network_id, "peer_id": self.agent.peer_id, **fields})

@@ -1,0 +1,142 @@
+"""Netmap pushes: after a committed change, once per burst, one group_send per node.
+
+    change committed --(mesh.changes.change_announced)--> on_change_announced
+        -> first change of a burst?  (cache.add of a per-network "pending" key)
+             no  -> merged into the push already scheduled
+             yes -> in DEBOUNCE_S: push_netmaps(network)
+    push_netmaps: delete the pending key, snapshot.load, compute.netmaps_for_all,
+        group_send(node.<peer id>, netmap.push) per active node, agent.revoke per revoked node
+
+Where the delayed push runs:
+  * Celery with a broker (REDIS_URL): `push_netmaps.apply_async(countdown=DEBOUNCE_S)` in a
+    worker, which sends through a *fresh* channel layer per call and closes its Redis pools
+    before its event loop ends (channels_redis keeps pools per loop; reusing the global layer
+    from async_to_sync in a worker gives "Event loop is closed", django/channels_redis#332).
+  * No broker (embedded mode, eager Celery, in-memory channel layer): the in-memory layer only
+    reaches sockets of this process, on the event loop that serves them, so the push is armed
+    with call_later on that loop (registered by the first agent connection). No loop registered
+    means no agent is connected to this process, so there is nobody to push to.
+Each AgentConsumer turns the full map into a delta against what it last sent to its socket.
+`Change.node_ids` is not used yet: every node of the network gets the (cheap) recompute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from celery import shared_task
+from channels.db import database_sync_to_async
+from channels.layers import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, channel_layers, get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+
+from meshadmin.mesh.changes import Change
+from meshadmin.netmap import compute, snapshot
+from nodeagent.protocol import netmap as nm
+
+from . import groups
+
+__all__ = ["build_pushes", "debounce_seconds", "on_change_announced", "push_netmaps", "register_loop"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DEBOUNCE_S = 0.3
+PENDING_TTL_S = 30  # a lost push (crashed worker) blocks later ones for at most this long
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def debounce_seconds() -> float:
+    value = float(getattr(settings, "SHADOWMESH_NETMAP_DEBOUNCE_S", DEFAULT_DEBOUNCE_S))
+    return min(max(value, 0.0), 0.5)  # the issue's bound: bursts merge within <= 500 ms
+
+
+def pending_key(network_id: int) -> str:
+    return f"shadowmesh:netmap-push-pending:{int(network_id)}"
+
+
+def register_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Called by AgentConsumer.connect: the loop that serves this process's agent sockets."""
+    global _loop
+    _loop = loop
+
+
+def _broker_mode() -> bool:
+    return not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False)
+
+
+def on_change_announced(sender, change: Change, **kwargs) -> None:
+    """Receiver of mesh.changes.change_announced (runs after commit; must be quick)."""
+    if not cache.add(pending_key(change.network_id), change.reason, timeout=PENDING_TTL_S):
+        return  # merged into the push already scheduled for this network
+    if _broker_mode():
+        push_netmaps.apply_async((change.network_id,), countdown=debounce_seconds())
+        return
+    loop = _loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        cache.delete(pending_key(change.network_id))
+        return
+    loop.call_soon_threadsafe(_arm, loop, change.network_id)
+
+
+def _arm(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
+    loop.call_later(debounce_seconds(), lambda: loop.create_task(apush_netmaps(network_id)))
+
+
+def build_pushes(network_id: int) -> list[tuple[str, dict]]:
+    """(group, event) for every node of the network: its netmap, or a revoke for revoked nodes."""
+    cache.delete(pending_key(network_id))  # before reading: a later commit schedules a new push
+    snap = snapshot.load(network_id)
+    out = [(groups.node_group(pid), {"type": groups.NETMAP_PUSH, "netmap": nm.netmap_to_dict(m)})
+           for pid, m in compute.netmaps_for_all(snap).items()]
+    out += [(groups.node_group(n.peer_id), {"type": groups.AGENT_REVOKE, "reason": "node revoked"})
+            for n in snap.nodes if not n.active]
+    return out
+
+
+async def apush_netmaps(network_id: int) -> int:
+    """In-process push on the serving loop (embedded mode)."""
+    try:
+        pushes = await database_sync_to_async(build_pushes)(network_id)
+        layer = get_channel_layer()
+        for group, event in pushes:
+            await layer.group_send(group, event)
+        return len(pushes)
+    except Exception:
+        log.exception("netmap push for network %s failed", network_id)
+        return 0
+
+
+async def _send_with_fresh_layer(pushes: list[tuple[str, dict]]) -> None:
+    layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+    try:
+        for group, event in pushes:
+            await layer.group_send(group, event)
+    finally:
+        close = getattr(layer, "close_pools", None)
+        if close is not None:
+            await close()
+
+
+def send_to_groups(pushes: list[tuple[str, dict]]) -> None:
+    """group_send from synchronous code (Celery worker, management command)."""
+    if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        async_to_sync(_send_in_memory)(pushes)
+    else:
+        async_to_sync(_send_with_fresh_layer)(pushes)
+
+
+async def _send_in_memory(pushes: list[tuple[str, dict]]) -> None:
+    layer = get_channel_layer()
+    for group, event in pushes:
+        await layer.group_send(group, event)
+
+
+@shared_task(name="meshadmin.realtime.tasks.push_netmaps", ignore_result=True)
+def push_netmaps(network_id: int) -> int:
+    pushes = build_pushes(network_id)
+    send_to_groups(pushes)
+    log.info("pushed netmaps for network %s to %d groups", network_id, len(pushes))
+    return len(pushes)

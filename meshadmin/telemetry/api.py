@@ -1,0 +1,63 @@
+"""Telemetry endpoints under /api/telemetry/ (dashboard users: staff or the viewer group).
+
+GET /api/telemetry/links?network=NAME                      current per-link figures
+GET /api/telemetry/links/<reporter>/<peer>?window=1h       time series of one link (window: 5m..7d)
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from ninja import Router
+from ninja.errors import HttpError
+from ninja.security import django_auth
+
+from meshadmin.dashboard.permissions import can_view
+from meshadmin.mesh.models import Network, Node
+from nodeagent.protocol.identity import PEER_ID_RE
+
+from . import queries
+
+__all__ = ["router"]
+
+router = Router(tags=["telemetry"])
+
+_WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
+_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+
+
+def _viewer(request) -> None:
+    if not can_view(request.user):
+        raise HttpError(403, "you may not view telemetry")
+
+
+def _window(text: str) -> timedelta:
+    m = _WINDOW.match(text or "")
+    if not m:
+        raise HttpError(400, "window: like 5m, 1h or 7d")
+    value = int(m.group(1)) * _UNITS[m.group(2)]
+    if not timedelta(minutes=1) <= value <= timedelta(days=7):
+        raise HttpError(400, "window: between 1m and 7d")
+    return value
+
+
+@router.get("/links", auth=django_auth)
+def current_links(request, network: str = "default"):
+    _viewer(request)
+    net = Network.objects.filter(name=network).first()
+    if net is None:
+        raise HttpError(404, "no such network")
+    return {"network": net.name, "links": queries.current_links(net.pk)}
+
+
+@router.get("/links/{reporter}/{peer}", auth=django_auth)
+def link_series(request, reporter: str, peer: str, window: str = "1h"):
+    _viewer(request)
+    if not PEER_ID_RE.match(reporter) or not PEER_ID_RE.match(peer):
+        raise HttpError(400, "reporter and peer are peer ids (40 lowercase hex characters)")
+    node = Node.objects.filter(peer_id=reporter).first()
+    if node is None:
+        raise HttpError(404, "no such node")
+    return {"reporter": reporter, "peer": peer, "window": window,
+            **queries.link_series(node.pk, peer, _window(window))}

@@ -1,0 +1,65 @@
+"""Per-link samples and node presence. Written only by ingest.py, presence.py and tasks.py."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from meshadmin.mesh.models import Network, Node
+
+__all__ = ["Presence", "Resolution", "Sample"]
+
+
+class Resolution(models.IntegerChoices):
+    RAW = 0, "raw (one agent report, ~2 s)"
+    MINUTE = 60, "1-minute aggregate"
+
+
+class Sample(models.Model):
+    """What one node saw on its link to one peer during `interval_s` seconds ending at `ts`.
+
+    Counters are *deltas* over the interval (the agent reports totals since it started; ingest
+    subtracts the previous report and treats a smaller total as an agent restart). A minute row
+    sums the raw rows of that minute; `rtt_ms` is their mean.
+    """
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="+")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="+")
+    peer_id = models.CharField(max_length=40)
+    resolution = models.SmallIntegerField(choices=Resolution.choices, default=Resolution.RAW)
+    ts = models.DateTimeField()
+    interval_s = models.FloatField()
+    path = models.CharField(max_length=46)
+    rtt_ms = models.FloatField(null=True, blank=True)
+    last_handshake_s = models.FloatField(null=True, blank=True)
+    tx_bytes = models.BigIntegerField(default=0)
+    rx_bytes = models.BigIntegerField(default=0)
+    tx_frames = models.BigIntegerField(default=0)
+    rx_frames = models.BigIntegerField(default=0)
+    lost_frames = models.BigIntegerField(default=0)
+    samples = models.IntegerField(default=1, help_text="raw samples summed into this row")
+    rolled_up = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["node", "peer_id", "resolution", "ts"], name="sample_link_series"),
+            models.Index(fields=["network", "resolution", "ts"], name="sample_network_recent"),
+            models.Index(fields=["resolution", "rolled_up", "ts"], name="sample_rollup_todo"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}->{self.peer_id[:8]} @ {self.ts:%H:%M:%S}"
+
+
+class Presence(models.Model):
+    """Websocket presence of a node: open sockets (across server processes) and last activity."""
+
+    node = models.OneToOneField(Node, on_delete=models.CASCADE, related_name="presence")
+    connections = models.IntegerField(default=0)
+    online = models.BooleanField(default=False)
+    connected_at = models.DateTimeField(null=True, blank=True)
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_serial = models.PositiveBigIntegerField(null=True, blank=True, help_text="last netmap serial acked")
+
+    def __str__(self) -> str:
+        return f"{self.node_id}: {'online' if self.online else 'offline'}"
