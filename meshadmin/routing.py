@@ -5,6 +5,12 @@ consumers to `websocket_urlpatterns`. Each consumer does its own authentication 
 challenge in the first frame; browsers: session + origin check), since agents send no Origin.
 """
 
-from meshadmin.dashboard.routing import websocket_urlpatterns as dashboard_websockets
+from django.urls import path
 
-websocket_urlpatterns: list = [*dashboard_websockets]
+from meshadmin.dashboard.routing import websocket_urlpatterns as dashboard_websockets
+from meshadmin.realtime.consumers import AgentConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/agent/", AgentConsumer.as_asgi()),  # no origin check/cookies: the agent signs a challenge
+    *dashboard_websockets,
+]

@@ -78,3 +78,4 @@ def _http_error(request, exc: HttpError):
 
 
 api.add_router("/", router)
+api.add_router("/telemetry/", "meshadmin.telemetry.api.router")
