@@ -1,13 +1,14 @@
 """Request-body cap: anything larger than DATA_UPLOAD_MAX_MEMORY_SIZE is answered 413.
 
-Django alone raises RequestDataTooBig (a 400) only when a view reads request.body; we answer
-before the view runs, from Content-Length when given, otherwise by reading the body under the cap.
+Django alone raises RequestDataTooBig (a 400) only when a view reads request.body, and only
+when Content-Length is declared: under ASGI a chunked body with no Content-Length is read whole.
+We answer before the view runs: from Content-Length when given, otherwise by reading at most
+limit + 1 bytes of the stream and keeping them as the request body.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 
 
@@ -30,9 +31,9 @@ class BodySizeLimitMiddleware:
                 return JsonResponse({"detail": "invalid Content-Length"}, status=400)
             if declared is not None and declared > limit:
                 return _too_large()
-            if declared is None and not request.path.startswith("/admin/"):
-                try:
-                    request.body  # noqa: B018 - reads and caches under Django's own cap
-                except RequestDataTooBig:
+            if declared is None:
+                data = request.read(limit + 1)
+                if len(data) > limit:
                     return _too_large()
+                request._body = data  # what request.body returns from now on (Django's cache)
         return self.get_response(request)

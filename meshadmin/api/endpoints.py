@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ninja import Router
+from ninja import Router, Status
 
 from meshadmin.mesh.models import Node
 from meshadmin.mesh.services import auth as auth_service
@@ -85,13 +85,16 @@ def enroll(request, payload: EnrollIn):
         is_public=payload.is_public,
         source_ip=ip,
     )
-    return 201, {
-        "peer_id": result.node.peer_id,
-        "overlay_ip": result.node.overlay_ip,
-        "certificate": b64(result.certificate),
-        "ca_public_key": b64(result.ca_public_key),
-        "network": result.network_name,
-    }
+    return Status(
+        201,
+        {
+            "peer_id": result.node.peer_id,
+            "overlay_ip": result.node.overlay_ip,
+            "certificate": b64(result.certificate),
+            "ca_public_key": b64(result.ca_public_key),
+            "network": result.network_name,
+        },
+    )
 
 
 @router.post("/auth/challenge", response={200: ChallengeOut, **_ERRORS}, auth=None, tags=["auth"])

@@ -1,0 +1,112 @@
+"""meshadmin/settings.py reads everything from the environment and fails loudly on bad values."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOW = """
+import json, django
+from django.conf import settings
+django.setup()
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "key": settings.SECRET_KEY, "debug": settings.DEBUG, "eager": settings.CELERY_TASK_ALWAYS_EAGER,
+    "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"], "cache": settings.CACHES["default"]["BACKEND"],
+    "db": db["ENGINE"], "dbname": str(db["NAME"]), "pool": db.get("OPTIONS", {}).get("pool"),
+    "broker": settings.CELERY_BROKER_URL, "hosts": settings.ALLOWED_HOSTS,
+}))
+"""
+
+
+def _run(tmp_path, code=None, args=None, **env):
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DJANGO_SETTINGS_MODULE": "meshadmin.settings",
+        "SHADOWMESH_DATA_DIR": str(tmp_path),
+    }
+    cmd = [sys.executable, *(args or ["-c", code or SHOW])]
+    return subprocess.run(cmd, cwd=ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120)
+
+
+def _settings(tmp_path, **env) -> dict:
+    result = _run(tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_embedded_default_needs_no_services(tmp_path):
+    shown = _settings(tmp_path)
+    assert shown["db"] == "django.db.backends.sqlite3"
+    assert shown["dbname"] == str(tmp_path / "db.sqlite3")
+    assert shown["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert shown["cache"].endswith("LocMemCache")
+    assert shown["eager"] is True
+    assert shown["debug"] is False
+
+
+def test_database_url_and_redis_url_switch_to_postgresql_and_redis(tmp_path):
+    shown = _settings(
+        tmp_path, DATABASE_URL="postgres://u:p@127.0.0.1:5432/mesh", REDIS_URL="redis://127.0.0.1:6379/0"
+    )
+    assert shown["db"] == "django.db.backends.postgresql"
+    assert shown["dbname"] == "mesh"
+    assert shown["pool"]["max_size"] == 20
+    assert shown["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert shown["cache"].endswith("RedisCache")
+    assert shown["broker"] == "redis://127.0.0.1:6379/0"
+    assert shown["eager"] is False
+
+
+def test_the_secret_key_is_generated_once_with_mode_0600(tmp_path):
+    first = _settings(tmp_path)["key"]
+    second = _settings(tmp_path)["key"]
+    assert first == second and len(first) >= 50
+    key_file = tmp_path / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert _settings(tmp_path, SHADOWMESH_SECRET_KEY="k" * 60)["key"] == "k" * 60
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SHADOWMESH_DEBUG": "yes"}, "SHADOWMESH_DEBUG"),
+        ({"SHADOWMESH_DB_POOL_MAX_SIZE": "many"}, "SHADOWMESH_DB_POOL_MAX_SIZE"),
+        ({"DATABASE_URL": "mysql://u@h/db"}, "DATABASE_URL"),
+        ({"REDIS_URL": "http://127.0.0.1"}, "REDIS_URL"),
+        ({"SHADOWMESH_SECRET_KEY": "short"}, "SHADOWMESH_SECRET_KEY"),
+        (
+            {"SHADOWMESH_PRODUCTION": "1", "SHADOWMESH_DEBUG": "1", "SHADOWMESH_ALLOWED_HOSTS": "a.example"},
+            "DEBUG",
+        ),
+        ({"SHADOWMESH_PRODUCTION": "1"}, "SHADOWMESH_ALLOWED_HOSTS"),
+        ({"SHADOWMESH_PRODUCTION": "1", "SHADOWMESH_ALLOWED_HOSTS": "*"}, "SHADOWMESH_ALLOWED_HOSTS"),
+    ],
+)
+def test_bad_values_stop_the_server_naming_the_variable(tmp_path, env, message):
+    result = _run(tmp_path, **env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_production_settings_pass_the_deploy_check_with_no_warnings(tmp_path):
+    result = _run(
+        tmp_path,
+        args=["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        SHADOWMESH_PRODUCTION="1",
+        SHADOWMESH_ALLOWED_HOSTS="mesh.example.com",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_the_development_settings_do_fail_the_deploy_check(tmp_path):
+    result = _run(tmp_path, args=["manage.py", "check", "--deploy", "--fail-level", "WARNING"])
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr + result.stdout
