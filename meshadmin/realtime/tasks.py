@@ -23,6 +23,7 @@ Each AgentConsumer turns the full map into a delta against what it last sent to 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 
 from asgiref.sync import async_to_sync
@@ -46,6 +47,7 @@ DEFAULT_DEBOUNCE_S = 0.3
 PENDING_TTL_S = 30  # a lost push (crashed worker) blocks later ones for at most this long
 
 _loop: asyncio.AbstractEventLoop | None = None
+_running: set[asyncio.Task] = set()  # keeps in-process pushes alive until done
 
 
 def debounce_seconds() -> float:
@@ -78,11 +80,19 @@ def on_change_announced(sender, change: Change, **kwargs) -> None:
     if loop is None or loop.is_closed() or not loop.is_running():
         cache.delete(pending_key(change.network_id))
         return
-    loop.call_soon_threadsafe(_arm, loop, change.network_id)
+    # A fresh context: the caller's (a sync_to_async worker's) must not leak into the push, or
+    # asgiref sees its own executor "in use" and refuses database_sync_to_async (deadlock guard).
+    loop.call_soon_threadsafe(_arm, loop, change.network_id, context=contextvars.Context())
 
 
 def _arm(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
-    loop.call_later(debounce_seconds(), lambda: loop.create_task(apush_netmaps(network_id)))
+    loop.call_later(debounce_seconds(), _start, loop, network_id, context=contextvars.Context())
+
+
+def _start(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
+    task = loop.create_task(apush_netmaps(network_id), context=contextvars.Context())
+    _running.add(task)
+    task.add_done_callback(_running.discard)
 
 
 def build_pushes(network_id: int) -> list[tuple[str, dict]]:

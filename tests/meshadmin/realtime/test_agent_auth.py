@@ -1,0 +1,104 @@
+"""Who gets a netmap on /ws/agent/: a signed fresh challenge or a session token in a header."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import mldsa
+from realtime_helpers import close_code, login, open_socket, receive
+
+from meshadmin.mesh.models import AuditEvent, Node
+from meshadmin.mesh.services.nodes import revoke_node
+from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.constants import CONTEXT_CERT
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_a_node_that_signs_the_challenge_gets_its_full_netmap(uk, belgium, mac):
+    comm, netmap = await login(belgium[0])
+    assert netmap.node.peer_id == belgium[0].peer_id
+    assert {p.name for p in netmap.peers} == {"uk", "mac"}
+    assert netmap.relays == (uk[0].peer_id,)
+    await comm.disconnect()
+
+
+async def test_each_socket_gets_a_fresh_challenge(belgium):
+    a, b = await open_socket(), await open_socket()
+    assert (await receive(a)).nonce != (await receive(b)).nonce
+    await a.disconnect()
+    await b.disconnect()
+
+
+async def test_a_signature_by_another_key_is_refused(belgium):
+    comm = await open_socket()
+    nonce = (await receive(comm)).nonce
+    other = mldsa.MLDSA87PrivateKey.generate()
+    await comm.send_to(
+        bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, other.sign(nonce, b"shadowmesh/auth/v1")))
+    )
+    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+    assert await AuditEvent.objects.filter(action="auth.failed", details__reason="bad signature").aexists()
+
+
+async def test_a_signature_made_for_another_purpose_is_refused(belgium):
+    comm = await open_socket()
+    nonce = (await receive(comm)).nonce
+    sig = belgium[0].key.sign(nonce, CONTEXT_CERT)
+    await comm.send_to(bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, sig)))
+    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+
+
+async def test_an_unknown_peer_is_refused(identity_factory, network):
+    stranger = identity_factory()
+    comm = await open_socket()
+    nonce = (await receive(comm)).nonce
+    await comm.send_to(bytes_data=nm.encode(nm.Auth(stranger.peer_id, stranger.sign_auth(nonce))))
+    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+
+
+async def test_a_revoked_node_cannot_authenticate(belgium):
+    node = await Node.objects.aget(peer_id=belgium[0].peer_id)
+    from channels.db import database_sync_to_async
+
+    await database_sync_to_async(revoke_node)(node)
+    comm = await open_socket()
+    nonce = (await receive(comm)).nonce
+    await comm.send_to(bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, belgium[0].sign_auth(nonce))))
+    assert await close_code(comm) == nm.CloseCode.REVOKED
+
+
+async def test_a_socket_without_auth_is_closed_after_the_deadline(belgium):
+    comm = await open_socket()
+    assert isinstance(await receive(comm), nm.Challenge)
+    assert await close_code(comm) == nm.CloseCode.AUTH_TIMEOUT
+
+
+async def test_any_other_message_before_auth_is_refused(belgium):
+    comm = await open_socket()
+    await receive(comm)
+    await comm.send_to(bytes_data=nm.encode(nm.Ack(1)))
+    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+
+
+async def test_a_session_token_in_the_authorization_header_skips_the_challenge(api, belgium, uk):
+    from channels.db import database_sync_to_async
+
+    token = await database_sync_to_async(api.login)(belgium[0])
+    comm = await open_socket(headers=[(b"authorization", f"Bearer {token}".encode())])
+    first = await receive(comm)
+    assert isinstance(first, nm.Full) and first.netmap.node.peer_id == belgium[0].peer_id
+    await comm.disconnect()
+
+
+async def test_a_session_token_in_the_query_string_is_ignored(api, belgium):
+    from channels.db import database_sync_to_async
+
+    token = await database_sync_to_async(api.login)(belgium[0])
+    comm = await open_socket(path=f"/ws/agent/?token={token}")
+    assert isinstance(await receive(comm), nm.Challenge)
+    await comm.disconnect()
+
+
+async def test_a_bad_session_token_closes_the_socket(belgium):
+    comm = await open_socket(headers=[(b"authorization", b"Bearer not-a-real-token")])
+    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED

@@ -1,0 +1,49 @@
+"""Bad frames on /ws/agent/ close the socket with a typed code and reason, before and after auth."""
+
+from __future__ import annotations
+
+import logging
+
+import msgpack
+import pytest
+from realtime_helpers import close_code, login, open_socket, receive
+
+from nodeagent.protocol import netmap as nm
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CASES = [
+    pytest.param({"bytes_data": b"\xc1\x00garbage"}, nm.CloseCode.MALFORMED, id="bad-msgpack"),
+    pytest.param({"text_data": '{"v": 1, "t": "ack", "serial": 1}'}, nm.CloseCode.MALFORMED, id="json-text"),
+    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "reboot"})}, nm.CloseCode.UNKNOWN_TYPE,
+                 id="unknown-type"),
+    pytest.param({"bytes_data": msgpack.packb({"v": 9, "t": "ack", "serial": 1})},
+                 nm.CloseCode.UNSUPPORTED_VERSION, id="future-version"),
+    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "ack", "serial": "7"})}, nm.CloseCode.MALFORMED,
+                 id="wrong-field-type"),
+    pytest.param({"bytes_data": b"\x00" * (nm.MAX_MESSAGE_SIZE + 1)}, nm.CloseCode.TOO_LARGE, id="oversized"),
+]
+
+
+@pytest.mark.parametrize(("frame", "code"), CASES)
+async def test_a_bad_frame_after_auth_closes_with_its_code(belgium, frame, code, caplog):
+    comm, _ = await login(belgium[0])
+    with caplog.at_level(logging.WARNING, logger="meshadmin.realtime.consumers"):
+        await comm.send_to(**frame)
+        assert await close_code(comm) == code
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(belgium[0].peer_id in m and str(int(code)) in m for m in logged)
+
+
+@pytest.mark.parametrize(("frame", "code"), CASES)
+async def test_a_bad_frame_before_auth_closes_with_its_code(belgium, frame, code):
+    comm = await open_socket()
+    await receive(comm)
+    await comm.send_to(**frame)
+    assert await close_code(comm) == code
+
+
+async def test_a_second_auth_on_an_authenticated_socket_is_refused(belgium):
+    comm, _ = await login(belgium[0])
+    await comm.send_to(bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, b"x" * 10)))
+    assert await close_code(comm) == nm.CloseCode.MALFORMED

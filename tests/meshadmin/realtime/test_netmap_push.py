@@ -1,0 +1,73 @@
+"""Changes reach connected agents: one push per node per burst, deltas, revocation closes the socket."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from realtime_helpers import close_code, login, receive
+
+from meshadmin.mesh.models import Network, Node
+from meshadmin.mesh.services.nodes import revoke_node
+from meshadmin.mesh.services.routes import create_route
+from meshadmin.telemetry.models import Presence
+from nodeagent.protocol import netmap as nm
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_a_burst_of_five_edits_gives_each_agent_one_delta(uk, belgium, mac):
+    sockets = {}
+    for persona in (uk, belgium, mac):
+        sockets[persona[0].peer_id] = await login(persona[0])
+    gw = await Node.objects.aget(peer_id=belgium[0].peer_id)
+    for i in range(5):
+        await database_sync_to_async(create_route)(gw, f"192.168.{i}.0/24", approved=True)
+    serial = (await Network.objects.aget(name="default")).serial
+    for pid, (comm, first) in sockets.items():
+        msg = await receive(comm)
+        assert isinstance(msg, nm.Delta)
+        assert msg.delta.base_serial == first.serial and msg.delta.serial == serial
+        applied = nm.apply_delta(first, msg.delta)
+        expected_routes = 0 if pid == belgium[0].peer_id else 5
+        assert len(applied.routes) == expected_routes
+        assert await comm.receive_nothing(timeout=0.6)  # merged: no second push for the burst
+    for comm, _ in sockets.values():
+        await comm.disconnect()
+
+
+async def test_revoking_a_node_closes_its_socket_and_tells_the_others(uk, belgium, mac):
+    mac_comm, _ = await login(mac[0])
+    uk_comm, uk_map = await login(uk[0])
+    node = await Node.objects.aget(peer_id=mac[0].peer_id)
+    await database_sync_to_async(revoke_node)(node)
+    assert await close_code(mac_comm) == nm.CloseCode.REVOKED
+    delta = (await receive(uk_comm)).delta
+    after = nm.apply_delta(uk_map, delta)
+    assert mac[0].peer_id not in {p.peer_id for p in after.peers}
+    assert mac[0].peer_id in {r.peer_id for r in after.revoked}
+    await uk_comm.disconnect()
+
+
+async def test_a_resync_request_gets_the_full_map_and_acks_are_recorded(uk, belgium):
+    comm, first = await login(belgium[0])
+    await comm.send_to(bytes_data=nm.encode(nm.Resync(first.serial - 1)))
+    again = await receive(comm)
+    assert isinstance(again, nm.Full) and again.netmap == first
+    await comm.send_to(bytes_data=nm.encode(nm.Ack(first.serial)))
+    await comm.receive_nothing(timeout=0.2)
+    presence = await Presence.objects.aget(node__peer_id=belgium[0].peer_id)
+    assert presence.last_serial == first.serial and presence.online
+    await comm.disconnect()
+    presence = await Presence.objects.aget(node__peer_id=belgium[0].peer_id)
+    assert not presence.online and presence.connections == 0
+
+
+async def test_an_endpoint_report_updates_the_peers_netmaps(uk, belgium):
+    uk_comm, _ = await login(uk[0])
+    be_comm, be_map = await login(belgium[0])
+    await uk_comm.send_to(bytes_data=nm.encode(nm.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),))))
+    delta = (await receive(be_comm)).delta
+    hub = nm.apply_delta(be_map, delta).peer(uk[0].peer_id)
+    assert hub.endpoints[0] == nm.Endpoint("198.18.0.1", 8443, 9443, "reported")
+    for comm in (uk_comm, be_comm):
+        await comm.disconnect()
