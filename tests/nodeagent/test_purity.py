@@ -1,0 +1,84 @@
+"""nodeagent.protocol and nodeagent.routing stay pure: no sockets, event loops, netlink, Django,
+clock or select, directly or through another nodeagent module (STYLE.md, "pure code is separate
+from I/O")."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing")
+FORBIDDEN = {"socket", "asyncio", "pyroute2", "django", "time", "select", "selectors", "uvloop", "websockets"}
+# the heavy ones must not even be loaded transitively (stdlib modules may use `time` themselves)
+FORBIDDEN_LOADED = FORBIDDEN - {"time"}
+
+
+def pure_files():
+    for pkg in PURE_PACKAGES:
+        yield from sorted((ROOT / pkg).glob("**/*.py"))
+
+
+def imported_modules(path: pathlib.Path, root: pathlib.Path = ROOT) -> set[str]:
+    """Absolute module names imported by a file (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
+            names.add("<dynamic __import__>")
+    return names
+
+
+FILES = list(pure_files())
+
+
+def test_the_pure_packages_have_files():
+    assert any(p.name == "frames.py" for p in FILES)
+    assert any("routing" in p.parts for p in FILES)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_pure_module_imports_nothing_impure(path):
+    bad = []
+    for name in imported_modules(path):
+        top = name.split(".")[0]
+        if top in FORBIDDEN or name == "<dynamic __import__>" or name == "importlib":
+            bad.append(name)
+        elif top == "nodeagent" and not name.startswith(("nodeagent.protocol", "nodeagent.routing")):
+            bad.append(name)  # another nodeagent module may do I/O
+    assert bad == [], f"{path.name} imports {sorted(bad)}"
+
+
+def test_importing_every_pure_module_loads_no_io_module():
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in FILES]
+    modules = [m.removesuffix(".__init__") for m in modules]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        f"print(sorted(k for k in sys.modules if k.split('.')[0] in {sorted(FORBIDDEN_LOADED)!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_checker_catches_a_forbidden_import(tmp_path):
+    fake = tmp_path / "nodeagent" / "routing" / "probe.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("import socket\nfrom ..tunnel import udp\nfrom time import monotonic\n")
+    names = imported_modules(fake, root=tmp_path)
+    assert {"socket", "nodeagent.tunnel", "time"} <= names
