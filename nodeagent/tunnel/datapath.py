@@ -1,0 +1,498 @@
+"""Both packet pipelines of the agent, run as raw `loop.add_reader` drain callbacks on one thread.
+
+Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets:
+  1. read one IP packet from the TUN fd (non-blocking; stop at EAGAIN)
+  2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
+  3. route lookup: overlay address -> peer (exact /32 dict, then routed prefixes)  drop `no_route`
+  4. pick the peer's sending keypair (KeyRing.sending). None -> park the packet in the peer's
+     bounded pending queue and ask the agent for a handshake          drop `queue_full` when full
+  5. seal: DATA frame under the end-to-end keypair (frames.seal, counter = Keypair.next_counter)
+  6. relayed peer (`via`): wrap the sealed frame in a RELAY envelope under the hub keypair
+  7. append to the batch of its UDP destination; after the drain, one GSO sendmsg per run
+     (udp.send_batch); datagrams the socket refused                   drop `queue_full`
+
+Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
+  1. recvmsg_into; cut the GRO buffer into datagrams at the segment size
+  2. parse_header (type, flags, length checked)                       drop `malformed`
+  3. receiver index -> (peer, keypair) of a live session               drop `unknown_session`
+  4. RELAY (we are the hub): verify the hop tag and hop replay window, rate-cap the source peer,
+     re-wrap the inner frame byte for byte as RELAYED for the destination; never opened here.
+     RELAYED (from our hub): verify the hop, then continue at 5 with the inner frame and the
+     source peer named inside the envelope (its inner index must belong to that peer).
+  5. open_frame: AEAD tag                                              drop `bad_tag`
+  6. replay window, ONLY after the tag verified                        drop `replay`
+  7. an authenticated frame: rotate `next` keys, count gaps (lost_frames), and roam: a direct
+     frame from a new source address moves the peer's endpoint (unauthenticated ones never do)
+  8. DATA: the inner source must be the peer's overlay IP or inside a prefix routed to it
+                                                                       drop `spoofed_source`
+     KEEPALIVE: answer an echo request, or turn an echo into rtt_ms
+  9. write the IP packet to the TUN
+
+Ordering and locking: everything runs on the event-loop thread, so counters and rings need no
+locks; the only shared state with the control channel (sessions installed, endpoints learned)
+is touched from the same thread. Nothing is ever sent in reply to a datagram that failed 2-6.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import time
+from collections import deque
+
+from ..protocol.frames import (
+    END_TO_END_TYPES,
+    BadTag,
+    FrameError,
+    FrameFlags,
+    FrameType,
+    open_frame,
+    pack_echo,
+    parse_echo,
+    parse_header,
+    seal,
+    ts_diff,
+    ts_ms,
+    unwrap_relay,
+    wrap_relay,
+)
+from ..protocol.keys import Keypair, KeyRing, NonceExhausted
+from ..stats import Drops, LossTracker, PeerStats, RelayStats
+from .udp import RECV_BUFFER
+
+__all__ = ["DataPath", "Peer"]
+
+log = logging.getLogger(__name__)
+
+TUN_BATCH = 64  # tuning: packets per TUN drain
+UDP_CALLS = 32  # tuning: GRO reads per UDP wake-up
+PENDING_MAX = 64  # tuning: packets parked per peer while its handshake runs
+
+_DATA = int(FrameType.DATA)
+_KEEPALIVE = int(FrameType.KEEPALIVE)
+_RELAY = int(FrameType.RELAY)
+_RELAYED = int(FrameType.RELAYED)
+_ECHO_REQUEST = int(FrameFlags.ECHO_REQUEST)
+
+
+class TokenBucket:
+    """Per-peer relay rate cap: `rate` frames/s with a burst of a tenth of a second (min 64)."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(64.0, rate / 10)
+        self.tokens = self.burst
+        self.stamp = 0.0
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < 1:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1
+        return True
+
+
+class Peer:
+    """The data path's view of one configured peer."""
+
+    __slots__ = ("bucket", "config", "endpoint", "exact_sources", "hub", "id_bytes", "last_handshake",
+                 "last_rx", "last_tx", "pending", "prefix_sources", "ring", "stats")
+
+    def __init__(self, config, relay_rate: float) -> None:
+        self.config = config
+        self.id_bytes = bytes.fromhex(config.peer_id)
+        self.ring = KeyRing()
+        self.stats = PeerStats()
+        self.endpoint: tuple | None = None  # UDP address, learned from UDP_ENDPOINT or roaming
+        self.hub: Peer | None = None  # set when config.via names a relay
+        self.pending: deque[bytes] = deque()
+        self.last_handshake: float | None = None
+        self.last_rx = self.last_tx = 0.0
+        self.bucket = TokenBucket(relay_rate)
+        self.exact_sources = frozenset(
+            n.network_address.packed for n in config.routed if n.prefixlen == n.max_prefixlen)
+        self.prefix_sources = tuple(
+            (n.version, int(n.network_address), int(n.netmask)) for n in config.routed
+            if n.prefixlen != n.max_prefixlen)
+
+    @property
+    def path(self) -> str:
+        return "direct" if self.hub is None else f"relay:{self.hub.config.peer_id}"
+
+    def allows_source(self, src: bytes) -> bool:
+        if src in self.exact_sources:
+            return True
+        version = 4 if len(src) == 4 else 6
+        value = int.from_bytes(src, "big")
+        return any(v == version and value & mask == net for v, net, mask in self.prefix_sources)
+
+
+class DataPath:
+    def __init__(self, tun_fd: int, udp, peers: list[Peer], *, is_hub: bool, on_handshake_needed,
+                 clock=time.monotonic) -> None:
+        self.tun_fd = tun_fd
+        self.udp = udp
+        self.peers = peers
+        self.by_id = {p.id_bytes: p for p in peers}
+        self.is_hub = is_hub
+        self.on_handshake_needed = on_handshake_needed  # callback(peer), rate-limited by the agent
+        self.clock = clock
+        self.drops = Drops()
+        self.relay = RelayStats()
+        self.sessions: dict[int, tuple[Peer, Keypair]] = {}  # our receiver index -> session
+        self.exact_routes: dict[bytes, Peer] = {}
+        self.prefix_routes: list[tuple[int, int, int, int, Peer]] = []  # version, prefixlen, net, mask
+        for p in peers:
+            for n in p.config.routed:
+                if n.prefixlen == n.max_prefixlen:
+                    self.exact_routes[n.network_address.packed] = p
+                else:
+                    self.prefix_routes.append((n.version, n.prefixlen, int(n.network_address),
+                                               int(n.netmask), p))
+        self.prefix_routes.sort(key=lambda r: -r[1])  # longest prefix first
+        self._buf = bytearray(RECV_BUFFER)
+        self._view = memoryview(self._buf)
+
+    # --- sessions (called by the control side) ------------------------------------------------
+    def install(self, peer: Peer, keypair: Keypair, *, confirmed: bool) -> None:
+        now = self.clock()
+        peer.ring.install(keypair, confirmed=confirmed, now=now)
+        self.sessions[keypair.local_index] = (peer, keypair)
+        peer.stats.trackers[keypair.local_index] = LossTracker()
+        peer.stats.handshakes += 1
+        peer.last_handshake = now
+        self.sweep()
+        self.flush_pending(peer)
+
+    def sweep(self) -> None:
+        """Forget sessions whose keypair left its ring or was wiped; expire old keys."""
+        now = self.clock()
+        for p in self.peers:
+            p.ring.expire(now)
+        for index, (peer, kp) in list(self.sessions.items()):
+            if kp.wiped or peer.ring.lookup(index) is not kp:
+                del self.sessions[index]
+                peer.stats.retire(index)
+
+    def drop_sessions(self, peer: Peer) -> None:
+        peer.ring.wipe_all()
+        self.sweep()
+
+    def flush_pending(self, peer: Peer) -> None:
+        if not peer.pending:
+            return
+        now = self.clock()
+        out: dict[tuple, list[bytes]] = {}
+        while peer.pending:
+            self._seal_to(peer, peer.pending.popleft(), now, out)
+        self._send(out)
+
+    # --- outbound ---------------------------------------------------------------------------
+    def route(self, dst: bytes) -> Peer | None:
+        peer = self.exact_routes.get(dst)
+        if peer is not None or not self.prefix_routes:
+            return peer
+        version = 4 if len(dst) == 4 else 6
+        value = int.from_bytes(dst, "big")
+        for v, _plen, net, mask, p in self.prefix_routes:
+            if v == version and value & mask == net:
+                return p
+        return None
+
+    def _seal_to(self, peer: Peer, packet: bytes, now: float, out: dict) -> bool:
+        """Seal one packet for `peer` and add it to `out`; False if it had to wait or was dropped."""
+        kp = peer.ring.sending(now)
+        hub = peer.hub
+        if kp is None or (hub is not None and hub.ring.current is None):
+            if len(peer.pending) >= PENDING_MAX:
+                self.drops.queue_full += 1
+            else:
+                peer.pending.append(packet)
+            self.on_handshake_needed(peer if kp is None else hub)
+            return False
+        ts = ts_ms(now)
+        try:
+            frame = seal(kp.send, _DATA, kp.remote_index, kp.next_counter(), ts, packet)
+        except NonceExhausted:
+            self.on_handshake_needed(peer)
+            self.drops.queue_full += 1
+            return False
+        if hub is None:
+            dest = peer.endpoint
+        else:
+            hkp = hub.ring.sending(now)
+            if hkp is None:
+                self.on_handshake_needed(hub)
+                self.drops.queue_full += 1
+                return False
+            frame = wrap_relay(hkp.send, _RELAY, hkp.remote_index, hkp.next_counter(), ts, peer.id_bytes,
+                               frame)
+            dest = hub.endpoint
+        if dest is None:
+            self.drops.no_route += 1
+            return False
+        batch = out.get(dest)
+        if batch is None:
+            out[dest] = [frame]
+        else:
+            batch.append(frame)
+        st = peer.stats
+        st.tx_frames += 1
+        st.tx_bytes += len(frame)
+        peer.last_tx = now
+        return True
+
+    def on_tun(self) -> None:
+        read = os.read
+        fd = self.tun_fd
+        route = self.route
+        seal_to = self._seal_to
+        now = self.clock()
+        out: dict[tuple, list[bytes]] = {}
+        touched = set()
+        for _ in range(TUN_BATCH):
+            try:
+                packet = read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.warning("TUN read failed: %s", exc)
+                break
+            version = packet[0] >> 4 if packet else 0
+            if version == 4 and len(packet) >= 20:
+                dst = packet[16:20]
+            elif version == 6 and len(packet) >= 40:
+                dst = packet[24:40]
+            else:
+                self.drops.malformed += 1
+                continue
+            peer = route(dst)
+            if peer is None:
+                self.drops.no_route += 1
+                continue
+            if seal_to(peer, packet, now, out):
+                touched.add(peer)
+        self._send(out)
+        for peer in touched:
+            kp = peer.ring.current
+            if kp is not None and kp.wants_rekey_sending(now):
+                self.on_handshake_needed(peer)
+
+    def _send(self, out: dict) -> None:
+        for dest, frames in out.items():
+            failed = self.udp.send_batch(frames, dest)
+            if failed:
+                self.drops.queue_full += failed
+
+    def send_keepalive(self, peer: Peer, echo: tuple[int, float] | None = None) -> bool:
+        """KEEPALIVE to `peer`: an echo request (echo=None) or the answer to one."""
+        now = self.clock()
+        kp = peer.ring.sending(now)
+        hub = peer.hub
+        if kp is None:
+            return False
+        ts = ts_ms(now)
+        if echo is None:
+            payload, flags = b"", _ECHO_REQUEST
+        else:
+            payload, flags = pack_echo(echo[0], int((now - echo[1]) * 1000)), 0
+        try:
+            frame = seal(kp.send, _KEEPALIVE, kp.remote_index, kp.next_counter(), ts, payload, flags)
+            if hub is not None:
+                hkp = hub.ring.sending(now)
+                if hkp is None:
+                    return False
+                frame = wrap_relay(hkp.send, _RELAY, hkp.remote_index, hkp.next_counter(), ts, peer.id_bytes,
+                                   frame)
+        except NonceExhausted:
+            self.on_handshake_needed(peer)
+            return False
+        dest = peer.endpoint if hub is None else hub.endpoint
+        if dest is None:
+            return False
+        if self.udp.sendto(frame, dest):
+            peer.stats.tx_frames += 1
+            peer.stats.tx_bytes += len(frame)
+            peer.last_tx = now
+            return True
+        self.drops.queue_full += 1
+        return False
+
+    # --- inbound ----------------------------------------------------------------------------
+    def on_udp(self) -> None:
+        recv = self.udp.recv_into
+        buf = self._buf
+        view = self._view
+        handle = self._datagram
+        for _ in range(UDP_CALLS):
+            try:
+                nbytes, seg, addr = recv(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ECONNREFUSED reported from an earlier send
+                log.debug("UDP receive error: %s", exc)
+                continue
+            now = self.clock()
+            if seg >= nbytes:
+                handle(bytes(view[:nbytes]), addr, now)
+            else:
+                for off in range(0, nbytes, seg):
+                    handle(bytes(view[off:min(off + seg, nbytes)]), addr, now)
+
+    def _datagram(self, datagram: bytes, addr: tuple, now: float) -> None:
+        try:
+            header = parse_header(datagram)
+        except FrameError:
+            self.drops.malformed += 1
+            return
+        session = self.sessions.get(header.receiver_index)
+        if session is None or session[1].wiped:
+            self.drops.unknown_session += 1
+            return
+        peer, kp = session
+        ftype = header.type
+        if ftype == _DATA or ftype == _KEEPALIVE:
+            self._end_to_end(peer, kp, header, datagram, addr, now, relayed=False)
+        elif ftype == _RELAY:
+            self._relay(peer, kp, header, datagram, addr, now)
+        else:
+            self._relayed(peer, kp, header, datagram, addr, now)
+
+    def _end_to_end(self, peer: Peer, kp: Keypair, header, datagram, addr, now: float, relayed: bool) -> None:
+        try:
+            plaintext = open_frame(kp.recv, header, datagram)
+        except BadTag:
+            self.drops.bad_tag += 1
+            peer.stats.bad_frames += 1
+            return
+        counter = header.counter
+        if not kp.accept(counter):
+            self.drops.replay += 1
+            peer.stats.replayed_frames += 1
+            return
+        self._authenticated(peer, kp, counter, len(datagram), addr, now, relayed)
+        if header.type == _DATA:
+            version = plaintext[0] >> 4 if plaintext else 0
+            if version == 4 and len(plaintext) >= 20:
+                src = plaintext[12:16]
+            elif version == 6 and len(plaintext) >= 40:
+                src = plaintext[8:24]
+            else:
+                self.drops.malformed += 1
+                return
+            if not peer.allows_source(src):
+                self.drops.spoofed_source += 1
+                return
+            try:
+                os.write(self.tun_fd, plaintext)
+            except BlockingIOError:
+                self.drops.queue_full += 1
+            except OSError as exc:
+                log.debug("TUN write failed: %s", exc)
+                self.drops.malformed += 1
+            return
+        # KEEPALIVE
+        try:
+            echo = parse_echo(plaintext)
+        except FrameError:
+            self.drops.malformed += 1
+            return
+        if echo is not None:
+            sent_ts, held_ms = echo
+            rtt = ts_diff(ts_ms(now), sent_ts) - held_ms
+            if 0 <= rtt < 600_000:
+                peer.stats.rtt_ms = float(rtt) if rtt else 0.0
+        if header.flags & _ECHO_REQUEST:
+            self.send_keepalive(peer, (header.timestamp, now))
+
+    def _authenticated(self, peer: Peer, kp: Keypair, counter: int, size: int, addr, now: float,
+                       relayed: bool) -> None:
+        if kp is peer.ring.next:
+            peer.ring.received(kp)
+        tracker = peer.stats.trackers.get(kp.local_index)
+        if tracker is not None:
+            tracker.seen(counter)
+        st = peer.stats
+        st.rx_frames += 1
+        st.rx_bytes += size
+        peer.last_rx = now
+        if not relayed and peer.hub is None and addr != peer.endpoint:
+            if peer.endpoint is not None:
+                log.info("peer %s roamed %s -> %s", peer.config.name, _fmt(peer.endpoint), _fmt(addr))
+            peer.endpoint = addr
+
+    def _relay(self, src: Peer, kp: Keypair, header, datagram, addr, now: float) -> None:
+        """Hub role: forward a sealed inner frame from `src` to the peer it names."""
+        if not self.is_hub:
+            self.drops.malformed += 1  # relay envelopes are only for public nodes
+            return
+        try:
+            dest_id, _inner_header, inner = unwrap_relay(kp.recv, header, datagram)
+        except BadTag:
+            self.drops.bad_tag += 1
+            src.stats.bad_frames += 1
+            return
+        except FrameError:
+            self.drops.malformed += 1
+            return
+        if not kp.accept(header.counter):
+            self.drops.replay += 1
+            src.stats.replayed_frames += 1
+            return
+        self._authenticated(src, kp, header.counter, len(datagram), addr, now, relayed=False)
+        if not src.bucket.take(now):
+            self.relay.rate_limited += 1
+            return
+        dest = self.by_id.get(dest_id)
+        dkp = dest.ring.sending(now) if dest is not None and dest is not src else None
+        if dkp is None or dest.endpoint is None:
+            self.relay.no_destination += 1
+            return
+        try:
+            out = wrap_relay(dkp.send, _RELAYED, dkp.remote_index, dkp.next_counter(), ts_ms(now),
+                             src.id_bytes, inner)
+        except (NonceExhausted, FrameError):
+            self.relay.no_destination += 1
+            return
+        if self.udp.sendto(out, dest.endpoint):
+            self.relay.forwarded_frames += 1
+            self.relay.forwarded_bytes += len(out)
+            src.stats.relayed_frames += 1
+        else:
+            self.drops.queue_full += 1
+
+    def _relayed(self, hub: Peer, kp: Keypair, header, datagram, addr, now: float) -> None:
+        """A frame from another peer, forwarded by our hub `hub`."""
+        try:
+            src_id, inner_header, inner = unwrap_relay(kp.recv, header, datagram)
+        except BadTag:
+            self.drops.bad_tag += 1
+            hub.stats.bad_frames += 1
+            return
+        except FrameError:
+            self.drops.malformed += 1
+            return
+        if not kp.accept(header.counter):
+            self.drops.replay += 1
+            hub.stats.replayed_frames += 1
+            return
+        self._authenticated(hub, kp, header.counter, 0, addr, now, relayed=False)
+        src = self.by_id.get(src_id)
+        session = self.sessions.get(inner_header.receiver_index)
+        if src is None or session is None or session[0] is not src or session[1].wiped:
+            self.drops.unknown_session += 1
+            return
+        if inner_header.type not in END_TO_END_TYPES:
+            self.drops.malformed += 1
+            return
+        self._end_to_end(src, session[1], inner_header, bytes(inner), addr, now, relayed=True)
+
+
+def _fmt(addr) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ipaddress.ip_address(host).version == 6 else f"{host}:{port}"
