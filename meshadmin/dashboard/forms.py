@@ -45,7 +45,10 @@ class NetworkChoiceField(forms.ModelChoiceField):
 
 
 class TokenCreateForm(forms.Form):
-    network = NetworkChoiceField(queryset=Network.objects.all(), empty_label=None)
+    network = NetworkChoiceField(
+        queryset=Network.objects.all(), empty_label=None, required=False,
+        help_text="Left empty on a fresh install: the default network is created.",
+    )
     uses = forms.IntegerField(
         min_value=1, max_value=10_000, initial=1,
         help_text="1 = one-time token; more lets several nodes enroll with it.",

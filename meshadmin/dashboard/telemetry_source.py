@@ -1,40 +1,119 @@
-"""Where the dashboard reads live data: node presence and per-link reports.
+"""Where the dashboard reads live data: node presence and per-link samples (meshadmin.telemetry).
 
 The only module of the dashboard that knows the telemetry storage. Everything it returns is
-plain data (dicts, tuples, topology.LinkReport), so the rest of the dashboard never depends on
-the telemetry models.
+plain data (dicts, tuples, topology.LinkReport), so views, templates and the map never depend on
+the telemetry models. Read-only.
 """
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from datetime import datetime, timedelta
 
+from django.db.models import Sum
+
 from meshadmin.mesh.models import Network, Node
+from meshadmin.telemetry.models import Presence, Resolution, Sample
+from meshadmin.telemetry.queries import current_links
 
 from .topology import LinkReport
 
-__all__ = ["ONLINE_WINDOW", "latest_reports", "presence", "series", "traffic_totals"]
+__all__ = ["SERIES_BUCKET", "latest_reports", "presence", "series", "traffic_totals"]
 
-# A node counts as online while it was seen within this window (agents report every few seconds).
-ONLINE_WINDOW = timedelta(seconds=90)
+SERIES_BUCKET = timedelta(seconds=30)  # one chart point per 30 s: 120 points for the hour
 
 
 def presence(peer_ids: list[str], now: datetime) -> dict[str, tuple[bool, str]]:
-    """peer id -> (online, agent version or "")."""
-    seen = Node.objects.filter(peer_id__in=peer_ids).values_list("peer_id", "last_seen")
-    return {pid: (last is not None and now - last <= ONLINE_WINDOW, "") for pid, last in seen}
+    """peer id -> (online, agent version or ""). Online = the agent's websocket is open."""
+    rows = Presence.objects.filter(node__peer_id__in=peer_ids).values_list("node__peer_id", "online")
+    return {pid: (bool(online), "") for pid, online in rows}
 
 
 def latest_reports(network: Network, now: datetime) -> list[LinkReport]:
-    """The newest report of every (reporter, peer) pair in the network."""
-    return []
+    """The newest report of every (reporter, peer) link of the network (telemetry's current window)."""
+    reports = []
+    for link in current_links(network.pk, now):
+        reports.append(
+            LinkReport(
+                reporter=link["reporter"],
+                peer=link["peer"],
+                path=link["path"],
+                rtt_ms=link["rtt_ms"],
+                loss_pct=link["loss_pct"],
+                rx_bps=link["rx_bytes_per_s"],
+                tx_bps=link["tx_bytes_per_s"],
+                last_handshake_s=link["last_handshake_s"],
+                at=datetime.fromisoformat(link["at"]),
+            )
+        )
+    return reports
 
 
 def series(node: Node, now: datetime, window: timedelta = timedelta(hours=1)) -> dict:
-    """Per-peer time series of the node's links over the window, for the charts."""
-    return {"peers": []}
+    """The node's links over the window as aligned arrays for uPlot.
+
+    `{"t": [unix s], "rx": [B/s], "tx": [B/s], "peers": [{peer_id, name, rtt: [ms], loss: [%]}]}`:
+    one point per SERIES_BUCKET; rx/tx are the node's total over all links; null = no sample.
+    """
+    start = now - window
+    rows = list(
+        Sample.objects.filter(node=node, resolution=Resolution.RAW, ts__gte=start, ts__lte=now)
+        .order_by("ts")
+        .only("peer_id", "ts", "interval_s", "rtt_ms", "tx_bytes", "rx_bytes", "rx_frames", "lost_frames")
+    )
+    if not rows:
+        return {"t": [], "rx": [], "tx": [], "peers": []}
+    step = SERIES_BUCKET.total_seconds()
+    first = math.floor(start.timestamp() / step) * step
+    count = math.ceil((now.timestamp() - first) / step)
+    t = [first + (i + 1) * step for i in range(count)]
+
+    # Per bucket: the bytes and seconds each link covered, then rate = bytes / seconds.
+    link_bytes = defaultdict(lambda: [[0.0, 0.0, 0.0] for _ in range(count)])  # peer -> [rx, tx, secs]
+    rtt_sum = defaultdict(lambda: [[0.0, 0] for _ in range(count)])
+    frames = defaultdict(lambda: [[0, 0] for _ in range(count)])  # peer -> [received, lost]
+    for s in rows:
+        i = min(count - 1, max(0, int((s.ts.timestamp() - first) // step)))
+        acc = link_bytes[s.peer_id][i]
+        acc[0] += s.rx_bytes
+        acc[1] += s.tx_bytes
+        acc[2] += s.interval_s
+        if s.rtt_ms is not None:
+            rtt_sum[s.peer_id][i][0] += s.rtt_ms
+            rtt_sum[s.peer_id][i][1] += 1
+        frames[s.peer_id][i][0] += s.rx_frames
+        frames[s.peer_id][i][1] += s.lost_frames
+
+    rx: list[float | None] = [None] * count
+    tx: list[float | None] = [None] * count
+    for buckets in link_bytes.values():
+        for i, (rxb, txb, secs) in enumerate(buckets):
+            if secs > 0:
+                rx[i] = (rx[i] or 0.0) + rxb / secs
+                tx[i] = (tx[i] or 0.0) + txb / secs
+
+    names = dict(Node.objects.filter(peer_id__in=list(link_bytes)).values_list("peer_id", "name"))
+    peers = []
+    for peer_id in sorted(link_bytes, key=lambda p: (names.get(p, p).lower(), p)):
+        rtt = [round(total / n, 2) if n else None for total, n in rtt_sum[peer_id]]
+        loss = [
+            round(100.0 * lost / (got + lost), 3) if (got + lost) else None for got, lost in frames[peer_id]
+        ]
+        peers.append({"peer_id": peer_id, "name": names.get(peer_id, peer_id[:12]), "rtt": rtt, "loss": loss})
+    return {
+        "t": t,
+        "rx": [None if v is None else round(v, 1) for v in rx],
+        "tx": [None if v is None else round(v, 1) for v in tx],
+        "peers": peers,
+    }
 
 
-def traffic_totals(network: Network, now: datetime) -> dict | None:
-    """Bytes moved in the network (sum over links) since the agents started, or None if unknown."""
-    return None
+def traffic_totals(network: Network, now: datetime, window: timedelta = timedelta(hours=1)) -> dict | None:
+    """Bytes received over all links of the network in the window (each byte counted once)."""
+    total = (
+        Sample.objects.filter(network=network, resolution=Resolution.RAW, ts__gte=now - window, ts__lte=now)
+        .aggregate(rx=Sum("rx_bytes"))["rx"]
+    )
+    return {"bytes": int(total or 0), "window": window}
+

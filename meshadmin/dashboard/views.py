@@ -275,15 +275,13 @@ def token_create(request):
     if request.method == "GET":
         return render_page(request, "dashboard/token_create.html", {"form": TokenCreateForm()})
     form = TokenCreateForm(request.POST)
-    if not Network.objects.exists():
-        # First token on a fresh install: make the default network (a service write).
-        get_or_create_network(actor=_actor(request))
-        form = TokenCreateForm(request.POST)
     if not form.is_valid():
         return render_page(request, "dashboard/token_create.html", {"form": form}, status=400)
     try:
+        # No network chosen (a fresh install has none): the default one, made by its service.
+        network = form.cleaned_data["network"] or get_or_create_network(actor=_actor(request))
         token, plaintext = create_token(
-            form.cleaned_data["network"],
+            network,
             uses=form.cleaned_data["uses"],
             ttl=form.ttl(),
             is_public=form.cleaned_data["is_public"],

@@ -89,9 +89,14 @@ def mesh(enroll_node):
             "xss": enroll_node(XSS_NAME)}
 
 
-def csrf_post(client: Client, path: str, data: dict | None = None):
-    """POST like a browser does: with the CSRF cookie and the matching token."""
+def _csrf_post(client: Client, path: str, data: dict | None = None):
     if "csrftoken" not in client.cookies:
         client.cookies["csrftoken"] = get_random_string(32)
     token = client.cookies["csrftoken"].value
     return client.post(path, {**(data or {}), "csrfmiddlewaretoken": token})
+
+
+@pytest.fixture
+def csrf_post():
+    """csrf_post(client, path, data) -> response: POST as a browser does, cookie + matching token."""
+    return _csrf_post
