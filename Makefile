@@ -5,7 +5,7 @@ venv:
 	@bash scripts/bootstrap.sh
 
 demo: venv
-	@bash scripts/demo.sh
+	@.venv/bin/python scripts/demo.py
 
 test: venv
 	@bash scripts/test.sh $(ARGS)
