@@ -46,11 +46,12 @@ def rollup(now: datetime | None = None) -> int:
                 row, _ = Sample.objects.select_for_update().get_or_create(
                     node_id=node_id, peer_id=peer_id, resolution=Resolution.MINUTE, ts=minute,
                     defaults={"network_id": network_id, "interval_s": 0.0, "path": items[-1].path,
-                              "samples": 0})
+                              "samples": 0, "rtt_samples": 0})
                 rtts = [s.rtt_ms for s in items if s.rtt_ms is not None]
-                if rtts:  # mean over raw samples, weighting the minute's earlier mean by its count
-                    old_n = row.samples if row.rtt_ms is not None else 0
+                if rtts:  # mean over the raw samples that measured it, old rows weighted by their count
+                    old_n = row.rtt_samples if row.rtt_ms is not None else 0
                     row.rtt_ms = ((row.rtt_ms or 0.0) * old_n + sum(rtts)) / (old_n + len(rtts))
+                    row.rtt_samples = old_n + len(rtts)
                 row.samples += len(items)
                 row.interval_s += sum(s.interval_s for s in items)
                 row.path = items[-1].path
