@@ -1,0 +1,132 @@
+"""docker/: every compose command names something that exists; every setting is in .env.example.
+
+No Docker engine runs here, so these read the files and import what they name.
+"""
+
+import ast
+import importlib
+import json
+import re
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+import yaml
+from celery import Celery
+from django.core.management import get_commands
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+OUR_VARS = re.compile(r"^(SHADOWMESH_\w+|DATABASE_URL|REDIS_URL)$")
+
+
+def _compose() -> dict:
+    return yaml.safe_load((DOCKER / "compose.yml").read_text())
+
+
+def _dockerfile_cmd() -> list[str]:
+    line = next(ln for ln in (DOCKER / "Dockerfile").read_text().splitlines() if ln.startswith("CMD "))
+    return json.loads(line[4:])
+
+
+def _commands() -> list[tuple[str, list[str]]]:
+    found = [("Dockerfile CMD", _dockerfile_cmd())]
+    for name, service in _compose()["services"].items():
+        if "command" in service and "build" in service:  # postgres/redis run upstream images
+            assert isinstance(service["command"], list), f"{name}: use the exec (list) form"
+            found.append((name, service["command"]))
+    return found
+
+
+def _import_target(spec: str):
+    module, _, attr = spec.partition(":")
+    loaded = importlib.import_module(module)
+    return getattr(loaded, attr) if attr else loaded
+
+
+def _console_script_exists(name: str) -> bool:
+    return any(ep.name == name for ep in entry_points(group="console_scripts"))
+
+
+def test_compose_has_the_five_services_built_from_our_image():
+    services = _compose()["services"]
+    assert {"postgres", "redis", "web", "worker", "beat"} <= set(services)
+    for name in ("web", "worker", "beat", "migrate"):
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile"
+        assert services[name]["env_file"] == ".env"
+
+
+@pytest.mark.parametrize(("where", "command"), _commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_command_names_an_entry_point_or_module_that_exists(where, command):
+    program = command[0]
+    if program == "daphne":
+        assert _console_script_exists("daphne"), where
+        app = next(arg for arg in command[1:] if ":" in arg and not arg.startswith("-"))
+        target = _import_target(app)
+        assert callable(target), f"{where}: {app} is not an ASGI application"
+    elif program == "celery":
+        assert _console_script_exists("celery"), where
+        app = command[command.index("-A") + 1]
+        assert isinstance(_import_target(app), Celery), f"{where}: {app} is not a Celery app"
+        assert command[command.index("-A") + 2] in {"worker", "beat"}, where
+    elif program == "python":
+        assert command[1] == "manage.py" and (ROOT / "manage.py").is_file(), where
+        assert command[2] in get_commands(), f"{where}: no management command {command[2]}"
+    else:
+        pytest.fail(f"{where}: unexpected program {program!r}")
+
+
+def test_the_beat_schedule_names_registered_tasks():
+    from django.conf import settings
+
+    from meshadmin.celery import app
+
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        module = entry["task"].rpartition(".")[0]
+        importlib.import_module(module)  # the worker finds it the same way (autodiscovery of tasks.py)
+        assert entry["task"] in app.tasks, entry["task"]
+
+
+def test_every_file_the_dockerfile_copies_exists():
+    for line in (DOCKER / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def _env_reads() -> set[str]:
+    """Every environment variable of ours that meshadmin code reads (env_* helpers or os.environ)."""
+    names = set()
+    for path in (ROOT / "meshadmin").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            first = node.args[0]
+            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name.startswith("env_") or name in {"getenv", "get"}:
+                if OUR_VARS.match(first.value):
+                    names.add(first.value)
+    return names
+
+
+def test_every_environment_variable_is_listed_in_env_example():
+    from meshadmin.env import REGISTRY
+
+    listed = {
+        m.group(1)
+        for m in re.finditer(r"^#?\s*([A-Z][A-Z0-9_]*)=", (DOCKER / ".env.example").read_text(), re.M)
+    }
+    read = _env_reads() | set(REGISTRY)
+    assert {
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SHADOWMESH_DATA_DIR",
+        "SHADOWMESH_ALLOWED_HOSTS",
+        "SHADOWMESH_DEBUG",
+    } <= read
+    missing = read - listed
+    assert not missing, f"not in docker/.env.example: {sorted(missing)}"
