@@ -98,7 +98,9 @@ def test_a_viewer_sees_no_admin_controls(viewer, mesh):
     assert "New token" not in viewer.get("/tokens/").content.decode()
 
 
-def test_an_account_that_is_neither_staff_nor_viewer_gets_403_everywhere(csrf_post, outsider, mesh, route, token):
+def test_an_account_that_is_neither_staff_nor_viewer_gets_403_everywhere(
+    csrf_post, outsider, mesh, route, token
+):
     for path in read_pages(mesh):
         assert outsider.get(path).status_code == 403, path
     for path, data in write_requests(mesh, route, token):
