@@ -81,17 +81,40 @@ def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def thread_ticks(pids: list[int]) -> dict[str, int]:
+    """utime+stime per thread, keyed "pid/tid comm"."""
+    out = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                head, tail = (task / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            fields = tail.split()
+            out[f"{pid}/{task.name} {head.split('(', 1)[1]}"] = int(fields[11]) + int(fields[12])
+    return out
+
+
 class Sampler:
-    """CPU of the tunnel processes and of the machine over one interval."""
+    """CPU of the tunnel processes (total and per thread) and of the machine over one interval."""
 
     def __init__(self, lab: Lab) -> None:
         self.pids = tunnel_pids(lab)
+        self.threads0 = thread_ticks(self.pids)
         self.t0, self.m0, self.w0 = cpu_ticks(self.pids), machine_ticks(), time.monotonic()
 
     def stop(self) -> tuple[float, float]:
         t1, m1, w1 = cpu_ticks(self.pids), machine_ticks(), time.monotonic()
-        tun = 100.0 * (t1 - self.t0) / HZ / max(1e-6, w1 - self.w0) if self.pids else NAN
+        self.wall = max(1e-6, w1 - self.w0)
+        self.threads1 = thread_ticks(self.pids)
+        tun = 100.0 * (t1 - self.t0) / HZ / self.wall if self.pids else NAN
         return tun, busy_pct(self.m0, m1)
+
+    def busiest_threads(self, min_pct: float = 5.0) -> str:
+        """ "comm pid/tid pct%" for threads that used at least `min_pct` of a core, busiest first."""
+        pct = {k: 100.0 * (v - self.threads0.get(k, 0)) / HZ / self.wall for k, v in self.threads1.items()}
+        top = sorted(((p, k) for k, p in pct.items() if p >= min_pct), reverse=True)
+        return ", ".join(f"{k.split(' ', 1)[1]} {k.split(' ', 1)[0]} {p:.0f}%" for p, k in top)
 
 
 def _iperf(lab: Lab, argv: list[str], timeout: float, log: Path) -> dict:
@@ -150,6 +173,7 @@ def measure_run(lab: Lab, tunnel: str, target: str, run: int, k: Knobs, logdir: 
     s = Sampler(lab)
     tcp = _iperf(lab, ["-c", target, "-t", str(k.dur), "-O", "1"], k.dur + 30, stem.with_suffix(".tcp.json"))
     row["tun_cpu_tcp"], row["sys_busy_pct"] = s.stop()
+    row["threads_tcp"] = s.busiest_threads()
     row["tcp_mbps"], row["tcp_retr"] = parse_tcp(tcp)
     time.sleep(0.5)
 
@@ -161,6 +185,7 @@ def measure_run(lab: Lab, tunnel: str, target: str, run: int, k: Knobs, logdir: 
         stem.with_suffix(".udp.json"),
     )
     row["tun_cpu_udp"], _ = s.stop()
+    row["threads_udp"] = s.busiest_threads()
     row["udp_mbps"], row["udp_loss_pct"] = parse_udp(udp)
     time.sleep(0.5)
 
