@@ -1,0 +1,52 @@
+"""Dialing a peer's control port (TCP 8443) and running the opening handshake as initiator.
+
+    connect (5 s) -> clear HELLO -> clear CHALLENGE -> clear CONFIRM -> control keys installed
+    -> Link (the agent then sends UDP_ENDPOINT and runs the link)
+
+The whole exchange runs under HANDSHAKE_DEADLINE_S. Every failure is logged and returns None;
+the caller (the agent's dialer) retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ..protocol.control import ControlChannel, ControlError, frame_clear_handshake
+from ..protocol.handshake import HandshakeError, HandshakeResult, Initiator
+from .link import HANDSHAKE_DEADLINE_S, read_clear_handshake
+
+__all__ = ["dial"]
+
+log = logging.getLogger(__name__)
+
+
+async def dial(host: str, port: int, make_initiator) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
+                                                                ControlChannel, HandshakeResult] | None:
+    """Connect and handshake. `make_initiator()` returns a fresh protocol Initiator."""
+    writer = None
+    try:
+        async with asyncio.timeout(HANDSHAKE_DEADLINE_S):
+            reader, writer = await asyncio.open_connection(host, port)
+            channel = ControlChannel()
+            initiator: Initiator = make_initiator()
+            writer.write(frame_clear_handshake(initiator.create_hello()))
+            challenge = await read_clear_handshake(reader, channel)
+            initiator.consume_challenge(challenge, time.time())
+            writer.write(frame_clear_handshake(initiator.create_confirm()))
+            await writer.drain()
+            result = initiator.result
+            channel.install(result.control.send, result.control.recv)
+            return reader, writer, channel, result
+    except TimeoutError:
+        log.info("handshake with %s:%d timed out", host, port)
+    except (ConnectionError, OSError) as exc:
+        log.debug("cannot reach %s:%d: %s", host, port, exc)
+    except (HandshakeError, ControlError) as exc:
+        log.warning("handshake with %s:%d failed: %s: %s", host, port, type(exc).__name__, exc)
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.close()
+    return None
