@@ -103,11 +103,14 @@ def net_markdown(doc: dict) -> str:
             f"{f(m['rtt_avg_ms'], 3)} / {f(m['rtt_p99_ms'], 3)}",
             f"{f(m['tun_cpu_tcp'])} / {f(m['tun_cpu_udp'])}",
             rss_s,
-            f(info.get("up_s", NAN), 2),
+            f(statistics.median(info["up_s"]), 2) if info.get("up_s") else "-",
             f(m["loadavg1"], 2),
             ", ".join(f(x) for x in m["tcp_runs"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    for name, info in doc["tunnels"].items():
+        for failure in info.get("failures", []) if "skipped" not in info else []:
+            lines.append(f"\n{name} failed to come up in {failure.splitlines()[0]}")
     return "\n".join(lines)
 
 
