@@ -197,9 +197,10 @@ def _one_round(
         log("  " + report.row_summary(row))
         info["rss_after_mb"] = _rss_per_node(lab)
         if t.status:
-            status = shadowmesh_status(lab, t.status)
-            (logdir / f"{name}-{r}-status-a.json").write_text(json.dumps(status, indent=2))
-            info["status_a"] = status
+            for side in "ab":
+                status = shadowmesh_status(lab, t.status, side)
+                (logdir / f"{name}-{r}-status-{side}.json").write_text(json.dumps(status, indent=2))
+                info[f"status_{side}"] = status
         return row
     finally:
         lab.stop_tunnel(keep=())

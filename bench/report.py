@@ -109,6 +109,17 @@ def net_markdown(doc: dict) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     for name, info in doc["tunnels"].items():
+        for side in "ab":
+            st = info.get(f"status_{side}")
+            if not st:
+                continue
+            drops = ", ".join(f"{k} {v}" for k, v in st["node"]["drops"].items() if v) or "none"
+            peers = "; ".join(
+                f"tx {p['tx_frames']} rx {p['rx_frames']} frames, lost {p['lost_frames']}, "
+                f"replayed {p['replayed_frames']}, bad {p['bad_frames']}"
+                for p in st.get("peers", [])
+            )
+            lines.append(f"\n{name} node {side.upper()} after the last round: drops {drops}; peer: {peers}")
         for failure in info.get("failures", []) if "skipped" not in info else []:
             lines.append(f"\n{name} failed to come up in {failure.splitlines()[0]}")
     return "\n".join(lines)

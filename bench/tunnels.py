@@ -35,7 +35,7 @@ class Tunnel:
     version: str = ""
     up_s: float | None = None  # from starting the daemons to the first answered ping
     notes: list[str] = field(default_factory=list)
-    status: Path | None = None  # ShadowMesh: config whose `status --json` is saved after the runs
+    status: Path | None = None  # ShadowMesh: folder of a.toml / b.toml, whose `status --json` is saved
 
 
 def wait_ping(lab: Lab, target: str, deadline_s: float, watch: list[subprocess.Popen] = ()) -> float:
@@ -306,7 +306,7 @@ def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
         "shadowmesh",
         overlay["b"],
         version=_first_line([str(agent), "--version"]) or "working tree",
-        status=d / "a.toml",
+        status=d,
     )
     try:
         wait_ping(lab, t.target, deadline_s, list(procs.values()))
@@ -320,8 +320,11 @@ def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
     return t
 
 
-def shadowmesh_status(lab: Lab, config: Path) -> dict | None:
-    proc = lab.run(lab.a, str(agent_binary()), "status", "--config", str(config), "--json", timeout=30)
+def shadowmesh_status(lab: Lab, folder: Path, side: str) -> dict | None:
+    """`shadowmesh-agent status --json` of node `side` ("a" or "b"), None if it does not answer."""
+    node = lab.a if side == "a" else lab.b
+    config = str(folder / f"{side}.toml")
+    proc = lab.run(node, str(agent_binary()), "status", "--config", config, "--json", timeout=30)
     try:
         return json.loads(proc.stdout)
     except ValueError:
