@@ -183,6 +183,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "meshadmin.mesh.tasks.purge_expired_peer_records",
         "schedule": 300.0,
     },
+    "purge-expired-credentials": {
+        "task": "meshadmin.mesh.tasks.purge_expired_credentials",
+        "schedule": 3600.0,
+    },
     "telemetry-rollup": {"task": "meshadmin.telemetry.tasks.rollup", "schedule": 60.0},
     "telemetry-prune": {"task": "meshadmin.telemetry.tasks.prune", "schedule": 600.0},
     "telemetry-sweep-presence": {"task": "meshadmin.telemetry.tasks.sweep_presence", "schedule": 15.0},

@@ -2,12 +2,19 @@
 
 from celery import shared_task
 
+from .services.auth import purge_expired_credentials as _purge_credentials
 from .services.peers import purge_expired_records
 
-__all__ = ["purge_expired_peer_records"]
+__all__ = ["purge_expired_credentials", "purge_expired_peer_records"]
 
 
 @shared_task(name="meshadmin.mesh.tasks.purge_expired_peer_records")
 def purge_expired_peer_records() -> int:
     """Clear discovery records whose TTL has passed; returns how many."""
     return purge_expired_records()
+
+
+@shared_task(name="meshadmin.mesh.tasks.purge_expired_credentials")
+def purge_expired_credentials() -> int:
+    """Delete expired auth challenges and session tokens; returns how many."""
+    return _purge_credentials()

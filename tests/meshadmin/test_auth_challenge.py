@@ -176,3 +176,18 @@ def test_revoking_a_node_ends_its_sessions(api, belgium):
     assert api.get(f"/api/peers/{ident.peer_id}").status_code == 404  # authenticated, no record yet
     revoke_node(Node.objects.get(peer_id=ident.peer_id))
     assert api.get(f"/api/peers/{ident.peer_id}").status_code == 401
+
+
+def test_the_purge_task_deletes_expired_challenges_and_sessions_only(api, belgium):
+    from meshadmin.mesh.tasks import purge_expired_credentials
+
+    ident, _ = belgium
+    api.login(ident)  # one used challenge, one live session
+    _challenge(api, ident.peer_id)  # one live challenge
+    assert purge_expired_credentials() == 0
+    AuthChallenge.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert purge_expired_credentials() == 2
+    assert SessionToken.objects.count() == 1
+    SessionToken.objects.update(expires_at=timezone.now())
+    assert purge_expired_credentials() == 1
+    assert SessionToken.objects.count() == 0

@@ -191,3 +191,23 @@ def test_revoking_a_node_frees_its_address_but_keeps_the_row(api, make_token, id
     node = revoke_node(Node.objects.get(peer_id=first["peer_id"]))
     assert node.status == NodeStatus.REVOKED and node.overlay_ip is None
     assert api.enroll(make_token(), identity_factory(), "b").json()["overlay_ip"] == first["overlay_ip"]
+
+
+def test_an_address_taken_by_a_concurrent_enrollment_is_retried(
+    api, make_token, identity_factory, monkeypatch
+):
+    """Simulate losing the IPAM race: the allocator first proposes an address that is already taken."""
+    from meshadmin.mesh.services import enrollment
+
+    first = api.enroll(make_token(), identity_factory(), "a").json()["overlay_ip"]
+    real = enrollment.next_free_address
+    proposals = []
+
+    def stale_then_real(prefix, used, reserved=()):
+        proposals.append(first if not proposals else str(real(prefix, used, reserved)))
+        return proposals[-1]
+
+    monkeypatch.setattr(enrollment, "next_free_address", stale_then_real)
+    response = api.enroll(make_token(), identity_factory(), "b")
+    assert response.status_code == 201
+    assert proposals[0] == first and response.json()["overlay_ip"] == proposals[1] != first

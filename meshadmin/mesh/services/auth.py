@@ -25,7 +25,7 @@ from ..secrets import hash_secret, new_token, token_prefix
 from .common import node_actor, record_audit
 from .errors import NotAuthenticated
 
-__all__ = ["authenticate_session", "issue_challenge", "verify_challenge"]
+__all__ = ["authenticate_session", "issue_challenge", "purge_expired_credentials", "verify_challenge"]
 
 
 def _refuse(peer_id: str, node: Node | None, source_ip: str | None, reason: str, detail: str):
@@ -124,3 +124,11 @@ def authenticate_session(token: str) -> Node | None:
     if session is None or session.node.status != NodeStatus.ACTIVE:
         return None
     return session.node
+
+
+def purge_expired_credentials(now=None) -> int:
+    """Delete expired challenges and sessions (they are refused anyway); returns how many rows."""
+    now = now or timezone.now()
+    challenges, _ = AuthChallenge.objects.filter(expires_at__lte=now).delete()
+    sessions, _ = SessionToken.objects.filter(expires_at__lte=now).delete()
+    return challenges + sessions
