@@ -1,5 +1,12 @@
 """Peer handshake: hybrid X25519 + ML-KEM-1024, authenticated with ML-DSA-87. Pure.
 
+API additions to the brief (nothing removed or renamed):
+- Initiator(..., *, local_index=None) and Responder(..., *, guard=None, local_index=None): pass
+  the agent's session index (else a random 32-bit one) and ONE shared HelloGuard per node;
+- Trust also has knows(peer_id) -> bool (the cheap pre-check consume_hello uses);
+- HandshakeResult also carries control (ControlKeys send/recv for control.ControlCipher),
+  transcript_hash and initiator; Initiator/Responder have .failed.
+
 Three messages, carried by the TCP control channel (they are 2-14 KB) or relayed opaquely by a
 hub (control.RELAY_HANDSHAKE). Every message starts with its type byte; integers are big-endian.
 

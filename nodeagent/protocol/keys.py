@@ -1,5 +1,8 @@
 """Key schedule: one session keypair and the previous/current/next ring, per WireGuard. Pure.
 
+API note: KeyRing.install(keypair, confirmed=..., now=...) re-stamps keypair.created_at = now, so
+lifetimes run on the caller's (monotonic) clock even though the handshake used wall-clock time.
+
 A `Keypair` is what a completed handshake yields for the data path: a send and a receive
 ChaCha20-Poly1305 key, both session indices, a send counter and a replay window. Time is
 always an argument (`now`, seconds on any monotonic clock).

@@ -12,6 +12,8 @@ prefix is claimed twice with different hops (RouteConflict), and the agent repla
 reference when the netmap changes. `insert`/`remove` exist for small edits and tests.
 
 Checked against a naive linear scan on random input in tests/nodeagent/routing/test_table.py.
+Measured (shared 2-core VM under load average ~5, timeit best of 7): host route ≈ 0.34 µs,
+a prefix two levels down ≈ 1.2 µs per lookup_packed call.
 """
 
 from __future__ import annotations

@@ -279,6 +279,16 @@ def test_unwrap_refuses_a_plain_data_frame():
 
 
 @settings(max_examples=200)
+@given(st.binary(max_size=20))
+def test_random_keepalive_payloads_only_raise_frame_error(data):
+    try:
+        echo = frames.parse_echo(data)
+    except FrameError:
+        return
+    assert echo is None or frames.parse_echo(frames.pack_echo(*echo)) == echo
+
+
+@settings(max_examples=200)
 @given(st.binary(max_size=200))
 def test_random_bytes_only_raise_frame_error(data):
     try:
