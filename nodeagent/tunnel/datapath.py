@@ -417,9 +417,10 @@ class DataPath:
         tracker = peer.stats.trackers.get(kp.local_index)
         if tracker is not None:
             tracker.seen(counter)
-        st = peer.stats
-        st.rx_frames += 1
-        st.rx_bytes += size
+        if size:  # relay envelopes (size 0) are counted as relayed_frames, not as received
+            st = peer.stats
+            st.rx_frames += 1
+            st.rx_bytes += size
         peer.last_rx = now
         if not relayed and peer.hub is None and addr != peer.endpoint:
             if peer.endpoint is not None:
@@ -444,7 +445,7 @@ class DataPath:
             self.drops.replay += 1
             src.stats.replayed_frames += 1
             return
-        self._authenticated(src, kp, header.counter, len(datagram), addr, now, relayed=False)
+        self._authenticated(src, kp, header.counter, 0, addr, now, relayed=False)
         if not src.bucket.take(now):
             self.relay.rate_limited += 1
             return

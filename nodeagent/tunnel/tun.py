@@ -31,9 +31,11 @@ so one MTU fits every path and nothing is ever fragmented or dropped for size.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import ipaddress
+import logging
 import os
 import struct
 
@@ -97,10 +99,24 @@ def _extra_routes(address, routes):
     return [r for r in routes if not (r.version == own.version and r.subnet_of(own))]
 
 
+def _quiet_pyroute2() -> None:
+    # pyroute2 resets its logger on import and logs every netlink message at DEBUG
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+
+
 def configure(name: str, address, mtu: int, routes) -> None:
-    """Address, MTU, up, routes. `address` is an ip_interface; `routes` are ip_networks."""
+    """Address, MTU, up, routes. `address` is an ip_interface; `routes` are ip_networks.
+
+    An IPv4-only overlay gets IPv6 disabled on the device, so the kernel's own IPv6 chatter
+    (router solicitations, MLD) does not show up as `no_route` drops.
+    """
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
+
+    _quiet_pyroute2()
+    if address.version == 4 and all(r.version == 4 for r in routes):
+        with contextlib.suppress(OSError), open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
+            f.write("1")
 
     try:
         with IPRoute() as ipr:
@@ -123,6 +139,7 @@ def teardown(name: str, address, routes) -> None:
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
+    _quiet_pyroute2()
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:

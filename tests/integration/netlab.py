@@ -35,7 +35,7 @@ def sh(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.Complet
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Netns:
     name: str
 
