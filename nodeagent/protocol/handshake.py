@@ -95,7 +95,7 @@ from .constants import (
     SUITE_HYBRID_V1,
     X25519_KEY_SIZE,
 )
-from .identity import IdentityError, peer_id, peer_id_bytes
+from .identity import PEER_ID_RE, IdentityError, peer_id, peer_id_bytes
 from .keys import Keypair
 from .wire import Reader
 
@@ -553,12 +553,9 @@ class Initiator(_Party):
         super().__init__(local, trust)
         self.expected_peer_id = expected_peer_id
         if expected_peer_id is not None:
-            try:
-                self._responder_id = bytes.fromhex(expected_peer_id)
-            except ValueError:
-                self._responder_id = b""
-            if len(self._responder_id) != PEER_ID_SIZE:
-                raise HandshakeError("expected_peer_id must be 40 hex characters")
+            if not isinstance(expected_peer_id, str) or not PEER_ID_RE.match(expected_peer_id):
+                raise HandshakeError("expected_peer_id must be 40 lowercase hex characters")
+            self._responder_id = bytes.fromhex(expected_peer_id)
         else:
             self._responder_id = _ZERO_ID
         self.created_at = now

@@ -496,8 +496,9 @@ def test_explicit_session_indices_are_used(pinned):
     assert (rr.keypair.local_index, rr.keypair.remote_index) == (9, 7)
     with pytest.raises(HandshakeError):
         Initiator(pinned[0], pinned[1], None, NOW, local_index=2**32)
-    with pytest.raises(HandshakeError):
-        Initiator(pinned[0], pinned[1], "abc", NOW)
+    for bad in ("abc", "AB" * 20, "zz" * 20, 7):
+        with pytest.raises(HandshakeError):
+            Initiator(pinned[0], pinned[1], bad, NOW)
 
 
 @pytest.mark.parametrize("junk", [b"", b"\x00", b"\x04", b"\xff", "text", None])
@@ -590,3 +591,40 @@ def test_timing_of_a_full_handshake(pinned, enrolled):
         per = (time.perf_counter() - start) / rounds
         print(f"full handshake ({name}): {per * 1e3:.2f} ms")
     assert hashlib.sha256  # the loop above ran every handshake to completion
+
+
+def test_finished_parties_hold_no_ephemeral_secrets(pinned):
+    """Forward-secrecy hygiene: once done (or failed), the X25519/ML-KEM private keys and the
+    derived handshake keys are dropped from the handshake objects."""
+    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    res = Responder(pinned[2], pinned[3], NOW)
+    res.consume_hello(ini.create_hello(), NOW)
+    assert ini._x is not None and ini._kem is not None
+    ini.consume_challenge(res.create_challenge(), NOW)
+    assert ini._x is None and ini._kem is None
+    res.consume_confirm(ini.create_confirm(), NOW)
+    assert ini._keys is None and res._keys is None
+
+    failed = Initiator(pinned[0], pinned[1], None, NOW)
+    failed.create_hello()
+    with pytest.raises(MalformedHandshake):
+        failed.consume_challenge(b"\x02", NOW)
+    assert failed._x is None and failed._kem is None
+
+
+def test_keys_depend_on_the_ephemeral_secrets_not_only_on_the_transcript(pinned):
+    """Two handshakes whose public transcript fields are replayed byte for byte cannot agree on
+    keys without the ephemeral secrets: a responder answering a recorded HELLO derives keys the
+    recorder cannot reproduce (its CHALLENGE fails key confirmation at anyone but the original)."""
+    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    hello = ini.create_hello()
+    res1 = Responder(pinned[2], pinned[3], NOW)
+    res1.consume_hello(hello, NOW)
+    challenge1 = res1.create_challenge()
+    res2 = Responder(pinned[2], pinned[3], NOW + 1)
+    res2.consume_hello(hello, NOW + 1)
+    challenge2 = res2.create_challenge()
+    assert challenge1[5:37] != challenge2[5:37]  # fresh responder ephemerals each time
+    ini.consume_challenge(challenge2, NOW)
+    with pytest.raises(KeyConfirmationFailed):
+        res1.consume_confirm(ini.create_confirm(), NOW)
