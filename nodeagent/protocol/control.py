@@ -319,6 +319,8 @@ class Deframer:
     def feed(self, data: bytes) -> list[tuple[FrameKind, bytes]]:
         if self._broken:
             raise ControlError("stream already failed")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ControlError("expected bytes")
         self._buf += data
         out = []
         try:
@@ -370,6 +372,8 @@ class ControlCipher:
 
     def open(self, frame: bytes) -> Message:
         """Open a whole SEALED frame (as returned by Deframer.feed)."""
+        if not isinstance(frame, bytes | bytearray | memoryview):
+            raise ControlError("expected bytes")
         if len(frame) < _SEALED_HEAD.size + _TAG + 1:
             raise ControlError("sealed frame too short")
         length, kind, counter = _SEALED_HEAD.unpack_from(frame)

@@ -149,6 +149,16 @@ def test_byte_by_byte_feed_gives_the_same_frames():
     assert len(got) == 3
 
 
+@pytest.mark.parametrize("junk", ["text", None, 5])
+def test_non_bytes_input_is_a_control_error(junk):
+    with pytest.raises(ControlError):
+        Deframer().feed(junk)
+    with pytest.raises(ControlError):
+        ControlCipher(K1, K2).open(junk)
+    with pytest.raises(ControlError):
+        decode_message(junk)
+
+
 def test_unknown_frame_kind_is_refused():
     with pytest.raises(ControlError, match="kind"):
         Deframer().feed(b"\x00\x00\x00\x02\x09x")
