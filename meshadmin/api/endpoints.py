@@ -65,7 +65,7 @@ def _peer_out(node: Node) -> dict:
         "ip": node.endpoint_ip,
         "port": node.control_port,
         "udp_port": node.udp_port,
-        "is_public": node.is_public,
+        "is_public": node.advertised_public,
         "public_key": b64(node.public_key),
         "last_seen": node.last_seen,
         "expires_at": node.record_expires_at,

@@ -91,6 +91,7 @@ class NodeAdmin(admin.ModelAdmin):
         "endpoint_ip",
         "control_port",
         "udp_port",
+        "advertised_public",
         "observed_ip",
         "observed_port",
         "last_seen",

@@ -74,6 +74,18 @@ def test_the_token_names_the_node_so_a_node_can_only_register_itself(api_factory
     assert Node.objects.get(peer_id=be_ident.peer_id).endpoint_ip is None
 
 
+def test_a_public_node_may_register_as_not_public_for_now(api_factory, uk, belgium):
+    uk_ident, _ = uk
+    hub = api_factory()
+    hub.login(uk_ident)
+    assert hub.post("/api/peers/register", {**RECORD, "is_public": False}).json()["is_public"] is False
+    reader = api_factory()
+    reader.login(belgium[0])
+    assert reader.get(f"/api/peers/{uk_ident.peer_id}").json()["is_public"] is False
+    assert hub.post("/api/peers/register", RECORD).json()["is_public"] is True
+    assert reader.get(f"/api/peers/{uk_ident.peer_id}").json()["is_public"] is True
+
+
 def test_a_node_not_enrolled_as_public_cannot_register_as_public(api, belgium):
     ident, _ = belgium
     api.login(ident)

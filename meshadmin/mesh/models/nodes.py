@@ -10,7 +10,8 @@ __all__ = ["Node"]
 class Node(models.Model):
     """An enrolled node: its identity, overlay address, certificate and discovery record.
 
-    The discovery record (`endpoint_ip`, `control_port`, `udp_port`, `observed_ip`) is valid until
+    The discovery record (`endpoint_ip`, `control_port`, `udp_port`, `advertised_public`,
+    `observed_ip`) is valid until
     `record_expires_at`; reads treat an expired record as absent and a beat task clears it.
     A revoked node keeps its row (so its key cannot enroll again) but gives up its overlay IP.
     """
@@ -31,6 +32,9 @@ class Node(models.Model):
     endpoint_ip = models.GenericIPAddressField(null=True, blank=True)
     control_port = models.PositiveIntegerField(null=True, blank=True)
     udp_port = models.PositiveIntegerField(null=True, blank=True)
+    advertised_public = models.BooleanField(
+        default=False, help_text="is_public as last registered; only a node enrolled as public may set it"
+    )
     observed_ip = models.GenericIPAddressField(null=True, blank=True)
     observed_port = models.PositiveIntegerField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)

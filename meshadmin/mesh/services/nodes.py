@@ -44,6 +44,7 @@ def revoke_node(node: Node, *, actor: str = "system") -> Node:
             endpoint_ip=None,
             control_port=None,
             udp_port=None,
+            advertised_public=False,
             observed_ip=None,
             observed_port=None,
             record_expires_at=None,

@@ -22,6 +22,7 @@ from .validation import clean_ip, clean_port
 __all__ = ["lookup_peer", "purge_expired_records", "register_peer"]
 
 _RECORD_FIELDS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "observed_port")
+_RECORD_DEFAULTS = {**dict.fromkeys(_RECORD_FIELDS), "advertised_public": False, "record_expires_at": None}
 
 
 def register_peer(
@@ -45,6 +46,7 @@ def register_peer(
         "endpoint_ip": ip,
         "control_port": port,
         "udp_port": udp_port,
+        "advertised_public": bool(is_public),
         "observed_ip": observed_ip,
         "observed_port": observed_port,
     }
@@ -91,7 +93,7 @@ def purge_expired_records(now=None) -> int:
         with transaction.atomic():
             locked = bump_serial(network_id)
             count = Node.objects.filter(network_id=network_id, record_expires_at__lte=now).update(
-                record_expires_at=None, **dict.fromkeys(_RECORD_FIELDS)
+                **_RECORD_DEFAULTS
             )
             record_audit(AuditAction.PEER_RECORDS_PURGED, actor="system", network=locked, count=count)
             announce(Change(locked.pk, "peer.purged", ALL_NODES, locked.serial))
