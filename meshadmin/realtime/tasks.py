@@ -8,16 +8,20 @@
         group_send(node.<peer id>, netmap.push) per active node, agent.revoke per revoked node
 
 Where the delayed push runs:
-  * Celery with a broker (REDIS_URL): `push_netmaps.apply_async(countdown=DEBOUNCE_S)` in a
-    worker, which sends through a *fresh* channel layer per call and closes its Redis pools
-    before its event loop ends (channels_redis keeps pools per loop; reusing the global layer
-    from async_to_sync in a worker gives "Event loop is closed", django/channels_redis#332).
-  * No broker (embedded mode, eager Celery, in-memory channel layer): the in-memory layer only
-    reaches sockets of this process, on the event loop that serves them, so the push is armed
-    with call_later on that loop (registered by the first agent connection). No loop registered
-    means no agent is connected to this process, so there is nobody to push to.
+  * In a server process that serves agent sockets (its event loop was registered by an
+    AgentConsumer): armed with call_later on that loop and sent through the process's channel
+    layer. With the in-memory layer (embedded mode) this is the only way to reach the sockets;
+    with Redis the groups span every Daphne process, so a change made through one server reaches
+    agents connected to another.
+  * Anywhere else (a Celery worker, a management command, a server process without agent
+    sockets) with a broker (REDIS_URL): `push_netmaps.apply_async(countdown=DEBOUNCE_S)`. The
+    worker sends through a *fresh* channel layer per call and closes its Redis pools before its
+    event loop ends (channels_redis keeps pools per loop; reusing the global layer from
+    async_to_sync in a worker gives "Event loop is closed", django/channels_redis#332).
+  * Without a broker and without a loop there is no socket in reach: nothing to do.
 Each AgentConsumer turns the full map into a delta against what it last sent to its socket.
-`Change.node_ids` is not used yet: every node of the network gets the (cheap) recompute.
+A change that affects no node (`node_ids` empty, e.g. a new token) pushes nothing; any other
+change recomputes every node of the network (each socket then sends only its delta, if any).
 """
 
 from __future__ import annotations
@@ -55,8 +59,11 @@ def debounce_seconds() -> float:
     return min(max(value, 0.0), 0.5)  # the issue's bound: bursts merge within <= 500 ms
 
 
+KEY_PREFIX = "shadowmesh:netmap-push-pending"
+
+
 def pending_key(network_id: int) -> str:
-    return f"shadowmesh:netmap-push-pending:{int(network_id)}"
+    return f"{KEY_PREFIX}:{int(network_id)}"
 
 
 def register_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -71,13 +78,18 @@ def _broker_mode() -> bool:
 
 def on_change_announced(sender, change: Change, **kwargs) -> None:
     """Receiver of mesh.changes.change_announced (runs after commit; must be quick)."""
+    if change.node_ids is not None and not change.node_ids:
+        return  # nothing any node must know changed
     if not cache.add(pending_key(change.network_id), change.reason, timeout=PENDING_TTL_S):
         return  # merged into the push already scheduled for this network
-    if _broker_mode():
-        push_netmaps.apply_async((change.network_id,), countdown=debounce_seconds())
-        return
     loop = _loop
     if loop is None or loop.is_closed() or not loop.is_running():
+        if _broker_mode():
+            try:
+                push_netmaps.apply_async((change.network_id,), countdown=debounce_seconds())
+                return
+            except Exception:
+                log.exception("cannot queue the netmap push for network %s", change.network_id)
         cache.delete(pending_key(change.network_id))
         return
     # A fresh context: the caller's (a sync_to_async worker's) must not leak into the push, or
