@@ -92,7 +92,7 @@
   }
 
   function placeNew(node, graph) {
-    // Next to the centroid of already-placed neighbours, else on a ring outside what is drawn.
+    // Next to the centroid of already-placed neighbours, else on a ring just outside what is drawn.
     const id = node.data.id;
     const neighbours = graph.edges
       .filter((e) => e.data.source === id || e.data.target === id)
@@ -105,32 +105,24 @@
         { x: 0, y: 0 });
       return { x: c.x / neighbours.length + 90 + jitter(), y: c.y / neighbours.length + 60 + jitter() };
     }
-    if (cy.nodes().length === 0) return { x: 0, y: 0 };
-    const bb = cy.nodes().boundingBox();
-    const cx = (bb.x1 + bb.x2) / 2, cyy = (bb.y1 + bb.y2) / 2;
-    const r = Math.max(bb.w, bb.h) / 2 + 90;
-    const angle = (cy.nodes().length * 2.39996) % (2 * Math.PI); // golden angle: spread successive nodes
+    const placed = cy.nodes();
+    if (placed.length === 0) return { x: 0, y: 0 };
+    const cx = placed.reduce((a, n) => a + n.position("x"), 0) / placed.length;
+    const cyy = placed.reduce((a, n) => a + n.position("y"), 0) / placed.length;
+    const r = placed.reduce((m, n) => Math.max(m, Math.hypot(n.position("x") - cx, n.position("y") - cyy)), 0) + 80;
+    const angle = (placed.length * 2.39996) % (2 * Math.PI); // golden angle: successive nodes spread out
     return { x: cx + r * Math.cos(angle), y: cyy + r * Math.sin(angle) };
   }
 
   // Drawing ------------------------------------------------------------------
-  const first = prepare(JSON.parse(initial.textContent));
-  const saved = loadPositions();
-  const allSaved = first.nodes.length > 0 && first.nodes.every((n) => saved[n.data.id]);
-  first.nodes.forEach((n) => { if (saved[n.data.id]) n.position = saved[n.data.id]; });
-
   const cy = window.cytoscape({
     container: container,
-    elements: { nodes: first.nodes, edges: first.edges },
     style: styles(palette()),
-    layout: allSaved ? { name: "preset", fit: true, padding: 40 } : {
-      name: "concentric", concentric: (n) => (n.data("hub") ? 2 : 1), levelWidth: () => 1,
-      minNodeSpacing: 60, padding: 40, animate: false,
-    },
     minZoom: 0.2, maxZoom: 3, wheelSensitivity: 0.3, boxSelectionEnabled: false,
   });
   container.cy = cy; // for tests and the console
-  if (!allSaved) savePositions();
+  let userMoved = false; // once the user pans or zooms, updates no longer re-frame the view
+  cy.on("scrollzoom pinchzoom dragpan", () => { userMoved = true; });
   cy.on("dragfree", "node", savePositions);
 
   function showSummary(summary) {
@@ -138,22 +130,36 @@
     summaryEl.textContent = summary.online + " online · " + summary.offline + " offline · " +
       summary.links + " links (" + summary.relayed + " relayed)";
   }
-  showSummary(first.summary);
+
+  function frame() {
+    if (userMoved || cy.nodes().length === 0) return;
+    cy.fit(cy.nodes(), 40);
+    if (cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(); }
+  }
 
   function apply(graph) {
     prepare(graph);
     const want = new Set();
+    const stored = loadPositions();
+    const wasEmpty = cy.nodes().length === 0;
+    const added = [];
     cy.batch(() => {
       graph.nodes.forEach((n) => {
         want.add(n.data.id);
         const have = cy.getElementById(n.data.id);
-        if (have.length) {
-          have.data(n.data);
-        } else {
-          const stored = loadPositions()[n.data.id];
-          cy.add({ group: "nodes", data: n.data, position: stored || placeNew(n, graph) });
-        }
+        if (have.length) have.data(n.data);
+        else added.push(n);
       });
+      // Remembered positions first, so new nodes can be placed relative to them.
+      added.filter((n) => stored[n.data.id]).forEach((n) => {
+        cy.add({ group: "nodes", data: n.data, position: stored[n.data.id] });
+      });
+      const fresh = added.filter((n) => !stored[n.data.id]);
+      if (!(wasEmpty && fresh.length === added.length)) {
+        fresh.forEach((n) => cy.add({ group: "nodes", data: n.data, position: placeNew(n, graph) }));
+      } else {
+        fresh.forEach((n) => cy.add({ group: "nodes", data: n.data, position: { x: 0, y: 0 } }));
+      }
       graph.edges.forEach((e) => {
         want.add(e.data.id);
         const have = cy.getElementById(e.data.id);
@@ -162,10 +168,20 @@
       });
       cy.elements().forEach((el) => { if (!want.has(el.id())) cy.remove(el); });
     });
-    savePositions();
+    if (wasEmpty && added.length > 1 && added.every((n) => !stored[n.data.id])) {
+      // First drawing of a mesh nobody arranged yet: public hubs in the middle.
+      cy.layout({ name: "concentric", concentric: (n) => (n.data("hub") ? 2 : 1), levelWidth: () => 1,
+        minNodeSpacing: 60, fit: false, animate: false }).run();
+    }
+    if (added.length) {
+      savePositions();
+      frame();
+    }
     showSummary(graph.summary);
     container.dataset.version = String(Number(container.dataset.version || "0") + 1);
   }
+
+  apply(JSON.parse(initial.textContent));
 
   // Refresh on live events (coalesced: one request in flight, one queued).
   let inflight = false, queued = false;
