@@ -322,6 +322,7 @@ class HelloGuard:
     ) -> None:
         self.max_future_ms = int(max_future_s * 1000)
         self.min_interval_s = min_interval_s
+        self.max_tracked = 4096
         self._completed: dict[str, int] = {}  # peer id -> timestamp (ms) of the last completed HELLO
         self._seen_at: dict[str, float] = {}  # peer id -> when we last processed a HELLO from it
 
@@ -332,10 +333,13 @@ class HelloGuard:
         last = self._completed.get(peer_id)
         if last is not None and timestamp_ms <= last and last <= now_ms + self.max_future_ms:
             raise ReplayedHello("HELLO is not newer than the last completed handshake")
-        seen = self._seen_at.get(peer_id)
+        seen = self._seen_at.pop(peer_id, None)
         if seen is not None and 0 <= now - seen < self.min_interval_s:
+            self._seen_at[peer_id] = seen
             raise HandshakeFlood("HELLOs from this peer arrive too fast")
-        self._seen_at[peer_id] = now
+        self._seen_at[peer_id] = now  # re-inserted: the dict stays in least-recent-first order
+        while len(self._seen_at) > self.max_tracked:  # claimed ids are unauthenticated: bound them
+            del self._seen_at[next(iter(self._seen_at))]
 
     def record(self, peer_id: str, timestamp_ms: int) -> None:
         """Called only once a handshake with this HELLO completed (CONFIRM verified)."""

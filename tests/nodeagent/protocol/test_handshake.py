@@ -421,6 +421,16 @@ def test_hellos_closer_than_20_ms_are_a_flood(pinned):
     run(pinned, now=NOW + 0.03, guard=guard)
 
 
+def test_flood_memory_is_bounded_for_unauthenticated_peer_ids():
+    guard = HelloGuard()
+    guard.max_tracked = 100
+    for k in range(1000):
+        guard.check(f"{k:040x}", NOW * 1000, NOW)
+    assert len(guard._seen_at) == 100
+    with pytest.raises(HandshakeFlood):  # the most recent ones are still remembered
+        guard.check(f"{999:040x}", NOW * 1000, NOW + 0.001)
+
+
 def test_initiator_clock_a_year_ahead_is_refused_and_leaves_no_lockout(pinned):
     guard = HelloGuard()
     year = 365 * 86400
