@@ -227,7 +227,8 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
     (artifacts / "e2e-latency.txt").write_text(
         f"agents started -> row online in the open table: {online_after:.2f} s (connect + auth included)\n"
         f"all three links on the open map, after the first sample-bearing report: "
-        f"{edges_seen - second_reports[0]:.2f} s, after the last agent's: {edges_seen - second_reports[-1]:.2f} s\n"
+        f"{edges_seen - second_reports[0]:.2f} s, "
+        f"after the last agent's: {edges_seen - second_reports[-1]:.2f} s\n"
     )
 
 
