@@ -85,6 +85,8 @@ def test_a_revoked_token_is_refused(api, make_token, identity_factory):
     assert response.status_code == 403
     assert "revoked" in response.json()["detail"]
     assert EnrollmentToken.objects.get().uses_left == 5
+    rejected = AuditEvent.objects.get(action=AuditAction.NODE_ENROLL_REJECTED)
+    assert rejected.details["reason"] == "enrollment token has been revoked"
 
 
 def test_a_public_node_needs_a_public_token(api, make_token, identity_factory):
