@@ -4,7 +4,9 @@
     nettools.py sink PORT [--bind IP]            accepts one TCP stream; prints "bytes N sha256 H"
     nettools.py source DST PORT BYTES [--rate-mbit R] [--seed S]   prints "bytes N sha256 H"
     nettools.py udp-send DST PORT HEXFILE        sends each line of HEXFILE as one datagram
-    nettools.py udp-listen PORT SECONDS          prints how many datagrams arrived (for "nothing sent back")
+    nettools.py sniff DST PORT COUNT [--min-size N]  prints "ready", then COUNT UDP payloads to
+                                                  DST:PORT as hex lines (AF_PACKET, e.g. on a router)
+    nettools.py udp-blast DST PORT COUNT [--size N] sends COUNT datagrams (through the tunnel)
 """
 
 from __future__ import annotations
@@ -123,6 +125,37 @@ def udp_send(args) -> int:
     return 0
 
 
+def sniff(args) -> int:
+    eth_p_ip = 0x0800
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(eth_p_ip))
+    sock.settimeout(args.timeout)
+    dst = socket.inet_aton(args.dst)
+    print("ready", flush=True)
+    got = 0
+    while got < args.count:
+        data = sock.recv(65536)
+        ihl = (data[0] & 15) * 4
+        if data[9] != 17 or data[16:20] != dst:
+            continue
+        dport = struct.unpack_from("!H", data, ihl + 2)[0]
+        payload = data[ihl + 8:]
+        if dport == args.port and len(payload) >= args.min_size:
+            print(payload.hex(), flush=True)
+            got += 1
+    return 0
+
+
+def udp_blast(args) -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload = b"x" * args.size
+    for i in range(args.count):
+        sock.sendto(payload, (args.dst, args.port))
+        if i % 20 == 19:
+            time.sleep(0.002)
+    print(f"sent {args.count}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -146,8 +179,20 @@ def main() -> int:
     us.add_argument("hexfile")
     us.add_argument("--sport", type=int, default=0)
     us.add_argument("--listen", type=float, default=1.0)
+    sn = sub.add_parser("sniff")
+    sn.add_argument("dst")
+    sn.add_argument("port", type=int)
+    sn.add_argument("count", type=int)
+    sn.add_argument("--min-size", type=int, default=0)
+    sn.add_argument("--timeout", type=float, default=20)
+    ub = sub.add_parser("udp-blast")
+    ub.add_argument("dst")
+    ub.add_argument("port", type=int)
+    ub.add_argument("count", type=int)
+    ub.add_argument("--size", type=int, default=1000)
     args = p.parse_args()
-    return {"ping": ping, "sink": sink, "source": source, "udp-send": udp_send}[args.cmd](args)
+    return {"ping": ping, "sink": sink, "source": source, "udp-send": udp_send, "sniff": sniff,
+            "udp-blast": udp_blast}[args.cmd](args)
 
 
 if __name__ == "__main__":
