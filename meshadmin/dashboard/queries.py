@@ -27,6 +27,7 @@ __all__ = [
     "node_rows",
     "overview",
     "pick_network",
+    "with_actor_labels",
 ]
 
 
@@ -46,6 +47,7 @@ class NodeRow:
     online: bool
     state: str  # online / offline / revoked
     version: str
+    last_seen: datetime | None  # the later of the agent link's activity and the peer record
 
     @property
     def endpoint(self) -> str:
@@ -85,16 +87,18 @@ def node_rows(
     presence = telemetry_source.presence([n.peer_id for n in nodes], now)
     rows = []
     for n in nodes:
-        online = n.status == NodeStatus.ACTIVE and presence.get(n.peer_id, (False, ""))[0]
+        seen = presence.get(n.peer_id, telemetry_source.OFFLINE)
+        online = n.status == NodeStatus.ACTIVE and seen.online
         state = "revoked" if n.status == NodeStatus.REVOKED else ("online" if online else "offline")
-        rows.append(NodeRow(n, online, state, presence.get(n.peer_id, (False, ""))[1]))
+        last_seen = max((t for t in (seen.last_seen, n.last_seen) if t is not None), default=None)
+        rows.append(NodeRow(n, online, state, seen.version, last_seen))
     if status:
         rows = [r for r in rows if r.state == status]
     keys = {
         "name": lambda r: (r.node.name.lower(), r.node.peer_id),
         "overlay_ip": lambda r: _ip_key(r.node.overlay_ip),
         "online": lambda r: ({"online": 0, "offline": 1, "revoked": 2}[r.state], r.node.name.lower()),
-        "last_seen": lambda r: (r.node.last_seen is None, r.node.last_seen or now),
+        "last_seen": lambda r: (r.last_seen is None, r.last_seen or now),
         "endpoint": lambda r: (not r.endpoint, r.endpoint),
     }
     rows.sort(key=keys.get(sort, keys["name"]), reverse=descending)
@@ -111,7 +115,7 @@ def _node_infos(network: Network, now: datetime) -> list[NodeInfo]:
             overlay_ip=n.overlay_ip,
             is_public=n.is_public,
             is_relay=n.is_relay,
-            online=n.status == NodeStatus.ACTIVE and presence.get(n.peer_id, (False, ""))[0],
+            online=n.status == NodeStatus.ACTIVE and presence.get(n.peer_id, telemetry_source.OFFLINE).online,
             revoked=n.status == NodeStatus.REVOKED,
         )
         for n in nodes
@@ -168,7 +172,8 @@ def overview(network: Network | None, now: datetime | None = None) -> dict:
         for d in worst[:5]
     ]
     networks = list(Network.objects.all())
-    recent = AuditEvent.objects.select_related("network").order_by("-created_at", "-id")[:8]
+    latest = AuditEvent.objects.select_related("network").order_by("-created_at", "-id")[:8]
+    recent = with_actor_labels(latest)
     return {
         "graph": graph,
         "summary": graph["summary"],
@@ -178,6 +183,22 @@ def overview(network: Network | None, now: datetime | None = None) -> dict:
         "worst_links": worst_links,
         "recent_audit": recent,
     }
+
+
+def with_actor_labels(events) -> list:
+    """Give each event an `actor_label`: a node's current name instead of its peer id, a user's name."""
+    events = list(events)
+    peer_ids = {e.actor.split(":", 1)[1] for e in events if e.actor.startswith("node:")}
+    names = dict(Node.objects.filter(peer_id__in=peer_ids).values_list("peer_id", "name"))
+    for e in events:
+        kind, _, who = e.actor.partition(":")
+        if kind == "node":
+            e.actor_label = f"node {names.get(who, who[:12])}"
+        elif kind == "user":
+            e.actor_label = who
+        else:
+            e.actor_label = e.actor
+    return events
 
 
 def audit_events(
@@ -201,14 +222,16 @@ def audit_events(
             cond |= Q(actor__startswith=f"node:{node.lower()}")
         events = events.filter(cond)
     if actor:
-        events = events.filter(actor__icontains=actor)
+        # "alice" finds user:alice; a node's name finds node:<its peer id>
+        named = Node.objects.filter(name__icontains=actor).values_list("peer_id", flat=True)[:50]
+        events = events.filter(Q(actor__icontains=actor) | Q(actor__in=[f"node:{pid}" for pid in named]))
     if action:
         events = events.filter(action=action)
     if since:
         events = events.filter(created_at__gte=since)
     if until:
         events = events.filter(created_at__lte=until)
-    return events[:limit]
+    return with_actor_labels(events[:limit])
 
 
 def age_seconds(then: datetime | None, now: datetime) -> float | None:

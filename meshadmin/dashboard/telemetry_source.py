@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Sum
@@ -19,15 +20,35 @@ from meshadmin.telemetry.queries import current_links
 
 from .topology import LinkReport
 
-__all__ = ["SERIES_BUCKET", "latest_reports", "presence", "series", "traffic_totals"]
+__all__ = [
+    "OFFLINE",
+    "SERIES_POINTS",
+    "NodePresence",
+    "latest_reports",
+    "presence",
+    "series",
+    "traffic_totals",
+]
 
-SERIES_BUCKET = timedelta(seconds=30)  # one chart point per 30 s: 120 points for the hour
+SERIES_POINTS = 120  # at most this many points per chart (30 s buckets for a full hour)
 
 
-def presence(peer_ids: list[str], now: datetime) -> dict[str, tuple[bool, str]]:
-    """peer id -> (online, agent version or ""). Online = the agent's websocket is open."""
-    rows = Presence.objects.filter(node__peer_id__in=peer_ids).values_list("node__peer_id", "online")
-    return {pid: (bool(online), "") for pid, online in rows}
+@dataclass(frozen=True, slots=True)
+class NodePresence:
+    online: bool = False  # the agent's websocket is open
+    last_seen: datetime | None = None  # last activity on that websocket
+    version: str = ""  # agent version, when the link reports one (it does not yet)
+
+
+OFFLINE = NodePresence()
+
+
+def presence(peer_ids: list[str], now: datetime) -> dict[str, NodePresence]:
+    """peer id -> NodePresence; nodes that never connected are absent (use OFFLINE)."""
+    rows = Presence.objects.filter(node__peer_id__in=peer_ids).values_list(
+        "node__peer_id", "online", "last_seen"
+    )
+    return {pid: NodePresence(bool(online), last_seen) for pid, online, last_seen in rows}
 
 
 def latest_reports(network: Network, now: datetime) -> list[LinkReport]:
@@ -50,23 +71,32 @@ def latest_reports(network: Network, now: datetime) -> list[LinkReport]:
     return reports
 
 
+def _bucket_seconds(span_s: float) -> float:
+    """A round bucket size giving at most SERIES_POINTS points over the span (2 s .. 60 s)."""
+    for size in (2, 5, 10, 15, 30, 60):
+        if span_s / size <= SERIES_POINTS:
+            return float(size)
+    return 60.0
+
+
 def series(node: Node, now: datetime, window: timedelta = timedelta(hours=1)) -> dict:
     """The node's links over the window as aligned arrays for uPlot.
 
     `{"t": [unix s], "rx": [B/s], "tx": [B/s], "peers": [{peer_id, name, rtt: [ms], loss: [%]}]}`:
-    one point per SERIES_BUCKET; rx/tx are the node's total over all links; null = no sample.
+    rx/tx are the node's total over all links; null = no sample in that bucket. The series starts
+    at the first sample in the window (so a young link gets fine points) and has at most
+    SERIES_POINTS buckets.
     """
-    start = now - window
     rows = list(
-        Sample.objects.filter(node=node, resolution=Resolution.RAW, ts__gte=start, ts__lte=now)
+        Sample.objects.filter(node=node, resolution=Resolution.RAW, ts__gte=now - window, ts__lte=now)
         .order_by("ts")
         .only("peer_id", "ts", "interval_s", "rtt_ms", "tx_bytes", "rx_bytes", "rx_frames", "lost_frames")
     )
     if not rows:
         return {"t": [], "rx": [], "tx": [], "peers": []}
-    step = SERIES_BUCKET.total_seconds()
-    first = math.floor(start.timestamp() / step) * step
-    count = math.ceil((now.timestamp() - first) / step)
+    step = _bucket_seconds((now - rows[0].ts).total_seconds())
+    first = math.floor(rows[0].ts.timestamp() / step) * step
+    count = max(1, math.ceil((now.timestamp() - first) / step))
     t = [first + (i + 1) * step for i in range(count)]
 
     # Per bucket: the bytes and seconds each link covered, then rate = bytes / seconds.

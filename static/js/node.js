@@ -32,7 +32,7 @@
   function axes(c, fmt) {
     const common = { stroke: c.text, grid: { stroke: c.grid, width: 1 }, ticks: { stroke: c.grid, width: 1 } };
     return [Object.assign({}, common), Object.assign({}, common, {
-      size: 70, values: (u, vals) => vals.map(fmt),
+      size: 86, values: (u, vals) => vals.map(fmt),
     })];
   }
 
@@ -52,7 +52,7 @@
       axes: axes(c, fmt),
       series: [{}].concat(series.map((s, i) => ({
         label: s.label, stroke: s.stroke || c.palette[i % c.palette.length], width: 1.5,
-        value: (u, v) => fmt(v), spanGaps: false,
+        value: (u, v) => fmt(v), spanGaps: false, points: { show: data[0].length <= 60, size: 4 },
       }))),
       legend: { live: true },
     }, data, el);

@@ -134,7 +134,7 @@
   function frame() {
     if (userMoved || cy.nodes().length === 0) return;
     cy.fit(cy.nodes(), 40);
-    if (cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(); }
+    if (cy.zoom() > 1.6) { cy.zoom(1.6); cy.center(); }
   }
 
   function apply(graph) {
@@ -171,7 +171,7 @@
     if (wasEmpty && added.length > 1 && added.every((n) => !stored[n.data.id])) {
       // First drawing of a mesh nobody arranged yet: public hubs in the middle.
       cy.layout({ name: "concentric", concentric: (n) => (n.data("hub") ? 2 : 1), levelWidth: () => 1,
-        minNodeSpacing: 60, fit: false, animate: false }).run();
+        minNodeSpacing: 110, fit: false, animate: false }).run();
     }
     if (added.length) {
       savePositions();

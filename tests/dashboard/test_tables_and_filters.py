@@ -1,0 +1,109 @@
+"""The node table searches and sorts; the audit log filters by node, actor, type and time."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from meshadmin.mesh.choices import AuditAction
+from meshadmin.mesh.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def names_in_table(html: str) -> list[str]:
+    return re.findall(r'class="node-name">([^<]*)</a>', html)
+
+
+def test_the_node_table_searches_by_name_peer_id_and_overlay_ip(admin, mesh):
+    assert names_in_table(admin.get("/nodes/?q=belg").content.decode()) == ["belgium"]
+    prefix = mesh["uk"].peer_id[:10]
+    assert names_in_table(admin.get(f"/nodes/?q={prefix}").content.decode()) == ["uk"]
+    ip = mesh["belgium"].overlay_ip
+    assert "belgium" in names_in_table(admin.get(f"/nodes/?q={ip}").content.decode())
+    html = admin.get("/nodes/?q=nothing-like-this").content.decode()
+    assert names_in_table(html) == [] and "No node matches" in html
+
+
+def test_the_node_table_sorts_by_each_column_both_ways(admin, mesh, csrf_post):
+    csrf_post(admin, f"/nodes/{mesh['belgium'].peer_id}/revoke")
+    by_name = names_in_table(admin.get("/nodes/?sort=name").content.decode())
+    assert by_name == sorted(by_name, key=str.lower) and len(by_name) == 3
+    assert names_in_table(admin.get("/nodes/?sort=name&dir=desc").content.decode()) == by_name[::-1]
+    by_ip = names_in_table(admin.get("/nodes/?sort=overlay_ip").content.decode())
+    assert by_ip[-1] == "belgium", "a revoked node has no overlay IP and sorts last"
+    by_state = names_in_table(admin.get("/nodes/?sort=online").content.decode())
+    assert by_state[-1] == "belgium", "offline before revoked"
+    html = admin.get("/nodes/?sort=name&dir=asc").content.decode()
+    assert 'data-dir="asc"' in html and "dir=desc" in html, "the active column header flips the order"
+
+
+def test_the_node_table_filters_by_status(admin, mesh, csrf_post):
+    csrf_post(admin, f"/nodes/{mesh['belgium'].peer_id}/revoke")
+    assert names_in_table(admin.get("/nodes/?status=revoked").content.decode()) == ["belgium"]
+    assert "belgium" not in names_in_table(admin.get("/nodes/?status=offline").content.decode())
+
+
+def test_bad_filter_values_fall_back_to_the_plain_table(admin, mesh):
+    html = admin.get("/nodes/?sort=password&dir=sideways&status=evil").content.decode()
+    assert len(names_in_table(html)) == 3
+
+
+def _audit_rows(html: str) -> list[str]:
+    return re.findall(r'<tr data-action="([^"]+)">', html)
+
+
+def test_the_audit_log_filters_by_type_node_actor_and_time(admin, mesh, csrf_post):
+    csrf_post(admin, f"/nodes/{mesh['belgium'].peer_id}/rename", {"name": "brussels"})
+    by_type = _audit_rows(admin.get("/audit/?action=node.renamed").content.decode())
+    assert by_type == ["node.renamed"]
+
+    node_events = set(_audit_rows(admin.get("/audit/?node=brussels").content.decode()))
+    assert {"node.enrolled", "node.renamed"} <= node_events
+    assert "network.created" not in node_events
+    by_prefix = set(_audit_rows(admin.get(f"/audit/?node={mesh['belgium'].peer_id[:8]}").content.decode()))
+    assert by_prefix == node_events
+
+    assert _audit_rows(admin.get("/audit/?actor=alice").content.decode()) == ["node.renamed"]
+    by_node_actor = set(_audit_rows(admin.get("/audit/?actor=brussels").content.decode()))
+    assert by_node_actor == {"node.enrolled"}, "a node's name finds what the node itself did"
+
+    soon = (timezone.now() + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
+    assert _audit_rows(admin.get(f"/audit/?since={soon}").content.decode()) == []
+    everything = _audit_rows(admin.get(f"/audit/?until={soon}").content.decode())
+    assert len(everything) == AuditEvent.objects.count()
+
+
+def test_audit_rows_name_nodes_instead_of_peer_ids(admin, mesh):
+    html = admin.get("/audit/?action=node.enrolled").content.decode()
+    assert "node uk" in html and "node belgium" in html
+
+
+def test_failed_dashboard_logins_are_audited_without_the_password(client, admin_user):
+    response = client.post("/login/", {"username": "alice", "password": "not-the-password"})
+    assert response.status_code == 200 and "Sign in" in response.content.decode()
+    event = AuditEvent.objects.get(action=AuditAction.AUTH_FAILED)
+    assert event.actor == "user:alice" and event.source_ip == "127.0.0.1"
+    assert "not-the-password" not in str(event.details)
+
+
+def test_logging_in_lands_on_the_overview_and_logging_out_ends_the_session(client, admin_user):
+    admin_user.set_password("a long password for this test")
+    admin_user.save()
+    credentials = {"username": "alice", "password": "a long password for this test", "next": "/nodes/"}
+    response = client.post("/login/?next=/nodes/", credentials)
+    assert response.status_code == 302 and response["Location"] == "/nodes/"
+    assert client.get("/nodes/").status_code == 200
+    assert client.get("/logout/").status_code == 405, "logging out takes a POST (CSRF-protected form)"
+    response = client.post("/logout/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    assert client.get("/nodes/").status_code == 302
+
+
+def test_login_refuses_to_redirect_off_site(client, admin_user):
+    admin_user.set_password("a long password for this test")
+    admin_user.save()
+    response = client.post("/login/", {"username": "alice", "password": "a long password for this test",
+                                       "next": "https://evil.example/"})
+    assert response.status_code == 302 and response["Location"] == "/"
