@@ -29,7 +29,7 @@ from .validation import clean_endpoint, clean_label, clean_public_key
 
 __all__ = ["EnrollmentResult", "enroll"]
 
-IPAM_ATTEMPTS = 8
+IPAM_ATTEMPTS = 64
 
 
 @dataclass(frozen=True)
@@ -142,13 +142,18 @@ def enroll(
 
 
 def _create_node(network, pid, name, public_key, public, endpoint_ip, control_port, now) -> Node:
-    """Insert the node at the lowest free overlay address, retrying if a racer took it."""
+    """Insert the node at the lowest free overlay address, retrying if a racer took it.
+
+    The serial bump before this call already serialises enrollments into one network, so a
+    collision needs a writer that bypassed it; each lost address is then skipped on the retry.
+    """
+    lost: set[str] = set()
     for _ in range(IPAM_ATTEMPTS):
         used = Node.objects.filter(network=network, overlay_ip__isnull=False).values_list(
             "overlay_ip", flat=True
         )
         try:
-            address = next_free_address(network.overlay_cidr, used)
+            address = str(next_free_address(network.overlay_cidr, used, lost))
         except PoolExhausted as exc:
             raise Conflict(f"the overlay network {network.overlay_cidr} has no free address left") from exc
         try:
@@ -157,7 +162,7 @@ def _create_node(network, pid, name, public_key, public, endpoint_ip, control_po
                     peer_id=pid,
                     name=name,
                     network=network,
-                    overlay_ip=str(address),
+                    overlay_ip=address,
                     public_key=public_key,
                     is_public=public,
                     is_relay=public,
@@ -169,5 +174,5 @@ def _create_node(network, pid, name, public_key, public, endpoint_ip, control_po
         except IntegrityError:
             if Node.objects.filter(peer_id=pid).exists():
                 raise Conflict("a node with this public key is already enrolled") from None
-            continue  # another transaction took this address first; look again
+            lost.add(address)  # another transaction took this address first; look again
     raise Conflict("could not allocate an overlay address, try again")
