@@ -2,8 +2,12 @@
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
+
+# the suite runs with --import-mode=importlib: make this folder's helper modules importable
+sys.path.insert(0, str(Path(__file__).parent))
 from netlab import Lab
 
 

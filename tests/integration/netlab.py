@@ -208,3 +208,22 @@ def write_config(path: Path, node: dict, peers: list[dict]) -> Path:
         lines += ["", "[[peer]]", *(f"{k} = {value(v)}" for k, v in p.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def two_nodes(lab: Lab, node_extra: dict | None = None, start: bool = True):
+    """a (198.18.0.1, 10.10.10.1) dials b (198.18.0.2, 10.10.10.2) over one veth pair."""
+    a_ns, b_ns = lab.netns("a"), lab.netns("b")
+    lab.veth(a_ns, "198.18.0.1/24", b_ns, "198.18.0.2/24")
+    (_, a_id), (_, b_id) = lab.keygen("a"), lab.keygen("b")
+    extra = node_extra or {}
+    a_cfg = write_config(lab.tmp / "a.toml",
+                         {"private_key": "a/node.key", "overlay_ip": "10.10.10.1/24", "listen_ip": "0.0.0.0",
+                          "interface": f"{lab.prefix}t1", "control_socket": str(lab.tmp / "a.sock"), **extra},
+                         [{"public_key": "b/node.pub", "overlay_ip": "10.10.10.2", "endpoint": "198.18.0.2",
+                           "name": "b"}])
+    b_cfg = write_config(lab.tmp / "b.toml",
+                         {"private_key": "b/node.key", "overlay_ip": "10.10.10.2/24", "listen_ip": "0.0.0.0",
+                          "interface": f"{lab.prefix}t2", "control_socket": str(lab.tmp / "b.sock"), **extra},
+                         [{"public_key": "a/node.pub", "overlay_ip": "10.10.10.1", "name": "a"}])
+    agents = (lab.start_agent(a_ns, a_cfg), lab.start_agent(b_ns, b_cfg)) if start else (None, None)
+    return a_ns, b_ns, a_id, b_id, a_cfg, b_cfg, agents

@@ -1,27 +1,9 @@
 """Two agents in two namespaces on a veth pair: real TUN devices, real handshake, real traffic."""
 
 import pytest
-from netlab import wait_for, write_config
+from netlab import two_nodes, wait_for
 
 pytestmark = pytest.mark.privileged
-
-
-def two_nodes(lab, node_extra=None, start=True):
-    a_ns, b_ns = lab.netns("a"), lab.netns("b")
-    lab.veth(a_ns, "198.18.0.1/24", b_ns, "198.18.0.2/24")
-    (_, a_id), (_, b_id) = lab.keygen("a"), lab.keygen("b")
-    extra = node_extra or {}
-    a_cfg = write_config(lab.tmp / "a.toml",
-                         {"private_key": "a/node.key", "overlay_ip": "10.10.10.1/24", "listen_ip": "0.0.0.0",
-                          "interface": f"{lab.prefix}t1", "control_socket": str(lab.tmp / "a.sock"), **extra},
-                         [{"public_key": "b/node.pub", "overlay_ip": "10.10.10.2", "endpoint": "198.18.0.2",
-                           "name": "b"}])
-    b_cfg = write_config(lab.tmp / "b.toml",
-                         {"private_key": "b/node.key", "overlay_ip": "10.10.10.2/24", "listen_ip": "0.0.0.0",
-                          "interface": f"{lab.prefix}t2", "control_socket": str(lab.tmp / "b.sock"), **extra},
-                         [{"public_key": "a/node.pub", "overlay_ip": "10.10.10.1", "name": "a"}])
-    agents = (lab.start_agent(a_ns, a_cfg), lab.start_agent(b_ns, b_cfg)) if start else (None, None)
-    return a_ns, b_ns, a_id, b_id, a_cfg, b_cfg, agents
 
 
 def test_two_nodes_ping_and_move_100_mb_with_matching_sha256(lab):
