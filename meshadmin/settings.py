@@ -198,6 +198,7 @@ SHADOWMESH_RATE_LIMITS = {
     # requests per minute per client address
     "enroll": env_int("SHADOWMESH_ENROLL_RATE", 30, "Enrollment requests per minute per client address"),
     "auth": env_int("SHADOWMESH_AUTH_RATE", 120, "Auth challenge/verify requests per minute per address"),
+    "auth_peer": env_int("SHADOWMESH_AUTH_PEER_RATE", 30, "Auth requests per minute naming one peer id"),
 }
 
 # --- passwords, i18n, static

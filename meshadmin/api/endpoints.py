@@ -9,6 +9,7 @@ from ninja import Router, Status
 from meshadmin.mesh.models import Node
 from meshadmin.mesh.services import auth as auth_service
 from meshadmin.mesh.services import enrollment, peers
+from nodeagent.protocol.identity import PEER_ID_RE
 
 from .auth import NodeSessionAuth
 from .ratelimit import check_rate
@@ -57,6 +58,12 @@ def client_port(request) -> int | None:
     return port if 0 < port < 65536 else None
 
 
+def _check_peer_rate(peer_id: str) -> None:
+    """A second budget per named peer id, so many addresses cannot flood one node's challenges."""
+    if PEER_ID_RE.match(peer_id):
+        check_rate("auth_peer", peer_id)
+
+
 def _peer_out(node: Node) -> dict:
     return {
         "peer_id": node.peer_id,
@@ -102,6 +109,7 @@ def auth_challenge(request, payload: ChallengeIn):
     """A 32-byte challenge for this peer, valid 60 s, single use."""
     ip = client_ip(request)
     check_rate("auth", ip)
+    _check_peer_rate(payload.peer_id)
     challenge, expires_at = auth_service.issue_challenge(payload.peer_id, source_ip=ip)
     return {"challenge": b64(challenge), "expires_at": expires_at}
 
@@ -111,6 +119,7 @@ def auth_verify(request, payload: VerifyIn):
     """Check the ML-DSA-87 signature (context shadowmesh/auth/v1) and open a session."""
     ip = client_ip(request)
     check_rate("auth", ip)
+    _check_peer_rate(payload.peer_id)
     token, expires_at = auth_service.verify_challenge(
         payload.peer_id, payload.challenge, payload.signature, source_ip=ip
     )

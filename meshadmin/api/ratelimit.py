@@ -24,7 +24,7 @@ class RateLimited(ServiceError):
 
 
 def check_rate(scope: str, client_ip: str | None) -> None:
-    limit = settings.SHADOWMESH_RATE_LIMITS[scope]
+    limit = settings.SHADOWMESH_RATE_LIMITS.get(scope, 0)  # absent = unlimited
     if limit <= 0:
         return
     window = int(time.time()) // WINDOW_S

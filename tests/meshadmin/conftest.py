@@ -82,7 +82,7 @@ class ApiClient:
 @pytest.fixture(autouse=True)
 def generous_rate_limits(settings):
     """Most tests send many requests from 127.0.0.1; the rate-limit test sets its own limits."""
-    settings.SHADOWMESH_RATE_LIMITS = {"enroll": 0, "auth": 0}
+    settings.SHADOWMESH_RATE_LIMITS = {"enroll": 0, "auth": 0, "auth_peer": 0}
 
 
 @pytest.fixture
