@@ -3,7 +3,7 @@
 Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets:
   1. read one IP packet from the TUN fd (non-blocking; stop at EAGAIN)
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
-  3. route lookup: overlay address -> peer (exact /32 dict, then routed prefixes)  drop `no_route`
+  3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
   4. pick the peer's sending keypair (KeyRing.sending). None -> park the packet in the peer's
      bounded pending queue and ask the agent for a handshake          drop `queue_full` when full
   5. seal: DATA frame under the end-to-end keypair (frames.seal, counter = Keypair.next_counter)
@@ -23,8 +23,8 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
   6. replay window, ONLY after the tag verified                        drop `replay`
   7. an authenticated frame: rotate `next` keys, count gaps (lost_frames), and roam: a direct
      frame from a new source address moves the peer's endpoint (unauthenticated ones never do)
-  8. DATA: the inner source must be the peer's overlay IP or inside a prefix routed to it
-                                                                       drop `spoofed_source`
+  8. DATA: the inner source must route back to the same peer (its overlay IP or a prefix
+     routed to it: the same table as step 3 of outbound)               drop `spoofed_source`
      KEEPALIVE: answer an echo request, or turn an echo into rtt_ms
   9. write the IP packet to the TUN
 
@@ -58,6 +58,7 @@ from ..protocol.frames import (
     wrap_relay,
 )
 from ..protocol.keys import Keypair, KeyRing, NonceExhausted
+from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
 from .udp import RECV_BUFFER
 
@@ -100,8 +101,8 @@ class TokenBucket:
 class Peer:
     """The data path's view of one configured peer."""
 
-    __slots__ = ("bucket", "config", "endpoint", "exact_sources", "hub", "id_bytes", "last_handshake",
-                 "last_rx", "last_tx", "pending", "prefix_sources", "ring", "stats")
+    __slots__ = ("bucket", "config", "endpoint", "hub", "id_bytes", "last_handshake", "last_rx", "last_tx",
+                 "pending", "ring", "stats")
 
     def __init__(self, config, relay_rate: float) -> None:
         self.config = config
@@ -114,22 +115,10 @@ class Peer:
         self.last_handshake: float | None = None
         self.last_rx = self.last_tx = 0.0
         self.bucket = TokenBucket(relay_rate)
-        self.exact_sources = frozenset(
-            n.network_address.packed for n in config.routed if n.prefixlen == n.max_prefixlen)
-        self.prefix_sources = tuple(
-            (n.version, int(n.network_address), int(n.netmask)) for n in config.routed
-            if n.prefixlen != n.max_prefixlen)
 
     @property
     def path(self) -> str:
         return "direct" if self.hub is None else f"relay:{self.hub.config.peer_id}"
-
-    def allows_source(self, src: bytes) -> bool:
-        if src in self.exact_sources:
-            return True
-        version = 4 if len(src) == 4 else 6
-        value = int.from_bytes(src, "big")
-        return any(v == version and value & mask == net for v, net, mask in self.prefix_sources)
 
 
 class DataPath:
@@ -145,16 +134,10 @@ class DataPath:
         self.drops = Drops()
         self.relay = RelayStats()
         self.sessions: dict[int, tuple[Peer, Keypair]] = {}  # our receiver index -> session
-        self.exact_routes: dict[bytes, Peer] = {}
-        self.prefix_routes: list[tuple[int, int, int, int, Peer]] = []  # version, prefixlen, net, mask
-        for p in peers:
-            for n in p.config.routed:
-                if n.prefixlen == n.max_prefixlen:
-                    self.exact_routes[n.network_address.packed] = p
-                else:
-                    self.prefix_routes.append((n.version, n.prefixlen, int(n.network_address),
-                                               int(n.netmask), p))
-        self.prefix_routes.sort(key=lambda r: -r[1])  # longest prefix first
+        # cryptokey routing: one table answers "which peer gets this destination" on the way out
+        # and "may this peer send from this source" on the way in
+        self.table = RouteTable.build((net, p) for p in peers for net in p.config.routed)
+        self.route = self.table.lookup_packed
         self._buf = bytearray(RECV_BUFFER)
         self._view = memoryview(self._buf)
 
@@ -193,17 +176,6 @@ class DataPath:
         self._send(out)
 
     # --- outbound ---------------------------------------------------------------------------
-    def route(self, dst: bytes) -> Peer | None:
-        peer = self.exact_routes.get(dst)
-        if peer is not None or not self.prefix_routes:
-            return peer
-        version = 4 if len(dst) == 4 else 6
-        value = int.from_bytes(dst, "big")
-        for v, _plen, net, mask, p in self.prefix_routes:
-            if v == version and value & mask == net:
-                return p
-        return None
-
     def _seal_to(self, peer: Peer, packet: bytes, now: float, out: dict) -> bool:
         """Seal one packet for `peer` and add it to `out`; False if it had to wait or was dropped."""
         kp = peer.ring.sending(now)
@@ -385,7 +357,7 @@ class DataPath:
             else:
                 self.drops.malformed += 1
                 return
-            if not peer.allows_source(src):
+            if self.route(src) is not peer:
                 self.drops.spoofed_source += 1
                 return
             try:

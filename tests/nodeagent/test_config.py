@@ -133,3 +133,15 @@ def test_a_missing_node_table_and_a_missing_file_are_reported(tmp_path):
 def test_a_too_long_interface_name_is_refused(tmp_path, keys):
     err = error_for(tmp_path, GOOD.replace("public = true", 'public = true\ninterface = "x234567890123456"'))
     assert err.key == "node.interface" and err.line == 6
+
+
+@pytest.mark.parametrize("example", ["uk.toml", "belgium.toml"])
+def test_the_shipped_examples_load_once_their_keys_exist(tmp_path, example):
+    from pathlib import Path
+
+    ids = {name: generate(tmp_path / name).peer_id for name in ("uk", "belgium", "starlink", "mac")}
+    text = (Path(__file__).parents[2] / "examples" / example).read_text()
+    path = tmp_path / example
+    path.write_text(text.replace("<peer id of uk, printed by keygen>", ids["uk"]))
+    cfg = load_config(path)
+    assert cfg.name == example.removesuffix(".toml") and len(cfg.peers) == 3

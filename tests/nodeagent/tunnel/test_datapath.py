@@ -236,3 +236,11 @@ def test_a_non_hub_refuses_to_relay(mesh):
     a.udp.sendto(env, b.addr)
     b.dp.on_udp()
     assert b.dp.drops.malformed == 1 and b.dp.relay.forwarded_frames == 0
+
+
+def test_a_source_inside_a_prefix_routed_to_the_peer_is_accepted(mesh):
+    a, b = mesh  # a routes 192.168.2.0/24 to b, so b may send from there
+    pkt = ipv4_packet("192.168.2.9", "10.10.10.1")
+    b.inject(pkt)
+    a.dp.on_udp()
+    assert a.delivered() == [pkt] and a.dp.drops.spoofed_source == 0
