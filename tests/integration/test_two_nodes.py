@@ -1,5 +1,7 @@
 """Two agents in two namespaces on a veth pair: real TUN devices, real handshake, real traffic."""
 
+import sys
+
 import pytest
 from netlab import two_nodes, wait_for
 
@@ -32,3 +34,15 @@ def test_sigterm_removes_the_device_and_the_status_socket(lab):
     assert a.stop() == 0
     assert a_ns.run("ip", "link", "show", dev, check=False).returncode != 0
     assert not (lab.tmp / "a.sock").exists()
+
+
+def test_a_second_agent_on_the_same_ports_names_the_port_and_exits_5(lab):
+    a_ns, _b_ns, *_rest, (_a, _b) = two_nodes(lab)
+    (lab.tmp / "c").mkdir()
+    second = lab.tmp / "c.toml"
+    second.write_text((lab.tmp / "a.toml").read_text()
+                      .replace(f'"{lab.prefix}t1"', f'"{lab.prefix}t9"')
+                      .replace(str(lab.tmp / "a.sock"), str(lab.tmp / "c.sock")))
+    out = a_ns.run(sys.executable, "-m", "nodeagent", "up", "--config", str(second), check=False)
+    assert out.returncode == 5
+    assert "UDP port 9443 on 0.0.0.0 is already in use" in out.stderr
