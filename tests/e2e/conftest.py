@@ -147,6 +147,7 @@ class Agent:
     rate: int = 50_000  # bytes per second each way, per peer
     rtt_ms: float = 8.0
     lost_every: int = 0  # lose one frame in `lost_every` (0 = none)
+    endpoint_ip: str = ""  # reported listening address (198.18.0.0/15, never contacted)
     link = None
     thread: threading.Thread | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -177,6 +178,7 @@ class Agent:
         self.netmaps += 1
 
     def start(self) -> None:
+        from nodeagent.protocol import netmap as nm
         from nodeagent.server_link import ServerLink
 
         self.started = time.monotonic()
@@ -185,7 +187,9 @@ class Agent:
         def main() -> None:
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
-            self.link = ServerLink(self.state_dir, self._on_netmap, self.stats, stats_interval=1.0)
+            endpoints = (nm.Endpoint(self.endpoint_ip, 8443, 9443),) if self.endpoint_ip else ()
+            self.link = ServerLink(self.state_dir, self._on_netmap, self.stats, endpoints=endpoints,
+                                   stats_interval=1.0)
             self.task = self.loop.create_task(self.link.run())
             ready.set()
             try:
@@ -235,7 +239,8 @@ def agent_factory(tmp_path):
         args = _parse_enroll_command(command)
         state_dir = tmp_path / f"agent-{len(agents)}"
         result = enroll(args["server"], args["token"], name, state_dir, public=public)
-        agent = Agent(name=name, state_dir=state_dir, peer_id=result.peer_id)
+        agent = Agent(name=name, state_dir=state_dir, peer_id=result.peer_id,
+                      endpoint_ip=f"198.18.0.{len(agents) + 10}")
         agents.append(agent)
         return agent
 

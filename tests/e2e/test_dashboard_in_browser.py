@@ -220,7 +220,7 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
 
     audit = page
     audit.goto(f"{server.url}/audit/?action=node.revoked")
-    assert "user:admin" in audit.inner_text("[data-testid=audit-table]")
+    assert "\tadmin\t" in audit.inner_text("[data-testid=audit-table]"), "the revocation names who did it"
 
     for w in (watch, table_watch, map_watch, node_watch):
         assert w.errors == [] and w.dialogs == []
@@ -280,3 +280,30 @@ def test_narrow_window_and_dark_mode_stay_readable(server, browser, artifacts):
         assert watch.errors == []
     finally:
         context.close()
+
+
+def test_the_node_table_filters_as_you_type_and_keeps_the_filter_when_it_refreshes(
+    server, context, agent_factory
+):
+    page, watch = watched(context)
+    login(page, server)
+    command = create_token(page, server, uses=2, public=False)
+    agent_factory(command, "zulu-alpha")
+    agent_factory(command, "zulu-bravo")
+    page.goto(server.url + "/nodes/")
+    wait_live(page)
+    mark_no_reload(page)
+    names = page.locator("[data-testid=nodes-table] .node-name").all_inner_texts()
+    assert {"zulu-alpha", "zulu-bravo"} <= set(names), names
+    target = "zulu-alpha"
+    page.fill("[data-testid=node-search]", "zulu-al")
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('[data-testid=nodes-table] .node-name').length < n",
+        arg=len(names), timeout=WAIT_MS)
+    assert "q=" in page.url, "the filter is in the address, so a refresh or a shared link keeps it"
+    page.evaluate("window.meshLive.refresh()")  # what a live event does
+    page.wait_for_timeout(800)
+    shown = page.locator("[data-testid=nodes-table] .node-name").all_inner_texts()
+    assert shown == [target]
+    assert_not_reloaded(page)
+    assert watch.errors == []
