@@ -77,6 +77,10 @@ def net_markdown(doc: dict) -> str:
         f"RTT: {k['pings']} pings at 10 ms, idle tunnel. CPU: tunnel processes, both ends, 100 % = one core. "
         f"Load average {doc['loadavg_start']} at start, {doc.get('loadavg_end', '?')} at end.",
         "",
+        "Versions: "
+        + "; ".join(sorted({i["version"] for i in doc["tunnels"].values() if i.get("version")}))
+        + ".",
+        "",
         "| tunnel | overlay MTU | TCP Mbit/s | x wg-go | x nebula | TCP retr | UDP loss % | UDP Mbit/s "
         "| RTT avg / p99 ms | tunnel CPU % (TCP / UDP) | idle RSS MB (A / B) | up s | load avg | TCP runs |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",

@@ -305,7 +305,7 @@ def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
     t = Tunnel(
         "shadowmesh",
         overlay["b"],
-        version=_first_line([str(agent), "--version"]) or "working tree",
+        version=_tree_version(),
         status=d,
     )
     try:
@@ -329,6 +329,15 @@ def shadowmesh_status(lab: Lab, folder: Path, side: str) -> dict | None:
         return json.loads(proc.stdout)
     except ValueError:
         return None
+
+
+def _tree_version() -> str:
+    """The commit the agent code comes from, and whether nodeagent/ has uncommitted changes."""
+    sha = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "nodeagent"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"shadowmesh {sha or '?'}" + (" + uncommitted nodeagent changes" if dirty else "")
 
 
 def _deb_version(pkg: str) -> str:
