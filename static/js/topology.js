@@ -43,7 +43,8 @@
         "border-color": c.text, "border-width": 2, "font-weight": "bold",
       } },
       { selector: "node[state = 'offline']", style: {
-        "background-color": c.offline, "opacity": 0.55, "border-style": "dashed", "border-color": c.muted,
+        "background-color": c.offline, "background-opacity": 0.55, "border-style": "dashed",
+        "border-color": c.muted, "color": c.muted,
       } },
       { selector: "node:selected, node.hover", style: { "border-color": c.accent, "border-width": 4 } },
       { selector: "edge", style: {

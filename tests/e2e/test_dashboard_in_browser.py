@@ -307,3 +307,21 @@ def test_the_node_table_filters_as_you_type_and_keeps_the_filter_when_it_refresh
     assert shown == [target]
     assert_not_reloaded(page)
     assert watch.errors == []
+
+
+def test_the_map_is_drawn_with_the_dark_palette_in_dark_mode(server, browser, artifacts):
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, color_scheme="dark")
+    try:
+        page, watch = watched(context)
+        login(page, server)
+        page.goto(server.url + "/")
+        wait_live(page)
+        page.wait_for_function(f"() => {{ const s = ({MAP_STATE})(); return s && s.nodes.length > 0; }}",
+                               timeout=WAIT_MS)
+        label_colour = page.evaluate(
+            "() => document.getElementById('map').cy.nodes()[0].renderedStyle('color')")
+        assert label_colour == "rgb(230,233,238)", "node labels use the dark theme's text colour"
+        page.screenshot(path=str(artifacts / "dashboard-overview-dark.png"), full_page=True)
+        assert watch.errors == []
+    finally:
+        context.close()
