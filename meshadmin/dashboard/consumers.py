@@ -32,8 +32,10 @@ FORWARDED_PREFIXES = ("dashboard.", "telemetry.", "netmap.", "node.", "presence.
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):
     groups: list[str] = []
+    joined: list[str]
 
     async def connect(self) -> None:
+        self.joined = []
         user = self.scope.get("user")
         await self.accept()
         if user is None or not await database_sync_to_async(can_view)(user):
@@ -50,7 +52,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         return list(Network.objects.values_list("pk", flat=True))
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "joined", []):
+        for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive_json(self, content, **kwargs) -> None:
@@ -65,6 +67,11 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await super().dispatch(message)
             return
         if kind.startswith(FORWARDED_PREFIXES):
+            network_id = message.get("network_id")
+            if isinstance(network_id, int) and network_group(network_id) not in self.joined:
+                # a network created after this socket opened: follow its live reports from now on
+                self.joined.append(network_group(network_id))
+                await self.channel_layer.group_add(network_group(network_id), self.channel_name)
             out = {"event": kind}
             for key in ("network", "network_id", "peer_id", "reason", "serial"):
                 value = message.get(key)

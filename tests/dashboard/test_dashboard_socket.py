@@ -116,3 +116,19 @@ async def test_logging_out_closes_every_open_dashboard_socket_of_that_user(staff
     assert await bystander.receive_nothing(timeout=0.3)
     for comm in (first, second, bystander):
         await comm.disconnect()
+
+
+async def test_a_network_created_after_the_page_opened_is_followed_too(staff):
+    from meshadmin.mesh.services.networks import create_network
+    from meshadmin.mesh.services.tokens import create_token
+
+    session = await sync_to_async(_session_cookie)(staff)
+    comm, _, _ = await _connect(session)
+    assert await comm.receive_json_from(timeout=3) == {"event": "hello"}
+    office = await sync_to_async(create_network)("office", "10.20.0.0/24")
+    await sync_to_async(create_token)(office)
+    assert (await comm.receive_json_from(timeout=3))["network_id"] == office.pk
+    await get_channel_layer().group_send(dashboard_group(office.pk), {
+        "type": TELEMETRY_UPDATE, "network": office.pk, "peer_id": "c" * 40})
+    assert (await comm.receive_json_from(timeout=3))["event"] == "telemetry.update"
+    await comm.disconnect()
