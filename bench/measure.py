@@ -36,6 +36,7 @@ class Knobs:
     udp_dur: int = 10
     udp_rate: str = "300M"
     udp_len: int = 1200
+    udp_window: str = "4M"  # iperf3 -w for the UDP test: socket buffers of the load generator itself
     pings: int = 200
 
 
@@ -138,18 +139,18 @@ def parse_tcp(doc: dict) -> tuple[float, float]:
         return NAN, NAN
 
 
-def parse_udp(doc: dict) -> tuple[float, float]:
-    """(receiver goodput Mbit/s, loss %) from an iperf3 UDP client report."""
+def parse_udp(doc: dict) -> tuple[float, float, float]:
+    """(sender Mbit/s, receiver goodput Mbit/s, loss %) from an iperf3 UDP client report."""
     try:
         end = doc["end"]
-        s = end.get("sum_received") or end["sum"]
+        if "sum_received" in end:  # iperf3 >= 3.12
+            sent, got = end["sum_sent"], end["sum_received"]
+            return sent["bits_per_second"] / 1e6, got["bits_per_second"] / 1e6, float(got["lost_percent"])
+        s = end["sum"]  # older: sender rate and the receiver's losses
         loss = float(s["lost_percent"])
-        mbps = s["bits_per_second"] / 1e6
-        if "sum_received" not in end:  # iperf3 < 3.13: "sum" holds the sender rate and the receiver's losses
-            mbps *= 1 - loss / 100
-        return mbps, loss
+        return s["bits_per_second"] / 1e6, s["bits_per_second"] * (1 - loss / 100) / 1e6, loss
     except (KeyError, TypeError, ValueError):
-        return NAN, NAN
+        return NAN, NAN, NAN
 
 
 _RTT = re.compile(r"time=([\d.]+) ms")
@@ -180,13 +181,14 @@ def measure_run(lab: Lab, tunnel: str, target: str, run: int, k: Knobs, logdir: 
     s = Sampler(lab)
     udp = _iperf(
         lab,
-        ["-c", target, "-u", "-b", k.udp_rate, "-l", str(k.udp_len), "-t", str(k.udp_dur)],
+        ["-c", target, "-u", "-b", k.udp_rate, "-l", str(k.udp_len), "-t", str(k.udp_dur)]
+        + (["-w", k.udp_window] if k.udp_window else []),
         k.udp_dur + 30,
         stem.with_suffix(".udp.json"),
     )
     row["tun_cpu_udp"], _ = s.stop()
     row["threads_udp"] = s.busiest_threads()
-    row["udp_mbps"], row["udp_loss_pct"] = parse_udp(udp)
+    row["udp_sent_mbps"], row["udp_mbps"], row["udp_loss_pct"] = parse_udp(udp)
     time.sleep(0.5)
 
     try:

@@ -8,6 +8,7 @@ Run as root (what `make bench` does through bench/run.sh):
     .venv/bin/python bench/netbench.py
 Environment knobs (defaults in brackets):
     RUNS [3]  DUR [10] (TCP s)  UDP_DUR [10]  UDP_RATE [300M]  UDP_LEN [1200]  PINGS [200]
+    UDP_WINDOW [4M] (iperf3 -w for the UDP test; empty = the kernel default)
     TUNNELS ["veth wireguard-go nebula nebula-mtu1420 shadowmesh"]
     UP_TIMEOUT [15] (s until the first ping; ShadowMesh gets SM_UP_TIMEOUT [30])
     IDLE_S [3] (idle seconds before reading the tunnel's RSS)   RESULTS [bench/results]
@@ -38,6 +39,7 @@ COLUMNS = [
     "run",
     "tcp_mbps",
     "tcp_retr",
+    "udp_sent_mbps",
     "udp_mbps",
     "udp_loss_pct",
     "rtt_avg_ms",
@@ -108,6 +110,7 @@ def main() -> int:
         udp_dur=env_int("UDP_DUR", 10),
         udp_rate=os.environ.get("UDP_RATE", "300M"),
         udp_len=env_int("UDP_LEN", 1200),
+        udp_window=os.environ.get("UDP_WINDOW", "4M"),
         pings=env_int("PINGS", 200),
     )
     runs = env_int("RUNS", 3)

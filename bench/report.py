@@ -34,7 +34,8 @@ def f(v: float, digits: int = 0) -> str:
 def row_summary(r: dict) -> str:
     return (
         f"{r['tunnel']} run {r['run']}: TCP {f(r['tcp_mbps'])} Mbit/s (retr {f(r['tcp_retr'])}), "
-        f"UDP {f(r['udp_mbps'])} Mbit/s loss {f(r['udp_loss_pct'], 3)} %, RTT {f(r['rtt_avg_ms'], 3)}/"
+        f"UDP {f(r['udp_sent_mbps'])}->{f(r['udp_mbps'])} Mbit/s loss {f(r['udp_loss_pct'], 3)} %, "
+        f"RTT {f(r['rtt_avg_ms'], 3)}/"
         f"{f(r['rtt_p99_ms'], 3)} ms, CPU {f(r['tun_cpu_tcp'])}/{f(r['tun_cpu_udp'])} %, "
         f"load {r['loadavg1']:.2f}, other busy {f(r['idle_busy_pct'])} %"
     )
@@ -48,6 +49,7 @@ def medians(doc: dict) -> dict[str, dict]:
         "tcp_mbps",
         "tcp_retr",
         "udp_mbps",
+        "udp_sent_mbps",
         "udp_loss_pct",
         "rtt_avg_ms",
         "rtt_p99_ms",
@@ -81,8 +83,9 @@ def net_markdown(doc: dict) -> str:
         + "; ".join(sorted({i["version"] for i in doc["tunnels"].values() if i.get("version")}))
         + ".",
         "",
-        "| tunnel | overlay MTU | TCP Mbit/s | x wg-go | x nebula | TCP retr | UDP loss % | UDP Mbit/s "
-        "| RTT avg / p99 ms | tunnel CPU % (TCP / UDP) | idle RSS MB (A / B) | up s | load avg | TCP runs |",
+        "| tunnel | overlay MTU | TCP Mbit/s | x wg-go | x nebula | TCP retr | UDP loss % "
+        "| UDP sent / received Mbit/s | RTT avg / p99 ms | tunnel CPU % (TCP / UDP) "
+        "| idle RSS MB (A / B) | up s | load avg | TCP runs |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, info in doc["tunnels"].items():
@@ -103,7 +106,7 @@ def net_markdown(doc: dict) -> str:
             f(m["tcp_mbps"] / neb, 2),
             f(m["tcp_retr"]),
             f(m["udp_loss_pct"], 3),
-            f(m["udp_mbps"]),
+            f"{f(m['udp_sent_mbps'])} / {f(m['udp_mbps'])}",
             f"{f(m['rtt_avg_ms'], 3)} / {f(m['rtt_p99_ms'], 3)}",
             f"{f(m['tun_cpu_tcp'])} / {f(m['tun_cpu_udp'])}",
             rss_s,
