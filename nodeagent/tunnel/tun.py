@@ -39,7 +39,7 @@ import logging
 import os
 import struct
 
-__all__ = ["TunDevice", "TunError", "configure", "overlay_mtu", "teardown"]
+__all__ = ["TunDevice", "TunError", "configure", "overlay_mtu", "set_routes", "teardown"]
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -154,3 +154,25 @@ def teardown(name: str, address, routes) -> None:
             ipr.link("del", index=idx[0])
         except NetlinkError:
             pass
+
+def set_routes(name: str, address, add=(), remove=()) -> None:
+    """Live route changes on the device (enrolled mode: the netmap's routes changed).
+
+    Prefixes inside our own overlay network are skipped (the address's connected route covers
+    them); a route that is already there (add) or already gone (remove) is not an error."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    _quiet_pyroute2()
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            raise TunError(f"TUN device {name} is gone")
+        for op, nets in (("del", remove), ("replace", add)):
+            for net in _extra_routes(address, nets):
+                try:
+                    ipr.route(op, dst=str(net.network_address), dst_len=net.prefixlen, oif=idx[0],
+                              family=2 if net.version == 4 else 10)
+                except NetlinkError as exc:
+                    if op == "replace":
+                        raise TunError(f"route {net} on {name}: {os.strerror(exc.code)}") from None
