@@ -3,16 +3,22 @@
 For one node: the peers it may reach (identity, overlay IP, certificate fingerprint, endpoints,
 flags, fallback relay), the routes through those peers, the relays, and the revocation list
 (every revoked node of the network, by peer id and certificate fingerprint).
+
+Cost: a full mesh of N nodes has N maps of N-1 peers each. `NetworkView` does the per-node work
+once (one `Peer` per node, shared by every map that lists it), so a node's map is a filter over
+shared objects; only a relay viewing a peer whose preferred relay is itself gets its own copy.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from nodeagent.protocol import netmap as nm
 
 from . import policy
 from .snapshot import NodeRow, Snapshot
 
-__all__ = ["NodeNotInNetwork", "netmap_for", "netmaps_for_all"]
+__all__ = ["NetworkView", "NodeNotInNetwork", "netmap_for", "netmaps_for_all", "view"]
 
 
 class NodeNotInNetwork(LookupError):
@@ -32,34 +38,79 @@ def _fingerprint(n: NodeRow) -> str:
     return n.fingerprint or "0" * 64
 
 
-def netmap_for(snapshot: Snapshot, node: NodeRow | str | int) -> nm.NetMap:
-    me = node if isinstance(node, NodeRow) else snapshot.node(node)
-    if me is None or not me.active or me.overlay_ip is None:
-        raise NodeNotInNetwork(f"{node!r} is not an active node of {snapshot.network!r}")
+@dataclass(frozen=True, slots=True)
+class NetworkView:
+    """Everything shared by the maps of one snapshot, computed once."""
+
+    snapshot: Snapshot
+    members: tuple[NodeRow, ...]             # active nodes with an overlay address, by peer id
+    peers: dict[int, nm.Peer]                # node pk -> its Peer entry (relay hint for most viewers)
+    second_relay: dict[int, str | None]      # node pk -> relay hint when the viewer is the first choice
+    relays: tuple[NodeRow, ...]
+    routes: tuple[tuple[str, int], ...]      # (prefix, via pk)
+    revoked: tuple[nm.Revocation, ...]
+
+    def netmap_for(self, node: NodeRow | str | int) -> nm.NetMap:
+        snap = self.snapshot
+        me = node if isinstance(node, NodeRow) else snap.node(node)
+        if me is None or not me.active or me.overlay_ip is None:
+            raise NodeNotInNetwork(f"{node!r} is not an active node of {snap.network!r}")
+        peers = []
+        reachable: dict[int, str] = {}
+        for n in self.members:
+            if not policy.may_reach(me, n):
+                continue
+            p = self.peers[n.pk]
+            if p.relay == me.peer_id:
+                p = replace(p, relay=self.second_relay[n.pk])
+            peers.append(p)
+            reachable[n.pk] = n.peer_id
+        routes = tuple(sorted({nm.Route(prefix, reachable[via]) for prefix, via in self.routes
+                               if via in reachable}))
+        return nm.NetMap(
+            network=snap.network,
+            serial=snap.serial,
+            node=nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=me.overlay_ip,
+                             prefix_len=snap.prefix_len, is_public=me.is_public,
+                             is_relay=policy.is_relay_candidate(me)),
+            peers=tuple(peers),
+            routes=routes,
+            relays=tuple(r.peer_id for r in self.relays if r.pk != me.pk),
+            revoked=self.revoked,
+        )
+
+
+def view(snapshot: Snapshot) -> NetworkView:
+    members = tuple(sorted((n for n in snapshot.nodes if n.active and n.overlay_ip is not None),
+                           key=lambda n: n.peer_id))
     relays = [n for n in snapshot.nodes if policy.is_relay_candidate(n)]
-    reachable = {n.pk: n for n in snapshot.nodes if policy.may_reach(me, n)}
-    peers = tuple(
-        nm.Peer(peer_id=n.peer_id, name=n.name, overlay_ip=n.overlay_ip, fingerprint=_fingerprint(n),
-                endpoints=_endpoints(n), is_public=n.is_public, is_relay=policy.is_relay_candidate(n),
-                relay=policy.fallback_relay(me, n, relays), online=bool(_endpoints(n)))
-        for n in reachable.values())
-    routes = tuple(sorted({nm.Route(r.prefix, reachable[r.via_pk].peer_id)
-                           for r in snapshot.routes if r.via_pk in reachable}))
-    return nm.NetMap(
-        network=snapshot.network,
-        serial=snapshot.serial,
-        node=nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=me.overlay_ip,
-                         prefix_len=snapshot.prefix_len, is_public=me.is_public,
-                         is_relay=policy.is_relay_candidate(me)),
-        peers=tuple(sorted(peers, key=lambda p: p.peer_id)),
-        routes=routes,
-        relays=tuple(sorted(r.peer_id for r in relays if r.pk != me.pk)),
+    ranked = policy.rank_relays(relays)
+    peers, second = {}, {}
+    for n in members:
+        first, other = policy.relay_choices(n, ranked)
+        endpoints = _endpoints(n)
+        peers[n.pk] = nm.Peer(peer_id=n.peer_id, name=n.name, overlay_ip=n.overlay_ip,
+                              fingerprint=_fingerprint(n), endpoints=endpoints, is_public=n.is_public,
+                              is_relay=policy.is_relay_candidate(n), relay=first, online=bool(endpoints))
+        second[n.pk] = other
+    return NetworkView(
+        snapshot=snapshot,
+        members=members,
+        peers=peers,
+        second_relay=second,
+        relays=tuple(sorted(relays, key=lambda r: r.peer_id)),
+        routes=tuple((r.prefix, r.via_pk) for r in snapshot.routes),
         revoked=tuple(sorted(nm.Revocation(n.peer_id, _fingerprint(n)) for n in snapshot.nodes
                              if not n.active)),
     )
 
 
-def netmaps_for_all(snapshot: Snapshot) -> dict[str, nm.NetMap]:
+def netmap_for(snapshot: Snapshot | NetworkView, node: NodeRow | str | int) -> nm.NetMap:
+    v = snapshot if isinstance(snapshot, NetworkView) else view(snapshot)
+    return v.netmap_for(node)
+
+
+def netmaps_for_all(snapshot: Snapshot | NetworkView) -> dict[str, nm.NetMap]:
     """Every active node's map, keyed by peer id."""
-    return {n.peer_id: netmap_for(snapshot, n) for n in snapshot.nodes
-            if n.active and n.overlay_ip is not None}
+    v = snapshot if isinstance(snapshot, NetworkView) else view(snapshot)
+    return {n.peer_id: v.netmap_for(n) for n in v.members}

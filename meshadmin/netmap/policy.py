@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .snapshot import NodeRow
 
-__all__ = ["fallback_relay", "is_relay_candidate", "may_reach"]
+__all__ = ["fallback_relay", "is_relay_candidate", "may_reach", "rank_relays", "relay_choices"]
 
 
 def may_reach(a: NodeRow, b: NodeRow) -> bool:
@@ -20,13 +20,23 @@ def is_relay_candidate(n: NodeRow) -> bool:
     return n.active and n.overlay_ip is not None and (n.is_public or n.is_relay)
 
 
+def rank_relays(relays: list[NodeRow]) -> list[NodeRow]:
+    """Preference order of relays: those with a live endpoint first, then lowest peer id."""
+    return sorted(relays, key=lambda r: (r.endpoint_ip is None, r.peer_id))
+
+
+def relay_choices(peer: NodeRow, ranked: list[NodeRow]) -> tuple[str | None, str | None]:
+    """The two best relays towards `peer` (never `peer` itself); (None, None) for a relay peer.
+    A viewer that is the first choice uses the second (see fallback_relay)."""
+    if is_relay_candidate(peer):
+        return None, None
+    options = [r.peer_id for r in ranked if r.pk != peer.pk][:2]
+    options += [None] * (2 - len(options))
+    return options[0], options[1]
+
+
 def fallback_relay(me: NodeRow, peer: NodeRow, relays: list[NodeRow]) -> str | None:
     """The relay to use towards `peer` when no direct path works: None if `peer` is itself a relay
     or no third relay exists. Relays with a live endpoint first, then lowest peer id."""
-    if is_relay_candidate(peer):
-        return None
-    options = [r for r in relays if r.pk not in (me.pk, peer.pk)]
-    if not options:
-        return None
-    options.sort(key=lambda r: (r.endpoint_ip is None, r.peer_id))
-    return options[0].peer_id
+    first, second = relay_choices(peer, rank_relays(relays))
+    return second if first == me.peer_id else first

@@ -4,8 +4,11 @@ Life of a socket:
   1. connect: accept. With `Authorization: Bearer <session token>` (from /api/auth/verify) the
      node is known at once; otherwise the first server frame is a 32-byte challenge and the agent
      must answer `auth` (ML-DSA-87, context shadowmesh/auth/v1) within AUTH_TIMEOUT (5 s).
-  2. authenticated: join group node.<peer id>, mark presence, send the full netmap.
-  3. then: `netmap.push` events become deltas against what this socket last got; the agent's
+  2. authenticated: join groups node.<peer id> and agents.<network>, mark presence, send the
+     full netmap.
+  3. then: on `netmap.changed` the socket computes its own map from the process's shared
+     NetworkView (views.py) and sends the delta against what it last sent; if the node is no
+     longer an active member (revoked, deleted) it closes with 4403. The agent's
      `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
      the address the server saw), `stats` are stored and forwarded to dashboard.<network>.
   4. `agent.revoke` (sent to the node's group on revocation) closes at once with 4403.
@@ -26,11 +29,12 @@ from django.conf import settings
 
 from meshadmin.mesh.services.errors import ServiceError
 from meshadmin.mesh.services.peers import register_peer
-from meshadmin.netmap import compute, snapshot
+from meshadmin.netmap import compute
 from meshadmin.telemetry import ingest, presence
 from nodeagent.protocol import netmap as nm
 
 from . import auth, groups, tasks
+from .views import current_serial, view_cache
 
 __all__ = ["AgentConsumer"]
 
@@ -42,10 +46,6 @@ MIN_STATS_INTERVAL_S = 0.5  # reports faster than this are dropped, not stored
 
 def auth_timeout() -> float:
     return float(getattr(settings, "SHADOWMESH_AGENT_AUTH_TIMEOUT_S", DEFAULT_AUTH_TIMEOUT_S))
-
-
-def _netmap_for(network_id: int, peer_id: str) -> nm.NetMap:
-    return compute.netmap_for(snapshot.load(network_id), peer_id)
 
 
 def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None):
@@ -90,7 +90,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if timer is not None:
             timer.cancel()
         if self.agent is not None:
-            await self.channel_layer.group_discard(groups.node_group(self.agent.peer_id), self.channel_name)
+            for group in (groups.node_group(self.agent.peer_id), groups.agents_group(self.agent.network_id)):
+                await self.channel_layer.group_discard(group, self.channel_name)
             went_offline = await database_sync_to_async(presence.disconnected)(self.agent.pk)
             if went_offline:
                 await self._to_dashboard(groups.PRESENCE_UPDATE, online=False)
@@ -117,6 +118,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             timer.cancel()
         self.agent, self.nonce = agent, None
         await self.channel_layer.group_add(groups.node_group(agent.peer_id), self.channel_name)
+        await self.channel_layer.group_add(groups.agents_group(agent.network_id), self.channel_name)
         came_online = await database_sync_to_async(presence.connected)(agent.pk)
         log.info("agent %s (%s) connected", agent.name, agent.peer_id)
         await self._send_full()
@@ -187,19 +189,34 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ events from the server
 
-    async def _send_full(self) -> None:
+    async def _my_netmap(self, min_serial: int) -> nm.NetMap | None:
+        """This node's map from the shared view; None (socket closed) if it is not a member."""
         try:
-            netmap = await database_sync_to_async(_netmap_for)(self.agent.network_id, self.agent.peer_id)
+            view = await view_cache().get(self.agent.network_id, min_serial)
+            return view.netmap_for(self.agent.peer_id)
         except compute.NodeNotInNetwork:
             await self._close(nm.CloseCode.REVOKED, "this node is no longer an active member")
+            return None
+
+    async def _send_full(self) -> None:
+        netmap = await self._my_netmap(await current_serial(self.agent.network_id))
+        if netmap is None:
             return
         await self.send(bytes_data=nm.encode(nm.Full(netmap)))
         self.sent = netmap
 
-    async def netmap_push(self, event: dict) -> None:
+    async def netmap_changed(self, event: dict) -> None:
         if self.agent is None or self.closing:
             return
-        netmap = nm.netmap_from_dict(event["netmap"])
+        if self.sent is not None and event.get("serial", 0) <= self.sent.serial:
+            return  # already sent this or a newer map
+        try:
+            netmap = await self._my_netmap(int(event.get("serial", 0)))
+        except Exception:
+            log.exception("netmap for %s failed; the agent keeps its map", self.agent.peer_id)
+            return
+        if netmap is None or self.closing:
+            return
         if self.sent is None:
             await self.send(bytes_data=nm.encode(nm.Full(netmap)))
         elif nm.is_stale(self.sent.serial, netmap.serial) or netmap == self.sent:

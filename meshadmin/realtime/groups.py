@@ -8,14 +8,15 @@ from __future__ import annotations
 
 __all__ = [
     "AGENT_REVOKE",
-    "NETMAP_PUSH",
+    "NETMAP_CHANGED",
     "PRESENCE_UPDATE",
     "TELEMETRY_UPDATE",
+    "agents_group",
     "dashboard_group",
     "node_group",
 ]
 
-NETMAP_PUSH = "netmap.push"            # {"netmap": netmap_to_dict(...)} -> AgentConsumer.netmap_push
+NETMAP_CHANGED = "netmap.changed"      # {"network", "serial"} -> AgentConsumer.netmap_changed
 AGENT_REVOKE = "agent.revoke"          # {"reason": str} -> AgentConsumer.agent_revoke (closes 4403)
 TELEMETRY_UPDATE = "telemetry.update"  # {"network", "node", "links": [...]} -> dashboard consumers
 PRESENCE_UPDATE = "presence.update"    # {"network", "node", "online": bool} -> dashboard consumers
@@ -24,6 +25,11 @@ PRESENCE_UPDATE = "presence.update"    # {"network", "node", "online": bool} -> 
 def node_group(peer_id: str) -> str:
     """Every socket of one node (normally one)."""
     return f"node.{peer_id}"
+
+
+def agents_group(network_id: int) -> str:
+    """Every agent socket of one network (they recompute their own map on netmap.changed)."""
+    return f"agents.{int(network_id)}"
 
 
 def dashboard_group(network_id: int) -> str:

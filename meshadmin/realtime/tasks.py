@@ -1,11 +1,18 @@
-"""Netmap pushes: after a committed change, once per burst, one group_send per node.
+"""Netmap pushes: after a committed change, once per burst, one event per network.
 
     change committed --(mesh.changes.change_announced)--> on_change_announced
         -> first change of a burst?  (cache.add of a per-network "pending" key)
              no  -> merged into the push already scheduled
              yes -> in DEBOUNCE_S: push_netmaps(network)
-    push_netmaps: delete the pending key, snapshot.load, compute.netmaps_for_all,
-        group_send(node.<peer id>, netmap.push) per active node, agent.revoke per revoked node
+    push_netmaps: delete the pending key, read the network serial,
+        group_send(agents.<network>, netmap.changed {network, serial})
+    each AgentConsumer: the process's NetworkView at >= serial (loaded once per process, see
+        views.py) -> compute.netmap_for(itself) -> delta against what its socket last got -> send;
+        a node that is no longer active (revoked, deleted) closes its own socket (4403)
+
+The event is a few bytes whatever the network's size: each server process reads the snapshot
+once and each socket computes only its own map, instead of one process computing N maps of N
+peers and shipping them all through the channel layer.
 
 Where the delayed push runs:
   * In a server process that serves agent sockets (its event loop was registered by an
@@ -38,8 +45,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from meshadmin.mesh.changes import Change
-from meshadmin.netmap import compute, snapshot
-from nodeagent.protocol import netmap as nm
+from meshadmin.mesh.models import Network
 
 from . import groups
 
@@ -108,14 +114,13 @@ def _start(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
 
 
 def build_pushes(network_id: int) -> list[tuple[str, dict]]:
-    """(group, event) for every node of the network: its netmap, or a revoke for revoked nodes."""
+    """The (group, event) pairs that tell a network's agent sockets to catch up."""
     cache.delete(pending_key(network_id))  # before reading: a later commit schedules a new push
-    snap = snapshot.load(network_id)
-    out = [(groups.node_group(pid), {"type": groups.NETMAP_PUSH, "netmap": nm.netmap_to_dict(m)})
-           for pid, m in compute.netmaps_for_all(snap).items()]
-    out += [(groups.node_group(n.peer_id), {"type": groups.AGENT_REVOKE, "reason": "node revoked"})
-            for n in snap.nodes if not n.active]
-    return out
+    serial = Network.objects.filter(pk=network_id).values_list("serial", flat=True).first()
+    if serial is None:
+        return []
+    return [(groups.agents_group(network_id),
+             {"type": groups.NETMAP_CHANGED, "network": int(network_id), "serial": int(serial)})]
 
 
 async def apush_netmaps(network_id: int) -> int:

@@ -19,10 +19,14 @@ CASES = sorted(p.name.removesuffix(".input.json") for p in GOLDEN.glob("*.input.
 
 
 def snapshot_from(data: dict) -> Snapshot:
-    return Snapshot(network_id=1, network=data["network"], serial=data["serial"],
-                    prefix_len=data["prefix_len"],
-                    nodes=tuple(NodeRow(**n) for n in data["nodes"]),
-                    routes=tuple(RouteRow(**r) for r in data["routes"]))
+    return Snapshot(
+        network_id=1,
+        network=data["network"],
+        serial=data["serial"],
+        prefix_len=data["prefix_len"],
+        nodes=tuple(NodeRow(**n) for n in data["nodes"]),
+        routes=tuple(RouteRow(**r) for r in data["routes"]),
+    )
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -16,15 +16,17 @@ from nodeagent.protocol.cert import parse_certificate
 pytestmark = pytest.mark.django_db
 
 
-def test_loading_a_snapshot_takes_three_queries_for_three_nodes(network, uk, belgium, mac,
-                                                                 django_assert_num_queries):
+def test_loading_a_snapshot_takes_three_queries_for_three_nodes(
+    network, uk, belgium, mac, django_assert_num_queries
+):
     with django_assert_num_queries(snapshot.QUERY_COUNT):
         snap = snapshot.load(network)
     assert len(snap.nodes) == 3 and snapshot.QUERY_COUNT == 3
 
 
-def test_loading_a_snapshot_takes_the_same_queries_for_seven_nodes(network, enrolled,
-                                                                   django_assert_num_queries):
+def test_loading_a_snapshot_takes_the_same_queries_for_seven_nodes(
+    network, enrolled, django_assert_num_queries
+):
     for i in range(7):
         enrolled(f"n{i}", public=i == 0)
     belgium = Node.objects.get(name="n1")
@@ -36,8 +38,9 @@ def test_loading_a_snapshot_takes_the_same_queries_for_seven_nodes(network, enro
 
 def test_the_snapshot_keeps_revoked_nodes_and_only_live_records(network, uk, belgium, mac):
     uk_node = Node.objects.get(peer_id=uk[0].peer_id)
-    register_peer(uk_node, ip="198.18.0.1", port=8443, udp_port=9443, is_public=True,
-                  observed_ip="198.19.0.1")
+    register_peer(
+        uk_node, ip="198.18.0.1", port=8443, udp_port=9443, is_public=True, observed_ip="198.19.0.1"
+    )
     mac_node = Node.objects.get(peer_id=mac[0].peer_id)
     revoke_node(mac_node)
     snap = snapshot.load(network)

@@ -1,0 +1,68 @@
+"""Per-process cache of the current NetworkView of each network, shared by the agent sockets.
+
+On `netmap.changed` every socket of a network needs the new view; the first to ask loads the
+snapshot (3 queries) and computes the view, the others await the same load. A view is reused
+while its serial is at least the one asked for. One cache per event loop (futures belong to one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from channels.db import database_sync_to_async
+
+from meshadmin.mesh.models import Network
+from meshadmin.netmap import compute, snapshot
+
+__all__ = ["ViewCache", "current_serial", "view_cache"]
+
+
+def _load(network_id: int) -> compute.NetworkView:
+    return compute.view(snapshot.load(network_id))
+
+
+@database_sync_to_async
+def current_serial(network_id: int) -> int:
+    return Network.objects.filter(pk=network_id).values_list("serial", flat=True).first() or 0
+
+
+class ViewCache:
+    def __init__(self) -> None:
+        self._views: dict[int, compute.NetworkView] = {}
+        self._loading: dict[int, asyncio.Future] = {}
+
+    async def get(self, network_id: int, min_serial: int = 0) -> compute.NetworkView:
+        while True:
+            v = self._views.get(network_id)
+            if v is not None and v.snapshot.serial >= min_serial:
+                return v
+            fut = self._loading.get(network_id)
+            if fut is None:
+                fut = asyncio.ensure_future(database_sync_to_async(_load)(network_id))
+                self._loading[network_id] = fut
+                fut.add_done_callback(lambda f, n=network_id: self._done(n, f))
+            v = await asyncio.shield(fut)
+            if v.snapshot.serial >= min_serial:
+                return v
+            # that load started before the change we were told about committed: load again
+
+    def _done(self, network_id: int, fut: asyncio.Future) -> None:
+        if self._loading.get(network_id) is fut:
+            del self._loading[network_id]
+        if not fut.cancelled() and fut.exception() is None:
+            new = fut.result()
+            old = self._views.get(network_id)
+            if old is None or new.snapshot.serial >= old.snapshot.serial:
+                self._views[network_id] = new
+
+
+_caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ViewCache] = weakref.WeakKeyDictionary()
+
+
+def view_cache() -> ViewCache:
+    loop = asyncio.get_running_loop()
+    cache = _caches.get(loop)
+    if cache is None:
+        cache = _caches[loop] = ViewCache()
+    return cache
