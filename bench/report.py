@@ -75,7 +75,8 @@ def net_markdown(doc: dict) -> str:
     k = doc["knobs"]
     lines = [
         f"Run {doc['stamp']}: {k['runs']} runs each, medians. TCP: one stream, {k['dur']} s, -O 1. "
-        f"UDP: {k['udp_rate']}bit/s, {k['udp_len']}-byte datagrams, {k['udp_dur']} s. "
+        f"UDP: {k['udp_rate']}bit/s, {k['udp_len']}-byte datagrams, {k['udp_dur']} s, "
+        f"iperf3 buffers {k.get('udp_window') or 'kernel default'}. "
         f"RTT: {k['pings']} pings at 10 ms, idle tunnel. CPU: tunnel processes, both ends, 100 % = one core. "
         f"Load average {doc['loadavg_start']} at start, {doc.get('loadavg_end', '?')} at end.",
         "",
