@@ -104,13 +104,14 @@
     if (neighbours.length) {
       const c = neighbours.reduce((acc, n) => ({ x: acc.x + n.position("x"), y: acc.y + n.position("y") }),
         { x: 0, y: 0 });
-      return { x: c.x / neighbours.length + 90 + jitter(), y: c.y / neighbours.length + 60 + jitter() };
+      return { x: c.x / neighbours.length + 130 + jitter(), y: c.y / neighbours.length + 90 + jitter() };
     }
     const placed = cy.nodes();
     if (placed.length === 0) return { x: 0, y: 0 };
     const cx = placed.reduce((a, n) => a + n.position("x"), 0) / placed.length;
     const cyy = placed.reduce((a, n) => a + n.position("y"), 0) / placed.length;
-    const r = placed.reduce((m, n) => Math.max(m, Math.hypot(n.position("x") - cx, n.position("y") - cyy)), 0) + 80;
+    const spread = placed.reduce((m, n) => Math.max(m, Math.hypot(n.position("x") - cx, n.position("y") - cyy)), 0);
+    const r = Math.max(spread + 90, 150);
     const angle = (placed.length * 2.39996) % (2 * Math.PI); // golden angle: successive nodes spread out
     return { x: cx + r * Math.cos(angle), y: cyy + r * Math.sin(angle) };
   }
@@ -238,6 +239,11 @@
   });
   cy.on("mouseout", "node, edge", (evt) => {
     evt.target.removeClass("hover");
+    container.style.cursor = "";
+    hideTip();
+  });
+  container.addEventListener("mouseleave", () => { // leaving fast skips cytoscape's own mouseout
+    cy.elements(".hover").removeClass("hover");
     container.style.cursor = "";
     hideTip();
   });

@@ -161,6 +161,9 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
     map_page.wait_for_selector("#map-tip:not([hidden])", timeout=5000)
     tip = map_page.inner_text("#map-tip")
     assert "relayed via uk" in tip and "RTT" in tip and "loss" in tip and "bit/s" in tip
+    map_page.screenshot(path=str(artifacts / "dashboard-map-hover.png"))
+    map_page.mouse.move(5, 5)
+    map_page.wait_for_selector("#map-tip", state="hidden", timeout=5000)
 
     # --- node page: links with path, RTT, loss and rates that move
     node_page, node_watch = watched(context)
