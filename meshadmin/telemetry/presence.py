@@ -16,27 +16,33 @@ STALE_AFTER = timedelta(seconds=30)  # agents report every 2 s; a silent node is
 
 
 def connected(node_pk: int, now: datetime | None = None) -> bool:
-    """Count one more socket; returns True when the node just came online."""
+    """Count one more socket; returns True when the node just came online.
+
+    One conditional UPDATE in the common cases (each is atomic on its own), since every agent
+    connection and disconnection writes here."""
     now = now or timezone.now()
+    fields = {"online": True, "connected_at": now, "last_seen": now}
+    if Presence.objects.filter(node_id=node_pk, online=False).update(connections=1, **fields):
+        return True
+    if Presence.objects.filter(node_id=node_pk).update(connections=F("connections") + 1, **fields):
+        return False
     with transaction.atomic():
-        p, _ = Presence.objects.select_for_update().get_or_create(node_id=node_pk)
-        was = p.online
-        Presence.objects.filter(pk=p.pk).update(connections=F("connections") + 1, online=True,
-                                                connected_at=now, last_seen=now)
-    return not was
+        _, created = Presence.objects.get_or_create(node_id=node_pk, defaults={"connections": 1, **fields})
+    if not created:  # a racing first connection created it
+        Presence.objects.filter(node_id=node_pk).update(connections=F("connections") + 1, **fields)
+    return created
 
 
 def disconnected(node_pk: int, now: datetime | None = None) -> bool:
     """Count one socket fewer; returns True when the node just went offline."""
     now = now or timezone.now()
-    with transaction.atomic():
-        p = Presence.objects.select_for_update().filter(node_id=node_pk).first()
-        if p is None:
-            return False
-        left = max(p.connections - 1, 0)
-        Presence.objects.filter(pk=p.pk).update(connections=left, online=left > 0, disconnected_at=now,
-                                                last_seen=now)
-    return p.online and left == 0
+    fields = {"disconnected_at": now, "last_seen": now}
+    if Presence.objects.filter(node_id=node_pk, online=True, connections__lte=1).update(
+            connections=0, online=False, **fields):
+        return True
+    Presence.objects.filter(node_id=node_pk, connections__gt=1).update(
+        connections=F("connections") - 1, **fields)
+    return False
 
 
 def seen(node_pk: int, now: datetime | None = None) -> None:
