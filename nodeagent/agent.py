@@ -1,4 +1,8 @@
-"""The agent supervisor (serverless mode): owns the event loop, the TUN, the sockets and the peers.
+"""The agent supervisor: owns the event loop, the TUN, the sockets and the peers.
+
+Two modes share everything below: serverless (`up --config`: peers pinned in a TOML file, fixed
+for the agent's life) and enrolled (`up --state-dir`: peers come from the netmap the server
+pushes, see "Enrolled mode" at the end of this docstring).
 
 Start-up (`run_agent`), in this order so each failure has one clear message and exit code:
   1. bind the UDP data port and the TCP control port     (port in use -> exit 5)
@@ -18,6 +22,18 @@ Inside the loop, one thread does everything:
     keypair asks for it, UDP keepalives with echo (rtt_ms) and control keepalives every
     `keepalive_s`;
   - the local status socket (control/local.py).
+
+Enrolled mode (`run_enrolled`): the TUN gets the certificate's overlay address; handshakes
+present the certificate and check peers against the mesh CA (protocol.handshake.MeshCA, which
+also holds the revocation list). A ServerLink (server_link.py) runs beside the tunnel; each
+netmap it delivers (the persisted one first, so tunnels come up while the server is down) goes
+through `apply_netmap`: routing.plan diffs it against the applied map and the actions change the
+peer set live (`add_peer` / `remove_peer` / `update_peer`), the kernel routes (tun.set_routes)
+and the data path's table. A revoked peer is added to the CA's revocation list before anything
+else, so it cannot handshake again, then its link is closed and its keys wiped. A peer's relay
+in the netmap is a fallback: we dial the peer directly and use the relay while no direct control
+link is up. Counters go to the server every 2 s from `status()`. The session timers stay in
+`_housekeeping` (protocol/session.py is not used yet).
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ import signal
 import socket
 import time
 
-from .config import AgentConfig
+from .config import AgentConfig, PeerConfig, netmap_peer_config
 from .control.client import dial
 from .control.link import HANDSHAKE_DEADLINE_S, Link
 from .control.local import LocalSocketError, serve_status
@@ -53,18 +69,31 @@ from .protocol.handshake import (
     HelloGuard,
     Initiator,
     LocalIdentity,
+    MeshCA,
     MessageType,
     PinnedKeys,
     Responder,
     message_type,
 )
 from .protocol.keys import Limits
+from .routing.plan import (
+    AddPeer,
+    AddRoute,
+    RemovePeer,
+    RemoveRoute,
+    SetSelf,
+    UpdatePeer,
+    effective,
+    plan,
+    routing_table,
+)
+from .routing.table import RouteConflict, RouteTable
 from .stats import status_document
 from .tunnel import tun as tunmod
 from .tunnel.datapath import DataPath, Peer, TokenBucket
 from .tunnel.udp import PortInUse, UdpSocket
 
-__all__ = ["Agent", "AgentStartError", "choose_mtu", "run_agent"]
+__all__ = ["Agent", "AgentStartError", "choose_mtu", "run_agent", "run_enrolled"]
 
 log = logging.getLogger("nodeagent")
 
@@ -93,21 +122,26 @@ def choose_mtu(config: AgentConfig) -> int:
 
 class Agent:
     def __init__(self, config: AgentConfig, identity: NodeIdentity, tun: tunmod.TunDevice, udp: UdpSocket,
-                 control_sock: socket.socket, mtu: int) -> None:
+                 control_sock: socket.socket, mtu: int, *, certificate: bytes | None = None,
+                 ca_public_key: bytes | None = None) -> None:
         self.config = config
         self.identity = identity
         self.tun = tun
         self.udp = udp
         self.control_sock = control_sock
         self.mtu = mtu
-        self.local = LocalIdentity.pinned(identity.private_key)
-        self.trust = PinnedKeys({p.peer_id: p.public_key for p in config.peers})
+        # enrolled mode: certificates checked against the mesh CA; a peer's `via` is a fallback
+        self.enrolled = certificate is not None
+        if certificate is None:
+            self.local = LocalIdentity.pinned(identity.private_key)
+            self.trust = PinnedKeys({p.peer_id: p.public_key for p in config.peers})
+        else:
+            self.local = LocalIdentity(identity.private_key, certificate)
+            self.trust = MeshCA(ca_public_key, known_peer_ids=())
+        self.public = config.public
         self.guard = HelloGuard()
-        self.peers = [Peer(p, config.relay_rate_pps) for p in config.peers]
-        self.by_id = {p.config.peer_id: p for p in self.peers}
-        for p in self.peers:
-            if p.config.via:
-                p.hub = self.by_id[p.config.via]
+        self.peers: list[Peer] = []  # shared with the data path (same list object)
+        self.by_id: dict[str, Peer] = {}
         rekey = config.rekey_after_s
         self.limits = Limits() if rekey is None else Limits(
             rekey_after_time=rekey, rekey_after_time_receiving=max(rekey, REKEY_AFTER_TIME_RECEIVING_S),
@@ -115,21 +149,31 @@ class Agent:
         self.datapath = DataPath(tun.fd, udp, self.peers, is_hub=config.public,
                                  on_handshake_needed=self.request_handshake)
         self.links: dict[str, Link] = {}
-        self.no_link = {p.config.peer_id: asyncio.Event() for p in self.peers}
-        for ev in self.no_link.values():
-            ev.set()
+        self.no_link: dict[str, asyncio.Event] = {}
+        self.dialers: dict[str, asyncio.Task] = {}
         self.initiators: dict[str, tuple[Initiator, float]] = {}
         self.responders: dict[str, tuple[Responder, float]] = {}
-        self.hs_buckets = {pid: _HandshakeBucket() for pid in self.by_id}
+        self.hs_buckets: dict[str, _HandshakeBucket] = {}
         self.last_hs_start: dict[str, float] = {}
         self.last_keepalive: dict[str, float] = {}
         self.relayed_handshakes = 0
         self.started = time.monotonic()
         self.stop = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
+        self.running = False
         self.server = ControlServer(self._make_responder, self.admit, self._incoming,
-                                    max_connections=2 * len(self.peers) + 8)
+                                    max_connections=8)
         self.server.open_links = lambda: len(self.links)
+        # enrolled mode state
+        self.applied = None  # the applied netmap (protocol.netmap.NetMap)
+        self.kernel_routes: set = set()  # prefixes we added to the TUN beyond the overlay network
+        self.server_link = None
+        self.revoked_self = False
+        for pc in config.peers:
+            self.add_peer(pc, rebuild=False)
+        for p in self.peers:
+            self._resolve_hub(p)
+        self._rebuild_table()
 
     # --- lifecycle --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -145,10 +189,12 @@ class Agent:
             except (LocalSocketError, OSError) as exc:
                 raise AgentStartError(f"status socket: {exc}") from None
             self.server.server = await asyncio.start_server(self.server._accept, sock=self.control_sock)
+            self.running = True
             for p in self.peers:
-                if p.hub is None and p.config.endpoint is not None:
-                    self._spawn(self._dialer(p))
+                self._start_dialer(p)
             self._spawn(self._housekeeping())
+            if self.server_link is not None:
+                self._spawn(self._run_server_link())
             log.info("agent %s (%s) up: %s on %s mtu %d, udp %d (gso %s, gro %s, rcvbuf %d), control %d, "
                      "%d peers", self.config.name, self.local.peer_id, self.config.overlay, self.tun.name,
                      self.mtu, self.udp.port, self.udp.gso, self.udp.gro, self.udp.rcvbuf,
@@ -156,6 +202,7 @@ class Agent:
             await self.stop.wait()
             log.info("stopping")
         finally:
+            self.running = False
             loop.remove_reader(self.tun.fd)
             loop.remove_reader(self.udp.fileno())
             for link in list(self.links.values()):
@@ -176,6 +223,126 @@ class Agent:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    # --- the peer set (fixed in serverless mode, live in enrolled mode) -----------------------
+    def add_peer(self, pc: PeerConfig, rebuild: bool = True) -> Peer:
+        peer = Peer(pc, self.config.relay_rate_pps)
+        pid = pc.peer_id
+        self.peers.append(peer)
+        self.by_id[pid] = peer
+        self.datapath.by_id[peer.id_bytes] = peer
+        ev = asyncio.Event()
+        ev.set()
+        self.no_link[pid] = ev
+        self.hs_buckets[pid] = _HandshakeBucket()
+        self.server.max_connections = 2 * len(self.peers) + 8
+        if rebuild:
+            self._resolve_hub(peer)
+            for other in self.peers:  # peers that name this one as their relay
+                if other.config.via == pid:
+                    self._resolve_hub(other)
+            self._rebuild_table()
+        self._start_dialer(peer)
+        log.info("peer %s (%s, %s) added%s", pc.name, pid[:8], pc.overlay_ip,
+                 f", relay {pc.via[:8]}" if pc.via else "")
+        return peer
+
+    def remove_peer(self, pid: str, revoked: bool = False) -> None:
+        """Close the peer's link, wipe its keys, drop its sessions and routes. A revoked peer is put
+        on the CA's revocation list first, so it cannot handshake again."""
+        if revoked and isinstance(self.trust, MeshCA):
+            self.trust.revoke(pid)
+        self.guard.forget(pid)
+        peer = self.by_id.pop(pid, None)
+        if peer is None:
+            return
+        self.peers.remove(peer)
+        self.datapath.by_id.pop(peer.id_bytes, None)
+        task = self.dialers.pop(pid, None)
+        if task is not None:
+            task.cancel()
+        link = self.links.pop(pid, None)
+        if link is not None:
+            link.close(CloseReason.REVOKED if revoked else CloseReason.NORMAL,
+                       "revoked" if revoked else "removed from the netmap")
+        self.no_link.pop(pid, None)
+        peer.pending.clear()
+        self.datapath.drop_sessions(peer)
+        for table in (self.initiators, self.responders, self.last_hs_start, self.hs_buckets):
+            table.pop(pid, None)
+        self.last_keepalive.pop(pid, None)
+        self.last_keepalive.pop("link:" + pid, None)
+        for other in self.peers:
+            if other.hub is peer:
+                other.hub = None
+                self._resolve_hub(other)
+        self.server.max_connections = 2 * len(self.peers) + 8
+        self._rebuild_table()
+        log.info("peer %s (%s) %s", peer.config.name, pid[:8], "REVOKED: dropped" if revoked else "removed")
+
+    def update_peer(self, pc: PeerConfig, reset_sessions: bool = False) -> None:
+        """New endpoint, relay, name or routes for a known peer; `reset_sessions` when its identity
+        (certificate or overlay IP) changed: live sessions were authenticated under the old one."""
+        peer = self.by_id.get(pc.peer_id)
+        if peer is None:
+            return
+        old = peer.config
+        peer.config = pc
+        if reset_sessions:
+            link = self.links.pop(pc.peer_id, None)
+            if link is not None:
+                link.close(CloseReason.NORMAL, "peer identity changed")
+                self.no_link[pc.peer_id].set()
+            self.datapath.drop_sessions(peer)
+        if old.endpoint != pc.endpoint:
+            task = self.dialers.pop(pc.peer_id, None)
+            if task is not None:
+                task.cancel()
+            self._start_dialer(peer)
+        self._resolve_hub(peer)
+        self._rebuild_table()
+        log.info("peer %s (%s) updated%s", pc.name, pc.peer_id[:8],
+                 ", sessions reset" if reset_sessions else "")
+
+    def _resolve_hub(self, peer: Peer) -> None:
+        """Serverless: `via` is the path. Enrolled: `via` is a fallback, used while no direct
+        control link with the peer is up."""
+        via = peer.config.via
+        hub = self.by_id.get(via) if via and via != peer.config.peer_id else None
+        if self.enrolled and hub is not None:
+            link = self.links.get(peer.config.peer_id)
+            if link is not None and not link.closed.is_set():
+                hub = None
+        if hub is not peer.hub:
+            if self.running:
+                log.info("path to %s: %s", peer.config.name,
+                         "direct" if hub is None else f"relay via {hub.config.name}")
+            peer.hub = hub
+            if hub is not None and hub.ring.current is not None:
+                self.datapath.flush_pending(peer)
+
+    def _rebuild_table(self, hops=None) -> None:
+        """Swap the data path's routing table for one built from the current peer set, or (enrolled)
+        from routing.plan.routing_table(netmap) with its hops resolved to our Peer objects."""
+        try:
+            if hops is None:
+                table = RouteTable.build((net, p) for p in self.peers for net in p.config.routed)
+            else:
+                table = RouteTable.build((net, self.by_id[hop.peer_id]) for net, hop in hops.routes()
+                                         if hop.peer_id in self.by_id)
+        except RouteConflict as exc:
+            log.error("routing table not changed: %s", exc)
+            return
+        self.datapath.table = table
+        self.datapath.route = table.lookup_packed
+
+    def _start_dialer(self, peer: Peer) -> None:
+        if not self.running or peer.config.endpoint is None or peer.config.peer_id in self.dialers:
+            return
+        if peer.config.via is not None and not self.enrolled:
+            return  # serverless: a relayed peer is reached through its hub only
+        task = self._spawn(self._dialer(peer))
+        self.dialers[peer.config.peer_id] = task
 
     # --- links ------------------------------------------------------------------------------
     def _alloc_index(self) -> int:
@@ -200,8 +367,9 @@ class Agent:
         pid = peer.config.peer_id
         host, port = peer.config.endpoint
         backoff = 0.2
+        no_link = self.no_link[pid]
         while True:
-            await self.no_link[pid].wait()
+            await no_link.wait()
             result = await dial(host, port, lambda: self._make_initiator(peer))
             if result is None:
                 await asyncio.sleep(backoff)
@@ -209,6 +377,9 @@ class Agent:
                 continue
             backoff = 0.2
             reader, writer, channel, hs = result
+            if self.by_id.get(pid) is not peer:  # removed while we dialed
+                writer.close()
+                return
             self._established(reader, writer, channel, hs, [], self.local.peer_id)
             await asyncio.sleep(0)
 
@@ -234,6 +405,7 @@ class Agent:
             old.close(CloseReason.REPLACED, "replaced by a newer link")
         self.links[pid] = link
         self.no_link[pid].clear()
+        self._resolve_hub(peer)
         log.info("control link with %s (%s) up, dialed by %s", peer.config.name, link.remote_ip,
                  "us" if initiator_id == self.local.peer_id else "them")
         self._install(peer, result)
@@ -256,6 +428,8 @@ class Agent:
                 del self.links[pid]
                 self.no_link[pid].set()
                 log.info("control link with %s down", link.peer.config.name)
+                if self.by_id.get(pid) is link.peer:
+                    self._resolve_hub(link.peer)
 
     # --- control messages -------------------------------------------------------------------
     def _on_message(self, link: Link, msg) -> None:
@@ -279,7 +453,7 @@ class Agent:
 
     def _on_relay_handshake(self, link: Link, msg: RelayHandshake) -> None:
         src = link.peer
-        if self.config.public and src.hub is None:
+        if self.public and src.hub is None:
             # hub role: forward unread to the destination's link, naming the source
             dest_link = self.links.get(msg.peer_id)
             if dest_link is not None and dest_link.peer is not src:
@@ -287,7 +461,8 @@ class Agent:
                 dest_link.send(RelayHandshake(src.config.peer_id, msg.message))
                 return
         origin = self.by_id.get(msg.peer_id)
-        if origin is not None and origin.hub is src:
+        if origin is not None and (origin.hub is src
+                                   or (self.enrolled and origin.config.via == src.config.peer_id)):
             self._on_handshake(origin, msg.message)
 
     def _send_handshake(self, peer: Peer, message: bytes) -> bool:
@@ -359,6 +534,81 @@ class Agent:
         self.last_hs_start[pid] = now
         self._send_handshake(peer, initiator.create_hello())
 
+    # --- enrolled mode: netmaps from the server --------------------------------------------------
+    def apply_netmap(self, netmap) -> None:
+        """Take the agent from the applied netmap to `netmap` without a restart (routing.plan)."""
+        if netmap.node.peer_id != self.local.peer_id:
+            log.error("netmap %d is for %s, not for us; ignored", netmap.serial, netmap.node.peer_id)
+            return
+        if self.revoked_self:
+            return
+        revoked = {r.peer_id for r in netmap.revoked}
+        if isinstance(self.trust, MeshCA):
+            for pid in revoked:  # first: no handshake of a revoked peer may complete from now on
+                self.trust.revoke(pid)
+            peers, _routes = effective(netmap)
+            self.trust.known = set(peers)
+        actions = plan(self.applied, netmap)
+        route_changes = False
+        for action in actions:
+            match action:
+                case SetSelf(node=node):
+                    self.public = node.is_public or node.is_relay
+                    self.datapath.is_hub = self.public
+                    if node.overlay_ip != str(self.config.overlay.ip):
+                        log.error("the server moved this node to %s; restart the agent to re-address",
+                                  node.overlay_ip)
+                case RemovePeer(peer_id=pid, revoked=was_revoked):
+                    self.remove_peer(pid, revoked=was_revoked)
+                case AddPeer(peer=p):
+                    self.add_peer(netmap_peer_config(p, netmap.routes))
+                case UpdatePeer(new=p, reset_sessions=reset):
+                    self.update_peer(netmap_peer_config(p, netmap.routes), reset)
+                case RemoveRoute() | AddRoute():
+                    route_changes = True
+        # routes changed: the peers they go through get new allowed prefixes
+        if route_changes:
+            for pid, peer in self.by_id.items():
+                nm_peer = netmap.peer(pid)
+                if nm_peer is not None:
+                    pc = netmap_peer_config(nm_peer, netmap.routes)
+                    if pc != peer.config:
+                        peer.config = pc
+        self.applied = netmap
+        self._rebuild_table(routing_table(netmap))
+        self._sync_kernel_routes()
+        log.info("netmap %d applied: %d peers, %d routes, %d revoked (%d actions)", netmap.serial,
+                 len(self.peers), len(netmap.routes), len(revoked), len(actions))
+
+    def _sync_kernel_routes(self) -> None:
+        wanted = {n for p in self.peers for n in p.config.allowed_ips}
+        add, remove = wanted - self.kernel_routes, self.kernel_routes - wanted
+        if not add and not remove:
+            return
+        try:
+            tunmod.set_routes(self.tun.name, self.config.overlay, add=sorted(add, key=str),
+                              remove=sorted(remove, key=str))
+            self.kernel_routes = wanted
+        except tunmod.TunError as exc:
+            log.error("kernel routes: %s", exc)
+
+    def on_revoked(self) -> None:
+        """The server closed our link with REVOKED: we are no member any more; drop every peer."""
+        self.revoked_self = True
+        for pid in list(self.by_id):
+            self.remove_peer(pid)
+        log.error("this node was revoked by the server; all peers dropped (re-enroll with a new token)")
+
+    async def _run_server_link(self) -> None:
+        link = self.server_link
+        try:
+            await link.run()
+        except Exception:
+            log.exception("server link failed")
+            return
+        if link.revoked:
+            self.on_revoked()
+
     # --- housekeeping -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:
         keepalive = self.config.keepalive_s
@@ -396,10 +646,20 @@ class Agent:
             "drops": self.datapath.drops.as_dict(),
             "relay": {**self.datapath.relay.as_dict(), "handshakes": self.relayed_handshakes},
             "interface": self.tun.name,
+            "tun_gro": None if self.datapath.writer is None else {
+                "writes": self.datapath.writer.writes, "merged_segments": self.datapath.writer.merged,
+                "errors": self.datapath.writer.errors},
             "mtu": self.mtu,
             "udp": {"port": self.udp.port, "gso": self.udp.gso, "gro": self.udp.gro,
                     "rcvbuf": self.udp.rcvbuf, "sndbuf": self.udp.sndbuf},
         }
+        if self.enrolled:
+            link = self.server_link
+            node["mode"] = "enrolled"
+            node["serial"] = None if self.applied is None else self.applied.serial
+            node["server"] = "revoked" if self.revoked_self else (
+                "connected" if link is not None and link.connected.is_set() else "disconnected")
+            node["revoked_peers"] = sorted(self.trust.revoked) if isinstance(self.trust, MeshCA) else []
         peers = []
         for p in self.peers:
             st = p.stats
@@ -455,10 +715,69 @@ def _bind_control(host: str, port: int) -> socket.socket:
 
 
 def run_agent(config: AgentConfig, identity: NodeIdentity) -> None:
-    """Run in the foreground until SIGINT/SIGTERM. Raises AgentStartError for start-up failures."""
+    """Serverless mode: run in the foreground until SIGINT/SIGTERM. Raises AgentStartError for
+    start-up failures."""
     for p in config.peers:
         if p.peer_id == identity.peer_id:
             raise AgentStartError(f"{config.path}: a [[peer]] has this node's own key ({p.peer_id})", 3)
+    _run(config, identity, choose_mtu(config), [n for p in config.peers for n in p.routed], {}, None)
+
+
+def run_enrolled(state_dir) -> None:
+    """Enrolled mode (`up --state-dir`): the tunnel plus the server link, peers from the netmap."""
+    from .config import ConfigError, enrolled_config, enrolled_settings, parse_endpoint
+    from .enroll import EnrollError, load_state
+    from .identity import IdentityFileError
+    from .protocol import netmap as nm
+    from .protocol.cert import CertificateError, verify_certificate
+    from .server_link import ServerLink
+
+    try:
+        state = load_state(state_dir)
+        settings = enrolled_settings(state.state_dir)
+    except (EnrollError, IdentityFileError, ConfigError) as exc:
+        raise AgentStartError(str(exc), 3) from None
+    try:
+        cert = verify_certificate(state.certificate, state.ca_public_key, int(time.time()))
+    except CertificateError as exc:
+        raise AgentStartError(f"{state.state_dir}: our certificate: {exc} (enroll again)", 3) from None
+    config = enrolled_config(state, cert, settings)
+    host = None
+    if settings["endpoint"]:
+        try:
+            host = parse_endpoint(settings["endpoint"])[0]
+        except ValueError:
+            host = None
+    if host is None and not config.listen_ip.is_unspecified:
+        host = str(config.listen_ip)
+    if host is None:
+        host = _local_address_towards(state.server)
+    endpoints = () if host is None else (nm.Endpoint(host, config.control_port, config.udp_port),)
+    mtu = tunmod.overlay_mtu(config.overlay.version, RELAY_OVERHEAD)  # any peer may fall back to a relay
+
+    def attach(agent: Agent) -> None:
+        agent.server_link = ServerLink(state.state_dir, agent.apply_netmap, agent.status, endpoints=endpoints)
+
+    _run(config, state.identity, mtu, [], {"certificate": state.certificate,
+                                           "ca_public_key": state.ca_public_key}, attach)
+
+
+def _local_address_towards(server: str) -> str | None:
+    """The source address the kernel would use to reach the server (no packet is sent)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_UDP)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            return s.getsockname()[0]
+    except (OSError, IndexError, TypeError):
+        return None
+
+
+def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kwargs: dict, attach) -> None:
     host = str(config.listen_ip)
     try:
         udp = UdpSocket.open(host, config.udp_port)
@@ -474,17 +793,22 @@ def run_agent(config: AgentConfig, identity: NodeIdentity) -> None:
     except OSError as exc:
         udp.close()
         raise AgentStartError(f"TCP {host}:{config.control_port}: {exc.strerror}") from None
-    mtu = choose_mtu(config)
-    routes = [n for p in config.peers for n in p.routed]
     try:
         tun = tunmod.TunDevice.open(config.interface)
     except tunmod.TunError as exc:
         udp.close()
         control_sock.close()
         raise AgentStartError(str(exc), 4 if "permitted" in str(exc) or "root" in str(exc) else 1) from None
+
+    async def main() -> None:
+        agent = Agent(config, identity, tun, udp, control_sock, mtu, **agent_kwargs)
+        if attach is not None:
+            attach(agent)
+        await agent.run()
+
     try:
         tunmod.configure(tun.name, config.overlay, mtu, routes)
-        asyncio.run(Agent(config, identity, tun, udp, control_sock, mtu).run())
+        asyncio.run(main())
     except tunmod.TunError as exc:
         raise AgentStartError(str(exc)) from None
     finally:

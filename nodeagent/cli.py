@@ -1,12 +1,15 @@
 """`shadowmesh-agent` command line (argparse only; the work happens elsewhere).
 
     shadowmesh-agent keygen --out DIR
-    shadowmesh-agent up --config FILE.toml          (foreground; logs to stderr; SIGINT/SIGTERM stop it)
-    shadowmesh-agent status --config FILE.toml [--json]
-    shadowmesh-agent enroll ... / up --state-dir / status --state-dir: not implemented yet (issue 4)
+    shadowmesh-agent enroll --server URL --token TOKEN --name NAME --state-dir DIR
+                            [--endpoint HOST:PORT] [--public]   (prints peer id and overlay IP)
+    shadowmesh-agent up --config FILE.toml | --state-dir DIR    (foreground; logs to stderr;
+                                                                 SIGINT/SIGTERM stop it)
+    shadowmesh-agent status --config FILE.toml | --state-dir DIR [--json]
 
-Exit codes: 0 ok; 1 runtime failure; 2 usage error or not implemented; 3 bad config or key file;
-4 not permitted (not root / no CAP_NET_ADMIN); 5 port already in use; 6 agent not reachable (status).
+Exit codes: 0 ok; 1 runtime failure (also: enrollment refused or server unreachable); 2 usage
+error; 3 bad config, key file or state directory; 4 not permitted (not root / no CAP_NET_ADMIN);
+5 port already in use; 6 agent not reachable (status).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from pathlib import Path
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_PERM, EXIT_PORT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4, 5, 6
-NOT_IMPLEMENTED = "not implemented yet: needs the server link (issue 4)"
 CAP_NET_ADMIN = 12
 
 
@@ -32,18 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     kg = sub.add_parser("keygen", help="create a new ML-DSA-87 identity (DIR/node.key, DIR/node.pub)")
     kg.add_argument("--out", required=True, type=Path, metavar="DIR")
 
-    en = sub.add_parser("enroll", help="enroll with a meshadmin server (not implemented yet)")
-    en.add_argument("--server")
-    en.add_argument("--token")
-    en.add_argument("--name")
-    en.add_argument("--state-dir", type=Path)
-    en.add_argument("--endpoint")
-    en.add_argument("--public", action="store_true")
+    en = sub.add_parser("enroll", help="enroll with a meshadmin server using a one-time token")
+    en.add_argument("--server", required=True, metavar="URL", help="http(s)://host[:port] of meshadmin")
+    en.add_argument("--token", required=True, help="one-time enrollment token (manage.py createtoken)")
+    en.add_argument("--name", required=True, help="this node's name in the mesh")
+    en.add_argument("--state-dir", required=True, type=Path, metavar="DIR",
+                    help="where the key, certificate and server details are kept (mode 0600)")
+    en.add_argument("--endpoint", metavar="HOST:PORT",
+                    help="address peers dial (TCP control port; the agent listens on this port)")
+    en.add_argument("--public", action="store_true", help="a public node that may relay for others")
 
     up = sub.add_parser("up", help="run the agent in the foreground")
     g = up.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", type=Path, metavar="FILE.toml", help="serverless mode")
-    g.add_argument("--state-dir", type=Path, metavar="DIR", help="enrolled mode (not implemented yet)")
+    g.add_argument("--state-dir", type=Path, metavar="DIR", help="enrolled mode")
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     st = sub.add_parser("status", help="show the running agent's status")
@@ -88,10 +92,70 @@ def cmd_keygen(args) -> int:
     return EXIT_OK
 
 
+def cmd_enroll(args) -> int:
+    from .config import AGENT_FILE, parse_endpoint
+    from .enroll import EnrollError, enroll, write_private_file
+    from .identity import IdentityFileError
+
+    settings: dict = {}
+    if args.endpoint:
+        try:
+            host, port = parse_endpoint(args.endpoint)
+        except ValueError as exc:
+            _err(f"--endpoint: {exc} (want HOST:PORT with an IP address)")
+            return EXIT_USAGE
+        args.endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        settings = {"endpoint": args.endpoint, "control_port": port}
+    if not 1 <= len(args.name) <= 63 or any(ord(c) < 32 for c in args.name):
+        _err("--name must be 1..63 printable characters")
+        return EXIT_USAGE
+    try:
+        result = enroll(args.server, args.token, args.name, args.state_dir, args.endpoint, args.public)
+        write_private_file(args.state_dir / AGENT_FILE, json.dumps(settings, indent=2).encode() + b"\n")
+    except IdentityFileError as exc:
+        _err(str(exc))
+        return EXIT_CONFIG
+    except EnrollError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except OSError as exc:
+        _err(f"{args.state_dir}: {exc.strerror or exc}")
+        return EXIT_FAIL
+    print(f"enrolled {result.name} in network {result.network}; state in {result.state_dir}")
+    print(f"overlay ip: {result.overlay_ip}")
+    print(f"peer id:    {result.peer_id}")
+    print(f"next: shadowmesh-agent up --state-dir {result.state_dir}")
+    return EXIT_OK
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def cmd_up(args) -> int:
     if args.state_dir is not None:
-        _err(NOT_IMPLEMENTED)
-        return EXIT_USAGE
+        from .enroll import EnrollError, load_state
+        from .identity import IdentityFileError
+
+        try:
+            load_state(args.state_dir)
+        except (EnrollError, IdentityFileError) as exc:
+            _err(str(exc))
+            return EXIT_CONFIG
+        if not has_net_admin():
+            _err("`up` needs root or CAP_NET_ADMIN (it creates a TUN device and routes)")
+            return EXIT_PERM
+        _setup_logging(args.verbose)
+        from .agent import AgentStartError, run_enrolled
+
+        try:
+            run_enrolled(args.state_dir)
+        except AgentStartError as exc:
+            _err(str(exc))
+            return exc.exit_code
+        return EXIT_OK
     from .config import ConfigError, load_config
     from .identity import IdentityFileError, load_private_key
 
@@ -104,8 +168,7 @@ def cmd_up(args) -> int:
     if not has_net_admin():
         _err("`up` needs root or CAP_NET_ADMIN (it creates a TUN device and routes)")
         return EXIT_PERM
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.verbose)
     from .agent import AgentStartError, run_agent
 
     try:
@@ -117,19 +180,22 @@ def cmd_up(args) -> int:
 
 
 def cmd_status(args) -> int:
-    if args.state_dir is not None:
-        _err(NOT_IMPLEMENTED)
-        return EXIT_USAGE
-    from .config import ConfigError, load_config
+    from .config import ConfigError, default_socket, enrolled_interface, load_config
     from .control.local import LocalSocketError, query_status
 
+    if args.state_dir is not None:
+        if not (args.state_dir / "server.json").exists():
+            _err(f"{args.state_dir}: not an enrolled state directory (run `shadowmesh-agent enroll`)")
+            return EXIT_CONFIG
+        sock = default_socket(enrolled_interface(args.state_dir))
+    else:
+        try:
+            sock = load_config(args.config).control_socket
+        except ConfigError as exc:
+            _err(str(exc))
+            return EXIT_CONFIG
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_CONFIG
-    try:
-        doc = query_status(config.control_socket)
+        doc = query_status(sock)
     except LocalSocketError as exc:
         _err(str(exc))
         return EXIT_UNREACHABLE
@@ -144,7 +210,10 @@ def format_status(doc: dict) -> str:
     node = doc["node"]
     drops = ", ".join(f"{k} {v}" for k, v in node["drops"].items() if v) or "none"
     lines = [f"node {node['name']} {node['peer_id']} {node['overlay_ip']} up {node['uptime_s']:.0f} s",
-             f"drops: {drops}", ""]
+             f"drops: {drops}"]
+    if node.get("mode") == "enrolled":
+        lines.append(f"server: {node['server']}, netmap serial {node['serial']}")
+    lines.append("")
     header = f"{'peer':<12} {'overlay ip':<16} {'path':<18} {'endpoint':<22} {'rtt ms':>7} " \
              f"{'tx':>9} {'rx':>9} {'lost':>6} {'handshake':>10}"
     lines.append(header)
@@ -168,10 +237,7 @@ def _size(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "enroll":
-        _err(NOT_IMPLEMENTED)
-        return EXIT_USAGE
-    handler = {"keygen": cmd_keygen, "up": cmd_up, "status": cmd_status}[args.command]
+    handler = {"keygen": cmd_keygen, "enroll": cmd_enroll, "up": cmd_up, "status": cmd_status}[args.command]
     return handler(args)
 
 

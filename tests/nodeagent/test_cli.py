@@ -43,17 +43,29 @@ def test_a_missing_private_key_is_named(tmp_path):
         load_private_key(tmp_path / "node.key")
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["enroll", "--server", "http://x", "--token", "t", "--name", "n", "--state-dir", "/tmp/x"],
-        ["up", "--state-dir", "/tmp/x"],
-        ["status", "--state-dir", "/tmp/x"],
-    ],
-)
-def test_server_modes_say_they_are_not_implemented_and_exit_2(capsys, argv):
-    code, _, err = run(capsys, *argv)
-    assert code == 2 and "not implemented yet: needs the server link (issue 4)" in err
+def test_enroll_with_an_unreachable_server_says_so_and_exits_1(tmp_path, capsys):
+    # port 9 on loopback: nothing listens there, the connection is refused at once
+    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", "t", "--name", "n",
+                       "--state-dir", str(tmp_path / "s"))
+    assert code == 1 and "cannot reach http://127.0.0.1:9/api/enroll" in err
+
+
+def test_enroll_with_a_bad_endpoint_is_a_usage_error(tmp_path, capsys):
+    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", "t", "--name", "n",
+                       "--state-dir", str(tmp_path / "s"), "--endpoint", "example.org:8443")
+    assert code == 2 and "--endpoint" in err
+
+
+def test_enroll_with_a_non_http_server_url_is_refused(tmp_path, capsys):
+    code, _, err = run(capsys, "enroll", "--server", "ftp://x", "--token", "t", "--name", "n",
+                       "--state-dir", str(tmp_path / "s"))
+    assert code == 1 and "must be http(s)://host[:port]" in err
+
+
+@pytest.mark.parametrize("command", ["up", "status"])
+def test_a_state_dir_that_was_never_enrolled_is_named_and_exits_3(tmp_path, capsys, command):
+    code, _, err = run(capsys, command, "--state-dir", str(tmp_path / "empty"))
+    assert code == 3 and "enroll" in err and str(tmp_path / "empty") in err
 
 
 def write_config(tmp_path, body):

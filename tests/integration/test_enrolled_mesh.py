@@ -1,0 +1,126 @@
+"""Enrolled agents with a real meshadmin: enroll with tokens, netmaps applied live, revocation, a server
+that goes away and comes back. The server is Daphne on embedded SQLite in the test's tmp dir."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sys
+import time
+
+import pytest
+from meshlab import Mesh
+from netlab import wait_for
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def mesh(lab, request):
+    m = Mesh(lab)
+    try:
+        yield m
+    finally:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            for n in m.nodes:
+                sys.stderr.write(f"\n--- agent {n.name} ---\n{n.log_text()[-5000:]}\n")
+            sys.stderr.write(f"\n--- server ---\n{m.server.log.read_text(errors='replace')[-3000:]}\n")
+        m.cleanup()
+
+
+def four_nodes(mesh: Mesh):
+    """uk is the public hub; belgium and starlink cannot reach each other directly (as in the demo)."""
+    uk = mesh.node("uk", public=True)
+    belgium, starlink = mesh.node("belgium", start=False), mesh.node("starlink", start=False)
+    mesh.block(belgium, starlink)
+    belgium.start()
+    starlink.start()
+    mac = mesh.node("mac")
+    return uk, belgium, starlink, mac
+
+
+def test_four_enrolled_nodes_reach_each_other_pairwise(mesh):
+    nodes = four_nodes(mesh)
+    for a, b in itertools.permutations(nodes, 2):
+        mesh.wait_ping(a, b, timeout=30)
+    uk, belgium, starlink, _mac = nodes
+    paths = {p["peer_id"]: p["path"] for p in belgium.status()["peers"]}
+    assert paths[starlink.peer_id] == f"relay:{uk.peer_id}"
+    assert paths[uk.peer_id] == "direct"
+    doc = belgium.status()
+    assert doc["node"]["overlay_ip"] == belgium.overlay_ip
+    assert doc["node"]["server"] == "connected"
+
+
+def test_a_revoked_node_is_dropped_by_every_peer_and_cannot_come_back(mesh):
+    uk, belgium, starlink, mac = four_nodes(mesh)
+    for other in (uk, belgium, starlink):
+        mesh.wait_ping(mac, other, timeout=30)
+        wait_for(lambda o=other: mac.peer_id in o.peer_ids(), 10, f"{other.name} lists mac")
+    mesh.revoke(mac)
+    # the push is debounced 0.1 s here; every peer must drop mac within 2 s of it arriving
+    for other in (uk, belgium, starlink):
+        wait_for(lambda o=other: mac.peer_id not in o.peer_ids(), 5, f"{other.name} drops mac")
+        assert mac.peer_id in other.status()["node"]["revoked_peers"]
+    wait_for(lambda: mac.status()["node"]["server"] == "revoked", 10, "mac learns it was revoked")
+    assert not mesh.ping(mac, uk, count=2, timeout=0.5)
+    # restarted, the revoked node still cannot handshake with anyone (it keeps its old netmap)
+    mac.stop()
+    mac.start()
+    time.sleep(3)
+    assert not mesh.ping(mac, uk, count=2, timeout=0.5)
+    assert not mesh.ping(mac, belgium, count=1, timeout=0.5)
+    assert "RevokedPeer" in uk.log_text() or "not a peer we accept" in uk.log_text()
+
+
+def test_a_stream_survives_a_third_node_joining_and_a_fourth_being_revoked(mesh):
+    uk = mesh.node("uk", public=True)
+    belgium, mac = mesh.node("belgium"), mesh.node("mac")
+    mesh.wait_ping(belgium, mac, timeout=30)
+    sink = mesh.lab.tool_bg(mac.ns, "sink", "5010")
+    assert sink.stdout.readline().strip() == "listening"
+    source = mesh.lab.tool_bg(belgium.ns, "source", mac.overlay_ip, "5010", str(30_000_000), "--rate-mbit", "20")
+    starlink = mesh.node("starlink")  # joins while the stream runs
+    wait_for(lambda: starlink.peer_id in belgium.peer_ids() and starlink.peer_id in mac.peer_ids(), 10,
+             "belgium and mac add starlink")
+    mesh.wait_ping(starlink, belgium, timeout=20)
+    mesh.revoke(uk)  # the hub goes while the stream runs
+    wait_for(lambda: uk.peer_id not in belgium.peer_ids() and uk.peer_id not in mac.peer_ids(), 5,
+             "belgium and mac drop uk")
+    sent = source.communicate(timeout=120)[0].strip()
+    assert source.returncode == 0
+    assert sink.communicate(timeout=60)[0].strip() == sent
+    assert sent.startswith("bytes 30000000 ")
+
+
+def test_tunnels_outlive_the_server_and_agents_reconnect_when_it_returns(mesh):
+    uk, belgium, starlink, mac = four_nodes(mesh)
+    mesh.wait_ping(belgium, starlink, timeout=30)
+    mesh.wait_ping(mac, uk, timeout=30)
+    pinger = mesh.lab.tool_bg(belgium.ns, "ping", starlink.overlay_ip, "--count", "60", "--interval", "0.1",
+                              "--timeout", "1")
+    mesh.server.stop()
+    for n in (uk, belgium, starlink, mac):
+        wait_for(lambda n=n: n.status()["node"]["server"] == "disconnected", 10, f"{n.name} sees the server go")
+    assert mesh.ping(mac, uk, count=3)
+    # an agent restarted while the server is down comes up on its persisted netmap
+    mac.stop()
+    mac.start()
+    mesh.wait_ping(mac, uk, timeout=15)
+    mesh.wait_ping(mac, belgium, timeout=15)
+    mesh.server.start()
+    for n in (uk, belgium, starlink, mac):
+        wait_for(lambda n=n: n.status()["node"]["server"] == "connected", 10, f"{n.name} reconnects")
+    out = pinger.communicate(timeout=60)[0]
+    received = int(out.split()[-1])
+    assert received == 60, out  # no echo lost while the server was away
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_stopping_an_enrolled_agent_removes_its_device(mesh, sig):
+    uk = mesh.node("uk", public=True)
+    iface = uk.status()["node"]["interface"]
+    assert iface in uk.ns.run("ip", "-o", "link").stdout
+    uk.stop(sig)
+    assert iface not in uk.ns.run("ip", "-o", "link").stdout
