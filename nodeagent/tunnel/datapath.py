@@ -26,7 +26,8 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
   8. DATA: the inner source must route back to the same peer (its overlay IP or a prefix
      routed to it: the same table as step 3 of outbound)               drop `spoofed_source`
      KEEPALIVE: answer an echo request, or turn an echo into rtt_ms
-  9. write the IP packet to the TUN
+  9. write the IP packet to the TUN: with a vnet TUN, runs of in-order segments of one TCP
+     flow are merged into one GSO write at the end of the drain (gro.py)
 
 Ordering and locking: everything runs on the event-loop thread, so counters and rings need no
 locks; the only shared state with the control channel (sessions installed, endpoints learned)
@@ -60,6 +61,7 @@ from ..protocol.frames import (
 from ..protocol.keys import Keypair, KeyRing, NonceExhausted
 from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
+from .gro import VNET_HDR_SIZE, TunWriter
 from .udp import RECV_BUFFER
 
 __all__ = ["DataPath", "Peer"]
@@ -123,8 +125,12 @@ class Peer:
 
 class DataPath:
     def __init__(self, tun_fd: int, udp, peers: list[Peer], *, is_hub: bool, on_handshake_needed,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, vnet: bool = False) -> None:
         self.tun_fd = tun_fd
+        # vnet: the TUN speaks virtio_net_hdr (tun.py); reads carry a 10-byte header to strip,
+        # writes go through the userspace-GRO writer (gro.py)
+        self.vnet = vnet
+        self.writer = TunWriter(tun_fd) if vnet else None
         self.udp = udp
         self.peers = peers
         self.by_id = {p.id_bytes: p for p in peers}
@@ -227,9 +233,12 @@ class DataPath:
         now = self.clock()
         out: dict[tuple, list[bytes]] = {}
         touched = set()
+        skip = VNET_HDR_SIZE if self.vnet else 0
         for _ in range(TUN_BATCH):
             try:
-                packet = read(fd, 65536)
+                packet = read(fd, 65536 + skip)
+                if skip:
+                    packet = packet[skip:]
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -301,20 +310,24 @@ class DataPath:
         buf = self._buf
         view = self._view
         handle = self._datagram
-        for _ in range(UDP_CALLS):
-            try:
-                nbytes, seg, addr = recv(buf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ECONNREFUSED reported from an earlier send
-                log.debug("UDP receive error: %s", exc)
-                continue
-            now = self.clock()
-            if seg >= nbytes:
-                handle(bytes(view[:nbytes]), addr, now)
-            else:
-                for off in range(0, nbytes, seg):
-                    handle(bytes(view[off:min(off + seg, nbytes)]), addr, now)
+        try:
+            for _ in range(UDP_CALLS):
+                try:
+                    nbytes, seg, addr = recv(buf)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # e.g. ECONNREFUSED reported from an earlier send
+                    log.debug("UDP receive error: %s", exc)
+                    continue
+                now = self.clock()
+                if seg >= nbytes:
+                    handle(bytes(view[:nbytes]), addr, now)
+                else:
+                    for off in range(0, nbytes, seg):
+                        handle(bytes(view[off:min(off + seg, nbytes)]), addr, now)
+        finally:
+            if self.writer is not None:
+                self.writer.flush()
 
     def _datagram(self, datagram: bytes, addr: tuple, now: float) -> None:
         try:
@@ -359,6 +372,10 @@ class DataPath:
                 return
             if self.route(src) is not peer:
                 self.drops.spoofed_source += 1
+                return
+            writer = self.writer
+            if writer is not None:
+                writer.add(plaintext)  # written at the end of the drain (flush)
                 return
             try:
                 os.write(self.tun_fd, plaintext)

@@ -3,9 +3,11 @@
 Contract:
 - `TunDevice.open(name)` opens /dev/net/tun and attaches with TUNSETIFF (IFF_TUN | IFF_NO_PI) in
   the *current* network namespace (the agent is started inside the node's namespace). The fd is
-  non-blocking: each `read()` returns one IP packet or raises BlockingIOError; each `write()`
-  injects one IP packet. Closing the fd of this non-persistent device deletes it, and the kernel
-  drops its addresses and routes with it, so even `kill -9` leaves nothing behind.
+  non-blocking: each read returns one IP packet (after a 10-byte virtio_net_hdr when opened
+  with vnet=True, the default) or raises BlockingIOError; each write injects one packet, or a
+  GSO super-packet of one TCP flow (tunnel/gro.py). Closing the fd of this non-persistent
+  device deletes it, and the kernel drops its addresses and routes with it, so even `kill -9`
+  leaves nothing behind.
   (pyroute2's own `link('add', kind='tuntap')` closes its fd and leaves a persistent device
   without a packet handle, which is why we open it ourselves.)
 - `configure()` sets the address, MTU and state up and adds a route per routed prefix that the
@@ -42,8 +44,11 @@ import struct
 __all__ = ["TunDevice", "TunError", "configure", "overlay_mtu", "set_routes", "teardown"]
 
 TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 UNDERLAY_MTU = 1500
 IP_HEADER = {4: 20, 6: 40}
 UDP_HEADER = 8
@@ -59,14 +64,18 @@ def overlay_mtu(family: int, frame_overhead: int, underlay_mtu: int = UNDERLAY_M
 
 
 class TunDevice:
-    __slots__ = ("fd", "name")
+    __slots__ = ("fd", "name", "vnet")
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, vnet: bool = False) -> None:
         self.fd = fd
         self.name = name
+        self.vnet = vnet
 
     @classmethod
-    def open(cls, name: str) -> TunDevice:
+    def open(cls, name: str, vnet: bool = True) -> TunDevice:
+        """vnet=True: IFF_VNET_HDR with a 10-byte header and no offloads enabled for reads (the
+        kernel completes checksums and never sends us super-packets), so that our writes may be
+        GSO super-packets (tunnel/gro.py). Each read is then header + packet."""
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -75,7 +84,11 @@ class TunDevice:
         except PermissionError:
             raise TunError("cannot open /dev/net/tun: run as root or with CAP_NET_ADMIN") from None
         try:
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+            flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet else 0)
+            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+            if vnet:
+                fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", 10))
+                fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
         except OSError as exc:
             os.close(fd)
             if exc.errno == errno.EPERM:
@@ -86,7 +99,7 @@ class TunDevice:
                                "(another agent with this interface name?)") from None
             raise TunError(f"creating TUN device {name}: {exc.strerror}") from None
         os.set_blocking(fd, False)
-        return cls(fd, name)
+        return cls(fd, name, vnet)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -154,6 +167,7 @@ def teardown(name: str, address, routes) -> None:
             ipr.link("del", index=idx[0])
         except NetlinkError:
             pass
+
 
 def set_routes(name: str, address, add=(), remove=()) -> None:
     """Live route changes on the device (enrolled mode: the netmap's routes changed).
