@@ -18,7 +18,10 @@ from nodeagent.protocol import netmap as nm
 from . import policy
 from .snapshot import NodeRow, Snapshot
 
-__all__ = ["NetworkView", "NodeNotInNetwork", "netmap_for", "netmaps_for_all", "view"]
+__all__ = [
+    "Changes", "NetworkView", "NodeNotInNetwork", "changes", "delta_for", "netmap_for", "netmaps_for_all",
+    "view",
+]
 
 
 class NodeNotInNetwork(LookupError):
@@ -49,10 +52,14 @@ class NetworkView:
     relays: tuple[NodeRow, ...]
     routes: tuple[tuple[str, int], ...]      # (prefix, via pk)
     revoked: tuple[nm.Revocation, ...]
+    index: dict[str, NodeRow]                # peer id -> row, every node of the snapshot
 
     def netmap_for(self, node: NodeRow | str | int) -> nm.NetMap:
         snap = self.snapshot
-        me = node if isinstance(node, NodeRow) else snap.node(node)
+        if isinstance(node, NodeRow):
+            me = node
+        else:
+            me = self.index.get(node) if isinstance(node, str) else snap.node(node)
         if me is None or not me.active or me.overlay_ip is None:
             raise NodeNotInNetwork(f"{node!r} is not an active node of {snap.network!r}")
         peers = []
@@ -67,13 +74,22 @@ class NetworkView:
             reachable[n.pk] = n.peer_id
         routes = tuple(sorted({nm.Route(prefix, reachable[via]) for prefix, via in self.routes
                                if via in reachable}))
+        return self._map(me, tuple(peers), routes)
+
+    def routes_for(self, me_pk: int) -> tuple[nm.Route, ...]:
+        """The routes a member sees under the full-mesh policy (every route not via itself)."""
+        return tuple(sorted({nm.Route(prefix, self.peers[via].peer_id) for prefix, via in self.routes
+                             if via in self.peers and via != me_pk}))
+
+    def _map(self, me: NodeRow, peers: tuple[nm.Peer, ...], routes: tuple[nm.Route, ...]) -> nm.NetMap:
+        snap = self.snapshot
         return nm.NetMap(
             network=snap.network,
             serial=snap.serial,
             node=nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=me.overlay_ip,
                              prefix_len=snap.prefix_len, is_public=me.is_public,
                              is_relay=policy.is_relay_candidate(me)),
-            peers=tuple(peers),
+            peers=peers,
             routes=routes,
             relays=tuple(r.peer_id for r in self.relays if r.pk != me.pk),
             revoked=self.revoked,
@@ -102,6 +118,7 @@ def view(snapshot: Snapshot) -> NetworkView:
         routes=tuple((r.prefix, r.via_pk) for r in snapshot.routes),
         revoked=tuple(sorted(nm.Revocation(n.peer_id, _fingerprint(n)) for n in snapshot.nodes
                              if not n.active)),
+        index={n.peer_id: n for n in snapshot.nodes},
     )
 
 
@@ -114,3 +131,51 @@ def netmaps_for_all(snapshot: Snapshot | NetworkView) -> dict[str, nm.NetMap]:
     """Every active node's map, keyed by peer id."""
     v = snapshot if isinstance(snapshot, NetworkView) else view(snapshot)
     return {n.peer_id: v.netmap_for(n) for n in v.members}
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed between two views of a network, once for all its members."""
+
+    upsert: dict[int, nm.Peer]   # node pk -> new Peer entry (new or changed), by peer id order
+    remove: dict[int, str]       # node pk -> peer id of members that left
+    relays_changed: bool
+    revoked_changed: bool
+    prefix_changed: bool
+
+
+def changes(old: NetworkView, new: NetworkView) -> Changes:
+    upsert = {pk: p for pk, p in sorted(new.peers.items(), key=lambda kv: kv[1].peer_id)
+              if old.peers.get(pk) != p}
+    remove = {pk: p.peer_id for pk, p in old.peers.items() if pk not in new.peers}
+    return Changes(
+        upsert=upsert,
+        remove=remove,
+        relays_changed=[r.peer_id for r in old.relays] != [r.peer_id for r in new.relays],
+        revoked_changed=old.revoked != new.revoked,
+        prefix_changed=old.snapshot.prefix_len != new.snapshot.prefix_len,
+    )
+
+
+def delta_for(old: NetworkView, new: NetworkView, ch: Changes, peer_id: str) -> nm.NetMapDelta | None:
+    """The delta from `peer_id`'s map in `old` to its map in `new`, built from the shared change set
+    in O(size of the change); None when this node needs the general path (netmap_for + diff): it
+    is or was a relay (relay hints differ per relay), its own entry changed, or the policy is not
+    the full mesh."""
+    me = new.index.get(peer_id)
+    if not policy.FULL_MESH or ch.prefix_changed or me is None or me.pk not in new.peers:
+        return None
+    before = old.peers.get(me.pk)
+    if before is None or before.is_relay or policy.is_relay_candidate(me) or me.pk in ch.upsert:
+        return None
+    old_routes, new_routes = old.routes_for(me.pk), new.routes_for(me.pk)
+    return nm.NetMapDelta(
+        network=new.snapshot.network,
+        base_serial=old.snapshot.serial,
+        serial=new.snapshot.serial,
+        upsert=tuple(p for pk, p in ch.upsert.items() if pk != me.pk),
+        remove=tuple(sorted(pid for pk, pid in ch.remove.items() if pk != me.pk)),
+        routes=None if old_routes == new_routes else new_routes,
+        relays=tuple(r.peer_id for r in new.relays if r.pk != me.pk) if ch.relays_changed else None,
+        revoked=new.revoked if ch.revoked_changed else None,
+    )

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from .snapshot import NodeRow
 
-__all__ = ["fallback_relay", "is_relay_candidate", "may_reach", "rank_relays", "relay_choices"]
+# True while may_reach is "every active member reaches every other": compute.delta_for relies
+# on it to share one change set between all ordinary nodes. Set False with the first real rule.
+FULL_MESH = True
+
+__all__ = ["FULL_MESH", "fallback_relay", "is_relay_candidate", "may_reach", "rank_relays", "relay_choices"]
 
 
 def may_reach(a: NodeRow, b: NodeRow) -> bool:

@@ -64,7 +64,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.agent = None
         self.nonce: bytes | None = None
-        self.sent: nm.NetMap | None = None
+        self.sent: compute.NetworkView | None = None  # the view this socket's map came from
         self.closing = False
         self.last_stats: nm.Stats | None = None
         self.last_stats_at = 0.0
@@ -189,41 +189,44 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ events from the server
 
-    async def _my_netmap(self, min_serial: int) -> nm.NetMap | None:
-        """This node's map from the shared view; None (socket closed) if it is not a member."""
-        try:
-            view = await view_cache().get(self.agent.network_id, min_serial)
-            return view.netmap_for(self.agent.peer_id)
-        except compute.NodeNotInNetwork:
+    async def _view_with_me(self, min_serial: int) -> compute.NetworkView | None:
+        """The shared view at >= min_serial; None (and the socket closed) if this node is not in it."""
+        view = await view_cache().get(self.agent.network_id, min_serial)
+        if self.agent.pk not in view.peers:  # revoked, deleted or without an address
             await self._close(nm.CloseCode.REVOKED, "this node is no longer an active member")
             return None
+        return view
 
     async def _send_full(self) -> None:
-        netmap = await self._my_netmap(await current_serial(self.agent.network_id))
-        if netmap is None:
+        view = await self._view_with_me(await current_serial(self.agent.network_id))
+        if view is None:
             return
-        await self.send(bytes_data=nm.encode(nm.Full(netmap)))
-        self.sent = netmap
+        await self.send(bytes_data=nm.encode(nm.Full(view.netmap_for(self.agent.peer_id))))
+        self.sent = view
 
     async def netmap_changed(self, event: dict) -> None:
         if self.agent is None or self.closing:
             return
-        if self.sent is not None and event.get("serial", 0) <= self.sent.serial:
+        if self.sent is not None and event.get("serial", 0) <= self.sent.snapshot.serial:
             return  # already sent this or a newer map
         try:
-            netmap = await self._my_netmap(int(event.get("serial", 0)))
+            view = await self._view_with_me(int(event.get("serial", 0)))
         except Exception:
             log.exception("netmap for %s failed; the agent keeps its map", self.agent.peer_id)
             return
-        if netmap is None or self.closing:
+        if view is None or self.closing:
             return
-        if self.sent is None:
-            await self.send(bytes_data=nm.encode(nm.Full(netmap)))
-        elif nm.is_stale(self.sent.serial, netmap.serial) or netmap == self.sent:
+        old = self.sent
+        if old is None:
+            await self.send(bytes_data=nm.encode(nm.Full(view.netmap_for(self.agent.peer_id))))
+        elif view is old or nm.is_stale(old.snapshot.serial, view.snapshot.serial):
             return
         else:
-            await self.send(bytes_data=nm.encode(nm.Delta(nm.diff(self.sent, netmap))))
-        self.sent = netmap
+            delta = compute.delta_for(old, view, view_cache().changes(old, view), self.agent.peer_id)
+            if delta is None:  # a relay, or its own entry changed: the general path
+                delta = nm.diff(old.netmap_for(self.agent.peer_id), view.netmap_for(self.agent.peer_id))
+            await self.send(bytes_data=nm.encode(nm.Delta(delta)))
+        self.sent = view
 
     async def agent_revoke(self, event: dict) -> None:
         if self.agent is not None:

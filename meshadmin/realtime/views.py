@@ -31,6 +31,18 @@ class ViewCache:
     def __init__(self) -> None:
         self._views: dict[int, compute.NetworkView] = {}
         self._loading: dict[int, asyncio.Future] = {}
+        # (id(old), id(new)) -> (old, new, changes); the views are held so their ids stay unique
+        self._changes: dict[tuple[int, int], tuple] = {}
+
+    def changes(self, old: compute.NetworkView, new: compute.NetworkView) -> compute.Changes:
+        """The change set between two views, computed once for all sockets that go from old to new."""
+        key = (id(old), id(new))
+        hit = self._changes.get(key)
+        if hit is None:
+            if len(self._changes) >= 16:  # keep the views referenced by recent keys only
+                self._changes.pop(next(iter(self._changes)))
+            hit = self._changes[key] = (old, new, compute.changes(old, new))
+        return hit[2]
 
     async def get(self, network_id: int, min_serial: int = 0) -> compute.NetworkView:
         while True:

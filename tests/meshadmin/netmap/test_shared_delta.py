@@ -1,0 +1,68 @@
+"""delta_for (one change set shared by all ordinary members) gives exactly the new map when applied
+to the old one, on random pairs of snapshots; and it is taken for ordinary nodes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from meshadmin.netmap.compute import changes, delta_for, view
+from meshadmin.netmap.snapshot import NodeRow, RouteRow, Snapshot
+from nodeagent.protocol import netmap as nm
+
+
+def row(i: int, **kw) -> NodeRow:
+    base = dict(pk=i, peer_id=f"{i:040x}", name=f"n{i}", overlay_ip=f"10.0.0.{i}", is_public=False,
+                is_relay=False, active=True, fingerprint="ab" * 32)
+    base.update(kw)
+    return NodeRow(**base)
+
+
+@st.composite
+def node(draw, i: int) -> NodeRow:
+    active = draw(st.booleans()) or draw(st.booleans())
+    live = draw(st.booleans()) and draw(st.booleans())
+    name = draw(st.sampled_from([f"n{i}", f"n{i}", f"m{i}"]))
+    return row(i, name=name, overlay_ip=f"10.0.0.{i}" if active else None,
+               is_public=draw(st.booleans()) and draw(st.booleans()), active=active,
+               endpoint_ip=draw(st.sampled_from(["198.18.0.1", "198.18.0.2"])) if live else None,
+               control_port=8443 if live else None, udp_port=9443 if live else None)
+
+
+@st.composite
+def snapshot(draw, serial: int) -> Snapshot:
+    ids = draw(st.sets(st.integers(1, 12), min_size=1, max_size=10))
+    nodes = tuple(draw(node(i)) for i in sorted(ids))
+    routes = tuple(RouteRow(f"192.168.{k}.0/24", draw(st.sampled_from(sorted(ids))))
+                   for k in range(draw(st.integers(0, 3))))
+    return Snapshot(1, "net", serial, draw(st.sampled_from([24, 24, 16])), nodes, routes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshot(5), snapshot(6))
+def test_the_shared_delta_applied_to_the_old_map_gives_the_new_map(old_snap, new_snap):
+    old, new = view(old_snap), view(new_snap)
+    ch = changes(old, new)
+    for me in new.members:
+        delta = delta_for(old, new, ch, me.peer_id)
+        if delta is None:
+            continue
+        event("shared delta checked")  # hypothesis --hypothesis-show-statistics shows how often
+        assert nm.apply_delta(old.netmap_for(me.peer_id), delta) == new.netmap_for(me.peer_id)
+
+
+def test_an_ordinary_node_gets_the_shared_delta_and_a_relay_the_general_path():
+    hub = row(1, is_public=True, endpoint_ip="198.18.0.1", control_port=8443, udp_port=9443)
+    old = view(Snapshot(1, "net", 5, 24, (hub, row(2), row(3)), ()))
+    new = view(Snapshot(1, "net", 6, 24, (hub, replace(row(2), endpoint_ip="198.18.0.2", control_port=1,
+                                                       udp_port=2), row(3), row(4)), ()))
+    ch = changes(old, new)
+    delta = delta_for(old, new, ch, row(3).peer_id)
+    assert delta is not None
+    assert [p.peer_id for p in delta.upsert] == [row(2).peer_id, row(4).peer_id]
+    assert nm.apply_delta(old.netmap_for(row(3).peer_id), delta) == new.netmap_for(row(3).peer_id)
+    assert delta_for(old, new, ch, hub.peer_id) is None        # a relay: hints differ per relay
+    assert delta_for(old, new, ch, row(2).peer_id) is None     # its own entry changed
+    assert delta_for(old, new, ch, row(4).peer_id) is None     # not in the old map at all
