@@ -198,11 +198,18 @@ class ServerLink:
                 await ws.send(nm.encode(nm.EndpointReport(self.endpoints)))
                 next_endpoints = elapsed + PEER_RECORD_REFRESH_S
             if self.stats_source is not None:
-                stats = self.stats_source()
-                if isinstance(stats, dict):
-                    stats = stats_from_status(stats)
-                if stats is not None:
-                    await ws.send(nm.encode(stats))
+                try:
+                    stats = self.stats_source()
+                    if isinstance(stats, dict):
+                        stats = stats_from_status(stats)
+                    frame = None if stats is None else nm.encode(stats)
+                    if frame is not None:
+                        nm.decode_agent_message(frame)  # the server closes the link on a bad frame
+                except (KeyError, TypeError, ValueError) as exc:  # a bad report is skipped, not fatal
+                    log.warning("cannot send counters: %s: %s", type(exc).__name__, exc)
+                    frame = None
+                if frame is not None:
+                    await ws.send(frame)
             await asyncio.sleep(self.stats_interval)
             elapsed += self.stats_interval
 

@@ -272,3 +272,22 @@ async def test_a_corrupt_persisted_map_is_ignored(state_dir):
     bad["serial"] = -4
     (state_dir / "netmap.json").write_text(json.dumps(bad))
     assert load_netmap(state_dir) is None
+
+
+async def test_a_bad_counter_report_is_skipped_and_the_link_stays_up(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+
+    async def script(ws, n):
+        await ws.send(nm.encode(nm.Full(make_map(me, 1, [B]))))
+        await fake.pump(ws)
+
+    reports = iter([{"peers": [{"peer_id": "NOT-A-PEER", "path": "direct"}]},
+                    {"peers": [{"path": "direct"}]}])
+    good = {"node": {"uptime_s": 3.0}, "peers": []}
+    fake, server, _link, task, _applied, _ = await start(
+        state_dir, script, stats_source=lambda: next(reports, good), stats_interval=0.05)
+    try:
+        stats = await fake.next_message(nm.Stats)
+        assert stats.uptime_s == 3.0 and fake.connections == 1
+    finally:
+        await stop(server, task)
