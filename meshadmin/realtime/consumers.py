@@ -10,7 +10,8 @@ Life of a socket:
      NetworkView (views.py) and sends the delta against what it last sent; if the node is no
      longer an active member (revoked, deleted) it closes with 4403. The agent's
      `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
-     the address the server saw), `stats` are stored and forwarded to dashboard.<network>.
+     the address the server saw), `stats` are buffered, stored in batches (stats_buffer.py) and
+     forwarded to dashboard.<network>.
   4. `agent.revoke` (sent to the node's group on revocation) closes at once with 4403.
 Anything malformed, of an unknown type or version, larger than 1 MiB, or a text frame closes the
 socket with the code from protocol.netmap.CloseCode and a short reason, and is logged.
@@ -34,6 +35,7 @@ from meshadmin.telemetry import ingest, presence
 from nodeagent.protocol import netmap as nm
 
 from . import auth, groups, tasks
+from .stats_buffer import stats_buffer
 from .views import current_serial, view_cache
 
 __all__ = ["AgentConsumer"]
@@ -181,11 +183,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.last_stats is not None and interval < MIN_STATS_INTERVAL_S:
             return
         reporter = ingest.Reporter(self.agent.pk, self.agent.peer_id, self.agent.network_id)
-        update = await database_sync_to_async(ingest.ingest)(reporter, msg, self.last_stats, interval)
+        stats_buffer().add(ingest.Report(reporter, msg, self.last_stats, interval))
         self.last_stats, self.last_stats_at = msg, now
-        if update is not None:
-            await self.channel_layer.group_send(groups.dashboard_group(self.agent.network_id),
-                                                {"type": groups.TELEMETRY_UPDATE, **update})
 
     # ------------------------------------------------------------------ events from the server
 

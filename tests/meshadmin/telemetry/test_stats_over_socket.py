@@ -28,8 +28,9 @@ def _stats(uptime, peer, tx):
     return nm.Stats(uptime, (nm.PeerStats(peer, "direct", rtt_ms=2.0, tx_bytes=tx, rx_frames=tx // 100),))
 
 
-async def test_counters_become_samples_and_a_dashboard_update(uk, belgium, monkeypatch):
+async def test_counters_become_samples_and_a_dashboard_update(uk, belgium, monkeypatch, settings):
     monkeypatch.setattr(consumers, "MIN_STATS_INTERVAL_S", 0.0)
+    settings.SHADOWMESH_TELEMETRY_FLUSH_S = 0.05
     node = await Node.objects.aget(peer_id=belgium[0].peer_id)
     layer = get_channel_layer()
     watcher = await layer.new_channel()

@@ -1,0 +1,61 @@
+"""Counter reports from the agent sockets of one process, stored together about once a second.
+
+Each socket hands its report to the buffer of its event loop; the first report of a round starts
+a timer, and when it fires every buffered report is stored with telemetry.ingest.ingest_batch in
+one transaction, then each resulting compact update goes to its network's dashboard group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from meshadmin.telemetry.ingest import Report, ingest_batch
+
+from . import groups
+
+__all__ = ["StatsBuffer", "stats_buffer"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLUSH_S = 1.0
+
+
+class StatsBuffer:
+    def __init__(self) -> None:
+        self.pending: list[Report] = []
+        self.flushing: asyncio.Task | None = None
+
+    def add(self, report: Report) -> None:
+        self.pending.append(report)
+        if self.flushing is None:
+            self.flushing = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(float(getattr(settings, "SHADOWMESH_TELEMETRY_FLUSH_S", DEFAULT_FLUSH_S)))
+        batch, self.pending, self.flushing = self.pending, [], None
+        try:
+            updates = await database_sync_to_async(ingest_batch)(batch)
+        except Exception:
+            log.exception("storing %d counter reports failed; they are dropped", len(batch))
+            return
+        layer = get_channel_layer()
+        for update in updates:
+            await layer.group_send(groups.dashboard_group(update["network"]),
+                                   {"type": groups.TELEMETRY_UPDATE, **update})
+
+
+_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StatsBuffer] = weakref.WeakKeyDictionary()
+
+
+def stats_buffer() -> StatsBuffer:
+    loop = asyncio.get_running_loop()
+    buf = _buffers.get(loop)
+    if buf is None:
+        buf = _buffers[loop] = StatsBuffer()
+    return buf
