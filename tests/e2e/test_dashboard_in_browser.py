@@ -30,6 +30,14 @@ MAP_STATE = """() => {
 }"""
 
 
+NODE_ON_SCREEN = """(id) => {
+  const map = document.getElementById('map');
+  const p = map.cy.getElementById(id).renderedPosition();
+  const r = map.getBoundingClientRect();
+  return {x: r.left + p.x, y: r.top + p.y};
+}"""
+
+
 class PageWatch:
     """Collects what must never happen on a page: JS errors, console errors (CSP), dialogs."""
 
@@ -191,6 +199,14 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
     page.wait_for_function(f"() => {{ const s = ({MAP_STATE})(); return s && s.edges.length === 3; }}",
                            timeout=WAIT_MS)
     page.screenshot(path=str(artifacts / "dashboard-overview.png"), full_page=True)
+    # clicking a node on the map opens its page
+    page.locator("#map").scroll_into_view_if_needed()
+    page.wait_for_timeout(400)  # cytoscape re-reads its container's position after a scroll settles
+    spot = page.evaluate(NODE_ON_SCREEN, uk.peer_id)
+    page.mouse.move(spot["x"], spot["y"], steps=4)
+    page.mouse.click(spot["x"], spot["y"])
+    page.wait_for_url(f"{server.url}/nodes/{uk.peer_id}/", timeout=WAIT_MS)
+    assert page.inner_text("[data-testid=node-title]").startswith("uk")
     map_page.screenshot(path=str(artifacts / "dashboard-map.png"), full_page=True)
     node_page.wait_for_timeout(1500)  # let the next report land so the charts have a few points
     node_page.screenshot(path=str(artifacts / "dashboard-node.png"), full_page=True)
@@ -312,18 +328,22 @@ def test_the_node_table_filters_as_you_type_and_keeps_the_filter_when_it_refresh
     assert watch.errors == []
 
 
-def test_the_map_is_drawn_with_the_dark_palette_in_dark_mode(server, browser, artifacts):
+def test_the_map_is_drawn_with_the_dark_palette_in_dark_mode(server, browser, artifacts, agent_factory):
     context = browser.new_context(viewport={"width": 1280, "height": 860}, color_scheme="dark")
     try:
         page, watch = watched(context)
         login(page, server)
+        agent_factory(create_token(page, server, uses=1, public=True), "dark-hub", public=True)
         page.goto(server.url + "/")
         wait_live(page)
         page.wait_for_function(f"() => {{ const s = ({MAP_STATE})(); return s && s.nodes.length > 0; }}",
                                timeout=WAIT_MS)
-        label_colour = page.evaluate(
-            "() => document.getElementById('map').cy.nodes()[0].renderedStyle('color')")
-        assert label_colour == "rgb(230,233,238)", "node labels use the dark theme's text colour"
+        node = page.evaluate(
+            "() => { const n = document.getElementById('map').cy.nodes()[0];"
+            " return {state: n.data('state'), colour: n.renderedStyle('color')}; }")
+        dark_text, dark_muted = "rgb(230,233,238)", "rgb(154,163,178)"  # --text, --muted (dark)
+        expected = dark_muted if node["state"] == "offline" else dark_text
+        assert node["colour"] == expected, "node labels use the dark theme's colours"
         page.screenshot(path=str(artifacts / "dashboard-overview-dark.png"), full_page=True)
         assert watch.errors == []
     finally:
