@@ -103,8 +103,8 @@ class TokenBucket:
 class Peer:
     """The data path's view of one configured peer."""
 
-    __slots__ = ("bucket", "config", "endpoint", "hub", "id_bytes", "last_handshake", "last_rx", "last_tx",
-                 "pending", "ring", "stats")
+    __slots__ = ("bucket", "config", "echo_sent", "endpoint", "hub", "id_bytes", "last_handshake",
+                 "last_rx", "last_tx", "pending", "ring", "stats")
 
     def __init__(self, config, relay_rate: float) -> None:
         self.config = config
@@ -115,6 +115,7 @@ class Peer:
         self.hub: Peer | None = None  # set when config.via names a relay
         self.pending: deque[bytes] = deque()
         self.last_handshake: float | None = None
+        self.echo_sent: tuple[int, float] | None = None  # (header ms stamp, clock) of our last echo request
         self.last_rx = self.last_tx = 0.0
         self.bucket = TokenBucket(relay_rate)
 
@@ -177,42 +178,40 @@ class DataPath:
             return
         now = self.clock()
         out: dict[tuple, list[bytes]] = {}
-        while peer.pending:
+        for _ in range(len(peer.pending)):  # a packet that still cannot leave goes back to the end
             self._seal_to(peer, peer.pending.popleft(), now, out)
         self._send(out)
 
     # --- outbound ---------------------------------------------------------------------------
     def _seal_to(self, peer: Peer, packet: bytes, now: float, out: dict) -> bool:
-        """Seal one packet for `peer` and add it to `out`; False if it had to wait or was dropped."""
-        kp = peer.ring.sending(now)
+        """Seal one packet for `peer` and add it to `out`; False if it had to wait or was dropped.
+
+        Nothing consumes a counter unless the frame can leave: a packet for a peer without keys,
+        or whose UDP endpoint is not known yet (the link is up but UDP_ENDPOINT has not
+        arrived), waits in the bounded pending queue instead."""
         hub = peer.hub
-        if kp is None or (hub is not None and hub.ring.current is None):
+        kp = peer.ring.sending(now)
+        hkp = None if hub is None else hub.ring.sending(now)
+        dest = peer.endpoint if hub is None else hub.endpoint
+        if kp is None or dest is None or (hub is not None and hkp is None):
             if len(peer.pending) >= PENDING_MAX:
                 self.drops.queue_full += 1
             else:
                 peer.pending.append(packet)
-            self.on_handshake_needed(peer if kp is None else hub)
+            if kp is None:
+                self.on_handshake_needed(peer)
+            elif hub is not None and hkp is None:
+                self.on_handshake_needed(hub)
             return False
         ts = ts_ms(now)
         try:
             frame = seal(kp.send, _DATA, kp.remote_index, kp.next_counter(), ts, packet)
+            if hkp is not None:
+                frame = wrap_relay(hkp.send, _RELAY, hkp.remote_index, hkp.next_counter(), ts, peer.id_bytes,
+                                   frame)
         except NonceExhausted:
-            self.on_handshake_needed(peer)
+            self.on_handshake_needed(peer if hkp is None else hub)
             self.drops.queue_full += 1
-            return False
-        if hub is None:
-            dest = peer.endpoint
-        else:
-            hkp = hub.ring.sending(now)
-            if hkp is None:
-                self.on_handshake_needed(hub)
-                self.drops.queue_full += 1
-                return False
-            frame = wrap_relay(hkp.send, _RELAY, hkp.remote_index, hkp.next_counter(), ts, peer.id_bytes,
-                               frame)
-            dest = hub.endpoint
-        if dest is None:
-            self.drops.no_route += 1
             return False
         batch = out.get(dest)
         if batch is None:
@@ -273,28 +272,25 @@ class DataPath:
     def send_keepalive(self, peer: Peer, echo: tuple[int, float] | None = None) -> bool:
         """KEEPALIVE to `peer`: an echo request (echo=None) or the answer to one."""
         now = self.clock()
-        kp = peer.ring.sending(now)
         hub = peer.hub
-        if kp is None:
+        kp = peer.ring.sending(now)
+        hkp = None if hub is None else hub.ring.sending(now)
+        dest = peer.endpoint if hub is None else hub.endpoint
+        if kp is None or dest is None or (hub is not None and hkp is None):
             return False
         ts = ts_ms(now)
         if echo is None:
             payload, flags = b"", _ECHO_REQUEST
+            peer.echo_sent = (ts, now)
         else:
             payload, flags = pack_echo(echo[0], int((now - echo[1]) * 1000)), 0
         try:
             frame = seal(kp.send, _KEEPALIVE, kp.remote_index, kp.next_counter(), ts, payload, flags)
-            if hub is not None:
-                hkp = hub.ring.sending(now)
-                if hkp is None:
-                    return False
+            if hkp is not None:
                 frame = wrap_relay(hkp.send, _RELAY, hkp.remote_index, hkp.next_counter(), ts, peer.id_bytes,
                                    frame)
         except NonceExhausted:
-            self.on_handshake_needed(peer)
-            return False
-        dest = peer.endpoint if hub is None else hub.endpoint
-        if dest is None:
+            self.on_handshake_needed(peer if hkp is None else hub)
             return False
         if self.udp.sendto(frame, dest):
             peer.stats.tx_frames += 1
@@ -393,9 +389,14 @@ class DataPath:
             return
         if echo is not None:
             sent_ts, held_ms = echo
-            rtt = ts_diff(ts_ms(now), sent_ts) - held_ms
+            mine = peer.echo_sent
+            if mine is not None and mine[0] == sent_ts:
+                # our own send time at full clock resolution (the header carries whole ms)
+                rtt = (now - mine[1]) * 1000 - held_ms
+            else:
+                rtt = float(ts_diff(ts_ms(now), sent_ts) - held_ms)
             if 0 <= rtt < 600_000:
-                peer.stats.rtt_ms = float(rtt) if rtt else 0.0
+                peer.stats.rtt_ms = round(rtt, 3)
         if header.flags & _ECHO_REQUEST:
             self.send_keepalive(peer, (header.timestamp, now))
 

@@ -244,3 +244,15 @@ def test_a_source_inside_a_prefix_routed_to_the_peer_is_accepted(mesh):
     b.inject(pkt)
     a.dp.on_udp()
     assert a.delivered() == [pkt] and a.dp.drops.spoofed_source == 0
+
+
+def test_a_packet_waits_for_the_peers_udp_endpoint_without_burning_a_counter(mesh):
+    a, b = mesh
+    a.peers["b"].endpoint = None  # link up, UDP_ENDPOINT not yet received
+    pkt = ipv4_packet("10.10.10.1", "10.10.10.2")
+    a.inject(pkt)
+    assert a.dp.drops.no_route == 0 and len(a.peers["b"].pending) == 1
+    a.peers["b"].endpoint = b.addr
+    a.dp.flush_pending(a.peers["b"])
+    b.dp.on_udp()
+    assert b.delivered() == [pkt] and b.peers["a"].stats.lost_frames == 0
