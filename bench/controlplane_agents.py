@@ -10,8 +10,8 @@ N nodes enrolled beforehand through the enrollment service, then
   memory      Daphne's RSS after all N are connected minus before, divided by N
   change      an admin change made through the server (a new node enrolls over HTTP); time from
               sending the request to each agent holding the delta that lists the new node.
-              Includes the enrollment itself and the push debounce (SHADOWMESH_NETMAP_DEBOUNCE_S,
-              0.3 s by default).
+              Includes the enrollment itself (its HTTP time is reported too) and the push debounce
+              (SHADOWMESH_NETMAP_DEBOUNCE_S, 0.3 s by default).
 Prints a table and writes bench/results/controlplane-agents-<time>.json.
 """
 
@@ -87,8 +87,9 @@ class Agent:
 
     async def login(self, url: str) -> float:
         t0 = time.perf_counter()
-        self.ws = await connect(url, max_size=nm.MAX_MESSAGE_SIZE, compression=None, ping_interval=None,
-                                open_timeout=60)
+        self.ws = await connect(
+            url, max_size=nm.MAX_MESSAGE_SIZE, compression=None, ping_interval=None, open_timeout=60
+        )
         challenge = nm.decode_server_message(await self.ws.recv())
         await self.ws.send(nm.encode(nm.Auth(self.peer_id, self.key.sign(challenge.nonce, CONTEXT_AUTH))))
         full = await self.ws.recv()  # the full map: not parsed (the client's CPU is not measured)
@@ -106,10 +107,12 @@ class Agent:
 
 
 def _enroll_over_http(base: str, token: str, name: str, public: bytes) -> None:
-    body = json.dumps({"token": token, "name": name,
-                       "public_key": base64.b64encode(public).decode()}).encode()
-    req = urllib.request.Request(base + "/api/enroll", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {"token": token, "name": name, "public_key": base64.b64encode(public).decode()}
+    ).encode()
+    req = urllib.request.Request(
+        base + "/api/enroll", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         resp.read()
 
@@ -117,23 +120,52 @@ def _enroll_over_http(base: str, token: str, name: str, public: bytes) -> None:
 async def run_one(n: int, changes: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="sm-bench-agents-") as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        env.update(SHADOWMESH_DATA_DIR=tmp, SHADOWMESH_ENROLL_RATE="0", SHADOWMESH_AUTH_RATE="0",
-                   SHADOWMESH_LOG_LEVEL="WARNING", DJANGO_SETTINGS_MODULE="meshadmin.settings")
+        env.update(
+            SHADOWMESH_DATA_DIR=tmp,
+            SHADOWMESH_ENROLL_RATE="0",
+            SHADOWMESH_AUTH_RATE="0",
+            SHADOWMESH_LOG_LEVEL="WARNING",
+            DJANGO_SETTINGS_MODULE="meshadmin.settings",
+        )
         manage = [sys.executable, "manage.py"]
         subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         seeds = os.urandom(32 * n)
         (Path(tmp) / "seeds").write_bytes(seeds)
         t = time.perf_counter()
-        subprocess.run([*manage, "shell", "-c", SEED_ENROLL], cwd=ROOT,
-                       env={**env, "BENCH_SEEDS": f"{tmp}/seeds"}, check=True)
+        subprocess.run(
+            [*manage, "shell", "-c", SEED_ENROLL],
+            cwd=ROOT,
+            env={**env, "BENCH_SEEDS": f"{tmp}/seeds"},
+            check=True,
+        )
         enroll_s = time.perf_counter() - t
-        token = subprocess.run([*manage, "createtoken", "--network", "bench", "--uses", str(changes),
-                                "--expires", "1h"], cwd=ROOT, env=env, check=True, capture_output=True,
-                               text=True).stdout.strip().splitlines()[-1]
+        token = (
+            subprocess.run(
+                [*manage, "createtoken", "--network", "bench", "--uses", str(changes), "--expires", "1h"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         port = _free_port()
-        daphne = subprocess.Popen([str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1",
-                                   "-p", str(port), "meshadmin.asgi:application"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daphne = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "daphne"),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "meshadmin.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for _ in range(300):
                 try:
@@ -142,7 +174,7 @@ async def run_one(n: int, changes: int) -> dict:
                 except OSError:
                     await asyncio.sleep(0.1)
             base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/agent/"
-            agents = [Agent(seeds[32 * i: 32 * i + 32]) for i in range(n)]
+            agents = [Agent(seeds[32 * i : 32 * i + 32]) for i in range(n)]
             await asyncio.sleep(1.0)
             rss_before = _rss_kib(daphne.pid)
             connect_s: list[float] = []
@@ -159,6 +191,7 @@ async def run_one(n: int, changes: int) -> dict:
             await asyncio.sleep(1.0)
             rss_after = _rss_kib(daphne.pid)
             change_s: list[list[float]] = []
+            http_s: list[float] = []
             for c in range(changes):
                 public = mldsa.MLDSA87PrivateKey.generate().public_key().public_bytes_raw()
                 for a in agents:
@@ -166,6 +199,7 @@ async def run_one(n: int, changes: int) -> dict:
                     a.waiting_for = peer_id(public)
                 t0 = time.perf_counter()
                 await asyncio.to_thread(_enroll_over_http, base, token, f"new{c}", public)
+                http_s.append(time.perf_counter() - t0)
                 await asyncio.wait_for(asyncio.gather(*(a.got.wait() for a in agents)), 120)
                 change_s.append([a.got_at - t0 for a in agents])
                 await asyncio.sleep(0.5)
@@ -188,6 +222,8 @@ async def run_one(n: int, changes: int) -> dict:
         "change_p50_ms": round(1000 * _pct(flat, 0.5), 1),
         "change_p99_ms": round(1000 * _pct(flat, 0.99), 1),
         "change_last_ms": [round(1000 * max(run), 1) for run in change_s],
+        "change_first_ms": [round(1000 * min(run), 1) for run in change_s],
+        "enroll_http_ms": [round(1000 * x, 1) for x in http_s],
     }
 
 
@@ -204,13 +240,17 @@ def main() -> int:
     out = ROOT / "bench" / "results" / f"controlplane-agents-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results}, indent=2) + "\n")
-    print(f"{'agents':>7} {'connect p50/p99 ms':>19} {'all connected s':>16} {'KiB/socket':>11} "
-          f"{'change p50/p99 ms':>18} {'last agent per change ms'}")
+    print(
+        f"{'agents':>7} {'connect p50/p99 ms':>19} {'all connected s':>16} {'KiB/socket':>11} "
+        f"{'change p50/p99 ms':>18} {'last agent per change ms'}"
+    )
     for r in results:
-        print(f"{r['agents']:>7} {r['connect_p50_ms']:>9}/{r['connect_p99_ms']:<9} "
-              f"{r['all_connected_s']:>16} {r['rss_per_socket_kib']:>11} "
-              f"{r['change_p50_ms']:>8}/{r['change_p99_ms']:<9} "
-              f"{r['change_last_ms']}")
+        print(
+            f"{r['agents']:>7} {r['connect_p50_ms']:>9}/{r['connect_p99_ms']:<9} "
+            f"{r['all_connected_s']:>16} {r['rss_per_socket_kib']:>11} "
+            f"{r['change_p50_ms']:>8}/{r['change_p99_ms']:<9} "
+            f"{r['change_last_ms']}"
+        )
     print(f"written {out}")
     return 0
 

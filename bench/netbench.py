@@ -11,6 +11,7 @@ Environment knobs (defaults in brackets):
     UDP_WINDOW [4M] (iperf3 -w for the UDP test; empty = the kernel default)
     TUNNELS ["veth wireguard-go nebula nebula-mtu1420 shadowmesh"]
     UP_TIMEOUT [15] (s until the first ping; ShadowMesh gets SM_UP_TIMEOUT [30])
+    SM_AGENT_ENV [""] (extra environment for the agents, "NAME=value ...")
     IDLE_S [3] (idle seconds before reading the tunnel's RSS)   RESULTS [bench/results]
 Writes RESULTS/net-<stamp>.tsv (one row per run), RESULTS/net-<stamp>.json (machine, versions, MTUs,
 RSS, skips, rows) and the tools' raw output under RESULTS/net-<stamp>/; prints a markdown table.

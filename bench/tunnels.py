@@ -264,6 +264,15 @@ def agent_binary() -> Path:
     return Path(os.environ.get("SHADOWMESH_AGENT", ROOT / ".venv" / "bin" / "shadowmesh-agent"))
 
 
+def agent_env() -> dict:
+    """Our environment plus SM_AGENT_ENV ("NAME=value ..."), e.g. the data path's A/B knobs."""
+    env = dict(os.environ)
+    for item in os.environ.get("SM_AGENT_ENV", "").split():
+        name, _, value = item.partition("=")
+        env[name] = value
+    return env
+
+
 def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
     """`shadowmesh-agent up --config` in each namespace (serverless mode, DESIGN.md part B)."""
     agent = agent_binary()
@@ -298,14 +307,21 @@ def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
     t0 = time.monotonic()
     procs = {
         side: lab.spawn(
-            nodes[side], str(agent), "up", "--config", str(d / f"{side}.toml"), log=d / f"{side}.log"
+            nodes[side],
+            str(agent),
+            "up",
+            "--config",
+            str(d / f"{side}.toml"),
+            log=d / f"{side}.log",
+            env=agent_env(),
         )
         for side in "ab"
     }
+    extra = os.environ.get("SM_AGENT_ENV", "").strip()
     t = Tunnel(
         "shadowmesh",
         overlay["b"],
-        version=_tree_version(),
+        version=_tree_version() + (f" with {extra}" if extra else ""),
         status=d,
     )
     try:
