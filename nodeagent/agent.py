@@ -43,7 +43,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -148,7 +147,7 @@ class Agent:
             rekey_after_time=rekey, rekey_after_time_receiving=max(rekey, REKEY_AFTER_TIME_RECEIVING_S),
             reject_after_time=REJECT_AFTER_TIME_S)
         self.datapath = DataPath(tun.fd, udp, self.peers, is_hub=config.public,
-                                 on_handshake_needed=self.request_handshake, vnet=tun.vnet)
+                                 on_handshake_needed=self.request_handshake)
         self.links: dict[str, Link] = {}
         self.no_link: dict[str, asyncio.Event] = {}
         self.dialers: dict[str, asyncio.Task] = {}
@@ -536,8 +535,10 @@ class Agent:
         self._send_handshake(peer, initiator.create_hello())
 
     # --- enrolled mode: netmaps from the server --------------------------------------------------
-    def apply_netmap(self, netmap) -> None:
-        """Take the agent from the applied netmap to `netmap` without a restart (routing.plan)."""
+    async def apply_netmap(self, netmap) -> None:
+        """Take the agent from the applied netmap to `netmap` without a restart (routing.plan).
+        Everything but the kernel routes changes at once, on the loop thread; the routes follow
+        (netlink, in a worker thread: pyroute2 runs its own event loop)."""
         if netmap.node.peer_id != self.local.peer_id:
             log.error("netmap %d is for %s, not for us; ignored", netmap.serial, netmap.node.peer_id)
             return
@@ -577,18 +578,18 @@ class Agent:
                         peer.config = pc
         self.applied = netmap
         self._rebuild_table(routing_table(netmap))
-        self._sync_kernel_routes()
+        await self._sync_kernel_routes()
         log.info("netmap %d applied: %d peers, %d routes, %d revoked (%d actions)", netmap.serial,
                  len(self.peers), len(netmap.routes), len(revoked), len(actions))
 
-    def _sync_kernel_routes(self) -> None:
+    async def _sync_kernel_routes(self) -> None:
         wanted = {n for p in self.peers for n in p.config.allowed_ips}
         add, remove = wanted - self.kernel_routes, self.kernel_routes - wanted
         if not add and not remove:
             return
         try:
-            tunmod.set_routes(self.tun.name, self.config.overlay, add=sorted(add, key=str),
-                              remove=sorted(remove, key=str))
+            await asyncio.to_thread(tunmod.set_routes, self.tun.name, self.config.overlay,
+                                    add=sorted(add, key=str), remove=sorted(remove, key=str))
             self.kernel_routes = wanted
         except tunmod.TunError as exc:
             log.error("kernel routes: %s", exc)
@@ -684,6 +685,7 @@ class Agent:
                 "relayed_frames": st.relayed_frames,
                 "handshakes": st.handshakes,
                 "control": "up" if link is not None and not link.closed.is_set() else "down",
+                "allowed_ips": [str(n) for n in p.config.allowed_ips],
             })
         return status_document(node, peers)
 
@@ -795,8 +797,7 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
         udp.close()
         raise AgentStartError(f"TCP {host}:{config.control_port}: {exc.strerror}") from None
     try:
-        # SHADOWMESH_TUN_VNET=0 turns the userspace GRO path off (for A/B benchmarks)
-        tun = tunmod.TunDevice.open(config.interface, vnet=os.environ.get("SHADOWMESH_TUN_VNET", "1") != "0")
+        tun = tunmod.TunDevice.open(config.interface)
     except tunmod.TunError as exc:
         udp.close()
         control_sock.close()

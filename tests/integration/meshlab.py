@@ -76,7 +76,8 @@ class EnrolledNode:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}:\n{self.log_text()}")
+                raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}:\n"
+                                   f"{self.log_text()}")
             try:
                 self.status()
                 return
@@ -125,7 +126,8 @@ class Mesh:
         sh("ip", "link", "set", host_end, "master", self.bridge, "up")
         ns.run("ip", "addr", "add", f"{addr}/24", "dev", "eth0")
         ns.run("ip", "link", "set", "eth0", "up")
-        node = EnrolledNode(name, ns, addr, self.lab.tmp / f"state-{name}", self.lab.tmp / f"agent-{name}.log")
+        tmp = self.lab.tmp
+        node = EnrolledNode(name, ns, addr, tmp / f"state-{name}", tmp / f"agent-{name}.log")
         self.nodes.append(node)
         token = self.server.token(public=public)
         out = ns.run(PYTHON, "-m", "nodeagent", "enroll", "--server", self.server.agent_url, "--token", token,
@@ -156,14 +158,15 @@ class Mesh:
     def _login(self) -> urllib.request.OpenerDirector:
         if self._admin is None:
             password = self.server.manage("createadmin", "--reset").strip().splitlines()[-1]
-            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
             self._post(opener, "/login/", {"username": "admin", "password": password})
             self._admin = opener
         return self._admin
 
-    def _post(self, opener, path: str, fields: dict) -> str:
+    def _post(self, opener, path: str, fields: dict, form_page: str | None = None) -> str:
         url = self.server.url + path
-        page = opener.open(url, timeout=10).read().decode()
+        page = opener.open(self.server.url + (form_page or path), timeout=10).read().decode()
         m = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         assert m, f"no CSRF token on {path}"
         body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": m.group(1)}).encode()
@@ -172,6 +175,20 @@ class Mesh:
 
     def revoke(self, node: EnrolledNode) -> None:
         self._post(self._login(), f"/nodes/{node.peer_id}/revoke", {})
+
+    def _pk(self, code: str) -> int:
+        return int(self.server.manage("shell", "-c", code).strip().splitlines()[-1])
+
+    def add_route(self, via: EnrolledNode, prefix: str) -> None:
+        pk = self._pk("from meshadmin.mesh.models import Node; "
+                      f"print(Node.objects.get(peer_id='{via.peer_id}').pk)")
+        fields = {"via": str(pk), "prefix": prefix, "approve": "on"}
+        self._post(self._login(), "/routes/new", fields, "/routes/")
+
+    def remove_route(self, prefix: str) -> None:
+        pk = self._pk("from meshadmin.mesh.models import Route; "
+                      f"print(Route.objects.get(prefix='{prefix}').pk)")
+        self._post(self._login(), f"/routes/{pk}/reject", {}, "/routes/")
 
     # --- teardown
     def cleanup(self) -> None:

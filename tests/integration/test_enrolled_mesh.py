@@ -51,6 +51,21 @@ def test_four_enrolled_nodes_reach_each_other_pairwise(mesh):
     doc = belgium.status()
     assert doc["node"]["overlay_ip"] == belgium.overlay_ip
     assert doc["node"]["server"] == "connected"
+    # counters reach the server (every 2 s): a stored sample of belgium's link to starlink, relayed
+    wait_for(lambda: stored_sample(mesh, belgium, starlink), 10, "a counters sample on the server")
+    tx_frames, path = stored_sample(mesh, belgium, starlink)
+    assert tx_frames > 0 and path == f"relay:{uk.peer_id}"
+
+
+def stored_sample(mesh: Mesh, node, peer):
+    code = ("from meshadmin.telemetry.models import Sample; "
+            f"s = Sample.objects.filter(node__peer_id='{node.peer_id}', peer_id='{peer.peer_id}')"
+            ".order_by('-pk').first(); print('none' if s is None else f'{s.tx_frames} {s.path}')")
+    out = mesh.server.manage("shell", "-c", code).strip().splitlines()[-1]
+    if out == "none":
+        return None
+    frames, path = out.split()
+    return (int(frames), path) if int(frames) > 0 else None
 
 
 def test_a_revoked_node_is_dropped_by_every_peer_and_cannot_come_back(mesh):
@@ -80,7 +95,8 @@ def test_a_stream_survives_a_third_node_joining_and_a_fourth_being_revoked(mesh)
     mesh.wait_ping(belgium, mac, timeout=30)
     sink = mesh.lab.tool_bg(mac.ns, "sink", "5010")
     assert sink.stdout.readline().strip() == "listening"
-    source = mesh.lab.tool_bg(belgium.ns, "source", mac.overlay_ip, "5010", str(30_000_000), "--rate-mbit", "20")
+    source = mesh.lab.tool_bg(belgium.ns, "source", mac.overlay_ip, "5010", str(30_000_000),
+                              "--rate-mbit", "20")
     starlink = mesh.node("starlink")  # joins while the stream runs
     wait_for(lambda: starlink.peer_id in belgium.peer_ids() and starlink.peer_id in mac.peer_ids(), 10,
              "belgium and mac add starlink")
@@ -94,6 +110,30 @@ def test_a_stream_survives_a_third_node_joining_and_a_fourth_being_revoked(mesh)
     assert sent.startswith("bytes 30000000 ")
 
 
+def test_a_route_added_and_removed_by_the_operator_is_applied_live(mesh):
+    uk = mesh.node("uk", public=True)
+    belgium, mac = mesh.node("belgium"), mesh.node("mac")
+    mesh.wait_ping(belgium, mac, timeout=30)
+    mac.ns.run("ip", "addr", "add", "192.168.77.1/32", "dev", "lo")  # the subnet behind mac
+    tool = mesh.lab.tool
+    assert tool(belgium.ns, "ping", "192.168.77.1", "--count", "1", "--timeout", "0.5").returncode != 0
+    mesh.add_route(mac, "192.168.77.0/24")
+
+    def belgium_routes_it():
+        peer = next(p for p in belgium.status()["peers"] if p["peer_id"] == mac.peer_id)
+        return peer["allowed_ips"] == ["192.168.77.0/24"]
+
+    wait_for(belgium_routes_it, 5, "belgium's status lists the route via mac")
+    assert "192.168.77.0/24" in belgium.ns.run("ip", "route").stdout
+    wait_for(lambda: tool(belgium.ns, "ping", "192.168.77.1", "--count", "1").returncode == 0, 10,
+             "belgium reaches the subnet behind mac")
+    assert uk.peer_ids() == {belgium.peer_id, mac.peer_id}
+    mesh.remove_route("192.168.77.0/24")
+    wait_for(lambda: not belgium_routes_it(), 5, "belgium's status drops the route")
+    assert "192.168.77.0/24" not in belgium.ns.run("ip", "route").stdout
+    assert tool(belgium.ns, "ping", "192.168.77.1", "--count", "1", "--timeout", "0.5").returncode != 0
+
+
 def test_tunnels_outlive_the_server_and_agents_reconnect_when_it_returns(mesh):
     uk, belgium, starlink, mac = four_nodes(mesh)
     mesh.wait_ping(belgium, starlink, timeout=30)
@@ -102,7 +142,8 @@ def test_tunnels_outlive_the_server_and_agents_reconnect_when_it_returns(mesh):
                               "--timeout", "1")
     mesh.server.stop()
     for n in (uk, belgium, starlink, mac):
-        wait_for(lambda n=n: n.status()["node"]["server"] == "disconnected", 10, f"{n.name} sees the server go")
+        wait_for(lambda n=n: n.status()["node"]["server"] == "disconnected", 10,
+                 f"{n.name} sees the server go")
     assert mesh.ping(mac, uk, count=3)
     # an agent restarted while the server is down comes up on its persisted netmap
     mac.stop()
