@@ -43,6 +43,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -147,7 +148,7 @@ class Agent:
             rekey_after_time=rekey, rekey_after_time_receiving=max(rekey, REKEY_AFTER_TIME_RECEIVING_S),
             reject_after_time=REJECT_AFTER_TIME_S)
         self.datapath = DataPath(tun.fd, udp, self.peers, is_hub=config.public,
-                                 on_handshake_needed=self.request_handshake)
+                                 on_handshake_needed=self.request_handshake, vnet=tun.vnet)
         self.links: dict[str, Link] = {}
         self.no_link: dict[str, asyncio.Event] = {}
         self.dialers: dict[str, asyncio.Task] = {}
@@ -797,7 +798,8 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
         udp.close()
         raise AgentStartError(f"TCP {host}:{config.control_port}: {exc.strerror}") from None
     try:
-        tun = tunmod.TunDevice.open(config.interface)
+        # SHADOWMESH_TUN_VNET=0 turns the userspace GRO path off (for A/B benchmarks)
+        tun = tunmod.TunDevice.open(config.interface, vnet=os.environ.get("SHADOWMESH_TUN_VNET", "1") != "0")
     except tunmod.TunError as exc:
         udp.close()
         control_sock.close()
