@@ -8,11 +8,15 @@ re-fetches the page with `HX-Target: <tag>#<id>` and gets just that template par
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+import time
 
 import segno
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.core.cache import cache
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -63,9 +67,43 @@ def _service_failed(request, exc: ServiceError) -> None:
 # --------------------------------------------------------------------------- auth
 
 
+LOGIN_FAILURE_WINDOW_S = 15 * 60
+
+
+def _login_failure_keys(request) -> list[str]:
+    """Failures count per client address and per username (so neither spraying nor guessing pays)."""
+    window = int(time.time()) // LOGIN_FAILURE_WINDOW_S
+    username = (request.POST.get("username") or "").strip().lower()[:150]
+    keys = [f"dashboard:login-failures:ip:{request.META.get('REMOTE_ADDR', '')}:{window}"]
+    if username:
+        keys.append(f"dashboard:login-failures:user:{hashlib.sha256(username.encode()).hexdigest()}:{window}")
+    return keys
+
+
 class LoginView(auth_views.LoginView):
+    """Django's login, refused with 429 after too many failures from one address or for one name."""
+
     template_name = "dashboard/login.html"
     redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        limit = getattr(settings, "SHADOWMESH_LOGIN_FAILURE_LIMIT", 10)
+        if limit > 0 and any((cache.get(key) or 0) >= limit for key in _login_failure_keys(request)):
+            form = self.get_form_class()(request)  # unbound: the password is not even checked
+            context = self.get_context_data(
+                form=form, refused="Too many failed sign-ins. Wait a few minutes and try again."
+            )
+            return self.render_to_response(context, status=429)
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        for key in _login_failure_keys(self.request):
+            cache.add(key, 0, timeout=LOGIN_FAILURE_WINDOW_S * 2)
+            try:
+                cache.incr(key)
+            except ValueError:  # evicted between add and incr
+                cache.add(key, 1, timeout=LOGIN_FAILURE_WINDOW_S * 2)
+        return super().form_invalid(form)
 
 
 class LogoutView(auth_views.LogoutView):

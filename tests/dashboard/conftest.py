@@ -19,6 +19,16 @@ XSS_NAME = "<script>alert(1)</script>"
 PASSWORD = "correct horse battery staple 42"
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Login-failure counters live in the cache; each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def admin_user(db):
     return User.objects.create_user("alice", password=PASSWORD, is_staff=True)

@@ -4,6 +4,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
 from meshadmin.mesh.choices import AuditAction
@@ -86,6 +87,24 @@ def test_failed_dashboard_logins_are_audited_without_the_password(client, admin_
     event = AuditEvent.objects.get(action=AuditAction.AUTH_FAILED)
     assert event.actor == "user:alice" and event.source_ip == "127.0.0.1"
     assert "not-the-password" not in str(event.details)
+
+
+def test_repeated_failed_logins_are_refused_for_a_while_even_with_the_right_password(
+    client, admin_user, settings
+):
+    settings.SHADOWMESH_LOGIN_FAILURE_LIMIT = 3
+    admin_user.set_password("a long password for this test")
+    admin_user.save()
+    for _ in range(3):
+        assert client.post("/login/", {"username": "alice", "password": "wrong"}).status_code == 200
+    audited = AuditEvent.objects.filter(action=AuditAction.AUTH_FAILED).count()
+    response = client.post("/login/", {"username": "alice", "password": "a long password for this test"})
+    assert response.status_code == 429 and "Too many failed sign-ins" in response.content.decode()
+    assert client.get("/nodes/").status_code == 302, "still signed out"
+    assert AuditEvent.objects.filter(action=AuditAction.AUTH_FAILED).count() == audited, "password not tried"
+    other = Client(REMOTE_ADDR="10.9.9.9")
+    response = other.post("/login/", {"username": "ALICE ", "password": "a long password for this test"})
+    assert response.status_code == 429, "the name is limited too, whatever address guesses it"
 
 
 def test_logging_in_lands_on_the_overview_and_logging_out_ends_the_session(client, admin_user):
