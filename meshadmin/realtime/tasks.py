@@ -130,6 +130,7 @@ async def apush_netmaps(network_id: int) -> int:
         layer = get_channel_layer()
         for group, event in pushes:
             await layer.group_send(group, event)
+        log.info("network %s: netmap change announced to %d group(s)", network_id, len(pushes))
         return len(pushes)
     except Exception:
         log.exception("netmap push for network %s failed", network_id)

@@ -8,6 +8,8 @@ while its serial is at least the one asked for. One cache per event loop (future
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 
 from channels.db import database_sync_to_async
@@ -17,9 +19,15 @@ from meshadmin.netmap import compute, snapshot
 
 __all__ = ["ViewCache", "current_serial", "view_cache"]
 
+log = logging.getLogger(__name__)
+
 
 def _load(network_id: int) -> compute.NetworkView:
-    return compute.view(snapshot.load(network_id))
+    started = time.perf_counter()
+    v = compute.view(snapshot.load(network_id))
+    log.info("network %s serial %s: view of %d nodes loaded in %.0f ms", network_id, v.snapshot.serial,
+             len(v.snapshot.nodes), 1000 * (time.perf_counter() - started))
+    return v
 
 
 @database_sync_to_async
