@@ -50,6 +50,10 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 UNDERLAY_MTU = 1500
+# tuning: packets the kernel queues on the TUN while the agent is busy (a drain of 64 reads
+# takes ~0.1-0.3 ms; on a shared 2-core box the agent can lose the CPU for milliseconds, and
+# the default 1000 overflowed at 300 Mbit/s of 1200-byte UDP)
+TXQUEUELEN = int(os.environ.get("SHADOWMESH_TUN_TXQLEN", "4000"))
 IP_HEADER = {4: 20, 6: 40}
 UDP_HEADER = 8
 
@@ -137,7 +141,7 @@ def configure(name: str, address, mtu: int, routes) -> None:
             if not idx:
                 raise TunError(f"TUN device {name} vanished before it was configured")
             index = idx[0]
-            ipr.link("set", index=index, mtu=mtu, txqlen=1000)
+            ipr.link("set", index=index, mtu=mtu, txqlen=TXQUEUELEN)
             ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
             ipr.link("set", index=index, state="up")
             for net in _extra_routes(address, routes):
