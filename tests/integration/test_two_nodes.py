@@ -46,3 +46,21 @@ def test_a_second_agent_on_the_same_ports_names_the_port_and_exits_5(lab):
     out = a_ns.run(sys.executable, "-m", "nodeagent", "up", "--config", str(second), check=False)
     assert out.returncode == 5
     assert "UDP port 9443 on 0.0.0.0 is already in use" in out.stderr
+
+
+NODE_KEYS = {"peer_id", "name", "overlay_ip", "uptime_s", "drops"}
+DROP_KEYS = {"malformed", "unknown_session", "bad_tag", "replay", "spoofed_source", "no_route", "queue_full"}
+PEER_KEYS = {"peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames", "rx_frames",
+             "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s"}
+
+
+def test_status_has_the_design_shape_and_a_human_table(lab):
+    a_ns, _b_ns, _a_id, b_id, a_cfg, _, (a, _b) = two_nodes(lab)
+    wait_for(lambda: lab.tool(a_ns, "ping", "10.10.10.2", "--count", "1").returncode == 0, 15, "tunnel up")
+    doc = a.status()
+    assert NODE_KEYS <= doc["node"].keys() and set(doc["node"]["drops"]) == DROP_KEYS
+    (peer,) = doc["peers"]
+    assert PEER_KEYS <= peer.keys() and peer["peer_id"] == b_id
+    assert isinstance(peer["last_handshake_s"], float) and peer["rx_frames"] > 0
+    human = a_ns.run(sys.executable, "-m", "nodeagent", "status", "--config", str(a_cfg))
+    assert human.returncode == 0 and "10.10.10.2" in human.stdout and "direct" in human.stdout
