@@ -284,11 +284,12 @@ def node_url(node: Node) -> str:
 # --------------------------------------------------------------------------- tokens
 
 
-def enroll_command(server: str, token: str, name: str) -> str:
+def enroll_command(server: str, token: str, name: str, public: bool = False) -> str:
     """The command line an operator pastes into a shell; every value is shell-quoted."""
     return (
         f"shadowmesh-agent enroll --server {shlex.quote(server)} --token {shlex.quote(token)} "
         f"--name {shlex.quote(name) if name else 'NAME'} --state-dir {AGENT_STATE_DIR}"
+        + (" --public" if public else "")
     )
 
 
@@ -330,9 +331,10 @@ def token_create(request):
         form.add_error(None, exc.detail)
         return render_page(request, "dashboard/token_create.html", {"form": form}, status=400)
     server = request.build_absolute_uri("/").rstrip("/")
-    command = enroll_command(server, plaintext, form.cleaned_data["node_name"].strip())
+    command = enroll_command(server, plaintext, form.cleaned_data["node_name"].strip(), token.is_public)
     response = render_page(request, "dashboard/token_created.html", {
         "token": token, "plaintext": plaintext, "command": command, "qr": qr_svg(command),
+        "named": bool(form.cleaned_data["node_name"].strip()),
     })
     response["Cache-Control"] = "no-store"
     return response

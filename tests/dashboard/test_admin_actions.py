@@ -47,7 +47,9 @@ def test_a_new_token_is_shown_once_as_a_working_enroll_command_with_a_qr_code(ad
 
 
 def test_token_options_become_uses_expiry_and_public(admin, network, csrf_post):
-    csrf_post(admin, "/tokens/new", {"network": network.pk, "uses": 5, "expires": "7d", "is_public": "on"})
+    response = csrf_post(admin, "/tokens/new", {"network": network.pk, "uses": 5, "expires": "7d",
+                                                "is_public": "on"})
+    assert _command(response.content.decode()).endswith(" --public")
     token = EnrollmentToken.objects.get()
     assert (token.max_uses, token.uses_left, token.is_public) == (5, 5, True)
     assert 6.9 < (token.expires_at - token.created_at).total_seconds() / 86400 < 7.1

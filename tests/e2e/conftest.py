@@ -214,12 +214,20 @@ class Agent:
             self.thread.join(10)
 
 
-def _parse_enroll_command(command: str) -> dict[str, str]:
-    """`shadowmesh-agent enroll --server URL --token T --name N --state-dir D` -> {"server": URL, ...}."""
+def _parse_enroll_command(command: str) -> dict:
+    """`shadowmesh-agent enroll --server URL --token T --name N --state-dir D [--public]` -> dict."""
     words = shlex.split(command)
     assert words[:2] == ["shadowmesh-agent", "enroll"], command
-    args = dict(zip(words[2::2], words[3::2], strict=True))
-    return {key.removeprefix("--").replace("-", "_"): value for key, value in args.items()}
+    args: dict[str, str | bool] = {}
+    rest = words[2:]
+    while rest:
+        key = rest.pop(0)
+        assert key.startswith("--"), command
+        if key == "--public":
+            args["public"] = True
+        else:
+            args[key.removeprefix("--").replace("-", "_")] = rest.pop(0)
+    return args
 
 
 @pytest.fixture

@@ -106,9 +106,11 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
 
     # --- a 3-use token for a public hub and two nodes; the command is shown once
     command = create_token(page, server, uses=3, public=True, name="uk")
+    page.screenshot(path=str(artifacts / "dashboard-token-created.png"), full_page=True)
     args = parse_enroll_command(command)
     assert args["server"] == server.url and args["name"] == "uk"
     assert args["state_dir"] == "/var/lib/shadowmesh"
+    assert args["public"] is True, "a public-hub token's command enrolls the node as public"
     page.goto(server.url + "/tokens/")
     assert args["token"] not in page.content(), "the token list never shows the token again"
 
@@ -240,6 +242,8 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
     audit = page
     audit.goto(f"{server.url}/audit/?action=node.revoked")
     assert "\tadmin\t" in audit.inner_text("[data-testid=audit-table]"), "the revocation names who did it"
+    audit.goto(f"{server.url}/audit/")
+    audit.screenshot(path=str(artifacts / "dashboard-audit.png"), full_page=True)
 
     for w in (watch, table_watch, map_watch, node_watch):
         assert w.errors == [] and w.dialogs == []
