@@ -27,7 +27,7 @@ __all__ = [
     "node_rows",
     "overview",
     "pick_network",
-    "with_actor_labels",
+    "with_labels",
 ]
 
 
@@ -173,7 +173,7 @@ def overview(network: Network | None, now: datetime | None = None) -> dict:
     ]
     networks = list(Network.objects.all())
     latest = AuditEvent.objects.select_related("network").order_by("-created_at", "-id")[:8]
-    recent = with_actor_labels(latest)
+    recent = with_labels(latest)
     return {
         "graph": graph,
         "summary": graph["summary"],
@@ -185,12 +185,29 @@ def overview(network: Network | None, now: datetime | None = None) -> dict:
     }
 
 
-def with_actor_labels(events) -> list:
-    """Give each event an `actor_label`: a node's current name instead of its peer id, a user's name."""
+def with_labels(events) -> list:
+    """Label each event for people: `actor_label` (a node's current name instead of its peer id, a
+    user's name) and `object_label` / `object_peer_id` (the node, token or route it is about)."""
     events = list(events)
     peer_ids = {e.actor.split(":", 1)[1] for e in events if e.actor.startswith("node:")}
     names = dict(Node.objects.filter(peer_id__in=peer_ids).values_list("peer_id", "name"))
+    node_pks = {int(e.object_id) for e in events if e.object_type == "node" and e.object_id.isdigit()}
+    nodes = {pk: (name, pid) for pk, name, pid in
+             Node.objects.filter(pk__in=node_pks).values_list("pk", "name", "peer_id")}
     for e in events:
+        e.object_peer_id = ""
+        details = e.details if isinstance(e.details, dict) else {}
+        if e.object_type == "node" and e.object_id.isdigit() and int(e.object_id) in nodes:
+            e.object_label, e.object_peer_id = nodes[int(e.object_id)]
+            e.object_label = f"node {e.object_label}"
+        elif e.object_type == "node":
+            e.object_label = f"node {details.get('name') or e.object_id[:12]}"
+        elif e.object_type == "enrollmenttoken":
+            e.object_label = f"token {details.get('prefix', e.object_id)}…"
+        elif e.object_type == "route":
+            e.object_label = f"route {details.get('prefix', e.object_id)}"
+        else:
+            e.object_label = f"{e.object_type} {e.object_id}".strip()
         kind, _, who = e.actor.partition(":")
         if kind == "node":
             e.actor_label = f"node {names.get(who, who[:12])}"
@@ -231,7 +248,7 @@ def audit_events(
         events = events.filter(created_at__gte=since)
     if until:
         events = events.filter(created_at__lte=until)
-    return with_actor_labels(events[:limit])
+    return with_labels(events[:limit])
 
 
 def age_seconds(then: datetime | None, now: datetime) -> float | None:

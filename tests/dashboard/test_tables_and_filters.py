@@ -126,3 +126,12 @@ def test_login_refuses_to_redirect_off_site(client, admin_user):
     response = client.post("/login/", {"username": "alice", "password": "a long password for this test",
                                        "next": "https://evil.example/"})
     assert response.status_code == 302 and response["Location"] == "/"
+
+
+def test_audit_rows_name_the_object_and_link_to_the_node(admin, mesh, network):
+    from meshadmin.mesh.services.tokens import create_token
+
+    token, _ = create_token(network)
+    html = admin.get("/audit/").content.decode()
+    assert f'<a href="/nodes/{mesh["uk"].peer_id}/">node uk</a>' in html
+    assert f"token {token.prefix}…" in html
