@@ -24,6 +24,7 @@ import logging
 import os
 import time
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -60,6 +61,16 @@ def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str
 
 class AgentConsumer(AsyncWebsocketConsumer):
     agent: auth.AgentIdentity | None = None
+
+    async def dispatch(self, message: dict) -> None:
+        """As the base class, minus its `aclose_old_connections()` before every message: that is a
+        hop to the single database thread per frame and per event, which serialises a thousand
+        sockets behind each other. Every database access here goes through
+        database_sync_to_async, which closes stale connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     # ------------------------------------------------------------------ connection
 
@@ -148,7 +159,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 self.sent = None
                 await self._send_full()
             case nm.Ack():
-                await database_sync_to_async(presence.acked)(self.agent.pk, msg.serial)
+                stats_buffer().ack(self.agent.pk, msg.serial)
             case nm.EndpointReport():
                 await self._receive_endpoints(msg)
             case nm.Stats():

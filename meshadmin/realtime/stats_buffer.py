@@ -1,4 +1,5 @@
-"""Counter reports from the agent sockets of one process, stored together about once a second.
+"""Counter reports (and netmap acks) from the agent sockets of one process, stored together about
+once a second.
 
 Each socket hands its report to the buffer of its event loop; the first report of a round starts
 a timer, and when it fires every buffered report is stored with telemetry.ingest.ingest_batch in
@@ -15,6 +16,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from meshadmin.telemetry import presence
 from meshadmin.telemetry.ingest import Report, ingest_batch
 
 from . import groups
@@ -29,18 +31,27 @@ DEFAULT_FLUSH_S = 1.0
 class StatsBuffer:
     def __init__(self) -> None:
         self.pending: list[Report] = []
+        self.acks: dict[int, int] = {}  # node pk -> last acknowledged netmap serial
         self.flushing: asyncio.Task | None = None
 
     def add(self, report: Report) -> None:
         self.pending.append(report)
+        self._arm()
+
+    def ack(self, node_pk: int, serial: int) -> None:
+        self.acks[node_pk] = max(serial, self.acks.get(node_pk, 0))
+        self._arm()
+
+    def _arm(self) -> None:
         if self.flushing is None:
             self.flushing = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(float(getattr(settings, "SHADOWMESH_TELEMETRY_FLUSH_S", DEFAULT_FLUSH_S)))
         batch, self.pending, self.flushing = self.pending, [], None
+        acks, self.acks = self.acks, {}
         try:
-            updates = await database_sync_to_async(ingest_batch)(batch)
+            updates = await database_sync_to_async(_store)(batch, acks)
         except Exception:
             log.exception("storing %d counter reports failed; they are dropped", len(batch))
             return
@@ -48,6 +59,12 @@ class StatsBuffer:
         for update in updates:
             await layer.group_send(groups.dashboard_group(update["network"]),
                                    {"type": groups.TELEMETRY_UPDATE, **update})
+
+
+def _store(batch: list[Report], acks: dict[int, int]) -> list[dict]:
+    if acks:
+        presence.acked_many(acks)
+    return ingest_batch(batch)
 
 
 _buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StatsBuffer] = weakref.WeakKeyDictionary()

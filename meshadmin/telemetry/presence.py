@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from .models import Presence
 
-__all__ = ["STALE_AFTER", "acked", "connected", "disconnected", "seen", "sweep_stale"]
+__all__ = ["STALE_AFTER", "acked", "acked_many", "connected", "disconnected", "seen", "sweep_stale"]
 
 STALE_AFTER = timedelta(seconds=30)  # agents report every 2 s; a silent node is offline
 
@@ -51,6 +51,16 @@ def seen(node_pk: int, now: datetime | None = None) -> None:
 
 def acked(node_pk: int, serial: int) -> None:
     Presence.objects.filter(node_id=node_pk).update(last_serial=serial)
+
+
+def acked_many(acks: dict[int, int]) -> None:
+    """node pk -> acknowledged serial; one UPDATE per distinct serial (after a push: one)."""
+    by_serial: dict[int, list[int]] = {}
+    for pk, serial in acks.items():
+        by_serial.setdefault(serial, []).append(pk)
+    with transaction.atomic():
+        for serial, pks in by_serial.items():
+            Presence.objects.filter(node_id__in=pks).update(last_serial=serial)
 
 
 def sweep_stale(now: datetime | None = None) -> list[int]:

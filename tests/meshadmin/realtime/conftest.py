@@ -13,6 +13,7 @@ from meshadmin.realtime import tasks
 def quick_realtime(settings, monkeypatch):
     settings.SHADOWMESH_AGENT_AUTH_TIMEOUT_S = 0.2
     settings.SHADOWMESH_NETMAP_DEBOUNCE_S = 0.2
+    settings.SHADOWMESH_TELEMETRY_FLUSH_S = 0.05
     # no Celery worker runs here: pushes go through the consumers' event loop (see realtime/tasks.py);
     # the worker path is covered by the scale-out test
     settings.CELERY_TASK_ALWAYS_EAGER = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from realtime_helpers import close_code, login, receive
@@ -54,8 +56,11 @@ async def test_a_resync_request_gets_the_full_map_and_acks_are_recorded(uk, belg
     again = await receive(comm)
     assert isinstance(again, nm.Full) and again.netmap == first
     await comm.send_to(bytes_data=nm.encode(nm.Ack(first.serial)))
-    await comm.receive_nothing(timeout=0.2)
-    presence = await Presence.objects.aget(node__peer_id=belgium[0].peer_id)
+    for _ in range(100):  # acks are stored in batches (stats_buffer.py)
+        presence = await Presence.objects.aget(node__peer_id=belgium[0].peer_id)
+        if presence.last_serial is not None:
+            break
+        await asyncio.sleep(0.05)
     assert presence.last_serial == first.serial and presence.online
     await comm.disconnect()
     presence = await Presence.objects.aget(node__peer_id=belgium[0].peer_id)
