@@ -39,7 +39,7 @@ def seed(lab):
             peers.append(p)
         node = {"private_key": f"{name}/node.key", "overlay_ip": OVERLAY[name] + "/24", "name": name,
                 "interface": f"{lab.prefix}t{i}", "control_socket": str(lab.tmp / f"{name}.sock"),
-                "public": name == "uk"}
+                "public": name == "uk", "keepalive_s": 1}
         cfg = write_config(lab.tmp / f"{name}.toml", node, peers)
         agents[name] = lab.start_agent(ns[name], cfg)
     return ns, ids, agents
@@ -58,6 +58,8 @@ def test_every_pair_pings_and_belgium_starlink_goes_through_uk_unread(seed, lab)
     assert agents["belgium"].peer(ids["starlink"])["path"] == f"relay:{ids['uk']}"
     assert agents["starlink"].peer(ids["belgium"])["path"] == f"relay:{ids['uk']}"
     assert agents["mac"].peer(ids["starlink"])["path"] == "direct"
+    # keepalive echoes measure the RTT end to end, also across the hub
+    wait_for(lambda: agents["belgium"].peer(ids["starlink"])["rtt_ms"] is not None, 10, "relayed rtt")
 
     uk_before = agents["uk"].status()
     sink = lab.tool_bg(ns["starlink"], "sink", "5002")
