@@ -58,3 +58,16 @@ def test_traffic_flows_again_after_an_agent_is_killed_and_restarted(lab):
     lab.start_agent(b_ns, b_cfg)  # returns once the restarted agent serves its status socket
     wait_for(lambda: lab.tool(a_ns, "ping", "10.10.10.2", "--count", "1", "--timeout", "0.3").returncode == 0,
              5, "traffic after the restart")
+
+
+def test_an_authenticated_frame_from_a_new_address_moves_the_peers_endpoint(lab):
+    a_ns, _b_ns, a_id, _, _, _, (_a, b) = two_nodes(lab)
+    wait_for(lambda: lab.tool(a_ns, "ping", "10.10.10.2", "--count", "1").returncode == 0, 15, "tunnel up")
+    assert b.peer(a_id)["endpoint"] == "198.18.0.1:9443"
+    # a "moves": its underlay traffic now leaves from a second address
+    dev = next(d for d in a_ns.run("ip", "-o", "link").stdout.split() if d.startswith(lab.prefix + "v"))
+    dev = dev.split("@")[0].rstrip(":")
+    a_ns.run("ip", "addr", "add", "198.18.0.11/24", "dev", dev)
+    a_ns.run("ip", "route", "change", "198.18.0.0/24", "dev", dev, "src", "198.18.0.11")
+    assert lab.tool(a_ns, "ping", "10.10.10.2", "--count", "3").returncode == 0
+    assert b.peer(a_id)["endpoint"] == "198.18.0.11:9443"
