@@ -235,7 +235,25 @@ def _size(n: int) -> str:
     return f"{n:.1f} TB"
 
 
+def _attach_token(argv: list[str]) -> list[str]:
+    """`--token VALUE` -> `--token=VALUE`: tokens are URL-safe base64 and may start with "-", which
+    argparse would take for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--token" and i + 1 < len(argv):
+            out.append("--token=" + argv[i + 1])
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["enroll"]:
+        argv = _attach_token(argv)
     args = _parser().parse_args(argv)
     handler = {"keygen": cmd_keygen, "enroll": cmd_enroll, "up": cmd_up, "status": cmd_status}[args.command]
     return handler(args)

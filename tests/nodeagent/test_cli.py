@@ -50,6 +50,12 @@ def test_enroll_with_an_unreachable_server_says_so_and_exits_1(tmp_path, capsys)
     assert code == 1 and "cannot reach http://127.0.0.1:9/api/enroll" in err
 
 
+def test_a_token_that_starts_with_a_dash_is_taken_as_the_token(tmp_path, capsys):
+    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", "-Ab3_x", "--name", "n",
+                       "--state-dir", str(tmp_path / "s"))
+    assert code == 1 and "cannot reach" in err  # not an argparse usage error (2)
+
+
 def test_enroll_with_a_bad_endpoint_is_a_usage_error(tmp_path, capsys):
     code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", "t", "--name", "n",
                        "--state-dir", str(tmp_path / "s"), "--endpoint", "example.org:8443")
