@@ -117,14 +117,14 @@ def _enroll_over_http(base: str, token: str, name: str, public: bytes) -> None:
         resp.read()
 
 
-async def run_one(n: int, changes: int) -> dict:
+async def run_one(n: int, changes: int, log_path: str | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="sm-bench-agents-") as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         env.update(
             SHADOWMESH_DATA_DIR=tmp,
             SHADOWMESH_ENROLL_RATE="0",
             SHADOWMESH_AUTH_RATE="0",
-            SHADOWMESH_LOG_LEVEL="WARNING",
+            SHADOWMESH_LOG_LEVEL="INFO" if log_path else "WARNING",
             DJANGO_SETTINGS_MODULE="meshadmin.settings",
         )
         manage = [sys.executable, "manage.py"]
@@ -152,6 +152,7 @@ async def run_one(n: int, changes: int) -> dict:
             .splitlines()[-1]
         )
         port = _free_port()
+        daphne_log = open(log_path or os.devnull, "ab")
         daphne = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "daphne"),
@@ -163,8 +164,8 @@ async def run_one(n: int, changes: int) -> dict:
             ],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=daphne_log,
+            stderr=subprocess.STDOUT,
         )
         try:
             for _ in range(300):
@@ -210,6 +211,7 @@ async def run_one(n: int, changes: int) -> dict:
         finally:
             daphne.terminate()
             daphne.wait(20)
+            daphne_log.close()
     flat = [x for run in change_s for x in run]
     return {
         "agents": n,
@@ -231,10 +233,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--changes", type=int, default=3)
+    parser.add_argument("--daphne-log", help="keep the server's log (level INFO) in this file")
     args = parser.parse_args()
     results = []
     for n in args.agents:
-        r = asyncio.run(run_one(n, args.changes))
+        r = asyncio.run(run_one(n, args.changes, args.daphne_log))
         results.append(r)
         print(json.dumps(r), flush=True)
     out = ROOT / "bench" / "results" / f"controlplane-agents-{time.strftime('%Y%m%d-%H%M%S')}.json"
