@@ -256,3 +256,25 @@ def test_a_packet_waits_for_the_peers_udp_endpoint_without_burning_a_counter(mes
     a.dp.flush_pending(a.peers["b"])
     b.dp.on_udp()
     assert b.delivered() == [pkt] and b.peers["a"].stats.lost_frames == 0
+
+
+def test_a_hub_caps_what_it_relays_for_one_peer():
+    a, h, c = Node("a", "10.10.10.1"), Node("h", "10.10.10.3", is_hub=True), Node("c", "10.10.10.2")
+    a.know(h, c)
+    c.know(h, a)
+    h.know(a, c)
+    for n in (a, h, c):
+        n.start()
+    a.peers["c"].hub = a.peers["h"]
+    c.peers["a"].hub = c.peers["h"]
+    pair(a, h)
+    pair(c, h)
+    pair(a, c)
+    bucket = h.peers["a"].bucket
+    bucket.rate, bucket.burst, bucket.tokens = 0.001, 10.0, 10.0  # burst 10, then ~nothing
+    for i in range(30):
+        a.inject(ipv4_packet("10.10.10.1", "10.10.10.2", bytes([i])))
+        h.dp.on_udp()
+    c.dp.on_udp()
+    assert h.dp.relay.forwarded_frames == 10 and h.dp.relay.rate_limited == 20
+    assert len(c.delivered()) == 10
