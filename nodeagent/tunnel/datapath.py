@@ -1,11 +1,12 @@
 """Both packet pipelines of the agent, run as raw `loop.add_reader` drain callbacks on one thread.
 
 Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets:
-  1. read one IP packet from the TUN fd (non-blocking; stop at EAGAIN)
+  1. read one IP packet from the TUN fd (non-blocking; stop at EAGAIN; strip the vnet header)
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
   3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
-  4. pick the peer's sending keypair (KeyRing.sending). None -> park the packet in the peer's
-     bounded pending queue and ask the agent for a handshake          drop `queue_full` when full
+  4. pick the peer's sending keypair (KeyRing.sending). None, or no UDP endpoint known yet ->
+     park the packet in the peer's bounded pending queue (and ask the agent for a handshake);
+     no counter is consumed for a frame that cannot leave             drop `queue_full` when full
   5. seal: DATA frame under the end-to-end keypair (frames.seal, counter = Keypair.next_counter)
   6. relayed peer (`via`): wrap the sealed frame in a RELAY envelope under the hub keypair
   7. append to the batch of its UDP destination; after the drain, one GSO sendmsg per run
