@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the suite and the demo need (all from Debian's archive).
-#   iproute2/iptables: network namespaces, veth, bridges;  postgresql/redis-server: the scale-out path;
+#   iproute2/iptables/nftables: namespaces, veth, bridges, filters and random loss (no netem here);  postgresql/redis-server: the scale-out path;
 #   iperf3/socat: transfers in tunnel tests;  chromium: dashboard tests;  procps: pgrep/ps.
-PKGS=(iproute2 iptables iputils-ping procps postgresql redis-server iperf3 socat chromium
+PKGS=(iproute2 iptables nftables iputils-ping procps postgresql redis-server iperf3 socat chromium
       wireguard-go wireguard-tools nebula sysstat)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
