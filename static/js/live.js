@@ -1,16 +1,17 @@
 // Live updates for every dashboard page.
 //
 // One websocket per tab to /ws/dashboard/ (session cookie, same origin). Every message means
-// "something in the mesh changed": the message is re-dispatched on document.body as a
-// `mesh-changed` CustomEvent (detail = the parsed message) for page scripts such as topology.js,
-// and every element marked `data-live-region` is re-fetched from the current URL and swapped
-// in place through htmx (the view answers with just that region's template partial).
-// Refreshes are coalesced: at most one per REFRESH_MS, with a trailing refresh, so a burst of
-// agent reports costs one request. A close with code 4401 (logged out) sends the tab to login.
+// "something in the mesh changed". Then:
+//  - `mesh-changed` (detail = the message) is dispatched on document.body at once;
+//  - refreshes are coalesced, at most one per REFRESH_MS with a trailing one, so a burst of agent
+//    reports costs one round of requests: every element marked `data-live-region` is re-fetched
+//    from the current URL and swapped in place through htmx (the view answers with just that
+//    region's template partial), and `mesh-refresh` is dispatched for page scripts (topology.js).
+// A close with code 4401 (logged out) sends the tab to the login page.
 (function () {
   "use strict";
 
-  const REFRESH_MS = 400;
+  const REFRESH_MS = 750; // well inside the 2 s the dashboard promises after an agent report
   const script = document.currentScript;
   const wsPath = (script && script.dataset.wsPath) || "/ws/dashboard/";
   const status = document.getElementById("live-status");
@@ -39,7 +40,7 @@
         headers: { "HX-Target": el.tagName.toLowerCase() + "#" + el.id },
       });
     });
-    document.body.dispatchEvent(new CustomEvent("mesh-regions-refreshed"));
+    document.body.dispatchEvent(new CustomEvent("mesh-refresh"));
   }
 
   function scheduleRefresh() {

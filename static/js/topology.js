@@ -1,7 +1,7 @@
 // Live topology map (cytoscape). Used by the map page and the overview.
 //
-// The first graph comes in the page (json_script #graph-data); after that, every `mesh-changed`
-// event from live.js re-fetches the graph JSON (data-graph-url) and patches the drawing in place:
+// The first graph comes in the page (json_script #graph-data); after that, every `mesh-refresh`
+// event from live.js (coalesced live updates) re-fetches the graph JSON (data-graph-url) and patches the drawing in place:
 // elements are added, updated or removed by id, so nodes that stay keep their position. Positions
 // are remembered per network in localStorage, new nodes are placed next to their neighbours, and
 // only the very first visit runs a layout (concentric: public hubs in the middle).
@@ -199,7 +199,7 @@
         if (queued) { queued = false; refresh(); }
       });
   }
-  document.body.addEventListener("mesh-changed", refresh);
+  document.body.addEventListener("mesh-refresh", refresh);
 
   // Hover labels and click-through -----------------------------------------------
   function showTip(evt, lines) {

@@ -38,6 +38,21 @@ NODE_ON_SCREEN = """(id) => {
 }"""
 
 
+EDGE_ON_SCREEN = """(id) => {
+  const map = document.getElementById('map');
+  const p = map.cy.getElementById(id).renderedMidpoint();
+  const r = map.getBoundingClientRect();
+  return {x: r.left + p.x, y: r.top + p.y};
+}"""
+
+ARRANGE = """(spots) => {
+  // What an operator does by dragging: put the nodes where they like them.
+  const cy = document.getElementById('map').cy;
+  Object.entries(spots).forEach(([id, pos]) => cy.getElementById(id).position(pos));
+  cy.fit(cy.nodes(), 60);
+}"""
+
+
 class PageWatch:
     """Collects what must never happen on a page: JS errors, console errors (CSP), dialogs."""
 
@@ -161,10 +176,9 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
 
     # hover an edge: the label shows rate, RTT and loss
     relay = next(e for e in state["edges"] if e["path"] == "relay")
-    point = map_page.evaluate(
-        "(id) => { const e = document.getElementById('map').cy.getElementById(id); "
-        "const p = e.renderedMidpoint(); const r = document.getElementById('map').getBoundingClientRect();"
-        " return {x: r.left + p.x, y: r.top + p.y}; }", relay["id"])
+    map_page.evaluate(ARRANGE, {uk.peer_id: {"x": 0, "y": 0}, belgium.peer_id: {"x": -220, "y": 140},
+                                mac.peer_id: {"x": 220, "y": 140}})
+    point = map_page.evaluate(EDGE_ON_SCREEN, relay["id"])
     map_page.bring_to_front()
     map_page.mouse.move(point["x"] - 30, point["y"] - 30)
     map_page.mouse.move(point["x"], point["y"], steps=8)
