@@ -126,7 +126,18 @@ class Demo:
         raise SystemExit(f"demo: the server did not answer within 30 s; see {STATE / 'server.log'}")
 
     # --- agents
+    def forget_old_nodes(self) -> None:
+        """A previous demo's nodes (same names, keys now gone) are deleted, so a rerun of `make demo`
+        on the same database enrolls afresh instead of meeting stale peers with our names."""
+        names = [n for n, _, _ in NODES]
+        manage("shell", "-c",
+               "from meshadmin.mesh.models import Node\n"
+               "from meshadmin.mesh.services.nodes import delete_node\n"
+               f"for node in Node.objects.filter(name__in={names!r}):\n"
+               "    delete_node(node, actor='make demo')\n", env=self.env)
+
     def start_agents(self) -> dict[str, str]:
+        self.forget_old_nodes()
         overlay: dict[str, str] = {}
         for name, addr, public in NODES:
             flags = ["--public"] if public else []

@@ -31,6 +31,17 @@ from live_helpers import DAPHNE, ROOT, Server, _wait_for_port
 from netlab import PYTHON, Lab, Netns, sh, wait_for
 
 
+def _free_subnet() -> str:
+    """A 198.19.N.0/24 no host interface uses yet: two bridges with one subnet would split the
+    replies between them (a run killed before its teardown leaves its bridge behind)."""
+    used = sh("ip", "-4", "-o", "addr").stdout
+    for _ in range(100):
+        subnet = f"198.19.{secrets.randbelow(240) + 10}"
+        if f" {subnet}." not in used:
+            return subnet
+    raise RuntimeError("no free 198.19.N.0/24 on this host")
+
+
 class MeshServer(Server):
     """live_helpers.Server, also listening on the bridge address the namespaces reach."""
 
@@ -102,7 +113,7 @@ class EnrolledNode:
 class Mesh:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.subnet = f"198.19.{secrets.randbelow(240) + 10}"
+        self.subnet = _free_subnet()
         self.host_ip = f"{self.subnet}.1"
         self.bridge = f"{lab.prefix}br"
         self.host_links: list[str] = [self.bridge]
