@@ -62,14 +62,16 @@ from ..protocol.frames import (
 from ..protocol.keys import Keypair, KeyRing, NonceExhausted
 from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
-from .gro import VNET_HDR_SIZE, TunWriter
+from .gro import TunWriter
+from .tso import VNET_HDR_SIZE, OffloadError, split
 from .udp import RECV_BUFFER
 
 __all__ = ["DataPath", "Peer"]
 
 log = logging.getLogger(__name__)
 
-TUN_BATCH = 64  # tuning: packets per TUN drain
+TUN_BATCH = 64  # tuning: packets (TSO: segments) per TUN drain
+TUN_READ = 65536 + 256  # one read: an MTU-sized packet, or a TSO super-packet of up to 64 KB
 UDP_CALLS = 32  # tuning: GRO reads per UDP wake-up
 PENDING_MAX = 64  # tuning: packets parked per peer while its handshake runs
 
@@ -78,6 +80,7 @@ _KEEPALIVE = int(FrameType.KEEPALIVE)
 _RELAY = int(FrameType.RELAY)
 _RELAYED = int(FrameType.RELAYED)
 _ECHO_REQUEST = int(FrameFlags.ECHO_REQUEST)
+_NO_OFFLOAD = bytes(2)  # virtio_net_hdr flags and gso_type both zero
 
 
 class TokenBucket:
@@ -133,6 +136,7 @@ class DataPath:
         # writes go through the userspace-GRO writer (gro.py)
         self.vnet = vnet
         self.writer = TunWriter(tun_fd) if vnet else None
+        self.tso_reads = 0  # TUN reads that needed tso.split (super-packets, partial checksums)
         self.udp = udp
         self.peers = peers
         self.by_id = {p.id_bytes: p for p in peers}
@@ -233,17 +237,31 @@ class DataPath:
         now = self.clock()
         out: dict[tuple, list[bytes]] = {}
         touched = set()
-        skip = VNET_HDR_SIZE if self.vnet else 0
-        for _ in range(TUN_BATCH):
+        vnet = self.vnet
+        size = TUN_READ + (VNET_HDR_SIZE if vnet else 0)
+        budget = TUN_BATCH
+        while budget > 0:
             try:
-                packet = read(fd, 65536 + skip)
-                if skip:
-                    packet = packet[skip:]
+                packet = read(fd, size)
             except BlockingIOError:
                 break
             except OSError as exc:
                 log.warning("TUN read failed: %s", exc)
                 break
+            segments = None
+            if vnet:
+                if packet[:2] == _NO_OFFLOAD:  # flags 0, GSO_NONE: one complete packet
+                    packet = packet[VNET_HDR_SIZE:]
+                else:  # a TSO super-packet or a partial checksum (tun.py offloads on)
+                    try:
+                        segments = split(packet)
+                    except OffloadError:
+                        self.drops.malformed += 1
+                        budget -= 1
+                        continue
+                    packet = segments[0]
+                    self.tso_reads += 1
+            budget -= 1 if segments is None else len(segments)
             version = packet[0] >> 4 if packet else 0
             if version == 4 and len(packet) >= 20:
                 dst = packet[16:20]
@@ -254,10 +272,15 @@ class DataPath:
                 continue
             peer = route(dst)
             if peer is None:
-                self.drops.no_route += 1
+                self.drops.no_route += 1 if segments is None else len(segments)
                 continue
-            if seal_to(peer, packet, now, out):
-                touched.add(peer)
+            if segments is None:
+                if seal_to(peer, packet, now, out):
+                    touched.add(peer)
+            else:  # every segment has the same addresses: one lookup
+                for segment in segments:
+                    if seal_to(peer, segment, now, out):
+                        touched.add(peer)
         self._send(out)
         for peer in touched:
             kp = peer.ring.current

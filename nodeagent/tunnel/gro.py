@@ -15,8 +15,11 @@ Rules (a subset of the kernel's tcp_gro_receive, so a merge never changes what T
 Anything else is written on its own with a zero header ("checksum already complete").
 The packets given to `add()` have already passed the AEAD, replay and anti-spoofing checks.
 
-Reads: the TUN has no offloads enabled (TUNSETOFFLOAD 0), so the kernel completes checksums
-and never hands us super-packets; each read is a zero header + one IP packet.
+Reads are the send side's business: with TUN offloads on (tun.py, SHADOWMESH_TUN_TSO) the
+kernel hands the data path TCP super-packets, which tso.py cuts into complete MSS-sized
+segments before sealing; with them off each read is a zero header + one IP packet. Either way
+every packet that reaches `add()` carries a complete checksum, so a packet written alone uses
+the zero header (the kernel verifies it), and only merged super-packets use NEEDS_CSUM.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ Contract:
 - `TunDevice.open(name)` opens /dev/net/tun and attaches with TUNSETIFF (IFF_TUN | IFF_NO_PI) in
   the *current* network namespace (the agent is started inside the node's namespace). The fd is
   non-blocking: each read returns one IP packet (after a 10-byte virtio_net_hdr when opened
-  with vnet=True, the default) or raises BlockingIOError; each write injects one packet, or a
-  GSO super-packet of one TCP flow (tunnel/gro.py). Closing the fd of this non-persistent
-  device deletes it, and the kernel drops its addresses and routes with it, so even `kill -9`
-  leaves nothing behind.
+  with vnet=True, the default; with TSO on, also the default, the packet may be a TCP
+  super-packet or carry a partial checksum: tunnel/tso.py) or raises BlockingIOError; each
+  write injects one packet, or a GSO super-packet of one TCP flow (tunnel/gro.py). Closing the
+  fd of this non-persistent device deletes it, and the kernel drops its addresses and routes
+  with it, so even `kill -9` leaves nothing behind.
   (pyroute2's own `link('add', kind='tuntap')` closes its fd and leaves a persistent device
   without a packet handle, which is why we open it ourselves.)
 - `configure()` sets the address, MTU and state up and adds a route per routed prefix that the
@@ -49,6 +50,13 @@ TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_TSO_ECN = 0x08
+# A/B knob: SHADOWMESH_TUN_TSO=0 keeps the vnet TUN without offloads (reads are plain packets)
+TSO = os.environ.get("SHADOWMESH_TUN_TSO", "1") != "0"
+TSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
 UNDERLAY_MTU = 1500
 # tuning: packets the kernel queues on the TUN while the agent is busy (a drain of 64 reads
 # takes ~0.1-0.3 ms; on a shared 2-core box the agent can lose the CPU for milliseconds, and
@@ -68,18 +76,22 @@ def overlay_mtu(family: int, frame_overhead: int, underlay_mtu: int = UNDERLAY_M
 
 
 class TunDevice:
-    __slots__ = ("fd", "name", "vnet")
+    __slots__ = ("fd", "name", "tso", "vnet")
 
-    def __init__(self, fd: int, name: str, vnet: bool = False) -> None:
+    def __init__(self, fd: int, name: str, vnet: bool = False, tso: bool = False) -> None:
         self.fd = fd
         self.name = name
         self.vnet = vnet
+        self.tso = tso
 
     @classmethod
-    def open(cls, name: str, vnet: bool = True) -> TunDevice:
-        """vnet=True: IFF_VNET_HDR with a 10-byte header and no offloads enabled for reads (the
-        kernel completes checksums and never sends us super-packets), so that our writes may be
-        GSO super-packets (tunnel/gro.py). Each read is then header + packet."""
+    def open(cls, name: str, vnet: bool = True, tso: bool | None = None) -> TunDevice:
+        """vnet=True: IFF_VNET_HDR with a 10-byte header, so that our writes may be GSO
+        super-packets (tunnel/gro.py). tso (default: the SHADOWMESH_TUN_TSO knob, on) also turns
+        on the offloads CSUM|TSO4|TSO6|TSO_ECN: the kernel then hands us TCP super-packets of up
+        to 64 KB and packets with partial checksums, which the data path cuts and completes with
+        tunnel/tso.py. Without tso a read is a zero header + one complete IP packet."""
+        tso = TSO if tso is None else tso
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -93,6 +105,12 @@ class TunDevice:
             if vnet:
                 fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", 10))
                 fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+                if tso:
+                    try:
+                        fcntl.ioctl(fd, TUNSETOFFLOAD, TSO_OFFLOADS)
+                    except OSError as exc:  # an old kernel without some flag: stay without offloads
+                        logging.getLogger(__name__).info("TUN offloads not available (%s)", exc.strerror)
+                        tso = False
         except OSError as exc:
             os.close(fd)
             if exc.errno == errno.EPERM:
@@ -103,7 +121,7 @@ class TunDevice:
                                "(another agent with this interface name?)") from None
             raise TunError(f"creating TUN device {name}: {exc.strerror}") from None
         os.set_blocking(fd, False)
-        return cls(fd, name, vnet)
+        return cls(fd, name, vnet, tso=bool(vnet and tso))
 
     def close(self) -> None:
         if self.fd >= 0:
