@@ -12,7 +12,9 @@ Life of a socket:
      `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
      the address the server saw), `stats` are buffered, stored in batches (stats_buffer.py) and
      forwarded to dashboard.<network>.
-  4. `agent.revoke` (sent to the node's group on revocation) closes at once with 4403.
+  4. A revocation made through the services reaches the socket as the next `netmap.changed`
+     (the node is no longer a member: closed with 4403, ≤ the debounce after the commit);
+     `agent.revoke` sent to node.<peer id> closes it at once the same way.
 Anything malformed, of an unknown type or version, larger than 1 MiB, or a text frame closes the
 socket with the code from protocol.netmap.CloseCode and a short reason, and is logged.
 """
