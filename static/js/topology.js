@@ -54,7 +54,9 @@
       { selector: "edge[quality = 'warn']", style: { "line-color": c.warn } },
       { selector: "edge[quality = 'bad']", style: { "line-color": c.bad } },
       { selector: "edge[path = 'relay']", style: {
-        "line-style": "dashed", "line-dash-pattern": [7, 5], "target-arrow-shape": "none",
+        // dashed and bowed, so a relayed path stays visible next to the direct links it rides on
+        "line-style": "dashed", "line-dash-pattern": [7, 5], "curve-style": "unbundled-bezier",
+        "control-point-distances": [36], "control-point-weights": [0.5],
       } },
       { selector: "edge.hover", style: { "width": "mapData(w, 1, 8, 4, 10)", "z-index": 10 } },
     ];
@@ -108,12 +110,31 @@
     }
     const placed = cy.nodes();
     if (placed.length === 0) return { x: 0, y: 0 };
+    if (placed.length === 1) return { x: placed.position("x") + 170, y: placed.position("y") };
+    // On a ring just outside what is drawn, at the angle that keeps it clearest of the nodes and
+    // of the straight lines between them (so no new node lands on a line through two others).
     const cx = placed.reduce((a, n) => a + n.position("x"), 0) / placed.length;
     const cyy = placed.reduce((a, n) => a + n.position("y"), 0) / placed.length;
     const spread = placed.reduce((m, n) => Math.max(m, Math.hypot(n.position("x") - cx, n.position("y") - cyy)), 0);
     const r = Math.max(spread + 90, 150);
-    const angle = (placed.length * 2.39996) % (2 * Math.PI); // golden angle: successive nodes spread out
-    return { x: cx + r * Math.cos(angle), y: cyy + r * Math.sin(angle) };
+    const pts = placed.map((n) => n.position());
+    let best = null, bestGap = -1;
+    for (let k = 0; k < 24; k += 1) {
+      const angle = (k / 24) * 2 * Math.PI + 0.13;
+      const p = { x: cx + r * Math.cos(angle), y: cyy + r * Math.sin(angle) };
+      let gap = Infinity;
+      for (let i = 0; i < pts.length; i += 1) {
+        gap = Math.min(gap, Math.hypot(p.x - pts[i].x, p.y - pts[i].y));
+        for (let j = i + 1; j < pts.length && pts.length <= 60; j += 1) gap = Math.min(gap, 1.5 * lineGap(p, pts[i], pts[j]));
+      }
+      if (gap > bestGap) { bestGap = gap; best = p; }
+    }
+    return best;
+  }
+
+  function lineGap(p, a, b) { // distance from p to the infinite line through a and b
+    const dx = b.x - a.x, dy = b.y - a.y, len = Math.hypot(dx, dy) || 1;
+    return Math.abs(dy * (p.x - a.x) - dx * (p.y - a.y)) / len;
   }
 
   // Drawing ------------------------------------------------------------------
@@ -171,9 +192,16 @@
       cy.elements().forEach((el) => { if (!want.has(el.id())) cy.remove(el); });
     });
     if (wasEmpty && added.length > 1 && added.every((n) => !stored[n.data.id])) {
-      // First drawing of a mesh nobody arranged yet: public hubs in the middle.
-      cy.layout({ name: "concentric", concentric: (n) => (n.data("hub") ? 2 : 1), levelWidth: () => 1,
-        minNodeSpacing: 110, fit: false, animate: false }).run();
+      // First drawing of a mesh nobody arranged yet: public hubs in the middle of a ring of the
+      // others; with three or fewer others a plain circle (two around a hub would sit in a line).
+      const others = cy.nodes().filter((n) => !n.data("hub")).length;
+      cy.layout(others > 3 ? {
+        name: "concentric", concentric: (n) => (n.data("hub") ? 2 : 1), levelWidth: () => 1,
+        minNodeSpacing: 110, fit: false, animate: false,
+      } : {
+        name: "circle", radius: 150, startAngle: -Math.PI / 2, fit: false, animate: false,
+        sort: (a, b) => Number(b.data("hub")) - Number(a.data("hub")),
+      }).run();
     }
     if (added.length) {
       savePositions();
