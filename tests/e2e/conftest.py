@@ -80,11 +80,15 @@ def server(tmp_path_factory):
     for var in ("DATABASE_URL", "REDIS_URL", "SHADOWMESH_DEBUG"):
         env.pop(var, None)
     python = sys.executable
-    subprocess.run([python, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
-    created = subprocess.run([python, "manage.py", "createadmin", "--username", "admin"], cwd=ROOT, env=env,
-                             check=True, capture_output=True, text=True)
-    password = created.stdout.strip().splitlines()[-1]
+
+    def manage(*args: str) -> str:
+        done = subprocess.run([python, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    manage("migrate", "--noinput")
+    password = manage("createadmin", "--username", "admin").strip().splitlines()[-1]
     port = _free_port()
     log = open(data / "daphne.log", "wb")  # closed in the teardown
     proc = subprocess.Popen(
