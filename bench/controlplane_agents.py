@@ -117,7 +117,7 @@ def _enroll_over_http(base: str, token: str, name: str, public: bytes) -> None:
         resp.read()
 
 
-async def run_one(n: int, changes: int, log_path: str | None = None) -> dict:
+async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="sm-bench-agents-") as tmp:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         env.update(
@@ -129,6 +129,11 @@ async def run_one(n: int, changes: int, log_path: str | None = None) -> dict:
         )
         manage = [sys.executable, "manage.py"]
         subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        if wal:  # journal_mode=WAL is stored in the database file, so the server inherits it
+            import sqlite3
+
+            with sqlite3.connect(Path(tmp) / "db.sqlite3") as db:
+                db.execute("PRAGMA journal_mode=WAL")
         seeds = os.urandom(32 * n)
         (Path(tmp) / "seeds").write_bytes(seeds)
         t = time.perf_counter()
@@ -215,6 +220,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None) -> dict:
     flat = [x for run in change_s for x in run]
     return {
         "agents": n,
+        "sqlite_wal": wal,
         "enroll_setup_s": round(enroll_s, 1),
         "connect_p50_ms": round(1000 * _pct(connect_s, 0.5), 1),
         "connect_p99_ms": round(1000 * _pct(connect_s, 0.99), 1),
@@ -233,11 +239,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--changes", type=int, default=3)
+    parser.add_argument("--wal", action="store_true", help="put the SQLite database in WAL mode first")
     parser.add_argument("--daphne-log", help="keep the server's log (level INFO) in this file")
     args = parser.parse_args()
     results = []
     for n in args.agents:
-        r = asyncio.run(run_one(n, args.changes, args.daphne_log))
+        r = asyncio.run(run_one(n, args.changes, args.daphne_log, args.wal))
         results.append(r)
         print(json.dumps(r), flush=True)
     out = ROOT / "bench" / "results" / f"controlplane-agents-{time.strftime('%Y%m%d-%H%M%S')}.json"
