@@ -97,7 +97,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         self.nonce = os.urandom(nm.CHALLENGE_SIZE)
         await self.send(bytes_data=nm.encode(nm.Challenge(self.nonce)))
-        self.auth_timer = loop.call_later(auth_timeout(), lambda: loop.create_task(self._auth_expired()))
+        self.auth_timer = loop.call_later(auth_timeout(), self._arm_auth_expiry, loop)
+
+    def _arm_auth_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.auth_expiry = loop.create_task(self._auth_expired())  # referenced until it is done
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
