@@ -303,14 +303,17 @@ def test_logging_out_closes_the_live_socket_of_every_other_tab(server, context):
     other.wait_for_url(re.compile(r".*/login/\?next=/map/"), timeout=WAIT_MS)
 
 
-def test_narrow_window_and_dark_mode_stay_readable(server, browser, artifacts):
+def test_narrow_window_and_dark_mode_stay_readable(server, browser, artifacts, agent_factory):
     context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
     try:
         page, watch = watched(context)
         login(page, server)
-        page.goto(server.url + "/nodes/")
-        width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 390, "no sideways scrolling of the page (tables scroll inside their panel)"
+        node = agent_factory(create_token(page, server, uses=1, public=False), "a-rather-long-node-name-01")
+        pages = ("/", "/map/", "/tokens/", "/tokens/new", "/routes/", "/audit/", f"/nodes/{node.peer_id}/")
+        for path in (*pages, "/nodes/"):
+            page.goto(server.url + path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"{path}: no sideways scrolling of the page (tables scroll in their panel)"
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(15, 18, 22)", "the dark palette is used"
         page.screenshot(path=str(artifacts / "dashboard-nodes-narrow-dark.png"), full_page=True)
