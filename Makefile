@@ -13,6 +13,10 @@ test: venv
 bench: venv
 	@bash bench/run.sh
 
+vendor: venv
+	cd frontend && npm ci --ignore-scripts
+	.venv/bin/python scripts/vendor.py
+
 lint: venv
 	.venv/bin/ruff check .
 
