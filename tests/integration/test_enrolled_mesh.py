@@ -52,14 +52,18 @@ def test_four_enrolled_nodes_reach_each_other_pairwise(mesh):
     assert doc["node"]["overlay_ip"] == belgium.overlay_ip
     assert doc["node"]["server"] == "connected"
     # counters reach the server (every 2 s): a stored sample of belgium's link to starlink, relayed
-    wait_for(lambda: stored_sample(mesh, belgium, starlink), 10, "a counters sample on the server")
-    tx_frames, path = stored_sample(mesh, belgium, starlink)
+    # (samples are deltas between reports, so traffic has to flow while we wait)
+    def sampled():
+        return mesh.ping(belgium, starlink) and stored_sample(mesh, belgium, starlink)
+
+    tx_frames, path = wait_for(sampled, 15, "a counters sample on the server")
     assert tx_frames > 0 and path == f"relay:{uk.peer_id}"
 
 
 def stored_sample(mesh: Mesh, node, peer):
     code = ("from meshadmin.telemetry.models import Sample; "
-            f"s = Sample.objects.filter(node__peer_id='{node.peer_id}', peer_id='{peer.peer_id}')"
+            f"s = Sample.objects.filter(node__peer_id='{node.peer_id}', peer_id='{peer.peer_id}', "
+            "tx_frames__gt=0)"
             ".order_by('-pk').first(); print('none' if s is None else f'{s.tx_frames} {s.path}')")
     out = mesh.server.manage("shell", "-c", code).strip().splitlines()[-1]
     if out == "none":
