@@ -260,6 +260,8 @@ class DataPath:
                         budget -= 1
                         continue
                     packet = segments[0]
+                    if not self.tso_reads:
+                        log.info("TUN offloads in use: first TSO read gave %d packet(s)", len(segments))
                     self.tso_reads += 1
             budget -= 1 if segments is None else len(segments)
             version = packet[0] >> 4 if packet else 0
