@@ -18,8 +18,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from meshadmin.mesh.models import Network
+from meshadmin.realtime.groups import ALL_DASHBOARDS_GROUP, SESSION_LOGOUT, user_group
+from meshadmin.realtime.groups import dashboard_group as network_group
 
-from .groups import ALL_NETWORKS_GROUP, SESSION_LOGOUT, network_group, user_group
 from .permissions import can_view
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not await database_sync_to_async(can_view)(user):
             await self.close(code=CLOSE_SIGNED_OUT)
             return
-        self.joined = [user_group(user.pk), ALL_NETWORKS_GROUP]
+        self.joined = [user_group(user.pk), ALL_DASHBOARDS_GROUP]
         self.joined += [network_group(pk) for pk in await self._network_ids()]
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)

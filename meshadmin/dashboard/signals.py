@@ -19,8 +19,8 @@ from django.dispatch import receiver
 from meshadmin.mesh.changes import change_announced
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.common import record_audit
-
-from .groups import ALL_NETWORKS_GROUP, CHANGED, SESSION_LOGOUT, user_group
+from meshadmin.realtime.groups import ALL_DASHBOARDS_GROUP, SESSION_LOGOUT, user_group
+from meshadmin.realtime.groups import DASHBOARD_CHANGED as CHANGED
 
 log = logging.getLogger(__name__)
 _pending: set[asyncio.Task] = set()  # keeps scheduled sends alive until they finish
@@ -48,7 +48,7 @@ def _group_send(group: str, message: dict) -> None:
 @receiver(change_announced, dispatch_uid="dashboard.refresh_on_change")
 def refresh_on_change(sender, change, **kwargs) -> None:
     _group_send(
-        ALL_NETWORKS_GROUP,
+        ALL_DASHBOARDS_GROUP,
         {"type": CHANGED, "network_id": change.network_id, "reason": change.reason, "serial": change.serial},
     )
 

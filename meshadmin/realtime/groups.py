@@ -8,18 +8,27 @@ from __future__ import annotations
 
 __all__ = [
     "AGENT_REVOKE",
+    "ALL_DASHBOARDS_GROUP",
+    "DASHBOARD_CHANGED",
     "NETMAP_CHANGED",
     "PRESENCE_UPDATE",
+    "SESSION_LOGOUT",
     "TELEMETRY_UPDATE",
     "agents_group",
     "dashboard_group",
     "node_group",
+    "user_group",
 ]
 
 NETMAP_CHANGED = "netmap.changed"      # {"network", "serial"} -> AgentConsumer.netmap_changed
 AGENT_REVOKE = "agent.revoke"          # {"reason": str} -> AgentConsumer.agent_revoke (closes 4403)
 TELEMETRY_UPDATE = "telemetry.update"  # {"network", "node", "links": [...]} -> dashboard consumers
 PRESENCE_UPDATE = "presence.update"    # {"network", "node", "online": bool} -> dashboard consumers
+DASHBOARD_CHANGED = "dashboard.changed"  # an admin write changed a network -> DashboardConsumer
+SESSION_LOGOUT = "session.logout"      # the user logged out -> DashboardConsumer closes the socket
+
+# every dashboard socket joins it, so a network created after the socket opened still reaches it
+ALL_DASHBOARDS_GROUP = "dashboard.all"
 
 
 def node_group(peer_id: str) -> str:
@@ -35,3 +44,8 @@ def agents_group(network_id: int) -> str:
 def dashboard_group(network_id: int) -> str:
     """Every dashboard page watching one network."""
     return f"dashboard.{int(network_id)}"
+
+
+def user_group(user_id: int) -> str:
+    """Every dashboard socket of one user (logout closes them all)."""
+    return f"dashboard.user.{int(user_id)}"
