@@ -1,0 +1,128 @@
+"""Enrolled mode without root: an Agent (a pipe stands in for the TUN, sockets on loopback) applies
+netmaps live — peers added, revoked, routes changed, relays as fallback — through routing.plan.
+The kernel side (routes on a real TUN) and the wire are covered in tests/integration/."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import mldsa
+
+from nodeagent.agent import Agent, _bind_control
+from nodeagent.config import AgentConfig
+from nodeagent.identity import NodeIdentity
+from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.cert import CertFlags, issue_certificate
+from nodeagent.protocol.handshake import MeshCA
+from nodeagent.protocol.identity import peer_id
+from nodeagent.tunnel.tun import TunDevice
+from nodeagent.tunnel.udp import UdpSocket
+
+UK, MAC, STARLINK = "11" * 20, "22" * 20, "33" * 20
+
+
+def _peer(pid: str, name: str, ip: str, relay: str | None = None, fp: str = "0" * 64) -> nm.Peer:
+    return nm.Peer(peer_id=pid, name=name, overlay_ip=ip, fingerprint=fp,
+                   endpoints=(nm.Endpoint("127.0.0.1", 9, 9),), relay=relay)
+
+
+@pytest.fixture
+async def agent(tmp_path):
+    ca = mldsa.MLDSA87PrivateKey.generate()
+    key = mldsa.MLDSA87PrivateKey.generate()
+    pk = key.public_key().public_bytes_raw()
+    now = int(time.time())
+    cert = issue_certificate(ca, public_key=pk, name="belgium", network="demo", overlay_ip="10.10.10.2",
+                             prefix_len=24, flags=CertFlags(0), not_before=now - 60, not_after=now + 3600)
+    config = AgentConfig(path=tmp_path, name="belgium", private_key_path=tmp_path / "node.key",
+                         overlay=ipaddress.ip_interface("10.10.10.2/24"),
+                         listen_ip=ipaddress.ip_address("127.0.0.1"), control_port=0, udp_port=0,
+                         public=False, interface="smtestnotthere", mtu=None,
+                         control_socket=tmp_path / "s.sock")
+    r, w = os.pipe()
+    udp = UdpSocket.open("127.0.0.1", 0)
+    sock = _bind_control("127.0.0.1", 0)
+    a = Agent(config, NodeIdentity(key, pk, peer_id(pk)), TunDevice(r, "smtestnotthere", False), udp, sock,
+              1380, certificate=cert, ca_public_key=ca.public_key().public_bytes_raw())
+    try:
+        yield a
+    finally:
+        udp.close()
+        sock.close()
+        os.close(r)
+        os.close(w)
+
+
+def _map(agent: Agent, serial: int, peers, routes=(), revoked=()) -> nm.NetMap:
+    me = nm.SelfInfo(peer_id=agent.local.peer_id, name="belgium", overlay_ip="10.10.10.2", prefix_len=24)
+    ordered = tuple(sorted(peers, key=lambda p: p.peer_id))
+    return nm.NetMap(network="demo", serial=serial, node=me, peers=ordered, routes=tuple(routes),
+                     revoked=tuple(revoked))
+
+
+def _hop(agent: Agent, address: str):
+    hop = agent.datapath.route(ipaddress.ip_address(address).packed)
+    return None if hop is None else hop.config.peer_id
+
+
+async def test_a_netmap_adds_its_peers_and_routes_their_addresses(agent):
+    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
+    assert set(agent.by_id) == {UK, MAC}
+    assert _hop(agent, "10.10.10.1") == UK and _hop(agent, "10.10.10.4") == MAC
+    assert isinstance(agent.trust, MeshCA) and agent.trust.knows(MAC)
+    assert not agent.trust.knows(STARLINK)  # never in a netmap: refused before any work
+    assert {p["name"] for p in agent.status()["peers"]} == {"uk", "mac"}
+
+
+async def test_a_revoked_peer_is_dropped_and_can_never_handshake_again(agent):
+    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
+    mac = agent.by_id[MAC]
+    revoked = _map(agent, 2, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")],
+                   revoked=[nm.Revocation(MAC, "ab" * 32)])
+    await agent.apply_netmap(revoked)
+    assert set(agent.by_id) == {UK}
+    assert _hop(agent, "10.10.10.4") is None
+    assert mac not in agent.peers and mac.id_bytes not in agent.datapath.by_id
+    assert not agent.trust.knows(MAC) and MAC in agent.trust.revoked
+    assert agent.status()["node"]["revoked_peers"] == [MAC]
+    # still revoked when a later map no longer lists it at all
+    await agent.apply_netmap(_map(agent, 3, [_peer(UK, "uk", "10.10.10.1")]))
+    assert MAC in agent.trust.revoked
+
+
+async def test_a_peer_that_leaves_the_netmap_is_removed(agent):
+    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
+    await agent.apply_netmap(_map(agent, 2, [_peer(UK, "uk", "10.10.10.1")]))
+    assert set(agent.by_id) == {UK} and not agent.trust.knows(MAC) and MAC not in agent.trust.revoked
+
+
+async def test_a_route_through_a_peer_is_added_and_removed_live(agent):
+    peers = [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]
+    await agent.apply_netmap(_map(agent, 1, peers))
+    assert _hop(agent, "192.168.77.9") is None
+    await agent.apply_netmap(_map(agent, 2, peers, routes=[nm.Route("192.168.77.0/24", MAC)]))
+    assert _hop(agent, "192.168.77.9") == MAC
+    assert agent.by_id[MAC].config.allowed_ips == (ipaddress.ip_network("192.168.77.0/24"),)
+    await agent.apply_netmap(_map(agent, 3, peers))
+    assert _hop(agent, "192.168.77.9") is None and agent.by_id[MAC].config.allowed_ips == ()
+
+
+async def test_a_relay_is_used_while_no_direct_link_is_up(agent):
+    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"),
+                                             _peer(STARLINK, "starlink", "10.10.10.3", relay=UK)]))
+    assert agent.by_id[STARLINK].hub is agent.by_id[UK]
+    paths = {p["peer_id"]: p["path"] for p in agent.status()["peers"]}
+    assert paths == {UK: "direct", STARLINK: f"relay:{UK}"}
+    # the relay leaves the map: the peer has no relay any more
+    await agent.apply_netmap(_map(agent, 2, [_peer(STARLINK, "starlink", "10.10.10.3", relay=UK)]))
+    assert agent.by_id[STARLINK].hub is None
+
+
+async def test_a_netmap_for_another_node_is_ignored(agent):
+    them = nm.SelfInfo(peer_id=UK, name="uk", overlay_ip="10.10.10.1", prefix_len=24)
+    other = nm.NetMap(network="demo", serial=5, node=them, peers=(_peer(MAC, "mac", "10.10.10.4"),))
+    await agent.apply_netmap(other)
+    assert agent.by_id == {} and agent.applied is None
