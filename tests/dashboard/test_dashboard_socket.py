@@ -60,6 +60,16 @@ async def test_a_page_from_another_origin_is_refused(staff):
     await comm.disconnect()
 
 
+async def test_a_socket_without_an_origin_header_is_refused(staff):
+    """Browsers always send Origin; a socket without one is not a same-origin page (security.md §7.24)."""
+    session = await sync_to_async(_session_cookie)(staff)
+    headers = [(b"host", b"testserver"), (b"cookie", f"sessionid={session}".encode())]
+    comm = WebsocketCommunicator(application, "/ws/dashboard/", headers=headers)
+    connected, _ = await comm.connect()
+    assert not connected
+    await comm.disconnect()
+
+
 async def test_agent_reports_and_presence_reach_the_page_of_that_network(staff):
     from meshadmin.mesh.services.networks import get_or_create_network
 
