@@ -81,7 +81,9 @@ class Demo:
                 f"run `{PY} scripts/demo.py --clean`"
             )
         self._remember("links", self.bridge)
-        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        # a fixed MAC, so the bridge does not change address as the veths are added
+        mac = "02:" + ":".join(secrets.token_hex(1) for _ in range(5))
+        sh("ip", "link", "add", self.bridge, "address", mac, "type", "bridge")
         sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         for name, addr, _ in NODES:

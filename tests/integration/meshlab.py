@@ -119,7 +119,11 @@ class Mesh:
         self.host_links: list[str] = [self.bridge]
         self.nodes: list[EnrolledNode] = []
         self._octet = 10
-        sh("ip", "link", "add", self.bridge, "type", "bridge")
+        # a fixed (locally administered) MAC: otherwise the bridge takes the lowest MAC of its ports
+        # and changes it as nodes are added, and a node that cached the old one is cut off from the
+        # server until its ARP entry goes stale (the frames arrive as "for another host")
+        mac = "02:" + ":".join(secrets.token_hex(1) for _ in range(5))
+        sh("ip", "link", "add", self.bridge, "address", mac, "type", "bridge")
         sh("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         self.server = MeshServer(lab.tmp, self.host_ip)
