@@ -15,6 +15,10 @@ DATA and KEEPALIVE frames: header ‖ ChaCha20-Poly1305(key, nonce(counter), pay
 A KEEPALIVE payload is empty, or an 8-byte echo (`pack_echo`): the timestamp of the peer frame
 being answered and how long we held it, so the peer computes RTT = now - echo_ts - held_ms.
 A frame with FrameFlags.ECHO_REQUEST asks the receiver to answer with such an echo.
+A DATA frame with FrameFlags.CSUM_PARTIAL carries a TCP or UDP packet whose checksum field holds
+only the pseudo-header sum (the sender's TUN offloads left it for "the hardware"); the receiver
+completes it (tunnel/tso.py) or hands it to its kernel marked NEEDS_CSUM. The flag is in the
+authenticated header, and the AEAD, not the transport checksum, protects the bytes in transit.
 Payloads are not padded (we do not claim resistance to traffic analysis by length).
 
 Relay (end-to-end encryption across a hub; the hub never holds the inner keys):
@@ -88,6 +92,9 @@ class FrameType(IntEnum):
 class FrameFlags(IntFlag):
     NONE = 0
     ECHO_REQUEST = 1  # please answer with a KEEPALIVE echo of this frame's timestamp
+    # DATA: the inner TCP/UDP checksum field holds only the pseudo-header sum (TUN offloads, as a
+    # virtio_net_hdr NEEDS_CSUM at the transport header); the receiver completes it
+    CSUM_PARTIAL = 2
 
 
 class FrameError(ValueError):
@@ -122,7 +129,7 @@ MAX_PAYLOAD = MAX_LENGTH - TAG_SIZE
 
 _TYPES = frozenset(int(t) for t in FrameType)
 END_TO_END_TYPES = frozenset((int(FrameType.DATA), int(FrameType.KEEPALIVE)))
-_BAD_FLAGS = 0xFF & ~int(FrameFlags.ECHO_REQUEST)
+_BAD_FLAGS = 0xFF & ~int(FrameFlags.ECHO_REQUEST | FrameFlags.CSUM_PARTIAL)
 _LAST_E2E = int(FrameType.KEEPALIVE)
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
