@@ -28,6 +28,8 @@ def _name(node) -> str:
 
 
 def _is_secret(node) -> bool:
+    if isinstance(node, ast.Constant):
+        return False  # a literal is public text ("enrollmenttoken" as an object type), not a secret value
     name = _name(node)
     return bool(name) and bool(SECRET_NAME.search(name)) and not NOT_SECRET.search(name)
 
@@ -58,6 +60,9 @@ def test_the_lint_catches_a_plain_token_comparison():
     assert find_secret_comparisons("ok = row.token_hash != hash_secret(t)", "x.py") == ["x.py:1"]
     assert find_secret_comparisons("if token is None or len(token) == 0: pass", "x.py") == []
     assert find_secret_comparisons("ok = hmac.compare_digest(token, expected)", "x.py") == []
+    assert find_secret_comparisons('if body["token"] == sent: pass', "x.py") == ["x.py:1"]
+    assert find_secret_comparisons('if token == "s3cret": pass', "x.py") == ["x.py:1"]
+    assert find_secret_comparisons('if e.object_type == "enrollmenttoken": pass', "x.py") == []
 
 
 def test_no_control_plane_code_compares_secrets_with_equality():
