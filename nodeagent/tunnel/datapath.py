@@ -1,13 +1,17 @@
 """Both packet pipelines of the agent, run as raw `loop.add_reader` drain callbacks on one thread.
 
-Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets:
-  1. read one IP packet from the TUN fd (non-blocking; stop at EAGAIN; strip the vnet header)
+Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: segments):
+  1. read one IP packet from the TUN fd (non-blocking; stop at EAGAIN; strip the vnet header).
+     With TUN offloads on (tun.py) a read may be a TCP super-packet: tso.split cuts it into
+     MSS-sized segments, each sealed as its own DATA frame with CSUM_PARTIAL (its checksum
+     is left to the receiving kernel); a partial UDP/TCP checksum likewise   drop `malformed`
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
   3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
   4. pick the peer's sending keypair (KeyRing.sending). None, or no UDP endpoint known yet ->
      park the packet in the peer's bounded pending queue (and ask the agent for a handshake);
      no counter is consumed for a frame that cannot leave             drop `queue_full` when full
-  5. seal: DATA frame under the end-to-end keypair (frames.seal, counter = Keypair.next_counter)
+  5. seal: DATA frame under the end-to-end keypair (frames.seal, counter = Keypair.next_counter);
+     a packet parked in step 4 gets its checksum completed first (tso.finish)
   6. relayed peer (`via`): wrap the sealed frame in a RELAY envelope under the hub keypair
   7. append to the batch of its UDP destination; after the drain, one GSO sendmsg per run
      (udp.send_batch); datagrams the socket refused                   drop `queue_full`
@@ -28,7 +32,8 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
      routed to it: the same table as step 3 of outbound)               drop `spoofed_source`
      KEEPALIVE: answer an echo request, or turn an echo into rtt_ms
   9. write the IP packet to the TUN: with a vnet TUN, runs of in-order segments of one TCP
-     flow are merged into one GSO write at the end of the drain (gro.py)
+     flow are merged into one GSO write at the end of the drain (gro.py), and a CSUM_PARTIAL
+     packet written alone carries NEEDS_CSUM; without a vnet header tso.finish completes it
 
 Ordering and locking: everything runs on the event-loop thread, so counters and rings need no
 locks; the only shared state with the control channel (sessions installed, endpoints learned)
@@ -63,7 +68,7 @@ from ..protocol.keys import Keypair, KeyRing, NonceExhausted
 from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
 from .gro import TunWriter
-from .tso import VNET_HDR_SIZE, OffloadError, split
+from .tso import VNET_HDR_SIZE, OffloadError, finish, split
 from .udp import RECV_BUFFER
 
 __all__ = ["DataPath", "Peer"]
@@ -72,6 +77,9 @@ log = logging.getLogger(__name__)
 
 TUN_BATCH = 64  # tuning: packets (TSO: segments) per TUN drain
 TUN_READ = 65536 + 256  # one read: an MTU-sized packet, or a TSO super-packet of up to 64 KB
+# A/B knob: SHADOWMESH_CSUM_PARTIAL=0 makes tso.py compute every checksum in Python (no
+# CSUM_PARTIAL frames); the default leaves them to the receiving kernel (tso.py explains)
+PARTIAL_CSUM = os.environ.get("SHADOWMESH_CSUM_PARTIAL", "1") != "0"
 UDP_CALLS = 32  # tuning: GRO reads per UDP wake-up
 PENDING_MAX = 64  # tuning: packets parked per peer while its handshake runs
 
@@ -80,6 +88,7 @@ _KEEPALIVE = int(FrameType.KEEPALIVE)
 _RELAY = int(FrameType.RELAY)
 _RELAYED = int(FrameType.RELAYED)
 _ECHO_REQUEST = int(FrameFlags.ECHO_REQUEST)
+_CSUM_PARTIAL = int(FrameFlags.CSUM_PARTIAL)
 _NO_OFFLOAD = bytes(2)  # virtio_net_hdr flags and gso_type both zero
 
 
@@ -137,6 +146,7 @@ class DataPath:
         self.vnet = vnet
         self.writer = TunWriter(tun_fd) if vnet else None
         self.tso_reads = 0  # TUN reads that needed tso.split (super-packets, partial checksums)
+        self.partial_csum = PARTIAL_CSUM
         self.udp = udp
         self.peers = peers
         self.by_id = {p.id_bytes: p for p in peers}
@@ -188,12 +198,13 @@ class DataPath:
         self._send(out)
 
     # --- outbound ---------------------------------------------------------------------------
-    def _seal_to(self, peer: Peer, packet: bytes, now: float, out: dict) -> bool:
+    def _seal_to(self, peer: Peer, packet: bytes, now: float, out: dict, flags: int = 0) -> bool:
         """Seal one packet for `peer` and add it to `out`; False if it had to wait or was dropped.
 
         Nothing consumes a counter unless the frame can leave: a packet for a peer without keys,
         or whose UDP endpoint is not known yet (the link is up but UDP_ENDPOINT has not
-        arrived), waits in the bounded pending queue instead."""
+        arrived), waits in the bounded pending queue instead (with its checksum completed:
+        `flags` CSUM_PARTIAL says the packet's TCP/UDP checksum is partial, tso.py)."""
         hub = peer.hub
         kp = peer.ring.sending(now)
         hkp = None if hub is None else hub.ring.sending(now)
@@ -202,7 +213,7 @@ class DataPath:
             if len(peer.pending) >= PENDING_MAX:
                 self.drops.queue_full += 1
             else:
-                peer.pending.append(packet)
+                peer.pending.append(finish(packet) if flags else packet)
             if kp is None:
                 self.on_handshake_needed(peer)
             elif hub is not None and hkp is None:
@@ -210,7 +221,7 @@ class DataPath:
             return False
         ts = ts_ms(now)
         try:
-            frame = seal(kp.send, _DATA, kp.remote_index, kp.next_counter(), ts, packet)
+            frame = seal(kp.send, _DATA, kp.remote_index, kp.next_counter(), ts, packet, flags)
             if hkp is not None:
                 frame = wrap_relay(hkp.send, _RELAY, hkp.remote_index, hkp.next_counter(), ts, peer.id_bytes,
                                    frame)
@@ -238,6 +249,7 @@ class DataPath:
         out: dict[tuple, list[bytes]] = {}
         touched = set()
         vnet = self.vnet
+        complete = not self.partial_csum
         size = TUN_READ + (VNET_HDR_SIZE if vnet else 0)
         budget = TUN_BATCH
         while budget > 0:
@@ -254,7 +266,7 @@ class DataPath:
                     packet = packet[VNET_HDR_SIZE:]
                 else:  # a TSO super-packet or a partial checksum (tun.py offloads on)
                     try:
-                        segments = split(packet)
+                        segments, partial = split(packet, complete)
                     except OffloadError:
                         self.drops.malformed += 1
                         budget -= 1
@@ -280,8 +292,9 @@ class DataPath:
                 if seal_to(peer, packet, now, out):
                     touched.add(peer)
             else:  # every segment has the same addresses: one lookup
+                flags = _CSUM_PARTIAL if partial else 0
                 for segment in segments:
-                    if seal_to(peer, segment, now, out):
+                    if seal_to(peer, segment, now, out, flags):
                         touched.add(peer)
         self._send(out)
         for peer in touched:
@@ -395,10 +408,17 @@ class DataPath:
             if self.route(src) is not peer:
                 self.drops.spoofed_source += 1
                 return
+            partial = header.flags & _CSUM_PARTIAL
             writer = self.writer
             if writer is not None:
-                writer.add(plaintext)  # written at the end of the drain (flush)
+                writer.add(plaintext, partial)  # written at the end of the drain (flush)
                 return
+            if partial:  # no vnet header to pass NEEDS_CSUM: finish the checksum here
+                try:
+                    plaintext = finish(plaintext)
+                except OffloadError:
+                    self.drops.malformed += 1
+                    return
             try:
                 os.write(self.tun_fd, plaintext)
             except BlockingIOError:

@@ -12,20 +12,22 @@ Rules (a subset of the kernel's tcp_gro_receive, so a merge never changes what T
 - same addresses, ports, TOS, TTL, ACK number, window and TCP options bytes (timestamps);
 - flags exactly ACK or ACK|PSH; a PSH, or a segment shorter than the first, closes the run;
 - the next segment's sequence number is the previous one's end; the run stays under 64 KB.
-Anything else is written on its own with a zero header ("checksum already complete").
+Anything else is written on its own: with a zero header ("checksum already complete"), or,
+for a packet that came in a CSUM_PARTIAL frame (its TCP/UDP checksum holds the pseudo-header
+sum only, tso.py), with NEEDS_CSUM at its transport header so the kernel finishes it.
 The packets given to `add()` have already passed the AEAD, replay and anti-spoofing checks.
 
 Reads are the send side's business: with TUN offloads on (tun.py, SHADOWMESH_TUN_TSO) the
-kernel hands the data path TCP super-packets, which tso.py cuts into complete MSS-sized
-segments before sealing; with them off each read is a zero header + one IP packet. Either way
-every packet that reaches `add()` carries a complete checksum, so a packet written alone uses
-the zero header (the kernel verifies it), and only merged super-packets use NEEDS_CSUM.
+kernel hands the data path TCP super-packets, which tso.py cuts into MSS-sized segments with
+partial checksums before sealing; with them off each read is a zero header + one IP packet.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+
+from .tso import OffloadError, partial_offsets
 
 __all__ = ["VNET_HDR_SIZE", "TunWriter"]
 
@@ -45,12 +47,13 @@ def _ip_checksum(header: bytes | bytearray) -> int:
 class TunWriter:
     """Buffer one drain's worth of packets; `flush()` at the end of every drain."""
 
-    __slots__ = ("_ack", "_fd", "_first", "_key", "_mss", "_next_seq", "_parts", "_psh", "_total",
-                 "errors", "merged", "writes")
+    __slots__ = ("_ack", "_fd", "_first", "_key", "_mss", "_next_seq", "_partial", "_parts", "_psh",
+                 "_total", "errors", "merged", "writes")
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._first: bytes | None = None
+        self._partial = False
         self._parts: list = []
         self.writes = 0  # syscalls made
         self.merged = 0  # segments that went out inside a super-packet
@@ -65,12 +68,24 @@ class TunWriter:
         except OSError:
             self.errors += 1
 
-    def add(self, pkt: bytes) -> None:
+    def _lone(self, pkt: bytes, partial: bool) -> None:
+        if not partial:
+            self._write(_PLAIN, pkt)
+            return
+        try:
+            start, offset = partial_offsets(pkt)
+        except OffloadError:
+            self.errors += 1  # the sender flagged a packet that has no TCP/UDP checksum
+            return
+        self._write(_VNET.pack(_NEEDS_CSUM, 0, 0, 0, start, offset), pkt)
+
+    def add(self, pkt: bytes, partial: bool = False) -> None:
+        """Queue one packet; `partial`: it came in a CSUM_PARTIAL frame."""
         n = len(pkt)
         # fast reject: IPv4, IHL 5, TCP, no fragmentation (MF=0, offset 0)
         if n <= 40 or pkt[0] != 0x45 or pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7]:
             self.flush()
-            self._write(_PLAIN, pkt)
+            self._lone(pkt, partial)
             return
         doff = (pkt[32] >> 4) * 4
         hl = 20 + doff
@@ -78,7 +93,7 @@ class TunWriter:
         flags = pkt[33]
         if plen <= 0 or doff < 20 or (flags & ~_PSH) != _ACK:
             self.flush()
-            self._write(_PLAIN, pkt)
+            self._lone(pkt, partial)
             return
         seq = int.from_bytes(pkt[24:28], "big")
         # tos, ttl, addresses, ports, ack, doff/flags-free window and options must all match
@@ -95,9 +110,10 @@ class TunWriter:
             return
         self.flush()
         if flags & _PSH:
-            self._write(_PLAIN, pkt)
+            self._lone(pkt, partial)
             return
         self._first = pkt
+        self._partial = partial
         self._key = key
         self._parts = [memoryview(pkt)[hl:]]
         self._mss = plen
@@ -113,7 +129,7 @@ class TunWriter:
         parts = self._parts
         self._parts = []
         if len(parts) == 1:
-            self._write(_PLAIN, first)
+            self._lone(first, self._partial)
             return
         doff = (first[32] >> 4) * 4
         hl = 20 + doff

@@ -6,16 +6,23 @@ With offloads on, a read from the TUN is a 10-byte virtio_net_hdr followed by ei
   hardware"), or
 - a TCP super-packet (gso_type TCPV4/TCPV6) of up to 64 KB: one IP + TCP header and a payload
   that the "hardware" must cut into gso_size pieces.
-`split(frame)` plays that hardware: it returns real, complete IP packets, each at most
-hdr_len + gso_size bytes, so every datagram on the wire carries exactly one valid IP packet
-(never a piece of a super-packet: a lost datagram costs one segment, as on a real link).
+`split(frame)` plays that hardware: it returns real IP packets, each at most
+hdr_len + gso_size bytes, so every datagram on the wire carries exactly one IP packet (never a
+piece of a super-packet: a lost datagram costs one segment, as on a real link).
 
 Per segment (what the kernel's tcp_gso_segment does):
 - IPv4: total length, ID + i, header checksum; IPv6: payload length;
 - TCP: sequence number advanced by the bytes before it; CWR only on the first segment,
   FIN and PSH only on the last; every other header byte (ACK, window, options) copied;
-- the TCP checksum is computed in full (pseudo-header + header + payload), because the peer
-  may write the packet to a TUN without vnet headers, which trusts nothing partial.
+- the TCP checksum is left *partial* (the pseudo-header sum, as the kernel's own NEEDS_CSUM
+  packets have it), and the data frame says so (FrameFlags.CSUM_PARTIAL): the receiving node
+  hands the packet to its kernel with NEEDS_CSUM (gro.py), or calls `finish()` when its TUN has
+  no vnet header. Summing every payload byte in Python cost ~4.6 µs per 1400-byte segment on
+  the 2-core box, more than sealing it; the receiving kernel does it for free or not at all
+  (a locally delivered CHECKSUM_PARTIAL packet is trusted: the AEAD already authenticated it).
+  `split(frame, complete=True)` computes full checksums instead.
+A GSO_NONE packet with NEEDS_CSUM stays partial when it is plain TCP or UDP right after the IP
+header (what `partial_offsets` can find again on the other side); anything else is completed.
 
 Checksums use the ones' complement identity 2^16 = 1 (mod 0xFFFF): the big-endian integer of
 an even-length buffer, taken mod 0xFFFF, is its folded 16-bit ones' complement sum.
@@ -37,7 +44,9 @@ __all__ = [
     "VnetHeader",
     "checksum",
     "complete_checksum",
+    "finish",
     "parse_vnet",
+    "partial_offsets",
     "split",
 ]
 
@@ -54,6 +63,7 @@ _TCP = struct.Struct("!4sI5sB2sH")  # ports, seq, ack + data offset, flags, wind
 _U16 = struct.Struct("!H")
 _CWR, _FIN, _PSH = 0x80, 0x01, 0x08
 _TCP_PROTO = 6
+_CSUM_OFFSET = {6: 16, 17: 6}  # TCP, UDP: where the checksum sits in the transport header
 
 
 class OffloadError(ValueError):
@@ -96,23 +106,51 @@ def complete_checksum(packet: bytes | bytearray | memoryview, csum_start: int, c
     return bytes(out)
 
 
-def split(frame: bytes) -> list[bytes]:
-    """A TUN read (virtio_net_hdr + packet) -> complete IP packets (see the module docstring)."""
+def partial_offsets(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(csum_start, csum_offset) of a CSUM_PARTIAL packet: TCP or UDP right after the IP header."""
+    n = len(packet)
+    version = packet[0] >> 4 if n else 0
+    if version == 4 and n >= 20:
+        start, proto = (packet[0] & 15) * 4, packet[9]
+    elif version == 6 and n >= 40:
+        start, proto = 40, packet[6]
+    else:
+        raise OffloadError("partial checksum on a packet that is not IPv4/IPv6")
+    offset = _CSUM_OFFSET.get(proto)
+    if offset is None or start < 20 or n < start + offset + 2:
+        raise OffloadError(f"partial checksum on protocol {proto} or a truncated packet")
+    return start, offset
+
+
+def finish(packet: bytes | bytearray | memoryview) -> bytes:
+    """Complete the checksum of a CSUM_PARTIAL packet in software (a TUN without vnet header)."""
+    return complete_checksum(packet, *partial_offsets(packet))
+
+
+def split(frame: bytes, complete: bool = False) -> tuple[list[bytes], bool]:
+    """A TUN read (virtio_net_hdr + packet) -> (IP packets, partial). `partial`: every packet's
+    TCP/UDP checksum field holds the pseudo-header sum only (send with CSUM_PARTIAL)."""
     flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = parse_vnet(frame)
     packet = memoryview(frame)[VNET_HDR_SIZE:]
     kind = gso_type & ~GSO_ECN
     if kind == GSO_NONE:
-        if flags & NEEDS_CSUM:
-            return [complete_checksum(packet, csum_start, csum_offset)]
-        return [frame[VNET_HDR_SIZE:]]
+        if not flags & NEEDS_CSUM:
+            return [frame[VNET_HDR_SIZE:]], False
+        if not complete:
+            try:
+                if partial_offsets(packet) == (csum_start, csum_offset):
+                    return [frame[VNET_HDR_SIZE:]], True
+            except OffloadError:
+                pass
+        return [complete_checksum(packet, csum_start, csum_offset)], False
     if kind == GSO_TCPV4:
-        return _segment(packet, gso_size, 4)
+        return _segment(packet, gso_size, 4, complete), not complete
     if kind == GSO_TCPV6:
-        return _segment(packet, gso_size, 6)
+        return _segment(packet, gso_size, 6, complete), not complete
     raise OffloadError(f"unsupported gso_type {gso_type}")
 
 
-def _segment(packet: memoryview, mss: int, version: int) -> list[bytes]:
+def _segment(packet: memoryview, mss: int, version: int, complete: bool) -> list[bytes]:
     n = len(packet)
     if n < 1 or packet[0] >> 4 != version:
         raise OffloadError(f"GSO TCPv{version} frame without an IPv{version} packet")
@@ -141,7 +179,6 @@ def _segment(packet: memoryview, mss: int, version: int) -> list[bytes]:
     # the TCP header's sum without seq, flags and checksum (those change per segment)
     tcp_sum = (int.from_bytes(ports, "big") + int.from_bytes(ack_doff, "big") * 256
                + int.from_bytes(window, "big") + int.from_bytes(tcp_tail, "big"))
-    pseudo += tcp_sum
     if version == 4:
         v_tos, frag_ttl_proto, ip_tail = bytes(packet[0:2]), bytes(packet[6:10]), bytes(packet[12:ihl])
         ip_id = int.from_bytes(packet[4:6], "big")
@@ -166,10 +203,13 @@ def _segment(packet: memoryview, mss: int, version: int) -> list[bytes]:
             fl = first_flags if i == 0 else middle_flags
         seq = (seq0 + i * mss) & 0xFFFFFFFF
         tlen = doff + clen
-        total = int.from_bytes(chunk, "big")
-        if clen & 1:
-            total <<= 8
-        csum = ~((pseudo + tlen + (seq >> 16) + (seq & 0xFFFF) + fl + total) % 0xFFFF) & 0xFFFF
+        if complete:
+            total = int.from_bytes(chunk, "big")
+            if clen & 1:
+                total <<= 8
+            csum = ~((pseudo + tcp_sum + tlen + (seq >> 16) + (seq & 0xFFFF) + fl + total) % 0xFFFF) & 0xFFFF
+        else:
+            csum = (pseudo + tlen) % 0xFFFF
         th = pack_tcp(ports, seq, ack_doff, fl, window, csum) + tcp_tail
         if version == 4:
             length = ihl + tlen

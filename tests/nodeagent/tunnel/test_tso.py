@@ -2,11 +2,13 @@
 
 The naive checksum below adds 16-bit words one by one with end-around carry (RFC 1071), so it
 shares no code or trick with tso.py's big-integer version. Every segment must be a valid packet
-on its own, and segmenting then coalescing (gro.py, as the receiving node does) must give back
-the original byte stream.
+on its own once its checksum is finished (partial mode: the field holds the pseudo-header sum),
+and segmenting then coalescing (gro.py, as the receiving node does) must give back the original
+byte stream.
 """
 
 import ipaddress
+import random
 import socket
 import struct
 
@@ -24,6 +26,7 @@ from nodeagent.tunnel.tso import (
     VNET_HDR_SIZE,
     OffloadError,
     complete_checksum,
+    finish,
     split,
 )
 
@@ -97,12 +100,15 @@ flag_sets = st.sets(st.sampled_from([CWR, ECE, URG, PSH, FIN])).map(lambda fs: A
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(version=st.sampled_from([4, 6]), size=st.integers(1, 9000), mss=st.integers(1, 1500),
        flags=flag_sets, seq=st.integers(0, 2**32 - 1), ip_id=st.integers(0, 0xFFFF),
-       options=st.sampled_from([b"", TIMESTAMPS, bytes([1, 1, 1, 0])]), data=st.data())
+       options=st.sampled_from([b"", TIMESTAMPS, bytes([1, 1, 1, 0])]), complete=st.booleans(),
+       data=st.data())
 def test_every_segment_is_a_valid_packet_and_together_they_carry_the_payload(
-        version, size, mss, flags, seq, ip_id, options, data):
+        version, size, mss, flags, seq, ip_id, options, complete, data):
     payload = data.draw(st.binary(min_size=size, max_size=size))
     original = tcp_packet(version, payload, seq=seq, flags=flags, options=options, ip_id=ip_id)
-    segments = split(super_packet(version, payload, mss, seq=seq, flags=flags, options=options, ip_id=ip_id))
+    frame = super_packet(version, payload, mss, seq=seq, flags=flags, options=options, ip_id=ip_id)
+    segments, partial = split(frame, complete)
+    assert partial is not complete
 
     assert len(segments) == -(-size // mss)
     hl = header_len(original)
@@ -111,8 +117,12 @@ def test_every_segment_is_a_valid_packet_and_together_they_carry_the_payload(
         last = i == len(segments) - 1
         chunk = seg[hl:]
         assert len(chunk) == (size - mss * i if last else mss)
-        assert valid(pseudo_header(seg) + transport(seg))  # TCP checksum, naive twin
         ihl = hl - len(options) - 20
+        field = struct.unpack_from("!H", seg, ihl + 16)[0]
+        if partial:  # the pseudo-header sum, as the kernel leaves it for NEEDS_CSUM
+            assert field % 0xFFFF == naive_sum(pseudo_header(seg)) % 0xFFFF
+            seg = finish(seg)
+        assert valid(pseudo_header(seg) + transport(seg))  # TCP checksum, naive twin
         if version == 4:
             assert struct.unpack_from("!H", seg, 2)[0] == len(seg)
             assert struct.unpack_from("!H", seg, 4)[0] == (ip_id + i) & 0xFFFF
@@ -146,13 +156,14 @@ def tun():
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(size=st.integers(1, 60000), mss=st.integers(500, 1448), psh=st.booleans(), data=st.data())
-def test_segmenting_then_coalescing_gives_back_the_original_stream(tun, size, mss, psh, data):
+@given(size=st.integers(1, 60000), mss=st.integers(500, 1448), psh=st.booleans(), seed=st.integers(0, 2**32))
+def test_segmenting_then_coalescing_gives_back_the_original_stream(tun, size, mss, psh, seed):
     writer, theirs = tun
-    payload = data.draw(st.binary(min_size=size, max_size=size))
+    payload = random.Random(seed).randbytes(size)
     flags = ACK | (PSH if psh else 0)
-    for seg in split(super_packet(4, payload, mss, flags=flags)):
-        writer.add(seg)
+    segments, partial = split(super_packet(4, payload, mss, flags=flags))
+    for seg in segments:
+        writer.add(seg, partial)
     writer.flush()
     written = []
     while True:
@@ -164,7 +175,8 @@ def test_segmenting_then_coalescing_gives_back_the_original_stream(tun, size, ms
     for out in written:
         hdr, pkt = out[:VNET_HDR_SIZE], out[VNET_HDR_SIZE:]
         hl = header_len(pkt)
-        if hdr[0] & NEEDS_CSUM:  # merged: the field holds the pseudo-header sum; finish it as the kernel does
+        if hdr[0] & NEEDS_CSUM:  # the field holds the pseudo-header sum; finish it as the kernel does
+            assert struct.unpack_from("<HH", hdr, 6) == (20, 16)
             finished = complete_checksum(pkt, 20, 16)
             assert valid(pseudo_header(finished) + transport(finished))
         else:
@@ -180,7 +192,7 @@ def test_segmenting_then_coalescing_gives_back_the_original_stream(tun, size, ms
 def test_an_ecn_super_packet_keeps_cwr_on_the_first_segment_only():
     frame = super_packet(4, bytes(range(256)) * 20, 1000, flags=ACK | CWR | ECE)
     frame = frame[:1] + bytes([GSO_TCPV4 | GSO_ECN]) + frame[2:]
-    tcp_flags = [seg[20 + 13] for seg in split(frame)]
+    tcp_flags = [seg[20 + 13] for seg in split(frame)[0]]
     assert len(tcp_flags) == 6
     assert tcp_flags[0] & CWR and not any(f & CWR for f in tcp_flags[1:])
     assert all(f & ECE for f in tcp_flags)
@@ -201,14 +213,17 @@ def test_a_udp_packet_with_a_partial_checksum_is_completed(version):
     # the kernel leaves the pseudo-header sum (not inverted) in the field
     partial = naive_sum(pseudo_header(ip + bytes(udp_len)))
     packet = ip + struct.pack("!HHHH", 5000, 6000, udp_len, partial) + body
-    (done,) = split(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, start, 6) + packet)
+    frame = vnet(NEEDS_CSUM, GSO_NONE, 0, 0, start, 6) + packet
+    assert split(frame) == ([packet], True)  # left for the receiving kernel
+    ([done], flagged) = split(frame, complete=True)
+    assert not flagged and finish(packet) == done
     assert done[:start + 6] == packet[:start + 6] and done[start + 8:] == packet[start + 8:]
     assert valid(pseudo_header(done) + transport(done))
 
 
 def test_a_packet_without_offload_flags_passes_through_unchanged():
     icmp = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, V4_SRC, V4_DST) + bytes(8)
-    assert split(vnet(0, GSO_NONE) + icmp) == [icmp]
+    assert split(vnet(0, GSO_NONE) + icmp) == ([icmp], False)
 
 
 @pytest.mark.parametrize("frame, why", [
@@ -232,7 +247,29 @@ def test_frames_that_cannot_be_segmented_raise_offload_error(frame, why):
        body=st.binary(max_size=3000))
 def test_arbitrary_bytes_raise_only_offload_error(header, body):
     try:
-        out = split(struct.pack("<BBHHHH", *header) + body)
+        out, _partial = split(struct.pack("<BBHHHH", *header) + body)
     except OffloadError:
         return
     assert all(isinstance(p, bytes) for p in out)
+
+
+def test_a_partial_checksum_at_an_unexpected_place_is_completed_not_forwarded():
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, V4_SRC, V4_DST)
+    icmp = ip + bytes([8, 0, 0, 0]) + b"ping"
+    ([done], partial) = split(vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 2) + icmp)
+    assert not partial and valid(done[20:])
+
+
+def test_a_lone_partial_packet_is_written_with_needs_csum_at_its_transport_header(tun):
+    writer, theirs = tun
+    segments, partial = split(super_packet(6, b"z" * 300, 1000, flags=ACK | PSH))
+    writer.add(segments[0], partial)
+    writer.flush()
+    out = theirs.recv(70000)
+    assert struct.unpack_from("<BBHHHH", out) == (NEEDS_CSUM, GSO_NONE, 0, 0, 40, 16)
+    assert out[VNET_HDR_SIZE:] == segments[0]
+
+
+def test_finish_refuses_a_packet_without_a_tcp_or_udp_checksum():
+    with pytest.raises(OffloadError):
+        finish(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, V4_SRC, V4_DST) + bytes(8))
