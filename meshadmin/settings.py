@@ -156,7 +156,7 @@ REDIS_URL = env_str(
     "REDIS_URL", None, "redis://host:6379/0; unset = in-memory channel layer, local cache, eager Celery"
 )
 if REDIS_URL is None:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "meshadmin.realtime.layers.LocalChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CELERY_BROKER_URL = "memory://"
     CELERY_TASK_ALWAYS_EAGER = True

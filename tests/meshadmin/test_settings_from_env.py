@@ -44,7 +44,7 @@ def test_the_embedded_default_needs_no_services(tmp_path):
     shown = _settings(tmp_path)
     assert shown["db"] == "django.db.backends.sqlite3"
     assert shown["dbname"] == str(tmp_path / "db.sqlite3")
-    assert shown["layer"] == "channels.layers.InMemoryChannelLayer"
+    assert shown["layer"] == "meshadmin.realtime.layers.LocalChannelLayer"
     assert shown["cache"].endswith("LocMemCache")
     assert shown["eager"] is True
     assert shown["debug"] is False
