@@ -240,6 +240,38 @@ class DataPath:
         peer.last_tx = now
         return True
 
+    def _seal_segments(self, peer: Peer, segments: list[bytes], now: float, out: dict, flags: int) -> bool:
+        """`_seal_to` for the segments of one super-packet (same peer, same keypair): the
+        per-peer lookups once, then only seal per segment. Relayed peers, and peers that are
+        not ready (the packets wait), take the per-packet path."""
+        kp = peer.ring.sending(now)
+        dest = peer.endpoint
+        if peer.hub is not None or kp is None or dest is None:
+            sent = False
+            for segment in segments:
+                sent |= self._seal_to(peer, segment, now, out, flags)
+            return sent
+        batch = out.get(dest)
+        if batch is None:
+            batch = out[dest] = []
+        aead, index, counter, ts = kp.send, kp.remote_index, kp.next_counter, ts_ms(now)
+        count = size = 0
+        try:
+            for segment in segments:
+                frame = seal(aead, _DATA, index, counter(), ts, segment, flags)
+                batch.append(frame)
+                count += 1
+                size += len(frame)
+        except NonceExhausted:
+            self.on_handshake_needed(peer)
+            self.drops.queue_full += len(segments) - count
+        st = peer.stats
+        st.tx_frames += count
+        st.tx_bytes += size
+        if count:
+            peer.last_tx = now
+        return count > 0
+
     def on_tun(self) -> None:
         read = os.read
         fd = self.tun_fd
@@ -291,11 +323,8 @@ class DataPath:
             if segments is None:
                 if seal_to(peer, packet, now, out):
                     touched.add(peer)
-            else:  # every segment has the same addresses: one lookup
-                flags = _CSUM_PARTIAL if partial else 0
-                for segment in segments:
-                    if seal_to(peer, segment, now, out, flags):
-                        touched.add(peer)
+            elif self._seal_segments(peer, segments, now, out, _CSUM_PARTIAL if partial else 0):
+                touched.add(peer)
         self._send(out)
         for peer in touched:
             kp = peer.ring.current

@@ -342,3 +342,28 @@ def test_a_receiver_without_vnet_header_finishes_partial_checksums_itself():
             n.udp.close()
             n.tun.close()
             n.tun_app.close()
+
+
+def test_a_super_packet_that_runs_the_keypair_out_of_counters_sends_what_it_can_and_asks_for_a_rekey():
+    from nodeagent.protocol.keys import Limits
+
+    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
+    try:
+        a.know(b)
+        b.know(a)
+        a.start(vnet=True)
+        b.start(vnet=True)
+        now = time.monotonic()
+        kpa = Keypair(os.urandom(32), os.urandom(32), local_index=1, remote_index=2, created_at=now,
+                      initiator=True, limits=Limits(rekey_after_messages=5, reject_after_messages=5))
+        peer = a.peers["b"]
+        peer.endpoint = b.addr
+        a.dp.install(peer, kpa, confirmed=True)
+        a.inject(tcp_super_packet(os.urandom(11 * 1000), 1000))
+        assert peer.stats.tx_frames == 5 and a.dp.drops.queue_full == 6
+        assert peer in a.handshakes_wanted
+    finally:
+        for n in (a, b):
+            n.udp.close()
+            n.tun.close()
+            n.tun_app.close()
