@@ -109,3 +109,11 @@ def test_status_without_a_running_agent_says_so(tmp_path, capsys):
                                   f'control_socket = "{tmp_path}/agent.sock"\n')
     code, _, err = run(capsys, "status", "--config", str(path), "--json")
     assert code == cli.EXIT_UNREACHABLE and "no agent socket" in err
+
+
+def test_status_of_an_enrolled_node_whose_agent_is_not_running_exits_6(tmp_path, capsys):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "server.json").write_text("{}")
+    code, _, err = run(capsys, "status", "--state-dir", str(state), "--json")
+    assert code == 6 and err
