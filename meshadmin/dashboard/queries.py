@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db.models import Q
 from django.utils import timezone
@@ -249,10 +249,3 @@ def audit_events(
     if until:
         events = events.filter(created_at__lte=until)
     return with_labels(events[:limit])
-
-
-def age_seconds(then: datetime | None, now: datetime) -> float | None:
-    return None if then is None else max(0.0, (now - then).total_seconds())
-
-
-ONE_HOUR = timedelta(hours=1)
