@@ -291,3 +291,31 @@ async def test_a_bad_counter_report_is_skipped_and_the_link_stays_up(state_dir):
         assert stats.uptime_s == 3.0 and fake.connections == 1
     finally:
         await stop(server, task)
+
+
+async def test_endpoints_are_reported_again_each_refresh_period_while_counters_flow(state_dir, monkeypatch):
+    """The record's TTL is refreshed: the endpoint report repeats every PEER_RECORD_REFRESH_S
+    (5 min; lowered here to 0.2 s), while counters go every stats interval."""
+    import nodeagent.server_link as server_link
+
+    monkeypatch.setattr(server_link, "PEER_RECORD_REFRESH_S", 0.2)
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+
+    async def script(ws, n):
+        await ws.send(nm.encode(nm.Full(make_map(me, 1, [B]))))
+        await fake.pump(ws)
+
+    status = {"node": {"uptime_s": 1.0}, "peers": []}
+    endpoints = (nm.Endpoint("198.18.0.2", 8443, 9443),)
+    fake, server, _link, task, _applied, _ = await start(
+        state_dir, script, stats_source=lambda: status, endpoints=endpoints, stats_interval=0.05)
+    try:
+        kinds = []
+        while kinds.count(nm.EndpointReport) < 2:
+            msg = await asyncio.wait_for(fake.received.get(), 10)
+            kinds.append(type(msg))
+        # between the two endpoint reports, several counter reports went out
+        between = kinds[kinds.index(nm.EndpointReport) + 1:-1]
+        assert between.count(nm.Stats) >= 2, kinds
+    finally:
+        await stop(server, task)
