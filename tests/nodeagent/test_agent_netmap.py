@@ -126,3 +126,22 @@ async def test_a_netmap_for_another_node_is_ignored(agent):
     other = nm.NetMap(network="demo", serial=5, node=them, peers=(_peer(MAC, "mac", "10.10.10.4"),))
     await agent.apply_netmap(other)
     assert agent.by_id == {} and agent.applied is None
+
+
+async def test_a_new_endpoint_restarts_the_peers_dialer(agent):
+    import asyncio
+
+    agent.running = True  # as inside Agent.run(): dialers start with the peers
+    try:
+        await agent.apply_netmap(_map(agent, 1, [_peer(MAC, "mac", "10.10.10.4")]))
+        first = agent.dialers[MAC]
+        moved = nm.Peer(peer_id=MAC, name="mac", overlay_ip="10.10.10.4", fingerprint="0" * 64,
+                        endpoints=(nm.Endpoint("127.0.0.2", 9, 9),))
+        await agent.apply_netmap(_map(agent, 2, [moved]))
+        await asyncio.sleep(0)
+        assert agent.by_id[MAC].config.endpoint == ("127.0.0.2", 9)
+        assert agent.dialers[MAC] is not first and first.cancelled()
+    finally:
+        for task in list(agent.tasks):
+            task.cancel()
+        await asyncio.gather(*agent.tasks, return_exceptions=True)
