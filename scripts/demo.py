@@ -130,12 +130,13 @@ class Demo:
     # --- agents
     def forget_old_nodes(self) -> None:
         """A previous demo's nodes (same names, keys now gone) are deleted, so a rerun of `make demo`
-        on the same database enrolls afresh instead of meeting stale peers with our names."""
+        on the same database enrolls afresh instead of meeting stale peers with our names.
+        Revoked ones stay on record (they cannot be deleted, and they reach no one)."""
         names = [n for n, _, _ in NODES]
         manage("shell", "-c",
                "from meshadmin.mesh.models import Node\n"
                "from meshadmin.mesh.services.nodes import delete_node\n"
-               f"for node in Node.objects.filter(name__in={names!r}):\n"
+               f"for node in Node.objects.filter(name__in={names!r}).exclude(status='revoked'):\n"
                "    delete_node(node, actor='make demo')\n", env=self.env)
 
     def start_agents(self) -> dict[str, str]:

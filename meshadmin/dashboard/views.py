@@ -262,8 +262,9 @@ def node_delete(request, peer_id: str):
         return render_page(request, "dashboard/confirm.html", {
             "title": f"Delete {node.name}?",
             "object_name": node.name,
-            "explain": "The node's record is removed and its overlay IP freed. Unlike revoking, the same key "
-                       "could enroll again with a new token. Revoke first if the machine is lost.",
+            "explain": "The node's record is removed and its overlay IP freed. Unlike revoking, the same "
+                       "key could enroll again with a new token. If the machine is lost, revoke it instead: "
+                       "a revoked node stays on record so that no peer accepts it again.",
             "action_label": "Delete node",
             "cancel_url": node_url(node),
         })

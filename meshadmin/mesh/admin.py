@@ -118,11 +118,14 @@ class NodeAdmin(admin.ModelAdmin):
                 self.message_user(request, exc.detail, messages.ERROR)
 
     def delete_model(self, request, obj):
-        delete_node(obj, actor=user_actor(request.user))
+        self.delete_queryset(request, [obj])
 
     def delete_queryset(self, request, queryset):
         for node in queryset:
-            delete_node(node, actor=user_actor(request.user))
+            try:
+                delete_node(node, actor=user_actor(request.user))
+            except ServiceError as exc:
+                self.message_user(request, f"{node.name}: {exc.detail}", messages.ERROR)
 
     @admin.action(description="Revoke selected nodes")
     def revoke_selected(self, request, queryset):

@@ -195,6 +195,26 @@ def test_revoking_a_node_frees_its_address_but_keeps_the_row(api, make_token, id
     assert api.enroll(make_token(), identity_factory(), "b").json()["overlay_ip"] == first["overlay_ip"]
 
 
+def test_a_revoked_node_cannot_be_deleted_so_its_key_stays_refused_and_on_the_revocation_list(
+    api, make_token, identity_factory
+):
+    from meshadmin.mesh.services import ServiceError
+    from meshadmin.mesh.services.nodes import delete_node, revoke_node
+    from meshadmin.netmap import snapshot
+
+    ident = identity_factory()
+    first = api.enroll(make_token(), ident, "lost-laptop").json()
+    node = revoke_node(Node.objects.get(peer_id=first["peer_id"]))
+    with pytest.raises(ServiceError) as refused:
+        delete_node(node)
+    assert refused.value.status == 409
+    assert Node.objects.filter(peer_id=ident.peer_id, status=NodeStatus.REVOKED).exists()
+    revoked = [n.peer_id for n in snapshot.load(node.network).nodes if not n.active]
+    assert ident.peer_id in revoked
+    again = api.enroll(make_token(), ident, "lost-laptop")
+    assert again.status_code == 403
+
+
 def test_an_address_taken_by_a_concurrent_enrollment_is_retried(
     api, make_token, identity_factory, monkeypatch
 ):

@@ -63,10 +63,20 @@ def revoke_node(node: Node, *, actor: str = "system") -> Node:
     return node
 
 
+REVOKED_STAYS = (
+    "a revoked node cannot be deleted: its record keeps it on every peer's revocation list "
+    "(its certificate is still otherwise valid) and stops its key from enrolling again"
+)
+
+
 def delete_node(node: Node, *, actor: str = "system") -> None:
-    """Delete the row; its overlay IP is free for the next enrollment and its key may enroll again."""
+    """Delete an active node's row: its overlay IP is free for the next enrollment and its key may
+    enroll again. A revoked node is refused (Conflict): revocation is permanent, and the row is what
+    puts the node's peer id on the netmap's revocation list and refuses its key at enrollment."""
     with transaction.atomic():
         locked = bump_serial(node.network_id)
+        if Node.objects.filter(pk=node.pk, status=NodeStatus.REVOKED).exists():
+            raise Conflict(REVOKED_STAYS)
         details = {"peer_id": node.peer_id, "name": node.name, "overlay_ip": node.overlay_ip}
         object_id = str(node.pk)
         Node.objects.filter(pk=node.pk).delete()
