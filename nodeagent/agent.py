@@ -102,6 +102,7 @@ TICK_S = 0.25
 HANDSHAKE_MIN_INTERVAL_S = 1.0  # a new handshake with one peer at most this often (initiator side)
 HANDSHAKE_RATE = 2.0  # responder: handshakes per second and peer, burst below
 HANDSHAKE_BURST = 5
+REVOKED_FILE = "revoked"  # enrolled mode: marker in the state dir once the server revoked us
 
 
 class AgentStartError(Exception):
@@ -169,6 +170,7 @@ class Agent:
         self.applied = None  # the applied netmap (protocol.netmap.NetMap)
         self.kernel_routes: set = set()  # prefixes we added to the TUN beyond the overlay network
         self.server_link = None
+        self.state_dir = None  # enrolled mode: where the "revoked" marker goes
         self.revoked_self = False
         for pc in config.peers:
             self.add_peer(pc, rebuild=False)
@@ -596,11 +598,17 @@ class Agent:
             log.error("kernel routes: %s", exc)
 
     def on_revoked(self) -> None:
-        """The server closed our link with REVOKED: we are no member any more; drop every peer."""
+        """The server closed our link with REVOKED: we are no member any more; drop every peer and
+        remember it (state dir), so a restart does not bring the old netmap's peers back."""
         self.revoked_self = True
         for pid in list(self.by_id):
             self.remove_peer(pid)
-        log.error("this node was revoked by the server; all peers dropped (re-enroll with a new token)")
+        if self.state_dir is not None:
+            from .enroll import write_private_file
+
+            with contextlib.suppress(OSError):
+                write_private_file(self.state_dir / REVOKED_FILE, b"revoked by the server\n")
+        log.error("this node was revoked by the server; all peers dropped (enroll again to rejoin)")
 
     async def _run_server_link(self) -> None:
         link = self.server_link
@@ -760,6 +768,11 @@ def run_enrolled(state_dir) -> None:
     mtu = tunmod.overlay_mtu(config.overlay.version, RELAY_OVERHEAD)  # any peer may fall back to a relay
 
     def attach(agent: Agent) -> None:
+        agent.state_dir = state.state_dir
+        if (state.state_dir / REVOKED_FILE).exists():
+            agent.revoked_self = True
+            log.error("this node was revoked (%s); it has no peers until it enrolls again",
+                      state.state_dir / REVOKED_FILE)
         agent.server_link = ServerLink(state.state_dir, agent.apply_netmap, agent.status, endpoints=endpoints)
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,

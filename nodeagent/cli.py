@@ -112,6 +112,7 @@ def cmd_enroll(args) -> int:
     try:
         result = enroll(args.server, args.token, args.name, args.state_dir, args.endpoint, args.public)
         write_private_file(args.state_dir / AGENT_FILE, json.dumps(settings, indent=2).encode() + b"\n")
+        (args.state_dir / "revoked").unlink(missing_ok=True)  # the marker of a former revocation
     except IdentityFileError as exc:
         _err(str(exc))
         return EXIT_CONFIG

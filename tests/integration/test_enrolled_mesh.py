@@ -87,6 +87,12 @@ def test_a_revoked_node_is_dropped_by_every_peer_and_cannot_come_back(mesh):
     # restarted, the revoked node still cannot handshake with anyone (it keeps its old netmap)
     mac.stop()
     mac.start()
+    doc = mac.status()
+    assert doc["peers"] == [] and doc["node"]["server"] == "revoked"  # it remembers, with no server needed
+    # a revoked key that tries anyway (marker gone, old netmap with its peers): every peer refuses it
+    mac.stop()
+    (mac.state / "revoked").unlink()
+    mac.start()
     time.sleep(3)
     assert not mesh.ping(mac, uk, count=2, timeout=0.5)
     assert not mesh.ping(mac, belgium, count=1, timeout=0.5)
