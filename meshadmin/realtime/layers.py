@@ -13,6 +13,8 @@ Here:
     changes nothing a consumer can see: an expired message is never delivered.
   * `group_send` puts the message on each member's queue directly instead of creating one task per
     member; a full queue drops the message for that member, as before.
+  * `send` and `receive` build a queue only for a channel that has none (the parent builds one per
+    call and throws it away: a thousand queues and events per fan-out, garbage to collect).
 Everything else (channel names, capacity, deep copies, groups) is the parent's.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from copy import deepcopy
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
@@ -50,11 +53,26 @@ class LocalChannelLayer(InMemoryChannelLayer):
         if queue.empty() and self.channels.get(channel) is queue:
             del self.channels[channel]
 
+    def _queue(self, channel: str) -> asyncio.Queue:
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        return queue
+
+    async def send(self, channel: str, message: dict) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        assert "__asgi_channel__" not in message
+        try:
+            self._queue(channel).put_nowait((time.time() + self.expiry, deepcopy(message)))
+        except asyncio.QueueFull:
+            raise ChannelFull(channel) from None
+
     async def receive(self, channel: str) -> dict:
         self.require_valid_channel_name(channel)
         self._drop_expired_head(channel)
         self._sweep_due()
-        queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        queue = self._queue(channel)
         try:
             _, message = await queue.get()
         finally:
