@@ -240,7 +240,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             delta = compute.delta_for(old, view, view_cache().changes(old, view), self.agent.peer_id)
             if delta is None:  # a relay, or its own entry changed: the general path
                 delta = nm.diff(old.netmap_for(self.agent.peer_id), view.netmap_for(self.agent.peer_id))
-            await self.send(bytes_data=nm.encode(nm.Delta(delta)))
+            await self.send(bytes_data=view_cache().encoded(nm.Delta(delta)))
         self.sent = view
 
     async def agent_revoke(self, event: dict) -> None:

@@ -2,7 +2,9 @@
 
 On `netmap.changed` every socket of a network needs the new view; the first to ask loads the
 snapshot (3 queries) and computes the view, the others await the same load. A view is reused
-while its serial is at least the one asked for. One cache per event loop (futures belong to one).
+while its serial is at least the one asked for. The change set between two views and the encoded
+frame of an equal delta are also computed once, not once per socket. One cache per event loop
+(futures belong to one).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from channels.db import database_sync_to_async
 
 from meshadmin.mesh.models import Network
 from meshadmin.netmap import compute, snapshot
+from nodeagent.protocol import netmap as nm
 
 __all__ = ["ViewCache", "current_serial", "view_cache"]
 
@@ -41,6 +44,16 @@ class ViewCache:
         self._loading: dict[int, asyncio.Future] = {}
         # (id(old), id(new)) -> (old, new, changes); the views are held so their ids stay unique
         self._changes: dict[tuple[int, int], tuple] = {}
+        self._encoded: dict[nm.Delta, bytes] = {}
+
+    def encoded(self, msg: nm.Delta) -> bytes:
+        """`nm.encode(msg)`, once for all sockets that send an equal delta (most members after a change)."""
+        frame = self._encoded.get(msg)
+        if frame is None:
+            if len(self._encoded) >= 64:
+                self._encoded.clear()
+            frame = self._encoded[msg] = nm.encode(msg)
+        return frame
 
     def changes(self, old: compute.NetworkView, new: compute.NetworkView) -> compute.Changes:
         """The change set between two views, computed once for all sockets that go from old to new."""
