@@ -1,4 +1,4 @@
-"""TCP segmentation for a TUN with offloads on (TUNSETOFFLOAD CSUM|TSO4|TSO6). Pure: bytes in, bytes out.
+"""TCP segmentation for a TUN with offloads on (TUNSETOFFLOAD CSUM|TSO4[|TSO6]). Pure: bytes in, bytes out.
 
 With offloads on, a read from the TUN is a 10-byte virtio_net_hdr followed by either
 - one ordinary packet whose transport checksum may be *partial* (flags NEEDS_CSUM: the field at
@@ -26,6 +26,8 @@ header (what `partial_offsets` can find again on the other side); anything else 
 
 Checksums use the ones' complement identity 2^16 = 1 (mod 0xFFFF): the big-endian integer of
 an even-length buffer, taken mod 0xFFFF, is its folded 16-bit ones' complement sum.
+IPv6 super-packets are cut only when TCP follows the fixed header (no extension headers);
+anything else raises, which is one reason TSO6 is off unless asked for (tun.py).
 Errors: a frame that does not parse raises `OffloadError` (the data path counts it `malformed`).
 """
 

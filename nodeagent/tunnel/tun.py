@@ -54,9 +54,13 @@ TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 TUN_F_TSO_ECN = 0x08
-# A/B knob: SHADOWMESH_TUN_TSO=0 keeps the vnet TUN without offloads (reads are plain packets)
+# A/B knob: SHADOWMESH_TUN_TSO=0 keeps the vnet TUN without offloads (reads are plain packets).
+# IPv6 super-packets (TSO6) only with SHADOWMESH_TUN_TSO6=1: tso.py cuts them, but a TCPv6
+# packet with extension headers cannot be cut there and would be dropped, and no netns test runs
+# an IPv6 overlay yet; without TSO6 the kernel segments IPv6 itself (checksums still partial).
 TSO = os.environ.get("SHADOWMESH_TUN_TSO", "1") != "0"
-TSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN
+TSO6 = os.environ.get("SHADOWMESH_TUN_TSO6", "0") == "1"
+TSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | (TUN_F_TSO6 if TSO6 else 0)
 UNDERLAY_MTU = 1500
 # tuning: packets the kernel queues on the TUN while the agent is busy (a drain of 64 reads
 # takes ~0.1-0.3 ms; on a shared 2-core box the agent can lose the CPU for milliseconds, and
@@ -88,9 +92,10 @@ class TunDevice:
     def open(cls, name: str, vnet: bool = True, tso: bool | None = None) -> TunDevice:
         """vnet=True: IFF_VNET_HDR with a 10-byte header, so that our writes may be GSO
         super-packets (tunnel/gro.py). tso (default: the SHADOWMESH_TUN_TSO knob, on) also turns
-        on the offloads CSUM|TSO4|TSO6|TSO_ECN: the kernel then hands us TCP super-packets of up
-        to 64 KB and packets with partial checksums, which the data path cuts and completes with
-        tunnel/tso.py. Without tso a read is a zero header + one complete IP packet."""
+        on the offloads CSUM|TSO4|TSO_ECN (TSO6 with SHADOWMESH_TUN_TSO6=1): the kernel then
+        hands us TCP super-packets of up to 64 KB and packets with partial checksums, which the
+        data path cuts (tunnel/tso.py) and sends as CSUM_PARTIAL frames. Without tso a read is a
+        zero header + one complete IP packet."""
         tso = TSO if tso is None else tso
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
