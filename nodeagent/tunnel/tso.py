@@ -63,6 +63,8 @@ _VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_sta
 _IP4 = struct.Struct("!2sHH4sH")  # version/ihl + tos, total length, id, frag + ttl + proto, checksum
 _TCP = struct.Struct("!4sI5sB2sH")  # ports, seq, ack + data offset, flags, window, checksum
 _U16 = struct.Struct("!H")
+_HEADERS: dict[tuple[int, int], struct.Struct] = {}  # (IP tail, TCP tail) lengths -> IPv4+TCP headers
+_HEADERS6: dict[tuple[int, int], struct.Struct] = {}
 _CWR, _FIN, _PSH = 0x80, 0x01, 0x08
 _TCP_PROTO = 6
 _CSUM_OFFSET = {6: 16, 17: 6}  # TCP, UDP: where the checksum sits in the transport header
@@ -132,7 +134,9 @@ def finish(packet: bytes | bytearray | memoryview) -> bytes:
 def split(frame: bytes, complete: bool = False) -> tuple[list[bytes], bool]:
     """A TUN read (virtio_net_hdr + packet) -> (IP packets, partial). `partial`: every packet's
     TCP/UDP checksum field holds the pseudo-header sum only (send with CSUM_PARTIAL)."""
-    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = parse_vnet(frame)
+    if len(frame) < VNET_HDR_SIZE:
+        raise OffloadError("shorter than a virtio_net_hdr")
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _VNET.unpack_from(frame)
     packet = memoryview(frame)[VNET_HDR_SIZE:]
     kind = gso_type & ~GSO_ECN
     if kind == GSO_NONE:
@@ -174,51 +178,57 @@ def _segment(packet: memoryview, mss: int, version: int, complete: bool) -> list
     if mss <= 0 or size <= 0:
         raise OffloadError(f"GSO frame with gso_size {mss} and {size} payload bytes")
 
-    tcp = packet[ihl:hl]
-    ports, seq0, ack_doff, tflags, window = bytes(tcp[0:4]), int.from_bytes(tcp[4:8], "big"), \
-        bytes(tcp[8:13]), tcp[13], bytes(tcp[14:16])
-    tcp_tail = bytes(tcp[18:])  # urgent pointer + options
-    # the TCP header's sum without seq, flags and checksum (those change per segment)
-    tcp_sum = (int.from_bytes(ports, "big") + int.from_bytes(ack_doff, "big") * 256
-               + int.from_bytes(window, "big") + int.from_bytes(tcp_tail, "big"))
+    ports, seq0, ack_doff, tflags, window, _csum = _TCP.unpack_from(packet, ihl)
+    tcp_tail = bytes(packet[ihl + 18:hl])  # urgent pointer + options
+    if complete:  # the TCP header's sum without seq, flags and checksum (they change per segment)
+        tcp_sum = (int.from_bytes(ports, "big") + int.from_bytes(ack_doff, "big") * 256
+                   + int.from_bytes(window, "big") + int.from_bytes(tcp_tail, "big"))
     if version == 4:
-        v_tos, frag_ttl_proto, ip_tail = bytes(packet[0:2]), bytes(packet[6:10]), bytes(packet[12:ihl])
-        ip_id = int.from_bytes(packet[4:6], "big")
-        ip_sum = (int.from_bytes(v_tos, "big") + int.from_bytes(frag_ttl_proto, "big")
-                  + int.from_bytes(ip_tail, "big"))
+        v_tos, _length, ip_id, frag_ttl_proto, _csum = _IP4.unpack_from(packet)
+        ip_tail = bytes(packet[12:ihl])  # addresses + options
+        ip_sum = int.from_bytes(v_tos + frag_ttl_proto + ip_tail, "big")  # every piece is whole words
+        key = (len(ip_tail), len(tcp_tail))
     else:
         v6_head, v6_tail = bytes(packet[0:4]), bytes(packet[6:40])
+        key = (0, len(tcp_tail))
+    # one pack per segment for both headers (IP fixed part, IP tail, TCP fixed part, TCP tail)
+    fmt = _HEADERS.get(key) if version == 4 else _HEADERS6.get(key)
+    if fmt is None:
+        if version == 4:
+            fmt = _HEADERS[key] = struct.Struct(f"!2sHH4sH{key[0]}s4sI5sB2sH{key[1]}s")
+        else:
+            fmt = _HEADERS6[key] = struct.Struct(f"!4sH34s4sI5sB2sH{key[1]}s")
+    pack = fmt.pack
 
     first_flags = tflags & ~(_FIN | _PSH)
     middle_flags = first_flags & ~_CWR
     out = []
-    pack_tcp = _TCP.pack
-    pack_ip = _IP4.pack
+    append = out.append
     count = (size + mss - 1) // mss
+    last = count - 1
+    off = hl
     for i in range(count):
-        off = hl + i * mss
         chunk = packet[off:off + mss]
-        clen = len(chunk)
-        if i == count - 1:
+        off += mss
+        if i == last:
             fl = tflags if i == 0 else tflags & ~_CWR
         else:
             fl = first_flags if i == 0 else middle_flags
         seq = (seq0 + i * mss) & 0xFFFFFFFF
-        tlen = doff + clen
+        tlen = doff + len(chunk)
         if complete:
             total = int.from_bytes(chunk, "big")
-            if clen & 1:
+            if len(chunk) & 1:
                 total <<= 8
             csum = ~((pseudo + tcp_sum + tlen + (seq >> 16) + (seq & 0xFFFF) + fl + total) % 0xFFFF) & 0xFFFF
         else:
             csum = (pseudo + tlen) % 0xFFFF
-        th = pack_tcp(ports, seq, ack_doff, fl, window, csum) + tcp_tail
         if version == 4:
             length = ihl + tlen
             ident = (ip_id + i) & 0xFFFF
             ip_csum = ~((ip_sum + length + ident) % 0xFFFF) & 0xFFFF
-            ih = pack_ip(v_tos, length, ident, frag_ttl_proto, ip_csum) + ip_tail
+            append(pack(v_tos, length, ident, frag_ttl_proto, ip_csum, ip_tail,
+                        ports, seq, ack_doff, fl, window, csum, tcp_tail) + chunk)
         else:
-            ih = v6_head + _U16.pack(tlen) + v6_tail
-        out.append(b"".join((ih, th, chunk)))
+            append(pack(v6_head, tlen, v6_tail, ports, seq, ack_doff, fl, window, csum, tcp_tail) + chunk)
     return out
