@@ -7,7 +7,10 @@ that is driven by TIME for one peer, and tells the agent what to do through even
     inputs                                  what it schedules
     need_keys(now, reason)                  StartHandshake now, or when the 5 s rate limit allows
     handshake_completed(now, kp, confirmed) installs into the KeyRing; clears the attempt series
+    keys_installed(now)                     the same, when the I/O side installed into the shared ring
     handshake_failed(now)                   the attempt ended early; the retry keeps its time
+    handshake_unsent(now)                   the attempt could not leave (no path to the peer yet)
+    path_up(now) -> [events]                a path appeared: an unsent attempt starts again now
     on_sent(now) / on_data_sent(now)        keepalive clock; arms the no-reply check
     on_received(now)                        disarms the no-reply check
     handle_timer(now) -> [events]           everything due at `now`
@@ -23,7 +26,12 @@ Timers (constants.py, WireGuard's numbers; Limits lowers the key ones for tests)
   unusable) so the two sides do not race each other;
 - keepalive: SendKeepalive when the session has a usable keypair and nothing was sent for
   `keepalive_s` (10 s, DESIGN.md default), which also keeps NAT mappings open;
-- no reply: data sent and nothing received for KEEPALIVE + REKEY_TIMEOUT (15 s) → NO_REPLY;
+- no reply: data sent and nothing received for KEEPALIVE + REKEY_TIMEOUT (15 s) → NO_REPLY
+  (KEEPALIVE is `keepalive_s` when that is longer than 10 s: the peer's keepalives come no more
+  often, so a quiet but healthy peer is not taken for a dead one);
+- an attempt that could not even leave (no control link, no hub link) is marked with
+  handshake_unsent(): it counts for the retry and give-up clocks, and path_up() starts it again
+  at once when the path appears instead of waiting for the retry;
 - expiry: KeyRing.expire at REJECT_AFTER_TIME (180 s) wipes a keypair → KeysExpired. (WireGuard
   keeps unusable keys until ZERO_AFTER_TIME, 540 s; we erase them at 180 s, so no separate zero
   timer is needed. The handshake objects' ephemeral secrets are dropped when they finish/fail.)
@@ -79,6 +87,7 @@ class PeerSession:
         self._last_attempt: float | None = None
         self._retry_at: float | None = None  # when the attempt in flight times out
         self._deferred: HandshakeReason | None = None  # demand waiting for the rate limit
+        self._unsent = False  # the attempt in flight never left: no path to the peer
         # traffic clocks
         self.last_sent: float | None = None
         self.last_received: float | None = None
@@ -104,6 +113,7 @@ class PeerSession:
         self._last_attempt = now
         self._retry_at = now + self.rekey_timeout_s + max(0.0, self._jitter())
         self._deferred = None
+        self._unsent = False
         return StartHandshake(self.peer_id, reason, self.attempts)
 
     # --- inputs
@@ -124,12 +134,18 @@ class PeerSession:
     def handshake_completed(self, now: float, keypair: Keypair, *, confirmed: bool) -> list[Keypair]:
         """Install the new keypair; returns the keypairs that left the ring (already wiped)."""
         dropped = self.ring.install(keypair, confirmed=confirmed, now=now)
+        self.keys_installed(now)
+        return dropped
+
+    def keys_installed(self, now: float) -> None:
+        """A handshake's keypair was installed into this session's ring by the I/O side (the
+        agent's data path shares the ring and also indexes the keypair): end the attempt series."""
         self._series_started = None
         self._retry_at = None
         self._deferred = None
+        self._unsent = False
         self.attempts = 0
         self.last_handshake = now
-        return dropped
 
     def handshake_failed(self, now: float) -> None:
         """The attempt in flight ended without keys (refused, connection lost...).
@@ -138,15 +154,31 @@ class PeerSession:
         once per REKEY_TIMEOUT.
         """
 
+    def handshake_unsent(self, now: float) -> None:
+        """The attempt just started could not leave: there is no path to the peer yet.
+
+        The retry and give-up clocks run on as for a lost attempt; path_up() restarts it sooner.
+        """
+        if self.handshaking:
+            self._unsent = True
+
+    def path_up(self, now: float) -> list[Event]:
+        """A path to the peer appeared (a control link, or the link to its relay hub). An attempt
+        that could not leave is started again at once; anything else waits for its timers."""
+        if self.handshaking and self._unsent:
+            return [self._start(now, HandshakeReason.RETRY)]
+        return []
+
     def on_sent(self, now: float) -> None:
         """Any authenticated frame (data or keepalive) was sent to this peer."""
         self.last_sent = now
 
     def on_data_sent(self, now: float) -> None:
-        """A DATA frame was sent: expect to hear back within KEEPALIVE + REKEY_TIMEOUT."""
+        """A DATA frame (or an echo keepalive, which asks for an answer) was sent: expect to hear
+        back within KEEPALIVE + REKEY_TIMEOUT. Only the first unanswered send arms the check."""
         self.last_sent = now
         if self._no_reply_at is None:
-            self._no_reply_at = now + KEEPALIVE_TIMEOUT_S + self.rekey_timeout_s
+            self._no_reply_at = now + max(KEEPALIVE_TIMEOUT_S, self.keepalive_s) + self.rekey_timeout_s
 
     def on_received(self, now: float) -> None:
         """Any authenticated frame arrived from this peer."""

@@ -220,3 +220,52 @@ def test_two_peers_keep_a_working_session_for_ten_minutes(belgium, starlink, ste
         now += step
     assert delivered == 2 * len([1 for _ in range(int(600 / step) + (600 % step > 0))])
     assert handshakes == 5  # one at start, then one per 120 s, never a duplicate
+
+
+def test_keys_installed_by_the_io_side_end_the_attempt_series():
+    s = PeerSession(PEER)
+    s.need_keys(0.0)
+    kp = keypair()
+    s.ring.install(kp, confirmed=True, now=0.5)  # the data path installs into the shared ring
+    s.keys_installed(0.5)
+    assert s.ring.current is kp and not s.handshaking and s.attempts == 0 and s.last_handshake == 0.5
+    assert s.handle_timer(5.0) == []  # no retry of the finished attempt
+
+
+def test_an_unsent_attempt_starts_again_when_a_path_appears():
+    s = PeerSession(PEER, jitter=lambda: 0.1)
+    assert starts(s.need_keys(0.0)) == [(HandshakeReason.NO_KEYS, 1)]
+    s.handshake_unsent(0.0)
+    assert starts(s.path_up(2.0)) == [(HandshakeReason.RETRY, 2)]
+    assert s.next_deadline() == 7.1  # the new attempt has its own timeout
+    assert s.path_up(3.0) == []  # that one left: a second path_up does not repeat it
+
+
+def test_path_up_does_nothing_without_an_unsent_attempt():
+    s = PeerSession(PEER)
+    assert s.path_up(1.0) == []
+    s.need_keys(2.0)
+    assert s.path_up(3.0) == [] and s.attempts == 1
+
+
+def test_unsent_attempts_still_give_up_after_90_s():
+    s = PeerSession(PEER)
+    s.need_keys(0.0)
+    s.handshake_unsent(0.0)
+    now, gave_up = 0.0, []
+    while s.next_deadline() is not None:
+        now = s.next_deadline()
+        for ev in s.handle_timer(now):
+            if isinstance(ev, StartHandshake):
+                s.handshake_unsent(now)
+            elif isinstance(ev, HandshakeGaveUp):
+                gave_up.append(now)
+    assert gave_up == [90.0] and not s.handshaking
+
+
+def test_no_reply_waits_for_a_keepalive_interval_longer_than_10_s():
+    s = PeerSession(PEER, keepalive_s=30.0)
+    s.handshake_completed(0.0, keypair(initiator=False), confirmed=True)
+    s.on_data_sent(1.0)
+    assert starts(s.handle_timer(16.0)) == []
+    assert starts(s.handle_timer(36.0)) == [(HandshakeReason.NO_REPLY, 1)]
