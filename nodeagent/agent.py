@@ -18,9 +18,20 @@ Inside the loop, one thread does everything:
     by the lower peer id wins on both sides, and a redial by the same side replaces the old link
     (a restarted peer). Data-key rekeys run inside the open link (sealed HANDSHAKE messages),
     or for relayed peers as RELAY_HANDSHAKE through the hub's link, which forwards them unread;
-  - a 0.25 s housekeeping tick: key expiry, stalled-handshake cut-off (5 s), rekey when a
-    keypair asks for it, UDP keepalives with echo (rtt_ms) and control keepalives every
-    `keepalive_s`;
+  - one PeerSession per peer (protocol/session.py) holds the timer POLICY: handshake retry
+    every REKEY_TIMEOUT plus a random jitter, give-up after 90 s, initiator rekey at 120 s,
+    keepalive after `keepalive_s` without sending, new handshake after 15 s without a reply,
+    key expiry at 180 s. The agent only feeds it facts and carries out its events (_act):
+        facts in                                   events out -> I/O here
+        datapath needs keys (on_handshake_needed)   StartHandshake   -> request_handshake (HELLO)
+        keys installed (_install)                   HandshakeTimedOut -> forget the Initiator
+        HELLO could not leave / CHALLENGE refused    HandshakeGaveUp  -> drop the queued packets
+        a path came up (hub link)                   SendKeepalive    -> datapath echo keepalive
+        traffic stamps peer.last_tx / last_rx       KeysExpired      -> datapath.sweep (indices)
+    The session shares the peer's KeyRing with the data path, which installs and rotates keys.
+  - a 0.25 s housekeeping tick: hands each session the data path's traffic stamps, asks it
+    `handle_timer(now)`, acts on the events; cuts off stalled responders; control-link
+    keepalives every `keepalive_s`;
   - the local status socket (control/local.py).
 
 Enrolled mode (`run_enrolled`): the TUN gets the certificate's overlay address; handshakes
@@ -32,8 +43,7 @@ peer set live (`add_peer` / `remove_peer` / `update_peer`), the kernel routes (t
 and the data path's table. A revoked peer is added to the CA's revocation list before anything
 else, so it cannot handshake again, then its link is closed and its keys wiped. A peer's relay
 in the netmap is a fallback: we dial the peer directly and use the relay while no direct control
-link is up. Counters go to the server every 2 s from `status()`. The session timers stay in
-`_housekeeping` (protocol/session.py is not used yet).
+link is up. Counters go to the server every 2 s from `status()`.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import errno
 import ipaddress
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
@@ -55,7 +66,12 @@ from .control.link import HANDSHAKE_DEADLINE_S, Link
 from .control.local import LocalSocketError, serve_status
 from .control.server import ControlServer
 from .identity import NodeIdentity
-from .protocol.constants import REJECT_AFTER_TIME_S, REKEY_AFTER_TIME_RECEIVING_S, REKEY_TIMEOUT_S
+from .protocol.constants import (
+    REJECT_AFTER_TIME_S,
+    REKEY_AFTER_TIME_RECEIVING_S,
+    REKEY_TIMEOUT_JITTER_MAX_S,
+    REKEY_TIMEOUT_S,
+)
 from .protocol.control import (
     CloseReason,
     Handshake,
@@ -63,6 +79,14 @@ from .protocol.control import (
     RelayHandshake,
     Routes,
     UdpEndpoint,
+)
+from .protocol.events import (
+    HandshakeGaveUp,
+    HandshakeReason,
+    HandshakeTimedOut,
+    KeysExpired,
+    SendKeepalive,
+    StartHandshake,
 )
 from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
 from .protocol.handshake import (
@@ -77,6 +101,7 @@ from .protocol.handshake import (
     message_type,
 )
 from .protocol.keys import Limits
+from .protocol.session import PeerSession
 from .routing.plan import (
     AddPeer,
     AddRoute,
@@ -99,7 +124,6 @@ __all__ = ["Agent", "AgentStartError", "choose_mtu", "run_agent", "run_enrolled"
 log = logging.getLogger("nodeagent")
 
 TICK_S = 0.25
-HANDSHAKE_MIN_INTERVAL_S = 1.0  # a new handshake with one peer at most this often (initiator side)
 HANDSHAKE_RATE = 2.0  # responder: handshakes per second and peer, burst below
 HANDSHAKE_BURST = 5
 REVOKED_FILE = "revoked"  # enrolled mode: marker in the state dir once the server revoked us
@@ -122,10 +146,16 @@ def choose_mtu(config: AgentConfig) -> int:
     return tunmod.overlay_mtu(family, RELAY_OVERHEAD if relayed else FRAME_OVERHEAD)
 
 
+def _random_jitter() -> float:
+    return random.uniform(0.0, REKEY_TIMEOUT_JITTER_MAX_S)
+
+
 class Agent:
     def __init__(self, config: AgentConfig, identity: NodeIdentity, tun: tunmod.TunDevice, udp: UdpSocket,
                  control_sock: socket.socket, mtu: int, *, certificate: bytes | None = None,
-                 ca_public_key: bytes | None = None) -> None:
+                 ca_public_key: bytes | None = None, clock=time.monotonic, jitter=_random_jitter) -> None:
+        """`clock` (monotonic seconds) drives the data path and the sessions; `jitter` draws the
+        extra delay of each handshake retry (tests pass fixed ones)."""
         self.config = config
         self.identity = identity
         self.tun = tun
@@ -148,18 +178,23 @@ class Agent:
         self.limits = Limits() if rekey is None else Limits(
             rekey_after_time=rekey, rekey_after_time_receiving=max(rekey, REKEY_AFTER_TIME_RECEIVING_S),
             reject_after_time=REJECT_AFTER_TIME_S)
+        # handshake attempts at most once per REKEY_TIMEOUT; a lowered rekey time (tests) lowers it
+        # too, or a rekey every 2 s could start only every 5 s
+        self.rekey_timeout = REKEY_TIMEOUT_S if rekey is None else min(REKEY_TIMEOUT_S, rekey / 2)
+        self.clock = clock
+        self.jitter = jitter
+        self.sessions: dict[str, PeerSession] = {}  # peer id -> its timer machine
         self.datapath = DataPath(tun.fd, udp, self.peers, is_hub=config.public,
-                                 on_handshake_needed=self.request_handshake, vnet=tun.vnet)
+                                 on_handshake_needed=self._on_handshake_needed, clock=clock, vnet=tun.vnet)
         self.links: dict[str, Link] = {}
         self.no_link: dict[str, asyncio.Event] = {}
         self.dialers: dict[str, asyncio.Task] = {}
-        self.initiators: dict[str, tuple[Initiator, float]] = {}
+        self.initiators: dict[str, Initiator] = {}  # our data-key handshake in flight, per peer
         self.responders: dict[str, tuple[Responder, float]] = {}
         self.hs_buckets: dict[str, _HandshakeBucket] = {}
-        self.last_hs_start: dict[str, float] = {}
-        self.last_keepalive: dict[str, float] = {}
+        self.link_keepalive: dict[str, float] = {}  # peer id -> last control-link KEEPALIVE
         self.relayed_handshakes = 0
-        self.started = time.monotonic()
+        self.started = clock()
         self.stop = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.running = False
@@ -238,6 +273,7 @@ class Agent:
         ev.set()
         self.no_link[pid] = ev
         self.hs_buckets[pid] = _HandshakeBucket()
+        self.sessions[pid] = self._new_session(peer)
         self.server.max_connections = 2 * len(self.peers) + 8
         if rebuild:
             self._resolve_hub(peer)
@@ -271,10 +307,8 @@ class Agent:
         self.no_link.pop(pid, None)
         peer.pending.clear()
         self.datapath.drop_sessions(peer)
-        for table in (self.initiators, self.responders, self.last_hs_start, self.hs_buckets):
+        for table in (self.initiators, self.responders, self.hs_buckets, self.sessions, self.link_keepalive):
             table.pop(pid, None)
-        self.last_keepalive.pop(pid, None)
-        self.last_keepalive.pop("link:" + pid, None)
         for other in self.peers:
             if other.hub is peer:
                 other.hub = None
@@ -297,6 +331,8 @@ class Agent:
                 link.close(CloseReason.NORMAL, "peer identity changed")
                 self.no_link[pc.peer_id].set()
             self.datapath.drop_sessions(peer)
+            self.initiators.pop(pc.peer_id, None)
+            self.sessions[pc.peer_id] = self._new_session(peer)  # no timers of the old identity
         if old.endpoint != pc.endpoint:
             task = self.dialers.pop(pc.peer_id, None)
             if task is not None:
@@ -306,6 +342,11 @@ class Agent:
         self._rebuild_table()
         log.info("peer %s (%s) updated%s", pc.name, pc.peer_id[:8],
                  ", sessions reset" if reset_sessions else "")
+
+    def _new_session(self, peer: Peer) -> PeerSession:
+        return PeerSession(peer.config.peer_id, ring=peer.ring, limits=self.limits,
+                           keepalive_s=self.config.keepalive_s, rekey_timeout_s=self.rekey_timeout,
+                           jitter=self.jitter)
 
     def _resolve_hub(self, peer: Peer) -> None:
         """Serverless: `via` is the path. Enrolled: `via` is a fallback, used while no direct
@@ -364,7 +405,7 @@ class Agent:
 
     def admit(self, peer_id: str) -> bool:
         bucket = self.hs_buckets.get(peer_id)
-        return bucket is not None and bucket.take(time.monotonic())
+        return bucket is not None and bucket.take(self.clock())
 
     async def _dialer(self, peer: Peer) -> None:
         pid = peer.config.peer_id
@@ -418,9 +459,11 @@ class Agent:
         link.send(UdpEndpoint(ipaddress.ip_address(ip), self.udp.port))
         self._spawn(self._run_link(link, pending))
         # a hub link came up: start the relayed sessions that go through it
+        now = self.clock()
         for other in self.peers:
             if other.hub is peer and other.ring.current is None:
-                self.request_handshake(other)
+                session = self.sessions[other.config.peer_id]
+                self._act(other, session.path_up(now) or session.need_keys(now))
 
     async def _run_link(self, link: Link, pending) -> None:
         try:
@@ -486,14 +529,19 @@ class Agent:
                 responder = self._make_responder()
                 if responder.consume_hello(message, now) != pid:
                     return
-                self.responders[pid] = (responder, time.monotonic())
+                self.responders[pid] = (responder, self.clock())
                 self._send_handshake(peer, responder.create_challenge())
             elif kind is MessageType.CHALLENGE:
-                entry = self.initiators.pop(pid, None)
-                if entry is None:
+                initiator = self.initiators.pop(pid, None)
+                if initiator is None:
                     return
-                initiator = entry[0]
-                initiator.consume_challenge(message, now)
+                try:
+                    initiator.consume_challenge(message, now)
+                except HandshakeError:
+                    session = self.sessions.get(pid)
+                    if session is not None:
+                        session.handshake_failed(self.clock())
+                    raise
                 self._send_handshake(peer, initiator.create_confirm())
                 self._install(peer, initiator.result)
             elif kind is MessageType.CONFIRM:
@@ -510,32 +558,86 @@ class Agent:
                         peer.config.name)
             return
         kp = result.keypair
-        kp.created_at = time.monotonic()  # the data path's clock
+        kp.created_at = self.clock()  # the data path's clock
         kp.limits = self.limits
         self.datapath.install(peer, kp, confirmed=not result.initiator)
+        session = self.sessions.get(peer.config.peer_id)
+        if session is not None:
+            session.keys_installed(kp.created_at)
         log.info("session with %s: new keys (%s, index %08x)", peer.config.name,
                  "initiator" if result.initiator else "responder", kp.local_index)
         if not result.initiator:
             # our first frame on the new keys lets the initiator switch to them
             self.datapath.send_keepalive(peer)
 
-    def request_handshake(self, peer: Peer) -> None:
-        """Start a data-key handshake with `peer` if one is useful and allowed now."""
-        pid = peer.config.peer_id
-        now = time.monotonic()
-        pending = self.initiators.get(pid)
-        if pending is not None and now - pending[1] < REKEY_TIMEOUT_S:
-            return
-        if now - self.last_hs_start.get(pid, -1e9) < HANDSHAKE_MIN_INTERVAL_S:
-            return
+    def request_handshake(self, peer: Peer) -> bool:
+        """I/O for a StartHandshake event: send a fresh HELLO to `peer` over its control link (or
+        its hub's). Whether and when to try is the session's call. False if it could not leave."""
         path_peer = peer if peer.hub is None else peer.hub
         link = self.links.get(path_peer.config.peer_id)
         if link is None or link.closed.is_set():
-            return  # the dialer (or the peer) will open a link; its handshake yields keys
+            return False  # the dialer (or the peer) will open a link; its handshake yields keys
         initiator = self._make_initiator(peer)
-        self.initiators[pid] = (initiator, now)
-        self.last_hs_start[pid] = now
-        self._send_handshake(peer, initiator.create_hello())
+        self.initiators[peer.config.peer_id] = initiator
+        return self._send_handshake(peer, initiator.create_hello())
+
+    # --- session timers: facts in, events out ------------------------------------------------
+    def _on_handshake_needed(self, peer: Peer) -> None:
+        """The data path's callback: `peer` has no usable keys, or its sending keys want a rekey."""
+        session = self.sessions.get(peer.config.peer_id)
+        if session is None:
+            return
+        now = self.clock()
+        cur = peer.ring.current
+        reason = HandshakeReason.REKEY if cur is not None and cur.usable(now) else HandshakeReason.NO_KEYS
+        self._act(peer, session.need_keys(now, reason))
+
+    def _act(self, peer: Peer, events) -> None:
+        """Carry out what a peer's session asked for."""
+        pid = peer.config.peer_id
+        for ev in events:
+            match ev:
+                case StartHandshake():
+                    if not self.request_handshake(peer):
+                        session = self.sessions.get(pid)
+                        if session is not None:
+                            session.handshake_unsent(self.clock())
+                case HandshakeTimedOut():
+                    self.initiators.pop(pid, None)  # a late CHALLENGE for it is ignored
+                case HandshakeGaveUp(attempts=attempts):
+                    dropped = len(peer.pending)
+                    peer.pending.clear()
+                    log.info("handshake with %s: no keys after %d attempts; gave up (%d queued packets "
+                             "dropped) until there is new traffic", peer.config.name, attempts, dropped)
+                case SendKeepalive():
+                    session = self.sessions.get(pid)
+                    if self.datapath.send_keepalive(peer) and session is not None:
+                        session.on_data_sent(peer.last_tx)  # an echo request: the peer answers it
+                case KeysExpired(keypairs=keypairs):
+                    self.datapath.sweep()  # forget their receiver indices
+                    log.debug("session with %s: %d keypair(s) expired", peer.config.name, len(keypairs))
+
+    def _session_tick(self, now: float) -> None:
+        """Every session: first the traffic the data path stamped since the last tick, then its
+        timers. The data path stamps peer.last_tx for any frame it sends (data, echo keepalives
+        and their answers, all of which the peer follows with traffic of its own) and
+        peer.last_rx for any authenticated frame; in time order, so a reply disarms the
+        no-reply check of a send before it."""
+        for peer in list(self.peers):
+            session = self.sessions.get(peer.config.peer_id)
+            if session is None:
+                continue
+            tx, rx = peer.last_tx, peer.last_rx
+            sent = tx > (session.last_sent or 0.0)
+            received = rx > (session.last_received or 0.0)
+            if sent and received and rx < tx:
+                session.on_received(rx)
+                received = False
+            if sent:
+                session.on_data_sent(tx)
+            if received:
+                session.on_received(rx)
+            self._act(peer, session.handle_timer(now))
 
     # --- enrolled mode: netmaps from the server --------------------------------------------------
     async def apply_netmap(self, netmap) -> None:
@@ -622,33 +724,27 @@ class Agent:
 
     # --- housekeeping -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:
-        keepalive = self.config.keepalive_s
         while True:
             await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            self.datapath.sweep()
-            for table in (self.initiators, self.responders):
-                for pid, (_party, started) in list(table.items()):
-                    if now - started > HANDSHAKE_DEADLINE_S:
-                        del table[pid]
-            for peer in self.peers:
-                pid = peer.config.peer_id
-                kp = peer.ring.current
-                if kp is None and peer.ring.next is None:
-                    self.request_handshake(peer)
-                elif kp is not None and (kp.wants_rekey_sending(now) or kp.wants_rekey_receiving(now)):
-                    self.request_handshake(peer)
-                if kp is not None and now - self.last_keepalive.get(pid, 0) >= keepalive:
-                    self.last_keepalive[pid] = now
-                    self.datapath.send_keepalive(peer)
-            for link in list(self.links.values()):
-                if now - self.last_keepalive.get("link:" + link.peer.config.peer_id, 0) >= keepalive:
-                    self.last_keepalive["link:" + link.peer.config.peer_id] = now
-                    link.send(Keepalive(int(time.time() * 1000) & 0xFFFFFFFFFFFFFFFF))
+            self.tick(self.clock())
+
+    def tick(self, now: float) -> None:
+        """One housekeeping round (every TICK_S): the session timers, then the index sweep (keys
+        that expired or were rotated out), stalled responders, control-link keepalives."""
+        self._session_tick(now)
+        self.datapath.sweep()
+        for pid, (_party, started) in list(self.responders.items()):
+            if now - started > HANDSHAKE_DEADLINE_S:
+                del self.responders[pid]
+        keepalive = self.config.keepalive_s
+        for pid, link in list(self.links.items()):
+            if now - self.link_keepalive.get(pid, -keepalive) >= keepalive:
+                self.link_keepalive[pid] = now
+                link.send(Keepalive(int(time.time() * 1000) & 0xFFFFFFFFFFFFFFFF))
 
     # --- status -----------------------------------------------------------------------------
     def status(self) -> dict:
-        now = time.monotonic()
+        now = self.clock()
         node = {
             "peer_id": self.local.peer_id,
             "name": self.config.name,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -18,6 +20,7 @@ from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.cert import CertFlags, issue_certificate
 from nodeagent.protocol.handshake import MeshCA
 from nodeagent.protocol.identity import peer_id
+from nodeagent.protocol.keys import Keypair
 from nodeagent.tunnel.tun import TunDevice
 from nodeagent.tunnel.udp import UdpSocket
 
@@ -29,8 +32,33 @@ def _peer(pid: str, name: str, ip: str, relay: str | None = None, fp: str = "0" 
                    endpoints=(nm.Endpoint("127.0.0.1", 9, 9),), relay=relay)
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
 @pytest.fixture
 async def agent(tmp_path):
+    async for a in _agent(tmp_path):
+        yield a
+
+
+@pytest.fixture
+async def timed_agent(tmp_path, clock):
+    """An agent on a fake clock with a fixed retry jitter of 0.1 s."""
+    async for a in _agent(tmp_path, clock=clock, jitter=lambda: 0.1):
+        yield a
+
+
+async def _agent(tmp_path, **kwargs):
     ca = mldsa.MLDSA87PrivateKey.generate()
     key = mldsa.MLDSA87PrivateKey.generate()
     pk = key.public_key().public_bytes_raw()
@@ -46,7 +74,7 @@ async def agent(tmp_path):
     udp = UdpSocket.open("127.0.0.1", 0)
     sock = _bind_control("127.0.0.1", 0)
     a = Agent(config, NodeIdentity(key, pk, peer_id(pk)), TunDevice(r, "smtestnotthere", False), udp, sock,
-              1380, certificate=cert, ca_public_key=ca.public_key().public_bytes_raw())
+              1380, certificate=cert, ca_public_key=ca.public_key().public_bytes_raw(), **kwargs)
     try:
         yield a
     finally:
@@ -145,3 +173,52 @@ async def test_a_new_endpoint_restarts_the_peers_dialer(agent):
         for task in list(agent.tasks):
             task.cancel()
         await asyncio.gather(*agent.tasks, return_exceptions=True)
+
+
+def _run_ticks(agent: Agent, clock: FakeClock, until: float, step: float = 0.25) -> None:
+    while clock.now < until:
+        clock.now = round(clock.now + step, 6)
+        agent.tick(clock.now)
+
+
+async def test_a_peer_without_a_path_is_retried_every_5_s_then_given_up_until_new_traffic(timed_agent, clock):
+    agent = timed_agent
+    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
+    uk, session = agent.by_id[UK], agent.sessions[UK]
+    uk.pending.append(b"a packet waiting for keys")
+    start = clock.now
+    agent._on_handshake_needed(uk)  # what the data path calls for a packet without keys
+    assert session.handshaking and session.attempts == 1 and UK not in agent.initiators  # no link: unsent
+    _run_ticks(agent, clock, start + 85)
+    assert session.attempts == 17 and uk.pending  # one attempt per 5 s + the 0.1 s jitter, still trying
+    _run_ticks(agent, clock, start + 100)
+    assert not session.handshaking and not uk.pending  # gave up after 90 s, the queue dropped
+    _run_ticks(agent, clock, start + 200)
+    assert not session.handshaking  # silence...
+    agent._on_handshake_needed(uk)
+    assert session.handshaking and session.attempts == 1  # ...until new outgoing data
+
+
+async def test_an_idle_session_gets_keepalives_and_its_keys_expire_at_180_s(timed_agent, clock):
+    agent = timed_agent
+    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
+    uk = agent.by_id[UK]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+        far.bind(("127.0.0.1", 0))
+        far.setblocking(False)
+        uk.endpoint = far.getsockname()
+        kp = Keypair(bytes([1]) * 32, bytes([2]) * 32, local_index=7, remote_index=8, created_at=0,
+                     initiator=False)
+        agent._install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp, initiator=False))
+        start = clock.now
+        assert uk.stats.tx_frames == 1  # the responder's first frame on new keys
+        assert agent.datapath.sessions[7] == (uk, kp)
+        _run_ticks(agent, clock, start + 9.75)
+        assert uk.stats.tx_frames == 1
+        _run_ticks(agent, clock, start + 10.0)
+        assert uk.stats.tx_frames == 2  # 10 s without sending: a keepalive
+        assert far.recv(2048) and far.recv(2048)
+        _run_ticks(agent, clock, start + 179.75)
+        assert uk.ring.current is kp and 7 in agent.datapath.sessions
+        _run_ticks(agent, clock, start + 180.0)
+        assert kp.wiped and uk.ring.current is None and 7 not in agent.datapath.sessions
