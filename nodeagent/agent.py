@@ -639,6 +639,16 @@ class Agent:
                 session.on_received(rx)
             self._act(peer, session.handle_timer(now))
 
+    def _rtt_probes(self, now: float) -> None:
+        """An echo request to every peer with keys once per keepalive_s, whatever the traffic: the
+        session sends keepalives only on idle links, but rtt_ms (status, dashboard) must stay
+        fresh under load too. A probe is one small frame per peer and period."""
+        period = self.config.keepalive_s
+        for peer in self.peers:
+            sent = peer.echo_sent
+            if (sent is None or now - sent[1] >= period) and peer.ring.current is not None:
+                self.datapath.send_keepalive(peer)
+
     # --- enrolled mode: netmaps from the server --------------------------------------------------
     async def apply_netmap(self, netmap) -> None:
         """Take the agent from the applied netmap to `netmap` without a restart (routing.plan).
@@ -732,6 +742,7 @@ class Agent:
         """One housekeeping round (every TICK_S): the session timers, then the index sweep (keys
         that expired or were rotated out), stalled responders, control-link keepalives."""
         self._session_tick(now)
+        self._rtt_probes(now)
         self.datapath.sweep()
         for pid, (_party, started) in list(self.responders.items()):
             if now - started > HANDSHAKE_DEADLINE_S:

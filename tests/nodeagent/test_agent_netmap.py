@@ -222,3 +222,25 @@ async def test_an_idle_session_gets_keepalives_and_its_keys_expire_at_180_s(time
         assert uk.ring.current is kp and 7 in agent.datapath.sessions
         _run_ticks(agent, clock, start + 180.0)
         assert kp.wiped and uk.ring.current is None and 7 not in agent.datapath.sessions
+
+
+async def test_rtt_probes_continue_every_keepalive_period_under_steady_traffic(timed_agent, clock):
+    agent = timed_agent
+    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
+    uk = agent.by_id[UK]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+        far.bind(("127.0.0.1", 0))
+        far.setblocking(False)
+        uk.endpoint = far.getsockname()
+        kp = Keypair(bytes([1]) * 32, bytes([2]) * 32, local_index=7, remote_index=8, created_at=0,
+                     initiator=False)
+        agent._install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp, initiator=False))
+        start = clock.now
+        first_probe = uk.echo_sent
+        while clock.now < start + 25:
+            clock.now = round(clock.now + 0.25, 6)
+            uk.last_tx = uk.last_rx = clock.now  # data both ways on every tick: the link is never idle
+            agent.tick(clock.now)
+        # the session sends no idle keepalive, yet an echo request went out at 10 s and at 20 s
+        assert uk.stats.tx_frames == 3
+        assert uk.echo_sent is not first_probe and uk.echo_sent[1] == start + 20
