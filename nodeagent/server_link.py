@@ -25,6 +25,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from . import __version__
 from .enroll import NETMAP_FILE, EnrolledState, load_state, write_private_file
 from .protocol import netmap as nm
 from .protocol.constants import CONTEXT_AUTH, PEER_RECORD_REFRESH_S
@@ -195,7 +196,7 @@ class ServerLink:
         elapsed = 0.0
         while True:
             if self.endpoints and elapsed >= next_endpoints:
-                await ws.send(nm.encode(nm.EndpointReport(self.endpoints)))
+                await ws.send(nm.encode(nm.EndpointReport(self.endpoints, __version__)))
                 next_endpoints = elapsed + PEER_RECORD_REFRESH_S
             if self.stats_source is not None:
                 try:

@@ -91,7 +91,7 @@ def node_rows(
         online = n.status == NodeStatus.ACTIVE and seen.online
         state = "revoked" if n.status == NodeStatus.REVOKED else ("online" if online else "offline")
         last_seen = max((t for t in (seen.last_seen, n.last_seen) if t is not None), default=None)
-        rows.append(NodeRow(n, online, state, seen.version, last_seen))
+        rows.append(NodeRow(n, online, state, n.agent_version, last_seen))
     if status:
         rows = [r for r in rows if r.state == status]
     keys = {

@@ -37,7 +37,6 @@ SERIES_POINTS = 120  # at most this many points per chart (30 s buckets for a fu
 class NodePresence:
     online: bool = False  # the agent's websocket is open
     last_seen: datetime | None = None  # last activity on that websocket
-    version: str = ""  # agent version, when the link reports one (it does not yet)
 
 
 OFFLINE = NodePresence()

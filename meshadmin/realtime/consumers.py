@@ -53,12 +53,13 @@ def auth_timeout() -> float:
     return float(getattr(settings, "SHADOWMESH_AGENT_AUTH_TIMEOUT_S", DEFAULT_AUTH_TIMEOUT_S))
 
 
-def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None):
+def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None,
+              agent_version: str | None = None):
     from meshadmin.mesh.models import Node
 
     node = Node.objects.get(pk=agent.pk)
     register_peer(node, ip=endpoint.ip, port=endpoint.control_port, udp_port=endpoint.udp_port,
-                  is_public=node.is_public, observed_ip=observed_ip)
+                  is_public=node.is_public, observed_ip=observed_ip, agent_version=agent_version)
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
@@ -189,7 +190,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if not msg.endpoints:
             return
         try:
-            await database_sync_to_async(_register)(self.agent, msg.endpoints[0], self._client_ip())
+            await database_sync_to_async(_register)(self.agent, msg.endpoints[0], self._client_ip(),
+                                                    msg.agent_version)
         except ServiceError as exc:
             log.info("endpoint report of %s refused: %s", self.agent.peer_id, exc)
 

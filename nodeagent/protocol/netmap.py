@@ -81,6 +81,7 @@ MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB: larger frames close the socket
 CHALLENGE_SIZE = 32
 MAX_SIGNATURE_SIZE = 8192
 MAX_NAME = 63
+MAX_VERSION = 64  # characters of an agent version string
 MAX_ITEMS = 10_000
 _U64_MAX = (1 << 64) - 1
 
@@ -275,6 +276,7 @@ class Ack:
 @dataclass(frozen=True, slots=True)
 class EndpointReport:
     endpoints: tuple[Endpoint, ...]
+    agent_version: str | None = None  # the agent's software version (optional on the wire)
     type: str = field(default="endpoints", init=False)
 
 
@@ -407,6 +409,8 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict:
             body = {"serial": msg.serial}
         case EndpointReport():
             body = {"endpoints": [_endpoint_d(e) for e in msg.endpoints]}
+            if msg.agent_version is not None:
+                body["agent"] = msg.agent_version
         case Stats():
             body = {"uptime_s": msg.uptime_s, "peers": [_stats_d(s) for s in msg.peers]}
         case _:
@@ -467,7 +471,11 @@ class _Obj:
             raise Malformed(f"{self._what}.{key} must be a boolean")
         return v
 
-    def str(self, key: str, max_len: int = MAX_NAME, nullable: bool = False) -> str | None:
+    def str(self, key: str, max_len: int = MAX_NAME, nullable: bool = False,
+            optional: bool = False) -> str | None:
+        if optional and key not in self._d:
+            self._seen.add(key)
+            return None
         v = self._get(key)
         if v is None and nullable:
             return None
@@ -680,7 +688,8 @@ def decode_agent_message(data: bytes) -> AgentMessage:
             items = o.list("endpoints")
             if len(items) > 16:
                 raise Malformed("endpoints: at most 16")
-            msg = EndpointReport(tuple(_endpoint(e) for e in items))
+            version = o.str("agent", MAX_VERSION, optional=True)
+            msg = EndpointReport(tuple(_endpoint(e) for e in items), version)
         case "stats":
             msg = Stats(o.num("uptime_s"), tuple(_stats_peer(p) for p in o.list("peers")))
         case _:

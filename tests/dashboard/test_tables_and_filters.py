@@ -27,6 +27,15 @@ def test_the_node_table_searches_by_name_peer_id_and_overlay_ip(admin, mesh):
     assert names_in_table(html) == [] and "No node matches" in html
 
 
+def test_the_node_table_shows_the_version_each_agent_reported(admin, mesh):
+    from meshadmin.mesh.models import Node
+
+    Node.objects.filter(peer_id=mesh["uk"].peer_id).update(agent_version="0.9.1")
+    html = admin.get("/nodes/").content.decode()
+    row = html[html.index(">uk</a>"):]
+    assert "0.9.1" in row[: row.index("</tr>")]
+
+
 def test_the_node_table_sorts_by_each_column_both_ways(admin, mesh, csrf_post):
     csrf_post(admin, f"/nodes/{mesh['belgium'].peer_id}/revoke")
     by_name = names_in_table(admin.get("/nodes/?sort=name").content.decode())

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 from websockets.asyncio.server import serve
 
+import nodeagent
 from nodeagent import identity
 from nodeagent.enroll import write_private_file
 from nodeagent.protocol import netmap as nm
@@ -257,6 +258,7 @@ async def test_counters_are_sent_in_the_status_shape(state_dir):
     try:
         report = await fake.next_message(nm.EndpointReport)
         assert report.endpoints == endpoints
+        assert report.agent_version == nodeagent.__version__ != "0+unknown"
         stats = await fake.next_message(nm.Stats)
         assert stats.uptime_s == 12.0
         assert stats.peers == (nm.PeerStats(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),)

@@ -38,6 +38,8 @@ class Node(models.Model):
     observed_ip = models.GenericIPAddressField(null=True, blank=True)
     observed_port = models.PositiveIntegerField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
+    agent_version = models.CharField(max_length=64, blank=True, default="",
+                                     help_text="software version the agent last reported")
     record_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:

@@ -34,8 +34,10 @@ def register_peer(
     is_public: bool,
     observed_ip: str | None,
     observed_port: int | None = None,
+    agent_version: str | None = None,
 ) -> Node:
-    """Store `node`'s own record. The caller has authenticated the node; it cannot name another."""
+    """Store `node`'s own record. The caller has authenticated the node; it cannot name another.
+    `agent_version`, when given, is kept as reported (it changes nothing peers see)."""
     ip = clean_ip(ip, "ip")
     port = clean_port(port, "port")
     udp_port = clean_port(udp_port, "udp_port")
@@ -56,7 +58,10 @@ def register_peer(
             raise Forbidden("this node has been revoked")
         was_live = current.record_is_live(now)
         changed = not was_live or any(getattr(current, f) != v for f, v in new.items())
-        Node.objects.filter(pk=node.pk).update(last_seen=now, record_expires_at=now + PEER_RECORD_TTL, **new)
+        extra = {} if agent_version is None else {"agent_version": agent_version[:64]}
+        Node.objects.filter(pk=node.pk).update(
+            last_seen=now, record_expires_at=now + PEER_RECORD_TTL, **new, **extra
+        )
         if changed:
             locked = bump_serial(node.network_id)
             record_audit(

@@ -76,3 +76,16 @@ async def test_an_endpoint_report_updates_the_peers_netmaps(uk, belgium):
     assert hub.endpoints[0] == nm.Endpoint("198.18.0.1", 8443, 9443, "reported")
     for comm in (uk_comm, be_comm):
         await comm.disconnect()
+
+
+async def test_the_agent_version_in_an_endpoint_report_is_kept_on_the_node(uk):
+    comm, _ = await login(uk[0])
+    report = nm.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),), "1.2.3")
+    await comm.send_to(bytes_data=nm.encode(report))
+    for _ in range(100):
+        node = await Node.objects.aget(peer_id=uk[0].peer_id)
+        if node.agent_version:
+            break
+        await asyncio.sleep(0.05)
+    assert node.agent_version == "1.2.3"
+    await comm.disconnect()

@@ -43,6 +43,7 @@ def test_every_message_round_trips_through_bytes():
     msgs_agent = [
         nm.Auth(A, b"s" * 4627), nm.Resync(7), nm.Ack(9),
         nm.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),)),
+        nm.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),), "0.1.0"),
         nm.Stats(12.5, (nm.PeerStats(B, "direct", rtt_ms=1.5, tx_frames=3),
                         nm.PeerStats(C, f"relay:{R}"))),
     ]
@@ -150,3 +151,15 @@ def test_random_structures_under_a_known_type_are_rejected_cleanly(body, t):
             decode(frame)
         except nm.MessageError:
             pass
+
+
+def test_an_endpoint_report_without_an_agent_version_still_parses():
+    frame = _raw({"v": 1, "t": "endpoints", "endpoints": []})
+    assert nm.decode_agent_message(frame) == nm.EndpointReport(())
+
+
+@pytest.mark.parametrize("version", ["", "x" * (nm.MAX_VERSION + 1), "1.0\n", 7, None])
+def test_a_bad_agent_version_is_malformed(version):
+    frame = _raw({"v": 1, "t": "endpoints", "endpoints": [], "agent": version})
+    with pytest.raises(nm.Malformed):
+        nm.decode_agent_message(frame)
