@@ -136,44 +136,32 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_up(args) -> int:
-    if args.state_dir is not None:
-        from .enroll import EnrollError, load_state
-        from .identity import IdentityFileError
-
-        try:
-            load_state(args.state_dir)
-        except (EnrollError, IdentityFileError) as exc:
-            _err(str(exc))
-            return EXIT_CONFIG
-        if not has_net_admin():
-            _err("`up` needs root or CAP_NET_ADMIN (it creates a TUN device and routes)")
-            return EXIT_PERM
-        _setup_logging(args.verbose)
-        from .agent import AgentStartError, run_enrolled
-
-        try:
-            run_enrolled(args.state_dir)
-        except AgentStartError as exc:
-            _err(str(exc))
-            return exc.exit_code
-        return EXIT_OK
+    """Check the state dir or config (exit 3) and privileges (exit 4) before touching anything."""
     from .config import ConfigError, load_config
+    from .enroll import EnrollError, load_state
     from .identity import IdentityFileError, load_private_key
 
+    config = identity = None
     try:
-        config = load_config(args.config)
-        identity = load_private_key(config.private_key_path)
-    except (ConfigError, IdentityFileError) as exc:
+        if args.state_dir is not None:
+            load_state(args.state_dir)
+        else:
+            config = load_config(args.config)
+            identity = load_private_key(config.private_key_path)
+    except (ConfigError, EnrollError, IdentityFileError) as exc:
         _err(str(exc))
         return EXIT_CONFIG
     if not has_net_admin():
         _err("`up` needs root or CAP_NET_ADMIN (it creates a TUN device and routes)")
         return EXIT_PERM
     _setup_logging(args.verbose)
-    from .agent import AgentStartError, run_agent
+    from .agent import AgentStartError, run_agent, run_enrolled
 
     try:
-        run_agent(config, identity)
+        if config is None:
+            run_enrolled(args.state_dir)
+        else:
+            run_agent(config, identity)
     except AgentStartError as exc:
         _err(str(exc))
         return exc.exit_code
