@@ -207,6 +207,8 @@ def _segment(packet: memoryview, mss: int, version: int, complete: bool) -> list
     count = (size + mss - 1) // mss
     last = count - 1
     off = hl
+    if (ihl if version == 4 else 0) + doff + min(mss, size) > 0xFFFF:
+        raise OffloadError(f"segments of {mss} bytes do not fit an IP length field")
     for i in range(count):
         chunk = packet[off:off + mss]
         off += mss

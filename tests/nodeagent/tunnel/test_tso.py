@@ -273,3 +273,10 @@ def test_a_lone_partial_packet_is_written_with_needs_csum_at_its_transport_heade
 def test_finish_refuses_a_packet_without_a_tcp_or_udp_checksum():
     with pytest.raises(OffloadError):
         finish(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 1, 0, V4_SRC, V4_DST) + bytes(8))
+
+
+def test_a_segment_too_long_for_the_ip_length_field_is_refused():
+    # a read longer than its IPv4 header says, with a gso_size as large as the field allows
+    frame = vnet(NEEDS_CSUM, GSO_TCPV4, 40, 65535, 20, 16) + tcp_packet(4, b"x" * 100, options=b"")
+    with pytest.raises(OffloadError):
+        split(frame + b"y" * 65500)
