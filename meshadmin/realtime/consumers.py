@@ -64,6 +64,30 @@ def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str
 
 class AgentConsumer(AsyncWebsocketConsumer):
     agent: auth.AgentIdentity | None = None
+    present = False  # counted in the node's presence: connected() done, disconnected() not yet
+
+    async def __call__(self, scope, receive, send) -> None:
+        """As the base class, but a consumer that dies of an exception (its channel layer gone
+        when Redis stops) is counted off the node's presence: Daphne sends it no
+        websocket.disconnect, so `disconnect()` never runs, and the node would keep one socket
+        too many and stay online after its agent has gone."""
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception:
+            await self._died()
+            raise
+
+    async def _died(self) -> None:
+        self.closing = True
+        timer = getattr(self, "auth_timer", None)
+        if timer is not None:
+            timer.cancel()
+        if self.present:
+            self.present = False
+            try:
+                await database_sync_to_async(presence.disconnected)(self.agent.pk)
+            except Exception:
+                log.exception("cannot count off the dead socket of %s", self.agent.peer_id)
 
     async def dispatch(self, message: dict) -> None:
         """As the base class, minus its `aclose_old_connections()` before every message: that is a
@@ -111,6 +135,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.agent is not None:
             for group in (groups.node_group(self.agent.peer_id), groups.agents_group(self.agent.network_id)):
                 await self.channel_layer.group_discard(group, self.channel_name)
+        if self.present:
+            self.present = False
             went_offline = await database_sync_to_async(presence.disconnected)(self.agent.pk)
             if went_offline:
                 await self._to_dashboard(groups.PRESENCE_UPDATE, online=False)
@@ -139,6 +165,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(groups.node_group(agent.peer_id), self.channel_name)
         await self.channel_layer.group_add(groups.agents_group(agent.network_id), self.channel_name)
         came_online = await database_sync_to_async(presence.connected)(agent.pk)
+        self.present = True
         log.info("agent %s (%s) connected", agent.name, agent.peer_id)
         await self._send_full()
         if came_online:
