@@ -10,7 +10,20 @@ The data plane itself never talks to the server: tunnels run on the agent's last
 (ServerLink.netmap, persisted in the state directory). What is checked here is the control side of
 that promise: during each outage the agents keep their last map (in memory and on disk) and the
 server process stays up; afterwards the agents are back online, changes reach them again, and every
-row committed before the outage is still there. That packets keep flowing through a tunnel while the
+row committed before the outage is still there.
+
+What each outage does (found by this test, asserted below):
+  * Redis stopped: the channel layer is gone, so every agent socket dies (Daphne closes it, 1011)
+    and new ones are refused until Redis is back; the agents keep their map and retry with backoff.
+    An operator's change still commits (the dashboard needs only PostgreSQL); its push is lost
+    with Redis, and it reaches the agents in the full map they get when they reconnect. A socket
+    that died this way gets no disconnect(), so it used to stay counted in its node's presence
+    (the node stayed online after its agent left); AgentConsumer now counts it off.
+  * PostgreSQL stopped: the sockets stay open, counter reports are dropped (logged), a change is
+    refused (HTTP 500) and nothing of it commits; afterwards the connection pool recovers, acks are
+    stored again and changes are pushed again.
+
+That packets keep flowing through a tunnel while the
 control plane is gone is proven in network namespaces by
 `tests/integration/test_enrolled_mesh.py::test_tunnels_outlive_the_server_and_agents_reconnect_when_it_returns`
 (a 60-echo ping between two nodes loses nothing while the whole server is stopped and restarted).
@@ -137,6 +150,14 @@ def acked_serials(database_url: str, *names: str) -> list[int | None]:
     return [rows.get(name) for name in names]
 
 
+def connections(database_url: str, *names: str) -> list[int | None]:
+    """How many agent sockets the server counts for each named node (its presence record)."""
+    with psycopg.connect(database_url) as conn:
+        rows = dict(conn.execute("SELECT n.name, p.connections FROM telemetry_presence p "
+                                 "JOIN mesh_node n ON n.id = p.node_id").fetchall())
+    return [rows.get(name) for name in names]
+
+
 def persisted(link: ServerLink) -> nm.NetMap | None:
     return load_netmap(link.state_dir)
 
@@ -186,7 +207,7 @@ async def test_agents_keep_their_map_through_redis_and_postgresql_outages_and_no
         # (2) Redis stops. The agent sockets lose the channel layer (the server drops them and refuses
         # new ones until Redis is back); the agents keep their last map and keep retrying.
         held = [link.netmap for link in links]
-        services.stop_redis()
+        await asyncio.to_thread(services.stop_redis)
         await asyncio.sleep(2)  # let the server notice (not a condition of the test)
         # an operator's change made now commits: the push is lost with Redis, the change is not
         status = await asyncio.to_thread(admin.rename, belgium.state.identity.peer_id, "brussels")
@@ -201,13 +222,18 @@ async def test_agents_keep_their_map_through_redis_and_postgresql_outages_and_no
 
         # Redis returns (empty: no persistence). The agents reconnect, get a full map, and with it
         # the change committed during the outage
-        services.start_redis()
+        await asyncio.to_thread(services.start_redis)
         await until(lambda: everyone_has(during["serial"]), "both agents at the outage's serial", 20)
         assert peer_names(maps["uk"]) == {"brussels"}
         assert persisted(uk) == uk.netmap and persisted(belgium) == belgium.netmap
+        # the sockets Redis took down were counted off: one socket each, so a later disconnect
+        # shows the node offline at once
+        await until(lambda: connections(services.database_url, "uk", "brussels") == [1, 1],
+                    "presence counts one socket per agent after Redis", 15)
 
         # (3) a new change after Redis returned reaches both agents as a push
-        await asyncio.to_thread(enroll, server.url, server.token(), "mac", tmp_path / "mac")
+        token = await asyncio.to_thread(server.token)
+        await asyncio.to_thread(enroll, server.url, token, "mac", tmp_path / "mac")
         await until(lambda: all("mac" in peer_names(maps[n]) for n in maps), "mac reaches both agents", 15)
 
         # (4) PostgreSQL stops. Daphne keeps running; the agents keep their map; a change is refused
@@ -215,7 +241,7 @@ async def test_agents_keep_their_map_through_redis_and_postgresql_outages_and_no
         before = committed(services.database_url)
         await until(lambda: everyone_has(before["serial"]), "both agents at the last committed serial", 15)
         held = [link.netmap for link in links]
-        services.stop_pg()
+        await asyncio.to_thread(services.stop_pg)
         await asyncio.sleep(2)  # agents keep reporting counters into a server without a database
         status = await asyncio.to_thread(admin.rename, uk.state.identity.peer_id, "london")
         assert status >= 500, f"a rename with PostgreSQL down answered {status}"
@@ -224,7 +250,7 @@ async def test_agents_keep_their_map_through_redis_and_postgresql_outages_and_no
             assert link.netmap is old and persisted(link) == old, "an agent lost its map with PostgreSQL down"
 
         # (5) PostgreSQL returns: every committed row is still there, nothing of the refused change
-        services.start_pg()
+        await asyncio.to_thread(services.start_pg)
         after = committed(services.database_url)
         assert after == before, "rows changed across the PostgreSQL outage"
         status = await asyncio.to_thread(admin.rename, uk.state.identity.peer_id, "london")
@@ -235,6 +261,7 @@ async def test_agents_keep_their_map_through_redis_and_postgresql_outages_and_no
         # the agents are online again: the server has stored both acknowledgements of the new map
         await until(lambda: acked_serials(services.database_url, "london", "brussels") == [serial, serial],
                     "the server stores both agents' acks after PostgreSQL returned", 15)
+        assert connections(services.database_url, "london", "brussels") == [1, 1]
         final = committed(services.database_url)
         assert final["audit"][:len(before["audit"])] == before["audit"]
         assert {row[0] for row in before["nodes"]} <= {row[0] for row in final["nodes"]}
