@@ -38,7 +38,8 @@ start)
   [ -n "$pgbin" ] || { echo "services: PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
   command -v redis-server >/dev/null || { echo "services: redis-server is not installed" >&2; exit 1; }
   mkdir -p "$dir/pg"
-  [ "$(id -u)" = 0 ] && chown -R postgres: "$dir/pg"
+  chmod a+x "$dir"   # the postgres user must pass through DIR (mktemp -d makes it 0700)
+  if [ "$(id -u)" = 0 ]; then chown -R postgres: "$dir/pg"; fi
   pgport=$(free_port); redisport=$(free_port)
   as_pg "$pgbin/initdb" -D "$dir/pg/data" -U shadowmesh --auth=trust -E UTF8 >"$dir/pg/initdb.log" 2>&1
   echo "$pgport" >"$dir/pg.port"; echo "$redisport" >"$dir/redis.port"
