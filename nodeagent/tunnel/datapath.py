@@ -492,25 +492,35 @@ class DataPath:
                 log.info("peer %s roamed %s -> %s", peer.config.name, _fmt(peer.endpoint), _fmt(addr))
             peer.endpoint = addr
 
+    def _open_envelope(self, peer: Peer, kp: Keypair, header, datagram, addr, now: float):
+        """A RELAY/RELAYED envelope from `peer` on hop keys `kp`: the hop tag, then the replay
+        window; (peer id, inner header, inner frame) or None when dropped (counted). The inner
+        frame is not opened here."""
+        try:
+            opened = unwrap_relay(kp.recv, header, datagram)
+        except BadTag:
+            self.drops.bad_tag += 1
+            peer.stats.bad_frames += 1
+            return None
+        except FrameError:
+            self.drops.malformed += 1
+            return None
+        if not kp.accept(header.counter):
+            self.drops.replay += 1
+            peer.stats.replayed_frames += 1
+            return None
+        self._authenticated(peer, kp, header.counter, 0, addr, now, relayed=False)
+        return opened
+
     def _relay(self, src: Peer, kp: Keypair, header, datagram, addr, now: float) -> None:
         """Hub role: forward a sealed inner frame from `src` to the peer it names."""
         if not self.is_hub:
             self.drops.malformed += 1  # relay envelopes are only for public nodes
             return
-        try:
-            dest_id, _inner_header, inner = unwrap_relay(kp.recv, header, datagram)
-        except BadTag:
-            self.drops.bad_tag += 1
-            src.stats.bad_frames += 1
+        opened = self._open_envelope(src, kp, header, datagram, addr, now)
+        if opened is None:
             return
-        except FrameError:
-            self.drops.malformed += 1
-            return
-        if not kp.accept(header.counter):
-            self.drops.replay += 1
-            src.stats.replayed_frames += 1
-            return
-        self._authenticated(src, kp, header.counter, 0, addr, now, relayed=False)
+        dest_id, _inner_header, inner = opened
         if not src.bucket.take(now):
             self.relay.rate_limited += 1
             return
@@ -534,20 +544,10 @@ class DataPath:
 
     def _relayed(self, hub: Peer, kp: Keypair, header, datagram, addr, now: float) -> None:
         """A frame from another peer, forwarded by our hub `hub`."""
-        try:
-            src_id, inner_header, inner = unwrap_relay(kp.recv, header, datagram)
-        except BadTag:
-            self.drops.bad_tag += 1
-            hub.stats.bad_frames += 1
+        opened = self._open_envelope(hub, kp, header, datagram, addr, now)
+        if opened is None:
             return
-        except FrameError:
-            self.drops.malformed += 1
-            return
-        if not kp.accept(header.counter):
-            self.drops.replay += 1
-            hub.stats.replayed_frames += 1
-            return
-        self._authenticated(hub, kp, header.counter, 0, addr, now, relayed=False)
+        src_id, inner_header, inner = opened
         src = self.by_id.get(src_id)
         session = self.sessions.get(inner_header.receiver_index)
         if src is None or session is None or session[0] is not src or session[1].wiped:
