@@ -539,6 +539,26 @@ class _Party:
         pass
 
 
+def _result(keys, peer, *, initiator: bool, local_index: int, remote_index: int, now: float,
+            transcript: bytes, hello_timestamp_ms: int) -> HandshakeResult:
+    """The session both parties derive, seen from one side: the initiator sends on the i2r keys
+    and receives on r2i, the responder the other way round. The one place that choice is made."""
+    if initiator:
+        data, control = (keys.i2r_data, keys.r2i_data), (keys.i2r_control, keys.r2i_control)
+    else:
+        data, control = (keys.r2i_data, keys.i2r_data), (keys.r2i_control, keys.i2r_control)
+    keypair = Keypair(data[0], data[1], local_index=local_index, remote_index=remote_index,
+                      created_at=now, initiator=initiator)
+    return HandshakeResult(
+        keypair=keypair,
+        peer=peer,
+        control=ControlKeys(*control),
+        transcript_hash=hashlib.sha256(transcript).digest(),
+        initiator=initiator,
+        hello_timestamp_ms=hello_timestamp_ms,
+    )
+
+
 # --- initiator --------------------------------------------------------------------------------
 
 
@@ -651,22 +671,9 @@ class Initiator(_Party):
         sig_i = self.local.private_key.sign(_LABEL_INITIATOR + t2, CONTEXT_HANDSHAKE)
         mac_i = _mac(keys.confirm_initiator, t2, sig_i)
         message = body + sig_i + mac_i
-        keypair = Keypair(
-            keys.i2r_data,
-            keys.r2i_data,
-            local_index=self.local_index,
-            remote_index=self._remote_index,
-            created_at=self._now,
-            initiator=True,
-        )
-        self._result = HandshakeResult(
-            keypair=keypair,
-            peer=peer,
-            control=ControlKeys(keys.i2r_control, keys.r2i_control),
-            transcript_hash=hashlib.sha256(t2 + sig_i + mac_i).digest(),
-            initiator=True,
-            hello_timestamp_ms=self.timestamp_ms,
-        )
+        self._result = _result(keys, peer, initiator=True, local_index=self.local_index,
+                               remote_index=self._remote_index, now=self._now,
+                               transcript=t2 + sig_i + mac_i, hello_timestamp_ms=self.timestamp_ms)
         self._keys = None
         self.state = _State.DONE
         return message
@@ -797,22 +804,9 @@ class Responder(_Party):
             raise WrongPeer(f"HELLO claimed {self.peer_id}, the credential is {peer.peer_id}")
         _verify(peer.public_key, sig_i, _LABEL_INITIATOR + t2)
         self.guard.record(self.peer_id, self.timestamp_ms)
-        keypair = Keypair(
-            keys.r2i_data,
-            keys.i2r_data,
-            local_index=self.local_index,
-            remote_index=self.remote_index,
-            created_at=now,
-            initiator=False,
-        )
-        self._result = HandshakeResult(
-            keypair=keypair,
-            peer=peer,
-            control=ControlKeys(keys.r2i_control, keys.i2r_control),
-            transcript_hash=hashlib.sha256(t2 + sig_i + mac_i).digest(),
-            initiator=False,
-            hello_timestamp_ms=self.timestamp_ms,
-        )
+        self._result = _result(keys, peer, initiator=False, local_index=self.local_index,
+                               remote_index=self.remote_index, now=now,
+                               transcript=t2 + sig_i + mac_i, hello_timestamp_ms=self.timestamp_ms)
         self._keys = None
         self.state = _State.DONE
         return self._result
