@@ -3,7 +3,7 @@
     .venv/bin/python bench/controlplane_agents.py [--agents 100 1000] [--changes 5] [--warmup 1]
         [--client-procs 2] [--daphne-log FILE] [--wal]
 
-Each simulated agent speaks the real protocol (nodeagent.protocol.netmap over /ws/agent/): it
+Each simulated agent speaks the real protocol (nodeagent.protocol.messages over /ws/agent/): it
 answers the server's challenge with an ML-DSA-87 signature and receives its full netmap; no TUN.
 The agents run in --client-procs processes (one event loop cannot read a thousand sockets at once
 without adding its own queueing to the figures); times are wall-clock, compared across processes.
@@ -42,7 +42,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nodeagent.protocol import netmap as nm  # noqa: E402
+from nodeagent.protocol import messages  # noqa: E402
 from nodeagent.protocol.constants import CONTEXT_AUTH  # noqa: E402
 from nodeagent.protocol.identity import peer_id  # noqa: E402
 
@@ -94,10 +94,11 @@ class Agent:
     async def login(self, url: str) -> float:
         t0 = time.perf_counter()
         self.ws = await connect(
-            url, max_size=nm.MAX_MESSAGE_SIZE, compression=None, ping_interval=None, open_timeout=60
+            url, max_size=messages.MAX_MESSAGE_SIZE, compression=None, ping_interval=None, open_timeout=60
         )
-        challenge = nm.decode_server_message(await self.ws.recv())
-        await self.ws.send(nm.encode(nm.Auth(self.peer_id, self.key.sign(challenge.nonce, CONTEXT_AUTH))))
+        challenge = messages.decode_server_message(await self.ws.recv())
+        signature = self.key.sign(challenge.nonce, CONTEXT_AUTH)
+        await self.ws.send(messages.encode(messages.Auth(self.peer_id, signature)))
         full = await self.ws.recv()  # the full map: not parsed (the client's CPU is not measured)
         if not isinstance(full, bytes) or len(full) < 16:
             raise RuntimeError("no full netmap")
@@ -105,8 +106,8 @@ class Agent:
 
     async def listen(self) -> None:
         async for frame in self.ws:
-            msg = nm.decode_server_message(frame)
-            if isinstance(msg, nm.Delta) and self.waiting_for is not None:
+            msg = messages.decode_server_message(frame)
+            if isinstance(msg, messages.Delta) and self.waiting_for is not None:
                 if any(p.peer_id == self.waiting_for for p in msg.delta.upsert):
                     self.got_at = time.time()
                     self.got.set()

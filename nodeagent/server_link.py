@@ -27,8 +27,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from . import __version__
 from .enroll import NETMAP_FILE, EnrolledState, load_state, write_private_file
+from .protocol import messages
 from .protocol import netmap as nm
-from .protocol.constants import CONTEXT_AUTH, PEER_RECORD_REFRESH_S
+from .protocol.constants import CONTEXT_AUTH, PEER_RECORD_REFRESH_S, CloseCode
+from .protocol.strict import MessageError
 
 __all__ = [
     "BACKOFF_BASE_S", "BACKOFF_CAP_S", "ServerLink", "backoff_delay", "load_netmap", "stats_from_status",
@@ -41,7 +43,7 @@ BACKOFF_CAP_S = 8.0  # keeps "server back -> all agents online" under 10 s
 STATS_INTERVAL_S = 2.0
 
 NetMapCallback = Callable[[nm.NetMap], Awaitable[None] | None]
-StatsSource = Callable[[], "nm.Stats | dict | None"]
+StatsSource = Callable[[], "messages.Stats | dict | None"]
 
 
 def backoff_delay(attempt: int, rnd: float, base: float = BACKOFF_BASE_S,
@@ -63,23 +65,23 @@ def load_netmap(state_dir: Path) -> nm.NetMap | None:
         return nm.netmap_from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:  # nm.Malformed is a ValueError
+    except (OSError, ValueError) as exc:  # strict.Malformed is a ValueError
         log.warning("ignoring persisted netmap %s: %s", path, exc)
         return None
 
 
-def stats_from_status(status: dict) -> nm.Stats:
+def stats_from_status(status: dict) -> messages.Stats:
     """Convert the `status --json` shape (DESIGN.md) into a stats message."""
     node = status.get("node") or {}
     peers = []
     for p in status.get("peers") or []:
-        peers.append(nm.PeerStats(
+        peers.append(messages.PeerStats(
             peer_id=p["peer_id"], path=p.get("path") or "direct", rtt_ms=p.get("rtt_ms"),
             tx_frames=int(p.get("tx_frames", 0)), rx_frames=int(p.get("rx_frames", 0)),
             tx_bytes=int(p.get("tx_bytes", 0)), rx_bytes=int(p.get("rx_bytes", 0)),
             lost_frames=int(p.get("lost_frames", 0)), replayed_frames=int(p.get("replayed_frames", 0)),
             bad_frames=int(p.get("bad_frames", 0)), last_handshake_s=p.get("last_handshake_s")))
-    return nm.Stats(uptime_s=float(node.get("uptime_s", 0.0)), peers=tuple(peers))
+    return messages.Stats(uptime_s=float(node.get("uptime_s", 0.0)), peers=tuple(peers))
 
 
 class _Reconnect(Exception):
@@ -128,12 +130,12 @@ class ServerLink:
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else None
                 reason = exc.rcvd.reason if exc.rcvd else ""
-                if code == nm.CloseCode.REVOKED:
+                if code == CloseCode.REVOKED:
                     log.error("server revoked this node: %s", reason)
                     self.revoked = True
                     break
                 log.warning("server link closed (code %s %s)", code, reason)
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, nm.MessageError, _Reconnect) as exc:
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError, MessageError, _Reconnect) as exc:
                 log.warning("server link failed: %s: %s", type(exc).__name__, exc)
             self.connected.clear()
             delay = backoff_delay(self.attempt, self._rng())
@@ -144,13 +146,13 @@ class ServerLink:
     # -- one connection
 
     async def _session(self) -> None:
-        async with connect(self.url, max_size=nm.MAX_MESSAGE_SIZE, compression=None, ping_interval=20,
+        async with connect(self.url, max_size=messages.MAX_MESSAGE_SIZE, compression=None, ping_interval=20,
                            ping_timeout=20, open_timeout=10, close_timeout=5) as ws:
-            first = nm.decode_server_message(await asyncio.wait_for(ws.recv(), 10))
-            if not isinstance(first, nm.Challenge):
+            first = messages.decode_server_message(await asyncio.wait_for(ws.recv(), 10))
+            if not isinstance(first, messages.Challenge):
                 raise _Reconnect(f"expected a challenge, got {first.type}")
             signature = self.state.identity.private_key.sign(first.nonce, CONTEXT_AUTH)
-            await ws.send(nm.encode(nm.Auth(self.state.identity.peer_id, signature)))
+            await ws.send(messages.encode(messages.Auth(self.state.identity.peer_id, signature)))
             sender = asyncio.create_task(self._senders(ws))
             try:
                 await self._receive(ws)
@@ -161,9 +163,9 @@ class ServerLink:
 
     async def _receive(self, ws) -> None:
         async for frame in ws:
-            msg = nm.decode_server_message(frame)
+            msg = messages.decode_server_message(frame)
             match msg:
-                case nm.Full():
+                case messages.Full():
                     if not self.connected.is_set():
                         self.connected.set()
                         self.attempt = 0
@@ -172,7 +174,7 @@ class ServerLink:
                         log.info("ignoring stale netmap %d < %d", msg.netmap.serial, self._serial)
                         continue
                     await self._apply(ws, msg.netmap)
-                case nm.Delta():
+                case messages.Delta():
                     d = msg.delta
                     if nm.is_stale(self._serial, d.serial):
                         self.stale_ignored += 1
@@ -184,10 +186,10 @@ class ServerLink:
                     except nm.SerialGap as exc:
                         log.info("netmap gap (%s): asking for a full map", exc)
                         self.resyncs += 1
-                        await ws.send(nm.encode(nm.Resync(self._serial or 0)))
+                        await ws.send(messages.encode(messages.Resync(self._serial or 0)))
                         continue
                     await self._apply(ws, new)
-                case nm.Challenge():
+                case messages.Challenge():
                     raise _Reconnect("unexpected second challenge")
 
     async def _senders(self, ws) -> None:
@@ -196,16 +198,16 @@ class ServerLink:
         elapsed = 0.0
         while True:
             if self.endpoints and elapsed >= next_endpoints:
-                await ws.send(nm.encode(nm.EndpointReport(self.endpoints, __version__)))
+                await ws.send(messages.encode(messages.EndpointReport(self.endpoints, __version__)))
                 next_endpoints = elapsed + PEER_RECORD_REFRESH_S
             if self.stats_source is not None:
                 try:
                     stats = self.stats_source()
                     if isinstance(stats, dict):
                         stats = stats_from_status(stats)
-                    frame = None if stats is None else nm.encode(stats)
+                    frame = None if stats is None else messages.encode(stats)
                     if frame is not None:
-                        nm.decode_agent_message(frame)  # the server closes the link on a bad frame
+                        messages.decode_agent_message(frame)  # the server closes the link on a bad frame
                 except (KeyError, TypeError, ValueError) as exc:  # a bad report is skipped, not fatal
                     log.warning("cannot send counters: %s: %s", type(exc).__name__, exc)
                     frame = None
@@ -227,7 +229,7 @@ class ServerLink:
             write_private_file(self.state_dir / NETMAP_FILE,
                                json.dumps(nm.netmap_to_dict(netmap), sort_keys=True).encode())
             await self._deliver(netmap)
-        await ws.send(nm.encode(nm.Ack(netmap.serial)))
+        await ws.send(messages.encode(messages.Ack(netmap.serial)))
 
     async def _deliver(self, netmap: nm.NetMap) -> None:
         try:

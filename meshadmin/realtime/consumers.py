@@ -1,4 +1,4 @@
-"""AgentConsumer: the node agent's websocket, /ws/agent/ (binary msgpack frames, nodeagent.protocol.netmap).
+"""AgentConsumer: the node agent's websocket, /ws/agent/ (binary msgpack frames, nodeagent.protocol.messages).
 
 Life of a socket:
   1. connect: accept. With `Authorization: Bearer <session token>` (from /api/auth/verify) the
@@ -16,7 +16,7 @@ Life of a socket:
      (the node is no longer a member: closed with 4403, ≤ the debounce after the commit);
      `agent.revoke` sent to node.<peer id> closes it at once the same way.
 Anything malformed, of an unknown type or version, larger than 1 MiB, or a text frame closes the
-socket with the code from protocol.netmap.CloseCode and a short reason, and is logged.
+socket with the code from protocol.constants.CloseCode and a short reason, and is logged.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from meshadmin.mesh.services.errors import ServiceError
 from meshadmin.mesh.services.peers import register_peer
 from meshadmin.netmap import compute
 from meshadmin.telemetry import ingest, presence
+from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.constants import CloseCode
+from nodeagent.protocol.strict import MessageError
 
 from . import auth, groups, tasks
 from .stats_buffer import stats_buffer
@@ -106,7 +109,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.nonce: bytes | None = None
         self.sent: compute.NetworkView | None = None  # the view this socket's map came from
         self.closing = False
-        self.last_stats: nm.Stats | None = None
+        self.last_stats: messages.Stats | None = None
         self.last_stats_at = 0.0
         loop = asyncio.get_running_loop()
         tasks.register_loop(loop)
@@ -116,12 +119,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
             try:
                 agent = await database_sync_to_async(auth.authenticate_token)(token, self._client_ip())
             except auth.AuthRefused as exc:
-                await self._close(nm.CloseCode.AUTH_FAILED, str(exc))
+                await self._close(CloseCode.AUTH_FAILED, str(exc))
                 return
             await self._authenticated(agent)
             return
-        self.nonce = os.urandom(nm.CHALLENGE_SIZE)
-        await self.send(bytes_data=nm.encode(nm.Challenge(self.nonce)))
+        self.nonce = os.urandom(messages.CHALLENGE_SIZE)
+        await self.send(bytes_data=messages.encode(messages.Challenge(self.nonce)))
         self.auth_timer = loop.call_later(auth_timeout(), self._arm_auth_expiry, loop)
 
     def _arm_auth_expiry(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -143,7 +146,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _auth_expired(self) -> None:
         if self.agent is None and not self.closing:
-            await self._close(nm.CloseCode.AUTH_TIMEOUT, "no valid auth in time")
+            await self._close(CloseCode.AUTH_TIMEOUT, "no valid auth in time")
 
     async def _close(self, code: int, reason: str) -> None:
         if self.closing:
@@ -177,43 +180,43 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         if bytes_data is None:
-            await self._close(nm.CloseCode.MALFORMED, "binary msgpack frames only")
+            await self._close(CloseCode.MALFORMED, "binary msgpack frames only")
             return
         try:
-            msg = nm.decode_agent_message(bytes_data)
-        except nm.MessageError as exc:
+            msg = messages.decode_agent_message(bytes_data)
+        except MessageError as exc:
             await self._close(exc.code, str(exc))
             return
         if self.agent is None:
             await self._receive_auth(msg)
             return
         match msg:
-            case nm.Resync():
+            case messages.Resync():
                 self.sent = None
                 await self._send_full()
-            case nm.Ack():
+            case messages.Ack():
                 stats_buffer().ack(self.agent.pk, msg.serial)
-            case nm.EndpointReport():
+            case messages.EndpointReport():
                 await self._receive_endpoints(msg)
-            case nm.Stats():
+            case messages.Stats():
                 await self._receive_stats(msg)
-            case nm.Auth():
-                await self._close(nm.CloseCode.MALFORMED, "already authenticated")
+            case messages.Auth():
+                await self._close(CloseCode.MALFORMED, "already authenticated")
 
-    async def _receive_auth(self, msg: nm.AgentMessage) -> None:
-        if not isinstance(msg, nm.Auth) or self.nonce is None:
-            await self._close(nm.CloseCode.AUTH_FAILED, "authenticate first")
+    async def _receive_auth(self, msg: messages.AgentMessage) -> None:
+        if not isinstance(msg, messages.Auth) or self.nonce is None:
+            await self._close(CloseCode.AUTH_FAILED, "authenticate first")
             return
         try:
             agent = await database_sync_to_async(auth.authenticate_signature)(
                 msg.peer_id, self.nonce, msg.signature, self._client_ip())
         except auth.AuthRefused as exc:
-            code = nm.CloseCode.REVOKED if exc.revoked else nm.CloseCode.AUTH_FAILED
+            code = CloseCode.REVOKED if exc.revoked else CloseCode.AUTH_FAILED
             await self._close(code, str(exc))
             return
         await self._authenticated(agent)
 
-    async def _receive_endpoints(self, msg: nm.EndpointReport) -> None:
+    async def _receive_endpoints(self, msg: messages.EndpointReport) -> None:
         if not msg.endpoints:
             return
         try:
@@ -222,7 +225,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         except ServiceError as exc:
             log.info("endpoint report of %s refused: %s", self.agent.peer_id, exc)
 
-    async def _receive_stats(self, msg: nm.Stats) -> None:
+    async def _receive_stats(self, msg: messages.Stats) -> None:
         now = time.monotonic()
         interval = now - self.last_stats_at if self.last_stats is not None else 0.0
         if self.last_stats is not None and interval < MIN_STATS_INTERVAL_S:
@@ -237,7 +240,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """The shared view at >= min_serial; None (and the socket closed) if this node is not in it."""
         view = await view_cache().get(self.agent.network_id, min_serial)
         if self.agent.pk not in view.peers:  # revoked, deleted or without an address
-            await self._close(nm.CloseCode.REVOKED, "this node is no longer an active member")
+            await self._close(CloseCode.REVOKED, "this node is no longer an active member")
             return None
         return view
 
@@ -245,7 +248,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         view = await self._view_with_me(await current_serial(self.agent.network_id))
         if view is None:
             return
-        await self.send(bytes_data=nm.encode(nm.Full(view.netmap_for(self.agent.peer_id))))
+        await self.send(bytes_data=messages.encode(messages.Full(view.netmap_for(self.agent.peer_id))))
         self.sent = view
 
     async def netmap_changed(self, event: dict) -> None:
@@ -262,19 +265,19 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         old = self.sent
         if old is None:
-            await self.send(bytes_data=nm.encode(nm.Full(view.netmap_for(self.agent.peer_id))))
+            await self.send(bytes_data=messages.encode(messages.Full(view.netmap_for(self.agent.peer_id))))
         elif view is old or nm.is_stale(old.snapshot.serial, view.snapshot.serial):
             return
         else:
             delta = compute.delta_for(old, view, view_cache().changes(old, view), self.agent.peer_id)
             if delta is None:  # a relay, or its own entry changed: the general path
                 delta = nm.diff(old.netmap_for(self.agent.peer_id), view.netmap_for(self.agent.peer_id))
-            await self.send(bytes_data=view_cache().encoded(nm.Delta(delta)))
+            await self.send(bytes_data=view_cache().encoded(messages.Delta(delta)))
         self.sent = view
 
     async def agent_revoke(self, event: dict) -> None:
         if self.agent is not None:
-            await self._close(nm.CloseCode.REVOKED, str(event.get("reason") or "node revoked"))
+            await self._close(CloseCode.REVOKED, str(event.get("reason") or "node revoked"))
 
     async def _to_dashboard(self, kind: str, **fields) -> None:
         await self.channel_layer.group_send(

@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 
 from meshadmin.mesh.models import Network
 from meshadmin.netmap import compute, snapshot
-from nodeagent.protocol import netmap as nm
+from nodeagent.protocol import messages
 
 __all__ = ["ViewCache", "current_serial", "view_cache"]
 
@@ -44,15 +44,16 @@ class ViewCache:
         self._loading: dict[int, asyncio.Future] = {}
         # (id(old), id(new)) -> (old, new, changes); the views are held so their ids stay unique
         self._changes: dict[tuple[int, int], tuple] = {}
-        self._encoded: dict[nm.Delta, bytes] = {}
+        self._encoded: dict[messages.Delta, bytes] = {}
 
-    def encoded(self, msg: nm.Delta) -> bytes:
-        """`nm.encode(msg)`, once for all sockets that send an equal delta (most members after a change)."""
+    def encoded(self, msg: messages.Delta) -> bytes:
+        """`messages.encode(msg)`, once for all sockets that send an equal delta (most members after
+        a change)."""
         frame = self._encoded.get(msg)
         if frame is None:
             if len(self._encoded) >= 64:
                 self._encoded.clear()
-            frame = self._encoded[msg] = nm.encode(msg)
+            frame = self._encoded[msg] = messages.encode(msg)
         return frame
 
     def changes(self, old: compute.NetworkView, new: compute.NetworkView) -> compute.Changes:

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from meshadmin.mesh.models import Node
-from nodeagent.protocol import netmap as nm
+from nodeagent.protocol import messages
 
 from .models import Presence, Resolution, Sample
 
@@ -59,8 +59,8 @@ class Report:
     """One counter report of one socket, with that socket's previous report."""
 
     reporter: Reporter
-    stats: nm.Stats
-    previous: nm.Stats | None
+    stats: messages.Stats
+    previous: messages.Stats | None
     interval_s: float
 
 
@@ -110,7 +110,7 @@ def _samples(r: Report, known: set[tuple[int, str]], now: datetime) -> list[Samp
     return rows
 
 
-def ingest(reporter: Reporter, stats: nm.Stats, previous: nm.Stats | None, interval_s: float,
+def ingest(reporter: Reporter, stats: messages.Stats, previous: messages.Stats | None, interval_s: float,
            now: datetime | None = None) -> dict | None:
     """Store one report (see ingest_batch); returns its dashboard update or None."""
     updates = ingest_batch([Report(reporter, stats, previous, interval_s)], now)

@@ -4,6 +4,8 @@ Numbers that define the wire and the cryptography live here; tuning knobs (queue
 batch sizes, socket buffers) live next to the I/O code that uses them.
 """
 
+from enum import IntEnum
+
 # --- ML-DSA-87 (FIPS 204) and ML-KEM-1024 (FIPS 203) sizes, in bytes
 MLDSA87_PUBLIC_KEY_SIZE = 2592
 MLDSA87_SIGNATURE_SIZE = 4627
@@ -44,7 +46,21 @@ ZERO_AFTER_TIME_S = REJECT_AFTER_TIME_S * 3  # 540: erase all key material of an
 HANDSHAKE_MIN_INTERVAL_S = 0.020  # a responder ignores a peer's HELLOs closer together than this
 REPLAY_WINDOW = 8128  # counters remembered behind the highest accepted (RFC 6479 ring 128 x 64)
 
-# --- specification: handshake and control channel
-PROTOCOL_VERSION = 1
+# --- specification: protocol version, handshake and control channel
+PROTOCOL_VERSION = 1  # the HELLO's version byte and the `v` of every agent websocket message
 SUITE_HYBRID_V1 = 1  # X25519 + ML-KEM-1024, ML-DSA-87 signatures, HKDF-SHA256, ChaCha20-Poly1305
 MAX_CONTROL_MESSAGE = 64 * 1024  # control-channel frame cap (body bytes), checked before reading
+
+
+# --- specification: the agent websocket (/ws/agent/)
+class CloseCode(IntEnum):
+    """Websocket close codes of the agent link (4000-4999 are free for applications)."""
+
+    NORMAL = 1000
+    TOO_LARGE = 1009
+    MALFORMED = 4400
+    AUTH_FAILED = 4401
+    REVOKED = 4403
+    UNKNOWN_TYPE = 4404
+    AUTH_TIMEOUT = 4408
+    UNSUPPORTED_VERSION = 4426

@@ -11,17 +11,17 @@ import pytest
 from django.utils import timezone
 
 from meshadmin.telemetry import ingest, presence
-from nodeagent.protocol import netmap as nm
+from nodeagent.protocol import messages
 
 pytestmark = pytest.mark.django_db
 
 
 def _stats(uptime, peers):
-    return nm.Stats(uptime, tuple(peers))
+    return messages.Stats(uptime, tuple(peers))
 
 
 def _peer(peer_id, *, path="direct", rtt=12.0, tx=0, rx=0, rx_frames=0, lost=0, handshake=4.0):
-    return nm.PeerStats(peer_id, path, rtt_ms=rtt, tx_bytes=tx, rx_bytes=rx, tx_frames=rx_frames,
+    return messages.PeerStats(peer_id, path, rtt_ms=rtt, tx_bytes=tx, rx_bytes=rx, tx_frames=rx_frames,
                         rx_frames=rx_frames, lost_frames=lost, last_handshake_s=handshake)
 
 

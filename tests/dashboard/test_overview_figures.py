@@ -11,13 +11,13 @@ import pytest
 from django.utils import timezone
 
 from meshadmin.telemetry import ingest, presence
-from nodeagent.protocol import netmap as nm
+from nodeagent.protocol import messages
 
 pytestmark = pytest.mark.django_db
 
 
 def _peer(peer_id, *, rx=0, tx=0, frames=0, handshake=4.0):
-    return nm.PeerStats(peer_id, "direct", rtt_ms=12.0, tx_bytes=tx, rx_bytes=rx, tx_frames=frames,
+    return messages.PeerStats(peer_id, "direct", rtt_ms=12.0, tx_bytes=tx, rx_bytes=rx, tx_frames=frames,
                         rx_frames=frames, lost_frames=0, last_handshake_s=handshake)
 
 
@@ -30,8 +30,8 @@ def reported(mesh):
     node = mesh["belgium"]
     reporter = ingest.Reporter(node.pk, node.peer_id, node.network_id)
     uk = mesh["uk"].peer_id
-    first = nm.Stats(10, (_peer(uk),))
-    second = nm.Stats(12, (_peer(uk, rx=250_000, tx=500_000, frames=100, handshake=4.0),))
+    first = messages.Stats(10, (_peer(uk),))
+    second = messages.Stats(12, (_peer(uk, rx=250_000, tx=500_000, frames=100, handshake=4.0),))
     ingest.ingest(reporter, first, None, 0.0, now - timedelta(seconds=2))
     ingest.ingest(reporter, second, first, 2.0, now)
     return mesh

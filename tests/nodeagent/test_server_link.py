@@ -18,9 +18,10 @@ from websockets.asyncio.server import serve
 import nodeagent
 from nodeagent import identity
 from nodeagent.enroll import write_private_file
+from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.cert import issue_certificate
-from nodeagent.protocol.constants import CONTEXT_AUTH
+from nodeagent.protocol.constants import CONTEXT_AUTH, CloseCode
 from nodeagent.server_link import BACKOFF_CAP_S, ServerLink, backoff_delay, load_netmap
 
 B, C = "b" * 40, "c" * 40
@@ -96,9 +97,9 @@ class FakeServer:
     async def handler(self, ws):
         self.connections += 1
         nonce = bytes(range(32))
-        await ws.send(nm.encode(nm.Challenge(nonce)))
-        auth = nm.decode_agent_message(await ws.recv())
-        assert isinstance(auth, nm.Auth)
+        await ws.send(messages.encode(messages.Challenge(nonce)))
+        auth = messages.decode_agent_message(await ws.recv())
+        assert isinstance(auth, messages.Auth)
         self.public_key.verify(auth.signature, nonce, CONTEXT_AUTH)  # raises if wrong context / key
         await self.script(ws, self.connections)
 
@@ -110,7 +111,7 @@ class FakeServer:
 
     async def pump(self, ws):
         async for frame in ws:
-            await self.received.put(nm.decode_agent_message(frame))
+            await self.received.put(messages.decode_agent_message(frame))
 
 
 async def start(state_dir, script, **kw):
@@ -142,13 +143,13 @@ async def stop(server, task):
 
 async def test_the_link_signs_the_challenge_applies_the_full_map_and_persists_it(state_dir):
     async def script(ws, n):
-        await ws.send(nm.encode(nm.Full(make_map(me, 5, [B]))))
+        await ws.send(messages.encode(messages.Full(make_map(me, 5, [B]))))
         await fake.pump(ws)
 
     me = identity.load_private_key(state_dir / "node.key").peer_id
     fake, server, _link, task, applied, _ = await start(state_dir, script)
     try:
-        ack = await fake.next_message(nm.Ack)
+        ack = await fake.next_message(messages.Ack)
         assert ack.serial == 5
         assert [m.serial for m in applied] == [5]
         path = state_dir / "netmap.json"
@@ -163,16 +164,17 @@ async def test_a_stale_map_is_ignored_and_a_delta_applies(state_dir):
     m5, m7 = make_map(me, 5, [B]), make_map(me, 7, [B, C])
 
     async def script(ws, n):
-        await ws.send(nm.encode(nm.Full(m5)))
-        await ws.send(nm.encode(nm.Full(make_map(me, 4, []))))       # older: ignored
-        await ws.send(nm.encode(nm.Delta(nm.diff(make_map(me, 3, []), make_map(me, 4, [C])))))  # older
-        await ws.send(nm.encode(nm.Delta(nm.diff(m5, m7))))
+        await ws.send(messages.encode(messages.Full(m5)))
+        await ws.send(messages.encode(messages.Full(make_map(me, 4, []))))       # older: ignored
+        older = nm.diff(make_map(me, 3, []), make_map(me, 4, [C]))
+        await ws.send(messages.encode(messages.Delta(older)))  # older
+        await ws.send(messages.encode(messages.Delta(nm.diff(m5, m7))))
         await fake.pump(ws)
 
     fake, server, link, task, applied, _ = await start(state_dir, script)
     try:
-        assert (await fake.next_message(nm.Ack)).serial == 5
-        assert (await fake.next_message(nm.Ack)).serial == 7
+        assert (await fake.next_message(messages.Ack)).serial == 5
+        assert (await fake.next_message(messages.Ack)).serial == 7
         assert [m.serial for m in applied] == [5, 7]
         assert applied[-1] == m7
         assert link.stale_ignored == 2
@@ -185,19 +187,19 @@ async def test_a_gap_in_the_deltas_asks_for_a_full_resync(state_dir):
     m5, m8, m9 = make_map(me, 5, [B]), make_map(me, 8, [C]), make_map(me, 9, [B, C])
 
     async def script(ws, n):
-        await ws.send(nm.encode(nm.Full(m5)))
-        await ws.send(nm.encode(nm.Delta(nm.diff(m8, m9))))  # base 8 != applied 5
-        resync = nm.decode_agent_message(await ws.recv())
-        while not isinstance(resync, nm.Resync):
-            resync = nm.decode_agent_message(await ws.recv())
+        await ws.send(messages.encode(messages.Full(m5)))
+        await ws.send(messages.encode(messages.Delta(nm.diff(m8, m9))))  # base 8 != applied 5
+        resync = messages.decode_agent_message(await ws.recv())
+        while not isinstance(resync, messages.Resync):
+            resync = messages.decode_agent_message(await ws.recv())
         await fake.received.put(resync)
-        await ws.send(nm.encode(nm.Full(m9)))
+        await ws.send(messages.encode(messages.Full(m9)))
         await fake.pump(ws)
 
     fake, server, link, task, applied, _ = await start(state_dir, script)
     try:
-        assert (await fake.next_message(nm.Resync)).serial == 5
-        assert (await fake.next_message(nm.Ack)).serial == 9
+        assert (await fake.next_message(messages.Resync)).serial == 5
+        assert (await fake.next_message(messages.Ack)).serial == 9
         assert [m.serial for m in applied] == [5, 9] and link.resyncs == 1
     finally:
         await stop(server, task)
@@ -217,12 +219,12 @@ async def test_the_persisted_map_is_applied_at_start_and_the_link_reconnects_aft
         if n == 1:
             await ws.close(1011, "server going away")
             return
-        await ws.send(nm.encode(nm.Full(make_map(me, 6, [B, C]))))
+        await ws.send(messages.encode(messages.Full(make_map(me, 6, [B, C]))))
         await fake.pump(ws)
 
     fake, server, link, task, applied, _ = await start(state_dir, script, sleep=fast_sleep)
     try:
-        assert (await fake.next_message(nm.Ack)).serial == 6
+        assert (await fake.next_message(messages.Ack)).serial == 6
         assert [m.serial for m in applied] == [3, 6]  # the persisted one first, before any server
         assert fake.connections == 2 and len(delays) == 1
         assert link.attempt == 0  # reset after a successful session
@@ -232,7 +234,7 @@ async def test_the_persisted_map_is_applied_at_start_and_the_link_reconnects_aft
 
 async def test_a_revoked_close_ends_the_link(state_dir):
     async def script(ws, n):
-        await ws.close(nm.CloseCode.REVOKED, "node revoked")
+        await ws.close(CloseCode.REVOKED, "node revoked")
 
     fake, server, link, task, _applied, _ = await start(state_dir, script, sleep=lambda d: asyncio.sleep(0))
     try:
@@ -246,7 +248,7 @@ async def test_counters_are_sent_in_the_status_shape(state_dir):
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
-        await ws.send(nm.encode(nm.Full(make_map(me, 1, [B]))))
+        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
         await fake.pump(ws)
 
     status = {"node": {"uptime_s": 12.0}, "peers": [
@@ -256,12 +258,12 @@ async def test_counters_are_sent_in_the_status_shape(state_dir):
     fake, server, _link, task, _applied, _ = await start(
         state_dir, script, stats_source=lambda: status, endpoints=endpoints, stats_interval=0.05)
     try:
-        report = await fake.next_message(nm.EndpointReport)
+        report = await fake.next_message(messages.EndpointReport)
         assert report.endpoints == endpoints
         assert report.agent_version == nodeagent.__version__ != "0+unknown"
-        stats = await fake.next_message(nm.Stats)
+        stats = await fake.next_message(messages.Stats)
         assert stats.uptime_s == 12.0
-        assert stats.peers == (nm.PeerStats(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),)
+        assert stats.peers == (messages.PeerStats(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),)
     finally:
         await stop(server, task)
 
@@ -280,7 +282,7 @@ async def test_a_bad_counter_report_is_skipped_and_the_link_stays_up(state_dir):
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
-        await ws.send(nm.encode(nm.Full(make_map(me, 1, [B]))))
+        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
         await fake.pump(ws)
 
     reports = iter([{"peers": [{"peer_id": "NOT-A-PEER", "path": "direct"}]},
@@ -289,7 +291,7 @@ async def test_a_bad_counter_report_is_skipped_and_the_link_stays_up(state_dir):
     fake, server, _link, task, _applied, _ = await start(
         state_dir, script, stats_source=lambda: next(reports, good), stats_interval=0.05)
     try:
-        stats = await fake.next_message(nm.Stats)
+        stats = await fake.next_message(messages.Stats)
         assert stats.uptime_s == 3.0 and fake.connections == 1
     finally:
         await stop(server, task)
@@ -304,7 +306,7 @@ async def test_endpoints_are_reported_again_each_refresh_period_while_counters_f
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
-        await ws.send(nm.encode(nm.Full(make_map(me, 1, [B]))))
+        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
         await fake.pump(ws)
 
     status = {"node": {"uptime_s": 1.0}, "peers": []}
@@ -313,11 +315,11 @@ async def test_endpoints_are_reported_again_each_refresh_period_while_counters_f
         state_dir, script, stats_source=lambda: status, endpoints=endpoints, stats_interval=0.05)
     try:
         kinds = []
-        while kinds.count(nm.EndpointReport) < 2:
+        while kinds.count(messages.EndpointReport) < 2:
             msg = await asyncio.wait_for(fake.received.get(), 10)
             kinds.append(type(msg))
         # between the two endpoint reports, several counter reports went out
-        between = kinds[kinds.index(nm.EndpointReport) + 1:-1]
-        assert between.count(nm.Stats) >= 2, kinds
+        between = kinds[kinds.index(messages.EndpointReport) + 1:-1]
+        assert between.count(messages.Stats) >= 2, kinds
     finally:
         await stop(server, task)

@@ -12,6 +12,7 @@ import pytest
 
 from meshadmin.netmap.compute import NodeNotInNetwork, netmap_for, netmaps_for_all
 from meshadmin.netmap.snapshot import NodeRow, RouteRow, Snapshot
+from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -43,7 +44,7 @@ def test_netmaps_match_the_golden_file(case):
 def test_every_golden_netmap_survives_the_wire(case):
     snap = snapshot_from(json.loads((GOLDEN / f"{case}.input.json").read_text()))
     for m in netmaps_for_all(snap).values():
-        assert nm.decode_server_message(nm.encode(nm.Full(m))) == nm.Full(m)
+        assert messages.decode_server_message(messages.encode(messages.Full(m))) == messages.Full(m)
 
 
 def test_a_revoked_node_gets_no_netmap():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from channels.testing import WebsocketCommunicator
 
+from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 
 
@@ -21,7 +22,7 @@ async def open_socket(headers=None, path="/ws/agent/") -> WebsocketCommunicator:
 
 
 async def receive(comm: WebsocketCommunicator, timeout: float = 5):
-    return nm.decode_server_message(await comm.receive_from(timeout))
+    return messages.decode_server_message(await comm.receive_from(timeout))
 
 
 async def close_code(comm: WebsocketCommunicator, timeout: float = 5) -> int:
@@ -36,8 +37,9 @@ async def login(ident) -> tuple[WebsocketCommunicator, nm.NetMap]:
     """Open /ws/agent/, answer the challenge with `ident`, return the socket and the first map."""
     comm = await open_socket()
     challenge = await receive(comm)
-    assert isinstance(challenge, nm.Challenge)
-    await comm.send_to(bytes_data=nm.encode(nm.Auth(ident.peer_id, ident.sign_auth(challenge.nonce))))
+    assert isinstance(challenge, messages.Challenge)
+    auth = messages.Auth(ident.peer_id, ident.sign_auth(challenge.nonce))
+    await comm.send_to(bytes_data=messages.encode(auth))
     full = await receive(comm)
-    assert isinstance(full, nm.Full)
+    assert isinstance(full, messages.Full)
     return comm, full.netmap

@@ -8,8 +8,8 @@ from realtime_helpers import close_code, login, open_socket, receive
 
 from meshadmin.mesh.models import AuditEvent, Node
 from meshadmin.mesh.services.nodes import revoke_node
-from nodeagent.protocol import netmap as nm
-from nodeagent.protocol.constants import CONTEXT_CERT
+from nodeagent.protocol import messages
+from nodeagent.protocol.constants import CONTEXT_CERT, CloseCode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,9 +34,10 @@ async def test_a_signature_by_another_key_is_refused(belgium):
     nonce = (await receive(comm)).nonce
     other = mldsa.MLDSA87PrivateKey.generate()
     await comm.send_to(
-        bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, other.sign(nonce, b"shadowmesh/auth/v1")))
+        bytes_data=messages.encode(
+            messages.Auth(belgium[0].peer_id, other.sign(nonce, b"shadowmesh/auth/v1")))
     )
-    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+    assert await close_code(comm) == CloseCode.AUTH_FAILED
     assert await AuditEvent.objects.filter(action="auth.failed", details__reason="bad signature").aexists()
 
 
@@ -44,16 +45,16 @@ async def test_a_signature_made_for_another_purpose_is_refused(belgium):
     comm = await open_socket()
     nonce = (await receive(comm)).nonce
     sig = belgium[0].key.sign(nonce, CONTEXT_CERT)
-    await comm.send_to(bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, sig)))
-    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(belgium[0].peer_id, sig)))
+    assert await close_code(comm) == CloseCode.AUTH_FAILED
 
 
 async def test_an_unknown_peer_is_refused(identity_factory, network):
     stranger = identity_factory()
     comm = await open_socket()
     nonce = (await receive(comm)).nonce
-    await comm.send_to(bytes_data=nm.encode(nm.Auth(stranger.peer_id, stranger.sign_auth(nonce))))
-    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(stranger.peer_id, stranger.sign_auth(nonce))))
+    assert await close_code(comm) == CloseCode.AUTH_FAILED
 
 
 async def test_a_revoked_node_cannot_authenticate(belgium):
@@ -63,21 +64,22 @@ async def test_a_revoked_node_cannot_authenticate(belgium):
     await database_sync_to_async(revoke_node)(node)
     comm = await open_socket()
     nonce = (await receive(comm)).nonce
-    await comm.send_to(bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, belgium[0].sign_auth(nonce))))
-    assert await close_code(comm) == nm.CloseCode.REVOKED
+    auth = messages.Auth(belgium[0].peer_id, belgium[0].sign_auth(nonce))
+    await comm.send_to(bytes_data=messages.encode(auth))
+    assert await close_code(comm) == CloseCode.REVOKED
 
 
 async def test_a_socket_without_auth_is_closed_after_the_deadline(belgium):
     comm = await open_socket()
-    assert isinstance(await receive(comm), nm.Challenge)
-    assert await close_code(comm) == nm.CloseCode.AUTH_TIMEOUT
+    assert isinstance(await receive(comm), messages.Challenge)
+    assert await close_code(comm) == CloseCode.AUTH_TIMEOUT
 
 
 async def test_any_other_message_before_auth_is_refused(belgium):
     comm = await open_socket()
     await receive(comm)
-    await comm.send_to(bytes_data=nm.encode(nm.Ack(1)))
-    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+    await comm.send_to(bytes_data=messages.encode(messages.Ack(1)))
+    assert await close_code(comm) == CloseCode.AUTH_FAILED
 
 
 async def test_a_session_token_in_the_authorization_header_skips_the_challenge(api, belgium, uk):
@@ -86,7 +88,7 @@ async def test_a_session_token_in_the_authorization_header_skips_the_challenge(a
     token = await database_sync_to_async(api.login)(belgium[0])
     comm = await open_socket(headers=[(b"authorization", f"Bearer {token}".encode())])
     first = await receive(comm)
-    assert isinstance(first, nm.Full) and first.netmap.node.peer_id == belgium[0].peer_id
+    assert isinstance(first, messages.Full) and first.netmap.node.peer_id == belgium[0].peer_id
     await comm.disconnect()
 
 
@@ -95,10 +97,10 @@ async def test_a_session_token_in_the_query_string_is_ignored(api, belgium):
 
     token = await database_sync_to_async(api.login)(belgium[0])
     comm = await open_socket(path=f"/ws/agent/?token={token}")
-    assert isinstance(await receive(comm), nm.Challenge)
+    assert isinstance(await receive(comm), messages.Challenge)
     await comm.disconnect()
 
 
 async def test_a_bad_session_token_closes_the_socket(belgium):
     comm = await open_socket(headers=[(b"authorization", b"Bearer not-a-real-token")])
-    assert await close_code(comm) == nm.CloseCode.AUTH_FAILED
+    assert await close_code(comm) == CloseCode.AUTH_FAILED

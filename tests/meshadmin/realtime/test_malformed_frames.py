@@ -8,20 +8,22 @@ import msgpack
 import pytest
 from realtime_helpers import close_code, login, open_socket, receive
 
-from nodeagent.protocol import netmap as nm
+from nodeagent.protocol import messages
+from nodeagent.protocol.constants import CloseCode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CASES = [
-    pytest.param({"bytes_data": b"\xc1\x00garbage"}, nm.CloseCode.MALFORMED, id="bad-msgpack"),
-    pytest.param({"text_data": '{"v": 1, "t": "ack", "serial": 1}'}, nm.CloseCode.MALFORMED, id="json-text"),
-    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "reboot"})}, nm.CloseCode.UNKNOWN_TYPE,
+    pytest.param({"bytes_data": b"\xc1\x00garbage"}, CloseCode.MALFORMED, id="bad-msgpack"),
+    pytest.param({"text_data": '{"v": 1, "t": "ack", "serial": 1}'}, CloseCode.MALFORMED, id="json-text"),
+    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "reboot"})}, CloseCode.UNKNOWN_TYPE,
                  id="unknown-type"),
     pytest.param({"bytes_data": msgpack.packb({"v": 9, "t": "ack", "serial": 1})},
-                 nm.CloseCode.UNSUPPORTED_VERSION, id="future-version"),
-    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "ack", "serial": "7"})}, nm.CloseCode.MALFORMED,
+                 CloseCode.UNSUPPORTED_VERSION, id="future-version"),
+    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "ack", "serial": "7"})}, CloseCode.MALFORMED,
                  id="wrong-field-type"),
-    pytest.param({"bytes_data": b"\x00" * (nm.MAX_MESSAGE_SIZE + 1)}, nm.CloseCode.TOO_LARGE, id="oversized"),
+    pytest.param({"bytes_data": b"\x00" * (messages.MAX_MESSAGE_SIZE + 1)}, CloseCode.TOO_LARGE,
+                 id="oversized"),
 ]
 
 
@@ -45,5 +47,5 @@ async def test_a_bad_frame_before_auth_closes_with_its_code(belgium, frame, code
 
 async def test_a_second_auth_on_an_authenticated_socket_is_refused(belgium):
     comm, _ = await login(belgium[0])
-    await comm.send_to(bytes_data=nm.encode(nm.Auth(belgium[0].peer_id, b"x" * 10)))
-    assert await close_code(comm) == nm.CloseCode.MALFORMED
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(belgium[0].peer_id, b"x" * 10)))
+    assert await close_code(comm) == CloseCode.MALFORMED

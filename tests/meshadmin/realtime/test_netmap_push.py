@@ -12,7 +12,9 @@ from meshadmin.mesh.models import Network, Node
 from meshadmin.mesh.services.nodes import revoke_node
 from meshadmin.mesh.services.routes import create_route
 from meshadmin.telemetry.models import Presence
+from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.constants import CloseCode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +29,7 @@ async def test_a_burst_of_five_edits_gives_each_agent_one_delta(uk, belgium, mac
     serial = (await Network.objects.aget(name="default")).serial
     for pid, (comm, first) in sockets.items():
         msg = await receive(comm)
-        assert isinstance(msg, nm.Delta)
+        assert isinstance(msg, messages.Delta)
         assert msg.delta.base_serial == first.serial and msg.delta.serial == serial
         applied = nm.apply_delta(first, msg.delta)
         expected_routes = 0 if pid == belgium[0].peer_id else 5
@@ -42,7 +44,7 @@ async def test_revoking_a_node_closes_its_socket_and_tells_the_others(uk, belgiu
     uk_comm, uk_map = await login(uk[0])
     node = await Node.objects.aget(peer_id=mac[0].peer_id)
     await database_sync_to_async(revoke_node)(node)
-    assert await close_code(mac_comm) == nm.CloseCode.REVOKED
+    assert await close_code(mac_comm) == CloseCode.REVOKED
     delta = (await receive(uk_comm)).delta
     after = nm.apply_delta(uk_map, delta)
     assert mac[0].peer_id not in {p.peer_id for p in after.peers}
@@ -52,10 +54,10 @@ async def test_revoking_a_node_closes_its_socket_and_tells_the_others(uk, belgiu
 
 async def test_a_resync_request_gets_the_full_map_and_acks_are_recorded(uk, belgium):
     comm, first = await login(belgium[0])
-    await comm.send_to(bytes_data=nm.encode(nm.Resync(first.serial - 1)))
+    await comm.send_to(bytes_data=messages.encode(messages.Resync(first.serial - 1)))
     again = await receive(comm)
-    assert isinstance(again, nm.Full) and again.netmap == first
-    await comm.send_to(bytes_data=nm.encode(nm.Ack(first.serial)))
+    assert isinstance(again, messages.Full) and again.netmap == first
+    await comm.send_to(bytes_data=messages.encode(messages.Ack(first.serial)))
     for _ in range(100):  # acks are stored in batches (stats_buffer.py)
         presence = await Presence.objects.aget(node__peer_id=belgium[0].peer_id)
         if presence.last_serial is not None:
@@ -70,7 +72,8 @@ async def test_a_resync_request_gets_the_full_map_and_acks_are_recorded(uk, belg
 async def test_an_endpoint_report_updates_the_peers_netmaps(uk, belgium):
     uk_comm, _ = await login(uk[0])
     be_comm, be_map = await login(belgium[0])
-    await uk_comm.send_to(bytes_data=nm.encode(nm.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),))))
+    report = messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),))
+    await uk_comm.send_to(bytes_data=messages.encode(report))
     delta = (await receive(be_comm)).delta
     hub = nm.apply_delta(be_map, delta).peer(uk[0].peer_id)
     assert hub.endpoints[0] == nm.Endpoint("198.18.0.1", 8443, 9443, "reported")
@@ -80,8 +83,8 @@ async def test_an_endpoint_report_updates_the_peers_netmaps(uk, belgium):
 
 async def test_the_agent_version_in_an_endpoint_report_is_kept_on_the_node(uk):
     comm, _ = await login(uk[0])
-    report = nm.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),), "1.2.3")
-    await comm.send_to(bytes_data=nm.encode(report))
+    report = messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),), "1.2.3")
+    await comm.send_to(bytes_data=messages.encode(report))
     for _ in range(100):
         node = await Node.objects.aget(peer_id=uk[0].peer_id)
         if node.agent_version:

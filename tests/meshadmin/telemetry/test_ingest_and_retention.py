@@ -9,7 +9,7 @@ import pytest
 from meshadmin.mesh.models import Node
 from meshadmin.telemetry import ingest, presence, tasks
 from meshadmin.telemetry.models import Presence, Resolution, Sample
-from nodeagent.protocol import netmap as nm
+from nodeagent.protocol import messages
 
 pytestmark = pytest.mark.django_db
 
@@ -17,9 +17,9 @@ T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
 def report(uptime, peer_id, tx_bytes, rx_frames, lost, rtt=1.0, path="direct"):
-    peer = nm.PeerStats(peer_id, path, rtt_ms=rtt, tx_bytes=tx_bytes, rx_bytes=tx_bytes // 2,
+    peer = messages.PeerStats(peer_id, path, rtt_ms=rtt, tx_bytes=tx_bytes, rx_bytes=tx_bytes // 2,
                         tx_frames=rx_frames, rx_frames=rx_frames, lost_frames=lost)
-    return nm.Stats(uptime, (peer,))
+    return messages.Stats(uptime, (peer,))
 
 
 @pytest.fixture

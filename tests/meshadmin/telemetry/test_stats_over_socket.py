@@ -10,7 +10,7 @@ from meshadmin.asgi import application
 from meshadmin.mesh.models import Node
 from meshadmin.realtime import consumers, groups
 from meshadmin.telemetry.models import Sample
-from nodeagent.protocol import netmap as nm
+from nodeagent.protocol import messages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,14 +18,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def _login(ident):
     comm = WebsocketCommunicator(application, "/ws/agent/")
     assert (await comm.connect())[0]
-    nonce = nm.decode_server_message(await comm.receive_from()).nonce
-    await comm.send_to(bytes_data=nm.encode(nm.Auth(ident.peer_id, ident.sign_auth(nonce))))
-    assert isinstance(nm.decode_server_message(await comm.receive_from()), nm.Full)
+    nonce = messages.decode_server_message(await comm.receive_from()).nonce
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(ident.peer_id, ident.sign_auth(nonce))))
+    assert isinstance(messages.decode_server_message(await comm.receive_from()), messages.Full)
     return comm
 
 
 def _stats(uptime, peer, tx):
-    return nm.Stats(uptime, (nm.PeerStats(peer, "direct", rtt_ms=2.0, tx_bytes=tx, rx_frames=tx // 100),))
+    peer_stats = messages.PeerStats(peer, "direct", rtt_ms=2.0, tx_bytes=tx, rx_frames=tx // 100)
+    return messages.Stats(uptime, (peer_stats,))
 
 
 async def test_counters_become_samples_and_a_dashboard_update(uk, belgium, monkeypatch, settings):
@@ -38,8 +39,8 @@ async def test_counters_become_samples_and_a_dashboard_update(uk, belgium, monke
     comm = await _login(belgium[0])
     presence_event = await layer.receive(watcher)
     assert presence_event["type"] == groups.PRESENCE_UPDATE and presence_event["online"] is True
-    await comm.send_to(bytes_data=nm.encode(_stats(2.0, uk[0].peer_id, 1000)))
-    await comm.send_to(bytes_data=nm.encode(_stats(4.0, uk[0].peer_id, 9000)))
+    await comm.send_to(bytes_data=messages.encode(_stats(2.0, uk[0].peer_id, 1000)))
+    await comm.send_to(bytes_data=messages.encode(_stats(4.0, uk[0].peer_id, 9000)))
     update = await layer.receive(watcher)
     assert update["type"] == groups.TELEMETRY_UPDATE and update["peer_id"] == belgium[0].peer_id
     assert update["links"][0]["peer"] == uk[0].peer_id and update["links"][0]["rtt_ms"] == 2.0
