@@ -57,6 +57,7 @@ def stats(times_ms: list[float], label: str) -> dict:
 def _parties(hs, with_certs: bool):
     """(make_initiator, make_responder) for two fresh identities; certificates when asked."""
     from nodeagent.protocol.identity import peer_id
+    from nodeagent.protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 
     sk_i, sk_r = mldsa.MLDSA87PrivateKey.generate(), mldsa.MLDSA87PrivateKey.generate()
     pk_i, pk_r = (k.public_key().public_bytes_raw() for k in (sk_i, sk_r))
@@ -79,13 +80,13 @@ def _parties(hs, with_certs: bool):
                 not_after=now + 86400,
             )
 
-        local_i = hs.LocalIdentity(sk_i, cert(pk_i, "i", "10.10.10.1"))
-        local_r = hs.LocalIdentity(sk_r, cert(pk_r, "r", "10.10.10.2"))
+        local_i = LocalIdentity(sk_i, cert(pk_i, "i", "10.10.10.1"))
+        local_r = LocalIdentity(sk_r, cert(pk_r, "r", "10.10.10.2"))
         ca_pub = ca.public_key().public_bytes_raw()
-        trust_i, trust_r = hs.MeshCA(ca_pub), hs.MeshCA(ca_pub)
+        trust_i, trust_r = MeshCA(ca_pub), MeshCA(ca_pub)
     else:
-        local_i, local_r = hs.LocalIdentity.pinned(sk_i), hs.LocalIdentity.pinned(sk_r)
-        trust_i, trust_r = hs.PinnedKeys([pk_r]), hs.PinnedKeys([pk_i])
+        local_i, local_r = LocalIdentity.pinned(sk_i), LocalIdentity.pinned(sk_r)
+        trust_i, trust_r = PinnedKeys([pk_r]), PinnedKeys([pk_i])
     pid_r = peer_id(pk_r)
     return (
         lambda now: hs.Initiator(local_i, trust_i, pid_r, now),
@@ -140,9 +141,10 @@ def _recv(sock: socket.socket) -> bytes:
 
 def _responder_loop(listener: socket.socket, sk_raw: bytes, pk_i: bytes, n: int) -> None:
     from nodeagent.protocol import handshake as hs
+    from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
-    local = hs.LocalIdentity.pinned(mldsa.MLDSA87PrivateKey.from_seed_bytes(sk_raw))
-    trust = hs.PinnedKeys([pk_i])
+    local = LocalIdentity.pinned(mldsa.MLDSA87PrivateKey.from_seed_bytes(sk_raw))
+    trust = PinnedKeys([pk_i])
     for _ in range(n):
         conn, _ = listener.accept()
         with conn:
@@ -158,6 +160,7 @@ def _responder_loop(listener: socket.socket, sk_raw: bytes, pk_i: bytes, n: int)
 def loopback_bench_framing(n: int) -> dict:
     from nodeagent.protocol import handshake as hs
     from nodeagent.protocol.identity import peer_id
+    from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
     seed_i, seed_r = os.urandom(32), os.urandom(32)
     sk_i = mldsa.MLDSA87PrivateKey.from_seed_bytes(seed_i)
@@ -171,7 +174,7 @@ def loopback_bench_framing(n: int) -> dict:
         target=_responder_loop, args=(listener, seed_r, pk_i, total), daemon=True
     )
     child.start()
-    local, trust, pid_r = hs.LocalIdentity.pinned(sk_i), hs.PinnedKeys([pk_r]), peer_id(pk_r)
+    local, trust, pid_r = LocalIdentity.pinned(sk_i), PinnedKeys([pk_r]), peer_id(pk_r)
     times = []
     try:
         for i in range(total):
@@ -203,9 +206,10 @@ def _control_server(conn, seed_r: bytes, pk_i: bytes) -> None:
     from nodeagent.control.server import ControlServer
     from nodeagent.protocol import handshake as hs
     from nodeagent.protocol.control import Keepalive
+    from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
-    local = hs.LocalIdentity.pinned(mldsa.MLDSA87PrivateKey.from_seed_bytes(seed_r))
-    trust = hs.PinnedKeys([pk_i])
+    local = LocalIdentity.pinned(mldsa.MLDSA87PrivateKey.from_seed_bytes(seed_r))
+    trust = PinnedKeys([pk_i])
 
     def established(reader, writer, channel, result, pending) -> None:
         writer.write(channel.seal(Keepalive(int(time.time() * 1000))))
@@ -232,6 +236,7 @@ def loopback_control_channel(n: int) -> dict:
     from nodeagent.protocol import handshake as hs
     from nodeagent.protocol.control import ControlChannel, Keepalive  # noqa: F401
     from nodeagent.protocol.identity import peer_id
+    from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
     seed_i, seed_r = os.urandom(32), os.urandom(32)
     sk_i = mldsa.MLDSA87PrivateKey.from_seed_bytes(seed_i)
@@ -241,7 +246,7 @@ def loopback_control_channel(n: int) -> dict:
     parent_end, child_end = ctx.Pipe()
     child = ctx.Process(target=_control_server, args=(child_end, seed_r, pk_i), daemon=True)
     child.start()
-    local, trust, pid_r = hs.LocalIdentity.pinned(sk_i), hs.PinnedKeys([pk_r]), peer_id(pk_r)
+    local, trust, pid_r = LocalIdentity.pinned(sk_i), PinnedKeys([pk_r]), peer_id(pk_r)
 
     async def run() -> list[float]:
         if not parent_end.poll(30):

@@ -35,7 +35,7 @@ Inside the loop, one thread does everything:
   - the local status socket (control/local.py).
 
 Enrolled mode (`run_enrolled`): the TUN gets the certificate's overlay address; handshakes
-present the certificate and check peers against the mesh CA (protocol.handshake.MeshCA, which
+present the certificate and check peers against the mesh CA (protocol.trust.MeshCA, which
 also holds the revocation list). A ServerLink (server_link.py) runs beside the tunnel; each
 netmap it delivers (the persisted one first, so tunnels come up while the server is down) goes
 through `apply_netmap`: routing.plan diffs it against the applied map and the actions change the
@@ -89,19 +89,12 @@ from .protocol.events import (
     StartHandshake,
 )
 from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
-from .protocol.handshake import (
-    HandshakeError,
-    HelloGuard,
-    Initiator,
-    LocalIdentity,
-    MeshCA,
-    MessageType,
-    PinnedKeys,
-    Responder,
-    message_type,
-)
+from .protocol.handshake import Initiator, MessageType, Responder, message_type
+from .protocol.handshake_errors import HandshakeError
+from .protocol.hello_guard import HelloGuard
 from .protocol.keys import Limits
 from .protocol.session import PeerSession
+from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 from .routing.plan import (
     AddPeer,
     AddRoute,

@@ -15,7 +15,8 @@ import logging
 import time
 
 from ..protocol.control import ControlChannel, ControlError, frame_clear_handshake
-from ..protocol.handshake import HandshakeError, HandshakeResult, Initiator
+from ..protocol.handshake import HandshakeResult, Initiator
+from ..protocol.handshake_errors import HandshakeError
 from .link import HANDSHAKE_DEADLINE_S, read_clear_handshake
 
 __all__ = ["dial"]

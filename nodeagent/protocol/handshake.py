@@ -1,11 +1,15 @@
-"""Peer handshake: hybrid X25519 + ML-KEM-1024, authenticated with ML-DSA-87. Pure.
+"""Peer handshake: the HELLO / CHALLENGE / CONFIRM messages and the two parties. Pure.
 
-API additions to the brief (nothing removed or renamed):
-- Initiator(..., *, local_index=None) and Responder(..., *, guard=None, local_index=None): pass
-  the agent's session index (else a random 32-bit one) and ONE shared HelloGuard per node;
-- Trust also has knows(peer_id) -> bool (the cheap pre-check consume_hello uses);
-- HandshakeResult also carries control (ControlKeys send/recv for control.ControlCipher),
-  transcript_hash and initiator; Initiator/Responder have .failed.
+Hybrid X25519 + ML-KEM-1024, authenticated with ML-DSA-87. Who a party is and whom it accepts
+come from trust.py (`LocalIdentity`, `Trust`: pinned keys or the mesh CA); the responder's HELLO
+replay and flood filter is hello_guard.py; every error raised is a handshake_errors.HandshakeError.
+
+- Initiator(local, trust, expected_peer_id, now, *, local_index=None) and
+  Responder(local, trust, now, *, guard=None, local_index=None): pass the agent's session index
+  (else a random 32-bit one) and ONE shared HelloGuard per node;
+- HandshakeResult carries the data keypair, the authenticated PeerIdentity, control
+  (ControlKeys send/recv for control.ControlCipher), transcript_hash and initiator;
+  Initiator/Responder have .failed.
 
 Three messages, carried by the TCP control channel (they are 2-14 KB) or relayed opaquely by a
 hub (control.RELAY_HANDSHAKE). Every message starts with its type byte; integers are big-endian.
@@ -45,17 +49,9 @@ Order of checks (cheap before expensive):
   KeyConfirmationFailed), credential (certificate verify), expected peer id, sig_r verify.
 - consume_confirm: parse, mac_i, credential, its peer id == HELLO's initiator id, sig_i verify.
 
-Replay of HELLOs (security.md item 9 and 39, CVE-2021-46873). A HELLO is not authenticated until
-CONFIRM, and a replayed one cannot yield a session (sig_i must cover the responder's fresh
-ephemeral), so the timestamp rule is a cheap filter, made so that it cannot lock a peer out:
-- a HELLO is refused if its timestamp is not newer than the last one that COMPLETED a
-  handshake with that peer (recorded only after CONFIRM verified, so a forged HELLO cannot
-  poison the record), or if it is more than HELLO_MAX_FUTURE_S (120 s) ahead of our clock
-  (an initiator whose clock is far ahead cannot leave a far-future record behind);
-- a record more than HELLO_MAX_FUTURE_S ahead of our own clock is treated as stale (our clock
-  went back), so after any jump handshakes recover within one rekey period (120 s);
-- HELLOs from one peer closer than 20 ms apart are dropped (flood).
-Agents share one HelloGuard per node between Responder objects.
+Replay of HELLOs: the responder asks its HelloGuard (hello_guard.py) in consume_hello and
+records the HELLO's timestamp there only once CONFIRM verified, so a forged HELLO cannot poison
+the record.
 
 Time: `now` is wall-clock unix seconds (certificate validity, HELLO timestamps). The keypair's
 created_at is that same `now`; KeyRing.install re-stamps it with the session's clock.
@@ -70,23 +66,18 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import struct
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem, x25519
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from .cert import CertFlags, CertificateError, parse_certificate, verify_certificate
 from .constants import (
     CONTEXT_HANDSHAKE,
-    HANDSHAKE_MIN_INTERVAL_S,
-    MLDSA87_PUBLIC_KEY_SIZE,
     MLDSA87_SIGNATURE_SIZE,
     MLKEM1024_CIPHERTEXT_SIZE,
     MLKEM1024_PUBLIC_KEY_SIZE,
@@ -95,260 +86,40 @@ from .constants import (
     SUITE_HYBRID_V1,
     X25519_KEY_SIZE,
 )
-from .identity import PEER_ID_RE, IdentityError, peer_id, peer_id_bytes
+from .handshake_errors import (
+    BadShare,
+    BadSignature,
+    HandshakeError,
+    HandshakeStateError,
+    KeyConfirmationFailed,
+    MalformedHandshake,
+    UnknownPeer,
+    VersionMismatch,
+    WrongPeer,
+)
+from .hello_guard import HelloGuard
+from .identity import PEER_ID_RE, peer_id_bytes
 from .keys import Keypair
+from .trust import LocalIdentity, PeerIdentity, Trust
 from .wire import Reader
 
 __all__ = [
-    "HELLO_MAX_FUTURE_S",
     "HELLO_SIZE",
-    "BadCredential",
-    "BadShare",
-    "BadSignature",
     "ControlKeys",
-    "HandshakeError",
-    "HandshakeFlood",
     "HandshakeResult",
-    "HandshakeStateError",
-    "HelloGuard",
     "Initiator",
-    "KeyConfirmationFailed",
-    "LocalIdentity",
-    "MalformedHandshake",
-    "MeshCA",
     "MessageType",
-    "PeerIdentity",
-    "PinnedKeys",
-    "ReplayedHello",
     "Responder",
-    "RevokedPeer",
     "SessionKeys",
-    "Trust",
-    "UnknownPeer",
-    "VersionMismatch",
-    "WrongPeer",
     "derive_keys",
     "message_type",
 ]
 
-HELLO_MAX_FUTURE_S = 120
 _ZERO_ID = bytes(PEER_ID_SIZE)
 _MAC_SIZE = 32
 _LABEL_RESPONDER = b"shadowmesh/handshake/v1 responder signature\x00"
 _LABEL_INITIATOR = b"shadowmesh/handshake/v1 initiator signature\x00"
 _KDF_INFO = b"shadowmesh/handshake/v1 "
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class HandshakeError(ValueError):
-    """Base of every error this module raises for bad input or misuse."""
-
-
-class MalformedHandshake(HandshakeError):
-    pass
-
-
-class VersionMismatch(HandshakeError):
-    """Another protocol version or suite (including any classical-only offer)."""
-
-
-class UnknownPeer(HandshakeError):
-    """The claimed peer id is not one we may talk to (refused before any asymmetric work)."""
-
-
-class WrongPeer(HandshakeError):
-    """The peer is not the one expected (or the message was addressed to someone else)."""
-
-
-class RevokedPeer(HandshakeError):
-    pass
-
-
-class ReplayedHello(HandshakeError):
-    pass
-
-
-class HandshakeFlood(HandshakeError):
-    pass
-
-
-class BadShare(HandshakeError):
-    """A low-order / all-zero X25519 share or an invalid ML-KEM key."""
-
-
-class KeyConfirmationFailed(HandshakeError):
-    pass
-
-
-class BadSignature(HandshakeError):
-    pass
-
-
-class BadCredential(HandshakeError):
-    """The credential does not authenticate (bad certificate, not the pinned key...)."""
-
-
-class HandshakeStateError(HandshakeError):
-    """A method was called out of order, or after the handshake failed or finished."""
-
-
-# --- identities and trust ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PeerIdentity:
-    peer_id: str
-    public_key: bytes
-    overlay_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    name: str | None = None
-    flags: int = 0
-
-    @property
-    def is_public(self) -> bool:
-        return bool(self.flags & CertFlags.PUBLIC)
-
-    @property
-    def is_relay(self) -> bool:
-        return bool(self.flags & CertFlags.RELAY)
-
-
-class Trust(Protocol):
-    def knows(self, peer_id: str) -> bool:
-        """Cheap pre-check on a claimed peer id (no cryptography)."""
-
-    def authenticate(self, credential: bytes, now: float) -> PeerIdentity:
-        """Verify a credential; raise a HandshakeError if it does not authenticate."""
-
-
-class PinnedKeys:
-    """Serverless mode: peers are the ML-DSA-87 public keys pinned in the config."""
-
-    def __init__(self, keys: Mapping[str, bytes] | Iterable[bytes]) -> None:
-        self._keys: dict[str, bytes] = {}
-        items = keys.items() if isinstance(keys, Mapping) else ((None, k) for k in keys)
-        for claimed, key in items:
-            try:
-                pid = peer_id(key)
-            except IdentityError as exc:
-                raise BadCredential(f"pinned key: {exc}") from exc
-            if claimed is not None and claimed != pid:
-                raise BadCredential(f"pinned key for {claimed} has peer id {pid}")
-            self._keys[pid] = bytes(key)
-
-    def knows(self, peer_id: str) -> bool:
-        return peer_id in self._keys
-
-    def authenticate(self, credential: bytes, now: float) -> PeerIdentity:
-        if len(credential) != MLDSA87_PUBLIC_KEY_SIZE:
-            raise BadCredential("serverless mode expects a bare ML-DSA-87 public key")
-        pid = peer_id(credential)
-        pinned = self._keys.get(pid)
-        if pinned is None or not hmac.compare_digest(pinned, credential):
-            raise UnknownPeer(f"{pid} is not pinned")
-        return PeerIdentity(pid, pinned)
-
-
-class MeshCA:
-    """Enrolled mode: peers present certificates issued by the mesh CA.
-
-    `known_peer_ids`, when given (e.g. from the netmap), restricts knows() to those peers, so a
-    HELLO from an id we never heard of is refused before any work. Revocation is by peer id.
-    """
-
-    def __init__(
-        self,
-        ca_public_key: bytes,
-        revoked_peer_ids: Iterable[str] = (),
-        known_peer_ids: Iterable[str] | None = None,
-    ) -> None:
-        if len(ca_public_key) != MLDSA87_PUBLIC_KEY_SIZE:
-            raise BadCredential("the CA key must be an ML-DSA-87 public key")
-        self.ca_public_key = bytes(ca_public_key)
-        self.revoked: set[str] = set(revoked_peer_ids)
-        self.known: set[str] | None = None if known_peer_ids is None else set(known_peer_ids)
-
-    def revoke(self, peer_id: str) -> None:
-        self.revoked.add(peer_id)
-
-    def knows(self, peer_id: str) -> bool:
-        return peer_id not in self.revoked and (self.known is None or peer_id in self.known)
-
-    def authenticate(self, credential: bytes, now: float) -> PeerIdentity:
-        try:
-            cert = verify_certificate(credential, self.ca_public_key, int(now))
-        except CertificateError as exc:
-            raise BadCredential(f"certificate: {exc}") from exc
-        if cert.peer_id in self.revoked:
-            raise RevokedPeer(f"{cert.peer_id} is revoked")
-        if self.known is not None and cert.peer_id not in self.known:
-            raise UnknownPeer(f"{cert.peer_id} is not in this mesh's peer list")
-        return PeerIdentity(cert.peer_id, cert.public_key, cert.overlay_ip, cert.name, int(cert.flags))
-
-
-class LocalIdentity:
-    """Our ML-DSA-87 private key and the credential we present (a certificate or our public key)."""
-
-    __slots__ = ("credential", "peer_id", "private_key", "public_key")
-
-    def __init__(self, private_key: mldsa.MLDSA87PrivateKey, credential: bytes) -> None:
-        self.private_key = private_key
-        self.public_key = private_key.public_key().public_bytes_raw()
-        self.peer_id = peer_id(self.public_key)
-        self.credential = bytes(credential)
-        if self.credential != self.public_key:
-            try:
-                cert = parse_certificate(self.credential)
-            except CertificateError as exc:
-                raise BadCredential(f"our credential is not our key nor a certificate: {exc}") from exc
-            if cert.public_key != self.public_key:
-                raise BadCredential("our certificate is for another key")
-
-    @classmethod
-    def pinned(cls, private_key: mldsa.MLDSA87PrivateKey) -> LocalIdentity:
-        """Serverless mode: present the bare public key."""
-        return cls(private_key, private_key.public_key().public_bytes_raw())
-
-
-# --- HELLO replay / flood guard ---------------------------------------------------------------
-
-
-class HelloGuard:
-    """Per-node memory of HELLO timestamps (see the module docstring). One per agent."""
-
-    def __init__(
-        self, max_future_s: float = HELLO_MAX_FUTURE_S, min_interval_s: float = HANDSHAKE_MIN_INTERVAL_S
-    ) -> None:
-        self.max_future_ms = int(max_future_s * 1000)
-        self.min_interval_s = min_interval_s
-        self.max_tracked = 4096
-        self._completed: dict[str, int] = {}  # peer id -> timestamp (ms) of the last completed HELLO
-        self._seen_at: dict[str, float] = {}  # peer id -> when we last processed a HELLO from it
-
-    def check(self, peer_id: str, timestamp_ms: int, now: float) -> None:
-        now_ms = int(now * 1000)
-        if timestamp_ms > now_ms + self.max_future_ms:
-            raise ReplayedHello("HELLO timestamp is too far in the future")
-        last = self._completed.get(peer_id)
-        if last is not None and timestamp_ms <= last and last <= now_ms + self.max_future_ms:
-            raise ReplayedHello("HELLO is not newer than the last completed handshake")
-        seen = self._seen_at.pop(peer_id, None)
-        if seen is not None and 0 <= now - seen < self.min_interval_s:
-            self._seen_at[peer_id] = seen
-            raise HandshakeFlood("HELLOs from this peer arrive too fast")
-        self._seen_at[peer_id] = now  # re-inserted: the dict stays in least-recent-first order
-        while len(self._seen_at) > self.max_tracked:  # claimed ids are unauthenticated: bound them
-            del self._seen_at[next(iter(self._seen_at))]
-
-    def record(self, peer_id: str, timestamp_ms: int) -> None:
-        """Called only once a handshake with this HELLO completed (CONFIRM verified)."""
-        if timestamp_ms > self._completed.get(peer_id, -1):
-            self._completed[peer_id] = timestamp_ms
-
-    def forget(self, peer_id: str) -> None:
-        self._completed.pop(peer_id, None)
-        self._seen_at.pop(peer_id, None)
 
 
 # --- the combiner -----------------------------------------------------------------------------

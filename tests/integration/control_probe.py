@@ -13,7 +13,8 @@ import time
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from nodeagent.protocol.control import frame_clear_handshake
-from nodeagent.protocol.handshake import Initiator, LocalIdentity, PinnedKeys
+from nodeagent.protocol.handshake import Initiator
+from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
 
 def drain(sock: socket.socket, timeout: float) -> tuple[int, bool]:

@@ -18,9 +18,9 @@ from nodeagent.config import AgentConfig
 from nodeagent.identity import NodeIdentity
 from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.cert import CertFlags, issue_certificate
-from nodeagent.protocol.handshake import MeshCA
 from nodeagent.protocol.identity import peer_id
 from nodeagent.protocol.keys import Keypair
+from nodeagent.protocol.trust import MeshCA
 from nodeagent.tunnel.tun import TunDevice
 from nodeagent.tunnel.udp import UdpSocket
 

@@ -7,7 +7,8 @@ import hmac
 
 import pytest
 
-from nodeagent.protocol.handshake import HandshakeError, SessionKeys, derive_keys
+from nodeagent.protocol.handshake import SessionKeys, derive_keys
+from nodeagent.protocol.handshake_errors import HandshakeError
 
 SS_MLKEM = bytes(range(32))
 SS_X25519 = bytes(range(32, 64))

@@ -14,9 +14,10 @@ from nodeagent.protocol.events import (
     StartHandshake,
 )
 from nodeagent.protocol.frames import FrameType, open_frame, parse_header, seal
-from nodeagent.protocol.handshake import Initiator, LocalIdentity, PinnedKeys, Responder
+from nodeagent.protocol.handshake import Initiator, Responder
 from nodeagent.protocol.keys import Keypair
 from nodeagent.protocol.session import PeerSession
+from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
 PEER = "ab" * 20
 _idx = iter(range(1, 100_000))
