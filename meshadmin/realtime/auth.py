@@ -3,8 +3,9 @@
 The token (from POST /api/auth/verify) is read from the `Authorization: Bearer` header only,
 never from the query string (which ends up in access logs). Without one, the consumer sends a
 32-byte challenge as its first frame and the agent signs it with ML-DSA-87, context
-shadowmesh/auth/v1. Both paths end in `AgentIdentity` of an active node, or a refusal that is
-audited (never with the token or signature in it).
+shadowmesh/auth/v1 (checked by nodeagent.protocol.auth.verify_auth_signature, as over REST).
+Both paths end in `AgentIdentity` of an active node, or a refusal that is audited (never with
+the token or signature in it).
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import mldsa
-
 from meshadmin.mesh.choices import AuditAction, NodeStatus
 from meshadmin.mesh.models import Node
 from meshadmin.mesh.services.auth import authenticate_session
 from meshadmin.mesh.services.common import node_actor, record_audit
-from nodeagent.protocol.constants import CONTEXT_AUTH, MLDSA87_SIGNATURE_SIZE
+from nodeagent.protocol.auth import BadAuthSignature, verify_auth_signature
 
 __all__ = ["AgentIdentity", "AuthRefused", "authenticate_signature", "authenticate_token", "bearer_token"]
 
@@ -81,11 +79,8 @@ def authenticate_signature(peer_id: str, nonce: bytes, signature: bytes,
         _refuse(node, peer_id, source_ip, "revoked peer")
         raise AuthRefused("this node has been revoked", revoked=True)
     try:
-        if len(signature) != MLDSA87_SIGNATURE_SIZE:
-            raise InvalidSignature
-        key = mldsa.MLDSA87PublicKey.from_public_bytes(bytes(node.public_key))
-        key.verify(signature, nonce, CONTEXT_AUTH)
-    except (InvalidSignature, ValueError):
+        verify_auth_signature(node.public_key, nonce, signature)
+    except BadAuthSignature:  # this channel audits every kind as "bad signature"
         _refuse(node, peer_id, source_ip, "bad signature")
         raise AuthRefused("signature does not verify") from None
     return _identity(node)

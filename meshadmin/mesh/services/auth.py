@@ -2,7 +2,8 @@
 
 A challenge is 32 random bytes bound to one node, valid for 60 s and spent by the first verify
 attempt whatever its outcome (a conditional UPDATE, so two racing verifies cannot both use it).
-The node signs the decoded challenge bytes with context "shadowmesh/auth/v1".
+The node signs the decoded challenge bytes with context "shadowmesh/auth/v1"; the check is
+nodeagent.protocol.auth.verify_auth_signature, the same one the websocket uses.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import mldsa
 from django.db import transaction
 from django.utils import timezone
 
-from nodeagent.protocol.constants import CONTEXT_AUTH, MLDSA87_SIGNATURE_SIZE
+from nodeagent.protocol.auth import BadAuthSignature, verify_auth_signature
 from nodeagent.protocol.identity import PEER_ID_RE
 
 from ..choices import AuditAction, NodeStatus
@@ -83,14 +82,10 @@ def verify_challenge(
         else:
             reason = "challenge expired"
         raise _refuse(peer_id, node, source_ip, reason, "challenge is unknown, used or expired")
-    if len(signature) != MLDSA87_SIGNATURE_SIZE:
-        raise _refuse(peer_id, node, source_ip, "signature has the wrong length", "signature does not verify")
     try:
-        mldsa.MLDSA87PublicKey.from_public_bytes(bytes(node.public_key)).verify(
-            signature, challenge, CONTEXT_AUTH
-        )
-    except (InvalidSignature, ValueError):
-        raise _refuse(peer_id, node, source_ip, "bad signature", "signature does not verify") from None
+        verify_auth_signature(node.public_key, challenge, signature)
+    except BadAuthSignature as exc:  # audited with its reason: wrong length or bad signature
+        raise _refuse(peer_id, node, source_ip, str(exc), "signature does not verify") from None
     token = new_token()
     expires_at = now + SESSION_TOKEN_TTL
     with transaction.atomic():

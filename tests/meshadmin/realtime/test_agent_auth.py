@@ -41,6 +41,15 @@ async def test_a_signature_by_another_key_is_refused(belgium):
     assert await AuditEvent.objects.filter(action="auth.failed", details__reason="bad signature").aexists()
 
 
+async def test_a_signature_of_the_wrong_length_is_audited_as_a_bad_signature(belgium):
+    comm = await open_socket()
+    await receive(comm)
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(belgium[0].peer_id, b"\x01" * 100)))
+    assert await close_code(comm) == CloseCode.AUTH_FAILED
+    assert await AuditEvent.objects.filter(action="auth.failed", details__reason="bad signature",
+                                           details__channel="websocket").aexists()
+
+
 async def test_a_signature_made_for_another_purpose_is_refused(belgium):
     comm = await open_socket()
     nonce = (await receive(comm)).nonce
