@@ -9,7 +9,8 @@ present) and a `Trust` that turns the other side's credential into a `PeerIdenti
   valid at `now`, of a peer that is not revoked and, when the netmap gave a peer list, on it.
 
 `knows(peer_id)` is the cheap pre-check the responder runs on a HELLO before any asymmetric
-work; `authenticate(credential, now)` is the full check. Both raise handshake_errors kinds.
+work; `authenticate(credential, now)` is the full check and refuses with a handshake_errors kind
+(BadCredential, UnknownPeer, RevokedPeer).
 """
 
 from __future__ import annotations
