@@ -9,6 +9,10 @@ link into docs/ resolves.
    `#section` part names a heading of the target document.
 3. Every mention of `docs/<name>.md` or `docs/<name>.md#section` anywhere (comments, docstrings,
    help texts) names an existing document and, when given, an existing section.
+4. The documents in docs/ stay true about the code they name: every repository path written in
+   backquotes exists, and every test they cite (`tests/x.py::test_name`, or a bare `test_name`
+   after such a citation) is a test function of that file. When code or tests move, this test
+   lists the places in docs/ to update.
 """
 
 from __future__ import annotations
@@ -173,6 +177,39 @@ def test_every_mention_of_a_docs_file_names_an_existing_document_and_section():
                 broken.append(f"{path}: docs/{name}#{anchor}: no such section")
     assert broken == [], "\n".join(broken)
     assert mentions >= 10  # the code really points into docs/
+
+
+REPO_PATH = re.compile(r"^(?:nodeagent|meshadmin|tests|scripts|docker|bench|static|templates|examples|docs)"
+                       r"/[\w./-]*$")
+
+
+def test_the_docs_name_only_paths_and_tests_that_exist():
+    files = set(tracked_files())
+    dirs = {str(parent) for p in files for parent in Path(p).parents}
+    stale = []
+    cited = 0
+    for doc in sorted(p for p in files if p.startswith("docs/") and p.endswith(".md")):
+        test_file = None
+        for token in re.findall(r"`([^`\n]+)`", text_of(doc) or ""):
+            path, _, name = token.partition("::")
+            if REPO_PATH.match(path):
+                path = path.rstrip("/")
+                if path not in files and path not in dirs:
+                    stale.append(f"{doc}: `{token}`: no such file or directory")
+                    continue
+                if path.startswith("tests/") and path.endswith(".py"):
+                    test_file = path
+                if not name:
+                    continue
+            elif not (token.startswith("test_") and "..." not in token and test_file):
+                continue
+            else:
+                path, name = test_file, token
+            cited += 1
+            if not re.search(rf"^(?:async )?def {re.escape(name)}\(", text_of(path) or "", re.M):
+                stale.append(f"{doc}: `{token}`: no test {name} in {path}")
+    assert stale == [], "\n".join(stale)
+    assert cited >= 100  # the threat model's citations really were checked
 
 
 def test_the_slug_rule_matches_the_headings_the_code_points_at():
