@@ -274,7 +274,8 @@ def agent_env() -> dict:
 
 
 def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
-    """`shadowmesh-agent up --config` in each namespace (serverless mode, DESIGN.md part B)."""
+    """`shadowmesh-agent up --config` in each namespace (serverless mode:
+    docs/operations.md#serverless-configuration)."""
     agent = agent_binary()
     if not agent.exists():
         raise Skip(f"{agent} does not exist (install the project into .venv)")

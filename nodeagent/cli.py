@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     g = st.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", type=Path, metavar="FILE.toml")
     g.add_argument("--state-dir", type=Path, metavar="DIR")
-    st.add_argument("--json", action="store_true", help="machine-readable output (DESIGN.md shape)")
+    st.add_argument("--json", action="store_true",
+                    help="machine-readable output (docs/operations.md#status-document)")
     return p
 
 

@@ -1,4 +1,4 @@
-"""Counters kept by the data path and the `status --json` shape (DESIGN.md part B).
+"""Counters kept by the data path and the `status --json` shape (docs/operations.md#status-document).
 
 The data path bumps plain attributes (slots, no locks: everything runs on one thread).
 `status_document()` is the one place that turns them into the fixed JSON shape:

@@ -1,4 +1,5 @@
-"""Defaults of the mesh domain (DESIGN.md part B); spec numbers live in nodeagent.protocol.constants."""
+"""Defaults of the mesh domain (docs/operations.md#lifetimes-and-timers); spec numbers live in
+nodeagent.protocol.constants."""
 
 from datetime import timedelta
 

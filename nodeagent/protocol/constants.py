@@ -22,7 +22,7 @@ CONTEXT_CERT = b"shadowmesh/cert/v1"
 CONTEXT_HANDSHAKE = b"shadowmesh/handshake/v1"
 CONTEXT_DHT = b"shadowmesh/dht/v1"
 
-# --- defaults (DESIGN.md part B)
+# --- defaults (docs/operations.md#ports, docs/protocol.md#key-lifetimes-and-timers)
 DEFAULT_OVERLAY_CIDR = "10.10.10.0/24"
 DEFAULT_CONTROL_PORT = 8443
 DEFAULT_UDP_PORT = 9443

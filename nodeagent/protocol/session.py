@@ -25,7 +25,8 @@ Timers (constants.py, WireGuard's numbers; Limits lowers the key ones for tests)
   REKEY_AFTER_TIME (120 s) old (the responder rekeys only on demand, when its keys become
   unusable) so the two sides do not race each other;
 - keepalive: SendKeepalive when the session has a usable keypair and nothing was sent for
-  `keepalive_s` (10 s, DESIGN.md default), which also keeps NAT mappings open;
+  `keepalive_s` (10 s by default, docs/protocol.md#key-lifetimes-and-timers), which also keeps
+  NAT mappings open;
 - no reply: data sent and nothing received for KEEPALIVE + REKEY_TIMEOUT (15 s) → NO_REPLY
   (KEEPALIVE is `keepalive_s` when that is longer than 10 s: the peer's keepalives come no more
   often, so a quiet but healthy peer is not taken for a dead one);

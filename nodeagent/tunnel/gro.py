@@ -4,8 +4,8 @@ Why: on the receiving node the kernel's per-packet cost of a TUN write (the whol
 of the inner TCP stack runs inside the write) dominated the profile. The TUN is opened with
 IFF_VNET_HDR, so every write starts with a 10-byte virtio_net_hdr; a run of consecutive
 segments of one TCP flow is written once, as a super-packet marked GSO_TCPV4 with a partial
-checksum, and the kernel hands it to TCP as one large segment (as NIC GRO would). perf.md
-measured +33 % single-stream TCP for this step alone.
+checksum, and the kernel hands it to TCP as one large segment (as NIC GRO would). Measured
+alone, this step added +33 % single-stream TCP (docs/architecture.md#design-notes).
 
 Rules (a subset of the kernel's tcp_gro_receive, so a merge never changes what TCP sees):
 - only IPv4 without options, not fragmented, protocol TCP, with payload;

@@ -15,7 +15,7 @@ Contract:
   address's own subnet does not already cover; `teardown()` removes those routes and the link.
   Both are blocking netlink calls through the sync `IPRoute`; the agent runs them before its
   event loop starts or with `asyncio.to_thread` (the sync IPRoute raises inside a running loop,
-  and AsyncIPRoute breaks under uvloop: research/ecosystem.md §5).
+  and AsyncIPRoute breaks under uvloop: docs/architecture.md#design-notes).
 - Errors are `TunError` with a message that says what to do (not root, no /dev/net/tun, name taken).
 
 MTU (`overlay_mtu`): the largest inner packet whose datagram still fits one underlay packet:

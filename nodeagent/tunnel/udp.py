@@ -3,10 +3,12 @@
 Contract:
 - `UdpSocket.open(host, port)` binds a non-blocking socket. EADDRINUSE becomes `PortInUse`
   naming the port. It is read from raw `loop.add_reader` callbacks by the data path, never
-  through `create_datagram_endpoint` (one selector round per datagram: 4x slower, perf.md).
+  through `create_datagram_endpoint` (one selector round per datagram: 4x slower,
+  docs/architecture.md#design-notes).
 - Buffers: SO_RCVBUFFORCE/SO_SNDBUFFORCE of `BUFFER_BYTES` (root may exceed rmem_max); without
   CAP_NET_ADMIN we fall back to SO_RCVBUF/SO_SNDBUF, which the kernel caps at rmem_max.
-  `rcvbuf`/`sndbuf` report what the kernel granted. (The seed lost 90-95 % of its packets here.)
+  `rcvbuf`/`sndbuf` report what the kernel granted. (An earlier prototype lost 90-95 % of its packets
+  here: docs/architecture.md#design-notes.)
 - Receive: with UDP_GRO on, one `recvmsg_into` may return several datagrams of one flow glued
   together; the control message gives the segment size. `recv_into(buf)` returns
   (nbytes, segment_size, address); the caller cuts `buf[:nbytes]` every `segment_size` bytes.

@@ -61,7 +61,8 @@ async def test_a_page_from_another_origin_is_refused(staff):
 
 
 async def test_a_socket_without_an_origin_header_is_refused(staff):
-    """Browsers always send Origin; a socket without one is not a same-origin page (security.md §7.24)."""
+    """Browsers always send Origin; a socket without one is not a same-origin page (threat model attack 24:
+    docs/threat-model.md#24-websockets-and-sessions)."""
     session = await sync_to_async(_session_cookie)(staff)
     headers = [(b"host", b"testserver"), (b"cookie", f"sessionid={session}".encode())]
     comm = WebsocketCommunicator(application, "/ws/dashboard/", headers=headers)

@@ -1,4 +1,4 @@
-"""The seed's 4-node mesh: `uk` public hub, `belgium`, `starlink`, `mac`.
+"""The demo's 4-node mesh (docs/operations.md#the-demo): `uk` public hub, `belgium`, `starlink`, `mac`.
 
 Underlay: two L2 segments. Segment 1 holds uk, belgium and mac; segment 2 holds uk, starlink
 and mac. Namespaces do not forward, so belgium and starlink have no underlay path to each

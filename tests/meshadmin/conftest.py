@@ -56,7 +56,7 @@ class ApiClient:
     def get(self, path: str, **extra):
         return self.client.get(path, headers=self._headers(), **extra)
 
-    # --- the DESIGN.md flows
+    # --- the HTTP API flows (docs/protocol.md#http-api)
     def enroll(self, token: str, ident: Identity, name: str, **fields):
         return self.post(
             "/api/enroll", {"token": token, "name": name, "public_key": b64(ident.public_key), **fields}

@@ -1,4 +1,4 @@
-"""A client written only from DESIGN.md part B, speaking plain HTTP (urllib) to a real daphne.
+"""A client written only from docs/protocol.md#http-api, speaking plain HTTP (urllib) to a real daphne.
 
 enroll -> challenge -> verify -> register -> lookup, with nothing from meshadmin imported: just
 the documented JSON, base64 and the FIPS 204 context string.

@@ -1,4 +1,5 @@
-"""Times do not depend on the server's local time zone (security.md §7.23): with the process in
+"""Times do not depend on the server's local time zone (threat model attack 23:
+docs/threat-model.md#23-expiry-time-zones-and-ephemeral-nodes): with the process in
 TZ=Asia/Kolkata (UTC+05:30), certificates, challenges and peer records still carry UTC instants,
 so nothing is born 5.5 hours expired or lives 5.5 hours too long."""
 

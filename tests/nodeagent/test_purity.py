@@ -1,6 +1,6 @@
 """nodeagent.protocol and nodeagent.routing stay pure: no sockets, event loops, netlink, Django,
-clock or select, directly or through another nodeagent module (STYLE.md, "pure code is separate
-from I/O")."""
+clock or select, directly or through another nodeagent module (docs/architecture.md#design-notes,
+"Pure code is separate from I/O")."""
 
 from __future__ import annotations
 
