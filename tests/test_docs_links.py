@@ -46,9 +46,6 @@ OUTSIDE = re.compile(
 ALLOWED_OUTSIDE = {
     # docstring line 1: the serverless configuration -> docs/operations.md#serverless-configuration
     "nodeagent/config.py": ["DESIGN.md"],
-    # docstring lines 29 and 48: the combiner note and attacks 9 and 39 ->
-    # docs/protocol.md#key-schedule, docs/threat-model.md#9-replayed-hello and #39-clock-jumps
-    "nodeagent/protocol/handshake.py": ["security.md", "security.md"],
     # stats_from_status docstring, line 72: the status shape -> docs/operations.md#status-document
     "nodeagent/server_link.py": ["DESIGN.md"],
 }

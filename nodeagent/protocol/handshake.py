@@ -30,7 +30,7 @@ responder signature can never pass as an initiator's: sig_r = Sign(sk_r, "…res
 sig_i = Sign(sk_i, "…initiator" ‖ T2). Key confirmation: mac_r = HMAC-SHA256(confirm_r,
 H(T1 ‖ sig_r)), mac_i = HMAC-SHA256(confirm_i, H(T2 ‖ sig_i)).
 
-Keys (`derive_keys`, the combiner; security.md §2 design note), once the responder has e_r and ct:
+Keys (`derive_keys`, the combiner; docs/protocol.md#key-schedule), once the responder has e_r and ct:
     prk = HKDF-Extract(salt = SHA-256(T1), ikm = ss_mlkem ‖ ss_x25519 ‖ e_i ‖ e_r ‖ ct)
     k_name = HKDF-Expand(prk, info = "shadowmesh/handshake/v1 " ‖ name, 32) for the six names
     i2r data, r2i data, i2r control, r2i control, confirm responder, confirm initiator.
