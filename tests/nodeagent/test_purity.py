@@ -1,6 +1,7 @@
-"""nodeagent.protocol and nodeagent.routing stay pure: no sockets, event loops, netlink, Django,
-clock or select, directly or through another nodeagent module (docs/architecture.md#design-notes,
-"Pure code is separate from I/O")."""
+"""nodeagent.protocol, nodeagent.routing, nodeagent.paths and the pure modules elsewhere (link
+election) stay pure: no sockets, event loops, netlink, Django, clock or select, directly or
+through another nodeagent module (docs/architecture.md#design-notes, "Pure code is separate from
+I/O")."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing")
+PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths")
+PURE_MODULES = ("nodeagent/control/election.py",)
+PURE_NAMES = tuple(p.replace("/", ".").removesuffix(".py") for p in PURE_PACKAGES + PURE_MODULES)
 FORBIDDEN = {"socket", "asyncio", "pyroute2", "django", "time", "select", "selectors", "uvloop", "websockets"}
 # the heavy ones must not even be loaded transitively (stdlib modules may use `time` themselves)
 FORBIDDEN_LOADED = FORBIDDEN - {"time"}
@@ -21,6 +24,8 @@ FORBIDDEN_LOADED = FORBIDDEN - {"time"}
 def pure_files():
     for pkg in PURE_PACKAGES:
         yield from sorted((ROOT / pkg).glob("**/*.py"))
+    for module in PURE_MODULES:
+        yield ROOT / module
 
 
 def imported_modules(path: pathlib.Path, root: pathlib.Path = ROOT) -> set[str]:
@@ -65,6 +70,7 @@ REQUIRED_PURE = {
 def test_the_pure_packages_have_files():
     assert REQUIRED_PURE <= {str(p.relative_to(ROOT)) for p in FILES}
     assert any("routing" in p.parts for p in FILES)
+    assert all(p.is_file() for p in FILES)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -74,7 +80,7 @@ def test_pure_module_imports_nothing_impure(path):
         top = name.split(".")[0]
         if top in FORBIDDEN or name == "<dynamic __import__>" or name == "importlib":
             bad.append(name)
-        elif top == "nodeagent" and not name.startswith(("nodeagent.protocol", "nodeagent.routing")):
+        elif top == "nodeagent" and not name.startswith(PURE_NAMES):
             bad.append(name)  # another nodeagent module may do I/O
     assert bad == [], f"{path.name} imports {sorted(bad)}"
 

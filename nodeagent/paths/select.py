@@ -1,0 +1,89 @@
+"""Where a path is chosen: for each peer, direct or through the relay hub its config names.
+
+A peer's `via` (config file or netmap) names a public peer that relays for it. What that means
+depends on the mode:
+  - serverless: `via` IS the path; the peer is reached through the hub only (never dialed);
+  - enrolled:   `via` is a fallback, used while no direct control link with the peer is up;
+                the peer is dialed directly too, and the path moves back when that link comes up.
+A relay that is not one of our peers (or names the peer itself) is no path: direct.
+
+`choose_relay` is the decision, a pure function of those facts. `PathSelector` keeps every
+peer's `hub` (what the data path reads, tunnel/datapath.py outbound step 6) equal to it. It is
+asked again whenever an input changes:
+  1. a peer is added: that peer, and every peer that names it as its relay;
+  2. a peer is removed: every peer it was the hub for;
+  3. a peer's config changes (endpoint, relay, routes, identity);
+  4. a direct control link with a peer comes up or goes down (control/links.py).
+When the path changes it is logged (once the agent runs), and packets parked for the peer are
+flushed if the new hub already has keys.
+
+NAT traversal (address candidates, hole punching, path scoring) belongs in this package.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Container
+
+__all__ = ["PathSelector", "choose_relay"]
+
+log = logging.getLogger(__name__)
+
+
+def choose_relay(peer_id: str, via: str | None, known: Container[str], *, via_is_fallback: bool,
+                 direct_link_up: bool) -> str | None:
+    """The peer id of the hub that relays our traffic to `peer_id`, or None for the direct path.
+
+    `known`: the peer ids we have; `via_is_fallback`: enrolled mode; `direct_link_up`: a direct
+    control link with `peer_id` is up right now."""
+    if not via or via == peer_id or via not in known:
+        return None
+    if via_is_fallback and direct_link_up:
+        return None
+    return via
+
+
+class PathSelector:
+    """Keeps `peer.hub` equal to `choose_relay` for every peer of the peer set (a listener of
+    peers.PeerSet; control/links.py asks again when a direct link changes)."""
+
+    def __init__(self, peers, *, via_is_fallback: bool, direct_link_up: Callable[[str], bool],
+                 flush_pending: Callable[[object], None], announce: Callable[[], bool]) -> None:
+        """`peers`: the PeerSet (`get`, iteration); `direct_link_up(peer_id)`: a direct control
+        link is up; `flush_pending(peer)`: send what the data path parked for the peer;
+        `announce()`: log path changes (false while the agent starts)."""
+        self.peers = peers
+        self.via_is_fallback = via_is_fallback
+        self.direct_link_up = direct_link_up
+        self.flush_pending = flush_pending
+        self.announce = announce
+
+    def resolve(self, peer) -> None:
+        pid = peer.config.peer_id
+        hub_id = choose_relay(pid, peer.config.via, self.peers.by_id, via_is_fallback=self.via_is_fallback,
+                              direct_link_up=self.via_is_fallback and self.direct_link_up(pid))
+        hub = None if hub_id is None else self.peers.get(hub_id)
+        if hub is not peer.hub:
+            if self.announce():
+                log.info("path to %s: %s", peer.config.name,
+                         "direct" if hub is None else f"relay via {hub.config.name}")
+            peer.hub = hub
+            if hub is not None and hub.ring.current is not None:
+                self.flush_pending(peer)
+
+    # --- the peer set changed (peers.PeerSet listener) ------------------------------------------
+    def peer_added(self, peer) -> None:
+        self.resolve(peer)
+        pid = peer.config.peer_id
+        for other in self.peers:  # peers that name this one as their relay
+            if other.config.via == pid:
+                self.resolve(other)
+
+    def peer_removed(self, peer, revoked: bool) -> None:
+        for other in self.peers:
+            if other.hub is peer:
+                other.hub = None
+                self.resolve(other)
+
+    def peer_changed(self, peer, old_config, reset_sessions: bool) -> None:
+        self.resolve(peer)

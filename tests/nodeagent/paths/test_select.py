@@ -1,0 +1,114 @@
+"""Path choice (paths/select.py): the pure decision, and PathSelector keeping `peer.hub` equal to it
+as the peer set (a real PeerSet over a real data path) and the control links change."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+
+import pytest
+
+from nodeagent.config import PeerConfig
+from nodeagent.paths.select import PathSelector, choose_relay
+from nodeagent.peers import PeerSet
+from nodeagent.protocol.keys import Keypair
+
+ME, HUB, OTHER = "aa" * 20, "bb" * 20, "cc" * 20
+KNOWN = {ME, HUB}
+
+
+@pytest.mark.parametrize(
+    ("via", "fallback", "link_up", "expected"),
+    [
+        (None, False, False, None),  # no relay configured: direct
+        ("", True, False, None),
+        (ME, False, False, None),  # a peer cannot relay for itself
+        (OTHER, False, False, None),  # a relay we do not have is no path
+        (OTHER, True, False, None),
+        (HUB, False, False, HUB),  # serverless: the relay IS the path...
+        (HUB, False, True, HUB),  # ...even with a direct link
+        (HUB, True, False, HUB),  # enrolled: the fallback while no direct link is up
+        (HUB, True, True, None),  # enrolled: a direct link ends the fallback
+    ],
+)
+def test_choose_relay(via, fallback, link_up, expected):
+    assert choose_relay(ME, via, KNOWN, via_is_fallback=fallback, direct_link_up=link_up) == expected
+
+
+def pc(name: str, n: int, via: str | None = None) -> PeerConfig:
+    return PeerConfig(b"", secrets.token_hex(20), ipaddress.ip_address(f"10.10.10.{n}"), name, via=via)
+
+
+class Paths:
+    """A PeerSet with a PathSelector as its listener; `up` holds the peer ids with a direct link."""
+
+    def __init__(self, datapath, enrolled: bool, announce: bool = False) -> None:
+        self.up: set[str] = set()
+        self.flushed: list = []
+        self.peers = PeerSet(datapath, 1000)
+        self.selector = PathSelector(self.peers, via_is_fallback=enrolled,
+                                     direct_link_up=self.up.__contains__, flush_pending=self.flushed.append,
+                                     announce=lambda: announce)
+        self.peers.listeners.append(self.selector)
+
+
+def test_serverless_a_relayed_peer_added_before_its_hub_gets_the_hub_when_it_arrives(make_datapath):
+    box = Paths(make_datapath(), enrolled=False)
+    hub_config = pc("hub", 1)
+    far = box.peers.add(pc("far", 2, via=hub_config.peer_id))
+    assert far.hub is None and far.path == "direct"
+    hub = box.peers.add(hub_config)
+    assert far.hub is hub and far.path == f"relay:{hub_config.peer_id}"
+    box.up.add(far.config.peer_id)
+    box.selector.resolve(far)
+    assert far.hub is hub  # serverless: a direct link does not change the path
+
+
+def test_removing_the_hub_makes_its_peers_direct(make_datapath):
+    box = Paths(make_datapath(), enrolled=False)
+    hub = box.peers.add(pc("hub", 1))
+    far = box.peers.add(pc("far", 2, via=hub.config.peer_id))
+    assert far.hub is hub
+    box.peers.remove(hub.config.peer_id)
+    assert far.hub is None
+
+
+def test_enrolled_the_relay_is_used_only_while_no_direct_link_is_up(make_datapath):
+    box = Paths(make_datapath(), enrolled=True)
+    hub = box.peers.add(pc("hub", 1))
+    far = box.peers.add(pc("far", 2, via=hub.config.peer_id))
+    assert far.hub is hub
+    box.up.add(far.config.peer_id)  # a direct control link came up
+    box.selector.resolve(far)
+    assert far.hub is None
+    box.up.discard(far.config.peer_id)  # ...and went down
+    box.selector.resolve(far)
+    assert far.hub is hub
+
+
+def test_parked_packets_leave_when_the_path_moves_to_a_hub_that_has_keys(make_datapath):
+    dp = make_datapath()
+    box = Paths(dp, enrolled=True)
+    hub = box.peers.add(pc("hub", 1))
+    far = box.peers.add(pc("far", 2, via=hub.config.peer_id))
+    assert box.flushed == []  # the hub has no keys yet: nothing to flush
+    box.up.add(far.config.peer_id)
+    box.selector.resolve(far)
+    dp.install(hub, Keypair(bytes(32), bytes(32), local_index=1, remote_index=2, created_at=dp.clock(),
+                            initiator=True), confirmed=True)
+    box.up.discard(far.config.peer_id)
+    box.selector.resolve(far)
+    assert box.flushed == [far]
+
+
+def test_a_path_change_is_logged_once_the_agent_runs(make_datapath, caplog):
+    caplog.set_level(logging.INFO, logger="nodeagent.paths.select")
+    quiet = Paths(make_datapath(), enrolled=False, announce=False)
+    hub = quiet.peers.add(pc("hub", 1))
+    quiet.peers.add(pc("far", 2, via=hub.config.peer_id))
+    assert "path to" not in caplog.text
+    loud = Paths(make_datapath(), enrolled=False, announce=True)
+    hub = loud.peers.add(pc("hub", 1))
+    loud.peers.add(pc("far", 2, via=hub.config.peer_id))
+    assert "path to far: relay via hub" in caplog.text
