@@ -94,8 +94,9 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_enroll(args) -> int:
-    from .config import AGENT_FILE, parse_endpoint
+    from .config import parse_endpoint
     from .enroll import EnrollError, enroll, write_private_file
+    from .enrolled import AGENT_FILE, REVOKED_FILE
     from .identity import IdentityFileError
 
     settings: dict = {}
@@ -113,7 +114,7 @@ def cmd_enroll(args) -> int:
     try:
         result = enroll(args.server, args.token, args.name, args.state_dir, args.endpoint, args.public)
         write_private_file(args.state_dir / AGENT_FILE, json.dumps(settings, indent=2).encode() + b"\n")
-        (args.state_dir / "revoked").unlink(missing_ok=True)  # the marker of a former revocation
+        (args.state_dir / REVOKED_FILE).unlink(missing_ok=True)  # the marker of a former revocation
     except IdentityFileError as exc:
         _err(str(exc))
         return EXIT_CONFIG
@@ -156,7 +157,7 @@ def cmd_up(args) -> int:
         _err("`up` needs root or CAP_NET_ADMIN (it creates a TUN device and routes)")
         return EXIT_PERM
     _setup_logging(args.verbose)
-    from .agent import AgentStartError, run_agent, run_enrolled
+    from .startup import AgentStartError, run_agent, run_enrolled
 
     try:
         if config is None:
@@ -170,8 +171,9 @@ def cmd_up(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .config import ConfigError, default_socket, enrolled_interface, load_config
+    from .config import ConfigError, default_socket, load_config
     from .control.local import LocalSocketError, query_status
+    from .enrolled import enrolled_interface
 
     if args.state_dir is not None:
         if not (args.state_dir / "server.json").exists():

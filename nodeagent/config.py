@@ -43,14 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from .identity import IdentityFileError, decode_public_key, load_public_key
-from .protocol.cert import CertFlags
 from .protocol.constants import DEFAULT_CONTROL_PORT, DEFAULT_UDP_PORT, KEEPALIVE_S
 from .protocol.identity import PEER_ID_RE, peer_id
 
-__all__ = [
-    "AgentConfig", "ConfigError", "PeerConfig", "default_interface", "enrolled_config", "enrolled_interface",
-    "enrolled_settings", "load_config", "netmap_peer_config", "parse_endpoint",
-]
+__all__ = ["AgentConfig", "ConfigError", "PeerConfig", "default_interface", "default_socket", "load_config",
+           "parse_endpoint"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -368,44 +365,7 @@ def _check_peers(loader: _Loader, node: dict[str, Any], peers: list[PeerConfig])
             raise loader.error("peer", i, "via", f"relay peer[{hub}] needs an endpoint")
 
 
-# --- enrolled mode ---------------------------------------------------------------------------
-# `up --state-dir DIR`: the node's settings come from the state directory (nodeagent.enroll) and
-# its peers from the netmap, so AgentConfig starts with no peers and the agent adds them live.
-
-AGENT_FILE = "agent.json"  # {"control_port", "udp_port", "listen_ip", "endpoint"}: written by `enroll`
-
-
-def enrolled_interface(state_dir: Path) -> str:
-    digest = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()
-    return "sm" + digest[:8]
-
-
-def enrolled_settings(state_dir: Path) -> dict[str, Any]:
-    """The local settings `enroll` kept (agent.json); defaults when absent."""
-    import json
-
-    path = Path(state_dir) / AGENT_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        data = {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(path, None, None, f"unreadable: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(path, None, None, "must be a JSON object")
-    out = {"control_port": DEFAULT_CONTROL_PORT, "udp_port": DEFAULT_UDP_PORT, "listen_ip": "0.0.0.0",  # noqa: S104
-           "endpoint": None}
-    for key, value in data.items():
-        if key not in out:
-            raise ConfigError(path, None, key, "unknown key")
-        if key.endswith("_port") and (type(value) is not int or not 1 <= value <= 65535):
-            raise ConfigError(path, None, key, f"{value!r} is not a port")
-        out[key] = value
-    try:
-        out["listen_ip"] = ipaddress.ip_address(out["listen_ip"])
-    except ValueError:
-        raise ConfigError(path, None, "listen_ip", f"{out['listen_ip']!r} is not an IP address") from None
-    return out
+# --- shared by both modes (enrolled mode: nodeagent.enrolled) --------------------------------
 
 
 def parse_endpoint(text: str, default_port: int = DEFAULT_CONTROL_PORT) -> tuple[str, int]:
@@ -423,30 +383,3 @@ def parse_endpoint(text: str, default_port: int = DEFAULT_CONTROL_PORT) -> tuple
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is outside 1..65535")
     return host, port
-
-
-def enrolled_config(state, cert, settings: dict[str, Any]) -> AgentConfig:
-    """AgentConfig for `up --state-dir`: overlay address from the certificate, no peers yet."""
-    interface = enrolled_interface(state.state_dir)
-    return AgentConfig(
-        path=state.state_dir, name=state.name, private_key_path=state.state_dir / "node.key",
-        overlay=ipaddress.ip_interface(f"{cert.overlay_ip}/{cert.prefix_len}"),
-        listen_ip=settings["listen_ip"], control_port=settings["control_port"],
-        udp_port=settings["udp_port"], public=bool(cert.flags & (CertFlags.PUBLIC | CertFlags.RELAY)),
-        interface=interface, mtu=None, control_socket=default_socket(interface))
-
-
-def netmap_peer_config(peer, routes) -> PeerConfig:
-    """A netmap peer (nodeagent.protocol.netmap.Peer) as the tunnel's PeerConfig.
-
-    In enrolled mode the public key arrives in the peer's certificate during the handshake, so
-    `public_key` is empty here; `via` is the server's fallback relay (used while no direct control
-    link is up); `allowed_ips` are the netmap routes through this peer."""
-    endpoint = None
-    if peer.endpoints:
-        e = peer.endpoints[0]
-        endpoint = (e.ip, e.control_port)
-    nets = tuple(sorted((ipaddress.ip_network(r.prefix) for r in routes if r.via == peer.peer_id),
-                        key=lambda n: (n.version, n)))
-    return PeerConfig(public_key=b"", peer_id=peer.peer_id, overlay_ip=ipaddress.ip_address(peer.overlay_ip),
-                      name=peer.name, endpoint=endpoint, via=peer.relay, allowed_ips=nets)

@@ -1,24 +1,14 @@
-"""Counters kept by the data path and the `status --json` shape (docs/operations.md#status-document).
+"""Counters kept by the data path.
 
 The data path bumps plain attributes (slots, no locks: everything runs on one thread).
-`status_document()` is the one place that turns them into the fixed JSON shape:
-
-    {"node": {"peer_id", "name", "overlay_ip", "uptime_s",
-              "drops": {"malformed", "unknown_session", "bad_tag", "replay", "spoofed_source",
-                        "no_route", "queue_full"},
-              "relay": {...}},                      # extra: what this node forwarded as a hub
-     "peers": [{"peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames",
-                "rx_frames", "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames",
-                "bad_frames", "last_handshake_s", ...extra}]}
-
-Extra keys beyond the fixed ones are only added, never renamed.
+status.py turns them into the fixed `status --json` shape.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["DROP_REASONS", "Drops", "LossTracker", "PeerStats", "RelayStats", "status_document"]
+__all__ = ["DROP_REASONS", "Drops", "LossTracker", "PeerStats", "RelayStats"]
 
 DROP_REASONS = ("malformed", "unknown_session", "bad_tag", "replay", "spoofed_source", "no_route",
                 "queue_full")
@@ -98,6 +88,3 @@ class PeerStats:
         if t is not None:
             self.lost_before += t.lost
 
-
-def status_document(node: dict, peers: list[dict]) -> dict:
-    return {"node": node, "peers": peers}

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
-from nodeagent.agent import Agent, _bind_control
+from nodeagent.agent import Agent
 from nodeagent.config import AgentConfig
 from nodeagent.identity import NodeIdentity
 from nodeagent.protocol import netmap as nm
@@ -21,6 +21,7 @@ from nodeagent.protocol.cert import CertFlags, issue_certificate
 from nodeagent.protocol.identity import peer_id
 from nodeagent.protocol.keys import Keypair
 from nodeagent.protocol.trust import MeshCA
+from nodeagent.startup import bind_control
 from nodeagent.tunnel.tun import TunDevice
 from nodeagent.tunnel.udp import UdpSocket
 
@@ -72,7 +73,7 @@ async def _agent(tmp_path, **kwargs):
                          control_socket=tmp_path / "s.sock")
     r, w = os.pipe()
     udp = UdpSocket.open("127.0.0.1", 0)
-    sock = _bind_control("127.0.0.1", 0)
+    sock = bind_control("127.0.0.1", 0)
     a = Agent(config, NodeIdentity(key, pk, peer_id(pk)), TunDevice(r, "smtestnotthere", False), udp, sock,
               1380, certificate=cert, ca_public_key=ca.public_key().public_bytes_raw(), **kwargs)
     try:
@@ -84,8 +85,13 @@ async def _agent(tmp_path, **kwargs):
         os.close(w)
 
 
+async def _apply(agent: Agent, netmap: nm.NetMap) -> None:
+    await agent.enrolled.apply_netmap(netmap)
+
+
 def _map(agent: Agent, serial: int, peers, routes=(), revoked=()) -> nm.NetMap:
-    me = nm.SelfInfo(peer_id=agent.local.peer_id, name="belgium", overlay_ip="10.10.10.2", prefix_len=24)
+    me = nm.SelfInfo(peer_id=agent.handshakes.local.peer_id, name="belgium", overlay_ip="10.10.10.2",
+                     prefix_len=24)
     ordered = tuple(sorted(peers, key=lambda p: p.peer_id))
     return nm.NetMap(network="demo", serial=serial, node=me, peers=ordered, routes=tuple(routes),
                      revoked=tuple(revoked))
@@ -97,63 +103,64 @@ def _hop(agent: Agent, address: str):
 
 
 async def test_a_netmap_adds_its_peers_and_routes_their_addresses(agent):
-    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
-    assert set(agent.by_id) == {UK, MAC}
+    await _apply(agent, _map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
+    assert set(agent.peers.by_id) == {UK, MAC}
     assert _hop(agent, "10.10.10.1") == UK and _hop(agent, "10.10.10.4") == MAC
-    assert isinstance(agent.trust, MeshCA) and agent.trust.knows(MAC)
-    assert not agent.trust.knows(STARLINK)  # never in a netmap: refused before any work
+    assert isinstance(agent.handshakes.trust, MeshCA) and agent.handshakes.trust.knows(MAC)
+    assert not agent.handshakes.trust.knows(STARLINK)  # never in a netmap: refused before any work
     assert {p["name"] for p in agent.status()["peers"]} == {"uk", "mac"}
 
 
 async def test_a_revoked_peer_is_dropped_and_can_never_handshake_again(agent):
-    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
-    mac = agent.by_id[MAC]
+    await _apply(agent, _map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
+    mac = agent.peers.by_id[MAC]
     revoked = _map(agent, 2, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")],
                    revoked=[nm.Revocation(MAC, "ab" * 32)])
-    await agent.apply_netmap(revoked)
-    assert set(agent.by_id) == {UK}
+    await _apply(agent, revoked)
+    assert set(agent.peers.by_id) == {UK}
     assert _hop(agent, "10.10.10.4") is None
     assert mac not in agent.peers and mac.id_bytes not in agent.datapath.by_id
-    assert not agent.trust.knows(MAC) and MAC in agent.trust.revoked
+    assert not agent.handshakes.trust.knows(MAC) and MAC in agent.handshakes.trust.revoked
     assert agent.status()["node"]["revoked_peers"] == [MAC]
     # still revoked when a later map no longer lists it at all
-    await agent.apply_netmap(_map(agent, 3, [_peer(UK, "uk", "10.10.10.1")]))
-    assert MAC in agent.trust.revoked
+    await _apply(agent, _map(agent, 3, [_peer(UK, "uk", "10.10.10.1")]))
+    assert MAC in agent.handshakes.trust.revoked
 
 
 async def test_a_peer_that_leaves_the_netmap_is_removed(agent):
-    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
-    await agent.apply_netmap(_map(agent, 2, [_peer(UK, "uk", "10.10.10.1")]))
-    assert set(agent.by_id) == {UK} and not agent.trust.knows(MAC) and MAC not in agent.trust.revoked
+    await _apply(agent, _map(agent, 1, [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]))
+    await _apply(agent, _map(agent, 2, [_peer(UK, "uk", "10.10.10.1")]))
+    trust = agent.handshakes.trust
+    assert set(agent.peers.by_id) == {UK} and not trust.knows(MAC) and MAC not in trust.revoked
 
 
 async def test_a_route_through_a_peer_is_added_and_removed_live(agent):
     peers = [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]
-    await agent.apply_netmap(_map(agent, 1, peers))
+    await _apply(agent, _map(agent, 1, peers))
     assert _hop(agent, "192.168.77.9") is None
-    await agent.apply_netmap(_map(agent, 2, peers, routes=[nm.Route("192.168.77.0/24", MAC)]))
+    await _apply(agent, _map(agent, 2, peers, routes=[nm.Route("192.168.77.0/24", MAC)]))
     assert _hop(agent, "192.168.77.9") == MAC
-    assert agent.by_id[MAC].config.allowed_ips == (ipaddress.ip_network("192.168.77.0/24"),)
-    await agent.apply_netmap(_map(agent, 3, peers))
-    assert _hop(agent, "192.168.77.9") is None and agent.by_id[MAC].config.allowed_ips == ()
+    assert agent.peers.by_id[MAC].config.allowed_ips == (ipaddress.ip_network("192.168.77.0/24"),)
+    await _apply(agent, _map(agent, 3, peers))
+    assert _hop(agent, "192.168.77.9") is None and agent.peers.by_id[MAC].config.allowed_ips == ()
 
 
 async def test_a_relay_is_used_while_no_direct_link_is_up(agent):
-    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1"),
-                                             _peer(STARLINK, "starlink", "10.10.10.3", relay=UK)]))
-    assert agent.by_id[STARLINK].hub is agent.by_id[UK]
+    await _apply(agent, _map(agent, 1, [_peer(UK, "uk", "10.10.10.1"),
+                                        _peer(STARLINK, "starlink", "10.10.10.3", relay=UK)]))
+    assert agent.peers.by_id[STARLINK].hub is agent.peers.by_id[UK]
     paths = {p["peer_id"]: p["path"] for p in agent.status()["peers"]}
     assert paths == {UK: "direct", STARLINK: f"relay:{UK}"}
     # the relay leaves the map: the peer has no relay any more
-    await agent.apply_netmap(_map(agent, 2, [_peer(STARLINK, "starlink", "10.10.10.3", relay=UK)]))
-    assert agent.by_id[STARLINK].hub is None
+    await _apply(agent, _map(agent, 2, [_peer(STARLINK, "starlink", "10.10.10.3", relay=UK)]))
+    assert agent.peers.by_id[STARLINK].hub is None
 
 
 async def test_a_netmap_for_another_node_is_ignored(agent):
     them = nm.SelfInfo(peer_id=UK, name="uk", overlay_ip="10.10.10.1", prefix_len=24)
     other = nm.NetMap(network="demo", serial=5, node=them, peers=(_peer(MAC, "mac", "10.10.10.4"),))
-    await agent.apply_netmap(other)
-    assert agent.by_id == {} and agent.applied is None
+    await _apply(agent, other)
+    assert agent.peers.by_id == {} and agent.enrolled.applied is None
 
 
 async def test_a_new_endpoint_restarts_the_peers_dialer(agent):
@@ -161,14 +168,14 @@ async def test_a_new_endpoint_restarts_the_peers_dialer(agent):
 
     agent.running = True  # as inside Agent.run(): dialers start with the peers
     try:
-        await agent.apply_netmap(_map(agent, 1, [_peer(MAC, "mac", "10.10.10.4")]))
-        first = agent.dialers[MAC]
+        await _apply(agent, _map(agent, 1, [_peer(MAC, "mac", "10.10.10.4")]))
+        first = agent.links.dialers[MAC]
         moved = nm.Peer(peer_id=MAC, name="mac", overlay_ip="10.10.10.4", fingerprint="0" * 64,
                         endpoints=(nm.Endpoint("127.0.0.2", 9, 9),))
-        await agent.apply_netmap(_map(agent, 2, [moved]))
+        await _apply(agent, _map(agent, 2, [moved]))
         await asyncio.sleep(0)
-        assert agent.by_id[MAC].config.endpoint == ("127.0.0.2", 9)
-        assert agent.dialers[MAC] is not first and first.cancelled()
+        assert agent.peers.by_id[MAC].config.endpoint == ("127.0.0.2", 9)
+        assert agent.links.dialers[MAC] is not first and first.cancelled()
     finally:
         for task in list(agent.tasks):
             task.cancel()
@@ -183,33 +190,35 @@ def _run_ticks(agent: Agent, clock: FakeClock, until: float, step: float = 0.25)
 
 async def test_a_peer_without_a_path_is_retried_every_5_s_then_given_up_until_new_traffic(timed_agent, clock):
     agent = timed_agent
-    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
-    uk, session = agent.by_id[UK], agent.sessions[UK]
+    await _apply(agent, _map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
+    uk, session = agent.peers.by_id[UK], agent.sessions.get(UK)
     uk.pending.append(b"a packet waiting for keys")
     start = clock.now
-    agent._on_handshake_needed(uk)  # what the data path calls for a packet without keys
-    assert session.handshaking and session.attempts == 1 and UK not in agent.initiators  # no link: unsent
+    agent.sessions.need_keys(uk)  # what the data path calls for a packet without keys
+    assert session.handshaking and session.attempts == 1
+    assert UK not in agent.handshakes.initiators  # no link: unsent
     _run_ticks(agent, clock, start + 85)
     assert session.attempts == 17 and uk.pending  # one attempt per 5 s + the 0.1 s jitter, still trying
     _run_ticks(agent, clock, start + 100)
     assert not session.handshaking and not uk.pending  # gave up after 90 s, the queue dropped
     _run_ticks(agent, clock, start + 200)
     assert not session.handshaking  # silence...
-    agent._on_handshake_needed(uk)
+    agent.sessions.need_keys(uk)
     assert session.handshaking and session.attempts == 1  # ...until new outgoing data
 
 
 async def test_an_idle_session_gets_keepalives_and_its_keys_expire_at_180_s(timed_agent, clock):
     agent = timed_agent
-    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
-    uk = agent.by_id[UK]
+    await _apply(agent, _map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
+    uk = agent.peers.by_id[UK]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
         far.bind(("127.0.0.1", 0))
         far.setblocking(False)
         uk.endpoint = far.getsockname()
         kp = Keypair(bytes([1]) * 32, bytes([2]) * 32, local_index=7, remote_index=8, created_at=0,
                      initiator=False)
-        agent._install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp, initiator=False))
+        agent.handshakes.install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp,
+                                                     initiator=False))
         start = clock.now
         assert uk.stats.tx_frames == 1  # the responder's first frame on new keys
         assert agent.datapath.sessions[7] == (uk, kp)
@@ -226,15 +235,16 @@ async def test_an_idle_session_gets_keepalives_and_its_keys_expire_at_180_s(time
 
 async def test_rtt_probes_continue_every_keepalive_period_under_steady_traffic(timed_agent, clock):
     agent = timed_agent
-    await agent.apply_netmap(_map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
-    uk = agent.by_id[UK]
+    await _apply(agent, _map(agent, 1, [_peer(UK, "uk", "10.10.10.1")]))
+    uk = agent.peers.by_id[UK]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
         far.bind(("127.0.0.1", 0))
         far.setblocking(False)
         uk.endpoint = far.getsockname()
         kp = Keypair(bytes([1]) * 32, bytes([2]) * 32, local_index=7, remote_index=8, created_at=0,
                      initiator=False)
-        agent._install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp, initiator=False))
+        agent.handshakes.install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp,
+                                                     initiator=False))
         start = clock.now
         first_probe = uk.echo_sent
         while clock.now < start + 25:

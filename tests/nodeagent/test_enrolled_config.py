@@ -5,13 +5,8 @@ import json
 
 import pytest
 
-from nodeagent.config import (
-    ConfigError,
-    enrolled_interface,
-    enrolled_settings,
-    netmap_peer_config,
-    parse_endpoint,
-)
+from nodeagent.config import AgentConfig, ConfigError, parse_endpoint
+from nodeagent.enrolled import advertised_endpoints, enrolled_interface, enrolled_settings, netmap_peer_config
 from nodeagent.protocol import netmap as nm
 
 MAC = "ab" * 20
@@ -88,3 +83,22 @@ def test_a_netmap_peer_becomes_a_peer_config_with_its_routes_and_fallback_relay(
 def test_a_peer_without_endpoints_is_waited_for():
     peer = nm.Peer(peer_id=MAC, name="mac", overlay_ip="10.10.10.4", fingerprint="0" * 64)
     assert netmap_peer_config(peer, ()).endpoint is None
+
+
+def _config(tmp_path, listen_ip: str) -> AgentConfig:
+    return AgentConfig(path=tmp_path, name="uk", private_key_path=tmp_path / "node.key",
+                       overlay=ipaddress.ip_interface("10.10.10.1/24"),
+                       listen_ip=ipaddress.ip_address(listen_ip),
+                       control_port=8500, udp_port=9500, public=False, interface="smtest", mtu=None,
+                       control_socket=tmp_path / "s.sock")
+
+
+def test_the_advertised_endpoint_is_the_enrolled_one_else_the_listen_address_else_the_way_out(tmp_path):
+    settings = {"endpoint": "[2001:db8::7]:8500", "control_port": 8500, "udp_port": 9500, "listen_ip": None}
+    server = "http://127.0.0.1:8000"
+    ep = advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), server)
+    assert ep == (nm.Endpoint("2001:db8::7", 8500, 9500),)
+    settings["endpoint"] = None
+    assert advertised_endpoints(settings, _config(tmp_path, "198.18.0.5"), server)[0].ip == "198.18.0.5"
+    # listening on every address: the source address the kernel picks towards the server
+    assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), server)[0].ip == "127.0.0.1"

@@ -1,0 +1,213 @@
+"""Driving data-key handshakes inside open control links: admission, both roles, relaying, keys.
+
+The first handshake with a peer opens the control link (control/client.py, control/server.py);
+its keys are installed here too. Every later one (rekeys, a session after key expiry) runs as
+sealed HANDSHAKE messages inside that link, or for a relayed peer as RELAY_HANDSHAKE through
+the link to its hub. The three messages, as they arrive (`on_handshake`):
+  1. HELLO (we respond): admission first — the peer's token bucket (HANDSHAKE_RATE per second,
+     burst HANDSHAKE_BURST; `admit`, also asked by the control-port listener) — then a fresh
+     Responder checks the HELLO (known peer, addressed to us, timestamp guard) before any
+     expensive work; it must name the peer whose path it came on. CHALLENGE goes back.
+  2. CHALLENGE (we initiated, `request_handshake`): only for the Initiator in flight; a bad one
+     tells the session (`on_handshake_failed`) so its retry clock keeps running. CONFIRM goes
+     back and our keys are installed.
+  3. CONFIRM (we respond): the Responder in flight finishes; keys installed. A responder that
+     waits longer than HANDSHAKE_DEADLINE_S for it is cut (`cut_stalled`, every tick).
+Installing keys (`install`): the keypair gets the data path's clock and the key limits, goes
+into the peer's KeyRing (DataPath.install, which flushes parked packets), and the session
+hears of it (`on_keys_installed`). A responder sends a keepalive at once: our first frame on
+the new keys lets the initiator switch to them.
+
+Relayed handshakes (`on_relay_handshake`): as a hub (public node) with a direct link to the
+sender, a RELAY_HANDSHAKE naming another peer is forwarded unread to that peer's link, naming
+the sender instead. Otherwise it is for us: accepted only from the hub of the peer it names
+(enrolled mode: also from the relay its netmap entry names, the fallback path).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from ..protocol.control import Handshake, RelayHandshake
+from ..protocol.handshake import Initiator, MessageType, Responder, message_type
+from ..protocol.handshake_errors import HandshakeError
+from ..protocol.hello_guard import HelloGuard
+from ..protocol.keys import Limits
+from ..protocol.trust import LocalIdentity, MeshCA, Trust
+from ..tunnel.datapath import DataPath, Peer, TokenBucket
+from .link import HANDSHAKE_DEADLINE_S, Link
+
+__all__ = ["HANDSHAKE_BURST", "HANDSHAKE_RATE", "Handshakes"]
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_RATE = 2.0  # responder: handshakes per second and peer, burst below
+HANDSHAKE_BURST = 5
+
+
+class HandshakeBucket(TokenBucket):
+    """One peer's handshake admission: HANDSHAKE_RATE per second, burst HANDSHAKE_BURST."""
+
+    def __init__(self) -> None:
+        super().__init__(HANDSHAKE_RATE)
+        self.burst = self.tokens = float(HANDSHAKE_BURST)
+
+
+class Handshakes:
+    def __init__(self, local: LocalIdentity, trust: Trust, *, datapath: DataPath, peers, limits: Limits,
+                 clock: Callable[[], float], is_hub: Callable[[], bool], via_is_fallback: bool,
+                 link_to: Callable[[str], Link | None],
+                 on_keys_installed: Callable[[Peer, float], None],
+                 on_handshake_failed: Callable[[Peer], None]) -> None:
+        """`peers`: the PeerSet; `clock`: the data path's monotonic clock; `is_hub()`: we relay
+        for others (a public node); `via_is_fallback`: enrolled mode; `link_to(peer_id)`: the
+        control link with that peer, if any (control/links.py); `on_keys_installed(peer, now)`
+        and `on_handshake_failed(peer)`: facts for the peer's session timers (sessions.py)."""
+        self.local = local
+        self.trust = trust
+        self.guard = HelloGuard()
+        self.datapath = datapath
+        self.peers = peers
+        self.limits = limits
+        self.clock = clock
+        self.is_hub = is_hub
+        self.via_is_fallback = via_is_fallback
+        self.link_to = link_to
+        self.on_keys_installed = on_keys_installed
+        self.on_handshake_failed = on_handshake_failed
+        self.initiators: dict[str, Initiator] = {}  # our data-key handshake in flight, per peer
+        self.responders: dict[str, tuple[Responder, float]] = {}  # (responder, started on clock)
+        self.buckets: dict[str, HandshakeBucket] = {}  # admission, per peer
+        self.relayed = 0  # RELAY_HANDSHAKE messages forwarded as a hub
+
+    # --- the peer set changed (peers.PeerSet listener) ------------------------------------------
+    def peer_added(self, peer: Peer) -> None:
+        self.buckets[peer.config.peer_id] = HandshakeBucket()
+
+    def peer_removed(self, peer: Peer, revoked: bool) -> None:
+        pid = peer.config.peer_id
+        if revoked and isinstance(self.trust, MeshCA):
+            self.trust.revoke(pid)  # first: it can never handshake again
+        self.guard.forget(pid)
+        for table in (self.initiators, self.responders, self.buckets):
+            table.pop(pid, None)
+
+    def peer_changed(self, peer: Peer, old_config, reset_sessions: bool) -> None:
+        if reset_sessions:
+            self.initiators.pop(peer.config.peer_id, None)
+
+    # --- admission and the two roles ------------------------------------------------------------
+    def admit(self, peer_id: str) -> bool:
+        """May `peer_id` start a handshake with us now (its token bucket)? Unknown peers may not."""
+        bucket = self.buckets.get(peer_id)
+        return bucket is not None and bucket.take(self.clock())
+
+    def _alloc_index(self) -> int:
+        while True:
+            index = secrets.randbits(32)
+            if index not in self.datapath.sessions:
+                return index
+
+    def make_initiator(self, peer: Peer) -> Initiator:
+        return Initiator(self.local, self.trust, peer.config.peer_id, time.time(),
+                         local_index=self._alloc_index())
+
+    def make_responder(self) -> Responder:
+        return Responder(self.local, self.trust, time.time(), guard=self.guard,
+                         local_index=self._alloc_index())
+
+    def request_handshake(self, peer: Peer) -> bool:
+        """I/O for a StartHandshake event: send a fresh HELLO to `peer` over its control link (or
+        its hub's). Whether and when to try is the session's call. False if it could not leave."""
+        path_peer = peer if peer.hub is None else peer.hub
+        link = self.link_to(path_peer.config.peer_id)
+        if link is None or link.closed.is_set():
+            return False  # the dialer (or the peer) will open a link; its handshake yields keys
+        initiator = self.make_initiator(peer)
+        self.initiators[peer.config.peer_id] = initiator
+        return self._send(peer, initiator.create_hello())
+
+    def forget_initiator(self, peer_id: str) -> None:
+        """The session gave the attempt in flight up: a late CHALLENGE for it is ignored."""
+        self.initiators.pop(peer_id, None)
+
+    def cut_stalled(self, now: float) -> None:
+        """Forget responders that waited longer than HANDSHAKE_DEADLINE_S for their CONFIRM."""
+        for pid, (_party, started) in list(self.responders.items()):
+            if now - started > HANDSHAKE_DEADLINE_S:
+                del self.responders[pid]
+
+    # --- messages from a control link -------------------------------------------------------------
+    def on_handshake(self, peer: Peer, message: bytes) -> None:
+        pid = peer.config.peer_id
+        now = time.time()
+        try:
+            kind = message_type(message)
+            if kind is MessageType.HELLO:
+                if not self.admit(pid):
+                    return
+                responder = self.make_responder()
+                if responder.consume_hello(message, now) != pid:
+                    return
+                self.responders[pid] = (responder, self.clock())
+                self._send(peer, responder.create_challenge())
+            elif kind is MessageType.CHALLENGE:
+                initiator = self.initiators.pop(pid, None)
+                if initiator is None:
+                    return
+                try:
+                    initiator.consume_challenge(message, now)
+                except HandshakeError:
+                    self.on_handshake_failed(peer)
+                    raise
+                self._send(peer, initiator.create_confirm())
+                self.install(peer, initiator.result)
+            elif kind is MessageType.CONFIRM:
+                entry = self.responders.pop(pid, None)
+                if entry is None:
+                    return
+                self.install(peer, entry[0].consume_confirm(message, now))
+        except HandshakeError as exc:
+            log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc)
+
+    def on_relay_handshake(self, link: Link, msg: RelayHandshake) -> None:
+        src = link.peer
+        if self.is_hub() and src.hub is None:
+            # hub role: forward unread to the destination's link, naming the source
+            dest_link = self.link_to(msg.peer_id)
+            if dest_link is not None and dest_link.peer is not src:
+                self.relayed += 1
+                dest_link.send(RelayHandshake(src.config.peer_id, msg.message))
+                return
+        origin = self.peers.get(msg.peer_id)
+        if origin is not None and (origin.hub is src
+                                   or (self.via_is_fallback and origin.config.via == src.config.peer_id)):
+            self.on_handshake(origin, msg.message)
+
+    def _send(self, peer: Peer, message: bytes) -> bool:
+        if peer.hub is None:
+            link = self.link_to(peer.config.peer_id)
+            return link is not None and link.send(Handshake(message))
+        hub_link = self.link_to(peer.hub.config.peer_id)
+        return hub_link is not None and hub_link.send(RelayHandshake(peer.config.peer_id, message))
+
+    # --- keys -------------------------------------------------------------------------------------
+    def install(self, peer: Peer, result) -> None:
+        """Install the keys of a finished handshake (`HandshakeResult`) for `peer`."""
+        if result.peer.peer_id != peer.config.peer_id:
+            log.warning("handshake result for %s arrived on %s's path; ignored", result.peer.peer_id,
+                        peer.config.name)
+            return
+        kp = result.keypair
+        kp.created_at = self.clock()  # the data path's clock
+        kp.limits = self.limits
+        self.datapath.install(peer, kp, confirmed=not result.initiator)
+        self.on_keys_installed(peer, kp.created_at)
+        log.info("session with %s: new keys (%s, index %08x)", peer.config.name,
+                 "initiator" if result.initiator else "responder", kp.local_index)
+        if not result.initiator:
+            # our first frame on the new keys lets the initiator switch to them
+            self.datapath.send_keepalive(peer)

@@ -1,0 +1,282 @@
+"""Enrolled mode (`up --state-dir`): where a netmap is applied, and everything else only this mode has.
+
+The node's settings come from the state directory (`enroll` wrote them, nodeagent.enroll) and
+its peers from the netmap the server pushes, so the agent starts with no peers and adds them
+live. The TUN gets the certificate's overlay address; handshakes present the certificate and
+check peers against the mesh CA (protocol.trust.MeshCA, which also holds the revocation
+list). A ServerLink (server_link.py) runs beside the tunnel (`EnrolledMode.run`); each netmap it
+delivers (the persisted one first, so tunnels come up while the server is down) goes through
+`apply_netmap`:
+  1. a map for another node is ignored; so is every map once we were revoked ourselves
+  2. revocations first: each revoked peer goes on the CA's revocation list, so no handshake of
+     it can complete from now on; the CA accepts only the map's peers
+  3. routing.plan diffs the applied map against the new one; its actions change the peer set
+     live (peers.PeerSet: add / remove / update, a revoked peer's link closed with REVOKED and
+     its keys wiped) and the hub role (SetSelf)
+  4. routes changed: the peers they go through get their new allowed prefixes
+  5. the data path's routing table is rebuilt from routing.plan.routing_table(map)
+  6. the kernel routes on the TUN follow (netlink, in a worker thread: pyroute2 runs its own
+     event loop); a failure is logged and retried with the next map
+A peer's relay in the netmap is a fallback: we dial the peer directly and use the relay while
+no direct control link is up (paths/select.py). Counters go to the server every 2 s from the
+agent's status document.
+
+When the server closes our link with REVOKED (`on_revoked`), every peer is dropped and a
+`revoked` marker is written to the state dir, so a restart does not bring the old netmap's
+peers back; the node has no peers until it enrolls again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import AgentConfig, ConfigError, PeerConfig, default_socket, parse_endpoint
+from .enroll import write_private_file
+from .protocol import netmap as nm
+from .protocol.cert import CertFlags
+from .protocol.constants import DEFAULT_CONTROL_PORT, DEFAULT_UDP_PORT
+from .protocol.trust import MeshCA
+from .routing.plan import (
+    AddPeer,
+    AddRoute,
+    RemovePeer,
+    RemoveRoute,
+    SetSelf,
+    UpdatePeer,
+    effective,
+    plan,
+    routing_table,
+)
+from .tunnel import tun as tunmod
+
+__all__ = [
+    "AGENT_FILE", "REVOKED_FILE", "EnrolledMode", "advertised_endpoints", "enrolled_config",
+    "enrolled_interface", "enrolled_settings", "local_address_towards", "netmap_peer_config",
+]
+
+log = logging.getLogger(__name__)
+
+AGENT_FILE = "agent.json"  # {"control_port", "udp_port", "listen_ip", "endpoint"}: written by `enroll`
+REVOKED_FILE = "revoked"  # marker in the state dir once the server revoked us
+
+
+# --- the node's settings from the state directory ----------------------------------------------
+def enrolled_interface(state_dir: Path) -> str:
+    digest = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()
+    return "sm" + digest[:8]
+
+
+def enrolled_settings(state_dir: Path) -> dict[str, Any]:
+    """The local settings `enroll` kept (agent.json); defaults when absent."""
+    path = Path(state_dir) / AGENT_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        data = {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(path, None, None, f"unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, None, None, "must be a JSON object")
+    out = {"control_port": DEFAULT_CONTROL_PORT, "udp_port": DEFAULT_UDP_PORT, "listen_ip": "0.0.0.0",  # noqa: S104
+           "endpoint": None}
+    for key, value in data.items():
+        if key not in out:
+            raise ConfigError(path, None, key, "unknown key")
+        if key.endswith("_port") and (type(value) is not int or not 1 <= value <= 65535):
+            raise ConfigError(path, None, key, f"{value!r} is not a port")
+        out[key] = value
+    try:
+        out["listen_ip"] = ipaddress.ip_address(out["listen_ip"])
+    except ValueError:
+        raise ConfigError(path, None, "listen_ip", f"{out['listen_ip']!r} is not an IP address") from None
+    return out
+
+
+def enrolled_config(state, cert, settings: dict[str, Any]) -> AgentConfig:
+    """AgentConfig for `up --state-dir`: overlay address from the certificate, no peers yet."""
+    interface = enrolled_interface(state.state_dir)
+    return AgentConfig(
+        path=state.state_dir, name=state.name, private_key_path=state.state_dir / "node.key",
+        overlay=ipaddress.ip_interface(f"{cert.overlay_ip}/{cert.prefix_len}"),
+        listen_ip=settings["listen_ip"], control_port=settings["control_port"],
+        udp_port=settings["udp_port"], public=bool(cert.flags & (CertFlags.PUBLIC | CertFlags.RELAY)),
+        interface=interface, mtu=None, control_socket=default_socket(interface))
+
+
+def advertised_endpoints(settings: dict[str, Any], config: AgentConfig,
+                         server: str) -> tuple[nm.Endpoint, ...]:
+    """The endpoint we report to the server for peers to dial: the `--endpoint` given at
+    enrollment, else the address we listen on, else the source address towards the server."""
+    host = None
+    if settings["endpoint"]:
+        try:
+            host = parse_endpoint(settings["endpoint"])[0]
+        except ValueError:
+            host = None
+    if host is None and not config.listen_ip.is_unspecified:
+        host = str(config.listen_ip)
+    if host is None:
+        host = local_address_towards(server)
+    return () if host is None else (nm.Endpoint(host, config.control_port, config.udp_port),)
+
+
+def local_address_towards(server: str) -> str | None:
+    """The source address the kernel would use to reach the server (no packet is sent)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_UDP)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            return s.getsockname()[0]
+    except (OSError, IndexError, TypeError):
+        return None
+
+
+def netmap_peer_config(peer, routes) -> PeerConfig:
+    """A netmap peer (nodeagent.protocol.netmap.Peer) as the tunnel's PeerConfig.
+
+    In enrolled mode the public key arrives in the peer's certificate during the handshake, so
+    `public_key` is empty here; `via` is the server's fallback relay (used while no direct control
+    link is up); `allowed_ips` are the netmap routes through this peer."""
+    endpoint = None
+    if peer.endpoints:
+        e = peer.endpoints[0]
+        endpoint = (e.ip, e.control_port)
+    nets = tuple(sorted((ipaddress.ip_network(r.prefix) for r in routes if r.via == peer.peer_id),
+                        key=lambda n: (n.version, n)))
+    return PeerConfig(public_key=b"", peer_id=peer.peer_id, overlay_ip=ipaddress.ip_address(peer.overlay_ip),
+                      name=peer.name, endpoint=endpoint, via=peer.relay, allowed_ips=nets)
+
+
+# --- the live part -----------------------------------------------------------------------------
+class EnrolledMode:
+    """Applies netmaps to the peer set, keeps the kernel routes, handles our own revocation."""
+
+    def __init__(self, peer_id: str, trust: MeshCA, peers, *, set_hub_role: Callable[[bool], None],
+                 interface: str, overlay) -> None:
+        """`peer_id`: ours; `trust`: the mesh CA the handshakes check against; `peers`: the
+        PeerSet; `set_hub_role(on)`: whether we relay for others (the netmap's word on it);
+        `interface`, `overlay`: the TUN device and its address with prefix."""
+        self.peer_id = peer_id
+        self.trust = trust
+        self.peers = peers
+        self.set_hub_role = set_hub_role
+        self.interface = interface
+        self.overlay = overlay
+        self.applied: nm.NetMap | None = None
+        self.kernel_routes: set = set()  # prefixes we added to the TUN beyond the overlay network
+        self.server_link = None  # server_link.ServerLink, set by start-up (none in tests)
+        self.state_dir: Path | None = None  # where the "revoked" marker goes
+        self.revoked_self = False
+
+    def use_state_dir(self, state_dir: Path) -> None:
+        """Keep the revoked marker in `state_dir`; if it is there already, we stay revoked."""
+        self.state_dir = state_dir
+        if (state_dir / REVOKED_FILE).exists():
+            self.revoked_self = True
+            log.error("this node was revoked (%s); it has no peers until it enrolls again",
+                      state_dir / REVOKED_FILE)
+
+    async def run(self) -> None:
+        """Run the server link until it ends; a REVOKED close makes us drop every peer."""
+        link = self.server_link
+        if link is None:
+            return
+        try:
+            await link.run()
+        except Exception:
+            log.exception("server link failed")
+            return
+        if link.revoked:
+            self.on_revoked()
+
+    async def apply_netmap(self, netmap: nm.NetMap) -> None:
+        """Take the agent from the applied netmap to `netmap` without a restart (routing.plan).
+        Everything but the kernel routes changes at once, on the loop thread; the routes follow
+        (netlink, in a worker thread: pyroute2 runs its own event loop)."""
+        if netmap.node.peer_id != self.peer_id:
+            log.error("netmap %d is for %s, not for us; ignored", netmap.serial, netmap.node.peer_id)
+            return
+        if self.revoked_self:
+            return
+        revoked = {r.peer_id for r in netmap.revoked}
+        for pid in revoked:  # first: no handshake of a revoked peer may complete from now on
+            self.trust.revoke(pid)
+        peers, _routes = effective(netmap)
+        self.trust.known = set(peers)
+        actions = plan(self.applied, netmap)
+        route_changes = False
+        for action in actions:
+            match action:
+                case SetSelf(node=node):
+                    self.set_hub_role(node.is_public or node.is_relay)
+                    if node.overlay_ip != str(self.overlay.ip):
+                        log.error("the server moved this node to %s; restart the agent to re-address",
+                                  node.overlay_ip)
+                case RemovePeer(peer_id=pid, revoked=was_revoked):
+                    self.peers.remove(pid, revoked=was_revoked)
+                case AddPeer(peer=p):
+                    self.peers.add(netmap_peer_config(p, netmap.routes))
+                case UpdatePeer(new=p, reset_sessions=reset):
+                    self.peers.update(netmap_peer_config(p, netmap.routes), reset)
+                case RemoveRoute() | AddRoute():
+                    route_changes = True
+        # routes changed: the peers they go through get new allowed prefixes
+        if route_changes:
+            for pid, peer in self.peers.by_id.items():
+                nm_peer = netmap.peer(pid)
+                if nm_peer is not None:
+                    pc = netmap_peer_config(nm_peer, netmap.routes)
+                    if pc != peer.config:
+                        peer.config = pc
+        self.applied = netmap
+        self.peers.rebuild_table(routing_table(netmap))
+        await self._sync_kernel_routes()
+        log.info("netmap %d applied: %d peers, %d routes, %d revoked (%d actions)", netmap.serial,
+                 len(self.peers), len(netmap.routes), len(revoked), len(actions))
+
+    async def _sync_kernel_routes(self) -> None:
+        wanted = {n for p in self.peers for n in p.config.allowed_ips}
+        add, remove = wanted - self.kernel_routes, self.kernel_routes - wanted
+        if not add and not remove:
+            return
+        try:
+            await asyncio.to_thread(tunmod.set_routes, self.interface, self.overlay,
+                                    add=sorted(add, key=str), remove=sorted(remove, key=str))
+            self.kernel_routes = wanted
+        except tunmod.TunError as exc:
+            log.error("kernel routes: %s", exc)
+
+    def on_revoked(self) -> None:
+        """The server closed our link with REVOKED: we are no member any more; drop every peer and
+        remember it (state dir), so a restart does not bring the old netmap's peers back."""
+        self.revoked_self = True
+        for pid in list(self.peers.by_id):
+            self.peers.remove(pid)
+        if self.state_dir is not None:
+            with contextlib.suppress(OSError):
+                write_private_file(self.state_dir / REVOKED_FILE, b"revoked by the server\n")
+        log.error("this node was revoked by the server; all peers dropped (enroll again to rejoin)")
+
+    def status_fields(self) -> dict:
+        """What enrolled mode adds to the status document's "node"."""
+        link = self.server_link
+        return {
+            "mode": "enrolled",
+            "serial": None if self.applied is None else self.applied.serial,
+            "server": "revoked" if self.revoked_self else (
+                "connected" if link is not None and link.connected.is_set() else "disconnected"),
+            "revoked_peers": sorted(self.trust.revoked),
+        }

@@ -1,0 +1,141 @@
+"""Start-up of both modes: from a config (or a state dir) to a running agent, with one clear message
+and exit code per failure.
+
+`run_agent` (serverless) and `run_enrolled` check what they were given (exit 3), then `_run`,
+in this order:
+  1. bind the UDP data port and the TCP control port     (port in use -> exit 5)
+  2. create the TUN device, address, MTU, routes         (not permitted -> exit 4)
+  3. run the agent's event loop until SIGINT/SIGTERM (agent.py); then it closes the links
+     (CLOSE/SHUTDOWN) and unlinks the status socket, and we remove the routes and the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import time
+
+from .agent import Agent, AgentStartError
+from .config import AgentConfig, ConfigError
+from .enroll import EnrollError, load_state
+from .enrolled import advertised_endpoints, enrolled_config, enrolled_settings
+from .identity import IdentityFileError, NodeIdentity
+from .protocol.cert import CertificateError, verify_certificate
+from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
+from .tunnel import tun as tunmod
+from .tunnel.udp import PortInUse, UdpSocket
+
+__all__ = ["AgentStartError", "bind_control", "choose_mtu", "run_agent", "run_enrolled"]
+
+log = logging.getLogger("nodeagent")
+
+
+def choose_mtu(config: AgentConfig) -> int:
+    if config.mtu is not None:
+        return config.mtu
+    family = config.listen_ip.version
+    if config.listen_ip.is_unspecified:
+        versions = {ipaddress.ip_address(p.endpoint[0]).version for p in config.peers if p.endpoint}
+        family = 6 if 6 in versions else 4
+    relayed = any(p.via for p in config.peers)
+    return tunmod.overlay_mtu(family, RELAY_OVERHEAD if relayed else FRAME_OVERHEAD)
+
+
+def bind_control(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(exc.errno, f"TCP control port {port} on {host} is already in use") from None
+        raise
+    return sock
+
+
+def run_agent(config: AgentConfig, identity: NodeIdentity) -> None:
+    """Serverless mode: run in the foreground until SIGINT/SIGTERM. Raises AgentStartError for
+    start-up failures."""
+    for p in config.peers:
+        if p.peer_id == identity.peer_id:
+            raise AgentStartError(f"{config.path}: a [[peer]] has this node's own key ({p.peer_id})", 3)
+    _run(config, identity, choose_mtu(config), [n for p in config.peers for n in p.routed], {}, None)
+
+
+def run_enrolled(state_dir) -> None:
+    """Enrolled mode (`up --state-dir`): the tunnel plus the server link, peers from the netmap."""
+    from .server_link import ServerLink  # websockets: only enrolled mode needs it
+
+    try:
+        state = load_state(state_dir)
+        settings = enrolled_settings(state.state_dir)
+    except (EnrollError, IdentityFileError, ConfigError) as exc:
+        raise AgentStartError(str(exc), 3) from None
+    try:
+        cert = verify_certificate(state.certificate, state.ca_public_key, int(time.time()))
+    except CertificateError as exc:
+        raise AgentStartError(f"{state.state_dir}: our certificate: {exc} (enroll again)", 3) from None
+    config = enrolled_config(state, cert, settings)
+    endpoints = advertised_endpoints(settings, config, state.server)
+    mtu = tunmod.overlay_mtu(config.overlay.version, RELAY_OVERHEAD)  # any peer may fall back to a relay
+
+    def attach(agent: Agent) -> None:
+        mode = agent.enrolled
+        mode.use_state_dir(state.state_dir)
+        mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.status, endpoints=endpoints)
+
+    _run(config, state.identity, mtu, [], {"certificate": state.certificate,
+                                           "ca_public_key": state.ca_public_key}, attach)
+
+
+def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kwargs: dict, attach) -> None:
+    host = str(config.listen_ip)
+    try:
+        udp = UdpSocket.open(host, config.udp_port)
+    except PortInUse as exc:
+        raise AgentStartError(exc.strerror, 5) from None
+    except OSError as exc:
+        raise AgentStartError(f"UDP {host}:{config.udp_port}: {exc.strerror}") from None
+    try:
+        control_sock = bind_control(host, config.control_port)
+    except PortInUse as exc:
+        udp.close()
+        raise AgentStartError(exc.strerror, 5) from None
+    except OSError as exc:
+        udp.close()
+        raise AgentStartError(f"TCP {host}:{config.control_port}: {exc.strerror}") from None
+    try:
+        # SHADOWMESH_TUN_VNET=0 turns the userspace GRO path off (for A/B benchmarks)
+        tun = tunmod.TunDevice.open(config.interface, vnet=os.environ.get("SHADOWMESH_TUN_VNET", "1") != "0")
+    except tunmod.TunError as exc:
+        udp.close()
+        control_sock.close()
+        raise AgentStartError(str(exc), 4 if "permitted" in str(exc) or "root" in str(exc) else 1) from None
+
+    async def main() -> None:
+        agent = Agent(config, identity, tun, udp, control_sock, mtu, **agent_kwargs)
+        if attach is not None:
+            attach(agent)
+        await agent.run()
+
+    try:
+        tunmod.configure(tun.name, config.overlay, mtu, routes)
+        asyncio.run(main())
+    except tunmod.TunError as exc:
+        raise AgentStartError(str(exc)) from None
+    finally:
+        with contextlib.suppress(Exception):
+            tunmod.teardown(tun.name, config.overlay, routes)
+        tun.close()
+        udp.close()
+        control_sock.close()
+        log.info("stopped; %s removed", tun.name)
