@@ -1,10 +1,10 @@
 """Dialing a peer's control port (TCP 8443) and running the opening handshake as initiator.
 
     connect (5 s) -> clear HELLO -> clear CHALLENGE -> clear CONFIRM -> control keys installed
-    -> Link (the agent then sends UDP_ENDPOINT and runs the link)
+    -> Link (control/links.py then sends UDP_ENDPOINT and runs the link)
 
 The whole exchange runs under HANDSHAKE_DEADLINE_S. Every failure is logged and returns None;
-the caller (the agent's dialer) retries with backoff.
+the caller (a dialer in control/links.py) retries with backoff.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The protocol lives in nodeagent.protocol.control (ControlChannel: framing, sealing, strict
 counters); this is the thin asyncio adapter around it: `send()` seals and writes, `run()` reads,
-feeds the channel and hands each opened message to the agent. Any ControlError, EOF or a
-silence longer than `idle_timeout` ends the link; `closed` is set then.
+feeds the channel and hands each opened message to its owner (control/links.py). Any
+ControlError, EOF or a silence longer than `idle_timeout` ends the link; `closed` is set then.
 
 `read_clear_handshake()` is used by client and server while the connection is still being
 opened (clear HANDSHAKE frames only); both run it under the 5 s handshake deadline.

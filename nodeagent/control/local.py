@@ -1,7 +1,7 @@
 """The local control socket: a unix stream socket (mode 0600) that serves the agent's status.
 
 Protocol: the client sends one line, `status\\n`; the agent answers with one JSON document
-(the `status --json` shape, see nodeagent.stats) and closes. Anything else gets
+(the `status --json` shape, see nodeagent.status) and closes. Anything else gets
 `{"error": ...}`. Only root (the socket's owner) can connect, because of the file mode.
 
 The path comes from the config (`control_socket`, default /run/shadowmesh/<interface>.sock);

@@ -5,7 +5,7 @@ Cheap checks come before expensive ones; in order, for each new connection:
   2. the first frame must be a clear HELLO within the 5 s deadline    -> closed
   3. Responder.consume_hello: exact size, version/suite, the claimed peer id is one we know,
      addressed to us, HELLO timestamp/flood guard (no asymmetric cryptography yet)
-  4. the agent's per-peer handshake rate (`admit(peer_id)`)          -> closed
+  4. the per-peer handshake rate (`admit(peer_id)`, control/handshakes.py)  -> closed
   5. only now: ML-KEM encapsulation + ML-DSA signature (CHALLENGE), then for CONFIRM the
      ML-DSA verify; the whole exchange is cut after HANDSHAKE_DEADLINE_S.
 A refused connection gets nothing back but the TCP close.
@@ -39,7 +39,7 @@ class ControlServer:
         self.on_established = on_established  # (reader, writer, channel, result, pending) -> None
         self.max_connections = max_connections
         self.handshaking = 0
-        self.open_links = lambda: 0  # set by the agent
+        self.open_links = lambda: 0  # set by the owner (control/links.py)
         self.refused = 0
         self.server: asyncio.AbstractServer | None = None
 

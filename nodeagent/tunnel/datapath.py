@@ -8,7 +8,7 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
   3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
   4. pick the peer's sending keypair (KeyRing.sending). None, or no UDP endpoint known yet ->
-     park the packet in the peer's bounded pending queue (and ask the agent for a handshake);
+     park the packet in the peer's bounded pending queue (and ask for a handshake: sessions.py);
      no counter is consumed for a frame that cannot leave             drop `queue_full` when full
   5. seal: DATA frame under the end-to-end keypair (frames.seal, counter = Keypair.next_counter);
      a packet parked in step 4 gets its checksum completed first (tso.finish)
@@ -151,7 +151,7 @@ class DataPath:
         self.peers = peers
         self.by_id = {p.id_bytes: p for p in peers}
         self.is_hub = is_hub
-        self.on_handshake_needed = on_handshake_needed  # callback(peer), rate-limited by the agent
+        self.on_handshake_needed = on_handshake_needed  # callback(peer), rate-limited by sessions.py
         self.clock = clock
         self.drops = Drops()
         self.relay = RelayStats()
