@@ -1,4 +1,4 @@
-"""Serverless agent configuration: a TOML file (DESIGN.md part B) -> AgentConfig.
+"""Serverless agent configuration: a TOML file (docs/operations.md#serverless-configuration) -> AgentConfig.
 
 Every error is a ConfigError naming the file, the line and the key, e.g.
 ``mesh.toml:7: peer[1].overlay_ip: '10.10.10.300' is not an IP address``.
