@@ -64,6 +64,7 @@ REQUIRED_PURE = {
     "nodeagent/protocol/netmap.py",
     "nodeagent/protocol/strict.py",
     "nodeagent/protocol/trust.py",
+    "nodeagent/paths/select.py",
 }
 
 
