@@ -2,7 +2,7 @@
 # The whole test suite (what `make test` and CI run), in two passes:
 #   1. embedded defaults: SQLite, in-memory channel layer, eager Celery — every test except those
 #      that need PostgreSQL/Redis;
-#   2. the scale-out path: the control-plane tests again, plus the PostgreSQL-only ones
+#   2. the scale-out path: the control-plane tests again (tests/meshadmin, dashboard included), plus the PostgreSQL-only ones
 #      (token and IPAM races, two Daphnes), against a real PostgreSQL and Redis started here.
 # Privileged tests (network namespaces, TUN) need root; as non-root they are deselected loudly.
 # Extra arguments go to both pytest runs (e.g. `make test ARGS="-k enroll"`).

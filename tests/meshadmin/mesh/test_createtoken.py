@@ -12,7 +12,7 @@ from django.utils import timezone
 from meshadmin.mesh.management.commands.createtoken import parse_duration
 from meshadmin.mesh.models import EnrollmentToken, Network
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _create(capsys, *args) -> str:

@@ -9,7 +9,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET_NAME = re.compile(r"(token|secret|signature|challenge|password|passwd|_hash|digest|mac|seed)", re.I)
 # names that look secret but hold no secret (compared to constants or None elsewhere are fine)
 NOT_SECRET = re.compile(r"(_prefix|_count|_at|_len|length|_size|_id|_type|_kind)$", re.I)

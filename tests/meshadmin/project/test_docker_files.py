@@ -15,7 +15,7 @@ import yaml
 from celery import Celery
 from django.core.management import get_commands
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCKER = ROOT / "docker"
 OUR_VARS = re.compile(r"^(SHADOWMESH_\w+|DATABASE_URL|REDIS_URL)$")
 
