@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 from lab import links, nat, netns, procs, signals
 from lab.cmd import LabError
@@ -22,9 +23,9 @@ _OPEN: list[Lab] = []
 
 
 class Lab:
-    def __init__(self, record: Path | None = None, grace: float = 5.0) -> None:
+    def __init__(self, record: Path | str | None = None, grace: float = 5.0) -> None:
         self.prefix = "sm" + secrets.token_hex(3)
-        self.record = Record(record or RECORDS / f"{self.prefix}.json", self.prefix)
+        self.record = Record(Path(record) if record else RECORDS / f"{self.prefix}.json", self.prefix)
         self.grace = grace
         self.namespaces: list[Netns] = []
         self.procs: list[subprocess.Popen] = []
@@ -32,7 +33,7 @@ class Lab:
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self):
+    def __enter__(self) -> Self:
         signals.arm()
         _OPEN.append(self)
         return self
@@ -48,10 +49,13 @@ class Lab:
         try:
             with signals.held():
                 self.record.undo(self.grace)
-                for p in self.procs:  # reap them (all are dead by now)
+                for p in self.procs:  # reap them (all are dead by now) and close their pipes
                     if p.poll() is None:
                         p.kill()
                     p.wait()
+                    for pipe in (p.stdin, p.stdout, p.stderr):
+                        if pipe:
+                            pipe.close()
         finally:
             if self in _OPEN:
                 _OPEN.remove(self)
@@ -66,10 +70,12 @@ class Lab:
             raise LabError(f"device name {name!r} is longer than {IFNAMSIZ} characters")
         return name
 
-    def _create(self, kind: str, name: str, make) -> None:
-        self.record.add(kind, name)  # written down before it exists
+    def make(self, kind: str, name: str, create) -> None:
+        """Write `name` down in the record, then `create()` it (one command). If that fails, nothing
+        was made, and the entry is struck out again: the name may belong to someone else."""
+        self.record.add(kind, name)
         try:
-            make()
+            create()
         except LabError:
             self.record.forget(kind, name)
             raise
@@ -78,9 +84,10 @@ class Lab:
     def netns(self, role: str) -> Netns:
         """A new namespace `<prefix>-<role>` with loopback up."""
         name = f"{self.prefix}-{role}"
-        self._create("netns", name, lambda: netns.create(name))
+        self.make("netns", name, lambda: netns.add(name))
         ns = Netns(name)
         self.namespaces.append(ns)
+        links.up(ns, "lo")
         return ns
 
     def veth(self, a: Netns, addr_a: str, b: Netns, addr_b: str) -> tuple[str, str]:
@@ -90,14 +97,15 @@ class Lab:
         if len(dev_a) > IFNAMSIZ:
             raise LabError(f"device name {dev_a!r} is longer than {IFNAMSIZ} characters")
         links.veth(a, dev_a, b, dev_b)
-        links.address(a, dev_a, addr_a)
-        links.address(b, dev_b, addr_b)
+        links.up(a, dev_a, addr_a)
+        links.up(b, dev_b, addr_b)
         return dev_a, dev_b
 
     def switch(self, role: str) -> links.Segment:
         """An L2 segment: a bridge in a namespace of its own (`<prefix>-<role>`)."""
         ns = self.netns(role)
         links.bridge(ns, "br0")
+        links.up(ns, "br0")
         return links.Segment(self, ns, "br0")
 
     def host_bridge(self, addr: str, role: str = "br") -> links.Segment:
@@ -106,7 +114,8 @@ class Lab:
         name = f"{self.prefix}{role}"
         if len(name) > IFNAMSIZ:
             raise LabError(f"device name {name!r} is longer than {IFNAMSIZ} characters")
-        self._create("links", name, lambda: links.bridge(None, name, addr))
+        self.make("links", name, lambda: links.bridge(None, name))
+        links.up(None, name, addr)
         return links.Segment(self, None, name, addr)
 
     def nat(self, role: str, uplink: links.Segment | nat.NatBox, wan: str, lan: str, kind: str = "easy",
@@ -158,7 +167,7 @@ class Lab:
 
 @atexit.register
 def _close_all() -> None:
-    """A lab left open (a script that never reached its `with` exit) still cleans up at exit."""
+    """A lab whose `with` exit never ran (a fixture generator never resumed) still cleans up at exit."""
     for lab in reversed(_OPEN[:]):
         try:
             lab.close()

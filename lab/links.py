@@ -29,21 +29,19 @@ def veth(a: Netns | None, a_dev: str, b: Netns | None, b_dev: str) -> None:
     sh("ip", "link", "add", a_dev, *where_a, "type", "veth", "peer", "name", b_dev, *where_b)
 
 
-def address(ns: Netns | None, dev: str, addr: str) -> None:
-    """Give `dev` the address `addr` (with its prefix length) and bring it up."""
-    _ip(ns, "addr", "add", addr, "dev", dev)
+def up(ns: Netns | None, dev: str, addr: str | None = None) -> None:
+    """Give `dev` the address `addr` (with its prefix length), if any, and bring it up."""
+    if addr:
+        _ip(ns, "addr", "add", addr, "dev", dev)
     _ip(ns, "link", "set", dev, "up")
 
 
-def bridge(ns: Netns | None, name: str, addr: str | None = None) -> None:
-    """A bridge with a fixed, locally administered MAC: otherwise it takes the lowest MAC of its ports
-    and changes it as members join, and a member that cached the old one is cut off until its ARP
-    entry goes stale."""
+def bridge(ns: Netns | None, name: str) -> None:
+    """A bridge, down, with a fixed, locally administered MAC: otherwise it takes the lowest MAC of its
+    ports and changes it as members join, and a member that cached the old one is cut off until its
+    ARP entry goes stale."""
     mac = "02:" + ":".join(secrets.token_hex(1) for _ in range(5))
     _ip(ns, "link", "add", name, "address", mac, "type", "bridge")
-    if addr:
-        _ip(ns, "addr", "add", addr, "dev", name)
-    _ip(ns, "link", "set", name, "up")
 
 
 def default_route(ns: Netns, gateway: str) -> None:
@@ -67,12 +65,13 @@ class Segment:
         """Connect `ns` with address `addr` (and a default route via `gateway`). -> its device name."""
         port = self.lab.link_name("p")
         dev = dev or self.lab.link_name("e")
-        if self.ns is None:
-            self.lab.record.add("links", port)
-        veth(ns, dev, self.ns, port)
+        if self.ns is None:  # a host end: written down, since it is not inside a namespace of ours
+            self.lab.make("links", port, lambda: veth(ns, dev, None, port))
+        else:
+            veth(ns, dev, self.ns, port)
         _ip(self.ns, "link", "set", port, "master", self.bridge)
-        _ip(self.ns, "link", "set", port, "up")
-        address(ns, dev, addr)
+        up(self.ns, port)
+        up(ns, dev, addr)
         if gateway:
             default_route(ns, gateway)
         ip = addr.split("/")[0]

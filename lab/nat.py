@@ -35,7 +35,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lab.links import Segment, bridge, default_route
+from lab.links import Segment, bridge, default_route, up
 from lab.netns import Netns
 
 if TYPE_CHECKING:
@@ -106,7 +106,8 @@ def build(lab: Lab, role: str, uplink: Segment | NatBox, wan: str, lan: str, kin
     uplink.join(ns, wan, dev=WAN)
     if gateway:
         default_route(ns, gateway)
-    bridge(ns, LAN, lan)
+    bridge(ns, LAN)
+    up(ns, LAN, lan)
     ns.run("nft", "-f", "-", input=text)
     if kind == "firewall":  # the LAN is routed, not translated: the uplink learns the way to it
         uplink.route(str(ipaddress.ip_interface(lan).network), wan.split("/")[0])

@@ -34,12 +34,9 @@ class Netns:
         self.run("sysctl", "-qw", f"{key}={value}")
 
 
-def create(name: str) -> Netns:
-    """A new namespace with its loopback up."""
+def add(name: str) -> None:
+    """A new namespace (one command: it exists afterwards, or nothing was made)."""
     sh("ip", "netns", "add", name)
-    ns = Netns(name)
-    sh("ip", "-n", name, "link", "set", "lo", "up")
-    return ns
 
 
 def delete(name: str) -> None:
