@@ -22,8 +22,9 @@ Contract:
   devices visible outside a lab namespace (host bridges and the host ends of their veths) and veths
   the lab names itself are "<prefix><kind><n>"; nft tables are "<prefix>...". Device names the
   caller chooses (`dev="eth0"`) only ever exist inside a namespace of this run.
-- Addresses are the caller's, and must come from 198.18.0.0/15. Nothing is routed in the host
-  except through a host bridge the caller asks for, and only to its own subnet.
+- Addresses are the caller's, and must come from 198.18.0.0/15 (anything else is refused with a
+  LabError before it is configured). Nothing is routed in the host except through a host bridge
+  the caller asks for, and only to its own subnet.
 - The record. Before anything is created it is written down in a JSON file
   (/run/shadowmesh-lab/<prefix>.json, or the path given as `record`) along with the owner's pid
   (lab/record.py).

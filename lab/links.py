@@ -18,6 +18,20 @@ if TYPE_CHECKING:
     from lab.core import Lab
 
 
+UNDERLAY = ipaddress.ip_network("198.18.0.0/15")  # the benchmarking range (RFC 2544): never routed
+
+
+def underlay(addr: str) -> str:
+    """`addr` (an address or prefix) if it lies in 198.18.0.0/15, else LabError."""
+    try:
+        net = ipaddress.ip_network(addr, strict=False)
+    except ValueError as e:
+        raise LabError(f"{addr!r} is not an IPv4 address or prefix") from e
+    if net.version != 4 or not net.subnet_of(UNDERLAY):
+        raise LabError(f"{addr}: lab addresses must come from {UNDERLAY}")
+    return addr
+
+
 def _ip(ns: Netns | None, *args: str) -> None:
     sh("ip", *(("-n", ns.name) if ns is not None else ()), *args)
 
@@ -32,7 +46,7 @@ def veth(a: Netns | None, a_dev: str, b: Netns | None, b_dev: str) -> None:
 def up(ns: Netns | None, dev: str, addr: str | None = None) -> None:
     """Give `dev` the address `addr` (with its prefix length), if any, and bring it up."""
     if addr:
-        _ip(ns, "addr", "add", addr, "dev", dev)
+        _ip(ns, "addr", "add", underlay(addr), "dev", dev)
     _ip(ns, "link", "set", dev, "up")
 
 
@@ -83,8 +97,7 @@ class Segment:
 
     def route(self, prefix: str, via: str) -> None:
         """Every member (present and future) reaches `prefix` through the member at `via`."""
-        ipaddress.ip_network(prefix)
-        self.routes.append((prefix, via))
+        self.routes.append((underlay(prefix), underlay(via)))
         for ns, ip in self.members.items():
             if ip != via:
                 ns.run("ip", "route", "replace", prefix, "via", via)
