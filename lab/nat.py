@@ -5,8 +5,9 @@
     box.attach(host, "198.18.10.2/24")          # a LAN host, default route via the box
 
 The box's devices are `wan` (a veth into the uplink segment) and `lan` (a bridge inside the box
-holding the LAN address; each attached host has a veth port on it). `uplink` is a Segment, or
-another box (its LAN), which chains two NATs: a home NAT behind a carrier-grade NAT.
+holding the LAN address; each attached host has a veth port on it, so two hosts attached to one box
+are behind the same NAT and reach each other on the LAN). `uplink` is a Segment, or another box
+(its LAN), which chains two NATs: a home NAT behind a carrier-grade NAT.
 
 Kinds (Linux behaviour, RFC 4787 terms):
 - `easy`: `masquerade`. Endpoint-independent mapping: the inside source port is kept when free and
@@ -23,8 +24,9 @@ conntrack entry for it; when the inside host later sends from that port to the s
 the new mapping clashes with the stale entry and masquerade moves the host to a random port, so two
 peers probing each other's routers keep each other's stale entries alive and never meet. A packet
 dropped in the input filter chain is never confirmed into the conntrack table, so no stale entry
-exists and hole punching works on the first probe, as behind a home router. `bare=True` builds a
-NAT box without any filter, to reproduce that deadlock on purpose.
+exists and the inside keeps its port, as behind a home router (tests/lab shows both: the remap on a
+bare box, none on ours). `bare=True` builds a NAT box without any filter, to reproduce the deadlock
+on purpose.
 
 Every table is named after the lab's prefix and lives inside the box's namespace, so it goes with it.
 """
