@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 from lab import netns, procs
@@ -69,6 +70,7 @@ def undo(data: dict, grace: float = 5.0) -> None:
             if not left:
                 break
             procs.end(left, grace=0)
+            time.sleep(0.05)
         netns.delete(ns.name)
     for link in reversed(data.get("links", [])):  # host links; gone already if their peer's namespace is
         sh("ip", "link", "del", link, check=False)
