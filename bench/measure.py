@@ -18,12 +18,13 @@ import json
 import math
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import Lab, comm
+from pair import Pair
+
+from lab import LabError, comm
 
 HZ = os.sysconf("SC_CLK_TCK")
 NAN = float("nan")
@@ -40,8 +41,8 @@ class Knobs:
     pings: int = 200
 
 
-def tunnel_pids(lab: Lab) -> list[int]:
-    return [p for p in lab.pids() if comm(p) not in NOT_TUNNEL]
+def tunnel_pids(pair: Pair) -> list[int]:
+    return [p for p in pair.lab.pids() if comm(p) not in NOT_TUNNEL]
 
 
 def cpu_ticks(pids: list[int]) -> int:
@@ -99,8 +100,8 @@ def thread_ticks(pids: list[int]) -> dict[str, int]:
 class Sampler:
     """CPU of the tunnel processes (total and per thread) and of the machine over one interval."""
 
-    def __init__(self, lab: Lab) -> None:
-        self.pids = tunnel_pids(lab)
+    def __init__(self, pair: Pair) -> None:
+        self.pids = tunnel_pids(pair)
         self.threads0 = thread_ticks(self.pids)
         self.t0, self.m0, self.w0 = cpu_ticks(self.pids), machine_ticks(), time.monotonic()
 
@@ -118,11 +119,11 @@ class Sampler:
         return ", ".join(f"{k.split(' ', 1)[1]} {k.split(' ', 1)[0]} {p:.0f}%" for p, k in top)
 
 
-def _iperf(lab: Lab, argv: list[str], timeout: float, log: Path) -> dict:
+def _iperf(pair: Pair, argv: list[str], timeout: float, log: Path) -> dict:
     try:
-        proc = lab.run(lab.a, "iperf3", "--connect-timeout", "3000", "-J", *argv, timeout=timeout)
+        proc = pair.a.run("iperf3", "--connect-timeout", "3000", "-J", *argv, timeout=timeout, check=False)
         out = proc.stdout
-    except subprocess.TimeoutExpired:
+    except LabError:  # it did not finish in time
         out = ""
     log.write_text(out)
     try:
@@ -164,23 +165,23 @@ def parse_ping(text: str) -> tuple[float, float, int]:
     return sum(rtts) / len(rtts), p99, len(rtts)
 
 
-def measure_run(lab: Lab, tunnel: str, target: str, run: int, k: Knobs, logdir: Path) -> dict:
+def measure_run(pair: Pair, tunnel: str, target: str, run: int, k: Knobs, logdir: Path) -> dict:
     row: dict = {"tunnel": tunnel, "run": run, "loadavg1": loadavg()}
     m0 = machine_ticks()
     time.sleep(1.0)
     row["idle_busy_pct"] = busy_pct(m0, machine_ticks())
     stem = logdir / f"{tunnel}-{run}"
 
-    s = Sampler(lab)
-    tcp = _iperf(lab, ["-c", target, "-t", str(k.dur), "-O", "1"], k.dur + 30, stem.with_suffix(".tcp.json"))
+    s = Sampler(pair)
+    tcp = _iperf(pair, ["-c", target, "-t", str(k.dur), "-O", "1"], k.dur + 30, stem.with_suffix(".tcp.json"))
     row["tun_cpu_tcp"], row["sys_busy_pct"] = s.stop()
     row["threads_tcp"] = s.busiest_threads()
     row["tcp_mbps"], row["tcp_retr"] = parse_tcp(tcp)
     time.sleep(0.5)
 
-    s = Sampler(lab)
+    s = Sampler(pair)
     udp = _iperf(
-        lab,
+        pair,
         ["-c", target, "-u", "-b", k.udp_rate, "-l", str(k.udp_len), "-t", str(k.udp_dur)]
         + (["-w", k.udp_window] if k.udp_window else []),
         k.udp_dur + 30,
@@ -192,10 +193,9 @@ def measure_run(lab: Lab, tunnel: str, target: str, run: int, k: Knobs, logdir: 
     time.sleep(0.5)
 
     try:
-        ping = lab.run(
-            lab.a, "ping", "-c", str(k.pings), "-i", "0.01", "-W", "1", target, timeout=k.pings * 0.05 + 20
-        ).stdout
-    except subprocess.TimeoutExpired:
+        argv = ("ping", "-c", str(k.pings), "-i", "0.01", "-W", "1", target)
+        ping = pair.a.run(*argv, timeout=k.pings * 0.05 + 20, check=False).stdout
+    except LabError:  # it did not finish in time
         ping = ""
     (stem.with_suffix(".ping.txt")).write_text(ping)
     row["rtt_avg_ms"], row["rtt_p99_ms"], row["pings_ok"] = parse_ping(ping)

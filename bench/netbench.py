@@ -28,12 +28,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import report
-from lab import Lab, LabError
-from measure import Knobs, loadavg, measure_run, rss_mb, tunnel_pids
-from tunnels import STARTERS, Skip, shadowmesh_status
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # lab/, the namespace lab, when run as `python bench/netbench.py`
+
+import report  # noqa: E402
+from measure import Knobs, loadavg, measure_run, rss_mb, tunnel_pids  # noqa: E402
+from pair import Pair  # noqa: E402
+from tunnels import STARTERS, Skip, shadowmesh_status  # noqa: E402
+
+from lab import Lab, LabError  # noqa: E402
+
 DEFAULT_TUNNELS = "veth wireguard-go nebula nebula-mtu1420 shadowmesh"
 COLUMNS = [
     "tunnel",
@@ -144,15 +148,16 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="smbench-"))
     try:
-        with Lab(work) as lab:
-            log(f"namespaces {lab.a.ns} ({lab.a.underlay_ip}) <-> {lab.b.ns} ({lab.b.underlay_ip})")
+        with Lab() as lab:
+            pair = Pair.build(lab)
+            log(f"namespaces {pair.a.name} ({pair.a.underlay_ip}) <-> {pair.b.name} ({pair.b.underlay_ip})")
             for r in range(1, runs + 1):  # interleaved: each round measures every tunnel once
                 for name in names:
                     info = doc["tunnels"].setdefault(name, {})
                     if "skipped" in info:
                         continue
                     deadline = sm_up_timeout if name == "shadowmesh" else up_timeout
-                    row = _one_round(lab, name, r, info, k, work / f"round{r}", logdir, deadline, idle_s)
+                    row = _one_round(pair, name, r, info, k, work / f"round{r}", logdir, deadline, idle_s)
                     if row:
                         doc["rows"].append(row)
                     elif r == 1:
@@ -176,15 +181,15 @@ def main() -> int:
 
 
 def _one_round(
-    lab: Lab, name: str, r: int, info: dict, k: Knobs, work: Path, logdir: Path, deadline: int, idle_s: int
+    pair: Pair, name: str, r: int, info: dict, k: Knobs, work: Path, logdir: Path, deadline: int, idle_s: int
 ) -> dict | None:
     """Start `name`, measure it once, stop it. Returns the row, or None (reason in info["failures"])."""
     work.mkdir(parents=True, exist_ok=True)
-    lab.spawn(lab.b, "iperf3", "-s", log=logdir / f"{name}-{r}-iperf3-server.log")
+    pair.lab.spawn(pair.b, "iperf3", "-s", log=logdir / f"{name}-{r}-iperf3-server.log")
     time.sleep(0.3)
     try:
         try:
-            t = STARTERS[name](lab, work, deadline)
+            t = STARTERS[name](pair, work, deadline)
         except (Skip, LabError) as e:
             info.setdefault("failures", []).append(f"round {r}: {e}")
             log(f"SKIP {name} (round {r}): {e}")
@@ -192,30 +197,31 @@ def _one_round(
         info.update(version=t.version, mtu=t.mtu)
         info.setdefault("up_s", []).append(round(t.up_s or 0, 3))
         time.sleep(idle_s)
-        info.setdefault("rss_idle_rounds", []).append(_rss_per_node(lab))
+        info.setdefault("rss_idle_rounds", []).append(_rss_per_node(pair))
         # the idle RSS reported is the largest seen, per node (conservative for the < 80 MB target)
         info["rss_idle_mb"] = [max(x[i] for x in info["rss_idle_rounds"]) for i in (0, 1)]
         log(f"{name} up in {t.up_s:.2f} s, overlay MTU {t.mtu}, idle RSS {info['rss_idle_rounds'][-1]} MB")
-        row = measure_run(lab, name, t.target, r, k, logdir)
+        row = measure_run(pair, name, t.target, r, k, logdir)
         row["up_s"] = t.up_s
         log("  " + report.row_summary(row))
-        info["rss_after_mb"] = _rss_per_node(lab)
+        info["rss_after_mb"] = _rss_per_node(pair)
         if t.status:
             for side in "ab":
-                status = shadowmesh_status(lab, t.status, side)
+                status = shadowmesh_status(pair, t.status, side)
                 (logdir / f"{name}-{r}-status-{side}.json").write_text(json.dumps(status, indent=2))
                 info[f"status_{side}"] = status
         return row
     finally:
-        lab.stop_tunnel(keep=())
+        pair.lab.end_processes()  # the tunnel's daemons and the iperf3 server
+        time.sleep(0.3)
         for f in work.glob(f"{name}*/*.log"):  # the daemons' logs; keys stay in the work folder
             shutil.copy(f, logdir / f"{f.parent.name}-{r}-{f.name}")
 
 
-def _rss_per_node(lab: Lab) -> list[float]:
+def _rss_per_node(pair: Pair) -> list[float]:
     """Resident memory of the tunnel's processes, per node (MB), as [A, B]."""
-    all_tunnel = set(tunnel_pids(lab))
-    return [round(rss_mb([p for p in lab.pids(n) if p in all_tunnel]), 1) for n in (lab.a, lab.b)]
+    all_tunnel = set(tunnel_pids(pair))
+    return [round(rss_mb([p for p in pair.lab.pids(n) if p in all_tunnel]), 1) for n in (pair.a, pair.b)]
 
 
 def _fmt(v) -> str:

@@ -1,4 +1,4 @@
-"""How each measured tunnel is brought up between the two namespaces of a `Lab`.
+"""How each measured tunnel is brought up between the two namespaces of a `Pair` (bench/pair.py).
 
 Every `start_*` function returns a `Tunnel` (the address to aim iperf3/ping at, the overlay device's
 MTU and version string) or raises `Skip` with the reason (tool missing, daemon died, no ping within the
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import Lab, Node
+from pair import Node, Pair
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,13 +38,13 @@ class Tunnel:
     status: Path | None = None  # ShadowMesh: folder of a.toml / b.toml, whose `status --json` is saved
 
 
-def wait_ping(lab: Lab, target: str, deadline_s: float, watch: list[subprocess.Popen] = ()) -> float:
+def wait_ping(pair: Pair, target: str, deadline_s: float, watch: list[subprocess.Popen] = ()) -> float:
     """Seconds until `target` answers a ping from node A.
 
     Raises Skip after `deadline_s`, or as soon as one of the `watch`ed daemons exits."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < deadline_s:
-        if lab.run(lab.a, "ping", "-c", "1", "-W", "0.3", target, timeout=5).returncode == 0:
+        if pair.a.run("ping", "-c", "1", "-W", "0.3", target, timeout=5, check=False).returncode == 0:
             return time.monotonic() - t0
         dead = [p for p in watch if p.poll() is not None]
         if dead:
@@ -53,9 +53,9 @@ def wait_ping(lab: Lab, target: str, deadline_s: float, watch: list[subprocess.P
     raise Skip(f"no ping reply from {target} within {deadline_s:.0f} s")
 
 
-def device_mtu(lab: Lab, node: Node, address: str) -> int | None:
+def device_mtu(node: Node, address: str) -> int | None:
     """MTU of the interface in `node` that carries `address`."""
-    out = lab.run(node, "ip", "-j", "addr", "show", timeout=10).stdout
+    out = node.run("ip", "-j", "addr", "show", timeout=10, check=False).stdout
     for link in json.loads(out or "[]"):
         if any(a.get("local") == address for a in link.get("addr_info", [])):
             return link.get("mtu")
@@ -77,15 +77,15 @@ def _need(*tools: str) -> None:
 
 
 # ---------------------------------------------------------------------- raw veth
-def start_veth(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
-    t = Tunnel("veth", lab.b.underlay_ip, version="kernel veth")
-    t.up_s = wait_ping(lab, t.target, deadline_s)
-    t.mtu = device_mtu(lab, lab.a, lab.a.underlay_ip)
+def start_veth(pair: Pair, work: Path, deadline_s: float) -> Tunnel:
+    t = Tunnel("veth", pair.b.underlay_ip, version="kernel veth")
+    t.up_s = wait_ping(pair, t.target, deadline_s)
+    t.mtu = device_mtu(pair.a, pair.a.underlay_ip)
     return t
 
 
 # ---------------------------------------------------------------------- wireguard-go
-def start_wireguard_go(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
+def start_wireguard_go(pair: Pair, work: Path, deadline_s: float) -> Tunnel:
     _need("wireguard-go", "wg")
     d = work / "wireguard-go"
     d.mkdir(parents=True, exist_ok=True)
@@ -99,14 +99,14 @@ def start_wireguard_go(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
         os.chmod(d / f"{side}.key", 0o600)
         keys[side] = pub
     # The control socket lives in the shared /var/run/wireguard, so the device name is unique per run.
-    dev = {"a": f"wg{lab.tag}a", "b": f"wg{lab.tag}b"}
+    dev = {"a": f"{pair.lab.prefix}wga", "b": f"{pair.lab.prefix}wgb"}
     env = dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
     t0 = time.monotonic()
     procs = []
-    for side, node in (("a", lab.a), ("b", lab.b)):
+    for side, node in (("a", pair.a), ("b", pair.b)):
         sock = Path(f"/var/run/wireguard/{dev[side]}.sock")
-        lab.remove_on_exit(sock)
-        procs.append(lab.spawn(node, "wireguard-go", "-f", dev[side], log=d / f"{side}.log", env=env))
+        pair.lab.remove_on_exit(sock)
+        procs.append(pair.lab.spawn(node, "wireguard-go", "-f", dev[side], log=d / f"{side}.log", env=env))
     for side in "ab":
         sock = Path(f"/var/run/wireguard/{dev[side]}.sock")
         for _ in range(100):
@@ -116,12 +116,11 @@ def start_wireguard_go(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
         else:
             raise Skip(f"wireguard-go did not create {sock}: {(d / f'{side}.log').read_text()[-400:]}")
     plan = (
-        ("a", lab.a, "b", lab.b, "10.78.0.1", "10.78.0.2"),
-        ("b", lab.b, "a", lab.a, "10.78.0.2", "10.78.0.1"),
+        ("a", pair.a, "b", pair.b, "10.78.0.1", "10.78.0.2"),
+        ("b", pair.b, "a", pair.a, "10.78.0.2", "10.78.0.1"),
     )
     for side, node, other, onode, mine, theirs in plan:
-        lab.run(
-            node,
+        node.run(
             "wg",
             "set",
             dev[side],
@@ -135,14 +134,13 @@ def start_wireguard_go(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
             f"{onode.underlay_ip}:51820",
             "allowed-ips",
             f"{theirs}/32",
-            check=True,
         )
-        lab.run(node, "ip", "addr", "add", f"{mine}/24", "dev", dev[side], check=True)
-        lab.run(node, "ip", "link", "set", dev[side], "up", check=True)  # MTU: wireguard-go's default
+        node.run("ip", "addr", "add", f"{mine}/24", "dev", dev[side])
+        node.run("ip", "link", "set", dev[side], "up")  # MTU: wireguard-go's default
     t = Tunnel("wireguard-go", "10.78.0.2", version=_deb_version("wireguard-go"))
-    wait_ping(lab, t.target, deadline_s, procs)
+    wait_ping(pair, t.target, deadline_s, procs)
     t.up_s = time.monotonic() - t0
-    t.mtu = device_mtu(lab, lab.a, "10.78.0.1")
+    t.mtu = device_mtu(pair.a, "10.78.0.1")
     return t
 
 
@@ -180,7 +178,7 @@ firewall:
 """
 
 
-def start_nebula(lab: Lab, work: Path, deadline_s: float, mtu: int | None = None) -> Tunnel:
+def start_nebula(pair: Pair, work: Path, deadline_s: float, mtu: int | None = None) -> Tunnel:
     """Node A is the lighthouse. `mtu=None` keeps nebula's own default (1300)."""
     _need("nebula", "nebula-cert")
     name = "nebula" if mtu is None else f"nebula-mtu{mtu}"
@@ -221,22 +219,22 @@ def start_nebula(lab: Lab, work: Path, deadline_s: float, mtu: int | None = None
             _NEBULA_YML.format(
                 d=d,
                 n=n,
-                lh_underlay=lab.a.underlay_ip,
+                lh_underlay=pair.a.underlay_ip,
                 am_lh=am_lh,
                 hosts=hosts,
-                dev=f"neb{lab.tag}{n}",
+                dev=f"{pair.lab.prefix}nb{n}",
                 mtu_line=mtu_line,
             )
         )
     t0 = time.monotonic()
     procs = [
-        lab.spawn(node, "nebula", "-config", str(d / f"{n}.yml"), log=d / f"{n}.log")
-        for n, node in (("a", lab.a), ("b", lab.b))
+        pair.lab.spawn(node, "nebula", "-config", str(d / f"{n}.yml"), log=d / f"{n}.log")
+        for n, node in (("a", pair.a), ("b", pair.b))
     ]
     t = Tunnel(name, "10.79.0.2", version=_deb_version("nebula"))
-    wait_ping(lab, t.target, deadline_s, procs)
+    wait_ping(pair, t.target, deadline_s, procs)
     t.up_s = time.monotonic() - t0
-    t.mtu = device_mtu(lab, lab.a, "10.79.0.1")
+    t.mtu = device_mtu(pair.a, "10.79.0.1")
     return t
 
 
@@ -273,7 +271,7 @@ def agent_env() -> dict:
     return env
 
 
-def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
+def start_shadowmesh(pair: Pair, work: Path, deadline_s: float) -> Tunnel:
     """`shadowmesh-agent up --config` in each namespace (serverless mode:
     docs/operations.md#serverless-configuration)."""
     agent = agent_binary()
@@ -291,12 +289,12 @@ def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
         if kg.returncode != 0:
             raise Skip(f"keygen failed ({kg.returncode}): {kg.stderr.strip()[-400:]}")
     overlay = {"a": "10.10.10.1", "b": "10.10.10.2"}
-    nodes = {"a": lab.a, "b": lab.b}
+    nodes = {"a": pair.a, "b": pair.b}
     for me, peer in (("a", "b"), ("b", "a")):
         (d / f"{me}.toml").write_text(
             _SM_TOML.format(
                 me=me,
-                dev=f"smt{lab.tag}{me}",
+                dev=f"{pair.lab.prefix}sm{me}",
                 sock=d / f"{me}.sock",
                 overlay=overlay[me],
                 underlay=nodes[me].underlay_ip,
@@ -307,7 +305,7 @@ def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
         )
     t0 = time.monotonic()
     procs = {
-        side: lab.spawn(
+        side: pair.lab.spawn(
             nodes[side],
             str(agent),
             "up",
@@ -326,22 +324,22 @@ def start_shadowmesh(lab: Lab, work: Path, deadline_s: float) -> Tunnel:
         status=d,
     )
     try:
-        wait_ping(lab, t.target, deadline_s, list(procs.values()))
+        wait_ping(pair, t.target, deadline_s, list(procs.values()))
     except Skip as e:
         logs = "\n".join(
             f"--- agent {s} ({d / f'{s}.log'}):\n{(d / f'{s}.log').read_text()[-1500:]}" for s in "ab"
         )
         raise Skip(f"{e}\n{logs}") from None
     t.up_s = time.monotonic() - t0
-    t.mtu = device_mtu(lab, lab.a, overlay["a"])
+    t.mtu = device_mtu(pair.a, overlay["a"])
     return t
 
 
-def shadowmesh_status(lab: Lab, folder: Path, side: str) -> dict | None:
+def shadowmesh_status(pair: Pair, folder: Path, side: str) -> dict | None:
     """`shadowmesh-agent status --json` of node `side` ("a" or "b"), None if it does not answer."""
-    node = lab.a if side == "a" else lab.b
+    node = pair.a if side == "a" else pair.b
     config = str(folder / f"{side}.toml")
-    proc = lab.run(node, str(agent_binary()), "status", "--config", config, "--json", timeout=30)
+    proc = node.run(str(agent_binary()), "status", "--config", config, "--json", timeout=30, check=False)
     try:
         return json.loads(proc.stdout)
     except ValueError:
@@ -366,6 +364,6 @@ STARTERS = {
     "veth": start_veth,
     "wireguard-go": start_wireguard_go,
     "nebula": start_nebula,
-    "nebula-mtu1420": lambda lab, work, dl: start_nebula(lab, work, dl, mtu=1420),
+    "nebula-mtu1420": lambda pair, work, dl: start_nebula(pair, work, dl, mtu=1420),
     "shadowmesh": start_shadowmesh,
 }

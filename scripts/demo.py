@@ -6,11 +6,12 @@
     mac                    198.18.0.8
 
 The server (daphne) listens on 127.0.0.1 for the browser and on 198.18.0.1, the host end of a
-bridge this script creates, for the agents. Each node is a network namespace with a veth on that
-bridge; each enrolls with its own one-time token (`shadowmesh-agent enroll`) and then runs
-`shadowmesh-agent up --state-dir`. Ctrl-C stops the agents and the server and removes every
-namespace, link and device the demo made (a record of them is kept in the state directory, so
-`python scripts/demo.py --clean` can also remove the leftovers of a run that was killed).
+bridge this script creates, for the agents. Each node is a network namespace ("<prefix>-uk", ...,
+with this run's prefix) with a veth on that bridge; each enrolls with its own one-time token
+(`shadowmesh-agent enroll`) and then runs `shadowmesh-agent up --state-dir`. The network is built
+by the project's namespace lab (lab/): Ctrl-C or SIGTERM stops the agents and the server and removes
+every namespace, link and device the demo made. A record of them is kept in the state directory, so
+`python scripts/demo.py --clean` also removes the leftovers of a run that was killed.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # lab/, the namespace lab, when run as `python scripts/demo.py`
+
+from lab import Lab, LabError, Netns, sh, sweep  # noqa: E402
+
 PY = str(ROOT / ".venv" / "bin" / "python")
 STATE = Path(os.environ.get("SHADOWMESH_DEMO_DIR", ROOT / "data" / "demo"))
 RECORD = STATE / "created.json"
@@ -41,24 +43,15 @@ NODES = [  # name, underlay address, public hub?
 BLOCKED = ("belgium", "starlink")  # these two only meet through the hub
 
 
-def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise SystemExit(f"demo: `{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc
-
-
 def manage(*args: str, env: dict) -> str:
-    return sh(PY, str(ROOT / "manage.py"), *args, env=env).stdout
+    return sh(PY, str(ROOT / "manage.py"), *args, env=env, timeout=300).stdout
 
 
 class Demo:
-    def __init__(self, port: int) -> None:
+    def __init__(self, lab: Lab, port: int) -> None:
+        self.lab = lab
         self.port = port
-        self.tag = secrets.token_hex(2)
-        self.bridge = f"smdemo{self.tag}"
-        self.created: dict[str, list[str]] = {"netns": [], "links": []}
-        self.procs: list[subprocess.Popen] = []
+        self.ns: dict[str, Netns] = {}
         self.env = dict(os.environ)
         self.env.setdefault("SHADOWMESH_DATA_DIR", str(ROOT / "data"))
         hosts = self.env.get("SHADOWMESH_ALLOWED_HOSTS", "")
@@ -66,63 +59,34 @@ class Demo:
             h for h in (hosts, "127.0.0.1", "localhost", HOST_IP) if h
         )
 
-    # --- bookkeeping: everything we create is written down before it exists
-    def _remember(self, kind: str, name: str) -> None:
-        self.created[kind].append(name)
-        RECORD.write_text(json.dumps(self.created))
-
     # --- network
     def build_network(self) -> None:
-        taken = set(sh("ip", "netns", "list").stdout.split())
-        clash = [n for n, _, _ in NODES if n in taken]
-        if clash:
-            raise SystemExit(
-                f"demo: namespaces {', '.join(clash)} already exist; if a previous demo left them, "
-                f"run `{PY} scripts/demo.py --clean`"
-            )
-        self._remember("links", self.bridge)
-        # a fixed MAC, so the bridge does not change address as the veths are added
-        mac = "02:" + ":".join(secrets.token_hex(1) for _ in range(5))
-        sh("ip", "link", "add", self.bridge, "address", mac, "type", "bridge")
-        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", self.bridge)
-        sh("ip", "link", "set", self.bridge, "up")
+        bridge = self.lab.host_bridge(f"{HOST_IP}/24")
         for name, addr, _ in NODES:
-            self._remember("netns", name)
-            sh("ip", "netns", "add", name)
-            host_end, ns_end = f"smd{self.tag}{name[:4]}", f"smn{self.tag}{name[:4]}"
-            self._remember("links", host_end)
-            sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end)
-            sh("ip", "link", "set", ns_end, "netns", name)
-            sh("ip", "link", "set", host_end, "master", self.bridge, "up")
-            sh("ip", "-n", name, "link", "set", "lo", "up")
-            sh("ip", "-n", name, "link", "set", ns_end, "name", "eth0")
-            sh("ip", "-n", name, "addr", "add", f"{addr}/24", "dev", "eth0")
-            sh("ip", "-n", name, "link", "set", "eth0", "up")
-        a, b = (dict((n, ip) for n, ip, _ in NODES)[x] for x in BLOCKED)
-        for ns, other in ((BLOCKED[0], b), (BLOCKED[1], a)):
-            for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
-                sh("ip", "netns", "exec", ns, "iptables", "-A", chain, flag, other, "-j", "DROP")
+            self.ns[name] = self.lab.netns(name)
+            bridge.join(self.ns[name], f"{addr}/24", dev="eth0")
+        ip = {n: addr for n, addr, _ in NODES}
+        a, b = BLOCKED
+        self.lab.block(self.ns[a], ip[b])
+        self.lab.block(self.ns[b], ip[a])
 
     # --- server
     def start_server(self) -> str:
         manage("migrate", "--noinput", env=self.env)
         manage("collectstatic", "--noinput", env=self.env)
-        out = manage("createadmin", "--reset", env=self.env).strip().splitlines()
-        password = out[-1]
-        log = open(STATE / "server.log", "ab")
-        self.procs.append(subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "daphne"),
-             "-e", f"tcp:port={self.port}:interface=127.0.0.1",
-             "-e", f"tcp:port={self.port}:interface={HOST_IP}",
-             "meshadmin.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        password = manage("createadmin", "--reset", env=self.env).strip().splitlines()[-1]
+        server = self.lab.spawn(
+            None, str(ROOT / ".venv" / "bin" / "daphne"),
+            "-e", f"tcp:port={self.port}:interface=127.0.0.1",
+            "-e", f"tcp:port={self.port}:interface={HOST_IP}",
+            "meshadmin.asgi:application", log=STATE / "server.log", cwd=ROOT, env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/schema", timeout=1)
                 return password
             except OSError:
-                if self.procs[-1].poll() is not None:
+                if server.poll() is not None:
                     raise SystemExit(f"demo: the server exited; see {STATE / 'server.log'}") from None
                 time.sleep(0.3)
         raise SystemExit(f"demo: the server did not answer within 30 s; see {STATE / 'server.log'}")
@@ -148,21 +112,19 @@ class Demo:
             state = STATE / name
             if state.exists():
                 shutil.rmtree(state)
-            sh("ip", "netns", "exec", name, PY, "-m", "nodeagent", "enroll",
-               "--server", f"http://{HOST_IP}:{self.port}", "--token", token, "--name", name,
-               "--state-dir", str(state), "--endpoint", f"{addr}:8443", *flags)
-            log = open(STATE / f"{name}.log", "ab")
-            self.procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", name, PY, "-m", "nodeagent", "up", "--state-dir", str(state)],
-                stdout=log, stderr=subprocess.STDOUT))
+            self.ns[name].run(PY, "-m", "nodeagent", "enroll",
+                              "--server", f"http://{HOST_IP}:{self.port}", "--token", token, "--name", name,
+                              "--state-dir", str(state), "--endpoint", f"{addr}:8443", *flags)
+            self.lab.spawn(self.ns[name], PY, "-m", "nodeagent", "up", "--state-dir", str(state),
+                           log=STATE / f"{name}.log")
             overlay[name] = self.status(name).get("node", {}).get("overlay_ip", "?")
         return overlay
 
     def status(self, name: str, wait: float = 20) -> dict:
         deadline = time.monotonic() + wait
         while True:
-            out = sh("ip", "netns", "exec", name, PY, "-m", "nodeagent", "status",
-                     "--state-dir", str(STATE / name), "--json", check=False)
+            out = self.ns[name].run(PY, "-m", "nodeagent", "status", "--state-dir", str(STATE / name),
+                                    "--json", check=False)
             if out.returncode == 0:
                 return json.loads(out.stdout)
             if time.monotonic() > deadline:
@@ -171,35 +133,27 @@ class Demo:
                 return {}
             time.sleep(0.5)
 
-    # --- teardown
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        clean()
+    def summary(self, password: str, overlay: dict[str, str]) -> None:
+        print()
+        print(f"  Dashboard:  http://127.0.0.1:{self.port}/   user admin   password {password}")
+        print(f"  API schema: http://127.0.0.1:{self.port}/api/schema")
+        for name, addr, public in NODES:
+            print(f"  {name:9s} underlay {addr:12s} overlay {overlay.get(name, '?'):12s}"
+                  f" namespace {self.ns[name].name}{'   public hub' if public else ''}")
+        some = overlay.get("starlink", "10.10.10.x")
+        belgium = self.ns["belgium"].name
+        print(f"\n  Try:  ip netns exec {belgium} ping {some.split('/')[0]}   (relayed through uk)")
+        print(f"        ip netns exec {belgium} {PY} -m nodeagent status --state-dir {STATE / 'belgium'}")
+        print("\n  Ctrl-C stops the mesh and removes its namespaces.\n", flush=True)
 
-
-def clean() -> None:
-    """Remove what the record says a demo created (namespaces take their devices with them)."""
-    if not RECORD.exists():
-        return
-    created = json.loads(RECORD.read_text())
-    for ns in created.get("netns", []):
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-    for link in created.get("links", []):
-        subprocess.run(["ip", "link", "del", link], capture_output=True)
-    RECORD.unlink()
+    def watch(self) -> None:
+        """Until Ctrl-C (or SIGTERM), or until one of our processes exits."""
+        while True:
+            for p in self.lab.procs:
+                if p.poll() is not None:
+                    print(f"demo: a process exited ({p.args[-3:]}); logs in {STATE}", file=sys.stderr)
+                    return
+            time.sleep(0.5)
 
 
 def main() -> int:
@@ -211,41 +165,29 @@ def main() -> int:
         print("demo: needs root (it creates network namespaces and TUN devices)", file=sys.stderr)
         return 4
     STATE.mkdir(parents=True, exist_ok=True)
+    for line in sweep(RECORD):  # what a killed run left, if anything
+        print(f"demo: {line}", file=sys.stderr)
     if args.clean:
-        clean()
         return 0
-    clean()  # leftovers of a killed run, if any
-    demo = Demo(args.port)
-    stop = {"now": False}
-
-    def on_signal(*_):
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    if RECORD.exists():  # the sweep left it: that demo is still running
+        print(f"demo: another demo is running ({RECORD}); stop it first", file=sys.stderr)
+        return 1
     try:
-        demo.build_network()
-        password = demo.start_server()
-        overlay = demo.start_agents()
-        print()
-        print(f"  Dashboard:  http://127.0.0.1:{args.port}/   user admin   password {password}")
-        print(f"  API schema: http://127.0.0.1:{args.port}/api/schema")
-        for name, addr, public in NODES:
-            print(f"  {name:9s} underlay {addr:12s} overlay {overlay.get(name, '?'):12s}"
-                  f"{' public hub' if public else ''}")
-        some = next((ip for n, ip in overlay.items() if n == "starlink"), "10.10.10.x")
-        print(f"\n  Try:  ip netns exec belgium ping {some.split('/')[0]}   (relayed through uk)")
-        print(f"        ip netns exec belgium {PY} -m nodeagent status --state-dir {STATE / 'belgium'}")
-        print("\n  Ctrl-C stops the mesh and removes its namespaces.\n", flush=True)
-        while not stop["now"]:
-            for p in demo.procs:
-                if p.poll() is not None:
-                    print(f"demo: a process exited ({p.args[-3:]}); logs in {STATE}", file=sys.stderr)
-                    stop["now"] = True
-            time.sleep(0.5)
-    finally:
-        print("demo: stopping and cleaning up", file=sys.stderr)
-        demo.stop()
+        with Lab(record=RECORD, grace=10) as lab:
+            try:
+                demo = Demo(lab, args.port)
+                demo.build_network()
+                password = demo.start_server()
+                overlay = demo.start_agents()
+                demo.summary(password, overlay)
+                demo.watch()
+            except LabError as e:
+                print(f"demo: {e}", file=sys.stderr)
+                return 1
+            finally:
+                print("demo: stopping and cleaning up", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

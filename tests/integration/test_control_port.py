@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from netlab import two_nodes, wait_for
+from agentlab import two_nodes, wait_for
 
 pytestmark = pytest.mark.privileged
 

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
+from agentlab import wait_for
 from meshlab import Mesh
-from netlab import wait_for
 
 pytestmark = pytest.mark.privileged
 
@@ -18,15 +18,12 @@ pytestmark = pytest.mark.privileged
 @pytest.fixture
 def mesh(lab, request):
     m = Mesh(lab)
-    try:
-        yield m
-    finally:
-        failed = getattr(request.node, "rep_call", None)
-        if failed is not None and failed.failed:
-            for n in m.nodes:
-                sys.stderr.write(f"\n--- agent {n.name} ---\n{n.log_text()[-5000:]}\n")
-            sys.stderr.write(f"\n--- server ---\n{m.server.log.read_text(errors='replace')[-3000:]}\n")
-        m.cleanup()
+    yield m  # the lab's teardown ends the agents and the server
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for n in m.nodes:
+            sys.stderr.write(f"\n--- agent {n.name} ---\n{n.log_text()[-5000:]}\n")
+        sys.stderr.write(f"\n--- server ---\n{m.server.log.read_text(errors='replace')[-3000:]}\n")
 
 
 def four_nodes(mesh: Mesh):

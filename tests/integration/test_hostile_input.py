@@ -5,7 +5,7 @@ import os
 import random
 
 import pytest
-from netlab import wait_for, write_config
+from agentlab import wait_for, write_config
 
 pytestmark = pytest.mark.privileged
 

@@ -4,7 +4,7 @@ import signal
 import time
 
 import pytest
-from netlab import two_nodes, wait_for
+from agentlab import two_nodes, wait_for
 
 pytestmark = pytest.mark.privileged
 

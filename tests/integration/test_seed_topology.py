@@ -8,7 +8,7 @@ other at all: their traffic must go through uk, which relays sealed frames it ca
 import itertools
 
 import pytest
-from netlab import wait_for, write_config
+from agentlab import wait_for, write_config
 
 pytestmark = pytest.mark.privileged
 
@@ -18,8 +18,12 @@ OVERLAY = {"uk": "10.10.10.3", "belgium": "10.10.10.5", "starlink": "10.10.10.6"
 @pytest.fixture
 def seed(lab):
     ns = {name: lab.netns(name[:4]) for name in OVERLAY}
-    lab.segment({ns["uk"]: "198.18.1.1/24", ns["belgium"]: "198.18.1.2/24", ns["mac"]: "198.18.1.4/24"})
-    lab.segment({ns["uk"]: "198.18.2.1/24", ns["starlink"]: "198.18.2.3/24", ns["mac"]: "198.18.2.4/24"})
+    segments = {"sw1": {"uk": "198.18.1.1/24", "belgium": "198.18.1.2/24", "mac": "198.18.1.4/24"},
+                "sw2": {"uk": "198.18.2.1/24", "starlink": "198.18.2.3/24", "mac": "198.18.2.4/24"}}
+    for role, members in segments.items():
+        segment = lab.switch(role)
+        for name, addr in members.items():
+            segment.join(ns[name], addr)
     ids = {name: lab.keygen(name)[1] for name in OVERLAY}
     endpoints = {  # how each node reaches the others directly (None: only through uk)
         "uk": {"belgium": "198.18.1.2", "starlink": "198.18.2.3", "mac": "198.18.1.4"},

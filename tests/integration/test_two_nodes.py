@@ -3,7 +3,7 @@
 import sys
 
 import pytest
-from netlab import two_nodes, wait_for
+from agentlab import two_nodes, wait_for
 
 pytestmark = pytest.mark.privileged
 

@@ -1,4 +1,5 @@
-"""Small network tools run inside a namespace by the integration tests (no iputils/socat needed).
+"""Small network tools run inside a lab namespace (`Lab.tool`, `Lab.tool_bg`; no iputils/socat needed).
+Standard library only: it runs as a script, `python lab/nettools.py ...`.
 
     nettools.py ping DST [--count N] [--interval S] [--timeout S]   prints "received N"
     nettools.py sink PORT [--bind IP]            accepts one TCP stream; prints "bytes N sha256 H"
@@ -7,6 +8,11 @@
     nettools.py sniff DST PORT COUNT [--min-size N]  prints "ready", then COUNT UDP payloads to
                                                   DST:PORT as hex lines (AF_PACKET, e.g. on a router)
     nettools.py udp-blast DST PORT COUNT [--size N] sends COUNT datagrams (through the tunnel)
+    nettools.py udp-echo PORT                    prints "ready", then answers every datagram with the
+                                                  source it came from, "IP:PORT" (how a NAT mapped it)
+    nettools.py udp-talk PORT                    one UDP socket on PORT driven by stdin lines:
+                                                  "send IP PORT" -> prints "sent"; "recv SECONDS" ->
+                                                  prints "from IP:PORT TEXT" or "none"
 """
 
 from __future__ import annotations
@@ -156,6 +162,34 @@ def udp_blast(args) -> int:
     return 0
 
 
+def udp_echo(args) -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", args.port))
+    print("ready", flush=True)
+    while True:
+        _data, (ip, port) = sock.recvfrom(65536)
+        sock.sendto(f"{ip}:{port}".encode(), (ip, port))
+
+
+def udp_talk(args) -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", args.port))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd, *rest = line.split()
+        if cmd == "send":
+            sock.sendto(b"hello", (rest[0], int(rest[1])))
+            print("sent", flush=True)
+        elif cmd == "recv":
+            sock.settimeout(float(rest[0]))
+            try:
+                data, (ip, port) = sock.recvfrom(65536)
+                print(f"from {ip}:{port} {data.decode(errors='replace')}", flush=True)
+            except TimeoutError:
+                print("none", flush=True)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -190,9 +224,13 @@ def main() -> int:
     ub.add_argument("port", type=int)
     ub.add_argument("count", type=int)
     ub.add_argument("--size", type=int, default=1000)
+    ue = sub.add_parser("udp-echo")
+    ue.add_argument("port", type=int)
+    ut = sub.add_parser("udp-talk")
+    ut.add_argument("port", type=int)
     args = p.parse_args()
     return {"ping": ping, "sink": sink, "source": source, "udp-send": udp_send, "sniff": sniff,
-            "udp-blast": udp_blast}[args.cmd](args)
+            "udp-blast": udp_blast, "udp-echo": udp_echo, "udp-talk": udp_talk}[args.cmd](args)
 
 
 if __name__ == "__main__":
