@@ -8,7 +8,7 @@ import pytest
 
 # the suite runs with --import-mode=importlib: make this folder's helper modules importable
 sys.path.insert(0, str(Path(__file__).parent))
-from agentlab import AgentLab
+from tests.integration.agentlab import AgentLab
 
 
 @pytest.fixture

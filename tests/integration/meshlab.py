@@ -26,10 +26,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentlab import PYTHON, AgentLab, wait_for
-from live_helpers import DAPHNE, ROOT, Server, _wait_for_port
-
 from lab import Netns, free_host_subnet, stop
+from tests.integration.agentlab import PYTHON, AgentLab, wait_for
+from tests.meshadmin.realtime.live_helpers import DAPHNE, ROOT, Server, _wait_for_port
 
 
 class MeshServer(Server):

@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from agentlab import two_nodes, wait_for
+
+from tests.integration.agentlab import two_nodes, wait_for
 
 pytestmark = pytest.mark.privileged
 

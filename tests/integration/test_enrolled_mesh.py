@@ -9,8 +9,9 @@ import sys
 import time
 
 import pytest
-from agentlab import wait_for
-from meshlab import Mesh
+
+from tests.integration.agentlab import wait_for
+from tests.integration.meshlab import Mesh
 
 pytestmark = pytest.mark.privileged
 

@@ -5,7 +5,8 @@ import os
 import random
 
 import pytest
-from agentlab import wait_for, write_config
+
+from tests.integration.agentlab import wait_for, write_config
 
 pytestmark = pytest.mark.privileged
 

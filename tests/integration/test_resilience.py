@@ -4,7 +4,8 @@ import signal
 import time
 
 import pytest
-from agentlab import two_nodes, wait_for
+
+from tests.integration.agentlab import two_nodes, wait_for
 
 pytestmark = pytest.mark.privileged
 

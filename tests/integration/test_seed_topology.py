@@ -8,7 +8,8 @@ other at all: their traffic must go through uk, which relays sealed frames it ca
 import itertools
 
 import pytest
-from agentlab import wait_for, write_config
+
+from tests.integration.agentlab import wait_for, write_config
 
 pytestmark = pytest.mark.privileged
 

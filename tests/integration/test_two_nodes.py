@@ -3,7 +3,8 @@
 import sys
 
 import pytest
-from agentlab import two_nodes, wait_for
+
+from tests.integration.agentlab import two_nodes, wait_for
 
 pytestmark = pytest.mark.privileged
 

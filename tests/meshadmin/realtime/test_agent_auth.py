@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
-from realtime_helpers import close_code, login, open_socket, receive
 
 from meshadmin.mesh.models import AuditEvent, Node
 from meshadmin.mesh.services.nodes import revoke_node
 from nodeagent.protocol import messages
 from nodeagent.protocol.constants import CONTEXT_CERT, CloseCode
+from tests.meshadmin.realtime.realtime_helpers import close_code, login, open_socket, receive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

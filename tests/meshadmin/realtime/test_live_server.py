@@ -11,11 +11,11 @@ import asyncio
 import stat
 
 import pytest
-from live_helpers import Server, peer_names, until
 
 from nodeagent.enroll import enroll
 from nodeagent.protocol import netmap as nm
 from nodeagent.server_link import ServerLink
+from tests.meshadmin.realtime.live_helpers import Server, peer_names, until
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import logging
 
 import msgpack
 import pytest
-from realtime_helpers import close_code, login, open_socket, receive
 
 from nodeagent.protocol import messages
 from nodeagent.protocol.constants import CloseCode
+from tests.meshadmin.realtime.realtime_helpers import close_code, login, open_socket, receive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

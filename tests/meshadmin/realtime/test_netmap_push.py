@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from realtime_helpers import close_code, login, receive
 
 from meshadmin.mesh.models import Network, Node
 from meshadmin.mesh.services.nodes import revoke_node
@@ -15,6 +14,7 @@ from meshadmin.telemetry.models import Presence
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.constants import CloseCode
+from tests.meshadmin.realtime.realtime_helpers import close_code, login, receive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

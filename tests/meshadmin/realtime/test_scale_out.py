@@ -15,11 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from live_helpers import Server, Worker, peer_names, until
 
 from nodeagent.enroll import enroll
 from nodeagent.protocol import netmap as nm
 from nodeagent.server_link import ServerLink
+from tests.meshadmin.realtime.live_helpers import Server, Worker, peer_names, until
 
 pytestmark = pytest.mark.postgres
 

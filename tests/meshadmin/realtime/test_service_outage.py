@@ -44,11 +44,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from live_helpers import ROOT, Server, peer_names, until
 
 from nodeagent.enroll import enroll
 from nodeagent.protocol import netmap as nm
 from nodeagent.server_link import ServerLink, load_netmap
+from tests.meshadmin.realtime.live_helpers import ROOT, Server, peer_names, until
 
 pytestmark = pytest.mark.postgres
 
