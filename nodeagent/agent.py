@@ -8,7 +8,7 @@
     control/handshakes.py   data-key handshakes: admission, both roles, relayed handshakes, keys installed
     sessions.py             per-peer session timers (protocol/session.py): retries, rekeys, keepalives
     enrolled.py             enrolled mode: netmaps applied, kernel routes, revocation, the server link
-    status.py               the `status --json` document
+    status.py               the `status --json` document and the counter report (one builder)
     control/local.py        the local status socket
 
 Two modes share all of it: serverless (`up --config`: peers pinned in a TOML file, fixed for the
@@ -50,9 +50,10 @@ from .enrolled import EnrolledMode
 from .identity import NodeIdentity
 from .paths.select import PathSelector
 from .peers import PeerSet
+from .protocol.messages import Stats
 from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 from .sessions import Sessions, random_jitter, session_timing
-from .status import node_status, peer_status, status_document
+from .status import node_status, peer_status, stats_report, status_document
 from .tunnel import tun as tunmod
 from .tunnel.datapath import DataPath
 from .tunnel.udp import UdpSocket
@@ -206,3 +207,8 @@ class Agent:
             node.update(self.enrolled.status_fields())
         peers = [peer_status(p, control_up=self.links.is_up(p.config.peer_id), now=now) for p in self.peers]
         return status_document(node, peers)
+
+    def stats_report(self) -> Stats:
+        """The counter report the server link sends up (the counters of `status()`'s peers)."""
+        now = self.clock()
+        return stats_report(now - self.started, self.peers, now=now)

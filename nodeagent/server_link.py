@@ -7,7 +7,8 @@ Flow of one connection (`_session`):
   3. the server sends the full netmap; then deltas. A map older than the applied one is ignored; a
      delta that does not start at the applied serial triggers a `resync` (full map follows)
   4. every applied map is persisted (state dir, 0600) and handed to `on_netmap`, then acknowledged
-  5. meanwhile counters go up every `stats_interval` seconds and endpoints every 5 minutes
+  5. meanwhile counters go up every `stats_interval` seconds (the `stats` message the agent built,
+     status.stats_report) and endpoints every 5 minutes
 When the connection drops, `run()` waits `backoff_delay(attempt)` (exponential, capped, jittered)
 and reconnects; the tunnels keep running on the last map. A server close with REVOKED ends `run()`.
 """
@@ -32,9 +33,7 @@ from .protocol import netmap as nm
 from .protocol.constants import CONTEXT_AUTH, PEER_RECORD_REFRESH_S, CloseCode
 from .protocol.strict import MessageError
 
-__all__ = [
-    "BACKOFF_BASE_S", "BACKOFF_CAP_S", "ServerLink", "backoff_delay", "load_netmap", "stats_from_status",
-]
+__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "ServerLink", "backoff_delay", "load_netmap"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ BACKOFF_CAP_S = 8.0  # keeps "server back -> all agents online" under 10 s
 STATS_INTERVAL_S = 2.0
 
 NetMapCallback = Callable[[nm.NetMap], Awaitable[None] | None]
-StatsSource = Callable[[], "messages.Stats | dict | None"]
+StatsSource = Callable[[], "messages.Stats | None"]
 
 
 def backoff_delay(attempt: int, rnd: float, base: float = BACKOFF_BASE_S,
@@ -70,20 +69,6 @@ def load_netmap(state_dir: Path) -> nm.NetMap | None:
         return None
 
 
-def stats_from_status(status: dict) -> messages.Stats:
-    """Convert the `status --json` shape (DESIGN.md) into a stats message."""
-    node = status.get("node") or {}
-    peers = []
-    for p in status.get("peers") or []:
-        peers.append(messages.PeerStats(
-            peer_id=p["peer_id"], path=p.get("path") or "direct", rtt_ms=p.get("rtt_ms"),
-            tx_frames=int(p.get("tx_frames", 0)), rx_frames=int(p.get("rx_frames", 0)),
-            tx_bytes=int(p.get("tx_bytes", 0)), rx_bytes=int(p.get("rx_bytes", 0)),
-            lost_frames=int(p.get("lost_frames", 0)), replayed_frames=int(p.get("replayed_frames", 0)),
-            bad_frames=int(p.get("bad_frames", 0)), last_handshake_s=p.get("last_handshake_s")))
-    return messages.Stats(uptime_s=float(node.get("uptime_s", 0.0)), peers=tuple(peers))
-
-
 class _Reconnect(Exception):
     pass
 
@@ -93,7 +78,8 @@ class ServerLink:
 
     on_netmap(netmap)   called (sync or async) with every newly applied map, including the
                         persisted one at start, so tunnels come up while the server is down
-    stats_source()      returns a `netmap.Stats`, a dict in `status --json` shape, or None
+    stats_source()      returns the `messages.Stats` to send now, or None (the agent's
+                        `stats_report`: the counters of its status document)
     endpoints           this node's listening endpoints to report (optional)
     """
 
@@ -203,8 +189,6 @@ class ServerLink:
             if self.stats_source is not None:
                 try:
                     stats = self.stats_source()
-                    if isinstance(stats, dict):
-                        stats = stats_from_status(stats)
                     frame = None if stats is None else messages.encode(stats)
                     if frame is not None:
                         messages.decode_agent_message(frame)  # the server closes the link on a bad frame

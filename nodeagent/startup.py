@@ -91,7 +91,8 @@ def run_enrolled(state_dir) -> None:
     def attach(agent: Agent) -> None:
         mode = agent.enrolled
         mode.use_state_dir(state.state_dir)
-        mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.status, endpoints=endpoints)
+        mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
+                                      endpoints=endpoints)
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,
                                            "ca_public_key": state.ca_public_key}, attach)

@@ -1,4 +1,4 @@
-"""The `status --json` document: built here from the live objects, served by control/local.py.
+"""The `status --json` document and the counter report: built here from the live objects.
 
 The fixed shape (docs/operations.md#status-document; extra keys are only ever added, never renamed):
 
@@ -11,13 +11,19 @@ The fixed shape (docs/operations.md#status-document; extra keys are only ever ad
                 "rx_frames", "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames",
                 "bad_frames", "last_handshake_s", ...extra}]}
 
-The counters come from the data path (stats.py). The server link sends the same document up
-(server_link.stats_from_status). No I/O here: the caller passes what to read.
+`peer_counters` is the one place where the data path's live counters (stats.py) become the
+wire type protocol.counters.PeerCounters; a peer entry is that object's keys plus the local
+extras, and the report the server link sends up every 2 s (`stats_report`, a messages.Stats)
+carries the same objects. The document is served by control/local.py. No I/O here: the caller
+passes what to read.
 """
 
 from __future__ import annotations
 
-__all__ = ["node_status", "peer_status", "status_document"]
+from .protocol.counters import PeerCounters, counters_to_dict
+from .protocol.messages import Stats
+
+__all__ = ["node_status", "peer_counters", "peer_status", "stats_report", "status_document"]
 
 
 def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, datapath,
@@ -39,30 +45,40 @@ def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, da
     }
 
 
-def peer_status(p, *, control_up: bool, now: float) -> dict:
-    """One entry of "peers" for the data path's Peer `p`."""
+def peer_counters(p, *, now: float) -> PeerCounters:
+    """The counters of the data path's Peer `p` as the wire type, at monotonic time `now`."""
     st = p.stats
+    return PeerCounters(
+        peer_id=p.config.peer_id, path=p.path, rtt_ms=st.rtt_ms, tx_frames=st.tx_frames,
+        rx_frames=st.rx_frames, tx_bytes=st.tx_bytes, rx_bytes=st.rx_bytes, lost_frames=st.lost_frames,
+        replayed_frames=st.replayed_frames, bad_frames=st.bad_frames,
+        last_handshake_s=None if p.last_handshake is None else round(now - p.last_handshake, 3))
+
+
+def peer_status(p, *, control_up: bool, now: float) -> dict:
+    """One entry of "peers" for the data path's Peer `p`: its counters and the local extras."""
+    c = peer_counters(p, now=now)
     ep = p.endpoint
-    return {
-        "peer_id": p.config.peer_id,
+    entry = {
+        "peer_id": c.peer_id,
         "name": p.config.name,
         "overlay_ip": str(p.config.overlay_ip),
-        "path": p.path,
+        "path": c.path,
         "endpoint": None if ep is None or p.hub is not None else _fmt(ep),
-        "rtt_ms": st.rtt_ms,
-        "tx_frames": st.tx_frames,
-        "rx_frames": st.rx_frames,
-        "tx_bytes": st.tx_bytes,
-        "rx_bytes": st.rx_bytes,
-        "lost_frames": st.lost_frames,
-        "replayed_frames": st.replayed_frames,
-        "bad_frames": st.bad_frames,
-        "last_handshake_s": None if p.last_handshake is None else round(now - p.last_handshake, 3),
-        "relayed_frames": st.relayed_frames,
-        "handshakes": st.handshakes,
+    }
+    entry.update(counters_to_dict(c))  # peer_id and path keep their places; the counters follow
+    entry.update({
+        "relayed_frames": p.stats.relayed_frames,
+        "handshakes": p.stats.handshakes,
         "control": "up" if control_up else "down",
         "allowed_ips": [str(n) for n in p.config.allowed_ips],
-    }
+    })
+    return entry
+
+
+def stats_report(uptime_s: float, peers, *, now: float) -> Stats:
+    """The `stats` message the server link sends: the same counters as the document's peers."""
+    return Stats(round(uptime_s, 3), tuple(peer_counters(p, now=now) for p in peers))
 
 
 def status_document(node: dict, peers: list[dict]) -> dict:

@@ -14,12 +14,14 @@ agent -> server
     ack         {serial}                          the agent applied this serial
     endpoints   {endpoints: [Endpoint], agent?}   where the agent listens (control TCP + data UDP)
                                                   and, optionally, its software version
-    stats       {uptime_s, peers: [PeerStats]}    per-peer counters, totals since the agent started
+    stats       {uptime_s, peers: [PeerCounters]} per-peer counters, totals since the agent started
 
-`v` is constants.PROTOCOL_VERSION. The netmap, its delta and endpoints are the plain-data forms
-of netmap.py. Parsing is strict (strict.py): unknown keys, missing keys, wrong types,
-out-of-range numbers, bad addresses or peer ids, an oversized frame, an unknown type or another
-version all raise a `strict.MessageError` carrying the websocket close code
+`v` is constants.PROTOCOL_VERSION; `v` and `t` are the first two keys of every frame, so a
+receiver reads a frame's type from its first bytes (`frame_type`) and can refuse it before
+decoding the rest. The netmap, its delta and endpoints are the plain-data forms of netmap.py;
+a stats item is counters.PeerCounters. Parsing is strict (strict.py): unknown keys, missing keys,
+wrong types, out-of-range numbers, bad addresses or peer ids, an oversized frame, an unknown type
+or another version all raise a `strict.MessageError` carrying the websocket close code
 (constants.CloseCode) the receiver should use.
 """
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 import msgpack
 
 from .constants import PROTOCOL_VERSION, CloseCode
-from .identity import PEER_ID_RE
+from .counters import MAX_ENCODED_SIZE, PeerCounters, counters_from_dict, counters_to_dict
 from .netmap import (
     Endpoint,
     NetMap,
@@ -56,7 +58,6 @@ __all__ = [
     "Delta",
     "EndpointReport",
     "Full",
-    "PeerStats",
     "Resync",
     "ServerMessage",
     "Stats",
@@ -66,6 +67,8 @@ __all__ = [
     "decode_agent_message",
     "decode_server_message",
     "encode",
+    "frame_type",
+    "max_stats_size",
     "message_to_dict",
 ]
 
@@ -88,23 +91,6 @@ class UnsupportedVersion(MessageError):
 
 
 # ----------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStats:
-    """One peer's counters in a `Stats` report."""
-
-    peer_id: str
-    path: str  # "direct" or "relay:<peer id>"
-    rtt_ms: float | None = None
-    tx_frames: int = 0
-    rx_frames: int = 0
-    tx_bytes: int = 0
-    rx_bytes: int = 0
-    lost_frames: int = 0
-    replayed_frames: int = 0
-    bad_frames: int = 0
-    last_handshake_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +140,7 @@ class EndpointReport:
 @dataclass(frozen=True, slots=True)
 class Stats:
     uptime_s: float
-    peers: tuple[PeerStats, ...]
+    peers: tuple[PeerCounters, ...]
     type: str = field(default="stats", init=False)
 
 
@@ -163,13 +149,6 @@ AgentMessage = Auth | Resync | Ack | EndpointReport | Stats
 
 
 # ----------------------------------------------------------------------------- encoding
-
-
-def _stats_d(s: PeerStats) -> dict:
-    return {"peer_id": s.peer_id, "path": s.path, "rtt_ms": s.rtt_ms, "tx_frames": s.tx_frames,
-            "rx_frames": s.rx_frames, "tx_bytes": s.tx_bytes, "rx_bytes": s.rx_bytes,
-            "lost_frames": s.lost_frames, "replayed_frames": s.replayed_frames,
-            "bad_frames": s.bad_frames, "last_handshake_s": s.last_handshake_s}
 
 
 def message_to_dict(msg: ServerMessage | AgentMessage) -> dict:
@@ -190,7 +169,7 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict:
             if msg.agent_version is not None:
                 body["agent"] = msg.agent_version
         case Stats():
-            body = {"uptime_s": msg.uptime_s, "peers": [_stats_d(s) for s in msg.peers]}
+            body = {"uptime_s": msg.uptime_s, "peers": [counters_to_dict(c) for c in msg.peers]}
         case _:
             raise TypeError(f"not a message: {msg!r}")
     return head | body
@@ -203,41 +182,54 @@ def encode(msg: ServerMessage | AgentMessage) -> bytes:
     return data
 
 
+def max_stats_size(peers: int) -> int:
+    """The largest a valid `stats` frame listing at most `peers` peers can be, in bytes."""
+    head = len(encode(Stats(0.5, ()))) + 4  # the list header grows from 1 byte to at most 5
+    return head + peers * MAX_ENCODED_SIZE
+
+
 # ----------------------------------------------------------------------------- strict decoding
 
-
-def _stats_peer(v: object) -> PeerStats:
-    o = StrictMap(v, "stats.peer")
-    path = o.str("path", 46)
-    if path != "direct" and not (path.startswith("relay:") and PEER_ID_RE.match(path[6:])):
-        raise Malformed("stats.peer.path must be 'direct' or 'relay:<peer id>'")
-    s = PeerStats(peer_id=o.peer_id("peer_id"), path=path, rtt_ms=o.num("rtt_ms", nullable=True),
-                  tx_frames=o.int("tx_frames"), rx_frames=o.int("rx_frames"), tx_bytes=o.int("tx_bytes"),
-                  rx_bytes=o.int("rx_bytes"), lost_frames=o.int("lost_frames"),
-                  replayed_frames=o.int("replayed_frames"), bad_frames=o.int("bad_frames"),
-                  last_handshake_s=o.num("last_handshake_s", nullable=True))
-    o.done()
-    return s
+_HEAD_BYTES = 64  # the map header, "v" and its value, "t" and any known type fit in far fewer
 
 
-def _envelope(data: object) -> tuple[StrictMap, str]:
+def frame_type(data: object) -> str:
+    """The type (`t`) of a frame, read from its first bytes without decoding the rest.
+
+    A frame is a map whose first two keys are "v" (this version) and "t" (a string); a frame that
+    does not start so is Malformed, another version is UnsupportedVersion. The type itself is not
+    checked here (the decoders refuse an unknown one)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise Malformed("expected a binary frame")
     if len(data) > MAX_MESSAGE_SIZE:
         raise TooLarge(f"frame of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
+    head = msgpack.Unpacker(raw=False, strict_map_key=True)
+    head.feed(bytes(data[:_HEAD_BYTES]))
+    try:
+        size = head.read_map_header()
+        first, v, second, t = head.unpack(), head.unpack(), head.unpack(), head.unpack()
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise Malformed(f"a frame must start with a map of 'v' and 't': {type(exc).__name__}") from None
+    if size < 2 or first != "v" or second != "t":
+        raise Malformed("a frame's first two keys must be 'v' and 't'")
+    if type(v) is not int:
+        raise Malformed("message.v must be an integer")
+    if v != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"protocol version {v} is not supported (want {PROTOCOL_VERSION})")
+    if not isinstance(t, str):
+        raise Malformed("message.t must be a string")
+    return t
+
+
+def _envelope(data: object) -> tuple[StrictMap, str]:
+    t = frame_type(data)
     try:
         value = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise Malformed(f"not msgpack: {type(exc).__name__}") from None
     o = StrictMap(value, "message")
-    v = o.raw("v")
-    if type(v) is not int:
-        raise Malformed("message.v must be an integer")
-    if v != PROTOCOL_VERSION:
-        raise UnsupportedVersion(f"protocol version {v} is not supported (want {PROTOCOL_VERSION})")
-    t = o.raw("t")
-    if not isinstance(t, str):
-        raise Malformed("message.t must be a string")
+    if o.raw("v") != PROTOCOL_VERSION or o.raw("t") != t:  # checked by frame_type unless repeated
+        raise Malformed("message.v and message.t must appear once")
     return o, t
 
 
@@ -274,7 +266,8 @@ def decode_agent_message(data: bytes) -> AgentMessage:
             version = o.str("agent", MAX_VERSION, optional=True)
             msg = EndpointReport(tuple(endpoint_from_dict(e) for e in items), version)
         case "stats":
-            msg = Stats(o.num("uptime_s"), tuple(_stats_peer(p) for p in o.list("peers")))
+            peers = o.list("peers")
+            msg = Stats(o.num("uptime_s"), tuple(counters_from_dict(p, "stats.peer") for p in peers))
         case _:
             raise UnknownType(f"unknown agent message type {t[:32]!r}")
     o.done()

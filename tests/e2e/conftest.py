@@ -163,6 +163,7 @@ class Agent:
     def stats(self):
         """Totals since start; the byte rate swings +-45 % over time so the shown rates move."""
         from nodeagent.protocol import messages
+        from nodeagent.protocol.counters import PeerCounters
 
         up = time.monotonic() - self.started
         self.reports.append(time.monotonic())
@@ -171,7 +172,7 @@ class Agent:
         for peer_id, path in sorted(self.peers.items()):
             frames = int(moved / 1000)
             lost = frames // self.lost_every if self.lost_every else 0
-            peers.append(messages.PeerStats(
+            peers.append(PeerCounters(
                 peer_id=peer_id, path=path, rtt_ms=self.rtt_ms + (int(up) % 3),
                 tx_frames=frames, rx_frames=frames - lost, tx_bytes=int(moved),
                 rx_bytes=int(moved * 0.8), lost_frames=lost, last_handshake_s=float(int(up) % 120),

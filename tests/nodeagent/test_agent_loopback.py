@@ -88,6 +88,8 @@ async def test_two_agents_settle_on_one_link_with_keys_and_endpoints(sides):
         assert belgium.peers.get(a.id).endpoint == ("127.0.0.1", a.udp.port)
         status = uk.status()
         assert status["peers"][0]["control"] == "up" and status["peers"][0]["last_handshake_s"] is not None
+        (counters,) = uk.stats_report().peers  # what the server link sends: the same peer and counters
+        assert (counters.peer_id, counters.path) == (b.id, "direct") and counters.last_handshake_s is not None
     finally:
         for agent in (uk, belgium):
             agent.stop.set()

@@ -22,6 +22,7 @@ from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.cert import issue_certificate
 from nodeagent.protocol.constants import CONTEXT_AUTH, CloseCode
+from nodeagent.protocol.counters import PeerCounters
 from nodeagent.server_link import BACKOFF_CAP_S, ServerLink, backoff_delay, load_netmap
 
 B, C = "b" * 40, "c" * 40
@@ -244,16 +245,14 @@ async def test_a_revoked_close_ends_the_link(state_dir):
         await stop(server, task)
 
 
-async def test_counters_are_sent_in_the_status_shape(state_dir):
+async def test_the_agents_counter_report_is_sent_as_it_was_built(state_dir):
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
         await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
         await fake.pump(ws)
 
-    status = {"node": {"uptime_s": 12.0}, "peers": [
-        {"peer_id": B, "path": "direct", "rtt_ms": 0.8, "tx_frames": 10, "rx_frames": 9, "tx_bytes": 1000,
-         "rx_bytes": 900, "lost_frames": 1, "replayed_frames": 0, "bad_frames": 0, "last_handshake_s": 3.0}]}
+    status = messages.Stats(12.0, (PeerCounters(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),))
     endpoints = (nm.Endpoint("198.18.0.2", 8443, 9443),)
     fake, server, _link, task, _applied, _ = await start(
         state_dir, script, stats_source=lambda: status, endpoints=endpoints, stats_interval=0.05)
@@ -263,7 +262,7 @@ async def test_counters_are_sent_in_the_status_shape(state_dir):
         assert report.agent_version == nodeagent.__version__ != "0+unknown"
         stats = await fake.next_message(messages.Stats)
         assert stats.uptime_s == 12.0
-        assert stats.peers == (messages.PeerStats(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),)
+        assert stats.peers == (PeerCounters(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),)
     finally:
         await stop(server, task)
 
@@ -285,9 +284,9 @@ async def test_a_bad_counter_report_is_skipped_and_the_link_stays_up(state_dir):
         await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
         await fake.pump(ws)
 
-    reports = iter([{"peers": [{"peer_id": "NOT-A-PEER", "path": "direct"}]},
-                    {"peers": [{"path": "direct"}]}])
-    good = {"node": {"uptime_s": 3.0}, "peers": []}
+    reports = iter([messages.Stats(1.0, (PeerCounters("NOT-A-PEER"),)),
+                    messages.Stats(2.0, (PeerCounters(B, "sideways"),))])
+    good = messages.Stats(3.0, ())
     fake, server, _link, task, _applied, _ = await start(
         state_dir, script, stats_source=lambda: next(reports, good), stats_interval=0.05)
     try:
@@ -309,7 +308,7 @@ async def test_endpoints_are_reported_again_each_refresh_period_while_counters_f
         await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
         await fake.pump(ws)
 
-    status = {"node": {"uptime_s": 1.0}, "peers": []}
+    status = messages.Stats(1.0, ())
     endpoints = (nm.Endpoint("198.18.0.2", 8443, 9443),)
     fake, server, _link, task, _applied, _ = await start(
         state_dir, script, stats_source=lambda: status, endpoints=endpoints, stats_interval=0.05)

@@ -1,5 +1,6 @@
-"""The `status --json` document (status.py): its keys in their order (the fixed shape others parse),
-and the values it derives, read from a real data path and peer set."""
+"""The `status --json` document and the counter report (status.py): the document's keys in their order
+(the fixed shape others parse), the values it derives, and the report's agreement with it, read
+from a real data path and peer set."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import secrets
 
 from nodeagent.config import PeerConfig
 from nodeagent.peers import PeerSet
-from nodeagent.status import node_status, peer_status, status_document
+from nodeagent.protocol import messages
+from nodeagent.protocol.counters import counters_to_dict
+from nodeagent.status import node_status, peer_status, stats_report, status_document
 
 NODE_KEYS = ["peer_id", "name", "overlay_ip", "uptime_s", "drops", "relay", "interface", "tun_gro", "mtu",
              "udp"]
 PEER_KEYS = ["peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames", "rx_frames",
              "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s",
              "relayed_frames", "handshakes", "control", "allowed_ips"]
+WIRE_KEYS = PEER_KEYS[:1] + PEER_KEYS[3:4] + PEER_KEYS[5:14]  # the keys that come from PeerCounters
 
 
 def pc(name: str, n: int, **kw) -> PeerConfig:
@@ -58,3 +62,24 @@ def test_a_peer_entry_has_the_fixed_keys_and_derived_values(make_datapath):
     assert relayed["last_handshake_s"] == 10.5 and relayed["control"] == "down"
     assert relayed["allowed_ips"] == ["192.168.5.0/24"] and relayed["overlay_ip"] == "10.10.10.2"
     assert status_document({"n": 1}, [direct]) == {"node": {"n": 1}, "peers": [direct]}
+
+
+def test_the_counter_report_carries_the_same_counters_as_the_document(make_datapath):
+    """One builder (peer_counters) makes both: what the server stores is what `status --json` shows,
+    and what it makes passes the server's strict parser."""
+    dp = make_datapath()
+    peers = PeerSet(dp, 1000)
+    hub = peers.add(pc("hub", 1))
+    far = peers.add(pc("far", 2))
+    far.hub = hub
+    far.last_handshake = 100.0
+    hub.stats.rtt_ms = 1.25
+    hub.stats.tx_frames, hub.stats.tx_bytes, hub.stats.rx_frames, hub.stats.rx_bytes = 7, 900, 5, 640
+    far.stats.bad_frames, far.stats.replayed_frames, far.stats.lost_before = 2, 3, 4
+    report = stats_report(12.34567, peers, now=110.5)
+    assert report.uptime_s == 12.346
+    entries = [peer_status(p, control_up=True, now=110.5) for p in peers]
+    assert [counters_to_dict(c) for c in report.peers] == [{k: e[k] for k in WIRE_KEYS} for e in entries]
+    assert report.peers[1].path == f"relay:{hub.config.peer_id}" and report.peers[1].lost_frames == 4
+    assert report.peers[1].last_handshake_s == 10.5 and report.peers[0].rtt_ms == 1.25
+    assert messages.decode_agent_message(messages.encode(report)) == report

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from meshadmin.telemetry import ingest, presence
 from nodeagent.protocol import messages
+from nodeagent.protocol.counters import PeerCounters
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +22,7 @@ def _stats(uptime, peers):
 
 
 def _peer(peer_id, *, path="direct", rtt=12.0, tx=0, rx=0, rx_frames=0, lost=0, handshake=4.0):
-    return messages.PeerStats(peer_id, path, rtt_ms=rtt, tx_bytes=tx, rx_bytes=rx, tx_frames=rx_frames,
+    return PeerCounters(peer_id, path, rtt_ms=rtt, tx_bytes=tx, rx_bytes=rx, tx_frames=rx_frames,
                         rx_frames=rx_frames, lost_frames=lost, last_handshake_s=handshake)
 
 

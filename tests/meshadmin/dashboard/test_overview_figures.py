@@ -12,12 +12,13 @@ from django.utils import timezone
 
 from meshadmin.telemetry import ingest, presence
 from nodeagent.protocol import messages
+from nodeagent.protocol.counters import PeerCounters
 
 pytestmark = pytest.mark.django_db
 
 
 def _peer(peer_id, *, rx=0, tx=0, frames=0, handshake=4.0):
-    return messages.PeerStats(peer_id, "direct", rtt_ms=12.0, tx_bytes=tx, rx_bytes=rx, tx_frames=frames,
+    return PeerCounters(peer_id, "direct", rtt_ms=12.0, tx_bytes=tx, rx_bytes=rx, tx_frames=frames,
                         rx_frames=frames, lost_frames=0, last_handshake_s=handshake)
 
 

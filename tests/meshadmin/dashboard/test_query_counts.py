@@ -7,14 +7,15 @@ from django.utils import timezone
 
 from meshadmin.telemetry import ingest, presence
 from nodeagent.protocol import messages
+from nodeagent.protocol.counters import PeerCounters
 
 pytestmark = pytest.mark.django_db
 
 
 def _link(a, b, now):
     reporter = ingest.Reporter(a.pk, a.peer_id, a.network_id)
-    first = messages.Stats(1, (messages.PeerStats(b.peer_id, "direct", rtt_ms=5.0),))
-    second = messages.Stats(3, (messages.PeerStats(b.peer_id, "direct", rtt_ms=5.0, rx_bytes=1000,
+    first = messages.Stats(1, (PeerCounters(b.peer_id, "direct", rtt_ms=5.0),))
+    second = messages.Stats(3, (PeerCounters(b.peer_id, "direct", rtt_ms=5.0, rx_bytes=1000,
                                                    tx_bytes=1000, rx_frames=10, tx_frames=10),))
     ingest.ingest(reporter, first, None, 0.0, now)
     ingest.ingest(reporter, second, first, 2.0, now)

@@ -10,6 +10,7 @@ from meshadmin.mesh.models import Node
 from meshadmin.telemetry import ingest, presence, tasks
 from meshadmin.telemetry.models import Presence, Resolution, Sample
 from nodeagent.protocol import messages
+from nodeagent.protocol.counters import PeerCounters
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +18,7 @@ T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
 
 def report(uptime, peer_id, tx_bytes, rx_frames, lost, rtt=1.0, path="direct"):
-    peer = messages.PeerStats(peer_id, path, rtt_ms=rtt, tx_bytes=tx_bytes, rx_bytes=tx_bytes // 2,
+    peer = PeerCounters(peer_id, path, rtt_ms=rtt, tx_bytes=tx_bytes, rx_bytes=tx_bytes // 2,
                         tx_frames=rx_frames, rx_frames=rx_frames, lost_frames=lost)
     return messages.Stats(uptime, (peer,))
 

@@ -11,6 +11,7 @@ from meshadmin.mesh.models import Node
 from meshadmin.realtime import consumers, groups
 from meshadmin.telemetry.models import Sample
 from nodeagent.protocol import messages
+from nodeagent.protocol.counters import PeerCounters
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,7 +26,7 @@ async def _login(ident):
 
 
 def _stats(uptime, peer, tx):
-    peer_stats = messages.PeerStats(peer, "direct", rtt_ms=2.0, tx_bytes=tx, rx_frames=tx // 100)
+    peer_stats = PeerCounters(peer, "direct", rtt_ms=2.0, tx_bytes=tx, rx_frames=tx // 100)
     return messages.Stats(uptime, (peer_stats,))
 
 

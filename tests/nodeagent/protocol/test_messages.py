@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.constants import CloseCode
+from nodeagent.protocol.counters import PeerCounters
 from nodeagent.protocol.strict import Malformed, MessageError
 
 A, B, C, R = ("a" * 40), ("b" * 40), ("c" * 40), ("d" * 40)
@@ -48,8 +49,8 @@ def test_every_message_round_trips_through_bytes():
         messages.Auth(A, b"s" * 4627), messages.Resync(7), messages.Ack(9),
         messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),)),
         messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),), "0.1.0"),
-        messages.Stats(12.5, (messages.PeerStats(B, "direct", rtt_ms=1.5, tx_frames=3),
-                        messages.PeerStats(C, f"relay:{R}"))),
+        messages.Stats(12.5, (PeerCounters(B, "direct", rtt_ms=1.5, tx_frames=3),
+                        PeerCounters(C, f"relay:{R}"))),
     ]
     for msg in msgs_agent:
         assert messages.decode_agent_message(messages.encode(msg)) == msg
