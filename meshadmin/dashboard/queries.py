@@ -1,25 +1,31 @@
-"""Read side of the dashboard: gathers rows for the pages. Never writes (services do that).
+"""Shaping for the dashboard's pages: mesh rows and telemetry as the views and templates want them.
 
-Presence ("online") and link figures come from the live link and telemetry; this module is the
-one place that knows how to read them, so the views and the map stay simple.
+Never writes (services do that) and never queries the telemetry models itself: presence and
+link figures come from meshadmin/telemetry/queries.py (the database side), and this module
+turns them, with the mesh rows, into what a page shows: the node table, the map's graph
+(topology.py builds it), a node's links, the overview, the hour charts, the audit log.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
 
 from meshadmin.mesh.choices import NodeStatus
 from meshadmin.mesh.models import AuditEvent, Network, Node
+from meshadmin.telemetry import queries as telemetry
+from nodeagent.protocol.counters import Traffic, rates
 
-from . import telemetry_source
-from .topology import LinkReport, NodeInfo, build_graph
+from .topology import NodeInfo, build_graph
 
 __all__ = [
+    "SERIES_POINTS",
     "NodeRow",
     "audit_events",
     "graph_for",
@@ -27,8 +33,11 @@ __all__ = [
     "node_rows",
     "overview",
     "pick_network",
+    "series",
     "with_labels",
 ]
+
+SERIES_POINTS = 120  # at most this many points per chart (30 s buckets for a full hour)
 
 
 def pick_network(name: str | None) -> Network | None:
@@ -84,10 +93,10 @@ def node_rows(
             | Q(endpoint_ip__startswith=q)
         )
     nodes = list(nodes)
-    presence = telemetry_source.presence([n.peer_id for n in nodes], now)
+    presence = telemetry.presence([n.peer_id for n in nodes])
     rows = []
     for n in nodes:
-        seen = presence.get(n.peer_id, telemetry_source.OFFLINE)
+        seen = presence.get(n.peer_id, telemetry.OFFLINE)
         online = n.status == NodeStatus.ACTIVE and seen.online
         state = "revoked" if n.status == NodeStatus.REVOKED else ("online" if online else "offline")
         last_seen = max((t for t in (seen.last_seen, n.last_seen) if t is not None), default=None)
@@ -107,7 +116,7 @@ def node_rows(
 
 def _node_infos(network: Network, now: datetime) -> list[NodeInfo]:
     nodes = list(Node.objects.filter(network=network).order_by("name"))
-    presence = telemetry_source.presence([n.peer_id for n in nodes], now)
+    presence = telemetry.presence([n.peer_id for n in nodes])
     return [
         NodeInfo(
             peer_id=n.peer_id,
@@ -115,7 +124,7 @@ def _node_infos(network: Network, now: datetime) -> list[NodeInfo]:
             overlay_ip=n.overlay_ip,
             is_public=n.is_public,
             is_relay=n.is_relay,
-            online=n.status == NodeStatus.ACTIVE and presence.get(n.peer_id, telemetry_source.OFFLINE).online,
+            online=n.status == NodeStatus.ACTIVE and presence.get(n.peer_id, telemetry.OFFLINE).online,
             revoked=n.status == NodeStatus.REVOKED,
         )
         for n in nodes
@@ -126,12 +135,12 @@ def graph_for(network: Network | None, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     if network is None:
         return build_graph([], [], now)
-    reports: list[LinkReport] = telemetry_source.latest_reports(network, now)
-    return build_graph(_node_infos(network, now), reports, now)
+    return build_graph(_node_infos(network, now), telemetry.current_links(network.pk, now), now)
 
 
 def node_links(node: Node, now: datetime | None = None) -> list[dict]:
-    """The node's links as rows for its page: both ends' views merged (from the map graph)."""
+    """The node's links as rows for its page: both ends' views merged (from the map graph), the
+    traffic as the node sees it (tx: what it sent)."""
     now = now or timezone.now()
     graph = graph_for(node.network, now)
     names = {n["data"]["id"]: n["data"]["label"] for n in graph["nodes"]}
@@ -151,9 +160,9 @@ def node_links(node: Node, now: datetime | None = None) -> list[dict]:
                 "via_name": d["via_name"],
                 "rtt_ms": d["rtt_ms"],
                 "loss_pct": d["loss_pct"],
-                "tx_bps": d["fwd_bps"] if outgoing else d["back_bps"],
-                "rx_bps": d["back_bps"] if outgoing else d["fwd_bps"],
-                "handshake_s": d["handshake_s"],
+                "tx_bytes_per_s": d["tx_bytes_per_s"] if outgoing else d["rx_bytes_per_s"],
+                "rx_bytes_per_s": d["rx_bytes_per_s"] if outgoing else d["tx_bytes_per_s"],
+                "last_handshake_s": d["last_handshake_s"],
                 "quality": d["quality"],
             }
         )
@@ -178,10 +187,79 @@ def overview(network: Network | None, now: datetime | None = None) -> dict:
         "graph": graph,
         "summary": graph["summary"],
         "networks": networks,
-        "total_bps": sum(d["rate_bps"] for d in edges),
-        "traffic_totals": telemetry_source.traffic_totals(network, now) if network else None,
+        "bytes_per_s": sum(d["bytes_per_s"] for d in edges),
+        "traffic_totals": traffic_totals(network, now) if network else None,
         "worst_links": worst_links,
         "recent_audit": recent,
+    }
+
+
+def traffic_totals(network: Network, now: datetime, window: timedelta = timedelta(hours=1)) -> dict:
+    """Bytes received over all links of the network in the window (each byte counted once)."""
+    return {"bytes": telemetry.received_bytes(network.pk, now - window, now), "window": window}
+
+
+def _bucket_seconds(span_s: float) -> float:
+    """A round bucket size giving at most SERIES_POINTS points over the span (2 s .. 60 s)."""
+    for size in (2, 5, 10, 15, 30, 60):
+        if span_s / size <= SERIES_POINTS:
+            return float(size)
+    return 60.0
+
+
+def series(node: Node, now: datetime, window: timedelta = timedelta(hours=1)) -> dict:
+    """The node's links over the window as aligned arrays for uPlot (static/js/node.js).
+
+    `{"t": [unix s], "rx_bytes_per_s": [...], "tx_bytes_per_s": [...],
+      "peers": [{peer_id, name, rtt_ms: [...], loss_pct: [...]}]}`: the rates are the node's total
+    over all links; null = no sample in that bucket. The series starts at the first sample in the
+    window (so a young link gets fine points) and has at most SERIES_POINTS buckets. Each link's
+    figures in a bucket are the rates of what it carried in the bucket's samples
+    (nodeagent.protocol.counters.rates, as for a single sample).
+    """
+    rows = telemetry.link_samples(node, now - window, now)
+    if not rows:
+        return {"t": [], "rx_bytes_per_s": [], "tx_bytes_per_s": [], "peers": []}
+    step = _bucket_seconds((now - rows[0].ts).total_seconds())
+    first = math.floor(rows[0].ts.timestamp() / step) * step
+    count = max(1, math.ceil((now.timestamp() - first) / step))
+    t = [first + (i + 1) * step for i in range(count)]
+
+    # per link and bucket: the traffic of its samples, the seconds they cover, their RTTs
+    carried: dict[str, list[Traffic | None]] = defaultdict(lambda: [None] * count)
+    seconds: dict[str, list[float]] = defaultdict(lambda: [0.0] * count)
+    rtts: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(count)])
+    for s in rows:
+        i = min(count - 1, max(0, int((s.ts.timestamp() - first) // step)))
+        carried[s.peer_id][i] = (carried[s.peer_id][i] or Traffic()) + s
+        seconds[s.peer_id][i] += s.interval_s
+        if s.rtt_ms is not None:
+            rtts[s.peer_id][i].append(s.rtt_ms)
+
+    rx: list[float | None] = [None] * count
+    tx: list[float | None] = [None] * count
+    loss: dict[str, list[float | None]] = {}
+    for peer_id, buckets in carried.items():
+        loss[peer_id] = [None] * count
+        for i, traffic in enumerate(buckets):
+            if traffic is None:
+                continue
+            r = rates(traffic, seconds[peer_id][i])
+            rx[i] = (rx[i] or 0.0) + r.rx_bytes_per_s
+            tx[i] = (tx[i] or 0.0) + r.tx_bytes_per_s
+            loss[peer_id][i] = r.loss_pct
+
+    names = dict(Node.objects.filter(peer_id__in=list(carried)).values_list("peer_id", "name"))
+    peers = []
+    for peer_id in sorted(carried, key=lambda p: (names.get(p, p).lower(), p)):
+        rtt = [round(sum(ms) / len(ms), 2) if ms else None for ms in rtts[peer_id]]
+        peers.append({"peer_id": peer_id, "name": names.get(peer_id, peer_id[:12]), "rtt_ms": rtt,
+                      "loss_pct": loss[peer_id]})
+    return {
+        "t": t,
+        "rx_bytes_per_s": [None if v is None else round(v, 1) for v in rx],
+        "tx_bytes_per_s": [None if v is None else round(v, 1) for v in tx],
+        "peers": peers,
     }
 
 

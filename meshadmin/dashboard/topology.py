@@ -1,23 +1,28 @@
 """The topology map's graph, as plain JSON for cytoscape. Pure: no database, no clock.
 
-Input is what the view gathered (nodes, and the latest per-link report from each agent); the
-output is `{"nodes": [...], "edges": [...], "summary": {...}}` in cytoscape's element shape
-(`{"data": {...}}`), which static/js/topology.js adds, updates or removes by id.
+Input is what the view gathered (nodes, and the latest figures of each link from each agent:
+meshadmin.telemetry.queries.LinkFigures); the output is `{"nodes": [...], "edges": [...],
+"summary": {...}}` in cytoscape's element shape (`{"data": {...}}`), which static/js/topology.js
+adds, updates or removes by id.
 
 Both ends of a link report it (A says "B: rtt 12 ms", B says "A: rtt 13 ms"), so the two reports
 are merged into one undirected edge whose id does not depend on who reported: the pair of peer
 ids in sorted order. The edge shows the worse of the two views (higher loss, higher RTT) and
-the traffic each way as its `source` node sees it.
+the traffic each way as its `source` node sees it: `tx_bytes_per_s` source -> target,
+`rx_bytes_per_s` target -> source, `bytes_per_s` both (the edge's width).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from meshadmin.telemetry.queries import LinkFigures
 
 __all__ = [
     "LINK_MAX_AGE",
-    "LinkReport",
     "NodeInfo",
     "build_graph",
     "link_quality",
@@ -40,21 +45,6 @@ class NodeInfo:
     is_relay: bool
     online: bool
     revoked: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LinkReport:
-    """One agent's latest view of one peer (rates are bytes per second over the last interval)."""
-
-    reporter: str  # peer id of the agent that sent the report
-    peer: str  # peer id of the other end
-    path: str  # "direct" or "relay:<peer id>"
-    rtt_ms: float | None
-    loss_pct: float | None
-    rx_bps: float | None
-    tx_bps: float | None
-    last_handshake_s: float | None
-    at: datetime
 
 
 def link_quality(loss_pct: float | None, rtt_ms: float | None) -> str:
@@ -94,14 +84,14 @@ def _node_element(node: NodeInfo) -> dict:
 
 def build_graph(
     nodes: list[NodeInfo],
-    reports: list[LinkReport],
+    reports: list[LinkFigures],
     now: datetime,
     max_age: timedelta = LINK_MAX_AGE,
 ) -> dict:
     """Graph JSON for the map. Revoked nodes are left out; stale or dangling reports draw nothing."""
     shown = {n.peer_id: n for n in nodes if not n.revoked}
     # Latest fresh report per (reporter, peer); a report about an unknown node is ignored.
-    latest: dict[tuple[str, str], LinkReport] = {}
+    latest: dict[tuple[str, str], LinkFigures] = {}
     for report in reports:
         if report.reporter == report.peer:
             continue
@@ -126,11 +116,11 @@ def build_graph(
             continue
         relayed = [r.path for r in views if r.path.startswith("relay:")]
         via = relayed[0].split(":", 1)[1] if relayed else ""
-        loss = _worst(*(r.loss_pct for r in views))
+        loss = _worst(*(r.rates.loss_pct for r in views))
         rtt = _worst(*(r.rtt_ms for r in views))
         # Traffic source -> target: what the source sent, else what the target received.
-        fwd_bps = _first(forward and forward.tx_bps, backward and backward.rx_bps)
-        back_bps = _first(forward and forward.rx_bps, backward and backward.tx_bps)
+        tx = _first(forward and forward.rates.tx_bytes_per_s, backward and backward.rates.rx_bytes_per_s)
+        rx = _first(forward and forward.rates.rx_bytes_per_s, backward and backward.rates.tx_bytes_per_s)
         handshake = [r.last_handshake_s for r in views if r.last_handshake_s is not None]
         edges[edge_id] = {
             "data": {
@@ -142,10 +132,10 @@ def build_graph(
                 "via_name": shown[via].name if via in shown else "",
                 "rtt_ms": rtt,
                 "loss_pct": loss,
-                "fwd_bps": fwd_bps,
-                "back_bps": back_bps,
-                "rate_bps": (fwd_bps or 0.0) + (back_bps or 0.0),
-                "handshake_s": min(handshake) if handshake else None,
+                "tx_bytes_per_s": tx,
+                "rx_bytes_per_s": rx,
+                "bytes_per_s": (tx or 0.0) + (rx or 0.0),
+                "last_handshake_s": min(handshake) if handshake else None,
                 "quality": link_quality(loss, rtt),
             }
         }

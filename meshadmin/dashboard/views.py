@@ -32,7 +32,7 @@ from meshadmin.mesh.services.nodes import delete_node, rename_node, revoke_node
 from meshadmin.mesh.services.routes import approve_route, create_route, delete_route
 from meshadmin.mesh.services.tokens import create_token, revoke_token
 
-from . import queries, telemetry_source
+from . import queries
 from .forms import (
     NODE_SORTS,
     AuditFilterForm,
@@ -211,7 +211,7 @@ def node_detail(request, peer_id: str):
 @dashboard_view
 def node_series(request, peer_id: str):
     node = _node(peer_id)
-    return JsonResponse(telemetry_source.series(node, timezone.now()))
+    return JsonResponse(queries.series(node, timezone.now()))
 
 
 @require_POST

@@ -22,8 +22,8 @@ __all__ = [
 
 NETMAP_CHANGED = "netmap.changed"      # {"network", "serial"} -> AgentConsumer.netmap_changed
 AGENT_REVOKE = "agent.revoke"          # {"reason": str} -> AgentConsumer.agent_revoke (closes 4403)
-TELEMETRY_UPDATE = "telemetry.update"  # {"network", "node", "links": [...]} -> dashboard consumers
-PRESENCE_UPDATE = "presence.update"    # {"network", "node", "online": bool} -> dashboard consumers
+TELEMETRY_UPDATE = "telemetry.update"  # {"network", "peer_id"}: new samples -> dashboard consumers
+PRESENCE_UPDATE = "presence.update"    # {"network", "peer_id", "online": bool} -> dashboard consumers
 DASHBOARD_CHANGED = "dashboard.changed"  # an admin write changed a network -> DashboardConsumer
 SESSION_LOGOUT = "session.logout"      # the user logged out -> DashboardConsumer closes the socket
 

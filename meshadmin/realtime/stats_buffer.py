@@ -3,7 +3,8 @@ once a second.
 
 Each socket hands its report to the buffer of its event loop; the first report of a round starts
 a timer, and when it fires every buffered report is stored with telemetry.ingest.ingest_batch in
-one transaction, then each resulting compact update goes to its network's dashboard group.
+one transaction, then each resulting update (network and reporter, no figures: pages re-read
+what they show) goes to its network's dashboard group.
 """
 
 from __future__ import annotations

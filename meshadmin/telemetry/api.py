@@ -2,11 +2,15 @@
 
 GET /api/telemetry/links?network=NAME                      current per-link figures
 GET /api/telemetry/links/<reporter>/<peer>?window=1h       time series of one link (window: 5m..7d)
+
+A link's figures: reporter (current links only), at, peer, path, rtt_ms, tx_bytes_per_s,
+rx_bytes_per_s, tx_frames_per_s, rx_frames_per_s, loss_pct, last_handshake_s (queries.LinkFigures).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from datetime import timedelta
 
 from ninja import Router
@@ -32,6 +36,12 @@ def _viewer(request) -> None:
         raise HttpError(403, "you may not view telemetry")
 
 
+def _plain(f: queries.LinkFigures, *, reporter: bool = True) -> dict:
+    head = {"reporter": f.reporter} if reporter else {}
+    return {**head, "at": f.at.isoformat(), "peer": f.peer, "path": f.path, "rtt_ms": f.rtt_ms,
+            **asdict(f.rates), "last_handshake_s": f.last_handshake_s}
+
+
 def _window(text: str) -> timedelta:
     m = _WINDOW.match(text or "")
     if not m:
@@ -48,7 +58,7 @@ def current_links(request, network: str = "default"):
     net = Network.objects.filter(name=network).first()
     if net is None:
         raise HttpError(404, "no such network")
-    return {"network": net.name, "links": queries.current_links(net.pk)}
+    return {"network": net.name, "links": [_plain(f) for f in queries.current_links(net.pk)]}
 
 
 @router.get("/links/{reporter}/{peer}", auth=django_auth)
@@ -59,5 +69,6 @@ def link_series(request, reporter: str, peer: str, window: str = "1h"):
     node = Node.objects.filter(peer_id=reporter).first()
     if node is None:
         raise HttpError(404, "no such node")
-    return {"reporter": reporter, "peer": peer, "window": window,
-            **queries.link_series(node.pk, peer, _window(window))}
+    resolution, points = queries.link_series(node, peer, _window(window))
+    return {"reporter": reporter, "peer": peer, "window": window, "resolution": resolution,
+            "points": [_plain(f, reporter=False) for f in points]}

@@ -1,16 +1,20 @@
-"""Check an agent's counter report, store per-link samples, and build the dashboard update.
+"""Store an agent's counter reports as per-link samples.
 
-The agent sends totals since it started (status --json fields). The consumer keeps the previous
-report of its socket and passes it in; a link's sample is the difference over the interval. The
-first report of a socket, a new peer and a restarted agent (smaller uptime or totals) only set
-the baseline. Peers that are not nodes of the reporter's network are dropped. The consumer
-buffers reports and stores them with ingest_batch about once a second, so a thousand agents
-reporting every 2 s cost one transaction per second, not five hundred.
+The agent sends totals since it started (nodeagent.protocol.counters.PeerCounters, the counters
+of its status --json). The consumer keeps the previous report of its socket and passes it in; a
+link's sample is the difference over the interval (counters.difference). The first report of a
+socket, a new peer and a restarted agent (smaller uptime) only set the baseline. Peers that are
+not nodes of the reporter's network are dropped; the consumer has already refused reports that
+list more peers than the network has (realtime/consumers.py). The consumer buffers reports and
+stores them with ingest_batch about once a second, so a thousand agents reporting every 2 s cost
+one transaction per second, not five hundred.
+
+Nothing here computes rates: readers derive them from the stored samples (queries.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from django.db import transaction
@@ -18,12 +22,11 @@ from django.utils import timezone
 
 from meshadmin.mesh.models import Node
 from nodeagent.protocol import messages
+from nodeagent.protocol.counters import difference
 
 from .models import Presence, Resolution, Sample
 
-__all__ = ["MAX_PEERS_PER_REPORT", "Report", "Reporter", "ingest", "ingest_batch", "link_figures"]
-
-MAX_PEERS_PER_REPORT = 1024
+__all__ = ["Report", "Reporter", "ingest", "ingest_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,27 +34,6 @@ class Reporter:
     pk: int
     peer_id: str
     network_id: int
-
-
-def _delta(cur: int, prev: int) -> int:
-    return cur - prev if cur >= prev else cur  # smaller total: the agent restarted its counters
-
-
-def link_figures(sample: Sample) -> dict:
-    """Rates of one sample, as the dashboard and the API show them."""
-    interval = sample.interval_s or 1.0
-    expected = sample.rx_frames + sample.lost_frames
-    return {
-        "peer": sample.peer_id,
-        "path": sample.path,
-        "rtt_ms": sample.rtt_ms,
-        "tx_bytes_per_s": round(sample.tx_bytes / interval, 1),
-        "rx_bytes_per_s": round(sample.rx_bytes / interval, 1),
-        "tx_frames_per_s": round(sample.tx_frames / interval, 2),
-        "rx_frames_per_s": round(sample.rx_frames / interval, 2),
-        "loss_pct": round(100.0 * sample.lost_frames / expected, 3) if expected else 0.0,
-        "last_handshake_s": sample.last_handshake_s,
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +48,8 @@ class Report:
 
 def ingest_batch(reports: list[Report], now: datetime | None = None) -> list[dict]:
     """Store the samples of many reports in one transaction (a few queries, whatever their number);
-    returns one compact dashboard update per report that produced samples."""
+    returns one dashboard update `{"network", "peer_id"}` (network id, reporter) per report that
+    produced samples: pages re-read what they show, so the update carries no figures."""
     now = now or timezone.now()
     if not reports:
         return []
@@ -77,8 +60,7 @@ def ingest_batch(reports: list[Report], now: datetime | None = None) -> list[dic
                   and r.stats.uptime_s >= r.previous.uptime_s]
         wanted: dict[int, set[str]] = {}
         for r in usable:
-            wanted.setdefault(r.reporter.network_id, set()).update(
-                p.peer_id for p in r.stats.peers[:MAX_PEERS_PER_REPORT])
+            wanted.setdefault(r.reporter.network_id, set()).update(p.peer_id for p in r.stats.peers)
         known: set[tuple[int, str]] = set()
         for network_id, ids in wanted.items():
             known.update((network_id, pid) for pid in Node.objects.filter(
@@ -89,24 +71,20 @@ def ingest_batch(reports: list[Report], now: datetime | None = None) -> list[dic
             if rows:
                 per_report.append((r, rows))
         Sample.objects.bulk_create([s for _, rows in per_report for s in rows])
-    return [{"network": r.reporter.network_id, "peer_id": r.reporter.peer_id, "ts": now.isoformat(),
-             "links": [link_figures(s) for s in rows]} for r, rows in per_report]
+    return [{"network": r.reporter.network_id, "peer_id": r.reporter.peer_id} for r, _ in per_report]
 
 
 def _samples(r: Report, known: set[tuple[int, str]], now: datetime) -> list[Sample]:
     before = {p.peer_id: p for p in r.previous.peers}
     rows = []
-    for p in r.stats.peers[:MAX_PEERS_PER_REPORT]:
+    for p in r.stats.peers:
         old = before.get(p.peer_id)
         if old is None or p.peer_id == r.reporter.peer_id or (r.reporter.network_id, p.peer_id) not in known:
             continue
         rows.append(Sample(
             network_id=r.reporter.network_id, node_id=r.reporter.pk, peer_id=p.peer_id,
             resolution=Resolution.RAW, ts=now, interval_s=r.interval_s, path=p.path, rtt_ms=p.rtt_ms,
-            last_handshake_s=p.last_handshake_s,
-            tx_bytes=_delta(p.tx_bytes, old.tx_bytes), rx_bytes=_delta(p.rx_bytes, old.rx_bytes),
-            tx_frames=_delta(p.tx_frames, old.tx_frames), rx_frames=_delta(p.rx_frames, old.rx_frames),
-            lost_frames=_delta(p.lost_frames, old.lost_frames)))
+            last_handshake_s=p.last_handshake_s, **asdict(difference(p, old))))
     return rows
 
 

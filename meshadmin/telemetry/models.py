@@ -17,9 +17,10 @@ class Resolution(models.IntegerChoices):
 class Sample(models.Model):
     """What one node saw on its link to one peer during `interval_s` seconds ending at `ts`.
 
-    Counters are *deltas* over the interval (the agent reports totals since it started; ingest
-    subtracts the previous report and treats a smaller total as an agent restart). A minute row
-    sums the raw rows of that minute; `rtt_ms` is their mean.
+    The traffic columns are *deltas* over the interval, named as the agent's counters
+    (nodeagent.protocol.counters: ingest stores `difference` of two reports, which treats a
+    smaller total as an agent restart; readers derive rates with `rates`). A minute row sums the
+    raw rows of that minute; `rtt_ms` is their mean.
     """
 
     network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="+")

@@ -1,20 +1,62 @@
-"""Read side of telemetry: current per-link figures and per-link time series (API and dashboard)."""
+"""Reading telemetry from the database: per-link samples and node presence. Never writes.
+
+The read side of this app for its two readers, the telemetry API (api.py) and the dashboard
+(meshadmin/dashboard/queries.py, which shapes what it gets here for its pages). This module
+knows the telemetry models and their queries; what it returns is plain data: `LinkFigures`
+(one reporter's figures for one link, with datetimes, not text), `NodePresence`, sample rows
+for charts, byte totals. A sample's rates and loss come from nodeagent.protocol.counters.rates,
+the one place they are derived.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db.models import Sum
 from django.utils import timezone
 
-from .ingest import link_figures
+from meshadmin.mesh.models import Node
+from nodeagent.protocol.counters import Rates, rates
+
 from .models import Presence, Resolution, Sample
 
-__all__ = ["CURRENT_WINDOW", "current_links", "link_series", "online_nodes"]
+__all__ = [
+    "CURRENT_WINDOW",
+    "OFFLINE",
+    "LinkFigures",
+    "NodePresence",
+    "current_links",
+    "figures",
+    "link_samples",
+    "link_series",
+    "presence",
+    "received_bytes",
+]
 
 CURRENT_WINDOW = timedelta(seconds=10)  # a link's figures are "current" for a few report intervals
 
 
-def current_links(network_id: int, now: datetime | None = None) -> list[dict]:
+@dataclass(frozen=True, slots=True)
+class LinkFigures:
+    """What one node (`reporter`) saw on its link to `peer` during the sample ending at `at`."""
+
+    reporter: str  # peer id of the node that reported
+    at: datetime
+    peer: str  # peer id of the other end
+    path: str  # "direct" or "relay:<peer id>"
+    rtt_ms: float | None
+    last_handshake_s: float | None
+    rates: Rates  # tx/rx bytes and frames per second, loss_pct (counters.rates)
+
+
+def figures(sample: Sample, reporter: str) -> LinkFigures:
+    return LinkFigures(reporter=reporter, at=sample.ts, peer=sample.peer_id, path=sample.path,
+                       rtt_ms=sample.rtt_ms, last_handshake_s=sample.last_handshake_s,
+                       rates=rates(sample, sample.interval_s))
+
+
+def current_links(network_id: int, now: datetime | None = None) -> list[LinkFigures]:
     """The newest raw sample of every (reporter, peer) link of the network seen in CURRENT_WINDOW."""
     now = now or timezone.now()
     rows = (Sample.objects.filter(network_id=network_id, resolution=Resolution.RAW,
@@ -26,19 +68,51 @@ def current_links(network_id: int, now: datetime | None = None) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        out.append({"reporter": s.node.peer_id, "at": s.ts.isoformat(), **link_figures(s)})
+        out.append(figures(s, s.node.peer_id))
     return out
 
 
-def link_series(node_pk: int, peer_id: str, window: timedelta, now: datetime | None = None) -> dict:
-    """Points of one link, oldest first: raw samples for windows up to 1 h, minute rows beyond."""
+def link_series(node: Node, peer_id: str, window: timedelta,
+                now: datetime | None = None) -> tuple[str, list[LinkFigures]]:
+    """("raw" or "1m", points of one link, oldest first): raw samples for windows up to 1 h,
+    minute rows beyond."""
     now = now or timezone.now()
     resolution = Resolution.RAW if window <= timedelta(hours=1) else Resolution.MINUTE
-    rows = Sample.objects.filter(node_id=node_pk, peer_id=peer_id, resolution=resolution,
+    rows = Sample.objects.filter(node_id=node.pk, peer_id=peer_id, resolution=resolution,
                                  ts__gte=now - window).order_by("ts")
-    return {"resolution": "raw" if resolution == Resolution.RAW else "1m",
-            "points": [{"at": s.ts.isoformat(), **link_figures(s)} for s in rows]}
+    return ("raw" if resolution == Resolution.RAW else "1m"), [figures(s, node.peer_id) for s in rows]
 
 
-def online_nodes(node_pks: list[int]) -> dict[int, bool]:
-    return dict(Presence.objects.filter(node_id__in=node_pks).values_list("node_id", "online"))
+def link_samples(node: Node, since: datetime, until: datetime) -> list[Sample]:
+    """The node's raw samples of every link in [since, until], oldest first (for its charts)."""
+    return list(
+        Sample.objects.filter(node=node, resolution=Resolution.RAW, ts__gte=since, ts__lte=until)
+        .order_by("ts")
+        .only("peer_id", "ts", "interval_s", "rtt_ms", "tx_bytes", "rx_bytes", "tx_frames", "rx_frames",
+              "lost_frames")
+    )
+
+
+def received_bytes(network_id: int, since: datetime, until: datetime) -> int:
+    """Bytes received over all links of the network in [since, until] (each byte counted once:
+    by the node that received it)."""
+    total = (Sample.objects.filter(network_id=network_id, resolution=Resolution.RAW, ts__gte=since,
+                                   ts__lte=until)
+             .aggregate(rx=Sum("rx_bytes"))["rx"])
+    return int(total or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class NodePresence:
+    online: bool = False  # the agent's websocket is open
+    last_seen: datetime | None = None  # last activity on that websocket
+
+
+OFFLINE = NodePresence()
+
+
+def presence(peer_ids: list[str]) -> dict[str, NodePresence]:
+    """peer id -> NodePresence; nodes that never connected are absent (use OFFLINE)."""
+    rows = Presence.objects.filter(node__peer_id__in=peer_ids).values_list("node__peer_id", "online",
+                                                                          "last_seen")
+    return {pid: NodePresence(bool(online), last_seen) for pid, online, last_seen in rows}

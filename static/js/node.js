@@ -1,7 +1,8 @@
 // Node page: charts of the last hour (uPlot), refreshed on live events.
 //
 // The series come from data-series-url as aligned arrays:
-//   {t: [unix s], rx: [B/s], tx: [B/s], peers: [{peer_id, name, rtt: [ms], loss: [%]}]}
+//   {t: [unix s], rx_bytes_per_s: [...], tx_bytes_per_s: [...],
+//    peers: [{peer_id, name, rtt_ms: [...], loss_pct: [...]}]}
 // with null where a bucket has no sample. Peer names are only used as uPlot series labels,
 // which uPlot writes with textContent.
 (function () {
@@ -21,9 +22,9 @@
       palette: [v("--accent"), v("--ok"), v("--warn"), v("--relay"), v("--bad"), v("--muted")] };
   }
 
-  function bits(bps) {
-    if (bps === null || bps === undefined) return "–";
-    let n = bps * 8, i = 0;
+  function bits(bytesPerS) {
+    if (bytesPerS === null || bytesPerS === undefined) return "–";
+    let n = bytesPerS * 8, i = 0;
     const u = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s"];
     while (n >= 1000 && i < u.length - 1) { n /= 1000; i += 1; }
     return n.toFixed(n >= 100 || i === 0 ? 0 : 1) + " " + u[i];
@@ -63,10 +64,11 @@
     const has = d.t && d.t.length > 0;
     if (empty) empty.hidden = has;
     if (!has) return;
-    draw("chart-rate", [{ label: "rx", stroke: c.rx }, { label: "tx", stroke: c.tx }], [d.t, d.rx, d.tx], bits);
-    draw("chart-rtt", d.peers.map((p) => ({ label: p.name })), [d.t].concat(d.peers.map((p) => p.rtt)),
+    draw("chart-rate", [{ label: "rx", stroke: c.rx }, { label: "tx", stroke: c.tx }],
+      [d.t, d.rx_bytes_per_s, d.tx_bytes_per_s], bits);
+    draw("chart-rtt", d.peers.map((p) => ({ label: p.name })), [d.t].concat(d.peers.map((p) => p.rtt_ms)),
       (v) => (v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0) + " ms"));
-    draw("chart-loss", d.peers.map((p) => ({ label: p.name })), [d.t].concat(d.peers.map((p) => p.loss)),
+    draw("chart-loss", d.peers.map((p) => ({ label: p.name })), [d.t].concat(d.peers.map((p) => p.loss_pct)),
       (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " %"));
   }
 

@@ -63,9 +63,9 @@
   }
 
   // Formatting ---------------------------------------------------------------
-  function rate(bps) {
-    if (bps === null || bps === undefined) return "–";
-    const bits = bps * 8;
+  function rate(bytesPerS) {
+    if (bytesPerS === null || bytesPerS === undefined) return "–";
+    const bits = bytesPerS * 8;
     const units = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s"];
     let i = 0, n = bits;
     while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
@@ -74,13 +74,13 @@
   function ms(v) { return v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0) + " ms"; }
   function pct(v) { return v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0) + " %"; }
 
-  function widthFor(bps) { // 1.5 .. 8 px on a log scale of bytes/s
-    if (!bps || bps <= 0) return 1.5;
-    return Math.max(1.5, Math.min(8, 1.5 + Math.log10(1 + bps) * 0.9));
+  function widthFor(bytesPerS) { // 1.5 .. 8 px on a log scale of bytes/s
+    if (!bytesPerS || bytesPerS <= 0) return 1.5;
+    return Math.max(1.5, Math.min(8, 1.5 + Math.log10(1 + bytesPerS) * 0.9));
   }
 
   function prepare(graph) {
-    graph.edges.forEach((e) => { e.data.w = widthFor(e.data.rate_bps); });
+    graph.edges.forEach((e) => { e.data.w = widthFor(e.data.bytes_per_s); });
     return graph;
   }
 
@@ -255,8 +255,8 @@
       a + " ⇄ " + b,
       d.path === "relay" ? "relayed via " + (d.via_name || d.via.slice(0, 12)) : "direct",
       "RTT " + ms(d.rtt_ms) + " · loss " + pct(d.loss_pct),
-      a + " → " + b + ": " + rate(d.fwd_bps),
-      b + " → " + a + ": " + rate(d.back_bps),
+      a + " → " + b + ": " + rate(d.tx_bytes_per_s), // the edge's figures are its source's view
+      b + " → " + a + ": " + rate(d.rx_bytes_per_s),
     ]);
   });
   cy.on("mouseover", "node", (evt) => {

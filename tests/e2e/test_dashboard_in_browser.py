@@ -25,7 +25,7 @@ MAP_STATE = """() => {
     nodes: el.cy.nodes().map(n => ({id: n.id(), label: n.data('label'), state: n.data('state'),
                                     hub: n.data('hub'), x: n.position('x'), y: n.position('y')})),
     edges: el.cy.edges().map(e => ({id: e.id(), path: e.data('path'), quality: e.data('quality'),
-                                    rate: e.data('rate_bps')})),
+                                    rate: e.data('bytes_per_s')})),
   };
 }"""
 

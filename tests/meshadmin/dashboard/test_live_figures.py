@@ -75,7 +75,7 @@ def test_the_map_graph_draws_the_link_and_greys_the_offline_node(admin, live):
     (edge,) = graph["edges"]
     assert {edge["data"]["source"], edge["data"]["target"]} == {live["uk"].peer_id, live["belgium"].peer_id}
     assert edge["data"]["path"] == "direct" and edge["data"]["quality"] == "good"
-    assert edge["data"]["rate_bps"] == pytest.approx(375_000)
+    assert edge["data"]["bytes_per_s"] == pytest.approx(375_000)
 
 
 def test_a_relayed_lossy_link_is_marked_and_leads_the_worst_links(admin, live, enroll_node):
@@ -102,11 +102,11 @@ def test_a_revoked_node_leaves_the_map_and_its_links_go(admin, live, csrf_post):
 
 def test_the_hour_series_has_traffic_and_per_peer_rtt(admin, live):
     data = admin.get(f"/nodes/{live['belgium'].peer_id}/series.json").json()
-    assert 1 <= len(data["t"]) == len(data["rx"]) == len(data["tx"]) <= 120
-    assert max(v for v in data["rx"] if v is not None) == pytest.approx(125_000)
+    assert 1 <= len(data["t"]) == len(data["rx_bytes_per_s"]) == len(data["tx_bytes_per_s"]) <= 120
+    assert max(v for v in data["rx_bytes_per_s"] if v is not None) == pytest.approx(125_000)
     (peer,) = data["peers"]
-    assert peer["name"] == "uk" and len(peer["rtt"]) == len(data["t"])
-    assert 12.0 in peer["rtt"] and 0.0 in peer["loss"]
+    assert peer["name"] == "uk" and len(peer["rtt_ms"]) == len(data["t"])
+    assert 12.0 in peer["rtt_ms"] and 0.0 in peer["loss_pct"]
     assert admin.get(f"/nodes/{live['xss'].peer_id}/series.json").json()["t"] == []
 
 

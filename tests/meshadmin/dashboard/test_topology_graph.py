@@ -4,7 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from meshadmin.dashboard.topology import LinkReport, NodeInfo, build_graph, link_quality
+from meshadmin.dashboard.topology import NodeInfo, build_graph, link_quality
+from meshadmin.telemetry.queries import LinkFigures
+from nodeagent.protocol.counters import Rates
 
 NOW = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
 A, B, C, HUB = "a" * 40, "b" * 40, "c" * 40, "f" * 40
@@ -15,7 +17,8 @@ def node(peer_id, name, online=True, public=False, revoked=False):
 
 
 def report(reporter, peer, *, path="direct", rtt=10.0, loss=0.0, rx=100.0, tx=200.0, age=1, hs=5.0):
-    return LinkReport(reporter, peer, path, rtt, loss, rx, tx, hs, NOW - timedelta(seconds=age))
+    at = NOW - timedelta(seconds=age)
+    return LinkFigures(reporter, at, peer, path, rtt, hs, Rates(tx, rx, 0.0, 0.0, loss))
 
 
 NODES = [node(A, "alpha"), node(B, "bravo"), node(HUB, "uk", public=True), node(C, "charlie", online=False)]
@@ -50,11 +53,11 @@ def test_both_ends_reporting_one_link_make_a_single_edge_with_a_stable_id():
 
 def test_traffic_each_way_is_taken_from_the_sender_when_it_reported():
     only_target = build_graph(NODES, [report(B, A, rx=300.0, tx=700.0)], NOW)["edges"][0]["data"]
-    assert only_target["fwd_bps"] == 300.0, "A -> B seen by B as received"
-    assert only_target["back_bps"] == 700.0
+    assert only_target["tx_bytes_per_s"] == 300.0, "A -> B seen by B as received"
+    assert only_target["rx_bytes_per_s"] == 700.0
     both = build_graph(NODES, [report(B, A, rx=300.0, tx=700.0), report(A, B, rx=650.0, tx=310.0)], NOW)
     data = both["edges"][0]["data"]
-    assert (data["fwd_bps"], data["back_bps"], data["rate_bps"]) == (310.0, 650.0, 960.0)
+    assert (data["tx_bytes_per_s"], data["rx_bytes_per_s"], data["bytes_per_s"]) == (310.0, 650.0, 960.0)
 
 
 def test_a_relayed_link_is_marked_relay_and_names_the_relay():

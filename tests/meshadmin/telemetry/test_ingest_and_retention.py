@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from meshadmin.mesh.models import Node
-from meshadmin.telemetry import ingest, presence, tasks
+from meshadmin.telemetry import ingest, presence, queries, tasks
 from meshadmin.telemetry.models import Presence, Resolution, Sample
 from nodeagent.protocol import messages
 from nodeagent.protocol.counters import PeerCounters
@@ -36,16 +36,16 @@ def test_the_first_report_is_only_a_baseline(link):
     assert Sample.objects.count() == 0
 
 
-def test_the_next_report_stores_the_difference_and_returns_rates(link):
+def test_the_next_report_stores_the_difference_and_readers_get_its_rates(link):
     reporter, peer = link
     first = report(2, peer, 1000, 10, 0)
     update = ingest.ingest(reporter, report(4, peer, 5000, 28, 2, rtt=3.5), first, 2.0, T0)
     s = Sample.objects.get()
     assert (s.tx_bytes, s.rx_frames, s.lost_frames, s.interval_s) == (4000, 18, 2, 2.0)
-    fig = update["links"][0]
-    assert fig["peer"] == peer and fig["tx_bytes_per_s"] == 2000.0 and fig["rtt_ms"] == 3.5
-    assert fig["loss_pct"] == pytest.approx(10.0)
-    assert update["peer_id"] == reporter.peer_id and update["network"] == reporter.network_id
+    (fig,) = queries.current_links(reporter.network_id, T0)
+    assert fig.peer == peer and fig.rates.tx_bytes_per_s == 2000.0 and fig.rtt_ms == 3.5
+    assert fig.rates.loss_pct == pytest.approx(10.0)
+    assert update == {"peer_id": reporter.peer_id, "network": reporter.network_id}, "no figures nobody reads"
 
 
 def test_a_restarted_agent_sets_a_new_baseline(link):
