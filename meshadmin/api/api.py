@@ -12,6 +12,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from meshadmin.mesh.services.errors import ServiceError
+from meshadmin.telemetry.api import router as telemetry_router
 
 from .endpoints import router
 
@@ -78,4 +79,4 @@ def _http_error(request, exc: HttpError):
 
 
 api.add_router("/", router)
-api.add_router("/telemetry/", "meshadmin.telemetry.api.router")
+api.add_router("/telemetry/", telemetry_router)

@@ -18,10 +18,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from meshadmin.mesh.models import Network
+from meshadmin.mesh.permissions import can_view
 from meshadmin.realtime.groups import ALL_DASHBOARDS_GROUP, SESSION_LOGOUT, user_group
 from meshadmin.realtime.groups import dashboard_group as network_group
-
-from .permissions import can_view
 
 log = logging.getLogger(__name__)
 

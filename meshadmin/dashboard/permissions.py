@@ -1,8 +1,8 @@
-"""Who may look and who may change things in the dashboard.
+"""The dashboard's page guard: login required, viewers read, only staff write.
 
-Staff users administer. Members of the VIEWER_GROUP may look at everything and change nothing.
-Any other account (logged in, but neither) gets 403 on every page. Writes by anyone but staff
-are refused with 403 before a form is even read.
+The roles themselves (`can_view`, `can_edit`, the viewer group) are meshadmin/mesh/permissions.py.
+Any account that may not view gets 403 on every page; writes by anyone but staff are refused with
+403 before a form is even read.
 """
 
 from __future__ import annotations
@@ -12,26 +12,11 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 
-__all__ = ["VIEWER_GROUP", "can_edit", "can_view", "dashboard_view"]
+from meshadmin.mesh.permissions import can_edit, can_view
 
-VIEWER_GROUP = "meshadmin-viewers"
+__all__ = ["dashboard_view"]
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def can_edit(user) -> bool:
-    return bool(user.is_authenticated and user.is_active and user.is_staff)
-
-
-def can_view(user) -> bool:
-    if not (user.is_authenticated and user.is_active):
-        return False
-    if user.is_staff:
-        return True
-    cached = getattr(user, "_meshadmin_viewer", None)
-    if cached is None:
-        cached = user.groups.filter(name=VIEWER_GROUP).exists()
-        user._meshadmin_viewer = cached
-    return cached
 
 
 def dashboard_view(view):

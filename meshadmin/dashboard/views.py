@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
+from meshadmin.mesh.permissions import can_edit
 from meshadmin.mesh.services import ServiceError
 from meshadmin.mesh.services.common import user_actor
 from meshadmin.mesh.services.networks import get_or_create_network
@@ -41,7 +42,7 @@ from .forms import (
     RouteCreateForm,
     TokenCreateForm,
 )
-from .permissions import can_edit, dashboard_view
+from .permissions import dashboard_view
 
 AGENT_STATE_DIR = "/var/lib/shadowmesh"
 

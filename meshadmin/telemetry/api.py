@@ -17,8 +17,8 @@ from ninja import Router
 from ninja.errors import HttpError
 from ninja.security import django_auth
 
-from meshadmin.dashboard.permissions import can_view
 from meshadmin.mesh.models import Network, Node
+from meshadmin.mesh.permissions import can_view
 from nodeagent.protocol.identity import PEER_ID_RE
 
 from . import queries

@@ -36,7 +36,7 @@ def admin_user(db):
 
 @pytest.fixture
 def viewer_user(db):
-    from meshadmin.dashboard.permissions import VIEWER_GROUP
+    from meshadmin.mesh.permissions import VIEWER_GROUP
 
     user = User.objects.create_user("victor", password=PASSWORD)
     user.groups.add(Group.objects.get_or_create(name=VIEWER_GROUP)[0])

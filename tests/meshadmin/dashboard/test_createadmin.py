@@ -7,7 +7,7 @@ from django.contrib.auth import authenticate
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from meshadmin.dashboard.permissions import VIEWER_GROUP, can_edit, can_view
+from meshadmin.mesh.permissions import VIEWER_GROUP, can_edit, can_view
 
 pytestmark = pytest.mark.django_db
 

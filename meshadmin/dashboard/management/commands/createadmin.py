@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from meshadmin.dashboard.permissions import VIEWER_GROUP
+from meshadmin.mesh.permissions import VIEWER_GROUP
 
 PASSWORD_BYTES = 18  # 24 URL-safe characters
 
