@@ -7,7 +7,7 @@ Life of a socket:
   2. authenticated: join groups node.<peer id> and agents.<network>, mark presence, send the
      full netmap.
   3. then: on `netmap.changed` the socket computes its own map from the process's shared
-     NetworkView (views.py) and sends the delta against what it last sent; if the node is no
+     NetworkView (netmap_cache.py) and sends the delta against what it last sent; if the node is no
      longer an active member (revoked, deleted) it closes with 4403. The agent's
      `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
      the address the server saw), `stats` are buffered, stored in batches (stats_buffer.py) and
@@ -41,8 +41,8 @@ from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.strict import MessageError
 
 from . import auth, groups, tasks
+from .netmap_cache import current_serial, view_cache
 from .stats_buffer import stats_buffer
-from .views import current_serial, view_cache
 
 __all__ = ["AgentConsumer"]
 

@@ -7,7 +7,7 @@
     push_netmaps: delete the pending key, read the network serial,
         group_send(agents.<network>, netmap.changed {network, serial})
     each AgentConsumer: the process's NetworkView at >= serial (loaded once per process, see
-        views.py) -> compute.netmap_for(itself) -> delta against what its socket last got -> send;
+        netmap_cache.py) -> compute.netmap_for(itself) -> delta against what its socket last got -> send;
         a node that is no longer active (revoked, deleted) closes its own socket (4403)
 
 The event is a few bytes whatever the network's size: each server process reads the snapshot

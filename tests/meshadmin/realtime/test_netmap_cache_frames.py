@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshadmin.realtime.views import ViewCache
+from meshadmin.realtime.netmap_cache import ViewCache
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 
