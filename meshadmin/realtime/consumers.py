@@ -11,7 +11,10 @@ Life of a socket:
      longer an active member (revoked, deleted) it closes with 4403. The agent's
      `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
      the address the server saw), `stats` are buffered, stored in batches (stats_buffer.py) and
-     forwarded to dashboard.<network>.
+     announced to dashboard.<network>. A stats frame is refused before it is decoded when it
+     comes within MIN_STATS_INTERVAL_S of the last one decoded, or when it is larger than a
+     report of the network's size can be; a decoded report listing more peers than that is not
+     stored either (`_stats_wanted`, `_receive_stats`).
   4. A revocation made through the services reaches the socket as the next `netmap.changed`
      (the node is no longer a member: closed with 4403, ≤ the debounce after the commit);
      `agent.revoke` sent to node.<peer id> closes it at once the same way.
@@ -49,7 +52,13 @@ __all__ = ["AgentConsumer"]
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTH_TIMEOUT_S = 5.0
-MIN_STATS_INTERVAL_S = 0.5  # reports faster than this are dropped, not stored
+MIN_STATS_INTERVAL_S = 0.5  # stats frames faster than this are dropped undecoded (agents send every 2 s)
+# A report may list this many peers more than the network this socket was last sent has members.
+# The agent reports the peers of the last map it applied; when nodes leave the network, the view
+# we last sent is already smaller while the agent's next report may still name them (it drops them
+# as it applies the map, within milliseconds, and reports every 2 s). 16 covers any ordinary change;
+# a larger mass removal costs at most a report or two, dropped (the next one is stored as usual).
+STATS_PEER_SLACK = 16
 
 
 def auth_timeout() -> float:
@@ -109,8 +118,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.nonce: bytes | None = None
         self.sent: compute.NetworkView | None = None  # the view this socket's map came from
         self.closing = False
-        self.last_stats: messages.Stats | None = None
+        self.last_stats: messages.Stats | None = None  # the last report stored, and when it came
         self.last_stats_at = 0.0
+        self.stats_window_at: float | None = None  # when the last stats frame was let through to decoding
+        self.max_peers = STATS_PEER_SLACK  # the report cap (`_peer_cap`), kept while `sent` is None
+        self.stats_refused = 0
         loop = asyncio.get_running_loop()
         tasks.register_loop(loop)
         await self.accept()
@@ -183,6 +195,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._close(CloseCode.MALFORMED, "binary msgpack frames only")
             return
         try:
+            if (self.agent is not None and messages.frame_type(bytes_data) == "stats"
+                    and not self._stats_wanted(len(bytes_data))):
+                return
             msg = messages.decode_agent_message(bytes_data)
         except MessageError as exc:
             await self._close(exc.code, str(exc))
@@ -225,11 +240,35 @@ class AgentConsumer(AsyncWebsocketConsumer):
         except ServiceError as exc:
             log.info("endpoint report of %s refused: %s", self.agent.peer_id, exc)
 
+    def _peer_cap(self) -> int:
+        """The most peers a report of this node may list: its network's members, plus slack."""
+        if self.sent is not None:
+            self.max_peers = len(self.sent.members) + STATS_PEER_SLACK
+        return self.max_peers
+
+    def _stats_wanted(self, size: int) -> bool:
+        """Whether a stats frame of `size` bytes is worth decoding (it opens a new throttle window)."""
+        now = time.monotonic()
+        if self.stats_window_at is not None and now - self.stats_window_at < MIN_STATS_INTERVAL_S:
+            return False
+        if size > messages.max_stats_size(self._peer_cap()):
+            self._refused(f"a {size}-byte report")
+            return False
+        self.stats_window_at = now
+        return True
+
+    def _refused(self, what: str) -> None:
+        self.stats_refused += 1
+        if self.stats_refused == 1:  # once per socket: a flood must not become a log flood
+            log.info("agent %s: %s is larger than a network of %d peers needs; dropped", self.agent.peer_id,
+                     what, self.max_peers - STATS_PEER_SLACK)
+
     async def _receive_stats(self, msg: messages.Stats) -> None:
+        if len(msg.peers) > self._peer_cap():
+            self._refused(f"a report of {len(msg.peers)} peers")
+            return
         now = time.monotonic()
         interval = now - self.last_stats_at if self.last_stats is not None else 0.0
-        if self.last_stats is not None and interval < MIN_STATS_INTERVAL_S:
-            return
         reporter = ingest.Reporter(self.agent.pk, self.agent.peer_id, self.agent.network_id)
         stats_buffer().add(ingest.Report(reporter, msg, self.last_stats, interval))
         self.last_stats, self.last_stats_at = msg, now

@@ -182,10 +182,12 @@ def encode(msg: ServerMessage | AgentMessage) -> bytes:
     return data
 
 
+_STATS_HEAD = len(encode(Stats(0.5, ()))) + 4  # an empty report; its list header grows to 5 bytes
+
+
 def max_stats_size(peers: int) -> int:
     """The largest a valid `stats` frame listing at most `peers` peers can be, in bytes."""
-    head = len(encode(Stats(0.5, ()))) + 4  # the list header grows from 1 byte to at most 5
-    return head + peers * MAX_ENCODED_SIZE
+    return _STATS_HEAD + peers * MAX_ENCODED_SIZE
 
 
 # ----------------------------------------------------------------------------- strict decoding
