@@ -12,7 +12,6 @@ empty SHADOWMESH_ALLOWED_HOSTS.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from meshadmin.datadir import private_dir, private_file, write_private_file
 from meshadmin.env import env_bool, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ DATA_DIR = env_path(
     BASE_DIR / "data",
     "Directory for the embedded SQLite database and the generated secret key (default: <project>/data)",
 )
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+private_dir(DATA_DIR)  # 0700 whatever the umask (meshadmin/datadir.py)
 
 PRODUCTION = env_bool(
     "SHADOWMESH_PRODUCTION", False, "1 = deployment hardening: secure cookies, HSTS, SSL redirect, no DEBUG"
@@ -49,16 +49,13 @@ def _load_secret_key() -> str:
             raise ImproperlyConfigured("SHADOWMESH_SECRET_KEY must be at least 50 characters")
         return from_env
     path = DATA_DIR / "secret_key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_text().strip()
-        if len(key) < 50:
-            raise ImproperlyConfigured(f"{path} is too short; delete it to regenerate") from None
-        return key
     key = secrets.token_urlsafe(50)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    if write_private_file(path, (key + "\n").encode()):
+        return key
+    private_file(path)  # one written before the data directory was private
+    key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path} is too short; delete it to regenerate")
     return key
 
 
@@ -135,6 +132,7 @@ DB_POOL_MAX_SIZE = env_int(
     "SHADOWMESH_DB_POOL_MAX_SIZE", 20, "PostgreSQL connection pool size per process (0 = no pool)"
 )
 if DATABASE_URL is None:
+    private_file(DATA_DIR / "db.sqlite3", sqlite=True)  # before SQLite creates it with the umask
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

@@ -43,6 +43,13 @@ NODES = [  # name, underlay address, public hub?
 BLOCKED = ("belgium", "starlink")  # these two only meet through the hub
 
 
+def private_state_dir() -> None:
+    """The demo's state directory (node keys, logs, the record of what it made) is the owner's
+    only, whatever the umask; the server's data directory is made private by its settings."""
+    STATE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(STATE, 0o700)
+
+
 def manage(*args: str, env: dict) -> str:
     return sh(PY, str(ROOT / "manage.py"), *args, env=env, timeout=300).stdout
 
@@ -164,7 +171,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("demo: needs root (it creates network namespaces and TUN devices)", file=sys.stderr)
         return 4
-    STATE.mkdir(parents=True, exist_ok=True)
+    private_state_dir()
     for line in sweep(RECORD):  # what a killed run left, if anything
         print(f"demo: {line}", file=sys.stderr)
     if args.clean:
