@@ -19,6 +19,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from meshadmin.client_address import parse_trusted_proxies
 from meshadmin.datadir import private_dir, private_file, write_private_file
 from meshadmin.env import env_bool, env_int, env_list, env_path, env_str
 
@@ -192,12 +193,39 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- API limits
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # also enforced as 413 by BodySizeLimitMiddleware
+try:
+    SHADOWMESH_TRUSTED_PROXIES = parse_trusted_proxies(env_list(
+        "SHADOWMESH_TRUSTED_PROXIES", [],
+        "Comma-separated addresses or prefixes of reverse proxies whose X-Forwarded-For is believed",
+    ))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"SHADOWMESH_TRUSTED_PROXIES: {exc}") from None
+_AUTH_RATE = env_int("SHADOWMESH_AUTH_RATE", 120, "Auth challenge/verify requests per minute per address")
 SHADOWMESH_RATE_LIMITS = {
-    # requests per minute per client address
+    # per client address (meshadmin/client_address.py), per minute unless noted
     "enroll": env_int("SHADOWMESH_ENROLL_RATE", 30, "Enrollment requests per minute per client address"),
-    "auth": env_int("SHADOWMESH_AUTH_RATE", 120, "Auth challenge/verify requests per minute per address"),
-    "auth_peer": env_int("SHADOWMESH_AUTH_PEER_RATE", 30, "Auth requests per minute naming one peer id"),
+    "auth": _AUTH_RATE,
+    "auth_peer": env_int(
+        "SHADOWMESH_AUTH_PEER_RATE", 30, "Auth requests per minute from one address naming one peer id"
+    ),
+    "bearer": _AUTH_RATE,  # requests with a bad session token
+    "agent_connect": env_int(
+        "SHADOWMESH_AGENT_CONNECT_RATE", 60, "Agent websocket connections per minute per client address"
+    ),
+    # per node, per ENDPOINT_CHANGE_WINDOW_S (10 minutes)
+    "endpoint_change": env_int(
+        "SHADOWMESH_ENDPOINT_CHANGE_RATE", 10, "Endpoint record changes per node per 10 minutes"
+    ),
 }
+SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS = env_bool(
+    "SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS", False,
+    "1 = accept loopback endpoint addresses from nodes (a lab where every agent runs on this host)",
+)
+
+# --- audit log
+SHADOWMESH_AUDIT_RETENTION_DAYS = env_int(
+    "SHADOWMESH_AUDIT_RETENTION_DAYS", 90, "Days audit events are kept (0 = forever)"
+)
 
 # --- passwords, i18n, static
 AUTH_PASSWORD_VALIDATORS = [

@@ -57,7 +57,7 @@ def _validation_error(request, exc: ValidationError):
 def _service_error(request, exc: ServiceError):
     response = api.create_response(request, {"detail": exc.detail}, status=exc.status)
     if exc.status == 429:
-        response["Retry-After"] = "60"
+        response["Retry-After"] = str(getattr(exc, "retry_after", 60))
     return response
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from ninja import Router, Status
 
+from meshadmin.client_address import request_client_ip
 from meshadmin.mesh.models import Node
 from meshadmin.mesh.services import auth as auth_service
 from meshadmin.mesh.services import enrollment, peers
+from meshadmin.mesh.services.ratelimit import check_rate
 from nodeagent.protocol.identity import PEER_ID_RE
 
 from .auth import NodeSessionAuth
-from .ratelimit import check_rate
 from .schemas import (
     ChallengeIn,
     ChallengeOut,
@@ -43,11 +42,8 @@ _ERRORS = {
 
 
 def client_ip(request) -> str | None:
-    value = request.META.get("REMOTE_ADDR") or ""
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return None
+    """The client's address: the TCP peer, or the client behind a trusted proxy."""
+    return request_client_ip(request)
 
 
 def client_port(request) -> int | None:
@@ -58,10 +54,13 @@ def client_port(request) -> int | None:
     return port if 0 < port < 65536 else None
 
 
-def _check_peer_rate(peer_id: str) -> None:
-    """A second budget per named peer id, so many addresses cannot flood one node's challenges."""
+def _check_auth_rate(ip: str | None, peer_id: str) -> None:
+    """Both budgets of /api/auth/* are the caller's own: per client address, and per client address
+    and named peer id. Nothing is counted per peer id from any address: peer ids are public, and a
+    budget every address shares would let anyone lock a node out of authentication."""
+    check_rate("auth", ip)
     if PEER_ID_RE.match(peer_id):
-        check_rate("auth_peer", peer_id)
+        check_rate("auth_peer", f"{ip}/{peer_id}", what="for this peer id from this address")
 
 
 def _peer_out(node: Node) -> dict:
@@ -108,8 +107,7 @@ def enroll(request, payload: EnrollIn):
 def auth_challenge(request, payload: ChallengeIn):
     """A 32-byte challenge for this peer, valid 60 s, single use."""
     ip = client_ip(request)
-    check_rate("auth", ip)
-    _check_peer_rate(payload.peer_id)
+    _check_auth_rate(ip, payload.peer_id)
     challenge, expires_at = auth_service.issue_challenge(payload.peer_id, source_ip=ip)
     return {"challenge": b64(challenge), "expires_at": expires_at}
 
@@ -118,8 +116,7 @@ def auth_challenge(request, payload: ChallengeIn):
 def auth_verify(request, payload: VerifyIn):
     """Check the ML-DSA-87 signature (context shadowmesh/auth/v1) and open a session."""
     ip = client_ip(request)
-    check_rate("auth", ip)
-    _check_peer_rate(payload.peer_id)
+    _check_auth_rate(ip, payload.peer_id)
     token, expires_at = auth_service.verify_challenge(
         payload.peer_id, payload.challenge, payload.signature, source_ip=ip
     )

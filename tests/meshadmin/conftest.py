@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -80,9 +82,17 @@ class ApiClient:
 
 
 @pytest.fixture(autouse=True)
-def generous_rate_limits(settings):
-    """Most tests send many requests from 127.0.0.1; the rate-limit test sets its own limits."""
+def generous_rate_limits(settings, monkeypatch):
+    """Most tests send many requests from 127.0.0.1; the rate-limit tests set their own limits.
+    Each test counts in a namespace of its own (the counters live in the shared cache, Redis in
+    the PostgreSQL pass, where earlier tests left theirs), and inside one window: a test that
+    happened to straddle the end of a minute would see its counts start again."""
     settings.SHADOWMESH_RATE_LIMITS = {"enroll": 0, "auth": 0, "auth_peer": 0}
+    from meshadmin.mesh.services import ratelimit
+
+    monkeypatch.setattr(ratelimit, "KEY_PREFIX", f"ratelimit-test-{uuid.uuid4().hex}")
+    held = time.time()
+    monkeypatch.setattr(ratelimit, "clock", lambda: held)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
-"""Fixed-window request limits per client address, kept in the Django cache (Redis when
-REDIS_URL is set, so every web process shares the counters).
+"""Fixed-window counters in the Django cache (Redis when REDIS_URL is set, so every server process
+shares them), for the limits of settings.SHADOWMESH_RATE_LIMITS.
 
-The key is REMOTE_ADDR as the ASGI server saw it; X-Forwarded-For is ignored, so a client
-cannot pick its own bucket. Behind a proxy, the proxy must limit too (or set REMOTE_ADDR).
+A limit is a number of events per window for one key. The key says what is limited: a client
+address (meshadmin.client_address: the TCP peer, or the client behind a trusted proxy), a client
+address and a peer id, a node. A limit of 0, or a scope absent from the settings, is unlimited.
 """
 
 from __future__ import annotations
@@ -12,28 +13,51 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
-from meshadmin.mesh.services.errors import ServiceError
+from .errors import RateLimited
 
-__all__ = ["RateLimited", "check_rate"]
+__all__ = ["RateLimited", "check_rate", "exceeded", "hit", "hit_count", "limit_of"]
 
 WINDOW_S = 60
+KEY_PREFIX = "ratelimit"
+clock = time.time  # which window "now" is in (tests hold it still)
 
 
-class RateLimited(ServiceError):
-    status = 429
+def limit_of(scope: str) -> int:
+    return int(settings.SHADOWMESH_RATE_LIMITS.get(scope, 0))  # absent = unlimited
 
 
-def check_rate(scope: str, client_ip: str | None) -> None:
-    limit = settings.SHADOWMESH_RATE_LIMITS.get(scope, 0)  # absent = unlimited
-    if limit <= 0:
-        return
-    window = int(time.time()) // WINDOW_S
-    key = f"ratelimit:{scope}:{client_ip or 'unknown'}:{window}"
-    cache.add(key, 0, timeout=WINDOW_S * 2)
+def _cache_key(scope: str, key: str | None, window_s: int) -> str:
+    window = int(clock()) // window_s
+    return f"{KEY_PREFIX}:{scope}:{key or 'unknown'}:{window_s}:{window}"
+
+
+def hit_count(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> int:
+    """Count one event for `key` in `scope`; the window's count so far (0 when unlimited)."""
+    if limit_of(scope) <= 0:
+        return 0
+    cache_key = _cache_key(scope, key, window_s)
+    cache.add(cache_key, 0, timeout=window_s * 2)
     try:
-        count = cache.incr(key)
+        return cache.incr(cache_key)
     except ValueError:  # evicted between add and incr
-        cache.add(key, 1, timeout=WINDOW_S * 2)
-        count = 1
-    if count > limit:
-        raise RateLimited(f"too many {scope} requests from this address; try again in a minute")
+        cache.add(cache_key, 1, timeout=window_s * 2)
+        return 1
+
+
+def hit(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> bool:
+    """Count one event for `key` in `scope`; False once the window's count is over the limit."""
+    return hit_count(scope, key, window_s=window_s) <= limit_of(scope)
+
+
+def exceeded(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> bool:
+    """Whether `key` has used up this window's budget, without counting anything."""
+    limit = limit_of(scope)
+    return limit > 0 and (cache.get(_cache_key(scope, key, window_s)) or 0) >= limit
+
+
+def check_rate(scope: str, key: str | None, *, window_s: int = WINDOW_S,
+               what: str = "from this address") -> None:
+    """`hit`, raising RateLimited (429) when over the limit."""
+    if not hit(scope, key, window_s=window_s):
+        wait = "a minute" if window_s <= 60 else f"{window_s // 60} minutes"
+        raise RateLimited(f"too many {scope} requests {what}; try again in {wait}", retry_after=window_s)

@@ -80,6 +80,9 @@ def test_the_secret_key_is_generated_once_with_mode_0600(tmp_path):
         ({"DATABASE_URL": "mysql://u@h/db"}, "DATABASE_URL"),
         ({"REDIS_URL": "http://127.0.0.1"}, "REDIS_URL"),
         ({"SHADOWMESH_SECRET_KEY": "short"}, "SHADOWMESH_SECRET_KEY"),
+        ({"SHADOWMESH_TRUSTED_PROXIES": "127.0.0.1,proxy.example"}, "SHADOWMESH_TRUSTED_PROXIES"),
+        ({"SHADOWMESH_AUDIT_RETENTION_DAYS": "-1"}, "SHADOWMESH_AUDIT_RETENTION_DAYS"),
+        ({"SHADOWMESH_AGENT_CONNECT_RATE": "lots"}, "SHADOWMESH_AGENT_CONNECT_RATE"),
         (
             {"SHADOWMESH_PRODUCTION": "1", "SHADOWMESH_DEBUG": "1", "SHADOWMESH_ALLOWED_HOSTS": "a.example"},
             "DEBUG",
