@@ -189,6 +189,7 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-rollup": {"task": "meshadmin.telemetry.tasks.rollup", "schedule": 60.0},
     "telemetry-prune": {"task": "meshadmin.telemetry.tasks.prune", "schedule": 600.0},
     "telemetry-sweep-presence": {"task": "meshadmin.telemetry.tasks.sweep_presence", "schedule": 15.0},
+    "prune-audit-events": {"task": "meshadmin.mesh.tasks.prune_audit_events", "schedule": 3600.0},
 }
 
 # --- API limits

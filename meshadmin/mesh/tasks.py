@@ -2,10 +2,11 @@
 
 from celery import shared_task
 
+from .services.audit import prune_audit_events as _prune_audit
 from .services.auth import purge_expired_credentials as _purge_credentials
 from .services.peers import purge_expired_records
 
-__all__ = ["purge_expired_credentials", "purge_expired_peer_records"]
+__all__ = ["prune_audit_events", "purge_expired_credentials", "purge_expired_peer_records"]
 
 
 @shared_task(name="meshadmin.mesh.tasks.purge_expired_peer_records")
@@ -18,3 +19,9 @@ def purge_expired_peer_records() -> int:
 def purge_expired_credentials() -> int:
     """Delete expired auth challenges and session tokens; returns how many."""
     return _purge_credentials()
+
+
+@shared_task(name="meshadmin.mesh.tasks.prune_audit_events")
+def prune_audit_events() -> int:
+    """Delete audit events older than SHADOWMESH_AUDIT_RETENTION_DAYS; returns how many."""
+    return _prune_audit()

@@ -5,7 +5,8 @@ never from the query string (which ends up in access logs). Without one, the con
 32-byte challenge as its first frame and the agent signs it with ML-DSA-87, context
 shadowmesh/auth/v1 (checked by nodeagent.protocol.auth.verify_auth_signature, as over REST).
 Both paths end in `AgentIdentity` of an active node, or a refusal that is audited (never with
-the token or signature in it).
+the token or signature in it; repeated refusals from one address are folded into one event with
+a count).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 
 from meshadmin.mesh.choices import AuditAction, NodeStatus
 from meshadmin.mesh.models import Node
+from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.auth import authenticate_session
-from meshadmin.mesh.services.common import node_actor, record_audit
+from meshadmin.mesh.services.common import node_actor
 from nodeagent.protocol.auth import BadAuthSignature, verify_auth_signature
 
 __all__ = ["AgentIdentity", "AuthRefused", "authenticate_signature", "authenticate_token", "bearer_token"]
@@ -56,9 +58,10 @@ def bearer_token(scope: dict) -> str | None:
 
 
 def _refuse(node: Node | None, peer_id: str, source_ip: str | None, reason: str) -> None:
-    record_audit(AuditAction.AUTH_FAILED, actor=node_actor(node) if node else "anonymous",
-                 network=node.network if node else None, object_type="node", object_id=peer_id[:64],
-                 source_ip=source_ip, reason=reason, channel="websocket")
+    """Audited, folded with the same refusals from the same address (mesh/services/audit.py)."""
+    record_refusal(AuditAction.AUTH_FAILED, reason=reason, channel="websocket",
+                   actor=node_actor(node) if node else "anonymous", network=node.network if node else None,
+                   object_type="node", object_id=peer_id[:64], source_ip=source_ip)
 
 
 def authenticate_token(token: str, source_ip: str | None) -> AgentIdentity:

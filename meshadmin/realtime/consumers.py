@@ -1,9 +1,12 @@
 """AgentConsumer: the node agent's websocket, /ws/agent/ (binary msgpack frames, nodeagent.protocol.messages).
 
 Life of a socket:
-  1. connect: accept. With `Authorization: Bearer <session token>` (from /api/auth/verify) the
-     node is known at once; otherwise the first server frame is a 32-byte challenge and the agent
-     must answer `auth` (ML-DSA-87, context shadowmesh/auth/v1) within AUTH_TIMEOUT (5 s).
+  1. connect: accept; a client address over its per-minute budget of new sockets
+     (SHADOWMESH_AGENT_CONNECT_RATE) is closed at once with 4429, before any other work. With
+     `Authorization: Bearer <session token>` (from /api/auth/verify) the node is known at once;
+     otherwise the first server frame is a 32-byte challenge and the agent must answer `auth`
+     (ML-DSA-87, context shadowmesh/auth/v1) within AUTH_TIMEOUT (5 s). Failed authentications
+     are audited, folded per address and reason (mesh/services/audit.py).
   2. authenticated: join groups node.<peer id> and agents.<network>, mark presence, send the
      full netmap.
   3. then: on `netmap.changed` the socket computes its own map from the process's shared
@@ -29,13 +32,18 @@ import logging
 import os
 import time
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from meshadmin.client_address import scope_client_ip
+from meshadmin.mesh.choices import AuditAction
+from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.errors import ServiceError
 from meshadmin.mesh.services.peers import register_peer
+from meshadmin.mesh.services.ratelimit import hit_count, limit_of
 from meshadmin.netmap import compute
 from meshadmin.telemetry import ingest, presence
 from nodeagent.protocol import messages
@@ -63,6 +71,20 @@ STATS_PEER_SLACK = 16
 
 def auth_timeout() -> float:
     return float(getattr(settings, "SHADOWMESH_AGENT_AUTH_TIMEOUT_S", DEFAULT_AUTH_TIMEOUT_S))
+
+
+async def _admit(ip: str | None) -> bool:
+    """Count a new socket against its address's per-minute budget ("agent_connect"). Refused
+    sockets cost no database work, but the first refusal of each minute is audited (folded)."""
+    count = await sync_to_async(hit_count, thread_sensitive=False)("agent_connect", ip)
+    limit = limit_of("agent_connect")
+    if count <= limit:
+        return True
+    if count == limit + 1:
+        await database_sync_to_async(record_refusal)(
+            AuditAction.AUTH_RATE_LIMITED, reason="too many connections", channel="websocket",
+            source_ip=ip, limit_per_minute=limit)
+    return False
 
 
 def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None,
@@ -126,6 +148,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         loop = asyncio.get_running_loop()
         tasks.register_loop(loop)
         await self.accept()
+        if not await _admit(self._client_ip()):
+            await self._close(CloseCode.RATE_LIMITED, "too many connections from this address; wait a minute")
+            return
         token = auth.bearer_token(self.scope)
         if token is not None:
             try:
@@ -169,8 +194,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.close(code=int(code), reason=reason.encode()[:120].decode("utf-8", "ignore"))
 
     def _client_ip(self) -> str | None:
-        client = self.scope.get("client")
-        return client[0] if client else None
+        """The TCP peer, or the client behind a trusted proxy (meshadmin/client_address.py)."""
+        return scope_client_ip(self.scope)
 
     async def _authenticated(self, agent: auth.AgentIdentity) -> None:
         timer = getattr(self, "auth_timer", None)

@@ -21,6 +21,7 @@ from ..choices import AuditAction, NodeStatus
 from ..constants import AUTH_CHALLENGE_SIZE, AUTH_CHALLENGE_TTL, SESSION_TOKEN_TTL
 from ..models import AuthChallenge, Node, SessionToken
 from ..secrets import hash_secret, new_token, token_prefix
+from .audit import record_refusal
 from .common import node_actor, record_audit
 from .errors import NotAuthenticated
 
@@ -28,14 +29,15 @@ __all__ = ["authenticate_session", "issue_challenge", "purge_expired_credentials
 
 
 def _refuse(peer_id: str, node: Node | None, source_ip: str | None, reason: str, detail: str):
-    record_audit(
+    """Audited, folded with the same refusals from the same address (services/audit.py)."""
+    record_refusal(
         AuditAction.AUTH_FAILED,
+        reason=reason,
         actor=node_actor(node) if node is not None else "anonymous",
         network=node.network if node is not None else None,
         object_type="node",
         object_id=peer_id[:64],
         source_ip=source_ip,
-        reason=reason,
     )
     return NotAuthenticated(detail)
 

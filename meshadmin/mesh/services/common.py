@@ -1,5 +1,5 @@
 """Helpers shared by the services: the serial bump (which also serialises writers of one
-network) and audit events."""
+network) and audit events (repeated refusals are folded by services/audit.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from django.db.models import F
 
 from ..choices import AuditAction
 from ..models import AuditEvent, Network
+from .audit import prune_if_due
 
 __all__ = ["bump_serial", "node_actor", "record_audit", "user_actor"]
 
@@ -36,7 +37,7 @@ def record_audit(
     if obj is not None:
         object_type = object_type or obj._meta.model_name
         object_id = object_id or str(obj.pk)
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         action=action,
         actor=actor[:100],
         network=network,
@@ -45,6 +46,8 @@ def record_audit(
         source_ip=source_ip,
         details=details,
     )
+    prune_if_due()  # the retention, also where no Celery beat runs (services/audit.py)
+    return event
 
 
 def user_actor(user) -> str:
