@@ -128,6 +128,7 @@ class Agent:
         if enrolled:
             self.enrolled = EnrolledMode(local.peer_id, trust, self.peers, set_hub_role=self._set_hub_role,
                                          interface=tun.name, overlay=config.overlay)
+            self.enrolled.allow_loopback = config.listen_ip.is_loopback
         # the handshake driver first: a revoked peer is revoked before its link is closed
         self.peers.listeners.extend([self.handshakes, self.sessions, self.links, self.paths])
         for pc in config.peers:

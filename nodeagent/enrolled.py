@@ -12,7 +12,8 @@ delivers (the persisted one first, so tunnels come up while the server is down) 
      it can complete from now on; the CA accepts only the map's peers
   3. routing.plan diffs the applied map against the new one; its actions change the peer set
      live (peers.PeerSet: add / remove / update, a revoked peer's link closed with REVOKED and
-     its keys wiped) and the hub role (SetSelf)
+     its keys wiped) and the hub role (SetSelf); a peer is dialed at its first endpoint that
+     passes protocol/endpoints.py (loopback only when we listen on loopback ourselves)
   4. routes changed: the peers they go through get their new allowed prefixes
   5. the data path's routing table is rebuilt from routing.plan.routing_table(map)
   6. the kernel routes on the TUN follow (netlink, in a worker thread: pyroute2 runs its own
@@ -44,6 +45,7 @@ from .enroll import write_private_file
 from .protocol import netmap as nm
 from .protocol.cert import CertFlags
 from .protocol.constants import DEFAULT_CONTROL_PORT, DEFAULT_UDP_PORT
+from .protocol.endpoints import BadEndpoint, check_endpoint
 from .protocol.trust import MeshCA
 from .routing.plan import (
     AddPeer,
@@ -61,6 +63,7 @@ from .tunnel import tun as tunmod
 __all__ = [
     "AGENT_FILE", "REVOKED_FILE", "EnrolledMode", "advertised_endpoints", "enrolled_config",
     "enrolled_interface", "enrolled_settings", "local_address_towards", "netmap_peer_config",
+    "usable_endpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,7 +118,9 @@ def enrolled_config(state, cert, settings: dict[str, Any]) -> AgentConfig:
 def advertised_endpoints(settings: dict[str, Any], config: AgentConfig,
                          server: str) -> tuple[nm.Endpoint, ...]:
     """The endpoint we report to the server for peers to dial: the `--endpoint` given at
-    enrollment, else the address we listen on, else the source address towards the server."""
+    enrollment, else the address we listen on, else the source address towards the server.
+    Only an address peers may be sent to (protocol/endpoints.py) is advertised: none at all
+    rather than a loopback or link-local one (loopback only when we listen on loopback)."""
     host = None
     if settings["endpoint"]:
         try:
@@ -126,7 +131,15 @@ def advertised_endpoints(settings: dict[str, Any], config: AgentConfig,
         host = str(config.listen_ip)
     if host is None:
         host = local_address_towards(server)
-    return () if host is None else (nm.Endpoint(host, config.control_port, config.udp_port),)
+    if host is None:
+        return ()
+    try:
+        check_endpoint(host, config.control_port, config.udp_port,
+                       allow_loopback=config.listen_ip.is_loopback)
+    except BadEndpoint as exc:
+        log.warning("not advertising an endpoint: %s (enroll with --endpoint IP:PORT to name one)", exc)
+        return ()
+    return (nm.Endpoint(host, config.control_port, config.udp_port),)
 
 
 def local_address_towards(server: str) -> str | None:
@@ -144,16 +157,28 @@ def local_address_towards(server: str) -> str | None:
         return None
 
 
-def netmap_peer_config(peer, routes) -> PeerConfig:
+def usable_endpoint(peer, *, allow_loopback: bool = False) -> tuple[str, int] | None:
+    """The first of a netmap peer's endpoints we may dial (protocol/endpoints.py: no loopback
+    unless `allow_loopback`, unspecified, link-local, multicast or broadcast address, ports
+    1..65535), as (ip, control port); None if it has none."""
+    for e in peer.endpoints:
+        try:
+            check_endpoint(e.ip, e.control_port, e.udp_port, allow_loopback=allow_loopback)
+        except BadEndpoint as exc:
+            log.warning("peer %s: endpoint %s:%s ignored: %s", peer.name, e.ip, e.control_port, exc)
+            continue
+        return (e.ip, e.control_port)
+    return None
+
+
+def netmap_peer_config(peer, routes, *, allow_loopback: bool = False) -> PeerConfig:
     """A netmap peer (nodeagent.protocol.netmap.Peer) as the tunnel's PeerConfig.
 
     In enrolled mode the public key arrives in the peer's certificate during the handshake, so
-    `public_key` is empty here; `via` is the server's fallback relay (used while no direct control
-    link is up); `allowed_ips` are the netmap routes through this peer."""
-    endpoint = None
-    if peer.endpoints:
-        e = peer.endpoints[0]
-        endpoint = (e.ip, e.control_port)
+    `public_key` is empty here; `endpoint` is the first one we may dial (`usable_endpoint`);
+    `via` is the server's fallback relay (used while no direct control link is up);
+    `allowed_ips` are the netmap routes through this peer."""
+    endpoint = usable_endpoint(peer, allow_loopback=allow_loopback)
     nets = tuple(sorted((ipaddress.ip_network(r.prefix) for r in routes if r.via == peer.peer_id),
                         key=lambda n: (n.version, n)))
     return PeerConfig(public_key=b"", peer_id=peer.peer_id, overlay_ip=ipaddress.ip_address(peer.overlay_ip),
@@ -175,6 +200,7 @@ class EnrolledMode:
         self.set_hub_role = set_hub_role
         self.interface = interface
         self.overlay = overlay
+        self.allow_loopback = False  # dial peers' loopback endpoints (set when we listen on loopback)
         self.applied: nm.NetMap | None = None
         self.kernel_routes: set = set()  # prefixes we added to the TUN beyond the overlay network
         self.server_link = None  # server_link.ServerLink, set by start-up (none in tests)
@@ -228,9 +254,9 @@ class EnrolledMode:
                 case RemovePeer(peer_id=pid, revoked=was_revoked):
                     self.peers.remove(pid, revoked=was_revoked)
                 case AddPeer(peer=p):
-                    self.peers.add(netmap_peer_config(p, netmap.routes))
+                    self.peers.add(self._peer_config(p, netmap))
                 case UpdatePeer(new=p, reset_sessions=reset):
-                    self.peers.update(netmap_peer_config(p, netmap.routes), reset)
+                    self.peers.update(self._peer_config(p, netmap), reset)
                 case RemoveRoute() | AddRoute():
                     route_changes = True
         # routes changed: the peers they go through get new allowed prefixes
@@ -238,7 +264,7 @@ class EnrolledMode:
             for pid, peer in self.peers.by_id.items():
                 nm_peer = netmap.peer(pid)
                 if nm_peer is not None:
-                    pc = netmap_peer_config(nm_peer, netmap.routes)
+                    pc = self._peer_config(nm_peer, netmap)
                     if pc != peer.config:
                         peer.config = pc
         self.applied = netmap
@@ -246,6 +272,9 @@ class EnrolledMode:
         await self._sync_kernel_routes()
         log.info("netmap %d applied: %d peers, %d routes, %d revoked (%d actions)", netmap.serial,
                  len(self.peers), len(netmap.routes), len(revoked), len(actions))
+
+    def _peer_config(self, peer: nm.Peer, netmap: nm.NetMap) -> PeerConfig:
+        return netmap_peer_config(peer, netmap.routes, allow_loopback=self.allow_loopback)
 
     async def _sync_kernel_routes(self) -> None:
         wanted = {n for p in self.peers for n in p.config.allowed_ips}

@@ -5,7 +5,10 @@ what arrives on it.
      the responder come from the handshake driver (control/handshakes.py).
   2. dial: one dialer task per peer that has an endpoint (serverless: not for a relayed peer,
      reached through its hub only). It waits while a link is up, dials (control/client.py),
-     and backs off 0.2 s doubling to 2 s after a failure.
+     and after a failure waits `dial_delay`: 0.2 s doubling to a cap of 60 s, the upper half of
+     it random, so an endpoint that never answers costs one attempt a minute and a fleet of
+     agents does not dial in step. A link that comes up resets it; so does a new endpoint from
+     the netmap (the dialer is replaced).
   3. a link is up (`_established`, either direction): election (control/election.py) — a pair
      keeps one link; when both dial at once, the link dialed by the lower peer id wins on both
      sides, and a redial by the same side replaces the old link (a restarted peer). The loser is
@@ -14,7 +17,9 @@ what arrives on it.
      endpoint announced (UDP_ENDPOINT), the link's reader started; relayed sessions that go
      through this peer as their hub start their handshakes (`on_hub_up`).
   4. messages (`_on_message`): UDP_ENDPOINT -> the peer's data endpoint (direct peers only),
-     then packets parked for it and for the peers it relays are flushed; HANDSHAKE and
+     then packets parked for it and for the peers it relays are flushed; an address no peer
+     should be sent to (protocol/endpoints.py: loopback unless we listen on loopback ourselves,
+     unspecified, link-local, multicast, broadcast) is refused, logged and counted; HANDSHAKE and
      RELAY_HANDSHAKE -> the handshake driver; KEEPALIVE -> nothing (the read refreshed the
      link); ROUTES -> ignored (serverless).
   5. a link is down (`_run_link` ends): the dialer dials again, the path is chosen again.
@@ -27,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import Protocol
 
 from ..protocol.control import CloseReason, Handshake, Keepalive, RelayHandshake, Routes, UdpEndpoint
+from ..protocol.endpoints import BadEndpoint, check_endpoint_ip, check_port
 from ..protocol.handshake import HandshakeResult, Initiator, Responder
 from ..tunnel.datapath import Peer
 from .client import dial
@@ -40,12 +47,19 @@ from .election import keep_existing_link
 from .link import Link
 from .server import ControlServer
 
-__all__ = ["HandshakeDriver", "Links"]
+__all__ = ["HandshakeDriver", "Links", "dial_delay"]
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S = 0.2
-BACKOFF_MAX_S = 2.0
+BACKOFF_MAX_S = 60.0
+
+
+def dial_delay(failures: int, rand: float) -> float:
+    """Seconds to wait after `failures` failed dials in a row (>= 1), `rand` uniform in [0, 1):
+    the base doubles from 0.2 s to the 60 s cap; the wait is the base's upper half, at random."""
+    base = min(BACKOFF_FIRST_S * 2 ** min(max(failures, 1) - 1, 32), BACKOFF_MAX_S)
+    return base / 2 + base / 2 * rand
 
 
 class HandshakeDriver(Protocol):
@@ -87,6 +101,10 @@ class Links:
         self.on_hub_up = on_hub_up
         self.spawn = spawn
         self.is_running = is_running
+        self.allow_loopback = listen_ip.is_loopback  # a lab on one host: peers' loopback addresses work
+        self.rng = random.random
+        self.sleep = asyncio.sleep  # the dialers' backoff (tests replace both)
+        self.refused_endpoints = 0  # UDP_ENDPOINT messages naming an address we will not send to
         self.links: dict[str, Link] = {}
         self.no_link: dict[str, asyncio.Event] = {}  # set while the peer has no link: its dialer dials
         self.dialers: dict[str, asyncio.Task] = {}
@@ -172,16 +190,16 @@ class Links:
     async def _dialer(self, peer: Peer) -> None:
         pid = peer.config.peer_id
         host, port = peer.config.endpoint
-        backoff = BACKOFF_FIRST_S
+        failures = 0
         no_link = self.no_link[pid]
         while True:
             await no_link.wait()
             result = await dial(host, port, lambda: self.handshakes.make_initiator(peer))
             if result is None:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                failures += 1
+                await self.sleep(dial_delay(failures, self.rng()))
                 continue
-            backoff = BACKOFF_FIRST_S
+            failures = 0
             reader, writer, channel, hs = result
             if self.peers.get(pid) is not peer:  # removed while we dialed
                 writer.close()
@@ -240,6 +258,13 @@ class Links:
         peer = link.peer
         if isinstance(msg, UdpEndpoint):
             host = link.remote_ip if msg.ip.is_unspecified else str(msg.ip)
+            try:
+                host = str(check_endpoint_ip(host, allow_loopback=self.allow_loopback))
+                check_port(msg.port, "UDP port")
+            except BadEndpoint as exc:
+                self.refused_endpoints += 1
+                log.warning("%r: UDP_ENDPOINT refused: %s", link, exc)
+                return
             if peer.hub is None:
                 peer.endpoint = (host, msg.port)
                 self.flush_pending(peer)

@@ -5,8 +5,15 @@ import json
 
 import pytest
 
+from nodeagent import enrolled
 from nodeagent.config import AgentConfig, ConfigError, parse_endpoint
-from nodeagent.enrolled import advertised_endpoints, enrolled_interface, enrolled_settings, netmap_peer_config
+from nodeagent.enrolled import (
+    advertised_endpoints,
+    enrolled_interface,
+    enrolled_settings,
+    local_address_towards,
+    netmap_peer_config,
+)
 from nodeagent.protocol import netmap as nm
 
 MAC = "ab" * 20
@@ -85,6 +92,26 @@ def test_a_peer_without_endpoints_is_waited_for():
     assert netmap_peer_config(peer, ()).endpoint is None
 
 
+@pytest.mark.parametrize("ip", ["127.0.0.1", "0.0.0.0", "::", "169.254.169.254", "fe80::1", "224.0.0.251",
+                                "ff02::1", "255.255.255.255", "::ffff:127.0.0.1", "0.1.2.3"])
+def test_a_netmap_endpoint_no_peer_should_be_sent_to_is_never_dialed(ip):
+    """Attack 5 of issue 9: a compromised node (or server) names an address that is not a peer."""
+    peer = nm.Peer(peer_id=MAC, name="mac", overlay_ip="10.10.10.4", fingerprint="0" * 64,
+                   endpoints=(nm.Endpoint(ip, 8443, 9443),))
+    assert netmap_peer_config(peer, ()).endpoint is None
+    # a later endpoint that is fine is used instead
+    both = nm.Peer(peer_id=MAC, name="mac", overlay_ip="10.10.10.4", fingerprint="0" * 64,
+                   endpoints=(nm.Endpoint(ip, 8443, 9443), nm.Endpoint("198.18.0.8", 8443, 9443, "observed")))
+    assert netmap_peer_config(both, ()).endpoint == ("198.18.0.8", 8443)
+
+
+def test_loopback_netmap_endpoints_are_dialed_only_when_allowed():
+    peer = nm.Peer(peer_id=MAC, name="mac", overlay_ip="10.10.10.4", fingerprint="0" * 64,
+                   endpoints=(nm.Endpoint("127.0.0.1", 8443, 9443),))
+    assert netmap_peer_config(peer, ()).endpoint is None
+    assert netmap_peer_config(peer, (), allow_loopback=True).endpoint == ("127.0.0.1", 8443)
+
+
 def _config(tmp_path, listen_ip: str) -> AgentConfig:
     return AgentConfig(path=tmp_path, name="uk", private_key_path=tmp_path / "node.key",
                        overlay=ipaddress.ip_interface("10.10.10.1/24"),
@@ -93,12 +120,32 @@ def _config(tmp_path, listen_ip: str) -> AgentConfig:
                        control_socket=tmp_path / "s.sock")
 
 
-def test_the_advertised_endpoint_is_the_enrolled_one_else_the_listen_address_else_the_way_out(tmp_path):
+def test_the_advertised_endpoint_is_the_enrolled_one_else_the_listen_address_else_the_way_out(tmp_path,
+                                                                                              monkeypatch):
     settings = {"endpoint": "[2001:db8::7]:8500", "control_port": 8500, "udp_port": 9500, "listen_ip": None}
     server = "http://127.0.0.1:8000"
     ep = advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), server)
     assert ep == (nm.Endpoint("2001:db8::7", 8500, 9500),)
     settings["endpoint"] = None
     assert advertised_endpoints(settings, _config(tmp_path, "198.18.0.5"), server)[0].ip == "198.18.0.5"
-    # listening on every address: the source address the kernel picks towards the server
-    assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), server)[0].ip == "127.0.0.1"
+    # listening on every address: the source address the kernel picks towards the server...
+    assert local_address_towards(server) == "127.0.0.1"
+    monkeypatch.setattr(enrolled, "local_address_towards", lambda url: "198.18.0.9")
+    assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), server)[0].ip == "198.18.0.9"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1", "fe80::1"])
+def test_an_address_no_peer_can_use_is_not_advertised(tmp_path, monkeypatch, host):
+    """A way out over loopback (the server on this host) or a bad --endpoint: nothing is advertised
+    rather than an address the server and every peer would refuse."""
+    settings = {"endpoint": None, "control_port": 8500, "udp_port": 9500, "listen_ip": None}
+    monkeypatch.setattr(enrolled, "local_address_towards", lambda url: host)
+    assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), "http://127.0.0.1:8000") == ()
+    settings["endpoint"] = f"[{host}]:8500" if ":" in host else f"{host}:8500"
+    assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), "http://127.0.0.1:8000") == ()
+
+
+def test_an_agent_listening_on_loopback_advertises_its_loopback_address(tmp_path):
+    settings = {"endpoint": None, "control_port": 8500, "udp_port": 9500, "listen_ip": None}
+    ep = advertised_endpoints(settings, _config(tmp_path, "127.0.0.1"), "http://127.0.0.1:8000")
+    assert ep == (nm.Endpoint("127.0.0.1", 8500, 9500),)

@@ -57,6 +57,7 @@ FILES = list(pure_files())
 REQUIRED_PURE = {
     "nodeagent/protocol/auth.py",
     "nodeagent/protocol/counters.py",
+    "nodeagent/protocol/endpoints.py",
     "nodeagent/protocol/frames.py",
     "nodeagent/protocol/handshake.py",
     "nodeagent/protocol/handshake_errors.py",

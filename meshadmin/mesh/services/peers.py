@@ -2,8 +2,16 @@
 
 A record lives PEER_RECORD_TTL (24 h) after its last registration. Reads treat an older record
 as absent (404); `purge_expired_records` (Celery beat) clears them from the rows.
-A refresh that changes nothing only moves last_seen/expiry: no serial bump, no audit row, no
-announcement, so the 5-minute refreshes of every node do not churn the netmap.
+A refresh that changes nothing peers see only moves last_seen/expiry (and the observed source
+port, which no netmap carries): no serial bump, no audit row, no announcement, so the 5-minute
+refreshes of every node do not churn the netmap.
+
+Addresses are checked by nodeagent.protocol.endpoints (no loopback, unspecified, link-local,
+multicast or broadcast address; ports 1..65535); a refused one is audited (`peer.refused`,
+folded). Changes are limited per node: at most SHADOWMESH_ENDPOINT_CHANGE_RATE per
+ENDPOINT_CHANGE_WINDOW_S (10 minutes); one over the limit is refused with RateLimited (429)
+before anything is written (no serial bump, no push) and counted in a folded `peer.refused`
+event. An unchanged refresh is never limited.
 """
 
 from __future__ import annotations
@@ -15,13 +23,17 @@ from ..changes import ALL_NODES, Change, announce
 from ..choices import AuditAction, NodeStatus
 from ..constants import PEER_RECORD_TTL
 from ..models import Node
+from .audit import record_refusal
 from .common import bump_serial, node_actor, record_audit
-from .errors import Forbidden, NotFound
-from .validation import clean_ip, clean_port
+from .errors import Forbidden, InvalidInput, NotFound, RateLimited
+from .ratelimit import hit
+from .validation import clean_endpoint_ip, clean_port
 
-__all__ = ["lookup_peer", "purge_expired_records", "register_peer"]
+__all__ = ["ENDPOINT_CHANGE_WINDOW_S", "lookup_peer", "purge_expired_records", "register_peer"]
 
+ENDPOINT_CHANGE_WINDOW_S = 600
 _RECORD_FIELDS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "observed_port")
+_SEEN_BY_PEERS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "advertised_public")
 _RECORD_DEFAULTS = {**dict.fromkeys(_RECORD_FIELDS), "advertised_public": False, "record_expires_at": None}
 
 
@@ -37,10 +49,17 @@ def register_peer(
     agent_version: str | None = None,
 ) -> Node:
     """Store `node`'s own record. The caller has authenticated the node; it cannot name another.
-    `agent_version`, when given, is kept as reported (it changes nothing peers see)."""
-    ip = clean_ip(ip, "ip")
-    port = clean_port(port, "port")
-    udp_port = clean_port(udp_port, "udp_port")
+    `agent_version`, when given, is kept as reported (it changes nothing peers see).
+    Raises InvalidInput naming the field, Forbidden, or RateLimited (too many changes)."""
+    try:
+        ip = clean_endpoint_ip(ip, "ip")
+        port = clean_port(port, "port")
+        udp_port = clean_port(udp_port, "udp_port")
+    except InvalidInput as exc:  # a node steering its peers somewhere odd: worth an audit row
+        record_refusal(AuditAction.PEER_REGISTER_REFUSED, reason="endpoint refused", actor=node_actor(node),
+                       network=node.network, object_type="node", object_id=node.peer_id,
+                       source_ip=observed_ip, error=exc.detail)
+        raise
     if is_public and not node.is_public:
         raise Forbidden("is_public: this node was not enrolled as a public node")
     now = timezone.now()
@@ -57,12 +76,14 @@ def register_peer(
         if current.status != NodeStatus.ACTIVE:
             raise Forbidden("this node has been revoked")
         was_live = current.record_is_live(now)
-        changed = not was_live or any(getattr(current, f) != v for f, v in new.items())
-        extra = {} if agent_version is None else {"agent_version": agent_version[:64]}
-        Node.objects.filter(pk=node.pk).update(
-            last_seen=now, record_expires_at=now + PEER_RECORD_TTL, **new, **extra
-        )
-        if changed:
+        changed = not was_live or any(getattr(current, f) != new[f] for f in _SEEN_BY_PEERS)
+        refused = changed and not hit("endpoint_change", current.peer_id, window_s=ENDPOINT_CHANGE_WINDOW_S)
+        if not refused:
+            extra = {} if agent_version is None else {"agent_version": agent_version[:64]}
+            Node.objects.filter(pk=node.pk).update(
+                last_seen=now, record_expires_at=now + PEER_RECORD_TTL, **new, **extra
+            )
+        if changed and not refused:
             locked = bump_serial(node.network_id)
             record_audit(
                 AuditAction.PEER_REGISTERED,
@@ -75,6 +96,12 @@ def register_peer(
                 udp_port=udp_port,
             )
             announce(Change(locked.pk, "peer.registered", ALL_NODES, locked.serial))
+    if refused:  # audited outside the transaction above, which wrote nothing
+        record_refusal(AuditAction.PEER_REGISTER_REFUSED, reason="too many endpoint changes",
+                       actor=node_actor(current), network=current.network, object_type="node",
+                       object_id=current.peer_id, source_ip=observed_ip, ip=ip, port=port, udp_port=udp_port)
+        raise RateLimited("too many endpoint changes for this node; try again in 10 minutes",
+                          retry_after=ENDPOINT_CHANGE_WINDOW_S)
     node.refresh_from_db()
     return node
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from cryptography.hazmat.primitives.asymmetric import mldsa
+from django.conf import settings
 
 from nodeagent.protocol.constants import MLDSA87_PUBLIC_KEY_SIZE
+from nodeagent.protocol.endpoints import BadEndpoint, check_endpoint_ip
 
 from .errors import InvalidInput
 
-__all__ = ["clean_endpoint", "clean_ip", "clean_label", "clean_port", "clean_public_key"]
+__all__ = [
+    "allow_loopback_endpoints", "clean_endpoint", "clean_endpoint_ip", "clean_label", "clean_port",
+    "clean_public_key",
+]
 
 _MAX_LABEL_BYTES = 63  # the certificate's limit for names
 
@@ -37,11 +40,20 @@ def clean_public_key(raw: bytes, field: str = "public_key") -> bytes:
     return bytes(raw)
 
 
-def clean_ip(value: str, field: str) -> str:
+def clean_endpoint_ip(value: str, field: str) -> str:
+    """An address peers may be sent to (nodeagent.protocol.endpoints: no loopback, unspecified,
+    link-local, multicast or broadcast address); loopback only with
+    SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS (a lab where every agent runs on the server's host)."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field}: not an IP address")
     try:
-        return str(ipaddress.ip_address(value.strip()))
-    except (ValueError, AttributeError) as exc:
-        raise InvalidInput(f"{field}: not an IP address") from exc
+        return str(check_endpoint_ip(value, allow_loopback=allow_loopback_endpoints()))
+    except BadEndpoint as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
+
+
+def allow_loopback_endpoints() -> bool:
+    return bool(getattr(settings, "SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS", False))
 
 
 def clean_port(value: int, field: str) -> int:
@@ -51,12 +63,12 @@ def clean_port(value: int, field: str) -> int:
 
 
 def clean_endpoint(value: str, field: str = "endpoint") -> tuple[str, int]:
-    """'HOST:PORT' or '[v6]:PORT' with HOST an IP address."""
+    """'HOST:PORT' or '[v6]:PORT' with HOST an address peers may be sent to."""
     value = (value or "").strip()
     if value.startswith("["):
         host, sep, port = value[1:].partition("]:")
     else:
         host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise InvalidInput(f"{field}: must be IP:PORT")
-    return clean_ip(host, field), clean_port(int(port), field)
+    return clean_endpoint_ip(host, field), clean_port(int(port), field)

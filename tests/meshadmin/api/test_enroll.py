@@ -122,6 +122,21 @@ def test_a_malformed_endpoint_is_a_400_naming_the_field(api, make_token, identit
     assert EnrollmentToken.objects.get().uses_left == 1
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "why"),
+    [("127.0.0.1:8443", "loopback"), ("0.0.0.0:8443", "unspecified"), ("169.254.169.254:80", "link-local"),
+     ("224.0.0.1:8443", "multicast"), ("255.255.255.255:8443", "broadcast"), ("[::1]:8443", "loopback"),
+     ("[fe80::1]:8443", "link-local"), ("198.18.0.4:²", "IP:PORT")],
+)
+def test_an_endpoint_no_peer_should_be_sent_to_is_a_400_and_spends_nothing(api, make_token, identity_factory,
+                                                                            endpoint, why):
+    """Attack 5 of issue 9: a node would steer every peer's dialer there from its enrollment on."""
+    response = api.enroll(make_token(), identity_factory(), "x", endpoint=endpoint)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("endpoint:") and why in response.json()["detail"]
+    assert EnrollmentToken.objects.get().uses_left == 1 and not Node.objects.exists()
+
+
 def test_a_public_key_of_the_wrong_size_is_a_400(api, make_token):
     response = api.post(
         "/api/enroll",

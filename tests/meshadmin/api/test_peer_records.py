@@ -201,3 +201,66 @@ def test_an_expired_session_is_refused(api, uk):
     api.login(ident)
     SessionToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert api.post("/api/peers/register", RECORD).status_code == 401
+
+
+# --- attack 5 of issue 9: a node steering every peer at an address that is not a peer ---------------
+@pytest.mark.parametrize(
+    ("ip", "why"),
+    [("127.0.0.1", "loopback"), ("0.0.0.0", "unspecified"), ("169.254.169.254", "link-local"),
+     ("224.0.0.1", "multicast"), ("255.255.255.255", "broadcast"), ("::1", "loopback"),
+     ("fe80::1", "link-local"), ("ff02::1", "multicast"), ("::ffff:127.0.0.1", "loopback")],
+)
+def test_an_endpoint_no_peer_should_be_sent_to_is_refused_and_nothing_changes(api, uk, ip, why):
+    ident, _ = uk
+    api.login(ident)
+    serial = Network.objects.get().serial
+    response = api.post("/api/peers/register", {**RECORD, "ip": ip})
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("ip: ") and why in response.json()["detail"]
+    node = Node.objects.get(peer_id=ident.peer_id)
+    assert node.endpoint_ip is None and node.record_expires_at is None
+    assert Network.objects.get().serial == serial
+    refused = AuditEvent.objects.get(action=AuditAction.PEER_REGISTER_REFUSED)
+    assert refused.details["reason"] == "endpoint refused" and why in refused.details["error"]
+
+
+def test_loopback_endpoints_are_accepted_only_with_the_lab_setting(api, settings, uk):
+    ident, _ = uk
+    api.login(ident)
+    assert api.post("/api/peers/register", {**RECORD, "ip": "127.0.0.1"}).status_code == 400
+    settings.SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS = True
+    assert api.post("/api/peers/register", {**RECORD, "ip": "127.0.0.1"}).status_code == 200
+    # the setting allows loopback and nothing else
+    assert api.post("/api/peers/register", {**RECORD, "ip": "169.254.169.254"}).status_code == 400
+
+
+def test_endpoint_changes_over_the_limit_are_refused_without_a_serial_bump(api, settings, uk):
+    settings.SHADOWMESH_RATE_LIMITS = {**settings.SHADOWMESH_RATE_LIMITS, "endpoint_change": 3}
+    ident, _ = uk
+    api.login(ident)
+    serial = Network.objects.get().serial
+    codes = [api.post("/api/peers/register", {**RECORD, "udp_port": 9000 + i}).status_code for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    assert Network.objects.get().serial == serial + 3
+    assert AuditEvent.objects.filter(action=AuditAction.PEER_REGISTERED).count() == 3
+    assert Node.objects.get(peer_id=ident.peer_id).udp_port == 9002  # the refused ones wrote nothing
+    limited = api.post("/api/peers/register", {**RECORD, "udp_port": 9999})
+    assert limited["Retry-After"] == "600" and "endpoint changes" in limited.json()["detail"]
+    refused = AuditEvent.objects.get(action=AuditAction.PEER_REGISTER_REFUSED)
+    assert refused.count == 3 and refused.details["reason"] == "too many endpoint changes"
+    # an unchanged refresh is not a change: it still keeps the record alive
+    assert api.post("/api/peers/register", {**RECORD, "udp_port": 9002}).status_code == 200
+    assert Network.objects.get().serial == serial + 3
+
+
+def test_the_source_port_alone_is_not_a_change_peers_see(api_factory, uk):
+    """Each new TCP connection has a new source port: counting it as a change bumped the serial
+    and pushed a netmap to the whole mesh at every REST refresh."""
+    ident, _ = uk
+    client = api_factory("198.18.0.3")
+    client.login(ident)
+    client.post("/api/peers/register", RECORD, REMOTE_PORT="40001")
+    serial = Network.objects.get().serial
+    client.post("/api/peers/register", RECORD, REMOTE_PORT="40002")
+    assert Network.objects.get().serial == serial
+    assert Node.objects.get(peer_id=ident.peer_id).observed_port == 40002

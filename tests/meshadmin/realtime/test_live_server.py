@@ -35,7 +35,7 @@ async def test_agents_enroll_get_maps_and_follow_changes_through_a_real_server(s
     maps: dict[str, list[nm.NetMap]] = {"uk": [], "belgium": []}
     # reconnect attempts at most 0.2 s apart: the backoff schedule itself is tested as a pure function
     quick = lambda d: asyncio.sleep(min(d, 0.2))  # noqa: E731
-    uk_link = ServerLink(uk_dir, maps["uk"].append, endpoints=(nm.Endpoint("127.0.0.1", 18443, 19443),),
+    uk_link = ServerLink(uk_dir, maps["uk"].append, endpoints=(nm.Endpoint("198.18.0.3", 18443, 19443),),
                          stats_interval=0.5, sleep=quick)
     be_link = ServerLink(be_dir, maps["belgium"].append, stats_interval=0.5, sleep=quick)
     tasks = [asyncio.create_task(uk_link.run()), asyncio.create_task(be_link.run())]
@@ -45,7 +45,7 @@ async def test_agents_enroll_get_maps_and_follow_changes_through_a_real_server(s
 
         def uk_endpoint():
             hub = maps["belgium"][-1].peer(uk.peer_id)
-            return hub is not None and nm.Endpoint("127.0.0.1", 18443, 19443) in hub.endpoints
+            return hub is not None and nm.Endpoint("198.18.0.3", 18443, 19443) in hub.endpoints
 
         await until(uk_endpoint, "belgium learns uk's endpoint")
         assert maps["belgium"][-1].relays == (uk.peer_id,)

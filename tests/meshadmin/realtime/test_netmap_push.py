@@ -92,3 +92,57 @@ async def test_the_agent_version_in_an_endpoint_report_is_kept_on_the_node(uk):
         await asyncio.sleep(0.05)
     assert node.agent_version == "1.2.3"
     await comm.disconnect()
+
+
+async def _until(predicate, what: str) -> None:
+    for _ in range(200):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_reported_endpoint_no_peer_should_be_sent_to_is_ignored_and_audited(uk, belgium):
+    """Attack 5 of issue 9: a compromised node steering every peer at a cloud metadata address."""
+    from meshadmin.mesh.choices import AuditAction
+    from meshadmin.mesh.models import AuditEvent
+
+    uk_comm, _ = await login(uk[0])
+    be_comm, be_map = await login(belgium[0])
+    serial = (await Network.objects.aget(name="default")).serial
+    for bad in ("169.254.169.254", "127.0.0.1", "0.0.0.0", "224.0.0.251"):
+        report = messages.EndpointReport((nm.Endpoint(bad, 80, 80),))
+        await uk_comm.send_to(bytes_data=messages.encode(report))
+    refused = AuditEvent.objects.filter(action=AuditAction.PEER_REGISTER_REFUSED, count=4)
+    await _until(refused.aexists, "the refusals to be audited")
+    assert (await Network.objects.aget(name="default")).serial == serial
+    assert (await Node.objects.aget(peer_id=uk[0].peer_id)).endpoint_ip is None
+    # the next thing belgium hears of uk is the good endpoint: nothing was pushed for the bad ones
+    good = nm.Endpoint("198.18.0.1", 8443, 9443)
+    await uk_comm.send_to(bytes_data=messages.encode(messages.EndpointReport((good,))))
+    delta = (await receive(be_comm)).delta
+    assert delta.base_serial == be_map.serial and delta.serial == serial + 1
+    assert nm.apply_delta(be_map, delta).peer(uk[0].peer_id).endpoints[0] == good
+    for comm in (uk_comm, be_comm):
+        await comm.disconnect()
+
+
+async def test_endpoint_changes_over_the_limit_are_ignored_on_the_socket_and_counted(settings, uk, belgium):
+    from meshadmin.mesh.choices import AuditAction
+    from meshadmin.mesh.models import AuditEvent
+
+    settings.SHADOWMESH_RATE_LIMITS = {**settings.SHADOWMESH_RATE_LIMITS, "endpoint_change": 2}
+    uk_comm, _ = await login(uk[0])
+    serial = (await Network.objects.aget(name="default")).serial
+    for port in range(9001, 9006):
+        report = messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, port),))
+        await uk_comm.send_to(bytes_data=messages.encode(report))
+    refused = AuditEvent.objects.filter(action=AuditAction.PEER_REGISTER_REFUSED, count=3)
+    await _until(refused.aexists, "three refused changes to be counted")
+    assert (await Network.objects.aget(name="default")).serial == serial + 2
+    assert (await Node.objects.aget(peer_id=uk[0].peer_id)).udp_port == 9002
+    # the socket is still open and served
+    await uk_comm.send_to(bytes_data=messages.encode(messages.Resync(0)))
+    while not isinstance(msg := await receive(uk_comm), messages.Full):
+        assert isinstance(msg, messages.Delta)
+    await uk_comm.disconnect()
