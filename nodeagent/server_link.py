@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0  # keeps "server back -> all agents online" under 10 s
 STATS_INTERVAL_S = 2.0
+RATE_LIMITED_ATTEMPT = 4  # after a 4429 close the next delay is already the capped one
 
 NetMapCallback = Callable[[nm.NetMap], Awaitable[None] | None]
 StatsSource = Callable[[], "messages.Stats | None"]
@@ -120,6 +121,9 @@ class ServerLink:
                     log.error("server revoked this node: %s", reason)
                     self.revoked = True
                     break
+                if code == CloseCode.RATE_LIMITED:  # too many sockets from our address: wait the longest
+                    log.warning("server refused the link: %s", reason)
+                    self.attempt = max(self.attempt, RATE_LIMITED_ATTEMPT)
                 log.warning("server link closed (code %s %s)", code, reason)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, MessageError, _Reconnect) as exc:
                 log.warning("server link failed: %s: %s", type(exc).__name__, exc)

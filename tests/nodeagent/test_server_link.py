@@ -322,3 +322,42 @@ async def test_endpoints_are_reported_again_each_refresh_period_while_counters_f
         assert between.count(messages.Stats) >= 2, kinds
     finally:
         await stop(server, task)
+
+
+async def test_a_rate_limited_close_waits_the_capped_delay_then_connects(state_dir):
+    """The server closes with 4429 when our address opened too many sockets in a minute."""
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    delays = []
+
+    async def fast_sleep(d):
+        delays.append(d)
+        await asyncio.sleep(0)
+
+    ident = identity.load_private_key(state_dir / "node.key")
+    fake = FakeServer(ident.public_key)
+    refused = 0
+
+    async def handler(ws):
+        nonlocal refused
+        if refused < 2:  # closed before any challenge, as AgentConsumer does
+            refused += 1
+            await ws.close(CloseCode.RATE_LIMITED, "too many connections from this address")
+            return
+        await fake.handler(ws)
+
+    async def script(ws, n):
+        await ws.send(messages.encode(messages.Full(make_map(me, 2, [B]))))
+        await fake.pump(ws)
+
+    fake.script = script
+    server = await serve(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    link = ServerLink(state_dir, lambda m: None, url=f"ws://127.0.0.1:{port}/ws/agent/", sleep=fast_sleep,
+                      rng=lambda: 0.0)
+    task = asyncio.create_task(link.run())
+    try:
+        assert (await fake.next_message(messages.Ack)).serial == 2
+        assert delays == [BACKOFF_CAP_S / 2, BACKOFF_CAP_S / 2]  # not the 0.25 s of a first retry
+        assert link.attempt == 0
+    finally:
+        await stop(server, task)
