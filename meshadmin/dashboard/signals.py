@@ -16,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.signals import user_logged_out, user_login_failed
 from django.dispatch import receiver
 
+from meshadmin.client_address import request_client_ip
 from meshadmin.mesh.changes import change_announced
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.common import record_audit
@@ -62,7 +63,7 @@ def close_sockets_on_logout(sender, request, user, **kwargs) -> None:
 @receiver(user_login_failed, dispatch_uid="dashboard.audit_failed_login")
 def audit_failed_login(sender, credentials, request=None, **kwargs) -> None:
     username = str(credentials.get("username", ""))[:80]
-    source_ip = request.META.get("REMOTE_ADDR") if request is not None else None
+    source_ip = request_client_ip(request) if request is not None else None
     record_audit(
         AuditAction.AUTH_FAILED,
         actor=f"user:{username}" if username else "anonymous",

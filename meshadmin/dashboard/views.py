@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from meshadmin.client_address import request_client_ip
 from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
 from meshadmin.mesh.permissions import can_edit
 from meshadmin.mesh.services import ServiceError
@@ -75,10 +76,27 @@ def _login_failure_keys(request) -> list[str]:
     """Failures count per client address and per username (so neither spraying nor guessing pays)."""
     window = int(time.time()) // LOGIN_FAILURE_WINDOW_S
     username = (request.POST.get("username") or "").strip().lower()[:150]
-    keys = [f"dashboard:login-failures:ip:{request.META.get('REMOTE_ADDR', '')}:{window}"]
+    keys = [f"dashboard:login-failures:ip:{request_client_ip(request)}:{window}"]
     if username:
         keys.append(f"dashboard:login-failures:user:{hashlib.sha256(username.encode()).hexdigest()}:{window}")
     return keys
+
+
+def _login_refused(request) -> bool:
+    limit = getattr(settings, "SHADOWMESH_LOGIN_FAILURE_LIMIT", 10)
+    return limit > 0 and any((cache.get(key) or 0) >= limit for key in _login_failure_keys(request))
+
+
+def _count_login_failure(request) -> None:
+    for key in _login_failure_keys(request):
+        cache.add(key, 0, timeout=LOGIN_FAILURE_WINDOW_S * 2)
+        try:
+            cache.incr(key)
+        except ValueError:  # evicted between add and incr
+            cache.add(key, 1, timeout=LOGIN_FAILURE_WINDOW_S * 2)
+
+
+LOGIN_REFUSED = "Too many failed sign-ins. Wait a few minutes and try again."
 
 
 class LoginView(auth_views.LoginView):
@@ -88,23 +106,30 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def post(self, request, *args, **kwargs):
-        limit = getattr(settings, "SHADOWMESH_LOGIN_FAILURE_LIMIT", 10)
-        if limit > 0 and any((cache.get(key) or 0) >= limit for key in _login_failure_keys(request)):
+        if _login_refused(request):
             form = self.get_form_class()(request)  # unbound: the password is not even checked
-            context = self.get_context_data(
-                form=form, refused="Too many failed sign-ins. Wait a few minutes and try again."
-            )
+            context = self.get_context_data(form=form, refused=LOGIN_REFUSED)
             return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form):
-        for key in _login_failure_keys(self.request):
-            cache.add(key, 0, timeout=LOGIN_FAILURE_WINDOW_S * 2)
-            try:
-                cache.incr(key)
-            except ValueError:  # evicted between add and incr
-                cache.add(key, 1, timeout=LOGIN_FAILURE_WINDOW_S * 2)
+        _count_login_failure(self.request)
         return super().form_invalid(form)
+
+
+@never_cache
+def admin_login(request):
+    """/admin/login/ is Django admin's own sign-in page with the dashboard's failure limits (the
+    same counters): without them it was a second, unlimited door for guessing passwords."""
+    from django.contrib import admin
+    from django.http import HttpResponse
+
+    if request.method == "POST" and _login_refused(request):
+        return HttpResponse(LOGIN_REFUSED, status=429, content_type="text/plain; charset=utf-8")
+    response = admin.site.login(request)
+    if request.method == "POST" and response.status_code == 200:  # the form came back: refused
+        _count_login_failure(request)
+    return response
 
 
 class LogoutView(auth_views.LogoutView):

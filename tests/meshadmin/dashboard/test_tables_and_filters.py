@@ -144,3 +144,23 @@ def test_audit_rows_name_the_object_and_link_to_the_node(admin, mesh, network):
     html = admin.get("/audit/").content.decode()
     assert f'<a href="/nodes/{mesh["uk"].peer_id}/">node uk</a>' in html
     assert f"token {token.prefix}…" in html
+
+
+def test_the_admin_sign_in_page_shares_the_failure_limit(client, admin_user, settings):
+    """/admin/login/ was a second door with no limit at all (attack 25)."""
+    settings.SHADOWMESH_LOGIN_FAILURE_LIMIT = 3
+    admin_user.set_password("a long password for this test")
+    admin_user.save()
+    assert client.get("/admin/login/").status_code == 200
+    for _ in range(2):
+        assert client.post("/admin/login/", {"username": "alice", "password": "wrong"}).status_code == 200
+    assert client.post("/login/", {"username": "alice", "password": "wrong"}).status_code == 200
+    for path in ("/admin/login/", "/login/"):
+        response = client.post(path, {"username": "alice", "password": "a long password for this test"})
+        assert response.status_code == 429, path
+    assert client.get("/admin/").status_code == 302, "still signed out"
+    # another address and another name are not limited by these failures
+    other = Client(REMOTE_ADDR="10.9.9.9")
+    response = other.post("/admin/login/", {"username": "bob", "password": "wrong"})
+    assert response.status_code == 200
+
