@@ -3,7 +3,8 @@
 The token is consumed by a conditional UPDATE (uses_left > 0, not revoked, not expired) in the
 same transaction that creates the node; if anything later fails (pool full, key already
 enrolled) the transaction rolls back and the use is given back. Refusals are audited outside
-the rolled-back transaction so the audit row survives.
+the rolled-back transaction so the audit row survives (repeated ones from one address folded
+into one event with a count).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..constants import CERTIFICATE_LIFETIME
 from ..models import EnrollmentToken, Node
 from ..pki import issue_node_certificate
 from ..secrets import hash_secret
+from .audit import record_refusal
 from .common import bump_serial, node_actor, record_audit
 from .errors import Conflict, Forbidden, ServiceError
 from .validation import clean_endpoint, clean_label, clean_public_key
@@ -70,14 +72,15 @@ def enroll(
     network = row.network if row is not None else None
 
     def refuse(error: ServiceError, reason: str) -> ServiceError:
-        record_audit(
+        # folded with the same refusals from the same address (services/audit.py): the first
+        # attempt's name and token prefix stay on the event
+        record_refusal(
             AuditAction.NODE_ENROLL_REJECTED,
-            actor="anonymous",
+            reason=reason,
             network=network,
             object_type="node",
             object_id=pid,
             source_ip=source_ip,
-            reason=reason,
             name=name,
             token_prefix=row.prefix if row is not None else None,
         )

@@ -67,6 +67,17 @@ def test_an_unknown_token_is_refused(api, identity_factory):
     assert AuditEvent.objects.filter(action=AuditAction.NODE_ENROLL_REJECTED).count() == 1
 
 
+def test_repeated_refusals_from_one_address_are_one_audit_event_with_a_count(api, api_factory,
+                                                                            identity_factory):
+    for i in range(5):
+        assert api.enroll(f"guess-{i}", identity_factory(), f"x{i}").status_code == 403
+    assert api_factory("198.18.0.9").enroll("guess", identity_factory(), "y").status_code == 403
+    events = AuditEvent.objects.filter(action=AuditAction.NODE_ENROLL_REJECTED)
+    assert sorted((e.source_ip, e.count) for e in events) == [("127.0.0.1", 5), ("198.18.0.9", 1)]
+    first = events.get(source_ip="127.0.0.1")
+    assert first.details["name"] == "x0" and first.details["reason"] == "invalid enrollment token"
+
+
 def test_an_expired_token_is_refused(api, make_token, identity_factory):
     token = make_token()
     EnrollmentToken.objects.update(expires_at=timezone.now() - timedelta(seconds=1))

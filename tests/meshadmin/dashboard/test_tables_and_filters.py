@@ -164,3 +164,12 @@ def test_the_admin_sign_in_page_shares_the_failure_limit(client, admin_user, set
     response = other.post("/admin/login/", {"username": "bob", "password": "wrong"})
     assert response.status_code == 200
 
+
+def test_a_folded_audit_event_shows_how_many_attempts_it_stands_for(admin):
+    from meshadmin.mesh.services.audit import record_refusal
+
+    for _ in range(5):
+        record_refusal(AuditAction.AUTH_FAILED, reason="bad signature", channel="websocket",
+                       source_ip="198.18.7.7")
+    html = admin.get("/audit/?action=auth.failed").content.decode()
+    assert html.count('data-testid="audit-count"') == 1 and "\u00d75" in html  # the multiplication sign, 5
