@@ -165,6 +165,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             SHADOWMESH_DATA_DIR=tmp,
             SHADOWMESH_ENROLL_RATE="0",
             SHADOWMESH_AUTH_RATE="0",
+            SHADOWMESH_AGENT_CONNECT_RATE="0",  # every simulated agent connects from 127.0.0.1
             SHADOWMESH_LOG_LEVEL="INFO" if log_path else "WARNING",
             DJANGO_SETTINGS_MODULE="meshadmin.settings",
         )
