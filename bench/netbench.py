@@ -12,6 +12,8 @@ Environment knobs (defaults in brackets):
     TUNNELS ["veth wireguard-go nebula nebula-mtu1420 shadowmesh"]
     UP_TIMEOUT [15] (s until the first ping; ShadowMesh gets SM_UP_TIMEOUT [30])
     SM_AGENT_ENV [""] (extra environment for the agents, "NAME=value ...")
+    SHADOWMESH_AGENT_REF (another build's shadowmesh-agent; add the leg `shadowmesh-ref` to TUNNELS
+        for a same-run, interleaved A/B of two builds)
     IDLE_S [3] (idle seconds before reading the tunnel's RSS)   RESULTS [bench/results]
 Writes RESULTS/net-<stamp>.tsv (one row per run), RESULTS/net-<stamp>.json (machine, versions, MTUs,
 RSS, skips, rows) and the tools' raw output under RESULTS/net-<stamp>/; prints a markdown table.
@@ -156,7 +158,7 @@ def main() -> int:
                     info = doc["tunnels"].setdefault(name, {})
                     if "skipped" in info:
                         continue
-                    deadline = sm_up_timeout if name == "shadowmesh" else up_timeout
+                    deadline = sm_up_timeout if name.startswith("shadowmesh") else up_timeout
                     row = _one_round(pair, name, r, info, k, work / f"round{r}", logdir, deadline, idle_s)
                     if row:
                         doc["rows"].append(row)
@@ -207,7 +209,7 @@ def _one_round(
         info["rss_after_mb"] = _rss_per_node(pair)
         if t.status:
             for side in "ab":
-                status = shadowmesh_status(pair, t.status, side)
+                status = shadowmesh_status(pair, t.status, side, t.agent)
                 (logdir / f"{name}-{r}-status-{side}.json").write_text(json.dumps(status, indent=2))
                 info[f"status_{side}"] = status
         return row

@@ -36,6 +36,7 @@ class Tunnel:
     up_s: float | None = None  # from starting the daemons to the first answered ping
     notes: list[str] = field(default_factory=list)
     status: Path | None = None  # ShadowMesh: folder of a.toml / b.toml, whose `status --json` is saved
+    agent: Path | None = None  # ShadowMesh: the agent executable that runs this tunnel
 
 
 def wait_ping(pair: Pair, target: str, deadline_s: float, watch: list[subprocess.Popen] = ()) -> float:
@@ -262,6 +263,15 @@ def agent_binary() -> Path:
     return Path(os.environ.get("SHADOWMESH_AGENT", ROOT / ".venv" / "bin" / "shadowmesh-agent"))
 
 
+def reference_agent() -> Path:
+    """The agent of another build for a same-run A/B (leg `shadowmesh-ref`): SHADOWMESH_AGENT_REF,
+    e.g. the .venv/bin/shadowmesh-agent of a `git worktree` checked out at the older commit."""
+    ref = os.environ.get("SHADOWMESH_AGENT_REF")
+    if not ref:
+        raise Skip("SHADOWMESH_AGENT_REF is not set (the reference build's shadowmesh-agent)")
+    return Path(ref)
+
+
 def agent_env() -> dict:
     """Our environment plus SM_AGENT_ENV ("NAME=value ..."), e.g. the data path's A/B knobs."""
     env = dict(os.environ)
@@ -271,16 +281,17 @@ def agent_env() -> dict:
     return env
 
 
-def start_shadowmesh(pair: Pair, work: Path, deadline_s: float) -> Tunnel:
+def start_shadowmesh(pair: Pair, work: Path, deadline_s: float, *, name: str = "shadowmesh",
+                     agent: Path | None = None) -> Tunnel:
     """`shadowmesh-agent up --config` in each namespace (serverless mode:
-    docs/operations.md#serverless-configuration)."""
-    agent = agent_binary()
+    docs/operations.md#serverless-configuration). `agent`: another build's executable (A/B)."""
+    agent = agent or agent_binary()
     if not agent.exists():
         raise Skip(f"{agent} does not exist (install the project into .venv)")
     help_text = subprocess.run([str(agent), "--help"], capture_output=True, text=True, timeout=30)
     if help_text.returncode != 0 or " up" not in help_text.stdout:
         raise Skip(f"{agent} has no `up` command yet: {(help_text.stdout + help_text.stderr).strip()[-400:]}")
-    d = work / "shadowmesh"
+    d = work / name
     d.mkdir(parents=True, exist_ok=True)
     for side in "ab":
         kg = subprocess.run(
@@ -318,10 +329,11 @@ def start_shadowmesh(pair: Pair, work: Path, deadline_s: float) -> Tunnel:
     }
     extra = os.environ.get("SM_AGENT_ENV", "").strip()
     t = Tunnel(
-        "shadowmesh",
+        name,
         overlay["b"],
-        version=_tree_version() + (f" with {extra}" if extra else ""),
+        version=_agent_version(agent) + (f" with {extra}" if extra else ""),
         status=d,
+        agent=agent,
     )
     try:
         wait_ping(pair, t.target, deadline_s, list(procs.values()))
@@ -335,22 +347,25 @@ def start_shadowmesh(pair: Pair, work: Path, deadline_s: float) -> Tunnel:
     return t
 
 
-def shadowmesh_status(pair: Pair, folder: Path, side: str) -> dict | None:
+def shadowmesh_status(pair: Pair, folder: Path, side: str, agent: Path | None = None) -> dict | None:
     """`shadowmesh-agent status --json` of node `side` ("a" or "b"), None if it does not answer."""
     node = pair.a if side == "a" else pair.b
     config = str(folder / f"{side}.toml")
-    proc = node.run(str(agent_binary()), "status", "--config", config, "--json", timeout=30, check=False)
+    agent = agent or agent_binary()
+    proc = node.run(str(agent), "status", "--config", config, "--json", timeout=30, check=False)
     try:
         return json.loads(proc.stdout)
     except ValueError:
         return None
 
 
-def _tree_version() -> str:
-    """The commit the agent code comes from, and whether nodeagent/ has uncommitted changes."""
-    sha = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+def _agent_version(agent: Path) -> str:
+    """The commit the agent's code comes from (the checkout around its virtualenv), and whether its
+    nodeagent/ has uncommitted changes."""
+    tree = agent.resolve().parents[2] if agent.resolve().parent.name == "bin" else ROOT
+    sha = _first_line(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"])
     dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "nodeagent"], capture_output=True, text=True
+        ["git", "-C", str(tree), "status", "--porcelain", "nodeagent"], capture_output=True, text=True
     ).stdout.strip()
     return f"shadowmesh {sha or '?'}" + (" + uncommitted nodeagent changes" if dirty else "")
 
@@ -366,4 +381,7 @@ STARTERS = {
     "nebula": start_nebula,
     "nebula-mtu1420": lambda pair, work, dl: start_nebula(pair, work, dl, mtu=1420),
     "shadowmesh": start_shadowmesh,
+    "shadowmesh-ref": lambda pair, work, dl: start_shadowmesh(
+        pair, work, dl, name="shadowmesh-ref", agent=reference_agent()
+    ),
 }
