@@ -51,6 +51,7 @@ from .identity import NodeIdentity
 from .paths.select import PathSelector
 from .peers import PeerSet
 from .protocol.messages import Stats
+from .protocol.opcount import COUNTS
 from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 from .sessions import Sessions, random_jitter, session_timing
 from .status import node_status, peer_status, stats_report, status_document
@@ -204,6 +205,7 @@ class Agent:
                            overlay_ip=str(self.config.overlay.ip), uptime_s=now - self.started,
                            datapath=self.datapath, relayed_handshakes=self.handshakes.relayed,
                            interface=self.tun.name, mtu=self.mtu, udp=self.udp)
+        node["handshake"] = {"crypto": COUNTS.snapshot()}
         if self.enrolled is not None:
             node.update(self.enrolled.status_fields())
         peers = [peer_status(p, control_up=self.links.is_up(p.config.peer_id), now=now) for p in self.peers]

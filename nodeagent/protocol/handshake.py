@@ -100,6 +100,7 @@ from .handshake_errors import (
 from .hello_guard import HelloGuard
 from .identity import PEER_ID_RE, peer_id_bytes
 from .keys import Keypair
+from .opcount import COUNTS
 from .trust import LocalIdentity, PeerIdentity, Trust
 from .wire import Reader
 
@@ -251,6 +252,7 @@ def _mac(key: bytes, *parts: bytes) -> bytes:
 
 
 def _verify(public_key: bytes, signature: bytes, message: bytes) -> None:
+    COUNTS.bump("verifications")
     try:
         mldsa.MLDSA87PublicKey.from_public_bytes(public_key).verify(signature, message, CONTEXT_HANDSHAKE)
     except (InvalidSignature, ValueError) as exc:
@@ -413,6 +415,7 @@ class Initiator(_Party):
         r.end()
         t1 = self._hello + message[:t1_end]
         ss_x = _x25519(self._x, e_r)
+        COUNTS.bump("decapsulations")
         try:
             ss_k = self._kem.decapsulate(ct)
         except ValueError as exc:
@@ -439,6 +442,7 @@ class Initiator(_Party):
         cred = self.local.credential
         body = bytes([MessageType.CONFIRM]) + _U16.pack(len(cred)) + cred
         t2 = self._t1 + self._sig_r + self._mac_r + body
+        COUNTS.bump("signatures")
         sig_i = self.local.private_key.sign(_LABEL_INITIATOR + t2, CONTEXT_HANDSHAKE)
         mac_i = _mac(keys.confirm_initiator, t2, sig_i)
         message = body + sig_i + mac_i
@@ -528,6 +532,7 @@ class Responder(_Party):
             ek = mlkem.MLKEM1024PublicKey.from_public_bytes(hello[_HELLO_HEAD.size + X25519_KEY_SIZE :])
         except ValueError as exc:
             raise BadShare("invalid ML-KEM-1024 encapsulation key") from exc
+        COUNTS.bump("encapsulations")
         ss_k, ct = ek.encapsulate()
         x = x25519.X25519PrivateKey.generate()
         ss_x = _x25519(x, e_i)
@@ -543,6 +548,7 @@ class Responder(_Party):
         )
         t1 = hello + body
         keys = derive_keys(ss_k, ss_x, e_i, e_r, ct, hashlib.sha256(t1).digest())
+        COUNTS.bump("signatures")
         sig_r = self.local.private_key.sign(_LABEL_RESPONDER + t1, CONTEXT_HANDSHAKE)
         mac_r = _mac(keys.confirm_responder, t1, sig_r)
         self._keys = keys

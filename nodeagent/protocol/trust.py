@@ -27,6 +27,7 @@ from .cert import CertFlags, CertificateError, parse_certificate, verify_certifi
 from .constants import MLDSA87_PUBLIC_KEY_SIZE
 from .handshake_errors import BadCredential, RevokedPeer, UnknownPeer
 from .identity import IdentityError, peer_id
+from .opcount import COUNTS
 
 __all__ = ["LocalIdentity", "MeshCA", "PeerIdentity", "PinnedKeys", "Trust"]
 
@@ -110,6 +111,7 @@ class MeshCA:
         return peer_id not in self.revoked and (self.known is None or peer_id in self.known)
 
     def authenticate(self, credential: bytes, now: float) -> PeerIdentity:
+        COUNTS.bump("verifications")
         try:
             cert = verify_certificate(credential, self.ca_public_key, int(now))
         except CertificateError as exc:
