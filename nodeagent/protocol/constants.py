@@ -19,7 +19,7 @@ PEER_ID_SIZE = 20  # first 20 bytes of SHA-256(raw ML-DSA-87 public key); 40 hex
 # --- FIPS 204 context strings: one per purpose, so a signature never verifies elsewhere
 CONTEXT_AUTH = b"shadowmesh/auth/v1"
 CONTEXT_CERT = b"shadowmesh/cert/v1"
-CONTEXT_HANDSHAKE = b"shadowmesh/handshake/v1"
+CONTEXT_HANDSHAKE = b"shadowmesh/handshake/v2"  # v2: signed HELLO (docs/protocol.md#versioning)
 CONTEXT_DHT = b"shadowmesh/dht/v1"
 
 # --- defaults (docs/operations.md#ports, docs/protocol.md#key-lifetimes-and-timers)
@@ -47,7 +47,8 @@ HANDSHAKE_MIN_INTERVAL_S = 0.020  # a responder ignores a peer's HELLOs closer t
 REPLAY_WINDOW = 8128  # counters remembered behind the highest accepted (RFC 6479 ring 128 x 64)
 
 # --- specification: protocol version, handshake and control channel
-PROTOCOL_VERSION = 1  # the HELLO's version byte and the `v` of every agent websocket message
+PROTOCOL_VERSION = 1  # the `v` of every agent websocket message
+HANDSHAKE_VERSION = 2  # the HELLO's version byte; 2: the HELLO is signed and names its responder
 SUITE_HYBRID_V1 = 1  # X25519 + ML-KEM-1024, ML-DSA-87 signatures, HKDF-SHA256, ChaCha20-Poly1305
 MAX_CONTROL_MESSAGE = 64 * 1024  # control-channel frame cap (body bytes), checked before reading
 

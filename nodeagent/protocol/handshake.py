@@ -4,61 +4,75 @@ Hybrid X25519 + ML-KEM-1024, authenticated with ML-DSA-87. Who a party is and wh
 come from trust.py (`LocalIdentity`, `Trust`: pinned keys or the mesh CA); the responder's HELLO
 replay and flood filter is hello_guard.py; every error raised is a handshake_errors.HandshakeError.
 
-- Initiator(local, trust, expected_peer_id, now, *, local_index=None) and
+- Initiator(local, trust, responder_peer_id, now, *, local_index=None, timestamp_ms=None) and
   Responder(local, trust, now, *, guard=None, local_index=None): pass the agent's session index
-  (else a random 32-bit one) and ONE shared HelloGuard per node;
+  (else a random 32-bit one), a strictly increasing HELLO timestamp per initiator (else now in
+  ms) and ONE shared HelloGuard per node;
 - HandshakeResult carries the data keypair, the authenticated PeerIdentity, control
   (ControlKeys send/recv for control.ControlCipher), transcript_hash and initiator;
   Initiator/Responder have .failed.
 
-Three messages, carried by the TCP control channel (they are 2-14 KB) or relayed opaquely by a
+Three messages, carried by the TCP control channel (they are 5-14 KB) or relayed opaquely by a
 hub (control.RELAY_HANDSHAKE). Every message starts with its type byte; integers are big-endian.
+Version 2 (HANDSHAKE_VERSION; docs/protocol.md#versioning): the HELLO is signed by the initiator
+and names its responder, so a HELLO that claims a peer but was not made by it is refused before
+the responder does any work beyond one signature verification.
 
-    HELLO      initiator → responder, fixed 1655 bytes, cheap to check:
-               type=1 ‖ version u8 ‖ suite u8 ‖ initiator peer id (20) ‖ responder peer id (20, or
-               zeros when unknown) ‖ initiator index u32 ‖ timestamp u64 (unix ms) ‖
-               X25519 ephemeral e_i (32) ‖ ML-KEM-1024 encapsulation key ek (1568)
+    HELLO      initiator → responder:
+               type=1 ‖ version u8 ‖ suite u8 ‖ initiator peer id (20) ‖ responder peer id (20) ‖
+               initiator index u32 ‖ timestamp u64 (unix ms) ‖ X25519 ephemeral e_i (32) ‖
+               ML-KEM-1024 encapsulation key ek (1568) ‖ credential_i (u16 length ‖ bytes) ‖
+               sig_h (4627)
     CHALLENGE  responder → initiator:
                type=2 ‖ responder index u32 ‖ X25519 ephemeral e_r (32) ‖ ML-KEM ciphertext ct (1568) ‖
                credential_r (u16 length ‖ bytes) ‖ sig_r (4627) ‖ mac_r (32)
     CONFIRM    initiator → responder:
-               type=3 ‖ credential_i (u16 length ‖ bytes) ‖ sig_i (4627) ‖ mac_i (32)
+               type=3 ‖ sig_i (4627) ‖ mac_i (32)
 
-Transcript: T1 = HELLO ‖ CHALLENGE up to and including credential_r; T2 = T1 ‖ sig_r ‖ mac_r ‖
-credential_i. Signatures use FIPS 204 context "shadowmesh/handshake/v1" and a role label, so a
-responder signature can never pass as an initiator's: sig_r = Sign(sk_r, "…responder" ‖ T1),
-sig_i = Sign(sk_i, "…initiator" ‖ T2). Key confirmation: mac_r = HMAC-SHA256(confirm_r,
-H(T1 ‖ sig_r)), mac_i = HMAC-SHA256(confirm_i, H(T2 ‖ sig_i)).
+Signatures use FIPS 204 context "shadowmesh/handshake/v2" and a role label, so no signature can
+pass for another: sig_h = Sign(sk_i, "…initiator hello" ‖ H0) with H0 = the HELLO up to and
+including credential_i; T1 = HELLO ‖ CHALLENGE up to and including credential_r,
+sig_r = Sign(sk_r, "…responder signature" ‖ T1); T2 = T1 ‖ sig_r ‖ mac_r ‖ CONFIRM's type byte,
+sig_i = Sign(sk_i, "…initiator signature" ‖ T2). Key confirmation: mac_r = HMAC-SHA256(confirm_r,
+H(T1 ‖ sig_r)), mac_i = HMAC-SHA256(confirm_i, H(T2 ‖ sig_i)). sig_h authenticates the HELLO (its
+ephemerals, timestamp and responder) before any responder work; sig_i binds the initiator to the
+whole transcript, the responder's fresh ephemerals included.
 
 Keys (`derive_keys`, the combiner; docs/protocol.md#key-schedule), once the responder has e_r and ct:
     prk = HKDF-Extract(salt = SHA-256(T1), ikm = ss_mlkem ‖ ss_x25519 ‖ e_i ‖ e_r ‖ ct)
-    k_name = HKDF-Expand(prk, info = "shadowmesh/handshake/v1 " ‖ name, 32) for the six names
+    k_name = HKDF-Expand(prk, info = "shadowmesh/handshake/v2 " ‖ name, 32) for the six names
     i2r data, r2i data, i2r control, r2i control, confirm responder, confirm initiator.
 Every ikm field has a fixed length, so the concatenation is injective; T1 binds version, suite,
-both peer ids, both indices, the timestamp, both ephemerals, ct and the responder's credential.
+both peer ids, both indices, the timestamp, both ephemerals, ct and both credentials.
 There is no classical-only mode: a HELLO without the ML-KEM key is malformed, and any other
-version or suite is refused (VersionMismatch). A MITM rewriting a field breaks T1 and so the keys,
-the MACs and the signatures.
+version or suite is refused (VersionMismatch). A MITM rewriting a field breaks a signature, the
+keys and the MACs.
 
 Order of checks (cheap before expensive):
-- consume_hello: exact size, version/suite, trust.knows(initiator id) (unknown → refused before
-  any asymmetric operation), addressed to us, not ourselves, HelloGuard (timestamp, flood),
-  X25519 share not low-order. No ML-KEM or ML-DSA work happens here.
+- consume_hello: version/suite, strict parse, not ourselves, addressed to us, trust.knows(initiator
+  id) (unknown → refused before any asymmetric operation), HelloGuard.check (timestamp not newer
+  than the last authenticated HELLO of that peer, too far ahead, flood), X25519 share not
+  low-order; then the credential (trust.authenticate: a certificate verify, or none when the same
+  certificate was verified before) and its peer id == the claimed one; then ONE ML-DSA verify of
+  sig_h; then HelloGuard.accept records the timestamp. No signature, no encapsulation.
 - create_challenge: ML-KEM ek check + encapsulation, X25519, key derivation, one ML-DSA sign.
 - consume_challenge: parse, X25519 + decapsulation, mac_r (a tampered ct fails HERE, as
   KeyConfirmationFailed), credential (certificate verify), expected peer id, sig_r verify.
-- consume_confirm: parse, mac_i, credential, its peer id == HELLO's initiator id, sig_i verify.
+- consume_confirm: parse, mac_i, the HELLO's credential again (a peer revoked meanwhile is
+  refused), sig_i verify.
 
-Replay of HELLOs: the responder asks its HelloGuard (hello_guard.py) in consume_hello and
-records the HELLO's timestamp there only once CONFIRM verified, so a forged HELLO cannot poison
-the record.
+Replay of HELLOs: a HELLO is recorded in the guard as soon as its signature verified (it was made
+by that peer, so the record cannot be poisoned by anyone else); a copy arriving later, while or
+after its handshake runs, is not newer and is refused before any verification.
 
 Time: `now` is wall-clock unix seconds (certificate validity, HELLO timestamps). The keypair's
 created_at is that same `now`; KeyRing.install re-stamps it with the session's clock.
 
-Measured (python 3.13, cryptography 50, shared 2-core VM, pinned keys, both parties in one
-process): a full HELLO → CHALLENGE → CONFIRM handshake ≈ 5.3 ms; with certificates (two more
-ML-DSA verifies) ≈ 6.6 ms (target ≤ 50 ms on loopback); re-run: test_handshake.py -k timing -s.
+Threads: the agent runs these methods on worker threads (control/crypto.py) so that ML-DSA, whose
+calls release the GIL, does not stall the packet loop; one party object is only ever used by one
+thread at a time, and the shared HelloGuard and MeshCA state are safe to share.
+
+Measured: bench/handshake.py (BENCHMARKS.md#handshake).
 """
 
 from __future__ import annotations
@@ -78,11 +92,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from .constants import (
     CONTEXT_HANDSHAKE,
+    HANDSHAKE_VERSION,
     MLDSA87_SIGNATURE_SIZE,
     MLKEM1024_CIPHERTEXT_SIZE,
     MLKEM1024_PUBLIC_KEY_SIZE,
     PEER_ID_SIZE,
-    PROTOCOL_VERSION,
     SUITE_HYBRID_V1,
     X25519_KEY_SIZE,
 )
@@ -105,7 +119,8 @@ from .trust import LocalIdentity, PeerIdentity, Trust
 from .wire import Reader
 
 __all__ = [
-    "HELLO_SIZE",
+    "CONFIRM_SIZE",
+    "HELLO_FIXED_SIZE",
     "ControlKeys",
     "HandshakeResult",
     "Initiator",
@@ -118,9 +133,10 @@ __all__ = [
 
 _ZERO_ID = bytes(PEER_ID_SIZE)
 _MAC_SIZE = 32
-_LABEL_RESPONDER = b"shadowmesh/handshake/v1 responder signature\x00"
-_LABEL_INITIATOR = b"shadowmesh/handshake/v1 initiator signature\x00"
-_KDF_INFO = b"shadowmesh/handshake/v1 "
+_LABEL_HELLO = b"shadowmesh/handshake/v2 initiator hello\x00"
+_LABEL_RESPONDER = b"shadowmesh/handshake/v2 responder signature\x00"
+_LABEL_INITIATOR = b"shadowmesh/handshake/v2 initiator signature\x00"
+_KDF_INFO = b"shadowmesh/handshake/v2 "
 
 
 # --- the combiner -----------------------------------------------------------------------------
@@ -193,8 +209,12 @@ class MessageType(enum.IntEnum):
 
 
 _HELLO_HEAD = struct.Struct("!BBB20s20sIQ")
-HELLO_SIZE = _HELLO_HEAD.size + X25519_KEY_SIZE + MLKEM1024_PUBLIC_KEY_SIZE
 _U16 = struct.Struct("!H")
+_E_I = slice(_HELLO_HEAD.size, _HELLO_HEAD.size + X25519_KEY_SIZE)
+_EK = slice(_E_I.stop, _E_I.stop + MLKEM1024_PUBLIC_KEY_SIZE)
+# a HELLO is this long plus its credential (a bare key: 8,876 bytes; with a certificate ~13.6 KB)
+HELLO_FIXED_SIZE = _EK.stop + _U16.size + MLDSA87_SIGNATURE_SIZE
+CONFIRM_SIZE = 1 + MLDSA87_SIGNATURE_SIZE + _MAC_SIZE
 
 # canonical encodings of the X25519 points of small order (and their non-canonical twins)
 _P = 2**255 - 19
@@ -342,22 +362,25 @@ class Initiator(_Party):
         self,
         local: LocalIdentity,
         trust: Trust,
-        expected_peer_id: str | None,
+        expected_peer_id: str,
         now: float,
         *,
         local_index: int | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
+        """`expected_peer_id`: the responder (a HELLO always names it). `timestamp_ms`: the HELLO's
+        timestamp, which must grow with every HELLO this node sends to one responder (the caller
+        keeps it strictly increasing); by default `now` in milliseconds."""
         super().__init__(local, trust)
+        if not isinstance(expected_peer_id, str) or not PEER_ID_RE.match(expected_peer_id):
+            raise HandshakeError("the responder's peer id must be 40 lowercase hex characters")
         self.expected_peer_id = expected_peer_id
-        if expected_peer_id is not None:
-            if not isinstance(expected_peer_id, str) or not PEER_ID_RE.match(expected_peer_id):
-                raise HandshakeError("expected_peer_id must be 40 lowercase hex characters")
-            self._responder_id = bytes.fromhex(expected_peer_id)
-        else:
-            self._responder_id = _ZERO_ID
+        self._responder_id = bytes.fromhex(expected_peer_id)
         self.created_at = now
         self.local_index = _index(local_index)
-        self.timestamp_ms = int(now * 1000)
+        self.timestamp_ms = int(now * 1000) if timestamp_ms is None else timestamp_ms
+        if not 0 <= self.timestamp_ms < 2**64:
+            raise HandshakeError("the HELLO timestamp must be a 64-bit unsigned integer")
         self._x: x25519.X25519PrivateKey | None = None
         self._kem: mlkem.MLKEM1024PrivateKey | None = None
         self._hello = b""
@@ -378,10 +401,11 @@ class Initiator(_Party):
         self._require(_State.START, "create a HELLO")
         self._x = x25519.X25519PrivateKey.generate()
         self._kem = mlkem.MLKEM1024PrivateKey.generate()
-        self._hello = (
+        cred = self.local.credential
+        signed = (
             _HELLO_HEAD.pack(
                 MessageType.HELLO,
-                PROTOCOL_VERSION,
+                HANDSHAKE_VERSION,
                 SUITE_HYBRID_V1,
                 peer_id_bytes(self.local.public_key),
                 self._responder_id,
@@ -390,7 +414,11 @@ class Initiator(_Party):
             )
             + self._x.public_key().public_bytes_raw()
             + self._kem.public_key().public_bytes_raw()
+            + _U16.pack(len(cred))
+            + cred
         )
+        COUNTS.bump("signatures")
+        self._hello = signed + self.local.private_key.sign(_LABEL_HELLO + signed, CONTEXT_HANDSHAKE)
         self.state = _State.WAITING
         return self._hello
 
@@ -420,12 +448,11 @@ class Initiator(_Party):
             ss_k = self._kem.decapsulate(ct)
         except ValueError as exc:
             raise MalformedHandshake("invalid ML-KEM ciphertext") from exc
-        e_i = self._hello[_HELLO_HEAD.size : _HELLO_HEAD.size + X25519_KEY_SIZE]
-        keys = derive_keys(ss_k, ss_x, e_i, e_r, ct, hashlib.sha256(t1).digest())
+        keys = derive_keys(ss_k, ss_x, self._hello[_E_I], e_r, ct, hashlib.sha256(t1).digest())
         if not hmac.compare_digest(_mac(keys.confirm_responder, t1, sig_r), mac_r):
             raise KeyConfirmationFailed("responder key confirmation failed")
         peer = self.trust.authenticate(credential, now)
-        if self.expected_peer_id is not None and peer.peer_id != self.expected_peer_id:
+        if peer.peer_id != self.expected_peer_id:
             raise WrongPeer(f"expected {self.expected_peer_id}, the responder is {peer.peer_id}")
         if peer.peer_id == self.local.peer_id:
             raise WrongPeer("the responder is ourselves")
@@ -439,8 +466,7 @@ class Initiator(_Party):
         self._require(_State.READY, "create a CONFIRM")
         keys, peer = self._keys, self._peer
         assert keys is not None and peer is not None
-        cred = self.local.credential
-        body = bytes([MessageType.CONFIRM]) + _U16.pack(len(cred)) + cred
+        body = bytes([MessageType.CONFIRM])
         t2 = self._t1 + self._sig_r + self._mac_r + body
         COUNTS.bump("signatures")
         sig_i = self.local.private_key.sign(_LABEL_INITIATOR + t2, CONTEXT_HANDSHAKE)
@@ -477,6 +503,7 @@ class Responder(_Party):
         self.remote_index = 0
         self.timestamp_ms = 0
         self._hello = b""
+        self._credential = b""
         self._now = now
         self._keys: SessionKeys | None = None
         self._t1_sig_mac = b""
@@ -485,7 +512,8 @@ class Responder(_Party):
         self._keys = None
 
     def consume_hello(self, message: bytes, now: float) -> str:
-        """Cheap checks only; returns the claimed initiator peer id (not yet authenticated)."""
+        """Check a HELLO, cheapest first, up to one signature verification (see the module
+        docstring); returns the initiator's peer id, which the HELLO's signature authenticated."""
         self._require(_State.START, "consume a HELLO")
         try:
             return self._consume_hello(_as_bytes(message), now)
@@ -498,22 +526,34 @@ class Responder(_Party):
             raise MalformedHandshake("expected HELLO")
         if len(message) < 3:
             raise MalformedHandshake("truncated HELLO")
-        if message[1] != PROTOCOL_VERSION or message[2] != SUITE_HYBRID_V1:
+        if message[1] != HANDSHAKE_VERSION or message[2] != SUITE_HYBRID_V1:
             raise VersionMismatch(f"unsupported version {message[1]} / suite {message[2]}")
-        if len(message) != HELLO_SIZE:
-            raise MalformedHandshake(f"HELLO must be {HELLO_SIZE} bytes, got {len(message)}")
-        _, _, _, initiator_id, responder_id, index, timestamp = _HELLO_HEAD.unpack_from(message)
+        r = Reader(message, MalformedHandshake)
+        head = r.take(_HELLO_HEAD.size, "head")
+        _, _, _, initiator_id, responder_id, index, timestamp = _HELLO_HEAD.unpack(head)
+        r.take(X25519_KEY_SIZE, "initiator share")
+        r.take(MLKEM1024_PUBLIC_KEY_SIZE, "ML-KEM key")
+        credential = r.prefixed16("initiator credential")
+        signed_end = r.position
+        sig_h = r.take(MLDSA87_SIGNATURE_SIZE, "HELLO signature")
+        r.end()
         pid = initiator_id.hex()
         if pid == self.local.peer_id:
             raise WrongPeer("HELLO from ourselves")
-        if responder_id not in (_ZERO_ID, peer_id_bytes(self.local.public_key)):
+        if responder_id.hex() != self.local.peer_id:
             raise WrongPeer("HELLO addressed to another peer")
         if not self.trust.knows(pid):
             raise UnknownPeer(f"{pid} is not a peer we accept")
         self.guard.check(pid, timestamp, now)
-        _check_x25519_share(message[_HELLO_HEAD.size : _HELLO_HEAD.size + X25519_KEY_SIZE])
+        _check_x25519_share(message[_E_I])
+        # the first asymmetric work: is the HELLO really the claimed peer's?
+        peer = self.trust.authenticate(credential, now)
+        if peer.peer_id != pid:
+            raise WrongPeer(f"HELLO claimed {pid}, the credential is {peer.peer_id}")
+        _verify(peer.public_key, sig_h, _LABEL_HELLO + message[:signed_end])
+        self.guard.accept(pid, timestamp, now)
         self.peer_id, self.remote_index, self.timestamp_ms = pid, index, timestamp
-        self._hello, self._now = message, now
+        self._hello, self._credential, self._now = message, credential, now
         self.state = _State.READY
         return pid
 
@@ -527,9 +567,9 @@ class Responder(_Party):
 
     def _create_challenge(self) -> bytes:
         hello = self._hello
-        e_i = hello[_HELLO_HEAD.size : _HELLO_HEAD.size + X25519_KEY_SIZE]
+        e_i = hello[_E_I]
         try:
-            ek = mlkem.MLKEM1024PublicKey.from_public_bytes(hello[_HELLO_HEAD.size + X25519_KEY_SIZE :])
+            ek = mlkem.MLKEM1024PublicKey.from_public_bytes(hello[_EK])
         except ValueError as exc:
             raise BadShare("invalid ML-KEM-1024 encapsulation key") from exc
         COUNTS.bump("encapsulations")
@@ -568,19 +608,16 @@ class Responder(_Party):
         keys = self._keys
         assert keys is not None and self.peer_id is not None
         r = _expect(message, MessageType.CONFIRM)
-        credential = r.prefixed16("initiator credential")
-        body_end = r.position
         sig_i = r.take(MLDSA87_SIGNATURE_SIZE, "initiator signature")
         mac_i = r.take(_MAC_SIZE, "initiator MAC")
         r.end()
-        t2 = self._t1_sig_mac + message[:body_end]
+        t2 = self._t1_sig_mac + message[:1]
         if not hmac.compare_digest(_mac(keys.confirm_initiator, t2, sig_i), mac_i):
             raise KeyConfirmationFailed("initiator key confirmation failed")
-        peer = self.trust.authenticate(credential, now)
+        peer = self.trust.authenticate(self._credential, now)  # revoked or expired meanwhile?
         if peer.peer_id != self.peer_id:
             raise WrongPeer(f"HELLO claimed {self.peer_id}, the credential is {peer.peer_id}")
         _verify(peer.public_key, sig_i, _LABEL_INITIATOR + t2)
-        self.guard.record(self.peer_id, self.timestamp_ms)
         self._result = _result(keys, peer, initiator=False, local_index=self.local_index,
                                remote_index=self.remote_index, now=now,
                                transcript=t2 + sig_i + mac_i, hello_timestamp_ms=self.timestamp_ms)

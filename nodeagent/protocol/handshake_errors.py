@@ -20,7 +20,9 @@ __all__ = [
     "RevokedPeer",
     "UnknownPeer",
     "VersionMismatch",
+    "WrongAddress",
     "WrongPeer",
+    "reason",
 ]
 
 
@@ -46,6 +48,10 @@ class WrongPeer(HandshakeError):
 
 class RevokedPeer(HandshakeError):
     pass
+
+
+class WrongAddress(HandshakeError):
+    """The certificate's overlay address is not the one the netmap gives that peer."""
 
 
 class ReplayedHello(HandshakeError):
@@ -74,3 +80,9 @@ class BadCredential(HandshakeError):
 
 class HandshakeStateError(HandshakeError):
     """A method was called out of order, or after the handshake failed or finished."""
+
+
+def reason(exc: HandshakeError) -> str:
+    """The error's kind as a counter name in snake case: ReplayedHello -> "replayed_hello"."""
+    name = type(exc).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from nodeagent.protocol import handshake as hs
 from nodeagent.protocol.frames import FrameType, open_frame, parse_header, seal
-from nodeagent.protocol.handshake import HELLO_SIZE, Initiator, Responder
+from nodeagent.protocol.handshake import CONFIRM_SIZE, HELLO_FIXED_SIZE, Initiator, Responder
 from nodeagent.protocol.handshake_errors import (
     BadCredential,
     BadShare,
@@ -29,9 +29,11 @@ from nodeagent.protocol.handshake_errors import (
     RevokedPeer,
     UnknownPeer,
     VersionMismatch,
+    WrongAddress,
     WrongPeer,
 )
 from nodeagent.protocol.hello_guard import HelloGuard
+from nodeagent.protocol.opcount import COUNTS, OPERATIONS
 from nodeagent.protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 
 NOW = 1_800_000_000  # same fixed "now" as conftest.py
@@ -55,7 +57,7 @@ def enrolled(belgium, starlink, ca_public):
 def run(parties, now=NOW, expected=None, guard=None, tamper=None):
     """Drive HELLO → CHALLENGE → CONFIRM; `tamper(stage, message) -> message` plays a MITM."""
     ini_local, ini_trust, res_local, res_trust = parties
-    ini = Initiator(ini_local, ini_trust, expected, now)
+    ini = Initiator(ini_local, ini_trust, res_local.peer_id if expected is None else expected, now)
     res = Responder(res_local, res_trust, now, guard=guard)
     tamper = tamper or (lambda stage, m: m)
     res.consume_hello(tamper("hello", ini.create_hello()), now)
@@ -106,11 +108,16 @@ def test_two_handshakes_give_fresh_keys(pinned):
     assert a.transcript_hash != b.transcript_hash
 
 
-def test_hello_has_its_fixed_size_and_the_peer_id_comes_first(pinned, belgium):
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+def test_hello_is_its_fixed_part_and_the_credential_and_the_peer_ids_come_first(pinned, belgium, starlink):
+    ini = Initiator(pinned[0], pinned[1], starlink.peer_id, NOW)
     hello = ini.create_hello()
-    assert len(hello) == HELLO_SIZE == 1655
-    assert hello[:3] == bytes([1, 1, 1]) and hello[3:23].hex() == belgium.peer_id
+    assert len(hello) == HELLO_FIXED_SIZE + len(belgium.public_key) == 8876
+    assert hello[:3] == bytes([1, 2, 1])  # HELLO, version 2, suite 1
+    assert hello[3:23].hex() == belgium.peer_id and hello[23:43].hex() == starlink.peer_id
+    res = Responder(pinned[2], pinned[3], NOW)
+    res.consume_hello(hello, NOW)
+    ini.consume_challenge(res.create_challenge(), NOW)
+    assert len(ini.create_confirm()) == CONFIRM_SIZE == 4660
 
 
 # --- tampering --------------------------------------------------------------------------------
@@ -120,7 +127,8 @@ REGIONS = {
     "hello": [
         ("type", 0, 1), ("version", 1, 2), ("suite", 2, 3), ("initiator id", 3, 23),
         ("responder id", 23, 43), ("index", 43, 47), ("timestamp", 47, 55),
-        ("x25519 share", 55, 87), ("ML-KEM key", 87, 1655),
+        ("x25519 share", 55, 87), ("ML-KEM key", 87, 1655), ("credential length", 1655, 1657),
+        ("credential", 1657, -4627), ("signature", -4627, None),
     ],
     "challenge": [
         ("type", 0, 1), ("index", 1, 5), ("x25519 share", 5, 37), ("ML-KEM ciphertext", 37, 1605),
@@ -128,8 +136,7 @@ REGIONS = {
         ("signature", -4659, -32), ("MAC", -32, None),
     ],
     "confirm": [
-        ("type", 0, 1), ("credential length", 1, 3), ("credential", 3, -4659),
-        ("signature", -4659, -32), ("MAC", -32, None),
+        ("type", 0, 1), ("signature", 1, -32), ("MAC", -32, None),
     ],
 }
 CASES = [
@@ -168,13 +175,13 @@ def test_tampered_ml_kem_ciphertext_fails_at_key_confirmation(pinned):
         run(pinned, tamper=lambda s, m: flip(m, 37, 1605, "last") if s == "challenge" else m)
 
 
-def test_tampered_ml_kem_key_in_hello_fails_at_key_confirmation(pinned):
+def test_tampered_ml_kem_key_in_hello_fails_at_the_hellos_signature(pinned):
     # flip a low bit of the last coefficient: still a valid key, just another one
-    with pytest.raises((KeyConfirmationFailed, BadShare)):
+    with pytest.raises(BadSignature):
         run(pinned, tamper=lambda s, m: flip(m, 87, 1600, "first") if s == "hello" else m)
 
 
-@pytest.mark.parametrize(("offset", "value"), [(1, 0), (1, 2), (2, 0), (2, 2), (2, 255)])
+@pytest.mark.parametrize(("offset", "value"), [(1, 0), (1, 1), (1, 3), (2, 0), (2, 2), (2, 255)])
 def test_rewritten_version_or_suite_is_refused(pinned, offset, value):
     def downgrade(stage, m):
         if stage != "hello":
@@ -195,24 +202,34 @@ def test_hello_without_the_ml_kem_key_is_refused(pinned):
 def test_classical_only_hello_of_any_length_is_refused(pinned):
     """A HELLO that offers only X25519 (no ML-KEM), even relabelled as another suite."""
     res = Responder(pinned[2], pinned[3], NOW)
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     classical = bytearray(ini.create_hello()[:87])
     classical[2] = 0
     with pytest.raises(VersionMismatch):
         res.consume_hello(bytes(classical), NOW)
 
 
-def test_mitm_substituting_its_own_ephemerals_cannot_finish(pinned, belgium):
-    """A MITM replaces e_i and ek with its own: the responder's signature then covers the MITM's
-    values, which the initiator's transcript does not contain."""
-    mitm = Initiator(pinned[0], pinned[1], None, NOW)
+def test_mitm_substituting_its_own_ephemerals_cannot_finish(pinned, belgium, starlink):
+    """A MITM replaces e_i and ek with its own. The HELLO's signature covers them: refused. Even a
+    MITM that could sign as the initiator (here: the initiator's own key, the same head) cannot
+    finish: the responder's signature then covers the MITM's values, which the initiator's
+    transcript does not contain."""
+    mitm = Initiator(pinned[0], pinned[1], starlink.peer_id, NOW)
     mitm_hello = mitm.create_hello()
 
     def swap(stage, m):
-        return m[:55] + mitm_hello[55:] if stage == "hello" else m
+        return m[:55] + mitm_hello[55:1655] + m[1655:] if stage == "hello" else m
 
-    with pytest.raises(KeyConfirmationFailed):
+    with pytest.raises(BadSignature):
         run(pinned, tamper=swap)
+
+    ini = Initiator(pinned[0], pinned[1], starlink.peer_id, NOW, local_index=5)
+    resigned = Initiator(pinned[0], pinned[1], starlink.peer_id, NOW, local_index=5).create_hello()
+    res = Responder(pinned[2], pinned[3], NOW)
+    ini.create_hello()
+    res.consume_hello(resigned, NOW)
+    with pytest.raises(KeyConfirmationFailed):
+        ini.consume_challenge(res.create_challenge(), NOW)
 
 
 # --- identity checks --------------------------------------------------------------------------
@@ -223,7 +240,7 @@ def test_unknown_peer_is_refused_before_any_asymmetric_operation(pinned, uk, mon
         def __getattr__(self, name):
             raise AssertionError(f"asymmetric operation {name} before the peer was known")
 
-    stranger = Initiator(LocalIdentity.pinned(uk.key), pinned[1], None, NOW)
+    stranger = Initiator(LocalIdentity.pinned(uk.key), pinned[1], pinned[2].peer_id, NOW)
     hello = stranger.create_hello()
     res = Responder(pinned[2], pinned[3], NOW)
     for module in ("mlkem", "mldsa", "x25519"):
@@ -246,24 +263,22 @@ def test_hello_addressed_to_another_peer_is_refused(enrolled, uk):
 
 def test_hello_from_ourselves_is_refused(enrolled):
     _, _, res_local, res_trust = enrolled
-    hello = Initiator(res_local, res_trust, None, NOW).create_hello()
+    hello = Initiator(res_local, res_trust, res_local.peer_id, NOW).create_hello()
     with pytest.raises(WrongPeer):
         Responder(res_local, res_trust, NOW).consume_hello(hello, NOW)
 
 
 def test_credential_of_someone_else_than_the_hello_claimed_is_refused(enrolled, uk, belgium):
-    """A node (uk) that knows its own key sends a HELLO claiming belgium's id."""
+    """A node (uk) that knows its own key sends a HELLO claiming belgium's id with its own certificate."""
     _, ini_trust, res_local, res_trust = enrolled
     liar = LocalIdentity(uk.key, uk.cert)
-    ini = Initiator(liar, ini_trust, None, NOW)
-    hello = bytearray(ini.create_hello())
+    hello = bytearray(Initiator(liar, ini_trust, res_local.peer_id, NOW).create_hello())
     hello[3:23] = bytes.fromhex(belgium.peer_id)
-    ini._hello = bytes(hello)  # the liar keeps its transcript consistent with what it sent
     res = Responder(res_local, res_trust, NOW)
-    res.consume_hello(bytes(hello), NOW)
-    ini.consume_challenge(res.create_challenge(), NOW)
+    before = COUNTS.snapshot()
     with pytest.raises(WrongPeer):
-        res.consume_confirm(ini.create_confirm(), NOW)
+        res.consume_hello(bytes(hello), NOW)
+    assert COUNTS.since(before)["signatures"] == 0
 
 
 def test_signature_by_another_key_than_the_credential_is_refused(pinned, starlink, uk):
@@ -295,7 +310,7 @@ def test_revoked_peer_is_refused_at_hello(enrolled, belgium, ca_public):
 
 def test_peer_revoked_during_the_handshake_is_refused(enrolled, starlink):
     ini_local, ini_trust, res_local, res_trust = enrolled
-    ini = Initiator(ini_local, ini_trust, None, NOW)
+    ini = Initiator(ini_local, ini_trust, res_local.peer_id, NOW)
     res = Responder(res_local, res_trust, NOW)
     res.consume_hello(ini.create_hello(), NOW)
     challenge = res.create_challenge()
@@ -366,7 +381,7 @@ def test_low_order_x25519_share_in_challenge_is_refused(pinned, share):
 
 def test_replayed_hello_after_a_completed_handshake_is_refused(pinned):
     guard = HelloGuard()
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     hello = ini.create_hello()
     res = Responder(pinned[2], pinned[3], NOW, guard=guard)
     res.consume_hello(hello, NOW)
@@ -379,23 +394,28 @@ def test_replayed_hello_after_a_completed_handshake_is_refused(pinned):
 def test_hello_older_than_the_last_completed_one_is_refused(pinned):
     guard = HelloGuard()
     run(pinned, now=NOW, guard=guard)
-    old = Initiator(pinned[0], pinned[1], None, NOW - 5).create_hello()
+    old = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW - 5).create_hello()
     with pytest.raises(ReplayedHello):
         Responder(pinned[2], pinned[3], NOW + 1, guard=guard).consume_hello(old, NOW + 1)
 
 
-def test_forged_hello_does_not_poison_the_replay_record(pinned):
-    """A HELLO that never completes (e.g. forged with a future timestamp) records nothing."""
+def test_forged_hello_does_not_poison_the_replay_record(pinned, belgium, uk):
+    """A HELLO claiming belgium with a timestamp 100 s ahead, signed by another key: refused, and it
+    records nothing, so belgium's own HELLOs still pass."""
     guard = HelloGuard()
-    future = Initiator(pinned[0], pinned[1], None, NOW + 100).create_hello()
-    Responder(pinned[2], pinned[3], NOW, guard=guard).consume_hello(future, NOW)
+    liar = impostor_of(belgium, uk.key)
+    liar.credential = belgium.public_key
+    future = Initiator(liar, pinned[1], pinned[2].peer_id, NOW + 100).create_hello()
+    with pytest.raises(BadSignature):
+        Responder(pinned[2], pinned[3], NOW, guard=guard).consume_hello(future, NOW)
+    assert len(guard) == 0
     run(pinned, now=NOW + 1, guard=guard)
 
 
 def test_hellos_closer_than_20_ms_are_a_flood(pinned):
     guard = HelloGuard()
-    first = Initiator(pinned[0], pinned[1], None, NOW).create_hello()
-    second = Initiator(pinned[0], pinned[1], None, NOW + 0.01).create_hello()
+    first = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW).create_hello()
+    second = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW + 0.01).create_hello()
     Responder(pinned[2], pinned[3], NOW, guard=guard).consume_hello(first, NOW)
     with pytest.raises(HandshakeFlood):
         Responder(pinned[2], pinned[3], NOW, guard=guard).consume_hello(second, NOW + 0.01)
@@ -406,7 +426,7 @@ def test_initiator_clock_a_year_ahead_is_refused_and_leaves_no_lockout(pinned):
     guard = HelloGuard()
     year = 365 * 86400
     with pytest.raises(ReplayedHello):
-        ini = Initiator(pinned[0], pinned[1], None, NOW + year)
+        ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW + year)
         Responder(pinned[2], pinned[3], NOW, guard=guard).consume_hello(ini.create_hello(), NOW)
     run(pinned, now=NOW + 1, guard=guard)  # clock back: works at once
 
@@ -416,7 +436,7 @@ def test_initiator_clock_slightly_ahead_then_back_recovers_within_a_rekey_period
     ini_local, ini_trust, res_local, res_trust = pinned
 
     def attempt(ini_clock, res_clock):
-        ini = Initiator(ini_local, ini_trust, None, ini_clock)
+        ini = Initiator(ini_local, ini_trust, res_local.peer_id, ini_clock)
         res = Responder(res_local, res_trust, res_clock, guard=guard)
         res.consume_hello(ini.create_hello(), res_clock)
         ini.consume_challenge(res.create_challenge(), ini_clock)
@@ -439,7 +459,7 @@ def test_record_from_before_our_own_clock_went_back_is_treated_as_stale(pinned):
 
 
 def test_methods_out_of_order_raise_state_errors(pinned):
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     with pytest.raises(HandshakeStateError):
         ini.create_confirm()
     with pytest.raises(HandshakeStateError):
@@ -458,7 +478,7 @@ def test_methods_out_of_order_raise_state_errors(pinned):
 
 
 def test_a_failed_party_cannot_be_reused(pinned):
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     ini.create_hello()
     with pytest.raises(MalformedHandshake):
         ini.consume_challenge(b"\x02garbage", NOW)
@@ -468,7 +488,7 @@ def test_a_failed_party_cannot_be_reused(pinned):
 
 
 def test_explicit_session_indices_are_used(pinned):
-    ini = Initiator(pinned[0], pinned[1], None, NOW, local_index=7)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW, local_index=7)
     res = Responder(pinned[2], pinned[3], NOW, local_index=9)
     res.consume_hello(ini.create_hello(), NOW)
     ini.consume_challenge(res.create_challenge(), NOW)
@@ -476,7 +496,7 @@ def test_explicit_session_indices_are_used(pinned):
     assert (ini.result.keypair.local_index, ini.result.keypair.remote_index) == (7, 9)
     assert (rr.keypair.local_index, rr.keypair.remote_index) == (9, 7)
     with pytest.raises(HandshakeError):
-        Initiator(pinned[0], pinned[1], None, NOW, local_index=2**32)
+        Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW, local_index=2**32)
     for bad in ("abc", "AB" * 20, "zz" * 20, 7):
         with pytest.raises(HandshakeError):
             Initiator(pinned[0], pinned[1], bad, NOW)
@@ -488,7 +508,7 @@ def test_message_type_of_junk_is_malformed(junk):
         hs.message_type(junk)
 
 
-@pytest.mark.parametrize("junk", [b"\x01", b"\x01\x01\x01", b"\x02", "text", None, b"\x01" * 1656])
+@pytest.mark.parametrize("junk", [b"\x01", b"\x01\x02\x01", b"\x02", "text", None, b"\x01\x02\x01" * 3000])
 def test_junk_hello_is_malformed(pinned, junk):
     with pytest.raises(MalformedHandshake):
         Responder(pinned[2], pinned[3], NOW).consume_hello(junk, NOW)
@@ -511,7 +531,7 @@ def test_random_hello_only_raises_handshake_errors(pinned, data):
 @FUZZ
 @given(data=st.binary(max_size=9000))
 def test_random_challenge_only_raises_handshake_errors(pinned, data):
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     ini.create_hello()
     with pytest.raises(HandshakeError):
         ini.consume_challenge(data, NOW)
@@ -554,7 +574,7 @@ def test_mutated_messages_only_raise_handshake_errors(recorded, pos, value, stag
 @given(data=st.binary(max_size=9000))
 def test_random_confirm_only_raises_handshake_errors(recorded, data):
     ini_local, ini_trust, res_local, res_trust = recorded
-    ini = Initiator(ini_local, ini_trust, None, NOW)
+    ini = Initiator(ini_local, ini_trust, res_local.peer_id, NOW)
     res = Responder(res_local, res_trust, NOW)
     res.consume_hello(ini.create_hello(), NOW)
     res.create_challenge()
@@ -578,7 +598,7 @@ def test_timed_handshakes_each_complete_with_matching_fresh_keys(pinned, enrolle
 def test_finished_parties_hold_no_ephemeral_secrets(pinned):
     """Forward-secrecy hygiene: once done (or failed), the X25519/ML-KEM private keys and the
     derived handshake keys are dropped from the handshake objects."""
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     res = Responder(pinned[2], pinned[3], NOW)
     res.consume_hello(ini.create_hello(), NOW)
     assert ini._x is not None and ini._kem is not None
@@ -587,7 +607,7 @@ def test_finished_parties_hold_no_ephemeral_secrets(pinned):
     res.consume_confirm(ini.create_confirm(), NOW)
     assert ini._keys is None and res._keys is None
 
-    failed = Initiator(pinned[0], pinned[1], None, NOW)
+    failed = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     failed.create_hello()
     with pytest.raises(MalformedHandshake):
         failed.consume_challenge(b"\x02", NOW)
@@ -598,7 +618,7 @@ def test_keys_depend_on_the_ephemeral_secrets_not_only_on_the_transcript(pinned)
     """Two handshakes whose public transcript fields are replayed byte for byte cannot agree on
     keys without the ephemeral secrets: a responder answering a recorded HELLO derives keys the
     recorder cannot reproduce (its CHALLENGE fails key confirmation at anyone but the original)."""
-    ini = Initiator(pinned[0], pinned[1], None, NOW)
+    ini = Initiator(pinned[0], pinned[1], pinned[2].peer_id, NOW)
     hello = ini.create_hello()
     res1 = Responder(pinned[2], pinned[3], NOW)
     res1.consume_hello(hello, NOW)
@@ -610,3 +630,93 @@ def test_keys_depend_on_the_ephemeral_secrets_not_only_on_the_transcript(pinned)
     ini.consume_challenge(challenge2, NOW)
     with pytest.raises(KeyConfirmationFailed):
         res1.consume_confirm(ini.create_confirm(), NOW)
+
+
+# --- issue 9: what an unauthenticated HELLO costs, replays, revoked identities -------------------
+
+
+def impostor_of(node, key):
+    """A stranger holding `key` who presents `node`'s public key (or certificate) and peer id."""
+    liar = LocalIdentity.pinned(key)
+    liar.public_key = node.public_key
+    liar.peer_id = node.peer_id
+    return liar
+
+
+@pytest.mark.parametrize("mode", ["pinned", "enrolled"])
+def test_a_hello_claiming_a_known_peer_but_not_made_by_it_costs_no_signing_or_encapsulation(
+        request, mode, belgium, starlink, uk):
+    """Attack 12: peer ids and public keys (and certificates) are public; a HELLO that claims
+    belgium but was made with another key is refused before the responder signs or encapsulates."""
+    ini_local, ini_trust, res_local, res_trust = request.getfixturevalue(mode)
+    liar = impostor_of(belgium, uk.key)
+    liar.credential = ini_local.credential  # belgium's public key, or its certificate
+    hello = Initiator(liar, ini_trust, starlink.peer_id, NOW).create_hello()
+    res = Responder(res_local, res_trust, NOW)
+    before = COUNTS.snapshot()
+    with pytest.raises(HandshakeError):
+        res.consume_hello(hello, NOW)
+        res.create_challenge()
+    spent = COUNTS.since(before)
+    assert spent["signatures"] == 0 and spent["encapsulations"] == 0
+
+
+def test_a_hello_replayed_before_its_handshake_completes_is_refused_before_any_work(pinned, starlink):
+    """Attack 9: the genuine HELLO is being answered (CHALLENGE sent, no CONFIRM yet) when a copy
+    of it arrives again: refused, with no signature, encapsulation or verification spent."""
+    guard = HelloGuard()
+    ini = Initiator(pinned[0], pinned[1], starlink.peer_id, NOW)
+    hello = ini.create_hello()
+    genuine = Responder(pinned[2], pinned[3], NOW, guard=guard)
+    genuine.consume_hello(hello, NOW)
+    challenge = genuine.create_challenge()
+    before = COUNTS.snapshot()
+    with pytest.raises(ReplayedHello):
+        Responder(pinned[2], pinned[3], NOW + 1, guard=guard).consume_hello(hello, NOW + 1)
+    assert COUNTS.since(before) == dict.fromkeys(OPERATIONS, 0)
+    ini.consume_challenge(challenge, NOW)  # the genuine handshake is not disturbed
+    genuine.consume_confirm(ini.create_confirm(), NOW)
+
+
+def test_a_resigned_certificate_of_a_revoked_peer_is_refused_at_the_handshake(
+        belgium, starlink, ca, ca_public, issue):
+    """Attack 22: ML-DSA signatures are randomized, so a re-signed copy of belgium's certificate has
+    other bytes (and another hash of its bytes) but the same peer id: still refused."""
+    from nodeagent.protocol.cert import parse_certificate
+
+    fresh = issue(ca, belgium.public_key, "belgium", "10.10.10.5")
+    assert fresh != belgium.cert
+    assert parse_certificate(fresh).fingerprint == parse_certificate(belgium.cert).fingerprint
+    revoked = MeshCA(ca_public, revoked_peer_ids=[belgium.peer_id])
+    with pytest.raises((UnknownPeer, RevokedPeer)):
+        run((LocalIdentity(belgium.key, fresh), MeshCA(ca_public), LocalIdentity(starlink.key, starlink.cert),
+             revoked), expected=starlink.peer_id)
+    # revoked while its handshake runs: the CONFIRM is refused
+    res_trust = MeshCA(ca_public)
+    ini = Initiator(LocalIdentity(belgium.key, fresh), MeshCA(ca_public), starlink.peer_id, NOW)
+    res = Responder(LocalIdentity(starlink.key, starlink.cert), res_trust, NOW)
+    res.consume_hello(ini.create_hello(), NOW)
+    ini.consume_challenge(res.create_challenge(), NOW)
+    res_trust.revoke(belgium.peer_id)
+    with pytest.raises(RevokedPeer):
+        res.consume_confirm(ini.create_confirm(), NOW)
+
+
+def test_a_certificate_for_another_overlay_address_than_the_netmaps_is_refused_in_both_roles(
+        belgium, starlink, ca_public):
+    """Issue 9, item 9: each side's trust knows the address its netmap gives the other. belgium is
+    certified at 10.10.10.5 and starlink at 10.10.10.6."""
+    import ipaddress
+
+    def trust(**placed):
+        table = {p.peer_id: ipaddress.ip_address(ip) for p, ip in placed.values()}
+        return MeshCA(ca_public, overlay_of=table.get)
+
+    ini_local = LocalIdentity(belgium.key, belgium.cert)
+    res_local = LocalIdentity(starlink.key, starlink.cert)
+    right = trust(s=(starlink, "10.10.10.6"), b=(belgium, "10.10.10.5"))
+    run((ini_local, right, res_local, right))
+    with pytest.raises(WrongAddress):  # the responder's netmap places belgium elsewhere
+        run((ini_local, right, res_local, trust(b=(belgium, "10.10.10.7"))))
+    with pytest.raises(WrongAddress):  # the initiator's netmap places starlink elsewhere
+        run((ini_local, trust(s=(starlink, "10.10.10.8")), res_local, right))

@@ -182,7 +182,7 @@ def test_two_peers_keep_a_working_session_for_ten_minutes(belgium, starlink, ste
     def handshake(initiator_side, now):
         nonlocal handshakes
         a, b = initiator_side, other[initiator_side]
-        ini = Initiator(ids[a], trust[a], None, wall + now)
+        ini = Initiator(ids[a], trust[a], ids[b].peer_id, wall + now)
         res = Responder(ids[b], trust[b], wall + now)
         res.consume_hello(ini.create_hello(), wall + now)
         ini.consume_challenge(res.create_challenge(), wall + now)

@@ -11,7 +11,8 @@ import ipaddress
 import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
-from nodeagent.protocol.handshake_errors import BadCredential, RevokedPeer, UnknownPeer
+from nodeagent.protocol.handshake_errors import BadCredential, RevokedPeer, UnknownPeer, WrongAddress
+from nodeagent.protocol.opcount import COUNTS
 from nodeagent.protocol.trust import LocalIdentity, MeshCA, PeerIdentity, PinnedKeys
 
 NOW = 1_800_000_000  # same fixed "now" as conftest.py
@@ -85,6 +86,42 @@ def test_a_known_list_restricts_the_mesh_ca_to_those_peers(belgium, uk, ca_publi
     with pytest.raises(UnknownPeer):
         trust.authenticate(belgium.cert, NOW)
     assert MeshCA(ca_public, known_peer_ids=()).knows(uk.peer_id) is False
+
+
+def test_the_overlay_address_must_be_the_one_the_netmap_gives_the_peer(uk, belgium, ca_public):
+    """Issue 9, item 9: the certificate names 10.10.10.3; `overlay_of` is what the applied netmap says."""
+    placed = {uk.peer_id: ipaddress.ip_address("10.10.10.3"),
+              belgium.peer_id: ipaddress.ip_address("10.10.10.99")}
+    trust = MeshCA(ca_public, overlay_of=placed.get)
+    assert trust.authenticate(uk.cert, NOW).overlay_ip == placed[uk.peer_id]
+    with pytest.raises(WrongAddress):
+        trust.authenticate(belgium.cert, NOW)  # certified at 10.10.10.5
+    with pytest.raises(UnknownPeer):
+        MeshCA(ca_public, overlay_of=lambda pid: None).authenticate(uk.cert, NOW)  # not in the netmap
+
+
+def test_a_verified_certificate_is_not_verified_again_but_everything_else_is_checked(uk, ca_public):
+    trust = MeshCA(ca_public, known_peer_ids=[uk.peer_id])
+    before = COUNTS.snapshot()
+    trust.authenticate(uk.cert, NOW)
+    trust.authenticate(uk.cert, NOW + 1)
+    assert COUNTS.since(before)["verifications"] == 1
+    with pytest.raises(BadCredential):  # still checked: its validity period
+        trust.authenticate(uk.cert, NOW + 10 * 86400)
+    tampered = bytearray(uk.cert)
+    tampered[-1] ^= 1  # other bytes: verified (and refused) afresh
+    with pytest.raises(BadCredential):
+        trust.authenticate(bytes(tampered), NOW)
+    trust.known = set()  # uk left the netmap: refused, and its certificate forgotten
+    with pytest.raises(UnknownPeer):
+        trust.authenticate(uk.cert, NOW)
+    trust.known = {uk.peer_id}
+    before = COUNTS.snapshot()
+    trust.authenticate(uk.cert, NOW)
+    assert COUNTS.since(before)["verifications"] == 1
+    trust.revoke(uk.peer_id)
+    with pytest.raises(RevokedPeer):
+        trust.authenticate(uk.cert, NOW)
 
 
 def test_the_ca_key_must_be_an_ml_dsa_87_key():
