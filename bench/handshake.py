@@ -1,13 +1,18 @@
 """Time a full ShadowMesh post-quantum handshake (HELLO → CHALLENGE → CONFIRM, hybrid X25519 +
-ML-KEM-1024, both sides signing with ML-DSA-87), median and p99.
+ML-KEM-1024, both sides signing with ML-DSA-87: handshake version 2, the initiator signs its HELLO
+and its CONFIRM), median and p99.
 
     .venv/bin/python bench/handshake.py [-n 200] [--results DIR]
 
 Legs:
+- door: what one HELLO costs the responder: refusing one that claims a known peer but was signed
+  by another key, against checking and answering a genuine one (and the CHALLENGE alone, which
+  is what any HELLO naming a known peer cost before handshake version 2).
 - in_process: both parties of `nodeagent.protocol.handshake` in one Python process, pinned keys
   (serverless mode) and with mesh certificates (enrolled mode: two more ML-DSA verifies).
 - loopback_tcp: the agent's own control channel, initiator and responder in two processes over
-  127.0.0.1, from connect() until both sides hold the session keys, if `nodeagent.control` offers it;
+  127.0.0.1, from connect() until both sides hold the session keys, with the cryptography on the
+  agent's worker threads (control/crypto.py), if `nodeagent.control` offers it;
   otherwise the same three protocol messages over a loopback TCP connection with a 4-byte length
   prefix (labelled "bench framing"), which adds the socket and process hop but not the agent's
   control-channel code.
@@ -37,7 +42,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-CONTEXT = b"shadowmesh/handshake/v1"
+CONTEXT = b"shadowmesh/handshake/v2"
 _LEN = struct.Struct("!I")
 
 
@@ -118,6 +123,58 @@ def in_process(n: int) -> dict:
         make_i, make_r = _parties(hs, certs)
         one_handshake(make_i, make_r)  # warm-up
         out[key] = stats([one_handshake(make_i, make_r) for _ in range(n)], label)
+    return out
+
+
+# ------------------------------------------------------------------ what a HELLO costs the responder
+def door_costs(n: int) -> dict:
+    """The responder's CPU per HELLO: refusing one that claims a known peer but is signed by another
+    key (what a stranger can make it spend), against answering a genuine one. In enrolled mode the
+    stranger presents the peer's real certificate, already verified once (the cheapest case for the
+    responder is also the one a stranger can always produce)."""
+    from nodeagent.protocol import handshake as hs
+    from nodeagent.protocol.handshake_errors import HandshakeError
+    from nodeagent.protocol.identity import peer_id
+
+    out = {}
+    for key, certs, mode in (("pinned", False, "pinned keys"), ("certs", True, "certificates")):
+        make_i, make_r = _parties(hs, certs)
+        probe = make_i(time.time())
+        local_i = probe.local
+        liar = type(local_i).pinned(mldsa.MLDSA87PrivateKey.generate())
+        liar.credential, liar.public_key = local_i.credential, local_i.public_key
+        liar.peer_id = local_i.peer_id
+
+        def spoofed(liar=liar, probe=probe):
+            return hs.Initiator(liar, probe.trust, probe.expected_peer_id, time.time()).create_hello()
+
+        refuse, answer, answer_v1 = [], [], []
+        make_r(time.time()).consume_hello(make_i(time.time()).create_hello(), time.time())  # warm the cache
+        for _ in range(n):
+            hello = spoofed()
+            res = make_r(time.time())
+            t = time.perf_counter()
+            try:
+                res.consume_hello(hello, time.time())
+            except HandshakeError:
+                pass
+            refuse.append((time.perf_counter() - t) * 1e3)
+            hello = make_i(time.time()).create_hello()
+            res = make_r(time.time())
+            t = time.perf_counter()
+            res.consume_hello(hello, time.time())
+            t_hello = time.perf_counter()
+            res.create_challenge()
+            t_end = time.perf_counter()
+            answer.append((t_end - t) * 1e3)
+            answer_v1.append((t_end - t_hello) * 1e3)
+        assert peer_id(local_i.public_key) == local_i.peer_id
+        out[f"door_refuse_{key}"] = stats(refuse, f"responder: refuse a HELLO that claims a peer but is "
+                                                  f"not its ({mode})")
+        out[f"door_answer_{key}"] = stats(answer, f"responder: check and answer a genuine HELLO ({mode})")
+        out[f"door_challenge_{key}"] = stats(
+            answer_v1, f"responder: the CHALLENGE alone, ML-KEM + ML-DSA sign (what any HELLO of a known id "
+                       f"cost before version 2; {mode})")
     return out
 
 
@@ -203,9 +260,12 @@ def _control_server(conn, seed_r: bytes, pk_i: bytes) -> None:
     KEEPALIVE once it holds the keys (so the dialer knows both sides are done)."""
     import asyncio
 
+    from nodeagent.control.admission import Buckets
+    from nodeagent.control.crypto import CryptoWorkers
     from nodeagent.control.server import ControlServer
     from nodeagent.protocol import handshake as hs
     from nodeagent.protocol.control import Keepalive
+    from nodeagent.protocol.hello_guard import HelloGuard
     from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
     local = LocalIdentity.pinned(mldsa.MLDSA87PrivateKey.from_seed_bytes(seed_r))
@@ -216,9 +276,12 @@ def _control_server(conn, seed_r: bytes, pk_i: bytes) -> None:
         writer.close()
 
     async def serve() -> None:
+        guard = HelloGuard()
         server = ControlServer(
-            lambda: hs.Responder(local, trust, time.time()), lambda _pid: True, established, 64
+            lambda: hs.Responder(local, trust, time.time(), guard=guard), lambda _pid: True, established,
+            CryptoWorkers(),
         )
+        server.sources = Buckets(rate=1e6, burst=1e6)  # one dialer, 40 handshakes/s: time them, not limits
         await server.start("127.0.0.1", 0)
         conn.send(server.server.sockets[0].getsockname()[1])
         await asyncio.Event().wait()  # until the parent terminates us
@@ -232,6 +295,7 @@ def loopback_control_channel(n: int) -> dict:
     import asyncio
 
     from nodeagent.control.client import dial
+    from nodeagent.control.crypto import CryptoWorkers
     from nodeagent.control.server import ControlServer  # noqa: F401 - fail here, not in the child
     from nodeagent.protocol import handshake as hs
     from nodeagent.protocol.control import ControlChannel, Keepalive  # noqa: F401
@@ -248,6 +312,8 @@ def loopback_control_channel(n: int) -> dict:
     child.start()
     local, trust, pid_r = LocalIdentity.pinned(sk_i), PinnedKeys([pk_r]), peer_id(pk_r)
 
+    workers = CryptoWorkers()  # as in the agent: the dialer's cryptography on a worker thread
+
     async def run() -> list[float]:
         if not parent_end.poll(30):
             raise RuntimeError("the control server did not start")
@@ -255,7 +321,8 @@ def loopback_control_channel(n: int) -> dict:
         times = []
         for i in range(n + 1):
             t = time.perf_counter()
-            got = await dial("127.0.0.1", port, lambda: hs.Initiator(local, trust, pid_r, time.time()))
+            got = await dial("127.0.0.1", port, lambda: hs.Initiator(local, trust, pid_r, time.time()),
+                             workers.run_peers)
             if got is None:
                 raise RuntimeError("dial() failed (see the agent's log messages)")
             reader, writer, channel, _result = got
@@ -274,6 +341,7 @@ def loopback_control_channel(n: int) -> dict:
     try:
         times = asyncio.run(run())
     finally:
+        workers.close()
         child.terminate()
         child.join(timeout=5)
     return stats(times, "loopback TCP, 2 processes, agent control channel (dial + ControlServer)")
@@ -287,7 +355,9 @@ def primitive_floor(n: int) -> dict:
     def once() -> float:
         t = time.perf_counter()
         xi, kem = x25519.X25519PrivateKey.generate(), mlkem.MLKEM1024PrivateKey.generate()  # initiator
-        xr = x25519.X25519PrivateKey.generate()  # responder
+        sig_h = sk_i.sign(transcript, CONTEXT)  # the signed HELLO (handshake version 2)
+        sk_i.public_key().verify(sig_h, transcript, CONTEXT)  # responder
+        xr = x25519.X25519PrivateKey.generate()
         ss_kem, ct = kem.public_key().encapsulate()
         ikm = ss_kem + xr.exchange(xi.public_key())
         HKDF(hashes.SHA256(), 192, salt=None, info=CONTEXT).derive(ikm)
@@ -329,6 +399,10 @@ def main() -> int:
         doc["results"].update(in_process(args.n))
     except (ImportError, AttributeError, TypeError) as exc:
         doc["skipped"]["in_process"] = f"{type(exc).__name__}: {exc}"
+    try:
+        doc["results"].update(door_costs(args.n))
+    except (ImportError, AttributeError, TypeError) as exc:
+        doc["skipped"]["door"] = f"{type(exc).__name__}: {exc}"
     try:
         doc["results"]["loopback_tcp"] = loopback_control_channel(args.n)
     except Exception as exc:  # the control channel is young; any failure falls back to bench framing

@@ -5,7 +5,9 @@
     peers.py                the peer set: the list the data path reads, the indexes, the routing table
     paths/select.py         the path to each peer: direct, or through its relay hub
     control/links.py        control links: dialers, link election, link keepalives, message dispatch
+    control/server.py       the control port (the unauthenticated door): per-source limits, first handshake
     control/handshakes.py   data-key handshakes: admission, both roles, relayed handshakes, keys installed
+    control/crypto.py       the two worker threads where handshake cryptography runs
     sessions.py             per-peer session timers (protocol/session.py): retries, rekeys, keepalives
     enrolled.py             enrolled mode: netmaps applied, kernel routes, revocation, the server link
     status.py               the `status --json` document and the counter report (one builder)
@@ -17,11 +19,12 @@ enrolled.py). They differ in three places, each decided once here: the trust (pi
 the mesh CA and our certificate), a peer's relay (the path, or a fallback), and the enrolled
 collaborator.
 
-Inside the loop, one thread does everything:
+Inside the loop, one thread does everything but the handshake cryptography:
   - the data path: `loop.add_reader` drain callbacks on the TUN fd and the UDP socket; no
     per-datagram asyncio machinery;
   - control: the listener and one dialer task per peer (control/links.py); data-key rekeys run
-    inside the open link (control/handshakes.py);
+    inside the open link (control/handshakes.py); their ML-KEM / ML-DSA work goes to two worker
+    threads (control/crypto.py), so a burst of handshakes does not stall forwarding;
   - a TICK_S housekeeping tick (`tick`): session timers and RTT probes, the data path's index
     sweep (keys that expired or were rotated out), stalled responders cut, control-link keepalives;
   - the local status socket; in enrolled mode the server link.
@@ -43,6 +46,7 @@ import time
 from collections.abc import Callable
 
 from .config import AgentConfig
+from .control.crypto import CryptoWorkers
 from .control.handshakes import Handshakes
 from .control.links import Links
 from .control.local import LocalSocketError, serve_status
@@ -51,7 +55,6 @@ from .identity import NodeIdentity
 from .paths.select import PathSelector
 from .peers import PeerSet
 from .protocol.messages import Stats
-from .protocol.opcount import COUNTS
 from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 from .sessions import Sessions, random_jitter, session_timing
 from .status import node_status, peer_status, stats_report, status_document
@@ -99,19 +102,22 @@ class Agent:
             trust = PinnedKeys({p.peer_id: p.public_key for p in config.peers})
         else:
             local = LocalIdentity(identity.private_key, certificate)
-            trust = MeshCA(ca_public_key, known_peer_ids=())
+            # a peer's certificate must name the overlay address the applied netmap gives it
+            trust = MeshCA(ca_public_key, known_peer_ids=(), overlay_of=self._netmap_overlay)
         limits, rekey_timeout = session_timing(config.rekey_after_s)
 
         self.datapath = DataPath(tun.fd, udp, [], is_hub=config.public,
                                  on_handshake_needed=lambda peer: self.sessions.need_keys(peer),
                                  clock=clock, vnet=tun.vnet)
         self.peers = PeerSet(self.datapath, config.relay_rate_pps)
+        self.workers = CryptoWorkers()
         self.handshakes = Handshakes(
             local, trust, datapath=self.datapath, peers=self.peers, limits=limits, clock=clock,
             is_hub=lambda: self.datapath.is_hub, via_is_fallback=enrolled,
             link_to=lambda pid: self.links.get(pid),
             on_keys_installed=lambda peer, now: self.sessions.keys_installed(peer, now),
-            on_handshake_failed=lambda peer: self.sessions.handshake_failed(peer))
+            on_handshake_failed=lambda peer: self.sessions.handshake_failed(peer),
+            spawn=self._spawn, workers=self.workers)
         self.sessions = Sessions(
             self.peers, self.datapath, limits=limits, keepalive_s=config.keepalive_s,
             rekey_timeout_s=rekey_timeout, jitter=jitter, clock=clock,
@@ -137,6 +143,12 @@ class Agent:
 
     def _set_hub_role(self, on: bool) -> None:
         self.datapath.is_hub = on
+
+    def _netmap_overlay(self, peer_id: str):
+        """The overlay address the applied netmap gives a peer (enrolled.py copies it into the
+        peer's config); None if it is not in it. Called from handshake worker threads."""
+        peer = self.peers.get(peer_id)
+        return None if peer is None else peer.config.overlay_ip
 
     # --- lifecycle --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -175,6 +187,7 @@ class Agent:
                 status_server.close()
                 with contextlib.suppress(OSError):
                     self.config.control_socket.unlink()
+            self.workers.close()
             for p in self.peers:
                 p.ring.wipe_all()
 
@@ -205,7 +218,7 @@ class Agent:
                            overlay_ip=str(self.config.overlay.ip), uptime_s=now - self.started,
                            datapath=self.datapath, relayed_handshakes=self.handshakes.relayed,
                            interface=self.tun.name, mtu=self.mtu, udp=self.udp)
-        node["handshake"] = {"crypto": COUNTS.snapshot()}
+        node["handshake"] = {**self.handshakes.status(), "door": self.links.server.status()}
         if self.enrolled is not None:
             node.update(self.enrolled.status_fields())
         peers = [peer_status(p, control_up=self.links.is_up(p.config.peer_id), now=now) for p in self.peers]

@@ -3,8 +3,10 @@
     connect (5 s) -> clear HELLO -> clear CHALLENGE -> clear CONFIRM -> control keys installed
     -> Link (control/links.py then sends UDP_ENDPOINT and runs the link)
 
-The whole exchange runs under HANDSHAKE_DEADLINE_S. Every failure is logged and returns None;
-the caller (a dialer in control/links.py) retries with backoff.
+The whole exchange runs under HANDSHAKE_DEADLINE_S; the cryptography (signing the HELLO and the
+CONFIRM, checking the CHALLENGE) runs where `run` puts it (the `peers` worker thread,
+control/crypto.py). Every failure is logged and returns None; the caller (a dialer in
+control/links.py) retries with backoff.
 """
 
 from __future__ import annotations
@@ -24,19 +26,24 @@ __all__ = ["dial"]
 log = logging.getLogger(__name__)
 
 
-async def dial(host: str, port: int, make_initiator) -> tuple[asyncio.StreamReader, asyncio.StreamWriter,
-                                                                ControlChannel, HandshakeResult] | None:
-    """Connect and handshake. `make_initiator()` returns a fresh protocol Initiator."""
+async def _inline(fn, *args):
+    return fn(*args)
+
+
+async def dial(host: str, port: int, make_initiator, run=_inline) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter, ControlChannel, HandshakeResult] | None:
+    """Connect and handshake. `make_initiator()` returns a fresh protocol Initiator; `run(fn, *args)`
+    awaits `fn(*args)` where the cryptography should run (default: right here)."""
     writer = None
     try:
         async with asyncio.timeout(HANDSHAKE_DEADLINE_S):
             reader, writer = await asyncio.open_connection(host, port)
             channel = ControlChannel()
             initiator: Initiator = make_initiator()
-            writer.write(frame_clear_handshake(initiator.create_hello()))
+            writer.write(frame_clear_handshake(await run(initiator.create_hello)))
             challenge = await read_clear_handshake(reader, channel)
-            initiator.consume_challenge(challenge, time.time())
-            writer.write(frame_clear_handshake(initiator.create_confirm()))
+            await run(initiator.consume_challenge, challenge, time.time())
+            writer.write(frame_clear_handshake(await run(initiator.create_confirm)))
             await writer.drain()
             result = initiator.result
             channel.install(result.control.send, result.control.recv)

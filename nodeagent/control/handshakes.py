@@ -3,11 +3,17 @@
 The first handshake with a peer opens the control link (control/client.py, control/server.py);
 its keys are installed here too. Every later one (rekeys, a session after key expiry) runs as
 sealed HANDSHAKE messages inside that link, or for a relayed peer as RELAY_HANDSHAKE through
-the link to its hub. The three messages, as they arrive (`on_handshake`):
-  1. HELLO (we respond): admission first — the peer's token bucket (HANDSHAKE_RATE per second,
-     burst HANDSHAKE_BURST; `admit`, also asked by the control-port listener) — then a fresh
-     Responder checks the HELLO (known peer, addressed to us, timestamp guard) before any
-     expensive work; it must name the peer whose path it came on. CHALLENGE goes back.
+the link to its hub. The cryptography runs on worker threads (control/crypto.py: `peers` for
+authenticated work, `door` for HELLOs whose origin is not proven yet), so each message starts a
+task (`spawn`). The three messages, as they arrive (`on_handshake`, `on_relay_handshake`):
+  1. HELLO (we respond). Limits come before any verification and are never shared with
+     strangers: a HELLO inside a peer's own link (sealed under that link's keys, so it is that
+     peer's) takes a token from the link's bucket (LINK_RATE, LINK_BURST); a HELLO relayed by a
+     hub takes one from that hub link's bucket (RELAY_RATE, RELAY_BURST). A fresh Responder then
+     checks the HELLO (known peer, addressed to us, timestamp guard, its signature: handshake.py);
+     a relayed HELLO, now authenticated, also takes a token from its peer's own bucket
+     (HANDSHAKE_RATE, HANDSHAKE_BURST; `admit`, also asked by the control-port listener after
+     the HELLO verified). A HELLO must name the peer whose path it came on. CHALLENGE goes back.
   2. CHALLENGE (we initiated, `request_handshake`): only for the Initiator in flight; a bad one
      tells the session (`on_handshake_failed`) so its retry clock keeps running. CONFIRM goes
      back and our keys are installed.
@@ -16,12 +22,16 @@ the link to its hub. The three messages, as they arrive (`on_handshake`):
 Installing keys (`install`): the keypair gets the data path's clock and the key limits, goes
 into the peer's KeyRing (DataPath.install, which flushes parked packets), and the session
 hears of it (`on_keys_installed`). A responder sends a keepalive at once: our first frame on
-the new keys lets the initiator switch to them.
+the new keys lets the initiator switch to them. A peer removed while its handshake was on a
+worker thread gets nothing installed.
 
 Relayed handshakes (`on_relay_handshake`): as a hub (public node) with a direct link to the
 sender, a RELAY_HANDSHAKE naming another peer is forwarded unread to that peer's link, naming
 the sender instead. Otherwise it is for us: accepted only from the hub of the peer it names
 (enrolled mode: also from the relay its netmap entry names, the fallback path).
+
+Every HELLO we send carries a timestamp strictly greater than the previous one (`make_initiator`),
+so no two of our HELLOs look like a replay of each other to a responder.
 """
 
 from __future__ import annotations
@@ -29,23 +39,31 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Coroutine
 
 from ..protocol.control import Handshake, RelayHandshake
 from ..protocol.handshake import Initiator, MessageType, Responder, message_type
-from ..protocol.handshake_errors import HandshakeError
+from ..protocol.handshake_errors import HandshakeError, reason
 from ..protocol.hello_guard import HelloGuard
 from ..protocol.keys import Limits
+from ..protocol.opcount import COUNTS
 from ..protocol.trust import LocalIdentity, MeshCA, Trust
 from ..tunnel.datapath import DataPath, Peer, TokenBucket
+from .admission import Buckets
 from .link import HANDSHAKE_DEADLINE_S, Link
 
-__all__ = ["HANDSHAKE_BURST", "HANDSHAKE_RATE", "Handshakes"]
+__all__ = ["HANDSHAKE_BURST", "HANDSHAKE_RATE", "LINK_BURST", "LINK_RATE", "RELAY_BURST", "RELAY_RATE",
+           "Handshakes"]
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_RATE = 2.0  # responder: handshakes per second and peer, burst below
+HANDSHAKE_RATE = 2.0  # responder: authenticated HELLOs per second and peer (door, relayed), burst below
 HANDSHAKE_BURST = 5
+LINK_RATE = 2.0  # HELLOs per second inside one peer's own link (its rekeys), burst below
+LINK_BURST = 5
+RELAY_RATE = 20.0  # HELLOs for us per second through one hub link, before they are verified
+RELAY_BURST = 40
 
 
 class HandshakeBucket(TokenBucket):
@@ -61,11 +79,14 @@ class Handshakes:
                  clock: Callable[[], float], is_hub: Callable[[], bool], via_is_fallback: bool,
                  link_to: Callable[[str], Link | None],
                  on_keys_installed: Callable[[Peer, float], None],
-                 on_handshake_failed: Callable[[Peer], None]) -> None:
+                 on_handshake_failed: Callable[[Peer], None],
+                 spawn: Callable[[Coroutine], object], workers) -> None:
         """`peers`: the PeerSet; `clock`: the data path's monotonic clock; `is_hub()`: we relay
         for others (a public node); `via_is_fallback`: enrolled mode; `link_to(peer_id)`: the
         control link with that peer, if any (control/links.py); `on_keys_installed(peer, now)`
-        and `on_handshake_failed(peer)`: facts for the peer's session timers (sessions.py)."""
+        and `on_handshake_failed(peer)`: facts for the peer's session timers (sessions.py);
+        `spawn(coro)`: run a task the agent cancels when it stops; `workers`: where the
+        cryptography runs (control/crypto.py)."""
         self.local = local
         self.trust = trust
         self.guard = HelloGuard()
@@ -78,10 +99,20 @@ class Handshakes:
         self.link_to = link_to
         self.on_keys_installed = on_keys_installed
         self.on_handshake_failed = on_handshake_failed
+        self.spawn = spawn
+        self.workers = workers
         self.initiators: dict[str, Initiator] = {}  # our data-key handshake in flight, per peer
         self.responders: dict[str, tuple[Responder, float]] = {}  # (responder, started on clock)
-        self.buckets: dict[str, HandshakeBucket] = {}  # admission, per peer
+        self.buckets: dict[str, HandshakeBucket] = {}  # admission of authenticated HELLOs, per peer
+        self.link_buckets = Buckets(LINK_RATE, LINK_BURST)  # HELLOs inside a peer's own link
+        self.relay_buckets = Buckets(RELAY_RATE, RELAY_BURST)  # HELLOs through a hub link, per hub
         self.relayed = 0  # RELAY_HANDSHAKE messages forwarded as a hub
+        self.refused: Counter[str] = Counter()  # HELLOs refused inside links, by reason
+        self._last_hello_ms = 0
+
+    def status(self) -> dict:
+        """The "handshake" part of the status document's node (the door adds its own)."""
+        return {"crypto": COUNTS.snapshot(), "refused_in_links": dict(sorted(self.refused.items()))}
 
     # --- the peer set changed (peers.PeerSet listener) ------------------------------------------
     def peer_added(self, peer: Peer) -> None:
@@ -94,6 +125,8 @@ class Handshakes:
         self.guard.forget(pid)
         for table in (self.initiators, self.responders, self.buckets):
             table.pop(pid, None)
+        self.link_buckets.forget(pid)
+        self.relay_buckets.forget(pid)
 
     def peer_changed(self, peer: Peer, old_config, reset_sessions: bool) -> None:
         if reset_sessions:
@@ -101,7 +134,8 @@ class Handshakes:
 
     # --- admission and the two roles ------------------------------------------------------------
     def admit(self, peer_id: str) -> bool:
-        """May `peer_id` start a handshake with us now (its token bucket)? Unknown peers may not."""
+        """May `peer_id`, whose HELLO just verified, start a handshake with us now (its token
+        bucket)? Unknown peers may not."""
         bucket = self.buckets.get(peer_id)
         return bucket is not None and bucket.take(self.clock())
 
@@ -112,8 +146,10 @@ class Handshakes:
                 return index
 
     def make_initiator(self, peer: Peer) -> Initiator:
-        return Initiator(self.local, self.trust, peer.config.peer_id, time.time(),
-                         local_index=self._alloc_index())
+        now = time.time()
+        self._last_hello_ms = max(int(now * 1000), self._last_hello_ms + 1)
+        return Initiator(self.local, self.trust, peer.config.peer_id, now, local_index=self._alloc_index(),
+                         timestamp_ms=self._last_hello_ms)
 
     def make_responder(self) -> Responder:
         return Responder(self.local, self.trust, time.time(), guard=self.guard,
@@ -121,14 +157,21 @@ class Handshakes:
 
     def request_handshake(self, peer: Peer) -> bool:
         """I/O for a StartHandshake event: send a fresh HELLO to `peer` over its control link (or
-        its hub's). Whether and when to try is the session's call. False if it could not leave."""
+        its hub's). Whether and when to try is the session's call. False if there is no path for
+        it (the HELLO is made on a worker thread and sent when ready)."""
         path_peer = peer if peer.hub is None else peer.hub
         link = self.link_to(path_peer.config.peer_id)
         if link is None or link.closed.is_set():
             return False  # the dialer (or the peer) will open a link; its handshake yields keys
         initiator = self.make_initiator(peer)
         self.initiators[peer.config.peer_id] = initiator
-        return self._send(peer, initiator.create_hello())
+        self.spawn(self._send_hello(peer, initiator))
+        return True
+
+    async def _send_hello(self, peer: Peer, initiator: Initiator) -> None:
+        hello = await self.workers.run_peers(initiator.create_hello)
+        if self.initiators.get(peer.config.peer_id) is initiator:  # not given up meanwhile
+            self._send(peer, hello)
 
     def forget_initiator(self, peer_id: str) -> None:
         """The session gave the attempt in flight up: a late CHALLENGE for it is ignored."""
@@ -141,37 +184,78 @@ class Handshakes:
                 del self.responders[pid]
 
     # --- messages from a control link -------------------------------------------------------------
-    def on_handshake(self, peer: Peer, message: bytes) -> None:
+    def on_handshake(self, peer: Peer, message: bytes, *, relayed_by: Peer | None = None) -> None:
+        """A handshake message for `peer`: on its own link, or `relayed_by` its hub."""
         pid = peer.config.peer_id
-        now = time.time()
         try:
             kind = message_type(message)
-            if kind is MessageType.HELLO:
-                if not self.admit(pid):
+        except HandshakeError as exc:
+            self.refused[reason(exc)] += 1
+            log.info("handshake message from %s refused: %s", peer.config.name, exc)
+            return
+        if kind is MessageType.HELLO:
+            if relayed_by is None:
+                if not self.link_buckets.take(pid, self.clock()):
+                    self.refused["link_rate"] += 1
                     return
-                responder = self.make_responder()
-                if responder.consume_hello(message, now) != pid:
+                self.spawn(self._answer(peer, message, self.workers.run_peers, per_peer=False))
+            else:
+                if not self.relay_buckets.take(relayed_by.config.peer_id, self.clock()):
+                    self.refused["relay_rate"] += 1
                     return
-                self.responders[pid] = (responder, self.clock())
-                self._send(peer, responder.create_challenge())
-            elif kind is MessageType.CHALLENGE:
-                initiator = self.initiators.pop(pid, None)
-                if initiator is None:
-                    return
-                try:
-                    initiator.consume_challenge(message, now)
-                except HandshakeError:
-                    self.on_handshake_failed(peer)
-                    raise
-                self._send(peer, initiator.create_confirm())
-                self.install(peer, initiator.result)
-            elif kind is MessageType.CONFIRM:
-                entry = self.responders.pop(pid, None)
-                if entry is None:
-                    return
-                self.install(peer, entry[0].consume_confirm(message, now))
+                self.spawn(self._answer(peer, message, self.workers.run_door, per_peer=True))
+        elif kind is MessageType.CHALLENGE:
+            initiator = self.initiators.pop(pid, None)
+            if initiator is not None:
+                self.spawn(self._finish_initiator(peer, initiator, message))
+        elif kind is MessageType.CONFIRM:
+            entry = self.responders.pop(pid, None)
+            if entry is not None:
+                self.spawn(self._finish_responder(peer, entry[0], message))
+
+    async def _answer(self, peer: Peer, message: bytes, verify_on, per_peer: bool) -> None:
+        pid = peer.config.peer_id
+        responder = self.make_responder()
+        try:
+            claimed = await verify_on(responder.consume_hello, message, time.time())
+            if claimed != pid:
+                self.refused["wrong_path"] += 1
+                return
+            if per_peer and not self.admit(pid):
+                self.refused["peer_rate"] += 1
+                return
+            if self.peers.get(pid) is not peer:
+                return  # removed meanwhile
+            challenge = await self.workers.run_peers(responder.create_challenge)
+        except HandshakeError as exc:
+            self.refused[reason(exc)] += 1
+            log.info("handshake with %s refused: %s: %s", peer.config.name, type(exc).__name__, exc)
+            return
+        self.responders[pid] = (responder, self.clock())
+        self._send(peer, challenge)
+
+    async def _finish_initiator(self, peer: Peer, initiator: Initiator, message: bytes) -> None:
+        try:
+            await self.workers.run_peers(initiator.consume_challenge, message, time.time())
+            confirm = await self.workers.run_peers(initiator.create_confirm)
         except HandshakeError as exc:
             log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc)
+            self.on_handshake_failed(peer)
+            return
+        if self.peers.get(peer.config.peer_id) is not peer:
+            return
+        self._send(peer, confirm)
+        self.install(peer, initiator.result)
+
+    async def _finish_responder(self, peer: Peer, responder: Responder, message: bytes) -> None:
+        try:
+            result = await self.workers.run_peers(responder.consume_confirm, message, time.time())
+        except HandshakeError as exc:
+            self.refused[reason(exc)] += 1
+            log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc)
+            return
+        if self.peers.get(peer.config.peer_id) is peer:
+            self.install(peer, result)
 
     def on_relay_handshake(self, link: Link, msg: RelayHandshake) -> None:
         src = link.peer
@@ -185,7 +269,7 @@ class Handshakes:
         origin = self.peers.get(msg.peer_id)
         if origin is not None and (origin.hub is src
                                    or (self.via_is_fallback and origin.config.via == src.config.peer_id)):
-            self.on_handshake(origin, msg.message)
+            self.on_handshake(origin, msg.message, relayed_by=src)
 
     def _send(self, peer: Peer, message: bytes) -> bool:
         if peer.hub is None:
@@ -193,7 +277,6 @@ class Handshakes:
             return link is not None and link.send(Handshake(message))
         hub_link = self.link_to(peer.hub.config.peer_id)
         return hub_link is not None and hub_link.send(RelayHandshake(peer.config.peer_id, message))
-
     # --- keys -------------------------------------------------------------------------------------
     def install(self, peer: Peer, result) -> None:
         """Install the keys of a finished handshake (`HandshakeResult`) for `peer`."""

@@ -71,6 +71,8 @@ class HandshakeDriver(Protocol):
 
     def admit(self, peer_id: str) -> bool: ...
 
+    workers: object  # where the handshake cryptography runs (control/crypto.py)
+
     def install(self, peer: Peer, result: HandshakeResult) -> None: ...
 
     def on_handshake(self, peer: Peer, message: bytes) -> None: ...
@@ -110,8 +112,7 @@ class Links:
         self.dialers: dict[str, asyncio.Task] = {}
         self.keepalive_sent: dict[str, float] = {}  # peer id -> last control-link KEEPALIVE
         self.server = ControlServer(handshakes.make_responder, handshakes.admit, self._incoming,
-                                    max_connections=8)
-        self.server.open_links = lambda: len(self.links)
+                                    handshakes.workers)
 
     def get(self, peer_id: str) -> Link | None:
         return self.links.get(peer_id)
@@ -145,7 +146,6 @@ class Links:
         ev = asyncio.Event()
         ev.set()
         self.no_link[peer.config.peer_id] = ev
-        self._fit_capacity()
         self._start_dialer(peer)
 
     def peer_removed(self, peer: Peer, revoked: bool) -> None:
@@ -159,7 +159,6 @@ class Links:
                        "revoked" if revoked else "removed from the netmap")
         self.no_link.pop(pid, None)
         self.keepalive_sent.pop(pid, None)
-        self._fit_capacity()
 
     def peer_changed(self, peer: Peer, old_config, reset_sessions: bool) -> None:
         pid = peer.config.peer_id
@@ -173,10 +172,6 @@ class Links:
             if task is not None:
                 task.cancel()
             self._start_dialer(peer)
-
-    def _fit_capacity(self) -> None:
-        """Handshakes in progress plus open links the listener accepts: two per peer, plus slack."""
-        self.server.max_connections = 2 * len(self.peers) + 8
 
     # --- dialing --------------------------------------------------------------------------------
     def _start_dialer(self, peer: Peer) -> None:
@@ -194,7 +189,8 @@ class Links:
         no_link = self.no_link[pid]
         while True:
             await no_link.wait()
-            result = await dial(host, port, lambda: self.handshakes.make_initiator(peer))
+            result = await dial(host, port, lambda: self.handshakes.make_initiator(peer),
+                                self.handshakes.workers.run_peers)
             if result is None:
                 failures += 1
                 await self.sleep(dial_delay(failures, self.rng()))

@@ -1,14 +1,29 @@
 """The control-port listener (TCP 8443): accepts peers and runs the opening handshake as responder.
 
-Cheap checks come before expensive ones; in order, for each new connection:
-  1. connection table full (handshakes in progress + open links)     -> closed at once, unread
-  2. the first frame must be a clear HELLO within the 5 s deadline    -> closed
-  3. Responder.consume_hello: exact size, version/suite, the claimed peer id is one we know,
-     addressed to us, HELLO timestamp/flood guard (no asymmetric cryptography yet)
-  4. the per-peer handshake rate (`admit(peer_id)`, control/handshakes.py)  -> closed
-  5. only now: ML-KEM encapsulation + ML-DSA signature (CHALLENGE), then for CONFIRM the
-     ML-DSA verify; the whole exchange is cut after HANDSHAKE_DEADLINE_S.
-A refused connection gets nothing back but the TCP close.
+This is the agent's unauthenticated door. Per source first, per peer only once authenticated;
+cheap checks before expensive ones. For each new connection, in order:
+  1. the source's connection rate (SOURCE_RATE per second, burst SOURCE_BURST; a source is an
+     IPv4 address or an IPv6 /64, control/admission.py)           -> closed at once, unread
+  2. the doorway of unauthenticated connections (DOOR_PER_SOURCE per source, DOOR_TOTAL in all):
+     never full to a newcomer, who displaces the oldest unauthenticated connection of its own
+     source, or of the source holding the most (admission.Doorway)   -> the displaced one closed
+  3. the first frame must be a clear HELLO within the 5 s deadline    -> closed
+  4. Responder.consume_hello on the `door` worker thread: size, version/suite, the claimed peer id
+     is one we know, addressed to us, HELLO replay/flood guard, then the credential and ONE
+     signature verification: the HELLO must be the claimed peer's own  -> closed
+     The connection is authenticated from here: it leaves the doorway and nothing displaces it.
+  5. the peer's own handshake rate (`admit(peer_id)`, control/handshakes.py): only HELLOs that
+     peer made count, so no stranger can spend it                      -> closed
+  6. only now, on the `peers` worker thread: ML-KEM encapsulation + ML-DSA signature (CHALLENGE),
+     then for CONFIRM the ML-DSA verify; the whole exchange is cut after HANDSHAKE_DEADLINE_S.
+A refused connection gets nothing back but the TCP close: no byte leaves before step 4 passed.
+
+Why no cookie round trip (WireGuard's mac2) here: the handshake rides TCP, whose own three-way
+handshake proves that the source address is reachable before a byte of HELLO is read (under a
+SYN flood the kernel's SYN cookies keep that stateless), so the per-source limits of steps 1-2
+cannot be dodged by spoofing addresses, which is what the cookie gives WireGuard's UDP; the
+doorway and the rate cost the listener a few bytes of state per source. docs/protocol.md#admission
+has the whole argument.
 """
 
 from __future__ import annotations
@@ -18,14 +33,22 @@ import contextlib
 import errno
 import logging
 import time
+from collections import Counter
 
 from ..protocol.control import ControlChannel, ControlError, frame_clear_handshake
-from ..protocol.handshake_errors import HandshakeError
+from ..protocol.handshake_errors import HandshakeError, reason
+from .admission import Buckets, Doorway, source_key
 from .link import HANDSHAKE_DEADLINE_S, read_clear_handshake
 
-__all__ = ["ControlPortInUse", "ControlServer"]
+__all__ = ["DOOR_PER_SOURCE", "DOOR_TOTAL", "SOURCE_BURST", "SOURCE_RATE", "ControlPortInUse",
+           "ControlServer"]
 
 log = logging.getLogger(__name__)
+
+SOURCE_RATE = 4.0  # new connections per second from one source, burst below
+SOURCE_BURST = 8
+DOOR_TOTAL = 16  # unauthenticated connections held at once
+DOOR_PER_SOURCE = 4  # ... of them from one source
 
 
 class ControlPortInUse(OSError):
@@ -33,15 +56,32 @@ class ControlPortInUse(OSError):
 
 
 class ControlServer:
-    def __init__(self, make_responder, admit, on_established, max_connections: int) -> None:
-        self.make_responder = make_responder  # () -> protocol Responder
-        self.admit = admit  # (peer_id) -> bool: per-peer handshake rate
-        self.on_established = on_established  # (reader, writer, channel, result, pending) -> None
-        self.max_connections = max_connections
-        self.handshaking = 0
-        self.open_links = lambda: 0  # set by the owner (control/links.py)
-        self.refused = 0
+    def __init__(self, make_responder, admit, on_established, workers, clock=time.monotonic) -> None:
+        """`make_responder()`: a protocol Responder; `admit(peer_id)`: the peer's handshake rate,
+        asked once its HELLO verified; `on_established(reader, writer, channel, result, pending)`;
+        `workers`: where the cryptography runs (control/crypto.py); `clock`: monotonic seconds."""
+        self.make_responder = make_responder
+        self.admit = admit
+        self.on_established = on_established
+        self.workers = workers
+        self.clock = clock
+        self.sources = Buckets(SOURCE_RATE, SOURCE_BURST)
+        self.doorway = Doorway(DOOR_TOTAL, DOOR_PER_SOURCE)
+        self.counts: Counter[str] = Counter()  # connections by what became of them
+        self.refused: Counter[str] = Counter()  # HELLOs refused at step 4, by reason
         self.server: asyncio.AbstractServer | None = None
+
+    def status(self) -> dict:
+        """What the door did: the status document's node.handshake.door."""
+        return {
+            "connections": self.counts["connections"],
+            "rate_limited": self.counts["rate_limited"],  # step 1
+            "displaced": self.counts["displaced"],  # step 2
+            "cut": self.counts["cut"],  # the deadline
+            "refused": dict(sorted(self.refused.items())),  # step 4, by reason; "peer_rate": step 5
+            "answered": self.counts["answered"],  # CHALLENGEs sent
+            "waiting": len(self.doorway),
+        }
 
     async def start(self, host: str, port: int) -> None:
         try:
@@ -57,38 +97,52 @@ class ControlServer:
             self.server.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.handshaking + self.open_links() >= self.max_connections:
-            self.refused += 1
+        peer_addr = writer.get_extra_info("peername")
+        self.counts["connections"] += 1
+        try:
+            source = source_key(peer_addr[0])
+        except (TypeError, ValueError, IndexError):
+            source = str(peer_addr)
+        if not self.sources.take(source, self.clock()):
+            self.counts["rate_limited"] += 1
             writer.close()
             return
-        self.handshaking += 1
-        peer_addr = writer.get_extra_info("peername")
+        for displaced in self.doorway.enter(writer, source):
+            self.counts["displaced"] += 1
+            displaced.close()
         established = False
         try:
             async with asyncio.timeout(HANDSHAKE_DEADLINE_S):
                 channel = ControlChannel()
                 hello = await read_clear_handshake(reader, channel)
                 responder = self.make_responder()
-                claimed = responder.consume_hello(hello, time.time())
+                claimed = await self.workers.run_door(responder.consume_hello, hello, time.time())
+                if writer.is_closing():
+                    return  # displaced while its HELLO was checked
+                self.doorway.leave(writer)  # authenticated: nothing displaces it any more
                 if not self.admit(claimed):
                     log.info("handshake from %s (%s) refused: rate limit", claimed[:8], peer_addr)
-                    self.refused += 1
+                    self.refused["peer_rate"] += 1
                     return
-                writer.write(frame_clear_handshake(responder.create_challenge()))
+                challenge = await self.workers.run_peers(responder.create_challenge)
+                writer.write(frame_clear_handshake(challenge))
+                self.counts["answered"] += 1
                 confirm = await read_clear_handshake(reader, channel)
-                result = responder.consume_confirm(confirm, time.time())
+                result = await self.workers.run_peers(responder.consume_confirm, confirm, time.time())
                 channel.install(result.control.send, result.control.recv)
                 pending = channel.feed(b"")  # sealed frames that came with the CONFIRM
             established = True
             self.on_established(reader, writer, channel, result, pending)
         except TimeoutError:
+            self.counts["cut"] += 1
             log.info("handshake from %s stalled; cut after %.0f s", peer_addr, HANDSHAKE_DEADLINE_S)
         except HandshakeError as exc:
+            self.refused[reason(exc)] += 1
             log.info("handshake from %s refused: %s: %s", peer_addr, type(exc).__name__, exc)
         except (ControlError, ConnectionError, OSError) as exc:
             log.debug("control connection from %s failed: %s", peer_addr, exc)
         finally:
-            self.handshaking -= 1
+            self.doorway.leave(writer)
             if not established:
                 with contextlib.suppress(Exception):
                     writer.close()

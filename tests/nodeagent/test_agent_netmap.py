@@ -76,6 +76,7 @@ async def _agent(tmp_path, **kwargs):
     sock = bind_control("127.0.0.1", 0)
     a = Agent(config, NodeIdentity(key, pk, peer_id(pk)), TunDevice(r, "smtestnotthere", False), udp, sock,
               1380, certificate=cert, ca_public_key=ca.public_key().public_bytes_raw(), **kwargs)
+    a.test_ca = ca  # the network's CA, for tests that issue peer certificates
     try:
         yield a
     finally:
@@ -254,3 +255,48 @@ async def test_rtt_probes_continue_every_keepalive_period_under_steady_traffic(t
         # the session sends no idle keepalive, yet an echo request went out at 10 s and at 20 s
         assert uk.stats.tx_frames == 3
         assert uk.echo_sent is not first_probe and uk.echo_sent[1] == start + 20
+
+
+def _handshake(initiator, responder, now: float) -> None:
+    responder.consume_hello(initiator.create_hello(), now)
+    initiator.consume_challenge(responder.create_challenge(), now)
+    responder.consume_confirm(initiator.create_confirm(), now)
+
+
+async def test_a_certificate_whose_overlay_address_is_not_the_netmaps_is_refused_at_the_handshake(agent):
+    """Issue 9, item 9: the CA certified uk at 10.10.10.9, the netmap places it at 10.10.10.1 (the
+    address the data path will accept from it): the handshake is refused, in both roles."""
+    from nodeagent.protocol.handshake import Initiator, Responder
+    from nodeagent.protocol.handshake_errors import HandshakeError
+    from nodeagent.protocol.trust import LocalIdentity
+
+    key = mldsa.MLDSA87PrivateKey.generate()
+    pk = key.public_key().public_bytes_raw()
+    uk_id = peer_id(pk)
+    now = time.time()
+
+    def cert(ip: str) -> bytes:
+        return issue_certificate(agent.test_ca, public_key=pk, name="uk", network="demo", overlay_ip=ip,
+                                 prefix_len=24, flags=CertFlags(0), not_before=int(now) - 60,
+                                 not_after=int(now) + 3600)
+
+    await _apply(agent, _map(agent, 1, [_peer(uk_id, "uk", "10.10.10.1")]))
+    ours = agent.handshakes.local.peer_id
+    uk_trust = MeshCA(agent.test_ca.public_key().public_bytes_raw())
+    for ip, refused in (("10.10.10.9", True), ("10.10.10.1", False)):
+        uk_local = LocalIdentity(key, cert(ip))
+        # uk dials us
+        ini = Initiator(uk_local, uk_trust, ours, now)
+        if refused:
+            with pytest.raises(HandshakeError):
+                _handshake(ini, agent.handshakes.make_responder(), now)
+        else:
+            _handshake(ini, agent.handshakes.make_responder(), now)
+        # we dial uk
+        ini = agent.handshakes.make_initiator(agent.peers.get(uk_id))
+        if refused:
+            with pytest.raises(HandshakeError):
+                _handshake(ini, Responder(uk_local, uk_trust, now), now)
+        else:
+            _handshake(ini, Responder(uk_local, uk_trust, now), now)
+        now += 1

@@ -1,7 +1,7 @@
 """nodeagent.protocol, nodeagent.routing, nodeagent.paths and the pure modules elsewhere (link
-election, the status document) stay pure: no sockets, event loops, netlink, Django, clock or
-select, directly or through another nodeagent module (docs/architecture.md#design-notes, "Pure
-code is separate from I/O")."""
+election, the control port's admission limits, the status document) stay pure: no sockets, event
+loops, netlink, Django, clock or select, directly or through another nodeagent module
+(docs/architecture.md#design-notes, "Pure code is separate from I/O")."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths")
-PURE_MODULES = ("nodeagent/control/election.py", "nodeagent/status.py")
+PURE_MODULES = ("nodeagent/control/election.py", "nodeagent/control/admission.py", "nodeagent/status.py")
 PURE_NAMES = tuple(p.replace("/", ".").removesuffix(".py") for p in PURE_PACKAGES + PURE_MODULES)
 FORBIDDEN = {"socket", "asyncio", "pyroute2", "django", "time", "select", "selectors", "uvloop", "websockets"}
 # the heavy ones must not even be loaded transitively (stdlib modules may use `time` themselves)
@@ -62,6 +62,8 @@ REQUIRED_PURE = {
     "nodeagent/protocol/handshake.py",
     "nodeagent/protocol/handshake_errors.py",
     "nodeagent/protocol/hello_guard.py",
+    "nodeagent/protocol/opcount.py",
+    "nodeagent/control/admission.py",
     "nodeagent/protocol/messages.py",
     "nodeagent/protocol/netmap.py",
     "nodeagent/protocol/strict.py",

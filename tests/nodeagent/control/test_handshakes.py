@@ -1,7 +1,8 @@
 """The handshake driver (control/handshakes.py): admission, both roles inside open links, relayed
 handshakes through a hub, installing keys. Real keys, real handshakes, real data paths; the
 control links are `Wire`s that keep what is sent, and `flow()` hands it to the other side the way
-control/links.py dispatches it."""
+control/links.py dispatches it, then lets the tasks the driver spawned finish (the cryptography
+runs inline here: control/crypto.Inline)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from nodeagent.config import PeerConfig
-from nodeagent.control.handshakes import HANDSHAKE_BURST, Handshakes
+from nodeagent.control.crypto import Inline
+from nodeagent.control.handshakes import HANDSHAKE_BURST, LINK_BURST, RELAY_BURST, Handshakes
 from nodeagent.peers import PeerSet
 from nodeagent.protocol.control import Handshake, RelayHandshake
-from nodeagent.protocol.handshake import MessageType, message_type
+from nodeagent.protocol.handshake import Initiator, MessageType, message_type
 from nodeagent.protocol.keys import Limits
+from nodeagent.protocol.opcount import COUNTS
 from nodeagent.protocol.trust import LocalIdentity, PinnedKeys
 
 
@@ -63,18 +66,31 @@ class Node:
         self.wires: dict[str, Wire] = {}
         self.installed: list[str] = []
         self.failed: list[str] = []
+        self.tasks: list[asyncio.Task] = []
         self.hs = Handshakes(
             self.local, PinnedKeys({p.id: p.local.public_key for p, _via in knows}), datapath=self.dp,
             peers=self.peers, limits=Limits(), clock=self.clock, is_hub=lambda: self.dp.is_hub,
             via_is_fallback=enrolled, link_to=self.wires.get,
             on_keys_installed=lambda peer, now: self.installed.append(peer.config.name),
-            on_handshake_failed=lambda peer: self.failed.append(peer.config.name))
+            on_handshake_failed=lambda peer: self.failed.append(peer.config.name),
+            spawn=self.spawn, workers=Inline())
         self.peers.listeners.append(self.hs)
         for p, via in knows:
             self.peers.add(p.config(via))
         for p, via in knows:  # the relay paths, as paths/select.py would set them
             if via is not None:
                 self.peer(p).hub = self.peer(via)
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.append(task)
+        return task
+
+    async def settle(self) -> None:
+        """Let every task the driver spawned finish."""
+        while self.tasks:
+            tasks, self.tasks = self.tasks, []
+            await asyncio.gather(*tasks)
 
     def peer(self, other: Node):
         return self.peers.get(other.id)
@@ -84,8 +100,10 @@ class Node:
         return self.wires[other.id]
 
 
-def flow(src: Node, dst: Node) -> int:
-    """Deliver what `src` sent on its link to `dst`, as control/links.py dispatches it."""
+async def flow(src: Node, dst: Node) -> int:
+    """Deliver what `src` sent on its link to `dst`, as control/links.py dispatches it, and let both
+    finish what that started."""
+    await src.settle()
     wire, link = src.wires[dst.id], dst.wires[src.id]
     messages, wire.sent = wire.sent, []
     for msg in messages:
@@ -93,6 +111,7 @@ def flow(src: Node, dst: Node) -> int:
             dst.hs.on_handshake(link.peer, msg.message)
         else:
             dst.hs.on_relay_handshake(link, msg)
+    await dst.settle()
     return len(messages)
 
 
@@ -121,14 +140,15 @@ def direct_pair(make_datapath, people):
     return uk, belgium
 
 
-def test_a_handshake_inside_a_link_installs_matching_keys_on_both_sides(make_datapath, people):
+async def test_a_handshake_inside_a_link_installs_matching_keys_on_both_sides(make_datapath, people):
     uk, belgium = direct_pair(make_datapath, people)
     assert uk.hs.request_handshake(uk.peer(belgium))
+    await uk.settle()
     assert kinds(uk.wires[belgium.id]) == [("Handshake", "HELLO")]
-    flow(uk, belgium)  # HELLO -> CHALLENGE
+    await flow(uk, belgium)  # HELLO -> CHALLENGE
     assert kinds(belgium.wires[uk.id]) == [("Handshake", "CHALLENGE")] and uk.id in belgium.hs.responders
-    flow(belgium, uk)  # CHALLENGE -> CONFIRM, our keys
-    flow(uk, belgium)  # CONFIRM -> their keys
+    await flow(belgium, uk)  # CHALLENGE -> CONFIRM, our keys
+    await flow(uk, belgium)  # CONFIRM -> their keys
     assert uk.installed == ["belgium"] and belgium.installed == ["uk"]
     assert not uk.hs.initiators and not belgium.hs.responders
     ours, theirs = uk.peer(belgium).ring.current, belgium.peer(uk).ring.current
@@ -137,7 +157,7 @@ def test_a_handshake_inside_a_link_installs_matching_keys_on_both_sides(make_dat
     assert ours.created_at == uk.clock.now and ours.limits is uk.hs.limits
 
 
-def test_without_a_link_no_hello_leaves(make_datapath, people):
+async def test_without_a_link_no_hello_leaves(make_datapath, people):
     uk, belgium = direct_pair(make_datapath, people)
     del uk.wires[belgium.id]
     assert uk.hs.request_handshake(uk.peer(belgium)) is False and not uk.hs.initiators
@@ -145,7 +165,7 @@ def test_without_a_link_no_hello_leaves(make_datapath, people):
     assert uk.hs.request_handshake(uk.peer(belgium)) is False and not uk.hs.initiators
 
 
-def test_admission_is_a_per_peer_token_bucket(make_datapath, people):
+async def test_admission_is_a_per_peer_token_bucket(make_datapath, people):
     uk, belgium, starlink = people
     uk.start(make_datapath, [(belgium, None), (starlink, None)])
     assert [uk.hs.admit(belgium.id) for _ in range(HANDSHAKE_BURST + 1)] == [True] * HANDSHAKE_BURST + [False]
@@ -157,62 +177,119 @@ def test_admission_is_a_per_peer_token_bucket(make_datapath, people):
     assert not uk.hs.admit(starlink.id)
 
 
-def test_a_hello_over_the_rate_gets_no_challenge(make_datapath, people):
+async def test_a_hello_in_a_link_over_the_links_rate_gets_no_challenge(make_datapath, people):
+    uk, belgium = direct_pair(make_datapath, people)
+    while belgium.hs.link_buckets.take(uk.id, belgium.clock.now):
+        pass
+    uk.hs.request_handshake(uk.peer(belgium))
+    await flow(uk, belgium)
+    assert belgium.wires[uk.id].sent == [] and not belgium.hs.responders
+    assert belgium.hs.refused["link_rate"] == 1
+
+
+async def test_rekeys_inside_a_link_do_not_depend_on_the_doors_budget(make_datapath, people):
+    """Attack 13: whatever has spent the peer's admission budget at the door (only the peer's own
+    verified HELLOs can), a rekey inside its sealed link has a bucket of its own."""
     uk, belgium = direct_pair(make_datapath, people)
     while belgium.hs.admit(uk.id):
         pass
-    uk.hs.request_handshake(uk.peer(belgium))
-    flow(uk, belgium)
-    assert belgium.wires[uk.id].sent == [] and not belgium.hs.responders
+    for _ in range(LINK_BURST):
+        uk.hs.request_handshake(uk.peer(belgium))
+        for hop in ((uk, belgium), (belgium, uk), (uk, belgium)):
+            await flow(*hop)
+        uk.clock.now += 0.5
+        belgium.clock.now += 0.5
+        await asyncio.sleep(0.025)  # HELLOs of one peer closer than 20 ms (wall clock) are a flood
+    assert uk.installed == ["belgium"] * LINK_BURST and belgium.installed == ["uk"] * LINK_BURST
 
 
-def test_a_hello_on_another_peers_path_gets_no_challenge(make_datapath, people):
+def spoofed(claimed: Node, responder: Node) -> bytes:
+    """A HELLO that claims `claimed` (presenting its public key) but is signed by another key."""
+    liar = LocalIdentity.pinned(mldsa.MLDSA87PrivateKey.generate())
+    liar.credential = liar.public_key = claimed.local.public_key
+    liar.peer_id = claimed.id
+    return Initiator(liar, PinnedKeys([responder.local.public_key]), responder.id, time.time()).create_hello()
+
+
+async def test_relayed_hellos_are_limited_per_hub_link_and_spoofed_ones_spend_no_peer_budget(make_datapath,
+                                                                                          people):
+    """A hub (or whoever holds its link) relays HELLOs that claim starlink: at most RELAY_BURST are
+    even verified, none is answered, starlink's own budget is untouched, and starlink's genuine
+    relayed handshake then goes through."""
+    uk, belgium, starlink = people
+    belgium.start(make_datapath, [(uk, None), (starlink, uk)])
+    from_uk = belgium.link(uk)
+    forged = [spoofed(starlink, belgium) for _ in range(4)]
+    before = COUNTS.snapshot()
+    for i in range(RELAY_BURST + 5):
+        belgium.hs.on_relay_handshake(from_uk, RelayHandshake(starlink.id, forged[i % len(forged)]))
+    await belgium.settle()
+    spent = COUNTS.since(before)
+    assert from_uk.sent == [] and not belgium.hs.responders
+    assert belgium.hs.refused["relay_rate"] == 5 and belgium.hs.refused["bad_signature"] == RELAY_BURST
+    assert spent["signatures"] == spent["encapsulations"] == 0
+    assert belgium.hs.buckets[starlink.id].tokens == HANDSHAKE_BURST
+    belgium.clock.now += 1.0  # the hub link's bucket refills
+    starlink.start(make_datapath, [(uk, None), (belgium, uk)])
+    starlink.link(uk)
+    starlink.hs.request_handshake(starlink.peer(belgium))
+    await starlink.settle()
+    belgium.hs.on_relay_handshake(from_uk, RelayHandshake(starlink.id, starlink.wires[uk.id].sent[0].message))
+    await belgium.settle()
+    assert kinds(from_uk) == [("RelayHandshake", "CHALLENGE")]
+
+
+async def test_a_hello_on_another_peers_path_gets_no_challenge(make_datapath, people):
     uk, belgium, starlink = people
     uk.start(make_datapath, [(belgium, None)])
     belgium.start(make_datapath, [(uk, None), (starlink, None)])
     uk.link(belgium)
     uk.hs.request_handshake(uk.peer(belgium))
+    await uk.settle()
     hello = uk.wires[belgium.id].sent[0].message
     belgium.link(starlink)
     belgium.hs.on_handshake(belgium.peer(starlink), hello)  # uk's HELLO, arriving from starlink
+    await belgium.settle()
     assert belgium.wires[starlink.id].sent == [] and not belgium.hs.responders
 
 
-def test_a_bad_challenge_tells_the_session_and_a_stray_one_is_ignored(make_datapath, people):
+async def test_a_bad_challenge_tells_the_session_and_a_stray_one_is_ignored(make_datapath, people):
     uk, belgium = direct_pair(make_datapath, people)
     uk.hs.request_handshake(uk.peer(belgium))
-    flow(uk, belgium)
+    await flow(uk, belgium)
     challenge = belgium.wires[uk.id].sent[0].message
     assert message_type(challenge) is MessageType.CHALLENGE
     tampered = bytearray(challenge)
     tampered[-1] ^= 1
     uk.hs.on_handshake(uk.peer(belgium), bytes(tampered))
+    await uk.settle()
     assert uk.failed == ["belgium"] and not uk.hs.initiators
     uk.hs.on_handshake(uk.peer(belgium), challenge)  # no initiator in flight any more: ignored
+    await uk.settle()
     assert uk.failed == ["belgium"] and uk.installed == [] and uk.wires[belgium.id].sent == []  # no CONFIRM
 
 
-def test_a_responder_waiting_too_long_for_its_confirm_is_cut(make_datapath, people):
+async def test_a_responder_waiting_too_long_for_its_confirm_is_cut(make_datapath, people):
     uk, belgium = direct_pair(make_datapath, people)
     uk.hs.request_handshake(uk.peer(belgium))
-    flow(uk, belgium)
+    await flow(uk, belgium)
     belgium.hs.cut_stalled(belgium.clock.now + 5.0)
     assert uk.id in belgium.hs.responders
     belgium.hs.cut_stalled(belgium.clock.now + 5.1)
     assert uk.id not in belgium.hs.responders
-    flow(belgium, uk)
-    flow(uk, belgium)  # the CONFIRM comes too late
+    await flow(belgium, uk)
+    await flow(uk, belgium)  # the CONFIRM comes too late
     assert belgium.installed == []
 
 
-def test_keys_for_another_peer_are_not_installed(make_datapath, people):
+async def test_keys_for_another_peer_are_not_installed(make_datapath, people):
     uk, belgium, starlink = people
     uk.start(make_datapath, [(belgium, None), (starlink, None)])
     belgium.start(make_datapath, [(uk, None)])
     uk.link(belgium)
     belgium.link(uk)
     uk.hs.request_handshake(uk.peer(belgium))
-    flow(uk, belgium)
+    await flow(uk, belgium)
     initiator = uk.hs.initiators.pop(belgium.id)
     initiator.consume_challenge(belgium.wires[uk.id].sent[0].message, time.time())
     initiator.create_confirm()
@@ -221,7 +298,8 @@ def test_keys_for_another_peer_are_not_installed(make_datapath, people):
     assert uk.installed == [] and uk.dp.sessions == {}
 
 
-def test_a_hub_forwards_a_relayed_handshake_unread_and_the_far_side_answers_through_it(make_datapath, people):
+async def test_a_hub_forwards_a_relayed_handshake_unread_and_the_far_side_answers_through_it(make_datapath,
+                                                                                             people):
     uk, belgium, starlink = people
     # belgium and starlink reach each other only through uk
     uk.start(make_datapath, [(belgium, None), (starlink, None)], is_hub=True)
@@ -231,36 +309,41 @@ def test_a_hub_forwards_a_relayed_handshake_unread_and_the_far_side_answers_thro
         a.link(b)
         b.link(a)
     assert belgium.hs.request_handshake(belgium.peer(starlink))
+    await belgium.settle()
     assert kinds(belgium.wires[uk.id]) == [("RelayHandshake", "HELLO")]
     assert belgium.wires[uk.id].sent[0].peer_id == starlink.id  # names the destination
     hello = belgium.wires[uk.id].sent[0].message
-    flow(belgium, uk)
+    await flow(belgium, uk)
     forwarded = uk.wires[starlink.id].sent
     assert [(m.peer_id, m.message) for m in forwarded] == [(belgium.id, hello)]  # names the source
     assert uk.hs.relayed == 1 and not uk.hs.responders  # not opened
     for hop in ((uk, starlink), (starlink, uk), (uk, belgium), (belgium, uk), (uk, starlink)):
-        flow(*hop)
+        await flow(*hop)
     assert belgium.installed == ["starlink"] and starlink.installed == ["belgium"]
     assert uk.hs.relayed == 3 and uk.installed == []
     assert matched(belgium.peer(starlink).ring.current, starlink.peer(belgium).ring.current)
 
 
-def test_a_relayed_handshake_is_accepted_only_from_the_peers_hub(make_datapath, people):
+async def test_a_relayed_handshake_is_accepted_only_from_the_peers_hub(make_datapath, people):
     uk, belgium, starlink = people
     starlink.start(make_datapath, [(uk, None), (belgium, uk)])
     starlink.link(uk)
     starlink.hs.request_handshake(starlink.peer(belgium))
+    await starlink.settle()
     hello = starlink.wires[uk.id].sent[0].message
     belgium.start(make_datapath, [(uk, None), (starlink, uk)])
     from_starlink, from_uk = belgium.link(starlink), belgium.link(uk)
     belgium.hs.on_relay_handshake(from_starlink, RelayHandshake(starlink.id, hello))  # not its hub
+    await belgium.settle()
     assert from_starlink.sent == [] and from_uk.sent == [] and not belgium.hs.responders
     belgium.hs.on_relay_handshake(from_uk, RelayHandshake(starlink.id, hello))  # through its hub
+    await belgium.settle()
     assert kinds(from_uk) == [("RelayHandshake", "CHALLENGE")] and from_uk.sent[0].peer_id == starlink.id
     assert starlink.id in belgium.hs.responders and belgium.hs.relayed == 0
 
 
-def test_enrolled_a_relayed_handshake_from_the_fallback_relay_is_accepted_while_direct(make_datapath, people):
+async def test_enrolled_a_relayed_handshake_from_the_fallback_relay_is_accepted_while_direct(make_datapath,
+                                                                                             people):
     uk, belgium, starlink = people
     for enrolled in (False, True):
         starlink.start(make_datapath, [(uk, None), (belgium, uk)], enrolled=enrolled)
@@ -270,17 +353,20 @@ def test_enrolled_a_relayed_handshake_from_the_fallback_relay_is_accepted_while_
         belgium.start(make_datapath, [(uk, None), (starlink, uk)])
         belgium.link(uk)
         belgium.hs.request_handshake(belgium.peer(starlink))
+        await belgium.settle()
         hello = belgium.wires[uk.id].sent[0].message
         starlink.hs.on_relay_handshake(link, RelayHandshake(belgium.id, hello))  # uk forwarded it
+        await starlink.settle()
         answered = bool(starlink.wires[belgium.id].sent)
         assert answered is enrolled  # serverless: a relay that is not the path is not trusted
 
 
-def test_a_removed_peer_leaves_nothing_in_flight(make_datapath, people):
+async def test_a_removed_peer_leaves_nothing_in_flight(make_datapath, people):
     uk, belgium = direct_pair(make_datapath, people)
     uk.hs.request_handshake(uk.peer(belgium))
     belgium.hs.request_handshake(belgium.peer(uk))
-    flow(uk, belgium)  # belgium: a responder in flight for uk, and its own initiator
+    await flow(uk, belgium)  # belgium: a responder in flight for uk, and its own initiator
     assert uk.id in belgium.hs.responders and uk.id in belgium.hs.initiators
     belgium.peers.remove(uk.id)
     assert not belgium.hs.responders and not belgium.hs.initiators and not belgium.hs.buckets
+    assert len(belgium.hs.guard) == 0

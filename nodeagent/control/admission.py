@@ -1,0 +1,134 @@
+"""The limits in front of the handshake: per source first, per peer only once authenticated. Pure:
+no sockets, no clock (`now` is an argument).
+
+- `source_key(ip)`: what counts as one source: an IPv4 address, or an IPv6 /64 (one subscriber
+  usually holds a whole /64, so single IPv6 addresses are free to an attacker).
+- `Bucket`: a token bucket (`rate` per second, `burst`).
+- `Buckets`: one Bucket per key, at most `max_keys` remembered (the least recently used is
+  forgotten: it would have refilled anyway, and a stranger cannot grow the map).
+- `Doorway`: the connections of the control port that have not authenticated yet, at most
+  `per_source` per source and `total` overall. A newcomer is never turned away for lack of room:
+  it takes the place of the oldest unauthenticated connection of its own source when that source
+  is at its share, otherwise (the doorway is full) of the oldest connection of the source holding
+  the most. A connection leaves the doorway as soon as its HELLO's signature verifies, and then
+  nothing evicts it. So idle connections cannot hold the door shut against a peer: the peer's
+  connection needs to last only from its connect to its HELLO's verification, and pushing it out
+  in that time takes `total` newer connections, which the per-source rate spreads over many
+  sources.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Hashable
+
+__all__ = ["Bucket", "Buckets", "Doorway", "source_key"]
+
+
+def source_key(ip: str) -> str:
+    """One source: an IPv4 address, or the /64 of an IPv6 address (an IPv4-mapped one as IPv4)."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if addr.version == 6:
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+class Bucket:
+    """`rate` tokens per second up to `burst`; starts full."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class Buckets:
+    """One Bucket per key (a source, a link), at most `max_keys` of them."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[Hashable, Bucket] = OrderedDict()
+
+    def take(self, key: Hashable, now: float) -> bool:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = Bucket(self.rate, self.burst, now)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now)
+
+    def forget(self, key: Hashable) -> None:
+        self._buckets.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class Doorway:
+    """Unauthenticated connections, oldest first (see the module docstring)."""
+
+    def __init__(self, total: int, per_source: int) -> None:
+        if not 1 <= per_source <= total:
+            raise ValueError("need 1 <= per_source <= total")
+        self.total = total
+        self.per_source = per_source
+        self._waiting: OrderedDict[Hashable, Hashable] = OrderedDict()  # connection -> source
+        self._count: dict[Hashable, int] = {}
+
+    def enter(self, conn: Hashable, source: Hashable) -> list[Hashable]:
+        """Let `conn` (from `source`) in; returns the connections it displaced (to be closed)."""
+        victims = []
+        if self._count.get(source, 0) >= self.per_source:
+            victims.append(self._oldest_of(source))
+        elif len(self._waiting) >= self.total:
+            most = max(self._count.values())
+            crowded = {s for s, n in self._count.items() if n == most}
+            victims.append(next(c for c, s in self._waiting.items() if s in crowded))
+        for victim in victims:
+            self.leave(victim)
+        self._waiting[conn] = source
+        self._count[source] = self._count.get(source, 0) + 1
+        return victims
+
+    def leave(self, conn: Hashable) -> bool:
+        """`conn` authenticated, or closed: it no longer counts. False if it was not waiting."""
+        source = self._waiting.pop(conn, None)
+        if source is None:
+            return False
+        left = self._count[source] - 1
+        if left:
+            self._count[source] = left
+        else:
+            del self._count[source]
+        return True
+
+    def _oldest_of(self, source: Hashable) -> Hashable:
+        return next(c for c, s in self._waiting.items() if s == source)
+
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._waiting
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def of(self, source: Hashable) -> int:
+        return self._count.get(source, 0)
