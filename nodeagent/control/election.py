@@ -6,7 +6,8 @@ the same peer. Both sides must keep the same one without talking about it:
      its old link died without us noticing) replaces the existing link;
   2. two links dialed by different sides: the one dialed by the lower peer id wins, on both
      sides (each side compares the same two ids).
-The loser is closed with CloseReason.REPLACED; the keys of its handshake are still installed.
+The loser is closed with CloseReason.REPLACED and the keys of its handshake are dropped
+(control/links.py): only the kept link's keys are certain to be the same on both sides.
 """
 
 from __future__ import annotations

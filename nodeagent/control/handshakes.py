@@ -22,7 +22,10 @@ task (`spawn`). The three messages, as they arrive (`on_handshake`, `on_relay_ha
 Installing keys (`install`): the keypair gets the data path's clock and the key limits, goes
 into the peer's KeyRing (DataPath.install, which flushes parked packets), and the session
 hears of it (`on_keys_installed`). A responder sends a keepalive at once: our first frame on
-the new keys lets the initiator switch to them. A peer removed while its handshake was on a
+the new keys lets the initiator switch to them. The keys of a link that lost its election are not
+installed (control/links.py): when both sides dialed at once, each side completed one handshake
+as initiator and one as responder, in either order, and only the elected link's keys end up the
+same on both sides. A peer removed while its handshake was on a
 worker thread gets nothing installed.
 
 Relayed handshakes (`on_relay_handshake`): as a hub (public node) with a direct link to the

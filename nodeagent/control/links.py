@@ -12,10 +12,12 @@ what arrives on it.
   3. a link is up (`_established`, either direction): election (control/election.py) — a pair
      keeps one link; when both dial at once, the link dialed by the lower peer id wins on both
      sides, and a redial by the same side replaces the old link (a restarted peer). The loser is
-     closed, but the keys of its handshake are installed all the same. The winner: the path is
-     chosen again (a direct link ends an enrolled fallback relay), keys installed, our UDP
-     endpoint announced (UDP_ENDPOINT), the link's reader started; relayed sessions that go
-     through this peer as their hub start their handshakes (`on_hub_up`).
+     closed and the keys of its handshake are dropped: each side finished one of the two
+     handshakes as initiator and the other as responder, in either order, so installing both
+     could leave the two sides sending on different keys; the elected link's keys are the same.
+     The winner: the path is chosen again (a direct link ends an enrolled fallback relay), keys
+     installed, our UDP endpoint announced (UDP_ENDPOINT), the link's reader started; relayed
+     sessions that go through this peer as their hub start their handshakes (`on_hub_up`).
   4. messages (`_on_message`): UDP_ENDPOINT -> the peer's data endpoint (direct peers only),
      then packets parked for it and for the peers it relays are flushed; an address no peer
      should be sent to (protocol/endpoints.py: loopback unless we listen on loopback ourselves,
@@ -220,8 +222,7 @@ class Links:
             if keep_existing_link(self.local_peer_id, pid, old.initiator_id, link.initiator_id):
                 log.debug("%r: keeping the link dialed by %s", old, min(self.local_peer_id, pid)[:8])
                 link.close(CloseReason.REPLACED, "a link already exists")
-                self.handshakes.install(peer, result)
-                return
+                return  # its keys are dropped: the peer, electing alike, sends on the kept link's keys
             old.close(CloseReason.REPLACED, "replaced by a newer link")
         self.links[pid] = link
         self.no_link[pid].clear()
