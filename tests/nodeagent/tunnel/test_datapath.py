@@ -213,14 +213,18 @@ def test_a_hub_forwards_frames_it_cannot_open():
     a.peers["c"].endpoint = c.peers["a"].endpoint = None
     pkt = ipv4_packet("10.10.10.1", "10.10.10.2", b"secret" * 50)
     a.inject(pkt)
+    envelope, _ = h.udp.sock.recvfrom(65536)  # what a sent the hub, taken off the wire
+    assert envelope[0] == FrameType.RELAY
+    for _ in range(2):  # delivered, then the same envelope replayed
+        a.udp.sendto(envelope, h.addr)
     h.dp.on_udp()
     c.dp.on_udp()
     assert c.delivered() == [pkt]
     assert h.dp.relay.forwarded_frames == 1 and h.delivered() == []
     assert h.peers["a"].stats.relayed_frames == 1
     assert c.peers["a"].stats.rx_frames == 1 and c.peers["a"].path == f"relay:{h.id}"
-    # the same envelope replayed at the hub is refused there
-    assert h.dp.drops.replay == 0
+    # the same envelope replayed at the hub is refused there, and counted
+    assert h.dp.drops.replay == 1 and h.peers["a"].stats.replayed_frames == 1
 
 
 def test_a_non_hub_refuses_to_relay(mesh):
@@ -256,6 +260,53 @@ def test_a_packet_waits_for_the_peers_udp_endpoint_without_burning_a_counter(mes
     a.dp.flush_pending(a.peers["b"])
     b.dp.on_udp()
     assert b.delivered() == [pkt] and b.peers["a"].stats.lost_frames == 0
+
+
+def relay_trio():
+    """a reaches c through hub h; end-to-end keys a<->c the hub never sees."""
+    a, h, c = Node("a", "10.10.10.1"), Node("h", "10.10.10.3", is_hub=True), Node("c", "10.10.10.2")
+    a.know(h, c)
+    c.know(h, a)
+    h.know(a, c)
+    for n in (a, h, c):
+        n.start()
+    a.peers["c"].hub = a.peers["h"]
+    c.peers["a"].hub = c.peers["h"]
+    pair(a, h)
+    pair(c, h)
+    pair(a, c)
+    a.peers["c"].endpoint = c.peers["a"].endpoint = None
+    return a, h, c
+
+
+def test_a_hub_refuses_to_relay_to_an_unknown_destination_or_from_a_revoked_source():
+    """Attack 34: an authenticated source asks the hub to relay to a peer id it does not know (or to
+    the source itself): dropped and counted, nothing leaves. Once the hub has revoked the source
+    (PeerSet.remove, revoked), its envelopes no longer reach any session: nothing is forwarded."""
+    from nodeagent.peers import PeerSet
+    from nodeagent.protocol.frames import wrap_relay
+
+    a, h, c = relay_trio()
+    e2e = a.peers["c"].ring.current
+    hop = a.peers["h"].ring.current
+    inner = seal(e2e.send, FrameType.DATA, e2e.remote_index, e2e.next_counter(), 0,
+                 ipv4_packet("10.10.10.1", "10.10.10.2"))
+    for dest in (os.urandom(20), bytes.fromhex(a.id)):  # unknown, and the source itself
+        env = wrap_relay(hop.send, FrameType.RELAY, hop.remote_index, hop.next_counter(), 0, dest, inner)
+        a.udp.sendto(env, h.addr)
+    h.dp.on_udp()
+    assert h.dp.relay.no_destination == 2 and h.dp.relay.forwarded_frames == 0
+    c.dp.on_udp()
+    assert c.delivered() == [] and c.peers["h"].stats.rx_frames == 0
+    # the hub revokes a: its sessions go with it
+    peers = PeerSet(h.dp, 1000)
+    peers.by_id = {p.config.peer_id: p for p in h.dp.peers}
+    peers.remove(a.id, revoked=True)
+    a.inject(ipv4_packet("10.10.10.1", "10.10.10.2"))  # a still holds its hop keys
+    h.dp.on_udp()
+    c.dp.on_udp()
+    assert h.dp.relay.forwarded_frames == 0 and h.dp.drops.unknown_session == 1
+    assert c.delivered() == []
 
 
 def test_a_hub_caps_what_it_relays_for_one_peer():
