@@ -3,12 +3,17 @@ bit-flipped and replayed frames at a node."""
 
 import os
 import random
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.integration.agentlab import wait_for, write_config
 
 pytestmark = pytest.mark.privileged
+
+FLOOD = Path(__file__).with_name("udp_flood.py")
 
 
 @pytest.fixture
@@ -69,4 +74,32 @@ def test_hostile_frames_are_all_dropped_and_counted_and_never_answered(trio, lab
     assert peer_a["bad_frames"] >= 6 and peer_a["replayed_frames"] >= 6
     assert peer_a["endpoint"].startswith("198.18.3.1:")  # the attacker never moved the endpoint
     # and the tunnel is unaffected
+    assert "received 3" in lab.tool(a_ns, "ping", "10.10.10.2", "--count", "3").stdout
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_maximum_size_datagrams_and_a_100k_garbage_flood_get_no_answer_and_leave_memory_bounded(trio, lab):
+    """Attack 11: 200 datagrams of 65,507 bytes, then 100,000 garbage datagrams, at b's UDP port from the
+    router: b's resident memory grows by at most 16 MiB, nothing is sent back, what b read is
+    counted as dropped, and the tunnel is unaffected."""
+    a_ns, _b_ns, evil, _a, b, _a_id = trio
+    pid = b.proc.pid
+    assert Path(f"/proc/{pid}/comm").read_text().strip().startswith("python")  # the agent itself
+    before, rss_before = b.status(), rss_kib(pid)
+    out = evil.run(sys.executable, str(FLOOD), "198.18.4.2", "9443", "100000", "--big", "200",
+                   "--sport", "9443", "--listen", "2", timeout=300).stdout.strip()
+    assert out == "sent 100200 received 0"
+    time.sleep(1)  # let b drain what its socket still holds
+    after, rss_after = b.status(), rss_kib(pid)
+    drops_before, drops_after = before["node"]["drops"], after["node"]["drops"]
+    dropped = sum(drops_after[k] - drops_before[k] for k in ("malformed", "unknown_session"))
+    print(f"RSS {rss_before} -> {rss_after} KiB, {dropped} datagrams read and dropped")
+    assert 0 < dropped <= 100200  # every datagram b read was dropped (the rest overflowed its socket)
+    assert rss_after - rss_before <= 16 * 1024, (rss_before, rss_after)
     assert "received 3" in lab.tool(a_ns, "ping", "10.10.10.2", "--count", "3").stdout
