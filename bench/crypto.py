@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the project's modules, when run from a checkout
 
-CONTEXT = b"shadowmesh/handshake/v1"
+CONTEXT = b"shadowmesh/handshake/v2"
 
 
 def loop_us(fn, n: int, repeats: int = 5) -> float:

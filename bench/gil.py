@@ -123,7 +123,8 @@ def main() -> int:
     lines = ["| operation (worker thread) | calls/s alone | calls/s beside a spinning thread | share | GIL |",
              "| --- | ---: | ---: | ---: | --- |"]
     for name, r in doc["results"].items():
-        lines.append(f"| {name} | {r['alone_per_s']:.0f} | {r['beside_spinner_per_s']:.1f} | {r['share']:.3f} "
+        lines.append(f"| {name} | {r['alone_per_s']:.0f} | {r['beside_spinner_per_s']:.1f} "
+                     f"| {r['share']:.3f} "
                      f"| {r['gil']} |")
     doc["markdown"] = "\n".join(lines)
     args.results.mkdir(parents=True, exist_ok=True)
