@@ -13,6 +13,7 @@ import pytest
 
 from nodeagent.config import PeerConfig
 from nodeagent.control import links as links_module
+from nodeagent.control.crypto import Inline
 from nodeagent.control.links import BACKOFF_MAX_S, Links, dial_delay
 from nodeagent.peers import PeerSet
 from nodeagent.protocol.control import UdpEndpoint
@@ -23,7 +24,7 @@ PEER = "ab" * 20
 def make_links(make_datapath, listen_ip: str = "0.0.0.0", running: bool = False) -> Links:
     peers = PeerSet(make_datapath(), 1000)
     flushed: list = []
-    links = Links("cd" * 20, peers, SimpleNamespace(make_responder=None, admit=None),
+    links = Links("cd" * 20, peers, SimpleNamespace(make_responder=None, admit=None, workers=Inline()),
                   listen_ip=ipaddress.ip_address(listen_ip), udp_port=9443, keepalive_s=10,
                   dial_relayed=True,
                   flush_pending=flushed.append, on_path_change=lambda p: None, on_hub_up=lambda p: None,
@@ -93,7 +94,7 @@ async def test_a_dialer_of_a_dead_endpoint_backs_off_and_a_new_endpoint_starts_a
     delays: list[float] = []
     enough = asyncio.Event()
 
-    async def never_answers(host, port, make_initiator):
+    async def never_answers(host, port, make_initiator, run=None):
         dialed.append((host, port))
         return None
 
