@@ -1,7 +1,7 @@
 """Where the handshake's cryptography runs: two worker threads, off the event loop.
 
 ML-DSA-87 signing (~1 ms) and verification (~0.25 ms) release the GIL inside `cryptography`
-(measured: bench/gil.py, BENCHMARKS.md#handshake-cryptography-and-the-gil), so on a worker thread
+(measured: bench/gil.py, BENCHMARKS.md#handshake-cryptography-off-the-event-loop), so on a worker thread
 they no longer stall the loop thread that forwards packets; the ML-KEM and X25519 calls hold the
 GIL but last 30-150 µs each. Two single-thread pools keep the two kinds of work apart:
 
