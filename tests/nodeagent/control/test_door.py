@@ -291,6 +291,27 @@ async def test_one_source_holds_only_its_share_of_unauthenticated_connections(si
     assert open_now <= 4
 
 
+async def test_a_source_opening_connections_too_fast_is_cut_off_unread_and_others_are_not(sides):
+    """Attack 10 at the door: one source's connection rate is capped (SOURCE_RATE, burst
+    SOURCE_BURST); its surplus is closed before a byte is read, and another source is unaffected."""
+    from nodeagent.control.server import SOURCE_BURST
+
+    uk, belgium = sides
+    responder = belgium.agent(uk, dial=False)
+    async with running(responder):
+        door = responder.links.server
+        door.clock = lambda: 1000.0  # time stands still: no token comes back during the test
+        before = door.status()
+        burst = await asyncio.gather(*(knock(belgium.port, STRANGERS[0], b"", wait=0.5)
+                                       for _ in range(SOURCE_BURST + 6)))
+        mid = door.status()
+        await knock(belgium.port, STRANGERS[1], b"", wait=0.2)
+        after = door.status()
+    assert burst == [0] * len(burst)
+    assert mid["rate_limited"] - before["rate_limited"] == 6
+    assert after["rate_limited"] == mid["rate_limited"]  # another source has its own budget
+
+
 async def test_idle_connections_from_many_sources_cannot_turn_the_genuine_peer_away(sides):
     """More idle connections than the table holds, all opened just before the genuine peer dials:
     it is let in at once, not after the handshake deadline (5 s) has cut the idle ones."""
