@@ -126,12 +126,14 @@ class MeshCA:
     def known(self, peer_ids: set[str] | None) -> None:
         self._known = peer_ids
         if peer_ids is not None:  # forget the certificates of peers that left
-            self._verified = {k: c for k, c in self._verified.items() if c.peer_id in peer_ids}
+            # list() copies in one step: a worker thread may add an entry meanwhile
+            self._verified = {k: c for k, c in list(self._verified.items()) if c.peer_id in peer_ids}
 
     def revoke(self, peer_id: str) -> None:
         self.revoked.add(peer_id)
-        if any(c.peer_id == peer_id for c in self._verified.values()):
-            self._verified = {k: c for k, c in self._verified.items() if c.peer_id != peer_id}
+        entries = list(self._verified.items())  # one step: a worker thread may add an entry meanwhile
+        if any(c.peer_id == peer_id for _, c in entries):
+            self._verified = {k: c for k, c in entries if c.peer_id != peer_id}
 
     def knows(self, peer_id: str) -> bool:
         known = self._known

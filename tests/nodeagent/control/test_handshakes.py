@@ -324,6 +324,19 @@ async def test_a_hub_forwards_a_relayed_handshake_unread_and_the_far_side_answer
     assert matched(belgium.peer(starlink).ring.current, starlink.peer(belgium).ring.current)
 
 
+async def test_a_hub_relays_no_handshake_to_an_unknown_destination(make_datapath, people):
+    """Attack 34 for handshakes: a hub asked to forward a handshake to a peer id it has no link
+    with (unknown, or known but not linked) forwards nothing and answers nothing."""
+    uk, belgium, starlink = people
+    uk.start(make_datapath, [(belgium, None), (starlink, None)], is_hub=True)
+    from_belgium = uk.link(belgium)
+    hello = spoofed(belgium, starlink)
+    for dest in ("ee" * 20, starlink.id):  # a stranger; a peer the hub has no link with
+        uk.hs.on_relay_handshake(from_belgium, RelayHandshake(dest, hello))
+    await uk.settle()
+    assert uk.hs.relayed == 0 and from_belgium.sent == [] and not uk.hs.responders
+
+
 async def test_a_relayed_handshake_is_accepted_only_from_the_peers_hub(make_datapath, people):
     uk, belgium, starlink = people
     starlink.start(make_datapath, [(uk, None), (belgium, uk)])
