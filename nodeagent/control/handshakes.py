@@ -25,8 +25,8 @@ hears of it (`on_keys_installed`). A responder sends a keepalive at once: our fi
 the new keys lets the initiator switch to them. The keys of a link that lost its election are not
 installed (control/links.py): when both sides dialed at once, each side completed one handshake
 as initiator and one as responder, in either order, and only the elected link's keys end up the
-same on both sides. A peer removed while its handshake was on a
-worker thread gets nothing installed.
+same on both sides. A peer removed while its handshake was on a worker thread gets nothing
+installed.
 
 Relayed handshakes (`on_relay_handshake`): as a hub (public node) with a direct link to the
 sender, a RELAY_HANDSHAKE naming another peer is forwarded unread to that peer's link, naming
