@@ -11,7 +11,8 @@
     control_probe.py spoof HOST PORT SECONDS CLAIMED.pub RESPONDER.pub SRC[,SRC...]
                                                  every source sends HELLOs that claim CLAIMED's peer id
                                                  (presenting its public key) but are made with a fresh
-                                                 key of its own, one connection after another, for
+                                                 key of its own and stamped a minute ahead, one
+                                                 connection after another, for
                                                  SECONDS; prints "ready", then "sent N answered B"
                                                  (B: bytes that came back, over all connections)
 """
@@ -84,10 +85,13 @@ def hold(host: str, port: int, n: int, seconds: float, sources: list[str]) -> No
 
 
 def spoofed_hello(claimed_pub: bytes, responder_pub: bytes) -> bytes:
+    """Stamped a minute ahead: newer than any HELLO the claimed peer sends during a test, so no
+    replay rule refuses it before its signature is checked."""
     liar = LocalIdentity.pinned(mldsa.MLDSA87PrivateKey.generate())
     liar.credential = liar.public_key = claimed_pub
     liar.peer_id = peer_id(claimed_pub)
-    return Initiator(liar, PinnedKeys([responder_pub]), peer_id(responder_pub), time.time()).create_hello()
+    ini = Initiator(liar, PinnedKeys([responder_pub]), peer_id(responder_pub), time.time() + 60)
+    return ini.create_hello()
 
 
 def spoof(host: str, port: int, seconds: float, claimed_pub: bytes, responder_pub: bytes,

@@ -88,12 +88,21 @@ def test_idle_connections_renewed_at_once_cannot_lock_a_peer_out(trio, lab):
 
 def test_a_flood_of_hellos_claiming_a_peer_gets_no_answer_and_the_peer_still_gets_in_and_rekeys(trio, lab):
     """Attacks 12, 13, 14 with real agents: nine sources send b HELLOs claiming a's peer id (its public
-    key is public) for 20 s. Meanwhile a restarts (a fresh handshake through the door) and the pair
+    key is public), stamped a minute ahead so that they are always newer than a's own (they reach
+    the signature check), for 20 s. Meanwhile a restarts (a fresh handshake through the door) and the pair
     rekeys inside its link every 2 s. Nothing comes back to the strangers, and every signature and
     encapsulation b made went into a handshake b completed with a."""
     a_ns, _b_ns, evil, a, b, a_cfg, a_dir, b_dir, a_id = trio
-    before_b = b.status()
-    before_peer = b.peer(a_id)
+
+    def snapshot() -> tuple[dict, int, int]:
+        """b's crypto counters, its handshakes with a and the HELLOs its door refused for a bad
+        signature, from one status document."""
+        doc = b.status()
+        peer = next(p for p in doc["peers"] if p["peer_id"] == a_id)
+        hs = doc["node"]["handshake"]
+        return hs["crypto"], peer["handshakes"], hs["door"]["refused"].get("bad_signature", 0)
+
+    crypto_before, handshakes_before, forged_before = snapshot()
     spoofer = lab.spawn(evil, sys.executable, PROBE, "spoof", "198.18.0.2", "8443", "20",
                         str(a_dir / "node.pub"), str(b_dir / "node.pub"), ",".join(EVIL),
                         stdout=subprocess.PIPE, text=True)
@@ -104,11 +113,11 @@ def test_a_flood_of_hellos_claiming_a_peer_gets_no_answer_and_the_peer_still_get
     wait_for(lambda: link_up(b, a_id), 15, "a's link back during the flood")
     out, _ = spoofer.communicate(timeout=90)
     sent, answered = (int(x) for x in out.split()[1::2])
-    after_b, after_peer = b.status(), b.peer(a_id)
+    crypto_after, handshakes_after, forged_after = snapshot()
     assert sent >= 50 and answered == 0
-    handshakes = after_peer["handshakes"] - before_peer["handshakes"]
-    spent = {k: after_b["node"]["handshake"]["crypto"][k] - before_b["node"]["handshake"]["crypto"][k]
-             for k in ("signatures", "encapsulations")}
+    assert forged_after - forged_before >= 50  # they reached the signature check, and failed it
+    handshakes = handshakes_after - handshakes_before
+    spent = {k: crypto_after[k] - crypto_before[k] for k in ("signatures", "encapsulations")}
     assert handshakes >= 5  # the door handshake after the restart, and rekeys every 2 s
     assert spent == {"signatures": handshakes, "encapsulations": handshakes}
     assert lab.tool(a_ns, "ping", "10.10.10.2", "--count", "3").returncode == 0
