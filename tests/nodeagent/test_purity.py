@@ -1,7 +1,8 @@
 """nodeagent.protocol, nodeagent.routing, nodeagent.paths and the pure modules elsewhere (link
-election, the control port's admission limits, the status document) stay pure: no sockets, event
-loops, netlink, Django, clock or select, directly or through another nodeagent module
-(docs/architecture.md#design-notes, "Pure code is separate from I/O")."""
+election, the control port's admission limits, the status document, the DHT's logic in
+nodeagent.discovery) stay pure: no sockets, event loops, netlink, Django, clock or select,
+directly or through another nodeagent module (docs/architecture.md#design-notes, "Pure code is
+separate from I/O")."""
 
 from __future__ import annotations
 
@@ -14,7 +15,18 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths")
-PURE_MODULES = ("nodeagent/control/election.py", "nodeagent/control/admission.py", "nodeagent/status.py")
+# nodeagent/discovery mixes pure modules with its asyncio edge: every file is listed in one of the two
+DISCOVERY = ROOT / "nodeagent/discovery"
+DISCOVERY_PURE = (
+    "__init__.py", "ids.py", "table.py", "lookup.py",
+)
+DISCOVERY_IO = ()
+PURE_MODULES = (
+    "nodeagent/control/election.py",
+    "nodeagent/control/admission.py",
+    "nodeagent/status.py",
+    *(f"nodeagent/discovery/{name}" for name in DISCOVERY_PURE),
+)
 PURE_NAMES = tuple(p.replace("/", ".").removesuffix(".py") for p in PURE_PACKAGES + PURE_MODULES)
 FORBIDDEN = {"socket", "asyncio", "pyroute2", "django", "time", "select", "selectors", "uvloop", "websockets"}
 # the heavy ones must not even be loaded transitively (stdlib modules may use `time` themselves)
@@ -72,6 +84,16 @@ REQUIRED_PURE = {
 }
 
 
+def allowed_nodeagent_import(name: str) -> bool:
+    return name.startswith(PURE_NAMES)
+
+
+def test_every_discovery_module_is_classified_pure_or_io():
+    present = {p.name for p in DISCOVERY.glob("*.py")}
+    assert present == set(DISCOVERY_PURE) | set(DISCOVERY_IO)
+    assert not set(DISCOVERY_PURE) & set(DISCOVERY_IO)
+
+
 def test_the_pure_packages_have_files():
     assert REQUIRED_PURE <= {str(p.relative_to(ROOT)) for p in FILES}
     assert any("routing" in p.parts for p in FILES)
@@ -85,7 +107,7 @@ def test_pure_module_imports_nothing_impure(path):
         top = name.split(".")[0]
         if top in FORBIDDEN or name == "<dynamic __import__>" or name == "importlib":
             bad.append(name)
-        elif top == "nodeagent" and not name.startswith(PURE_NAMES):
+        elif top == "nodeagent" and not allowed_nodeagent_import(name):
             bad.append(name)  # another nodeagent module may do I/O
     assert bad == [], f"{path.name} imports {sorted(bad)}"
 
@@ -108,3 +130,12 @@ def test_the_checker_catches_a_forbidden_import(tmp_path):
     fake.write_text("import socket\nfrom ..tunnel import udp\nfrom time import monotonic\n")
     names = imported_modules(fake, root=tmp_path)
     assert {"socket", "nodeagent.tunnel", "time"} <= names
+
+
+def test_a_pure_discovery_module_may_not_import_the_io_edge():
+    assert allowed_nodeagent_import("nodeagent.discovery.ids.distance")
+    assert allowed_nodeagent_import("nodeagent.protocol.cert")
+    assert not allowed_nodeagent_import("nodeagent.discovery.node")
+    assert not allowed_nodeagent_import("nodeagent.discovery.node.DhtNode")
+    assert not allowed_nodeagent_import("nodeagent.discovery.transport")
+    assert not allowed_nodeagent_import("nodeagent.agent")

@@ -1,0 +1,5 @@
+"""The DHT: a small Kademlia of signed peer records among the agents (docs/dht.md).
+
+Pure modules (no sockets, event loop or clock; tests/nodeagent/test_purity.py checks them):
+ids, table, lookup, records, revocations, store, messages, budget. The I/O edge is node.py.
+"""
