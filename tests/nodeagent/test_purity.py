@@ -18,7 +18,8 @@ PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths")
 # nodeagent/discovery mixes pure modules with its asyncio edge: every file is listed in one of the two
 DISCOVERY = ROOT / "nodeagent/discovery"
 DISCOVERY_PURE = (
-    "__init__.py", "ids.py", "table.py", "lookup.py",
+    "__init__.py", "ids.py", "table.py", "lookup.py", "records.py", "revocations.py",
+    "store.py",
 )
 DISCOVERY_IO = ()
 PURE_MODULES = (
