@@ -19,7 +19,7 @@ PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths")
 DISCOVERY = ROOT / "nodeagent/discovery"
 DISCOVERY_PURE = (
     "__init__.py", "ids.py", "table.py", "lookup.py", "records.py", "revocations.py",
-    "store.py",
+    "store.py", "messages.py", "budget.py",
 )
 DISCOVERY_IO = ()
 PURE_MODULES = (
