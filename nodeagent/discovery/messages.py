@@ -31,6 +31,7 @@ nothing else escapes the decoder.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ def encode(msg: Message) -> bytes:
         _check(kind, value, field)
         if kind == "nodes":
             try:
-                value = [[c.peer_id, ipaddress.ip_address(c.ip).packed, c.port] for c in value]
+                value = [[c.peer_id, _packed(c.ip), c.port] for c in value]
             except ValueError:
                 raise Malformed(f"bad {field!r}: not an IP address") from None
         d[field] = value
@@ -344,5 +345,16 @@ def _nodes(value: object, field: str) -> tuple[WireContact, ...]:
             raise Malformed(f"{field!r}: ip must be 4 or 16 bytes")
         if type(port) is not int or not 1 <= port <= 65535:
             raise Malformed(f"{field!r}: port must be 1..65535")
-        out.append(WireContact(peer_id, str(ipaddress.ip_address(ip)), port))
+        out.append(WireContact(peer_id, _text_ip(ip), port))
     return tuple(out)
+
+
+# a node sends and receives the same few hundred addresses over and over: parse each once
+@functools.lru_cache(maxsize=4096)
+def _packed(ip: str) -> bytes:
+    return ipaddress.ip_address(ip).packed
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_ip(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))

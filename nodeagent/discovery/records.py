@@ -95,6 +95,7 @@ __all__ = [
     "RevocationList",
     "RevokedNode",
     "Signer",
+    "VerifiedDigests",
     "WrongCA",
     "build_node_record",
     "build_revocation_list",
@@ -557,12 +558,33 @@ def verify_revocation_list(raw: bytes, ca_public_key: bytes, now: float) -> Revo
     return rec
 
 
+class VerifiedDigests:
+    """SHA-256 digests of exact record byte strings whose signatures verified (for one CA), at
+    most `size`, least recently used forgotten first. Content-addressed, so it may be shared by
+    several verifiers of the same network (an in-process simulation does)."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self.size = size
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+
+    def __contains__(self, digest: object) -> bool:
+        if digest in self._digests:
+            self._digests.move_to_end(digest)
+            return True
+        return False
+
+    def add(self, digest: bytes) -> None:
+        self._digests[digest] = None
+        if len(self._digests) > self.size:
+            self._digests.popitem(last=False)
+
+
 class RecordVerifier:
     """Validates either record type for one network, remembering which exact byte strings have
-    passed the signature checks (SHA-256 of the raw record, at most `cache_size`), so a record
-    seen again costs a parse and the cheap checks only. Time, expiry, revocation and endpoints
-    are checked again on every call. `revoked` is any container of revoked peer ids (hex) that
-    the caller keeps up to date (revocations.RevokedSet)."""
+    passed the signature checks (VerifiedDigests), so a record seen again costs a parse and the
+    cheap checks only. Time, expiry, revocation and endpoints are checked again on every call.
+    `revoked` is any container of revoked peer ids (hex) that the caller keeps up to date
+    (revocations.RevokedSet)."""
 
     def __init__(
         self,
@@ -570,14 +592,13 @@ class RecordVerifier:
         revoked: Collection[str] = frozenset(),
         *,
         allow_loopback: bool = False,
-        cache_size: int = 8192,
+        cache: VerifiedDigests | None = None,
     ) -> None:
         self.ca_public_key = bytes(ca_public_key)
         self.ca_id = ca_id(self.ca_public_key)
         self.revoked = revoked
         self.allow_loopback = allow_loopback
-        self.cache_size = cache_size
-        self._good: OrderedDict[bytes, None] = OrderedDict()
+        self._good = cache if cache is not None else VerifiedDigests()
         self.signature_checks = 0  # records whose signatures were actually verified
 
     def verify(self, raw: bytes, now: float) -> Record:
@@ -586,18 +607,15 @@ class RecordVerifier:
             _node_cheap_checks(rec, self.ca_id, now, self.revoked, self.allow_loopback)
         else:
             _list_checks(rec, self.ca_id, now)
-        digest = hashlib.sha256(rec.raw).digest()
+        digest = hashlib.sha256(self.ca_id + rec.raw).digest()
         if digest in self._good:
-            self._good.move_to_end(digest)
             return rec
         self.signature_checks += 1
         if isinstance(rec, NodeRecord):
             _node_signatures(rec, self.ca_public_key)
         elif not _verify(self.ca_public_key, rec.signature, rec.signed, CONTEXT_DHT):
             raise BadRecordSignature("the revocation list's signature does not verify")
-        self._good[digest] = None
-        if len(self._good) > self.cache_size:
-            self._good.popitem(last=False)
+        self._good.add(digest)
         return rec
 
     def node_record(self, raw: bytes, now: float) -> NodeRecord:

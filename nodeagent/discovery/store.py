@@ -54,8 +54,14 @@ class PutResult:
 
 @dataclass(slots=True)
 class _Entry:
-    record: Record
-    size: int
+    """What is kept per key: the verbatim bytes and the few fields the rules need (a parsed
+    record holds copies of its parts, about twice the bytes; `get` parses again, cheaply)."""
+
+    raw: bytes
+    rank: tuple[int, int]
+    expires: int
+    publisher: bytes
+    peer_id: str | None  # node records only
 
 
 class RecordStore:
@@ -98,9 +104,9 @@ class RecordStore:
             return self._refuse(Put.WRONG_KEY, "wrong_key")
         held = self._entries.get(key)
         if held is not None:
-            if held.record.raw == rec.raw:
+            if held.raw == rec.raw:
                 return PutResult(Put.UNCHANGED, record=rec)
-            if rec.rank <= held.record.rank:
+            if rec.rank <= held.rank:
                 return self._refuse(Put.STALE, "stale")
             self._remove(key)
         size = len(rec.raw)
@@ -109,8 +115,8 @@ class RecordStore:
         mine = self._by_publisher.get(rec.publisher, set())
         while len(mine) >= self.max_per_publisher:
             # the lowest-ranked key goes; on a tie an overlay-IP pointer before the peer-id key
-            lowest = min(mine, key=lambda k: (self._entries[k].record.rank, k == rec.publisher))
-            if self._entries[lowest].record.rank >= rec.rank:
+            lowest = min(mine, key=lambda k: (self._entries[k].rank, k == rec.publisher))
+            if self._entries[lowest].rank >= rec.rank:
                 return self._refuse(Put.FULL, "publisher_cap")
             self._remove(lowest)
             mine = self._by_publisher.get(rec.publisher, set())
@@ -119,10 +125,12 @@ class RecordStore:
             if distance(farthest, self.own_id) <= distance(key, self.own_id):
                 return self._refuse(Put.FULL, "full")
             self._remove(farthest)
+        raw = rec.raw
         for other in self._by_publisher.get(rec.publisher, ()):
-            if self._entries[other].record.raw == rec.raw:
-                rec = self._entries[other].record  # the same record under its other key: share it
-        self._entries[key] = _Entry(rec, size)
+            if self._entries[other].raw == raw:
+                raw = self._entries[other].raw  # the same record under its other key: share the bytes
+        peer_id = rec.peer_id if isinstance(rec, NodeRecord) else None
+        self._entries[key] = _Entry(raw, rec.rank, rec.expires, rec.publisher, peer_id)
         self._by_publisher.setdefault(rec.publisher, set()).add(key)
         self.bytes_used += size
         return PutResult(Put.STORED, record=rec)
@@ -133,15 +141,14 @@ class RecordStore:
         if entry is None:
             return None
         try:
-            self.verify(entry.record.raw, now)
+            return self.verify(entry.raw, now)
         except RecordError:
             self._remove(key)
             return None
-        return entry.record
 
     def expire(self, now: float) -> int:
         """Drop expired records; returns how many keys went."""
-        gone = [k for k, e in self._entries.items() if now >= e.record.expires]
+        gone = [k for k, e in self._entries.items() if now >= e.expires]
         for k in gone:
             self._remove(k)
         return len(gone)
@@ -151,7 +158,7 @@ class RecordStore:
         gone = [
             k
             for k, e in self._entries.items()
-            if isinstance(e.record, NodeRecord) and e.record.peer_id in revoked
+            if e.peer_id is not None and e.peer_id in revoked
         ]
         for k in gone:
             self._remove(k)
@@ -163,9 +170,9 @@ class RecordStore:
 
     def _remove(self, key: bytes) -> None:
         entry = self._entries.pop(key)
-        self.bytes_used -= entry.size
-        mine = self._by_publisher.get(entry.record.publisher)
+        self.bytes_used -= len(entry.raw)
+        mine = self._by_publisher.get(entry.publisher)
         if mine is not None:
             mine.discard(key)
             if not mine:
-                del self._by_publisher[entry.record.publisher]
+                del self._by_publisher[entry.publisher]

@@ -10,7 +10,9 @@ Rules:
   An id nobody verified, for instance one named in another node's NODES answer, never enters.
 - Least-recently-seen eviction: a newcomer that finds its bucket full does not replace anyone.
   `seen()` answers PING_OLDEST with the least-recently-seen contact; the caller pings it and
-  reports `ping_result()`. If it answers it moves to the tail and stays; the newcomer waits in the
+  reports `ping_result()` (unless even that contact was heard from within `fresh_s`: then it is
+  known to be alive and the newcomer is only CACHED, which saves a ping per answer on a busy
+  node). If it answers it moves to the tail and stays; the newcomer waits in the
   replacement cache (most recent kept, `replacements` per bucket). Only if it does not answer is
   it removed and the freshest replacement promoted. Long-lived contacts are therefore never pushed
   out by newcomers, however many an attacker brings: this is the table's eclipse resistance
@@ -41,6 +43,7 @@ K = 20  # bucket size and replication factor (Kademlia's k)
 REPLACEMENTS = 8  # newcomers remembered per full bucket
 MAX_FAILURES = 3  # consecutive failures before a contact without a replacement is dropped
 PING_STALE_S = 60.0  # a pending eviction ping older than this is forgotten
+FRESH_S = 60.0  # a contact heard from this recently needs no eviction ping
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ class RoutingTable:
         replacements: int = REPLACEMENTS,
         max_failures: int = MAX_FAILURES,
         subnet_cap: int | None = None,
+        fresh_s: float = FRESH_S,
     ) -> None:
         if k < 1 or replacements < 0 or max_failures < 1 or (subnet_cap is not None and subnet_cap < 1):
             raise ValueError("k, max_failures and subnet_cap must be positive")
@@ -107,6 +111,7 @@ class RoutingTable:
         self.replacements = replacements
         self.max_failures = max_failures
         self.subnet_cap = subnet_cap
+        self.fresh_s = fresh_s
         self._buckets = [_Bucket() for _ in range(ID_BITS)]
         self._size = 0
 
@@ -128,6 +133,13 @@ class RoutingTable:
     def contacts(self) -> Iterator[Contact]:
         for b in self._buckets:
             yield from b.contacts
+
+    def has_room(self, peer_id: bytes) -> bool:
+        """Would `peer_id` be ADDED (not only cached) if it answered now?"""
+        if peer_id == self.own_id:
+            return False
+        b = self._buckets[bucket_index(self.own_id, peer_id)]
+        return b.find(peer_id) < 0 and len(b.contacts) < self.k
 
     def bucket(self, index: int) -> list[Contact]:
         """A copy of bucket `index`, least recently seen first."""
@@ -194,8 +206,8 @@ class RoutingTable:
         self._remember(b, contact)
         if b.pending is not None and now - b.pending_since > PING_STALE_S:
             b.pending = None
-        if b.pending is None:
-            oldest = b.contacts[0]
+        oldest = b.contacts[0]
+        if b.pending is None and now - oldest.last_seen >= self.fresh_s:
             b.pending, b.pending_since = oldest.peer_id, now
             return Insert.PING_OLDEST, oldest
         return Insert.CACHED, None

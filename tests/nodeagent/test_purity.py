@@ -19,9 +19,9 @@ PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths")
 DISCOVERY = ROOT / "nodeagent/discovery"
 DISCOVERY_PURE = (
     "__init__.py", "ids.py", "table.py", "lookup.py", "records.py", "revocations.py",
-    "store.py", "messages.py", "budget.py",
+    "store.py", "messages.py", "budget.py", "identities.py",
 )
-DISCOVERY_IO = ()
+DISCOVERY_IO = ("node.py",)
 PURE_MODULES = (
     "nodeagent/control/election.py",
     "nodeagent/control/admission.py",

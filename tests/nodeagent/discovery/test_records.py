@@ -25,6 +25,7 @@ from nodeagent.discovery.records import (
     RecordVerifier,
     RevocationList,
     RevokedNode,
+    VerifiedDigests,
     WrongCA,
     build_node_record,
     build_revocation_list,
@@ -382,6 +383,16 @@ def test_verifier_checks_signatures_once_but_time_and_revocation_every_time(rec,
         v.verify(rec, NOW)
 
 
+def test_a_shared_cache_serves_verifiers_with_their_own_revocations(rec, alice, ca_public):
+    cache = VerifiedDigests()
+    strict = RevokedSet([alice.peer_id])
+    a, b = RecordVerifier(ca_public, cache=cache), RecordVerifier(ca_public, strict, cache=cache)
+    a.verify(rec, NOW)
+    with pytest.raises(RevokedNode):
+        b.verify(rec, NOW)
+    assert b.signature_checks == 0  # the signatures were checked once, by a
+
+
 def test_verifier_does_not_cache_failures(rec, ca_public):
     v = RecordVerifier(ca_public)
     forged = patch(rec, len(rec) - 100, bytes([rec[-100] ^ 1]))
@@ -392,7 +403,7 @@ def test_verifier_does_not_cache_failures(rec, ca_public):
 
 
 def test_verifier_cache_is_bounded(ca, ca_public):
-    v = RecordVerifier(ca_public, cache_size=2)
+    v = RecordVerifier(ca_public, cache=VerifiedDigests(2))
     nodes = [make_node(ca, f"n{i}", f"10.10.10.{100 + i}") for i in range(3)]
     raws = [make_record(n) for n in nodes]
     for raw in raws + raws[:1]:

@@ -32,8 +32,11 @@ def test_a_record_lives_under_its_two_keys_only(store, alice, bob):
     assert store.put(addr_key(alice.overlay_ip), raw, NOW).status is Put.STORED
     assert store.get(alice.node_id, NOW).raw == raw
     assert store.get(addr_key("10.10.10.5"), NOW).peer_id == alice.peer_id
-    # the two keys share one record object
-    assert store.get(alice.node_id, NOW) is store.get(addr_key(alice.overlay_ip), NOW)
+    # the two keys share one copy of the bytes, even when they came in two messages
+    store2 = RecordStore(OWN, store.verify)
+    store2.put(alice.node_id, bytes(bytearray(raw)), NOW)
+    store2.put(addr_key(alice.overlay_ip), bytes(bytearray(raw)), NOW)
+    assert store2.get(alice.node_id, NOW).raw is store2.get(addr_key(alice.overlay_ip), NOW).raw
     for key in (bob.node_id, addr_key("10.10.10.6"), bytes(20)):
         assert store.put(key, raw, NOW).status is Put.WRONG_KEY
     assert len(store) == 2

@@ -57,7 +57,7 @@ def test_closest_matches_a_brute_force_sort(seed):
 
 
 def test_a_full_bucket_keeps_its_oldest_contact_when_it_answers():
-    table = RoutingTable(OWN, k=3, replacements=2)
+    table = RoutingTable(OWN, k=3, replacements=2, fresh_s=0)
     old = [in_bucket(150, n) for n in range(3)]
     for n, pid in enumerate(old):
         assert table.seen(pid, "198.18.0.1", 8443 + n, now=n)[0] is Insert.ADDED
@@ -74,7 +74,7 @@ def test_a_full_bucket_keeps_its_oldest_contact_when_it_answers():
 
 
 def test_a_full_bucket_replaces_its_oldest_contact_when_it_is_dead():
-    table = RoutingTable(OWN, k=3, replacements=2)
+    table = RoutingTable(OWN, k=3, replacements=2, fresh_s=0)
     old = [in_bucket(150, n) for n in range(3)]
     for n, pid in enumerate(old):
         table.seen(pid, "198.18.0.1", 8443 + n, now=n)
@@ -87,6 +87,17 @@ def test_a_full_bucket_replaces_its_oldest_contact_when_it_is_dead():
     assert old[0] not in table and c in table and a not in table
     assert [x.peer_id for x in table.replacement_cache(150)] == [b]
     assert len(table) == 3
+
+
+def test_a_recently_heard_oldest_contact_is_not_pinged():
+    table = RoutingTable(OWN, k=2, fresh_s=60)
+    a, b = in_bucket(150, 1), in_bucket(150, 2)
+    table.seen(a, "198.18.0.1", 1, now=100)
+    table.seen(b, "198.18.0.2", 1, now=110)
+    assert table.has_room(in_bucket(150, 3)) is False and table.has_room(in_bucket(151, 3)) is True
+    assert table.seen(in_bucket(150, 3), "198.18.0.3", 1, now=159) == (Insert.CACHED, None)
+    out, oldest = table.seen(in_bucket(150, 4), "198.18.0.4", 1, now=160)
+    assert out is Insert.PING_OLDEST and oldest.peer_id == a
 
 
 def test_long_lived_contacts_survive_a_flood_of_newcomers():
@@ -116,7 +127,7 @@ def test_seen_again_moves_to_the_tail_and_updates_the_address():
 
 
 def test_failures_remove_a_contact_after_max_failures_and_promote_a_replacement():
-    table = RoutingTable(OWN, k=2, max_failures=3)
+    table = RoutingTable(OWN, k=2, max_failures=3, fresh_s=0)
     a, b, c = in_bucket(150, 1), in_bucket(150, 2), in_bucket(150, 3)
     table.seen(a, "198.18.0.1", 1, now=1)
     table.seen(b, "198.18.0.2", 1, now=2)

@@ -1,0 +1,853 @@
+"""The DHT node: the asyncio edge around the pure modules of this package.
+
+One object per agent. It takes everything it depends on as constructor arguments (the signing
+function of the node's ML-DSA-87 key, its certificate, the CA public key, the revoked set, the
+wall clock, its endpoint candidates) and keeps no global state.
+
+Server side, `serve(reader, writer, first)` answers one connected stream; the agent mounts it on
+its control port (the first five bytes tell a DHT frame from a control frame, messages.py), and
+`listen()` opens a port of its own for simulations and tests. Every connection is bounded:
+  - at most `max_connections` in all and `max_connections_per_source` per source address;
+  - the first frame must arrive within `first_frame_s`, every frame must be complete within
+    `frame_s` of its first byte (slow-loris), an idle connection is closed after `idle_s`;
+  - a frame over 64 KiB is refused before it is read (the connection is closed: framing is lost);
+    a malformed frame gets an Error naming the problem and is counted;
+  - each source has a request budget (token bucket); over it, requests get a small "rate_limited"
+    Error; checking a requester's record (signatures) costs more tokens than a plain request;
+  - writes that the peer does not read within `frame_s` close the connection.
+
+Client side: one TCP connection per remote address, reused for many requests (request ids), at
+most `max_pooled` kept; every request runs under `asyncio.timeout`.
+
+Contacts (docs/dht.md): an answer counts only if the responder proved to be the enrolled node we
+expected at that address — we hold (or it sent, when we asked with `want`) its valid node record
+listing that address. Only then does it enter the routing table. A requester that sends its own
+record (`me`) is added after we PING it back at an address from that record.
+
+Upkeep (`run()`): expire records, republish our record every `republish_s` (30 min) and the CA's
+revocation list we hold, refresh buckets no lookup touched for `refresh_s`, fetch the revocation
+list, and close idle client connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..protocol.cert import ca_id, parse_certificate
+from .budget import SourceBudgets
+from .identities import Identities
+from .ids import addr_key, random_id_in_bucket, revocations_key, to_id
+from .lookup import Found, Lookup
+from .messages import (
+    Error,
+    FindNode,
+    FindValue,
+    MessageError,
+    Nodes,
+    Ping,
+    Pong,
+    Request,
+    Response,
+    Store,
+    Stored,
+    Value,
+    WireContact,
+    decode,
+    encode,
+    frame_length,
+)
+from .records import (
+    MAX_RECORD_LIFETIME_S,
+    Candidate,
+    NodeRecord,
+    RecordError,
+    RecordVerifier,
+    RevocationList,
+    Signer,
+    VerifiedDigests,
+    build_node_record,
+    check_endpoint,
+    next_sequence,
+)
+from .revocations import RevokedSet
+from .store import Put, RecordStore
+from .table import Insert, RoutingTable
+
+__all__ = ["DhtConfig", "DhtNode", "Seed"]
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 65536
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DhtConfig:
+    k: int = 20
+    alpha: int = 3
+    value_quorum: int = 3
+    request_s: float = 2.0  # one request, connect included
+    first_frame_s: float = 5.0  # a new connection must send a whole first frame within this
+    frame_s: float = 5.0  # a frame must be complete this long after its first byte
+    idle_s: float = 60.0  # server side: close a connection silent for this long
+    client_idle_s: float = 30.0  # client side: close a pooled connection unused for this long
+    max_connections: int = 256
+    max_connections_per_source: int = 8
+    request_rate: float = 50.0  # per source, requests per second
+    request_burst: float = 200.0
+    check_cost: float = 10.0  # tokens charged when a request carries a record we must verify
+    max_pooled: int = 32
+    republish_s: float = 30 * 60
+    refresh_s: float = 60 * 60
+    maintenance_s: float = 60.0
+    record_lifetime_s: int = MAX_RECORD_LIFETIME_S
+    max_pending_checks: int = 64
+    subnet_cap: int | None = None
+    allow_loopback: bool = False  # only for in-process simulations and tests
+    advertise: bool = True  # send our record with the first request of each connection...
+    advertise_s: float = 600.0  # ...unless that address got the same record this recently
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """A contact to bootstrap from (a public hub from the netmap): address, peer id if known."""
+
+    ip: str
+    port: int
+    peer_id: str | None = None
+
+
+class RequestFailed(Exception):
+    """A request got no usable answer (refused, timed out, error answer, unverified responder)."""
+
+
+@dataclass
+class DhtStats:
+    lookups: int = 0
+    failures: int = 0  # lookups without a result: no node answered, or a node record not found
+    requests_sent: int = 0
+    requests_failed: int = 0
+    requests_served: int = 0
+    stored: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> count (server side)
+    hops: list[int] = field(default_factory=list)  # of the last lookups (bounded)
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class _Stream:
+    """Frame reader over an asyncio stream, with the idle and per-frame deadlines."""
+
+    def __init__(self, reader: asyncio.StreamReader, first: bytes = b"") -> None:
+        self.reader = reader
+        self.buf = bytearray(first)
+
+    async def _more(self) -> None:
+        data = await self.reader.read(READ_CHUNK)
+        if not data:
+            raise ConnectionError("connection closed mid-frame")
+        self.buf += data
+
+    async def frame(self, idle_s: float | None, frame_s: float) -> bytes | None:
+        """The next frame body; None at a clean end of stream. TimeoutError when the peer is idle
+        too long or too slow; MessageError for a frame over the cap (nothing more is read)."""
+        if not self.buf:
+            async with asyncio.timeout(idle_s):
+                data = await self.reader.read(READ_CHUNK)
+            if not data:
+                return None
+            self.buf += data
+        async with asyncio.timeout(frame_s):
+            while len(self.buf) < 4:
+                await self._more()
+            n = frame_length(bytes(self.buf[:4]))
+            while len(self.buf) < 4 + n:
+                await self._more()
+        body = bytes(self.buf[4 : 4 + n])
+        del self.buf[: 4 + n]
+        return body
+
+
+class _Conn:
+    """A pooled client connection: requests multiplexed by rid, one reader task."""
+
+    def __init__(self, node: DhtNode, address: Address, reader, writer) -> None:
+        self.node = node
+        self.address = address
+        self.writer = writer
+        self.stream = _Stream(reader)
+        self.pending: dict[int, asyncio.Future] = {}
+        self.me_sent = False
+        self.last_used = asyncio.get_running_loop().time()
+        self.closed = False
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                body = await self.stream.frame(None, self.node.config.frame_s)
+                if body is None:
+                    break
+                msg = decode(body)
+                fut = self.pending.pop(msg.rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        except (MessageError, ConnectionError, OSError, TimeoutError) as exc:
+            log.debug("dht connection to %s: %s", self.address, exc)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(RequestFailed("connection closed"))
+        self.pending.clear()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        if self.node._pool.get(self.address) is self:
+            del self.node._pool[self.address]
+        if not self.task.done() and self.task is not asyncio.current_task():
+            self.task.cancel()
+
+
+@functools.lru_cache(maxsize=4096)
+def _dialable(ip: str, allow_loopback: bool) -> bool:
+    try:
+        check_endpoint(ip, 1, 1, allow_loopback=allow_loopback)
+    except RecordError:
+        return False
+    return True
+
+
+class DhtNode:
+    def __init__(
+        self,
+        *,
+        sign: Signer,
+        certificate: bytes,
+        ca_public_key: bytes,
+        candidates: Sequence[Candidate],
+        public: bool = False,
+        revoked: RevokedSet | None = None,
+        signature_cache: VerifiedDigests | None = None,
+        config: DhtConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        bind_ip: str | None = None,
+        entropy: Callable[[int], bytes] = os.urandom,
+        on_record: Callable[[NodeRecord], None] | None = None,
+        on_revoked: Callable[[set[str]], None] | None = None,
+    ) -> None:
+        self.config = config or DhtConfig()
+        self.sign = sign
+        self.certificate = bytes(certificate)
+        cert = parse_certificate(self.certificate)
+        self.peer_id = cert.peer_id
+        self.node_id = bytes.fromhex(cert.peer_id)
+        self.overlay_ip = cert.overlay_ip
+        self.ca_public_key = bytes(ca_public_key)
+        self.ca_id = ca_id(self.ca_public_key)
+        self.candidates = tuple(candidates)
+        self.public = public
+        self.revoked = revoked if revoked is not None else RevokedSet()
+        self.verifier = RecordVerifier(
+            self.ca_public_key, self.revoked, allow_loopback=self.config.allow_loopback, cache=signature_cache
+        )
+        self.clock = clock
+        self.bind_ip = bind_ip
+        self.entropy = entropy
+        self.on_record = on_record
+        self.on_revoked = on_revoked
+        c = self.config
+        self.table = RoutingTable(self.node_id, k=c.k, subnet_cap=c.subnet_cap)
+        self.store = RecordStore(self.node_id, self.verifier.verify)
+        self.identities = Identities()
+        self.budgets = SourceBudgets(c.request_rate, c.request_burst)
+        self.stats = DhtStats()
+        self.own_record: bytes | None = None
+        self.own_sequence: int | None = None
+        self._own_expires = 0.0
+        self.last_publish: float | None = None
+        self._pool: dict[Address, _Conn] = {}
+        self._advertised: OrderedDict[Address, tuple[int | None, float]] = OrderedDict()
+        self._connecting: dict[Address, asyncio.Future] = {}
+        self._rid = int.from_bytes(entropy(4), "big") or 1
+        self._conns_total = 0
+        self._conns_by_source: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._checking: set[bytes] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._closed = False
+
+    # ================================================================== public API
+
+    def status(self) -> dict:
+        """The `dht` object of `status --json`."""
+        return {
+            "contacts": len(self.table),
+            "records": len(self.store),
+            "last_publish_s": (
+                None if self.last_publish is None else round(self.clock() - self.last_publish, 1)
+            ),
+            "lookups": self.stats.lookups,
+            "failures": self.stats.failures,
+        }
+
+    async def listen(self, host: str, port: int) -> int:
+        """Serve the DHT on a port of its own (simulations, tests); returns the bound port."""
+        self._server = await asyncio.start_server(self.serve, host, port, reuse_address=True)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._pool.values()):
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def set_candidates(self, candidates: Sequence[Candidate]) -> None:
+        """Our endpoints changed: the caller then awaits publish()."""
+        self.candidates = tuple(candidates)
+
+    def add_revocations(self, peer_ids: Iterable[str]) -> set[str]:
+        """Revocations from elsewhere (the server's netmap): applied at once."""
+        new = self.revoked.add(peer_ids)
+        self._revoked_now(new)
+        return new
+
+    async def bootstrap(self, seeds: Iterable[Seed]) -> int:
+        """Join: reach the seeds, look ourselves up, refresh the buckets beyond our nearest
+        neighbour, publish our record, fetch the revocation list. Returns the contacts held."""
+        await asyncio.gather(*(self._ping_seed(s) for s in seeds), return_exceptions=True)
+        if len(self.table) == 0:
+            log.info("dht: no seed answered")
+            return 0
+        await self.lookup(self.node_id)
+        now = asyncio.get_running_loop().time()
+        for index in self.table.stale_buckets(now, self.config.refresh_s):
+            await self.lookup(random_id_in_bucket(self.node_id, index, self.entropy(20)))
+        await self.publish()
+        await self.fetch_revocations()
+        return len(self.table)
+
+    async def lookup(self, target: bytes) -> list[Found]:
+        """FIND_NODE: the k nearest enrolled nodes to `target` that answered."""
+        lk = await self.run_lookup(to_id(target), find_value=False)
+        return lk.result()
+
+    async def find_record(self, peer_id: str | bytes) -> NodeRecord | None:
+        """FIND_VALUE on a peer id: that node's newest record we could find, validated."""
+        key = to_id(peer_id)
+        rec = await self._find_value(key)
+        return rec if isinstance(rec, NodeRecord) and rec.node_id == key else None
+
+    async def find_by_overlay_ip(self, ip: str) -> NodeRecord | None:
+        """FIND_VALUE on the overlay-IP key: the node that holds `ip`, validated."""
+        addr = ipaddress.ip_address(ip)
+        rec = await self._find_value(addr_key(addr))
+        return rec if isinstance(rec, NodeRecord) and rec.overlay_ip == addr else None
+
+    def current_record(self) -> bytes:
+        """Our own signed record, signing a new one if we have none or it is about to expire."""
+        now = self.clock()
+        if self.own_record is None or now >= self._own_expires - self.config.republish_s:
+            self._sign_record(now)
+        return self.own_record
+
+    def _sign_record(self, now: float) -> NodeRecord:
+        seq = next_sequence(self.own_sequence, now)
+        raw = build_node_record(
+            self.sign,
+            certificate=self.certificate,
+            sequence=seq,
+            issued=int(now),
+            expires=int(now) + self.config.record_lifetime_s,
+            candidates=self.candidates,
+            public=self.public,
+            allow_loopback=self.config.allow_loopback,
+        )
+        rec = self.verifier.node_record(raw, now)  # our own record must pass what others check
+        self.own_record, self.own_sequence, self._own_expires = raw, seq, rec.expires
+        self.identities.learn(rec)
+        return rec
+
+    async def publish(self) -> int:
+        """Sign a new record (next sequence) and store it at the k nearest nodes of both its keys;
+        also store the newest CA revocation list we hold. Returns the successful stores."""
+        now = self.clock()
+        rec = self._sign_record(now)
+        raw = rec.raw
+        ok = 0
+        for key in rec.keys:
+            ok += await self._store_at_nearest(key, raw)
+        if self.revoked.latest is not None and now < self.revoked.latest.expires:
+            ok += await self._store_at_nearest(self.revoked.latest.keys[0], self.revoked.latest.raw)
+        self.last_publish = now
+        return ok
+
+    async def fetch_revocations(self) -> RevocationList | None:
+        rec = await self._find_value(revocations_key(self.ca_id), missing_is_failure=False)
+        return rec if isinstance(rec, RevocationList) else None
+
+    async def run(self) -> None:
+        """Upkeep until cancelled."""
+        loop = asyncio.get_running_loop()
+        last_revocations = loop.time()
+        while True:
+            await asyncio.sleep(self.config.maintenance_s)
+            try:
+                now = self.clock()
+                self.store.expire(now)
+                self.identities.expire(now)
+                self._close_idle()
+                if self.last_publish is None or now - self.last_publish >= self.config.republish_s:
+                    await self.publish()
+                if loop.time() - last_revocations >= self.config.republish_s:
+                    last_revocations = loop.time()
+                    await self.fetch_revocations()
+                for index in self.table.stale_buckets(loop.time(), self.config.refresh_s):
+                    await self.lookup(random_id_in_bucket(self.node_id, index, self.entropy(20)))
+            except (RecordError, OSError, RequestFailed) as exc:
+                log.warning("dht upkeep: %s", exc)
+
+    # ================================================================== server
+
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b""
+    ) -> None:
+        """Answer one connected stream until it ends. `first` = bytes already read from it."""
+        peer = writer.get_extra_info("peername")
+        source = peer[0] if peer else "?"
+        c = self.config
+        if self._conns_total >= c.max_connections or self._conns_by_source.get(source, 0) >= (
+            c.max_connections_per_source
+        ):
+            self.stats.refuse("connections")
+            writer.close()
+            return
+        self._conns_total += 1
+        self._conns_by_source[source] = self._conns_by_source.get(source, 0) + 1
+        stream = _Stream(reader, first)
+        idle = c.first_frame_s
+        try:
+            while not self._closed:
+                try:
+                    body = await stream.frame(idle, c.frame_s)
+                except TimeoutError:
+                    self.stats.refuse("slow" if stream.buf or idle == c.first_frame_s else "idle")
+                    return
+                except MessageError as exc:  # over the cap: we cannot skip it, so we close
+                    self.stats.refuse(exc.code)
+                    await self._send(writer, Error(0, exc.code, str(exc)))
+                    return
+                if body is None:
+                    return
+                idle = c.idle_s
+                answer = self._answer(body, source)
+                if not await self._send(writer, answer):
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._conns_total -= 1
+            left = self._conns_by_source[source] - 1
+            if left:
+                self._conns_by_source[source] = left
+            else:
+                del self._conns_by_source[source]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, msg: Response) -> bool:
+        try:
+            writer.write(encode(msg))
+            async with asyncio.timeout(self.config.frame_s):
+                await writer.drain()
+        except (TimeoutError, ConnectionError, OSError):
+            self.stats.refuse("slow_reader")
+            return False
+        return True
+
+    def _answer(self, body: bytes, source: str) -> Response:
+        try:
+            msg = decode(body)
+        except MessageError as exc:
+            self.stats.refuse(exc.code)
+            return Error(0, exc.code, str(exc)[:200])
+        if not isinstance(msg, Ping | FindNode | FindValue | Store):
+            self.stats.refuse("not_a_request")
+            return Error(msg.rid, "not_a_request")
+        loop_now = asyncio.get_running_loop().time()
+        me = getattr(msg, "me", None)
+        cost = 1.0 + (self.config.check_cost if me is not None else 0.0)
+        if isinstance(msg, Store):
+            cost += self.config.check_cost
+        if not self.budgets.take(source, loop_now, cost):
+            self.stats.refuse("rate_limited")
+            return Error(msg.rid, "rate_limited")
+        self.stats.requests_served += 1
+        requester = self._learn_requester(me) if me is not None else None
+        return self._handle(msg, requester)
+
+    def _handle(self, msg: Request, requester: bytes | None) -> Response:
+        want = getattr(msg, "want", False)
+        you = self.current_record() if want else None
+        if isinstance(msg, Ping):
+            return Pong(msg.rid, you=you)
+        if isinstance(msg, Store):
+            return self._handle_store(msg)
+        nodes = self._wire_nodes(msg.key, exclude=requester)
+        if isinstance(msg, FindValue):
+            raw = self._value_for(msg.key)
+            if raw is not None:
+                return Value(msg.rid, raw, nodes, you=you)
+        return Nodes(msg.rid, nodes, you=you)
+
+    def _handle_store(self, msg: Store) -> Response:
+        now = self.clock()
+        if msg.key in (self.node_id, addr_key(self.overlay_ip)):
+            return Stored(msg.rid, Put.STALE.value, "own_key")  # we answer for our own keys
+        result = self.store.put(msg.key, msg.rec, now)
+        if not result.ok:
+            self.stats.refuse("store_" + result.reason)
+        elif result.status is Put.STORED:
+            self.stats.stored += 1
+            self._learned(result.record)
+        return Stored(msg.rid, result.status.value, result.reason)
+
+    def _value_for(self, key: bytes) -> bytes | None:
+        if self.own_record is not None and key in (self.node_id, addr_key(self.overlay_ip)):
+            return self.own_record
+        rec = self.store.get(key, self.clock())
+        return None if rec is None else rec.raw
+
+    def _wire_nodes(self, key: bytes, exclude: bytes | None) -> tuple[WireContact, ...]:
+        near = self.table.closest(key, self.config.k, exclude)
+        return tuple(WireContact(c.peer_id, c.ip, c.port) for c in near)
+
+    def _learn_requester(self, raw: bytes) -> bytes | None:
+        """A requester sent its own record: validate it; if it is new to our table, PING it back
+        at an address from that record before it may enter."""
+        try:
+            rec = self.verifier.node_record(raw, self.clock())
+        except RecordError as exc:
+            self.stats.refuse("requester_" + exc.reason)
+            return None
+        self._learned(rec)
+        if self.table.has_room(rec.node_id):  # a full bucket keeps its old contacts anyway
+            self._check_reachable(rec.node_id)
+        return rec.node_id
+
+    # ================================================================== client
+
+    def _next_rid(self) -> int:
+        self._rid = self._rid % (2**32 - 1) + 1
+        return self._rid
+
+    async def _connection(self, address: Address) -> _Conn:
+        conn = self._pool.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        waiting = self._connecting.get(address)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._connecting[address] = fut
+        try:
+            local = (self.bind_ip, 0) if self.bind_ip else None
+            reader, writer = await asyncio.open_connection(address[0], address[1], local_addr=local)
+            conn = _Conn(self, address, reader, writer)
+            self._make_room()
+            self._pool[address] = conn
+            fut.set_result(conn)
+            return conn
+        except BaseException as exc:
+            fut.set_exception(RequestFailed(f"cannot connect to {address}: {exc!r}"))
+            fut.exception()  # retrieved: waiters get it through shield
+            raise
+        finally:
+            del self._connecting[address]
+
+    def _make_room(self) -> None:
+        """Close the least recently used idle connections beyond `max_pooled` (a connection with
+        requests in flight is never closed for room: the pool may exceed the cap meanwhile)."""
+        while len(self._pool) >= self.config.max_pooled:
+            idle = [c for c in self._pool.values() if not c.pending]
+            if not idle:
+                return
+            min(idle, key=lambda c: c.last_used).close()
+
+    def _close_idle(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for conn in list(self._pool.values()):
+            if not conn.pending and now - conn.last_used > self.config.client_idle_s:
+                conn.close()
+
+    async def _request(self, address: Address, make: Callable[[int, bytes | None], Request]) -> Response:
+        """Send one request (built by `make(rid, me)`) and wait for its answer."""
+        self.stats.requests_sent += 1
+        try:
+            async with asyncio.timeout(self.config.request_s):
+                conn = await self._connection(address)
+                me = self._advertisement(address, conn)
+                rid = self._next_rid()
+                fut = asyncio.get_running_loop().create_future()
+                conn.pending[rid] = fut
+                conn.last_used = asyncio.get_running_loop().time()
+                try:
+                    conn.writer.write(encode(make(rid, me)))
+                    await conn.writer.drain()
+                    answer = await fut
+                finally:
+                    conn.pending.pop(rid, None)
+        except (TimeoutError, OSError, ConnectionError, MessageError, RequestFailed) as exc:
+            self.stats.requests_failed += 1
+            raise RequestFailed(f"{address}: {exc!r}") from None
+        if isinstance(answer, Error):
+            self.stats.requests_failed += 1
+            raise RequestFailed(f"{address} answered {answer.code}")
+        return answer
+
+    def _advertisement(self, address: Address, conn: _Conn) -> bytes | None:
+        """Our record for the first request of a connection, unless this address already got
+        this very record within `advertise_s` (a busy node reconnects often)."""
+        if not self.config.advertise or conn.me_sent:
+            return None
+        conn.me_sent = True
+        record = self.current_record()
+        loop_now = asyncio.get_running_loop().time()
+        sent = self._advertised.get(address)
+        if sent is not None and sent[0] == self.own_sequence and loop_now - sent[1] < self.config.advertise_s:
+            return None
+        self._advertised[address] = (self.own_sequence, loop_now)
+        self._advertised.move_to_end(address)
+        if len(self._advertised) > 4096:
+            self._advertised.popitem(last=False)
+        return record
+
+    def _verified(self, expected: bytes | None, address: Address, answer: Response) -> bytes | None:
+        """The peer id of the responder if it proved to be an enrolled node at `address` (and the
+        one we expected); else None."""
+        now = self.clock()
+        you = getattr(answer, "you", None)
+        if you is not None:
+            try:
+                rec = self.verifier.node_record(you, now)
+            except RecordError:
+                return None
+            if expected is not None and rec.node_id != expected:
+                return None
+            self._learned(rec)
+            expected = rec.node_id
+        if expected is None or not self.identities.vouches(expected, address, now):
+            return None
+        return expected
+
+    async def _ask(self, peer_id: bytes | None, address: Address, make) -> tuple[bytes, Response]:
+        """A request to a node we expect at `address`; the answer only counts if verified."""
+        want = peer_id is None or not self.identities.vouches(peer_id, address, self.clock())
+        try:
+            answer = await self._request(address, lambda rid, me: make(rid, me, want))
+        except RequestFailed:
+            if peer_id is not None:
+                self._contact_failed(peer_id, address)
+            raise
+        who = self._verified(peer_id, address, answer)
+        if who is None:
+            self.stats.refuse("unverified_responder")
+            if peer_id is not None:
+                self._contact_failed(peer_id, address)
+            raise RequestFailed(f"{address} did not prove to be the expected enrolled node")
+        self._contact_answered(who, address)
+        return who, answer
+
+    async def _ping_seed(self, seed: Seed) -> None:
+        expected = to_id(seed.peer_id) if seed.peer_id else None
+        await self._ask(expected, (seed.ip, seed.port), lambda rid, me, want: Ping(rid, me=me, want=want))
+
+    async def _ping(self, peer_id: bytes, address: Address) -> bool:
+        try:
+            await self._ask(peer_id, address, lambda rid, me, want: Ping(rid, me=me, want=want))
+        except RequestFailed:
+            return False
+        return True
+
+    def _contact_answered(self, peer_id: bytes, address: Address) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        out, oldest = self.table.seen(peer_id, address[0], address[1], loop_now)
+        if out is Insert.PING_OLDEST and oldest is not None:
+            self._spawn(self._evict_check(oldest.peer_id, oldest.address))
+
+    def _contact_failed(self, peer_id: bytes, address: Address) -> None:
+        held = self.table.get(peer_id)
+        if held is not None and held.address == tuple(address):
+            self.table.failed(peer_id, asyncio.get_running_loop().time())
+
+    async def _evict_check(self, peer_id: bytes, address: Address) -> None:
+        alive = await self._ping(peer_id, address)
+        self.table.ping_result(peer_id, alive, asyncio.get_running_loop().time())
+
+    def _check_reachable(self, peer_id: bytes) -> None:
+        if peer_id in self._checking or len(self._checking) >= self.config.max_pending_checks:
+            return
+        self._checking.add(peer_id)
+        self._spawn(self._reach(peer_id))
+
+    async def _reach(self, peer_id: bytes) -> None:
+        try:
+            ident = self.identities.get(peer_id, self.clock())
+            for address in ident.addresses[:3] if ident else ():
+                if await self._ping(peer_id, address):
+                    return
+        finally:
+            self._checking.discard(peer_id)
+
+    def _spawn(self, coro) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ================================================================== lookups
+
+    async def run_lookup(self, target: bytes, find_value: bool = False) -> Lookup:
+        """A whole lookup; returns the finished state machine (results, hops, values)."""
+        c = self.config
+        loop = asyncio.get_running_loop()
+        seeds = [(x.peer_id, x.address) for x in self.table.closest(target, c.k)]
+        lk = Lookup(
+            target, seeds, loop.time(), own_id=self.node_id, k=c.k, alpha=c.alpha,
+            query_timeout=c.request_s * 2, find_value=find_value, value_quorum=c.value_quorum,
+        )
+        self.table.lookup_started(target, loop.time())
+        self.stats.lookups += 1
+        running: dict[asyncio.Task, bytes] = {}
+        try:
+            while not lk.done:
+                for q in lk.next_queries(loop.time()):
+                    task = loop.create_task(self._query(q.peer_id, q.address, target, find_value))
+                    running[task] = q.peer_id
+                if not running:
+                    break
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    peer_id = running.pop(task)
+                    try:
+                        contacts, value = task.result()
+                    except RequestFailed:
+                        lk.on_failure(peer_id, loop.time())
+                        continue
+                    if value is not None and target not in value.keys:
+                        lk.on_response(peer_id, contacts, loop.time())
+                        lk.distrust(peer_id)  # a valid record, but not for the key we asked
+                    elif value is not None:
+                        lk.on_response(peer_id, contacts, loop.time(), value=value, rank=value.rank)
+                    else:
+                        lk.on_response(peer_id, contacts, loop.time())
+        finally:
+            for task in running:
+                task.cancel()
+        if not find_value:
+            found = lk.result()
+            if not found:
+                self.stats.failures += 1
+            self.stats.hops = [*self.stats.hops[-999:], lk.hops]
+        return lk
+
+    async def _query(self, peer_id: bytes, address: Address, target: bytes, find_value: bool):
+        """One lookup request; returns (contacts, validated value or None)."""
+        if find_value:
+            def make(rid, me, want):
+                return FindValue(rid, target, me=me, want=want)
+        else:
+            def make(rid, me, want):
+                return FindNode(rid, target, me=me, want=want)
+        _, answer = await self._ask(peer_id, address, make)
+        if not isinstance(answer, Nodes | Value):
+            raise RequestFailed(f"{address} answered {type(answer).__name__} to a lookup")
+        contacts = [(n.peer_id, (n.ip, n.port)) for n in answer.nodes if self._usable(n)]
+        value = None
+        if isinstance(answer, Value):
+            try:
+                value = self.verifier.verify(answer.rec, self.clock())
+            except RecordError:
+                self.stats.refuse("bad_value")
+                raise RequestFailed(f"{address} served an invalid record") from None
+        return contacts, value
+
+    def _usable(self, n: WireContact) -> bool:
+        """A contact named in an answer is worth asking: a sane address, not revoked."""
+        return _dialable(n.ip, self.config.allow_loopback) and n.peer_id.hex() not in self.revoked
+
+    async def _find_value(
+        self, key: bytes, missing_is_failure: bool = True
+    ) -> NodeRecord | RevocationList | None:
+        lk = await self.run_lookup(key, find_value=True)
+        best = lk.best_value
+        if best is None:
+            if missing_is_failure or not lk.result():
+                self.stats.failures += 1
+            return None
+        rec = best[1]
+        self.stats.hops = [*self.stats.hops[-999:], best[3]]
+        self._learned(rec)
+        return rec
+
+    async def _store_at_nearest(self, key: bytes, raw: bytes) -> int:
+        found = await self.lookup(key)
+
+        async def one(f: Found) -> bool:
+            try:
+                _, answer = await self._ask(
+                    f.peer_id, f.address, lambda rid, me, want: Store(rid, key, raw, me=me)
+                )
+            except RequestFailed:
+                return False
+            return isinstance(answer, Stored) and answer.status in (Put.STORED.value, Put.UNCHANGED.value)
+
+        results = await asyncio.gather(*(one(f) for f in found))
+        return sum(results)
+
+    # ================================================================== what we learn
+
+    def _learned(self, rec: NodeRecord | RevocationList | None) -> None:
+        if isinstance(rec, NodeRecord):
+            if self.identities.learn(rec) and self.on_record is not None and rec.node_id != self.node_id:
+                self.on_record(rec)
+        elif isinstance(rec, RevocationList):
+            new = self.revoked.apply_list(rec)
+            self._revoked_now(new)
+
+    def _revoked_now(self, new: set[str]) -> None:
+        if not new:
+            return
+        for peer_id in new:
+            node_id = bytes.fromhex(peer_id)
+            self.table.remove(node_id)
+            self.identities.forget(node_id)
+        self.store.purge_revoked(new)
+        log.info("dht: %d node(s) revoked", len(new))
+        if self.on_revoked is not None:
+            self.on_revoked(new)
