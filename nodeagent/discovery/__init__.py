@@ -1,5 +1,6 @@
 """The DHT: a small Kademlia of signed peer records among the agents (docs/dht.md).
 
 Pure modules (no sockets, event loop or clock; tests/nodeagent/test_purity.py checks them):
-ids, table, lookup, records, revocations, store, messages, budget. The I/O edge is node.py.
+ids, table, lookup, records, revocations, store, messages, budget, identities. The asyncio edge:
+node.py (the DHT node) and transport.py (frames under deadlines, pooled client connections).
 """

@@ -16,8 +16,8 @@ its control port (the first five bytes tell a DHT frame from a control frame, me
     Error; checking a requester's record (signatures) costs more tokens than a plain request;
   - writes that the peer does not read within `frame_s` close the connection.
 
-Client side: one TCP connection per remote address, reused for many requests (request ids), at
-most `max_pooled` kept; every request runs under `asyncio.timeout`.
+Client side (transport.ClientPool): one TCP connection per remote address, reused for many
+requests (request ids), at most `max_pooled` kept; every request runs under `asyncio.timeout`.
 
 Contacts (docs/dht.md): an answer counts only if the responder proved to be the enrolled node we
 expected at that address — we hold (or it sent, when we asked with `want`) its valid node record
@@ -63,7 +63,6 @@ from .messages import (
     WireContact,
     decode,
     encode,
-    frame_length,
 )
 from .records import (
     MAX_RECORD_LIFETIME_S,
@@ -81,12 +80,12 @@ from .records import (
 from .revocations import RevokedSet
 from .store import Put, RecordStore
 from .table import Insert, RoutingTable
+from .transport import ClientPool, Connection, FrameStream, RequestFailed
 
 __all__ = ["DhtConfig", "DhtNode", "Seed"]
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 65536
 Address = tuple[str, int]
 
 
@@ -126,16 +125,10 @@ class Seed:
     peer_id: str | None = None
 
 
-class RequestFailed(Exception):
-    """A request got no usable answer (refused, timed out, error answer, unverified responder)."""
-
-
 @dataclass
 class DhtStats:
     lookups: int = 0
     failures: int = 0  # lookups without a result: no node answered, or a node record not found
-    requests_sent: int = 0
-    requests_failed: int = 0
     requests_served: int = 0
     stored: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> count (server side)
@@ -143,84 +136,6 @@ class DhtStats:
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
-
-
-class _Stream:
-    """Frame reader over an asyncio stream, with the idle and per-frame deadlines."""
-
-    def __init__(self, reader: asyncio.StreamReader, first: bytes = b"") -> None:
-        self.reader = reader
-        self.buf = bytearray(first)
-
-    async def _more(self) -> None:
-        data = await self.reader.read(READ_CHUNK)
-        if not data:
-            raise ConnectionError("connection closed mid-frame")
-        self.buf += data
-
-    async def frame(self, idle_s: float | None, frame_s: float) -> bytes | None:
-        """The next frame body; None at a clean end of stream. TimeoutError when the peer is idle
-        too long or too slow; MessageError for a frame over the cap (nothing more is read)."""
-        if not self.buf:
-            async with asyncio.timeout(idle_s):
-                data = await self.reader.read(READ_CHUNK)
-            if not data:
-                return None
-            self.buf += data
-        async with asyncio.timeout(frame_s):
-            while len(self.buf) < 4:
-                await self._more()
-            n = frame_length(bytes(self.buf[:4]))
-            while len(self.buf) < 4 + n:
-                await self._more()
-        body = bytes(self.buf[4 : 4 + n])
-        del self.buf[: 4 + n]
-        return body
-
-
-class _Conn:
-    """A pooled client connection: requests multiplexed by rid, one reader task."""
-
-    def __init__(self, node: DhtNode, address: Address, reader, writer) -> None:
-        self.node = node
-        self.address = address
-        self.writer = writer
-        self.stream = _Stream(reader)
-        self.pending: dict[int, asyncio.Future] = {}
-        self.me_sent = False
-        self.last_used = asyncio.get_running_loop().time()
-        self.closed = False
-        self.task = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                body = await self.stream.frame(None, self.node.config.frame_s)
-                if body is None:
-                    break
-                msg = decode(body)
-                fut = self.pending.pop(msg.rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-        except (MessageError, ConnectionError, OSError, TimeoutError) as exc:
-            log.debug("dht connection to %s: %s", self.address, exc)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(RequestFailed("connection closed"))
-        self.pending.clear()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        if self.node._pool.get(self.address) is self:
-            del self.node._pool[self.address]
-        if not self.task.done() and self.task is not asyncio.current_task():
-            self.task.cancel()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -280,13 +195,15 @@ class DhtNode:
         self.own_sequence: int | None = None
         self._own_expires = 0.0
         self.last_publish: float | None = None
-        self._pool: dict[Address, _Conn] = {}
+        self.pool = ClientPool(
+            request_s=c.request_s, frame_s=c.frame_s, max_pooled=c.max_pooled, bind_ip=bind_ip,
+            first_rid=int.from_bytes(entropy(4), "big"),
+        )
         self._advertised: OrderedDict[Address, tuple[int | None, float]] = OrderedDict()
-        self._connecting: dict[Address, asyncio.Future] = {}
-        self._rid = int.from_bytes(entropy(4), "big") or 1
         self._conns_total = 0
         self._conns_by_source: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._serving: set[asyncio.StreamWriter] = set()
         self._checking: set[bytes] = set()
         self._server: asyncio.AbstractServer | None = None
         self._closed = False
@@ -314,8 +231,10 @@ class DhtNode:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        for conn in list(self._pool.values()):
-            conn.close()
+        self.pool.close()
+        for writer in list(self._serving):
+            with contextlib.suppress(Exception):
+                writer.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -419,7 +338,7 @@ class DhtNode:
                 now = self.clock()
                 self.store.expire(now)
                 self.identities.expire(now)
-                self._close_idle()
+                self.pool.close_idle(self.config.client_idle_s)
                 if self.last_publish is None or now - self.last_publish >= self.config.republish_s:
                     await self.publish()
                 if loop.time() - last_revocations >= self.config.republish_s:
@@ -427,8 +346,8 @@ class DhtNode:
                     await self.fetch_revocations()
                 for index in self.table.stale_buckets(loop.time(), self.config.refresh_s):
                     await self.lookup(random_id_in_bucket(self.node_id, index, self.entropy(20)))
-            except (RecordError, OSError, RequestFailed) as exc:
-                log.warning("dht upkeep: %s", exc)
+            except Exception:  # upkeep must outlive any one failure
+                log.exception("dht upkeep failed; trying again in %.0f s", self.config.maintenance_s)
 
     # ================================================================== server
 
@@ -447,7 +366,8 @@ class DhtNode:
             return
         self._conns_total += 1
         self._conns_by_source[source] = self._conns_by_source.get(source, 0) + 1
-        stream = _Stream(reader, first)
+        self._serving.add(writer)
+        stream = FrameStream(reader, first)
         idle = c.first_frame_s
         try:
             while not self._closed:
@@ -469,6 +389,7 @@ class DhtNode:
         except (ConnectionError, OSError):
             pass
         finally:
+            self._serving.discard(writer)
             self._conns_total -= 1
             left = self._conns_by_source[source] - 1
             if left:
@@ -560,75 +481,13 @@ class DhtNode:
 
     # ================================================================== client
 
-    def _next_rid(self) -> int:
-        self._rid = self._rid % (2**32 - 1) + 1
-        return self._rid
-
-    async def _connection(self, address: Address) -> _Conn:
-        conn = self._pool.get(address)
-        if conn is not None and not conn.closed:
-            return conn
-        waiting = self._connecting.get(address)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._connecting[address] = fut
-        try:
-            local = (self.bind_ip, 0) if self.bind_ip else None
-            reader, writer = await asyncio.open_connection(address[0], address[1], local_addr=local)
-            conn = _Conn(self, address, reader, writer)
-            self._make_room()
-            self._pool[address] = conn
-            fut.set_result(conn)
-            return conn
-        except BaseException as exc:
-            fut.set_exception(RequestFailed(f"cannot connect to {address}: {exc!r}"))
-            fut.exception()  # retrieved: waiters get it through shield
-            raise
-        finally:
-            del self._connecting[address]
-
-    def _make_room(self) -> None:
-        """Close the least recently used idle connections beyond `max_pooled` (a connection with
-        requests in flight is never closed for room: the pool may exceed the cap meanwhile)."""
-        while len(self._pool) >= self.config.max_pooled:
-            idle = [c for c in self._pool.values() if not c.pending]
-            if not idle:
-                return
-            min(idle, key=lambda c: c.last_used).close()
-
-    def _close_idle(self) -> None:
-        now = asyncio.get_running_loop().time()
-        for conn in list(self._pool.values()):
-            if not conn.pending and now - conn.last_used > self.config.client_idle_s:
-                conn.close()
-
     async def _request(self, address: Address, make: Callable[[int, bytes | None], Request]) -> Response:
-        """Send one request (built by `make(rid, me)`) and wait for its answer."""
-        self.stats.requests_sent += 1
-        try:
-            async with asyncio.timeout(self.config.request_s):
-                conn = await self._connection(address)
-                me = self._advertisement(address, conn)
-                rid = self._next_rid()
-                fut = asyncio.get_running_loop().create_future()
-                conn.pending[rid] = fut
-                conn.last_used = asyncio.get_running_loop().time()
-                try:
-                    conn.writer.write(encode(make(rid, me)))
-                    await conn.writer.drain()
-                    answer = await fut
-                finally:
-                    conn.pending.pop(rid, None)
-        except (TimeoutError, OSError, ConnectionError, MessageError, RequestFailed) as exc:
-            self.stats.requests_failed += 1
-            raise RequestFailed(f"{address}: {exc!r}") from None
-        if isinstance(answer, Error):
-            self.stats.requests_failed += 1
-            raise RequestFailed(f"{address} answered {answer.code}")
-        return answer
+        """One request, built by `make(rid, me)`; RequestFailed if it gets no answer."""
+        return await self.pool.request(
+            address, lambda rid, conn: make(rid, self._advertisement(address, conn))
+        )
 
-    def _advertisement(self, address: Address, conn: _Conn) -> bytes | None:
+    def _advertisement(self, address: Address, conn: Connection) -> bytes | None:
         """Our record for the first request of a connection, unless this address already got
         this very record within `advertise_s` (a busy node reconnects often)."""
         if not self.config.advertise or conn.me_sent:

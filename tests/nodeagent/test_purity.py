@@ -21,7 +21,7 @@ DISCOVERY_PURE = (
     "__init__.py", "ids.py", "table.py", "lookup.py", "records.py", "revocations.py",
     "store.py", "messages.py", "budget.py", "identities.py",
 )
-DISCOVERY_IO = ("node.py",)
+DISCOVERY_IO = ("node.py", "transport.py")
 PURE_MODULES = (
     "nodeagent/control/election.py",
     "nodeagent/control/admission.py",
