@@ -286,11 +286,16 @@ class DhtNode:
         rec = await self._find_value(addr_key(addr))
         return rec if isinstance(rec, NodeRecord) and rec.overlay_ip == addr else None
 
-    def current_record(self) -> bytes:
-        """Our own signed record, signing a new one if we have none or it is about to expire."""
+    def current_record(self) -> bytes | None:
+        """Our own signed record, signing a new one if we have none or it is about to expire;
+        None if we cannot make a valid one (our certificate expired): we then only ask."""
         now = self.clock()
         if self.own_record is None or now >= self._own_expires - self.config.republish_s:
-            self._sign_record(now)
+            try:
+                self._sign_record(now)
+            except RecordError as exc:
+                log.warning("dht: cannot sign our own record: %s", exc)
+                return None
         return self.own_record
 
     def _sign_record(self, now: float) -> NodeRecord:
@@ -616,6 +621,10 @@ class DhtNode:
                     try:
                         contacts, value = task.result()
                     except RequestFailed:
+                        lk.on_failure(peer_id, loop.time())
+                        continue
+                    except Exception:  # a bug must cost one answer, not the lookup
+                        log.exception("dht: query to %s failed", peer_id.hex()[:8])
                         lk.on_failure(peer_id, loop.time())
                         continue
                     if value is not None and target not in value.keys:

@@ -397,3 +397,36 @@ async def test_bootstrap_from_unreachable_seeds_returns_zero(mesh):
     lone = await dht_sim.add_member(mesh, 99, CONFIG, _BASE)
     assert await lone.node.bootstrap([Seed(f"127.{_BASE}.200.1", 9, None)]) == 0
     assert await lone.node.bootstrap([Seed(mesh.members[0].ip, mesh.members[0].port, None)]) > 0
+
+
+async def test_records_expire_by_the_nodes_clock(mesh):
+    """The clock is a constructor argument: a node that is ahead sees expired what is."""
+    late, target = mesh.members[3].node, mesh.members[4].node
+    target.config = replace(CONFIG, record_lifetime_s=60)
+    assert await target.publish() >= 2
+    assert (await late.find_record(target.peer_id)).expires <= time.time() + 60
+    late.clock = lambda: time.time() + 120  # past the record's expiry, not the certificate's
+    assert await late.find_record(target.peer_id) is None
+    assert late.stats.refused.get("bad_value", 0) >= 1  # served, but expired: refused
+    late.store.expire(late.clock())
+    assert target.node_id not in late.store and addr_key(target.overlay_ip) not in late.store
+    assert len(late.store) > 0  # the 24-hour records of the others are still there
+
+
+async def test_upkeep_republishes_and_refreshes_on_its_own(mesh):
+    node = mesh.members[2].node
+    node.config = replace(CONFIG, maintenance_s=0.05, republish_s=0.2, refresh_s=0.2)
+    first = node.own_sequence
+    before = node.stats.lookups
+    task = asyncio.create_task(node.run())
+    try:
+        for _ in range(200):  # wait (bounded) until it has republished; no timing is asserted
+            if node.own_sequence != first and node.stats.lookups > before + 2:
+                break
+            await asyncio.sleep(0.05)
+        assert node.own_sequence > first
+        assert node.stats.lookups > before + 2  # publish and bucket refresh ran lookups
+        rec = await mesh.members[0].node.find_record(node.peer_id)
+        assert rec.sequence >= node.own_sequence - 1 and rec.sequence > first
+    finally:
+        task.cancel()
