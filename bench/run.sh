@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: per-operation crypto costs, the PQ handshake, then the tunnel comparison
 # (raw veth, wireguard-go, nebula, ShadowMesh in two network namespaces), and a summary with the
-# targets of issue 3. Needs root. Results: bench/results/ (gitignored). Knobs: see BENCHMARKS.md.
-#   bash bench/run.sh                 # everything, ~10 min
+# targets of issue 3; then the DHT simulation (bench/dht_sim.py, 1,000 nodes over loopback). Needs
+# root. Results: bench/results/ (gitignored). Knobs: see BENCHMARKS.md.
+#   bash bench/run.sh                 # everything, ~17 min (DHT_NODES=0: ~10 min, without the DHT)
 #   RUNS=1 DUR=5 UDP_DUR=5 bash bench/run.sh    # quick look
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,11 @@ echo "== $(date -u '+%F %T') UTC, load average: $(cut -d' ' -f1-3 /proc/loadavg)
 step "$PY" bench/crypto.py --results "$RESULTS"
 step "$PY" bench/handshake.py --results "$RESULTS"
 step "$PY" bench/netbench.py
+if [ "${DHT_NODES:-1000}" != 0 ]; then  # the DHT simulation (~7 min at 1,000 nodes); DHT_NODES=0 skips it
+    mkdir -p "$RESULTS"
+    step "$PY" bench/dht_sim.py --nodes "${DHT_NODES:-1000}" --lookups "${DHT_LOOKUPS:-1000}" \
+        --json "$RESULTS/dht-$(date -u +%Y%m%d-%H%M%S).json"
+fi
 echo
 echo "== summary (bench/report.py $RESULTS)"
 "$PY" bench/report.py "$RESULTS"
