@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import random
@@ -150,7 +151,38 @@ def brute_closest(mesh: Mesh, target: bytes, k: int, exclude: bytes) -> list[byt
     return sorted(ids, key=lambda i: distance(i, target))[:k]
 
 
+class GcPauses:
+    """Durations of the interpreter's full (generation 2) garbage collections: with a thousand
+    nodes in one process, one such pause lands inside some lookup now and then."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._t0) * 1000)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self)
+
+
 async def measure_lookups(mesh: Mesh, count: int, seed: int = 1) -> dict:
+    with GcPauses() as pauses:
+        out = await _measure_lookups(mesh, count, seed)
+    out["gc_full_collections_ms"] = [round(p, 1) for p in pauses.pauses]
+    return out
+
+
+async def _measure_lookups(mesh: Mesh, count: int, seed: int) -> dict:
     rng = random.Random(seed)
     value_hops, value_ms, found = [], [], 0
     node_hops, node_ms, exact = [], [], 0
@@ -263,6 +295,7 @@ async def main() -> int:
     print(f"FIND_NODE:  exact k nearest {fn['exact_k_nearest']}/{args.lookups}; "
           f"hops mean {fn['hops'].get('mean')} "
           f"max {fn['hops'].get('max')}; latency p50 {fn['ms'].get('p50')} ms p99 {fn['ms'].get('p99')} ms")
+    print(f"full garbage collections during the lookups: {out['gc_full_collections_ms']} ms")
     print(f"memory: {out['memory_per_contact_bytes']} B per contact, {out['memory_per_record_bytes']} B per "
           f"record ({record_size} B signed record, stored under 2 keys)")
     if args.json:
