@@ -6,8 +6,8 @@ asked (a node from our own table is hop 1). Each round asks nodes whose buckets 
 target hold nodes sharing at least one more leading bit with it, so with populated buckets every
 round gains at least one bit of prefix; N random ids have about log2 N distinct prefix lengths,
 hence the target <= ceil(log2 N). We assert it with no slack: with k = 20 each node knows a
-third of a 64-node mesh and lookups take 1-3 rounds (the 1,000-node bench measures 2-4 against
-a bound of 10), so a failure means the routing, not chance.
+third of a 64-node mesh and lookups take 1-2 rounds (the 1,000-node bench measures at most 3-5
+against a bound of 10), so a failure means the routing, not chance.
 """
 
 from __future__ import annotations
