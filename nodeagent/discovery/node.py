@@ -228,11 +228,11 @@ class DhtNode:
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop serving and asking: connections both ways, background tasks, the listener."""
         self._closed = True
-        if self._server is not None:
-            self._server.close()
         self.pool.close()
-        for writer in list(self._serving):
+        serving = list(self._serving)
+        for writer in serving:
             with contextlib.suppress(Exception):
                 writer.close()
         for task in list(self._tasks):
@@ -240,7 +240,11 @@ class DhtNode:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for writer in serving:  # let each transport detach before the server is closed
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
         if self._server is not None:
+            self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
