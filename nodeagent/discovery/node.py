@@ -230,7 +230,7 @@ class DhtNode:
     async def close(self) -> None:
         """Stop serving and asking: connections both ways, background tasks, the listener."""
         self._closed = True
-        self.pool.close()
+        await self.pool.close()
         serving = list(self._serving)
         for writer in serving:
             with contextlib.suppress(Exception):
@@ -393,7 +393,10 @@ class DhtNode:
                     return
                 idle = c.idle_s
                 answer = self._answer(body, source)
-                if not await self._send(writer, answer):
+                body = None  # an idle connection must not keep its last frame or answer alive
+                sent = await self._send(writer, answer)
+                answer = None
+                if not sent:
                     return
         except (ConnectionError, OSError):
             pass
@@ -590,6 +593,11 @@ class DhtNode:
         finally:
             self._checking.discard(peer_id)
 
+    def _settled(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure of a request nobody waits for is no error
+
     def _spawn(self, coro) -> None:
         if self._closed:
             coro.close()
@@ -639,8 +647,12 @@ class DhtNode:
                     else:
                         lk.on_response(peer_id, contacts, loop.time())
         finally:
+            # requests still out when the lookup is decided are left to finish (each is bounded
+            # by request_s, and an answer still updates the routing table); cancelling them would
+            # leave a cycle of exception, traceback and frame per task for the collector
             for task in running:
-                task.cancel()
+                self._tasks.add(task)
+                task.add_done_callback(self._settled)
         if not find_value:
             found = lk.result()
             if not found:

@@ -77,6 +77,8 @@ class Connection:
         self.last_used = asyncio.get_running_loop().time()
         self.closed = False
         self.task = asyncio.get_running_loop().create_task(self._read())
+        pool._readers.add(self.task)
+        self.task.add_done_callback(pool._readers.discard)
 
     async def _read(self) -> None:
         try:
@@ -88,6 +90,7 @@ class Connection:
                 fut = self.pending.pop(msg.rid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
+                body = msg = fut = None  # an idle connection keeps no answer alive
         except (MessageError, ConnectionError, OSError, TimeoutError) as exc:
             log.debug("dht connection to %s: %s", self.address, exc)
         finally:
@@ -102,10 +105,8 @@ class Connection:
                 fut.set_exception(RequestFailed("connection closed"))
         self.pending.clear()
         with contextlib.suppress(Exception):
-            self.writer.close()
+            self.writer.close()  # the reader task then sees the end of the stream and returns
         self.pool._forget(self)
-        if not self.task.done() and self.task is not asyncio.current_task():
-            self.task.cancel()
 
 
 class ClientPool:
@@ -117,9 +118,11 @@ class ClientPool:
         self.bind_ip = bind_ip
         self._pool: dict[Address, Connection] = {}
         self._connecting: dict[Address, asyncio.Future] = {}
+        self._readers: set[asyncio.Task] = set()
         self._rid = first_rid
         self.sent = 0
         self.failed = 0
+        self.closed = False
 
     def __len__(self) -> int:
         return len(self._pool)
@@ -155,15 +158,24 @@ class ClientPool:
             if not conn.pending and now - conn.last_used > idle_s:
                 conn.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close every connection and wait (briefly) for their reader tasks to end. No new
+        connection is made afterwards."""
+        self.closed = True
         for conn in list(self._pool.values()):
             conn.close()
+        if self._readers:  # also those of connections closed just before, still reading to the end
+            _, late = await asyncio.wait(set(self._readers), timeout=1.0)
+            for task in late:
+                task.cancel()
 
     def _next_rid(self) -> int:
         self._rid = self._rid % (2**32 - 1) + 1
         return self._rid
 
     async def _connection(self, address: Address) -> Connection:
+        if self.closed:
+            raise RequestFailed("the client is closed")
         conn = self._pool.get(address)
         if conn is not None and not conn.closed:
             return conn
@@ -175,6 +187,9 @@ class ClientPool:
         try:
             local = (self.bind_ip, 0) if self.bind_ip else None
             reader, writer = await asyncio.open_connection(address[0], address[1], local_addr=local)
+            if self.closed:  # closed while we were connecting
+                writer.close()
+                raise RequestFailed("the client is closed")
             conn = Connection(self, address, reader, writer)
             self._make_room()
             self._pool[address] = conn
