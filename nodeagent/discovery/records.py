@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
+from ..protocol import endpoints
 from ..protocol.cert import Certificate, CertificateError, ca_id, parse_certificate
 from ..protocol.constants import CONTEXT_CERT, CONTEXT_DHT, MLDSA87_SIGNATURE_SIZE
 from ..protocol.netmap import Endpoint
@@ -266,23 +267,13 @@ def next_sequence(previous: int | None, now: float) -> int:
 def check_endpoint(
     ip: str | IPAddress, control_port: int, udp_port: int, *, allow_loopback: bool = False
 ) -> IPAddress:
-    """An endpoint a node may advertise: a routable unicast address and real ports.
-    `allow_loopback` exists for in-process simulations and tests only."""
+    """An endpoint a node may advertise (protocol/endpoints.py, the one endpoint check of the
+    project), refused as a record error. `allow_loopback` exists for in-process simulations and
+    tests only."""
     try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        raise BadEndpoint(f"{ip!r} is not an IP address") from None
-    check = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
-    if check.is_loopback and not allow_loopback:
-        raise BadEndpoint(f"{addr} is a loopback address")
-    if check.is_unspecified or check.is_link_local or check.is_multicast:
-        raise BadEndpoint(f"{addr} is not a unicast address a peer can reach")
-    if isinstance(check, ipaddress.IPv4Address) and check == ipaddress.IPv4Address("255.255.255.255"):
-        raise BadEndpoint(f"{addr} is the broadcast address")
-    for port, what in ((control_port, "control port"), (udp_port, "UDP port")):
-        if type(port) is not int or not 1 <= port <= 65535:
-            raise BadEndpoint(f"{what} must be 1..65535")
-    return addr
+        return endpoints.check_endpoint(ip, control_port, udp_port, allow_loopback=allow_loopback)
+    except endpoints.BadEndpoint as exc:
+        raise BadEndpoint(str(exc)) from None
 
 
 def _pack_ip(ip: IPAddress) -> bytes:
