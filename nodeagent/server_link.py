@@ -2,8 +2,8 @@
 
 Flow of one connection (`_session`):
   1. connect to <server>/ws/agent/ (binary frames, max 1 MiB, no compression)
-  2. the server's first frame is a challenge; sign its nonce with the node key (context
-     shadowmesh/auth/v1) and answer `auth`
+  2. the server's first frame is a challenge; sign its nonce, bound to the purpose and to our
+     network's CA (protocol.auth.sign_agent_login, context shadowmesh/agent-auth/v1), answer `auth`
   3. the server sends the full netmap; then deltas. A map older than the applied one is ignored; a
      delta that does not start at the applied serial triggers a `resync` (full map follows)
   4. every applied map is persisted (state dir, 0600) and handed to `on_netmap`, then acknowledged
@@ -30,7 +30,8 @@ from . import __version__
 from .enroll import NETMAP_FILE, EnrolledState, load_state, write_private_file
 from .protocol import messages
 from .protocol import netmap as nm
-from .protocol.constants import CONTEXT_AUTH, PEER_RECORD_REFRESH_S, CloseCode
+from .protocol.auth import sign_agent_login
+from .protocol.constants import PEER_RECORD_REFRESH_S, CloseCode
 from .protocol.strict import MessageError
 
 __all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "ServerLink", "backoff_delay", "load_netmap"]
@@ -141,7 +142,8 @@ class ServerLink:
             first = messages.decode_server_message(await asyncio.wait_for(ws.recv(), 10))
             if not isinstance(first, messages.Challenge):
                 raise _Reconnect(f"expected a challenge, got {first.type}")
-            signature = self.state.identity.private_key.sign(first.nonce, CONTEXT_AUTH)
+            signature = sign_agent_login(self.state.identity.private_key, self.state.ca_public_key,
+                                         first.nonce)
             await ws.send(messages.encode(messages.Auth(self.state.identity.peer_id, signature)))
             sender = asyncio.create_task(self._senders(ws))
             try:

@@ -2,8 +2,9 @@
 
 The token (from POST /api/auth/verify) is read from the `Authorization: Bearer` header only,
 never from the query string (which ends up in access logs). Without one, the consumer sends a
-32-byte challenge as its first frame and the agent signs it with ML-DSA-87, context
-shadowmesh/auth/v1 (checked by nodeagent.protocol.auth.verify_auth_signature, as over REST).
+32-byte challenge as its first frame and the agent signs it with ML-DSA-87 under its own context,
+shadowmesh/agent-auth/v1, bound to the purpose and to the network's CA
+(nodeagent.protocol.auth.verify_agent_login), so the answer is worth nothing to /api/auth/verify.
 Both paths end in `AgentIdentity` of an active node, or a refusal that is audited (never with
 the token or signature in it; repeated refusals from one address are folded into one event with
 a count).
@@ -19,7 +20,7 @@ from meshadmin.mesh.models import Node
 from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.auth import authenticate_session
 from meshadmin.mesh.services.common import node_actor
-from nodeagent.protocol.auth import BadAuthSignature, verify_auth_signature
+from nodeagent.protocol.auth import BadAuthSignature, verify_agent_login
 
 __all__ = ["AgentIdentity", "AuthRefused", "authenticate_signature", "authenticate_token", "bearer_token"]
 
@@ -82,7 +83,7 @@ def authenticate_signature(peer_id: str, nonce: bytes, signature: bytes,
         _refuse(node, peer_id, source_ip, "revoked peer")
         raise AuthRefused("this node has been revoked", revoked=True)
     try:
-        verify_auth_signature(node.public_key, nonce, signature)
+        verify_agent_login(node.public_key, node.network.ca_public_key, nonce, signature)
     except BadAuthSignature:  # this channel audits every kind as "bad signature"
         _refuse(node, peer_id, source_ip, "bad signature")
         raise AuthRefused("signature does not verify") from None

@@ -1,10 +1,20 @@
-"""Node authentication to meshadmin: the check of a node's signature over a challenge. Pure.
+"""Node authentication to meshadmin: what a node signs to prove who it is. Pure.
 
-meshadmin sends a node random challenge bytes, over REST (POST /api/auth/challenge, then
-/api/auth/verify) or as the websocket's first frame (messages.Challenge); the node signs them
-with its ML-DSA-87 identity key and FIPS 204 context "shadowmesh/auth/v1" (constants.CONTEXT_AUTH),
-so the signature is valid for nothing else. Both meshadmin paths check it with
-`verify_auth_signature`; each decides what a refusal means (audit reason, HTTP status, close code).
+Two paths, two FIPS 204 contexts, so a signature made for one is never accepted by the other:
+
+- HTTP (POST /api/auth/challenge, then /api/auth/verify): the node signs the decoded challenge
+  bytes with context "shadowmesh/auth/v1" (constants.CONTEXT_AUTH); the answer is a bearer session
+  token. Checked by `verify_auth_signature`.
+- the agent websocket (/ws/agent/): the server's first frame carries a 32-byte nonce; the node
+  signs `agent_login_message(ca_public_key, nonce)` =
+      "shadowmesh agent websocket login" ‖ 0x00 ‖ SHA-256(CA public key) ‖ nonce
+  with context "shadowmesh/agent-auth/v1" (constants.CONTEXT_AGENT_AUTH). The purpose and the
+  network's CA (the server's identity as the agent knows it from enrollment) are bound into what
+  is signed, so an impersonated server that passes the agent a real HTTP challenge gets a
+  signature /api/auth/verify refuses, and a server of another network gets one the real server
+  refuses. Checked by `verify_agent_login`.
+
+Each meshadmin path decides what a refusal means (audit reason, HTTP status, close code).
 """
 
 from __future__ import annotations
@@ -12,21 +22,54 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
-from .constants import CONTEXT_AUTH, MLDSA87_SIGNATURE_SIZE
+from .constants import CONTEXT_AGENT_AUTH, CONTEXT_AUTH, MLDSA87_SIGNATURE_SIZE
+from .enroll_token import ca_fingerprint
 
-__all__ = ["BadAuthSignature", "verify_auth_signature"]
+__all__ = [
+    "AGENT_LOGIN_LABEL",
+    "BadAuthSignature",
+    "agent_login_message",
+    "sign_agent_login",
+    "verify_agent_login",
+    "verify_auth_signature",
+]
+
+AGENT_LOGIN_LABEL = b"shadowmesh agent websocket login"
+NONCE_SIZE = 32
 
 
 class BadAuthSignature(ValueError):
     """The signature does not prove the key's holder signed the challenge; str() says why."""
 
 
-def verify_auth_signature(public_key: bytes, challenge: bytes, signature: bytes) -> None:
-    """Raise BadAuthSignature unless `signature` is the ML-DSA-87 signature of `challenge` by
-    `public_key` under the auth context. A stored key that is not an ML-DSA-87 key cannot verify."""
+def _verify(public_key: bytes, message: bytes, signature: bytes, context: bytes) -> None:
     if len(signature) != MLDSA87_SIGNATURE_SIZE:
         raise BadAuthSignature("signature has the wrong length")
     try:
-        mldsa.MLDSA87PublicKey.from_public_bytes(bytes(public_key)).verify(signature, challenge, CONTEXT_AUTH)
+        mldsa.MLDSA87PublicKey.from_public_bytes(bytes(public_key)).verify(signature, message, context)
     except (InvalidSignature, ValueError):
         raise BadAuthSignature("bad signature") from None
+
+
+def verify_auth_signature(public_key: bytes, challenge: bytes, signature: bytes) -> None:
+    """HTTP path: raise BadAuthSignature unless `signature` is the ML-DSA-87 signature of
+    `challenge` by `public_key` under the auth context. A stored key that is not an ML-DSA-87 key
+    cannot verify."""
+    _verify(public_key, challenge, signature, CONTEXT_AUTH)
+
+
+def agent_login_message(ca_public_key: bytes, nonce: bytes) -> bytes:
+    """What an agent signs to log in on the websocket of the server of `ca_public_key`'s network."""
+    if len(nonce) != NONCE_SIZE:
+        raise ValueError(f"the websocket nonce is {NONCE_SIZE} bytes")
+    return AGENT_LOGIN_LABEL + b"\x00" + ca_fingerprint(ca_public_key) + bytes(nonce)
+
+
+def sign_agent_login(private_key: mldsa.MLDSA87PrivateKey, ca_public_key: bytes, nonce: bytes) -> bytes:
+    return private_key.sign(agent_login_message(ca_public_key, nonce), CONTEXT_AGENT_AUTH)
+
+
+def verify_agent_login(public_key: bytes, ca_public_key: bytes, nonce: bytes, signature: bytes) -> None:
+    """Websocket path: raise BadAuthSignature unless `signature` is the node's login signature for
+    this nonce at the server of this CA's network."""
+    _verify(public_key, agent_login_message(ca_public_key, nonce), signature, CONTEXT_AGENT_AUTH)

@@ -17,10 +17,13 @@ X25519_KEY_SIZE = 32
 PEER_ID_SIZE = 20  # first 20 bytes of SHA-256(raw ML-DSA-87 public key); 40 hex chars
 
 # --- FIPS 204 context strings: one per purpose, so a signature never verifies elsewhere
-CONTEXT_AUTH = b"shadowmesh/auth/v1"
+CONTEXT_AUTH = b"shadowmesh/auth/v1"  # HTTP: /api/auth/verify, over the challenge bytes as decoded
+CONTEXT_AGENT_AUTH = b"shadowmesh/agent-auth/v1"  # websocket login: purpose, CA fingerprint, nonce
 CONTEXT_CERT = b"shadowmesh/cert/v1"
+CONTEXT_NETMAP = b"shadowmesh/netmap/v1"  # the CA over every netmap and delta it sends
 CONTEXT_HANDSHAKE = b"shadowmesh/handshake/v2"  # v2: signed HELLO (docs/protocol.md#versioning)
 CONTEXT_DHT = b"shadowmesh/dht/v1"
+CA_FINGERPRINT_SIZE = 32  # SHA-256 of the CA's raw ML-DSA-87 public key (enroll tokens, agent login)
 
 # --- defaults (docs/operations.md#ports, docs/protocol.md#key-lifetimes-and-timers)
 DEFAULT_OVERLAY_CIDR = "10.10.10.0/24"
@@ -54,6 +57,9 @@ MAX_CONTROL_MESSAGE = 64 * 1024  # control-channel frame cap (body bytes), check
 
 
 # --- specification: the agent websocket (/ws/agent/)
+# the `v` of every websocket message; 2: netmaps signed by the CA, login bound to the CA
+# (CONTEXT_AGENT_AUTH), certificate renewal. A version-1 agent is closed with UNSUPPORTED_VERSION.
+WEBSOCKET_VERSION = 2
 class CloseCode(IntEnum):
     """Websocket close codes of the agent link (4000-4999 are free for applications)."""
 

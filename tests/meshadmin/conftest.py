@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 from django.test import Client
 
+from nodeagent.protocol.auth import sign_agent_login
 from nodeagent.protocol.constants import CONTEXT_AUTH
 from nodeagent.protocol.identity import peer_id
 
@@ -28,6 +29,7 @@ def b64(data: bytes) -> str:
 @dataclass
 class Identity:
     key: mldsa.MLDSA87PrivateKey
+    ca_public_key: bytes | None = None  # the network's CA, once enrolled (the websocket login binds it)
 
     @property
     def public_key(self) -> bytes:
@@ -38,7 +40,13 @@ class Identity:
         return peer_id(self.public_key)
 
     def sign_auth(self, challenge: bytes) -> bytes:
+        """The HTTP login (/api/auth/verify)."""
         return self.key.sign(challenge, CONTEXT_AUTH)
+
+    def sign_login(self, nonce: bytes) -> bytes:
+        """The websocket login (docs/protocol.md#connection-and-authentication)."""
+        assert self.ca_public_key is not None, "enroll first: the login names the network's CA"
+        return sign_agent_login(self.key, self.ca_public_key, nonce)
 
 
 class ApiClient:
@@ -133,6 +141,7 @@ def enrolled(api, make_token, identity_factory):
             make_token(is_public=public), ident, name, **({"is_public": True} if public else {})
         )
         assert response.status_code == 201, response.content
+        ident.ca_public_key = base64.b64decode(response.json()["ca_public_key"])
         return ident, response.json()
 
     return enroll

@@ -20,8 +20,9 @@ from nodeagent import identity
 from nodeagent.enroll import write_private_file
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.auth import verify_agent_login
 from nodeagent.protocol.cert import issue_certificate
-from nodeagent.protocol.constants import CONTEXT_AUTH, CloseCode
+from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.counters import PeerCounters
 from nodeagent.server_link import BACKOFF_CAP_S, ServerLink, backoff_delay, load_netmap
 
@@ -89,8 +90,9 @@ def make_map(peer_id: str, serial: int, peers=()) -> nm.NetMap:
 class FakeServer:
     """Runs `script(ws, conn_no)` after checking the agent's signed answer to a challenge."""
 
-    def __init__(self, public_key: bytes):
-        self.public_key = mldsa.MLDSA87PublicKey.from_public_bytes(public_key)
+    def __init__(self, public_key: bytes, ca_public_key: bytes):
+        self.public_key = public_key
+        self.ca_public_key = ca_public_key
         self.received: asyncio.Queue = asyncio.Queue()
         self.connections = 0
         self.script = None
@@ -101,7 +103,7 @@ class FakeServer:
         await ws.send(messages.encode(messages.Challenge(nonce)))
         auth = messages.decode_agent_message(await ws.recv())
         assert isinstance(auth, messages.Auth)
-        self.public_key.verify(auth.signature, nonce, CONTEXT_AUTH)  # raises if wrong context / key
+        verify_agent_login(self.public_key, self.ca_public_key, nonce, auth.signature)  # raises if wrong
         await self.script(ws, self.connections)
 
     async def next_message(self, kind):
@@ -117,7 +119,7 @@ class FakeServer:
 
 async def start(state_dir, script, **kw):
     ident = identity.load_private_key(state_dir / "node.key")
-    fake = FakeServer(ident.public_key)
+    fake = FakeServer(ident.public_key, (state_dir / "ca.pub").read_bytes())
     fake.script = script
     server = await serve(fake.handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

@@ -38,7 +38,7 @@ async def login(ident) -> tuple[WebsocketCommunicator, nm.NetMap]:
     comm = await open_socket()
     challenge = await receive(comm)
     assert isinstance(challenge, messages.Challenge)
-    auth = messages.Auth(ident.peer_id, ident.sign_auth(challenge.nonce))
+    auth = messages.Auth(ident.peer_id, ident.sign_login(challenge.nonce))
     await comm.send_to(bytes_data=messages.encode(auth))
     full = await receive(comm)
     assert isinstance(full, messages.Full)

@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 from meshadmin.mesh.models import AuditEvent, Node
 from meshadmin.mesh.services.nodes import revoke_node
 from nodeagent.protocol import messages
+from nodeagent.protocol.auth import sign_agent_login
 from nodeagent.protocol.constants import CONTEXT_CERT, CloseCode
 from tests.meshadmin.realtime.realtime_helpers import close_code, login, open_socket, receive
 
@@ -58,11 +59,34 @@ async def test_a_signature_made_for_another_purpose_is_refused(belgium):
     assert await close_code(comm) == CloseCode.AUTH_FAILED
 
 
-async def test_an_unknown_peer_is_refused(identity_factory, network):
-    stranger = identity_factory()
+async def test_the_http_login_signature_is_refused_on_the_websocket(belgium):
+    """Attack 18: the two logins sign different contexts, so neither answer is worth anything to the
+    other (a websocket answer at /api/auth/verify: tests/meshadmin/api/test_server_impersonation.py)."""
     comm = await open_socket()
     nonce = (await receive(comm)).nonce
-    await comm.send_to(bytes_data=messages.encode(messages.Auth(stranger.peer_id, stranger.sign_auth(nonce))))
+    http_login = belgium[0].sign_auth(nonce)
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(belgium[0].peer_id, http_login)))
+    assert await close_code(comm) == CloseCode.AUTH_FAILED
+
+
+async def test_a_login_signed_for_the_server_of_another_ca_is_refused(belgium):
+    """What the agent signs names its network's CA: a login it made for another server (another
+    network's, or an impersonator with its own CA) does not open this one."""
+    comm = await open_socket()
+    nonce = (await receive(comm)).nonce
+    other_ca = mldsa.MLDSA87PrivateKey.generate().public_key().public_bytes_raw()
+    sig = sign_agent_login(belgium[0].key, other_ca, nonce)
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(belgium[0].peer_id, sig)))
+    assert await close_code(comm) == CloseCode.AUTH_FAILED
+
+
+async def test_an_unknown_peer_is_refused(identity_factory, network):
+    stranger = identity_factory()
+    stranger.ca_public_key = bytes(network.ca_public_key)
+    comm = await open_socket()
+    nonce = (await receive(comm)).nonce
+    auth = messages.Auth(stranger.peer_id, stranger.sign_login(nonce))
+    await comm.send_to(bytes_data=messages.encode(auth))
     assert await close_code(comm) == CloseCode.AUTH_FAILED
 
 
@@ -73,7 +97,7 @@ async def test_a_revoked_node_cannot_authenticate(belgium):
     await database_sync_to_async(revoke_node)(node)
     comm = await open_socket()
     nonce = (await receive(comm)).nonce
-    auth = messages.Auth(belgium[0].peer_id, belgium[0].sign_auth(nonce))
+    auth = messages.Auth(belgium[0].peer_id, belgium[0].sign_login(nonce))
     await comm.send_to(bytes_data=messages.encode(auth))
     assert await close_code(comm) == CloseCode.REVOKED
 

@@ -20,7 +20,7 @@ async def _login(ident):
     comm = WebsocketCommunicator(application, "/ws/agent/")
     assert (await comm.connect())[0]
     nonce = messages.decode_server_message(await comm.receive_from()).nonce
-    await comm.send_to(bytes_data=messages.encode(messages.Auth(ident.peer_id, ident.sign_auth(nonce))))
+    await comm.send_to(bytes_data=messages.encode(messages.Auth(ident.peer_id, ident.sign_login(nonce))))
     assert isinstance(messages.decode_server_message(await comm.receive_from()), messages.Full)
     return comm
 
