@@ -4,7 +4,8 @@
         [--client-procs 2] [--daphne-log FILE] [--wal]
 
 Each simulated agent speaks the real protocol (nodeagent.protocol.messages over /ws/agent/): it
-answers the server's challenge with an ML-DSA-87 signature and receives its full netmap; no TUN.
+answers the server's challenge with an ML-DSA-87 signature (the login bound to the network's CA,
+whose fingerprint the enrollment token carries) and receives its full netmap, signed; no TUN.
 The agents run in --client-procs processes (one event loop cannot read a thousand sockets at once
 without adding its own queueing to the figures); times are wall-clock, compared across processes.
 Per N: a fresh embedded server (SQLite, in-memory channel layer) in a temporary data directory,
@@ -13,6 +14,8 @@ N nodes enrolled beforehand through the enrollment service, then
   memory      Daphne's RSS after all N are connected minus before, divided by N
   change      an admin change made through the server (a new node enrolls over HTTP); time from
               sending the request to each agent holding the delta that lists the new node.
+              `delta_signatures`: the distinct signed delta frames the agents got for it, i.e. the
+              signatures the server made for that change (it signs each distinct delta once).
               Includes the enrollment itself (its HTTP time is reported too) and the push debounce
               (SHADOWMESH_NETMAP_DEBOUNCE_S, 0.3 s by default). The first --warmup changes after
               the server starts are reported apart ("cold": the server's first enrollment request
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import multiprocessing
 import os
@@ -43,7 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nodeagent.protocol import messages  # noqa: E402
-from nodeagent.protocol.constants import CONTEXT_AUTH  # noqa: E402
+from nodeagent.protocol.auth import login_message_for  # noqa: E402
+from nodeagent.protocol.constants import CONTEXT_AGENT_AUTH  # noqa: E402
+from nodeagent.protocol.enroll_token import parse_token  # noqa: E402
 from nodeagent.protocol.identity import peer_id  # noqa: E402
 
 SEED_ENROLL = """
@@ -82,8 +88,10 @@ def _rss_kib(pid: int) -> int:
 
 
 class Agent:
-    def __init__(self, seed: bytes):
+    def __init__(self, seed: bytes, ca_fingerprint: bytes):
         self.key = mldsa.MLDSA87PrivateKey.from_seed_bytes(seed)
+        self.ca_fingerprint = ca_fingerprint
+        self.frame: bytes = b""
         self.peer_id = peer_id(self.key.public_key().public_bytes_raw())
         self.ws = None
         self.serial = 0
@@ -97,7 +105,8 @@ class Agent:
             url, max_size=messages.MAX_MESSAGE_SIZE, compression=None, ping_interval=None, open_timeout=60
         )
         challenge = messages.decode_server_message(await self.ws.recv())
-        signature = self.key.sign(challenge.nonce, CONTEXT_AUTH)
+        login = login_message_for(self.ca_fingerprint, challenge.nonce)
+        signature = self.key.sign(login, CONTEXT_AGENT_AUTH)
         await self.ws.send(messages.encode(messages.Auth(self.peer_id, signature)))
         full = await self.ws.recv()  # the full map: not parsed (the client's CPU is not measured)
         if not isinstance(full, bytes) or len(full) < 16:
@@ -110,12 +119,13 @@ class Agent:
             if isinstance(msg, messages.Delta) and self.waiting_for is not None:
                 if any(p.peer_id == self.waiting_for for p in msg.delta.upsert):
                     self.got_at = time.time()
+                    self.frame = frame
                     self.got.set()
 
 
-async def _client(conn, url: str, seeds: bytes, concurrency: int) -> None:
+async def _client(conn, url: str, seeds: bytes, concurrency: int, fingerprint: bytes) -> None:
     """One client process: log its agents in, then per change report when each got it."""
-    agents = [Agent(seeds[i : i + 32]) for i in range(0, len(seeds), 32)]
+    agents = [Agent(seeds[i : i + 32], fingerprint) for i in range(0, len(seeds), 32)]
     sem = asyncio.Semaphore(concurrency)
     connect_s: list[float] = []
 
@@ -135,15 +145,15 @@ async def _client(conn, url: str, seeds: bytes, concurrency: int) -> None:
             a.waiting_for = cmd
         conn.send("ready")
         await asyncio.wait_for(asyncio.gather(*(a.got.wait() for a in agents)), 120)
-        conn.send([a.got_at for a in agents])
+        conn.send(([a.got_at for a in agents], sorted({hashlib.sha256(a.frame).hexdigest() for a in agents})))
     for task in listeners:
         task.cancel()
     for a in agents:
         await a.ws.close()
 
 
-def _client_main(conn, url: str, seeds: bytes, concurrency: int) -> None:
-    asyncio.run(_client(conn, url, seeds, concurrency))
+def _client_main(conn, url: str, seeds: bytes, concurrency: int, fingerprint: bytes) -> None:
+    asyncio.run(_client(conn, url, seeds, concurrency, fingerprint))
 
 
 def _enroll_over_http(base: str, token: str, name: str, public: bytes) -> None:
@@ -199,6 +209,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             .stdout.strip()
             .splitlines()[-1]
         )
+        fingerprint = parse_token(token).fingerprint  # the agents' login names the network's CA
         port = _free_port()
         daphne_log = open(log_path or os.devnull, "ab")
         daphne = subprocess.Popen(
@@ -234,7 +245,8 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 if not chunk:
                     break
                 ours, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_client_main, args=(theirs, url, chunk, max(1, 50 // client_procs)))
+                proc = ctx.Process(target=_client_main,
+                                   args=(theirs, url, chunk, max(1, 50 // client_procs), fingerprint))
                 proc.start()
                 procs.append(proc)
                 pipes.append(ours)
@@ -243,6 +255,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             await asyncio.sleep(1.0)
             rss_after = _rss_kib(daphne.pid)
             change_s: list[list[float]] = []
+            signatures: list[int] = []
             http_s: list[float] = []
             for c in range(warmup + changes):
                 public = mldsa.MLDSA87PrivateKey.generate().public_key().public_bytes_raw()
@@ -253,8 +266,10 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 t0 = time.time()
                 await asyncio.to_thread(_enroll_over_http, base, token, f"new{c}", public)
                 http_s.append(time.time() - t0)
-                got = [x for p in pipes for x in await asyncio.to_thread(p.recv)]
+                replies = [await asyncio.to_thread(p.recv) for p in pipes]
+                got = [x for times, _ in replies for x in times]
                 change_s.append([g - t0 for g in got])
+                signatures.append(len({h for _, frames in replies for h in frames}))
                 await asyncio.sleep(0.5)
             for p in pipes:
                 p.send(None)
@@ -284,6 +299,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
         "enroll_http_ms": [round(1000 * x, 1) for x in http_s[warmup:]],
         "cold_change_last_ms": [round(1000 * max(run), 1) for run in cold],
         "cold_enroll_http_ms": [round(1000 * x, 1) for x in http_s[:warmup]],
+        "delta_signatures": signatures[warmup:],
     }
 
 

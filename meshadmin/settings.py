@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -191,6 +192,20 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-sweep-presence": {"task": "meshadmin.telemetry.tasks.sweep_presence", "schedule": 15.0},
     "prune-audit-events": {"task": "meshadmin.mesh.tasks.prune_audit_events", "schedule": 3600.0},
 }
+
+# --- certificates, and the URL nodes use
+SHADOWMESH_CERT_LIFETIME_S = env_int(
+    "SHADOWMESH_CERT_LIFETIME_S", 365 * 86400,
+    "Lifetime of node certificates in seconds (agents renew at two thirds)", minimum=10)
+SHADOWMESH_PUBLIC_URL = env_str(
+    "SHADOWMESH_PUBLIC_URL", None,
+    "URL nodes use to reach this server (the dashboard's enroll command and QR code name it)")
+if SHADOWMESH_PUBLIC_URL is not None:
+    _public = urlsplit(SHADOWMESH_PUBLIC_URL)
+    if _public.scheme not in ("http", "https") or not _public.hostname or _public.query or _public.fragment:
+        raise ImproperlyConfigured(
+            f"SHADOWMESH_PUBLIC_URL must be http(s)://host[:port][/path], not {SHADOWMESH_PUBLIC_URL!r}")
+    SHADOWMESH_PUBLIC_URL = SHADOWMESH_PUBLIC_URL.rstrip("/")
 
 # --- API limits
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # also enforced as 413 by BodySizeLimitMiddleware

@@ -2,7 +2,8 @@
 
     shadowmesh-agent keygen --out DIR
     shadowmesh-agent enroll --server URL --token TOKEN --name NAME --state-dir DIR
-                            [--endpoint HOST:PORT] [--public]   (prints peer id and overlay IP)
+                            [--endpoint HOST:PORT] [--public] [--server-ca FILE]
+                            [--ca-fingerprint FP]               (prints peer id and overlay IP)
     shadowmesh-agent up --config FILE.toml | --state-dir DIR    (foreground; logs to stderr;
                                                                  SIGINT/SIGTERM stop it)
     shadowmesh-agent status --config FILE.toml | --state-dir DIR [--json]
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     en.add_argument("--endpoint", metavar="HOST:PORT",
                     help="address peers dial (TCP control port; the agent listens on this port)")
     en.add_argument("--public", action="store_true", help="a public node that may relay for others")
+    en.add_argument("--server-ca", type=Path, metavar="FILE",
+                    help="PEM file of the CA that signed the server's TLS certificate (https only; "
+                         "kept in the state dir for `up`); default: the system's CAs")
+    en.add_argument("--ca-fingerprint", metavar="FP",
+                    help="the network CA's fingerprint, for a token that does not carry one")
 
     up = sub.add_parser("up", help="run the agent in the foreground")
     g = up.add_mutually_exclusive_group(required=True)
@@ -98,6 +104,7 @@ def cmd_enroll(args) -> int:
     from .enroll import EnrollError, enroll, write_private_file
     from .enrolled import AGENT_FILE, REVOKED_FILE
     from .identity import IdentityFileError
+    from .protocol.enroll_token import TokenFormatError, parse_fingerprint
 
     settings: dict = {}
     if args.endpoint:
@@ -111,8 +118,16 @@ def cmd_enroll(args) -> int:
     if not 1 <= len(args.name) <= 63 or any(ord(c) < 32 for c in args.name):
         _err("--name must be 1..63 printable characters")
         return EXIT_USAGE
+    fingerprint = None
+    if args.ca_fingerprint is not None:
+        try:
+            fingerprint = parse_fingerprint(args.ca_fingerprint)
+        except TokenFormatError as exc:
+            _err(f"--ca-fingerprint: {exc}")
+            return EXIT_USAGE
     try:
-        result = enroll(args.server, args.token, args.name, args.state_dir, args.endpoint, args.public)
+        result = enroll(args.server, args.token, args.name, args.state_dir, args.endpoint, args.public,
+                        server_ca=args.server_ca, ca_fingerprint=fingerprint)
         write_private_file(args.state_dir / AGENT_FILE, json.dumps(settings, indent=2).encode() + b"\n")
         (args.state_dir / REVOKED_FILE).unlink(missing_ok=True)  # the marker of a former revocation
     except IdentityFileError as exc:
@@ -124,6 +139,8 @@ def cmd_enroll(args) -> int:
     except OSError as exc:
         _err(f"{args.state_dir}: {exc.strerror or exc}")
         return EXIT_FAIL
+    for warning in result.warnings:
+        print(f"shadowmesh-agent: warning: {warning}", file=sys.stderr)
     print(f"enrolled {result.name} in network {result.network}; state in {result.state_dir}")
     print(f"overlay ip: {result.overlay_ip}")
     print(f"peer id:    {result.peer_id}")

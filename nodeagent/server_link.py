@@ -4,22 +4,32 @@ Flow of one connection (`_session`):
   1. connect to <server>/ws/agent/ (binary frames, max 1 MiB, no compression)
   2. the server's first frame is a challenge; sign its nonce, bound to the purpose and to our
      network's CA (protocol.auth.sign_agent_login, context shadowmesh/agent-auth/v1), answer `auth`
-  3. the server sends the full netmap; then deltas. A map older than the applied one is ignored; a
-     delta that does not start at the applied serial triggers a `resync` (full map follows)
-  4. every applied map is persisted (state dir, 0600) and handed to `on_netmap`, then acknowledged
+  3. the server sends the full netmap; then deltas, each signed by the network's CA: the signature
+     is checked against our ca.pub before the body is even parsed, and a map for another node is
+     refused too; either ends the connection (close BAD_SIGNATURE, reconnect) with nothing applied.
+     A map older than the applied one is ignored; a delta that does not start at the applied
+     serial triggers a `resync` (full map follows)
+  4. every applied map is persisted as its signed chain (netmap_sign.SignedChain: the last full map
+     and the deltas on it, as received; state dir, 0600), handed to `on_netmap`, then acknowledged.
+     After CHAIN_LIMIT deltas (16..31, drawn per agent) the agent asks for a fresh full map.
   5. meanwhile counters go up every `stats_interval` seconds (the `stats` message the agent built,
-     status.stats_report) and endpoints every 5 minutes
+     status.stats_report) and endpoints every 5 minutes; from two thirds of our certificate's
+     lifetime on, a `renew` goes up until a new certificate comes back (protocol/renewal.py); it is
+     checked, written to node.crt and handed to `on_certificate`
 When the connection drops, `run()` waits `backoff_delay(attempt)` (exponential, capped, jittered)
 and reconnects; the tunnels keep running on the last map. A server close with REVOKED ends `run()`.
+`renew_certificate()` is the one-shot form of 5 that `up` uses when our certificate has expired.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,14 +37,26 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from . import __version__
-from .enroll import NETMAP_FILE, EnrolledState, load_state, write_private_file
-from .protocol import messages
+from .enroll import (
+    CA_FILE,
+    CERT_FILE,
+    NETMAP_FILE,
+    EnrolledState,
+    EnrollError,
+    load_state,
+    write_private_file,
+)
+from .protocol import messages, netmap_sign, renewal
 from .protocol import netmap as nm
 from .protocol.auth import sign_agent_login
+from .protocol.cert import CertificateError, parse_certificate
 from .protocol.constants import PEER_RECORD_REFRESH_S, CloseCode
 from .protocol.strict import MessageError
 
-__all__ = ["BACKOFF_BASE_S", "BACKOFF_CAP_S", "ServerLink", "backoff_delay", "load_netmap"]
+__all__ = [
+    "BACKOFF_BASE_S", "BACKOFF_CAP_S", "CHAIN_LIMIT", "RenewalFailed", "ServerLink", "backoff_delay",
+    "load_netmap", "load_signed_netmap", "renew_certificate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +64,10 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0  # keeps "server back -> all agents online" under 10 s
 STATS_INTERVAL_S = 2.0
 RATE_LIMITED_ATTEMPT = 4  # after a 4429 close the next delay is already the capped one
+CHAIN_LIMIT = (16, 32)  # deltas kept on top of the signed full map: each agent draws a limit here
 
 NetMapCallback = Callable[[nm.NetMap], Awaitable[None] | None]
+CertificateCallback = Callable[[bytes], None]
 StatsSource = Callable[[], "messages.Stats | None"]
 
 
@@ -59,20 +83,129 @@ def backoff_delay(attempt: int, rnd: float, base: float = BACKOFF_BASE_S,
     return nominal / 2 + nominal / 2 * rnd
 
 
-def load_netmap(state_dir: Path) -> nm.NetMap | None:
-    """The persisted last netmap, or None when there is none or it is unreadable."""
+SignedNetMap = tuple[nm.NetMap, netmap_sign.SignedChain]
+
+
+def load_signed_netmap(state_dir: Path, ca_public_key: bytes | None = None) -> SignedNetMap | None:
+    """The persisted last netmap and its signed chain, verified again against the CA key
+    (`ca.pub` of the state dir unless given); None when there is none, or it is unreadable,
+    unsigned or not signed by our CA (logged)."""
     path = Path(state_dir) / NETMAP_FILE
     try:
-        return nm.netmap_from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:  # strict.Malformed is a ValueError
+        raw = json.loads(path.read_text())
+        if ca_public_key is None:
+            ca_public_key = (Path(state_dir) / CA_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        if exc.filename and Path(exc.filename).name == NETMAP_FILE:
+            return None
         log.warning("ignoring persisted netmap %s: %s", path, exc)
         return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring persisted netmap %s: %s", path, exc)
+        return None
+    try:
+        chain = netmap_sign.chain_from_dict(raw)
+        chain.verify(ca_public_key)  # before a byte of it is parsed
+        netmap = messages.netmap_from_body(chain.full.body)
+        for part in chain.deltas:
+            netmap = nm.apply_delta(netmap, messages.delta_from_body(part.body))
+    except netmap_sign.BadNetmapSignature as exc:
+        log.error("refusing persisted netmap %s: %s", path, exc)
+        return None
+    except ValueError as exc:  # strict.Malformed and SerialGap are ValueErrors
+        log.warning("ignoring persisted netmap %s: %s", path, exc)
+        return None
+    return netmap, chain
+
+
+def load_netmap(state_dir: Path, ca_public_key: bytes | None = None) -> nm.NetMap | None:
+    """The persisted last netmap (checked as `load_signed_netmap` does), or None."""
+    loaded = load_signed_netmap(state_dir, ca_public_key)
+    return None if loaded is None else loaded[0]
+
+
+def save_signed_netmap(state_dir: Path, chain: netmap_sign.SignedChain) -> None:
+    write_private_file(Path(state_dir) / NETMAP_FILE,
+                       json.dumps(netmap_sign.chain_to_dict(chain), sort_keys=True).encode())
 
 
 class _Reconnect(Exception):
     pass
+
+
+class _Refused(Exception):
+    """Something the server sent that we must not use (bad signature, another node's map)."""
+
+    def __init__(self, message: str, code: CloseCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RenewalFailed(Exception):
+    """`renew_certificate` got no certificate we may use; str() says why."""
+
+
+def _connect(state: EnrolledState, url: str):
+    return connect(url, max_size=messages.MAX_MESSAGE_SIZE, compression=None, ping_interval=20,
+                   ping_timeout=20, open_timeout=10, close_timeout=5, ssl=state.ssl_context(url))
+
+
+async def _login(ws, state: EnrolledState) -> None:
+    """Answer the server's challenge (protocol.auth.sign_agent_login)."""
+    first = messages.decode_server_message(await asyncio.wait_for(ws.recv(), 10))
+    if not isinstance(first, messages.Challenge):
+        raise _Reconnect(f"expected a challenge, got {first.type}")
+    signature = sign_agent_login(state.identity.private_key, state.ca_public_key, first.nonce)
+    await ws.send(messages.encode(messages.Auth(state.identity.peer_id, signature)))
+
+
+def _accept_certificate(state: EnrolledState, data: bytes, now: float) -> bytes | None:
+    """The renewed certificate, written to node.crt, or None when it is the one we hold.
+    Raises renewal.RenewalRefused."""
+    current = parse_certificate(state.certificate)
+    new = renewal.check_renewed(current, data, state.ca_public_key, int(now))
+    if not renewal.is_renewal(current, new):
+        return None
+    write_private_file(state.state_dir / CERT_FILE, new.to_bytes())
+    log.info("certificate renewed: valid until %s (was %s)", new.not_after, current.not_after)
+    return new.to_bytes()
+
+
+async def renew_certificate(state_dir: Path | str, *, url: str | None = None, timeout: float = 20.0,
+                            clock: Callable[[], float] = time.time) -> bytes:
+    """Log in once, ask for a new certificate, check it and write it to node.crt; returns it.
+
+    For `up` with an expired certificate: the server accepts the login of an active node by its
+    key alone (the certificate plays no part in it), so renewal needs no valid certificate.
+    Raises RenewalFailed (unreachable, refused, revoked, or an answer we may not use)."""
+    try:
+        state = load_state(state_dir)
+    except EnrollError as exc:
+        raise RenewalFailed(str(exc)) from None
+    url = url or state.websocket_url
+
+    async def exchange() -> bytes:
+        async with _connect(state, url) as ws:
+            await _login(ws, state)
+            await ws.send(messages.encode(messages.Renew()))
+            async for frame in ws:
+                msg = messages.decode_server_message(frame, netmap_key=state.ca_public_key)
+                if isinstance(msg, messages.CertificateIssued):
+                    new = _accept_certificate(state, msg.certificate, clock())
+                    if new is None:
+                        raise RenewalFailed("the server answered with the certificate we hold")
+                    return new
+            raise RenewalFailed("the server closed the link without a certificate")
+
+    try:
+        return await asyncio.wait_for(exchange(), timeout)
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else None
+        raise RenewalFailed(f"server closed the link (code {code} {exc.rcvd.reason if exc.rcvd else ''})") \
+            from None
+    except (OSError, InvalidHandshake, InvalidURI, TimeoutError, MessageError, _Reconnect,
+            renewal.RenewalRefused) as exc:
+        raise RenewalFailed(f"{type(exc).__name__}: {exc}") from None
 
 
 class ServerLink:
@@ -83,13 +216,17 @@ class ServerLink:
     stats_source()      returns the `messages.Stats` to send now, or None (the agent's
                         `stats_report`: the counters of its status document)
     endpoints           this node's listening endpoints to report (optional)
+    on_certificate(c)   called with a renewed certificate (already checked and written to node.crt)
+    clock()             wall-clock Unix seconds, for the certificate's renewal time
     """
 
     def __init__(self, state_dir: Path | str, on_netmap: NetMapCallback,
                  stats_source: StatsSource | None = None, *, endpoints: tuple[nm.Endpoint, ...] = (),
                  stats_interval: float = STATS_INTERVAL_S, url: str | None = None,
+                 on_certificate: CertificateCallback | None = None,
                  rng: Callable[[], float] = random.random,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
         self.state_dir = Path(state_dir)
         self.state: EnrolledState = load_state(self.state_dir)
         self.url = url or self.state.websocket_url
@@ -97,13 +234,23 @@ class ServerLink:
         self.stats_source = stats_source
         self.endpoints = tuple(endpoints)
         self.stats_interval = stats_interval
-        self.netmap: nm.NetMap | None = load_netmap(self.state_dir)
+        self.on_certificate = on_certificate
+        self.netmap: nm.NetMap | None = None
+        self.chain: netmap_sign.SignedChain | None = None
+        loaded = load_signed_netmap(self.state_dir, self.state.ca_public_key)
+        if loaded is not None and self._ours(loaded[0]):
+            self.netmap, self.chain = loaded
         self.connected = asyncio.Event()
         self.revoked = False
         self.attempt = 0
         self.stale_ignored = 0
         self.resyncs = 0
-        self._rng, self._sleep = rng, sleep
+        self.refused = 0  # maps and deltas refused: bad signature, or not ours
+        self.renewed = 0
+        self._renew_sent_at: float | None = None
+        self._chain_resync = False  # a resync asked for because the chain is long, not answered yet
+        self._rng, self._sleep, self._clock = rng, sleep, clock
+        self.chain_limit = CHAIN_LIMIT[0] + int(rng() * (CHAIN_LIMIT[1] - CHAIN_LIMIT[0]))
 
     # -- public
 
@@ -137,27 +284,36 @@ class ServerLink:
     # -- one connection
 
     async def _session(self) -> None:
-        async with connect(self.url, max_size=messages.MAX_MESSAGE_SIZE, compression=None, ping_interval=20,
-                           ping_timeout=20, open_timeout=10, close_timeout=5) as ws:
-            first = messages.decode_server_message(await asyncio.wait_for(ws.recv(), 10))
-            if not isinstance(first, messages.Challenge):
-                raise _Reconnect(f"expected a challenge, got {first.type}")
-            signature = sign_agent_login(self.state.identity.private_key, self.state.ca_public_key,
-                                         first.nonce)
-            await ws.send(messages.encode(messages.Auth(self.state.identity.peer_id, signature)))
+        self._chain_resync = False
+        async with _connect(self.state, self.url) as ws:
+            await _login(ws, self.state)
             sender = asyncio.create_task(self._senders(ws))
             try:
                 await self._receive(ws)
+            except _Refused as exc:
+                self.refused += 1
+                log.error("refused from the server: %s; nothing applied, reconnecting", exc)
+                await ws.close(int(exc.code), str(exc)[:120])
+                raise _Reconnect(str(exc)) from None
             finally:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
             raise _Reconnect("server closed the link")  # _receive only returns on close
 
+    def _ours(self, netmap: nm.NetMap) -> bool:
+        return netmap.node.peer_id == self.state.identity.peer_id
+
     async def _receive(self, ws) -> None:
         async for frame in ws:
-            msg = messages.decode_server_message(frame)
+            try:
+                msg = messages.decode_server_message(frame, netmap_key=self.state.ca_public_key)
+            except netmap_sign.BadNetmapSignature as exc:
+                raise _Refused(str(exc), CloseCode.BAD_SIGNATURE) from None
             match msg:
                 case messages.Full():
+                    if not self._ours(msg.netmap):
+                        raise _Refused(f"a netmap for {msg.netmap.node.peer_id}, not for us",
+                                       CloseCode.MALFORMED)
                     if not self.connected.is_set():
                         self.connected.set()
                         self.attempt = 0
@@ -165,14 +321,16 @@ class ServerLink:
                         self.stale_ignored += 1
                         log.info("ignoring stale netmap %d < %d", msg.netmap.serial, self._serial)
                         continue
-                    await self._apply(ws, msg.netmap)
+                    part = netmap_sign.SignedPart(netmap_sign.LABEL_FULL, msg.body, msg.signature)
+                    self._chain_resync = False
+                    await self._apply(ws, msg.netmap, netmap_sign.SignedChain(part))
                 case messages.Delta():
                     d = msg.delta
                     if nm.is_stale(self._serial, d.serial):
                         self.stale_ignored += 1
                         continue
                     try:
-                        if self.netmap is None:
+                        if self.netmap is None or self.chain is None:
                             raise nm.SerialGap("no map applied yet")
                         new = nm.apply_delta(self.netmap, d)
                     except nm.SerialGap as exc:
@@ -180,15 +338,53 @@ class ServerLink:
                         self.resyncs += 1
                         await ws.send(messages.encode(messages.Resync(self._serial or 0)))
                         continue
-                    await self._apply(ws, new)
+                    if not self._ours(new):
+                        raise _Refused(f"a delta that makes us {new.node.peer_id}", CloseCode.MALFORMED)
+                    part = netmap_sign.SignedPart(netmap_sign.LABEL_DELTA, msg.body, msg.signature)
+                    chain = dataclasses.replace(self.chain, deltas=(*self.chain.deltas, part))
+                    await self._apply(ws, new, chain)
+                    if len(chain.deltas) >= self.chain_limit and not self._chain_resync:
+                        self._chain_resync = True  # once, until a full map comes
+                        await ws.send(messages.encode(messages.Resync(new.serial)))
+                case messages.CertificateIssued():
+                    self._certificate(msg.certificate)
                 case messages.Challenge():
                     raise _Reconnect("unexpected second challenge")
+
+    def _certificate(self, data: bytes) -> None:
+        try:
+            new = _accept_certificate(self.state, data, self._clock())
+        except (renewal.RenewalRefused, CertificateError, OSError) as exc:
+            log.error("renewal: %s", exc)
+            return
+        if new is None:
+            return  # not due on the server's side yet: asked again after the retry interval
+        self.state = dataclasses.replace(self.state, certificate=new)
+        self._renew_sent_at = None
+        self.renewed += 1
+        if self.on_certificate is not None:
+            try:
+                self.on_certificate(new)
+            except Exception:
+                log.exception("on_certificate failed")
+
+    def _renewal_due(self) -> bool:
+        now = self._clock()
+        cert = parse_certificate(self.state.certificate)
+        if not renewal.wants_renewal(cert, now):
+            return False
+        if self._renew_sent_at is not None and now - self._renew_sent_at < renewal.retry_interval(cert):
+            return False
+        self._renew_sent_at = now
+        return True
 
     async def _senders(self, ws) -> None:
         await self.connected.wait()
         next_endpoints = 0.0
         elapsed = 0.0
         while True:
+            if self._renewal_due():
+                await ws.send(messages.encode(messages.Renew()))
             if self.endpoints and elapsed >= next_endpoints:
                 await ws.send(messages.encode(messages.EndpointReport(self.endpoints, __version__)))
                 next_endpoints = elapsed + PEER_RECORD_REFRESH_S
@@ -212,12 +408,11 @@ class ServerLink:
     def _serial(self) -> int | None:
         return None if self.netmap is None else self.netmap.serial
 
-    async def _apply(self, ws, netmap: nm.NetMap) -> None:
+    async def _apply(self, ws, netmap: nm.NetMap, chain: netmap_sign.SignedChain) -> None:
         changed = netmap != self.netmap
-        self.netmap = netmap
+        self.netmap, self.chain = netmap, chain
+        save_signed_netmap(self.state_dir, chain)
         if changed:
-            write_private_file(self.state_dir / NETMAP_FILE,
-                               json.dumps(nm.netmap_to_dict(netmap), sort_keys=True).encode())
             await self._deliver(netmap)
         await ws.send(messages.encode(messages.Ack(netmap.serial)))
 

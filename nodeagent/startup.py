@@ -25,12 +25,14 @@ from .config import AgentConfig, ConfigError
 from .enroll import EnrollError, load_state
 from .enrolled import advertised_endpoints, enrolled_config, enrolled_settings
 from .identity import IdentityFileError, NodeIdentity
-from .protocol.cert import CertificateError, verify_certificate
+from .protocol.cert import CertificateError, ExpiredCertificate, verify_certificate
 from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
 from .tunnel import tun as tunmod
 from .tunnel.udp import PortInUse, UdpSocket
 
-__all__ = ["AgentStartError", "bind_control", "choose_mtu", "run_agent", "run_enrolled"]
+__all__ = [
+    "AgentStartError", "bind_control", "choose_mtu", "current_certificate", "run_agent", "run_enrolled",
+]
 
 log = logging.getLogger("nodeagent")
 
@@ -71,8 +73,34 @@ def run_agent(config: AgentConfig, identity: NodeIdentity) -> None:
     _run(config, identity, choose_mtu(config), [n for p in config.peers for n in p.routed], {}, None)
 
 
+def current_certificate(state):
+    """Our certificate, checked; an expired one is renewed first when the server can be reached
+    (server_link.renew_certificate). Returns (state, parsed certificate); raises AgentStartError."""
+    from .server_link import RenewalFailed, renew_certificate  # websockets: enrolled mode only
+
+    try:
+        return state, verify_certificate(state.certificate, state.ca_public_key, int(time.time()))
+    except ExpiredCertificate:
+        log.warning("our certificate is outside its validity period: asking %s for a new one", state.server)
+    except CertificateError as exc:
+        raise AgentStartError(f"{state.state_dir}: our certificate: {exc} (enroll again)", 3) from None
+    try:
+        asyncio.run(renew_certificate(state.state_dir))
+        state = load_state(state.state_dir)
+        cert = verify_certificate(state.certificate, state.ca_public_key, int(time.time()))
+    except RenewalFailed as exc:
+        raise AgentStartError(f"{state.state_dir}: our certificate has expired and the server did not "
+                              f"renew it: {exc} (start again when the server is reachable, or enroll "
+                              "again)", 1) from None
+    except (EnrollError, IdentityFileError, CertificateError) as exc:
+        raise AgentStartError(f"{state.state_dir}: after renewal: {exc}", 3) from None
+    log.info("certificate renewed: valid until %d", cert.not_after)
+    return state, cert
+
+
 def run_enrolled(state_dir) -> None:
-    """Enrolled mode (`up --state-dir`): the tunnel plus the server link, peers from the netmap."""
+    """Enrolled mode (`up --state-dir`): the tunnel plus the server link, peers from the netmap.
+    An expired certificate is renewed first when the server can be reached."""
     from .server_link import ServerLink  # websockets: only enrolled mode needs it
 
     try:
@@ -80,10 +108,7 @@ def run_enrolled(state_dir) -> None:
         settings = enrolled_settings(state.state_dir)
     except (EnrollError, IdentityFileError, ConfigError) as exc:
         raise AgentStartError(str(exc), 3) from None
-    try:
-        cert = verify_certificate(state.certificate, state.ca_public_key, int(time.time()))
-    except CertificateError as exc:
-        raise AgentStartError(f"{state.state_dir}: our certificate: {exc} (enroll again)", 3) from None
+    state, cert = current_certificate(state)
     config = enrolled_config(state, cert, settings)
     endpoints = advertised_endpoints(settings, config, state.server)
     mtu = tunmod.overlay_mtu(config.overlay.version, RELAY_OVERHEAD)  # any peer may fall back to a relay
@@ -92,7 +117,8 @@ def run_enrolled(state_dir) -> None:
         mode = agent.enrolled
         mode.use_state_dir(state.state_dir)
         mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
-                                      endpoints=endpoints)
+                                      endpoints=endpoints,
+                                      on_certificate=agent.handshakes.local.replace_credential)
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,
                                            "ca_public_key": state.ca_public_key}, attach)

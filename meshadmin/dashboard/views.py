@@ -311,6 +311,13 @@ def node_url(node: Node) -> str:
 # --------------------------------------------------------------------------- tokens
 
 
+def public_url(request) -> str:
+    """The URL nodes reach this server at: SHADOWMESH_PUBLIC_URL, else the one the browser used
+    (which names loopback when the dashboard is opened on the server itself)."""
+    configured = getattr(settings, "SHADOWMESH_PUBLIC_URL", None)
+    return configured.rstrip("/") if configured else request.build_absolute_uri("/").rstrip("/")
+
+
 def enroll_command(server: str, token: str, name: str, public: bool = False) -> str:
     """The command line an operator pastes into a shell; every value is shell-quoted."""
     return (
@@ -357,7 +364,7 @@ def token_create(request):
     except ServiceError as exc:
         form.add_error(None, exc.detail)
         return render_page(request, "dashboard/token_create.html", {"form": form}, status=400)
-    server = request.build_absolute_uri("/").rstrip("/")
+    server = public_url(request)
     command = enroll_command(server, plaintext, form.cleaned_data["node_name"].strip(), token.is_public)
     response = render_page(request, "dashboard/token_created.html", {
         "token": token, "plaintext": plaintext, "command": command, "qr": qr_svg(command),

@@ -18,6 +18,7 @@ class AuditAction(models.TextChoices):
     NODE_ENROLLED = "node.enrolled", "Node enrolled"
     NODE_ENROLL_REJECTED = "node.enroll_rejected", "Enrollment rejected"
     NODE_RENAMED = "node.renamed", "Node renamed"
+    NODE_CERT_RENEWED = "node.cert_renewed", "Certificate renewed"
     NODE_REVOKED = "node.revoked", "Node revoked"
     NODE_DELETED = "node.deleted", "Node deleted"
     AUTH_CHALLENGE_ISSUED = "auth.challenge", "Auth challenge issued"

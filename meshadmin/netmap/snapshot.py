@@ -53,6 +53,7 @@ class Snapshot:
     prefix_len: int
     nodes: tuple[NodeRow, ...]
     routes: tuple[RouteRow, ...]
+    ca_public_key: bytes = b""  # the network CA's: whoever sends these maps signs with its key
 
     def node(self, key: int | str) -> NodeRow | None:
         for n in self.nodes:
@@ -89,7 +90,7 @@ def _node_fingerprint(pk: int, certificate: bytes) -> str:
 def load(network: Network | int, now: datetime | None = None) -> Snapshot:
     now = now or timezone.now()
     network_id = network.pk if isinstance(network, Network) else network
-    net = Network.objects.values("pk", "name", "serial", "overlay_cidr").get(pk=network_id)
+    net = Network.objects.values("pk", "name", "serial", "overlay_cidr", "ca_public_key").get(pk=network_id)
     rows = Node.objects.filter(network_id=network_id).order_by("peer_id").values(
         "pk", "peer_id", "name", "overlay_ip", "is_public", "is_relay", "status", "certificate",
         "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at")
@@ -109,4 +110,4 @@ def load(network: Network | int, now: datetime | None = None) -> Snapshot:
                    .order_by("prefix", "via_id").values("prefix", "via_id"))
     return Snapshot(network_id=net["pk"], network=net["name"], serial=net["serial"],
                     prefix_len=ipaddress.ip_network(net["overlay_cidr"]).prefixlen,
-                    nodes=tuple(nodes), routes=routes)
+                    nodes=tuple(nodes), routes=routes, ca_public_key=bytes(net["ca_public_key"]))

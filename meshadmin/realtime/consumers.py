@@ -10,14 +10,16 @@ Life of a socket:
   2. authenticated: join groups node.<peer id> and agents.<network>, mark presence, send the
      full netmap.
   3. then: on `netmap.changed` the socket computes its own map from the process's shared
-     NetworkView (netmap_cache.py) and sends the delta against what it last sent; if the node is no
+     NetworkView (netmap_cache.py) and sends the delta against what it last sent, signed by the
+     network's CA (one signature per distinct delta, netmap_cache.ViewCache.encoded); if the node is no
      longer an active member (revoked, deleted) it closes with 4403. The agent's
      `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
      the address the server saw), `stats` are buffered, stored in batches (stats_buffer.py) and
      announced to dashboard.<network>. A stats frame is refused before it is decoded when it
      comes within MIN_STATS_INTERVAL_S of the last one decoded, or when it is larger than a
      report of the network's size can be; a decoded report listing more peers than that is not
-     stored either (`_stats_wanted`, `_receive_stats`).
+     stored either (`_stats_wanted`, `_receive_stats`). `renew` is answered with a `certificate`
+     (mesh/services/certificates.py; at most one request per RENEW_INTERVAL_S per socket).
   4. A revocation made through the services reaches the socket as the next `netmap.changed`
      (the node is no longer a member: closed with 4403, ≤ the debounce after the commit);
      `agent.revoke` sent to node.<peer id> closes it at once the same way.
@@ -41,6 +43,7 @@ from django.conf import settings
 from meshadmin.client_address import scope_client_ip
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.audit import record_refusal
+from meshadmin.mesh.services.certificates import renew_certificate
 from meshadmin.mesh.services.errors import ServiceError
 from meshadmin.mesh.services.peers import register_peer
 from meshadmin.mesh.services.ratelimit import hit_count, limit_of
@@ -52,7 +55,7 @@ from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.strict import MessageError
 
 from . import auth, groups, tasks
-from .netmap_cache import current_serial, view_cache
+from .netmap_cache import current_serial, signer_for, view_cache
 from .stats_buffer import stats_buffer
 
 __all__ = ["AgentConsumer"]
@@ -67,6 +70,7 @@ MIN_STATS_INTERVAL_S = 0.5  # stats frames faster than this are dropped undecode
 # as it applies the map, within milliseconds, and reports every 2 s). 16 covers any ordinary change;
 # a larger mass removal costs at most a report or two, dropped (the next one is stored as usual).
 STATS_PEER_SLACK = 16
+RENEW_INTERVAL_S = 1.0  # `renew` requests closer together than this on one socket are ignored
 
 
 def auth_timeout() -> float:
@@ -85,6 +89,12 @@ async def _admit(ip: str | None) -> bool:
             AuditAction.AUTH_RATE_LIMITED, reason="too many connections", channel="websocket",
             source_ip=ip, limit_per_minute=limit)
     return False
+
+
+def _renew(agent: auth.AgentIdentity, source_ip: str | None) -> bytes:
+    from meshadmin.mesh.models import Node
+
+    return renew_certificate(Node.objects.get(pk=agent.pk), source_ip=source_ip).certificate
 
 
 def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None,
@@ -145,6 +155,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.stats_window_at: float | None = None  # when the last stats frame was let through to decoding
         self.max_peers = STATS_PEER_SLACK  # the report cap (`_peer_cap`), kept while `sent` is None
         self.stats_refused = 0
+        self.last_renew_at: float | None = None
         loop = asyncio.get_running_loop()
         tasks.register_loop(loop)
         await self.accept()
@@ -240,6 +251,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 await self._receive_endpoints(msg)
             case messages.Stats():
                 await self._receive_stats(msg)
+            case messages.Renew():
+                await self._receive_renew()
             case messages.Auth():
                 await self._close(CloseCode.MALFORMED, "already authenticated")
 
@@ -288,6 +301,19 @@ class AgentConsumer(AsyncWebsocketConsumer):
             log.info("agent %s: %s is larger than a network of %d peers needs; dropped", self.agent.peer_id,
                      what, self.max_peers - STATS_PEER_SLACK)
 
+    async def _receive_renew(self) -> None:
+        now = time.monotonic()
+        if self.last_renew_at is not None and now - self.last_renew_at < RENEW_INTERVAL_S:
+            return
+        self.last_renew_at = now
+        try:
+            certificate = await database_sync_to_async(_renew)(self.agent, self._client_ip())
+        except ServiceError as exc:
+            log.info("certificate renewal of %s refused: %s", self.agent.peer_id, exc)
+            return
+        if not self.closing:
+            await self.send(bytes_data=messages.encode(messages.CertificateIssued(certificate)))
+
     async def _receive_stats(self, msg: messages.Stats) -> None:
         if len(msg.peers) > self._peer_cap():
             self._refused(f"a report of {len(msg.peers)} peers")
@@ -312,8 +338,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         view = await self._view_with_me(await current_serial(self.agent.network_id))
         if view is None:
             return
-        await self.send(bytes_data=messages.encode(messages.Full(view.netmap_for(self.agent.peer_id))))
+        await self.send(bytes_data=self._full_frame(view))
         self.sent = view
+
+    def _full_frame(self, view: compute.NetworkView) -> bytes:
+        return view_cache().full_frame(view.netmap_for(self.agent.peer_id), signer_for(view))
 
     async def netmap_changed(self, event: dict) -> None:
         if self.agent is None or self.closing:
@@ -329,14 +358,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         old = self.sent
         if old is None:
-            await self.send(bytes_data=messages.encode(messages.Full(view.netmap_for(self.agent.peer_id))))
+            await self.send(bytes_data=self._full_frame(view))
         elif view is old or nm.is_stale(old.snapshot.serial, view.snapshot.serial):
             return
         else:
             delta = compute.delta_for(old, view, view_cache().changes(old, view), self.agent.peer_id)
             if delta is None:  # a relay, or its own entry changed: the general path
                 delta = nm.diff(old.netmap_for(self.agent.peer_id), view.netmap_for(self.agent.peer_id))
-            await self.send(bytes_data=view_cache().encoded(messages.Delta(delta)))
+            await self.send(bytes_data=view_cache().encoded(delta, signer_for(view)))
         self.sent = view
 
     async def agent_revoke(self, event: dict) -> None:

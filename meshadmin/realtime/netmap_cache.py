@@ -2,9 +2,14 @@
 
 On `netmap.changed` every socket of a network needs the new view; the first to ask loads the
 snapshot (3 queries) and computes the view, the others await the same load. A view is reused
-while its serial is at least the one asked for. The change set between two views and the encoded
-frame of an equal delta are also computed once, not once per socket. One cache per event loop
-(futures belong to one).
+while its serial is at least the one asked for. The change set between two views and the encoded,
+signed frame of an equal delta are also computed once, not once per socket. One cache per event
+loop (futures belong to one).
+
+Signing: every netmap and delta goes out signed by the network's CA key
+(nodeagent/protocol/netmap_sign.py). The key is unsealed once per process and CA (keyed by the CA
+public key the snapshot carries, one extra query the first time); a delta shared by most sockets
+costs one signature, a full map (on connect and on `resync`) one per socket.
 """
 
 from __future__ import annotations
@@ -15,22 +20,48 @@ import time
 import weakref
 
 from channels.db import database_sync_to_async
+from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from meshadmin.mesh.models import Network
+from meshadmin.mesh.pki import load_ca_key
 from meshadmin.netmap import compute, snapshot
 from nodeagent.protocol import messages
+from nodeagent.protocol import netmap as nm
 
-__all__ = ["ViewCache", "current_serial", "view_cache"]
+__all__ = ["ViewCache", "current_serial", "netmap_signer", "signer_for", "view_cache"]
 
 log = logging.getLogger(__name__)
+
+# CA public key -> its unsealed private key, for signing netmaps (at most a few networks)
+_signers: dict[bytes, mldsa.MLDSA87PrivateKey] = {}
+
+
+def netmap_signer(network_id: int, ca_public_key: bytes) -> mldsa.MLDSA87PrivateKey:
+    """The network's CA key (database and unsealing on the first call per process): call from a
+    database thread, or once `_load` has cached it."""
+    key = _signers.get(ca_public_key)
+    if key is None:
+        if len(_signers) >= 64:
+            _signers.clear()
+        network = Network.objects.only("ca_public_key", "ca_private_sealed").get(pk=network_id)
+        if bytes(network.ca_public_key) != ca_public_key:
+            raise LookupError(f"network {network_id}'s CA changed while its map was computed")
+        key = _signers[ca_public_key] = load_ca_key(network)
+    return key
 
 
 def _load(network_id: int) -> compute.NetworkView:
     started = time.perf_counter()
     v = compute.view(snapshot.load(network_id))
+    netmap_signer(network_id, v.snapshot.ca_public_key)  # cached for the loop thread's signing
     log.info("network %s serial %s: view of %d nodes loaded in %.0f ms", network_id, v.snapshot.serial,
              len(v.snapshot.nodes), 1000 * (time.perf_counter() - started))
     return v
+
+
+def signer_for(view: compute.NetworkView) -> mldsa.MLDSA87PrivateKey:
+    """The key that signs this view's maps (cached by `_load`, which made the view)."""
+    return _signers[view.snapshot.ca_public_key]
 
 
 @database_sync_to_async
@@ -44,17 +75,25 @@ class ViewCache:
         self._loading: dict[int, asyncio.Future] = {}
         # (id(old), id(new)) -> (old, new, changes); the views are held so their ids stay unique
         self._changes: dict[tuple[int, int], tuple] = {}
-        self._encoded: dict[messages.Delta, bytes] = {}
+        self._encoded: dict[tuple[nm.NetMapDelta, bytes], bytes] = {}
+        self.signatures = 0  # netmaps and deltas this cache signed
 
-    def encoded(self, msg: messages.Delta) -> bytes:
-        """`messages.encode(msg)`, once for all sockets that send an equal delta (most members after
-        a change)."""
-        frame = self._encoded.get(msg)
+    def encoded(self, delta: nm.NetMapDelta, signer: mldsa.MLDSA87PrivateKey) -> bytes:
+        """The delta's frame, signed by `signer` and encoded once for all sockets that send an equal
+        delta (most members after a change)."""
+        key = (delta, signer.public_key().public_bytes_raw())
+        frame = self._encoded.get(key)
         if frame is None:
             if len(self._encoded) >= 64:
                 self._encoded.clear()
-            frame = self._encoded[msg] = messages.encode(msg)
+            self.signatures += 1
+            frame = self._encoded[key] = messages.encode(messages.sign_delta(delta, signer))
         return frame
+
+    def full_frame(self, netmap: nm.NetMap, signer: mldsa.MLDSA87PrivateKey) -> bytes:
+        """A node's full map, signed (one signature each: every node's map differs)."""
+        self.signatures += 1
+        return messages.encode(messages.sign_full(netmap, signer))
 
     def changes(self, old: compute.NetworkView, new: compute.NetworkView) -> compute.Changes:
         """The change set between two views, computed once for all sockets that go from old to new."""

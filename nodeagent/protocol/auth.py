@@ -29,6 +29,7 @@ __all__ = [
     "AGENT_LOGIN_LABEL",
     "BadAuthSignature",
     "agent_login_message",
+    "login_message_for",
     "sign_agent_login",
     "verify_agent_login",
     "verify_auth_signature",
@@ -60,9 +61,14 @@ def verify_auth_signature(public_key: bytes, challenge: bytes, signature: bytes)
 
 def agent_login_message(ca_public_key: bytes, nonce: bytes) -> bytes:
     """What an agent signs to log in on the websocket of the server of `ca_public_key`'s network."""
-    if len(nonce) != NONCE_SIZE:
-        raise ValueError(f"the websocket nonce is {NONCE_SIZE} bytes")
-    return AGENT_LOGIN_LABEL + b"\x00" + ca_fingerprint(ca_public_key) + bytes(nonce)
+    return login_message_for(ca_fingerprint(ca_public_key), nonce)
+
+
+def login_message_for(fingerprint: bytes, nonce: bytes) -> bytes:
+    """The same, from the CA's fingerprint (SHA-256 of its key, as an enrollment token carries it)."""
+    if len(nonce) != NONCE_SIZE or len(fingerprint) != 32:
+        raise ValueError(f"the websocket nonce is {NONCE_SIZE} bytes and a CA fingerprint 32")
+    return AGENT_LOGIN_LABEL + b"\x00" + bytes(fingerprint) + bytes(nonce)
 
 
 def sign_agent_login(private_key: mldsa.MLDSA87PrivateKey, ca_public_key: bytes, nonce: bytes) -> bytes:

@@ -67,6 +67,7 @@ class CloseCode(IntEnum):
     TOO_LARGE = 1009
     MALFORMED = 4400
     AUTH_FAILED = 4401
+    BAD_SIGNATURE = 4402  # sent by an agent: a netmap or delta its network's CA did not sign
     REVOKED = 4403
     UNKNOWN_TYPE = 4404
     AUTH_TIMEOUT = 4408

@@ -2,27 +2,32 @@
 
 Every message is one binary websocket frame holding a msgpack map with a version and a type:
 
-    {"v": 1, "t": "<type>", ...fields}
+    {"v": 2, "t": "<type>", ...fields}
 
 server -> agent
     challenge   {nonce: 32 bytes}                 first frame when the socket has no session token
-    netmap      {netmap: NetMap}                  full map: on connect and on a re-sync request
-    delta       {delta: NetMapDelta}              changes since `base_serial` (what this socket last got)
+    netmap      {netmap: bin, sig: bin}           full map: on connect and on a re-sync request
+    delta       {delta: bin, sig: bin}            changes since `base_serial` (what this socket last got)
+    certificate {certificate: bin}                the node's renewed certificate, answer to `renew`
 agent -> server
-    auth        {peer_id, signature}              ML-DSA-87 over the nonce, context shadowmesh/auth/v1
+    auth        {peer_id, signature}              login: auth.sign_agent_login (shadowmesh/agent-auth/v1)
     resync      {serial}                          "send me the full map": the agent saw a gap
     ack         {serial}                          the agent applied this serial
     endpoints   {endpoints: [Endpoint], agent?}   where the agent listens (control TCP + data UDP)
                                                   and, optionally, its software version
     stats       {uptime_s, peers: [PeerCounters]} per-peer counters, totals since the agent started
+    renew       {}                                "issue me a new certificate" (same key, id, address)
 
-`v` is constants.PROTOCOL_VERSION; `v` and `t` are the first two keys of every frame, so a
+`v` is constants.WEBSOCKET_VERSION; `v` and `t` are the first two keys of every frame, so a
 receiver reads a frame's type from its first bytes (`frame_type`) and can refuse it before
-decoding the rest. The netmap, its delta and endpoints are the plain-data forms of netmap.py;
-a stats item is counters.PeerCounters. Parsing is strict (strict.py): unknown keys, missing keys,
-wrong types, out-of-range numbers, bad addresses or peer ids, an oversized frame, an unknown type
-or another version all raise a `strict.MessageError` carrying the websocket close code
-(constants.CloseCode) the receiver should use.
+decoding the rest. `netmap` and `delta` carry their body as bytes, the msgpack of netmap.py's
+plain-data form, and `sig`, the network CA's ML-DSA-87 signature over it (netmap_sign.py): the
+agent passes its CA key to `decode_server_message`, which checks the signature before it parses
+the body. Endpoints are the plain-data form of netmap.py; a stats item is counters.PeerCounters.
+Parsing is strict (strict.py): unknown keys, missing keys, wrong types, out-of-range numbers, bad
+addresses or peer ids, an oversized frame, an unknown type or another version all raise a
+`strict.MessageError` carrying the websocket close code (constants.CloseCode) the receiver should
+use; a signature that does not verify raises `netmap_sign.BadNetmapSignature`.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import msgpack
+from cryptography.hazmat.primitives.asymmetric import mldsa
 
-from .constants import PROTOCOL_VERSION, CloseCode
+from . import netmap_sign
+from .constants import MLDSA87_SIGNATURE_SIZE, WEBSOCKET_VERSION, CloseCode
 from .counters import MAX_ENCODED_SIZE, PeerCounters, counters_from_dict, counters_to_dict
 from .netmap import (
     Endpoint,
@@ -48,16 +55,19 @@ from .strict import Malformed, MessageError, StrictMap
 
 __all__ = [
     "CHALLENGE_SIZE",
+    "MAX_CERTIFICATE_SIZE",
     "MAX_MESSAGE_SIZE",
     "MAX_SIGNATURE_SIZE",
     "MAX_VERSION",
     "Ack",
     "AgentMessage",
     "Auth",
+    "CertificateIssued",
     "Challenge",
     "Delta",
     "EndpointReport",
     "Full",
+    "Renew",
     "Resync",
     "ServerMessage",
     "Stats",
@@ -66,16 +76,21 @@ __all__ = [
     "UnsupportedVersion",
     "decode_agent_message",
     "decode_server_message",
+    "delta_from_body",
     "encode",
     "frame_type",
     "max_stats_size",
     "message_to_dict",
+    "netmap_from_body",
+    "sign_delta",
+    "sign_full",
 ]
 
 MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB: larger frames close the socket
 CHALLENGE_SIZE = 32
 MAX_SIGNATURE_SIZE = 8192
 MAX_VERSION = 64  # characters of an agent version string
+MAX_CERTIFICATE_SIZE = 16 * 1024  # a certificate is about 7.3 KB
 
 
 class TooLarge(MessageError):
@@ -101,14 +116,31 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class Full:
+    """A full netmap. `body` is the exact signed bytes (msgpack of the plain-data map) and
+    `signature` the CA's over it; build one with `sign_full`, decoding fills both."""
+
     netmap: NetMap
+    signature: bytes = b""
+    body: bytes = field(default=b"", compare=False, repr=False)
     type: str = field(default="netmap", init=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
+    """A netmap delta, signed like `Full` (`sign_delta`)."""
+
     delta: NetMapDelta
+    signature: bytes = b""
+    body: bytes = field(default=b"", compare=False, repr=False)
     type: str = field(default="delta", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateIssued:
+    """The node's renewed certificate (canonical bytes, protocol/cert.py)."""
+
+    certificate: bytes
+    type: str = field(default="certificate", init=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,22 +176,56 @@ class Stats:
     type: str = field(default="stats", init=False)
 
 
-ServerMessage = Challenge | Full | Delta
-AgentMessage = Auth | Resync | Ack | EndpointReport | Stats
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """Ask for a new certificate for this node's key, peer id and overlay address."""
+
+    type: str = field(default="renew", init=False)
+
+
+ServerMessage = Challenge | Full | Delta | CertificateIssued
+AgentMessage = Auth | Resync | Ack | EndpointReport | Stats | Renew
+
+
+def _pack(value: dict) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def sign_full(netmap: NetMap, ca_private_key: mldsa.MLDSA87PrivateKey) -> Full:
+    """The full map, signed by the network's CA (one ML-DSA-87 signature)."""
+    body = _pack(netmap_to_dict(netmap))
+    return Full(netmap, netmap_sign.sign(ca_private_key, netmap_sign.LABEL_FULL, body), body)
+
+
+def sign_delta(delta: NetMapDelta, ca_private_key: mldsa.MLDSA87PrivateKey) -> Delta:
+    body = _pack(delta_to_dict(delta))
+    return Delta(delta, netmap_sign.sign(ca_private_key, netmap_sign.LABEL_DELTA, body), body)
 
 
 # ----------------------------------------------------------------------------- encoding
 
 
+def _signed(msg: Full | Delta) -> tuple[bytes, bytes]:
+    if len(msg.signature) != MLDSA87_SIGNATURE_SIZE or not msg.body:
+        raise TypeError(f"a {msg.type} message is sent signed (messages.sign_full, sign_delta)")
+    return msg.body, msg.signature
+
+
 def message_to_dict(msg: ServerMessage | AgentMessage) -> dict:
-    head = {"v": PROTOCOL_VERSION, "t": msg.type}
+    head = {"v": WEBSOCKET_VERSION, "t": msg.type}
     match msg:
         case Challenge():
             body = {"nonce": msg.nonce}
         case Full():
-            body = {"netmap": netmap_to_dict(msg.netmap)}
+            signed, sig = _signed(msg)
+            body = {"netmap": signed, "sig": sig}
         case Delta():
-            body = {"delta": delta_to_dict(msg.delta)}
+            signed, sig = _signed(msg)
+            body = {"delta": signed, "sig": sig}
+        case CertificateIssued():
+            body = {"certificate": msg.certificate}
+        case Renew():
+            body = {}
         case Auth():
             body = {"peer_id": msg.peer_id, "signature": msg.signature}
         case Resync() | Ack():
@@ -176,7 +242,7 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict:
 
 
 def encode(msg: ServerMessage | AgentMessage) -> bytes:
-    data = msgpack.packb(message_to_dict(msg), use_bin_type=True)
+    data = _pack(message_to_dict(msg))
     if len(data) > MAX_MESSAGE_SIZE:
         raise TooLarge(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
     return data
@@ -216,8 +282,8 @@ def frame_type(data: object) -> str:
         raise Malformed("a frame's first two keys must be 'v' and 't'")
     if type(v) is not int:
         raise Malformed("message.v must be an integer")
-    if v != PROTOCOL_VERSION:
-        raise UnsupportedVersion(f"protocol version {v} is not supported (want {PROTOCOL_VERSION})")
+    if v != WEBSOCKET_VERSION:
+        raise UnsupportedVersion(f"protocol version {v} is not supported (want {WEBSOCKET_VERSION})")
     if not isinstance(t, str):
         raise Malformed("message.t must be a string")
     return t
@@ -230,21 +296,55 @@ def _envelope(data: object) -> tuple[StrictMap, str]:
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise Malformed(f"not msgpack: {type(exc).__name__}") from None
     o = StrictMap(value, "message")
-    if o.raw("v") != PROTOCOL_VERSION or o.raw("t") != t:  # checked by frame_type unless repeated
+    if o.raw("v") != WEBSOCKET_VERSION or o.raw("t") != t:  # checked by frame_type unless repeated
         raise Malformed("message.v and message.t must appear once")
     return o, t
 
 
-def decode_server_message(data: bytes) -> ServerMessage:
-    """Parse a frame the server sent to an agent."""
+def _unpack_body(body: bytes, what: str) -> object:
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise Malformed(f"{what} is not msgpack: {type(exc).__name__}") from None
+
+
+def _signed_body(o: StrictMap, key: str, label: bytes,
+                 netmap_key: bytes | None) -> tuple[object, bytes, bytes]:
+    """(decoded body, body bytes, signature); the signature is checked first when a key is given."""
+    body = o.bytes(key, 1, MAX_MESSAGE_SIZE)
+    sig = o.bytes("sig", MLDSA87_SIGNATURE_SIZE, MLDSA87_SIGNATURE_SIZE)
+    o.done()
+    if netmap_key is not None:
+        netmap_sign.verify(netmap_key, label, body, sig)  # before a byte of the body is parsed
+    return _unpack_body(body, key), body, sig
+
+
+def netmap_from_body(body: bytes) -> NetMap:
+    """A full map from its signed body (the persisted chain keeps bodies as received)."""
+    return netmap_from_dict(_unpack_body(body, "netmap"))
+
+
+def delta_from_body(body: bytes) -> NetMapDelta:
+    return delta_from_dict(_unpack_body(body, "delta"))
+
+
+def decode_server_message(data: bytes, netmap_key: bytes | None = None) -> ServerMessage:
+    """Parse a frame the server sent to an agent. With `netmap_key` (the network CA's public key,
+    as the agent holds it) a netmap or delta whose signature does not verify raises
+    netmap_sign.BadNetmapSignature before its body is parsed; without it the signature is carried
+    unchecked (for tools and tests that read what the server sends)."""
     o, t = _envelope(data)
     match t:
         case "challenge":
             msg: ServerMessage = Challenge(o.bytes("nonce", CHALLENGE_SIZE, CHALLENGE_SIZE))
         case "netmap":
-            msg = Full(netmap_from_dict(o.map("netmap")))
+            value, body, sig = _signed_body(o, "netmap", netmap_sign.LABEL_FULL, netmap_key)
+            return Full(netmap_from_dict(value), sig, body)
         case "delta":
-            msg = Delta(delta_from_dict(o.map("delta")))
+            value, body, sig = _signed_body(o, "delta", netmap_sign.LABEL_DELTA, netmap_key)
+            return Delta(delta_from_dict(value), sig, body)
+        case "certificate":
+            msg = CertificateIssued(o.bytes("certificate", 1, MAX_CERTIFICATE_SIZE))
         case _:
             raise UnknownType(f"unknown server message type {t[:32]!r}")
     o.done()
@@ -270,6 +370,8 @@ def decode_agent_message(data: bytes) -> AgentMessage:
         case "stats":
             peers = o.list("peers")
             msg = Stats(o.num("uptime_s"), tuple(counters_from_dict(p, "stats.peer") for p in peers))
+        case "renew":
+            msg = Renew()
         case _:
             raise UnknownType(f"unknown agent message type {t[:32]!r}")
     o.done()

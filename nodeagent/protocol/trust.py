@@ -191,6 +191,17 @@ class LocalIdentity:
             if cert.public_key != self.public_key:
                 raise BadCredential("our certificate is for another key")
 
+    def replace_credential(self, credential: bytes) -> None:
+        """Present `credential` from the next handshake on (a renewed certificate); it must be a
+        certificate for our key. Sessions made under the old one stay up until their rekey."""
+        try:
+            cert = parse_certificate(credential)
+        except CertificateError as exc:
+            raise BadCredential(f"the new credential is not a certificate: {exc}") from exc
+        if cert.public_key != self.public_key:
+            raise BadCredential("the new certificate is for another key")
+        self.credential = bytes(credential)
+
     @classmethod
     def pinned(cls, private_key: mldsa.MLDSA87PrivateKey) -> LocalIdentity:
         """Serverless mode: present the bare public key."""

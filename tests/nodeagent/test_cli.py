@@ -6,7 +6,11 @@ import pytest
 
 from nodeagent import cli
 from nodeagent.identity import IdentityFileError, load_private_key, load_public_key
+from nodeagent.protocol.enroll_token import make_token
 from nodeagent.protocol.identity import peer_id
+
+# a well-formed token (secret '.' CA fingerprint) for a server that is not there
+TOKEN = make_token("Ab3_x" + "k" * 38, b"\x01" * 2592)
 
 
 def run(capsys, *argv):
@@ -45,13 +49,14 @@ def test_a_missing_private_key_is_named(tmp_path):
 
 def test_enroll_with_an_unreachable_server_says_so_and_exits_1(tmp_path, capsys):
     # port 9 on loopback: nothing listens there, the connection is refused at once
-    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", "t", "--name", "n",
+    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", TOKEN, "--name", "n",
                        "--state-dir", str(tmp_path / "s"))
     assert code == 1 and "cannot reach http://127.0.0.1:9/api/enroll" in err
 
 
 def test_a_token_that_starts_with_a_dash_is_taken_as_the_token(tmp_path, capsys):
-    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", "-Ab3_x", "--name", "n",
+    dashed = "-" + TOKEN
+    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", dashed, "--name", "n",
                        "--state-dir", str(tmp_path / "s"))
     assert code == 1 and "cannot reach" in err  # not an argparse usage error (2)
 

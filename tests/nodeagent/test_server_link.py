@@ -18,7 +18,7 @@ from websockets.asyncio.server import serve
 import nodeagent
 from nodeagent import identity
 from nodeagent.enroll import write_private_file
-from nodeagent.protocol import messages
+from nodeagent.protocol import messages, netmap_sign
 from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.auth import verify_agent_login
 from nodeagent.protocol.cert import issue_certificate
@@ -76,7 +76,18 @@ def state_dir(tmp_path):
     write_private_file(tmp_path / "server.json", json.dumps({
         "server": "http://127.0.0.1:1", "peer_id": ident.peer_id, "name": "belgium",
         "overlay_ip": "10.10.10.2", "network": "default"}).encode())
+    CA_KEYS[tmp_path] = ca  # the fake server signs with it (a real server keeps it sealed)
     return tmp_path
+
+
+CA_KEYS: dict = {}
+
+
+def persist(state_dir, netmap: nm.NetMap) -> None:
+    """Write `netmap` as the agent persists it: signed by the state dir's CA."""
+    full = messages.sign_full(netmap, CA_KEYS[state_dir])
+    chain = netmap_sign.SignedChain(netmap_sign.SignedPart(netmap_sign.LABEL_FULL, full.body, full.signature))
+    write_private_file(state_dir / "netmap.json", json.dumps(netmap_sign.chain_to_dict(chain)).encode())
 
 
 def make_map(peer_id: str, serial: int, peers=()) -> nm.NetMap:
@@ -90,9 +101,10 @@ def make_map(peer_id: str, serial: int, peers=()) -> nm.NetMap:
 class FakeServer:
     """Runs `script(ws, conn_no)` after checking the agent's signed answer to a challenge."""
 
-    def __init__(self, public_key: bytes, ca_public_key: bytes):
+    def __init__(self, public_key: bytes, ca):
         self.public_key = public_key
-        self.ca_public_key = ca_public_key
+        self.ca = ca
+        self.ca_public_key = ca.public_key().public_bytes_raw()
         self.received: asyncio.Queue = asyncio.Queue()
         self.connections = 0
         self.script = None
@@ -105,6 +117,12 @@ class FakeServer:
         assert isinstance(auth, messages.Auth)
         verify_agent_login(self.public_key, self.ca_public_key, nonce, auth.signature)  # raises if wrong
         await self.script(ws, self.connections)
+
+    def full(self, netmap: nm.NetMap) -> bytes:
+        return messages.encode(messages.sign_full(netmap, self.ca))
+
+    def delta(self, delta: nm.NetMapDelta) -> bytes:
+        return messages.encode(messages.sign_delta(delta, self.ca))
 
     async def next_message(self, kind):
         while True:
@@ -119,7 +137,7 @@ class FakeServer:
 
 async def start(state_dir, script, **kw):
     ident = identity.load_private_key(state_dir / "node.key")
-    fake = FakeServer(ident.public_key, (state_dir / "ca.pub").read_bytes())
+    fake = FakeServer(ident.public_key, CA_KEYS[state_dir])
     fake.script = script
     server = await serve(fake.handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -146,7 +164,7 @@ async def stop(server, task):
 
 async def test_the_link_signs_the_challenge_applies_the_full_map_and_persists_it(state_dir):
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(make_map(me, 5, [B]))))
+        await ws.send(fake.full(make_map(me, 5, [B])))
         await fake.pump(ws)
 
     me = identity.load_private_key(state_dir / "node.key").peer_id
@@ -167,11 +185,11 @@ async def test_a_stale_map_is_ignored_and_a_delta_applies(state_dir):
     m5, m7 = make_map(me, 5, [B]), make_map(me, 7, [B, C])
 
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(m5)))
-        await ws.send(messages.encode(messages.Full(make_map(me, 4, []))))       # older: ignored
+        await ws.send(fake.full(m5))
+        await ws.send(fake.full(make_map(me, 4, [])))       # older: ignored
         older = nm.diff(make_map(me, 3, []), make_map(me, 4, [C]))
-        await ws.send(messages.encode(messages.Delta(older)))  # older
-        await ws.send(messages.encode(messages.Delta(nm.diff(m5, m7))))
+        await ws.send(fake.delta(older))  # older
+        await ws.send(fake.delta(nm.diff(m5, m7)))
         await fake.pump(ws)
 
     fake, server, link, task, applied, _ = await start(state_dir, script)
@@ -190,13 +208,13 @@ async def test_a_gap_in_the_deltas_asks_for_a_full_resync(state_dir):
     m5, m8, m9 = make_map(me, 5, [B]), make_map(me, 8, [C]), make_map(me, 9, [B, C])
 
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(m5)))
-        await ws.send(messages.encode(messages.Delta(nm.diff(m8, m9))))  # base 8 != applied 5
+        await ws.send(fake.full(m5))
+        await ws.send(fake.delta(nm.diff(m8, m9)))  # base 8 != applied 5
         resync = messages.decode_agent_message(await ws.recv())
         while not isinstance(resync, messages.Resync):
             resync = messages.decode_agent_message(await ws.recv())
         await fake.received.put(resync)
-        await ws.send(messages.encode(messages.Full(m9)))
+        await ws.send(fake.full(m9))
         await fake.pump(ws)
 
     fake, server, link, task, applied, _ = await start(state_dir, script)
@@ -210,8 +228,7 @@ async def test_a_gap_in_the_deltas_asks_for_a_full_resync(state_dir):
 
 async def test_the_persisted_map_is_applied_at_start_and_the_link_reconnects_after_a_drop(state_dir):
     me = identity.load_private_key(state_dir / "node.key").peer_id
-    persisted = json.dumps(nm.netmap_to_dict(make_map(me, 3, [B]))).encode()
-    write_private_file(state_dir / "netmap.json", persisted)
+    persist(state_dir, make_map(me, 3, [B]))
     delays = []
 
     async def fast_sleep(d):
@@ -222,7 +239,7 @@ async def test_the_persisted_map_is_applied_at_start_and_the_link_reconnects_aft
         if n == 1:
             await ws.close(1011, "server going away")
             return
-        await ws.send(messages.encode(messages.Full(make_map(me, 6, [B, C]))))
+        await ws.send(fake.full(make_map(me, 6, [B, C])))
         await fake.pump(ws)
 
     fake, server, link, task, applied, _ = await start(state_dir, script, sleep=fast_sleep)
@@ -251,7 +268,7 @@ async def test_the_agents_counter_report_is_sent_as_it_was_built(state_dir):
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
+        await ws.send(fake.full(make_map(me, 1, [B])))
         await fake.pump(ws)
 
     status = messages.Stats(12.0, (PeerCounters(B, "direct", 0.8, 10, 9, 1000, 900, 1, 0, 0, 3.0),))
@@ -283,7 +300,7 @@ async def test_a_bad_counter_report_is_skipped_and_the_link_stays_up(state_dir):
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
+        await ws.send(fake.full(make_map(me, 1, [B])))
         await fake.pump(ws)
 
     reports = iter([messages.Stats(1.0, (PeerCounters("NOT-A-PEER"),)),
@@ -307,7 +324,7 @@ async def test_endpoints_are_reported_again_each_refresh_period_while_counters_f
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
+        await ws.send(fake.full(make_map(me, 1, [B])))
         await fake.pump(ws)
 
     status = messages.Stats(1.0, ())

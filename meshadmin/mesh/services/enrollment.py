@@ -1,5 +1,9 @@
 """Enrollment: spend a token, allocate an overlay IP, issue the node's certificate.
 
+The token is `<secret>.<CA fingerprint>` (or, made before fingerprints, the secret alone): it is
+looked up by the hash of its secret; a fingerprint that is not this network's CA's is refused
+before anything is spent (the agent would refuse the answer anyway).
+
 The token is consumed by a conditional UPDATE (uses_left > 0, not revoked, not expired) in the
 same transaction that creates the node; if anything later fails (pool full, key already
 enrolled) the transaction rolls back and the use is given back. Refusals are audited outside
@@ -15,16 +19,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from nodeagent.protocol.enroll_token import TokenFormatError, fingerprint_matches, parse_token
 from nodeagent.protocol.identity import peer_id as compute_peer_id
 
 from ..addressing import PoolExhausted, next_free_address
 from ..changes import ALL_NODES, Change, announce
 from ..choices import AuditAction, NodeStatus
-from ..constants import CERTIFICATE_LIFETIME
 from ..models import EnrollmentToken, Node
 from ..pki import issue_node_certificate
 from ..secrets import hash_secret
 from .audit import record_refusal
+from .certificates import certificate_lifetime
 from .common import bump_serial, node_actor, record_audit
 from .errors import Conflict, Forbidden, ServiceError
 from .validation import clean_endpoint, clean_label, clean_public_key
@@ -67,7 +72,12 @@ def enroll(
     public_key = clean_public_key(public_key)
     endpoint_ip, control_port = clean_endpoint(endpoint) if endpoint else (None, None)
     pid = compute_peer_id(public_key)
-    token_hash = hash_secret("enroll", token or "")
+    try:
+        parsed = parse_token(token or "")
+        secret, fingerprint = parsed.secret, parsed.fingerprint
+    except TokenFormatError:
+        secret, fingerprint = token or "", None  # looked up as it is: no such token
+    token_hash = hash_secret("enroll", secret)
     row = EnrollmentToken.objects.filter(token_hash=token_hash).select_related("network").first()
     network = row.network if row is not None else None
 
@@ -89,6 +99,9 @@ def enroll(
     now = timezone.now()
     if row is None or row.revoked_at is not None or row.expires_at <= now or row.uses_left <= 0:
         detail = _token_refusal(row, now)
+        raise refuse(Forbidden(detail), detail)
+    if fingerprint is not None and not fingerprint_matches(fingerprint, bytes(row.network.ca_public_key)):
+        detail = "the token's CA fingerprint is not this network's"
         raise refuse(Forbidden(detail), detail)
     public = row.is_public if is_public is None else bool(is_public)
     if public and not row.is_public:
@@ -113,6 +126,7 @@ def enroll(
                     raise Forbidden("this public key belongs to a revoked node")
                 raise Conflict("a node with this public key is already enrolled")
             node = _create_node(locked, pid, name, public_key, public, endpoint_ip, control_port, now)
+            lifetime = certificate_lifetime()
             certificate = issue_node_certificate(
                 locked,
                 public_key=public_key,
@@ -121,10 +135,10 @@ def enroll(
                 is_public=public,
                 is_relay=public,
                 not_before=now,
-                not_after=now + CERTIFICATE_LIFETIME,
+                not_after=now + lifetime,
             )
             node.certificate = certificate
-            node.certificate_expires_at = now + CERTIFICATE_LIFETIME
+            node.certificate_expires_at = now + lifetime
             node.save(update_fields=["certificate", "certificate_expires_at"])
             record_audit(
                 AuditAction.NODE_ENROLLED,

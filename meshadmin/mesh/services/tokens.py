@@ -1,4 +1,8 @@
-"""Enrollment tokens: create (returns the plaintext once) and revoke."""
+"""Enrollment tokens: create (returns the plaintext once) and revoke.
+
+The plaintext is `<secret>.<CA fingerprint>` (nodeagent/protocol/enroll_token.py): the database
+keeps the hash of the secret only; the fingerprint of the network's CA rides along so the
+enrolling agent can check the CA key it is given (docs/protocol.md#enrollment-tokens)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
+
+from nodeagent.protocol.enroll_token import make_token
 
 from ..changes import Change, announce
 from ..choices import AuditAction
@@ -35,11 +41,12 @@ def create_token(
         raise InvalidInput(f"uses: must be 1..{MAX_TOKEN_USES}")
     if not timedelta(0) < ttl <= MAX_TOKEN_TTL:
         raise InvalidInput("expires: must be positive and at most 365 days")
-    plaintext = new_token()
+    secret = new_token()
+    plaintext = make_token(secret, bytes(network.ca_public_key))
     with transaction.atomic():
         locked = bump_serial(network.pk)
         token = EnrollmentToken.objects.create(
-            token_hash=hash_secret("enroll", plaintext),
+            token_hash=hash_secret("enroll", secret),
             prefix=token_prefix(plaintext),
             network=locked,
             max_uses=uses,

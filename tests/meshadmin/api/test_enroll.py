@@ -259,3 +259,38 @@ def test_an_address_taken_by_a_concurrent_enrollment_is_retried(
     response = api.enroll(make_token(), identity_factory(), "b")
     assert response.status_code == 201
     assert proposals[0] == first and response.json()["overlay_ip"] == proposals[1] != first
+
+
+# --- the CA fingerprint inside the token (docs/protocol.md#enrollment-tokens)
+
+
+def test_a_token_carries_the_fingerprint_of_its_networks_ca(network, make_token):
+    from nodeagent.protocol.enroll_token import fingerprint_matches, parse_token
+
+    parsed = parse_token(make_token())
+    assert parsed.fingerprint is not None
+    assert fingerprint_matches(parsed.fingerprint, bytes(network.ca_public_key))
+    # only the secret is stored, hashed
+    row = EnrollmentToken.objects.get()
+    assert parsed.secret.startswith(row.prefix) and parsed.secret not in row.token_hash
+
+
+def test_a_token_with_another_cas_fingerprint_is_refused_and_not_spent(api, make_token, identity_factory):
+    from nodeagent.protocol.enroll_token import make_token as compose
+    from nodeagent.protocol.enroll_token import parse_token
+
+    token = make_token()
+    forged = compose(parse_token(token).secret, b"\x07" * 2592)
+    response = api.enroll(forged, identity_factory(), "belgium")
+    assert response.status_code == 403 and "fingerprint" in response.json()["detail"]
+    assert EnrollmentToken.objects.get().uses_left == 1
+    assert api.enroll(token, identity_factory(), "belgium").status_code == 201
+
+
+def test_an_old_form_token_without_a_fingerprint_still_enrolls(api, make_token, identity_factory):
+    """The server accepts the secret alone (tokens made before fingerprints); the agent decides
+    whether it may trust the answer (only over https: nodeagent/enroll.py)."""
+    from nodeagent.protocol.enroll_token import parse_token
+
+    secret = parse_token(make_token()).secret
+    assert api.enroll(secret, identity_factory(), "belgium").status_code == 201

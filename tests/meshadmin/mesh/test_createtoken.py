@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from meshadmin.mesh.management.commands.createtoken import parse_duration
 from meshadmin.mesh.models import EnrollmentToken, Network
+from nodeagent.protocol.enroll_token import parse_token
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -79,4 +80,6 @@ def test_the_command_line_prints_the_token_as_the_last_line(tmp_path):
         text=True,
     )
     last = result.stdout.strip().splitlines()[-1]
-    assert len(last) == 43 and " " not in last
+    # the 43-character secret, '.', and the network CA's fingerprint (docs/protocol.md#enrollment-tokens)
+    assert len(last) == 43 + 1 + 43 and " " not in last
+    assert parse_token(last).fingerprint is not None

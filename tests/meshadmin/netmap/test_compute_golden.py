@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from meshadmin.netmap.compute import NodeNotInNetwork, netmap_for, netmaps_for_all
 from meshadmin.netmap.snapshot import NodeRow, RouteRow, Snapshot
@@ -17,6 +18,8 @@ from nodeagent.protocol import netmap as nm
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name.removesuffix(".input.json") for p in GOLDEN.glob("*.input.json"))
+CA = mldsa.MLDSA87PrivateKey.generate()
+CA_PUBLIC = CA.public_key().public_bytes_raw()
 
 
 def snapshot_from(data: dict) -> Snapshot:
@@ -44,7 +47,8 @@ def test_netmaps_match_the_golden_file(case):
 def test_every_golden_netmap_survives_the_wire(case):
     snap = snapshot_from(json.loads((GOLDEN / f"{case}.input.json").read_text()))
     for m in netmaps_for_all(snap).values():
-        assert messages.decode_server_message(messages.encode(messages.Full(m))) == messages.Full(m)
+        signed = messages.sign_full(m, CA)
+        assert messages.decode_server_message(messages.encode(signed), netmap_key=CA_PUBLIC) == signed
 
 
 def test_a_revoked_node_gets_no_netmap():

@@ -8,6 +8,7 @@ import msgpack
 import pytest
 
 from nodeagent.protocol import messages
+from nodeagent.protocol.constants import WEBSOCKET_VERSION as V
 from nodeagent.protocol.constants import CloseCode
 from tests.meshadmin.realtime.realtime_helpers import close_code, login, open_socket, receive
 
@@ -16,11 +17,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CASES = [
     pytest.param({"bytes_data": b"\xc1\x00garbage"}, CloseCode.MALFORMED, id="bad-msgpack"),
     pytest.param({"text_data": '{"v": 1, "t": "ack", "serial": 1}'}, CloseCode.MALFORMED, id="json-text"),
-    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "reboot"})}, CloseCode.UNKNOWN_TYPE,
+    pytest.param({"bytes_data": msgpack.packb({"v": V, "t": "reboot"})}, CloseCode.UNKNOWN_TYPE,
                  id="unknown-type"),
     pytest.param({"bytes_data": msgpack.packb({"v": 9, "t": "ack", "serial": 1})},
                  CloseCode.UNSUPPORTED_VERSION, id="future-version"),
-    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "ack", "serial": "7"})}, CloseCode.MALFORMED,
+    pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "ack", "serial": 1})},
+                 CloseCode.UNSUPPORTED_VERSION, id="version-1-agent"),
+    pytest.param({"bytes_data": msgpack.packb({"v": V, "t": "ack", "serial": "7"})}, CloseCode.MALFORMED,
                  id="wrong-field-type"),
     pytest.param({"bytes_data": b"\x00" * (messages.MAX_MESSAGE_SIZE + 1)}, CloseCode.TOO_LARGE,
                  id="oversized"),

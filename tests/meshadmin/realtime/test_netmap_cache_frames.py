@@ -1,27 +1,34 @@
-"""Sockets that send an equal delta share one encoded frame; a different delta gets its own."""
+"""Sockets that send an equal delta share one signed, encoded frame; a different delta gets its own."""
 
 from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from meshadmin.realtime.netmap_cache import ViewCache
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 
+CA = mldsa.MLDSA87PrivateKey.generate()
+CA_PUBLIC = CA.public_key().public_bytes_raw()
 
-def _delta(serial: int, name: str) -> messages.Delta:
+
+def _delta(serial: int, name: str) -> nm.NetMapDelta:
     peer = nm.Peer(peer_id="ab" * 20, name=name, overlay_ip="10.64.0.9", fingerprint="cd" * 32,
                    endpoints=(), is_public=False, is_relay=False, relay=None, online=False)
-    return messages.Delta(nm.NetMapDelta(network="default", base_serial=serial - 1, serial=serial,
-                                   upsert=(peer,), remove=(), routes=None, relays=None, revoked=None))
+    return nm.NetMapDelta(network="default", base_serial=serial - 1, serial=serial,
+                          upsert=(peer,), remove=(), routes=None, relays=None, revoked=None)
 
 
-def test_an_equal_delta_is_encoded_once_and_decodes_to_itself():
+def test_an_equal_delta_is_encoded_and_signed_once_and_decodes_to_itself():
     cache = ViewCache()
-    first = cache.encoded(_delta(5, "mac"))
-    assert cache.encoded(_delta(5, "mac")) is first
-    assert messages.decode_server_message(first) == _delta(5, "mac")
+    first = cache.encoded(_delta(5, "mac"), CA)
+    assert cache.encoded(_delta(5, "mac"), CA) is first
+    assert cache.signatures == 1
+    assert messages.decode_server_message(first, netmap_key=CA_PUBLIC).delta == _delta(5, "mac")
 
 
 def test_a_different_delta_gets_its_own_frame():
     cache = ViewCache()
-    mac, pc = cache.encoded(_delta(5, "mac")), cache.encoded(_delta(5, "pc"))
-    assert mac != pc and messages.decode_server_message(pc) == _delta(5, "pc")
+    mac, pc = cache.encoded(_delta(5, "mac"), CA), cache.encoded(_delta(5, "pc"), CA)
+    assert mac != pc and messages.decode_server_message(pc, netmap_key=CA_PUBLIC).delta == _delta(5, "pc")
+    assert cache.signatures == 2

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric import mldsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodeagent.protocol import messages
+from nodeagent.protocol import messages, netmap_sign
 from nodeagent.protocol import netmap as nm
-from nodeagent.protocol.constants import CloseCode
+from nodeagent.protocol.constants import WEBSOCKET_VERSION, CloseCode
 from nodeagent.protocol.counters import PeerCounters
 from nodeagent.protocol.strict import Malformed, MessageError
 
 A, B, C, R = ("a" * 40), ("b" * 40), ("c" * 40), ("d" * 40)
 FP = "f" * 64
+V = WEBSOCKET_VERSION
+CA = mldsa.MLDSA87PrivateKey.generate()
 
 
 def _peer(pid: str, ip: str, **kw) -> nm.Peer:
@@ -41,8 +44,9 @@ def _raw(d: dict) -> bytes:
 
 def test_every_message_round_trips_through_bytes():
     m = _map()
-    msgs_server = [messages.Challenge(b"x" * 32), messages.Full(m),
-                   messages.Delta(nm.diff(m, _map(serial=4, routes=())))]
+    msgs_server = [messages.Challenge(b"x" * 32), messages.sign_full(m, CA),
+                   messages.sign_delta(nm.diff(m, _map(serial=4, routes=())), CA),
+                   messages.CertificateIssued(b"c" * 7307)]
     for msg in msgs_server:
         assert messages.decode_server_message(messages.encode(msg)) == msg
     msgs_agent = [
@@ -51,6 +55,7 @@ def test_every_message_round_trips_through_bytes():
         messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),), "0.1.0"),
         messages.Stats(12.5, (PeerCounters(B, "direct", rtt_ms=1.5, tx_frames=3),
                         PeerCounters(C, f"relay:{R}"))),
+        messages.Renew(),
     ]
     for msg in msgs_agent:
         assert messages.decode_agent_message(messages.encode(msg)) == msg
@@ -67,18 +72,18 @@ def test_a_server_message_is_not_accepted_from_an_agent():
         (b"\xc1", Malformed, CloseCode.MALFORMED),                       # 1 reserved msgpack byte
         (b'{"v": 1, "t": "ack"}', Malformed, CloseCode.MALFORMED),       # 2 JSON is not msgpack
         (_raw([1, "ack"]), Malformed, CloseCode.MALFORMED),              # 3 not a map
-        (_raw({"v": 2, "t": "ack", "serial": 1}), messages.UnsupportedVersion, CloseCode.UNSUPPORTED_VERSION),
-        (_raw({"v": 1, "t": "hello"}), messages.UnknownType, CloseCode.UNKNOWN_TYPE),  # 5
-        (_raw({"v": 1, "t": "ack"}), Malformed, CloseCode.MALFORMED),    # 6 missing field
-        (_raw({"v": 1, "t": "ack", "serial": -1}), Malformed, CloseCode.MALFORMED),   # 7
-        (_raw({"v": 1, "t": "ack", "serial": True}), Malformed, CloseCode.MALFORMED),  # 8 bool != int
-        (_raw({"v": 1, "t": "ack", "serial": 1, "x": 0}), Malformed, CloseCode.MALFORMED),  # 9 extra
-        (_raw({"v": 1, "t": "auth", "peer_id": "A" * 40, "signature": b"s"}), Malformed,
+        (_raw({"v": 1, "t": "ack", "serial": 1}), messages.UnsupportedVersion, CloseCode.UNSUPPORTED_VERSION),
+        (_raw({"v": V, "t": "hello"}), messages.UnknownType, CloseCode.UNKNOWN_TYPE),  # 5
+        (_raw({"v": V, "t": "ack"}), Malformed, CloseCode.MALFORMED),    # 6 missing field
+        (_raw({"v": V, "t": "ack", "serial": -1}), Malformed, CloseCode.MALFORMED),   # 7
+        (_raw({"v": V, "t": "ack", "serial": True}), Malformed, CloseCode.MALFORMED),  # 8 bool != int
+        (_raw({"v": V, "t": "ack", "serial": 1, "x": 0}), Malformed, CloseCode.MALFORMED),  # 9 extra
+        (_raw({"v": V, "t": "auth", "peer_id": "A" * 40, "signature": b"s"}), Malformed,
          CloseCode.MALFORMED),                                               # 10 upper-case peer id
-        (_raw({"v": 1, "t": "auth", "peer_id": A, "signature": "text"}), Malformed,
+        (_raw({"v": V, "t": "auth", "peer_id": A, "signature": "text"}), Malformed,
          CloseCode.MALFORMED),                                               # 11 signature not bytes
         (b"\x00" * (messages.MAX_MESSAGE_SIZE + 1), messages.TooLarge, CloseCode.TOO_LARGE),  # 12 oversized
-        (_raw({"v": 1, "t": "stats", "uptime_s": float("nan"), "peers": []}), Malformed,
+        (_raw({"v": V, "t": "stats", "uptime_s": float("nan"), "peers": []}), Malformed,
          CloseCode.MALFORMED),                                               # 13 NaN
         (_raw({1: 1}), Malformed, CloseCode.MALFORMED),                  # 14 non-string key
         ("text", Malformed, CloseCode.MALFORMED),                        # 15 text frame
@@ -90,19 +95,25 @@ def test_bad_agent_frames_raise_a_typed_error_with_a_close_code(frame, error, co
     assert info.value.code == code
 
 
+def _full_frame(netmap: dict, key=CA) -> bytes:
+    """A `netmap` frame around this plain-data map, signed by `key`."""
+    body = _raw(netmap)
+    return _raw({"v": V, "t": "netmap", "netmap": body, "sig": netmap_sign.sign(key, b"netmap", body)})
+
+
 def test_a_netmap_with_a_bad_address_or_duplicate_peer_is_rejected():
-    d = messages.message_to_dict(messages.Full(_map()))
-    d["netmap"]["peers"][0]["overlay_ip"] = "10.10.10.300"
+    d = nm.netmap_to_dict(_map())
+    d["peers"][0]["overlay_ip"] = "10.10.10.300"
     with pytest.raises(Malformed, match="overlay_ip"):
-        messages.decode_server_message(_raw(d))
-    d = messages.message_to_dict(messages.Full(_map()))
-    d["netmap"]["peers"].append(d["netmap"]["peers"][0])
+        messages.decode_server_message(_full_frame(d))
+    d = nm.netmap_to_dict(_map())
+    d["peers"].append(d["peers"][0])
     with pytest.raises(Malformed, match="duplicate"):
-        messages.decode_server_message(_raw(d))
-    d = messages.message_to_dict(messages.Full(_map()))
-    d["netmap"]["routes"][0]["prefix"] = "192.168.7.1/24"  # host bits set
+        messages.decode_server_message(_full_frame(d))
+    d = nm.netmap_to_dict(_map())
+    d["routes"][0]["prefix"] = "192.168.7.1/24"  # host bits set
     with pytest.raises(Malformed, match="prefix"):
-        messages.decode_server_message(_raw(d))
+        messages.decode_server_message(_full_frame(d))
 
 
 @settings(max_examples=200, deadline=None)
@@ -125,7 +136,7 @@ _SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
                     | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20),
        st.sampled_from(["auth", "resync", "ack", "endpoints", "stats", "netmap", "delta", "challenge"]))
 def test_random_structures_under_a_known_type_are_rejected_cleanly(body, t):
-    frame = _raw({"v": 1, "t": t, "netmap": body, "delta": body, "peers": body, "serial": body})
+    frame = _raw({"v": V, "t": t, "netmap": body, "delta": body, "peers": body, "serial": body})
     for decode in (messages.decode_agent_message, messages.decode_server_message):
         try:
             decode(frame)
@@ -134,12 +145,12 @@ def test_random_structures_under_a_known_type_are_rejected_cleanly(body, t):
 
 
 def test_an_endpoint_report_without_an_agent_version_still_parses():
-    frame = _raw({"v": 1, "t": "endpoints", "endpoints": []})
+    frame = _raw({"v": V, "t": "endpoints", "endpoints": []})
     assert messages.decode_agent_message(frame) == messages.EndpointReport(())
 
 
 @pytest.mark.parametrize("version", ["", "x" * (messages.MAX_VERSION + 1), "1.0\n", 7, None])
 def test_a_bad_agent_version_is_malformed(version):
-    frame = _raw({"v": 1, "t": "endpoints", "endpoints": [], "agent": version})
+    frame = _raw({"v": V, "t": "endpoints", "endpoints": [], "agent": version})
     with pytest.raises(Malformed):
         messages.decode_agent_message(frame)
