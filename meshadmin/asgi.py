@@ -1,6 +1,7 @@
 """ASGI entry point: `daphne meshadmin.asgi:application`.
 
-HTTP goes to Django; WebSocket connections are routed by meshadmin/routing.py.
+HTTP goes to Django; WebSocket connections are routed by meshadmin/routing.py. In front of both,
+proxy headers count only from SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
 """
 
 import os
@@ -11,12 +12,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshadmin.settings")
 django_asgi_app = get_asgi_application()  # before importing anything that touches models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
+from meshadmin.proxy import ProxyHeadersMiddleware  # noqa: E402
 from meshadmin.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
-    }
+application = ProxyHeadersMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": URLRouter(websocket_urlpatterns),
+        }
+    ),
+    settings.SHADOWMESH_TRUSTED_PROXIES,
 )

@@ -6,7 +6,8 @@
     mac                    198.18.0.8
 
 The server (daphne) listens on 127.0.0.1 for the browser and on 198.18.0.1, the host end of a
-bridge this script creates, for the agents. Each node is a network namespace ("<prefix>-uk", ...,
+bridge this script creates, for the agents (SHADOWMESH_PUBLIC_URL names it, so the dashboard's
+enroll command works from the namespaces). Each node is a network namespace ("<prefix>-uk", ...,
 with this run's prefix) with a veth on that bridge; each enrolls with its own one-time token
 (`shadowmesh-agent enroll`) and then runs `shadowmesh-agent up --state-dir`. The network is built
 by the project's namespace lab (lab/): Ctrl-C or SIGTERM stops the agents and the server and removes
@@ -65,6 +66,9 @@ class Demo:
         self.env["SHADOWMESH_ALLOWED_HOSTS"] = ",".join(
             h for h in (hosts, "127.0.0.1", "localhost", HOST_IP) if h
         )
+        # the URL the nodes use: the dashboard's enroll command and QR code name it, whatever host
+        # the browser opened the dashboard at
+        self.env["SHADOWMESH_PUBLIC_URL"] = f"http://{HOST_IP}:{port}"
 
     # --- network
     def build_network(self) -> None:

@@ -130,3 +130,51 @@ def test_every_environment_variable_is_listed_in_env_example():
     } <= read
     missing = read - listed
     assert not missing, f"not in docker/.env.example: {sorted(missing)}"
+
+
+# --- the TLS proxy in front of web (docs/operations.md#tls-proxy); run for real in test_tls_proxy.py
+
+
+def _env_example() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", (DOCKER / ".env.example").read_text(), re.M))
+
+
+def test_only_the_tls_proxy_is_published_and_web_sits_behind_it():
+    services = _compose()["services"]
+    proxy, web = services["proxy"], services["web"]
+    assert proxy["image"].startswith("nginx:")
+    assert "443:443" in proxy["ports"]
+    assert "ports" not in web, "web is reached only through the proxy"
+    assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert "edge" in web["networks"] and "edge" in proxy["networks"]
+    daphne_port = web["command"][web["command"].index("-p") + 1]
+    conf = (DOCKER / "nginx.conf").read_text()
+    upstream = re.search(r"upstream meshadmin \{\s*server ([\w.-]+):(\d+);", conf)
+    assert upstream and upstream.groups() == ("web", daphne_port)
+
+
+def test_web_believes_proxy_headers_from_the_proxys_address_only():
+    import ipaddress
+
+    compose = _compose()
+    proxy_ip = compose["services"]["proxy"]["networks"]["edge"]["ipv4_address"]
+    subnet = compose["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(subnet)
+    env = _env_example()
+    assert env["SHADOWMESH_TRUSTED_PROXIES"] == proxy_ip
+    assert env["SHADOWMESH_TRUST_PROXY_HTTPS"] == "1" and env["SHADOWMESH_PUBLIC_URL"].startswith("https://")
+
+
+def test_the_proxy_sets_the_headers_django_and_websockets_need():
+    conf = (DOCKER / "nginx.conf").read_text()
+    location = re.search(r"location / \{(.*?)\n        \}", conf, re.S).group(1)
+    directives = {tuple(line.split(None, 2)[1:3]) for line in location.splitlines()
+                  if line.strip().startswith("proxy_set_header")}
+    assert ("Host", "$http_host;") in directives
+    assert ("X-Forwarded-For", "$remote_addr;") in directives  # replaced, not appended to the client's
+    assert ("X-Forwarded-Proto", "$scheme;") in directives
+    assert ("Upgrade", "$http_upgrade;") in directives
+    assert ("Connection", "$connection_upgrade;") in directives
+    assert "proxy_http_version 1.1;" in location
+    assert re.search(r"listen 443 ssl;", conf) and "ssl_protocols TLSv1.2 TLSv1.3;" in conf
+    assert re.search(r"listen 80;\s*return 308 https://", conf)
