@@ -55,7 +55,7 @@ from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.strict import MessageError
 
 from . import auth, groups, tasks
-from .netmap_cache import current_serial, signer_for, view_cache
+from .netmap_cache import current_serial, view_cache
 from .stats_buffer import stats_buffer
 
 __all__ = ["AgentConsumer"]
@@ -342,7 +342,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.sent = view
 
     def _full_frame(self, view: compute.NetworkView) -> bytes:
-        return view_cache().full_frame(view.netmap_for(self.agent.peer_id), signer_for(view))
+        cache = view_cache()
+        return cache.full_frame(view.netmap_for(self.agent.peer_id), cache.signer(view))
 
     async def netmap_changed(self, event: dict) -> None:
         if self.agent is None or self.closing:
@@ -365,7 +366,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             delta = compute.delta_for(old, view, view_cache().changes(old, view), self.agent.peer_id)
             if delta is None:  # a relay, or its own entry changed: the general path
                 delta = nm.diff(old.netmap_for(self.agent.peer_id), view.netmap_for(self.agent.peer_id))
-            await self.send(bytes_data=view_cache().encoded(delta, signer_for(view)))
+            cache = view_cache()
+            await self.send(bytes_data=cache.encoded(delta, cache.signer(view)))
         self.sent = view
 
     async def agent_revoke(self, event: dict) -> None:

@@ -8,7 +8,8 @@ loop (futures belong to one).
 
 Signing: every netmap and delta goes out signed by the network's CA key
 (nodeagent/protocol/netmap_sign.py). The key is unsealed once per process and CA (keyed by the CA
-public key the snapshot carries, one extra query the first time); a delta shared by most sockets
+public key the snapshot carries, one extra query the first time), in the database thread that
+loads the view, and kept by the cache beside the view (`signer`); a delta shared by most sockets
 costs one signature, a full map (on connect and on `resync`) one per socket.
 """
 
@@ -28,40 +29,36 @@ from meshadmin.netmap import compute, snapshot
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 
-__all__ = ["ViewCache", "current_serial", "netmap_signer", "signer_for", "view_cache"]
+__all__ = ["ViewCache", "current_serial", "netmap_signer", "view_cache"]
 
 log = logging.getLogger(__name__)
 
-# CA public key -> its unsealed private key, for signing netmaps (at most a few networks)
-_signers: dict[bytes, mldsa.MLDSA87PrivateKey] = {}
+# CA public key -> its unsealed private key: spares the unsealing on later loads (a cache only:
+# whoever signs holds the key it got from `_load`)
+_unsealed: dict[bytes, mldsa.MLDSA87PrivateKey] = {}
 
 
 def netmap_signer(network_id: int, ca_public_key: bytes) -> mldsa.MLDSA87PrivateKey:
-    """The network's CA key (database and unsealing on the first call per process): call from a
-    database thread, or once `_load` has cached it."""
-    key = _signers.get(ca_public_key)
+    """The network's CA key, for signing its netmaps (database and unsealing the first time per
+    process): call from a database thread."""
+    key = _unsealed.get(ca_public_key)
     if key is None:
-        if len(_signers) >= 64:
-            _signers.clear()
         network = Network.objects.only("ca_public_key", "ca_private_sealed").get(pk=network_id)
         if bytes(network.ca_public_key) != ca_public_key:
             raise LookupError(f"network {network_id}'s CA changed while its map was computed")
-        key = _signers[ca_public_key] = load_ca_key(network)
+        if len(_unsealed) >= 64:
+            _unsealed.clear()
+        key = _unsealed[ca_public_key] = load_ca_key(network)
     return key
 
 
-def _load(network_id: int) -> compute.NetworkView:
+def _load(network_id: int) -> tuple[compute.NetworkView, mldsa.MLDSA87PrivateKey]:
     started = time.perf_counter()
     v = compute.view(snapshot.load(network_id))
-    netmap_signer(network_id, v.snapshot.ca_public_key)  # cached for the loop thread's signing
+    key = netmap_signer(network_id, v.snapshot.ca_public_key)
     log.info("network %s serial %s: view of %d nodes loaded in %.0f ms", network_id, v.snapshot.serial,
              len(v.snapshot.nodes), 1000 * (time.perf_counter() - started))
-    return v
-
-
-def signer_for(view: compute.NetworkView) -> mldsa.MLDSA87PrivateKey:
-    """The key that signs this view's maps (cached by `_load`, which made the view)."""
-    return _signers[view.snapshot.ca_public_key]
+    return v, key
 
 
 @database_sync_to_async
@@ -72,23 +69,29 @@ def current_serial(network_id: int) -> int:
 class ViewCache:
     def __init__(self) -> None:
         self._views: dict[int, compute.NetworkView] = {}
+        self._signers: dict[int, mldsa.MLDSA87PrivateKey] = {}  # network -> the key of its views
         self._loading: dict[int, asyncio.Future] = {}
         # (id(old), id(new)) -> (old, new, changes); the views are held so their ids stay unique
         self._changes: dict[tuple[int, int], tuple] = {}
-        self._encoded: dict[tuple[nm.NetMapDelta, bytes], bytes] = {}
+        # (delta, id(signer)) -> (signer, frame); the signer is held so its id stays its own
+        self._encoded: dict[tuple[nm.NetMapDelta, int], tuple[mldsa.MLDSA87PrivateKey, bytes]] = {}
         self.signatures = 0  # netmaps and deltas this cache signed
 
     def encoded(self, delta: nm.NetMapDelta, signer: mldsa.MLDSA87PrivateKey) -> bytes:
         """The delta's frame, signed by `signer` and encoded once for all sockets that send an equal
         delta (most members after a change)."""
-        key = (delta, signer.public_key().public_bytes_raw())
-        frame = self._encoded.get(key)
-        if frame is None:
+        key = (delta, id(signer))
+        hit = self._encoded.get(key)
+        if hit is None:
             if len(self._encoded) >= 64:
                 self._encoded.clear()
             self.signatures += 1
-            frame = self._encoded[key] = messages.encode(messages.sign_delta(delta, signer))
-        return frame
+            hit = self._encoded[key] = (signer, messages.encode(messages.sign_delta(delta, signer)))
+        return hit[1]
+
+    def signer(self, view: compute.NetworkView) -> mldsa.MLDSA87PrivateKey:
+        """The CA key that signs `view`'s maps (loaded with it)."""
+        return self._signers[view.snapshot.network_id]
 
     def full_frame(self, netmap: nm.NetMap, signer: mldsa.MLDSA87PrivateKey) -> bytes:
         """A node's full map, signed (one signature each: every node's map differs)."""
@@ -115,7 +118,7 @@ class ViewCache:
                 fut = asyncio.ensure_future(database_sync_to_async(_load)(network_id))
                 self._loading[network_id] = fut
                 fut.add_done_callback(lambda f, n=network_id: self._done(n, f))
-            v = await asyncio.shield(fut)
+            v, _key = await asyncio.shield(fut)
             if v.snapshot.serial >= min_serial:
                 return v
             # that load started before the change we were told about committed: load again
@@ -124,10 +127,11 @@ class ViewCache:
         if self._loading.get(network_id) is fut:
             del self._loading[network_id]
         if not fut.cancelled() and fut.exception() is None:
-            new = fut.result()
+            new, key = fut.result()
             old = self._views.get(network_id)
             if old is None or new.snapshot.serial >= old.snapshot.serial:
                 self._views[network_id] = new
+                self._signers[network_id] = key
 
 
 _caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ViewCache] = weakref.WeakKeyDictionary()

@@ -21,8 +21,9 @@ async def open_socket(headers=None, path="/ws/agent/") -> WebsocketCommunicator:
     return comm
 
 
-async def receive(comm: WebsocketCommunicator, timeout: float = 5):
-    return messages.decode_server_message(await comm.receive_from(timeout))
+async def receive(comm: WebsocketCommunicator, timeout: float = 5, ca_public_key: bytes | None = None):
+    """The next frame from the server; with `ca_public_key`, netmaps must be signed by that CA."""
+    return messages.decode_server_message(await comm.receive_from(timeout), netmap_key=ca_public_key)
 
 
 async def close_code(comm: WebsocketCommunicator, timeout: float = 5) -> int:
@@ -40,6 +41,6 @@ async def login(ident) -> tuple[WebsocketCommunicator, nm.NetMap]:
     assert isinstance(challenge, messages.Challenge)
     auth = messages.Auth(ident.peer_id, ident.sign_login(challenge.nonce))
     await comm.send_to(bytes_data=messages.encode(auth))
-    full = await receive(comm)
+    full = await receive(comm, ca_public_key=ident.ca_public_key)  # signed by the network's CA
     assert isinstance(full, messages.Full)
     return comm, full.netmap
