@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodeagent.protocol import messages
+from nodeagent.protocol.constants import WEBSOCKET_VERSION
 from nodeagent.protocol.counters import (
     MAX_ENCODED_SIZE,
     TRAFFIC,
@@ -127,25 +128,28 @@ def test_sums_of_traffic_take_anything_with_the_traffic_fields():
 # ----------------------------------------------------------------------------- the frame head
 
 
+V = WEBSOCKET_VERSION
+
+
 def _raw(d: dict) -> bytes:
     return msgpack.packb(d, use_bin_type=True)
 
 
 def test_a_frames_type_is_read_from_its_head():
     assert messages.frame_type(messages.encode(messages.Stats(1.0, (PeerCounters(B),)))) == "stats"
-    assert messages.frame_type(_raw({"v": 1, "t": "whatever", "x": b"\0" * 100_000})) == "whatever"
+    assert messages.frame_type(_raw({"v": V, "t": "whatever", "x": b"\0" * 100_000})) == "whatever"
 
 
 @pytest.mark.parametrize(
     ("frame", "error"),
     [
-        (_raw({"t": "ack", "v": 1, "serial": 1}), Malformed),                 # t before v
-        (_raw({"serial": 1, "v": 1, "t": "ack"}), Malformed),                 # another key first
-        (_raw({"v": 1}), Malformed),                                          # no t
-        (_raw({"v": 1, "t": "x" * 80}), Malformed),                           # a type far too long
-        (_raw({"v": 1, "t": 7}), Malformed),
+        (_raw({"t": "ack", "v": V, "serial": 1}), Malformed),                 # t before v
+        (_raw({"serial": 1, "v": V, "t": "ack"}), Malformed),                 # another key first
+        (_raw({"v": V}), Malformed),                                          # no t
+        (_raw({"v": V, "t": "x" * 80}), Malformed),                           # a type far too long
+        (_raw({"v": V, "t": 7}), Malformed),
         (_raw({"v": "1", "t": "ack"}), Malformed),
-        (_raw({"v": 2, "t": "ack"}), messages.UnsupportedVersion),
+        (_raw({"v": 1, "t": "ack"}), messages.UnsupportedVersion),  # an agent of the previous version
         (_raw([1, "ack"]), Malformed),
         (b"", Malformed),
         ("text", Malformed),
@@ -162,7 +166,7 @@ def test_a_frame_without_the_head_is_refused_by_frame_type_and_the_decoders(fram
 
 def test_a_repeated_type_key_cannot_change_the_type_after_the_head():
     # msgpack maps may repeat a key; the head says "ack", a later "t" says "stats"
-    frame = b"\x84" + _raw("v") + _raw(1) + _raw("t") + _raw("ack") + _raw("serial") + _raw(1) \
+    frame = b"\x84" + _raw("v") + _raw(V) + _raw("t") + _raw("ack") + _raw("serial") + _raw(1) \
         + _raw("t") + _raw("stats")
     assert messages.frame_type(frame) == "ack"
     with pytest.raises(Malformed, match="once"):
