@@ -1,7 +1,7 @@
 """ASGI entry point: `daphne meshadmin.asgi:application`.
 
 HTTP goes to Django; WebSocket connections are routed by meshadmin/routing.py. In front of both,
-proxy headers count only from SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
+X-Forwarded-Proto counts only from SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
 """
 
 import os
@@ -14,10 +14,10 @@ django_asgi_app = get_asgi_application()  # before importing anything that touch
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from meshadmin.proxy import ProxyHeadersMiddleware  # noqa: E402
+from meshadmin.proxy import ForwardedProtoMiddleware  # noqa: E402
 from meshadmin.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProxyHeadersMiddleware(
+application = ForwardedProtoMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-__all__ = ["client_address", "parse_trusted_proxies", "request_client_ip", "scope_client_ip"]
+__all__ = [
+    "client_address", "is_trusted_proxy", "parse_trusted_proxies", "request_client_ip", "scope_client_ip",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -49,6 +51,12 @@ def _address(text: str | None) -> Address | None:
 
 def _trusted(addr: Address, trusted: Sequence[Network]) -> bool:
     return any(addr.version == net.version and addr in net for net in trusted)
+
+
+def is_trusted_proxy(peer: str | None, trusted: Sequence[Network]) -> bool:
+    """Whether the TCP peer `peer` is one of the trusted reverse proxies."""
+    addr = _address(peer)
+    return addr is not None and _trusted(addr, trusted)
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:

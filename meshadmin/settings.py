@@ -23,7 +23,6 @@ from django.utils.csp import CSP
 from meshadmin.client_address import parse_trusted_proxies
 from meshadmin.datadir import private_dir, private_file, write_private_file
 from meshadmin.env import env_bool, env_int, env_list, env_path, env_str
-from meshadmin.proxy import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -282,15 +281,9 @@ SECURE_CSP = {
     "form-action": [CSP.SELF],
 }
 SESSION_COOKIE_HTTPONLY = True
-# The reverse proxy in front (docker/nginx.conf): X-Forwarded-For/-Proto are believed only from these
-# addresses and stripped from every other connection (meshadmin/proxy.py, wrapped in asgi.py).
-_trusted_proxies = env_list(
-    "SHADOWMESH_TRUSTED_PROXIES", [],
-    "Comma-separated addresses/networks of the reverse proxy; only their X-Forwarded-For/-Proto count")
-try:
-    SHADOWMESH_TRUSTED_PROXIES = parse_networks(_trusted_proxies)
-except ValueError as exc:
-    raise ImproperlyConfigured(f"SHADOWMESH_TRUSTED_PROXIES: {exc}") from None
+# The reverse proxy in front (docker/nginx.conf, SHADOWMESH_TRUSTED_PROXIES above): its
+# X-Forwarded-Proto sets the scheme, and is removed from every other connection (meshadmin/proxy.py,
+# wrapped around the application in asgi.py).
 if env_bool(
     "SHADOWMESH_TRUST_PROXY_HTTPS", False, "1 = trust X-Forwarded-Proto: https from the TLS proxy in front"
 ):
