@@ -353,7 +353,7 @@ async def test_a_rate_limited_close_waits_the_capped_delay_then_connects(state_d
         await asyncio.sleep(0)
 
     ident = identity.load_private_key(state_dir / "node.key")
-    fake = FakeServer(ident.public_key)
+    fake = FakeServer(ident.public_key, CA_KEYS[state_dir])
     refused = 0
 
     async def handler(ws):
@@ -365,7 +365,7 @@ async def test_a_rate_limited_close_waits_the_capped_delay_then_connects(state_d
         await fake.handler(ws)
 
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(make_map(me, 2, [B]))))
+        await ws.send(fake.full(make_map(me, 2, [B])))
         await fake.pump(ws)
 
     fake.script = script
