@@ -5,7 +5,8 @@ Life of a socket:
      (SHADOWMESH_AGENT_CONNECT_RATE) is closed at once with 4429, before any other work. With
      `Authorization: Bearer <session token>` (from /api/auth/verify) the node is known at once;
      otherwise the first server frame is a 32-byte challenge and the agent must answer `auth`
-     (ML-DSA-87, context shadowmesh/auth/v1) within AUTH_TIMEOUT (5 s). Failed authentications
+     (ML-DSA-87, context shadowmesh/agent-auth/v1, bound to the network's CA: auth.py) within
+     AUTH_TIMEOUT (5 s). Failed authentications
      are audited, folded per address and reason (mesh/services/audit.py).
   2. authenticated: join groups node.<peer id> and agents.<network>, mark presence, send the
      full netmap.

@@ -3,7 +3,8 @@
 A challenge is 32 random bytes bound to one node, valid for 60 s and spent by the first verify
 attempt whatever its outcome (a conditional UPDATE, so two racing verifies cannot both use it).
 The node signs the decoded challenge bytes with context "shadowmesh/auth/v1"; the check is
-nodeagent.protocol.auth.verify_auth_signature, the same one the websocket uses.
+nodeagent.protocol.auth.verify_auth_signature. The websocket login signs another context over
+other bytes (auth.verify_agent_login), so neither signature is accepted by the other path.
 """
 
 from __future__ import annotations
