@@ -50,16 +50,15 @@ HANDSHAKE_MIN_INTERVAL_S = 0.020  # a responder ignores a peer's HELLOs closer t
 REPLAY_WINDOW = 8128  # counters remembered behind the highest accepted (RFC 6479 ring 128 x 64)
 
 # --- specification: protocol version, handshake and control channel
-PROTOCOL_VERSION = 1  # the `v` of every agent websocket message
+# the `v` of every agent websocket message; 2: netmaps signed by the CA, the login bound to the CA
+# (CONTEXT_AGENT_AUTH), certificate renewal. A version-1 agent is closed with UNSUPPORTED_VERSION.
+PROTOCOL_VERSION = 2
 HANDSHAKE_VERSION = 2  # the HELLO's version byte; 2: the HELLO is signed and names its responder
 SUITE_HYBRID_V1 = 1  # X25519 + ML-KEM-1024, ML-DSA-87 signatures, HKDF-SHA256, ChaCha20-Poly1305
 MAX_CONTROL_MESSAGE = 64 * 1024  # control-channel frame cap (body bytes), checked before reading
 
 
 # --- specification: the agent websocket (/ws/agent/)
-# the `v` of every websocket message; 2: netmaps signed by the CA, login bound to the CA
-# (CONTEXT_AGENT_AUTH), certificate renewal. A version-1 agent is closed with UNSUPPORTED_VERSION.
-WEBSOCKET_VERSION = 2
 class CloseCode(IntEnum):
     """Websocket close codes of the agent link (4000-4999 are free for applications)."""
 

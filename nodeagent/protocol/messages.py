@@ -18,7 +18,7 @@ agent -> server
     stats       {uptime_s, peers: [PeerCounters]} per-peer counters, totals since the agent started
     renew       {}                                "issue me a new certificate" (same key, id, address)
 
-`v` is constants.WEBSOCKET_VERSION; `v` and `t` are the first two keys of every frame, so a
+`v` is constants.PROTOCOL_VERSION; `v` and `t` are the first two keys of every frame, so a
 receiver reads a frame's type from its first bytes (`frame_type`) and can refuse it before
 decoding the rest. `netmap` and `delta` carry their body as bytes, the msgpack of netmap.py's
 plain-data form, and `sig`, the network CA's ML-DSA-87 signature over it (netmap_sign.py): the
@@ -38,7 +38,7 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from . import netmap_sign
-from .constants import MLDSA87_SIGNATURE_SIZE, WEBSOCKET_VERSION, CloseCode
+from .constants import MLDSA87_SIGNATURE_SIZE, PROTOCOL_VERSION, CloseCode
 from .counters import MAX_ENCODED_SIZE, PeerCounters, counters_from_dict, counters_to_dict
 from .netmap import (
     Endpoint,
@@ -212,7 +212,7 @@ def _signed(msg: Full | Delta) -> tuple[bytes, bytes]:
 
 
 def message_to_dict(msg: ServerMessage | AgentMessage) -> dict:
-    head = {"v": WEBSOCKET_VERSION, "t": msg.type}
+    head = {"v": PROTOCOL_VERSION, "t": msg.type}
     match msg:
         case Challenge():
             body = {"nonce": msg.nonce}
@@ -282,8 +282,8 @@ def frame_type(data: object) -> str:
         raise Malformed("a frame's first two keys must be 'v' and 't'")
     if type(v) is not int:
         raise Malformed("message.v must be an integer")
-    if v != WEBSOCKET_VERSION:
-        raise UnsupportedVersion(f"protocol version {v} is not supported (want {WEBSOCKET_VERSION})")
+    if v != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"protocol version {v} is not supported (want {PROTOCOL_VERSION})")
     if not isinstance(t, str):
         raise Malformed("message.t must be a string")
     return t
@@ -296,7 +296,7 @@ def _envelope(data: object) -> tuple[StrictMap, str]:
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise Malformed(f"not msgpack: {type(exc).__name__}") from None
     o = StrictMap(value, "message")
-    if o.raw("v") != WEBSOCKET_VERSION or o.raw("t") != t:  # checked by frame_type unless repeated
+    if o.raw("v") != PROTOCOL_VERSION or o.raw("t") != t:  # checked by frame_type unless repeated
         raise Malformed("message.v and message.t must appear once")
     return o, t
 

@@ -8,7 +8,7 @@ import msgpack
 import pytest
 
 from nodeagent.protocol import messages
-from nodeagent.protocol.constants import WEBSOCKET_VERSION as V
+from nodeagent.protocol.constants import PROTOCOL_VERSION as V
 from nodeagent.protocol.constants import CloseCode
 from tests.meshadmin.realtime.realtime_helpers import close_code, login, open_socket, receive
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodeagent.protocol import messages
-from nodeagent.protocol.constants import WEBSOCKET_VERSION
+from nodeagent.protocol.constants import PROTOCOL_VERSION
 from nodeagent.protocol.counters import (
     MAX_ENCODED_SIZE,
     TRAFFIC,
@@ -128,7 +128,7 @@ def test_sums_of_traffic_take_anything_with_the_traffic_fields():
 # ----------------------------------------------------------------------------- the frame head
 
 
-V = WEBSOCKET_VERSION
+V = PROTOCOL_VERSION
 
 
 def _raw(d: dict) -> bytes:

@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 
 from nodeagent.protocol import messages, netmap_sign
 from nodeagent.protocol import netmap as nm
-from nodeagent.protocol.constants import WEBSOCKET_VERSION, CloseCode
+from nodeagent.protocol.constants import PROTOCOL_VERSION, CloseCode
 from nodeagent.protocol.counters import PeerCounters
 from nodeagent.protocol.strict import Malformed, MessageError
 
 A, B, C, R = ("a" * 40), ("b" * 40), ("c" * 40), ("d" * 40)
 FP = "f" * 64
-V = WEBSOCKET_VERSION
+V = PROTOCOL_VERSION
 CA = mldsa.MLDSA87PrivateKey.generate()
 
 

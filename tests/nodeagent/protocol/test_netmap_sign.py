@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from nodeagent.protocol import messages, netmap_sign
 from nodeagent.protocol import netmap as nm
-from nodeagent.protocol.constants import CONTEXT_CERT, CONTEXT_NETMAP, WEBSOCKET_VERSION, CloseCode
+from nodeagent.protocol.constants import CONTEXT_CERT, CONTEXT_NETMAP, PROTOCOL_VERSION, CloseCode
 from nodeagent.protocol.strict import Malformed
 
 A, B = "a" * 40, "b" * 40
@@ -30,7 +30,7 @@ def _map(serial: int = 3, peers=(B,)) -> nm.NetMap:
 
 
 def _frame(t: str, body: bytes, sig: bytes) -> bytes:
-    return msgpack.packb({"v": WEBSOCKET_VERSION, "t": t, t: body, "sig": sig}, use_bin_type=True)
+    return msgpack.packb({"v": PROTOCOL_VERSION, "t": t, t: body, "sig": sig}, use_bin_type=True)
 
 
 def test_a_map_and_a_delta_signed_by_the_ca_are_accepted():
