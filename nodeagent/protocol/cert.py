@@ -228,6 +228,7 @@ def parse_certificate(data: bytes) -> Certificate:
     issuer = r.take(20, "ca id")
     claimed_peer_id = r.take(20, "peer id")
     ip_version = r.u8("ip version")
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     if ip_version == 4:
         ip = ipaddress.IPv4Address(r.take(4, "overlay ip"))
     elif ip_version == 6:

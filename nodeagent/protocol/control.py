@@ -288,7 +288,7 @@ def frame_length(prefix: bytes) -> int:
     """The 4-byte length prefix → body length (incl. the kind byte), checked against the cap."""
     if len(prefix) != 4:
         raise ControlError("a length prefix is 4 bytes")
-    (length,) = struct.unpack("!I", prefix)
+    length = int.from_bytes(prefix, "big")
     if not 1 <= length <= MAX_CONTROL_MESSAGE:
         raise ControlError(f"frame length {length} outside 1..{MAX_CONTROL_MESSAGE}")
     return length

@@ -58,7 +58,7 @@ class PeerCounters:
     last_handshake_s: float | None = None  # seconds since the last completed handshake
 
 
-def counters_to_dict(c: PeerCounters) -> dict:
+def counters_to_dict(c: PeerCounters) -> dict[str, object]:
     """The plain form: the field names as keys, in field order."""
     return {"peer_id": c.peer_id, "path": c.path, "rtt_ms": c.rtt_ms, "tx_frames": c.tx_frames,
             "rx_frames": c.rx_frames, "tx_bytes": c.tx_bytes, "rx_bytes": c.rx_bytes,

@@ -52,6 +52,7 @@ from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .constants import PEER_ID_SIZE
 
@@ -185,7 +186,7 @@ def pack_header(
 
 
 def seal(
-    aead,
+    aead: ChaCha20Poly1305,
     ftype: int,
     receiver_index: int,
     counter: int,
@@ -205,7 +206,7 @@ def seal(
     return header + aead.encrypt(_pack_nonce(counter), payload, header)
 
 
-def open_frame(aead, header: Header, datagram: bytes | bytearray | memoryview) -> bytes:
+def open_frame(aead: ChaCha20Poly1305, header: Header, datagram: bytes | bytearray | memoryview) -> bytes:
     """Verify and decrypt a frame whose header came from parse_header(datagram).
 
     Raises BadTag when the tag does not verify. The replay check comes after this, never before.
@@ -232,7 +233,7 @@ def parse_echo(payload: bytes) -> tuple[int, int] | None:
 
 
 def wrap_relay(
-    aead,
+    aead: ChaCha20Poly1305,
     ftype: int,
     receiver_index: int,
     counter: int,
@@ -259,7 +260,7 @@ def wrap_relay(
 
 
 def unwrap_relay(
-    aead, header: Header, datagram: bytes | bytearray | memoryview
+    aead: ChaCha20Poly1305, header: Header, datagram: bytes | bytearray | memoryview
 ) -> tuple[bytes, Header, memoryview]:
     """Verify a RELAY/RELAYED envelope with the hop's key → (peer_id, inner header, inner frame).
 

@@ -332,8 +332,8 @@ class _Party:
         pass
 
 
-def _result(keys, peer, *, initiator: bool, local_index: int, remote_index: int, now: float,
-            transcript: bytes, hello_timestamp_ms: int) -> HandshakeResult:
+def _result(keys: SessionKeys, peer: PeerIdentity, *, initiator: bool, local_index: int,
+            remote_index: int, now: float, transcript: bytes, hello_timestamp_ms: int) -> HandshakeResult:
     """The session both parties derive, seen from one side: the initiator sends on the i2r keys
     and receives on r2i, the responder the other way round. The one place that choice is made."""
     if initiator:
@@ -530,6 +530,10 @@ class Responder(_Party):
             raise VersionMismatch(f"unsupported version {message[1]} / suite {message[2]}")
         r = Reader(message, MalformedHandshake)
         head = r.take(_HELLO_HEAD.size, "head")
+        initiator_id: bytes
+        responder_id: bytes
+        index: int
+        timestamp: int
         _, _, _, initiator_id, responder_id, index, timestamp = _HELLO_HEAD.unpack(head)
         r.take(X25519_KEY_SIZE, "initiator share")
         r.take(MLKEM1024_PUBLIC_KEY_SIZE, "ML-KEM key")

@@ -187,7 +187,7 @@ ServerMessage = Challenge | Full | Delta | CertificateIssued
 AgentMessage = Auth | Resync | Ack | EndpointReport | Stats | Renew
 
 
-def _pack(value: dict) -> bytes:
+def _pack(value: dict[str, object]) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
@@ -211,8 +211,9 @@ def _signed(msg: Full | Delta) -> tuple[bytes, bytes]:
     return msg.body, msg.signature
 
 
-def message_to_dict(msg: ServerMessage | AgentMessage) -> dict:
-    head = {"v": PROTOCOL_VERSION, "t": msg.type}
+def message_to_dict(msg: ServerMessage | AgentMessage) -> dict[str, object]:
+    head: dict[str, object] = {"v": PROTOCOL_VERSION, "t": msg.type}
+    body: dict[str, object]
     match msg:
         case Challenge():
             body = {"nonce": msg.nonce}
@@ -291,6 +292,7 @@ def frame_type(data: object) -> str:
 
 def _envelope(data: object) -> tuple[StrictMap, str]:
     t = frame_type(data)
+    assert isinstance(data, bytes | bytearray | memoryview)  # frame_type refused anything else
     try:
         value = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input

@@ -193,30 +193,30 @@ def apply_delta(netmap: NetMap, delta: NetMapDelta) -> NetMap:
 # ----------------------------------------------------------------------------- plain data
 
 
-def endpoint_to_dict(e: Endpoint) -> dict:
+def endpoint_to_dict(e: Endpoint) -> dict[str, object]:
     return {"ip": e.ip, "control_port": e.control_port, "udp_port": e.udp_port, "source": e.source}
 
 
-def _self_d(s: SelfInfo) -> dict:
+def _self_d(s: SelfInfo) -> dict[str, object]:
     return {"peer_id": s.peer_id, "name": s.name, "overlay_ip": s.overlay_ip, "prefix_len": s.prefix_len,
             "is_public": s.is_public, "is_relay": s.is_relay}
 
 
-def _peer_d(p: Peer) -> dict:
+def _peer_d(p: Peer) -> dict[str, object]:
     return {"peer_id": p.peer_id, "name": p.name, "overlay_ip": p.overlay_ip, "fingerprint": p.fingerprint,
             "endpoints": [endpoint_to_dict(e) for e in p.endpoints], "is_public": p.is_public,
             "is_relay": p.is_relay, "relay": p.relay, "online": p.online}
 
 
-def _route_d(r: Route) -> dict:
+def _route_d(r: Route) -> dict[str, object]:
     return {"prefix": r.prefix, "via": r.via}
 
 
-def _revocation_d(r: Revocation) -> dict:
+def _revocation_d(r: Revocation) -> dict[str, object]:
     return {"peer_id": r.peer_id, "fingerprint": r.fingerprint}
 
 
-def netmap_to_dict(m: NetMap) -> dict:
+def netmap_to_dict(m: NetMap) -> dict[str, object]:
     """Plain data (str/int/bool/list/dict/None): also the golden-file and persisted form."""
     return {
         "network": m.network, "serial": m.serial, "node": _self_d(m.node),
@@ -225,7 +225,7 @@ def netmap_to_dict(m: NetMap) -> dict:
     }
 
 
-def delta_to_dict(d: NetMapDelta) -> dict:
+def delta_to_dict(d: NetMapDelta) -> dict[str, object]:
     return {
         "network": d.network, "base_serial": d.base_serial, "serial": d.serial,
         "node": None if d.node is None else _self_d(d.node),

@@ -99,12 +99,12 @@ class SignedChain:
             d.verify(ca_public_key)
 
 
-def _b64(part: SignedPart) -> dict:
+def _b64(part: SignedPart) -> dict[str, str]:
     return {"body": base64.b64encode(part.body).decode("ascii"),
             "sig": base64.b64encode(part.signature).decode("ascii")}
 
 
-def chain_to_dict(chain: SignedChain) -> dict:
+def chain_to_dict(chain: SignedChain) -> dict[str, object]:
     """Plain data for JSON: base64 of each body and signature, as received."""
     return {"format": CHAIN_FORMAT, "netmap": _b64(chain.full), "deltas": [_b64(d) for d in chain.deltas]}
 

@@ -12,8 +12,10 @@ over bytes rather than a view of a decoded map.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import math
+from typing import Literal, overload
 
 from .constants import CloseCode
 from .identity import PEER_ID_RE
@@ -50,12 +52,16 @@ class StrictMap:
 
     __slots__ = ("_d", "_seen", "_what")
 
+    # the methods below are named after the types they read (int, bool, str, ...), so inside the
+    # class body those names are the methods: annotations say builtins.int etc.
     def __init__(self, value: object, what: str) -> None:
         if not isinstance(value, dict):
             raise Malformed(f"{what} must be a map")
-        self._d, self._what, self._seen = value, what, set()
+        self._d: dict[object, object] = value
+        self._what = what
+        self._seen: set[str] = set()
 
-    def raw(self, key: str):
+    def raw(self, key: str) -> object:
         """The value as it is, unchecked (the caller checks it); a missing key is Malformed."""
         self._seen.add(key)
         if key not in self._d:
@@ -67,28 +73,38 @@ class StrictMap:
         if extra:
             raise Malformed(f"{self._what}: unknown key(s) {sorted(map(str, extra))}")
 
-    def int(self, key: str, lo: int = 0, hi: int = U64_MAX) -> int:
+    def int(self, key: str, lo: builtins.int = 0, hi: builtins.int = U64_MAX) -> builtins.int:
         v = self.raw(key)
         if type(v) is not int or not lo <= v <= hi:
             raise Malformed(f"{self._what}.{key} must be an integer in {lo}..{hi}")
         return v
 
-    def num(self, key: str, nullable: bool = False) -> float | None:
+    @overload
+    def num(self, key: str, nullable: Literal[False] = False) -> float: ...
+    @overload
+    def num(self, key: str, nullable: builtins.bool) -> float | None: ...
+    def num(self, key: str, nullable: builtins.bool = False) -> float | None:
         v = self.raw(key)
         if v is None and nullable:
             return None
-        if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
+        if (type(v) is not builtins.int and type(v) is not float) or not math.isfinite(v) or v < 0:
             raise Malformed(f"{self._what}.{key} must be a finite number >= 0")
         return float(v)
 
-    def bool(self, key: str) -> bool:
+    def bool(self, key: str) -> builtins.bool:
         v = self.raw(key)
         if type(v) is not bool:
             raise Malformed(f"{self._what}.{key} must be a boolean")
         return v
 
-    def str(self, key: str, max_len: int = MAX_NAME, nullable: bool = False,
-            optional: bool = False) -> str | None:
+    @overload
+    def str(self, key: builtins.str, max_len: builtins.int = MAX_NAME, nullable: Literal[False] = False,
+            optional: Literal[False] = False) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, max_len: builtins.int = MAX_NAME, nullable: builtins.bool = False,
+            optional: builtins.bool = False) -> builtins.str | None: ...
+    def str(self, key: builtins.str, max_len: builtins.int = MAX_NAME, nullable: builtins.bool = False,
+            optional: builtins.bool = False) -> builtins.str | None:
         if optional and key not in self._d:
             self._seen.add(key)
             return None
@@ -101,19 +117,27 @@ class StrictMap:
             raise Malformed(f"{self._what}.{key} contains control characters")
         return v
 
-    def bytes(self, key: str, lo: int, hi: int) -> bytes:
+    def bytes(self, key: builtins.str, lo: builtins.int, hi: builtins.int) -> builtins.bytes:
         v = self.raw(key)
         if not isinstance(v, bytes) or not lo <= len(v) <= hi:
             raise Malformed(f"{self._what}.{key} must be {lo}..{hi} bytes")
         return v
 
-    def peer_id(self, key: str, nullable: bool = False) -> str | None:
+    @overload
+    def peer_id(self, key: builtins.str, nullable: Literal[False] = False) -> builtins.str: ...
+    @overload
+    def peer_id(self, key: builtins.str, nullable: builtins.bool) -> builtins.str | None: ...
+    def peer_id(self, key: builtins.str, nullable: builtins.bool = False) -> builtins.str | None:
         v = self.raw(key)
         if v is None and nullable:
             return None
         return check_peer_id(v, f"{self._what}.{key}")
 
-    def list(self, key: str, nullable: bool = False) -> list | None:
+    @overload
+    def list(self, key: builtins.str, nullable: Literal[False] = False) -> builtins.list[object]: ...
+    @overload
+    def list(self, key: builtins.str, nullable: builtins.bool) -> builtins.list[object] | None: ...
+    def list(self, key: builtins.str, nullable: builtins.bool = False) -> builtins.list[object] | None:
         v = self.raw(key)
         if v is None and nullable:
             return None
@@ -121,7 +145,7 @@ class StrictMap:
             raise Malformed(f"{self._what}.{key} must be a list of at most {MAX_ITEMS} items")
         return v
 
-    def map(self, key: str, nullable: bool = False) -> object:
+    def map(self, key: builtins.str, nullable: builtins.bool = False) -> object:
         """A nested map, unchecked: the caller parses it with its own StrictMap."""
         v = self.raw(key)
         if v is None and nullable:

@@ -6,14 +6,7 @@ fail with its own declared error, never with IndexError or struct.error.
 
 from __future__ import annotations
 
-import struct
-
 __all__ = ["Reader"]
-
-_U8 = struct.Struct("!B")
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
-_U64 = struct.Struct("!Q")
 
 
 class Reader:
@@ -39,16 +32,16 @@ class Reader:
         return out
 
     def u8(self, what: str) -> int:
-        return _U8.unpack(self.take(1, what))[0]
+        return int.from_bytes(self.take(1, what), "big")
 
     def u16(self, what: str) -> int:
-        return _U16.unpack(self.take(2, what))[0]
+        return int.from_bytes(self.take(2, what), "big")
 
     def u32(self, what: str) -> int:
-        return _U32.unpack(self.take(4, what))[0]
+        return int.from_bytes(self.take(4, what), "big")
 
     def u64(self, what: str) -> int:
-        return _U64.unpack(self.take(8, what))[0]
+        return int.from_bytes(self.take(8, what), "big")
 
     def prefixed8(self, what: str) -> bytes:
         return self.take(self.u8(what + " length"), what)
