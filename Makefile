@@ -21,4 +21,4 @@ lint: venv
 	.venv/bin/ruff check .
 
 clean:
-	rm -rf .venv data .pytest_cache .hypothesis artifacts
+	rm -rf .venv data .pytest_cache .hypothesis .mypy_cache artifacts
