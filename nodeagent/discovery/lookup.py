@@ -58,6 +58,7 @@ VOUCHER_FAILURES = 2
 MAX_ADDRESSES = 3
 
 Address = tuple[str, int]
+Rank = tuple[int, ...]  # a value's precedence (records.NodeRecord.rank): the highest wins
 
 
 class _State(enum.Enum):
@@ -134,11 +135,11 @@ class Lookup:
         self._in_flight = 0
         self._fails_by_voucher: dict[bytes, int] = {}
         self.distrusted: set[bytes] = set()
-        self.values: list[tuple[object, object, bytes, int]] = []  # (rank, value, responder, hop)
+        self.values: list[tuple[Rank, object, bytes, int]] = []  # (rank, value, responder, hop)
         self.queried = 0
         self.failures = 0
         for peer_id, address in seeds:
-            self._add(to_id(peer_id), tuple(address), hop=1, voucher=None)
+            self._add(to_id(peer_id), (address[0], address[1]), hop=1, voucher=None)
 
     # ------------------------------------------------------------------ events in
 
@@ -167,7 +168,7 @@ class Lookup:
         now: float,
         *,
         value: object = None,
-        rank: object = None,
+        rank: Rank = (),
     ) -> None:
         """`peer_id` answered (its identity checked by the caller) naming `contacts`; for
         FIND_VALUE also a validated `value` with a comparable `rank` (higher wins)."""
@@ -185,7 +186,7 @@ class Lookup:
                 break
             if other == peer_id or other == self.own_id:
                 continue
-            self._add(other, tuple(address), hop=c.hop + 1, voucher=peer_id)
+            self._add(other, (address[0], address[1]), hop=c.hop + 1, voucher=peer_id)
 
     def on_failure(self, peer_id: bytes, now: float) -> None:
         """The request to `peer_id` failed: refused, timed out, malformed answer, or the responder
@@ -196,6 +197,7 @@ class Lookup:
         self._in_flight -= 1
         self.failures += 1
         address = c.address
+        assert address is not None  # set by next_queries while the request is in flight
         c.address = None
         for voucher in c.vouchers.get(address, ()):
             n = self._fails_by_voucher.get(voucher, 0) + 1
@@ -251,6 +253,7 @@ class Lookup:
         for _, peer_id in self._order:
             c = self._by_id[peer_id]
             if c.state is _State.ANSWERED and peer_id not in self.distrusted:
+                assert c.address is not None  # an answer came from the address in flight
                 out.append(Found(peer_id, c.address, c.hop))
                 if len(out) == self.k:
                     break
@@ -262,7 +265,7 @@ class Lookup:
         return max((f.hop for f in found), default=0)
 
     @property
-    def best_value(self) -> tuple[object, object, bytes, int] | None:
+    def best_value(self) -> tuple[Rank, object, bytes, int] | None:
         """(rank, value, responder, hop) of the highest-ranked value from a trusted responder."""
         good = [v for v in self.values if v[2] not in self.distrusted]
         return max(good, key=lambda v: v[0]) if good else None

@@ -35,6 +35,7 @@ import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -173,7 +174,7 @@ Request = Ping | FindNode | FindValue | Store
 Response = Pong | Nodes | Value | Stored | Error
 Message = Request | Response
 
-_TYPES: dict[str, type] = {
+_TYPES: dict[str, type[Message]] = {
     "ping": Ping,
     "find_node": FindNode,
     "find_value": FindValue,
@@ -187,7 +188,7 @@ _TYPES: dict[str, type] = {
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 
 # per type: field -> (wire key, kind, required)
-_SCHEMA: dict[type, tuple[tuple[str, str, bool], ...]] = {
+_SCHEMA: dict[type[Message], tuple[tuple[str, str, bool], ...]] = {
     Ping: (("me", "me", False), ("want", "bool", False)),
     FindNode: (("key", "key", True), ("me", "me", False), ("want", "bool", False)),
     FindValue: (("key", "key", True), ("me", "me", False), ("want", "bool", False)),
@@ -215,7 +216,7 @@ def frame_length(header: bytes) -> int:
     """The body length announced by a 4-byte header, checked against the cap."""
     if len(header) != HEADER.size:
         raise Malformed("a frame header is 4 bytes")
-    (n,) = HEADER.unpack(header)
+    n = int.from_bytes(header, "big")
     if n == 0:
         raise Malformed("empty frame")
     if n > MAX_FRAME:
@@ -278,7 +279,8 @@ def decode(body: bytes) -> Message:
     cls = _TYPES[name]
     rid = d.get("rid")
     _check_rid(rid, allow_zero=cls is Error)
-    fields = {"rid": rid}
+    # each value is checked against its kind in _SCHEMA below: the schema, not mypy, types them
+    fields: dict[str, Any] = {"rid": rid}
     allowed = {"v", "t", "rid"}
     for field, kind, required in _SCHEMA[cls]:
         allowed.add(field)

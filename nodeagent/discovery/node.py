@@ -395,7 +395,7 @@ class DhtNode:
                 answer = self._answer(body, source)
                 body = None  # an idle connection must not keep its last frame or answer alive
                 sent = await self._send(writer, answer)
-                answer = None
+                del answer
                 if not sent:
                     return
         except (ConnectionError, OSError):
@@ -695,6 +695,7 @@ class DhtNode:
                 self.stats.failures += 1
             return None
         rec = best[1]
+        assert isinstance(rec, NodeRecord | RevocationList)  # run_lookup validated every value
         self.stats.hops = [*self.stats.hops[-999:], best[3]]
         self._learned(rec)
         return rec

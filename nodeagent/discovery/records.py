@@ -559,7 +559,7 @@ class VerifiedDigests:
         self._digests: OrderedDict[bytes, None] = OrderedDict()
 
     def __contains__(self, digest: object) -> bool:
-        if digest in self._digests:
+        if isinstance(digest, bytes) and digest in self._digests:
             self._digests.move_to_end(digest)
             return True
         return False

@@ -274,7 +274,7 @@ class RoutingTable:
         return [
             i
             for i in range(nonempty[0], ID_BITS)
-            if self._buckets[i].last_lookup is None or now - self._buckets[i].last_lookup >= interval
+            if (last := self._buckets[i].last_lookup) is None or now - last >= interval
         ]
 
     # ------------------------------------------------------------------ helpers

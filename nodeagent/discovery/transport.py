@@ -90,7 +90,7 @@ class Connection:
                 fut = self.pending.pop(msg.rid, None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
-                body = msg = fut = None  # an idle connection keeps no answer alive
+                del body, msg, fut  # an idle connection keeps no answer alive
         except (MessageError, ConnectionError, OSError, TimeoutError) as exc:
             log.debug("dht connection to %s: %s", self.address, exc)
         finally:
