@@ -20,14 +20,25 @@ passes what to read.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .protocol.counters import PeerCounters, counters_to_dict
 from .protocol.messages import Stats
+
+if TYPE_CHECKING:  # types only: this module never imports the data path
+    from collections.abc import Iterable
+
+    from .tunnel.datapath import DataPath, Peer
+    from .tunnel.udp import UdpSocket
+
+# a document of plain data (str/int/float/bool/None/list/dict), as `status --json` prints it
+Document = dict[str, object]
 
 __all__ = ["node_status", "peer_counters", "peer_status", "stats_report", "status_document"]
 
 
-def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, datapath,
-                relayed_handshakes: int, interface: str, mtu: int, udp) -> dict:
+def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, datapath: DataPath,
+                relayed_handshakes: int, interface: str, mtu: int, udp: UdpSocket) -> Document:
     """The "node" part (serverless keys; enrolled mode adds its own after these)."""
     writer = datapath.writer
     return {
@@ -45,7 +56,7 @@ def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, da
     }
 
 
-def peer_counters(p, *, now: float) -> PeerCounters:
+def peer_counters(p: Peer, *, now: float) -> PeerCounters:
     """The counters of the data path's Peer `p` as the wire type, at monotonic time `now`."""
     st = p.stats
     return PeerCounters(
@@ -55,11 +66,11 @@ def peer_counters(p, *, now: float) -> PeerCounters:
         last_handshake_s=None if p.last_handshake is None else round(now - p.last_handshake, 3))
 
 
-def peer_status(p, *, control_up: bool, now: float) -> dict:
+def peer_status(p: Peer, *, control_up: bool, now: float) -> Document:
     """One entry of "peers" for the data path's Peer `p`: its counters and the local extras."""
     c = peer_counters(p, now=now)
     ep = p.endpoint
-    entry = {
+    entry: Document = {
         "peer_id": c.peer_id,
         "name": p.config.name,
         "overlay_ip": str(p.config.overlay_ip),
@@ -76,15 +87,15 @@ def peer_status(p, *, control_up: bool, now: float) -> dict:
     return entry
 
 
-def stats_report(uptime_s: float, peers, *, now: float) -> Stats:
+def stats_report(uptime_s: float, peers: Iterable[Peer], *, now: float) -> Stats:
     """The `stats` message the server link sends: the same counters as the document's peers."""
     return Stats(round(uptime_s, 3), tuple(peer_counters(p, now=now) for p in peers))
 
 
-def status_document(node: dict, peers: list[dict]) -> dict:
+def status_document(node: Document, peers: list[Document]) -> Document:
     return {"node": node, "peers": peers}
 
 
-def _fmt(addr) -> str:
+def _fmt(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

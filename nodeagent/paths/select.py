@@ -24,6 +24,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Container
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: this module never imports the data path or the peer set
+    from ..config import PeerConfig
+    from ..peers import PeerSet
+    from ..tunnel.datapath import Peer
 
 __all__ = ["PathSelector", "choose_relay"]
 
@@ -47,8 +53,8 @@ class PathSelector:
     """Keeps `peer.hub` equal to `choose_relay` for every peer of the peer set (a listener of
     peers.PeerSet; control/links.py asks again when a direct link changes)."""
 
-    def __init__(self, peers, *, via_is_fallback: bool, direct_link_up: Callable[[str], bool],
-                 flush_pending: Callable[[object], None], announce: Callable[[], bool]) -> None:
+    def __init__(self, peers: PeerSet, *, via_is_fallback: bool, direct_link_up: Callable[[str], bool],
+                 flush_pending: Callable[[Peer], None], announce: Callable[[], bool]) -> None:
         """`peers`: the PeerSet (`get`, iteration); `direct_link_up(peer_id)`: a direct control
         link is up; `flush_pending(peer)`: send what the data path parked for the peer;
         `announce()`: log path changes (false while the agent starts)."""
@@ -58,7 +64,7 @@ class PathSelector:
         self.flush_pending = flush_pending
         self.announce = announce
 
-    def resolve(self, peer) -> None:
+    def resolve(self, peer: Peer) -> None:
         pid = peer.config.peer_id
         hub_id = choose_relay(pid, peer.config.via, self.peers.by_id, via_is_fallback=self.via_is_fallback,
                               direct_link_up=self.via_is_fallback and self.direct_link_up(pid))
@@ -72,18 +78,18 @@ class PathSelector:
                 self.flush_pending(peer)
 
     # --- the peer set changed (peers.PeerSet listener) ------------------------------------------
-    def peer_added(self, peer) -> None:
+    def peer_added(self, peer: Peer) -> None:
         self.resolve(peer)
         pid = peer.config.peer_id
         for other in self.peers:  # peers that name this one as their relay
             if other.config.via == pid:
                 self.resolve(other)
 
-    def peer_removed(self, peer, revoked: bool) -> None:
+    def peer_removed(self, peer: Peer, revoked: bool) -> None:
         for other in self.peers:
             if other.hub is peer:
                 other.hub = None
                 self.resolve(other)
 
-    def peer_changed(self, peer, old_config, reset_sessions: bool) -> None:
+    def peer_changed(self, peer: Peer, old_config: PeerConfig, reset_sessions: bool) -> None:
         self.resolve(peer)

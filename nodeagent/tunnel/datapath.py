@@ -47,6 +47,7 @@ import logging
 import os
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ..protocol.frames import (
     END_TO_END_TYPES,
@@ -70,6 +71,9 @@ from ..stats import Drops, LossTracker, PeerStats, RelayStats
 from .gro import TunWriter
 from .tso import VNET_HDR_SIZE, OffloadError, finish, split
 from .udp import RECV_BUFFER
+
+if TYPE_CHECKING:
+    from ..config import PeerConfig
 
 __all__ = ["DataPath", "Peer"]
 
@@ -119,7 +123,7 @@ class Peer:
     __slots__ = ("bucket", "config", "echo_sent", "endpoint", "hub", "id_bytes", "last_handshake",
                  "last_rx", "last_tx", "pending", "ring", "stats")
 
-    def __init__(self, config, relay_rate: float) -> None:
+    def __init__(self, config: PeerConfig, relay_rate: float) -> None:
         self.config = config
         self.id_bytes = bytes.fromhex(config.peer_id)
         self.ring = KeyRing()
