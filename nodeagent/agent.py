@@ -97,10 +97,13 @@ class Agent:
         self.running = False
         # the mode: trust, and whether a peer's `via` is its path or a fallback
         enrolled = certificate is not None
+        trust: PinnedKeys | MeshCA
         if certificate is None:
             local = LocalIdentity.pinned(identity.private_key)
             trust = PinnedKeys({p.peer_id: p.public_key for p in config.peers})
         else:
+            if ca_public_key is None:
+                raise ValueError("an enrolled agent needs the CA's public key with its certificate")
             local = LocalIdentity(identity.private_key, certificate)
             # a peer's certificate must name the overlay address the applied netmap gives it
             trust = MeshCA(ca_public_key, known_peer_ids=(), overlay_of=self._netmap_overlay)
@@ -118,7 +121,7 @@ class Agent:
             on_keys_installed=lambda peer, now: self.sessions.keys_installed(peer, now),
             on_handshake_failed=lambda peer: self.sessions.handshake_failed(peer),
             spawn=self._spawn, workers=self.workers)
-        self.sessions = Sessions(
+        self.sessions: Sessions = Sessions(
             self.peers, self.datapath, limits=limits, keepalive_s=config.keepalive_s,
             rekey_timeout_s=rekey_timeout, jitter=jitter, clock=clock,
             request_handshake=self.handshakes.request_handshake,
@@ -126,13 +129,13 @@ class Agent:
         self.paths = PathSelector(
             self.peers, via_is_fallback=enrolled, direct_link_up=lambda pid: self.links.is_up(pid),
             flush_pending=self.datapath.flush_pending, announce=lambda: self.running)
-        self.links = Links(
+        self.links: Links = Links(
             local.peer_id, self.peers, self.handshakes, listen_ip=config.listen_ip, udp_port=udp.port,
             keepalive_s=config.keepalive_s, dial_relayed=enrolled, flush_pending=self.datapath.flush_pending,
             on_path_change=self.paths.resolve, on_hub_up=self.sessions.hub_up, spawn=self._spawn,
             is_running=lambda: self.running)
         self.enrolled: EnrolledMode | None = None
-        if enrolled:
+        if isinstance(trust, MeshCA):  # enrolled
             self.enrolled = EnrolledMode(local.peer_id, trust, self.peers, set_hub_role=self._set_hub_role,
                                          interface=tun.name, overlay=config.overlay)
             self.enrolled.allow_loopback = config.listen_ip.is_loopback

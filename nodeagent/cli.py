@@ -180,6 +180,7 @@ def cmd_up(args) -> int:
         if config is None:
             run_enrolled(args.state_dir)
         else:
+            assert identity is not None  # loaded with the config
             run_agent(config, identity)
     except AgentStartError as exc:
         _err(str(exc))
@@ -236,7 +237,7 @@ def format_status(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -38,7 +38,7 @@ import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import AgentConfig, ConfigError, PeerConfig, default_socket, parse_endpoint
 from .enroll import write_private_file
@@ -59,6 +59,9 @@ from .routing.plan import (
     routing_table,
 )
 from .tunnel import tun as tunmod
+
+if TYPE_CHECKING:
+    from .server_link import ServerLink
 
 __all__ = [
     "AGENT_FILE", "REVOKED_FILE", "EnrolledMode", "advertised_endpoints", "enrolled_config",
@@ -89,8 +92,9 @@ def enrolled_settings(state_dir: Path) -> dict[str, Any]:
         raise ConfigError(path, None, None, f"unreadable: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(path, None, None, "must be a JSON object")
-    out = {"control_port": DEFAULT_CONTROL_PORT, "udp_port": DEFAULT_UDP_PORT, "listen_ip": "0.0.0.0",  # noqa: S104
-           "endpoint": None}
+    # values from the JSON file, each checked below
+    out: dict[str, Any] = {"control_port": DEFAULT_CONTROL_PORT, "udp_port": DEFAULT_UDP_PORT,
+                           "listen_ip": "0.0.0.0", "endpoint": None}  # noqa: S104
     for key, value in data.items():
         if key not in out:
             raise ConfigError(path, None, key, "unknown key")
@@ -203,7 +207,7 @@ class EnrolledMode:
         self.allow_loopback = False  # dial peers' loopback endpoints (set when we listen on loopback)
         self.applied: nm.NetMap | None = None
         self.kernel_routes: set = set()  # prefixes we added to the TUN beyond the overlay network
-        self.server_link = None  # server_link.ServerLink, set by start-up (none in tests)
+        self.server_link: ServerLink | None = None  # set by start-up (none in tests)
         self.state_dir: Path | None = None  # where the "revoked" marker goes
         self.revoked_self = False
 

@@ -115,6 +115,7 @@ def run_enrolled(state_dir) -> None:
 
     def attach(agent: Agent) -> None:
         mode = agent.enrolled
+        assert mode is not None  # the agent was given a certificate
         mode.use_state_dir(state.state_dir)
         mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
                                       endpoints=endpoints,
@@ -129,14 +130,14 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
     try:
         udp = UdpSocket.open(host, config.udp_port)
     except PortInUse as exc:
-        raise AgentStartError(exc.strerror, 5) from None
+        raise AgentStartError(exc.strerror or str(exc), 5) from None
     except OSError as exc:
         raise AgentStartError(f"UDP {host}:{config.udp_port}: {exc.strerror}") from None
     try:
         control_sock = bind_control(host, config.control_port)
     except PortInUse as exc:
         udp.close()
-        raise AgentStartError(exc.strerror, 5) from None
+        raise AgentStartError(exc.strerror or str(exc), 5) from None
     except OSError as exc:
         udp.close()
         raise AgentStartError(f"TCP {host}:{config.control_port}: {exc.strerror}") from None

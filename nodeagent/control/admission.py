@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 __all__ = ["Bucket", "Buckets", "Doorway", "source_key"]
 
@@ -83,7 +84,10 @@ class Buckets:
         return len(self._buckets)
 
 
-class Doorway:
+C = TypeVar("C", bound=Hashable)  # a connection (the control server's stream writer)
+
+
+class Doorway(Generic[C]):
     """Unauthenticated connections, oldest first (see the module docstring)."""
 
     def __init__(self, total: int, per_source: int) -> None:
@@ -91,12 +95,12 @@ class Doorway:
             raise ValueError("need 1 <= per_source <= total")
         self.total = total
         self.per_source = per_source
-        self._waiting: OrderedDict[Hashable, Hashable] = OrderedDict()  # connection -> source
+        self._waiting: OrderedDict[C, Hashable] = OrderedDict()  # connection -> source
         self._count: dict[Hashable, int] = {}
 
-    def enter(self, conn: Hashable, source: Hashable) -> list[Hashable]:
+    def enter(self, conn: C, source: Hashable) -> list[C]:
         """Let `conn` (from `source`) in; returns the connections it displaced (to be closed)."""
-        victims = []
+        victims: list[C] = []
         if self._count.get(source, 0) >= self.per_source:
             victims.append(self._oldest_of(source))
         elif len(self._waiting) >= self.total:
@@ -109,7 +113,7 @@ class Doorway:
         self._count[source] = self._count.get(source, 0) + 1
         return victims
 
-    def leave(self, conn: Hashable) -> bool:
+    def leave(self, conn: C) -> bool:
         """`conn` authenticated, or closed: it no longer counts. False if it was not waiting."""
         source = self._waiting.pop(conn, None)
         if source is None:
@@ -121,7 +125,7 @@ class Doorway:
             del self._count[source]
         return True
 
-    def _oldest_of(self, source: Hashable) -> Hashable:
+    def _oldest_of(self, source: Hashable) -> C:
         return next(c for c, s in self._waiting.items() if s == source)
 
     def __contains__(self, conn: object) -> bool:

@@ -45,6 +45,7 @@ from ..protocol.endpoints import BadEndpoint, check_endpoint_ip, check_port
 from ..protocol.handshake import HandshakeResult, Initiator, Responder
 from ..tunnel.datapath import Peer
 from .client import dial
+from .crypto import CryptoWorkers
 from .election import keep_existing_link
 from .link import Link
 from .server import ControlServer
@@ -73,7 +74,7 @@ class HandshakeDriver(Protocol):
 
     def admit(self, peer_id: str) -> bool: ...
 
-    workers: object  # where the handshake cryptography runs (control/crypto.py)
+    workers: CryptoWorkers  # where the handshake cryptography runs
 
     def install(self, peer: Peer, result: HandshakeResult) -> None: ...
 
@@ -186,7 +187,9 @@ class Links:
 
     async def _dialer(self, peer: Peer) -> None:
         pid = peer.config.peer_id
-        host, port = peer.config.endpoint
+        endpoint = peer.config.endpoint
+        assert endpoint is not None  # _start_dialer dials only peers with an endpoint
+        host, port = endpoint
         failures = 0
         no_link = self.no_link[pid]
         while True:

@@ -66,7 +66,7 @@ class ControlServer:
         self.workers = workers
         self.clock = clock
         self.sources = Buckets(SOURCE_RATE, SOURCE_BURST)
-        self.doorway = Doorway(DOOR_TOTAL, DOOR_PER_SOURCE)
+        self.doorway: Doorway[asyncio.StreamWriter] = Doorway(DOOR_TOTAL, DOOR_PER_SOURCE)
         self.counts: Counter[str] = Counter()  # connections by what became of them
         self.refused: Counter[str] = Counter()  # HELLOs refused at step 4, by reason
         self.server: asyncio.AbstractServer | None = None

@@ -130,7 +130,7 @@ def plan(applied: NetMap | None, new: NetMap) -> list[Action]:
     return actions
 
 
-def routing_table(netmap: NetMap) -> RouteTable:
+def routing_table(netmap: NetMap) -> RouteTable[Hop]:
     """The data path's longest-prefix table for a netmap (revoked peers excluded)."""
     peers, routes = effective(netmap)
     entries: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Hop]] = []

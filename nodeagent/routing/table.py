@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Hashable, Iterable
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 __all__ = ["Hop", "RouteConflict", "RouteTable", "RoutingError"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+H = TypeVar("H", bound=Hashable)  # a hop: whatever the table's user routes to (a Hop, a data-path Peer)
 
 
 class RoutingError(ValueError):
@@ -42,14 +43,14 @@ class Hop(NamedTuple):
     via: str | None = None
 
 
-class _Family:
+class _Family(Generic[H]):
     __slots__ = ("bits", "exact", "levels", "prefixes")
 
     def __init__(self, bits: int) -> None:
         self.bits = bits
-        self.exact: dict[bytes, object] = {}  # host routes by packed address
-        self.prefixes: dict[int, dict[int, object]] = {}  # prefix length -> {network int: hop}
-        self.levels: tuple[tuple[int, dict[int, object]], ...] = ()  # (mask, dict), longest first
+        self.exact: dict[bytes, H] = {}  # host routes by packed address
+        self.prefixes: dict[int, dict[int, H]] = {}  # prefix length -> {network int: hop}
+        self.levels: tuple[tuple[int, dict[int, H]], ...] = ()  # (mask, dict), longest first
 
     def reindex(self) -> None:
         full = (1 << self.bits) - 1
@@ -60,17 +61,17 @@ class _Family:
         )
 
 
-class RouteTable:
+class RouteTable(Generic[H]):
     __slots__ = ("_v4", "_v6")
 
     def __init__(self) -> None:
-        self._v4 = _Family(32)
-        self._v6 = _Family(128)
+        self._v4: _Family[H] = _Family(32)
+        self._v6: _Family[H] = _Family(128)
 
     @classmethod
-    def build(cls, routes: Iterable[tuple[IPNetwork | str, Hashable]]) -> RouteTable:
+    def build(cls, routes: Iterable[tuple[IPNetwork | str, H]]) -> RouteTable[H]:
         """A table from (prefix, hop) pairs; the same prefix with two different hops → RouteConflict."""
-        table = cls()
+        table: RouteTable[H] = cls()
         for network, hop in routes:
             net = _network(network)
             existing = table.get(net)
@@ -79,10 +80,10 @@ class RouteTable:
             table.insert(net, hop)
         return table
 
-    def _family(self, net: IPNetwork) -> _Family:
+    def _family(self, net: IPNetwork) -> _Family[H]:
         return self._v4 if net.version == 4 else self._v6
 
-    def insert(self, network: IPNetwork | str, hop: object) -> None:
+    def insert(self, network: IPNetwork | str, hop: H) -> None:
         """Add or replace the hop for a prefix (host bits must be zero)."""
         if hop is None:
             raise RoutingError("a hop cannot be None")
@@ -94,7 +95,7 @@ class RouteTable:
             fam.prefixes.setdefault(net.prefixlen, {})[int(net.network_address)] = hop
             fam.reindex()
 
-    def remove(self, network: IPNetwork | str) -> object | None:
+    def remove(self, network: IPNetwork | str) -> H | None:
         """Remove a prefix; returns its hop, or None if it was not there."""
         net = _network(network)
         fam = self._family(net)
@@ -109,7 +110,7 @@ class RouteTable:
         fam.reindex()
         return hop
 
-    def get(self, network: IPNetwork | str) -> object | None:
+    def get(self, network: IPNetwork | str) -> H | None:
         """The hop of exactly this prefix (no longest-prefix search)."""
         net = _network(network)
         fam = self._family(net)
@@ -117,7 +118,7 @@ class RouteTable:
             return fam.exact.get(net.network_address.packed)
         return fam.prefixes.get(net.prefixlen, {}).get(int(net.network_address))
 
-    def lookup_packed(self, address: bytes) -> object | None:
+    def lookup_packed(self, address: bytes) -> H | None:
         """Longest-prefix match for a packed IPv4 (4 bytes) or IPv6 (16 bytes) address; None if no route."""
         fam = self._v4 if len(address) == 4 else self._v6
         hop = fam.exact.get(address)
@@ -131,7 +132,7 @@ class RouteTable:
                     return hop
         return None
 
-    def lookup(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address | bytes) -> object | None:
+    def lookup(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address | bytes) -> H | None:
         """Longest-prefix match for an address in any form; a malformed address raises RoutingError."""
         if isinstance(address, bytes | bytearray):
             if len(address) not in (4, 16):
@@ -143,9 +144,9 @@ class RouteTable:
             raise RoutingError(str(exc)) from exc
         return self.lookup_packed(ip.packed)
 
-    def routes(self) -> list[tuple[IPNetwork, object]]:
+    def routes(self) -> list[tuple[IPNetwork, H]]:
         """Every (prefix, hop), longest prefixes first."""
-        out: list[tuple[IPNetwork, object]] = []
+        out: list[tuple[IPNetwork, H]] = []
         for fam, cls in ((self._v4, ipaddress.IPv4Network), (self._v6, ipaddress.IPv6Network)):
             out += [(cls((packed, fam.bits)), hop) for packed, hop in fam.exact.items()]
             for plen in sorted(fam.prefixes, reverse=True):
@@ -157,6 +158,7 @@ class RouteTable:
 
     def __contains__(self, network: object) -> bool:
         try:
+            # any object may be asked about; get() refuses a non-prefix with RoutingError
             return self.get(network) is not None  # type: ignore[arg-type]
         except RoutingError:
             return False

@@ -283,7 +283,7 @@ class DataPath:
         seal_to = self._seal_to
         now = self.clock()
         out: dict[tuple, list[bytes]] = {}
-        touched = set()
+        touched: set[Peer] = set()
         vnet = self.vnet
         complete = not self.partial_csum
         size = TUN_READ + (VNET_HDR_SIZE if vnet else 0)
@@ -530,7 +530,7 @@ class DataPath:
             return
         dest = self.by_id.get(dest_id)
         dkp = dest.ring.sending(now) if dest is not None and dest is not src else None
-        if dkp is None or dest.endpoint is None:
+        if dkp is None or dest is None or dest.endpoint is None:
             self.relay.no_destination += 1
             return
         try:

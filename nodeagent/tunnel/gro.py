@@ -54,7 +54,13 @@ class TunWriter:
         self._fd = fd
         self._first: bytes | None = None
         self._partial = False
-        self._parts: list = []
+        self._parts: list[bytes | memoryview] = []
+        # the run being merged: set when a run starts, read only while _first is not None
+        self._key: tuple[int, int, bytes, bytes, bytes, bytes]
+        self._mss: int
+        self._total: int
+        self._next_seq: int
+        self._psh: bool
         self.writes = 0  # syscalls made
         self.merged = 0  # segments that went out inside a super-packet
         self.errors = 0

@@ -31,9 +31,6 @@ anything else raises, which is one reason TSO6 is off unless asked for (tun.py).
 Errors: a frame that does not parse raises `OffloadError` (the data path counts it `malformed`).
 """
 
-# mypy: disable-error-code="possibly-undefined"
-# (split() binds the per-version and checksum names under the same tests that later read them;
-#  placeholder assignments would only add work to the data path's hottest function)
 from __future__ import annotations
 
 import struct
