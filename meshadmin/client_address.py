@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asgiref.typing import WebSocketScope
 
 __all__ = [
     "client_address", "is_trusted_proxy", "parse_trusted_proxies", "request_client_ip", "scope_client_ip",
@@ -88,7 +92,7 @@ def request_client_ip(request) -> str | None:
     return client_address(meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"), _trusted_setting())
 
 
-def scope_client_ip(scope: dict) -> str | None:
+def scope_client_ip(scope: WebSocketScope) -> str | None:
     """The client address of an ASGI (websocket) scope."""
     client = scope.get("client")
     peer = client[0] if client else None

@@ -13,6 +13,7 @@ empty SHADOWMESH_ALLOWED_HOSTS.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -133,6 +134,7 @@ DATABASE_URL = env_str(
 DB_POOL_MAX_SIZE = env_int(
     "SHADOWMESH_DB_POOL_MAX_SIZE", 20, "PostgreSQL connection pool size per process (0 = no pool)"
 )
+DATABASES: dict[str, Mapping[str, object]]  # the two branches build different shapes
 if DATABASE_URL is None:
     private_file(DATA_DIR / "db.sqlite3", sqlite=True)  # before SQLite creates it with the umask
     DATABASES = {
@@ -155,6 +157,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str(
     "REDIS_URL", None, "redis://host:6379/0; unset = in-memory channel layer, local cache, eager Celery"
 )
+CHANNEL_LAYERS: dict[str, dict[str, object]]
 if REDIS_URL is None:
     CHANNEL_LAYERS = {"default": {"BACKEND": "meshadmin.realtime.layers.LocalChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -72,7 +72,7 @@ def _peer_out(node: Node) -> dict:
         "port": node.control_port,
         "udp_port": node.udp_port,
         "is_public": node.advertised_public,
-        "public_key": b64(node.public_key),
+        "public_key": b64(bytes(node.public_key)),
         "last_seen": node.last_seen,
         "expires_at": node.record_expires_at,
     }

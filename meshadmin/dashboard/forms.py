@@ -76,7 +76,9 @@ class RouteCreateForm(forms.Form):
         queryset=Node.objects.filter(status=NodeStatus.ACTIVE).select_related("network"),
         label="Via node", empty_label=None,
     )
-    prefix = forms.CharField(max_length=43, help_text="A subnet behind that node, like 192.168.1.0/24.")
+    # a field named "prefix": the form metaclass moves it into base_fields, Form.prefix stays None
+    prefix = forms.CharField(  # type: ignore[assignment]
+        max_length=43, help_text="A subnet behind that node, like 192.168.1.0/24.")
     approve = forms.BooleanField(required=False, label="Approve now")
 
 

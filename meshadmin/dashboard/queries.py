@@ -92,10 +92,10 @@ def node_rows(
             Q(name__icontains=q) | Q(peer_id__startswith=q.lower()) | Q(overlay_ip__startswith=q)
             | Q(endpoint_ip__startswith=q)
         )
-    nodes = list(nodes)
-    presence = telemetry.presence([n.peer_id for n in nodes])
+    node_list = list(nodes)
+    presence = telemetry.presence([n.peer_id for n in node_list])
     rows = []
-    for n in nodes:
+    for n in node_list:
         seen = presence.get(n.peer_id, telemetry.OFFLINE)
         online = n.status == NodeStatus.ACTIVE and seen.online
         state = "revoked" if n.status == NodeStatus.REVOKED else ("online" if online else "offline")
@@ -251,7 +251,7 @@ def series(node: Node, now: datetime, window: timedelta = timedelta(hours=1)) ->
 
     names = dict(Node.objects.filter(peer_id__in=list(carried)).values_list("peer_id", "name"))
     peers = []
-    for peer_id in sorted(carried, key=lambda p: (names.get(p, p).lower(), p)):
+    for peer_id in sorted(carried, key=lambda p: ((names.get(p) or p).lower(), p)):
         rtt = [round(sum(ms) / len(ms), 2) if ms else None for ms in rtts[peer_id]]
         peers.append({"peer_id": peer_id, "name": names.get(peer_id, peer_id[:12]), "rtt_ms": rtt,
                       "loss_pct": loss[peer_id]})

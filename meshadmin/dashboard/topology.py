@@ -69,7 +69,7 @@ def _first(*values: float | None) -> float | None:
     return next((v for v in values if v is not None), None)
 
 
-def _node_element(node: NodeInfo) -> dict:
+def _node_element(node: NodeInfo) -> dict[str, object]:
     return {
         "data": {
             "id": node.peer_id,
@@ -87,7 +87,7 @@ def build_graph(
     reports: list[LinkFigures],
     now: datetime,
     max_age: timedelta = LINK_MAX_AGE,
-) -> dict:
+) -> dict[str, object]:
     """Graph JSON for the map. Revoked nodes are left out; stale or dangling reports draw nothing."""
     shown = {n.peer_id: n for n in nodes if not n.revoked}
     # Latest fresh report per (reporter, peer); a report about an unknown node is ignored.
@@ -119,8 +119,10 @@ def build_graph(
         loss = _worst(*(r.rates.loss_pct for r in views))
         rtt = _worst(*(r.rtt_ms for r in views))
         # Traffic source -> target: what the source sent, else what the target received.
-        tx = _first(forward and forward.rates.tx_bytes_per_s, backward and backward.rates.rx_bytes_per_s)
-        rx = _first(forward and forward.rates.rx_bytes_per_s, backward and backward.rates.tx_bytes_per_s)
+        tx = _first(forward.rates.tx_bytes_per_s if forward else None,
+                    backward.rates.rx_bytes_per_s if backward else None)
+        rx = _first(forward.rates.rx_bytes_per_s if forward else None,
+                    backward.rates.tx_bytes_per_s if backward else None)
         handshake = [r.last_handshake_s for r in views if r.last_handshake_s is not None]
         edges[edge_id] = {
             "data": {

@@ -216,8 +216,8 @@ def _node(peer_id: str) -> Node:
 def node_detail(request, peer_id: str):
     node = _node(peer_id)
     now = timezone.now()
-    row = queries.node_rows(node.network, q=node.peer_id, now=now)
-    row = next((r for r in row if r.node.pk == node.pk), None)
+    rows = queries.node_rows(node.network, q=node.peer_id, now=now)
+    row = next((r for r in rows if r.node.pk == node.pk), None)
     return render_page(
         request,
         "dashboard/node.html",
@@ -246,7 +246,7 @@ def node_rename(request, peer_id: str):
     node = _node(peer_id)
     form = RenameNodeForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Name: " + "; ".join(form.errors.get("name", ["invalid"])))
+        messages.error(request, "Name: " + "; ".join(str(e) for e in form.errors.get("name", ["invalid"])))
         return redirect("dashboard:node", peer_id=node.peer_id)
     try:
         rename_node(node, form.cleaned_data["name"], actor=_actor(request))

@@ -12,11 +12,14 @@ shared objects; only a relay viewing a peer whose preferred relay is itself gets
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from nodeagent.protocol import netmap as nm
 
 from . import policy
-from .snapshot import NodeRow, Snapshot
+
+if TYPE_CHECKING:  # types only: this module never touches the database
+    from .snapshot import NodeRow, Snapshot
 
 __all__ = [
     "Changes", "NetworkView", "NodeNotInNetwork", "changes", "delta_for", "netmap_for", "netmaps_for_all",
@@ -35,6 +38,13 @@ def _endpoints(n: NodeRow) -> tuple[nm.Endpoint, ...]:
     if n.observed_ip and n.observed_ip != n.endpoint_ip:
         out.append(nm.Endpoint(n.observed_ip, n.control_port, n.udp_port, "observed"))
     return tuple(out)
+
+
+def _overlay_ip(n: NodeRow) -> str:
+    """The overlay address of a member (members and the map's own node always have one)."""
+    if n.overlay_ip is None:
+        raise NodeNotInNetwork(f"{n.peer_id} has no overlay address")
+    return n.overlay_ip
 
 
 def _fingerprint(n: NodeRow) -> str:
@@ -56,10 +66,13 @@ class NetworkView:
 
     def netmap_for(self, node: NodeRow | str | int) -> nm.NetMap:
         snap = self.snapshot
-        if isinstance(node, NodeRow):
-            me = node
+        me: NodeRow | None
+        if isinstance(node, str):
+            me = self.index.get(node)
+        elif isinstance(node, int):
+            me = snap.node(node)
         else:
-            me = self.index.get(node) if isinstance(node, str) else snap.node(node)
+            me = node
         if me is None or not me.active or me.overlay_ip is None:
             raise NodeNotInNetwork(f"{node!r} is not an active node of {snap.network!r}")
         peers = []
@@ -86,7 +99,7 @@ class NetworkView:
         return nm.NetMap(
             network=snap.network,
             serial=snap.serial,
-            node=nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=me.overlay_ip,
+            node=nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=_overlay_ip(me),
                              prefix_len=snap.prefix_len, is_public=me.is_public,
                              is_relay=policy.is_relay_candidate(me)),
             peers=peers,
@@ -105,7 +118,7 @@ def view(snapshot: Snapshot) -> NetworkView:
     for n in members:
         first, other = policy.relay_choices(n, ranked)
         endpoints = _endpoints(n)
-        peers[n.pk] = nm.Peer(peer_id=n.peer_id, name=n.name, overlay_ip=n.overlay_ip,
+        peers[n.pk] = nm.Peer(peer_id=n.peer_id, name=n.name, overlay_ip=_overlay_ip(n),
                               fingerprint=_fingerprint(n), endpoints=endpoints, is_public=n.is_public,
                               is_relay=policy.is_relay_candidate(n), relay=first, online=bool(endpoints))
         second[n.pk] = other

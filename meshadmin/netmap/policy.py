@@ -6,7 +6,10 @@ other one. Access rules, when they come, are added here and nowhere else.
 
 from __future__ import annotations
 
-from .snapshot import NodeRow
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # types only: this module never touches the database
+    from .snapshot import NodeRow
 
 # True while may_reach is "every active member reaches every other": compute.delta_for relies
 # on it to share one change set between all ordinary nodes. Set False with the first real rule.
@@ -35,8 +38,7 @@ def relay_choices(peer: NodeRow, ranked: list[NodeRow]) -> tuple[str | None, str
     if is_relay_candidate(peer):
         return None, None
     options = [r.peer_id for r in ranked if r.pk != peer.pk][:2]
-    options += [None] * (2 - len(options))
-    return options[0], options[1]
+    return (options[0] if options else None), (options[1] if len(options) > 1 else None)
 
 
 def fallback_relay(me: NodeRow, peer: NodeRow, relays: list[NodeRow]) -> str | None:

@@ -101,7 +101,7 @@ def load(network: Network | int, now: datetime | None = None) -> Snapshot:
         nodes.append(NodeRow(
             pk=r["pk"], peer_id=r["peer_id"], name=r["name"], overlay_ip=r["overlay_ip"],
             is_public=r["is_public"], is_relay=r["is_relay"], active=r["status"] == NodeStatus.ACTIVE,
-            fingerprint=_node_fingerprint(r["pk"], r["certificate"]),
+            fingerprint=_node_fingerprint(r["pk"], bytes(r["certificate"])),
             endpoint_ip=r["endpoint_ip"] if live else None, observed_ip=r["observed_ip"] if live else None,
             control_port=r["control_port"] if live else None, udp_port=r["udp_port"] if live else None,
             last_seen=r["last_seen"]))

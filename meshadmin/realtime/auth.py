@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from meshadmin.mesh.choices import AuditAction, NodeStatus
 from meshadmin.mesh.models import Node
@@ -21,6 +22,9 @@ from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.auth import authenticate_session
 from meshadmin.mesh.services.common import node_actor
 from nodeagent.protocol.auth import BadAuthSignature, verify_agent_login
+
+if TYPE_CHECKING:
+    from asgiref.typing import WebSocketScope
 
 __all__ = ["AgentIdentity", "AuthRefused", "authenticate_signature", "authenticate_token", "bearer_token"]
 
@@ -48,7 +52,7 @@ def _identity(node: Node) -> AgentIdentity:
     return AgentIdentity(node.pk, node.peer_id, node.name, node.network_id, node.is_public)
 
 
-def bearer_token(scope: dict) -> str | None:
+def bearer_token(scope: WebSocketScope) -> str | None:
     """The bearer token from the Authorization header of the websocket handshake, if any."""
     for name, value in scope.get("headers") or ():
         if name.lower() == b"authorization":
@@ -83,7 +87,7 @@ def authenticate_signature(peer_id: str, nonce: bytes, signature: bytes,
         _refuse(node, peer_id, source_ip, "revoked peer")
         raise AuthRefused("this node has been revoked", revoked=True)
     try:
-        verify_agent_login(node.public_key, node.network.ca_public_key, nonce, signature)
+        verify_agent_login(bytes(node.public_key), bytes(node.network.ca_public_key), nonce, signature)
     except BadAuthSignature:  # this channel audits every kind as "bad signature"
         _refuse(node, peer_id, source_ip, "bad signature")
         raise AuthRefused("signature does not verify") from None

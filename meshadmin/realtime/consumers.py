@@ -122,6 +122,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._died()
             raise
 
+    @property
+    def me(self) -> auth.AgentIdentity:
+        """The authenticated agent: what every handler past the login acts for."""
+        if self.agent is None:
+            raise RuntimeError("the agent socket has not authenticated")
+        return self.agent
+
     async def _died(self) -> None:
         self.closing = True
         timer = getattr(self, "auth_timer", None)
@@ -130,9 +137,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.present:
             self.present = False
             try:
-                await database_sync_to_async(presence.disconnected)(self.agent.pk)
+                await database_sync_to_async(presence.disconnected)(self.me.pk)
             except Exception:
-                log.exception("cannot count off the dead socket of %s", self.agent.peer_id)
+                log.exception("cannot count off the dead socket of %s", self.me.peer_id)
 
     async def dispatch(self, message: dict) -> None:
         """As the base class, minus its `aclose_old_connections()` before every message: that is a
@@ -189,7 +196,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_discard(group, self.channel_name)
         if self.present:
             self.present = False
-            went_offline = await database_sync_to_async(presence.disconnected)(self.agent.pk)
+            went_offline = await database_sync_to_async(presence.disconnected)(self.me.pk)
             if went_offline:
                 await self._to_dashboard(groups.PRESENCE_UPDATE, online=False)
 
@@ -274,10 +281,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if not msg.endpoints:
             return
         try:
-            await database_sync_to_async(_register)(self.agent, msg.endpoints[0], self._client_ip(),
+            await database_sync_to_async(_register)(self.me, msg.endpoints[0], self._client_ip(),
                                                     msg.agent_version)
         except ServiceError as exc:
-            log.info("endpoint report of %s refused: %s", self.agent.peer_id, exc)
+            log.info("endpoint report of %s refused: %s", self.me.peer_id, exc)
 
     def _peer_cap(self) -> int:
         """The most peers a report of this node may list: its network's members, plus slack."""
@@ -299,7 +306,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     def _refused(self, what: str) -> None:
         self.stats_refused += 1
         if self.stats_refused == 1:  # once per socket: a flood must not become a log flood
-            log.info("agent %s: %s is larger than a network of %d peers needs; dropped", self.agent.peer_id,
+            log.info("agent %s: %s is larger than a network of %d peers needs; dropped", self.me.peer_id,
                      what, self.max_peers - STATS_PEER_SLACK)
 
     async def _receive_renew(self) -> None:
@@ -308,9 +315,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         self.last_renew_at = now
         try:
-            certificate = await database_sync_to_async(_renew)(self.agent, self._client_ip())
+            certificate = await database_sync_to_async(_renew)(self.me, self._client_ip())
         except ServiceError as exc:
-            log.info("certificate renewal of %s refused: %s", self.agent.peer_id, exc)
+            log.info("certificate renewal of %s refused: %s", self.me.peer_id, exc)
             return
         if not self.closing:
             await self.send(bytes_data=messages.encode(messages.CertificateIssued(certificate)))
@@ -321,7 +328,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         now = time.monotonic()
         interval = now - self.last_stats_at if self.last_stats is not None else 0.0
-        reporter = ingest.Reporter(self.agent.pk, self.agent.peer_id, self.agent.network_id)
+        reporter = ingest.Reporter(self.me.pk, self.me.peer_id, self.me.network_id)
         stats_buffer().add(ingest.Report(reporter, msg, self.last_stats, interval))
         self.last_stats, self.last_stats_at = msg, now
 
@@ -329,14 +336,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _view_with_me(self, min_serial: int) -> compute.NetworkView | None:
         """The shared view at >= min_serial; None (and the socket closed) if this node is not in it."""
-        view = await view_cache().get(self.agent.network_id, min_serial)
-        if self.agent.pk not in view.peers:  # revoked, deleted or without an address
+        view = await view_cache().get(self.me.network_id, min_serial)
+        if self.me.pk not in view.peers:  # revoked, deleted or without an address
             await self._close(CloseCode.REVOKED, "this node is no longer an active member")
             return None
         return view
 
     async def _send_full(self) -> None:
-        view = await self._view_with_me(await current_serial(self.agent.network_id))
+        view = await self._view_with_me(await current_serial(self.me.network_id))
         if view is None:
             return
         await self.send(bytes_data=self._full_frame(view))
@@ -344,7 +351,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     def _full_frame(self, view: compute.NetworkView) -> bytes:
         cache = view_cache()
-        return cache.full_frame(view.netmap_for(self.agent.peer_id), cache.signer(view))
+        return cache.full_frame(view.netmap_for(self.me.peer_id), cache.signer(view))
 
     async def netmap_changed(self, event: dict) -> None:
         if self.agent is None or self.closing:
@@ -377,5 +384,5 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _to_dashboard(self, kind: str, **fields) -> None:
         await self.channel_layer.group_send(
-            groups.dashboard_group(self.agent.network_id),
-            {"type": kind, "network": self.agent.network_id, "peer_id": self.agent.peer_id, **fields})
+            groups.dashboard_group(self.me.network_id),
+            {"type": kind, "network": self.me.network_id, "peer_id": self.me.peer_id, **fields})

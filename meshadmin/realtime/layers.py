@@ -41,15 +41,16 @@ class LocalChannelLayer(InMemoryChannelLayer):
         now = time.monotonic()
         if now - self._swept_at >= SWEEP_INTERVAL_S:
             self._swept_at = now
-            self._clean_expired()
+            self._clean_expired()  # type: ignore[attr-defined]  # InMemoryChannelLayer's, not in its stubs
 
     def _drop_expired_head(self, channel: str) -> None:
         queue = self.channels.get(channel)
         if queue is None:
             return
-        while not queue.empty() and queue._queue[0][0] < time.time():
+        # asyncio.Queue keeps its items in _queue (a deque); the head's expiry is read in place
+        while not queue.empty() and queue._queue[0][0] < time.time():  # type: ignore[attr-defined]
             queue.get_nowait()
-            self._remove_from_groups(channel)
+            self._remove_from_groups(channel)  # type: ignore[attr-defined]  # InMemoryChannelLayer's
         if queue.empty() and self.channels.get(channel) is queue:
             del self.channels[channel]
 

@@ -16,6 +16,7 @@ costs one signature, a full map (on connect and on `resync`) one per socket.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -117,7 +118,7 @@ class ViewCache:
             if fut is None:
                 fut = asyncio.ensure_future(database_sync_to_async(_load)(network_id))
                 self._loading[network_id] = fut
-                fut.add_done_callback(lambda f, n=network_id: self._done(n, f))
+                fut.add_done_callback(functools.partial(self._done, network_id))
             v, _key = await asyncio.shield(fut)
             if v.snapshot.serial >= min_serial:
                 return v

@@ -57,6 +57,7 @@ class StatsBuffer:
             log.exception("storing %d counter reports failed; they are dropped", len(batch))
             return
         layer = get_channel_layer()
+        assert layer is not None  # settings.CHANNEL_LAYERS always names one
         for update in updates:
             await layer.group_send(groups.dashboard_group(update["network"]),
                                    {"type": groups.TELEMETRY_UPDATE, **update})

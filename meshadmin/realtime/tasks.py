@@ -40,7 +40,12 @@ import logging
 from asgiref.sync import async_to_sync
 from celery import shared_task
 from channels.db import database_sync_to_async
-from channels.layers import DEFAULT_CHANNEL_LAYER, InMemoryChannelLayer, channel_layers, get_channel_layer
+from channels.layers import (  # type: ignore[attr-defined]  # DEFAULT_CHANNEL_LAYER is missing from the stubs
+    DEFAULT_CHANNEL_LAYER,
+    InMemoryChannelLayer,
+    channel_layers,
+    get_channel_layer,
+)
 from django.conf import settings
 from django.core.cache import cache
 
@@ -128,6 +133,7 @@ async def apush_netmaps(network_id: int) -> int:
     try:
         pushes = await database_sync_to_async(build_pushes)(network_id)
         layer = get_channel_layer()
+        assert layer is not None  # settings.CHANNEL_LAYERS always names one
         for group, event in pushes:
             await layer.group_send(group, event)
         log.info("network %s: netmap change announced to %d group(s)", network_id, len(pushes))
@@ -158,6 +164,7 @@ def send_to_groups(pushes: list[tuple[str, dict]]) -> None:
 
 async def _send_in_memory(pushes: list[tuple[str, dict]]) -> None:
     layer = get_channel_layer()
+    assert layer is not None  # settings.CHANNEL_LAYERS always names one
     for group, event in pushes:
         await layer.group_send(group, event)
 

@@ -75,7 +75,7 @@ def ingest_batch(reports: list[Report], now: datetime | None = None) -> list[dic
 
 
 def _samples(r: Report, known: set[tuple[int, str]], now: datetime) -> list[Sample]:
-    before = {p.peer_id: p for p in r.previous.peers}
+    before = {p.peer_id: p for p in (r.previous.peers if r.previous is not None else ())}
     rows = []
     for p in r.stats.peers:
         old = before.get(p.peer_id)

@@ -97,11 +97,16 @@ TRAFFIC = ("tx_bytes", "rx_bytes", "tx_frames", "rx_frames", "lost_frames")
 
 
 class _Carried(Protocol):  # Traffic, or anything with its fields (the server's stored samples)
-    tx_bytes: int
-    rx_bytes: int
-    tx_frames: int
-    rx_frames: int
-    lost_frames: int
+    @property
+    def tx_bytes(self) -> int: ...
+    @property
+    def rx_bytes(self) -> int: ...
+    @property
+    def tx_frames(self) -> int: ...
+    @property
+    def rx_frames(self) -> int: ...
+    @property
+    def lost_frames(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

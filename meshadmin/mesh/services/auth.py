@@ -86,7 +86,7 @@ def verify_challenge(
             reason = "challenge expired"
         raise _refuse(peer_id, node, source_ip, reason, "challenge is unknown, used or expired")
     try:
-        verify_auth_signature(node.public_key, challenge, signature)
+        verify_auth_signature(bytes(node.public_key), challenge, signature)
     except BadAuthSignature as exc:  # audited with its reason: wrong length or bad signature
         raise _refuse(peer_id, node, source_ip, str(exc), "signature does not verify") from None
     token = new_token()

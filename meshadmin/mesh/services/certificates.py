@@ -60,7 +60,7 @@ def renew_certificate(node: Node, *, source_ip: str | None = None, now: datetime
         current = Node.objects.select_for_update().select_related("network").get(pk=node.pk)
         if current.status != NodeStatus.ACTIVE or current.overlay_ip is None:
             raise Forbidden("this node has been revoked")
-        if not _due(current.certificate, now):
+        if not _due(bytes(current.certificate), now):
             return Renewal(bytes(current.certificate), renewed=False)
         locked = bump_serial(current.network_id)
         lifetime = certificate_lifetime()

@@ -131,7 +131,7 @@ def enroll(
                 locked,
                 public_key=public_key,
                 name=name,
-                overlay_ip=node.overlay_ip,
+                overlay_ip=_allocated(node),
                 is_public=public,
                 is_relay=public,
                 not_before=now,
@@ -170,7 +170,8 @@ def _create_node(network, pid, name, public_key, public, endpoint_ip, control_po
             "overlay_ip", flat=True
         )
         try:
-            address = str(next_free_address(network.overlay_cidr, used, lost))
+            taken = (ip for ip in used if ip is not None)  # the query excludes NULL already
+            address = str(next_free_address(network.overlay_cidr, taken, lost))
         except PoolExhausted as exc:
             raise Conflict(f"the overlay network {network.overlay_cidr} has no free address left") from exc
         try:
@@ -193,3 +194,10 @@ def _create_node(network, pid, name, public_key, public, endpoint_ip, control_po
                 raise Conflict("a node with this public key is already enrolled") from None
             lost.add(address)  # another transaction took this address first; look again
     raise Conflict("could not allocate an overlay address, try again")
+
+
+def _allocated(node: Node) -> str:
+    """The overlay address _create_node gave the node (it always allocates one)."""
+    if node.overlay_ip is None:
+        raise RuntimeError(f"node {node.peer_id} was created without an overlay address")
+    return node.overlay_ip
