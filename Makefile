@@ -1,5 +1,5 @@
 # ShadowMesh — the two commands are `make demo` and `make test` (see README.md).
-.PHONY: venv demo test bench lint vendor clean
+.PHONY: venv demo test bench lint types vendor clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -19,6 +19,9 @@ vendor: venv
 
 lint: venv
 	.venv/bin/ruff check .
+
+types: venv
+	.venv/bin/mypy
 
 clean:
 	rm -rf .venv data .pytest_cache .hypothesis .mypy_cache artifacts

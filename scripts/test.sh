@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite (what `make test` and CI run): lint (ruff), then two pytest passes:
+# The whole test suite (what `make test` and CI run): lint (ruff), types (mypy), then two pytest passes:
 #   1. embedded defaults: SQLite, in-memory channel layer, eager Celery — every test except those
 #      that need PostgreSQL/Redis;
 #   2. the scale-out path: the control-plane tests again (tests/meshadmin, dashboard included), plus the PostgreSQL-only ones
@@ -37,6 +37,11 @@ run() {  # run one pytest pass; exit code 5 (nothing collected) is reported, not
 
 echo "=== lint: ruff check ==="
 .venv/bin/ruff check . || { echo "test: ruff found problems (run: .venv/bin/ruff check .)" >&2; status=1; }
+
+echo "=== types: mypy (pyproject.toml [tool.mypy]) ==="
+types_start=$SECONDS
+.venv/bin/mypy || { echo "test: mypy found type errors (run: .venv/bin/mypy)" >&2; status=1; }
+echo "types: $((SECONDS - types_start)) s"
 
 export SHADOWMESH_DATA_DIR="$state/data"
 run "pass 1: embedded defaults (SQLite)" -m "$marks" "$@"
