@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -48,21 +48,22 @@ from .permissions import dashboard_view
 AGENT_STATE_DIR = "/var/lib/shadowmesh"
 
 
-def render_page(request, template: str, context: dict, regions: dict[str, str] | None = None, **kwargs):
+def render_page(request: HttpRequest, template: str, context: dict, regions: dict[str, str] | None = None,
+                status: int | None = None) -> HttpResponse:
     """Render the page, or only the partial named for the region htmx asked for (HX-Target)."""
     context = {"can_edit": can_edit(request.user), **context}
     target = request.headers.get("HX-Target", "")
     region = target.split("#", 1)[1] if "#" in target else ""
     if request.headers.get("HX-Request") and regions and region in regions:
-        return render(request, f"{template}#{regions[region]}", context, **kwargs)
-    return render(request, template, context, **kwargs)
+        return render(request, f"{template}#{regions[region]}", context, status=status)
+    return render(request, template, context, status=status)
 
 
-def _actor(request) -> str:
+def _actor(request: HttpRequest) -> str:
     return user_actor(request.user)
 
 
-def _service_failed(request, exc: ServiceError) -> None:
+def _service_failed(request: HttpRequest, exc: ServiceError) -> None:
     messages.error(request, exc.detail)
 
 
@@ -72,7 +73,7 @@ def _service_failed(request, exc: ServiceError) -> None:
 LOGIN_FAILURE_WINDOW_S = 15 * 60
 
 
-def _login_failure_keys(request) -> list[str]:
+def _login_failure_keys(request: HttpRequest) -> list[str]:
     """Failures count per client address and per username (so neither spraying nor guessing pays)."""
     window = int(time.time()) // LOGIN_FAILURE_WINDOW_S
     username = (request.POST.get("username") or "").strip().lower()[:150]
@@ -82,12 +83,12 @@ def _login_failure_keys(request) -> list[str]:
     return keys
 
 
-def _login_refused(request) -> bool:
+def _login_refused(request: HttpRequest) -> bool:
     limit = getattr(settings, "SHADOWMESH_LOGIN_FAILURE_LIMIT", 10)
     return limit > 0 and any((cache.get(key) or 0) >= limit for key in _login_failure_keys(request))
 
 
-def _count_login_failure(request) -> None:
+def _count_login_failure(request: HttpRequest) -> None:
     for key in _login_failure_keys(request):
         cache.add(key, 0, timeout=LOGIN_FAILURE_WINDOW_S * 2)
         try:
@@ -118,7 +119,7 @@ class LoginView(auth_views.LoginView):
 
 
 @never_cache
-def admin_login(request):
+def admin_login(request: HttpRequest) -> HttpResponse:
     """/admin/login/ is Django admin's own sign-in page with the dashboard's failure limits (the
     same counters): without them it was a second, unlimited door for guessing passwords."""
     from django.contrib import admin
@@ -141,7 +142,7 @@ class LogoutView(auth_views.LogoutView):
 
 @require_GET
 @dashboard_view
-def overview(request):
+def overview(request: HttpRequest) -> HttpResponse:
     network = queries.pick_network(request.GET.get("network"))
     data = queries.overview(network)
     return render_page(
@@ -154,7 +155,7 @@ def overview(request):
 
 @require_GET
 @dashboard_view
-def map_page(request):
+def map_page(request: HttpRequest) -> HttpResponse:
     network = queries.pick_network(request.GET.get("network"))
     return render_page(
         request,
@@ -165,7 +166,7 @@ def map_page(request):
 
 @require_GET
 @dashboard_view
-def graph_json(request):
+def graph_json(request: HttpRequest) -> HttpResponse:
     network = queries.pick_network(request.GET.get("network"))
     return JsonResponse(queries.graph_for(network))
 
@@ -175,7 +176,7 @@ def graph_json(request):
 
 @require_GET
 @dashboard_view
-def nodes(request):
+def nodes(request: HttpRequest) -> HttpResponse:
     form = NodeFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
     network = queries.pick_network(request.GET.get("network"))
@@ -213,7 +214,7 @@ def _node(peer_id: str) -> Node:
 
 @require_GET
 @dashboard_view
-def node_detail(request, peer_id: str):
+def node_detail(request: HttpRequest, peer_id: str) -> HttpResponse:
     node = _node(peer_id)
     now = timezone.now()
     rows = queries.node_rows(node.network, q=node.peer_id, now=now)
@@ -235,14 +236,14 @@ def node_detail(request, peer_id: str):
 
 @require_GET
 @dashboard_view
-def node_series(request, peer_id: str):
+def node_series(request: HttpRequest, peer_id: str) -> HttpResponse:
     node = _node(peer_id)
     return JsonResponse(queries.series(node, timezone.now()))
 
 
 @require_POST
 @dashboard_view
-def node_rename(request, peer_id: str):
+def node_rename(request: HttpRequest, peer_id: str) -> HttpResponse:
     node = _node(peer_id)
     form = RenameNodeForm(request.POST)
     if not form.is_valid():
@@ -259,7 +260,7 @@ def node_rename(request, peer_id: str):
 
 @require_http_methods(["GET", "POST"])
 @dashboard_view
-def node_revoke(request, peer_id: str):
+def node_revoke(request: HttpRequest, peer_id: str) -> HttpResponse:
     """GET shows the confirmation page; POST revokes."""
     node = _node(peer_id)
     if request.method == "GET":
@@ -282,7 +283,7 @@ def node_revoke(request, peer_id: str):
 
 @require_http_methods(["GET", "POST"])
 @dashboard_view
-def node_delete(request, peer_id: str):
+def node_delete(request: HttpRequest, peer_id: str) -> HttpResponse:
     node = _node(peer_id)
     if request.method == "GET":
         return render_page(request, "dashboard/confirm.html", {
@@ -311,7 +312,7 @@ def node_url(node: Node) -> str:
 # --------------------------------------------------------------------------- tokens
 
 
-def public_url(request) -> str:
+def public_url(request: HttpRequest) -> str:
     """The URL nodes reach this server at: SHADOWMESH_PUBLIC_URL, else the one the browser used
     (which names loopback when the dashboard is opened on the server itself)."""
     configured = getattr(settings, "SHADOWMESH_PUBLIC_URL", None)
@@ -334,7 +335,7 @@ def qr_svg(text: str) -> str:
 
 @require_GET
 @dashboard_view
-def tokens(request):
+def tokens(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     rows = EnrollmentToken.objects.select_related("network", "created_by").order_by("-created_at")[:200]
     return render_page(request, "dashboard/tokens.html", {"tokens": rows, "now": now,
@@ -344,7 +345,7 @@ def tokens(request):
 @require_http_methods(["GET", "POST"])
 @dashboard_view
 @never_cache
-def token_create(request):
+def token_create(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return render_page(request, "dashboard/token_create.html", {"form": TokenCreateForm()})
     form = TokenCreateForm(request.POST)
@@ -376,7 +377,7 @@ def token_create(request):
 
 @require_POST
 @dashboard_view
-def token_revoke(request, pk: int):
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
     token = get_object_or_404(EnrollmentToken, pk=pk)
     if token.revoked_at is not None:
         messages.info(request, f"Token {token.prefix}… was already revoked.")
@@ -395,14 +396,14 @@ def token_revoke(request, pk: int):
 
 @require_GET
 @dashboard_view
-def routes(request):
+def routes(request: HttpRequest) -> HttpResponse:
     rows = Route.objects.select_related("network", "via").order_by("approved", "network__name", "prefix")
     return render_page(request, "dashboard/routes.html", {"routes": rows, "form": RouteCreateForm()})
 
 
 @require_POST
 @dashboard_view
-def route_create(request):
+def route_create(request: HttpRequest) -> HttpResponse:
     form = RouteCreateForm(request.POST)
     if not form.is_valid():
         rows = Route.objects.select_related("network", "via").order_by("approved", "prefix")
@@ -420,7 +421,7 @@ def route_create(request):
 
 @require_POST
 @dashboard_view
-def route_approve(request, pk: int):
+def route_approve(request: HttpRequest, pk: int) -> HttpResponse:
     route = get_object_or_404(Route.objects.select_related("via"), pk=pk)
     try:
         approve_route(route, actor=_actor(request))
@@ -433,7 +434,7 @@ def route_approve(request, pk: int):
 
 @require_POST
 @dashboard_view
-def route_reject(request, pk: int):
+def route_reject(request: HttpRequest, pk: int) -> HttpResponse:
     route = get_object_or_404(Route.objects.select_related("via"), pk=pk)
     label = f"{route.prefix} via {route.via.name}"
     try:
@@ -450,7 +451,7 @@ def route_reject(request, pk: int):
 
 @require_GET
 @dashboard_view
-def audit(request):
+def audit(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
     events = queries.audit_events(
