@@ -33,7 +33,8 @@ The peer id is encrypted (on-path observers do not learn who talks to whom); the
 only authenticated by the hop, so the hub verifies the hop tag and its replay window, then
 re-wraps `inner` byte for byte (`wrap_relay`) without ever calling `open_frame` on it. Putting
 the 36-byte sealed id after `inner` makes header ‖ inner one contiguous AAD (no copy on unwrap).
-Relays do not nest: the inner frame must be DATA or KEEPALIVE.
+Relays do not nest: the inner frame must be an end-to-end frame (DATA, KEEPALIVE, or one of the
+path-discovery frames PROBE, PROBE_ACK, CALL, whose payloads disco.py defines).
 
 Overhead: direct 36 bytes (FRAME_OVERHEAD), relayed 92 bytes (RELAY_OVERHEAD), on top of
 UDP/IP (28 bytes IPv4, 48 bytes IPv6).
@@ -57,8 +58,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from .constants import PEER_ID_SIZE
 
 __all__ = [
+    "DISCO_TYPES",
     "ECHO_SIZE",
     "END_TO_END_TYPES",
+    "ENVELOPE_TYPES",
     "FRAME_OVERHEAD",
     "HEADER_SIZE",
     "MAX_LENGTH",
@@ -88,6 +91,10 @@ class FrameType(IntEnum):
     KEEPALIVE = 2  # empty payload or an 8-byte echo
     RELAY = 3  # sender → hub envelope carrying an inner frame for another peer
     RELAYED = 4  # hub → destination envelope carrying an inner frame from another peer
+    # path discovery (disco.py): end-to-end frames sealed under the keypair's disco keys
+    PROBE = 5  # "do you hear me on this path?": txid, sequence, padding
+    PROBE_ACK = 6  # the answer, with the source address the probe came from; never larger
+    CALL = 7  # hole-punch coordination through a hub: candidates, then a synchronised start
 
 
 class FrameFlags(IntFlag):
@@ -129,9 +136,10 @@ RELAY_OVERHEAD = FRAME_OVERHEAD + HEADER_SIZE + _SEALED_ID  # 92
 MAX_PAYLOAD = MAX_LENGTH - TAG_SIZE
 
 _TYPES = frozenset(int(t) for t in FrameType)
-END_TO_END_TYPES = frozenset((int(FrameType.DATA), int(FrameType.KEEPALIVE)))
+ENVELOPE_TYPES = frozenset((int(FrameType.RELAY), int(FrameType.RELAYED)))
+END_TO_END_TYPES = _TYPES - ENVELOPE_TYPES
+DISCO_TYPES = frozenset((int(FrameType.PROBE), int(FrameType.PROBE_ACK), int(FrameType.CALL)))
 _BAD_FLAGS = 0xFF & ~int(FrameFlags.ECHO_REQUEST | FrameFlags.CSUM_PARTIAL)
-_LAST_E2E = int(FrameType.KEEPALIVE)
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -170,7 +178,7 @@ def parse_header(datagram: bytes | bytearray | memoryview) -> Header:
         raise FrameError(f"unknown flag bits {flags:#x}")
     if length != len(datagram) - HEADER_SIZE:
         raise FrameError(f"length field {length} != {len(datagram) - HEADER_SIZE} bytes after the header")
-    if length < TAG_SIZE or (ftype > _LAST_E2E and length < _SEALED_ID + FRAME_OVERHEAD):
+    if length < TAG_SIZE or (ftype in ENVELOPE_TYPES and length < _SEALED_ID + FRAME_OVERHEAD):
         raise FrameError("frame too short for its type" if length >= TAG_SIZE else "frame shorter than a tag")
     return _new_tuple(Header, fields)
 

@@ -28,6 +28,12 @@ when the last reference goes, which `wipe()` makes happen for the ring's own ref
 
 `next_counter()` is atomic under the GIL (itertools.count), so concurrent senders never share
 a nonce; it raises NonceExhausted at the reject limit.
+
+Disco keys (`Keypair.disco`, `DiscoKeys`): the path-discovery frames (PROBE, PROBE_ACK, CALL:
+disco.py) are sealed under keys derived from the keypair's own (HKDF-SHA-256, no salt, info
+DISCO_KEY_LABEL; docs/protocol.md#path-discovery-frames), with their own counter and replay
+window. A probe sent to an address that never answers then leaves no gap in the data counters
+(the receiver's loss count stays the data path's), and a probe cannot be replayed either.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .constants import (
     REJECT_AFTER_MESSAGES,
@@ -48,9 +56,11 @@ from .constants import (
 )
 from .replay import ReplayWindow
 
-__all__ = ["DEFAULT_LIMITS", "KEY_SIZE", "KeyRing", "Keypair", "KeysError", "Limits", "NonceExhausted"]
+__all__ = ["DEFAULT_LIMITS", "DISCO_KEY_LABEL", "KEY_SIZE", "DiscoKeys", "KeyRing", "Keypair", "KeysError",
+           "Limits", "NonceExhausted", "derive_disco_key"]
 
 KEY_SIZE = 32
+DISCO_KEY_LABEL = b"shadowmesh/disco/v1"
 
 
 class KeysError(ValueError):
@@ -83,6 +93,40 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+def derive_disco_key(key: bytes) -> bytes:
+    """The disco key that goes with one direction's data key."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=DISCO_KEY_LABEL)
+    return hkdf.derive(bytes(key))
+
+
+class DiscoKeys:
+    """The path-discovery keys of one keypair: own AEADs, counter and replay window."""
+
+    __slots__ = ("_counter", "limit", "recv", "replay", "send")
+
+    def __init__(self, send_key: bytes, recv_key: bytes, limit: int) -> None:
+        self.send: ChaCha20Poly1305 | None = ChaCha20Poly1305(derive_disco_key(send_key))
+        self.recv: ChaCha20Poly1305 | None = ChaCha20Poly1305(derive_disco_key(recv_key))
+        self.replay = ReplayWindow()
+        self.limit = limit
+        self._counter = itertools.count()
+
+    def next_counter(self) -> int:
+        c = next(self._counter)
+        if c >= self.limit or self.send is None:
+            raise NonceExhausted("disco keys used up or wiped: rekey")
+        return c
+
+    def accept(self, counter: int) -> bool:
+        """Replay check for a disco frame whose tag ALREADY verified under `recv`; records it."""
+        return self.replay.check(counter, self.limit)
+
+    def wipe(self) -> None:
+        self.send = self.recv = None
+        self._counter = itertools.count(self.limit)
+        self.replay.reset()
+
+
 class Keypair:
     """Data-path keys of one session in one direction pair."""
 
@@ -91,6 +135,7 @@ class Keypair:
         "_keys",
         "_sent",
         "created_at",
+        "disco",
         "initiator",
         "limits",
         "local_index",
@@ -126,6 +171,7 @@ class Keypair:
         self.replay = ReplayWindow()
         self._counter = itertools.count()
         self._sent = 0
+        self.disco = DiscoKeys(send_key, recv_key, limits.reject_after_messages)
 
     def __repr__(self) -> str:
         return (
@@ -190,6 +236,7 @@ class Keypair:
         self.recv = None
         self._counter = itertools.count(self.limits.reject_after_messages)
         self.replay.reset()
+        self.disco.wipe()
 
     def key_bytes(self) -> tuple[bytes, bytes]:
         """(send, recv) raw keys, for tests and key-confirmation; all zeros after wipe()."""

@@ -76,7 +76,7 @@ MALFORMED = [
     (1, b"", "shorter"),
     (2, raw_header()[:19], "shorter"),
     (3, raw_header(ftype=0) + bytes(16), "unknown frame type"),
-    (4, raw_header(ftype=5) + bytes(16), "unknown frame type"),
+    (4, raw_header(ftype=8) + bytes(16), "unknown frame type"),  # the first unassigned type
     (5, raw_header(ftype=255) + bytes(16), "unknown frame type"),
     (6, raw_header(flags=4) + bytes(16), "flag"),
     (7, raw_header(flags=0x80) + bytes(16), "flag"),
