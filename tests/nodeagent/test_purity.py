@@ -137,6 +137,12 @@ REQUIRED_PURE = {
     "nodeagent/protocol/strict.py",
     "nodeagent/protocol/trust.py",
     "nodeagent/paths/select.py",
+    "nodeagent/protocol/disco.py",
+    "nodeagent/paths/candidates.py",
+    "nodeagent/paths/choice.py",
+    "nodeagent/paths/natclass.py",
+    "nodeagent/paths/punch.py",
+    "nodeagent/paths/quality.py",
 }
 
 
