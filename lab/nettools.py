@@ -3,7 +3,9 @@ Standard library only: it runs as a script, `python lab/nettools.py ...`.
 
     nettools.py ping DST [--count N] [--interval S] [--timeout S]   prints "received N"
     nettools.py sink PORT [--bind IP]            accepts one TCP stream; prints "bytes N sha256 H"
-    nettools.py source DST PORT BYTES [--rate-mbit R] [--seed S]   prints "bytes N sha256 H"
+    nettools.py source DST PORT BYTES [--rate-mbit R] [--seed S] [--stop-file F]
+                                                  prints "bytes N sha256 H" (F: stop early, cleanly,
+                                                  once the file exists)
     nettools.py udp-send DST PORT HEXFILE        sends each line of HEXFILE as one datagram
     nettools.py sniff DST PORT COUNT [--min-size N]  prints "ready", then COUNT UDP payloads to
                                                   DST:PORT as hex lines (AF_PACKET, e.g. on a router)
@@ -88,7 +90,8 @@ def source(args) -> int:
     sent = 0
     start = time.monotonic()
     i = 0
-    while sent < args.bytes:
+    stop = args.stop_file
+    while sent < args.bytes and not (stop and i % 16 == 0 and os.path.exists(stop)):
         chunk = hashlib.sha256(i.to_bytes(8, "big")).digest() + block
         chunk = chunk[: min(len(chunk), args.bytes - sent)]
         sock.sendall(chunk)
@@ -207,6 +210,7 @@ def main() -> int:
     so.add_argument("bytes", type=int)
     so.add_argument("--rate-mbit", type=float, default=0)
     so.add_argument("--seed", default="shadowmesh")
+    so.add_argument("--stop-file", default="", help="finish (cleanly) once this file exists")
     us = sub.add_parser("udp-send")
     us.add_argument("dst")
     us.add_argument("port", type=int)

@@ -4,6 +4,8 @@
     tunnel/datapath.py      both packet pipelines (TUN <-> UDP), keys in use, counters
     peers.py                the peer set: the list the data path reads, the indexes, the routing table
     paths/select.py         the path to each peer: direct, or through its relay hub
+    traversal.py            NAT traversal (enrolled mode): candidates, hole punching, the data path
+                            of a relayed peer (direct when punched, else the cheapest relay)
     control/links.py        control links: dialers, link election, link keepalives, message dispatch
     control/server.py       the control port (the unauthenticated door): per-source limits, first handshake
     control/handshakes.py   data-key handshakes: admission, both roles, relayed handshakes, keys installed
@@ -27,11 +29,13 @@ Inside the loop, one thread does everything but the handshake cryptography:
     threads (control/crypto.py), so a burst of handshakes does not stall forwarding;
   - a TICK_S housekeeping tick (`tick`): session timers and RTT probes, the data path's index
     sweep (keys that expired or were rotated out), stalled responders cut, control-link keepalives;
+  - the traversal's own timer loop (finer while a hole punch is in flight, traversal.py);
   - the local status socket; in enrolled mode the server link.
 The collaborators never hold the agent: each gets what it reads as constructor arguments and
 what it must cause elsewhere as narrow callbacks; the per-peer state of each is kept in step
 through the peer set's listener calls (peers.py). Where two need each other (handshakes ->
-links, handshakes -> sessions, the data path -> sessions, paths -> links), the callback made
+links, handshakes -> sessions, the data path -> sessions, paths -> links, traversal -> paths,
+traversal -> enrolled), the callback made
 before its target exists is a lambda that looks the target up when it is called.
 """
 
@@ -58,6 +62,7 @@ from .protocol.messages import Stats
 from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 from .sessions import Sessions, random_jitter, session_timing
 from .status import node_status, peer_status, stats_report, status_document
+from .traversal import Traversal
 from .tunnel import tun as tunmod
 from .tunnel.datapath import DataPath
 from .tunnel.udp import UdpSocket
@@ -126,9 +131,19 @@ class Agent:
             rekey_timeout_s=rekey_timeout, jitter=jitter, clock=clock,
             request_handshake=self.handshakes.request_handshake,
             forget_handshake=self.handshakes.forget_initiator)
+        self.traversal = Traversal(
+            local.peer_id, self.peers, self.datapath, udp_port=udp.port, mtu=mtu, clock=clock,
+            resolve=lambda peer: self.paths.resolve(peer), enabled=enrolled,
+            hub_ids=lambda: () if self.enrolled is None else self.enrolled.relay_ids(),
+            interface_addresses=tunmod.interface_addresses, skip_interfaces=(tun.name,),
+            skip_networks=lambda: [config.overlay.network, *(n for p in self.peers for n in p.config.allowed_ips)],
+            on_candidates=lambda ours: self.enrolled is not None and self.enrolled.report_candidates(ours),
+            spawn=self._spawn)
+        self.datapath.on_disco = self.traversal.on_disco
         self.paths = PathSelector(
             self.peers, via_is_fallback=enrolled, direct_link_up=lambda pid: self.links.is_up(pid),
-            flush_pending=self.datapath.flush_pending, announce=lambda: self.running)
+            flush_pending=self.datapath.flush_pending, announce=lambda: self.running,
+            data_path=self.traversal.data_path if enrolled else None, on_change=self.traversal.path_changed)
         self.links: Links = Links(
             local.peer_id, self.peers, self.handshakes, listen_ip=config.listen_ip, udp_port=udp.port,
             keepalive_s=config.keepalive_s, dial_relayed=enrolled, flush_pending=self.datapath.flush_pending,
@@ -140,7 +155,7 @@ class Agent:
                                          interface=tun.name, overlay=config.overlay)
             self.enrolled.allow_loopback = config.listen_ip.is_loopback
         # the handshake driver first: a revoked peer is revoked before its link is closed
-        self.peers.listeners.extend([self.handshakes, self.sessions, self.links, self.paths])
+        self.peers.listeners.extend([self.handshakes, self.sessions, self.links, self.traversal, self.paths])
         for pc in config.peers:
             self.peers.add(pc)
 
@@ -170,6 +185,7 @@ class Agent:
             self.running = True
             self.links.start_dialers()
             self._spawn(self._housekeeping())
+            self._spawn(self.traversal.run())
             if self.enrolled is not None:
                 self._spawn(self.enrolled.run())
             log.info("agent %s (%s) up: %s on %s mtu %d, udp %d (gso %s, gro %s, rcvbuf %d), control %d, "
@@ -224,7 +240,9 @@ class Agent:
         node["handshake"] = {**self.handshakes.status(), "door": self.links.server.status()}
         if self.enrolled is not None:
             node.update(self.enrolled.status_fields())
-        peers = [peer_status(p, control_up=self.links.is_up(p.config.peer_id), now=now) for p in self.peers]
+        node.update(self.traversal.node_fields())
+        peers = [{**peer_status(p, control_up=self.links.is_up(p.config.peer_id), now=now),
+                  **self.traversal.peer_fields(p, now)} for p in self.peers]
         return status_document(node, peers)
 
     def stats_report(self) -> Stats:

@@ -75,6 +75,9 @@ class PeerConfig:
     endpoint: tuple[str, int] | None = None
     via: str | None = None
     allowed_ips: tuple[IPNetwork, ...] = ()
+    # UDP candidates the netmap lists (enrolled mode): (source, ip, port), source "reported",
+    # "observed", "local" or "reflexive" (traversal.py)
+    candidates: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def routed(self) -> tuple[IPNetwork, ...]:

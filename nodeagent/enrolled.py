@@ -45,6 +45,7 @@ from .enroll import write_private_file
 from .protocol import netmap as nm
 from .protocol.cert import CertFlags
 from .protocol.constants import DEFAULT_CONTROL_PORT, DEFAULT_UDP_PORT
+from .protocol.disco import CandidateKind
 from .protocol.endpoints import BadEndpoint, check_endpoint
 from .protocol.trust import MeshCA
 from .routing.plan import (
@@ -73,6 +74,7 @@ log = logging.getLogger(__name__)
 
 AGENT_FILE = "agent.json"  # {"control_port", "udp_port", "listen_ip", "endpoint"}: written by `enroll`
 REVOKED_FILE = "revoked"  # marker in the state dir once the server revoked us
+MAX_REPORTED_ENDPOINTS = 16  # the endpoints message carries at most this many
 
 
 # --- the node's settings from the state directory ----------------------------------------------
@@ -185,8 +187,9 @@ def netmap_peer_config(peer, routes, *, allow_loopback: bool = False) -> PeerCon
     endpoint = usable_endpoint(peer, allow_loopback=allow_loopback)
     nets = tuple(sorted((ipaddress.ip_network(r.prefix) for r in routes if r.via == peer.peer_id),
                         key=lambda n: (n.version, n)))
+    candidates = tuple((e.source, e.ip, e.udp_port) for e in peer.endpoints)
     return PeerConfig(public_key=b"", peer_id=peer.peer_id, overlay_ip=ipaddress.ip_address(peer.overlay_ip),
-                      name=peer.name, endpoint=endpoint, via=peer.relay, allowed_ips=nets)
+                      name=peer.name, endpoint=endpoint, via=peer.relay, allowed_ips=nets, candidates=candidates)
 
 
 # --- the live part -----------------------------------------------------------------------------
@@ -208,6 +211,7 @@ class EnrolledMode:
         self.applied: nm.NetMap | None = None
         self.kernel_routes: set = set()  # prefixes we added to the TUN beyond the overlay network
         self.server_link: ServerLink | None = None  # set by start-up (none in tests)
+        self.base_endpoints: tuple[nm.Endpoint, ...] = ()  # what start-up reports (advertised_endpoints)
         self.state_dir: Path | None = None  # where the "revoked" marker goes
         self.revoked_self = False
 
@@ -302,6 +306,22 @@ class EnrolledMode:
             with contextlib.suppress(OSError):
                 write_private_file(self.state_dir / REVOKED_FILE, b"revoked by the server\n")
         log.error("this node was revoked by the server; all peers dropped (enroll again to rejoin)")
+
+    def relay_ids(self) -> tuple[str, ...]:
+        """The network's relay-capable nodes (the hubs), from the applied netmap."""
+        return () if self.applied is None else self.applied.relays
+
+    def report_candidates(self, ours) -> None:
+        """Our UDP candidates changed (traversal.py): report them with the advertised endpoint, so
+        the server lists them in our peers' netmaps ("local" and "reflexive" endpoints)."""
+        base = self.base_endpoints
+        if not base or self.server_link is None:
+            return
+        first = base[0]
+        extra = [nm.Endpoint(c.ip, first.control_port, c.port,
+                             "local" if c.kind is CandidateKind.LOCAL else "reflexive")
+                 for c in ours if (c.ip, c.port) != (first.ip, first.udp_port)]
+        self.server_link.update_endpoints((*base, *extra)[:MAX_REPORTED_ENDPOINTS])
 
     def status_fields(self) -> dict:
         """What enrolled mode adds to the status document's "node"."""

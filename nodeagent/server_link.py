@@ -233,6 +233,7 @@ class ServerLink:
         self.on_netmap = on_netmap
         self.stats_source = stats_source
         self.endpoints = tuple(endpoints)
+        self.endpoints_changed = False  # report again at the next send (update_endpoints)
         self.stats_interval = stats_interval
         self.on_certificate = on_certificate
         self.netmap: nm.NetMap | None = None
@@ -280,6 +281,14 @@ class ServerLink:
             self.attempt += 1
             log.info("reconnecting in %.1f s", delay)
             await self._sleep(delay)
+
+    def update_endpoints(self, endpoints: tuple[nm.Endpoint, ...]) -> None:
+        """New endpoints to report (the node's UDP candidates changed): sent with the next
+        counters, so reports are at least `stats_interval` apart."""
+        endpoints = tuple(endpoints)
+        if endpoints != self.endpoints:
+            self.endpoints = endpoints
+            self.endpoints_changed = True
 
     # -- one connection
 
@@ -385,7 +394,8 @@ class ServerLink:
         while True:
             if self._renewal_due():
                 await ws.send(messages.encode(messages.Renew()))
-            if self.endpoints and elapsed >= next_endpoints:
+            if self.endpoints and (elapsed >= next_endpoints or self.endpoints_changed):
+                self.endpoints_changed = False
                 await ws.send(messages.encode(messages.EndpointReport(self.endpoints, __version__)))
                 next_endpoints = elapsed + PEER_RECORD_REFRESH_S
             if self.stats_source is not None:

@@ -120,6 +120,7 @@ def run_enrolled(state_dir) -> None:
         mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
                                       endpoints=endpoints,
                                       on_certificate=agent.handshakes.local.replace_credential)
+        mode.base_endpoints = endpoints
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,
                                            "ca_public_key": state.ca_public_key}, attach)

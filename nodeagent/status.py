@@ -75,7 +75,7 @@ def peer_status(p: Peer, *, control_up: bool, now: float) -> Document:
         "name": p.config.name,
         "overlay_ip": str(p.config.overlay_ip),
         "path": c.path,
-        "endpoint": None if ep is None or p.hub is not None else _fmt(ep),
+        "endpoint": None if ep is None or p.data_hub is not None else _fmt(ep),
     }
     entry.update(counters_to_dict(c))  # peer_id and path keep their places; the counters follow
     entry.update({

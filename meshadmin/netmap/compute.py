@@ -31,12 +31,22 @@ class NodeNotInNetwork(LookupError):
     """The node is not an active member of the snapshot's network."""
 
 
+MAX_ENDPOINTS = 16  # per peer: the reported endpoint, the observed address, UDP candidates
+
+
 def _endpoints(n: NodeRow) -> tuple[nm.Endpoint, ...]:
+    """The reported endpoint first (peers dial it), the address the server saw the agent come
+    from, then the UDP candidates the agent reported (local, reflexive), without repeats."""
     if n.endpoint_ip is None or n.control_port is None or n.udp_port is None:
         return ()
     out = [nm.Endpoint(n.endpoint_ip, n.control_port, n.udp_port, "reported")]
     if n.observed_ip and n.observed_ip != n.endpoint_ip:
         out.append(nm.Endpoint(n.observed_ip, n.control_port, n.udp_port, "observed"))
+    seen = {(e.ip, e.udp_port) for e in out}
+    for source, ip, port in n.candidates:
+        if (ip, port) not in seen and len(out) < MAX_ENDPOINTS:
+            seen.add((ip, port))
+            out.append(nm.Endpoint(ip, n.control_port, port, source))
     return tuple(out)
 
 

@@ -37,6 +37,7 @@ class NodeRow:
     control_port: int | None = None
     udp_port: int | None = None
     last_seen: datetime | None = None
+    candidates: tuple[tuple[str, str, int], ...] = ()  # (source, ip, udp port), validated when stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ def load(network: Network | int, now: datetime | None = None) -> Snapshot:
     net = Network.objects.values("pk", "name", "serial", "overlay_cidr", "ca_public_key").get(pk=network_id)
     rows = Node.objects.filter(network_id=network_id).order_by("peer_id").values(
         "pk", "peer_id", "name", "overlay_ip", "is_public", "is_relay", "status", "certificate",
-        "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at")
+        "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at", "candidates")
     nodes = []
     for r in rows:
         live = r["status"] == NodeStatus.ACTIVE and r["record_expires_at"] is not None \
@@ -104,7 +105,8 @@ def load(network: Network | int, now: datetime | None = None) -> Snapshot:
             fingerprint=_node_fingerprint(r["pk"], bytes(r["certificate"])),
             endpoint_ip=r["endpoint_ip"] if live else None, observed_ip=r["observed_ip"] if live else None,
             control_port=r["control_port"] if live else None, udp_port=r["udp_port"] if live else None,
-            last_seen=r["last_seen"]))
+            last_seen=r["last_seen"],
+            candidates=tuple((s, ip, p) for s, ip, p in (r["candidates"] or ())) if live else ()))
     routes = tuple(RouteRow(prefix=r["prefix"], via_pk=r["via_id"]) for r in
                    Route.objects.filter(network_id=network_id, approved=True)
                    .order_by("prefix", "via_id").values("prefix", "via_id"))

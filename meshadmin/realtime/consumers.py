@@ -99,12 +99,13 @@ def _renew(agent: auth.AgentIdentity, source_ip: str | None) -> bytes:
 
 
 def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None,
-              agent_version: str | None = None):
+              agent_version: str | None = None, candidates=None):
     from meshadmin.mesh.models import Node
 
     node = Node.objects.get(pk=agent.pk)
     register_peer(node, ip=endpoint.ip, port=endpoint.control_port, udp_port=endpoint.udp_port,
-                  is_public=node.is_public, observed_ip=observed_ip, agent_version=agent_version)
+                  is_public=node.is_public, observed_ip=observed_ip, agent_version=agent_version,
+                  candidates=candidates)
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
@@ -278,11 +279,16 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._authenticated(agent)
 
     async def _receive_endpoints(self, msg: messages.EndpointReport) -> None:
+        """The first endpoint is where the node listens; "local" and "reflexive" ones after it are
+        its UDP candidates (anything else after it is ignored). Changes are limited per node
+        (services/peers.py)."""
         if not msg.endpoints:
             return
+        candidates = [(e.source, e.ip, e.udp_port) for e in msg.endpoints[1:]
+                      if e.source in ("local", "reflexive")]
         try:
             await database_sync_to_async(_register)(self.me, msg.endpoints[0], self._client_ip(),
-                                                    msg.agent_version)
+                                                    msg.agent_version, candidates)
         except ServiceError as exc:
             log.info("endpoint report of %s refused: %s", self.me.peer_id, exc)
 

@@ -17,7 +17,15 @@ asked again whenever an input changes:
 When the path changes it is logged (once the agent runs), and packets parked for the peer are
 flushed if the new hub already has keys.
 
-NAT traversal (address candidates, hole punching, path scoring) belongs in this package.
+That hub (`peer.hub`) carries the peer's handshakes and rekeys (RELAY_HANDSHAKE). The DATA of
+a relayed peer may take another path (`peer.data_hub`): `data_path(peer, hub)` (traversal.py,
+enrolled mode) answers None for a direct path proven by hole punching (the peer's `endpoint`
+is then that path's address), or the hub to relay through, which may be another hub than
+`hub` when it measured cheaper (paths/choice.py). Without it, data follows `hub`. The traversal
+asks again (`resolve`) whenever its choice changes.
+
+NAT traversal (candidates.py, natclass.py, punch.py, quality.py, choice.py) lives in this
+package too, as pure code; traversal.py carries it out.
 """
 
 from __future__ import annotations
@@ -51,30 +59,42 @@ def choose_relay(peer_id: str, via: str | None, known: Container[str], *, via_is
 
 class PathSelector:
     """Keeps `peer.hub` equal to `choose_relay` for every peer of the peer set (a listener of
-    peers.PeerSet; control/links.py asks again when a direct link changes)."""
+    peers.PeerSet; control/links.py asks again when a direct link changes), and `peer.data_hub`
+    equal to `data_path`'s answer."""
 
     def __init__(self, peers: PeerSet, *, via_is_fallback: bool, direct_link_up: Callable[[str], bool],
-                 flush_pending: Callable[[Peer], None], announce: Callable[[], bool]) -> None:
+                 flush_pending: Callable[[Peer], None], announce: Callable[[], bool],
+                 data_path: Callable[[Peer, Peer], Peer | None] | None = None,
+                 on_change: Callable[[Peer], None] | None = None) -> None:
         """`peers`: the PeerSet (`get`, iteration); `direct_link_up(peer_id)`: a direct control
         link is up; `flush_pending(peer)`: send what the data path parked for the peer;
-        `announce()`: log path changes (false while the agent starts)."""
+        `announce()`: log path changes (false while the agent starts); `data_path(peer, hub)`:
+        where a relayed peer's data goes (None: direct), default `hub`; `on_change(peer)`: the
+        peer's data path (`peer.path`) just changed."""
         self.peers = peers
         self.via_is_fallback = via_is_fallback
         self.direct_link_up = direct_link_up
         self.flush_pending = flush_pending
         self.announce = announce
+        self.data_path = data_path
+        self.on_change = on_change
 
     def resolve(self, peer: Peer) -> None:
         pid = peer.config.peer_id
         hub_id = choose_relay(pid, peer.config.via, self.peers.by_id, via_is_fallback=self.via_is_fallback,
                               direct_link_up=self.via_is_fallback and self.direct_link_up(pid))
         hub = None if hub_id is None else self.peers.get(hub_id)
-        if hub is not peer.hub:
-            if self.announce():
+        data = hub if hub is None or self.data_path is None else self.data_path(peer, hub)
+        if hub is not peer.hub or data is not peer.data_hub:
+            if self.announce() and data is not peer.data_hub:
                 log.info("path to %s: %s", peer.config.name,
-                         "direct" if hub is None else f"relay via {hub.config.name}")
+                         "direct" if data is None else f"relay via {data.config.name}")
+            changed = data is not peer.data_hub
             peer.hub = hub
-            if hub is not None and hub.ring.current is not None:
+            peer.data_hub = data
+            if changed and self.on_change is not None:
+                self.on_change(peer)
+            if (peer if data is None else data).ring.current is not None:
                 self.flush_pending(peer)
 
     # --- the peer set changed (peers.PeerSet listener) ------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from .strict import Malformed, StrictMap, check_fingerprint, check_ip, check_peer_id
 
 __all__ = [
+    "ENDPOINT_SOURCES",
     "Endpoint",
     "NetMap",
     "NetMapDelta",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 
+ENDPOINT_SOURCES = ("reported", "observed", "local", "reflexive")
+
+
 class SerialGap(ValueError):
     """A delta does not start at the applied serial: the agent must re-sync in full."""
 
@@ -54,8 +58,9 @@ class SerialGap(ValueError):
 class Endpoint:
     """Where a node listens: control TCP port and data UDP port on one address.
 
-    `source` is "reported" (the agent said so) or "observed" (the server saw the connection come
-    from this address)."""
+    `source` is "reported" (the agent said so), "observed" (the server saw the connection come
+    from this address), or one of the UDP candidates the agent reported besides: "local" (an
+    interface address) or "reflexive" (its data port as a public hub saw it)."""
 
     ip: str
     control_port: int
@@ -240,8 +245,8 @@ def endpoint_from_dict(v: object) -> Endpoint:
     o = StrictMap(v, "endpoint")
     e = Endpoint(ip=check_ip(o.str("ip", 45), "endpoint.ip"), control_port=o.int("control_port", 1, 65535),
                  udp_port=o.int("udp_port", 1, 65535), source=o.str("source", 16))
-    if e.source not in ("reported", "observed"):
-        raise Malformed("endpoint.source must be 'reported' or 'observed'")
+    if e.source not in ENDPOINT_SOURCES:
+        raise Malformed("endpoint.source must be 'reported', 'observed', 'local' or 'reflexive'")
     o.done()
     return e
 

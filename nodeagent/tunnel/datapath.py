@@ -12,7 +12,8 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      no counter is consumed for a frame that cannot leave             drop `queue_full` when full
   5. seal: DATA frame under the end-to-end keypair (frames.seal, counter = Keypair.next_counter);
      a packet parked in step 4 gets its checksum completed first (tso.finish)
-  6. relayed peer (`via`): wrap the sealed frame in a RELAY envelope under the hub keypair
+  6. relayed peer (`peer.data_hub`, the hub its data goes through: paths/select.py): wrap the
+     sealed frame in a RELAY envelope under the hub keypair
   7. append to the batch of its UDP destination; after the drain, one GSO sendmsg per run
      (udp.send_batch); datagrams the socket refused                   drop `queue_full`
 
@@ -28,6 +29,9 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
   6. replay window, ONLY after the tag verified                        drop `replay`
   7. an authenticated frame: rotate `next` keys, count gaps (lost_frames), and roam: a direct
      frame from a new source address moves the peer's endpoint (unauthenticated ones never do)
+     PROBE, PROBE_ACK, CALL (path discovery, protocol/disco.py): opened with the disco keys and
+     their own replay window, then handed to `on_disco` (traversal.py), which answers probes;
+     they never move an endpoint and never count as data
   8. DATA: the inner source must route back to the same peer (its overlay IP or a prefix
      routed to it: the same table as step 3 of outbound)               drop `spoofed_source`
      KEEPALIVE: answer an echo request, or turn an echo into rtt_ms
@@ -120,7 +124,7 @@ class TokenBucket:
 class Peer:
     """The data path's view of one configured peer."""
 
-    __slots__ = ("bucket", "config", "echo_sent", "endpoint", "hub", "id_bytes", "last_handshake",
+    __slots__ = ("_hub", "bucket", "config", "data_hub", "echo_sent", "endpoint", "id_bytes", "last_handshake",
                  "last_rx", "last_tx", "pending", "ring", "stats")
 
     def __init__(self, config: PeerConfig, relay_rate: float) -> None:
@@ -128,8 +132,9 @@ class Peer:
         self.id_bytes = bytes.fromhex(config.peer_id)
         self.ring = KeyRing()
         self.stats = PeerStats()
-        self.endpoint: tuple | None = None  # UDP address, learned from UDP_ENDPOINT or roaming
-        self.hub: Peer | None = None  # set when config.via names a relay
+        self.endpoint: tuple | None = None  # UDP address: UDP_ENDPOINT, roaming, or a punched path
+        self._hub: Peer | None = None
+        self.data_hub: Peer | None = None  # the relay data goes through; None: to `endpoint`
         self.pending: deque[bytes] = deque()
         self.last_handshake: float | None = None
         self.echo_sent: tuple[int, float] | None = None  # (header ms stamp, clock) of our last echo request
@@ -137,8 +142,19 @@ class Peer:
         self.bucket = TokenBucket(relay_rate)
 
     @property
+    def hub(self) -> Peer | None:
+        """The relay of this peer's handshakes (config.via, while no direct link: paths/select.py).
+        Setting it sets the data path's `data_hub` too; the path choice (paths/select.py,
+        traversal.py) may then move the data alone to a punched path or another relay."""
+        return self._hub
+
+    @hub.setter
+    def hub(self, hub: Peer | None) -> None:
+        self._hub = self.data_hub = hub
+
+    @property
     def path(self) -> str:
-        return "direct" if self.hub is None else f"relay:{self.hub.config.peer_id}"
+        return "direct" if self.data_hub is None else f"relay:{self.data_hub.config.peer_id}"
 
 
 class DataPath:
@@ -156,6 +172,9 @@ class DataPath:
         self.by_id = {p.id_bytes: p for p in peers}
         self.is_hub = is_hub
         self.on_handshake_needed = on_handshake_needed  # callback(peer), rate-limited by sessions.py
+        # callback(peer, frame type, payload, source address, hub or None, now) for an authenticated
+        # PROBE, PROBE_ACK or CALL (traversal.py); None: they are dropped as malformed
+        self.on_disco = None
         self.clock = clock
         self.drops = Drops()
         self.relay = RelayStats()
@@ -209,7 +228,7 @@ class DataPath:
         or whose UDP endpoint is not known yet (the link is up but UDP_ENDPOINT has not
         arrived), waits in the bounded pending queue instead (with its checksum completed:
         `flags` CSUM_PARTIAL says the packet's TCP/UDP checksum is partial, tso.py)."""
-        hub = peer.hub
+        hub = peer.data_hub
         kp = peer.ring.sending(now)
         hkp = None if hub is None else hub.ring.sending(now)
         dest = peer.endpoint if hub is None else hub.endpoint
@@ -250,7 +269,7 @@ class DataPath:
         not ready (the packets wait), take the per-packet path."""
         kp = peer.ring.sending(now)
         dest = peer.endpoint
-        if peer.hub is not None or kp is None or dest is None:
+        if peer.data_hub is not None or kp is None or dest is None:
             sent = False
             for segment in segments:
                 sent |= self._seal_to(peer, segment, now, out, flags)
@@ -344,7 +363,7 @@ class DataPath:
     def send_keepalive(self, peer: Peer, echo: tuple[int, float] | None = None) -> bool:
         """KEEPALIVE to `peer`: an echo request (echo=None) or the answer to one."""
         now = self.clock()
-        hub = peer.hub
+        hub = peer.data_hub
         kp = peer.ring.sending(now)
         hkp = None if hub is None else hub.ring.sending(now)
         dest = peer.endpoint if hub is None else hub.endpoint
@@ -413,8 +432,10 @@ class DataPath:
             self._end_to_end(peer, kp, header, datagram, addr, now, relayed=False)
         elif ftype == _RELAY:
             self._relay(peer, kp, header, datagram, addr, now)
-        else:
+        elif ftype == _RELAYED:
             self._relayed(peer, kp, header, datagram, addr, now)
+        else:
+            self._disco(peer, kp, header, datagram, addr, now, None)
 
     def _end_to_end(self, peer: Peer, kp: Keypair, header, datagram, addr, now: float, relayed: bool) -> None:
         try:
@@ -491,7 +512,7 @@ class DataPath:
             st.rx_frames += 1
             st.rx_bytes += size
         peer.last_rx = now
-        if not relayed and peer.hub is None and addr != peer.endpoint:
+        if not relayed and peer.data_hub is None and addr != peer.endpoint:
             if peer.endpoint is not None:
                 log.info("peer %s roamed %s -> %s", peer.config.name, _fmt(peer.endpoint), _fmt(addr))
             peer.endpoint = addr
@@ -557,10 +578,63 @@ class DataPath:
         if src is None or session is None or session[0] is not src or session[1].wiped:
             self.drops.unknown_session += 1
             return
-        if inner_header.type not in END_TO_END_TYPES:
+        itype = inner_header.type
+        if itype == _DATA or itype == _KEEPALIVE:
+            self._end_to_end(src, session[1], inner_header, bytes(inner), addr, now, relayed=True)
+        elif itype in END_TO_END_TYPES:
+            self._disco(src, session[1], inner_header, bytes(inner), addr, now, hub)
+        else:
+            self.drops.malformed += 1
+
+    # --- path discovery (PROBE, PROBE_ACK, CALL) ------------------------------------------------
+    def _disco(self, peer: Peer, kp: Keypair, header, datagram, addr, now: float, hub: Peer | None) -> None:
+        """A path-discovery frame from `peer` (through `hub`, or directly from `addr`): the disco
+        keys' tag, then their replay window, then `on_disco`. Nothing here is ever answered before
+        both checks passed."""
+        keys = kp.disco
+        if keys.recv is None:
+            self.drops.unknown_session += 1
+            return
+        try:
+            payload = open_frame(keys.recv, header, datagram)
+        except BadTag:
+            self.drops.bad_tag += 1
+            peer.stats.bad_frames += 1
+            return
+        if not keys.accept(header.counter):
+            self.drops.replay += 1
+            peer.stats.replayed_frames += 1
+            return
+        if kp is peer.ring.next:
+            peer.ring.received(kp)
+        handler = self.on_disco
+        if handler is None:
             self.drops.malformed += 1
             return
-        self._end_to_end(src, session[1], inner_header, bytes(inner), addr, now, relayed=True)
+        handler(peer, header.type, payload, addr, hub, now)
+
+    def send_disco(self, peer: Peer, ftype: int, payload: bytes, *, dest: tuple | None = None,
+                   via: Peer | None = None) -> int:
+        """Seal a PROBE, PROBE_ACK or CALL for `peer` under its disco keys and send it to `dest`
+        directly, or through the hub `via`. The size sent, 0 if it could not leave."""
+        now = self.clock()
+        kp = peer.ring.sending(now)
+        hkp = None if via is None else via.ring.sending(now)
+        target = dest if via is None else via.endpoint
+        if kp is None or target is None or (via is not None and hkp is None):
+            return 0
+        ts = ts_ms(now)
+        try:
+            frame = seal(kp.disco.send, ftype, kp.remote_index, kp.disco.next_counter(), ts, payload)
+            if hkp is not None:
+                frame = wrap_relay(hkp.send, _RELAY, hkp.remote_index, hkp.next_counter(), ts, peer.id_bytes,
+                                   frame)
+        except (NonceExhausted, FrameError):
+            return 0
+        if self.udp.sendto(frame, target):
+            return len(frame)
+        self.drops.queue_full += 1
+        return 0
 
 
 def _fmt(addr) -> str:

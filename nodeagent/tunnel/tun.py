@@ -217,3 +217,20 @@ def set_routes(name: str, address, add=(), remove=()) -> None:
                 except NetlinkError as exc:
                     if op == "replace":
                         raise TunError(f"route {net} on {name}: {os.strerror(exc.code)}") from None
+
+
+def interface_addresses() -> list[tuple[str, int, str]]:
+    """Every address of this namespace's interfaces as (address, prefix length, interface name):
+    the local candidates of NAT traversal come from these (traversal.py). A blocking netlink
+    call: run it in a worker thread once the loop runs."""
+    from pyroute2 import IPRoute
+
+    _quiet_pyroute2()
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        out = []
+        for msg in ipr.get_addr():
+            ip = msg.get_attr("IFA_ADDRESS")
+            if ip:
+                out.append((ip, msg["prefixlen"], names.get(msg["index"], "")))
+        return out

@@ -11,7 +11,7 @@ class Node(models.Model):
     """An enrolled node: its identity, overlay address, certificate and discovery record.
 
     The discovery record (`endpoint_ip`, `control_port`, `udp_port`, `advertised_public`,
-    `observed_ip`) is valid until
+    `observed_ip`, `candidates`) is valid until
     `record_expires_at`; reads treat an expired record as absent and a beat task clears it.
     A revoked node keeps its row (so its key cannot enroll again) but gives up its overlay IP.
     """
@@ -37,6 +37,10 @@ class Node(models.Model):
     )
     observed_ip = models.GenericIPAddressField(null=True, blank=True)
     observed_port = models.PositiveIntegerField(null=True, blank=True)
+    candidates = models.JSONField(
+        default=list, blank=True,
+        help_text="UDP candidates the agent reported besides its endpoint: [source, ip, port] "
+                  "with source 'local' or 'reflexive' (validated, at most 15)")
     last_seen = models.DateTimeField(null=True, blank=True)
     agent_version = models.CharField(max_length=64, blank=True, default="",
                                      help_text="software version the agent last reported")

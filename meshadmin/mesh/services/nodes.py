@@ -47,6 +47,7 @@ def revoke_node(node: Node, *, actor: str = "system") -> Node:
             advertised_public=False,
             observed_ip=None,
             observed_port=None,
+            candidates=[],
             record_expires_at=None,
         )
         SessionToken.objects.filter(node_id=node.pk).delete()

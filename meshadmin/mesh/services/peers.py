@@ -1,5 +1,10 @@
 """Discovery records: a node registers its own endpoint; peers of its network look it up.
 
+Besides its endpoint an agent reports UDP candidates (its interface addresses, and its data port
+as the public hubs saw it: docs/nat.md#candidates); `clean_candidates` keeps at most
+MAX_CANDIDATES, each checked as an endpoint is, and refuses the report otherwise. They are part
+of what peers see: a change of them is a change of the record (serial, push, change limit).
+
 A record lives PEER_RECORD_TTL (24 h) after its last registration. Reads treat an older record
 as absent (404); `purge_expired_records` (Celery beat) clears them from the rows.
 A refresh that changes nothing peers see only moves last_seen/expiry (and the observed source
@@ -33,8 +38,30 @@ __all__ = ["ENDPOINT_CHANGE_WINDOW_S", "lookup_peer", "purge_expired_records", "
 
 ENDPOINT_CHANGE_WINDOW_S = 600
 _RECORD_FIELDS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "observed_port")
-_SEEN_BY_PEERS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "advertised_public")
-_RECORD_DEFAULTS = {**dict.fromkeys(_RECORD_FIELDS), "advertised_public": False, "record_expires_at": None}
+_SEEN_BY_PEERS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "advertised_public", "candidates")
+_RECORD_DEFAULTS = {**dict.fromkeys(_RECORD_FIELDS), "advertised_public": False, "record_expires_at": None,
+                    "candidates": []}
+CANDIDATE_SOURCES = ("local", "reflexive")
+MAX_CANDIDATES = 15  # with the endpoint itself, the 16 a netmap peer lists at most
+
+
+def clean_candidates(candidates) -> list[list]:
+    """[[source, ip, port], ...] from (source, ip, port) triples: each address and port checked as
+    an endpoint's (clean_endpoint_ip, clean_port), duplicates dropped. More than MAX_CANDIDATES, an
+    unknown source or an unusable address is an InvalidInput naming it."""
+    out, seen = [], set()
+    candidates = list(candidates)
+    if len(candidates) > MAX_CANDIDATES:
+        raise InvalidInput(f"candidates: at most {MAX_CANDIDATES}")
+    for i, (source, ip, port) in enumerate(candidates):
+        if source not in CANDIDATE_SOURCES:
+            raise InvalidInput(f"candidates[{i}].source: must be one of {', '.join(CANDIDATE_SOURCES)}")
+        ip = clean_endpoint_ip(ip, f"candidates[{i}]")
+        port = clean_port(port, f"candidates[{i}].port")
+        if (ip, port) not in seen:
+            seen.add((ip, port))
+            out.append([source, ip, port])
+    return out
 
 
 def register_peer(
@@ -47,14 +74,17 @@ def register_peer(
     observed_ip: str | None,
     observed_port: int | None = None,
     agent_version: str | None = None,
+    candidates=None,
 ) -> Node:
     """Store `node`'s own record. The caller has authenticated the node; it cannot name another.
-    `agent_version`, when given, is kept as reported (it changes nothing peers see).
+    `agent_version`, when given, is kept as reported (it changes nothing peers see); `candidates`
+    (source, ip, port), when given, replace the node's UDP candidates.
     Raises InvalidInput naming the field, Forbidden, or RateLimited (too many changes)."""
     try:
         ip = clean_endpoint_ip(ip, "ip")
         port = clean_port(port, "port")
         udp_port = clean_port(udp_port, "udp_port")
+        cands = None if candidates is None else clean_candidates(candidates)
     except InvalidInput as exc:  # a node steering its peers somewhere odd: worth an audit row
         record_refusal(AuditAction.PEER_REGISTER_REFUSED, reason="endpoint refused", actor=node_actor(node),
                        network=node.network, object_type="node", object_id=node.peer_id,
@@ -71,12 +101,14 @@ def register_peer(
         "observed_ip": observed_ip,
         "observed_port": observed_port,
     }
+    if cands is not None:
+        new["candidates"] = cands
     with transaction.atomic():
         current = Node.objects.select_for_update().get(pk=node.pk)
         if current.status != NodeStatus.ACTIVE:
             raise Forbidden("this node has been revoked")
         was_live = current.record_is_live(now)
-        changed = not was_live or any(getattr(current, f) != new[f] for f in _SEEN_BY_PEERS)
+        changed = not was_live or any(getattr(current, f) != new[f] for f in _SEEN_BY_PEERS if f in new)
         refused = changed and not hit("endpoint_change", current.peer_id, window_s=ENDPOINT_CHANGE_WINDOW_S)
         if not refused:
             extra = {} if agent_version is None else {"agent_version": agent_version[:64]}
