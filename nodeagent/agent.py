@@ -136,7 +136,8 @@ class Agent:
             resolve=lambda peer: self.paths.resolve(peer), enabled=enrolled,
             hub_ids=lambda: () if self.enrolled is None else self.enrolled.relay_ids(),
             interface_addresses=tunmod.interface_addresses, skip_interfaces=(tun.name,),
-            skip_networks=lambda: [config.overlay.network, *(n for p in self.peers for n in p.config.allowed_ips)],
+            skip_networks=lambda: [config.overlay.network,
+                                   *(n for p in self.peers for n in p.config.allowed_ips)],
             on_candidates=lambda ours: self.enrolled is not None and self.enrolled.report_candidates(ours),
             spawn=self._spawn)
         self.datapath.on_disco = self.traversal.on_disco

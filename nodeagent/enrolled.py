@@ -189,7 +189,8 @@ def netmap_peer_config(peer, routes, *, allow_loopback: bool = False) -> PeerCon
                         key=lambda n: (n.version, n)))
     candidates = tuple((e.source, e.ip, e.udp_port) for e in peer.endpoints)
     return PeerConfig(public_key=b"", peer_id=peer.peer_id, overlay_ip=ipaddress.ip_address(peer.overlay_ip),
-                      name=peer.name, endpoint=endpoint, via=peer.relay, allowed_ips=nets, candidates=candidates)
+                      name=peer.name, endpoint=endpoint, via=peer.relay, allowed_ips=nets,
+                      candidates=candidates)
 
 
 # --- the live part -----------------------------------------------------------------------------

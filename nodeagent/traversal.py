@@ -62,13 +62,18 @@ COARSE_TICK_S = 0.25
 REFLEXIVE_S = 20.0  # ask each hub again (well inside the 30 s an unanswered UDP mapping lives)
 REFLEXIVE_RETRY_S = 1.0  # until the first answer
 LOCAL_REFRESH_S = 60.0
+NAT_GRACE_S = 2.0  # wait this long for the hubs' answers (our NAT class) before a first punch
 ACTIVE_WINDOW_S = 10.0  # traffic within this long: probe the paths at the active rates
 PATH_HISTORY = 16
 _PROBE = int(FrameType.PROBE)
 _ACK = int(FrameType.PROBE_ACK)
 _CALL = int(FrameType.CALL)
-_NETMAP_KINDS = {"reported": CandidateKind.CONFIGURED, "observed": CandidateKind.OBSERVED,
-                 "local": CandidateKind.LOCAL, "reflexive": CandidateKind.REFLEXIVE}
+_NETMAP_KINDS = {
+    "reported": CandidateKind.CONFIGURED,
+    "observed": CandidateKind.OBSERVED,
+    "local": CandidateKind.LOCAL,
+    "reflexive": CandidateKind.REFLEXIVE,
+}
 
 
 def _fmt(addr) -> str:
@@ -84,17 +89,31 @@ class _PeerState:
 
 
 class Traversal:
-    def __init__(self, local_peer_id: str, peers, datapath, *, udp_port: int, mtu: int, clock: Callable[[], float],
-                 resolve: Callable[[Peer], None], hub_ids: Callable[[], Iterable[str]],
-                 interface_addresses: Callable[[], list[tuple[str, int, str]]], skip_interfaces: Iterable[str],
-                 skip_networks: Callable[[], Iterable], on_candidates: Callable[[list[Candidate]], None],
-                 spawn: Callable, enabled: bool = True,
-                 new_txid: Callable[[], bytes] = lambda: secrets.token_bytes(8)) -> None:
+    def __init__(
+        self,
+        local_peer_id: str,
+        peers,
+        datapath,
+        *,
+        udp_port: int,
+        mtu: int,
+        clock: Callable[[], float],
+        resolve: Callable[[Peer], None],
+        hub_ids: Callable[[], Iterable[str]],
+        interface_addresses: Callable[[], list[tuple[str, int, str]]],
+        skip_interfaces: Iterable[str],
+        skip_networks: Callable[[], Iterable],
+        on_candidates: Callable[[list[Candidate]], None],
+        spawn: Callable,
+        enabled: bool = True,
+        new_txid: Callable[[], bytes] = lambda: secrets.token_bytes(8),
+    ) -> None:
         """`enabled`: punch and choose data paths (enrolled mode; serverless mode only keeps the
-        path history and the local addresses for status); `peers`: the PeerSet; `resolve(peer)`: choose the peer's path again (paths/select.py);
-        `hub_ids()`: the netmap's relays; `interface_addresses()`: blocking, run in a thread;
-        `skip_networks()`: the overlay and the prefixes routed into it; `on_candidates(ours)`:
-        report our candidates (the server link); `spawn(coro)`: a task of the agent."""
+        path history and the local addresses for status); `peers`: the PeerSet; `resolve(peer)`:
+        choose the peer's path again (paths/select.py); `hub_ids()`: the netmap's relays;
+        `interface_addresses()`: blocking, run in a thread; `skip_networks()`: the overlay and
+        the prefixes routed into it; `on_candidates(ours)`: report our candidates (the server
+        link); `spawn(coro)`: a task of the agent."""
         self.our_id = local_peer_id
         self.peers = peers
         self.datapath = datapath
@@ -118,6 +137,7 @@ class Traversal:
         self.reflexive_txid = new_txid()
         self.reflexive_sent: dict[str, float] = {}  # hub peer id -> last probe
         self.reflexive_seq = 0
+        self.reflexive_first: float | None = None  # the first hub probe went out
         self.local_at: float | None = None
         self.history: dict[str, deque] = {}  # peer id -> (clock, path, how, reason)
         self.reasons: dict[str, str] = {}  # peer id -> why the next change happens
@@ -152,8 +172,9 @@ class Traversal:
             log.warning("interface addresses: %s: %s", type(exc).__name__, exc)
             return
         skip = list(self.skip_networks())
-        self.local = local_candidates(addrs, self.udp_port, skip_interfaces=self.skip_interfaces,
-                                      skip_networks=skip)
+        self.local = local_candidates(
+            addrs, self.udp_port, skip_interfaces=self.skip_interfaces, skip_networks=skip
+        )
         nets = []
         for ip, plen, ifname in addrs:
             if ifname in self.skip_interfaces:
@@ -169,8 +190,15 @@ class Traversal:
     # --- the peer set changed (peers.PeerSet listener) ----------------------------------------
     def peer_added(self, peer: Peer) -> None:
         pid = peer.config.peer_id
-        st = _PeerState(Punch(self.our_id, pid, new_txid=self.new_txid, full_size=max(self.mtu, 64),
-                              small_size=disco.PROBE_MIN_PAYLOAD))
+        st = _PeerState(
+            Punch(
+                self.our_id,
+                pid,
+                new_txid=self.new_txid,
+                full_size=max(self.mtu, 64),
+                small_size=disco.PROBE_MIN_PAYLOAD,
+            )
+        )
         st.punch.remote.set_own(c.addr for c in self.reported)
         self.states[pid] = st
         self.history[pid] = deque(maxlen=PATH_HISTORY)
@@ -193,8 +221,11 @@ class Traversal:
 
     def _netmap_candidates(self, peer: Peer, st: _PeerState) -> None:
         now = self.clock()
-        cands = [Candidate(_NETMAP_KINDS[src], ip, port) for src, ip, port in peer.config.candidates
-                 if src in _NETMAP_KINDS]
+        cands = [
+            Candidate(_NETMAP_KINDS[src], ip, port)
+            for src, ip, port in peer.config.candidates
+            if src in _NETMAP_KINDS
+        ]
         if st.punch.remote.replace_kinds(set(_NETMAP_KINDS.values()), cands, now):
             st.punch.candidates_changed(now)
 
@@ -219,8 +250,7 @@ class Traversal:
         hist = self.history.get(pid)
         if hist is None:
             return
-        why = reason or self.reasons.pop(pid, None) or (
-            "control_link" if peer.hub is None else "relay")
+        why = reason or self.reasons.pop(pid, None) or ("control_link" if peer.hub is None else "relay")
         hist.append((self.clock(), peer.path, self.how(peer), why))
 
     def _apply(self, peer: Peer, reason: str) -> None:
@@ -254,6 +284,12 @@ class Traversal:
         self._reflexive(now, hubs)
         busy = False
         ours = self.ours()
+        # a first punch waits (briefly) for our NAT class: two hard NATs never try
+        nat_known = (
+            self.nat is not NatClass.UNKNOWN
+            or self.reflexive_first is None
+            or now - self.reflexive_first >= NAT_GRACE_S
+        )
         for peer in list(self.peers):
             st = self.states.get(peer.config.peer_id)
             if st is None:
@@ -270,8 +306,14 @@ class Traversal:
             self._choice_events(peer, st, st.choice.set_relays(relays, peer.hub.config.peer_id, now))
             active = now - max(peer.last_tx, peer.last_rx) <= ACTIVE_WINDOW_S
             st.punch.remote.expire(now)
-            self._punch_events(peer, st, st.punch.tick(now, wanted=keyed, ours=ours, nat=self.nat))
-            if st.choice.current == DIRECT and peer.endpoint is not None and peer.endpoint != st.choice.direct_addr:
+            self._punch_events(
+                peer, st, st.punch.tick(now, wanted=keyed and nat_known, ours=ours, nat=self.nat)
+            )
+            if (
+                st.choice.current == DIRECT
+                and peer.endpoint is not None
+                and peer.endpoint != st.choice.direct_addr
+            ):
                 st.choice.direct_addr = peer.endpoint  # the peer roamed (an authenticated frame moved it)
             self._choice_events(peer, st, st.choice.tick(now, active=active))
             busy |= st.punch.state in (State.OFFERED, State.ANSWERED, State.PROBING)
@@ -279,7 +321,12 @@ class Traversal:
 
     def _reachable_hub(self, hub_id: str) -> bool:
         hub = self.peers.get(hub_id)
-        return hub is not None and hub.data_hub is None and hub.ring.current is not None and hub.endpoint is not None
+        return (
+            hub is not None
+            and hub.data_hub is None
+            and hub.ring.current is not None
+            and hub.endpoint is not None
+        )
 
     def _reflexive(self, now: float, hubs: list[str]) -> None:
         """Ask every hub we reach directly where our data port appears to come from."""
@@ -291,17 +338,21 @@ class Traversal:
             if last is not None and now - last < period:
                 continue
             self.reflexive_sent[h] = now
+            if self.reflexive_first is None:
+                self.reflexive_first = now
             hub = self.peers.get(h)
             self.reflexive_seq = (self.reflexive_seq + 1) & 0xFFFFFFFF
-            self.datapath.send_disco(hub, _PROBE, disco.pack_probe(self.reflexive_txid, self.reflexive_seq),
-                                     dest=hub.endpoint)
+            self.datapath.send_disco(
+                hub, _PROBE, disco.pack_probe(self.reflexive_txid, self.reflexive_seq), dest=hub.endpoint
+            )
 
     # --- events of the pure machines -----------------------------------------------------------
     def _punch_events(self, peer: Peer, st: _PeerState, events) -> None:
         for ev in events:
             if isinstance(ev, SendProbe):
-                self.datapath.send_disco(peer, _PROBE, disco.pack_probe(ev.txid, ev.sequence, ev.size),
-                                         dest=ev.addr)
+                self.datapath.send_disco(
+                    peer, _PROBE, disco.pack_probe(ev.txid, ev.sequence, ev.size), dest=ev.addr
+                )
             elif isinstance(ev, SendCall):
                 via = self._relay_for(peer, st)
                 if via is not None:
@@ -309,10 +360,19 @@ class Traversal:
             elif isinstance(ev, Validated):
                 if st.choice is None:
                     continue
-                kind = "lan" if ev.kind is CandidateKind.LOCAL or direct_kind(
-                    ev.addr, self.local_networks, punched=True) == "lan" else "punched"
-                log.info("punched a direct path to %s at %s (%s, %.1f ms)", peer.config.name, _fmt(ev.addr),
-                         kind, ev.rtt * 1000)
+                kind = (
+                    "lan"
+                    if ev.kind is CandidateKind.LOCAL
+                    or direct_kind(ev.addr, self.local_networks, punched=True) == "lan"
+                    else "punched"
+                )
+                log.info(
+                    "punched a direct path to %s at %s (%s, %.1f ms)",
+                    peer.config.name,
+                    _fmt(ev.addr),
+                    kind,
+                    ev.rtt * 1000,
+                )
                 peer.endpoint = ev.addr
                 self._choice_events(peer, st, st.choice.validated(ev.addr, kind, self.clock()))
             elif isinstance(ev, Failed):
@@ -374,7 +434,11 @@ class Traversal:
     def _on_ack(self, peer: Peer, ack: disco.Ack, addr, hub: Peer | None, now: float) -> None:
         pid = peer.config.peer_id
         if ack.txid == self.reflexive_txid and hub is None:
-            if ack.observed is not None and pid in set(self.hub_ids()) and self.observed.get(pid) != ack.observed:
+            if (
+                ack.observed is not None
+                and pid in set(self.hub_ids())
+                and self.observed.get(pid) != ack.observed
+            ):
                 try:
                     check_endpoint(*ack.observed)
                 except CandidateError:
@@ -382,8 +446,12 @@ class Traversal:
                     return
                 self.observed[pid] = ack.observed
                 self.nat = classify(self.observed, [c.ip for c in self.local], self.udp_port)
-                log.info("hub %s sees our data port as %s (NAT: %s)", peer.config.name, _fmt(ack.observed),
-                         self.nat.name.lower())
+                log.info(
+                    "hub %s sees our data port as %s (NAT: %s)",
+                    peer.config.name,
+                    _fmt(ack.observed),
+                    self.nat.name.lower(),
+                )
                 self._ours_changed(now)
             return
         st = self.states.get(pid)
@@ -414,9 +482,13 @@ class Traversal:
         return direct_kind(peer.endpoint, self.local_networks, punched=False)
 
     def node_fields(self) -> dict:
-        return {"nat": {"class": self.nat.name.lower(),
-                        "reflexive": {h: _fmt(a) for h, a in sorted(self.observed.items())},
-                        "candidates": [_fmt(c.addr) for c in self.ours()]}}
+        return {
+            "nat": {
+                "class": self.nat.name.lower(),
+                "reflexive": {h: _fmt(a) for h, a in sorted(self.observed.items())},
+                "candidates": [_fmt(c.addr) for c in self.ours()],
+            }
+        }
 
     def peer_fields(self, peer: Peer, now: float) -> dict:
         pid = peer.config.peer_id
@@ -428,7 +500,9 @@ class Traversal:
             "path_reason": None if last is None else last[3],
             "path_since_s": None if last is None else round(now - last[0], 3),
             "path_changes": len(hist),
-            "path_history": [{"ago_s": round(now - t, 3), "path": p, "how": h, "reason": r} for t, p, h, r in hist],
+            "path_history": [
+                {"ago_s": round(now - t, 3), "path": p, "how": h, "reason": r} for t, p, h, r in hist
+            ],
             "punch": None,
             "direct_rtt_ms": None,
             "relay_rtt_ms": None,
@@ -438,9 +512,15 @@ class Traversal:
             p = st.punch
             out["candidates"] = [f"{c.kind.name.lower()} {_fmt(c.addr)}" for c in p.remote.ordered()]
             if st.choice is not None:
-                out["punch"] = {"state": p.state.value, "reason": p.last_reason, "peer_nat": p.remote_nat.name.lower(),
-                                "next_in_s": round(max(0.0, p.next_at - now), 3) if p.state is State.WAIT else None}
+                out["punch"] = {
+                    "state": p.state.value,
+                    "reason": p.last_reason,
+                    "peer_nat": p.remote_nat.name.lower(),
+                    "next_in_s": round(max(0.0, p.next_at - now), 3) if p.state is State.WAIT else None,
+                }
                 out["direct_rtt_ms"] = st.choice.rtt_ms(DIRECT)
-                relay = st.choice.current if st.choice.current not in (None, DIRECT) else peer.hub.config.peer_id
+                relay = (
+                    st.choice.current if st.choice.current not in (None, DIRECT) else peer.hub.config.peer_id
+                )
                 out["relay_rtt_ms"] = st.choice.rtt_ms(relay)
         return out

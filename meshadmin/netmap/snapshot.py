@@ -94,7 +94,8 @@ def load(network: Network | int, now: datetime | None = None) -> Snapshot:
     net = Network.objects.values("pk", "name", "serial", "overlay_cidr", "ca_public_key").get(pk=network_id)
     rows = Node.objects.filter(network_id=network_id).order_by("peer_id").values(
         "pk", "peer_id", "name", "overlay_ip", "is_public", "is_relay", "status", "certificate",
-        "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at", "candidates")
+        "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at",
+        "candidates")
     nodes = []
     for r in rows:
         live = r["status"] == NodeStatus.ACTIVE and r["record_expires_at"] is not None \

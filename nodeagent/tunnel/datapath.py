@@ -124,8 +124,8 @@ class TokenBucket:
 class Peer:
     """The data path's view of one configured peer."""
 
-    __slots__ = ("_hub", "bucket", "config", "data_hub", "echo_sent", "endpoint", "id_bytes", "last_handshake",
-                 "last_rx", "last_tx", "pending", "ring", "stats")
+    __slots__ = ("_hub", "bucket", "config", "data_hub", "echo_sent", "endpoint", "id_bytes",
+                 "last_handshake", "last_rx", "last_tx", "pending", "ring", "stats")
 
     def __init__(self, config: PeerConfig, relay_rate: float) -> None:
         self.config = config

@@ -1,4 +1,5 @@
-"""The NAT matrix lab: enrolled agents behind the namespace lab's NAT boxes, a real meshadmin, two public hubs.
+"""The NAT matrix lab: enrolled agents behind the namespace lab's NAT boxes, a real meshadmin, two
+public hubs.
 
 The "Internet" is the host bridge of meshlab.Mesh (198.19.<random>.0/24): the server listens on its
 host end, the two hubs (`hub1`, `hub2`, public nodes) and the WAN side of every NAT box sit on it.
@@ -39,23 +40,32 @@ class NatWorld(Mesh):
         n = next(self._lan)
         if uplink is None:
             self._octet += 1
-            box = self.lab.nat(role, self.segment, wan=f"{self.subnet}.{self._octet}/24", lan=f"198.18.{n}.1/24",
-                               kind=kind)
+            box = self.lab.nat(
+                role, self.segment, wan=f"{self.subnet}.{self._octet}/24", lan=f"198.18.{n}.1/24", kind=kind
+            )
         else:
-            box = self.lab.nat(role, uplink, wan=f"{uplink.lan_ip.rsplit('.', 1)[0]}.2/24", lan=f"198.18.{n}.1/24",
-                               kind=kind)
+            box = self.lab.nat(
+                role, uplink, wan=f"{uplink.lan_ip.rsplit('.', 1)[0]}.2/24", lan=f"198.18.{n}.1/24", kind=kind
+            )
         if kind == "firewall":  # the host has no route to a routed LAN: only the server sees the box
-            box.ns.run("nft", "-f", "-", input=f"""table ip {self.lab.prefix}srv {{
+            box.ns.run(
+                "nft",
+                "-f",
+                "-",
+                input=f"""table ip {self.lab.prefix}srv {{
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
         oifname "wan" ip daddr {self.host_ip} masquerade
     }}
 }}
-""")
+""",
+            )
         self.boxes[role] = box
         return box
 
-    def node(self, name: str, box: NatBox | None = None, public: bool = False, start: bool = True) -> EnrolledNode:
+    def node(
+        self, name: str, box: NatBox | None = None, public: bool = False, start: bool = True
+    ) -> EnrolledNode:
         if box is None:
             return super().node(name, public=public, start=start)
         ns = self.lab.netns(name)
@@ -65,9 +75,21 @@ class NatWorld(Mesh):
         tmp = self.lab.tmp
         node = EnrolledNode(self.lab, name, ns, addr, tmp / f"state-{name}", tmp / f"agent-{name}.log")
         self.nodes.append(node)
-        out = ns.run(PYTHON, "-m", "nodeagent", "enroll", "--server", self.server.agent_url,
-                     "--token", self.server.token(), "--name", name, "--state-dir", str(node.state),
-                     check=False)
+        out = ns.run(
+            PYTHON,
+            "-m",
+            "nodeagent",
+            "enroll",
+            "--server",
+            self.server.agent_url,
+            "--token",
+            self.server.token(),
+            "--name",
+            name,
+            "--state-dir",
+            str(node.state),
+            check=False,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"enroll {name} failed ({out.returncode}): {out.stderr}")
         node.peer_id = re.search(r"peer id:\s+([0-9a-f]{40})", out.stdout).group(1)
@@ -81,14 +103,19 @@ class NatWorld(Mesh):
         """`box` forwards no UDP to or from `other`'s WAN address (the direct path dies; the hubs,
         which are elsewhere, still answer)."""
         t = f"{self.lab.prefix}bh"
-        box.ns.run("nft", "-f", "-", input=f"""table inet {t} {{
+        box.ns.run(
+            "nft",
+            "-f",
+            "-",
+            input=f"""table inet {t} {{
     chain forward {{
         type filter hook forward priority -10; policy accept;
         ip daddr {other.wan_ip} meta l4proto udp drop
         ip saddr {other.wan_ip} meta l4proto udp drop
     }}
 }}
-""")
+""",
+        )
 
     def lift(self, box: NatBox) -> None:
         box.ns.run("nft", "delete", "table", "inet", f"{self.lab.prefix}bh")
@@ -99,8 +126,11 @@ class NatWorld(Mesh):
         return next(p for p in node.status()["peers"] if p["peer_id"] == other.peer_id)
 
     def wait_path(self, node: EnrolledNode, other: EnrolledNode, pred, timeout: float, what: str) -> dict:
-        return wait_for(lambda: (lambda p: p if pred(p) else None)(self.peer(node, other)), timeout,
-                        f"{node.name} -> {other.name}: {what}")
+        return wait_for(
+            lambda: (lambda p: p if pred(p) else None)(self.peer(node, other)),
+            timeout,
+            f"{node.name} -> {other.name}: {what}",
+        )
 
     def relayed_bytes(self) -> int:
         return sum(h.status()["node"]["relay"]["forwarded_bytes"] for h in (self.hub1, self.hub2))
@@ -110,14 +140,24 @@ class Stream:
     """A TCP stream from `src` to `dst` over the overlay at `rate_mbit`, running until `stop()`; the
     sink's and the source's digests must agree (no byte lost, none doubled, the stream unbroken)."""
 
-    def __init__(self, world: NatWorld, src: EnrolledNode, dst: EnrolledNode, port: int = 5201,
-                 rate_mbit: float = 4.0) -> None:
+    def __init__(
+        self, world: NatWorld, src: EnrolledNode, dst: EnrolledNode, port: int = 5201, rate_mbit: float = 4.0
+    ) -> None:
         self.world = world
         self.stop_file = world.lab.tmp / f"stop-{src.name}-{dst.name}-{port}"
         self.sink = world.lab.tool_bg(dst.ns, "sink", str(port))
         assert self.sink.stdout.readline().strip() == "listening"
-        self.source = world.lab.tool_bg(src.ns, "source", dst.overlay_ip, str(port), str(1 << 40),
-                                        "--rate-mbit", str(rate_mbit), "--stop-file", str(self.stop_file))
+        self.source = world.lab.tool_bg(
+            src.ns,
+            "source",
+            dst.overlay_ip,
+            str(port),
+            str(1 << 40),
+            "--rate-mbit",
+            str(rate_mbit),
+            "--stop-file",
+            str(self.stop_file),
+        )
         self.started = time.monotonic()
 
     def stop(self, timeout: float = 60) -> tuple[str, str]:
