@@ -360,12 +360,9 @@ class Traversal:
             elif isinstance(ev, Validated):
                 if st.choice is None:
                     continue
-                kind = (
-                    "lan"
-                    if ev.kind is CandidateKind.LOCAL
-                    or direct_kind(ev.addr, self.local_networks, punched=True) == "lan"
-                    else "punched"
-                )
+                # "lan" only when the peer's address is on one of our own networks: a peer's
+                # "local" candidate may be a routed public address (a host firewall, no NAT)
+                kind = direct_kind(ev.addr, self.local_networks, punched=True)
                 log.info(
                     "punched a direct path to %s at %s (%s, %.1f ms)",
                     peer.config.name,

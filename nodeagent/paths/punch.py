@@ -183,8 +183,7 @@ class Punch:
         """New candidates on either side: try again soon (no sooner than MIN_INTERVAL_S after the
         last attempt began)."""
         self.failures = 0
-        if self.state in (State.WAIT, State.SKIPPED):
-            self.state = State.WAIT
+        if self.state is State.WAIT:
             self.next_at = now if self.last_start is None else max(now, self.last_start + MIN_INTERVAL_S)
 
     def path_lost(self, now: float) -> None:
@@ -206,7 +205,12 @@ class Punch:
         """Timers. `wanted`: the peer has keys and is reached through a relay; `ours`: our
         candidates; `nat`: our NAT class."""
         st = self.state
-        if st is State.DIRECT or st is State.SKIPPED:
+        if st is State.SKIPPED:  # until one of the two NAT classes changes
+            if should_punch(nat, self.remote_nat):
+                self.state = State.WAIT
+                self.next_at = now if self.last_start is None else max(now, self.last_start + MIN_INTERVAL_S)
+            return []
+        if st is State.DIRECT:
             return []
         if st in (State.IDLE, State.WAIT):
             if not wanted or now < self.next_at:

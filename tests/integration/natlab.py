@@ -10,8 +10,9 @@ site is unreachable, as on the Internet. Behind the boxes, each site has a LAN 1
     box = world.nat("home", "easy")            a NAT box on the Internet (lab/nat.py kinds)
     cgn = world.nat("cgn", "easy"); home = world.nat("home", "easy", uplink=cgn)   a CGNAT chain
     a = world.node("a", box)                   enrolled and running behind `box`
-    world.blackhole(box, peer_box)             box drops UDP to and from peer_box's WAN address
+    world.blackhole(box, ip, ...)              box forwards no UDP to or from those addresses
     world.lift(box)
+    Stream(world, a, b) ... .stop()            a rate-limited TCP stream over the overlay
 
 A "firewall" box does not translate; its LAN is routed to it by every Internet member, but the
 host (the server) has no route to it, so towards the server only the box masquerades.
@@ -99,26 +100,35 @@ class NatWorld(Mesh):
         return node
 
     # --- impairments
-    def blackhole(self, box: NatBox, other: NatBox) -> None:
-        """`box` forwards no UDP to or from `other`'s WAN address (the direct path dies; the hubs,
-        which are elsewhere, still answer)."""
-        t = f"{self.lab.prefix}bh"
-        box.ns.run(
-            "nft",
-            "-f",
-            "-",
-            input=f"""table inet {t} {{
+    def blackhole(self, box: NatBox, *addrs: str) -> None:
+        """`box` forwards no UDP to or from `addrs` (the direct path to a peer there dies; the hubs,
+        elsewhere, still answer)."""
+        rules = "\n".join(f"        ip daddr {a} meta l4proto udp drop\n        ip saddr {a} meta l4proto udp drop"
+                          for a in addrs)
+        box.ns.run("nft", "-f", "-", input=f"""table inet {self.lab.prefix}bh {{
     chain forward {{
         type filter hook forward priority -10; policy accept;
-        ip daddr {other.wan_ip} meta l4proto udp drop
-        ip saddr {other.wan_ip} meta l4proto udp drop
+{rules}
     }}
 }}
-""",
-        )
+""")
+
+    def lossy(self, node: EnrolledNode, percent: int) -> None:
+        """`node` drops `percent` % of the UDP datagrams it receives, at random."""
+        node.ns.run("nft", "-f", "-", input=f"""table inet {self.lab.prefix}loss {{
+    chain input {{
+        type filter hook input priority -10; policy accept;
+        meta l4proto udp numgen random mod 100 < {percent} drop
+    }}
+}}
+""")
 
     def lift(self, box: NatBox) -> None:
         box.ns.run("nft", "delete", "table", "inet", f"{self.lab.prefix}bh")
+
+    def unblock(self, node: EnrolledNode) -> None:
+        """Undo `block` (meshlab.Mesh) on `node`."""
+        node.ns.run("nft", "delete", "table", "inet", f"{self.lab.prefix}block")
 
     # --- looking at a peer from a node
     @staticmethod

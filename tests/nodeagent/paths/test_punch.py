@@ -436,3 +436,17 @@ def test_probing_sends_a_round_per_interval_to_every_candidate_for_the_window():
     assert len(probes) == 2 * 15  # 2 candidates, a round every 0.2 s for 3 s
     assert {e.size for e in probes} == {SMALL}
     assert len({e.sequence for e in probes}) == len(probes)
+
+
+def test_a_skipped_pair_stays_skipped_until_a_nat_class_changes():
+    sim = Sim(Net({"a": "hard", "b": "hard"}), nat_a=NatClass.HARD, nat_b=NatClass.HARD)
+    sim.run(10.0)
+    a = sim.punch["a"]
+    assert a.state is State.SKIPPED
+    a.candidates_changed(sim.now)  # new candidates do not help two hard NATs
+    assert a.state is State.SKIPPED
+    assert a.tick(sim.now, wanted=True, ours=[], nat=NatClass.HARD) == []
+    a.tick(sim.now, wanted=True, ours=[], nat=NatClass.EASY)  # we moved behind an easy NAT
+    assert a.state is State.WAIT
+    assert [e.call.kind for e in a.tick(sim.now + MIN_INTERVAL_S, wanted=True, ours=[], nat=NatClass.EASY)
+            if isinstance(e, SendCall)] == [CallKind.OFFER]
