@@ -103,25 +103,37 @@ class NatWorld(Mesh):
     def blackhole(self, box: NatBox, *addrs: str) -> None:
         """`box` forwards no UDP to or from `addrs` (the direct path to a peer there dies; the hubs,
         elsewhere, still answer)."""
-        rules = "\n".join(f"        ip daddr {a} meta l4proto udp drop\n        ip saddr {a} meta l4proto udp drop"
-                          for a in addrs)
-        box.ns.run("nft", "-f", "-", input=f"""table inet {self.lab.prefix}bh {{
+        rules = "\n".join(
+            f"        ip daddr {a} meta l4proto udp drop\n        ip saddr {a} meta l4proto udp drop"
+            for a in addrs
+        )
+        box.ns.run(
+            "nft",
+            "-f",
+            "-",
+            input=f"""table inet {self.lab.prefix}bh {{
     chain forward {{
         type filter hook forward priority -10; policy accept;
 {rules}
     }}
 }}
-""")
+""",
+        )
 
     def lossy(self, node: EnrolledNode, percent: int) -> None:
         """`node` drops `percent` % of the UDP datagrams it receives, at random."""
-        node.ns.run("nft", "-f", "-", input=f"""table inet {self.lab.prefix}loss {{
+        node.ns.run(
+            "nft",
+            "-f",
+            "-",
+            input=f"""table inet {self.lab.prefix}loss {{
     chain input {{
         type filter hook input priority -10; policy accept;
         meta l4proto udp numgen random mod 100 < {percent} drop
     }}
 }}
-""")
+""",
+        )
 
     def lift(self, box: NatBox) -> None:
         box.ns.run("nft", "delete", "table", "inet", f"{self.lab.prefix}bh")

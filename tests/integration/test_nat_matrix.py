@@ -64,7 +64,9 @@ def finish(stream: Stream) -> None:
     assert int(sent.split()[1]) >= 2 * MOVED
 
 
-def ends_direct_across_the_switch(world: NatWorld, a, b, block_box, *block_addrs, how: str = "punched") -> None:
+def ends_direct_across_the_switch(
+    world: NatWorld, a, b, block_box, *block_addrs, how: str = "punched"
+) -> None:
     """Meet on the relay with the direct path blackholed, start a stream, lift, end direct."""
     world.wait_ping(a, b, timeout=30)
     assert relayed(world.peer(a, b)) and relayed(world.peer(b, a))
@@ -135,8 +137,9 @@ def test_two_hard_nats_stay_on_the_relay_and_say_why(world):
     a, b = world.node("a", box_a), world.node("b", box_b)
     world.wait_ping(a, b, timeout=30)
     for x, y in ((a, b), (b, a)):
-        p = world.wait_path(x, y, lambda p: p["punch"] is not None and p["punch"]["reason"] == "both_hard", 30,
-                            "both_hard")
+        p = world.wait_path(
+            x, y, lambda p: p["punch"] is not None and p["punch"]["reason"] == "both_hard", 30, "both_hard"
+        )
         assert relayed(p) and p["punch"]["state"] == "skipped" and p["punch"]["peer_nat"] == "hard"
         assert x.status()["node"]["nat"]["class"] == "hard"
         reflexive = x.status()["node"]["nat"]["reflexive"]
@@ -155,8 +158,13 @@ def test_easy_with_hard_ends_on_the_relay_after_a_failed_punch(world):
     a, b = world.node("a", box_a), world.node("b", box_b)
     world.wait_ping(a, b, timeout=30)
     for x, y in ((a, b), (b, a)):
-        p = world.wait_path(x, y, lambda p: p["punch"] is not None and p["punch"]["reason"] == "punch_timeout",
-                            30, "a failed punch")
+        p = world.wait_path(
+            x,
+            y,
+            lambda p: p["punch"] is not None and p["punch"]["reason"] == "punch_timeout",
+            30,
+            "a failed punch",
+        )
         assert relayed(p) and p["punch"]["state"] in ("wait", "offered", "answered", "probing")
     stream = Stream(world, a, b)
     moved_on_current_path(world, a, b, through_hubs=True)

@@ -29,9 +29,21 @@ class PeerList:
 
 def answering(node: Node) -> Traversal:
     """The node's traversal (its on_disco answers probes), with nothing else around it."""
-    t = Traversal(node.id, PeerList(list(node.peers.values())), node.dp, udp_port=node.udp.port, mtu=1380,
-                  clock=lambda: 0.0, resolve=lambda p: None, hub_ids=lambda: (), interface_addresses=list,
-                  skip_interfaces=(), skip_networks=list, on_candidates=lambda c: None, spawn=lambda c: c.close())
+    t = Traversal(
+        node.id,
+        PeerList(list(node.peers.values())),
+        node.dp,
+        udp_port=node.udp.port,
+        mtu=1380,
+        clock=lambda: 0.0,
+        resolve=lambda p: None,
+        hub_ids=lambda: (),
+        interface_addresses=list,
+        skip_interfaces=(),
+        skip_networks=list,
+        on_candidates=lambda c: None,
+        spawn=lambda c: c.close(),
+    )
     for p in node.peers.values():
         t.peer_added(p)
     node.dp.on_disco = t.on_disco
@@ -40,7 +52,9 @@ def answering(node: Node) -> Traversal:
 
 def recording(node: Node) -> list:
     seen = []
-    node.dp.on_disco = lambda peer, ftype, payload, addr, hub, now: seen.append((peer, ftype, payload, addr, hub))
+    node.dp.on_disco = lambda peer, ftype, payload, addr, hub, now: seen.append(
+        (peer, ftype, payload, addr, hub)
+    )
     return seen
 
 
@@ -76,7 +90,7 @@ def test_an_authenticated_probe_gets_an_ack_with_its_source_and_never_a_larger_o
     sent = a.dp.send_disco(a.peers["b"], FrameType.PROBE, disco.pack_probe(TXID, 7), dest=b.addr)
     b.dp.on_udp()
     a.dp.on_udp()
-    (peer, ftype, payload, addr, hub), = got
+    ((peer, ftype, payload, addr, hub),) = got
     assert peer is a.peers["b"] and ftype == FrameType.PROBE_ACK and hub is None and addr == b.addr
     ack = disco.parse_ack(payload)
     assert ack == disco.Ack(TXID, 7, a.addr)  # the ACK tells a where its probe came from
@@ -87,8 +101,9 @@ def test_forged_unknown_and_replayed_probes_get_nothing_and_are_counted(ab):
     a, b = ab
     answering(b)
     kp = a.peers["b"].ring.current
-    probe = seal(kp.disco.send, FrameType.PROBE, kp.remote_index, kp.disco.next_counter(), 0,
-                 disco.pack_probe(TXID, 1))
+    probe = seal(
+        kp.disco.send, FrameType.PROBE, kp.remote_index, kp.disco.next_counter(), 0, disco.pack_probe(TXID, 1)
+    )
     forged = bytearray(probe)
     forged[-1] ^= 1
     unknown = bytearray(probe)
@@ -111,8 +126,14 @@ def test_a_probe_never_moves_the_endpoint_and_never_counts_as_lost_data(ab):
         kp = a.peers["b"].ring.current
         for _ in range(5):
             kp.disco.next_counter()  # five probes to candidates that never answered
-        probe = seal(kp.disco.send, FrameType.PROBE, kp.remote_index, kp.disco.next_counter(), 0,
-                     disco.pack_probe(TXID, 2))
+        probe = seal(
+            kp.disco.send,
+            FrameType.PROBE,
+            kp.remote_index,
+            kp.disco.next_counter(),
+            0,
+            disco.pack_probe(TXID, 2),
+        )
         other.sendto(probe, b.addr)  # authenticated, from an address b has never seen
         b.dp.on_udp()
         assert b.peers["a"].endpoint == a.addr  # only data and keepalives roam
@@ -163,7 +184,7 @@ def test_a_probe_through_a_hub_is_answered_through_the_same_hub_without_an_addre
     c.dp.on_udp()  # probe in, ACK out through h
     h.dp.on_udp()
     a.dp.on_udp()
-    (peer, ftype, payload, _addr, hub), = got
+    ((peer, ftype, payload, _addr, hub),) = got
     assert peer is a.peers["c"] and ftype == FrameType.PROBE_ACK and hub is a.peers["h"]
     assert disco.parse_ack(payload) == disco.Ack(TXID, 3, None)  # the hub's address is no candidate
     assert h.dp.relay.forwarded_frames == 2 and h.delivered() == []
@@ -190,7 +211,7 @@ def test_a_punched_peer_gets_its_data_directly_while_its_handshake_hub_stays():
 
 
 def test_a_call_needs_a_session_and_a_hub_to_travel():
-    a, h, c = hub_triangle()
+    a, _h, _c = hub_triangle()
     call = disco.pack_call(disco.Call(disco.CallKind.OFFER, TXID, disco.NatClass.EASY, ()))
     assert a.dp.send_disco(a.peers["c"], FrameType.CALL, call, via=a.peers["h"]) > 0
     a.peers["h"].ring.wipe_all()  # no hub keys: nothing leaves, nothing is counted as sent
