@@ -380,3 +380,28 @@ async def test_a_rate_limited_close_waits_the_capped_delay_then_connects(state_d
         assert link.attempt == 0
     finally:
         await stop(server, task)
+
+
+async def test_new_endpoints_are_reported_with_the_next_counters_not_after_the_refresh_period(state_dir):
+    """The UDP candidates changed (traversal.py): the report goes out at the next send, once."""
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+
+    async def script(ws, n):
+        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
+        await fake.pump(ws)
+
+    status = messages.Stats(1.0, ())
+    endpoints = (nm.Endpoint("198.18.0.2", 8443, 9443),)
+    fake, server, link, task, _applied, _ = await start(
+        state_dir, script, stats_source=lambda: status, endpoints=endpoints, stats_interval=0.05)
+    try:
+        assert (await fake.next_message(messages.EndpointReport)).endpoints == endpoints
+        await fake.next_message(messages.Stats)
+        more = (*endpoints, nm.Endpoint("198.19.0.10", 8443, 9443, "reflexive"))
+        link.update_endpoints(more)
+        link.update_endpoints(more)  # the same again: no second report
+        assert (await fake.next_message(messages.EndpointReport)).endpoints == more
+        kinds = [type(await asyncio.wait_for(fake.received.get(), 10)) for _ in range(5)]
+        assert kinds == [messages.Stats] * 5
+    finally:
+        await stop(server, task)

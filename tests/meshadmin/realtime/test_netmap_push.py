@@ -127,6 +127,25 @@ async def test_a_reported_endpoint_no_peer_should_be_sent_to_is_ignored_and_audi
         await comm.disconnect()
 
 
+async def test_reported_udp_candidates_reach_the_peers_netmaps_validated(uk, belgium):
+    uk_comm, _ = await login(uk[0])
+    be_comm, be_map = await login(belgium[0])
+    report = messages.EndpointReport((
+        nm.Endpoint("198.18.0.1", 8443, 9443),
+        nm.Endpoint("198.18.7.2", 8443, 9443, "local"),
+        nm.Endpoint("198.19.0.10", 8443, 40123, "reflexive"),
+        nm.Endpoint("198.18.0.1", 8443, 9443, "local"),  # the endpoint itself again: listed once
+        nm.Endpoint("198.19.9.9", 8443, 9443, "observed"),  # only the server observes: ignored
+    ))
+    await uk_comm.send_to(bytes_data=messages.encode(report))
+    delta = (await receive(be_comm)).delta
+    hub = nm.apply_delta(be_map, delta).peer(uk[0].peer_id)
+    assert [(e.source, e.ip, e.udp_port) for e in hub.endpoints] == [
+        ("reported", "198.18.0.1", 9443), ("local", "198.18.7.2", 9443), ("reflexive", "198.19.0.10", 40123)]
+    for comm in (uk_comm, be_comm):
+        await comm.disconnect()
+
+
 async def test_endpoint_changes_over_the_limit_are_ignored_on_the_socket_and_counted(settings, uk, belgium):
     from meshadmin.mesh.choices import AuditAction
     from meshadmin.mesh.models import AuditEvent
@@ -146,3 +165,26 @@ async def test_endpoint_changes_over_the_limit_are_ignored_on_the_socket_and_cou
     while not isinstance(msg := await receive(uk_comm), messages.Full):
         assert isinstance(msg, messages.Delta)
     await uk_comm.disconnect()
+
+
+async def test_a_report_with_an_unusable_candidate_is_refused_whole_and_audited(uk):
+    from meshadmin.mesh.choices import AuditAction
+    from meshadmin.mesh.models import AuditEvent
+
+    comm, _ = await login(uk[0])
+    good = messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),
+                                    nm.Endpoint("198.18.7.2", 8443, 9443, "local")))
+    await comm.send_to(bytes_data=messages.encode(good))
+    stored = Node.objects.filter(peer_id=uk[0].peer_id, candidates=[["local", "198.18.7.2", 9443]])
+    await _until(stored.aexists, "the candidates to be stored")
+    serial = (await Network.objects.aget(name="default")).serial
+    bad = messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),
+                                   nm.Endpoint("198.18.7.3", 8443, 9443, "local"),
+                                   nm.Endpoint("224.0.0.1", 8443, 9443, "local")))  # multicast
+    await comm.send_to(bytes_data=messages.encode(bad))
+    refused = AuditEvent.objects.filter(action=AuditAction.PEER_REGISTER_REFUSED)
+    await _until(refused.aexists, "the refusal to be audited")
+    node = await Node.objects.aget(peer_id=uk[0].peer_id)
+    assert node.candidates == [["local", "198.18.7.2", 9443]]  # nothing of the bad report kept
+    assert (await Network.objects.aget(name="default")).serial == serial
+    await comm.disconnect()

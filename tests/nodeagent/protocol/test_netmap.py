@@ -103,3 +103,9 @@ def test_random_structures_never_escape_as_anything_but_a_message_error(value):
             parse(value)
         except MessageError:
             pass
+
+
+@pytest.mark.parametrize("source", ["reported", "observed", "local", "reflexive"])
+def test_an_endpoint_may_be_reported_observed_or_a_udp_candidate(source):
+    d = {"ip": "198.18.0.1", "control_port": 8443, "udp_port": 9443, "source": source}
+    assert nm.endpoint_from_dict(d) == nm.Endpoint("198.18.0.1", 8443, 9443, source)
