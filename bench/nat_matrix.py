@@ -1,4 +1,4 @@
-"""NAT matrix benchmark: per cell of docs/nat-traversal.md#the-matrix, how fast a pair gets through, goes
+"""NAT matrix benchmark: per cell of docs/nat.md#the-matrix, how fast a pair gets through, goes
 direct, falls back when the direct path dies, and whether a TCP stream survives it all.
 
 Run as root:
@@ -10,11 +10,16 @@ RESULTS [bench/results]. Writes RESULTS/nat-<stamp>.json and prints a markdown t
 Each cell builds a fresh world (tests/integration/natlab.py: meshadmin, two public hubs, two nodes behind
 their NAT boxes). Then, on one clock (time.monotonic: the agents' clock too, so the `path_since_s` of
 their status documents turns into an instant):
-  t0                 both agents serve their status; from now on node a sends a UDP datagram every 10 ms
-                     over the overlay to an echo on b (the "first packet" is sent at t0), and a TCP
-                     stream a -> b starts (4 Mbit/s, until the end of the cell)
-  first reply        the first echo back (relayed, or direct if the punch was faster)
-  direct             the instant the pair's path became direct (a's status; "-" for relay cells)
+  start              node b's agent is started (node a and the hubs run already): from the pair's point
+                     of view, the moment both exist
+  first packet       both agents serve their status; node a sends a UDP datagram every 10 ms over the
+                     overlay to an echo on b from then on, and a TCP stream a -> b starts
+                     (4 Mbit/s, until the end of the cell)
+  first reply        the first echo back, counted from the first packet (relayed, or direct if the
+                     punch was faster)
+  direct             the instant the pair's path became direct (a's status), counted from `start`:
+                     it includes b's start-up (its netmap, its hub links, the relayed handshake);
+                     "-" for relay cells
   final              the path and reason the cell ends on, 20 s after t0 or at direct
   fallback           (direct cells) the direct path is blackholed in a's NAT box at t_b: the instant
                      a's path went back to the relay minus t_b, and the longest gap between echoes
@@ -114,6 +119,7 @@ def run_cell(cell: str, tmp: Path) -> dict:
         echo = lab.tool_bg(b.ns, "udp-echo", str(ECHO_PORT))
         assert echo.stdout.readline().strip() == "ready"
         a.start()
+        t_start = time.monotonic()
         b.start()
         stop_probe = tmp / f"stop-probe-{cell}"
         probe_out = tmp / f"probe-{cell}.json"
@@ -154,7 +160,8 @@ def run_cell(cell: str, tmp: Path) -> dict:
             row["how"] = p["path_how"]
             row["reason"] = p["path_reason"] if p["path"] == "direct" else (p["punch"] or {}).get("reason")
             t_direct = change_at(p, lambda h: h["path"] == "direct") if p["path"] == "direct" else None
-            row["direct_s"] = None if t_direct is None else round(t_direct - t0, 3)
+            row["direct_s"] = None if t_direct is None else round(t_direct - t_start, 3)
+            row["first_packet_after_start_s"] = round(t0 - t_start, 3)
             if direct and p["path"] == "direct" and cell != "same-nat":
                 time.sleep(2)  # traffic on the direct path before it dies
                 t_b = time.monotonic()

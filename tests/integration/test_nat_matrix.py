@@ -1,4 +1,4 @@
-"""The NAT matrix (docs/nat-traversal.md#the-matrix): two enrolled nodes, each behind its own NAT box of
+"""The NAT matrix (docs/nat.md#the-matrix): two enrolled nodes, each behind its own NAT box of
 the namespace lab, two public hubs and a real meshadmin (natlab.py). Per cell: the path the pair
 ends on, how it was made and why, and a TCP stream that keeps its every byte while the path
 changes under it. No timings are asserted: waits are bounded, speed is measured in
@@ -153,7 +153,7 @@ def test_two_hard_nats_stay_on_the_relay_and_say_why(world):
 def test_easy_with_hard_ends_on_the_relay_after_a_failed_punch(world):
     """The easy side's NAT filters by address and port; the hard NAT gives the hard side a new port
     for the easy peer that nobody can predict, so neither side's probes get through (measured here,
-    explained in docs/nat-traversal.md); the pair stays relayed and retries with backoff."""
+    explained in docs/nat.md); the pair stays relayed and retries with backoff."""
     box_a, box_b = world.nat("boxa", "easy"), world.nat("boxb", "hard")
     a, b = world.node("a", box_a), world.node("b", box_b)
     world.wait_ping(a, b, timeout=30)
