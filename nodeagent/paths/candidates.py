@@ -8,9 +8,11 @@ A candidate is an (address, port) with a kind (protocol/disco.py `CandidateKind`
   peer-reflexive  the source of an authenticated probe from the peer itself
   configured      the endpoint the netmap reports (or a configuration names)
 
-Validation (`check_endpoint`) refuses what no peer can be reached on, or what would turn a probe
-into traffic for somebody else: the unspecified, loopback, link-local, multicast and broadcast
-addresses, the reserved 240.0.0.0/4, ports outside 1..65535. `CandidateSet` keeps at most
+Validation (`check_endpoint`) is the project's one endpoint check (protocol/endpoints.py): it
+refuses what no peer can be reached on, or what would turn a probe into traffic for somebody
+else (the unspecified, loopback, link-local, multicast and broadcast addresses, ports outside
+1..65535); here an IPv4-mapped address is also written as the IPv4 address it carries, so one
+address is one candidate. `CandidateSet` keeps at most
 MAX_CANDIDATES per peer (a peer cannot make us probe more addresses than that), never our own
 addresses, and forgets a peer-reflexive candidate PEER_REFLEXIVE_IDLE_S after it was last seen.
 """
@@ -22,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..protocol.disco import MAX_CANDIDATES, CandidateKind, WireCandidate
+from ..protocol.endpoints import BadEndpoint, check_endpoint_ip, check_port
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -44,7 +47,6 @@ _ORDER = {
     CandidateKind.OBSERVED: 3,
     CandidateKind.CONFIGURED: 4,
 }
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 class CandidateError(ValueError):
@@ -67,24 +69,13 @@ class Candidate:
 
 def check_endpoint(ip: str, port: int) -> tuple[str, int]:
     """(normalised ip, port) of a usable candidate, or CandidateError naming what is wrong."""
-    if type(port) is not int or not 1 <= port <= 65535:
-        raise CandidateError(f"port {port!r} is not in 1..65535")
     try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        raise CandidateError(f"{ip!r} is not an IP address") from None
+        check_port(port)
+        addr = check_endpoint_ip(ip)
+    except BadEndpoint as exc:
+        raise CandidateError(str(exc)) from None
     if addr.version == 6 and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    for bad, what in (
-        (addr.is_unspecified, "unspecified"),
-        (addr.is_loopback, "loopback"),
-        (addr.is_link_local, "link-local"),
-        (addr.is_multicast, "multicast"),
-        (addr == _BROADCAST, "broadcast"),
-        (addr.version == 4 and addr in ipaddress.IPv4Network("240.0.0.0/4"), "reserved"),
-    ):
-        if bad:
-            raise CandidateError(f"{addr} is a {what} address")
     return str(addr), port
 
 
