@@ -24,8 +24,6 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from nodeagent.paths.candidates import CandidateError, check_endpoint
-
 from ..changes import ALL_NODES, Change, announce
 from ..choices import AuditAction, NodeStatus
 from ..constants import PEER_RECORD_TTL
