@@ -1,15 +1,21 @@
-"""`make demo`: the server on its embedded defaults plus the seed's 4-node mesh in namespaces.
+"""`make demo`: the server on its embedded defaults plus the seed's 4-node mesh in namespaces, behind NATs.
 
-    uk        public hub   198.18.0.3   (relays for the others)
-    belgium                198.18.0.4   cannot reach starlink directly (dropped both ways)
-    starlink               198.18.0.5   -> belgium <-> starlink goes through uk, as in the seed
-    mac                    198.18.0.8
+    uk        public hub   198.18.0.3 on the "Internet" (relays for the others)
+    belgium   behind an easy NAT (a cloud router)       198.18.0.4 -> LAN 198.18.4.0/24
+    mac       behind a home NAT (easy)                  198.18.0.8 -> LAN 198.18.8.0/24
+    starlink  behind a CGNAT pair: a home NAT behind the carrier's hard (port-per-destination)
+              CGN                                       198.18.0.5 -> 198.18.5.0/24 -> LAN 198.18.6.0/24
+
+Every pair first meets through uk; belgium and mac then punch a direct path (docs/nat.md); the
+carrier's hard NAT keeps starlink's links to them on the relay (easy with hard: relayed, and the
+status says why). The map shows which links are direct and which relayed.
 
 The server (daphne) listens on 127.0.0.1 for the browser and on 198.18.0.1, the host end of a
-bridge this script creates, for the agents (SHADOWMESH_PUBLIC_URL names it, so the dashboard's
-enroll command works from the namespaces). Each node is a network namespace ("<prefix>-uk", ...,
-with this run's prefix) with a veth on that bridge; each enrolls with its own one-time token
-(`shadowmesh-agent enroll`) and then runs `shadowmesh-agent up --state-dir`. The network is built
+bridge this script creates (the "Internet"), for the agents (SHADOWMESH_PUBLIC_URL names it, so
+the dashboard's enroll command works from the namespaces). Each node is a network namespace
+("<prefix>-uk", ..., with this run's prefix), on that bridge or behind its NAT boxes (lab/nat.py);
+each enrolls with its own one-time token (`shadowmesh-agent enroll`) and then runs
+`shadowmesh-agent up --state-dir`. The network is built
 by the project's namespace lab (lab/): Ctrl-C or SIGTERM stops the agents and the server and removes
 every namespace, link and device the demo made. A record of them is kept in the state directory, so
 `python scripts/demo.py --clean` also removes the leftovers of a run that was killed.
@@ -35,13 +41,23 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 STATE = Path(os.environ.get("SHADOWMESH_DEMO_DIR", ROOT / "data" / "demo"))
 RECORD = STATE / "created.json"
 HOST_IP = "198.18.0.1"
-NODES = [  # name, underlay address, public hub?
+NODES = [  # name, underlay address (its own, behind its NATs), public hub?
     ("uk", "198.18.0.3", True),
-    ("belgium", "198.18.0.4", False),
-    ("starlink", "198.18.0.5", False),
-    ("mac", "198.18.0.8", False),
+    ("belgium", "198.18.4.10", False),
+    ("starlink", "198.18.6.10", False),
+    ("mac", "198.18.8.10", False),
 ]
-BLOCKED = ("belgium", "starlink")  # these two only meet through the hub
+# each node's NAT boxes, outermost first: (role, kind, WAN address, LAN address)
+NATS = {
+    "belgium": [("belgium-nat", "easy", "198.18.0.4/24", "198.18.4.1/24")],
+    "mac": [("mac-home", "easy", "198.18.0.8/24", "198.18.8.1/24")],
+    "starlink": [("starlink-cgn", "hard", "198.18.0.5/24", "198.18.5.1/24"),
+                 ("starlink-home", "easy", "198.18.5.2/24", "198.18.6.1/24")],
+}
+
+
+def progress(line: str) -> None:
+    print(f"demo: {line}", flush=True)
 
 
 def private_state_dir() -> None:
@@ -72,20 +88,27 @@ class Demo:
 
     # --- network
     def build_network(self) -> None:
+        progress("building the network: the Internet bridge, NAT boxes, four namespaces")
         bridge = self.lab.host_bridge(f"{HOST_IP}/24")
         for name, addr, _ in NODES:
             self.ns[name] = self.lab.netns(name)
-            bridge.join(self.ns[name], f"{addr}/24", dev="eth0")
-        ip = {n: addr for n, addr, _ in NODES}
-        a, b = BLOCKED
-        self.lab.block(self.ns[a], ip[b])
-        self.lab.block(self.ns[b], ip[a])
+            uplink = bridge
+            for role, kind, wan, lan in NATS.get(name, ()):
+                uplink = self.lab.nat(role, uplink, wan=wan, lan=lan, kind=kind)
+            if uplink is bridge:
+                bridge.join(self.ns[name], f"{addr}/24", dev="eth0")
+            else:
+                uplink.attach(self.ns[name], f"{addr}/24", dev="eth0")
+            boxes = " behind ".join(f"{k} NAT {r}" for r, k, _w, _l in reversed(NATS.get(name, ())))
+            progress(f"  {name}: {addr}{' behind ' + boxes if boxes else ' (public)'}")
 
     # --- server
     def start_server(self) -> str:
+        progress("migrating the database, collecting static files")
         manage("migrate", "--noinput", env=self.env)
         manage("collectstatic", "--noinput", env=self.env)
         password = manage("createadmin", "--reset", env=self.env).strip().splitlines()[-1]
+        progress(f"starting the server on 127.0.0.1:{self.port} and {HOST_IP}:{self.port}")
         server = self.lab.spawn(
             None, str(ROOT / ".venv" / "bin" / "daphne"),
             "-e", f"tcp:port={self.port}:interface=127.0.0.1",
@@ -118,6 +141,7 @@ class Demo:
         self.forget_old_nodes()
         overlay: dict[str, str] = {}
         for name, addr, public in NODES:
+            progress(f"enrolling {name} and starting its agent")
             flags = ["--public"] if public else []
             token = manage("createtoken", *flags, env=self.env).strip().splitlines()[-1]
             state = STATE / name
@@ -130,6 +154,36 @@ class Demo:
                            log=STATE / f"{name}.log")
             overlay[name] = self.status(name).get("node", {}).get("overlay_ip", "?")
         return overlay
+
+    def paths(self, overlay: dict[str, str], wait: float = 15) -> None:
+        """Each node pings the others once (sessions through uk start at once), then the paths as the
+        agents see them: punched pairs go direct within a few seconds, the rest stay relayed."""
+        progress("pinging every pair once; waiting for the hole punches")
+        nettools = str(ROOT / "lab" / "nettools.py")
+        for name, _, _ in NODES:
+            for other, _, _ in NODES:
+                if other != name and overlay.get(other, "?") != "?":
+                    self.ns[name].run(PY, nettools, "ping", overlay[other].split("/")[0], "--count", "1",
+                                      "--timeout", "2", check=False)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            peers = self.status("belgium").get("peers", [])
+            if any(p.get("name") == "mac" and p.get("path") == "direct" for p in peers):
+                break
+        for name, _, _ in NODES:
+            doc = self.status(name)
+            nat = doc.get("node", {}).get("nat", {}).get("class", "?")
+            links = []
+            for p in doc.get("peers", []):
+                if p.get("path") == "direct":
+                    links.append(f"{p['name']} direct ({p.get('path_how') or '?'})")
+                else:
+                    via = p.get("path", "").removeprefix("relay:")
+                    hub = next((q["name"] for q in doc.get("peers", []) if q["peer_id"] == via), via[:8])
+                    why = (p.get("punch") or {}).get("reason") or "-"
+                    links.append(f"{p['name']} via {hub} ({why})")
+            progress(f"  {name:9s} NAT {nat:7s} " + ", ".join(sorted(links)))
 
     def status(self, name: str, wait: float = 20) -> dict:
         deadline = time.monotonic() + wait
@@ -149,11 +203,12 @@ class Demo:
         print(f"  Dashboard:  http://127.0.0.1:{self.port}/   user admin   password {password}")
         print(f"  API schema: http://127.0.0.1:{self.port}/api/schema")
         for name, addr, public in NODES:
-            print(f"  {name:9s} underlay {addr:12s} overlay {overlay.get(name, '?'):12s}"
+            print(f"  {name:9s} underlay {addr:13s} overlay {overlay.get(name, '?'):12s}"
                   f" namespace {self.ns[name].name}{'   public hub' if public else ''}")
         some = overlay.get("starlink", "10.10.10.x")
         belgium = self.ns["belgium"].name
-        print(f"\n  Try:  ip netns exec {belgium} ping {some.split('/')[0]}   (relayed through uk)")
+        hint = "(through uk: starlink's CGN is hard)"
+        print(f"\n  Try:  ip netns exec {belgium} ping {some.split('/')[0]}   {hint}")
         print(f"        ip netns exec {belgium} {PY} -m nodeagent status --state-dir {STATE / 'belgium'}")
         print("\n  Ctrl-C stops the mesh and removes its namespaces.\n", flush=True)
 
@@ -190,6 +245,7 @@ def main() -> int:
                 demo.build_network()
                 password = demo.start_server()
                 overlay = demo.start_agents()
+                demo.paths(overlay)
                 demo.summary(password, overlay)
                 demo.watch()
             except LabError as e:
