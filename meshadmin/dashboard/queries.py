@@ -30,6 +30,7 @@ __all__ = [
     "audit_events",
     "graph_for",
     "node_links",
+    "node_path_changes",
     "node_rows",
     "overview",
     "pick_network",
@@ -167,6 +168,30 @@ def node_links(node: Node, now: datetime | None = None) -> list[dict]:
             }
         )
     return sorted(rows, key=lambda r: r["name"].lower())
+
+
+PATH_CHANGES_SHOWN = 20
+
+
+def _path_label(path: str, names: dict[str, str]) -> str:
+    if path.startswith("relay:"):
+        hub = path.split(":", 1)[1]
+        return f"relay via {names.get(hub, hub[:12])}"
+    return path
+
+
+def node_path_changes(node: Node, now: datetime | None = None) -> list[dict]:
+    """The node's path changes of the last hour, newest first (at most PATH_CHANGES_SHOWN): when a
+    peer's traffic moved between direct and a relay, or between relays, as its reports show.
+    Two queries whatever the mesh size."""
+    now = now or timezone.now()
+    changes = telemetry.path_changes(node.pk, now)[:PATH_CHANGES_SHOWN]
+    if not changes:
+        return []
+    names = dict(Node.objects.filter(network_id=node.network_id).values_list("peer_id", "name"))
+    return [{"at": c.at, "peer_id": c.peer_id, "name": names.get(c.peer_id, c.peer_id[:12]),
+             "before": _path_label(c.before, names), "after": _path_label(c.after, names),
+             "direct": c.after == "direct"} for c in changes]
 
 
 def overview(network: Network | None, now: datetime | None = None) -> dict:

@@ -226,6 +226,7 @@ def node_detail(request: HttpRequest, peer_id: str) -> HttpResponse:
             "node": node,
             "row": row,
             "links": queries.node_links(node, now),
+            "path_changes": queries.node_path_changes(node, now),
             "routes": Route.objects.filter(via=node).order_by("prefix"),
             "rename_form": RenameNodeForm(initial={"name": node.name}),
             "series_url": f"{request.path}series.json",

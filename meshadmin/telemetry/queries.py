@@ -30,6 +30,9 @@ __all__ = [
     "figures",
     "link_samples",
     "link_series",
+    "PathChange",
+    "path_changes",
+    "path_changes_in",
     "presence",
     "received_bytes",
 ]
@@ -116,3 +119,31 @@ def presence(peer_ids: list[str]) -> dict[str, NodePresence]:
     rows = Presence.objects.filter(node__peer_id__in=peer_ids).values_list("node__peer_id", "online",
                                                                           "last_seen")
     return {pid: NodePresence(bool(online), last_seen) for pid, online, last_seen in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class PathChange:
+    at: datetime
+    peer_id: str
+    before: str  # "direct" or "relay:<peer id>"
+    after: str
+
+
+def path_changes_in(rows) -> list[PathChange]:
+    """The path changes in a node's samples: `rows` are (peer id, ts, path) ordered by peer id, then
+    ts; a change is two consecutive samples of one peer with different paths. Newest first. Pure."""
+    out = []
+    last_peer, last_path = None, None
+    for peer_id, ts, path in rows:
+        if peer_id == last_peer and path != last_path:
+            out.append(PathChange(ts, peer_id, last_path, path))
+        last_peer, last_path = peer_id, path
+    return sorted(out, key=lambda c: (c.at, c.peer_id), reverse=True)
+
+
+def path_changes(node_pk: int, now: datetime, window: timedelta = timedelta(hours=1)) -> list[PathChange]:
+    """The path changes a node reported on its links within `window` (raw samples: every report,
+    ~2 s apart), newest first. One query."""
+    rows = (Sample.objects.filter(node_id=node_pk, resolution=Resolution.RAW, ts__gte=now - window)
+            .order_by("peer_id", "ts").values_list("peer_id", "ts", "path"))
+    return path_changes_in(rows)

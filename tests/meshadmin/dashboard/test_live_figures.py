@@ -121,3 +121,30 @@ def test_live_regions_come_back_as_partials(admin, live):
     assert "<html" not in node_part and 'data-testid="links-table"' in node_part
     unknown = admin.get("/nodes/", headers={"HX-Request": "true", "HX-Target": "div#elsewhere"})
     assert "<html" in unknown.content.decode()
+
+
+def test_the_node_page_lists_the_path_changes_its_reports_show(admin, mesh):
+    """belgium's link to uk goes relayed (through xss as a stand-in hub), then direct, then relayed
+    again: the page lists both changes of the last hour, newest first, with the hub's name."""
+    now = timezone.now()
+    presence.connected(mesh["belgium"].pk, now)
+    presence.connected(mesh["uk"].pk, now)
+    reporter = ingest.Reporter(mesh["belgium"].pk, mesh["belgium"].peer_id, mesh["belgium"].network_id)
+    relay = f"relay:{mesh['xss'].peer_id}"
+    previous = None
+    for i, path in enumerate([relay, relay, "direct", "direct", relay]):
+        report = _stats(10 + 2 * i, [_peer(mesh["uk"].peer_id, path=path)])
+        ingest.ingest(reporter, report, previous, 2.0 if previous else 0.0, now - timedelta(seconds=10 - 2 * i))
+        previous = report
+    html = admin.get(f"/nodes/{mesh['belgium'].peer_id}/").content.decode()
+    table = html.split('data-testid="path-changes"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr data-peer-id=\"([0-9a-f]{40})\">(.*?)</tr>", table, re.S)
+    assert [pid for pid, _ in rows] == [mesh["uk"].peer_id] * 2
+    cells = [re.findall(r"<td>(.*?)</td>", body, re.S) for _, body in rows]
+    assert cells[0][2] == "direct" and "relay via" in cells[0][3]  # newest: direct -> relay
+    assert cells[1][2].startswith("relay via") and ">direct<" in cells[1][3]  # first: relay -> direct
+
+
+def test_a_node_without_path_changes_says_so(admin, live):
+    html = admin.get(f"/nodes/{live['belgium'].peer_id}/").content.decode()
+    assert "No path changed in the last hour." in html
