@@ -134,7 +134,8 @@ def test_the_node_page_lists_the_path_changes_its_reports_show(admin, mesh):
     previous = None
     for i, path in enumerate([relay, relay, "direct", "direct", relay]):
         report = _stats(10 + 2 * i, [_peer(mesh["uk"].peer_id, path=path)])
-        ingest.ingest(reporter, report, previous, 2.0 if previous else 0.0, now - timedelta(seconds=10 - 2 * i))
+        at = now - timedelta(seconds=10 - 2 * i)
+        ingest.ingest(reporter, report, previous, 2.0 if previous else 0.0, at)
         previous = report
     html = admin.get(f"/nodes/{mesh['belgium'].peer_id}/").content.decode()
     table = html.split('data-testid="path-changes"', 1)[1].split("</table>", 1)[0]
