@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('mesh', '0004_audit_fold_and_refusals'),
+        ('mesh', '0005_audit_certificate_renewed'),
     ]
 
     operations = [
