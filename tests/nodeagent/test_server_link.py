@@ -387,7 +387,7 @@ async def test_new_endpoints_are_reported_with_the_next_counters_not_after_the_r
     me = identity.load_private_key(state_dir / "node.key").peer_id
 
     async def script(ws, n):
-        await ws.send(messages.encode(messages.Full(make_map(me, 1, [B]))))
+        await ws.send(fake.full(make_map(me, 1, [B])))
         await fake.pump(ws)
 
     status = messages.Stats(1.0, ())
