@@ -56,6 +56,7 @@ from .control.links import Links
 from .control.local import LocalSocketError, serve_status
 from .enrolled import EnrolledMode
 from .identity import NodeIdentity
+from .paths.candidates import Candidate
 from .paths.select import PathSelector
 from .peers import PeerSet
 from .protocol.messages import Stats
@@ -138,7 +139,7 @@ class Agent:
             interface_addresses=tunmod.interface_addresses, skip_interfaces=(tun.name,),
             skip_networks=lambda: [config.overlay.network,
                                    *(n for p in self.peers for n in p.config.allowed_ips)],
-            on_candidates=lambda ours: self.enrolled is not None and self.enrolled.report_candidates(ours),
+            on_candidates=self._report_candidates,
             spawn=self._spawn)
         self.datapath.on_disco = self.traversal.on_disco
         self.paths = PathSelector(
@@ -162,6 +163,10 @@ class Agent:
 
     def _set_hub_role(self, on: bool) -> None:
         self.datapath.is_hub = on
+
+    def _report_candidates(self, ours: list[Candidate]) -> None:
+        if self.enrolled is not None:
+            self.enrolled.report_candidates(ours)
 
     def _netmap_overlay(self, peer_id: str):
         """The overlay address the applied netmap gives a peer (enrolled.py copies it into the

@@ -300,22 +300,19 @@ class Traversal:
                     st.choice = None
                     st.punch.stop()
                 continue
-            if self._ensure_choice(peer, st, now) is None:
+            choice = self._ensure_choice(peer, st, now)
+            if choice is None or peer.hub is None:
                 continue
             relays = [h for h in hubs if h != peer.config.peer_id and self._reachable_hub(h)]
-            self._choice_events(peer, st, st.choice.set_relays(relays, peer.hub.config.peer_id, now))
+            self._choice_events(peer, st, choice.set_relays(relays, peer.hub.config.peer_id, now))
             active = now - max(peer.last_tx, peer.last_rx) <= ACTIVE_WINDOW_S
             st.punch.remote.expire(now)
             self._punch_events(
                 peer, st, st.punch.tick(now, wanted=keyed and nat_known, ours=ours, nat=self.nat)
             )
-            if (
-                st.choice.current == DIRECT
-                and peer.endpoint is not None
-                and peer.endpoint != st.choice.direct_addr
-            ):
-                st.choice.direct_addr = peer.endpoint  # the peer roamed (an authenticated frame moved it)
-            self._choice_events(peer, st, st.choice.tick(now, active=active))
+            if choice.current == DIRECT and peer.endpoint is not None and peer.endpoint != choice.direct_addr:
+                choice.direct_addr = peer.endpoint  # the peer roamed (an authenticated frame moved it)
+            self._choice_events(peer, st, choice.tick(now, active=active))
             busy |= st.punch.state in (State.OFFERED, State.ANSWERED, State.PROBING)
         self.busy = busy
 
@@ -516,8 +513,8 @@ class Traversal:
                     "next_in_s": round(max(0.0, p.next_at - now), 3) if p.state is State.WAIT else None,
                 }
                 out["direct_rtt_ms"] = st.choice.rtt_ms(DIRECT)
-                relay = (
-                    st.choice.current if st.choice.current not in (None, DIRECT) else peer.hub.config.peer_id
-                )
-                out["relay_rtt_ms"] = st.choice.rtt_ms(relay)
+                current = st.choice.current
+                relay = current if current is not None and current != DIRECT else (
+                    None if peer.hub is None else peer.hub.config.peer_id)
+                out["relay_rtt_ms"] = None if relay is None else st.choice.rtt_ms(relay)
         return out

@@ -10,6 +10,7 @@ the one place they are derived.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -129,15 +130,15 @@ class PathChange:
     after: str
 
 
-def path_changes_in(rows) -> list[PathChange]:
+def path_changes_in(rows: Iterable[tuple[str, datetime, str]]) -> list[PathChange]:
     """The path changes in a node's samples: `rows` are (peer id, ts, path) ordered by peer id, then
     ts; a change is two consecutive samples of one peer with different paths. Newest first. Pure."""
     out = []
-    last_peer, last_path = None, None
+    last: tuple[str, str] | None = None  # (peer id, path) of the previous row
     for peer_id, ts, path in rows:
-        if peer_id == last_peer and path != last_path:
-            out.append(PathChange(ts, peer_id, last_path, path))
-        last_peer, last_path = peer_id, path
+        if last is not None and peer_id == last[0] and path != last[1]:
+            out.append(PathChange(ts, peer_id, last[1], path))
+        last = (peer_id, path)
     return sorted(out, key=lambda c: (c.at, c.peer_id), reverse=True)
 
 

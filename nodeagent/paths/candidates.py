@@ -84,7 +84,7 @@ def local_candidates(
     port: int,
     *,
     skip_interfaces: Iterable[str] = (),
-    skip_networks: Iterable = (),
+    skip_networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
 ) -> list[Candidate]:
     """Our local candidates from the interface addresses (address, prefix length, interface name):
     every usable address on `port`, except on `skip_interfaces` (the TUN) and inside
@@ -107,7 +107,9 @@ def local_candidates(
     return out[:MAX_CANDIDATES]
 
 
-def direct_kind(addr: tuple[str, int], local_networks: Iterable, *, punched: bool) -> str:
+def direct_kind(addr: tuple[str, int],
+                local_networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network], *,
+                punched: bool) -> str:
     """How a direct path was made, for status: "lan" (the peer's address is on one of our own
     networks), "punched" (found by probing candidates), else "public" (dialed directly)."""
     try:
@@ -162,14 +164,15 @@ class CandidateSet:
         self.entries[addr] = (Candidate(kind, ip, port), now)
         return True
 
-    def merge(self, candidates: Iterable, now: float) -> bool:
+    def merge(self, candidates: Iterable[Candidate | WireCandidate], now: float) -> bool:
         """Add many (Candidate or WireCandidate); True if any is new."""
         new = False
         for c in candidates:
             new |= self.add(CandidateKind(c.kind), c.ip, c.port, now)
         return new
 
-    def replace_kinds(self, kinds: Iterable[CandidateKind], candidates: Iterable, now: float) -> bool:
+    def replace_kinds(self, kinds: Iterable[CandidateKind], candidates: Iterable[Candidate | WireCandidate],
+                      now: float) -> bool:
         """The authoritative list for `kinds` (the netmap's): drop those of these kinds that are
         gone, add the rest. True if any is new."""
         kinds = set(kinds)

@@ -84,6 +84,9 @@ class PathChanged:
     reason: str
 
 
+ChoiceEvent = SendPathProbe | PathChanged
+
+
 class _Path:
     __slots__ = ("first_unanswered", "quality", "seq", "txid", "unanswered")
 
@@ -121,7 +124,7 @@ class PathChoice:
             self._change(default_relay, "relay", now)
 
     # --- inputs -----------------------------------------------------------------------------
-    def set_relays(self, hubs: Iterable[str], default: str | None, now: float) -> list:
+    def set_relays(self, hubs: Iterable[str], default: str | None, now: float) -> list[ChoiceEvent]:
         """The hubs we may relay through now (keys held), and the netmap's choice among them."""
         hubs = set(hubs)
         self.default_relay = default
@@ -137,7 +140,7 @@ class PathChoice:
                 return self._change(best, "relay", now)
         return []
 
-    def validated(self, addr: tuple[str, int], kind: str, now: float) -> list:
+    def validated(self, addr: tuple[str, int], kind: str, now: float) -> list[ChoiceEvent]:
         """The punch proved a direct path at `addr` (`kind`: "lan" or "punched")."""
         self.direct_addr, self.direct_kind = addr, kind
         path = self.paths.get(DIRECT)
@@ -159,7 +162,7 @@ class PathChoice:
                 return rtt
         return None
 
-    def forget_direct(self, now: float, reason: str) -> list:
+    def forget_direct(self, now: float, reason: str) -> list[ChoiceEvent]:
         """The direct path is gone for another reason (a new identity, the peer left the relay)."""
         self.paths.pop(DIRECT, None)
         self.direct_addr = self.direct_kind = None
@@ -168,8 +171,8 @@ class PathChoice:
         return []
 
     # --- timers -----------------------------------------------------------------------------
-    def tick(self, now: float, *, active: bool) -> list:
-        out: list = []
+    def tick(self, now: float, *, active: bool) -> list[ChoiceEvent]:
+        out: list[ChoiceEvent] = []
         for key, path in self.paths.items():
             path.quality.expire(now, LOST_AFTER_S)
             last = path.quality.last_sent
@@ -215,7 +218,7 @@ class PathChoice:
         relays = sorted(k for k in self.paths if k != DIRECT)
         return relays[0] if relays else None
 
-    def _evaluate(self, now: float) -> list:
+    def _evaluate(self, now: float) -> list[ChoiceEvent]:
         cur = self.paths.get(self.current) if self.current is not None else None
         if cur is None:
             best = self._best_relay(now)
@@ -243,7 +246,7 @@ class PathChoice:
             return self._change(best, "cheaper_relay", now)
         return []
 
-    def _change(self, path: str | None, reason: str, now: float) -> list:
+    def _change(self, path: str | None, reason: str, now: float) -> list[ChoiceEvent]:
         if path == self.current:
             return []
         self.current = path

@@ -39,7 +39,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..protocol.disco import Call, CallKind, CandidateKind, NatClass
+from ..protocol.disco import Call, CallKind, CandidateKind, NatClass, WireCandidate
 from .candidates import MAX_CANDIDATES, Candidate, CandidateSet
 from .natclass import should_punch
 
@@ -108,6 +108,9 @@ class Failed:
     reason: str  # "punch_timeout", "no_candidates", "no_answer", "both_hard"
 
 
+PunchEvent = SendCall | SendProbe | Validated | Failed
+
+
 class Punch:
     def __init__(
         self, our_id: str, peer_id: str, *, new_txid: Callable[[], bytes], full_size: int, small_size: int
@@ -140,7 +143,7 @@ class Punch:
         wire = tuple(c.wire() for c in list(ours)[:MAX_CANDIDATES]) if kind is not CallKind.GO else ()
         return SendCall(Call(kind, self.txid, nat, wire))
 
-    def _fail(self, now: float, reason: str) -> list:
+    def _fail(self, now: float, reason: str) -> list[PunchEvent]:
         delay = BACKOFF_S[min(self.failures, len(BACKOFF_S) - 1)]
         self.failures += 1
         self.state = State.WAIT
@@ -162,8 +165,8 @@ class Punch:
         self.sent[self.seq] = (addr, full, now)
         return SendProbe(addr, self.txid, self.seq, self.full_size if full else self.small_size)
 
-    def _round(self, now: float) -> list:
-        out = []
+    def _round(self, now: float) -> list[PunchEvent]:
+        out: list[PunchEvent] = []
         for addr in self.answered:  # answered: prove the full size
             out.append(self._probe(addr, True, now))
         for c in self.remote.ordered():
@@ -172,7 +175,7 @@ class Punch:
         return out
 
     # --- inputs -----------------------------------------------------------------------------
-    def merge_candidates(self, candidates: Iterable, now: float) -> bool:
+    def merge_candidates(self, candidates: Iterable[Candidate | WireCandidate], now: float) -> bool:
         """Candidates of the peer from the netmap (or anywhere but a CALL); True if any is new."""
         new = self.remote.merge(candidates, now)
         if new:
@@ -201,7 +204,7 @@ class Punch:
         self.sent.clear()
         self.answered.clear()
 
-    def tick(self, now: float, *, wanted: bool, ours: list[Candidate], nat: NatClass) -> list:
+    def tick(self, now: float, *, wanted: bool, ours: list[Candidate], nat: NatClass) -> list[PunchEvent]:
         """Timers. `wanted`: the peer has keys and is reached through a relay; `ours`: our
         candidates; `nat`: our NAT class."""
         st = self.state
@@ -243,7 +246,7 @@ class Punch:
         self.probe_at = max(self.probe_at + PROBE_INTERVAL_S, now)
         return self._round(now)
 
-    def on_call(self, call: Call, now: float, *, ours: list[Candidate], nat: NatClass) -> list:
+    def on_call(self, call: Call, now: float, *, ours: list[Candidate], nat: NatClass) -> list[PunchEvent]:
         """A CALL from the peer (authenticated, through the hub)."""
         if call.kind is CallKind.OFFER:
             return self._on_offer(call, now, ours, nat)
@@ -268,7 +271,7 @@ class Punch:
         self.remote_nat = NatClass(call.nat)
         self.remote.merge(call.candidates, now)
 
-    def _on_offer(self, call: Call, now: float, ours: list[Candidate], nat: NatClass) -> list:
+    def _on_offer(self, call: Call, now: float, ours: list[Candidate], nat: NatClass) -> list[PunchEvent]:
         if call.txid == self.txid and self.state in (State.ANSWERED, State.PROBING, State.SKIPPED):
             return [self._call(CallKind.ANSWER, ours, nat)]  # our ANSWER was lost: again
         if self.state is State.OFFERED and self.our_id < self.peer_id:
@@ -289,7 +292,7 @@ class Punch:
         self.deadline = now + GO_TIMEOUT_S
         return [self._call(CallKind.ANSWER, ours, nat)]
 
-    def on_probe_from(self, addr: tuple[str, int], now: float) -> list:
+    def on_probe_from(self, addr: tuple[str, int], now: float) -> list[PunchEvent]:
         """An authenticated PROBE of the peer arrived from `addr` (it was answered already)."""
         if self.state is State.DIRECT:
             return []
@@ -307,7 +310,7 @@ class Punch:
         self.probe_at = now + PROBE_INTERVAL_S
         return self._round(now)
 
-    def on_ack(self, txid: bytes, sequence: int, source: tuple[str, int], now: float) -> list:
+    def on_ack(self, txid: bytes, sequence: int, source: tuple[str, int], now: float) -> list[PunchEvent]:
         """A PROBE_ACK from the peer, received from `source`."""
         if self.state is not State.PROBING or txid != self.txid:
             return []

@@ -234,7 +234,9 @@ def parse_call(payload: bytes) -> Call:
             ckind = CandidateKind(code)
         except ValueError as exc:
             raise DiscoError(f"unknown candidate kind {code}") from exc
-        ip, port = _read_addr(r, allow_none=False)
-        cands.append(WireCandidate(ckind, ip, port))
+        addr = _read_addr(r, allow_none=False)
+        if addr is None:  # cannot happen: version 0 is refused when allow_none is False
+            raise DiscoError("a candidate needs an address")
+        cands.append(WireCandidate(ckind, addr[0], addr[1]))
     r.end()
     return Call(kind, txid, nat, tuple(cands))

@@ -51,6 +51,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..protocol.frames import (
@@ -174,7 +175,7 @@ class DataPath:
         self.on_handshake_needed = on_handshake_needed  # callback(peer), rate-limited by sessions.py
         # callback(peer, frame type, payload, source address, hub or None, now) for an authenticated
         # PROBE, PROBE_ACK or CALL (traversal.py); None: they are dropped as malformed
-        self.on_disco = None
+        self.on_disco: Callable[[Peer, int, bytes, tuple, Peer | None, float], None] | None = None
         self.clock = clock
         self.drops = Drops()
         self.relay = RelayStats()

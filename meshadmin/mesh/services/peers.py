@@ -39,8 +39,8 @@ __all__ = ["ENDPOINT_CHANGE_WINDOW_S", "lookup_peer", "purge_expired_records", "
 ENDPOINT_CHANGE_WINDOW_S = 600
 _RECORD_FIELDS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "observed_port")
 _SEEN_BY_PEERS = ("endpoint_ip", "control_port", "udp_port", "observed_ip", "advertised_public", "candidates")
-_RECORD_DEFAULTS = {**dict.fromkeys(_RECORD_FIELDS), "advertised_public": False, "record_expires_at": None,
-                    "candidates": []}
+_RECORD_DEFAULTS: dict[str, object] = {**dict.fromkeys(_RECORD_FIELDS), "advertised_public": False,
+                                        "record_expires_at": None, "candidates": []}
 CANDIDATE_SOURCES = ("local", "reflexive")
 MAX_CANDIDATES = 15  # with the endpoint itself, the 16 a netmap peer lists at most
 
