@@ -178,3 +178,88 @@ def test_the_proxy_sets_the_headers_django_and_websockets_need():
     assert "proxy_http_version 1.1;" in location
     assert re.search(r"listen 443 ssl;", conf) and "ssl_protocols TLSv1.2 TLSv1.3;" in conf
     assert re.search(r"listen 80;\s*return 308 https://", conf)
+
+
+# --- the local build (scripts/containers.py, docs/containers.md): no image registry, Debian's packages
+
+
+def _script():
+    """scripts/containers.py, imported for its constants (importing it runs nothing)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("containers_script", ROOT / "scripts" / "containers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML with compose's merge tags: `!override` keeps its value, `!reset` stands for None."""
+
+
+_ComposeLoader.add_constructor("!override", lambda loader, node: (
+    loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode)
+    else loader.construct_scalar(node)))
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+
+
+def _local() -> dict:
+    return yaml.load((DOCKER / "compose.local.yml").read_text(), Loader=_ComposeLoader)
+
+
+def test_the_dockerfile_base_is_a_build_arg_that_defaults_to_the_registry_image():
+    lines = [ln for ln in (DOCKER / "Dockerfile").read_text().splitlines() if ln and not ln.startswith("#")]
+    froms = [ln for ln in lines if ln.startswith("FROM ")]
+    assert froms == ["FROM ${BASE_IMAGE}"]
+    arg = lines.index("ARG BASE_IMAGE=python:3.13-slim")  # `docker compose build` with a registry
+    assert arg < lines.index(froms[0])
+
+
+def test_the_local_override_names_only_services_and_networks_of_compose_yml():
+    base, local = _compose(), _local()
+    assert set(local["services"]) <= set(base["services"]), "the override adds no service"
+    assert set(local["networks"]) <= set(base["networks"])
+    for name, service in local["services"].items():
+        for net in service.get("networks", {}):
+            assert net in base["services"][name].get("networks", ["default"]), (name, net)
+
+
+def test_every_registry_image_is_replaced_by_a_local_one_and_the_server_builds_on_the_local_base():
+    base, local, script = _compose(), _local(), _script()
+    for name, service in base["services"].items():
+        mine = local["services"].get(name, {})
+        if "build" in service:
+            assert mine["image"] == script.SERVER_IMAGE, name
+            assert mine["build"]["dockerfile"] == service["build"]["dockerfile"] == "docker/Dockerfile"
+            assert mine["build"]["context"] == service["build"]["context"]
+            # the script builds it with podman directly: the same base as the compose file says
+            assert mine["build"]["args"] == {"BASE_IMAGE": script.IMAGES["python"]}, name
+        else:
+            assert "/" not in service["image"].split(":")[0], f"{name}: compose.yml names a registry image"
+            assert mine["image"] in script.IMAGES.values(), f"{name}: no local image in compose.local.yml"
+
+
+def test_every_local_image_is_built_from_a_containerfile_on_the_imported_base():
+    script = _script()
+    for name in script.IMAGES:
+        path = DOCKER / "local" / f"{name}.Containerfile"
+        lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+        assert lines[:2] == ["ARG BASE", "FROM ${BASE}"], path
+        for line in lines:
+            if line.startswith("COPY "):
+                for source in line.split()[1:-1]:
+                    assert (DOCKER / "local" / source).is_file(), f"{path.name} copies missing {source}"
+
+
+def test_the_local_stack_publishes_the_proxy_on_loopback_only_and_uses_the_scripts_networks():
+    local, script = _local(), _script()
+    proxy = local["services"]["proxy"]
+    cfg = script.cfg
+    assert proxy["ports"] == [f"127.0.0.1:{cfg.HTTPS_PORT}:443", f"127.0.0.1:{cfg.HTTP_PORT}:80"]
+    assert proxy["networks"]["edge"]["ipv4_address"].startswith("${LOCAL_PROXY_IP")
+    for key, network in local["networks"].items():
+        assert network == {"external": True, "name": script.NETWORKS[key]}
+    assert local["x-podman"] == {"in_pod": False}
