@@ -65,7 +65,6 @@ CACHE = STATE / "cache"
 LOGS = STATE / "logs"
 DOCKER = ROOT / "docker"
 SUITE = "trixie"  # Debian 13: python3 3.13 (Django 6 needs >= 3.12; bookworm has 3.11), PostgreSQL 17
-MIRROR = "http://deb.debian.org/debian"
 LOCAL = "localhost/shadowmesh-local"
 BASE_IMAGE = f"{LOCAL}/debian:{SUITE}"
 IMAGES = {name: f"{LOCAL}/{name}:{SUITE}" for name in ("python", "postgres", "redis", "nginx")}
@@ -192,15 +191,22 @@ def install() -> None:
     write_private(STATE / "pip.conf", f"[global]\ncert = {HOST_CA_BUNDLE}\n", 0o644)
 
 
-def configure_rootfs(rootfs: Path) -> None:
+def host_mirrors() -> tuple[str, str | None]:
+    """The Debian mirrors this host's apt uses (the images are built from the same)."""
+    codename = re.search(r"^VERSION_CODENAME=(\w+)", Path("/etc/os-release").read_text(), re.M).group(1)
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list")),
+             *sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))]
+    try:
+        return cfg.debian_mirrors([f.read_text() for f in files if f.is_file()], codename)
+    except ValueError as e:
+        raise Failed(f"{e}: the images are built from the host's Debian mirror") from e
+
+
+def configure_rootfs(rootfs: Path, main: str, security: str | None) -> None:
     """Make the debootstrapped tree an image base: Debian's sources with security updates, no
     service starts from package scripts, no docs or locales in later layers, no apt caches."""
     (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
-    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(
-        f"Types: deb\nURIs: {MIRROR}\nSuites: {SUITE} {SUITE}-updates\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
-        f"Types: deb\nURIs: {MIRROR}-security\nSuites: {SUITE}-security\nComponents: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(cfg.sources_deb822(SUITE, main, security))
     policy = rootfs / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\n# no service starts inside an image build\nexit 101\n")
     policy.chmod(0o755)
@@ -223,10 +229,11 @@ def base(rebuild: bool) -> None:
     if not tarball.exists():
         rootfs = CACHE / "rootfs"
         shutil.rmtree(rootfs, ignore_errors=True)
+        main, security = host_mirrors()
         with phase("debootstrap"):
-            run("debootstrap", "--variant=minbase", SUITE, rootfs, MIRROR, log=LOGS / "debootstrap.log",
+            run("debootstrap", "--variant=minbase", SUITE, rootfs, main, log=LOGS / "debootstrap.log",
                 env=dict(os.environ))
-        configure_rootfs(rootfs)
+        configure_rootfs(rootfs, main, security)
         run("tar", "--numeric-owner", "-C", rootfs, "-cf", f"{tarball}.tmp", ".")
         os.replace(f"{tarball}.tmp", tarball)
         shutil.rmtree(rootfs)

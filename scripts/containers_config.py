@@ -119,6 +119,37 @@ def render_env(example: str, values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def debian_mirrors(sources: list[str], codename: str) -> tuple[str, str | None]:
+    """(archive URI, security URI or None) that this host's apt sources use for `codename`: the
+    images are built from the same mirrors. `sources` are the texts of sources.list files (one-line
+    form) and .sources files (deb822); ValueError when no source serves `codename`."""
+    entries: list[tuple[str, list[str]]] = []  # (URI, suites) of every `deb` source
+    for text in sources:
+        for line in text.splitlines():
+            words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
+            if len(words) >= 3 and words[0] == "deb":
+                entries.append((words[1], [words[2]]))
+        for para in re.split(r"\n\s*\n", text):
+            fields = dict(re.findall(r"^([A-Za-z-]+):[ \t]*(.*)$", para, re.M))
+            if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
+                for uri in fields.get("URIs", "").split():
+                    entries.append((uri, fields.get("Suites", "").split()))
+    main = next((uri for uri, suites in entries if codename in suites), None)
+    if main is None:
+        raise ValueError(f"no apt source of this host serves {codename}")
+    security = next((uri for uri, suites in entries if f"{codename}-security" in suites), None)
+    return main.rstrip("/"), security.rstrip("/") if security else None
+
+
+def sources_deb822(suite: str, main: str, security: str | None) -> str:
+    """The image's /etc/apt/sources.list.d/debian.sources for `suite`."""
+    keyring = "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    text = f"Types: deb\nURIs: {main}\nSuites: {suite} {suite}-updates\nComponents: main\n{keyring}"
+    if security:
+        text += f"\nTypes: deb\nURIs: {security}\nSuites: {suite}-security\nComponents: main\n{keyring}"
+    return text
+
+
 def containers_conf() -> str:
     """podman's settings for every podman call of the script (CONTAINERS_CONF): runc, since crun
     refuses a host with hybrid cgroups (v1 controllers plus a v2 mount); cgroupfs and file events,

@@ -173,3 +173,23 @@ def _accept_and_fail(listener, ctx):
         ctx.wrap_socket(conn, server_side=True).close()
     except (ssl.SSLError, OSError):
         conn.close()
+
+
+def test_the_images_use_the_debian_mirrors_of_the_hosts_apt_sources():
+    deb822 = ("Types: deb\nURIs: http://disabled.example/debian\nSuites: bookworm\nEnabled: no\n\n"
+              "Types: deb\n# a comment between fields\nURIs: http://mirror.example/debian\n"
+              "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+              "Types: deb deb-src\nURIs: http://mirror.example/debian-security/\nSuites: bookworm-security\n"
+              "Components: main\n")
+    other = "deb [arch=amd64 signed-by=/k.gpg] https://vendor.example/apt vendor-bookworm main\n"
+    assert cfg.debian_mirrors([other, deb822], "bookworm") == (
+        "http://mirror.example/debian", "http://mirror.example/debian-security")
+    one_line = ("# deb http://old.example/debian bookworm main\n"
+                "deb http://local.example/debian/ bookworm main\n")
+    assert cfg.debian_mirrors([one_line], "bookworm") == ("http://local.example/debian", None)
+    with pytest.raises(ValueError, match="serves bookworm"):
+        cfg.debian_mirrors([other], "bookworm")
+    sources = cfg.sources_deb822("trixie", "http://local.example/debian", None)
+    assert "Suites: trixie trixie-updates" in sources and "security" not in sources
+    assert "URIs: http://mirror.example/debian-security\nSuites: trixie-security" in cfg.sources_deb822(
+        "trixie", "http://mirror.example/debian", "http://mirror.example/debian-security")
