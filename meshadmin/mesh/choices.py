@@ -12,6 +12,7 @@ class NodeStatus(models.TextChoices):
 
 class AuditAction(models.TextChoices):
     NETWORK_CREATED = "network.created", "Network created"
+    NETWORK_DNS_CHANGED = "network.dns_changed", "DNS suffix changed"
     TOKEN_CREATED = "token.created", "Token created"
     TOKEN_REVOKED = "token.revoked", "Token revoked"
     TOKEN_REJECTED = "token.rejected", "Token rejected"
@@ -31,3 +32,7 @@ class AuditAction(models.TextChoices):
     ROUTE_CREATED = "route.created", "Route created"
     ROUTE_APPROVED = "route.approved", "Route approved"
     ROUTE_DELETED = "route.deleted", "Route deleted"
+    EXIT_ADVERTISED = "exit.advertised", "Exit node advertised"
+    EXIT_APPROVED = "exit.approved", "Exit node approved"
+    EXIT_REMOVED = "exit.removed", "Exit node removed"
+    EXIT_SELECTED = "exit.selected", "Exit node chosen for a node"

@@ -1,8 +1,10 @@
 """Pure: netmap_for(snapshot, node) -> nodeagent.protocol.netmap.NetMap. No database, no clock.
 
 For one node: the peers it may reach (identity, overlay IP, certificate fingerprint, endpoints,
-flags, fallback relay), the routes through those peers, the relays, and the revocation list
-(every revoked node of the network, by peer id and certificate fingerprint).
+flags, fallback relay), the routes through those peers (an approved exit node's default routes
+only when policy.may_use_exit), the relays, and the revocation list (every revoked node of the
+network, by peer id and certificate fingerprint). Its own entry carries the network's DNS suffix,
+whether it is an approved exit node, and the exit node an operator chose for it.
 
 Cost: a full mesh of N nodes has N maps of N-1 peers each. `NetworkView` does the per-node work
 once (one `Peer` per node, shared by every map that lists it), so a node's map is a filter over
@@ -73,6 +75,7 @@ class NetworkView:
     routes: tuple[tuple[str, int], ...]      # (prefix, via pk)
     revoked: tuple[nm.Revocation, ...]
     index: dict[str, NodeRow]                # peer id -> row, every node of the snapshot
+    exits: frozenset[int] = frozenset()      # pks of approved exit nodes (default routes via them)
 
     def netmap_for(self, node: NodeRow | str | int) -> nm.NetMap:
         snap = self.snapshot
@@ -86,7 +89,7 @@ class NetworkView:
         if me is None or not me.active or me.overlay_ip is None:
             raise NodeNotInNetwork(f"{node!r} is not an active node of {snap.network!r}")
         peers = []
-        reachable: dict[int, str] = {}
+        reachable: dict[int, NodeRow] = {}
         for n in self.members:
             if not policy.may_reach(me, n):
                 continue
@@ -94,10 +97,25 @@ class NetworkView:
             if p.relay == me.peer_id:
                 p = replace(p, relay=self.second_relay[n.pk])
             peers.append(p)
-            reachable[n.pk] = n.peer_id
-        routes = tuple(sorted({nm.Route(prefix, reachable[via]) for prefix, via in self.routes
-                               if via in reachable}))
+            reachable[n.pk] = n
+        routes = tuple(sorted({nm.Route(prefix, reachable[via].peer_id) for prefix, via in self.routes
+                               if via in reachable and (not _is_default(prefix)
+                                                        or policy.may_use_exit(me, reachable[via]))}))
         return self._map(me, tuple(peers), routes)
+
+    def self_info(self, me: NodeRow) -> nm.SelfInfo:
+        """A member's own entry: its identity and flags, the DNS suffix, its exit-node role and the
+        exit node chosen for it (only an approved one it may reach and use)."""
+        snap = self.snapshot
+        use_exit = None
+        chosen = snap.node(me.use_exit_pk) if me.use_exit_pk is not None else None
+        if (chosen is not None and chosen.pk in self.exits and chosen.pk in self.peers
+                and policy.may_reach(me, chosen) and policy.may_use_exit(me, chosen)):
+            use_exit = chosen.peer_id
+        return nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=_overlay_ip(me),
+                           prefix_len=snap.prefix_len, is_public=me.is_public,
+                           is_relay=policy.is_relay_candidate(me), dns_suffix=snap.dns_suffix,
+                           is_exit=me.pk in self.exits, use_exit=use_exit)
 
     def routes_for(self, me_pk: int) -> tuple[nm.Route, ...]:
         """The routes a member sees under the full-mesh policy (every route not via itself)."""
@@ -109,14 +127,16 @@ class NetworkView:
         return nm.NetMap(
             network=snap.network,
             serial=snap.serial,
-            node=nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=_overlay_ip(me),
-                             prefix_len=snap.prefix_len, is_public=me.is_public,
-                             is_relay=policy.is_relay_candidate(me)),
+            node=self.self_info(me),
             peers=peers,
             routes=routes,
             relays=tuple(r.peer_id for r in self.relays if r.pk != me.pk),
             revoked=self.revoked,
         )
+
+
+def _is_default(prefix: str) -> bool:
+    return nm.is_exit_route(nm.Route(prefix, ""))
 
 
 def view(snapshot: Snapshot) -> NetworkView:
@@ -142,6 +162,8 @@ def view(snapshot: Snapshot) -> NetworkView:
         revoked=tuple(sorted(nm.Revocation(n.peer_id, _fingerprint(n)) for n in snapshot.nodes
                              if not n.active)),
         index={n.peer_id: n for n in snapshot.nodes},
+        exits=frozenset(r.via_pk for r in snapshot.routes if _is_default(r.prefix)
+                        and (row := snapshot.node(r.via_pk)) is not None and row.active),
     )
 
 
@@ -184,18 +206,24 @@ def delta_for(old: NetworkView, new: NetworkView, ch: Changes, peer_id: str) -> 
     """The delta from `peer_id`'s map in `old` to its map in `new`, built from the shared change set
     in O(size of the change); None when this node needs the general path (netmap_for + diff): it
     is or was a relay (relay hints differ per relay), its own entry changed, or the policy is not
-    the full mesh."""
+    the full mesh. Its own entry (SelfInfo) is sent when it changed (the DNS suffix, its exit-node
+    role, the exit node chosen for it)."""
     me = new.index.get(peer_id)
     if not policy.FULL_MESH or ch.prefix_changed or me is None or me.pk not in new.peers:
         return None
     before = old.peers.get(me.pk)
     if before is None or before.is_relay or policy.is_relay_candidate(me) or me.pk in ch.upsert:
         return None
+    me_before = old.index.get(peer_id)
+    if me_before is None or me_before.pk not in old.peers:
+        return None
+    self_before, self_now = old.self_info(me_before), new.self_info(me)
     old_routes, new_routes = old.routes_for(me.pk), new.routes_for(me.pk)
     return nm.NetMapDelta(
         network=new.snapshot.network,
         base_serial=old.snapshot.serial,
         serial=new.snapshot.serial,
+        node=None if self_before == self_now else self_now,
         upsert=tuple(p for pk, p in ch.upsert.items() if pk != me.pk),
         remove=tuple(sorted(pid for pk, pid in ch.remove.items() if pk != me.pk)),
         routes=None if old_routes == new_routes else new_routes,

@@ -15,11 +15,21 @@ if TYPE_CHECKING:  # types only: this module never touches the database
 # on it to share one change set between all ordinary nodes. Set False with the first real rule.
 FULL_MESH = True
 
-__all__ = ["FULL_MESH", "fallback_relay", "is_relay_candidate", "may_reach", "rank_relays", "relay_choices"]
+__all__ = [
+    "FULL_MESH", "fallback_relay", "is_relay_candidate", "may_reach", "may_use_exit", "rank_relays",
+    "relay_choices",
+]
 
 
 def may_reach(a: NodeRow, b: NodeRow) -> bool:
     return a.pk != b.pk and a.active and b.active and a.overlay_ip is not None and b.overlay_ip is not None
+
+
+def may_use_exit(a: NodeRow, exit_node: NodeRow) -> bool:
+    """Whether `a` may send its internet traffic through the approved exit node `exit_node`: its
+    map lists the exit node's default routes only then (and its `use_exit` only then). Today every
+    node that may reach the exit node may use it; access rules narrow it here."""
+    return may_reach(a, exit_node)
 
 
 def is_relay_candidate(n: NodeRow) -> bool:

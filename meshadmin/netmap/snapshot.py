@@ -1,7 +1,8 @@
 """Gather everything a netmap needs from the database into frozen rows, in a pinned number of queries.
 
 Queries (pinned by tests/meshadmin/netmap/test_snapshot_queries.py): the network (with its serial,
-read first so a map never claims a newer serial than its data), its nodes, its approved routes.
+read first so a map never claims a newer serial than its data, and its DNS suffix), its nodes (with
+the exit node each one was given), its approved routes (exit nodes' default routes among them).
 Nothing else touches the database; compute.py works on the returned Snapshot only.
 """
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 from meshadmin.mesh.choices import NodeStatus
 from meshadmin.mesh.models import Network, Node, Route
 from nodeagent.protocol.cert import CertificateError, parse_certificate
+from nodeagent.protocol.dnsname import default_suffix
 
 __all__ = ["NodeRow", "RouteRow", "Snapshot", "load"]
 
@@ -38,6 +40,7 @@ class NodeRow:
     udp_port: int | None = None
     last_seen: datetime | None = None
     candidates: tuple[tuple[str, str, int], ...] = ()  # (source, ip, udp port), validated when stored
+    use_exit_pk: int | None = None  # the exit node an operator chose for this node
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class Snapshot:
     nodes: tuple[NodeRow, ...]
     routes: tuple[RouteRow, ...]
     ca_public_key: bytes = b""  # the network CA's: whoever sends these maps signs with its key
+    dns_suffix: str | None = None  # nodes answer to <name>.<dns_suffix>; None: no DNS names
 
     def node(self, key: int | str) -> NodeRow | None:
         for n in self.nodes:
@@ -91,11 +95,12 @@ def _node_fingerprint(pk: int, certificate: bytes) -> str:
 def load(network: Network | int, now: datetime | None = None) -> Snapshot:
     now = now or timezone.now()
     network_id = network.pk if isinstance(network, Network) else network
-    net = Network.objects.values("pk", "name", "serial", "overlay_cidr", "ca_public_key").get(pk=network_id)
+    net = Network.objects.values("pk", "name", "serial", "overlay_cidr", "ca_public_key",
+                                 "dns_suffix").get(pk=network_id)
     rows = Node.objects.filter(network_id=network_id).order_by("peer_id").values(
         "pk", "peer_id", "name", "overlay_ip", "is_public", "is_relay", "status", "certificate",
         "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at",
-        "candidates")
+        "candidates", "use_exit_id")
     nodes = []
     for r in rows:
         live = r["status"] == NodeStatus.ACTIVE and r["record_expires_at"] is not None \
@@ -106,11 +111,12 @@ def load(network: Network | int, now: datetime | None = None) -> Snapshot:
             fingerprint=_node_fingerprint(r["pk"], bytes(r["certificate"])),
             endpoint_ip=r["endpoint_ip"] if live else None, observed_ip=r["observed_ip"] if live else None,
             control_port=r["control_port"] if live else None, udp_port=r["udp_port"] if live else None,
-            last_seen=r["last_seen"],
+            last_seen=r["last_seen"], use_exit_pk=r["use_exit_id"],
             candidates=tuple((s, ip, p) for s, ip, p in (r["candidates"] or ())) if live else ()))
     routes = tuple(RouteRow(prefix=r["prefix"], via_pk=r["via_id"]) for r in
                    Route.objects.filter(network_id=network_id, approved=True)
                    .order_by("prefix", "via_id").values("prefix", "via_id"))
     return Snapshot(network_id=net["pk"], network=net["name"], serial=net["serial"],
                     prefix_len=ipaddress.ip_network(net["overlay_cidr"]).prefixlen,
-                    nodes=tuple(nodes), routes=routes, ca_public_key=bytes(net["ca_public_key"]))
+                    nodes=tuple(nodes), routes=routes, ca_public_key=bytes(net["ca_public_key"]),
+                    dns_suffix=net["dns_suffix"] or default_suffix(net["name"]))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
+from .dnsname import is_suffix
 from .strict import Malformed, StrictMap, check_fingerprint, check_ip, check_peer_id
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "diff",
     "endpoint_from_dict",
     "endpoint_to_dict",
+    "is_exit_route",
     "is_stale",
     "netmap_from_dict",
     "netmap_to_dict",
@@ -70,10 +72,17 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True, order=True)
 class Route:
-    """Traffic for `prefix` goes to the peer `via`."""
+    """Traffic for `prefix` goes to the peer `via`. A default route (0.0.0.0/0, ::/0) is not routed
+    like the others: it says that `via` is an approved exit node, which a node uses only when it
+    selects it (`is_exit_route`, nodeagent/routing/exits.py)."""
 
     prefix: str
     via: str
+
+
+def is_exit_route(route: Route) -> bool:
+    """A default route: its `via` offers itself as an exit node to the internet."""
+    return route.prefix in ("0.0.0.0/0", "::/0")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -84,12 +93,20 @@ class Revocation:
 
 @dataclass(frozen=True, slots=True)
 class SelfInfo:
+    """This node as the server sees it. `dns_suffix`: the network's DNS suffix (peers answer to
+    `<name>.<dns_suffix>`), None when the network has none; `is_exit`: an operator approved this
+    node as an exit node (it forwards and masquerades what peers send to the internet);
+    `use_exit`: the exit node the operator chose for this node (a peer id), None for none."""
+
     peer_id: str
     name: str
     overlay_ip: str
     prefix_len: int
     is_public: bool = False
     is_relay: bool = False
+    dns_suffix: str | None = None
+    is_exit: bool = False
+    use_exit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +221,8 @@ def endpoint_to_dict(e: Endpoint) -> dict[str, object]:
 
 def _self_d(s: SelfInfo) -> dict[str, object]:
     return {"peer_id": s.peer_id, "name": s.name, "overlay_ip": s.overlay_ip, "prefix_len": s.prefix_len,
-            "is_public": s.is_public, "is_relay": s.is_relay}
+            "is_public": s.is_public, "is_relay": s.is_relay, "dns_suffix": s.dns_suffix,
+            "is_exit": s.is_exit, "use_exit": s.use_exit}
 
 
 def _peer_d(p: Peer) -> dict[str, object]:
@@ -252,12 +270,21 @@ def endpoint_from_dict(v: object) -> Endpoint:
 
 
 def _self(v: object) -> SelfInfo:
+    """`dns_suffix`, `is_exit` and `use_exit` may be absent (a map persisted by an agent of the
+    version before them): no DNS names, no exit node."""
     o = StrictMap(v, "node")
     s = SelfInfo(peer_id=o.peer_id("peer_id"), name=o.str("name"),
                  overlay_ip=check_ip(o.str("overlay_ip", 45), "node.overlay_ip"),
                  prefix_len=o.int("prefix_len", 0, 128), is_public=o.bool("is_public"),
-                 is_relay=o.bool("is_relay"))
+                 is_relay=o.bool("is_relay"),
+                 dns_suffix=o.str("dns_suffix", 253, nullable=True, optional=True),
+                 is_exit=o.bool("is_exit") if "is_exit" in o else False,
+                 use_exit=o.peer_id("use_exit", nullable=True) if "use_exit" in o else None)
     o.done()
+    if s.dns_suffix is not None and not is_suffix(s.dns_suffix):
+        raise Malformed("node.dns_suffix is not a DNS name")
+    if s.use_exit == s.peer_id:
+        raise Malformed("node.use_exit names the node itself")
     return s
 
 

@@ -61,6 +61,10 @@ class StrictMap:
         self._what = what
         self._seen: set[str] = set()
 
+    def __contains__(self, key: object) -> builtins.bool:
+        """Whether the map has `key` (for optional keys: an absent one is never an error)."""
+        return key in self._d
+
     def raw(self, key: str) -> object:
         """The value as it is, unchecked (the caller checks it); a missing key is Malformed."""
         self._seen.add(key)

@@ -3,6 +3,8 @@ import ipaddress
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from nodeagent.protocol.dnsname import default_suffix
+
 from ..constants import DEFAULT_OVERLAY_CIDR
 
 __all__ = ["Network", "validate_overlay_cidr"]
@@ -33,6 +35,10 @@ class Network(models.Model):
     overlay_cidr = models.CharField(
         max_length=43, default=DEFAULT_OVERLAY_CIDR, validators=[validate_overlay_cidr]
     )
+    dns_suffix = models.CharField(
+        max_length=189, blank=True, default="",
+        help_text="nodes answer to <name>.<suffix>; empty: <network name>.mesh (services.networks)",
+    )
     serial = models.PositiveBigIntegerField(default=0, editable=False)
     ca_public_key = models.BinaryField(editable=False)
     ca_private_sealed = models.BinaryField(editable=False)
@@ -43,6 +49,12 @@ class Network(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def effective_dns_suffix(self) -> str | None:
+        """The suffix nodes answer under: the configured one, else `<name>.mesh` when the network's
+        name is a DNS label, else None (no DNS names)."""
+        return self.dns_suffix or default_suffix(self.name)
 
     @property
     def prefix(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

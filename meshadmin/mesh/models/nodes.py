@@ -14,6 +14,8 @@ class Node(models.Model):
     `observed_ip`, `candidates`) is valid until
     `record_expires_at`; reads treat an expired record as absent and a beat task clears it.
     A revoked node keeps its row (so its key cannot enroll again) but gives up its overlay IP.
+    An exit node is a node with approved default routes (routes.py, services/exits.py); `use_exit`
+    is the exit node an operator chose for this one.
     """
 
     peer_id = models.CharField(max_length=40, unique=True, editable=False)
@@ -45,6 +47,10 @@ class Node(models.Model):
     agent_version = models.CharField(max_length=64, blank=True, default="",
                                      help_text="software version the agent last reported")
     record_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    use_exit = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="the exit node this node sends its internet traffic through (chosen in the dashboard)",
+    )
 
     class Meta:
         ordering = ["network", "name"]

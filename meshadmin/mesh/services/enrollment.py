@@ -32,9 +32,10 @@ from .audit import record_refusal
 from .certificates import certificate_lifetime
 from .common import bump_serial, node_actor, record_audit
 from .errors import Conflict, Forbidden, ServiceError
+from .nodes import name_taken
 from .validation import clean_endpoint, clean_label, clean_public_key
 
-__all__ = ["EnrollmentResult", "enroll"]
+__all__ = ["EnrollmentResult", "enroll", "unique_name"]
 
 IPAM_ATTEMPTS = 64
 
@@ -125,6 +126,7 @@ def enroll(
                 if existing.status == NodeStatus.REVOKED:
                     raise Forbidden("this public key belongs to a revoked node")
                 raise Conflict("a node with this public key is already enrolled")
+            name = unique_name(locked.pk, name)
             node = _create_node(locked, pid, name, public_key, public, endpoint_ip, control_port, now)
             lifetime = certificate_lifetime()
             certificate = issue_node_certificate(
@@ -156,6 +158,20 @@ def enroll(
     except ServiceError as exc:
         raise refuse(exc, exc.detail) from None
     return EnrollmentResult(node, certificate, bytes(locked.ca_public_key), locked.name)
+
+
+def unique_name(network_id: int, name: str) -> str:
+    """`name`, or `name-2`, `name-3`, ... when an active node of the network has it already: a name
+    is also a DNS name, which must point at one node. Runs after the serial bump, which serialises
+    the network's writers, so two enrollments cannot pick the same one."""
+    if not name_taken(network_id, name):
+        return name
+    for n in range(2, 10_000):
+        tail = f"-{n}"
+        candidate = name[: 63 - len(tail)].rstrip("-") + tail
+        if not name_taken(network_id, candidate):
+            return candidate
+    raise Conflict(f"name: too many nodes are called {name!r}")
 
 
 def _create_node(network, pid, name, public_key, public, endpoint_ip, control_port, now) -> Node:

@@ -1,20 +1,21 @@
-"""Networks: creation (with a fresh CA key) and lookup by name."""
+"""Networks: creation (with a fresh CA key), lookup by name, the DNS suffix."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from ..changes import ALL_NODES, Change, announce
 from ..choices import AuditAction
 from ..constants import DEFAULT_NETWORK_NAME, DEFAULT_OVERLAY_CIDR
 from ..models import Network
 from ..models.networks import validate_overlay_cidr
 from ..pki import new_ca_key
-from .common import record_audit
+from .common import bump_serial, record_audit
 from .errors import Conflict, InvalidInput
-from .validation import clean_label
+from .validation import clean_dns_suffix, clean_label
 
-__all__ = ["create_network", "get_or_create_network"]
+__all__ = ["create_network", "get_or_create_network", "set_dns_suffix"]
 
 
 def create_network(name: str, overlay_cidr: str = DEFAULT_OVERLAY_CIDR, *, actor: str = "system") -> Network:
@@ -50,3 +51,18 @@ def get_or_create_network(name: str = DEFAULT_NETWORK_NAME, *, actor: str = "sys
         return create_network(name, actor=actor)
     except Conflict:
         return Network.objects.get(name=name)
+
+
+def set_dns_suffix(network: Network, suffix: str, *, actor: str = "system") -> Network:
+    """Nodes of `network` answer to `<name>.<suffix>` from the next push on; "" restores the default
+    (`<network name>.mesh`, or no names when the network's name is not a DNS label)."""
+    suffix = clean_dns_suffix(suffix)
+    with transaction.atomic():
+        locked = bump_serial(network.pk)
+        old = locked.dns_suffix
+        Network.objects.filter(pk=network.pk).update(dns_suffix=suffix)
+        network.refresh_from_db()
+        record_audit(AuditAction.NETWORK_DNS_CHANGED, actor=actor, network=locked, obj=network,
+                     old=old, new=suffix, effective=network.effective_dns_suffix)
+        announce(Change(locked.pk, "network.dns_changed", ALL_NODES, locked.serial))
+    return network

@@ -12,14 +12,26 @@ from .common import bump_serial, record_audit
 from .errors import Conflict
 from .validation import clean_label
 
-__all__ = ["delete_node", "rename_node", "revoke_node"]
+__all__ = ["delete_node", "name_taken", "rename_node", "revoke_node"]
+
+
+def name_taken(network_id: int, name: str, *, other_than: int | None = None) -> bool:
+    """Whether an active node of the network has this name (compared as DNS compares it: case
+    does not matter), other than the node `other_than`."""
+    rows = Node.objects.filter(network_id=network_id, status=NodeStatus.ACTIVE, name__iexact=name)
+    return rows.exclude(pk=other_than).exists() if other_than is not None else rows.exists()
 
 
 def rename_node(node: Node, name: str, *, actor: str = "system") -> Node:
-    """Changes the name in the registry; the node's certificate keeps the old name until re-issued."""
+    """Changes the name in the registry, and so the node's DNS name (`<name>.<suffix>`, when the
+    name is a DNS label: nodeagent/protocol/dnsname.py) in every peer's next netmap; the node's
+    certificate keeps the old name until re-issued. No other active node of the network may have
+    the name, compared as DNS compares names, without regard to case (Conflict)."""
     name = clean_label(name, "name")
     with transaction.atomic():
         locked = bump_serial(node.network_id)
+        if name_taken(node.network_id, name, other_than=node.pk):
+            raise Conflict(f"name: another node of this network is called {name!r}")
         old = Node.objects.get(pk=node.pk).name
         Node.objects.filter(pk=node.pk).update(name=name)
         node.refresh_from_db()

@@ -17,9 +17,13 @@ __all__ = ["approve_route", "create_route", "delete_route"]
 
 def _clean_prefix(prefix: str) -> str:
     try:
-        return str(ipaddress.ip_network(prefix.strip(), strict=True))
+        net = ipaddress.ip_network(prefix.strip(), strict=True)
     except (ValueError, AttributeError) as exc:
         raise InvalidInput("prefix: not a network prefix (like 192.168.1.0/24)") from exc
+    if net.prefixlen == 0:  # a default route makes an exit node, which has its own controls
+        raise InvalidInput("prefix: a default route makes the node an exit node; advertise it as one "
+                           "(services/exits.py, the node's page) instead")
+    return str(net)
 
 
 def create_route(via: Node, prefix: str, *, approved: bool = False, actor: str = "system") -> Route:

@@ -6,13 +6,14 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 from django.conf import settings
 
 from nodeagent.protocol.constants import MLDSA87_PUBLIC_KEY_SIZE
+from nodeagent.protocol.dnsname import MAX_SUFFIX, is_suffix
 from nodeagent.protocol.endpoints import BadEndpoint, check_endpoint_ip
 
 from .errors import InvalidInput
 
 __all__ = [
-    "allow_loopback_endpoints", "clean_endpoint", "clean_endpoint_ip", "clean_label", "clean_port",
-    "clean_public_key",
+    "allow_loopback_endpoints", "clean_dns_suffix", "clean_endpoint", "clean_endpoint_ip", "clean_label",
+    "clean_port", "clean_public_key",
 ]
 
 _MAX_LABEL_BYTES = 63  # the certificate's limit for names
@@ -25,6 +26,15 @@ def clean_label(value: str, field: str) -> str:
         raise InvalidInput(f"{field}: must be 1..{_MAX_LABEL_BYTES} bytes of UTF-8")
     if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000 for c in value):
         raise InvalidInput(f"{field}: must not contain control characters")
+    return value
+
+
+def clean_dns_suffix(value: str, field: str = "dns_suffix") -> str:
+    """A network's DNS suffix: a DNS name (labels joined by dots), lower-cased; "" for the default."""
+    value = (value or "").strip().rstrip(".").lower()
+    if value and not is_suffix(value):
+        raise InvalidInput(f"{field}: must be a DNS name of labels (letters, digits, hyphens) joined by "
+                           f"dots, at most {MAX_SUFFIX} characters, not ending in a number")
     return value
 
 

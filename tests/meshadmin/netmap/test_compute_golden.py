@@ -30,6 +30,7 @@ def snapshot_from(data: dict) -> Snapshot:
         prefix_len=data["prefix_len"],
         nodes=tuple(NodeRow(**n) for n in data["nodes"]),
         routes=tuple(RouteRow(**r) for r in data["routes"]),
+        dns_suffix=data.get("dns_suffix"),
     )
 
 

@@ -40,10 +40,15 @@ def naive(snap: Snapshot) -> dict[str, nm.NetMap]:
             peers.append(nm.Peer(n.peer_id, n.name, n.overlay_ip, n.fingerprint or "0" * 64, eps,
                                  n.is_public, policy.is_relay_candidate(n), relay, bool(eps)))
             reach[n.pk] = n.peer_id
+        exits = {r.via_pk for r in snap.routes if r.prefix in ("0.0.0.0/0", "::/0")
+                 and any(n.pk == r.via_pk and n.active for n in snap.nodes)}
+        chosen = next((n for n in snap.nodes if n.pk == me.use_exit_pk), None)
+        use_exit = (chosen.peer_id if chosen is not None and chosen.pk in exits and chosen.pk in reach
+                    and policy.may_use_exit(me, chosen) else None)
         out[me.peer_id] = nm.NetMap(
             snap.network, snap.serial,
             nm.SelfInfo(me.peer_id, me.name, me.overlay_ip, snap.prefix_len, me.is_public,
-                        policy.is_relay_candidate(me)),
+                        policy.is_relay_candidate(me), snap.dns_suffix, me.pk in exits, use_exit),
             tuple(peers),
             tuple(sorted({nm.Route(r.prefix, reach[r.via_pk]) for r in snap.routes if r.via_pk in reach})),
             tuple(sorted(r.peer_id for r in relays if r.pk != me.pk)),
@@ -66,10 +71,14 @@ def snapshots(draw):
             is_relay=draw(st.booleans()), active=active, fingerprint=draw(st.sampled_from(["", "ab" * 32])),
             endpoint_ip="198.18.0.9" if live else None,
             observed_ip=draw(st.sampled_from([None, "198.18.0.9", "198.19.1.1"])) if live else None,
-            control_port=8443 if live else None, udp_port=9443 if live else None))
+            control_port=8443 if live else None, udp_port=9443 if live else None,
+            use_exit_pk=draw(st.sampled_from([None, *range(1, count + 1)]))))
     routes = [RouteRow(prefix=f"192.168.{k}.0/24", via_pk=draw(st.integers(1, count)))
               for k in range(draw(st.integers(0, 3)))]
-    return Snapshot(1, "net", draw(st.integers(0, 99)), 24, tuple(nodes), tuple(routes))
+    routes += [RouteRow(prefix=p, via_pk=draw(st.integers(1, count)))
+               for p in draw(st.sampled_from([(), ("0.0.0.0/0",), ("0.0.0.0/0", "::/0")]))]
+    return Snapshot(1, "net", draw(st.integers(0, 99)), 24, tuple(nodes), tuple(routes),
+                    dns_suffix=draw(st.sampled_from([None, "net.mesh"])))
 
 
 @settings(max_examples=150, deadline=None)

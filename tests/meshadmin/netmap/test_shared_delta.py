@@ -1,5 +1,6 @@
 """delta_for (one change set shared by all ordinary members) gives exactly the new map when applied
-to the old one, on random pairs of snapshots; and it is taken for ordinary nodes."""
+to the old one, on random pairs of snapshots (exit nodes appearing and going, exit nodes chosen, the
+DNS suffix changed: the node's own entry travels in the delta); and it is taken for ordinary nodes."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def node(draw, i: int) -> NodeRow:
     return row(i, name=name, overlay_ip=f"10.0.0.{i}" if active else None,
                is_public=draw(st.booleans()) and draw(st.booleans()), active=active,
                endpoint_ip=draw(st.sampled_from(["198.18.0.1", "198.18.0.2"])) if live else None,
-               control_port=8443 if live else None, udp_port=9443 if live else None)
+               control_port=8443 if live else None, udp_port=9443 if live else None,
+               use_exit_pk=draw(st.sampled_from([None, None, 1, 2, 3])))
 
 
 @st.composite
@@ -37,7 +39,12 @@ def snapshot(draw, serial: int) -> Snapshot:
     nodes = tuple(draw(node(i)) for i in sorted(ids))
     routes = tuple(RouteRow(f"192.168.{k}.0/24", draw(st.sampled_from(sorted(ids))))
                    for k in range(draw(st.integers(0, 3))))
-    return Snapshot(1, "net", serial, draw(st.sampled_from([24, 24, 16])), nodes, routes)
+    # exit nodes: default routes through some of them (an exit's own map changes: is_exit)
+    exits = draw(st.sets(st.sampled_from(sorted(ids)), max_size=2))
+    routes += tuple(RouteRow(prefix, pk) for pk in sorted(exits)
+                    for prefix in draw(st.sampled_from([("0.0.0.0/0",), ("0.0.0.0/0", "::/0")])))
+    return Snapshot(1, "net", serial, draw(st.sampled_from([24, 24, 16])), nodes, routes,
+                    dns_suffix=draw(st.sampled_from(["net.mesh", "net.mesh", "corp.example", None])))
 
 
 @settings(max_examples=300, deadline=None)
@@ -66,3 +73,18 @@ def test_an_ordinary_node_gets_the_shared_delta_and_a_relay_the_general_path():
     assert delta_for(old, new, ch, hub.peer_id) is None        # a relay: hints differ per relay
     assert delta_for(old, new, ch, row(2).peer_id) is None     # its own entry changed
     assert delta_for(old, new, ch, row(4).peer_id) is None     # not in the old map at all
+
+
+def test_a_node_learns_from_the_shared_delta_that_it_became_an_exit_node_and_who_uses_one():
+    exit_node, client = row(1), row(2, use_exit_pk=1)
+    old = view(Snapshot(1, "net", 5, 24, (exit_node, client, row(3)), (), dns_suffix="net.mesh"))
+    routes = (RouteRow("0.0.0.0/0", 1), RouteRow("::/0", 1))
+    new = view(Snapshot(1, "net", 6, 24, (exit_node, client, row(3)), routes, dns_suffix="corp.example"))
+    ch = changes(old, new)
+    to_exit = delta_for(old, new, ch, exit_node.peer_id)
+    assert to_exit is not None and to_exit.node is not None and to_exit.node.is_exit
+    to_client = delta_for(old, new, ch, client.peer_id)
+    assert to_client is not None and to_client.node is not None
+    assert to_client.node.use_exit == exit_node.peer_id and to_client.node.dns_suffix == "corp.example"
+    assert {r.prefix for r in to_client.routes} == {"0.0.0.0/0", "::/0"}
+    assert old.netmap_for(client.peer_id).node.use_exit is None  # chosen, but not an exit node yet
