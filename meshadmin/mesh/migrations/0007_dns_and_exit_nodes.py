@@ -25,7 +25,8 @@ class Migration(migrations.Migration):
             field=models.ForeignKey(
                 blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+',
                 to='mesh.node',
-                help_text='the exit node this node sends its internet traffic through (chosen in the dashboard)'),
+                help_text=(
+                    'the exit node this node sends its internet traffic through (chosen in the dashboard)')),
         ),
         migrations.AlterField(
             model_name='auditevent',

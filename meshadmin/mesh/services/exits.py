@@ -53,7 +53,8 @@ def advertise_exit_node(node: Node, *, approved: bool = False, actor: str = "sys
         if not missing:
             return node
         locked = bump_serial(node.network_id)
-        Route.objects.bulk_create(Route(network=locked, prefix=p, via=node, approved=approved) for p in missing)
+        Route.objects.bulk_create([Route(network=locked, prefix=p, via=node, approved=approved)
+                                   for p in missing])
         record_audit(AuditAction.EXIT_ADVERTISED, actor=actor, network=locked, obj=node,
                      peer_id=node.peer_id, prefixes=missing, approved=approved)
         announce(Change(locked.pk, "exit.advertised", ALL_NODES, locked.serial))
