@@ -24,6 +24,7 @@ and reconnects; the tunnels keep running on the last map. A server close with RE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -32,6 +33,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -52,6 +54,7 @@ from .protocol.auth import sign_agent_login
 from .protocol.cert import CertificateError, parse_certificate
 from .protocol.constants import PEER_RECORD_REFRESH_S, CloseCode
 from .protocol.strict import MessageError
+from .tunnel.mark import connect_marked
 
 __all__ = [
     "BACKOFF_BASE_S", "BACKOFF_CAP_S", "CHAIN_LIMIT", "RenewalFailed", "ServerLink", "backoff_delay",
@@ -145,9 +148,21 @@ class RenewalFailed(Exception):
     """`renew_certificate` got no certificate we may use; str() says why."""
 
 
-def _connect(state: EnrolledState, url: str):
-    return connect(url, max_size=messages.MAX_MESSAGE_SIZE, compression=None, ping_interval=20,
-                   ping_timeout=20, open_timeout=10, close_timeout=5, ssl=state.ssl_context(url))
+@contextlib.asynccontextmanager
+async def _connect(state: EnrolledState, url: str):
+    """The websocket, over a marked TCP connection: outside any exit node's tunnel (tunnel/mark.py)."""
+    parts = urlsplit(url)
+    async with asyncio.timeout(10):
+        sock = await connect_marked(parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80))
+    try:
+        conn = connect(url, sock=sock, max_size=messages.MAX_MESSAGE_SIZE, compression=None,
+                       ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=5,
+                       ssl=state.ssl_context(url))
+    except BaseException:
+        sock.close()
+        raise
+    async with conn as ws:
+        yield ws
 
 
 async def _login(ws, state: EnrolledState) -> None:

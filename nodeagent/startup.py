@@ -28,6 +28,7 @@ from .identity import IdentityFileError, NodeIdentity
 from .protocol.cert import CertificateError, ExpiredCertificate, verify_certificate
 from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
 from .tunnel import tun as tunmod
+from .tunnel.mark import mark
 from .tunnel.udp import PortInUse, UdpSocket
 
 __all__ = [
@@ -52,6 +53,7 @@ def bind_control(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        mark(sock)  # accepted connections answer outside any exit node's tunnel (tunnel/mark.py)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(64)

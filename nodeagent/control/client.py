@@ -19,6 +19,7 @@ import time
 from ..protocol.control import ControlChannel, ControlError, frame_clear_handshake
 from ..protocol.handshake import HandshakeResult, Initiator
 from ..protocol.handshake_errors import HandshakeError
+from ..tunnel.mark import connect_marked
 from .link import HANDSHAKE_DEADLINE_S, read_clear_handshake
 
 __all__ = ["dial"]
@@ -37,7 +38,8 @@ async def dial(host: str, port: int, make_initiator, run=_inline) -> tuple[
     writer = None
     try:
         async with asyncio.timeout(HANDSHAKE_DEADLINE_S):
-            reader, writer = await asyncio.open_connection(host, port)
+            # a marked socket: outside any exit node's tunnel (tunnel/mark.py)
+            reader, writer = await asyncio.open_connection(sock=await connect_marked(host, port))
             channel = ControlChannel()
             initiator: Initiator = make_initiator()
             writer.write(frame_clear_handshake(await run(initiator.create_hello)))

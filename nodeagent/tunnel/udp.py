@@ -24,6 +24,8 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+
+from .mark import mark
 import struct
 
 __all__ = ["BUFFER_BYTES", "PortInUse", "UdpSocket"]
@@ -63,6 +65,7 @@ class UdpSocket:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            mark(sock)  # outside any exit node's tunnel (tunnel/mark.py)
             _set_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, buffer_bytes)
             _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, buffer_bytes)
             try:
