@@ -231,12 +231,15 @@ class ServerLink:
     stats_source()      returns the `messages.Stats` to send now, or None (the agent's
                         `stats_report`: the counters of its status document)
     endpoints           this node's listening endpoints to report (optional)
+    advertise_exit      offer this node as an exit node once per connection (`up
+                        --advertise-exit-node`); an operator approves it
     on_certificate(c)   called with a renewed certificate (already checked and written to node.crt)
     clock()             wall-clock Unix seconds, for the certificate's renewal time
     """
 
     def __init__(self, state_dir: Path | str, on_netmap: NetMapCallback,
                  stats_source: StatsSource | None = None, *, endpoints: tuple[nm.Endpoint, ...] = (),
+                 advertise_exit: bool = False,
                  stats_interval: float = STATS_INTERVAL_S, url: str | None = None,
                  on_certificate: CertificateCallback | None = None,
                  rng: Callable[[], float] = random.random,
@@ -249,6 +252,7 @@ class ServerLink:
         self.stats_source = stats_source
         self.endpoints = tuple(endpoints)
         self.endpoints_changed = False  # report again at the next send (update_endpoints)
+        self.advertise_exit = advertise_exit
         self.stats_interval = stats_interval
         self.on_certificate = on_certificate
         self.netmap: nm.NetMap | None = None
@@ -404,6 +408,8 @@ class ServerLink:
 
     async def _senders(self, ws) -> None:
         await self.connected.wait()
+        if self.advertise_exit:  # once per connection: the server keeps the offer until it is removed
+            await ws.send(messages.encode(messages.Advertise(exit_node=True)))
         next_endpoints = 0.0
         elapsed = 0.0
         while True:

@@ -46,6 +46,7 @@ from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.certificates import renew_certificate
 from meshadmin.mesh.services.errors import ServiceError
+from meshadmin.mesh.services.exits import advertise_exit_node, remove_exit_node
 from meshadmin.mesh.services.peers import register_peer
 from meshadmin.mesh.services.ratelimit import hit_count, limit_of
 from meshadmin.netmap import compute
@@ -96,6 +97,17 @@ def _renew(agent: auth.AgentIdentity, source_ip: str | None) -> bytes:
     from meshadmin.mesh.models import Node
 
     return renew_certificate(Node.objects.get(pk=agent.pk), source_ip=source_ip).certificate
+
+
+def _advertise(agent: auth.AgentIdentity, exit_node: bool) -> None:
+    from meshadmin.mesh.models import Node
+    from meshadmin.mesh.services.common import node_actor
+
+    node = Node.objects.get(pk=agent.pk)
+    if exit_node:
+        advertise_exit_node(node, actor=node_actor(node))
+    else:
+        remove_exit_node(node, actor=node_actor(node))
 
 
 def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None,
@@ -262,6 +274,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 await self._receive_stats(msg)
             case messages.Renew():
                 await self._receive_renew()
+            case messages.Advertise():
+                await self._receive_advertise(msg)
             case messages.Auth():
                 await self._close(CloseCode.MALFORMED, "already authenticated")
 
@@ -291,6 +305,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
                                                     msg.agent_version, candidates)
         except ServiceError as exc:
             log.info("endpoint report of %s refused: %s", self.me.peer_id, exc)
+
+    async def _receive_advertise(self, msg: messages.Advertise) -> None:
+        """The node offers itself as an exit node (pending until an operator approves it), or
+        withdraws the offer. Repeats change nothing (services/exits.py writes only changes)."""
+        try:
+            await database_sync_to_async(_advertise)(self.agent, msg.exit_node)
+        except ServiceError as exc:
+            log.info("exit-node offer of %s refused: %s", self.agent.peer_id, exc)
 
     def _peer_cap(self) -> int:
         """The most peers a report of this node may list: its network's members, plus slack."""

@@ -17,6 +17,8 @@ agent -> server
                                                   and, optionally, its software version
     stats       {uptime_s, peers: [PeerCounters]} per-peer counters, totals since the agent started
     renew       {}                                "issue me a new certificate" (same key, id, address)
+    advertise   {exit_node: bool}                 offer this node as an exit node (true), or stop
+                                                  offering it (false); an operator approves it
 
 `v` is constants.PROTOCOL_VERSION; `v` and `t` are the first two keys of every frame, so a
 receiver reads a frame's type from its first bytes (`frame_type`) and can refuse it before
@@ -61,6 +63,7 @@ __all__ = [
     "MAX_VERSION",
     "Ack",
     "AgentMessage",
+    "Advertise",
     "Auth",
     "CertificateIssued",
     "Challenge",
@@ -183,8 +186,16 @@ class Renew:
     type: str = field(default="renew", init=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Advertise:
+    """Offer this node as an exit node (`up --advertise-exit-node`), or withdraw the offer."""
+
+    exit_node: bool
+    type: str = field(default="advertise", init=False)
+
+
 ServerMessage = Challenge | Full | Delta | CertificateIssued
-AgentMessage = Auth | Resync | Ack | EndpointReport | Stats | Renew
+AgentMessage = Auth | Resync | Ack | EndpointReport | Stats | Renew | Advertise
 
 
 def _pack(value: dict[str, object]) -> bytes:
@@ -227,6 +238,8 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict[str, object]:
             body = {"certificate": msg.certificate}
         case Renew():
             body = {}
+        case Advertise():
+            body = {"exit_node": msg.exit_node}
         case Auth():
             body = {"peer_id": msg.peer_id, "signature": msg.signature}
         case Resync() | Ack():
@@ -374,6 +387,8 @@ def decode_agent_message(data: bytes) -> AgentMessage:
             msg = Stats(o.num("uptime_s"), tuple(counters_from_dict(p, "stats.peer") for p in peers))
         case "renew":
             msg = Renew()
+        case "advertise":
+            msg = Advertise(o.bool("exit_node"))
         case _:
             raise UnknownType(f"unknown agent message type {t[:32]!r}")
     o.done()
