@@ -153,7 +153,8 @@ async def _connect(state: EnrolledState, url: str):
     """The websocket, over a marked TCP connection: outside any exit node's tunnel (tunnel/mark.py)."""
     parts = urlsplit(url)
     async with asyncio.timeout(10):
-        sock = await connect_marked(parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80))
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        sock = await connect_marked(parts.hostname or "", port)
     try:
         conn = connect(url, sock=sock, max_size=messages.MAX_MESSAGE_SIZE, compression=None,
                        ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=5,

@@ -24,9 +24,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 
 from .mark import mark
-import struct
 
 __all__ = ["BUFFER_BYTES", "PortInUse", "UdpSocket"]
 
