@@ -12,6 +12,8 @@
     control/crypto.py       the two worker threads where handshake cryptography runs
     sessions.py             per-peer session timers (protocol/session.py): retries, rekeys, keepalives
     enrolled.py             enrolled mode: netmaps applied, kernel routes, revocation, the server link
+    exitnode.py             enrolled mode: using an exit node (policy routing), being one (nftables)
+    dns/server.py           enrolled mode: the mesh's names answered on the overlay address
     status.py               the `status --json` document and the counter report (one builder)
     control/local.py        the local status socket
 
@@ -193,6 +195,8 @@ class Agent:
             self._spawn(self._housekeeping())
             self._spawn(self.traversal.run())
             if self.enrolled is not None:
+                if self.enrolled.dns is not None:
+                    self._spawn(self.enrolled.dns.run())  # mesh names on the overlay address
                 self._spawn(self.enrolled.run())
             log.info("agent %s (%s) up: %s on %s mtu %d, udp %d (gso %s, gro %s, rcvbuf %d), control %d, "
                      "%d peers", self.config.name, self.handshakes.local.peer_id, self.config.overlay,

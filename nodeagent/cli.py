@@ -3,9 +3,11 @@
     shadowmesh-agent keygen --out DIR
     shadowmesh-agent enroll --server URL --token TOKEN --name NAME --state-dir DIR
                             [--endpoint HOST:PORT] [--public] [--server-ca FILE]
-                            [--ca-fingerprint FP]               (prints peer id and overlay IP)
+                            [--ca-fingerprint FP] [--advertise-exit-node]
+                                                                (prints peer id and overlay IP)
     shadowmesh-agent up --config FILE.toml | --state-dir DIR    (foreground; logs to stderr;
                                                                  SIGINT/SIGTERM stop it)
+                        [--dns] [--exit-node NAME] [--advertise-exit-node]   (enrolled mode)
     shadowmesh-agent status --config FILE.toml | --state-dir DIR [--json]
 
 Exit codes: 0 ok; 1 runtime failure (also: enrollment refused or server unreachable); 2 usage
@@ -49,12 +51,22 @@ def _parser() -> argparse.ArgumentParser:
                          "kept in the state dir for `up`); default: the system's CAs")
     en.add_argument("--ca-fingerprint", metavar="FP",
                     help="the network CA's fingerprint, for a token that does not carry one")
+    en.add_argument("--advertise-exit-node", action="store_true",
+                    help="offer this node as an exit node each time it starts (an operator approves it)")
 
     up = sub.add_parser("up", help="run the agent in the foreground")
     g = up.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", type=Path, metavar="FILE.toml", help="serverless mode")
     g.add_argument("--state-dir", type=Path, metavar="DIR", help="enrolled mode")
     up.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    up.add_argument("--dns", action="store_true",
+                    help="enrolled mode: point this node's resolver (/etc/resolv.conf) at the agent, which "
+                         "answers <name>.<network>.mesh; the old file comes back when the agent stops")
+    up.add_argument("--exit-node", metavar="NAME",
+                    help="enrolled mode: send this node's internet traffic through that peer (its name or "
+                         "peer id), an approved exit node; overrides the dashboard's choice")
+    up.add_argument("--advertise-exit-node", action="store_true",
+                    help="enrolled mode: offer this node as an exit node (an operator approves it)")
 
     st = sub.add_parser("status", help="show the running agent's status")
     g = st.add_mutually_exclusive_group(required=True)
@@ -104,6 +116,7 @@ def cmd_enroll(args) -> int:
     from .enroll import EnrollError, enroll, write_private_file
     from .enrolled import AGENT_FILE, REVOKED_FILE
     from .identity import IdentityFileError
+    from .protocol.dnsname import is_label
     from .protocol.enroll_token import TokenFormatError, parse_fingerprint
 
     settings: dict = {}
@@ -115,6 +128,8 @@ def cmd_enroll(args) -> int:
             return EXIT_USAGE
         args.endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         settings = {"endpoint": args.endpoint, "control_port": port}
+    if args.advertise_exit_node:
+        settings["advertise_exit_node"] = True
     if not 1 <= len(args.name) <= 63 or any(ord(c) < 32 for c in args.name):
         _err("--name must be 1..63 printable characters")
         return EXIT_USAGE
@@ -141,6 +156,12 @@ def cmd_enroll(args) -> int:
         return EXIT_FAIL
     for warning in result.warnings:
         print(f"shadowmesh-agent: warning: {warning}", file=sys.stderr)
+    if result.name != args.name:
+        print(f"shadowmesh-agent: warning: another node of the network is called {args.name}: this one is "
+              f"{result.name}", file=sys.stderr)
+    if not is_label(result.name):
+        print(f"shadowmesh-agent: warning: {result.name!r} is not a DNS label (letters, digits, hyphens): "
+              "this node gets no DNS name until an operator renames it", file=sys.stderr)
     print(f"enrolled {result.name} in network {result.network}; state in {result.state_dir}")
     print(f"overlay ip: {result.overlay_ip}")
     print(f"peer id:    {result.peer_id}")
@@ -161,6 +182,9 @@ def cmd_up(args) -> int:
     from .identity import IdentityFileError, load_private_key
 
     config = identity = None
+    if args.state_dir is None and (args.dns or args.exit_node or args.advertise_exit_node):
+        _err("--dns, --exit-node and --advertise-exit-node need an enrolled node (--state-dir)")
+        return EXIT_USAGE
     try:
         if args.state_dir is not None:
             load_state(args.state_dir)
@@ -178,7 +202,8 @@ def cmd_up(args) -> int:
 
     try:
         if config is None:
-            run_enrolled(args.state_dir)
+            run_enrolled(args.state_dir, dns=args.dns, exit_node=args.exit_node,
+                         advertise_exit_node=args.advertise_exit_node)
         else:
             assert identity is not None  # loaded with the config
             run_agent(config, identity)

@@ -15,9 +15,12 @@ delivers (the persisted one first, so tunnels come up while the server is down) 
      its keys wiped) and the hub role (SetSelf); a peer is dialed at its first endpoint that
      passes protocol/endpoints.py (loopback only when we listen on loopback ourselves)
   4. routes changed: the peers they go through get their new allowed prefixes
-  5. the data path's routing table is rebuilt from routing.plan.routing_table(map)
+  5. the data path's routing table is rebuilt from routing.plan.routing_table(map), with the
+     default route of the exit node in use, if any (routing/exits.py, exitnode.py)
   6. the kernel routes on the TUN follow (netlink, in a worker thread: pyroute2 runs its own
-     event loop); a failure is logged and retried with the next map
+     event loop); a failure is logged and retried with the next map. A default route never goes
+     there: the exit node's policy routing does (exitnode.py), and our own exit-node role
+  7. the DNS names follow the map (dns/server.py): a renamed peer answers to its new name
 A peer's relay in the netmap is a fallback: we dial the peer directly and use the relay while
 no direct control link is up (paths/select.py). Counters go to the server every 2 s from the
 agent's status document.
@@ -48,6 +51,7 @@ from .protocol.constants import DEFAULT_CONTROL_PORT, DEFAULT_UDP_PORT
 from .protocol.disco import CandidateKind
 from .protocol.endpoints import BadEndpoint, check_endpoint
 from .protocol.trust import MeshCA
+from .routing.exits import ExitChoice
 from .routing.plan import (
     AddPeer,
     AddRoute,
@@ -62,6 +66,8 @@ from .routing.plan import (
 from .tunnel import tun as tunmod
 
 if TYPE_CHECKING:
+    from .dns.server import DnsService
+    from .exitnode import ExitNode
     from .server_link import ServerLink
 
 __all__ = [
@@ -72,7 +78,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-AGENT_FILE = "agent.json"  # {"control_port", "udp_port", "listen_ip", "endpoint"}: written by `enroll`
+AGENT_FILE = "agent.json"  # {"control_port", "udp_port", "listen_ip", "endpoint", "advertise_exit_node"}
 REVOKED_FILE = "revoked"  # marker in the state dir once the server revoked us
 MAX_REPORTED_ENDPOINTS = 16  # the endpoints message carries at most this many
 
@@ -96,12 +102,15 @@ def enrolled_settings(state_dir: Path) -> dict[str, Any]:
         raise ConfigError(path, None, None, "must be a JSON object")
     # values from the JSON file, each checked below
     out: dict[str, Any] = {"control_port": DEFAULT_CONTROL_PORT, "udp_port": DEFAULT_UDP_PORT,
-                           "listen_ip": "0.0.0.0", "endpoint": None}  # noqa: S104
+                           "listen_ip": "0.0.0.0", "endpoint": None,  # noqa: S104
+                           "advertise_exit_node": False}
     for key, value in data.items():
         if key not in out:
             raise ConfigError(path, None, key, "unknown key")
         if key.endswith("_port") and (type(value) is not int or not 1 <= value <= 65535):
             raise ConfigError(path, None, key, f"{value!r} is not a port")
+        if key == "advertise_exit_node" and type(value) is not bool:
+            raise ConfigError(path, None, key, f"{value!r} is not true or false")
         out[key] = value
     try:
         out["listen_ip"] = ipaddress.ip_address(out["listen_ip"])
@@ -177,15 +186,18 @@ def usable_endpoint(peer, *, allow_loopback: bool = False) -> tuple[str, int] | 
     return None
 
 
-def netmap_peer_config(peer, routes, *, allow_loopback: bool = False) -> PeerConfig:
+def netmap_peer_config(peer, routes, *, allow_loopback: bool = False,
+                       exit_route: nm.Route | None = None) -> PeerConfig:
     """A netmap peer (nodeagent.protocol.netmap.Peer) as the tunnel's PeerConfig.
 
     In enrolled mode the public key arrives in the peer's certificate during the handshake, so
     `public_key` is empty here; `endpoint` is the first one we may dial (`usable_endpoint`);
     `via` is the server's fallback relay (used while no direct control link is up);
-    `allowed_ips` are the netmap routes through this peer."""
+    `allowed_ips` are the netmap routes through this peer: an exit node's default route only when
+    it is the exit node in use (`exit_route`)."""
     endpoint = usable_endpoint(peer, allow_loopback=allow_loopback)
-    nets = tuple(sorted((ipaddress.ip_network(r.prefix) for r in routes if r.via == peer.peer_id),
+    nets = tuple(sorted((ipaddress.ip_network(r.prefix) for r in routes if r.via == peer.peer_id
+                         and (not nm.is_exit_route(r) or r == exit_route)),
                         key=lambda n: (n.version, n)))
     candidates = tuple((e.source, e.ip, e.udp_port) for e in peer.endpoints)
     return PeerConfig(public_key=b"", peer_id=peer.peer_id, overlay_ip=ipaddress.ip_address(peer.overlay_ip),
@@ -213,6 +225,9 @@ class EnrolledMode:
         self.kernel_routes: set = set()  # prefixes we added to the TUN beyond the overlay network
         self.server_link: ServerLink | None = None  # set by start-up (none in tests)
         self.base_endpoints: tuple[nm.Endpoint, ...] = ()  # what start-up reports (advertised_endpoints)
+        self.exit: ExitNode | None = None  # set by start-up (none in tests)
+        self.dns: DnsService | None = None  # set by start-up (none in tests)
+        self.exit_route: nm.Route | None = None  # the default route of the exit node in use
         self.state_dir: Path | None = None  # where the "revoked" marker goes
         self.revoked_self = False
 
@@ -251,8 +266,11 @@ class EnrolledMode:
             self.trust.revoke(pid)
         peers, _routes = effective(netmap)
         self.trust.known = set(peers)
+        choice = self.exit.choose(netmap) if self.exit is not None else ExitChoice()
+        exit_route = nm.Route(choice.prefix, choice.peer_id) if choice.peer_id and choice.prefix else None
+        route_changes = exit_route != self.exit_route
+        self.exit_route = exit_route
         actions = plan(self.applied, netmap)
-        route_changes = False
         for action in actions:
             match action:
                 case SetSelf(node=node):
@@ -277,16 +295,22 @@ class EnrolledMode:
                     if pc != peer.config:
                         peer.config = pc
         self.applied = netmap
-        self.peers.rebuild_table(routing_table(netmap))
+        self.peers.rebuild_table(routing_table(netmap, exit_route))
         await self._sync_kernel_routes()
+        if self.exit is not None:
+            await self.exit.apply(netmap)
+        if self.dns is not None:
+            self.dns.update(netmap)
         log.info("netmap %d applied: %d peers, %d routes, %d revoked (%d actions)", netmap.serial,
                  len(self.peers), len(netmap.routes), len(revoked), len(actions))
 
     def _peer_config(self, peer: nm.Peer, netmap: nm.NetMap) -> PeerConfig:
-        return netmap_peer_config(peer, netmap.routes, allow_loopback=self.allow_loopback)
+        return netmap_peer_config(peer, netmap.routes, allow_loopback=self.allow_loopback,
+                                  exit_route=self.exit_route)
 
     async def _sync_kernel_routes(self) -> None:
-        wanted = {n for p in self.peers for n in p.config.allowed_ips}
+        # a default route is the exit node's, routed by policy (exitnode.py), never on the TUN here
+        wanted = {n for p in self.peers for n in p.config.allowed_ips if n.prefixlen > 0}
         add, remove = wanted - self.kernel_routes, self.kernel_routes - wanted
         if not add and not remove:
             return
@@ -296,6 +320,11 @@ class EnrolledMode:
             self.kernel_routes = wanted
         except tunmod.TunError as exc:
             log.error("kernel routes: %s", exc)
+
+    def close(self) -> None:
+        """The agent stopped (sync, after its event loop): exit-node routing and role undone."""
+        if self.exit is not None:
+            self.exit.close()
 
     def on_revoked(self) -> None:
         """The server closed our link with REVOKED: we are no member any more; drop every peer and
@@ -333,4 +362,6 @@ class EnrolledMode:
             "server": "revoked" if self.revoked_self else (
                 "connected" if link is not None and link.connected.is_set() else "disconnected"),
             "revoked_peers": sorted(self.trust.revoked),
+            "exit_node": None if self.exit is None else self.exit.status(),
+            "dns": None if self.dns is None else self.dns.status(),
         }

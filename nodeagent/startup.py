@@ -100,10 +100,17 @@ def current_certificate(state):
     return state, cert
 
 
-def run_enrolled(state_dir) -> None:
+def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
+                 advertise_exit_node: bool = False) -> None:
     """Enrolled mode (`up --state-dir`): the tunnel plus the server link, peers from the netmap.
-    An expired certificate is renewed first when the server can be reached."""
-    from .server_link import ServerLink  # websockets: only enrolled mode needs it
+    An expired certificate is renewed first when the server can be reached. The agent answers the
+    mesh's names on its overlay address; `dns` points the node's resolver at it (dns/system.py);
+    `exit_node` sends the node's internet traffic through that peer (exitnode.py);
+    `advertise_exit_node` (or agent.json's `advertise_exit_node`) offers this node as one."""
+    from .dns.server import DnsService  # dnspython and websockets: only enrolled mode needs them
+    from .dns.system import ResolvConf, ResolverManaged
+    from .exitnode import ExitNode
+    from .server_link import ServerLink
 
     try:
         state = load_state(state_dir)
@@ -114,6 +121,17 @@ def run_enrolled(state_dir) -> None:
     config = enrolled_config(state, cert, settings)
     endpoints = advertised_endpoints(settings, config, state.server)
     mtu = tunmod.overlay_mtu(config.overlay.version, RELAY_OVERHEAD)  # any peer may fall back to a relay
+    resolv = ResolvConf(config.interface, str(config.overlay.ip), state.state_dir)
+    try:
+        resolv.recover()  # a killed run's resolv.conf, with or without --dns
+        if dns:
+            resolv.check_managed()
+    except ResolverManaged as exc:
+        raise AgentStartError(str(exc), 3) from None
+    except OSError as exc:
+        raise AgentStartError(f"{resolv.path}: {exc.strerror or exc}", 1) from None
+    exits = ExitNode(config.interface, config.overlay, requested=exit_node)
+    exits.recover()  # a killed run's rules, table and forwarding
 
     def attach(agent: Agent) -> None:
         mode = agent.enrolled
@@ -121,8 +139,11 @@ def run_enrolled(state_dir) -> None:
         mode.use_state_dir(state.state_dir)
         mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
                                       endpoints=endpoints,
+                                      advertise_exit=advertise_exit_node or settings["advertise_exit_node"],
                                       on_certificate=agent.handshakes.local.replace_credential)
         mode.base_endpoints = endpoints
+        mode.exit = exits
+        mode.dns = DnsService(config.overlay.ip, config.overlay.network, resolv=resolv, manage_resolver=dns)
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,
                                            "ca_public_key": state.ca_public_key}, attach)
@@ -152,8 +173,11 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
         control_sock.close()
         raise AgentStartError(str(exc), 4 if "permitted" in str(exc) or "root" in str(exc) else 1) from None
 
+    agents: list[Agent] = []
+
     async def main() -> None:
         agent = Agent(config, identity, tun, udp, control_sock, mtu, **agent_kwargs)
+        agents.append(agent)
         if attach is not None:
             attach(agent)
         await agent.run()
@@ -164,6 +188,10 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
     except tunmod.TunError as exc:
         raise AgentStartError(str(exc)) from None
     finally:
+        for agent in agents:  # exit-node routing and role (enrolled mode), before the device goes
+            if agent.enrolled is not None:
+                with contextlib.suppress(Exception):
+                    agent.enrolled.close()
         with contextlib.suppress(Exception):
             tunmod.teardown(tun.name, config.overlay, routes)
         tun.close()

@@ -12,8 +12,11 @@ Order (each step only relies on what earlier steps left in place):
                      since live sessions were authenticated under the old one
     6. AddRoute      new routes, once their next-hop peer exists
 
-`routing_table(netmap)` builds the data path's table from the same map: every peer's overlay IP
-as a host route to Hop(peer, via=its relay), and each netmap route to Hop(via, via's relay).
+`routing_table(netmap, exit_node)` builds the data path's table from the same map: every peer's
+overlay IP as a host route to Hop(peer, via=its relay), and each netmap route to Hop(via, via's
+relay). An exit node's default routes only go in for the exit node this node uses (`exit_node`,
+routing/exits.py); then the same table lets that peer send from any address (the internet's
+replies) and no other peer.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from ..protocol.netmap import NetMap, Peer, Route, SelfInfo
+from ..protocol.netmap import NetMap, Peer, Route, SelfInfo, is_exit_route
 from .table import Hop, RouteTable
 
 __all__ = [
@@ -130,13 +133,16 @@ def plan(applied: NetMap | None, new: NetMap) -> list[Action]:
     return actions
 
 
-def routing_table(netmap: NetMap) -> RouteTable[Hop]:
-    """The data path's longest-prefix table for a netmap (revoked peers excluded)."""
+def routing_table(netmap: NetMap, exit_route: Route | None = None) -> RouteTable[Hop]:
+    """The data path's longest-prefix table for a netmap (revoked peers excluded); `exit_route` is
+    the default route of the exit node in use (routing/exits.py), None for none."""
     peers, routes = effective(netmap)
     entries: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Hop]] = []
     for p in peers.values():
         ip = ipaddress.ip_address(p.overlay_ip)
         entries.append((ipaddress.ip_network((ip, ip.max_prefixlen)), Hop(p.peer_id, p.relay)))
     for r in routes:
+        if is_exit_route(r) and r != exit_route:
+            continue
         entries.append((ipaddress.ip_network(r.prefix, strict=True), Hop(r.via, peers[r.via].relay)))
     return RouteTable.build(entries)

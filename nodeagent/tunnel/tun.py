@@ -17,6 +17,17 @@ Contract:
   event loop starts or with `asyncio.to_thread` (the sync IPRoute raises inside a running loop,
   and AsyncIPRoute breaks under uvloop: docs/architecture.md#design-notes).
 - Errors are `TunError` with a message that says what to do (not root, no /dev/net/tun, name taken).
+- Exit-node routing (`exit_routing_up`, `exit_routing_down`): while the node sends its internet
+  traffic through an exit node, two policy rules of the overlay's family and a table of our own:
+
+      pref 5270  lookup main suppress_prefixlength 0     every route of the node but its default
+      pref 5271  not fwmark UNDERLAY_MARK lookup 29549   the rest (unmarked) ...
+      table 29549: default dev <tun>                      ... goes into the tunnel
+
+  The agent's own sockets carry UNDERLAY_MARK (tunnel/mark.py), so its datagrams, control links
+  and websocket keep the node's default route whatever address they go to (a peer that roams
+  included); so do the node's other routes (its LAN, the overlay). The table's route goes with the
+  device; the rules are removed by `exit_routing_down`, also at the next start after a crash.
 
 MTU (`overlay_mtu`): the largest inner packet whose datagram still fits one underlay packet:
 
@@ -42,7 +53,10 @@ import logging
 import os
 import struct
 
-__all__ = ["TunDevice", "TunError", "configure", "overlay_mtu", "set_routes", "teardown"]
+__all__ = [
+    "EXIT_RULE_PREF", "EXIT_TABLE", "TunDevice", "TunError", "configure", "exit_routing_down",
+    "exit_routing_up", "overlay_mtu", "set_routes", "teardown",
+]
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -67,6 +81,10 @@ UNDERLAY_MTU = 1500
 # the default 1000 overflowed at 300 Mbit/s of 1200-byte UDP)
 TXQUEUELEN = int(os.environ.get("SHADOWMESH_TUN_TXQLEN", "4000"))
 IP_HEADER = {4: 20, 6: 40}
+EXIT_TABLE = 0x736D  # 29549: the exit node's routing table ("sm")
+EXIT_RULE_PREF = 5270  # the suppress rule; the mark rule is the next one
+FAMILY = {4: 2, 6: 10}  # AF_INET, AF_INET6
+ANY = {4: "0.0.0.0", 6: "::"}  # the default route's destination  # noqa: S104
 UDP_HEADER = 8
 
 
@@ -205,6 +223,8 @@ def set_routes(name: str, address, add=(), remove=()) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
     _quiet_pyroute2()
+    if any(net.prefixlen == 0 for net in add):  # the classic bug: it would capture the tunnel itself
+        raise TunError("a default route goes through exit-node routing (exit_routing_up), not the main table")
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)
         if not idx:
@@ -234,3 +254,73 @@ def interface_addresses() -> list[tuple[str, int, str]]:
             if ip:
                 out.append((ip, msg["prefixlen"], names.get(msg["index"], "")))
         return out
+
+
+def _exit_rules(version: int, mark: int) -> list[dict]:
+    from pyroute2.netlink.rtnl.fibmsg import FR_ACT_TO_TBL
+
+    family = FAMILY[version]
+    return [
+        {"family": family, "table": 254, "priority": EXIT_RULE_PREF, "suppress_prefixlen": 0,
+         "action": FR_ACT_TO_TBL},
+        {"family": family, "table": EXIT_TABLE, "priority": EXIT_RULE_PREF + 1, "fwmark": mark,
+         "fwmask": 0xFFFFFFFF, "flags": 2, "action": FR_ACT_TO_TBL},  # flags 2: FIB_RULE_INVERT ("not")
+    ]
+
+
+def exit_routing_up(name: str, version: int, mark: int) -> None:
+    """Send the node's unmarked traffic of IP `version` (4 or 6) through the TUN `name` (module
+    docstring). Idempotent: rules already there are replaced."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    _quiet_pyroute2()
+    exit_routing_down(version)
+    family = FAMILY[version]
+    try:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=name)
+            if not idx:
+                raise TunError(f"TUN device {name} is gone")
+            ipr.route("replace", dst=ANY[version], dst_len=0, oif=idx[0], table=EXIT_TABLE, family=family)
+            for rule in _exit_rules(version, mark):
+                ipr.rule("add", **rule)
+    except NetlinkError as exc:
+        with contextlib.suppress(Exception):
+            exit_routing_down(version)
+        raise TunError(f"exit-node routing on {name}: {os.strerror(exc.code)} "
+                       f"(netlink error {exc.code})") from None
+
+
+def exit_routing_down(version: int | None = None) -> bool:
+    """Remove our exit-node rules and table routes (of `version`, or both families). Returns
+    whether anything was there."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    _quiet_pyroute2()
+    found = False
+    with IPRoute() as ipr:
+        for v in (4, 6) if version is None else (version,):
+            family = FAMILY[v]
+            for rule in ipr.get_rules(family=family):
+                pref = rule.get_attr("FRA_PRIORITY")
+                table = rule.get_attr("FRA_TABLE")
+                ours = (pref == EXIT_RULE_PREF and table == 254
+                        and rule.get_attr("FRA_SUPPRESS_PREFIXLEN") == 0) or \
+                    (pref == EXIT_RULE_PREF + 1 and table == EXIT_TABLE)
+                if ours:
+                    found = True
+                    with contextlib.suppress(NetlinkError):
+                        ipr.rule("del", family=family, priority=pref, table=table)
+            try:
+                routes = ipr.get_routes(family=family, table=EXIT_TABLE)
+            except NetlinkError:
+                routes = []
+            for route in routes:
+                if route.get_attr("RTA_TABLE") != EXIT_TABLE:
+                    continue
+                found = True
+                with contextlib.suppress(NetlinkError):
+                    ipr.route("del", dst=ANY[v], dst_len=0, table=EXIT_TABLE, family=family)
+    return found

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodeagent.protocol.netmap import Endpoint, NetMap, Peer, Revocation, Route, SelfInfo
+from nodeagent.protocol.netmap import Endpoint, NetMap, Peer, Revocation, Route, SelfInfo, is_exit_route
 from nodeagent.routing.plan import (
     AddPeer,
     AddRoute,
@@ -158,17 +158,27 @@ def test_applying_the_plan_reaches_the_new_map_through_consistent_states(old, ne
 
 
 @settings(max_examples=100)
-@given(netmaps())
-def test_routing_table_matches_the_effective_map(m):
+@given(netmaps(), st.booleans())
+def test_routing_table_matches_the_effective_map(m, use_exit):
+    """Every effective route is in the table, except an exit node's default route (0.0.0.0/0):
+    that one only when this node uses that exit node (`exit_route`)."""
+    peers, routes = effective(m)
+    exits = sorted(r for r in routes if is_exit_route(r))
+    exit_route = exits[0] if use_exit and exits else None
     try:
-        table = routing_table(m)
+        table = routing_table(m, exit_route)
     except ValueError:
         return  # a route colliding with a host route of another peer: refused as a conflict
-    peers, routes = effective(m)
     for p in peers.values():
         assert table.lookup(p.overlay_ip) == Hop(p.peer_id, p.relay)
     for r in routes:
-        assert table.lookup(ipaddress.ip_network(r.prefix).network_address + 7) is not None
+        hop = table.lookup(ipaddress.ip_network(r.prefix).network_address + 7)
+        if not is_exit_route(r):
+            assert hop is not None
+        elif r == exit_route:
+            assert hop == Hop(r.via, peers[r.via].relay)
+        else:
+            assert hop is None
 
 
 @pytest.mark.parametrize("old", [None, SEED])
