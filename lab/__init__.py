@@ -13,6 +13,7 @@ root on sys.path.
                                                          # firewall; a box as uplink makes a CGNAT)
         br = lab.host_bridge("198.19.7.1/24")            # a bridge on the host, for a host process
         lab.block(a, "198.18.0.9")                       # a drops traffic to and from an address
+        lab.resolv_conf(a, "nameserver 198.18.0.2\n")    # a's own /etc/resolv.conf (ip netns exec)
         p = lab.spawn(a, "iperf3", "-s", log=path)       # a process inside a namespace (None: host)
         a.run("ip", "route")                             # a command inside, output captured
         lab.tool(a, "ping", "198.18.0.2")                # lab/nettools.py inside a namespace
@@ -31,8 +32,9 @@ Contract:
 - Teardown. Leaving the `with` block (normally, on an exception, a failed test, Ctrl-C, SIGTERM or
   SIGHUP: lab/signals.py) ends every process the lab started and every process living in its
   namespaces (SIGTERM, SIGKILL after `grace` s), deletes the namespaces (with their veths,
-  bridges, TUN devices and nft tables), then the host links and the files given to
-  `remove_on_exit`, and last the record.
+  bridges, TUN devices and nft tables), then the host links, the files given to
+  `remove_on_exit` and the namespaces' resolv.conf files (`resolv_conf`, with their /etc/netns/<name>
+  directories), and last the record.
 - A killed run (SIGKILL, a crash) leaves its record behind: `python -m lab clean` undoes every
   record whose owner is gone, and never touches one whose run is still going.
 """

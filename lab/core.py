@@ -18,6 +18,7 @@ from lab.netns import Netns
 from lab.record import RECORDS, Record
 
 NETTOOLS = Path(__file__).with_name("nettools.py")
+ETC_NETNS = Path("/etc/netns")  # ip netns exec: /etc/netns/<name>/<file> is mounted over /etc/<file>
 IFNAMSIZ = 15  # the longest device name Linux takes
 _OPEN: list[Lab] = []
 
@@ -153,6 +154,21 @@ class Lab:
 
     def remove_on_exit(self, path: Path) -> None:
         self.record.add("files", str(path))
+
+    def resolv_conf(self, ns: Netns, text: str) -> Path:
+        """Give `ns` a resolv.conf of its own: /etc/netns/<name>/resolv.conf, which `ip netns exec`
+        mounts over /etc/resolv.conf for every process it starts there, so what they read and
+        write is this file and never the host's. Removed (with its directory) at teardown."""
+        if not any(n.name == ns.name for n in self.namespaces):
+            raise LabError(f"{ns.name} is not a namespace of this lab")
+        folder = ETC_NETNS / ns.name
+        if not folder.exists():
+            self.record.add("dirs", str(folder))
+            folder.mkdir(parents=True)
+        path = folder / "resolv.conf"
+        self.record.add("files", str(path))
+        path.write_text(text)
+        return path
 
     # ------------------------------------------------------------------ small tools (lab/nettools.py)
     def tool(self, ns: Netns, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -3,11 +3,12 @@
 A record is one JSON file:
 
     {"owner": [pid, start time], "prefix": "sm1a2b3c",
-     "netns": [...], "links": [...], "pids": [[pid, start time], ...], "files": [...]}
+     "netns": [...], "links": [...], "pids": [[pid, start time], ...], "files": [...], "dirs": [...]}
 
 `undo()` removes everything a record lists: processes end (SIGTERM, then SIGKILL), every process
 still living in a listed namespace is killed, the namespaces are deleted (which deletes their
-veths, bridges, TUN devices and nft tables), then the listed host links and files. Entries that
+veths, bridges, TUN devices and nft tables), then the listed host links and files, and last the
+listed directories, if they are empty (a namespace's /etc/netns/<name>). Entries that
 are already gone are skipped, so undo can run twice. A lab's teardown and the sweep after a killed
 run use this same function.
 
@@ -27,7 +28,7 @@ from lab import netns, procs
 from lab.cmd import sh
 
 RECORDS = Path("/run/shadowmesh-lab")  # tmpfs: it goes at reboot, as the namespaces do
-KINDS = ("netns", "links", "pids", "files")
+KINDS = ("netns", "links", "pids", "files", "dirs")
 
 
 class Record:
@@ -77,6 +78,9 @@ def undo(data: dict, grace: float = 5.0) -> None:
     for f in data.get("files", []):
         with contextlib.suppress(FileNotFoundError):
             Path(f).unlink()
+    for d in reversed(data.get("dirs", [])):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            Path(d).rmdir()  # only when empty: whatever else is there is not ours
 
 
 def owner_alive(data: dict) -> bool:

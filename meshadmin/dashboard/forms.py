@@ -11,6 +11,7 @@ from meshadmin.mesh.models import Network, Node
 
 __all__ = [
     "AuditFilterForm",
+    "DnsSuffixForm",
     "NodeFilterForm",
     "RenameNodeForm",
     "RouteCreateForm",
@@ -69,6 +70,13 @@ class TokenCreateForm(forms.Form):
 
 class RenameNodeForm(forms.Form):
     name = forms.CharField(max_length=63, strip=True)
+
+
+class DnsSuffixForm(forms.Form):
+    suffix = forms.CharField(
+        max_length=189, required=False, strip=True, label="DNS suffix",
+        help_text="Nodes answer to NAME.SUFFIX; empty: NETWORK.mesh.",
+    )
 
 
 class RouteCreateForm(forms.Form):

@@ -29,15 +29,25 @@ from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
 from meshadmin.mesh.permissions import can_edit
 from meshadmin.mesh.services import ServiceError
 from meshadmin.mesh.services.common import user_actor
-from meshadmin.mesh.services.networks import get_or_create_network
+from meshadmin.mesh.services.exits import (
+    EXIT_PREFIXES,
+    advertise_exit_node,
+    approve_exit_node,
+    exit_state,
+    remove_exit_node,
+    select_exit_node,
+)
+from meshadmin.mesh.services.networks import get_or_create_network, set_dns_suffix
 from meshadmin.mesh.services.nodes import delete_node, rename_node, revoke_node
 from meshadmin.mesh.services.routes import approve_route, create_route, delete_route
 from meshadmin.mesh.services.tokens import create_token, revoke_token
+from nodeagent.protocol.dnsname import is_label
 
 from . import queries
 from .forms import (
     NODE_SORTS,
     AuditFilterForm,
+    DnsSuffixForm,
     NodeFilterForm,
     RenameNodeForm,
     RouteCreateForm,
@@ -145,12 +155,32 @@ class LogoutView(auth_views.LogoutView):
 def overview(request: HttpRequest) -> HttpResponse:
     network = queries.pick_network(request.GET.get("network"))
     data = queries.overview(network)
+    dns_form = DnsSuffixForm(initial={"suffix": network.dns_suffix}) if network is not None else None
     return render_page(
         request,
         "dashboard/overview.html",
-        {"network": network, **data},
+        {"network": network, "dns_form": dns_form, **data},
         regions={"overview-live": "live"},
     )
+
+
+@require_POST
+@dashboard_view
+def network_dns(request: HttpRequest, pk: int) -> HttpResponse:
+    """The network's DNS suffix (nodes answer to <name>.<suffix>); empty restores <network>.mesh."""
+    network = get_object_or_404(Network, pk=pk)
+    form = DnsSuffixForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "DNS suffix: " + "; ".join(form.errors.get("suffix", ["invalid"])))
+    else:
+        try:
+            set_dns_suffix(network, form.cleaned_data["suffix"], actor=_actor(request))
+        except ServiceError as exc:
+            _service_failed(request, exc)
+        else:
+            messages.success(request, f"Nodes of {network.name} answer to NAME.{network.effective_dns_suffix}"
+                             if network.effective_dns_suffix else f"{network.name} has no DNS names.")
+    return redirect(reverse("dashboard:overview") + f"?network={network.name}")
 
 
 @require_GET
@@ -209,7 +239,7 @@ def nodes(request: HttpRequest) -> HttpResponse:
 def _node(peer_id: str) -> Node:
     if len(peer_id) != 40:
         raise Http404("no such node")
-    return get_object_or_404(Node.objects.select_related("network"), peer_id=peer_id)
+    return get_object_or_404(Node.objects.select_related("network", "use_exit"), peer_id=peer_id)
 
 
 @require_GET
@@ -219,6 +249,13 @@ def node_detail(request: HttpRequest, peer_id: str) -> HttpResponse:
     now = timezone.now()
     rows = queries.node_rows(node.network, q=node.peer_id, now=now)
     row = next((r for r in rows if r.node.pk == node.pk), None)
+    suffix = node.network.effective_dns_suffix
+    exits = (Route.objects.filter(network_id=node.network_id, prefix__in=EXIT_PREFIXES)
+             .exclude(via=node).select_related("via").order_by("via__name"))
+    choices: dict[int, tuple[Node, bool]] = {}
+    for r in exits:
+        approved = choices.get(r.via_id, (r.via, True))[1] and r.approved
+        choices[r.via_id] = (r.via, approved)
     return render_page(
         request,
         "dashboard/node.html",
@@ -227,12 +264,62 @@ def node_detail(request: HttpRequest, peer_id: str) -> HttpResponse:
             "row": row,
             "links": queries.node_links(node, now),
             "path_changes": queries.node_path_changes(node, now),
-            "routes": Route.objects.filter(via=node).order_by("prefix"),
+            "routes": Route.objects.filter(via=node).exclude(prefix__in=EXIT_PREFIXES).order_by("prefix"),
             "rename_form": RenameNodeForm(initial={"name": node.name}),
             "series_url": f"{request.path}series.json",
+            "dns_name": f"{node.name.lower()}.{suffix}" if suffix and is_label(node.name) else None,
+            "dns_suffix": suffix,
+            "exit_state": exit_state(node),
+            "exit_choices": [{"node": n, "approved": ok} for n, ok in choices.values()],
         },
         regions={"node-live": "live"},
     )
+
+
+@require_POST
+@dashboard_view
+def node_exit(request: HttpRequest, peer_id: str) -> HttpResponse:
+    """This node as an exit node: offer (advertise), approve, or remove."""
+    node = _node(peer_id)
+    action = request.POST.get("action", "")
+    services = {"advertise": advertise_exit_node, "approve": approve_exit_node, "remove": remove_exit_node}
+    service = services.get(action)
+    if service is None:
+        messages.error(request, "action: must be advertise, approve or remove")
+        return redirect("dashboard:node", peer_id=node.peer_id)
+    try:
+        service(node, actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        state = exit_state(node)
+        messages.success(request, {"approved": f"{node.name} is an approved exit node.",
+                                   "pending": f"{node.name} offers itself as an exit node; approve it "
+                                              "to use it.",
+                                   "": f"{node.name} is no exit node."}[state])
+    return redirect("dashboard:node", peer_id=node.peer_id)
+
+
+@require_POST
+@dashboard_view
+def node_use_exit(request: HttpRequest, peer_id: str) -> HttpResponse:
+    """The exit node this node sends its internet traffic through ("" for none)."""
+    node = _node(peer_id)
+    chosen = request.POST.get("exit_node", "")
+    exit_node = None
+    if chosen:
+        exit_node = Node.objects.filter(peer_id=chosen, network_id=node.network_id).first()
+        if exit_node is None:
+            messages.error(request, "exit_node: no such node in this network")
+            return redirect("dashboard:node", peer_id=node.peer_id)
+    try:
+        select_exit_node(node, exit_node, actor=_actor(request))
+    except ServiceError as exc:
+        _service_failed(request, exc)
+    else:
+        messages.success(request, f"{node.name} uses {exit_node.name} as its exit node." if exit_node
+                         else f"{node.name} uses no exit node.")
+    return redirect("dashboard:node", peer_id=node.peer_id)
 
 
 @require_GET
@@ -472,11 +559,14 @@ __all__ = [
     "audit",
     "graph_json",
     "map_page",
+    "network_dns",
     "node_delete",
     "node_detail",
+    "node_exit",
     "node_rename",
     "node_revoke",
     "node_series",
+    "node_use_exit",
     "nodes",
     "overview",
     "route_approve",
