@@ -15,6 +15,10 @@ Standard library only: it runs as a script, `python lab/nettools.py ...`.
     nettools.py udp-talk PORT                    one UDP socket on PORT driven by stdin lines:
                                                   "send IP PORT" -> prints "sent"; "recv SECONDS" ->
                                                   prints "from IP:PORT TEXT" or "none"
+    nettools.py dns-server PORT NAME=IP...       a DNS server with A records (NXDOMAIN for any other
+                                                  name), UDP; prints "ready", then one line per query
+    nettools.py dns-query SERVER NAME [--type N] [--tcp] [--timeout S]
+                                                  prints "rcode R answers IP,..." or "timeout"
 """
 
 from __future__ import annotations
@@ -193,6 +197,90 @@ def udp_talk(args) -> int:
     return 0
 
 
+def _dns_name(name: str) -> bytes:
+    return b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
+
+
+def _skip_name(data: bytes, off: int) -> int:
+    while True:
+        n = data[off]
+        if n & 0xC0:
+            return off + 2
+        if n == 0:
+            return off + 1
+        off += 1 + n
+
+
+def _read_name(data: bytes, off: int) -> tuple[str, int]:
+    labels = []
+    while data[off]:
+        n = data[off]
+        labels.append(data[off + 1:off + 1 + n].decode())
+        off += 1 + n
+    return ".".join(labels), off + 1
+
+
+def dns_server(args) -> int:
+    records = dict(pair.split("=", 1) for pair in args.records)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", args.port))
+    print("ready", flush=True)
+    while True:
+        data, addr = sock.recvfrom(4096)
+        try:
+            (ident,) = struct.unpack_from("!H", data)
+            name, off = _read_name(data, 12)
+            qtype, _qclass = struct.unpack_from("!HH", data, off)
+        except (struct.error, IndexError, UnicodeDecodeError):
+            continue
+        question = data[12:off + 4]
+        ip = records.get(name.lower())
+        answers = b""
+        if ip is not None and qtype == 1:
+            answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(ip)
+        rcode = 0 if ip is not None else 3
+        header = struct.pack("!HHHHHH", ident, 0x8180 | rcode, 1, 1 if answers else 0, 0, 0)
+        sock.sendto(header + question + answers, addr)
+        print(f"query {name} from {addr[0]}", flush=True)
+
+
+def dns_query(args) -> int:
+    ident = os.getpid() & 0xFFFF
+    query = (struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + _dns_name(args.name)
+             + struct.pack("!HH", args.type, 1))
+    try:
+        if args.tcp:
+            with socket.create_connection((args.server, 53), timeout=args.timeout) as sock:
+                sock.sendall(struct.pack("!H", len(query)) + query)
+                size = struct.unpack("!H", sock.recv(2))[0]
+                data = b""
+                while len(data) < size:
+                    data += sock.recv(size - len(data))
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.settimeout(args.timeout)
+            sock.sendto(query, (args.server, 53))
+            data = sock.recvfrom(65536)[0]
+    except (TimeoutError, OSError, struct.error):
+        print("timeout")
+        return 1
+    flags, _qd, ancount = struct.unpack_from("!HHH", data, 2)
+    off = _skip_name(data, 12) + 4
+    answers = []
+    for _ in range(ancount):
+        off = _skip_name(data, off)
+        rtype, _rclass, _ttl, rdlen = struct.unpack_from("!HHIH", data, off)
+        off += 10
+        rdata = data[off:off + rdlen]
+        off += rdlen
+        if rtype == 1:
+            answers.append(socket.inet_ntoa(rdata))
+        elif rtype == 28:
+            answers.append(socket.inet_ntop(socket.AF_INET6, rdata))
+    print(f"rcode {flags & 0xF} answers {','.join(answers) or '-'} tc {int(bool(flags & 0x200))}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -232,9 +320,19 @@ def main() -> int:
     ue.add_argument("port", type=int)
     ut = sub.add_parser("udp-talk")
     ut.add_argument("port", type=int)
+    ds = sub.add_parser("dns-server")
+    ds.add_argument("port", type=int)
+    ds.add_argument("records", nargs="*")
+    dq = sub.add_parser("dns-query")
+    dq.add_argument("server")
+    dq.add_argument("name")
+    dq.add_argument("--type", type=int, default=1)
+    dq.add_argument("--tcp", action="store_true")
+    dq.add_argument("--timeout", type=float, default=2.0)
     args = p.parse_args()
     return {"ping": ping, "sink": sink, "source": source, "udp-send": udp_send, "sniff": sniff,
-            "udp-blast": udp_blast, "udp-echo": udp_echo, "udp-talk": udp_talk}[args.cmd](args)
+            "udp-blast": udp_blast, "udp-echo": udp_echo, "udp-talk": udp_talk, "dns-server": dns_server,
+            "dns-query": dns_query}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def is_ours(text: str, interface: str | None = None) -> bool:
     first = text.splitlines()[0] if text else ""
     if not first.startswith(MARK + " "):
         return False
-    return interface is None or first.split()[2:3] == [interface]
+    return interface is None or first.split()[2:3] == [interface + ":"]
 
 
 def render_ours(interface: str, address: str, suffix: str | None, old: Resolv) -> str:

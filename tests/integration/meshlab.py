@@ -9,7 +9,12 @@ the bridge and the namespaces.
 
     mesh = Mesh(lab)
     uk = mesh.node("uk", public=True)       -> EnrolledNode (enrolled and running)
-    mesh.revoke(node)                          through the dashboard, as an operator does
+    home = mesh.nat("home", "198.18.44.1/24")  a NAT box on the bridge (no route beyond it)
+    be = mesh.node("belgium", behind=home, up_args=("--dns",), resolv="nameserver ...\n")
+                                               a node behind it, with `up` flags and a resolv.conf
+                                               of its own (lab.resolv_conf: never the host's)
+    mesh.revoke(node), mesh.rename(node, name), mesh.exit_node(node, "approve"), mesh.use_exit(a, b)
+                                               through the dashboard, as an operator does
     mesh.server.stop() / mesh.server.start()   the same port and database again
 """
 
@@ -26,7 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import Netns, free_host_subnet, stop
+from lab import NatBox, Netns, free_host_subnet, stop
 from tests.integration.agentlab import PYTHON, AgentLab, wait_for
 from tests.meshadmin.realtime.live_helpers import DAPHNE, ROOT, Server, _wait_for_port
 
@@ -61,6 +66,7 @@ class EnrolledNode:
     peer_id: str = ""
     overlay_ip: str = ""
     proc: subprocess.Popen | None = None
+    up_args: tuple[str, ...] = ()
 
     def status(self) -> dict:
         out = self.ns.run(PYTHON, "-m", "nodeagent", "status", "--state-dir", str(self.state), "--json",
@@ -74,7 +80,7 @@ class EnrolledNode:
 
     def start(self) -> None:
         self.proc = self.lab.spawn(self.ns, PYTHON, "-m", "nodeagent", "up", "--state-dir", str(self.state),
-                                   "-v", log=self.log, cwd=ROOT)
+                                   "-v", *self.up_args, log=self.log, cwd=ROOT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,18 +114,36 @@ class Mesh:
         self._admin: urllib.request.OpenerDirector | None = None
 
     # --- nodes
-    def node(self, name: str, public: bool = False, start: bool = True) -> EnrolledNode:
-        ns = self.lab.netns(name)
+    def nat(self, role: str, lan: str) -> NatBox:
+        """A NAT box on the bridge with `lan` as its LAN address; it has no default route, so its
+        nodes reach the bridge's subnet (the server, the other nodes) and nothing else."""
         self._octet += 1
-        addr = f"{self.subnet}.{self._octet}"
-        self.segment.join(ns, f"{addr}/24", dev="eth0")
+        return self.lab.nat(role, self.segment, wan=f"{self.subnet}.{self._octet}/24", lan=lan)
+
+    def node(self, name: str, public: bool = False, start: bool = True, *, behind: NatBox | None = None,
+             lan_addr: str | None = None, up_args: tuple[str, ...] = (), resolv: str | None = None,
+             enroll_args: tuple[str, ...] = ()) -> EnrolledNode:
+        ns = self.lab.netns(name)
+        if resolv is not None:
+            self.lab.resolv_conf(ns, resolv)
+        if behind is None:
+            self._octet += 1
+            addr = f"{self.subnet}.{self._octet}"
+            self.segment.join(ns, f"{addr}/24", dev="eth0")
+            endpoint: tuple[str, ...] = ("--endpoint", f"{addr}:8443")
+        else:  # behind a NAT: it dials out, nobody dials it
+            assert lan_addr, "a node behind a NAT box needs its LAN address"
+            addr = lan_addr
+            behind.attach(ns, f"{addr}/24", dev="eth0")
+            endpoint = ()
         tmp = self.lab.tmp
-        node = EnrolledNode(self.lab, name, ns, addr, tmp / f"state-{name}", tmp / f"agent-{name}.log")
+        node = EnrolledNode(self.lab, name, ns, addr, tmp / f"state-{name}", tmp / f"agent-{name}.log",
+                            up_args=up_args)
         self.nodes.append(node)
         token = self.server.token(public=public)
         out = ns.run(PYTHON, "-m", "nodeagent", "enroll", "--server", self.server.agent_url, "--token", token,
-                     "--name", name, "--state-dir", str(node.state), "--endpoint", f"{addr}:8443",
-                     *(["--public"] if public else []), check=False)
+                     "--name", name, "--state-dir", str(node.state), *endpoint,
+                     *(["--public"] if public else []), *enroll_args, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"enroll {name} failed ({out.returncode}): {out.stderr}")
         node.peer_id = re.search(r"peer id:\s+([0-9a-f]{40})", out.stdout).group(1)
@@ -161,6 +185,23 @@ class Mesh:
 
     def revoke(self, node: EnrolledNode) -> None:
         self._post(self._login(), f"/nodes/{node.peer_id}/revoke", {})
+
+    def rename(self, node: EnrolledNode, name: str) -> None:
+        self._post(self._login(), f"/nodes/{node.peer_id}/rename", {"name": name}, f"/nodes/{node.peer_id}/")
+
+    def exit_node(self, node: EnrolledNode, action: str) -> None:
+        """`action` is advertise, approve or remove (the node page's exit-node buttons)."""
+        page = f"/nodes/{node.peer_id}/"
+        self._post(self._login(), f"/nodes/{node.peer_id}/exit", {"action": action}, page)
+
+    def use_exit(self, node: EnrolledNode, exit_node: EnrolledNode | None) -> None:
+        self._post(self._login(), f"/nodes/{node.peer_id}/use-exit",
+                   {"exit_node": exit_node.peer_id if exit_node else ""}, f"/nodes/{node.peer_id}/")
+
+    def audit_actions(self) -> list[str]:
+        code = ("from meshadmin.mesh.models import AuditEvent; "
+                "print(','.join(AuditEvent.objects.order_by('id').values_list('action', flat=True)))")
+        return self.server.manage("shell", "-c", code).strip().splitlines()[-1].split(",")
 
     def _pk(self, code: str) -> int:
         return int(self.server.manage("shell", "-c", code).strip().splitlines()[-1])
