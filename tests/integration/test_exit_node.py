@@ -1,0 +1,177 @@
+"""Exit nodes in namespaces with a real meshadmin and enrolled agents.
+
+    internet (198.18.61.2) ── uk (public hub, offers itself as exit node) ── bridge ── server, mac
+                                                                               └── NAT "home" ── belgium
+
+The "internet" namespace is reachable only through uk. belgium sits behind a NAT box without any
+route beyond the bridge, so everything it sends to the server and its peers goes through its
+default route, the very route an exit node replaces: the classic bug would pull its own tunnel
+and websocket into the tunnel. belgium starts with `up --exit-node uk`; an operator approves uk in
+the dashboard; later removes it."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+
+from tests.integration.agentlab import wait_for
+from tests.integration.meshlab import Mesh
+
+pytestmark = pytest.mark.privileged
+
+INTERNET = "198.18.61.2"
+UK_WAN = "198.18.61.1"
+MARK = "0x736d0001"
+
+
+@pytest.fixture
+def mesh(lab, request):
+    m = Mesh(lab)
+    yield m
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for n in m.nodes:
+            sys.stderr.write(f"\n--- agent {n.name} ---\n{n.log_text()[-6000:]}\n")
+
+
+def reaches_internet(mesh, node, count: int = 1) -> bool:
+    return mesh.lab.tool(node.ns, "ping", INTERNET, "--count", str(count), "--timeout", "1").returncode == 0
+
+
+def exit_status(node) -> dict:
+    return node.status()["node"]["exit_node"]
+
+
+def interface(node) -> str:
+    if not hasattr(node, "iface"):
+        node.iface = node.status()["node"]["interface"]  # the same for the node's state dir, always
+    return node.iface
+
+
+def table(node) -> str | None:
+    iface = interface(node)
+    out = node.ns.run("nft", "list", "table", "inet", f"shadowmesh_{iface}", check=False)
+    return out.stdout if out.returncode == 0 else None
+
+
+def forwarding(node) -> str:
+    return node.ns.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip()
+
+
+def rules(node) -> str:
+    return node.ns.run("ip", "rule").stdout
+
+
+def test_a_client_reaches_the_internet_through_an_approved_exit_node_and_only_then(mesh):
+    lab = mesh.lab
+    uk = mesh.node("uk", public=True, up_args=("--advertise-exit-node",), start=False)
+    uk.ns.sysctl("net.ipv4.ip_forward", "0")  # a new namespace may inherit the host's setting
+    uk.start()
+    internet = lab.netns("internet")
+    lab.veth(uk.ns, f"{UK_WAN}/24", internet, f"{INTERNET}/24")
+    mac = mesh.node("mac")
+    home = mesh.nat("home", "198.18.44.1/24")
+    belgium = mesh.node("belgium", behind=home, lan_addr="198.18.44.2", up_args=("--exit-node", "uk"))
+    mesh.wait_ping(belgium, uk, timeout=30)
+    mesh.wait_ping(belgium, mac, timeout=30)
+
+    # offered, not approved: nobody uses it, uk forwards nothing, the internet is out of reach
+    wait_for(lambda: "exit.advertised" in mesh.audit_actions(), 10, "uk's offer reaches the server")
+    assert "not an approved exit node" in exit_status(belgium)["problem"]
+    assert not exit_status(belgium)["routing"] and not exit_status(uk)["serving"]
+    assert table(uk) is None and forwarding(uk) == "0"
+    assert not reaches_internet(mesh, belgium)
+
+    # the operator approves it: pushed, belgium routes through it, uk masquerades
+    mesh.exit_node(uk, "approve")
+    wait_for(lambda: exit_status(belgium)["routing"], 10, "belgium routes through uk")
+    assert exit_status(belgium)["using"] == uk.peer_id and exit_status(belgium)["source"] == "flag"
+    wait_for(lambda: exit_status(uk)["serving"], 10, "uk serves as exit node")
+    assert "masquerade" in table(uk) and forwarding(uk) == "1"
+    assert "suppress_prefixlength 0" in rules(belgium) and f"not from all fwmark {MARK}" in rules(belgium)
+    wait_for(lambda: reaches_internet(mesh, belgium), 10, "belgium reaches the internet host")
+
+    # the internet host sees uk's address
+    echo = lab.tool_bg(internet, "udp-echo", "7000")
+    assert echo.stdout.readline().strip() == "ready"
+    talk = lab.tool_bg(belgium.ns, "udp-talk", "7001")
+    assert talk.stdout.readline().strip() == "ready"
+    talk.stdin.write(f"send {INTERNET} 7000\nrecv 5\n")
+    talk.stdin.flush()
+    assert talk.stdout.readline().strip() == "sent"
+    answer = talk.stdout.readline().strip()
+    assert answer.startswith(f"from {INTERNET}:7000 {UK_WAN}:"), answer
+
+    # the underlay stays outside: marked (the agent's sockets) goes out eth0, the rest into the tunnel
+    iface = belgium.status()["node"]["interface"]
+    server = mesh.host_ip
+    assert f"dev {iface}" in belgium.ns.run("ip", "route", "get", server).stdout
+    assert "dev eth0" in belgium.ns.run("ip", "route", "get", server, "mark", MARK).stdout
+    # ... so its server link and tunnels keep working: a node that joins now is pushed to belgium
+    # over the websocket, and belgium reaches it at an endpoint it learns only now
+    assert belgium.status()["node"]["server"] == "connected"
+    starlink = mesh.node("starlink")
+    mesh.wait_ping(belgium, starlink, timeout=30)
+    mesh.wait_ping(belgium, mac, timeout=10)
+    paths = {p["peer_id"]: p for p in belgium.status()["peers"]}
+    assert paths[mac.peer_id]["path"] == "direct" and paths[starlink.peer_id]["path"] == "direct"
+    # only the exit node may send from foreign addresses: its default route is its alone
+    assert paths[uk.peer_id]["allowed_ips"] == ["0.0.0.0/0"] and paths[mac.peer_id]["allowed_ips"] == []
+
+    # the operator removes it: the table, forwarding and belgium's rules go; the mesh stays
+    mesh.exit_node(uk, "remove")
+    wait_for(lambda: table(uk) is None, 10, "uk's nft table removed")
+    assert forwarding(uk) == "0" and not exit_status(uk)["serving"]
+    wait_for(lambda: not exit_status(belgium)["routing"], 10, "belgium stops routing through uk")
+    assert "suppress_prefixlength" not in rules(belgium) and "29549" not in belgium.ns.run(
+        "ip", "route", "show", "table", "all").stdout
+    assert not reaches_internet(mesh, belgium)
+    mesh.wait_ping(belgium, mac, timeout=10)
+    actions = mesh.audit_actions()
+    assert {"exit.advertised", "exit.approved", "exit.removed"} <= set(actions)
+    echo.kill()
+    talk.kill()
+
+
+def test_the_dashboards_choice_and_what_a_killed_agent_leaves_behind(mesh):
+    lab = mesh.lab
+    uk = mesh.node("uk", public=True, start=False)
+    uk.ns.sysctl("net.ipv4.ip_forward", "0")
+    uk.start()
+    internet = lab.netns("internet")
+    lab.veth(uk.ns, f"{UK_WAN}/24", internet, f"{INTERNET}/24")
+    home = mesh.nat("home", "198.18.44.1/24")
+    belgium = mesh.node("belgium", behind=home, lan_addr="198.18.44.2")
+    mesh.wait_ping(belgium, uk, timeout=30)
+    mesh.exit_node(uk, "advertise")
+    mesh.exit_node(uk, "approve")
+    wait_for(lambda: exit_status(uk)["serving"], 10, "uk serves as exit node")
+    assert not exit_status(belgium)["routing"]  # an exit node is used only when chosen
+    assert not reaches_internet(mesh, belgium)
+    mesh.use_exit(belgium, uk)  # chosen in the dashboard
+    wait_for(lambda: exit_status(belgium)["routing"], 10, "belgium routes through uk")
+    assert exit_status(belgium)["source"] == "dashboard"
+    wait_for(lambda: reaches_internet(mesh, belgium), 10, "belgium reaches the internet host")
+
+    # killed, neither can clean up: the next start does
+    interface(uk)
+    uk.stop(signal.SIGKILL)
+    belgium.stop(signal.SIGKILL)
+    assert table(uk) is not None and forwarding(uk) == "1"  # uk's namespace still holds them
+    assert "suppress_prefixlength 0" in rules(belgium)
+    mesh.use_exit(belgium, None)
+    mesh.exit_node(uk, "remove")
+    uk.start()
+    belgium.start()
+    assert table(uk) is None and forwarding(uk) == "0"
+    assert "suppress_prefixlength" not in rules(belgium)
+    mesh.wait_ping(belgium, uk, timeout=30)
+    assert not exit_status(belgium)["routing"] and not exit_status(uk)["serving"]
+    # stopped normally while serving, the exit node removes its table itself
+    mesh.exit_node(uk, "advertise")
+    mesh.exit_node(uk, "approve")
+    wait_for(lambda: exit_status(uk)["serving"], 10, "uk serves again")
+    uk.stop(signal.SIGTERM)
+    assert table(uk) is None and forwarding(uk) == "0"
