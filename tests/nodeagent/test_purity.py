@@ -1,5 +1,6 @@
 """nodeagent.protocol, nodeagent.routing, nodeagent.paths and the pure modules elsewhere (link
-election, the control port's admission limits, the status document, the DHT's logic in
+election, the control port's admission limits, the status document, the DNS name table and the
+resolv.conf format, the DHT's logic in
 nodeagent.discovery) stay pure: no sockets, event loops, netlink, Django, clock or select,
 directly or through another nodeagent module (docs/architecture.md#design-notes, "Pure code is
 separate from I/O").
@@ -35,6 +36,8 @@ PURE_MODULES = (
     "nodeagent/control/election.py",
     "nodeagent/control/admission.py",
     "nodeagent/status.py",
+    "nodeagent/dns/names.py",
+    "nodeagent/dns/resolv.py",
     *(f"nodeagent/discovery/{name}" for name in DISCOVERY_PURE),
 )
 CLAIM = re.compile(r"\bPure\b|\bNo I/O\b")

@@ -56,6 +56,7 @@ def test_every_message_round_trips_through_bytes():
         messages.Stats(12.5, (PeerCounters(B, "direct", rtt_ms=1.5, tx_frames=3),
                         PeerCounters(C, f"relay:{R}"))),
         messages.Renew(),
+        messages.Advertise(exit_node=True), messages.Advertise(exit_node=False),
     ]
     for msg in msgs_agent:
         assert messages.decode_agent_message(messages.encode(msg)) == msg
@@ -87,6 +88,8 @@ def test_a_server_message_is_not_accepted_from_an_agent():
          CloseCode.MALFORMED),                                               # 13 NaN
         (_raw({1: 1}), Malformed, CloseCode.MALFORMED),                  # 14 non-string key
         ("text", Malformed, CloseCode.MALFORMED),                        # 15 text frame
+        (_raw({"v": V, "t": "advertise", "exit_node": 1}), Malformed, CloseCode.MALFORMED),  # 16 not a bool
+        (_raw({"v": V, "t": "advertise"}), Malformed, CloseCode.MALFORMED),  # 17 missing
     ],
 )
 def test_bad_agent_frames_raise_a_typed_error_with_a_close_code(frame, error, code):

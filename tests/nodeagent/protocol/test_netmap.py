@@ -109,3 +109,28 @@ def test_random_structures_never_escape_as_anything_but_a_message_error(value):
 def test_an_endpoint_may_be_reported_observed_or_a_udp_candidate(source):
     d = {"ip": "198.18.0.1", "control_port": 8443, "udp_port": 9443, "source": source}
     assert nm.endpoint_from_dict(d) == nm.Endpoint("198.18.0.1", 8443, 9443, source)
+
+
+def test_the_dns_suffix_and_exit_node_fields_round_trip_and_may_be_absent():
+    me = nm.SelfInfo(peer_id=A, name="uk", overlay_ip="10.10.10.1", prefix_len=24, dns_suffix="corp.example",
+                     is_exit=True, use_exit=B)
+    m = _map(node=me, routes=(nm.Route("0.0.0.0/0", B), nm.Route("::/0", B)))
+    assert nm.netmap_from_dict(nm.netmap_to_dict(m)) == m
+    assert all(nm.is_exit_route(r) for r in m.routes)
+    assert not nm.is_exit_route(nm.Route("192.168.7.0/24", B))
+    d = nm.netmap_to_dict(_map())
+    for key in ("dns_suffix", "is_exit", "use_exit"):  # a map persisted before these keys existed
+        del d["node"][key]
+    parsed = nm.netmap_from_dict(d)
+    assert (parsed.node.dns_suffix, parsed.node.is_exit, parsed.node.use_exit) == (None, False, None)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("dns_suffix", "bad suffix"), ("dns_suffix", "-x.mesh"), ("dns_suffix", "mesh.123"), ("dns_suffix", ""),
+    ("dns_suffix", "a" * 64 + ".mesh"), ("is_exit", 1), ("use_exit", "B" * 40), ("use_exit", A),
+])
+def test_a_bad_dns_suffix_or_exit_field_is_malformed(field, value):
+    d = nm.netmap_to_dict(_map())
+    d["node"][field] = value
+    with pytest.raises(Malformed):
+        nm.netmap_from_dict(d)
