@@ -300,3 +300,56 @@ async def test_a_certificate_whose_overlay_address_is_not_the_netmaps_is_refused
         else:
             _handshake(ini, Responder(uk_local, uk_trust, now), now)
         now += 1
+
+
+async def test_an_exit_node_in_use_gets_the_default_route_and_only_it_may_send_from_anywhere(
+        agent, monkeypatch):
+    """The exit node chosen in the map (use_exit) carries every destination the mesh does not, and its
+    answers from any address pass the receive path's source check (the same table); the kernel side
+    (policy rules, the exit node's nftables table) is recorded here, not run: it is tested in
+    namespaces (tests/integration/test_exit_node.py, tests/nodeagent/tunnel/test_exit_tables.py)."""
+    from nodeagent import exitnode
+    from nodeagent.tunnel import nft
+    from nodeagent.tunnel import tun as tunmod
+
+    calls: list = []
+    monkeypatch.setattr(tunmod, "exit_routing_up", lambda name, version, mark: calls.append(("up", version)))
+    monkeypatch.setattr(tunmod, "exit_routing_down", lambda version=None: calls.append(("down", version)))
+    monkeypatch.setattr(tunmod, "set_routes", lambda name, addr, add=(), remove=(): calls.append(
+        ("routes", [str(n) for n in add])))
+    monkeypatch.setattr(nft, "apply", lambda *a, **k: calls.append(("nft", "apply")))
+    monkeypatch.setattr(nft, "remove", lambda *a, **k: calls.append(("nft", "remove")))
+    monkeypatch.setattr(exitnode, "_read_forwarding", lambda version: "1")
+    agent.enrolled.exit = exitnode.ExitNode("smtestnotthere", "10.10.10.2/24")
+    peers = [_peer(UK, "uk", "10.10.10.1"), _peer(MAC, "mac", "10.10.10.4")]
+    routes = [nm.Route("0.0.0.0/0", UK), nm.Route("::/0", UK), nm.Route("192.168.7.0/24", MAC)]
+
+    def with_self(serial: int, **kw) -> nm.NetMap:
+        m = _map(agent, serial, peers, routes)
+        return nm.NetMap(m.network, m.serial, nm.SelfInfo(m.node.peer_id, "belgium", "10.10.10.2", 24, **kw),
+                         m.peers, m.routes)
+
+    await _apply(agent, with_self(1))  # offered, not chosen: nothing goes there
+    assert _hop(agent, "198.51.100.7") is None and agent.peers.by_id[UK].config.allowed_ips == ()
+    assert ("up", 4) not in calls and ("routes", ["192.168.7.0/24"]) in calls
+
+    await _apply(agent, with_self(2, use_exit=UK))
+    assert _hop(agent, "198.51.100.7") == UK and _hop(agent, "192.168.7.9") == MAC
+    assert [str(n) for n in agent.peers.by_id[UK].config.allowed_ips] == ["0.0.0.0/0"]
+    assert ("up", 4) in calls
+    assert all("0.0.0.0/0" not in c[1] for c in calls if c[0] == "routes")  # never on the main table
+    exit_doc = agent.status()["node"]["exit_node"]
+    assert exit_doc["using"] == UK and exit_doc["routing"] and exit_doc["source"] == "dashboard"
+    uk_peer = agent.peers.by_id[UK]
+    mac_peer = agent.peers.by_id[MAC]
+    src = ipaddress.ip_address("198.51.100.7").packed
+    assert agent.datapath.route(src) is uk_peer and agent.datapath.route(src) is not mac_peer
+
+    await _apply(agent, with_self(3))  # the choice is withdrawn
+    assert _hop(agent, "198.51.100.7") is None and ("down", 4) in calls
+    assert agent.peers.by_id[UK].config.allowed_ips == ()
+
+    await _apply(agent, with_self(4, is_exit=True))  # approved as an exit node itself
+    assert ("nft", "apply") in calls and agent.status()["node"]["exit_node"]["serving"]
+    await _apply(agent, with_self(5))
+    assert ("nft", "remove") in calls and not agent.status()["node"]["exit_node"]["serving"]
