@@ -162,9 +162,12 @@ class Lab:
         if not any(n.name == ns.name for n in self.namespaces):
             raise LabError(f"{ns.name} is not a namespace of this lab")
         folder = ETC_NETNS / ns.name
+        if not ETC_NETNS.exists():  # ours to remove again, when no one else put anything in it
+            self.record.add("dirs", str(ETC_NETNS))
+            ETC_NETNS.mkdir(exist_ok=True)
         if not folder.exists():
             self.record.add("dirs", str(folder))
-            folder.mkdir(parents=True)
+            folder.mkdir()
         path = folder / "resolv.conf"
         self.record.add("files", str(path))
         path.write_text(text)

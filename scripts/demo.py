@@ -15,10 +15,12 @@ bridge this script creates (the "Internet"), for the agents (SHADOWMESH_PUBLIC_U
 the dashboard's enroll command works from the namespaces). Each node is a network namespace
 ("<prefix>-uk", ..., with this run's prefix), on that bridge or behind its NAT boxes (lab/nat.py);
 each enrolls with its own one-time token (`shadowmesh-agent enroll`) and then runs
-`shadowmesh-agent up --state-dir`. The network is built
-by the project's namespace lab (lab/): Ctrl-C or SIGTERM stops the agents and the server and removes
-every namespace, link and device the demo made. A record of them is kept in the state directory, so
-`python scripts/demo.py --clean` also removes the leftovers of a run that was killed.
+`shadowmesh-agent up --state-dir --dns`: every node answers to `<name>.default.mesh`, and each
+namespace's resolver (its own /etc/netns/<namespace>/resolv.conf, never the host's) asks its
+agent. The network is built by the project's namespace lab (lab/): Ctrl-C or SIGTERM stops the
+agents and the server and removes every namespace, link and device the demo made. A record of them
+is kept in the state directory, so `python scripts/demo.py --clean` also removes the leftovers of a
+run that was killed.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ class Demo:
                 uplink.attach(self.ns[name], f"{addr}/24", dev="eth0")
             boxes = " behind ".join(f"{k} NAT {r}" for r, k, _w, _l in reversed(NATS.get(name, ())))
             progress(f"  {name}: {addr}{' behind ' + boxes if boxes else ' (public)'}")
+            # the namespace's own resolv.conf: `up --dns` rewrites this one, never the host's
+            self.lab.resolv_conf(self.ns[name], "# demo namespace: no resolver beyond the mesh's names\n")
 
     # --- server
     def start_server(self) -> str:
@@ -150,7 +154,7 @@ class Demo:
             self.ns[name].run(PY, "-m", "nodeagent", "enroll",
                               "--server", f"http://{HOST_IP}:{self.port}", "--token", token, "--name", name,
                               "--state-dir", str(state), "--endpoint", f"{addr}:8443", *flags)
-            self.lab.spawn(self.ns[name], PY, "-m", "nodeagent", "up", "--state-dir", str(state),
+            self.lab.spawn(self.ns[name], PY, "-m", "nodeagent", "up", "--state-dir", str(state), "--dns",
                            log=STATE / f"{name}.log")
             overlay[name] = self.status(name).get("node", {}).get("overlay_ip", "?")
         return overlay
@@ -209,6 +213,7 @@ class Demo:
         belgium = self.ns["belgium"].name
         hint = "(through uk: starlink's CGN is hard)"
         print(f"\n  Try:  ip netns exec {belgium} ping {some.split('/')[0]}   {hint}")
+        print(f"        ip netns exec {belgium} ping starlink.default.mesh   (the same, by name)")
         print(f"        ip netns exec {belgium} {PY} -m nodeagent status --state-dir {STATE / 'belgium'}")
         print("\n  Ctrl-C stops the mesh and removes its namespaces.\n", flush=True)
 

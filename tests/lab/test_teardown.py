@@ -27,6 +27,7 @@ with Lab(record={record!r}) as lab:
     host = lab.netns("host")
     box.attach(host, "198.18.10.2/24")
     lab.host_bridge("{subnet}.1/24").join(host, "{subnet}.2/24")
+    lab.resolv_conf(host, "nameserver 198.18.10.1\\n")
     inner, outer = lab.spawn(host, "sleep", "600"), lab.spawn(None, "sleep", "600")
     print(json.dumps({{"prefix": lab.prefix, "pids": [inner.pid, outer.pid]}}), flush=True)
     time.sleep(600)
@@ -72,6 +73,7 @@ def start_child(tmp_path: Path) -> tuple[subprocess.Popen, dict, Path]:
 
 def assert_nothing_left(info: dict, record: Path) -> None:
     assert host_view(info["prefix"]) == {"netns": [], "links": [], "tables": []}
+    assert not Path(f"/etc/netns/{info['prefix']}-host").exists()
     assert not any(alive(p) for p in info["pids"])
     assert not record.exists()
 
@@ -123,3 +125,17 @@ def test_the_sweep_leaves_a_run_that_is_still_going_alone(tmp_path):
         assert "still going" in report[0]
         assert host_view(lab.prefix)["netns"] == [f"{lab.prefix}-a"]
     assert host_view(lab.prefix)["netns"] == []
+
+
+def test_a_namespace_reads_its_own_resolv_conf_and_the_host_keeps_its_own(tmp_path):
+    host_file = Path("/etc/resolv.conf").read_bytes()
+    with Lab(record=tmp_path / "r.json") as lab:
+        a = lab.netns("a")
+        path = lab.resolv_conf(a, "nameserver 198.18.0.2\n")
+        assert path == Path(f"/etc/netns/{a.name}/resolv.conf")
+        assert a.run("cat", "/etc/resolv.conf").stdout == "nameserver 198.18.0.2\n"
+        a.run("sh", "-c", "echo 'nameserver 198.18.0.3' > /etc/resolv.conf")  # in place, as the agent does
+        assert path.read_text() == "nameserver 198.18.0.3\n"
+        assert Path("/etc/resolv.conf").read_bytes() == host_file
+    assert not path.exists() and not path.parent.exists()
+    assert Path("/etc/resolv.conf").read_bytes() == host_file
