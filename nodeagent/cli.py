@@ -248,6 +248,16 @@ def format_status(doc: dict) -> str:
              f"drops: {drops}"]
     if node.get("mode") == "enrolled":
         lines.append(f"server: {node['server']}, netmap serial {node['serial']}")
+        ex, dns = node.get("exit_node") or {}, node.get("dns") or {}
+        if ex.get("using"):
+            lines.append(f"exit node: {ex['using_name']} ({ex['source']})")
+        elif ex.get("problem"):
+            lines.append(f"exit node: none ({ex['problem']})")
+        if ex.get("serving"):
+            lines.append("exit node for others: yes (forwarding, masquerading)")
+        if dns.get("listening"):
+            lines.append(f"dns: {dns['listening']}, {dns['names']} names under {dns['suffix'] or '-'}, "
+                         f"resolver {dns['resolver']}")
     lines.append("")
     header = f"{'peer':<12} {'overlay ip':<16} {'path':<18} {'endpoint':<22} {'rtt ms':>7} " \
              f"{'tx':>9} {'rx':>9} {'lost':>6} {'handshake':>10}"

@@ -95,6 +95,13 @@ def test_up_with_a_bad_config_names_file_line_and_key(tmp_path, capsys):
     assert f"{path}:4: node.udp_port: port 70000 is outside 1..65535" in err
 
 
+@pytest.mark.parametrize("flag", [["--dns"], ["--exit-node", "uk"], ["--advertise-exit-node"]])
+def test_enrolled_mode_flags_with_a_serverless_config_are_a_usage_error(tmp_path, capsys, flag):
+    path = write_config(tmp_path, '[node]\nprivate_key = "n/node.key"\noverlay_ip = "10.10.10.1/24"\n')
+    code, _, err = run(capsys, "up", "--config", str(path), *flag)
+    assert code == cli.EXIT_USAGE and "--state-dir" in err
+
+
 def test_up_with_a_missing_key_file_says_which(tmp_path, capsys):
     path = tmp_path / "n.toml"
     path.write_text('[node]\nprivate_key = "gone/node.key"\noverlay_ip = "10.10.10.1/24"\n')

@@ -45,6 +45,12 @@ def test_settings_default_to_the_standard_ports_when_agent_json_is_absent(tmp_pa
     assert str(s["listen_ip"]) == "0.0.0.0"
 
 
+def test_enroll_may_keep_the_exit_node_offer(tmp_path):
+    assert enrolled_settings(tmp_path)["advertise_exit_node"] is False
+    (tmp_path / "agent.json").write_text(json.dumps({"advertise_exit_node": True}))
+    assert enrolled_settings(tmp_path)["advertise_exit_node"] is True
+
+
 def test_settings_read_the_port_enroll_kept(tmp_path):
     (tmp_path / "agent.json").write_text(json.dumps({"endpoint": "198.18.0.3:8555", "control_port": 8555}))
     s = enrolled_settings(tmp_path)
@@ -60,6 +66,7 @@ def test_settings_read_the_port_enroll_kept(tmp_path):
         ("[1]", "JSON object"),
         ("{", "unreadable"),
         ('{"listen_ip": "nowhere"}', "not an IP address"),
+        ('{"advertise_exit_node": "yes"}', "advertise_exit_node"),
     ],
 )
 def test_bad_settings_name_the_file_and_key(tmp_path, body, message):
