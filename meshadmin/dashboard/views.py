@@ -171,7 +171,8 @@ def network_dns(request: HttpRequest, pk: int) -> HttpResponse:
     network = get_object_or_404(Network, pk=pk)
     form = DnsSuffixForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "DNS suffix: " + "; ".join(form.errors.get("suffix", ["invalid"])))
+        errors = form.errors.get("suffix", ["invalid"])
+        messages.error(request, "DNS suffix: " + "; ".join(str(e) for e in errors))
     else:
         try:
             set_dns_suffix(network, form.cleaned_data["suffix"], actor=_actor(request))

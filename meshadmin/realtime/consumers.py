@@ -310,9 +310,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """The node offers itself as an exit node (pending until an operator approves it), or
         withdraws the offer. Repeats change nothing (services/exits.py writes only changes)."""
         try:
-            await database_sync_to_async(_advertise)(self.agent, msg.exit_node)
+            await database_sync_to_async(_advertise)(self.me, msg.exit_node)
         except ServiceError as exc:
-            log.info("exit-node offer of %s refused: %s", self.agent.peer_id, exc)
+            log.info("exit-node offer of %s refused: %s", self.me.peer_id, exc)
 
     def _peer_cap(self) -> int:
         """The most peers a report of this node may list: its network's members, plus slack."""

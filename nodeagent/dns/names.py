@@ -21,6 +21,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ..protocol.dnsname import fold, is_label
+from ..protocol.netmap import NetMap
 
 __all__ = [
     "CLASS_IN", "TYPE_A", "TYPE_AAAA", "TYPE_ANY", "Answer", "Decision", "Forward", "MeshNames",
@@ -71,7 +72,7 @@ class MeshNames:
     skipped: tuple[str, ...] = ()  # names that are not DNS labels
 
     @classmethod
-    def from_netmap(cls, netmap) -> MeshNames:
+    def from_netmap(cls, netmap: NetMap) -> MeshNames:
         """The table of a netmap (nodeagent.protocol.netmap.NetMap): our node and every peer."""
         suffix = netmap.node.dns_suffix
         if suffix is None:

@@ -219,7 +219,7 @@ class DnsService:
     def forwards_full(self) -> bool:
         return self._forwards >= MAX_FORWARDS
 
-    def _response(self, query: dns.message.Message, rcode: int,
+    def _response(self, query: dns.message.Message, rcode: dns.rcode.Rcode,
                   authoritative: bool = False) -> dns.message.Message:
         response = dns.message.make_response(query, our_payload=UDP_MAX)
         response.set_rcode(rcode)
@@ -304,8 +304,8 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task] = set()
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's is a DatagramTransport
 
     def connection_lost(self, exc) -> None:
         for task in self.tasks:

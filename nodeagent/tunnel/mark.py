@@ -47,11 +47,13 @@ async def connect_marked(host: str, port: int) -> socket.socket:
     """A TCP connection to `host` (an address or a name) and `port` from a marked socket; the
     caller hands it to asyncio (open_connection(sock=...), websockets' connect(sock=...))."""
     loop = asyncio.get_running_loop()
+    infos: list[tuple[int, tuple[str, int]]]
     try:
         infos = [(ipaddress.ip_address(host).version, (host, port))]
     except ValueError:
         found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        infos = [(6 if family == socket.AF_INET6 else 4, addr[:2]) for family, *_rest, addr in found]
+        infos = [(6 if family == socket.AF_INET6 else 4, (str(addr[0]), int(addr[1])))
+                 for family, *_rest, addr in found]
     last: OSError | None = None
     for version, addr in infos:
         sock = socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET, socket.SOCK_STREAM)
