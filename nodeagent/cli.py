@@ -6,7 +6,8 @@
                             [--ca-fingerprint FP] [--advertise-exit-node]
                                                                 (prints peer id and overlay IP)
     shadowmesh-agent up --config FILE.toml | --state-dir DIR    (foreground; logs to stderr;
-                                                                 SIGINT/SIGTERM stop it)
+                        [--metrics-listen HOST:PORT]             SIGINT/SIGTERM stop it)
+                        [--log-format text|json]
                         [--dns] [--exit-node NAME] [--advertise-exit-node]   (enrolled mode)
     shadowmesh-agent status --config FILE.toml | --state-dir DIR [--json]
 
@@ -23,6 +24,8 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+from .logs import FORMATS, TEXT_FORMAT, JsonFormatter
 
 __all__ = ["main"]
 
@@ -67,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
                          "peer id), an approved exit node; overrides the dashboard's choice")
     up.add_argument("--advertise-exit-node", action="store_true",
                     help="enrolled mode: offer this node as an exit node (an operator approves it)")
+    up.add_argument("--metrics-listen", metavar="HOST:PORT",
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default; "
+                         "docs/operations.md#agent-metrics)")
+    up.add_argument("--log-format", choices=FORMATS, default="text",
+                    help="text (default) or json: one JSON object per line (docs/operations.md#log-format)")
 
     st = sub.add_parser("status", help="show the running agent's status")
     g = st.add_mutually_exclusive_group(required=True)
@@ -169,15 +177,20 @@ def cmd_enroll(args) -> int:
     return EXIT_OK
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(verbose: bool, log_format: str = "text", node: str | None = None) -> None:
+    """Logs go to stderr: the human format, or (json) one object per line naming this `node`."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(static={"node": node} if node else None))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("websockets").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def cmd_up(args) -> int:
     """Check the state dir or config (exit 3) and privileges (exit 4) before touching anything."""
-    from .config import ConfigError, load_config
+    from .config import ConfigError, load_config, parse_endpoint
     from .enroll import EnrollError, load_state
     from .identity import IdentityFileError, load_private_key
 
@@ -185,28 +198,39 @@ def cmd_up(args) -> int:
     if args.state_dir is None and (args.dns or args.exit_node or args.advertise_exit_node):
         _err("--dns, --exit-node and --advertise-exit-node need an enrolled node (--state-dir)")
         return EXIT_USAGE
+    metrics_listen = None
+    if args.metrics_listen is not None:
+        try:
+            metrics_listen = parse_endpoint(args.metrics_listen, default_port=0)
+        except ValueError as exc:
+            _err(f"--metrics-listen: {exc} (want HOST:PORT with an IP address)")
+            return EXIT_USAGE
+        if metrics_listen[1] == 0:
+            _err("--metrics-listen: give a port (HOST:PORT)")
+            return EXIT_USAGE
     try:
         if args.state_dir is not None:
-            load_state(args.state_dir)
+            name = load_state(args.state_dir).name
         else:
             config = load_config(args.config)
             identity = load_private_key(config.private_key_path)
+            name = config.name
     except (ConfigError, EnrollError, IdentityFileError) as exc:
         _err(str(exc))
         return EXIT_CONFIG
     if not has_net_admin():
         _err("`up` needs root or CAP_NET_ADMIN (it creates a TUN device and routes)")
         return EXIT_PERM
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format, name)
     from .startup import AgentStartError, run_agent, run_enrolled
 
     try:
         if config is None:
             run_enrolled(args.state_dir, dns=args.dns, exit_node=args.exit_node,
-                         advertise_exit_node=args.advertise_exit_node)
+                         advertise_exit_node=args.advertise_exit_node, metrics_listen=metrics_listen)
         else:
             assert identity is not None  # loaded with the config
-            run_agent(config, identity)
+            run_agent(config, identity, metrics_listen=metrics_listen)
     except AgentStartError as exc:
         _err(str(exc))
         return exc.exit_code

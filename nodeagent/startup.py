@@ -3,7 +3,8 @@ and exit code per failure.
 
 `run_agent` (serverless) and `run_enrolled` check what they were given (exit 3), then `_run`,
 in this order:
-  1. bind the UDP data port and the TCP control port     (port in use -> exit 5)
+  1. bind the UDP data port, the TCP control port and the metrics port, if asked for
+     (`--metrics-listen`)                                 (port in use -> exit 5)
   2. create the TUN device, address, MTU, routes         (not permitted -> exit 4)
   3. run the agent's event loop until SIGINT/SIGTERM (agent.py); then it closes the links
      (CLOSE/SHUTDOWN) and unlinks the status socket, and we remove the routes and the device.
@@ -25,6 +26,7 @@ from .config import AgentConfig, ConfigError
 from .enroll import EnrollError, load_state
 from .enrolled import advertised_endpoints, enrolled_config, enrolled_settings
 from .identity import IdentityFileError, NodeIdentity
+from .metrics.http import MetricsServer, bind_metrics
 from .protocol.cert import CertificateError, ExpiredCertificate, verify_certificate
 from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
 from .tunnel import tun as tunmod
@@ -66,13 +68,15 @@ def bind_control(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_agent(config: AgentConfig, identity: NodeIdentity) -> None:
+def run_agent(config: AgentConfig, identity: NodeIdentity, *,
+              metrics_listen: tuple[str, int] | None = None) -> None:
     """Serverless mode: run in the foreground until SIGINT/SIGTERM. Raises AgentStartError for
-    start-up failures."""
+    start-up failures. `metrics_listen`: (host, port) for Prometheus metrics (metrics/http.py)."""
     for p in config.peers:
         if p.peer_id == identity.peer_id:
             raise AgentStartError(f"{config.path}: a [[peer]] has this node's own key ({p.peer_id})", 3)
-    _run(config, identity, choose_mtu(config), [n for p in config.peers for n in p.routed], {}, None)
+    _run(config, identity, choose_mtu(config), [n for p in config.peers for n in p.routed], {}, None,
+         metrics_listen)
 
 
 def current_certificate(state):
@@ -96,12 +100,12 @@ def current_certificate(state):
                               "again)", 1) from None
     except (EnrollError, IdentityFileError, CertificateError) as exc:
         raise AgentStartError(f"{state.state_dir}: after renewal: {exc}", 3) from None
-    log.info("certificate renewed: valid until %d", cert.not_after)
+    log.info("certificate renewed: valid until %d", cert.not_after, extra={"event": "certificate.renewed"})
     return state, cert
 
 
 def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
-                 advertise_exit_node: bool = False) -> None:
+                 advertise_exit_node: bool = False, metrics_listen: tuple[str, int] | None = None) -> None:
     """Enrolled mode (`up --state-dir`): the tunnel plus the server link, peers from the netmap.
     An expired certificate is renewed first when the server can be reached. The agent answers the
     mesh's names on its overlay address; `dns` points the node's resolver at it (dns/system.py);
@@ -146,10 +150,11 @@ def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
         mode.dns = DnsService(config.overlay.ip, config.overlay.network, resolv=resolv, manage_resolver=dns)
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,
-                                           "ca_public_key": state.ca_public_key}, attach)
+                                           "ca_public_key": state.ca_public_key}, attach, metrics_listen)
 
 
-def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kwargs: dict, attach) -> None:
+def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kwargs: dict, attach,
+         metrics_listen: tuple[str, int] | None = None) -> None:
     host = str(config.listen_ip)
     try:
         udp = UdpSocket.open(host, config.udp_port)
@@ -165,12 +170,25 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
     except OSError as exc:
         udp.close()
         raise AgentStartError(f"TCP {host}:{config.control_port}: {exc.strerror}") from None
+    metrics_sock = None
+    if metrics_listen is not None:
+        try:
+            metrics_sock = bind_metrics(*metrics_listen)
+        except OSError as exc:  # PortInUse (exit 5) is one
+            udp.close()
+            control_sock.close()
+            if isinstance(exc, PortInUse):
+                raise AgentStartError(exc.strerror, 5) from None
+            where = f"metrics {metrics_listen[0]}:{metrics_listen[1]}"
+            raise AgentStartError(f"{where}: {exc.strerror}") from None
     try:
         # SHADOWMESH_TUN_VNET=0 turns the userspace GRO path off (for A/B benchmarks)
         tun = tunmod.TunDevice.open(config.interface, vnet=os.environ.get("SHADOWMESH_TUN_VNET", "1") != "0")
     except tunmod.TunError as exc:
         udp.close()
         control_sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
         raise AgentStartError(str(exc), 4 if "permitted" in str(exc) or "root" in str(exc) else 1) from None
 
     agents: list[Agent] = []
@@ -180,7 +198,14 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
         agents.append(agent)
         if attach is not None:
             attach(agent)
-        await agent.run()
+        metrics = None if metrics_sock is None else MetricsServer(metrics_sock, agent.status)
+        try:
+            if metrics is not None:
+                await metrics.start()
+            await agent.run()
+        finally:
+            if metrics is not None:
+                metrics.close()
 
     try:
         tunmod.configure(tun.name, config.overlay, mtu, routes)
@@ -197,4 +222,6 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
         tun.close()
         udp.close()
         control_sock.close()
-        log.info("stopped; %s removed", tun.name)
+        if metrics_sock is not None:
+            metrics_sock.close()
+        log.info("stopped; %s removed", tun.name, extra={"event": "agent.stopped"})

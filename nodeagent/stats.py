@@ -77,6 +77,7 @@ class PeerStats:
     rtt_ms: float | None = None
     relayed_frames: int = 0  # frames this node forwarded on behalf of the peer (hub role)
     handshakes: int = 0
+    path_changes: int = 0  # the path to the peer changed (direct <-> relay, another relay): paths/select.py
     trackers: dict = field(default_factory=dict)  # receiver index -> LossTracker
 
     @property

@@ -83,6 +83,7 @@ def peer_status(p: Peer, *, control_up: bool, now: float) -> Document:
         "handshakes": p.stats.handshakes,
         "control": "up" if control_up else "down",
         "allowed_ips": [str(n) for n in p.config.allowed_ips],
+        "path_changes": p.stats.path_changes,
     })
     return entry
 

@@ -493,7 +493,8 @@ class Traversal:
             "path_how": self.how(peer),
             "path_reason": None if last is None else last[3],
             "path_since_s": None if last is None else round(now - last[0], 3),
-            "path_changes": len(hist),
+            # "path_changes" (every entry this history ever had, not only the last 16) is
+            # peer.stats.path_changes, counted by paths/select.py: status.peer_status writes it
             "path_history": [
                 {"ago_s": round(now - t, 3), "path": p, "how": h, "reason": r} for t, p, h, r in hist
             ],

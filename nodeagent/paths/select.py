@@ -14,8 +14,9 @@ asked again whenever an input changes:
   2. a peer is removed: every peer it was the hub for;
   3. a peer's config changes (endpoint, relay, routes, identity);
   4. a direct control link with a peer comes up or goes down (control/links.py).
-When the path changes it is logged (once the agent runs), and packets parked for the peer are
-flushed if the new hub already has keys.
+When the path changes it is logged (once the agent runs) and counted
+(`peer.stats.path_changes`), and packets parked for the peer are flushed if the new hub already
+has keys.
 
 That hub (`peer.hub`) carries the peer's handshakes and rekeys (RELAY_HANDSHAKE). The DATA of
 a relayed peer may take another path (`peer.data_hub`): `data_path(peer, hub)` (traversal.py,
@@ -86,10 +87,14 @@ class PathSelector:
         hub = None if hub_id is None else self.peers.get(hub_id)
         data = hub if hub is None or self.data_path is None else self.data_path(peer, hub)
         if hub is not peer.hub or data is not peer.data_hub:
-            if self.announce() and data is not peer.data_hub:
-                log.info("path to %s: %s", peer.config.name,
-                         "direct" if data is None else f"relay via {data.config.name}")
             changed = data is not peer.data_hub
+            if changed:
+                peer.stats.path_changes += 1
+                if self.announce():
+                    log.info("path to %s: %s", peer.config.name,
+                             "direct" if data is None else f"relay via {data.config.name}",
+                             extra={"event": "peer.path_changed", "peer_id": pid,
+                                    "path": "direct" if data is None else f"relay:{data.config.peer_id}"})
             peer.hub = hub
             peer.data_hub = data
             if changed and self.on_change is not None:

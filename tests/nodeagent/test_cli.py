@@ -129,3 +129,41 @@ def test_status_of_an_enrolled_node_whose_agent_is_not_running_exits_6(tmp_path,
     (state / "server.json").write_text("{}")
     code, _, err = run(capsys, "status", "--state-dir", str(state), "--json")
     assert code == 6 and err
+
+
+@pytest.mark.parametrize("value", ["localhost:9100", "127.0.0.1", "127.0.0.1:99999", "[::1]", "1.2.3.4:x"])
+def test_up_with_a_bad_metrics_address_is_a_usage_error(tmp_path, capsys, value):
+    path = write_config(tmp_path, '[node]\nprivate_key = "n/node.key"\noverlay_ip = "10.10.10.1/24"\n')
+    code, _, err = run(capsys, "up", "--config", str(path), "--metrics-listen", value)
+    assert code == cli.EXIT_USAGE and "--metrics-listen" in err
+
+
+def test_up_with_an_unknown_log_format_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["up", "--config", str(tmp_path / "n.toml"), "--log-format", "xml"])
+    assert exc.value.code == cli.EXIT_USAGE and "--log-format" in capsys.readouterr().err
+
+
+def test_up_with_a_taken_metrics_port_exits_5_before_creating_anything(tmp_path, capsys, monkeypatch):
+    import socket
+
+    ports = []
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    path = write_config(tmp_path, '[node]\nprivate_key = "n/node.key"\noverlay_ip = "10.10.10.1/24"\n'
+                                  f'listen_ip = "127.0.0.1"\nudp_port = {ports[0]}\n'
+                                  f'control_port = {ports[1]}\n')
+    monkeypatch.setattr(cli, "has_net_admin", lambda: True)
+    opened = []
+    from nodeagent.tunnel import tun
+
+    monkeypatch.setattr(tun.TunDevice, "open", lambda *a, **k: opened.append(a))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, _, err = run(capsys, "up", "--config", str(path), "--metrics-listen",
+                           f"127.0.0.1:{taken.getsockname()[1]}")
+    assert code == cli.EXIT_PORT and "metrics port" in err and "already in use" in err
+    assert opened == []  # stopped before the TUN device

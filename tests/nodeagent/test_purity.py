@@ -38,6 +38,8 @@ PURE_MODULES = (
     "nodeagent/status.py",
     "nodeagent/dns/names.py",
     "nodeagent/dns/resolv.py",
+    "nodeagent/metrics/__init__.py",
+    "nodeagent/metrics/families.py",
     *(f"nodeagent/discovery/{name}" for name in DISCOVERY_PURE),
 )
 CLAIM = re.compile(r"\bPure\b|\bNo I/O\b")
@@ -146,6 +148,7 @@ REQUIRED_PURE = {
     "nodeagent/paths/natclass.py",
     "nodeagent/paths/punch.py",
     "nodeagent/paths/quality.py",
+    "nodeagent/metrics/families.py",
 }
 
 

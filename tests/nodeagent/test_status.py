@@ -18,7 +18,7 @@ NODE_KEYS = ["peer_id", "name", "overlay_ip", "uptime_s", "drops", "relay", "int
              "udp"]
 PEER_KEYS = ["peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames", "rx_frames",
              "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s",
-             "relayed_frames", "handshakes", "control", "allowed_ips"]
+             "relayed_frames", "handshakes", "control", "allowed_ips", "path_changes"]
 WIRE_KEYS = PEER_KEYS[:1] + PEER_KEYS[3:4] + PEER_KEYS[5:14]  # the keys that come from PeerCounters
 
 

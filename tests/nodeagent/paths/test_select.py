@@ -112,3 +112,33 @@ def test_a_path_change_is_logged_once_the_agent_runs(make_datapath, caplog):
     hub = loud.peers.add(pc("hub", 1))
     loud.peers.add(pc("far", 2, via=hub.config.peer_id))
     assert "path to far: relay via hub" in caplog.text
+
+
+def test_path_changes_are_counted_per_peer_as_the_path_history_records_them(make_datapath):
+    box = Paths(make_datapath(), enrolled=True)
+    hub = box.peers.add(pc("hub", 1))
+    far = box.peers.add(pc("far", 2, via=hub.config.peer_id))
+    # born relayed: the relay is its first recorded path (a peer born direct records nothing)
+    assert far.hub is hub and far.stats.path_changes == 1 and hub.stats.path_changes == 0
+    box.up.add(far.config.peer_id)
+    box.selector.resolve(far)  # relay -> direct
+    box.selector.resolve(far)  # asked again, nothing moved
+    assert far.stats.path_changes == 2
+    box.up.discard(far.config.peer_id)
+    box.selector.resolve(far)  # direct -> relay
+    assert far.stats.path_changes == 3
+    box.peers.remove(hub.config.peer_id)  # relay gone -> direct, counted once
+    assert far.hub is None and far.stats.path_changes == 4
+    assert hub.stats.path_changes == 0
+
+
+def test_a_handshake_hub_change_that_keeps_the_data_path_is_not_a_path_change(make_datapath):
+    box = Paths(make_datapath(), enrolled=True)
+    hub = box.peers.add(pc("hub", 1))
+    far = box.peers.add(pc("far", 2, via=hub.config.peer_id))
+    box.selector.data_path = lambda peer, h: None  # the traversal keeps the data direct
+    box.selector.resolve(far)  # data: relay -> direct (one change)
+    assert far.hub is hub and far.data_hub is None and far.stats.path_changes == 2
+    box.up.add(far.config.peer_id)
+    box.selector.resolve(far)  # the handshakes move to the direct link; the data path stays direct
+    assert far.hub is None and far.stats.path_changes == 2
