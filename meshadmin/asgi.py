@@ -1,6 +1,7 @@
 """ASGI entry point: `daphne meshadmin.asgi:application`.
 
-HTTP goes to Django; WebSocket connections are routed by meshadmin/routing.py. In front of both,
+HTTP goes to Django, except `/metrics` (meshadmin/metrics/endpoint.py, answered before Django);
+WebSocket connections are routed by meshadmin/routing.py. In front of all of them,
 X-Forwarded-Proto counts only from SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
 """
 
@@ -14,13 +15,14 @@ django_asgi_app = get_asgi_application()  # before importing anything that touch
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from meshadmin.metrics.endpoint import MetricsEndpoint  # noqa: E402
 from meshadmin.proxy import ForwardedProtoMiddleware  # noqa: E402
 from meshadmin.routing import websocket_urlpatterns  # noqa: E402
 
 application = ForwardedProtoMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": MetricsEndpoint(django_asgi_app),
             "websocket": URLRouter(websocket_urlpatterns),
         }
     ),

@@ -12,6 +12,7 @@ empty SHADOWMESH_ALLOWED_HOSTS.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -304,12 +305,32 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+# --- metrics (meshadmin/metrics/, docs/operations.md#server-metrics)
+SHADOWMESH_METRICS_TOKEN = env_str(
+    "SHADOWMESH_METRICS_TOKEN", None,
+    "Bearer token that lets a scraper read /metrics from a non-loopback address; unset = loopback only")
+if SHADOWMESH_METRICS_TOKEN is not None and len(SHADOWMESH_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("SHADOWMESH_METRICS_TOKEN must be at least 16 characters")
+PROMETHEUS_MULTIPROC_DIR = env_str(
+    "PROMETHEUS_MULTIPROC_DIR", None,
+    "Directory shared by every server process of one host: /metrics then adds up all of their counters")
+if PROMETHEUS_MULTIPROC_DIR is None:
+    # prometheus-client turns multiprocess mode on when the variable merely exists, even empty
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+elif not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR: {PROMETHEUS_MULTIPROC_DIR} is not a directory")
+
 LOG_LEVEL = env_str("SHADOWMESH_LOG_LEVEL", "INFO", "Log level for the meshadmin loggers (DEBUG, INFO, ...)")
+LOG_FORMAT = env_str("SHADOWMESH_LOG_FORMAT", "text", "Log lines as text (default) or json (one object per line)")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"SHADOWMESH_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   "json": {"()": "nodeagent.logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {"meshadmin": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}},
 }

@@ -20,6 +20,7 @@ from meshadmin.client_address import request_client_ip
 from meshadmin.mesh.changes import change_announced
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.common import record_audit
+from meshadmin.metrics import events
 from meshadmin.realtime.groups import ALL_DASHBOARDS_GROUP, SESSION_LOGOUT, user_group
 from meshadmin.realtime.groups import DASHBOARD_CHANGED as CHANGED
 
@@ -64,6 +65,7 @@ def close_sockets_on_logout(sender, request, user, **kwargs) -> None:
 def audit_failed_login(sender, credentials, request=None, **kwargs) -> None:
     username = str(credentials.get("username", ""))[:80]
     source_ip = request_client_ip(request) if request is not None else None
+    events.auth_failed("dashboard", "login failed")
     record_audit(
         AuditAction.AUTH_FAILED,
         actor=f"user:{username}" if username else "anonymous",

@@ -42,6 +42,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from meshadmin.client_address import scope_client_ip
+from meshadmin.metrics import events
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.certificates import renew_certificate
@@ -58,6 +59,7 @@ from nodeagent.protocol.strict import MessageError
 
 from . import auth, groups, tasks
 from .netmap_cache import current_serial, view_cache
+from .push_latency import push_latency
 from .stats_buffer import stats_buffer
 
 __all__ = ["AgentConsumer"]
@@ -123,6 +125,7 @@ def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str
 class AgentConsumer(AsyncWebsocketConsumer):
     agent: auth.AgentIdentity | None = None
     present = False  # counted in the node's presence: connected() done, disconnected() not yet
+    counted = False  # counted in this process's sockets of its network (push_latency.py)
 
     async def __call__(self, scope, receive, send) -> None:
         """As the base class, but a consumer that dies of an exception (its channel layer gone
@@ -147,6 +150,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         timer = getattr(self, "auth_timer", None)
         if timer is not None:
             timer.cancel()
+        self._uncount()
         if self.present:
             self.present = False
             try:
@@ -180,6 +184,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         loop = asyncio.get_running_loop()
         tasks.register_loop(loop)
         await self.accept()
+        events.agent_socket_opened()
         if not await _admit(self._client_ip()):
             await self._close(CloseCode.RATE_LIMITED, "too many connections from this address; wait a minute")
             return
@@ -207,6 +212,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.agent is not None:
             for group in (groups.node_group(self.agent.peer_id), groups.agents_group(self.agent.network_id)):
                 await self.channel_layer.group_discard(group, self.channel_name)
+        self._uncount()
         if self.present:
             self.present = False
             went_offline = await database_sync_to_async(presence.disconnected)(self.me.pk)
@@ -222,8 +228,20 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         self.closing = True
         who = self.agent.peer_id if self.agent else self._client_ip()
-        log.warning("agent socket %s closed: %d %s", who, code, reason)
+        try:
+            events.agent_socket_closed(CloseCode(code).name)
+        except ValueError:
+            events.agent_socket_closed(str(int(code)))
+        log.warning("agent socket %s closed: %d %s", who, code, reason,
+                    extra={"event": "agent.socket_closed", "peer_id": self.agent.peer_id if self.agent else None,
+                           "node": self.agent.name if self.agent else None, "reason": reason,
+                           "code": int(code)})
         await self.close(code=int(code), reason=reason.encode()[:120].decode("utf-8", "ignore"))
+
+    def _uncount(self) -> None:
+        if self.counted and self.agent is not None:
+            self.counted = False
+            push_latency().left(self.agent.network_id)
 
     def _client_ip(self) -> str | None:
         """The TCP peer, or the client behind a trusted proxy (meshadmin/client_address.py)."""
@@ -234,11 +252,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if timer is not None:
             timer.cancel()
         self.agent, self.nonce = agent, None
+        push_latency().joined(agent.network_id)  # before joining the group: see push_latency.py
+        self.counted = True
         await self.channel_layer.group_add(groups.node_group(agent.peer_id), self.channel_name)
         await self.channel_layer.group_add(groups.agents_group(agent.network_id), self.channel_name)
         came_online = await database_sync_to_async(presence.connected)(agent.pk)
         self.present = True
-        log.info("agent %s (%s) connected", agent.name, agent.peer_id)
+        log.info("agent %s (%s) connected", agent.name, agent.peer_id,
+                 extra={"event": "agent.connected", "peer_id": agent.peer_id, "node": agent.name})
         await self._send_full()
         if came_online:
             await self._to_dashboard(groups.PRESENCE_UPDATE, online=True)
@@ -304,7 +325,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(_register)(self.me, msg.endpoints[0], self._client_ip(),
                                                     msg.agent_version, candidates)
         except ServiceError as exc:
-            log.info("endpoint report of %s refused: %s", self.me.peer_id, exc)
+            log.info("endpoint report of %s refused: %s", self.me.peer_id, exc,
+                     extra={"event": "endpoint.refused", "peer_id": self.me.peer_id, "node": self.me.name,
+                            "reason": str(exc)})
 
     async def _receive_advertise(self, msg: messages.Advertise) -> None:
         """The node offers itself as an exit node (pending until an operator approves it), or
@@ -332,6 +355,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         return True
 
     def _refused(self, what: str) -> None:
+        events.report_dropped("too_large")
         self.stats_refused += 1
         if self.stats_refused == 1:  # once per socket: a flood must not become a log flood
             log.info("agent %s: %s is larger than a network of %d peers needs; dropped", self.me.peer_id,
@@ -375,6 +399,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if view is None:
             return
         await self.send(bytes_data=self._full_frame(view))
+        events.netmap_frame_sent("full")
         self.sent = view
 
     def _full_frame(self, view: compute.NetworkView) -> bytes:
@@ -382,29 +407,45 @@ class AgentConsumer(AsyncWebsocketConsumer):
         return cache.full_frame(view.netmap_for(self.me.peer_id), cache.signer(view))
 
     async def netmap_changed(self, event: dict) -> None:
-        if self.agent is None or self.closing:
+        if self.agent is None:
             return
+        sent_at = None
+        try:
+            sent_at = await self._catch_up(event)
+        finally:  # every socket reports once, sent or not (push_latency.py)
+            changed_at = event.get("changed_at")
+            push_latency().handled(self.agent.network_id, int(event.get("serial", 0)),
+                                   float(changed_at) if isinstance(changed_at, (int, float)) else None, sent_at)
+
+    async def _catch_up(self, event: dict) -> float | None:
+        """Send what the push of `event` changed for this node; the time it was sent, or None."""
+        if self.closing:
+            return None
         if self.sent is not None and event.get("serial", 0) <= self.sent.snapshot.serial:
-            return  # already sent this or a newer map
+            return None  # already sent this or a newer map
         try:
             view = await self._view_with_me(int(event.get("serial", 0)))
         except Exception:
-            log.exception("netmap for %s failed; the agent keeps its map", self.agent.peer_id)
-            return
+            log.exception("netmap for %s failed; the agent keeps its map", self.me.peer_id,
+                          extra={"event": "netmap.failed", "peer_id": self.me.peer_id})
+            return None
         if view is None or self.closing:
-            return
+            return None
         old = self.sent
         if old is None:
             await self.send(bytes_data=self._full_frame(view))
+            events.netmap_frame_sent("full")
         elif view is old or nm.is_stale(old.snapshot.serial, view.snapshot.serial):
-            return
+            return None
         else:
-            delta = compute.delta_for(old, view, view_cache().changes(old, view), self.agent.peer_id)
+            delta = compute.delta_for(old, view, view_cache().changes(old, view), self.me.peer_id)
             if delta is None:  # a relay, or its own entry changed: the general path
-                delta = nm.diff(old.netmap_for(self.agent.peer_id), view.netmap_for(self.agent.peer_id))
+                delta = nm.diff(old.netmap_for(self.me.peer_id), view.netmap_for(self.me.peer_id))
             cache = view_cache()
             await self.send(bytes_data=cache.encoded(delta, cache.signer(view)))
+            events.netmap_frame_sent("delta")
         self.sent = view
+        return time.time()
 
     async def agent_revoke(self, event: dict) -> None:
         if self.agent is not None:

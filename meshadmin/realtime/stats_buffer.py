@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from meshadmin.metrics import events
 from meshadmin.telemetry import presence
 from meshadmin.telemetry.ingest import Report, ingest_batch
 
@@ -54,7 +55,10 @@ class StatsBuffer:
         try:
             updates = await database_sync_to_async(_store)(batch, acks)
         except Exception:
-            log.exception("storing %d counter reports failed; they are dropped", len(batch))
+            log.exception("storing %d counter reports failed; they are dropped", len(batch),
+                          extra={"event": "telemetry.store_failed"})
+            for _ in batch:
+                events.report_dropped("store_failed")
             return
         layer = get_channel_layer()
         assert layer is not None  # settings.CHANNEL_LAYERS always names one

@@ -5,7 +5,9 @@
              no  -> merged into the push already scheduled
              yes -> in DEBOUNCE_S: push_netmaps(network)
     push_netmaps: delete the pending key, read the network serial,
-        group_send(agents.<network>, netmap.changed {network, serial})
+        group_send(agents.<network>, netmap.changed {network, serial, changed_at})
+        (`changed_at`: when the burst's first change committed, kept in the pending key; each
+        socket measures the push from it, push_latency.py)
     each AgentConsumer: the process's NetworkView at >= serial (loaded once per process, see
         netmap_cache.py) -> compute.netmap_for(itself) -> delta against what its socket last got -> send;
         a node that is no longer active (revoked, deleted) closes its own socket (4403)
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from celery import shared_task
@@ -51,6 +54,7 @@ from django.core.cache import cache
 
 from meshadmin.mesh.changes import Change
 from meshadmin.mesh.models import Network
+from meshadmin.metrics import events
 
 from . import groups
 
@@ -91,7 +95,7 @@ def on_change_announced(sender, change: Change, **kwargs) -> None:
     """Receiver of mesh.changes.change_announced (runs after commit; must be quick)."""
     if change.node_ids is not None and not change.node_ids:
         return  # nothing any node must know changed
-    if not cache.add(pending_key(change.network_id), change.reason, timeout=PENDING_TTL_S):
+    if not cache.add(pending_key(change.network_id), time.time(), timeout=PENDING_TTL_S):
         return  # merged into the push already scheduled for this network
     loop = _loop
     if loop is None or loop.is_closed() or not loop.is_running():
@@ -120,12 +124,15 @@ def _start(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
 
 def build_pushes(network_id: int) -> list[tuple[str, dict]]:
     """The (group, event) pairs that tell a network's agent sockets to catch up."""
+    changed_at = cache.get(pending_key(network_id))
     cache.delete(pending_key(network_id))  # before reading: a later commit schedules a new push
     serial = Network.objects.filter(pk=network_id).values_list("serial", flat=True).first()
     if serial is None:
         return []
-    return [(groups.agents_group(network_id),
-             {"type": groups.NETMAP_CHANGED, "network": int(network_id), "serial": int(serial)})]
+    event = {"type": groups.NETMAP_CHANGED, "network": int(network_id), "serial": int(serial)}
+    if isinstance(changed_at, (int, float)):
+        event["changed_at"] = float(changed_at)
+    return [(groups.agents_group(network_id), event)]
 
 
 async def apush_netmaps(network_id: int) -> int:
@@ -136,7 +143,9 @@ async def apush_netmaps(network_id: int) -> int:
         assert layer is not None  # settings.CHANNEL_LAYERS always names one
         for group, event in pushes:
             await layer.group_send(group, event)
-        log.info("network %s: netmap change announced to %d group(s)", network_id, len(pushes))
+        events.netmap_pushed(len(pushes))
+        log.info("network %s: netmap change announced to %d group(s)", network_id, len(pushes),
+                 extra={"event": "netmap.pushed", "network": network_id})
         return len(pushes)
     except Exception:
         log.exception("netmap push for network %s failed", network_id)
@@ -173,5 +182,7 @@ async def _send_in_memory(pushes: list[tuple[str, dict]]) -> None:
 def push_netmaps(network_id: int) -> int:
     pushes = build_pushes(network_id)
     send_to_groups(pushes)
-    log.info("pushed netmaps for network %s to %d groups", network_id, len(pushes))
+    events.netmap_pushed(len(pushes))
+    log.info("pushed netmaps for network %s to %d groups", network_id, len(pushes),
+             extra={"event": "netmap.pushed", "network": network_id})
     return len(pushes)

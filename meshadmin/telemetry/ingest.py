@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from meshadmin.mesh.models import Node
+from meshadmin.metrics import events
 from nodeagent.protocol import messages
 from nodeagent.protocol.counters import difference
 
@@ -71,6 +72,7 @@ def ingest_batch(reports: list[Report], now: datetime | None = None) -> list[dic
             if rows:
                 per_report.append((r, rows))
         Sample.objects.bulk_create([s for _, rows in per_report for s in rows])
+    events.reports_stored(len(reports), sum(len(rows) for _, rows in per_report))
     return [{"network": r.reporter.network_id, "peer_id": r.reporter.peer_id} for r, _ in per_report]
 
 

@@ -27,6 +27,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from meshadmin.metrics import events
+
 from ..choices import AuditAction
 from ..models import AuditEvent, Network
 
@@ -55,7 +57,12 @@ def record_refusal(
     object_id: str = "",
     **details,
 ) -> AuditEvent:
-    """Audit a refused attempt, folded with the same refusals from the same source (see above)."""
+    """Audit a refused attempt, folded with the same refusals from the same source (see above).
+    Failed authentications and refused enrollments are counted for /metrics too, each attempt."""
+    if action == AuditAction.AUTH_FAILED:
+        events.auth_failed(channel or "http", reason)
+    elif action == AuditAction.NODE_ENROLL_REJECTED:
+        events.enrollment_refused(reason)
     now = timezone.now()
     key = "|".join((action, channel, reason, source_ip or "-", actor))[:200]
     recent = (AuditEvent.objects.filter(fold_key=key, created_at__gte=now - fold_window())
@@ -88,7 +95,8 @@ def prune_audit_events(now: datetime | None = None, *, limit: int | None = None)
             break
         deleted += AuditEvent.objects.filter(pk__in=ids).delete()[0]
     if deleted:
-        log.info("audit log: %d events older than %d days deleted", deleted, days)
+        log.info("audit log: %d events older than %d days deleted", deleted, days,
+                 extra={"event": "audit.pruned"})
     return deleted
 
 

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from meshadmin.metrics import events
 from nodeagent.protocol.enroll_token import TokenFormatError, fingerprint_matches, parse_token
 from nodeagent.protocol.identity import peer_id as compute_peer_id
 
@@ -157,6 +158,7 @@ def enroll(
             announce(Change(locked.pk, "node.enrolled", ALL_NODES, locked.serial))
     except ServiceError as exc:
         raise refuse(exc, exc.detail) from None
+    events.enrolled()
     return EnrollmentResult(node, certificate, bytes(locked.ca_public_key), locked.name)
 
 

@@ -13,6 +13,8 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
+from meshadmin.metrics import events
+
 from .errors import RateLimited
 
 __all__ = ["RateLimited", "check_rate", "exceeded", "hit", "hit_count", "limit_of"]
@@ -38,10 +40,13 @@ def hit_count(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> int:
     cache_key = _cache_key(scope, key, window_s)
     cache.add(cache_key, 0, timeout=window_s * 2)
     try:
-        return cache.incr(cache_key)
+        count = cache.incr(cache_key)
     except ValueError:  # evicted between add and incr
         cache.add(cache_key, 1, timeout=window_s * 2)
-        return 1
+        count = 1
+    if count > limit_of(scope):
+        events.rate_limited(scope)
+    return count
 
 
 def hit(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> bool:
@@ -52,7 +57,10 @@ def hit(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> bool:
 def exceeded(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> bool:
     """Whether `key` has used up this window's budget, without counting anything."""
     limit = limit_of(scope)
-    return limit > 0 and (cache.get(_cache_key(scope, key, window_s)) or 0) >= limit
+    over = limit > 0 and (cache.get(_cache_key(scope, key, window_s)) or 0) >= limit
+    if over:
+        events.rate_limited(scope)
+    return over
 
 
 def check_rate(scope: str, key: str | None, *, window_s: int = WINDOW_S,

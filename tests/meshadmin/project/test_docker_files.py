@@ -263,3 +263,81 @@ def test_the_local_stack_publishes_the_proxy_on_loopback_only_and_uses_the_scrip
     for key, network in local["networks"].items():
         assert network == {"external": True, "name": script.NETWORKS[key]}
     assert local["x-podman"] == {"in_pod": False}
+
+
+# --- monitoring: docker/prometheus.yml and docker/grafana-dashboard.json name only metrics that exist
+
+AGENT_DOC = {
+    "node": {"peer_id": "ab" * 20, "name": "uk", "overlay_ip": "10.10.10.1", "uptime_s": 1.0, "mode": "enrolled",
+             "serial": 1, "server": "connected", "drops": {"replay": 0},
+             "relay": {"forwarded_frames": 0, "forwarded_bytes": 0, "rate_limited": 0, "no_destination": 0,
+                       "handshakes": 0},
+             "tun_gro": {"writes": 0, "merged_segments": 0, "errors": 0},
+             "handshake": {"crypto": {"signatures": 0}, "refused_in_links": {"link_rate": 0},
+                           "door": {"connections": 0, "rate_limited": 0, "displaced": 0, "cut": 0,
+                                    "refused": {"bad_signature": 0}, "answered": 0, "waiting": 0}}},
+    "peers": [{"peer_id": "cd" * 20, "name": "be", "overlay_ip": "10.10.10.2", "path": "direct", "rtt_ms": 1.0,
+               "tx_frames": 0, "rx_frames": 0, "tx_bytes": 0, "rx_bytes": 0, "lost_frames": 0,
+               "replayed_frames": 0, "bad_frames": 0, "last_handshake_s": 1.0, "relayed_frames": 0,
+               "handshakes": 0, "control": "up", "path_changes": 0}],
+}
+
+
+def _sample_names(text: str) -> set[str]:
+    """The sample names each family of the text has or would have (a labelled counter that has
+    counted nothing yet is in the text with its HELP and TYPE only)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {fam.name + suffix for fam in text_string_to_metric_families(text) for suffix in suffixes[fam.type]}
+
+
+@pytest.fixture
+def existing_metrics(db) -> set[str]:
+    """Every sample name the server and an agent serve: a real scrape of each, plus the Celery queue
+    gauge, which the server exports only with Redis (meshadmin/metrics/state.py)."""
+    from meshadmin.metrics import state
+    from meshadmin.metrics.endpoint import _render
+    from nodeagent.metrics.http import render
+
+    names = _sample_names(_render().decode()) | _sample_names(render(AGENT_DOC).decode())
+    assert f'"{state.CELERY_QUEUE_METRIC}"' in (ROOT / "meshadmin/metrics/state.py").read_text()
+    return names | {state.CELERY_QUEUE_METRIC}
+
+
+def _dashboard_exprs() -> list[str]:
+    dash = json.loads((DOCKER / "grafana-dashboard.json").read_text())
+    return [t["expr"] for panel in dash["panels"] for t in panel.get("targets", [])]
+
+
+def test_the_grafana_dashboard_parses_and_names_only_metrics_that_exist(existing_metrics):
+    exprs = _dashboard_exprs()
+    assert len(exprs) >= 20
+    used = {name for e in exprs for name in re.findall(r"\b(shadowmesh_\w+)", e)}
+    assert used, "the dashboard names no metric"
+    assert not used - existing_metrics, f"not served by anything: {sorted(used - existing_metrics)}"
+    # both the server and the agents are on it
+    assert "shadowmesh_netmap_push_last_agent_seconds_bucket" in used and "shadowmesh_peer_rx_bytes_total" in used
+
+
+def test_the_prometheus_config_parses_and_scrapes_both_with_the_token_for_the_server():
+    conf = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in conf["scrape_configs"]}
+    server, agents = jobs["shadowmesh-server"], jobs["shadowmesh-agents"]
+    assert server["metrics_path"] == agents["metrics_path"] == "/metrics"
+    assert server["authorization"]["type"] == "Bearer"
+    assert server["authorization"]["credentials_file"] == "/etc/prometheus/metrics-token"
+    web = _compose()["services"]["web"]["command"]
+    assert server["static_configs"][0]["targets"] == [f"web:{web[web.index('-p') + 1]}"]
+    # Prometheus runs from an override of its own: compose.yml stays free of it (the local build
+    # replaces every image of compose.yml), and the override adds only that service
+    assert "prometheus" not in _compose()["services"]
+    monitoring = yaml.safe_load((DOCKER / "compose.monitoring.yml").read_text())
+    assert set(monitoring) == {"services"} and set(monitoring["services"]) == {"prometheus"}
+    prometheus = monitoring["services"]["prometheus"]
+    assert prometheus["depends_on"] == ["web"]
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "./metrics-token:/etc/prometheus/metrics-token:ro" in prometheus["volumes"]
+    assert all(p.startswith("127.0.0.1:") for p in prometheus["ports"])
+    # the job names the dashboard filters on
+    assert {re.search(r'job="([\w-]+)"', e).group(1) for e in _dashboard_exprs()} == set(jobs)

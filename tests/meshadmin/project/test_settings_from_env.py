@@ -113,3 +113,34 @@ def test_the_development_settings_do_fail_the_deploy_check(tmp_path):
     result = _run(tmp_path, args=["manage.py", "check", "--deploy", "--fail-level", "WARNING"])
     assert result.returncode != 0
     assert "security.W004" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"SHADOWMESH_METRICS_TOKEN": "short"}, "SHADOWMESH_METRICS_TOKEN"),
+    ({"SHADOWMESH_LOG_FORMAT": "xml"}, "SHADOWMESH_LOG_FORMAT"),
+    ({"PROMETHEUS_MULTIPROC_DIR": "/nonexistent/metrics"}, "PROMETHEUS_MULTIPROC_DIR"),
+])
+def test_bad_metrics_and_log_settings_stop_the_server_naming_the_variable(tmp_path, env, named):
+    result = _run(tmp_path, **env)
+    assert result.returncode != 0 and named in result.stderr
+
+
+def test_an_empty_multiprocess_dir_means_single_process_mode(tmp_path):
+    code = ("import os, django; django.setup(); from meshadmin.metrics.endpoint import multiprocess_dir; "
+            "from prometheus_client import values; "
+            "print(multiprocess_dir(), values.ValueClass.__name__, 'PROMETHEUS_MULTIPROC_DIR' in os.environ)")
+    result = _run(tmp_path, code=code, PROMETHEUS_MULTIPROC_DIR="")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "MutexValue", "False"]
+
+
+def test_json_log_format_gives_one_json_object_per_line(tmp_path):
+    code = ("import json, logging, django; django.setup(); "
+            "logging.getLogger('meshadmin.x').warning('hello %s', 'there', extra={'event': 'x.y', 'peer_id': 'ab'})")
+    result = _run(tmp_path, code=code, SHADOWMESH_LOG_FORMAT="json")
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["message"] == "hello there" and line["event"] == "x.y" and line["peer_id"] == "ab"
+    assert line["level"] == "WARNING" and line["logger"] == "meshadmin.x" and line["timestamp"].endswith("Z")
+    plain = _run(tmp_path, code=code).stderr.strip().splitlines()[-1]
+    assert plain.endswith("WARNING meshadmin.x hello there")  # the default format is unchanged
