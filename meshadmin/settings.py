@@ -321,7 +321,8 @@ elif not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
     raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR: {PROMETHEUS_MULTIPROC_DIR} is not a directory")
 
 LOG_LEVEL = env_str("SHADOWMESH_LOG_LEVEL", "INFO", "Log level for the meshadmin loggers (DEBUG, INFO, ...)")
-LOG_FORMAT = env_str("SHADOWMESH_LOG_FORMAT", "text", "Log lines as text (default) or json (one object per line)")
+LOG_FORMAT = env_str(
+    "SHADOWMESH_LOG_FORMAT", "text", "Log lines as text (default) or json (one object per line)")
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"SHADOWMESH_LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
 LOGGING = {

@@ -19,9 +19,20 @@ import re
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
 __all__ = [
-    "ALL", "agent_socket_closed", "agent_socket_opened", "auth_failed", "enrolled", "enrollment_refused",
-    "netmap_frame_sent", "netmap_pushed", "push_latency", "push_last_agent_latency", "rate_limited",
-    "reason_label", "report_dropped", "reports_stored",
+    "ALL",
+    "agent_socket_closed",
+    "agent_socket_opened",
+    "auth_failed",
+    "enrolled",
+    "enrollment_refused",
+    "netmap_frame_sent",
+    "netmap_pushed",
+    "push_last_agent_latency",
+    "push_latency",
+    "rate_limited",
+    "reason_label",
+    "report_dropped",
+    "reports_stored",
 ]
 
 disable_created_metrics()  # no `_created` series beside each counter
@@ -52,7 +63,8 @@ PUSH_LAST_SECONDS = Histogram(
     "one observation per change and server process.", buckets=PUSH_BUCKETS, registry=None)
 ENROLLMENTS = Counter("shadowmesh_enrollments_total", "Nodes enrolled.", registry=None)
 ENROLLMENT_REFUSALS = Counter(
-    "shadowmesh_enrollment_refusals_total", "Enrollment requests refused, by reason.", ["reason"], registry=None)
+    "shadowmesh_enrollment_refusals_total", "Enrollment requests refused, by reason.", ["reason"],
+    registry=None)
 AUTH_FAILURES = Counter(
     "shadowmesh_auth_failures_total",
     "Failed authentications, by channel (http: /api/auth/*, websocket: /ws/agent/, dashboard: sign-in) "
@@ -62,7 +74,8 @@ RATE_LIMITED = Counter(
     "Requests or sockets refused by a rate limit, by limit (enroll, auth, auth_peer, bearer, agent_connect, "
     "endpoint_change).", ["limit"], registry=None)
 REPORTS = Counter(
-    "shadowmesh_telemetry_reports_total", "Agent counter reports ingested (stored in a batch).", registry=None)
+    "shadowmesh_telemetry_reports_total", "Agent counter reports ingested (stored in a batch).",
+    registry=None)
 SAMPLES = Counter("shadowmesh_telemetry_samples_total", "Per-link samples stored from those reports.",
                   registry=None)
 REPORTS_DROPPED = Counter(

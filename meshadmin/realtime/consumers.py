@@ -42,7 +42,6 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from meshadmin.client_address import scope_client_ip
-from meshadmin.metrics import events
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.certificates import renew_certificate
@@ -50,6 +49,7 @@ from meshadmin.mesh.services.errors import ServiceError
 from meshadmin.mesh.services.exits import advertise_exit_node, remove_exit_node
 from meshadmin.mesh.services.peers import register_peer
 from meshadmin.mesh.services.ratelimit import hit_count, limit_of
+from meshadmin.metrics import events
 from meshadmin.netmap import compute
 from meshadmin.telemetry import ingest, presence
 from nodeagent.protocol import messages
@@ -233,9 +233,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         except ValueError:
             events.agent_socket_closed(str(int(code)))
         log.warning("agent socket %s closed: %d %s", who, code, reason,
-                    extra={"event": "agent.socket_closed", "peer_id": self.agent.peer_id if self.agent else None,
-                           "node": self.agent.name if self.agent else None, "reason": reason,
-                           "code": int(code)})
+                    extra={"event": "agent.socket_closed", "reason": reason, "code": int(code),
+                           "peer_id": self.agent.peer_id if self.agent else None,
+                           "node": self.agent.name if self.agent else None})
         await self.close(code=int(code), reason=reason.encode()[:120].decode("utf-8", "ignore"))
 
     def _uncount(self) -> None:
@@ -326,8 +326,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
                                                     msg.agent_version, candidates)
         except ServiceError as exc:
             log.info("endpoint report of %s refused: %s", self.me.peer_id, exc,
-                     extra={"event": "endpoint.refused", "peer_id": self.me.peer_id, "node": self.me.name,
-                            "reason": str(exc)})
+                     extra={"event": "endpoint.refused", "peer_id": self.me.peer_id,
+                            "node": self.me.name, "reason": str(exc)})
 
     async def _receive_advertise(self, msg: messages.Advertise) -> None:
         """The node offers itself as an exit node (pending until an operator approves it), or
@@ -413,9 +413,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         try:
             sent_at = await self._catch_up(event)
         finally:  # every socket reports once, sent or not (push_latency.py)
-            changed_at = event.get("changed_at")
-            push_latency().handled(self.agent.network_id, int(event.get("serial", 0)),
-                                   float(changed_at) if isinstance(changed_at, (int, float)) else None, sent_at)
+            changed = event.get("changed_at")
+            changed_at = float(changed) if isinstance(changed, (int, float)) else None
+            push_latency().handled(self.agent.network_id, int(event.get("serial", 0)), changed_at, sent_at)
 
     async def _catch_up(self, event: dict) -> float | None:
         """Send what the push of `event` changed for this node; the time it was sent, or None."""

@@ -268,16 +268,16 @@ def test_the_local_stack_publishes_the_proxy_on_loopback_only_and_uses_the_scrip
 # --- monitoring: docker/prometheus.yml and docker/grafana-dashboard.json name only metrics that exist
 
 AGENT_DOC = {
-    "node": {"peer_id": "ab" * 20, "name": "uk", "overlay_ip": "10.10.10.1", "uptime_s": 1.0, "mode": "enrolled",
-             "serial": 1, "server": "connected", "drops": {"replay": 0},
+    "node": {"peer_id": "ab" * 20, "name": "uk", "overlay_ip": "10.10.10.1", "uptime_s": 1.0,
+             "mode": "enrolled", "serial": 1, "server": "connected", "drops": {"replay": 0},
              "relay": {"forwarded_frames": 0, "forwarded_bytes": 0, "rate_limited": 0, "no_destination": 0,
                        "handshakes": 0},
              "tun_gro": {"writes": 0, "merged_segments": 0, "errors": 0},
              "handshake": {"crypto": {"signatures": 0}, "refused_in_links": {"link_rate": 0},
                            "door": {"connections": 0, "rate_limited": 0, "displaced": 0, "cut": 0,
                                     "refused": {"bad_signature": 0}, "answered": 0, "waiting": 0}}},
-    "peers": [{"peer_id": "cd" * 20, "name": "be", "overlay_ip": "10.10.10.2", "path": "direct", "rtt_ms": 1.0,
-               "tx_frames": 0, "rx_frames": 0, "tx_bytes": 0, "rx_bytes": 0, "lost_frames": 0,
+    "peers": [{"peer_id": "cd" * 20, "name": "be", "overlay_ip": "10.10.10.2", "path": "direct",
+               "rtt_ms": 1.0, "tx_frames": 0, "rx_frames": 0, "tx_bytes": 0, "rx_bytes": 0, "lost_frames": 0,
                "replayed_frames": 0, "bad_frames": 0, "last_handshake_s": 1.0, "relayed_frames": 0,
                "handshakes": 0, "control": "up", "path_changes": 0}],
 }
@@ -289,7 +289,7 @@ def _sample_names(text: str) -> set[str]:
     from prometheus_client.parser import text_string_to_metric_families
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {fam.name + suffix for fam in text_string_to_metric_families(text) for suffix in suffixes[fam.type]}
+    return {fam.name + end for fam in text_string_to_metric_families(text) for end in suffixes[fam.type]}
 
 
 @pytest.fixture
@@ -317,7 +317,8 @@ def test_the_grafana_dashboard_parses_and_names_only_metrics_that_exist(existing
     assert used, "the dashboard names no metric"
     assert not used - existing_metrics, f"not served by anything: {sorted(used - existing_metrics)}"
     # both the server and the agents are on it
-    assert "shadowmesh_netmap_push_last_agent_seconds_bucket" in used and "shadowmesh_peer_rx_bytes_total" in used
+    assert "shadowmesh_netmap_push_last_agent_seconds_bucket" in used
+    assert "shadowmesh_peer_rx_bytes_total" in used
 
 
 def test_the_prometheus_config_parses_and_scrapes_both_with_the_token_for_the_server():

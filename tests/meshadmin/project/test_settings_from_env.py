@@ -136,7 +136,8 @@ def test_an_empty_multiprocess_dir_means_single_process_mode(tmp_path):
 
 def test_json_log_format_gives_one_json_object_per_line(tmp_path):
     code = ("import json, logging, django; django.setup(); "
-            "logging.getLogger('meshadmin.x').warning('hello %s', 'there', extra={'event': 'x.y', 'peer_id': 'ab'})")
+            "logging.getLogger('meshadmin.x').warning('hello %s', 'there', "
+            "extra={'event': 'x.y', 'peer_id': 'ab'})")
     result = _run(tmp_path, code=code, SHADOWMESH_LOG_FORMAT="json")
     assert result.returncode == 0, result.stderr
     line = json.loads(result.stderr.strip().splitlines()[-1])
