@@ -18,12 +18,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def _json_logging(**kwargs) -> None:
+def _json_logging(loglevel=None, **kwargs) -> None:
     """SHADOWMESH_LOG_FORMAT=json: the worker and beat log through settings.LOGGING (one JSON
-    object per line) instead of configuring Celery's own text format."""
+    object per line) instead of configuring Celery's own text format; Celery's loggers keep the
+    level given with --loglevel."""
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+    logging.getLogger("celery").setLevel(loglevel or logging.INFO)
 
 
 def _connect_logging() -> None:
