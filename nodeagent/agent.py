@@ -201,9 +201,10 @@ class Agent:
             log.info("agent %s (%s) up: %s on %s mtu %d, udp %d (gso %s, gro %s, rcvbuf %d), control %d, "
                      "%d peers", self.config.name, self.handshakes.local.peer_id, self.config.overlay,
                      self.tun.name, self.mtu, self.udp.port, self.udp.gso, self.udp.gro, self.udp.rcvbuf,
-                     self.config.control_port, len(self.peers))
+                     self.config.control_port, len(self.peers),
+                     extra={"event": "agent.up"})
             await self.stop.wait()
-            log.info("stopping")
+            log.info("stopping", extra={"event": "agent.stopping"})
         finally:
             self.running = False
             loop.remove_reader(self.tun.fd)

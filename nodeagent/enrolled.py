@@ -302,7 +302,8 @@ class EnrolledMode:
         if self.dns is not None:
             self.dns.update(netmap)
         log.info("netmap %d applied: %d peers, %d routes, %d revoked (%d actions)", netmap.serial,
-                 len(self.peers), len(netmap.routes), len(revoked), len(actions))
+                 len(self.peers), len(netmap.routes), len(revoked), len(actions),
+                 extra={"event": "netmap.applied", "serial": netmap.serial})
 
     def _peer_config(self, peer: nm.Peer, netmap: nm.NetMap) -> PeerConfig:
         return netmap_peer_config(peer, netmap.routes, allow_loopback=self.allow_loopback,
@@ -335,7 +336,8 @@ class EnrolledMode:
         if self.state_dir is not None:
             with contextlib.suppress(OSError):
                 write_private_file(self.state_dir / REVOKED_FILE, b"revoked by the server\n")
-        log.error("this node was revoked by the server; all peers dropped (enroll again to rejoin)")
+        log.error("this node was revoked by the server; all peers dropped (enroll again to rejoin)",
+                  extra={"event": "node.revoked"})
 
     def relay_ids(self) -> tuple[str, ...]:
         """The network's relay-capable nodes (the hubs), from the applied netmap."""

@@ -78,7 +78,7 @@ class PeerSet:
             listener.peer_added(peer)
         self.rebuild_table()
         log.info("peer %s (%s, %s) added%s", pc.name, pid[:8], pc.overlay_ip,
-                 f", relay {pc.via[:8]}" if pc.via else "")
+                 f", relay {pc.via[:8]}" if pc.via else "", extra={"event": "peer.added", "peer_id": pid})
         return peer
 
     def remove(self, pid: str, revoked: bool = False) -> None:
@@ -94,7 +94,8 @@ class PeerSet:
         peer.pending.clear()
         self.datapath.drop_sessions(peer)
         self.rebuild_table()
-        log.info("peer %s (%s) %s", peer.config.name, pid[:8], "REVOKED: dropped" if revoked else "removed")
+        log.info("peer %s (%s) %s", peer.config.name, pid[:8], "REVOKED: dropped" if revoked else "removed",
+                 extra={"event": "peer.revoked" if revoked else "peer.removed", "peer_id": pid})
 
     def update(self, pc: PeerConfig, reset_sessions: bool = False) -> None:
         """New endpoint, relay, name or routes for a known peer; `reset_sessions` when its identity
@@ -110,7 +111,8 @@ class PeerSet:
             listener.peer_changed(peer, old, reset_sessions)
         self.rebuild_table()
         log.info("peer %s (%s) updated%s", pc.name, pc.peer_id[:8],
-                 ", sessions reset" if reset_sessions else "")
+                 ", sessions reset" if reset_sessions else "",
+                 extra={"event": "peer.updated", "peer_id": pc.peer_id})
 
     def rebuild_table(self, hops=None) -> None:
         """Swap the data path's routing table for one built from the current peer set, or (enrolled)

@@ -287,15 +287,19 @@ class ServerLink:
                 code = exc.rcvd.code if exc.rcvd else None
                 reason = exc.rcvd.reason if exc.rcvd else ""
                 if code == CloseCode.REVOKED:
-                    log.error("server revoked this node: %s", reason)
+                    log.error("server revoked this node: %s", reason,
+                              extra={"event": "server.revoked", "reason": reason})
                     self.revoked = True
                     break
                 if code == CloseCode.RATE_LIMITED:  # too many sockets from our address: wait the longest
-                    log.warning("server refused the link: %s", reason)
+                    log.warning("server refused the link: %s", reason,
+                                extra={"event": "server.refused", "reason": reason})
                     self.attempt = max(self.attempt, RATE_LIMITED_ATTEMPT)
-                log.warning("server link closed (code %s %s)", code, reason)
+                log.warning("server link closed (code %s %s)", code, reason,
+                            extra={"event": "server.disconnected", "reason": reason, "code": code})
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, MessageError, _Reconnect) as exc:
-                log.warning("server link failed: %s: %s", type(exc).__name__, exc)
+                log.warning("server link failed: %s: %s", type(exc).__name__, exc,
+                            extra={"event": "server.disconnected", "reason": type(exc).__name__})
             self.connected.clear()
             delay = backoff_delay(self.attempt, self._rng())
             self.attempt += 1

@@ -180,7 +180,8 @@ class Sessions:
                     dropped = len(peer.pending)
                     peer.pending.clear()
                     log.info("handshake with %s: no keys after %d attempts; gave up (%d queued packets "
-                             "dropped) until there is new traffic", peer.config.name, attempts, dropped)
+                             "dropped) until there is new traffic", peer.config.name, attempts, dropped,
+                             extra={"event": "handshake.gave_up", "peer_id": pid})
                 case SendKeepalive():
                     session = self.sessions.get(pid)
                     if self.datapath.send_keepalive(peer) and session is not None:

@@ -194,7 +194,9 @@ class Handshakes:
             kind = message_type(message)
         except HandshakeError as exc:
             self.refused[reason(exc)] += 1
-            log.info("handshake message from %s refused: %s", peer.config.name, exc)
+            log.info("handshake message from %s refused: %s", peer.config.name, exc,
+                     extra={"event": "handshake.refused", "peer_id": peer.config.peer_id,
+                            "reason": reason(exc)})
             return
         if kind is MessageType.HELLO:
             if relayed_by is None:
@@ -232,7 +234,9 @@ class Handshakes:
             challenge = await self.workers.run_peers(responder.create_challenge)
         except HandshakeError as exc:
             self.refused[reason(exc)] += 1
-            log.info("handshake with %s refused: %s: %s", peer.config.name, type(exc).__name__, exc)
+            log.info("handshake with %s refused: %s: %s", peer.config.name, type(exc).__name__, exc,
+                     extra={"event": "handshake.refused", "peer_id": peer.config.peer_id,
+                            "reason": reason(exc)})
             return
         self.responders[pid] = (responder, self.clock())
         self._send(peer, challenge)
@@ -242,7 +246,9 @@ class Handshakes:
             await self.workers.run_peers(initiator.consume_challenge, message, time.time())
             confirm = await self.workers.run_peers(initiator.create_confirm)
         except HandshakeError as exc:
-            log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc)
+            log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc,
+                     extra={"event": "handshake.failed", "peer_id": peer.config.peer_id,
+                            "reason": reason(exc)})
             self.on_handshake_failed(peer)
             return
         if self.peers.get(peer.config.peer_id) is not peer:
@@ -255,7 +261,9 @@ class Handshakes:
             result = await self.workers.run_peers(responder.consume_confirm, message, time.time())
         except HandshakeError as exc:
             self.refused[reason(exc)] += 1
-            log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc)
+            log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc,
+                     extra={"event": "handshake.failed", "peer_id": peer.config.peer_id,
+                            "reason": reason(exc)})
             return
         if self.peers.get(peer.config.peer_id) is peer:
             self.install(peer, result)
@@ -293,7 +301,8 @@ class Handshakes:
         self.datapath.install(peer, kp, confirmed=not result.initiator)
         self.on_keys_installed(peer, kp.created_at)
         log.info("session with %s: new keys (%s, index %08x)", peer.config.name,
-                 "initiator" if result.initiator else "responder", kp.local_index)
+                 "initiator" if result.initiator else "responder", kp.local_index,
+                 extra={"event": "session.keys", "peer_id": peer.config.peer_id})
         if not result.initiator:
             # our first frame on the new keys lets the initiator switch to them
             self.datapath.send_keepalive(peer)

@@ -231,7 +231,8 @@ class Links:
         self.no_link[pid].clear()
         self.on_path_change(peer)
         log.info("control link with %s (%s) up, dialed by %s", peer.config.name, link.remote_ip,
-                 "us" if initiator_id == self.local_peer_id else "them")
+                 "us" if initiator_id == self.local_peer_id else "them",
+                 extra={"event": "link.up", "peer_id": pid})
         self.handshakes.install(peer, result)
         ip = "0.0.0.0" if self.listen_ip.is_unspecified else str(self.listen_ip)  # noqa: S104
         if self.listen_ip.version == 6 and self.listen_ip.is_unspecified:
@@ -249,7 +250,8 @@ class Links:
             if self.links.get(pid) is link:
                 del self.links[pid]
                 self.no_link[pid].set()
-                log.info("control link with %s down", link.peer.config.name)
+                log.info("control link with %s down", link.peer.config.name,
+                         extra={"event": "link.down", "peer_id": pid})
                 if self.peers.get(pid) is link.peer:
                     self.on_path_change(link.peer)
 

@@ -81,7 +81,8 @@ async def test_a_real_server_counts_what_happens(server, tmp_path):
         await asyncio.to_thread(urllib.request.urlopen, unknown, None, 10)
     be_id = load_state(be_dir).identity.peer_id
     maps: dict[str, list[nm.NetMap]] = {"uk": [], "belgium": []}
-    links = [ServerLink(uk_dir, maps["uk"].append, stats_of(be_id, [0]), stats_interval=0.5, url=ws(server)),
+    links = [ServerLink(uk_dir, maps["uk"].append, stats_of(be_id, [0]), stats_interval=0.5,
+                        url=ws(server)),
              ServerLink(be_dir, maps["belgium"].append, url=ws(server))]
     tasks = [asyncio.create_task(link.run()) for link in links]
     try:
@@ -102,7 +103,8 @@ async def test_a_real_server_counts_what_happens(server, tmp_path):
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     assert value(after, "shadowmesh_enrollments_total") - value(before, "shadowmesh_enrollments_total") == 3
-    assert value(after, "shadowmesh_enrollment_refusals_total", reason="enrollment_token_has_been_used_up") == 1
+    used_up = "enrollment_token_has_been_used_up"
+    assert value(after, "shadowmesh_enrollment_refusals_total", reason=used_up) == 1
     assert value(after, "shadowmesh_auth_failures_total", channel="http", reason="unknown_peer") == 1
     assert value(after, "shadowmesh_agents_online", network="default") == 2
     assert value(after, "shadowmesh_agent_websockets", network="default") == 2
