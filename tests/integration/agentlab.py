@@ -62,7 +62,9 @@ class AgentLab(Lab):
         out = sh(PYTHON, "-m", "nodeagent", "keygen", "--out", str(self.tmp / name))
         return self.tmp / name, out.stdout.strip().splitlines()[-1]
 
-    def start_agent(self, ns: Netns, config: Path, wait_socket: bool = True) -> Agent:
+    def start_agent(self, ns: Netns, config: Path, wait_socket: bool = True,
+                    args: tuple[str, ...] = ()) -> Agent:
+        """`args`: more options for `up` (--metrics-listen, --log-format)."""
         self._logs += 1
         log = self.tmp / f"{config.stem}.{self._logs}.log"
         agent = next((a for a in self.agents if a.config == config), None)
@@ -70,7 +72,7 @@ class AgentLab(Lab):
             agent = Agent(ns, config, log)
             self.agents.append(agent)
         agent.log = log
-        agent.proc = self.spawn(ns, PYTHON, "-m", "nodeagent", "up", "--config", str(config), "-v",
+        agent.proc = self.spawn(ns, PYTHON, "-m", "nodeagent", "up", "--config", str(config), "-v", *args,
                                 log=log, cwd=ROOT)
         if wait_socket:
             deadline = time.monotonic() + 20
@@ -119,7 +121,7 @@ def write_config(path: Path, node: dict, peers: list[dict]) -> Path:
     return path
 
 
-def two_nodes(lab: AgentLab, node_extra: dict | None = None, start: bool = True):
+def two_nodes(lab: AgentLab, node_extra: dict | None = None, start: bool = True, args: tuple[str, ...] = ()):
     """a (198.18.0.1, 10.10.10.1) dials b (198.18.0.2, 10.10.10.2) over one veth pair."""
     a_ns, b_ns = lab.netns("a"), lab.netns("b")
     lab.veth(a_ns, "198.18.0.1/24", b_ns, "198.18.0.2/24")
@@ -134,5 +136,6 @@ def two_nodes(lab: AgentLab, node_extra: dict | None = None, start: bool = True)
                          {"private_key": "b/node.key", "overlay_ip": "10.10.10.2/24", "listen_ip": "0.0.0.0",
                           "interface": f"{lab.prefix}t2", "control_socket": str(lab.tmp / "b.sock"), **extra},
                          [{"public_key": "a/node.pub", "overlay_ip": "10.10.10.1", "name": "a"}])
-    agents = (lab.start_agent(a_ns, a_cfg), lab.start_agent(b_ns, b_cfg)) if start else (None, None)
+    agents = (lab.start_agent(a_ns, a_cfg, args=args), lab.start_agent(b_ns, b_cfg, args=args)) if start \
+        else (None, None)
     return a_ns, b_ns, a_id, b_id, a_cfg, b_cfg, agents

@@ -39,10 +39,11 @@ from tests.meshadmin.realtime.live_helpers import DAPHNE, ROOT, Server, _wait_fo
 class MeshServer(Server):
     """live_helpers.Server, also listening on the bridge address the namespaces reach."""
 
-    def __init__(self, lab: AgentLab, host_ip: str) -> None:
+    def __init__(self, lab: AgentLab, host_ip: str, env: dict | None = None) -> None:
         self.lab = lab
         self.host_ip = host_ip
-        super().__init__(lab.tmp, env={"SHADOWMESH_ALLOWED_HOSTS": f"127.0.0.1,localhost,{host_ip}"})
+        hosts = {"SHADOWMESH_ALLOWED_HOSTS": f"127.0.0.1,localhost,{host_ip}"}
+        super().__init__(lab.tmp, env={**hosts, **(env or {})})
         self.agent_url = f"http://{host_ip}:{self.port}"
 
     def start(self) -> None:
@@ -102,14 +103,14 @@ class EnrolledNode:
 
 
 class Mesh:
-    def __init__(self, lab: AgentLab) -> None:
+    def __init__(self, lab: AgentLab, server_env: dict | None = None) -> None:
         self.lab = lab
         self.subnet = free_host_subnet()
         self.host_ip = f"{self.subnet}.1"
         self.segment = lab.host_bridge(f"{self.host_ip}/24")
         self.nodes: list[EnrolledNode] = []
         self._octet = 10
-        self.server = MeshServer(lab, self.host_ip)
+        self.server = MeshServer(lab, self.host_ip, server_env)
         self.server.start()
         self._admin: urllib.request.OpenerDirector | None = None
 
