@@ -119,9 +119,10 @@ def test_server_metrics_from_a_namespace_and_no_secret_in_any_log_line(lab, log_
     secrets = [*tokens, *(t.split(".")[0] for t in tokens), session, TOKEN]
     for node in (uk, belgium):
         secrets += forms((node.state / "node.key").read_bytes())
-    secrets += forms(bytes.fromhex(mesh.server.manage(
+    ca_seed = mesh.server.manage(
         "shell", "-c", "from meshadmin.mesh.models import Network; "
-        "from meshadmin.mesh.pki import load_ca_key; print(load_ca_key(Network.objects.get(name='default')).private_bytes_raw().hex())").split()[-1]))
+        "from meshadmin.mesh.pki import load_ca_key; print(load_ca_key(Network.objects.get(name='default')).private_bytes_raw().hex())").split()[-1]
+    secrets += forms(bytes.fromhex(ca_seed))
     secrets.append(mesh.server.manage("shell", "-c", "from django.conf import settings; "
                                       "print(settings.SECRET_KEY)").split()[-1])
     assert all(len(s) >= 16 for s in secrets)

@@ -3,6 +3,8 @@ queued to Celery outside a serving process, and sent by the worker path to the n
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -48,6 +50,8 @@ def test_the_worker_path_tells_the_network_group_and_frees_the_next_push(network
     assert tasks.push_netmaps(network.pk) == 1
     event = async_to_sync(layer.receive)(channel)
     network.refresh_from_db()
+    changed_at = event.pop("changed_at")  # when the change committed: the push latency's start
     assert event == {"type": groups.NETMAP_CHANGED, "network": network.pk, "serial": network.serial}
+    assert isinstance(changed_at, float) and abs(changed_at - time.time()) < 60
     tasks.on_change_announced(Change, change=Change(network.pk, "node.renamed", ALL_NODES, 2))
     assert len(queued) == 2  # the pending key was cleared by the push
