@@ -121,7 +121,8 @@ def test_server_metrics_from_a_namespace_and_no_secret_in_any_log_line(lab, log_
         secrets += forms((node.state / "node.key").read_bytes())
     ca_seed = mesh.server.manage(
         "shell", "-c", "from meshadmin.mesh.models import Network; "
-        "from meshadmin.mesh.pki import load_ca_key; print(load_ca_key(Network.objects.get(name='default')).private_bytes_raw().hex())").split()[-1]
+        "from meshadmin.mesh.pki import load_ca_key; "
+        "print(load_ca_key(Network.objects.get(name='default')).private_bytes_raw().hex())").split()[-1]
     secrets += forms(bytes.fromhex(ca_seed))
     secrets.append(mesh.server.manage("shell", "-c", "from django.conf import settings; "
                                       "print(settings.SECRET_KEY)").split()[-1])
