@@ -18,7 +18,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def _json_logging(loglevel=None, **kwargs) -> None:
+def _json_logging(loglevel: int | str | None = None, **kwargs: object) -> None:
     """SHADOWMESH_LOG_FORMAT=json: the worker and beat log through settings.LOGGING (one JSON
     object per line) instead of configuring Celery's own text format; Celery's loggers keep the
     level given with --loglevel."""

@@ -178,9 +178,9 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
             udp.close()
             control_sock.close()
             if isinstance(exc, PortInUse):
-                raise AgentStartError(exc.strerror, 5) from None
+                raise AgentStartError(str(exc.strerror), 5) from None
             where = f"metrics {metrics_listen[0]}:{metrics_listen[1]}"
-            raise AgentStartError(f"{where}: {exc.strerror}") from None
+            raise AgentStartError(f"{where}: {exc.strerror or exc}") from None
     try:
         # SHADOWMESH_TUN_VNET=0 turns the userspace GRO path off (for A/B benchmarks)
         tun = tunmod.TunDevice.open(config.interface, vnet=os.environ.get("SHADOWMESH_TUN_VNET", "1") != "0")

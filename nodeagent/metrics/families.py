@@ -14,7 +14,7 @@ added to the document later appears as a new `reason` value by itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["COUNTER", "GAUGE", "Family", "families"]
@@ -76,7 +76,15 @@ PEER_COUNTERS = (
 )
 
 
-def _peer_families(peers: list[Mapping]) -> list[Family]:
+Doc = Mapping[str, object]
+
+
+def _map(value: object) -> Doc:
+    """A part of the document that should be an object; {} when it is absent or something else."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _peer_families(peers: list[Doc]) -> list[Family]:
     counters = [Family(name, COUNTER, text) for name, _, text in PEER_COUNTERS]
     lost = Family(
         "shadowmesh_peer_lost_frames",
@@ -120,12 +128,12 @@ def _peer_families(peers: list[Mapping]) -> list[Family]:
 def _by_reason(fam: Family, counts: object, **fixed: str) -> Family:
     """Adds one sample per reason of a {reason: count} mapping of the document."""
     if isinstance(counts, Mapping):
-        for reason, n in counts.items():
+        for reason, n in _map(counts).items():
             fam.add(n, **fixed, reason=str(reason))
     return fam
 
 
-def _node_families(node: Mapping) -> list[Family]:
+def _node_families(node: Doc) -> list[Family]:
     drops = Family(
         "shadowmesh_drops_total",
         COUNTER,
@@ -133,7 +141,7 @@ def _node_families(node: Mapping) -> list[Family]:
         "then the sending side's no_route and queue_full).",
     )
     out = [_by_reason(drops, node.get("drops"))]
-    relay = node.get("relay") if isinstance(node.get("relay"), Mapping) else {}
+    relay = _map(node.get("relay"))
     for key, name, text in (
         (
             "forwarded_frames",
@@ -162,8 +170,8 @@ def _node_families(node: Mapping) -> list[Family]:
     for reason in ("rate_limited", "no_destination"):
         refused.add(relay.get(reason), reason=reason)
     out.append(refused)
-    gro = node.get("tun_gro")
-    if isinstance(gro, Mapping):
+    if isinstance(node.get("tun_gro"), Mapping):
+        gro = _map(node.get("tun_gro"))
         for key, name, text in (
             ("writes", "shadowmesh_tun_gro_writes_total", "Merged writes to the TUN device (userspace GRO)."),
             (
@@ -202,8 +210,8 @@ def _node_families(node: Mapping) -> list[Family]:
 
 
 def _handshake_families(hs: object) -> list[Family]:
-    hs = hs if isinstance(hs, Mapping) else {}
-    door = hs.get("door") if isinstance(hs.get("door"), Mapping) else {}
+    hs = _map(hs)
+    door = _map(hs.get("door"))
     refused = Family(
         "shadowmesh_handshakes_refused_total",
         COUNTER,
@@ -218,7 +226,7 @@ def _handshake_families(hs: object) -> list[Family]:
         "ML-DSA-87 and ML-KEM-1024 operations of every handshake, by operation.",
     )
     if isinstance(hs.get("crypto"), Mapping):
-        for op, n in hs["crypto"].items():
+        for op, n in _map(hs.get("crypto")).items():
             crypto.add(n, operation=str(op))
     conns = Family(
         "shadowmesh_control_connections_total", COUNTER, "Connections accepted on the control port."
@@ -247,8 +255,9 @@ def _handshake_families(hs: object) -> list[Family]:
     return [refused, crypto, conns, closed, answered, waiting]
 
 
-def families(doc: Mapping) -> list[Family]:
+def families(doc: Doc) -> list[Family]:
     """Every metric family of one status document (status.py `status_document`)."""
-    node = doc.get("node") if isinstance(doc.get("node"), Mapping) else {}
-    peers = [p for p in doc.get("peers") or () if isinstance(p, Mapping)]
+    node = _map(doc.get("node"))
+    listed = doc.get("peers")
+    peers = [_map(p) for p in listed if isinstance(p, Mapping)] if isinstance(listed, Iterable) else []
     return _node_families(node) + _peer_families(peers)

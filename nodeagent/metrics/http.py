@@ -56,9 +56,9 @@ class _Collector:
             yield _metric(fam)
 
 
-def render(doc: dict) -> bytes:
+def render(doc: dict[str, object]) -> bytes:
     """The Prometheus text exposition of one status document."""
-    return generate_latest(_Collector(families(doc)))  # type: ignore[arg-type]
+    return generate_latest(_Collector(families(doc)))
 
 
 def bind_metrics(host: str, port: int) -> socket.socket:
@@ -89,7 +89,7 @@ def _response(status: str, body: bytes, content_type: str = "text/plain; charset
 class MetricsServer:
     """Serves `status()` as Prometheus text on a bound socket (bind_metrics) until `close()`."""
 
-    def __init__(self, sock: socket.socket, status: Callable[[], dict]) -> None:
+    def __init__(self, sock: socket.socket, status: Callable[[], dict[str, object]]) -> None:
         self.sock = sock
         self.status = status
         self.server: asyncio.AbstractServer | None = None
