@@ -16,7 +16,7 @@
     dns/server.py           enrolled mode: the mesh's names answered on the overlay address
     status.py               the `status --json` document and the counter report (one builder)
     control/local.py        the local status socket
-    metrics/                `up --metrics-listen`: Prometheus text built from `status()` (startup.py serves it)
+    metrics/                `up --metrics-listen`: Prometheus text from `status()` (startup.py serves it)
 
 Two modes share all of it: serverless (`up --config`: peers pinned in a TOML file, fixed for the
 agent's life) and enrolled (`up --state-dir`: peers come from the netmap the server pushes,
