@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from asgiref.typing import WebSocketScope
+    from asgiref.typing import HTTPScope, WebSocketScope
 
 __all__ = [
     "client_address", "is_trusted_proxy", "parse_trusted_proxies", "request_client_ip", "scope_client_ip",
@@ -92,8 +92,8 @@ def request_client_ip(request) -> str | None:
     return client_address(meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR"), _trusted_setting())
 
 
-def scope_client_ip(scope: WebSocketScope) -> str | None:
-    """The client address of an ASGI (websocket) scope."""
+def scope_client_ip(scope: WebSocketScope | HTTPScope) -> str | None:
+    """The client address of an ASGI scope (a websocket's, or an HTTP request's)."""
     client = scope.get("client")
     peer = client[0] if client else None
     values = [v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == b"x-forwarded-for"]

@@ -25,6 +25,7 @@ import hmac
 import ipaddress
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -35,6 +36,9 @@ from meshadmin.client_address import is_trusted_proxy, scope_client_ip
 
 from . import events
 from .state import StateCollector
+
+if TYPE_CHECKING:
+    from asgiref.typing import HTTPScope
 
 __all__ = ["MetricsEndpoint", "scrape_allowed"]
 
@@ -66,19 +70,19 @@ def registry() -> CollectorRegistry:
             ProcessCollector(registry=reg)
             PlatformCollector(registry=reg)
             GCCollector(registry=reg)
-        reg.register(StateCollector())  # type: ignore[arg-type]
+        reg.register(StateCollector())
         _registry = reg
     return _registry
 
 
-def _header(scope: dict, name: bytes) -> str | None:
+def _header(scope: HTTPScope, name: bytes) -> str | None:
     for key, value in scope.get("headers") or ():
         if key.lower() == name:
             return value.decode("latin-1")
     return None
 
 
-def _bearer(scope: dict) -> str | None:
+def _bearer(scope: HTTPScope) -> str | None:
     value = _header(scope, b"authorization")
     if value is None:
         return None
@@ -86,7 +90,7 @@ def _bearer(scope: dict) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _loopback_client(scope: dict) -> bool:
+def _loopback_client(scope: HTTPScope) -> bool:
     client = scope.get("client")
     peer = client[0] if client else None
     trusted = getattr(settings, "SHADOWMESH_TRUSTED_PROXIES", ())
@@ -99,7 +103,7 @@ def _loopback_client(scope: dict) -> bool:
         return False
 
 
-def scrape_allowed(scope: dict) -> tuple[bool, int]:
+def scrape_allowed(scope: HTTPScope) -> tuple[bool, int]:
     """(allowed, status when not): the rules of the module docstring."""
     token = getattr(settings, "SHADOWMESH_METRICS_TOKEN", None)
     presented = _bearer(scope)

@@ -65,7 +65,10 @@ def _redis():
     if _redis_client is None:
         import redis
 
-        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        url = settings.REDIS_URL
+        if not url:
+            raise RuntimeError("no REDIS_URL: the embedded default has no broker to read")
+        _redis_client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     return _redis_client
 
 
