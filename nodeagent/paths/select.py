@@ -113,7 +113,9 @@ class PathSelector:
     def peer_removed(self, peer: Peer, revoked: bool) -> None:
         for other in self.peers:
             if other.hub is peer:
-                other.hub = None
+                data = other.data_hub
+                other.hub = None  # the hub setter clears data_hub too...
+                other.data_hub = data  # ...so put it back: resolve then sees the move (counted, told)
                 self.resolve(other)
 
     def peer_changed(self, peer: Peer, old_config: PeerConfig, reset_sessions: bool) -> None:

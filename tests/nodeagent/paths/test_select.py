@@ -142,3 +142,30 @@ def test_a_handshake_hub_change_that_keeps_the_data_path_is_not_a_path_change(ma
     box.up.add(far.config.peer_id)
     box.selector.resolve(far)  # the handshakes move to the direct link; the data path stays direct
     assert far.hub is None and far.stats.path_changes == 2
+
+
+def test_a_removed_relay_is_a_path_change_the_traversal_records_with_its_reason(make_datapath):
+    """Removing a hub moves the data of the peers it relayed: counted, and in the path history as
+    `relay_gone` (the hub setter clears `data_hub` itself, so the move must still be seen)."""
+    from nodeagent.traversal import Traversal
+
+    dp = make_datapath()
+    peers = PeerSet(dp, 1000)
+    traversal = Traversal("ee" * 20, peers, dp, udp_port=dp.udp.port, mtu=1380, clock=lambda: 5.0,
+                          resolve=lambda p: None, hub_ids=lambda: (), interface_addresses=list,
+                          skip_interfaces=(), skip_networks=list, on_candidates=lambda c: None,
+                          spawn=lambda c: c.close())
+    selector = PathSelector(peers, via_is_fallback=True, direct_link_up=lambda pid: False,
+                            flush_pending=lambda p: None, announce=lambda: False,
+                            data_path=traversal.data_path, on_change=traversal.path_changed)
+    peers.listeners.extend([traversal, selector])
+    hub = peers.add(pc("hub", 1))
+    far = peers.add(pc("far", 2, via=hub.config.peer_id))
+    near = peers.add(pc("near", 3))
+    assert far.path == f"relay:{hub.config.peer_id}" and near.path == "direct"
+    peers.remove(hub.config.peer_id)
+    assert far.path == "direct" and far.stats.path_changes == 2
+    fields = traversal.peer_fields(far, 6.0)
+    assert [(h["path"], h["reason"]) for h in fields["path_history"]] == [
+        (f"relay:{hub.config.peer_id}", "relay"), ("direct", "relay_gone")]
+    assert near.stats.path_changes == 0 and traversal.reasons == {}  # nothing left for a later change
