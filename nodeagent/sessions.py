@@ -175,8 +175,10 @@ class Sessions:
                         if session is not None:
                             session.handshake_unsent(self.clock())
                 case HandshakeTimedOut():
+                    peer.stats.handshake_timeouts += 1
                     self.forget_handshake(pid)  # a late CHALLENGE for it is ignored
                 case HandshakeGaveUp(attempts=attempts):
+                    peer.stats.handshake_give_ups += 1
                     dropped = len(peer.pending)
                     peer.pending.clear()
                     log.info("handshake with %s: no keys after %d attempts; gave up (%d queued packets "

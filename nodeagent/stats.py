@@ -76,7 +76,13 @@ class PeerStats:
     lost_before: int = 0  # lost frames of keypairs already retired
     rtt_ms: float | None = None
     relayed_frames: int = 0  # frames this node forwarded on behalf of the peer (hub role)
-    handshakes: int = 0
+    handshakes: int = 0  # completed data-key handshakes (either side)
+    # our attempts that brought no keys within the retry time (sessions.py; each is retried, and an
+    # attempt whose CHALLENGE failed ends so too), CHALLENGEs that failed by reason
+    # (control/handshakes.py), and series given up after REKEY_ATTEMPT_TIME (sessions.py)
+    handshake_timeouts: int = 0
+    handshake_failures: dict[str, int] = field(default_factory=dict)
+    handshake_give_ups: int = 0
     path_changes: int = 0  # the path to the peer changed (direct <-> relay, another relay): paths/select.py
     trackers: dict = field(default_factory=dict)  # receiver index -> LossTracker
 

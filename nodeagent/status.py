@@ -84,6 +84,9 @@ def peer_status(p: Peer, *, control_up: bool, now: float) -> Document:
         "control": "up" if control_up else "down",
         "allowed_ips": [str(n) for n in p.config.allowed_ips],
         "path_changes": p.stats.path_changes,
+        "handshake_timeouts": p.stats.handshake_timeouts,
+        "handshake_failures": dict(sorted(p.stats.handshake_failures.items())),
+        "handshake_give_ups": p.stats.handshake_give_ups,
     })
     return entry
 

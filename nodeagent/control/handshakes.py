@@ -246,9 +246,11 @@ class Handshakes:
             await self.workers.run_peers(initiator.consume_challenge, message, time.time())
             confirm = await self.workers.run_peers(initiator.create_confirm)
         except HandshakeError as exc:
+            why = reason(exc)
+            failures = peer.stats.handshake_failures
+            failures[why] = failures.get(why, 0) + 1
             log.info("handshake with %s failed: %s: %s", peer.config.name, type(exc).__name__, exc,
-                     extra={"event": "handshake.failed", "peer_id": peer.config.peer_id,
-                            "reason": reason(exc)})
+                     extra={"event": "handshake.failed", "peer_id": peer.config.peer_id, "reason": why})
             self.on_handshake_failed(peer)
             return
         if self.peers.get(peer.config.peer_id) is not peer:

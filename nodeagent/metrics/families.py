@@ -64,6 +64,18 @@ PEER_COUNTERS = (
     ),
     ("shadowmesh_peer_handshakes_total", "handshakes", "Data-key handshakes completed with the peer."),
     (
+        "shadowmesh_peer_handshake_timeouts_total",
+        "handshake_timeouts",
+        "Our handshake attempts with the peer that brought no keys within the retry time (each is "
+        "retried; an attempt whose CHALLENGE failed ends so too).",
+    ),
+    (
+        "shadowmesh_peer_handshake_give_ups_total",
+        "handshake_give_ups",
+        "Handshake series with the peer given up (no keys after REKEY_ATTEMPT_TIME; packets queued "
+        "for it dropped).",
+    ),
+    (
         "shadowmesh_peer_relayed_frames_total",
         "relayed_frames",
         "Frames this node forwarded on behalf of the peer (hub role).",
@@ -101,6 +113,11 @@ def _peer_families(peers: list[Doc]) -> list[Family]:
         "Seconds since the last completed data-key handshake with the peer.",
     )
     control = Family("shadowmesh_peer_control_up", GAUGE, "1 while a control link with the peer is up.")
+    failures = Family(
+        "shadowmesh_peer_handshake_failures_total",
+        COUNTER,
+        "Our handshake attempts with the peer whose CHALLENGE failed, by reason.",
+    )
     info = Family(
         "shadowmesh_peer_info", GAUGE, "1 per peer, labelled with its name, overlay address and current path."
     )
@@ -113,6 +130,7 @@ def _peer_families(peers: list[Doc]) -> list[Family]:
         if isinstance(rtt_ms, (int, float)):
             rtt.add(rtt_ms / 1000.0, peer=pid)
         age.add(p.get("last_handshake_s"), peer=pid)
+        _by_reason(failures, p.get("handshake_failures"), peer=pid)
         if "control" in p:
             control.add(p["control"] == "up", peer=pid)
         info.add(
@@ -122,7 +140,7 @@ def _peer_families(peers: list[Doc]) -> list[Family]:
             overlay_ip=str(p.get("overlay_ip", "")),
             path=str(p.get("path", "")),
         )
-    return [*counters, lost, rtt, age, control, info]
+    return [*counters, failures, lost, rtt, age, control, info]
 
 
 def _by_reason(fam: Family, counts: object, **fixed: str) -> Family:

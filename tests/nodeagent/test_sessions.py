@@ -85,8 +85,10 @@ def test_an_attempt_without_an_answer_is_forgotten_and_retried(make_datapath):
     box.sessions.need_keys(uk)
     box.ticks(5.0)
     assert box.requested == ["uk"] and box.forgotten == []
+    assert uk.stats.handshake_timeouts == 0
     box.ticks(0.25)  # REKEY_TIMEOUT + the 0.1 s jitter
     assert box.forgotten == [uk.config.peer_id] and box.requested == ["uk", "uk"]
+    assert uk.stats.handshake_timeouts == 1 and uk.stats.handshake_give_ups == 0
 
 
 def test_installed_keys_end_the_attempts(make_datapath):
@@ -108,9 +110,12 @@ def test_giving_up_drops_the_parked_packets(make_datapath):
     uk.pending.append(b"parked")
     box.sessions.need_keys(uk)
     box.ticks(89.0)
-    assert uk.pending
+    assert uk.pending and uk.stats.handshake_give_ups == 0
+    timeouts = uk.stats.handshake_timeouts
+    assert timeouts >= 1  # retried every REKEY_TIMEOUT meanwhile
     box.ticks(6.0)
     assert not uk.pending and box.sessions.get(uk.config.peer_id).attempts == 0
+    assert uk.stats.handshake_give_ups == 1 and uk.stats.handshake_timeouts > timeouts  # the last one too
 
 
 @pytest.mark.parametrize("reset", [False, True])

@@ -18,7 +18,8 @@ NODE_KEYS = ["peer_id", "name", "overlay_ip", "uptime_s", "drops", "relay", "int
              "udp"]
 PEER_KEYS = ["peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames", "rx_frames",
              "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s",
-             "relayed_frames", "handshakes", "control", "allowed_ips", "path_changes"]
+             "relayed_frames", "handshakes", "control", "allowed_ips", "path_changes",
+             "handshake_timeouts", "handshake_failures", "handshake_give_ups"]
 WIRE_KEYS = PEER_KEYS[:1] + PEER_KEYS[3:4] + PEER_KEYS[5:14]  # the keys that come from PeerCounters
 
 
@@ -51,8 +52,11 @@ def test_a_peer_entry_has_the_fixed_keys_and_derived_values(make_datapath):
     hub.endpoint = ("2001:db8::1", 9443)
     far.endpoint = ("198.18.0.9", 9443)
     far.last_handshake = 100.0
+    hub.stats.handshake_failures.update({"wrong_peer": 1, "bad_signature": 2})
     direct = peer_status(hub, control_up=True, now=110.5)
     assert list(direct) == PEER_KEYS
+    assert list(direct["handshake_failures"].items()) == [("bad_signature", 2), ("wrong_peer", 1)]
+    assert direct["handshake_failures"] is not hub.stats.handshake_failures  # a copy, not the live map
     assert direct["endpoint"] == "[2001:db8::1]:9443" and direct["control"] == "up"
     assert direct["path"] == "direct" and direct["last_handshake_s"] is None
     far.hub = hub

@@ -264,9 +264,11 @@ async def test_a_bad_challenge_tells_the_session_and_a_stray_one_is_ignored(make
     uk.hs.on_handshake(uk.peer(belgium), bytes(tampered))
     await uk.settle()
     assert uk.failed == ["belgium"] and not uk.hs.initiators
+    assert uk.peer(belgium).stats.handshake_failures == {"key_confirmation_failed": 1}
     uk.hs.on_handshake(uk.peer(belgium), challenge)  # no initiator in flight any more: ignored
     await uk.settle()
     assert uk.failed == ["belgium"] and uk.installed == [] and uk.wires[belgium.id].sent == []  # no CONFIRM
+    assert sum(uk.peer(belgium).stats.handshake_failures.values()) == 1  # the stray one is not a failure
 
 
 async def test_a_responder_waiting_too_long_for_its_confirm_is_cut(make_datapath, people):

@@ -43,6 +43,8 @@ def real_document(make_datapath) -> tuple[dict, object, object]:
     hub.stats.replayed_frames, hub.stats.bad_frames, hub.stats.handshakes = 4, 5, 6
     hub.stats.rtt_ms = 12.5
     hub.stats.path_changes = 3
+    hub.stats.handshake_timeouts, hub.stats.handshake_give_ups = 12, 1
+    hub.stats.handshake_failures.update({"bad_signature": 2, "challenge_expired": 1})
     hub.last_handshake = 100.0
     dp.drops.replay, dp.drops.no_route = 7, 8
     dp.relay.forwarded_frames, dp.relay.rate_limited = 9, 10
@@ -78,8 +80,16 @@ def test_the_status_document_of_a_real_data_path_becomes_these_families(make_dat
         ("bad_frames", 5),
         ("handshakes", 6),
         ("path_changes", 3),
+        ("handshake_timeouts", 12),
+        ("handshake_give_ups", 1),
     ):
         assert samples(fams[f"shadowmesh_peer_{name}"], "_total")[(("peer", h),)] == value, name
+    # handshakes by outcome: completed (above), timed out, given up, and failed by reason
+    assert samples(fams["shadowmesh_peer_handshake_failures"], "_total") == {
+        (("peer", h), ("reason", "bad_signature")): 2.0,
+        (("peer", h), ("reason", "challenge_expired")): 1.0,
+    }
+    assert fams["shadowmesh_peer_handshake_failures"].type == COUNTER
     assert samples(fams["shadowmesh_peer_rtt_seconds"]) == {(("peer", h),): 0.0125}  # none measured for far
     assert fams["shadowmesh_peer_rtt_seconds"].type == GAUGE
     assert samples(fams["shadowmesh_peer_last_handshake_age_seconds"]) == {(("peer", h),): 10.0}
