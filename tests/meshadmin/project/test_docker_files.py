@@ -279,7 +279,8 @@ AGENT_DOC = {
     "peers": [{"peer_id": "cd" * 20, "name": "be", "overlay_ip": "10.10.10.2", "path": "direct",
                "rtt_ms": 1.0, "tx_frames": 0, "rx_frames": 0, "tx_bytes": 0, "rx_bytes": 0, "lost_frames": 0,
                "replayed_frames": 0, "bad_frames": 0, "last_handshake_s": 1.0, "relayed_frames": 0,
-               "handshakes": 0, "control": "up", "path_changes": 0}],
+               "handshakes": 0, "control": "up", "path_changes": 0, "handshake_timeouts": 0,
+               "handshake_failures": {"key_confirmation_failed": 0}, "handshake_give_ups": 0}],
 }
 
 
