@@ -369,11 +369,13 @@ class Traversal:
                     _fmt(ev.addr),
                     kind,
                     ev.rtt * 1000,
+                    extra={"event": "punch.validated", "peer_id": peer.config.peer_id, "how": kind},
                 )
                 peer.endpoint = ev.addr
                 self._choice_events(peer, st, st.choice.validated(ev.addr, kind, self.clock()))
             elif isinstance(ev, Failed):
-                log.info("hole punching with %s: %s", peer.config.name, ev.reason)
+                log.info("hole punching with %s: %s", peer.config.name, ev.reason,
+                         extra={"event": "punch.failed", "peer_id": peer.config.peer_id, "reason": ev.reason})
 
     def _choice_events(self, peer: Peer, st: _PeerState, events) -> None:
         for ev in events:
@@ -389,7 +391,9 @@ class Traversal:
             elif isinstance(ev, PathChanged):
                 if ev.reason in ("direct_timeout", "direct_loss"):
                     st.punch.path_lost(self.clock())
-                    log.info("direct path to %s lost (%s): back to the relay", peer.config.name, ev.reason)
+                    log.info("direct path to %s lost (%s): back to the relay", peer.config.name, ev.reason,
+                             extra={"event": "punch.path_lost", "peer_id": peer.config.peer_id,
+                                    "reason": ev.reason})
                 self._apply(peer, ev.reason)
 
     def _relay_for(self, peer: Peer, st: _PeerState) -> Peer | None:
@@ -448,6 +452,7 @@ class Traversal:
                     peer.config.name,
                     _fmt(ack.observed),
                     self.nat.name.lower(),
+                    extra={"event": "nat.observed", "peer_id": pid, "nat": self.nat.name.lower()},
                 )
                 self._ours_changed(now)
             return
