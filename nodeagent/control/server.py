@@ -121,7 +121,9 @@ class ControlServer:
                     return  # displaced while its HELLO was checked
                 self.doorway.leave(writer)  # authenticated: nothing displaces it any more
                 if not self.admit(claimed):
-                    log.info("handshake from %s (%s) refused: rate limit", claimed[:8], peer_addr)
+                    log.info("handshake from %s (%s) refused: rate limit", claimed[:8], peer_addr,
+                             extra={"event": "handshake.refused", "peer_id": claimed, "reason": "peer_rate",
+                                    "where": "door"})
                     self.refused["peer_rate"] += 1
                     return
                 challenge = await self.workers.run_peers(responder.create_challenge)
@@ -135,10 +137,12 @@ class ControlServer:
             self.on_established(reader, writer, channel, result, pending)
         except TimeoutError:
             self.counts["cut"] += 1
-            log.info("handshake from %s stalled; cut after %.0f s", peer_addr, HANDSHAKE_DEADLINE_S)
+            log.info("handshake from %s stalled; cut after %.0f s", peer_addr, HANDSHAKE_DEADLINE_S,
+                     extra={"event": "handshake.refused", "reason": "cut", "where": "door"})
         except HandshakeError as exc:
             self.refused[reason(exc)] += 1
-            log.info("handshake from %s refused: %s: %s", peer_addr, type(exc).__name__, exc)
+            log.info("handshake from %s refused: %s: %s", peer_addr, type(exc).__name__, exc,
+                     extra={"event": "handshake.refused", "reason": reason(exc), "where": "door"})
         except (ControlError, ConnectionError, OSError) as exc:
             log.debug("control connection from %s failed: %s", peer_addr, exc)
         finally:

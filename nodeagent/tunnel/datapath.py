@@ -515,7 +515,8 @@ class DataPath:
         peer.last_rx = now
         if not relayed and peer.data_hub is None and addr != peer.endpoint:
             if peer.endpoint is not None:
-                log.info("peer %s roamed %s -> %s", peer.config.name, _fmt(peer.endpoint), _fmt(addr))
+                log.info("peer %s roamed %s -> %s", peer.config.name, _fmt(peer.endpoint), _fmt(addr),
+                         extra={"event": "peer.roamed", "peer_id": peer.config.peer_id})
             peer.endpoint = addr
 
     def _open_envelope(self, peer: Peer, kp: Keypair, header, datagram, addr, now: float):
