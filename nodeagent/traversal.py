@@ -211,7 +211,7 @@ class Traversal:
         self.reflexive_sent.pop(pid, None)
         self.observed.pop(pid, None)
         for other in self.peers:  # relayed through it: paths/select.py moves their data next
-            if other.hub is peer and other.data_hub is not None:  # (listeners run in order)
+            if (other.hub is peer and other.data_hub is not None) or other.data_hub is peer:  # (in order)
                 self.reasons[other.config.peer_id] = "relay_gone"
 
     def peer_changed(self, peer: Peer, old_config, reset_sessions: bool) -> None:

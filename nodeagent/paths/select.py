@@ -117,6 +117,8 @@ class PathSelector:
                 other.hub = None  # the hub setter clears data_hub too...
                 other.data_hub = data  # ...so put it back: resolve then sees the move (counted, told)
                 self.resolve(other)
+            elif other.data_hub is peer:  # its data took this peer while its handshakes keep another hub
+                self.resolve(other)
 
     def peer_changed(self, peer: Peer, old_config: PeerConfig, reset_sessions: bool) -> None:
         self.resolve(peer)

@@ -169,3 +169,26 @@ def test_a_removed_relay_is_a_path_change_the_traversal_records_with_its_reason(
     assert [(h["path"], h["reason"]) for h in fields["path_history"]] == [
         (f"relay:{hub.config.peer_id}", "relay"), ("direct", "relay_gone")]
     assert near.stats.path_changes == 0 and traversal.reasons == {}  # nothing left for a later change
+
+
+def test_a_removed_data_relay_that_is_not_the_handshake_hub_moves_the_data_too(make_datapath):
+    """A peer's data may take a second hub (`data_hub`) while its handshakes keep the first
+    (`hub`). Removing the second must move the data back: a removed peer carries nothing."""
+    dp = make_datapath()
+    peers = PeerSet(dp, 1000)
+    second: list[str] = []
+
+    def data_path(peer, hub):  # traversal's rule in short: the measured relay while it is a peer
+        other = peers.get(second[0]) if second else None
+        return hub if other is None else other
+
+    selector = PathSelector(peers, via_is_fallback=True, direct_link_up=lambda pid: False,
+                            flush_pending=lambda p: None, announce=lambda: False, data_path=data_path)
+    peers.listeners.append(selector)
+    hub = peers.add(pc("hub", 1))
+    hub2 = peers.add(pc("hub2", 4))
+    second.append(hub2.config.peer_id)
+    far = peers.add(pc("far", 2, via=hub.config.peer_id))
+    assert far.hub is hub and far.data_hub is hub2
+    peers.remove(hub2.config.peer_id)
+    assert far.hub is hub and far.data_hub is hub and far.stats.path_changes == 2
