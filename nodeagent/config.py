@@ -181,8 +181,13 @@ class _Loader:
             if key not in allowed:
                 raise self.error(table, index, key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
-    def path_value(self, value: str) -> Path:
-        p = Path(value).expanduser()
+    def path_value(self, value: str, table: str, index: int | None, key: str) -> Path:
+        if "\0" in value:
+            raise self.error(table, index, key, "a path cannot contain a NUL character")
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # "~user/..." naming a user this system does not have
+            raise self.error(table, index, key, f"{value!r}: no such user's home directory") from None
         return p if p.is_absolute() else self.base / p
 
     # --- tables ----------------------------------------------------------------------------
@@ -194,7 +199,8 @@ class _Loader:
                    "interface", "mtu", "control_socket", "rekey_after_s", "keepalive_s", "relay_rate_pps"}
         self.unknown(node, "node", None, allowed)
         out: dict[str, Any] = {}
-        out["private_key_path"] = self.path_value(self.get(node, "node", None, "private_key", str))
+        out["private_key_path"] = self.path_value(self.get(node, "node", None, "private_key", str),
+                                                  "node", None, "private_key")
         overlay_text = self.get(node, "node", None, "overlay_ip", str)
         if "/" not in overlay_text:
             raise self.error("node", None, "overlay_ip",
@@ -225,7 +231,8 @@ class _Loader:
             raise self.error("node", None, "mtu", f"{mtu} is outside 1280..65535")
         out["mtu"] = mtu
         sock = self.get(node, "node", None, "control_socket", str, None)
-        out["control_socket"] = self.path_value(sock) if sock else default_socket(iface)
+        out["control_socket"] = (self.path_value(sock, "node", None, "control_socket") if sock
+                                 else default_socket(iface))
         rekey = self.get(node, "node", None, "rekey_after_s", (int, float), None, "a number of seconds")
         if rekey is not None and not 1 <= rekey <= 120:
             raise self.error("node", None, "rekey_after_s", "must be between 1 and 120 seconds")
@@ -250,7 +257,7 @@ class _Loader:
         public_key = decode_public_key(key_text) if len(key_text) > 256 else None
         if public_key is None:
             try:
-                public_key = load_public_key(self.path_value(key_text))
+                public_key = load_public_key(self.path_value(key_text, "peer", index, "public_key"))
             except IdentityFileError as exc:
                 raise self.error("peer", index, "public_key", str(exc)) from None
         pid = peer_id(public_key)
@@ -272,6 +279,8 @@ class _Loader:
         nets = []
         for item in allowed:
             try:
+                if not isinstance(item, str):  # ip_network would take the integer 5 as 0.0.0.5/32
+                    raise TypeError
                 nets.append(ipaddress.ip_network(item, strict=True))
             except (ValueError, TypeError):
                 raise self.error("peer", index, "allowed_ips", f"{item!r} is not a network prefix") from None
@@ -280,12 +289,12 @@ class _Loader:
 
     def endpoint(self, text: str, index: int) -> tuple[str, int]:
         host, port = text, DEFAULT_CONTROL_PORT
-        m = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::(\d+))?$", text)
+        m = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?$", text)
         if m:
             host, port = m.group(1), int(m.group(2) or port)
         elif text.count(":") == 1:
             host, _, p = text.partition(":")
-            if not p.isdigit():
+            if not (p.isascii() and p.isdigit()):  # int() takes other scripts' digits
                 raise self.error("peer", index, "endpoint", f"{text!r}: port must be a number")
             port = int(p)
         try:
@@ -309,13 +318,17 @@ def _kind_name(kind: type | tuple) -> str:
 def load_config(path: str | Path) -> AgentConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # bytes, then UTF-8 without newline translation: tomllib must see the file as written
+        # (read_text would turn a bare CR, which TOML refuses, into a line break)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(path, None, None, "config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, None, None, f"cannot read config file: {exc}") from None
     try:
         doc = tomllib.loads(text)
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(path, None, None, "TOML syntax error: values nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         # Python >= 3.14 has exc.lineno/exc.msg; before, the position is only in the text
         line = getattr(exc, "lineno", None)
@@ -374,12 +387,12 @@ def _check_peers(loader: _Loader, node: dict[str, Any], peers: list[PeerConfig])
 def parse_endpoint(text: str, default_port: int = DEFAULT_CONTROL_PORT) -> tuple[str, int]:
     """"host", "host:port" or "[v6]:port" with an IP address host -> (host, port); ValueError if bad."""
     host, port = text, default_port
-    m = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::(\d+))?$", text)
+    m = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?$", text)
     if m:
         host, port = m.group(1), int(m.group(2) or port)
     elif text.count(":") == 1:
         host, _, p = text.partition(":")
-        if not p.isdigit():
+        if not (p.isascii() and p.isdigit()):  # int() takes other scripts' digits
             raise ValueError(f"{text!r}: port must be a number")
         port = int(p)
     ipaddress.ip_address(host)  # ValueError when not an address

@@ -101,13 +101,23 @@ def load_private_key(path: Path) -> NodeIdentity:
     return NodeIdentity(key, public, peer_id(public))
 
 
+_MAX_PUBLIC_KEY_FILE = 8192  # base64 of a public key with line breaks is about 3.5 KB
+
+
 def load_public_key(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise IdentityFileError(f"{path}: public key is not a regular file")
+            data = f.read(_MAX_PUBLIC_KEY_FILE + 1)
     except FileNotFoundError:
         raise IdentityFileError(f"{path}: public key file not found") from None
     except OSError as exc:
         raise IdentityFileError(f"{path}: cannot read public key: {exc.strerror}") from None
+    except ValueError:  # a NUL in the path
+        raise IdentityFileError(f"{path!r}: not a usable file name") from None
+    if len(data) > _MAX_PUBLIC_KEY_FILE:
+        raise IdentityFileError(f"{path}: too large for a public key file")
     if len(data) == MLDSA87_PUBLIC_KEY_SIZE:
         return data
     decoded = _maybe_base64(data, MLDSA87_PUBLIC_KEY_SIZE)

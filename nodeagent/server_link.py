@@ -103,8 +103,9 @@ def load_signed_netmap(state_dir: Path, ca_public_key: bytes | None = None) -> S
             return None
         log.warning("ignoring persisted netmap %s: %s", path, exc)
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring persisted netmap %s: %s", path, exc)
+    except (OSError, ValueError, RecursionError) as exc:  # json.loads recurses into nested arrays
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        log.warning("ignoring persisted netmap %s: %s", path, why)
         return None
     try:
         chain = netmap_sign.chain_from_dict(raw)

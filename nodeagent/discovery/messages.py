@@ -296,7 +296,7 @@ def decode(body: bytes) -> Message:
         fields[field] = value
     extra = set(d) - allowed
     if extra:
-        raise Malformed(f"{name}: unknown keys {sorted(extra)}")
+        raise Malformed(f"{name}: unknown keys {sorted(map(repr, extra))}")  # str and bytes keys
     return cls(**fields)
 
 

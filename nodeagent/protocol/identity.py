@@ -9,7 +9,7 @@ from .constants import MLDSA87_PUBLIC_KEY_SIZE, PEER_ID_SIZE
 
 __all__ = ["PEER_ID_RE", "IdentityError", "check_public_key", "peer_id", "peer_id_bytes"]
 
-PEER_ID_RE = re.compile(r"^[0-9a-f]{40}$")
+PEER_ID_RE = re.compile(r"^[0-9a-f]{40}\Z")  # \Z: "$" would also match before a final newline
 
 
 class IdentityError(ValueError):

@@ -145,3 +145,49 @@ def test_the_shipped_examples_load_once_their_keys_exist(tmp_path, example):
     path.write_text(text.replace("<peer id of uk, printed by keygen>", ids["uk"]))
     cfg = load_config(path)
     assert cfg.name == example.removesuffix(".toml") and len(cfg.peers) == 3
+
+
+# Found by fuzzing the loader (fuzz/fuzz_config.py, docs/fuzzing.md): each of these escaped as
+# another exception than ConfigError (or, for the last ones, was quietly misread) before.
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key", "words"),
+    [
+        # Path.expanduser raised RuntimeError
+        ('"uk/node.key"', '"~no-such-user-here/node.key"', 2, "node.private_key", "no such user"),
+        # open() raised ValueError (embedded null byte)
+        ('"belgium/node.pub"', '"belgium/node\\u0000.pub"', 14, "peer[1].public_key", "NUL"),
+        # int("²") raised ValueError: str.isdigit() is true for digits of other scripts
+        ('endpoint = "198.18.0.8"', 'endpoint = "198.18.0.8:\u00b2"', 10, "peer[0].endpoint", "number"),
+        # ip_network(5) is 0.0.0.5/32: an integer was taken as a route
+        ('"192.168.8.0/24"', '5', 11, "peer[0].allowed_ips", "not a network prefix"),
+        # a device read without end, and any other file that is not a key file
+        ('"belgium/node.pub"', '"/dev/zero"', 14, "peer[1].public_key", "not a regular file"),
+    ],
+)
+def test_odd_values_found_by_fuzzing_are_config_errors_naming_the_line(tmp_path, keys, old, new, line,
+                                                                        key, words):
+    err = error_for(tmp_path, GOOD.replace(old, new))
+    assert (err.line, err.key) == (line, key)
+    assert words in err.message
+
+
+def test_a_bracketed_endpoint_port_takes_ascii_digits_only(tmp_path, keys):
+    arabic_indic_12 = "\u0661\u0662"
+    body = GOOD.replace('endpoint = "198.18.0.8"', f'endpoint = "[2001:db8::8]:{arabic_indic_12}"')
+    err = error_for(tmp_path, body)
+    assert (err.line, err.key) == (10, "peer[0].endpoint")
+
+
+def test_deeply_nested_values_are_a_syntax_error_not_a_recursion_error(tmp_path, keys):
+    err = error_for(tmp_path, GOOD + "x = " + "[" * 5000 + "\n")
+    assert "syntax" in str(err) and str(err).startswith(str(tmp_path / "mesh.toml"))
+
+
+def test_the_file_is_parsed_as_written_a_bare_carriage_return_is_a_syntax_error(tmp_path, keys):
+    # read_text() turned a lone CR into a line break, so TOML that the standard refuses loaded,
+    # and the lines reported were not the file's
+    path = tmp_path / "mesh.toml"
+    path.write_bytes(textwrap.dedent(GOOD).lstrip().replace("\n", "\r").encode())
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line == 1 and "syntax" in str(info.value)

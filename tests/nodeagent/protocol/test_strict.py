@@ -93,3 +93,13 @@ def test_field_checks():
 def test_malformed_is_a_message_error_closing_with_4400():
     assert issubclass(Malformed, MessageError) and issubclass(MessageError, ValueError)
     assert Malformed("x").code == CloseCode.MALFORMED == 4400
+
+
+def test_a_peer_id_with_a_trailing_newline_is_not_a_peer_id():
+    # found by fuzzing (fuzz/fuzz_messages.py): PEER_ID_RE ended in "$", which also matches
+    # before a final newline, so 41 characters passed every peer id check of the protocol
+    for value in (A + "\n", A + "\r", "\n" + A, A[:39] + "\n"):
+        with pytest.raises(Malformed):
+            check_peer_id(value, "peer")
+    with pytest.raises(Malformed, match="peer id"):
+        StrictMap({"peer_id": A + "\n"}, "m").peer_id("peer_id")

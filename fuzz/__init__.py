@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz harnesses for every wire and file parser (docs/fuzzing.md)."""
