@@ -7,9 +7,12 @@ Order (each step only relies on what earlier steps left in place):
     3. RemovePeer    peers gone from the map or revoked (revoked first, then the others) — sessions
                      torn down and keys wiped; a revoked peer is removed even if still listed
     4. AddPeer       new peers; relays before the peers reached through them
-    5. UpdatePeer    endpoints, relay or flags changed (a new relay exists by now);
-                     `reset_sessions` when the certificate (fingerprint) or overlay IP changed,
-                     since live sessions were authenticated under the old one
+    5. UpdatePeer    endpoints, relay, flags or certificate changed (a new relay exists by now);
+                     `reset_sessions` when the peer's identity changed under its peer id: its
+                     overlay IP (the source address its sessions may use). A new key is a new
+                     peer id (the id is the key's hash): RemovePeer + AddPeer. A new fingerprint
+                     alone is a renewal (same key, id and address, another validity): live
+                     sessions stay, and the next handshake presents the new certificate
     6. AddRoute      new routes, once their next-hop peer exists
 
 `routing_table(netmap, exit_node)` builds the data path's table from the same map: every peer's
@@ -127,7 +130,7 @@ def plan(applied: NetMap | None, new: NetMap) -> list[Action]:
     for pid in sorted(new_peers):
         old, cur = old_peers.get(pid), new_peers[pid]
         if old is not None and old != cur:
-            reset = old.fingerprint != cur.fingerprint or old.overlay_ip != cur.overlay_ip
+            reset = old.overlay_ip != cur.overlay_ip  # not the fingerprint: renewals keep sessions
             actions.append(UpdatePeer(old, cur, reset))
     actions += [AddRoute(r) for r in sorted(new_routes - old_routes)]
     return actions

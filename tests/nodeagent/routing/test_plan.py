@@ -60,11 +60,27 @@ def test_revoked_peer_is_removed_first_with_its_routes_even_if_still_listed():
     assert actions == [RemoveRoute(Route("192.168.8.0/24", BE)), RemovePeer(BE, revoked=True)]
 
 
-def test_changed_certificate_resets_sessions_and_changed_endpoint_does_not():
-    new = netmap([peer(UK, "10.10.10.3", fp="b" * 64), peer(BE, "10.10.10.5", port=9999),
+def test_a_certificate_for_a_new_address_resets_sessions_and_a_changed_endpoint_does_not():
+    new = netmap([peer(UK, "10.10.10.13", fp="b" * 64), peer(BE, "10.10.10.5", port=9999),
                   peer(SL, "10.10.10.6", relay=UK)], SEED.routes, serial=2)
     updates = {a.new.peer_id: a.reset_sessions for a in plan(SEED, new) if isinstance(a, UpdatePeer)}
     assert updates == {UK: True, BE: False}
+
+
+def test_a_renewed_certificate_keeps_live_sessions_and_an_identity_change_does_not():
+    # a renewal: same peer id (so the same key: the id is its hash) and overlay address, only the
+    # validity differs, so the fingerprint (a hash of the signed part) changes. Sessions were
+    # authenticated under the old certificate of the same identity: they stay up, and the next
+    # handshake presents the new one. Before, every renewal reset the node's sessions at every peer.
+    renewed = netmap([peer(UK, "10.10.10.3", fp="b" * 64), *SEED.peers[1:]], SEED.routes, serial=2)
+    assert plan(SEED, renewed) == [UpdatePeer(SEED.peers[0], renewed.peers[0], reset_sessions=False)]
+    # a new address under the same key is another identity for cryptokey routing: reset
+    moved = netmap([peer(UK, "10.10.10.13", fp="b" * 64), *SEED.peers[1:]], SEED.routes, serial=2)
+    assert plan(SEED, moved) == [UpdatePeer(SEED.peers[0], moved.peers[0], reset_sessions=True)]
+    # a new key is a new peer id: the old peer goes (sessions torn down, keys wiped), the new one comes
+    rekeyed = netmap([peer(MAC, "10.10.10.3", fp="b" * 64), *SEED.peers[1:]], SEED.routes, serial=2)
+    actions = plan(SEED, rekeyed)
+    assert RemovePeer(UK) in actions and AddPeer(rekeyed.peer(MAC)) in actions
 
 
 def test_route_moving_to_another_peer_is_removed_then_added():
