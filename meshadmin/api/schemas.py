@@ -1,4 +1,16 @@
-"""Request and response bodies. Requests forbid unknown fields; binary values are standard base64."""
+"""Request and response bodies. Requests forbid unknown fields; binary values are standard base64.
+
+The OpenAPI schema states every constraint the server enforces (tests/fuzz/test_api_schema.py runs
+schemathesis against it). What JSON Schema cannot express is named by a `format` with its rule in
+the description, and listed in FORMATS:
+
+    shadowmesh-label         1..63 bytes of UTF-8 once surrounding spaces are stripped, no control
+                             characters (a certificate's name)
+    shadowmesh-public-key    base64 of a raw ML-DSA-87 public key (2,592 bytes)
+    shadowmesh-endpoint-ip   an IPv4 or IPv6 address peers may be sent to: not unspecified, loopback,
+                             link-local, multicast or broadcast (nodeagent/protocol/endpoints.py)
+    shadowmesh-endpoint      such an address and a port 1..65535: "IP:PORT" or "[IPv6]:PORT"
+"""
 
 from __future__ import annotations
 
@@ -11,12 +23,17 @@ from ninja import Schema
 from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
 
 __all__ = [
+    "FORMATS",
     "B64Bytes",
     "ChallengeIn",
     "ChallengeOut",
     "EnrollIn",
     "EnrollOut",
     "ErrorOut",
+    "LinkOut",
+    "LinkPointOut",
+    "LinkSeriesOut",
+    "LinksOut",
     "PeerOut",
     "RegisterIn",
     "VerifyIn",
@@ -41,6 +58,26 @@ B64Bytes = Annotated[
 ]
 
 
+FORMATS = ("shadowmesh-label", "shadowmesh-public-key", "shadowmesh-endpoint-ip", "shadowmesh-endpoint")
+PEER_ID_PATTERN = "^[0-9a-f]{40}$"
+_PUBLIC_KEY_B64 = 3456  # base64 of 2,592 bytes, no padding needed
+
+
+def _format(name: str, description: str, **more) -> dict:
+    return {"json_schema_extra": {"format": name, "description": description, **more}}
+
+
+def _integral(value: object) -> object:
+    """JSON has numbers, not integers: 1063.0 is the integer 1063 to JSON Schema (and to the
+    schema's clients), so it is one here too; 1063.5, "1063" and true are still refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(bytes(data)).decode("ascii")
 
@@ -55,9 +92,16 @@ class ErrorOut(Schema):
 
 class EnrollIn(_Request):
     token: StrictStr = Field(max_length=256)
-    name: StrictStr = Field(max_length=256)
-    public_key: B64Bytes
-    endpoint: StrictStr | None = Field(default=None, max_length=64, description="IP:PORT of the control port")
+    name: StrictStr = Field(min_length=1, max_length=63, **_format(
+        "shadowmesh-label", "the node's name: 1..63 bytes of UTF-8 after stripping surrounding spaces, "
+        "no control characters"))
+    public_key: B64Bytes = Field(**_format(
+        "shadowmesh-public-key", "standard base64 of the node's raw ML-DSA-87 public key (2,592 bytes)",
+        minLength=_PUBLIC_KEY_B64, maxLength=_PUBLIC_KEY_B64))
+    endpoint: StrictStr | None = Field(default=None, max_length=64, **_format(
+        "shadowmesh-endpoint", "IP:PORT (or [IPv6]:PORT) of the control port, an address peers may be sent "
+        "to (no unspecified, loopback, link-local, multicast or broadcast address), port 1..65535; "
+        "empty or absent: none"))
     is_public: StrictBool | None = None
 
 
@@ -70,7 +114,8 @@ class EnrollOut(Schema):
 
 
 class ChallengeIn(_Request):
-    peer_id: StrictStr = Field(max_length=64)
+    # any other string is refused as an unknown peer (401, audited), not as a malformed request
+    peer_id: StrictStr = Field(max_length=64, json_schema_extra={"pattern": PEER_ID_PATTERN})
 
 
 class ChallengeOut(Schema):
@@ -81,7 +126,7 @@ class ChallengeOut(Schema):
 
 
 class VerifyIn(_Request):
-    peer_id: StrictStr = Field(max_length=64)
+    peer_id: StrictStr = Field(max_length=64, json_schema_extra={"pattern": PEER_ID_PATTERN})
     challenge: B64Bytes
     signature: B64Bytes
 
@@ -92,9 +137,11 @@ class VerifyOut(Schema):
 
 
 class RegisterIn(_Request):
-    ip: StrictStr = Field(max_length=64)
-    port: StrictInt
-    udp_port: StrictInt
+    ip: StrictStr = Field(max_length=64, **_format(
+        "shadowmesh-endpoint-ip", "an IPv4 or IPv6 address peers may be sent to: no unspecified, loopback, "
+        "link-local, multicast or broadcast address"))
+    port: JsonInt = Field(ge=1, le=65535)
+    udp_port: JsonInt = Field(ge=1, le=65535)
     is_public: StrictBool
 
 
@@ -109,3 +156,36 @@ class PeerOut(Schema):
     public_key: str
     last_seen: datetime | None
     expires_at: datetime | None
+
+
+class _Rates(Schema):
+    tx_bytes_per_s: float
+    rx_bytes_per_s: float
+    tx_frames_per_s: float
+    rx_frames_per_s: float
+    loss_pct: float
+
+
+class LinkPointOut(_Rates):
+    at: datetime
+    peer: str
+    path: str
+    rtt_ms: float | None
+    last_handshake_s: float | None
+
+
+class LinkOut(LinkPointOut):
+    reporter: str
+
+
+class LinksOut(Schema):
+    network: str
+    links: list[LinkOut]
+
+
+class LinkSeriesOut(Schema):
+    reporter: str
+    peer: str
+    window: str
+    resolution: str = Field(description='"raw" (windows up to 1 h) or "1m"')
+    points: list[LinkPointOut]

@@ -13,10 +13,11 @@ import re
 from dataclasses import asdict
 from datetime import timedelta
 
-from ninja import Router
+from ninja import Path, Query, Router
 from ninja.errors import HttpError
 from ninja.security import django_auth
 
+from meshadmin.api.schemas import PEER_ID_PATTERN, ErrorOut, LinkSeriesOut, LinksOut
 from meshadmin.mesh.models import Network, Node
 from meshadmin.mesh.permissions import can_view
 from nodeagent.protocol.identity import PEER_ID_RE
@@ -27,7 +28,11 @@ __all__ = ["router"]
 
 router = Router(tags=["telemetry"])
 
-_WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
+_WINDOW = re.compile(r"^([0-9]{1,4})([mhd])\Z")  # ASCII digits, no final newline (the schema's rule)
+# the windows _window accepts (1m..7d, up to four digits), as the schema states them
+WINDOW_PATTERN = (r"^(?:(?:0{0,3}[1-9]|0{0,2}[1-9][0-9]|0?[1-9][0-9]{2}|[1-9][0-9]{3})m"
+                  r"|(?:0{0,3}[1-9]|0{0,2}[1-9][0-9]|0?1[0-5][0-9]|0?16[0-8])h|0{0,3}[1-7]d)$")
+_ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
 
@@ -52,8 +57,8 @@ def _window(text: str) -> timedelta:
     return value
 
 
-@router.get("/links", auth=django_auth)
-def current_links(request, network: str = "default"):
+@router.get("/links", auth=django_auth, response={200: LinksOut, **_ERRORS})
+def current_links(request, network: str = Query("default", description="network name")):
     _viewer(request)
     net = Network.objects.filter(name=network).first()
     if net is None:
@@ -61,8 +66,11 @@ def current_links(request, network: str = "default"):
     return {"network": net.name, "links": [_plain(f) for f in queries.current_links(net.pk)]}
 
 
-@router.get("/links/{reporter}/{peer}", auth=django_auth)
-def link_series(request, reporter: str, peer: str, window: str = "1h"):
+@router.get("/links/{reporter}/{peer}", auth=django_auth, response={200: LinkSeriesOut, **_ERRORS})
+def link_series(request, reporter: str = Path(..., pattern=PEER_ID_PATTERN),
+                peer: str = Path(..., pattern=PEER_ID_PATTERN),
+                window: str = Query("1h", pattern=WINDOW_PATTERN,
+                                    description="1m..7d: minutes (m), hours (h) or days (d)")):
     _viewer(request)
     if not PEER_ID_RE.match(reporter) or not PEER_ID_RE.match(peer):
         raise HttpError(400, "reporter and peer are peer ids (40 lowercase hex characters)")
