@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # System packages the suite and the demo need (all from Debian's archive).
 #   iproute2/iptables/nftables: namespaces, veth, bridges, filters and random loss (no netem here);  postgresql/redis-server: the scale-out path;
 #   iperf3/socat: transfers in tunnel tests;  chromium: dashboard tests;  procps: pgrep/ps;
-#   nginx-light: docker/nginx.conf run for real in front of Daphne (tests/meshadmin/project/test_tls_proxy.py).
+#   nginx-light: docker/nginx.conf run for real in front of Daphne (tests/meshadmin/project/test_tls_proxy.py);
+#   ethtool: offloads off on the veths of lab/impair.py (delay and reordering without netem).
 PKGS=(iproute2 iptables nftables iputils-ping procps postgresql redis-server iperf3 socat chromium
-      wireguard-go wireguard-tools nebula sysstat nginx-light)
+      wireguard-go wireguard-tools nebula sysstat nginx-light ethtool)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${PKGS[@]}"; do
