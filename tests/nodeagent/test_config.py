@@ -147,8 +147,10 @@ def test_the_shipped_examples_load_once_their_keys_exist(tmp_path, example):
     assert cfg.name == example.removesuffix(".toml") and len(cfg.peers) == 3
 
 
-# Found by fuzzing the loader (fuzz/fuzz_config.py, docs/fuzzing.md): each of these escaped as
-# another exception than ConfigError (or, for the last ones, was quietly misread) before.
+# Found with the loader's fuzz harness (fuzz/fuzz_config.py, docs/fuzzing.md): the NUL and the bare
+# carriage return by the fuzzer itself, the others while writing down what the harness asserts.
+# Each escaped as another exception than ConfigError before (or, for the integer route and the
+# device, was quietly misread).
 @pytest.mark.parametrize(
     ("old", "new", "line", "key", "words"),
     [

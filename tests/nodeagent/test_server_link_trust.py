@@ -332,7 +332,8 @@ async def test_renewal_fails_clearly_when_the_server_refuses(state_dir):
 
 
 def test_a_persisted_map_nested_too_deeply_for_json_is_ignored_not_raised(state_dir, caplog):
-    # found by fuzzing (fuzz/fuzz_messages.py): json.loads raised RecursionError out of the loader
+    # found writing the fuzz harness of the persisted map (fuzz/fuzz_messages.py, mode 4):
+    # json.loads raised RecursionError out of the loader
     write_private_file(state_dir / "netmap.json", b"[" * 100_000)
     assert load_netmap(state_dir) is None
     assert "ignoring persisted netmap" in caplog.text

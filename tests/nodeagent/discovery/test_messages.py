@@ -187,8 +187,8 @@ def test_random_maps_only_raise_message_errors(d):
 
 
 def test_unknown_keys_of_both_str_and_bytes_are_malformed_not_a_type_error():
-    # found by fuzzing (fuzz/fuzz_dht.py): the error message sorted the unknown keys, and a map
-    # with a str key and a bytes key made sorted() raise TypeError out of the decoder
+    # found writing the DHT fuzz harness (fuzz/fuzz_dht.py): the error message sorted the unknown
+    # keys, and a map with a str key and a bytes key made sorted() raise TypeError out of the decoder
     body = msgpack.packb({"v": 1, "t": "ping", "rid": 1, "x": 1, b"y": 2}, use_bin_type=True)
     with pytest.raises(Malformed, match="unknown keys"):
         decode(body)

@@ -96,7 +96,8 @@ def test_malformed_is_a_message_error_closing_with_4400():
 
 
 def test_a_peer_id_with_a_trailing_newline_is_not_a_peer_id():
-    # found by fuzzing (fuzz/fuzz_messages.py): PEER_ID_RE ended in "$", which also matches
+    # found writing the websocket fuzz harness's invariant that every parsed peer id is 40 hex
+    # characters (fuzz/fuzz_messages.py check_ids): PEER_ID_RE ended in "$", which also matches
     # before a final newline, so 41 characters passed every peer id check of the protocol
     for value in (A + "\n", A + "\r", "\n" + A, A[:39] + "\n"):
         with pytest.raises(Malformed):
