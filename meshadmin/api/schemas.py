@@ -20,7 +20,16 @@ from datetime import datetime
 from typing import Annotated
 
 from ninja import Schema
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, WithJsonSchema
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
 
 __all__ = [
     "FORMATS",
@@ -63,8 +72,9 @@ PEER_ID_PATTERN = "^[0-9a-f]{40}$"
 _PUBLIC_KEY_B64 = 3456  # base64 of 2,592 bytes, no padding needed
 
 
-def _format(name: str, description: str, **more) -> dict:
-    return {"json_schema_extra": {"format": name, "description": description, **more}}
+def _format(name: str, description: str, **more: int) -> dict[str, JsonValue]:
+    """The schema's extra keys for a field in a named format (its rule in the description)."""
+    return {"format": name, "description": description, **more}
 
 
 def _integral(value: object) -> object:
@@ -92,13 +102,13 @@ class ErrorOut(Schema):
 
 class EnrollIn(_Request):
     token: StrictStr = Field(max_length=256)
-    name: StrictStr = Field(min_length=1, max_length=63, **_format(
+    name: StrictStr = Field(min_length=1, max_length=63, json_schema_extra=_format(
         "shadowmesh-label", "the node's name: 1..63 bytes of UTF-8 after stripping surrounding spaces, "
         "no control characters"))
-    public_key: B64Bytes = Field(**_format(
+    public_key: B64Bytes = Field(json_schema_extra=_format(
         "shadowmesh-public-key", "standard base64 of the node's raw ML-DSA-87 public key (2,592 bytes)",
         minLength=_PUBLIC_KEY_B64, maxLength=_PUBLIC_KEY_B64))
-    endpoint: StrictStr | None = Field(default=None, max_length=64, **_format(
+    endpoint: StrictStr | None = Field(default=None, max_length=64, json_schema_extra=_format(
         "shadowmesh-endpoint", "IP:PORT (or [IPv6]:PORT) of the control port, an address peers may be sent "
         "to (no unspecified, loopback, link-local, multicast or broadcast address), port 1..65535; "
         "empty or absent: none"))
@@ -137,7 +147,7 @@ class VerifyOut(Schema):
 
 
 class RegisterIn(_Request):
-    ip: StrictStr = Field(max_length=64, **_format(
+    ip: StrictStr = Field(max_length=64, json_schema_extra=_format(
         "shadowmesh-endpoint-ip", "an IPv4 or IPv6 address peers may be sent to: no unspecified, loopback, "
         "link-local, multicast or broadcast address"))
     port: JsonInt = Field(ge=1, le=65535)
