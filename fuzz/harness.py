@@ -46,7 +46,7 @@ def edit(base: bytes, fdp) -> bytes:
     return bytes(out)
 
 
-HARNESSES = ("frames", "handshake", "control", "messages", "cert", "dht", "config")
+HARNESSES = ("frames", "disco", "handshake", "control", "messages", "cert", "dht", "config")
 DICTS = {"messages": "msgpack.dict", "dht": "msgpack.dict", "config": "toml.dict"}
 
 

@@ -1,6 +1,6 @@
 """Write the seed corpora (fuzz/corpus/<harness>/) from real messages of the world's mesh.
 
-    .venv/bin/python -m fuzz.make_corpus
+    .venv/bin/python -m fuzz.make_corpus [NAME ...]     # every harness's corpus, or the ones named
 
 Every seed is the harness's mode byte followed by a message made the way the product makes it
 (sealed frames, a real handshake, control messages through a ControlCipher, signed netmaps and
@@ -38,6 +38,19 @@ def _frames() -> list[bytes]:
     return [b"\x00" + data, b"\x00" + echo, b"\x00" + relay, b"\x00" + relayed,
             b"\x01\x00\x00" + bytes(16) + b"\x45" + bytes(19), b"\x01\x01\x01" + bytes(16) + bytes(8),
             b"\x02\x00" + bytes.fromhex(world.B.peer_id) + data]
+
+
+def _disco() -> list[bytes]:
+    from fuzz.fuzz_disco import OFFER, TXID
+    from nodeagent.protocol import disco
+
+    probe = disco.pack_probe(TXID, 1)
+    acks = [disco.pack_ack(TXID, 1, None), disco.pack_ack(TXID, 2, ("198.18.0.7", 40001)),
+            disco.pack_ack(TXID, 3, ("2001:db8::7", 9443))]
+    go = disco.pack_call(disco.Call(disco.CallKind.GO, TXID, disco.NatClass.PUBLIC))
+    return ([b"\x00" + probe, b"\x00" + disco.pack_probe(TXID, 2, 1200)] + [b"\x01" + a for a in acks]
+            + [b"\x02" + OFFER, b"\x02" + go, b"\x03", b"\x03\x02\x01\x05\x04",
+               b"\x04\x00" + bytes(8) + probe, b"\x04\x02" + bytes(8) + OFFER])
 
 
 def _handshake() -> list[bytes]:
@@ -162,8 +175,8 @@ def _config() -> list[bytes]:
     return [CONFIG.encode(), minimal, hub.encode(), inline]
 
 
-HARNESSES = {"frames": _frames, "handshake": _handshake, "control": _control, "messages": _messages,
-             "cert": _cert, "dht": _dht, "config": _config}
+HARNESSES = {"frames": _frames, "disco": _disco, "handshake": _handshake, "control": _control,
+             "messages": _messages, "cert": _cert, "dht": _dht, "config": _config}
 
 
 # --------------------------------------------------------------------------- dictionaries
@@ -178,7 +191,7 @@ _MSGPACK_KEYS = [
     "control_port", "udp_port", "source", "base_serial", "upsert", "remove", "path", "rtt_ms", "tx_frames",
     "rx_frames", "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s",
     "auth", "resync", "ack", "stats", "renew", "challenge", "reported", "observed", "direct", "relay:",
-    "format", "body", "deltas",
+    "format", "body", "deltas", "local", "reflexive",
     # DHT (nodeagent/discovery/messages.py)
     "rid", "key", "rec", "me", "want", "you", "nodes", "status", "why", "code", "text", "ping", "find_node",
     "find_value", "store", "pong", "value", "stored", "error",
@@ -220,8 +233,10 @@ def write_dicts() -> None:
         + "".join(f'"{_escape(t.encode())}"\n' for t in _TOML))
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     for name, make in HARNESSES.items():
+        if names and name not in names:
+            continue
         folder = ROOT / name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -233,4 +248,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

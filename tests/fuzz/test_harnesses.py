@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # inputs per harness in the suite: about 2 s each on the 2-core machine; the cryptographic ones
 # (a signature verification per input that gets that far) run fewer
-RUNS = {"frames": 20_000, "handshake": 2_000, "control": 20_000, "messages": 10_000, "cert": 5_000,
-        "dht": 10_000, "config": 3_000}
+RUNS = {"frames": 20_000, "disco": 20_000, "handshake": 2_000, "control": 20_000, "messages": 10_000,
+        "cert": 5_000, "dht": 10_000, "config": 3_000}
 
 
 def test_every_harness_has_a_seed_corpus_and_a_budget():
