@@ -3,12 +3,15 @@
 This kernel has no netem: lab/impair.py relays every frame between the two agents' namespaces
 through a middle namespace, 40 ms later each way, holding 5 % of the frames back 15 ms (so the
 frames behind overtake them) and dropping 1 %. Outcomes only, never times: the tunnel comes up
-and rekeys (handshakes ride TCP across the same link, and retry on their own), a TCP stream
-crosses intact, the receiver's replay window takes the reordered frames (none is a replay), and
-its lost_frames counts what the relay dropped of the data frames, not what it reordered.
-"""
+and rekeys (handshakes ride TCP across the same link, and retry on their own), a TCP stream that
+runs until the keys changed under it at least once crosses intact, the receiver's replay window
+takes the reordered frames (none is a replay), and its lost_frames counts what the relay dropped
+of the data frames, not what it reordered.
 
-import time
+Without the defences it checks, it fails: with a replay check that refuses any counter below the
+highest one seen (no window), the reordered frames are counted as replays; with a loss counter
+that does not give a gap back when its late frame arrives, lost_frames is about dropped + held.
+"""
 
 import pytest
 
@@ -17,7 +20,8 @@ from tests.integration.agentlab import wait_for, write_config
 
 pytestmark = pytest.mark.privileged
 
-STREAM = 6_000_000  # bytes
+STREAM = 6_000_000  # bytes the stream carries at least
+STREAM_CAP = 4_000_000_000  # bytes it would stop at (the stop file ends it long before)
 
 
 def test_the_tunnel_carries_a_stream_intact_over_delay_reordering_and_loss(lab):
@@ -41,10 +45,25 @@ def test_the_tunnel_carries_a_stream_intact_over_delay_reordering_and_loss(lab):
     b_before, relay_before = b.peer(a_id), link.stats()["left_to_right"]
     sink = lab.tool_bg(b_ns, "sink", "5005")
     assert sink.stdout.readline().strip() == "listening"
-    sent = lab.tool(a_ns, "source", "10.10.10.2", "5005", str(STREAM), timeout=240)
-    assert sent.returncode == 0, sent.stderr
-    assert sink.communicate(timeout=120)[0].strip() == sent.stdout.strip()  # every byte, in order
-    time.sleep(0.5)  # the relay's last held frames land, and its counters are written
+    stop = lab.tmp / "stop-stream"
+    source = lab.tool_bg(a_ns, "source", "10.10.10.2", "5005", str(STREAM_CAP), "--stop-file", str(stop))
+
+    def rekeyed_under_the_stream() -> bool:
+        now = b.peer(a_id)
+        return now["handshakes"] > b_before["handshakes"] and now["rx_bytes"] - b_before["rx_bytes"] >= STREAM
+
+    # the stream runs until b took a new handshake while it flowed, and carried STREAM bytes
+    wait_for(rekeyed_under_the_stream, 180, "a rekey under a stream of at least 6 MB", interval=0.5)
+    stop.touch()
+    sent, err = source.communicate(timeout=120)
+    assert source.returncode == 0, err
+    assert sink.communicate(timeout=120)[0].strip() == sent.strip()  # every byte, in order
+
+    def drained() -> bool:  # every frame the relay read a -> b was sent on or dropped
+        c = link.stats()["left_to_right"]
+        return c["sent"] + c["dropped"] + c["send_errors"] == c["frames"]
+
+    wait_for(drained, 30, "the relay's held frames to land", interval=0.05)
     b_after, relay = b.peer(a_id), link.stats()["left_to_right"]
 
     # the link really was impaired, in the data path too (a -> b: the stream's direction)
