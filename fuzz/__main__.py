@@ -1,9 +1,10 @@
 """Run every harness (or the ones named) for a number of inputs each:
 
-    .venv/bin/python -m fuzz [--runs N] [--seed S] [--workdir DIR] [NAME ...]
+    .venv/bin/python -m fuzz [--runs N] [--max-time S] [--seed S] [--workdir DIR] [NAME ...]
 
-Prints each harness's final line (inputs run, coverage, corpus) and exits non-zero when one
-crashed; the input that crashed it is left in DIR/NAME/crash-*.
+Each harness runs N inputs, or for S seconds if that comes first. Prints each harness's final
+line (inputs run, coverage, corpus) and exits non-zero when one crashed; the input that crashed
+it is left in DIR/NAME/crash-*.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m fuzz")
     parser.add_argument("names", nargs="*", choices=[*HARNESSES, []], default=list(HARNESSES))
     parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--max-time", type=int, default=0, help="seconds per harness at most (0: no limit)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -29,8 +31,9 @@ def main() -> int:
     for name in args.names or HARNESSES:
         work = root / name
         work.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(command(sys.executable, name, args.runs, str(work), seed=args.seed),
-                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+        extra = (f"-max_total_time={args.max_time}",) if args.max_time else ()
+        argv = command(sys.executable, name, args.runs, str(work), seed=args.seed, extra=extra)
+        proc = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
         (root / f"{name}.log").write_text(proc.stderr)
         done = [line for line in proc.stderr.splitlines() if "DONE" in line or "Done" in line]
         print(f"{name}: exit {proc.returncode}; {' | '.join(done[-2:]) or proc.stderr[-2000:]}", flush=True)

@@ -9,12 +9,17 @@ byte, then
   2/3  a CHALLENGE for alpha's initiator: raw, or the live CHALLENGE edited;
   4/5  a CONFIRM for bravo's responder: raw, or the live CONFIRM edited.
 Whatever a party accepts must be alpha's (HELLO, CONFIRM) or bravo's (CHALLENGE): only they hold
-the keys, so an accepted edit can only be the live message itself.
+the keys, so what is accepted must be a message they made, byte for byte: the live CHALLENGE and
+CONFIRM (bound to this handshake), the live HELLO or one of the seed corpus's (alpha made them
+too, in fuzz/make_corpus.py). An accepted edit would be a forgery or a malleable encoding, and a
+HELLO alpha did not make never reaches the responder's signing and encapsulation
+(`create_challenge`).
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import atheris
 
@@ -54,16 +59,27 @@ def live_handshake():
 INITIATOR, RESPONDER, HELLO, CHALLENGE, CONFIRM = live_handshake()
 
 
+def _alpha_hellos() -> frozenset[bytes]:
+    """The HELLOs alpha made: this run's, and the raw HELLO seeds of the committed corpus."""
+    folder = Path(__file__).resolve().parent / "corpus" / "handshake"
+    seeds = [p.read_bytes() for p in folder.iterdir()] if folder.is_dir() else []
+    return frozenset([HELLO, *(s[1:] for s in seeds if s and s[0] % 6 == 0)])
+
+
+ALPHA_HELLOS = _alpha_hellos()
+
+
 def _hello(message: bytes) -> None:
     responder = handshake.Responder(BRAVO, TRUST_B, NOW, guard=HelloGuard(), local_index=3)
     pid = responder.consume_hello(message, NOW)
-    assert pid == world.A.peer_id
+    assert pid == world.A.peer_id and message in ALPHA_HELLOS, "a HELLO alpha did not make was accepted"
     assert responder.create_challenge()
 
 
 def _challenge(message: bytes) -> None:
     initiator = copy.copy(INITIATOR)
     initiator.consume_challenge(message, NOW)
+    assert message == CHALLENGE, "a CHALLENGE bravo did not make was accepted"
     assert initiator.create_confirm()
     assert initiator.result.peer.peer_id == world.B.peer_id
 
@@ -71,6 +87,7 @@ def _challenge(message: bytes) -> None:
 def _confirm(message: bytes) -> None:
     responder = copy.copy(RESPONDER)
     assert responder.consume_confirm(message, NOW).peer.peer_id == world.A.peer_id
+    assert message == CONFIRM, "a CONFIRM alpha did not make was accepted"
 
 
 def one_input(data: bytes) -> None:

@@ -23,7 +23,8 @@ def run(one_input) -> None:
 
 
 def edit(base: bytes, fdp) -> bytes:
-    """`base` with up to 8 edits chosen by the fuzzer: set, xor, insert or delete bytes, truncate.
+    """`base` with up to 8 edits chosen by the fuzzer: set, xor, insert, append or delete bytes,
+    truncate.
 
     The harnesses use it on messages made live with the right keys, so a short input reaches
     the checks behind the parse (MACs, signatures, key confirmation) with nearly valid bytes."""
@@ -31,7 +32,10 @@ def edit(base: bytes, fdp) -> bytes:
     for _ in range(fdp.ConsumeIntInRange(0, 8)):
         if not fdp.remaining_bytes():
             break
-        op = fdp.ConsumeIntInRange(0, 4)
+        op = fdp.ConsumeIntInRange(0, 5)
+        if op == 5:  # append: trailing bytes after a valid message
+            out += fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 16))
+            continue
         at = fdp.ConsumeIntInRange(0, max(len(out) - 1, 0))
         if op == 0 and out:
             out[at] = fdp.ConsumeInt(1) & 0xFF
