@@ -25,7 +25,10 @@ Life of a socket:
      (the node is no longer a member: closed with 4403, ≤ the debounce after the commit);
      `agent.revoke` sent to node.<peer id> closes it at once the same way.
 Anything malformed, of an unknown type or version, larger than 1 MiB, or a text frame closes the
-socket with the code from protocol.constants.CloseCode and a short reason, and is logged.
+socket with the code from protocol.constants.CloseCode and a short reason, and is logged. Every
+frame's type and size are read from its first bytes before anything is decoded
+(messages.agent_frame_type): a frame larger than any valid frame of its type closes the socket
+with 1009 (TOO_LARGE) undecoded, and a `stats` frame before authentication with 4401.
 """
 
 from __future__ import annotations
@@ -273,9 +276,17 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self._close(CloseCode.MALFORMED, "binary msgpack frames only")
             return
         try:
-            if (self.agent is not None and messages.frame_type(bytes_data) == "stats"
-                    and not self._stats_wanted(len(bytes_data))):
-                return
+            # the type and the size first, from the frame's first bytes: nothing large is decoded
+            # that could not be used here (a frame larger than any valid one of its type, a
+            # report before the login, outside its throttle window or larger than the network
+            # needs); the other types are at most a few KB
+            t = messages.agent_frame_type(bytes_data)
+            if t == "stats":
+                if self.agent is None:
+                    await self._close(CloseCode.AUTH_FAILED, "authenticate first")
+                    return
+                if not self._stats_wanted(len(bytes_data)):
+                    return
             msg = messages.decode_agent_message(bytes_data)
         except MessageError as exc:
             await self._close(exc.code, str(exc))

@@ -53,11 +53,12 @@ from .netmap import (
     netmap_from_dict,
     netmap_to_dict,
 )
-from .strict import Malformed, MessageError, StrictMap
+from .strict import U64_MAX, Malformed, MessageError, StrictMap
 
 __all__ = [
     "CHALLENGE_SIZE",
     "MAX_CERTIFICATE_SIZE",
+    "MAX_ENDPOINTS",
     "MAX_MESSAGE_SIZE",
     "MAX_SIGNATURE_SIZE",
     "MAX_VERSION",
@@ -77,6 +78,8 @@ __all__ = [
     "TooLarge",
     "UnknownType",
     "UnsupportedVersion",
+    "agent_frame_limit",
+    "agent_frame_type",
     "decode_agent_message",
     "decode_server_message",
     "delta_from_body",
@@ -93,6 +96,7 @@ MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB: larger frames close the socket
 CHALLENGE_SIZE = 32
 MAX_SIGNATURE_SIZE = 8192
 MAX_VERSION = 64  # characters of an agent version string
+MAX_ENDPOINTS = 16  # endpoints in one report: where the node listens, then its UDP candidates
 MAX_CERTIFICATE_SIZE = 16 * 1024  # a certificate is about 7.3 KB
 
 
@@ -270,6 +274,47 @@ def max_stats_size(peers: int) -> int:
     return _STATS_HEAD + peers * MAX_ENCODED_SIZE
 
 
+def _largest_agent_frames() -> dict[str, int]:
+    """Per agent frame type but `stats`, the size of the largest valid frame as this module
+    encodes it: every string and byte string at its bound (the agent version in 4-byte UTF-8
+    characters), every integer at its largest, every list at its longest."""
+    endpoint = Endpoint("f" * 45, 65535, 65535, "x" * 16)
+    largest: list[AgentMessage] = [
+        Auth("f" * 40, bytes(MAX_SIGNATURE_SIZE)), Resync(U64_MAX), Ack(U64_MAX), Renew(),
+        EndpointReport((endpoint,) * MAX_ENDPOINTS, "\U0010ffff" * MAX_VERSION),
+    ]
+    return {m.type: len(encode(m)) for m in largest}
+
+
+# Twice the largest canonical encoding (and 64 bytes): another msgpack encoder may write an integer
+# or a string header wider than it needs to, and its frame is still decoded and judged.
+_AGENT_FRAME_LIMITS = {t: 2 * size + 64 for t, size in _largest_agent_frames().items()}
+_AGENT_FRAME_LIMITS["stats"] = MAX_MESSAGE_SIZE  # the server caps these by its network's size
+
+
+def agent_frame_limit(t: str) -> int:
+    """The most bytes an agent frame of type `t` may have before it is refused undecoded
+    (UnknownType for a type agents do not send)."""
+    limit = _AGENT_FRAME_LIMITS.get(t)
+    if limit is None:
+        raise UnknownType(f"unknown agent message type {t[:32]!r}")
+    return limit
+
+
+def agent_frame_type(data: object) -> str:
+    """The type of a frame an agent sent, read from its first bytes (`frame_type`) and checked
+    against the size a valid frame of that type can have, all before anything is decoded:
+    TooLarge when it is larger (a `stats` frame may be up to MAX_MESSAGE_SIZE here; the server
+    caps those by its network's size, `max_stats_size`), UnknownType for a type agents do not
+    send. A 1 MiB frame of any other type thus costs the server a 64-byte look, not a decode."""
+    t = frame_type(data)
+    assert isinstance(data, bytes | bytearray | memoryview)  # frame_type refused anything else
+    limit = agent_frame_limit(t)
+    if len(data) > limit:
+        raise TooLarge(f"a {t!r} frame of {len(data)} bytes exceeds the {limit} bytes any valid one needs")
+    return t
+
+
 # ----------------------------------------------------------------------------- strict decoding
 
 _HEAD_BYTES = 64  # the map header, "v" and its value, "t" and any known type fit in far fewer
@@ -378,8 +423,8 @@ def decode_agent_message(data: bytes) -> AgentMessage:
             msg = Ack(o.int("serial"))
         case "endpoints":
             items = o.list("endpoints")
-            if len(items) > 16:
-                raise Malformed("endpoints: at most 16")
+            if len(items) > MAX_ENDPOINTS:
+                raise Malformed(f"endpoints: at most {MAX_ENDPOINTS}")
             version = o.str("agent", MAX_VERSION, optional=True)
             msg = EndpointReport(tuple(endpoint_from_dict(e) for e in items), version)
         case "stats":

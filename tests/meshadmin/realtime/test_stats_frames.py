@@ -1,4 +1,5 @@
-"""Counter reports on /ws/agent/ cost the server no decoding unless they will be used.
+"""Counter reports on /ws/agent/ cost the server no decoding unless they will be used, and no
+frame larger than any valid one of its type is decoded, before the login or after it.
 
 The attack (issue 9): an authenticated agent sends stats frames as fast as it can, each up to the
 1 MiB frame limit. The server stores at most one report per MIN_STATS_INTERVAL_S, so every frame
@@ -17,8 +18,9 @@ from meshadmin.realtime import consumers
 from meshadmin.realtime.stats_buffer import stats_buffer
 from meshadmin.telemetry.models import Sample
 from nodeagent.protocol import messages
+from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.counters import PeerCounters
-from tests.meshadmin.realtime.realtime_helpers import login, receive
+from tests.meshadmin.realtime.realtime_helpers import close_code, login, open_socket, receive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -114,3 +116,39 @@ async def test_a_report_with_more_peers_than_the_cap_in_a_small_frame_is_decoded
     assert stats_buffer().pending == []
     assert await Sample.objects.acount() == 0
     await comm.disconnect()
+
+
+def padded(t: str, size: int) -> bytes:
+    """A frame of type `t` of `size` bytes: its head, then bytes that are not even msgpack."""
+    head = messages.encode({"auth": messages.Auth("0" * 40, b"s"), "endpoints": messages.EndpointReport(()),
+                            "stats": messages.Stats(1.0, ())}[t])
+    return head + bytes(size - len(head))
+
+
+@pytest.mark.parametrize(("frame", "code"), [("largest stats", CloseCode.AUTH_FAILED),
+                                             ("large endpoints", CloseCode.TOO_LARGE)])
+async def test_before_the_login_no_large_frame_is_decoded(frame, code, decoded):
+    """Refused from the frame's head: a report before the login as not authenticated, a frame
+    larger than any of its type as too large."""
+    data = {"largest stats": largest_report(),
+            "large endpoints": padded("endpoints", messages.MAX_MESSAGE_SIZE)}[frame]
+    comm = await open_socket()
+    assert isinstance(await receive(comm), messages.Challenge)
+    await comm.send_to(bytes_data=data)
+    assert await close_code(comm) == code
+    assert decoded == []
+
+
+async def test_an_auth_frame_larger_than_any_valid_one_is_refused_undecoded(decoded):
+    comm = await open_socket()
+    assert isinstance(await receive(comm), messages.Challenge)
+    await comm.send_to(bytes_data=padded("auth", messages.MAX_MESSAGE_SIZE))
+    assert await close_code(comm) == CloseCode.TOO_LARGE
+    assert decoded == []
+
+
+async def test_a_frame_larger_than_any_valid_one_of_its_type_is_refused_undecoded(belgium, decoded):
+    comm, _ = await login(belgium[0])
+    await comm.send_to(bytes_data=padded("endpoints", messages.agent_frame_limit("endpoints") + 1))
+    assert await close_code(comm) == CloseCode.TOO_LARGE
+    assert decoded == ["Auth"]

@@ -157,3 +157,46 @@ def test_a_bad_agent_version_is_malformed(version):
     frame = _raw({"v": V, "t": "endpoints", "endpoints": [], "agent": version})
     with pytest.raises(Malformed):
         messages.decode_agent_message(frame)
+
+
+# --- agent frames are sized up before they are decoded (the server reads 64 bytes, not 1 MiB) -----
+
+LONGEST_IP = "0000:0000:0000:0000:0000:ffff:255.255.255.255"  # 45 characters, a valid address
+
+
+def largest_valid_agent_frames() -> dict[str, bytes]:
+    """Per type but stats, the largest frame decode_agent_message accepts: every field at its bound."""
+    endpoint = nm.Endpoint(LONGEST_IP, 65535, 65535, "reflexive")
+    frames = {m.type: messages.encode(m) for m in (
+        messages.Auth(A, bytes(messages.MAX_SIGNATURE_SIZE)), messages.Resync(2**64 - 1),
+        messages.Ack(2**64 - 1), messages.Renew(),
+        messages.EndpointReport((endpoint,) * messages.MAX_ENDPOINTS, "\U0010ffff" * messages.MAX_VERSION))}
+    for frame in frames.values():
+        messages.decode_agent_message(frame)  # valid, as claimed
+    return frames
+
+
+def test_the_largest_valid_agent_frame_of_each_type_passes_the_size_check():
+    for t, frame in largest_valid_agent_frames().items():
+        assert messages.agent_frame_type(frame) == t
+        assert len(frame) <= messages.agent_frame_limit(t) < messages.MAX_MESSAGE_SIZE // 50
+
+
+def test_an_agent_frame_larger_than_its_type_can_be_is_too_large_before_it_is_decoded():
+    for t in ("auth", "resync", "ack", "renew", "endpoints"):
+        limit = messages.agent_frame_limit(t)
+        # a frame's head and then padding that is not even msgpack: only the head is read, so
+        # at the limit the type comes back, one byte over it is TooLarge
+        head = _raw({"v": V, "t": t})
+        assert messages.agent_frame_type(head + bytes(limit - len(head))) == t
+        with pytest.raises(messages.TooLarge) as exc:
+            messages.agent_frame_type(head + bytes(limit + 1 - len(head)))
+        assert exc.value.code == CloseCode.TOO_LARGE
+    # stats frames are capped by the server by its network's size, up to the 1 MiB frame limit
+    assert messages.agent_frame_limit("stats") == messages.MAX_MESSAGE_SIZE
+
+
+@pytest.mark.parametrize("t", ["challenge", "netmap", "", "x" * 40])
+def test_a_type_agents_do_not_send_is_unknown_before_it_is_decoded(t):
+    with pytest.raises(messages.UnknownType):
+        messages.agent_frame_type(_raw({"v": V, "t": t, "pad": bytes(100)}))
