@@ -14,7 +14,9 @@ which must never raise. Input: a mode byte, then
      and the parsed one give it back;
   4  the contents of netmap.json.
 Every frame that parses encodes to a frame that parses to the same message; every peer id in
-a parsed message is exactly 40 lowercase hex characters.
+a parsed message is exactly 40 lowercase hex characters; every agent frame that parses passes
+the server's size check made before decoding (`agent_frame_type`): the check never refuses a
+valid frame.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def _frame(data: bytes, decode) -> None:
         return
     check_ids(msg)
     assert decode(messages.encode(msg)) == msg
+    if decode is messages.decode_agent_message:
+        assert messages.agent_frame_type(data) == msg.type, "a valid agent frame fails the size check"
+        assert messages.agent_frame_type(messages.encode(msg)) == msg.type
 
 
 def _server_with_key(data: bytes) -> None:
