@@ -10,6 +10,8 @@ it is left in DIR/NAME/crash-*.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,7 +35,11 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         extra = (f"-max_total_time={args.max_time}",) if args.max_time else ()
         argv = command(sys.executable, name, args.runs, str(work), seed=args.seed, extra=extra)
-        proc = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+        scratch = root / f"{name}.tmp"  # the harness's own files (the config harness's mesh.toml)
+        scratch.mkdir(exist_ok=True)
+        proc = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                              env={**os.environ, "TMPDIR": str(scratch)})
+        shutil.rmtree(scratch, ignore_errors=True)
         (root / f"{name}.log").write_text(proc.stderr)
         done = [line for line in proc.stderr.splitlines() if "DONE" in line or "Done" in line]
         print(f"{name}: exit {proc.returncode}; {' | '.join(done[-2:]) or proc.stderr[-2000:]}", flush=True)

@@ -7,6 +7,7 @@ failure here reproduces with the command it prints. Longer runs: `python -m fuzz
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -34,12 +35,16 @@ def test_every_harness_has_a_seed_corpus_and_a_budget():
 
 @pytest.mark.parametrize("name", HARNESSES)
 def test_the_harness_runs_its_inputs_and_only_declared_errors_escape(name, tmp_path):
-    argv = command(sys.executable, name, RUNS[name], str(tmp_path))
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    crashes = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-", "timeout-")))
+    work, scratch = tmp_path / "work", tmp_path / "scratch"  # libFuzzer's; the harness's own files
+    work.mkdir()
+    scratch.mkdir()
+    argv = command(sys.executable, name, RUNS[name], str(work))
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "TMPDIR": str(scratch)})
+    crashes = sorted(p.name for p in work.iterdir() if p.name.startswith(("crash-", "timeout-")))
     assert proc.returncode == 0 and not crashes, (
         f"fuzz/fuzz_{name}.py failed (exit {proc.returncode}, {crashes}); reproduce with\n  "
-        f"{' '.join(argv[:3])} {' '.join(str(tmp_path / c) for c in crashes)}\n{proc.stderr[-4000:]}")
+        f"{' '.join(argv[:3])} {' '.join(str(work / c) for c in crashes)}\n{proc.stderr[-4000:]}")
     done = re.search(r"^Done (\d+) runs", proc.stderr, re.M)
     assert done and int(done.group(1)) == RUNS[name], proc.stderr[-2000:]
     coverage = re.findall(r"cov: (\d+)", proc.stderr)
