@@ -1,7 +1,7 @@
 """Telemetry endpoints under /api/telemetry/ (dashboard users: staff or the viewer group).
 
 GET /api/telemetry/links?network=NAME                      current per-link figures
-GET /api/telemetry/links/<reporter>/<peer>?window=1h       time series of one link (window: 5m..7d)
+GET /api/telemetry/links/<reporter>/<peer>?window=1h       time series of one link (window: 1m..7d)
 
 A link's figures: reporter (current links only), at, peer, path, rtt_ms, tx_bytes_per_s,
 rx_bytes_per_s, tx_frames_per_s, rx_frames_per_s, loss_pct, last_handshake_s (queries.LinkFigures).
