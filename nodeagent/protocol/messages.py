@@ -277,11 +277,13 @@ def max_stats_size(peers: int) -> int:
 def _largest_agent_frames() -> dict[str, int]:
     """Per agent frame type but `stats`, the size of the largest valid frame as this module
     encodes it: every string and byte string at its bound (the agent version in 4-byte UTF-8
-    characters), every integer at its largest, every list at its longest."""
+    characters), every integer at its largest, every list at its longest. A new agent message
+    type needs its largest frame here, or the server refuses it as unknown before decoding
+    (tests/nodeagent/protocol/test_messages.py checks every type of AgentMessage has one)."""
     endpoint = Endpoint("f" * 45, 65535, 65535, "x" * 16)
     largest: list[AgentMessage] = [
         Auth("f" * 40, bytes(MAX_SIGNATURE_SIZE)), Resync(U64_MAX), Ack(U64_MAX), Renew(),
-        EndpointReport((endpoint,) * MAX_ENDPOINTS, "\U0010ffff" * MAX_VERSION),
+        EndpointReport((endpoint,) * MAX_ENDPOINTS, "\U0010ffff" * MAX_VERSION), Advertise(False),
     ]
     return {m.type: len(encode(m)) for m in largest}
 

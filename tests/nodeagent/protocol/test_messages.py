@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -169,11 +171,18 @@ def largest_valid_agent_frames() -> dict[str, bytes]:
     endpoint = nm.Endpoint(LONGEST_IP, 65535, 65535, "reflexive")
     frames = {m.type: messages.encode(m) for m in (
         messages.Auth(A, bytes(messages.MAX_SIGNATURE_SIZE)), messages.Resync(2**64 - 1),
-        messages.Ack(2**64 - 1), messages.Renew(),
+        messages.Ack(2**64 - 1), messages.Renew(), messages.Advertise(False),
         messages.EndpointReport((endpoint,) * messages.MAX_ENDPOINTS, "\U0010ffff" * messages.MAX_VERSION))}
     for frame in frames.values():
         messages.decode_agent_message(frame)  # valid, as claimed
     return frames
+
+
+def test_every_agent_message_type_has_a_size_limit_and_its_largest_frame_is_known():
+    types = {cls.__dataclass_fields__["type"].default for cls in typing.get_args(messages.AgentMessage)}
+    assert types == set(largest_valid_agent_frames()) | {"stats"}
+    for t in types:
+        assert messages.agent_frame_limit(t) > 0  # not UnknownType
 
 
 def test_the_largest_valid_agent_frame_of_each_type_passes_the_size_check():
@@ -183,7 +192,7 @@ def test_the_largest_valid_agent_frame_of_each_type_passes_the_size_check():
 
 
 def test_an_agent_frame_larger_than_its_type_can_be_is_too_large_before_it_is_decoded():
-    for t in ("auth", "resync", "ack", "renew", "endpoints"):
+    for t in largest_valid_agent_frames():
         limit = messages.agent_frame_limit(t)
         # a frame's head and then padding that is not even msgpack: only the head is read, so
         # at the limit the type comes back, one byte over it is TooLarge
