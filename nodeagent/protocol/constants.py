@@ -51,8 +51,9 @@ REPLAY_WINDOW = 8128  # counters remembered behind the highest accepted (RFC 647
 
 # --- specification: protocol version, handshake and control channel
 # the `v` of every agent websocket message; 2: netmaps signed by the CA, the login bound to the CA
-# (CONTEXT_AGENT_AUTH), certificate renewal. A version-1 agent is closed with UNSUPPORTED_VERSION.
-PROTOCOL_VERSION = 2
+# (CONTEXT_AGENT_AUTH), certificate renewal; 3: the netmap carries the access policy, a peer's
+# counters carry denied_frames. An agent of an older version is closed with UNSUPPORTED_VERSION.
+PROTOCOL_VERSION = 3
 HANDSHAKE_VERSION = 2  # the HELLO's version byte; 2: the HELLO is signed and names its responder
 SUITE_HYBRID_V1 = 1  # X25519 + ML-KEM-1024, ML-DSA-87 signatures, HKDF-SHA256, ChaCha20-Poly1305
 MAX_CONTROL_MESSAGE = 64 * 1024  # control-channel frame cap (body bytes), checked before reading

@@ -2,7 +2,7 @@
 
 Every message is one binary websocket frame holding a msgpack map with a version and a type:
 
-    {"v": 2, "t": "<type>", ...fields}
+    {"v": 3, "t": "<type>", ...fields}
 
 server -> agent
     challenge   {nonce: 32 bytes}                 first frame when the socket has no session token

@@ -4,7 +4,8 @@ meshadmin computes one `NetMap` per node (meshadmin/netmap/compute.py) and pushe
 `NetMapDelta` from the map the socket last got, over the agent websocket (messages.py carries
 them); the agent applies it (kernel routes, peers, revocations) and persists it as plain data.
 The netmap carries certificate fingerprints, not certificates: full certificates travel in the
-peer handshake, so a push stays small.
+peer handshake, so a push stays small. Its `policy` (policy.py) says what may reach the node and
+what it may reach; the agent enforces it on its inbound packets (nodeagent/policy/).
 
 Serials: `NetMap.serial` is the network serial the map was computed at. A delta names the serial
 it applies on (`base_serial`); `apply_delta` refuses any other base (`SerialGap`) and the agent then
@@ -21,6 +22,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 
 from .dnsname import is_suffix
+from .policy import ALLOW_ALL, Policy, policy_from_dict, policy_to_dict
 from .strict import Malformed, StrictMap, check_fingerprint, check_ip, check_peer_id
 
 __all__ = [
@@ -133,6 +135,7 @@ class NetMap:
     routes: tuple[Route, ...] = ()
     relays: tuple[str, ...] = ()
     revoked: tuple[Revocation, ...] = ()
+    policy: Policy = ALLOW_ALL  # what may reach this node and what it may reach (policy.py)
 
     def peer(self, peer_id: str) -> Peer | None:
         for p in self.peers:
@@ -155,11 +158,12 @@ class NetMapDelta:
     routes: tuple[Route, ...] | None = None
     relays: tuple[str, ...] | None = None
     revoked: tuple[Revocation, ...] | None = None
+    policy: Policy | None = None
 
     @property
     def is_empty(self) -> bool:
         return (self.node is None and not self.upsert and not self.remove and self.routes is None
-                and self.relays is None and self.revoked is None)
+                and self.relays is None and self.revoked is None and self.policy is None)
 
 
 # ----------------------------------------------------------------------------- pure operations
@@ -188,6 +192,7 @@ def diff(old: NetMap, new: NetMap) -> NetMapDelta:
         routes=None if old.routes == new.routes else new.routes,
         relays=None if old.relays == new.relays else new.relays,
         revoked=None if old.revoked == new.revoked else new.revoked,
+        policy=None if old.policy == new.policy else new.policy,
     )
 
 
@@ -209,6 +214,7 @@ def apply_delta(netmap: NetMap, delta: NetMapDelta) -> NetMap:
         routes=delta.routes if delta.routes is not None else netmap.routes,
         relays=delta.relays if delta.relays is not None else netmap.relays,
         revoked=delta.revoked if delta.revoked is not None else netmap.revoked,
+        policy=delta.policy if delta.policy is not None else netmap.policy,
     )
 
 
@@ -245,6 +251,7 @@ def netmap_to_dict(m: NetMap) -> dict[str, object]:
         "network": m.network, "serial": m.serial, "node": _self_d(m.node),
         "peers": [_peer_d(p) for p in m.peers], "routes": [_route_d(r) for r in m.routes],
         "relays": list(m.relays), "revoked": [_revocation_d(r) for r in m.revoked],
+        "policy": policy_to_dict(m.policy),
     }
 
 
@@ -256,6 +263,7 @@ def delta_to_dict(d: NetMapDelta) -> dict[str, object]:
         "routes": None if d.routes is None else [_route_d(r) for r in d.routes],
         "relays": None if d.relays is None else list(d.relays),
         "revoked": None if d.revoked is None else [_revocation_d(r) for r in d.revoked],
+        "policy": None if d.policy is None else policy_to_dict(d.policy),
     }
 
 
@@ -334,6 +342,7 @@ def netmap_from_dict(v: object) -> NetMap:
         routes=tuple(sorted(_route(r) for r in o.list("routes"))),
         relays=tuple(sorted(check_peer_id(r, "netmap.relays[]") for r in o.list("relays"))),
         revoked=tuple(sorted(_revocation(r) for r in o.list("revoked"))),
+        policy=policy_from_dict(o.map("policy")),
     )
     o.done()
     return m
@@ -345,6 +354,7 @@ def delta_from_dict(v: object) -> NetMapDelta:
     routes = o.list("routes", nullable=True)
     relays = o.list("relays", nullable=True)
     revoked = o.list("revoked", nullable=True)
+    policy = o.map("policy", nullable=True)
     d = NetMapDelta(
         network=o.str("network"), base_serial=o.int("base_serial"), serial=o.int("serial"),
         node=None if node is None else _self(node),
@@ -353,6 +363,7 @@ def delta_from_dict(v: object) -> NetMapDelta:
         routes=None if routes is None else tuple(sorted(_route(r) for r in routes)),
         relays=None if relays is None else tuple(sorted(check_peer_id(r, "delta.relays[]") for r in relays)),
         revoked=None if revoked is None else tuple(sorted(_revocation(r) for r in revoked)),
+        policy=None if policy is None else policy_from_dict(policy),
     )
     o.done()
     if d.serial < d.base_serial:

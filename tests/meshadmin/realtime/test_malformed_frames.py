@@ -23,6 +23,8 @@ CASES = [
                  CloseCode.UNSUPPORTED_VERSION, id="future-version"),
     pytest.param({"bytes_data": msgpack.packb({"v": 1, "t": "ack", "serial": 1})},
                  CloseCode.UNSUPPORTED_VERSION, id="version-1-agent"),
+    pytest.param({"bytes_data": msgpack.packb({"v": 2, "t": "ack", "serial": 1})},
+                 CloseCode.UNSUPPORTED_VERSION, id="version-2-agent"),
     pytest.param({"bytes_data": msgpack.packb({"v": V, "t": "ack", "serial": "7"})}, CloseCode.MALFORMED,
                  id="wrong-field-type"),
     pytest.param({"bytes_data": b"\x00" * (messages.MAX_MESSAGE_SIZE + 1)}, CloseCode.TOO_LARGE,
