@@ -1,6 +1,6 @@
-"""nodeagent.protocol, nodeagent.routing, nodeagent.paths and the pure modules elsewhere (link
-election, the control port's admission limits, the status document, the DNS name table and the
-resolv.conf format, the DHT's logic in
+"""nodeagent.protocol, nodeagent.routing, nodeagent.paths, nodeagent.policy and the pure modules
+elsewhere (link election, the control port's admission limits, the status document, the DNS name
+table and the resolv.conf format, the DHT's logic in
 nodeagent.discovery) stay pure: no sockets, event loops, netlink, Django, clock or select,
 directly or through another nodeagent module (docs/architecture.md#design-notes, "Pure code is
 separate from I/O").
@@ -24,7 +24,7 @@ import tomllib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths")
+PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths", "nodeagent/policy")
 # nodeagent/discovery mixes pure modules with its asyncio edge: every file is listed in one of the two
 DISCOVERY = ROOT / "nodeagent/discovery"
 DISCOVERY_PURE = (
@@ -149,6 +149,11 @@ REQUIRED_PURE = {
     "nodeagent/paths/punch.py",
     "nodeagent/paths/quality.py",
     "nodeagent/metrics/families.py",
+    "nodeagent/protocol/policy.py",
+    "nodeagent/policy/filter.py",
+    "nodeagent/policy/index.py",
+    "nodeagent/policy/packet.py",
+    "nodeagent/policy/peers.py",
 }
 
 
