@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 __all__ = ["DROP_REASONS", "Drops", "LossTracker", "PeerStats", "RelayStats"]
 
 DROP_REASONS = ("malformed", "unknown_session", "bad_tag", "replay", "spoofed_source", "no_route",
-                "queue_full")
+                "queue_full", "policy")
 
 
 @dataclass(slots=True)
@@ -23,6 +23,7 @@ class Drops:
     spoofed_source: int = 0
     no_route: int = 0
     queue_full: int = 0
+    policy: int = 0  # inbound packets the access policy refused
 
     def as_dict(self) -> dict[str, int]:
         return {r: getattr(self, r) for r in DROP_REASONS}
@@ -73,6 +74,7 @@ class PeerStats:
     rx_bytes: int = 0
     replayed_frames: int = 0
     bad_frames: int = 0
+    denied_frames: int = 0  # frames whose packet the access policy refused
     lost_before: int = 0  # lost frames of keypairs already retired
     rtt_ms: float | None = None
     relayed_frames: int = 0  # frames this node forwarded on behalf of the peer (hub role)

@@ -4,12 +4,13 @@ The fixed shape (docs/operations.md#status-document; extra keys are only ever ad
 
     {"node": {"peer_id", "name", "overlay_ip", "uptime_s",
               "drops": {"malformed", "unknown_session", "bad_tag", "replay", "spoofed_source",
-                        "no_route", "queue_full"},
+                        "no_route", "queue_full", "policy"},
               "relay": {...},                       # extra: what this node forwarded as a hub
+              "policy": {"default", "rules", ...},  # extra: the access policy in force, its flows
               ...extra, and in enrolled mode "mode", "serial", "server", "revoked_peers"},
      "peers": [{"peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames",
                 "rx_frames", "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames",
-                "bad_frames", "last_handshake_s", ...extra}]}
+                "bad_frames", "last_handshake_s", "denied_frames", ...extra}]}
 
 `peer_counters` is the one place where the data path's live counters (stats.py) become the
 wire type protocol.counters.PeerCounters; a peer entry is that object's keys plus the local
@@ -48,6 +49,7 @@ def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, da
         "uptime_s": round(uptime_s, 3),
         "drops": datapath.drops.as_dict(),
         "relay": {**datapath.relay.as_dict(), "handshakes": relayed_handshakes},
+        "policy": {"default": "allow", "rules": 0} if datapath.filter is None else datapath.filter.status(),
         "interface": interface,
         "tun_gro": None if writer is None else {
             "writes": writer.writes, "merged_segments": writer.merged, "errors": writer.errors},
@@ -63,7 +65,8 @@ def peer_counters(p: Peer, *, now: float) -> PeerCounters:
         peer_id=p.config.peer_id, path=p.path, rtt_ms=st.rtt_ms, tx_frames=st.tx_frames,
         rx_frames=st.rx_frames, tx_bytes=st.tx_bytes, rx_bytes=st.rx_bytes, lost_frames=st.lost_frames,
         replayed_frames=st.replayed_frames, bad_frames=st.bad_frames,
-        last_handshake_s=None if p.last_handshake is None else round(now - p.last_handshake, 3))
+        last_handshake_s=None if p.last_handshake is None else round(now - p.last_handshake, 3),
+        denied_frames=st.denied_frames)
 
 
 def peer_status(p: Peer, *, control_up: bool, now: float) -> Document:

@@ -37,6 +37,7 @@ class Sample(models.Model):
     tx_frames = models.BigIntegerField(default=0)
     rx_frames = models.BigIntegerField(default=0)
     lost_frames = models.BigIntegerField(default=0)
+    denied_frames = models.BigIntegerField(default=0, help_text="refused by the node's access policy")
     samples = models.IntegerField(default=1, help_text="raw samples summed into this row")
     rtt_samples = models.IntegerField(default=0, help_text="of those, how many measured rtt_ms")
     rolled_up = models.BooleanField(default=False)

@@ -18,7 +18,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from meshadmin.mesh.models import Node
-from nodeagent.protocol.counters import Rates, rates
+from nodeagent.protocol.counters import TRAFFIC, Rates, rates
 
 from .models import Presence, Resolution, Sample
 
@@ -92,8 +92,7 @@ def link_samples(node: Node, since: datetime, until: datetime) -> list[Sample]:
     return list(
         Sample.objects.filter(node=node, resolution=Resolution.RAW, ts__gte=since, ts__lte=until)
         .order_by("ts")
-        .only("peer_id", "ts", "interval_s", "rtt_ms", "tx_bytes", "rx_bytes", "tx_frames", "rx_frames",
-              "lost_frames")
+        .only("peer_id", "ts", "interval_s", "rtt_ms", *TRAFFIC)
     )
 
 

@@ -14,6 +14,8 @@ from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 
+from nodeagent.protocol.counters import TRAFFIC
+
 from . import presence
 from .models import Resolution, Sample
 
@@ -55,7 +57,7 @@ def rollup(now: datetime | None = None) -> int:
                 row.samples += len(items)
                 row.interval_s += sum(s.interval_s for s in items)
                 row.path = items[-1].path
-                for f in ("tx_bytes", "rx_bytes", "tx_frames", "rx_frames", "lost_frames"):
+                for f in TRAFFIC:
                     setattr(row, f, getattr(row, f) + sum(getattr(s, f) for s in items))
                 row.save()
             Sample.objects.filter(pk__in=[s.pk for s in raw]).update(rolled_up=True)

@@ -56,6 +56,7 @@ class PeerCounters:
     replayed_frames: int = 0
     bad_frames: int = 0
     last_handshake_s: float | None = None  # seconds since the last completed handshake
+    denied_frames: int = 0  # frames whose packet this node's access policy refused
 
 
 def counters_to_dict(c: PeerCounters) -> dict[str, object]:
@@ -63,7 +64,8 @@ def counters_to_dict(c: PeerCounters) -> dict[str, object]:
     return {"peer_id": c.peer_id, "path": c.path, "rtt_ms": c.rtt_ms, "tx_frames": c.tx_frames,
             "rx_frames": c.rx_frames, "tx_bytes": c.tx_bytes, "rx_bytes": c.rx_bytes,
             "lost_frames": c.lost_frames, "replayed_frames": c.replayed_frames,
-            "bad_frames": c.bad_frames, "last_handshake_s": c.last_handshake_s}
+            "bad_frames": c.bad_frames, "last_handshake_s": c.last_handshake_s,
+            "denied_frames": c.denied_frames}
 
 
 def counters_from_dict(v: object, what: str = "counters") -> PeerCounters:
@@ -76,7 +78,8 @@ def counters_from_dict(v: object, what: str = "counters") -> PeerCounters:
                      tx_frames=o.int("tx_frames"), rx_frames=o.int("rx_frames"), tx_bytes=o.int("tx_bytes"),
                      rx_bytes=o.int("rx_bytes"), lost_frames=o.int("lost_frames"),
                      replayed_frames=o.int("replayed_frames"), bad_frames=o.int("bad_frames"),
-                     last_handshake_s=o.num("last_handshake_s", nullable=True))
+                     last_handshake_s=o.num("last_handshake_s", nullable=True),
+                     denied_frames=o.int("denied_frames"))
     o.done()
     return c
 
@@ -84,7 +87,7 @@ def counters_from_dict(v: object, what: str = "counters") -> PeerCounters:
 def _largest() -> int:
     """The msgpack size of the largest valid entry: the longest path, every number at its widest."""
     n = U64_MAX
-    widest = PeerCounters("f" * 40, "relay:" + "f" * 40, 0.5, n, n, n, n, n, n, n, 0.5)
+    widest = PeerCounters("f" * 40, "relay:" + "f" * 40, 0.5, n, n, n, n, n, n, n, 0.5, n)
     return len(msgpack.packb(counters_to_dict(widest), use_bin_type=True))
 
 
@@ -93,7 +96,7 @@ MAX_ENCODED_SIZE = _largest()  # bytes: no valid entry is larger (the server bou
 
 # ----------------------------------------------------------------------------- over time
 
-TRAFFIC = ("tx_bytes", "rx_bytes", "tx_frames", "rx_frames", "lost_frames")
+TRAFFIC = ("tx_bytes", "rx_bytes", "tx_frames", "rx_frames", "lost_frames", "denied_frames")
 
 
 class _Carried(Protocol):  # Traffic, or anything with its fields (the server's stored samples)
@@ -107,6 +110,8 @@ class _Carried(Protocol):  # Traffic, or anything with its fields (the server's 
     def rx_frames(self) -> int: ...
     @property
     def lost_frames(self) -> int: ...
+    @property
+    def denied_frames(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +123,12 @@ class Traffic:
     tx_frames: int = 0
     rx_frames: int = 0
     lost_frames: int = 0
+    denied_frames: int = 0
 
     def __add__(self, other: _Carried) -> Traffic:
         return Traffic(self.tx_bytes + other.tx_bytes, self.rx_bytes + other.rx_bytes,
                        self.tx_frames + other.tx_frames, self.rx_frames + other.rx_frames,
-                       self.lost_frames + other.lost_frames)
+                       self.lost_frames + other.lost_frames, self.denied_frames + other.denied_frames)
 
 
 def _since(cur: int, prev: int) -> int:
@@ -134,7 +140,7 @@ def difference(cur: PeerCounters, prev: PeerCounters) -> Traffic:
     A total smaller than before means the counters restarted: it counts from zero."""
     return Traffic(_since(cur.tx_bytes, prev.tx_bytes), _since(cur.rx_bytes, prev.rx_bytes),
                    _since(cur.tx_frames, prev.tx_frames), _since(cur.rx_frames, prev.rx_frames),
-                   _since(cur.lost_frames, prev.lost_frames))
+                   _since(cur.lost_frames, prev.lost_frames), _since(cur.denied_frames, prev.denied_frames))
 
 
 @dataclass(frozen=True, slots=True)

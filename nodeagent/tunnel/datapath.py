@@ -6,7 +6,10 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      MSS-sized segments, each sealed as its own DATA frame with CSUM_PARTIAL (its checksum
      is left to the receiving kernel); a partial UDP/TCP checksum likewise   drop `malformed`
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
-  3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
+  3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`;
+     with an access policy (`filter`, nodeagent/policy/filter.py) the flow is noted
+     (`track`: the flows this node starts, whose replies step 9 of inbound admits), once per
+     read (a TSO super-packet is one flow); outbound packets are never dropped by the policy
   4. pick the peer's sending keypair (KeyRing.sending). None, or no UDP endpoint known yet ->
      park the packet in the peer's bounded pending queue (and ask for a handshake: sessions.py);
      no counter is consumed for a frame that cannot leave             drop `queue_full` when full
@@ -35,7 +38,10 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
   8. DATA: the inner source must route back to the same peer (its overlay IP or a prefix
      routed to it: the same table as step 3 of outbound)               drop `spoofed_source`
      KEEPALIVE: answer an echo request, or turn an echo into rtt_ms
-  9. write the IP packet to the TUN: with a vnet TUN, runs of in-order segments of one TCP
+  9. DATA, with an access policy (`filter`): `filter.admit` (an established flow is one dict
+     probe); with a vnet TUN gro.py asks it once per run of segments of one flow, not per
+     segment                                                           drop `policy`
+ 10. write the IP packet to the TUN: with a vnet TUN, runs of in-order segments of one TCP
      flow are merged into one GSO write at the end of the drain (gro.py), and a CSUM_PARTIAL
      packet written alone carries NEEDS_CSUM; without a vnet header tso.finish completes it
 
@@ -54,6 +60,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..policy.filter import PacketFilter
 from ..protocol.frames import (
     END_TO_END_TYPES,
     BadTag,
@@ -184,6 +191,9 @@ class DataPath:
         # and "may this peer send from this source" on the way in
         self.table = RouteTable.build((net, p) for p in peers for net in p.config.routed)
         self.route = self.table.lookup_packed
+        # the access policy: None lets every packet in (a policy whose default is "allow");
+        # replaced whole when the policy changes, like the table
+        self.filter: PacketFilter | None = None
         self._buf = bytearray(RECV_BUFFER)
         self._view = memoryview(self._buf)
 
@@ -344,6 +354,8 @@ class DataPath:
             if peer is None:
                 self.drops.no_route += 1 if segments is None else len(segments)
                 continue
+            if self.filter is not None:
+                self.filter.track(packet)
             if segments is None:
                 if seal_to(peer, packet, now, out):
                     touched.add(peer)
@@ -465,8 +477,14 @@ class DataPath:
                 return
             partial = header.flags & _CSUM_PARTIAL
             writer = self.writer
+            admit = None if self.filter is None else self.filter.admit
             if writer is not None:
-                writer.add(plaintext, partial)  # written at the end of the drain (flush)
+                # written at the end of the drain (flush); the policy is asked once per run
+                if not writer.add(plaintext, partial, admit):
+                    self._denied(peer)
+                return
+            if admit is not None and not admit(plaintext):
+                self._denied(peer)
                 return
             if partial:  # no vnet header to pass NEEDS_CSUM: finish the checksum here
                 try:
@@ -500,6 +518,11 @@ class DataPath:
                 peer.stats.rtt_ms = round(rtt, 3)
         if header.flags & _ECHO_REQUEST:
             self.send_keepalive(peer, (header.timestamp, now))
+
+    def _denied(self, peer: Peer) -> None:
+        """A packet of `peer` the access policy refused (step 9)."""
+        self.drops.policy += 1
+        peer.stats.denied_frames += 1
 
     def _authenticated(self, peer: Peer, kp: Keypair, counter: int, size: int, addr, now: float,
                        relayed: bool) -> None:

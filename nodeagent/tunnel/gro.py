@@ -17,6 +17,12 @@ for a packet that came in a CSUM_PARTIAL frame (its TCP/UDP checksum holds the p
 sum only, tso.py), with NEEDS_CSUM at its transport header so the kernel finishes it.
 The packets given to `add()` have already passed the AEAD, replay and anti-spoofing checks.
 
+Access policy: `add(pkt, partial, admit)` asks `admit(pkt)` (nodeagent/policy/filter.py) once
+per flow run, not once per segment: a segment that extends the run in progress has the same
+addresses and ports as the run's first packet, which was admitted, so it is not asked again.
+Every packet that starts a run or is written alone is asked; a refused one is not buffered and
+`add` returns False (the data path counts the drop).
+
 Reads are the send side's business: with TUN offloads on (tun.py, SHADOWMESH_TUN_TSO) the
 kernel hands the data path TCP super-packets, which tso.py cuts into MSS-sized segments with
 partial checksums before sealing; with them off each read is a zero header + one IP packet.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 
 from .tso import OffloadError, partial_offsets
 
@@ -85,22 +92,27 @@ class TunWriter:
             return
         self._write(_VNET.pack(_NEEDS_CSUM, 0, 0, 0, start, offset), pkt)
 
-    def add(self, pkt: bytes, partial: bool = False) -> None:
-        """Queue one packet; `partial`: it came in a CSUM_PARTIAL frame."""
+    def add(self, pkt: bytes, partial: bool = False, admit: Callable[[bytes], bool] | None = None) -> bool:
+        """Queue one packet; `partial`: it came in a CSUM_PARTIAL frame; `admit`: the access
+        policy, asked for every packet but the continuations of a run. False: refused, dropped."""
         n = len(pkt)
         # fast reject: IPv4, IHL 5, TCP, no fragmentation (MF=0, offset 0)
         if n <= 40 or pkt[0] != 0x45 or pkt[9] != 6 or (pkt[6] & 0x3F) or pkt[7]:
+            if admit is not None and not admit(pkt):
+                return False
             self.flush()
             self._lone(pkt, partial)
-            return
+            return True
         doff = (pkt[32] >> 4) * 4
         hl = 20 + doff
         plen = n - hl
         flags = pkt[33]
         if plen <= 0 or doff < 20 or (flags & ~_PSH) != _ACK:
+            if admit is not None and not admit(pkt):
+                return False
             self.flush()
             self._lone(pkt, partial)
-            return
+            return True
         seq = int.from_bytes(pkt[24:28], "big")
         # tos, ttl, addresses, ports, ack, doff/flags-free window and options must all match
         key = (pkt[1], pkt[8], pkt[12:24], pkt[28:32], pkt[34:36], pkt[40:hl])
@@ -113,11 +125,13 @@ class TunWriter:
             if flags & _PSH or plen < self._mss:
                 self._psh = bool(flags & _PSH)
                 self.flush()
-            return
+            return True
+        if admit is not None and not admit(pkt):
+            return False
         self.flush()
         if flags & _PSH:
             self._lone(pkt, partial)
-            return
+            return True
         self._first = pkt
         self._partial = partial
         self._key = key
@@ -126,6 +140,7 @@ class TunWriter:
         self._total = plen
         self._next_seq = (seq + plen) & 0xFFFFFFFF
         self._psh = False
+        return True
 
     def flush(self) -> None:
         first = self._first

@@ -14,13 +14,13 @@ from nodeagent.protocol import messages
 from nodeagent.protocol.counters import counters_to_dict
 from nodeagent.status import node_status, peer_status, stats_report, status_document
 
-NODE_KEYS = ["peer_id", "name", "overlay_ip", "uptime_s", "drops", "relay", "interface", "tun_gro", "mtu",
-             "udp"]
+NODE_KEYS = ["peer_id", "name", "overlay_ip", "uptime_s", "drops", "relay", "policy", "interface", "tun_gro",
+             "mtu", "udp"]
 PEER_KEYS = ["peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames", "rx_frames",
              "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s",
-             "relayed_frames", "handshakes", "control", "allowed_ips", "path_changes",
+             "denied_frames", "relayed_frames", "handshakes", "control", "allowed_ips", "path_changes",
              "handshake_timeouts", "handshake_failures", "handshake_give_ups"]
-WIRE_KEYS = PEER_KEYS[:1] + PEER_KEYS[3:4] + PEER_KEYS[5:14]  # the keys that come from PeerCounters
+WIRE_KEYS = PEER_KEYS[:1] + PEER_KEYS[3:4] + PEER_KEYS[5:15]  # the keys that come from PeerCounters
 
 
 def pc(name: str, n: int, **kw) -> PeerConfig:
@@ -34,10 +34,11 @@ def test_the_node_part_has_the_fixed_keys_in_order(make_datapath):
                        relayed_handshakes=4, interface="smtest", mtu=1380, udp=dp.udp)
     assert list(node) == NODE_KEYS
     assert list(node["drops"]) == ["malformed", "unknown_session", "bad_tag", "replay", "spoofed_source",
-                                   "no_route", "queue_full"]
+                                   "no_route", "queue_full", "policy"]
     assert node["drops"]["replay"] == 3 and node["uptime_s"] == 12.346
     assert node["relay"] == {"forwarded_frames": 0, "forwarded_bytes": 0, "rate_limited": 0,
                              "no_destination": 0, "handshakes": 4}
+    assert node["policy"] == {"default": "allow", "rules": 0}  # no policy: nothing filtered
     assert node["tun_gro"] is None  # no vnet header on this TUN: no userspace GRO writer
     assert list(node["udp"]) == ["port", "gso", "gro", "rcvbuf", "sndbuf"]
     assert node["udp"]["port"] == dp.udp.port

@@ -28,14 +28,14 @@ from nodeagent.protocol.strict import U64_MAX, Malformed
 B, R = "b" * 40, "d" * 40
 # the counter keys of a `status --json` peer entry, in their fixed order (docs/operations.md)
 WIRE_KEYS = ["peer_id", "path", "rtt_ms", "tx_frames", "rx_frames", "tx_bytes", "rx_bytes", "lost_frames",
-             "replayed_frames", "bad_frames", "last_handshake_s"]
+             "replayed_frames", "bad_frames", "last_handshake_s", "denied_frames"]
 
 _ints = st.integers(0, U64_MAX)
 _nums = st.none() | st.floats(0, 1e12, allow_nan=False, allow_infinity=False)
 _ids = st.text("0123456789abcdef", min_size=40, max_size=40)
 counters_strategy = st.builds(
     PeerCounters, _ids, st.just("direct") | _ids.map(lambda p: f"relay:{p}"), _nums, _ints, _ints, _ints,
-    _ints, _ints, _ints, _ints, _nums)
+    _ints, _ints, _ints, _ints, _nums, _ints)
 
 
 def test_the_keys_are_the_field_names_in_the_status_order():
@@ -52,7 +52,7 @@ def test_every_valid_entry_round_trips_and_fits_the_size_bound(c):
 
 
 def test_the_size_bound_is_reached_by_the_widest_entry():
-    widest = PeerCounters(B, f"relay:{R}", 1.5, *([U64_MAX] * 7), 2.5)
+    widest = PeerCounters(B, f"relay:{R}", 1.5, *([U64_MAX] * 7), 2.5, U64_MAX)
     assert len(msgpack.packb(counters_to_dict(widest), use_bin_type=True)) == MAX_ENCODED_SIZE
 
 
@@ -95,9 +95,11 @@ def test_a_missing_key_is_named(key):
 
 
 def test_the_difference_of_two_reports_is_what_the_link_carried():
-    before = PeerCounters(B, tx_bytes=1000, rx_bytes=500, tx_frames=10, rx_frames=8, lost_frames=1)
-    after = PeerCounters(B, tx_bytes=5000, rx_bytes=2500, tx_frames=30, rx_frames=26, lost_frames=3)
-    assert difference(after, before) == Traffic(4000, 2000, 20, 18, 2)
+    before = PeerCounters(B, tx_bytes=1000, rx_bytes=500, tx_frames=10, rx_frames=8, lost_frames=1,
+                          denied_frames=4)
+    after = PeerCounters(B, tx_bytes=5000, rx_bytes=2500, tx_frames=30, rx_frames=26, lost_frames=3,
+                         denied_frames=9)
+    assert difference(after, before) == Traffic(4000, 2000, 20, 18, 2, 5)
     assert tuple(Traffic.__dataclass_fields__) == TRAFFIC
 
 
@@ -119,9 +121,9 @@ def test_no_expected_frame_is_no_loss_and_a_zero_interval_counts_as_a_second():
 
 def test_sums_of_traffic_take_anything_with_the_traffic_fields():
     class Row:  # like the server's stored samples
-        tx_bytes, rx_bytes, tx_frames, rx_frames, lost_frames = 1, 2, 3, 4, 5
+        tx_bytes, rx_bytes, tx_frames, rx_frames, lost_frames, denied_frames = 1, 2, 3, 4, 5, 6
 
-    assert Traffic() + Row() + Row() == Traffic(2, 4, 6, 8, 10)
+    assert Traffic() + Row() + Row() == Traffic(2, 4, 6, 8, 10, 12)
     assert rates(Row(), 1.0).loss_pct == pytest.approx(100 * 5 / 9, abs=0.001)
 
 
