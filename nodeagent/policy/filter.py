@@ -7,15 +7,22 @@ an argument; nothing here reads a clock or does I/O).
                     their replies are admitted.
     tick(now)       forget idle flows (the agent's housekeeping tick).
 
-A packet is admitted when
+A TCP connection request (SYN without ACK) is admitted only when a rule allows it: whatever
+this node sent on the same ports, nobody opens a connection here that the rules do not let in.
+Any other packet is admitted when
 
   1. it belongs to a flow in the table (one dict probe: an established flow), or
   2. a rule allows it (RuleIndex: its source, destination, protocol, destination port): the flow
      is added, so the rest of it takes step 1, or
   3. it answers a flow this node started that a rule allows from this side (the reply
      direction, as a stateful firewall lets replies in), or
-  4. it is an ICMP error about such a flow (unreachable, too big, time exceeded), or
-  5. it is an IPv4 or IPv6 fragment other than the first: no transport header to judge; the
+  4. it is a TCP segment other than a connection request (not SYN without ACK) that a rule
+     would let this node send the other way (from its port to the sender's): a reply to a
+     connection this node may open, even one the table does not hold (started before the node's
+     policy began to filter, or forgotten while idle). Such a segment cannot open a connection
+     here: the kernel answers a segment of no connection of its own with a reset. Or
+  5. it is an ICMP error about a flow of steps 1-4 (unreachable, too big, time exceeded), or
+  6. it is an IPv4 or IPv6 fragment other than the first: no transport header to judge; the
      kernel reassembles it only with its first fragment, which was judged (packet.py).
 
 Flows. A flow is keyed by the packet's own bytes, its addresses and ports (TCP, UDP) or its
@@ -61,6 +68,15 @@ OUT: Final = 1
 IN: Final = 2
 FLOW_IDLE_S: Final = {"tcp": 600.0, "udp": 90.0, "other": 30.0}  # tuning: forgotten after 1-2x this
 FLOW_LIMIT: Final = {"tcp": 16384, "udp": 16384, "other": 1024}  # tuning: flows per table generation
+_SYN, _ACK = 0x02, 0x10
+
+
+def _is_request(packet: bytes, transport: int) -> bool:
+    """A TCP connection request: SYN without ACK (a segment too short to tell counts as one)."""
+    if len(packet) < transport + 14:
+        return True
+    flags = packet[transport + 13]
+    return bool(flags & _SYN and not flags & _ACK)
 
 
 def flow_key(flow: Flow) -> bytes:
@@ -162,11 +178,12 @@ class PacketFilter:
 
     # --- inbound ----------------------------------------------------------------------------
     def admit(self, packet: bytes) -> bool:
-        """May this inbound packet reach the TUN? An established IPv4 TCP/UDP flow: one probe."""
-        if len(packet) >= 24 and packet[0] == 0x45 and not (packet[6] & 0x1F or packet[7]):
+        """May this inbound packet reach the TUN? An established IPv4 TCP/UDP flow: one probe
+        (TCP segments with SYN set take the slow path: a request must pass the rules)."""
+        if len(packet) >= 40 and packet[0] == 0x45 and not (packet[6] & 0x1F or packet[7]):
             proto = packet[9]
             if proto == 6:
-                if packet[12:24] in self.tcp.cur_in:
+                if not packet[33] & _SYN and packet[12:24] in self.tcp.cur_in:
                     return True
             elif proto == 17 and packet[12:24] in self.udp.cur_in:
                 return True
@@ -180,14 +197,21 @@ class PacketFilter:
             return False  # malformed: nothing to judge it by
         table = self._table(flow.proto)
         key = flow_key(flow)
-        if key in table.cur_in:
+        request = flow.proto == TCP and _is_request(packet, flow.transport)
+        if key in table.cur_in and not request:
             return True
         before = table.old_in.get(key)
         if self.index.allows(flow.src, flow.dst, flow.proto, flow.dport):
             table.insert(key, reverse_key(key), OUT if before == OUT else IN)
             return True
+        if request:
+            return False  # a connection request passes by the rules only
         if before == OUT:  # this node started it (and, if the policy changed since, may still)
             table.insert(key, reverse_key(key), OUT)
+            return True
+        if (flow.proto == TCP and len(packet) >= flow.transport + 14
+                and self.index.allows(flow.dst, flow.src, TCP, flow.sport)):
+            table.insert(key, reverse_key(key), OUT)  # a reply on a connection this node may open
             return True
         inner = icmp_inner(packet, flow)
         if inner is not None and inner.src == flow.dst:  # about a packet this node sent

@@ -44,8 +44,12 @@ def ports(sport: int, dport: int, rest: bytes = b"\0" * 16) -> bytes:
     return sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + rest
 
 
-def tcp4(src: str, dst: str, sport: int, dport: int) -> bytes:
-    return v4(src, dst, TCP, ports(sport, dport))
+SYN, ACK, RST = 0x02, 0x10, 0x04
+
+
+def tcp4(src: str, dst: str, sport: int, dport: int, flags: int = ACK) -> bytes:
+    """A TCP segment (20-byte header); `flags` ACK by default: a segment of an open connection."""
+    return v4(src, dst, TCP, ports(sport, dport, bytes(9) + bytes((flags,)) + bytes(6)))
 
 
 def udp4(src: str, dst: str, sport: int, dport: int) -> bytes:

@@ -14,7 +14,7 @@ from nodeagent.policy import filter as filt
 from nodeagent.policy.filter import FLOW_IDLE_S, PacketFilter, flow_key, reverse_key
 from nodeagent.policy.packet import Flow, flow_of
 from nodeagent.protocol.policy import Policy, Rule, check_policy, check_rule
-from tests.nodeagent.policy.packets import ICMP, echo4, icmp_error4, tcp4, udp4, v4
+from tests.nodeagent.policy.packets import ACK, ICMP, RST, SYN, TCP, echo4, icmp_error4, tcp4, udp4, v4
 from tests.nodeagent.policy.test_index import naive_allows
 
 A, B, C = "10.10.10.1", "10.10.10.2", "10.10.10.3"  # this node is B
@@ -44,11 +44,12 @@ def test_the_story_of_one_node():
     # 2. another port, another protocol, another peer: refused
     assert not f.admit(tcp4(A, B, 40000, 23))
     assert not f.admit(udp4(A, B, 40000, 22))
-    assert not f.admit(tcp4(C, B, 80, 50000))
-    # 3. B starts a flow to C:80: its reply comes in
-    f.track(tcp4(B, C, 50000, 80))
-    assert f.admit(tcp4(C, B, 80, 50000))
-    assert not f.admit(tcp4(C, B, 80, 50001))  # another flow
+    assert not f.admit(tcp4(C, B, 81, 50000))
+    # 3. B starts a flow to C:80: its reply comes in; C may not open a connection to B
+    f.track(tcp4(B, C, 50000, 80, SYN))
+    assert f.admit(tcp4(C, B, 80, 50000, SYN | ACK))
+    assert not f.admit(tcp4(C, B, 80, 50001, SYN))
+    assert not f.admit(tcp4(C, B, 81, 50000))  # not from the port B may reach
     # 4. B answers A's ssh flow: that does not make it B's flow
     f.track(tcp4(B, A, 22, 40000))
     assert f.tcp.cur_out[tcp4(B, A, 22, 40000)[12:24]] == filt.IN
@@ -96,17 +97,28 @@ def test_a_flow_b_started_is_cut_when_starting_it_is_no_longer_allowed():
     assert not g.admit(tcp4(C, B, 80, 50000))
 
 
-def test_idle_flows_are_forgotten_between_one_and_two_idle_periods():
-    idle = FLOW_IDLE_S["tcp"]
+def test_a_tcp_reply_comes_in_even_when_the_table_does_not_know_its_connection():
+    """Started before the node's policy filtered, or forgotten while idle: a segment that is not a
+    connection request, from the port a rule lets this node reach, is a reply."""
     f = PacketFilter(policy(WEB_TO_C), now=0.0)
-    f.track(tcp4(B, C, 50000, 80))
+    assert f.admit(tcp4(C, B, 80, 50000, ACK))
+    assert f.admit(tcp4(C, B, 80, 50001, RST))
+    assert not f.admit(tcp4(C, B, 80, 50002, SYN))  # a connection request is judged by the rules
+    assert not f.admit(tcp4(A, B, 80, 50000, ACK))  # B may not reach A:80
+    assert not f.admit(v4(C, B, TCP, bytes(12)))  # too short to tell
+
+
+def test_idle_flows_are_forgotten_between_one_and_two_idle_periods():
+    idle = FLOW_IDLE_S["udp"]
+    f = PacketFilter(policy(DNS_TO_C), now=0.0)
+    f.track(udp4(B, C, 33000, 53))
     f.tick(idle)  # one rotation: the flow is in `old`, and a reply brings it back
-    assert f.admit(tcp4(C, B, 80, 50000))
+    assert f.admit(udp4(C, B, 53, 33000))
     f.tick(2 * idle)
     f.tick(3 * idle)  # two rotations without a packet: forgotten
-    assert not f.admit(tcp4(C, B, 80, 50000))
+    assert not f.admit(udp4(C, B, 53, 33000))
     f.tick(3.5 * idle)  # not due yet: no rotation
-    assert f.tcp.rotations == 3
+    assert f.udp.rotations == 3
 
 
 def test_memory_is_bounded_whatever_a_peer_sends(monkeypatch):
@@ -135,7 +147,8 @@ def test_flow_keys_reverse_for_every_family():
 
 class NaiveFilter:
     """The filter's meaning without generations: the flows this node started (and a rule let it
-    start) in a set; a packet passes when a rule allows it or it answers such a flow."""
+    start) in a set; a packet passes when a rule allows it, or, unless it is a TCP connection
+    request, when it answers such a flow or is a TCP segment this node may send the other way."""
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
@@ -158,7 +171,13 @@ class NaiveFilter:
 
     def admit(self, packet: bytes) -> bool:
         proto, src, dst, sport, dport = self._fields(packet)
-        return self._allows(proto, src, dst, dport) or (proto, dst, src, dport, sport) in self.started
+        if self._allows(proto, src, dst, dport):
+            return True
+        if proto == 6 and packet[20 + 13] & SYN and not packet[20 + 13] & ACK:
+            return False  # a connection request: the rules only
+        if (proto, dst, src, dport, sport) in self.started:
+            return True
+        return proto == 6 and self._allows(proto, dst, src, sport)
 
     def change(self, rules: list[Rule]) -> None:
         self.rules = rules
@@ -188,8 +207,12 @@ def steps(draw):
         if proto == "icmp":
             packet = echo4(peer, B) if kind == "in" else echo4(B, peer)
         else:
-            make = tcp4 if proto == "tcp" else udp4
-            packet = make(peer, B, theirs, mine) if kind == "in" else make(B, peer, mine, theirs)
+            if proto == "tcp":
+                flags = draw(st.sampled_from([SYN, SYN | ACK, ACK, RST]))
+                ends = (peer, B, theirs, mine) if kind == "in" else (B, peer, mine, theirs)
+                packet = tcp4(*ends, flags)
+            else:
+                packet = udp4(peer, B, theirs, mine) if kind == "in" else udp4(B, peer, mine, theirs)
         out.append((kind, packet))
     return out
 

@@ -12,7 +12,7 @@ import pytest
 from nodeagent.policy.filter import PacketFilter
 from nodeagent.protocol.policy import check_policy, check_rule
 from nodeagent.status import peer_counters
-from tests.nodeagent.policy.packets import tcp4, udp4
+from tests.nodeagent.policy.packets import ACK, SYN, tcp4, udp4
 from tests.nodeagent.tunnel.test_datapath import Node, pair, tcp_super_packet
 
 A, B = "10.10.10.1", "10.10.10.2"
@@ -77,10 +77,10 @@ def test_a_refused_packet_is_dropped_and_counted_and_an_allowed_one_crosses(ab):
 def test_the_reply_to_a_flow_this_node_started_comes_in(ab):
     a, b = ab()
     b.dp.filter = PacketFilter(check_policy("deny", [WEB_FROM_B]), now=0.0)
-    b.inject(tcp4(B, A, 50000, 80))  # b starts a flow to a:80 (step 3 of outbound notes it)
+    b.inject(tcp4(B, A, 50000, 80, SYN))  # b opens a connection to a:80 (step 3 of outbound notes it)
     a.dp.on_udp()
     assert len(a.delivered()) == 1
-    reply, stranger = tcp4(A, B, 80, 50000), tcp4(A, B, 80, 50001)
+    reply, stranger = tcp4(A, B, 80, 50000, SYN | ACK), tcp4(A, B, 80, 50001, SYN)  # a may not open one
     a.inject(reply)
     a.inject(stranger)
     b.dp.on_udp()
