@@ -14,6 +14,7 @@
     enrolled.py             enrolled mode: netmaps applied, kernel routes, revocation, the server link
     exitnode.py             enrolled mode: using an exit node (policy routing), being one (nftables)
     dns/server.py           enrolled mode: the mesh's names answered on the overlay address
+    policy/filter.py        the access policy the data path enforces (`set_policy` swaps it whole)
     status.py               the `status --json` document and the counter report (one builder)
     control/local.py        the local status socket
     metrics/                `up --metrics-listen`: Prometheus text from `status()` (startup.py serves it)
@@ -62,7 +63,9 @@ from .identity import NodeIdentity
 from .paths.candidates import Candidate
 from .paths.select import PathSelector
 from .peers import PeerSet
+from .policy.filter import PacketFilter
 from .protocol.messages import Stats
+from .protocol.policy import Policy
 from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
 from .sessions import Sessions, random_jitter, session_timing
 from .status import node_status, peer_status, stats_report, status_document
@@ -157,12 +160,27 @@ class Agent:
         self.enrolled: EnrolledMode | None = None
         if isinstance(trust, MeshCA):  # enrolled
             self.enrolled = EnrolledMode(local.peer_id, trust, self.peers, set_hub_role=self._set_hub_role,
-                                         interface=tun.name, overlay=config.overlay)
+                                         set_policy=self.set_policy, interface=tun.name,
+                                         overlay=config.overlay)
             self.enrolled.allow_loopback = config.listen_ip.is_loopback
         # the handshake driver first: a revoked peer is revoked before its link is closed
         self.peers.listeners.extend([self.handshakes, self.sessions, self.links, self.traversal, self.paths])
         for pc in config.peers:
             self.peers.add(pc)
+        self.set_policy(config.policy)  # serverless: the [policy] table; enrolled: each netmap's
+
+    def set_policy(self, policy: Policy) -> None:
+        """Enforce `policy` from the next packet on: the data path's filter is replaced whole (a
+        filter that allows everything is none at all); the flows this node started and may still
+        start are kept (policy/filter.py)."""
+        dp = self.datapath
+        if not policy.filters:
+            if dp.filter is not None:
+                log.info("access policy: every packet allowed in")
+            dp.filter = None
+        elif dp.filter is None or dp.filter.policy != policy:
+            dp.filter = PacketFilter(policy, self.clock(), previous=dp.filter)
+            log.info("access policy: %d rules, everything else refused", len(policy.rules))
 
     def _set_hub_role(self, on: bool) -> None:
         self.datapath.is_hub = on
@@ -236,9 +254,12 @@ class Agent:
 
     def tick(self, now: float) -> None:
         """One housekeeping round (every TICK_S): the session timers and RTT probes, then the index
-        sweep (keys that expired or were rotated out), stalled responders, control-link keepalives."""
+        sweep (keys that expired or were rotated out), idle flows of the access policy, stalled
+        responders, control-link keepalives."""
         self.sessions.tick(now)
         self.datapath.sweep()
+        if self.datapath.filter is not None:
+            self.datapath.filter.tick(now)
         self.handshakes.cut_stalled(now)
         self.links.keepalives(now)
 

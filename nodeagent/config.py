@@ -22,6 +22,19 @@ Keys (unknown keys are errors, so a typo never silently falls back to a default)
   rekey_after_s   start a new handshake after this many seconds (default: the protocol's 120 s;
                   tests lower it); keepalive_s (default 10); relay_rate_pps (hub's per-peer cap)
 
+[policy]          optional: the access policy this node enforces on what reaches it
+  default         "allow" (every packet in, the default) or "deny" (only what a rule allows,
+                  and the replies to what this node starts: nodeagent/policy/filter.py)
+
+[[policy.rule]]   each allows packets from -> to (rules only allow; order does not matter)
+  from, to        lists of addresses or prefixes, ["10.10.10.1", "192.168.5.0/24"]     (required)
+  proto           "any" (default), "tcp", "udp" or "icmp"
+  ports           destination ports of tcp/udp, "22, 8000-8080"; default every port
+
+The rules are the same for every node of a mesh (paste the same [policy] into each file): an
+agent uses those whose `to` holds its packets' destination for what may come in, and those
+whose `from` holds its own address for what it may start (whose replies it lets in).
+
 [[peer]]
   public_key      path (relative to the config file) to node.pub, or the key in base64  (required)
   overlay_ip      the peer's overlay address (a single address)                          (required)
@@ -45,6 +58,18 @@ from typing import Any
 from .identity import IdentityFileError, decode_public_key, load_public_key
 from .protocol.constants import DEFAULT_CONTROL_PORT, DEFAULT_UDP_PORT, KEEPALIVE_S
 from .protocol.identity import PEER_ID_RE, peer_id
+from .protocol.policy import (
+    ALLOW_ALL,
+    DEFAULTS,
+    DENY,
+    PORT_PROTOCOLS,
+    PROTOCOLS,
+    Policy,
+    Rule,
+    check_policy,
+    check_rule,
+    parse_ports,
+)
 
 __all__ = ["AgentConfig", "ConfigError", "PeerConfig", "default_interface", "default_socket", "load_config",
            "parse_endpoint"]
@@ -102,6 +127,7 @@ class AgentConfig:
     rekey_after_s: float | None = None
     keepalive_s: float = KEEPALIVE_S
     relay_rate_pps: int = DEFAULT_RELAY_RATE_PPS
+    policy: Policy = ALLOW_ALL  # [policy]: what may reach this node (nodeagent/policy/)
 
     def peer(self, pid: str) -> PeerConfig | None:
         return next((p for p in self.peers if p.peer_id == pid), None)
@@ -287,6 +313,50 @@ class _Loader:
         name = self.get(raw, "peer", index, "name", str, pid[:8])
         return PeerConfig(public_key, pid, ip.ip, name, endpoint, via, tuple(nets))
 
+    def policy(self, raw: Any) -> Policy:
+        if not isinstance(raw, dict):
+            raise ConfigError(self.path, self.lines.find("policy", None, None), "policy",
+                              "must be a table ([policy])")
+        self.unknown(raw, "policy", None, {"default", "rule"})
+        default = self.get(raw, "policy", None, "default", str, "allow", "\"allow\" or \"deny\"")
+        if default not in DEFAULTS:
+            raise self.error("policy", None, "default", f"{default!r}: must be \"allow\" or \"deny\"")
+        raw_rules = raw.get("rule", [])
+        if not isinstance(raw_rules, list):
+            raise self.error("policy", None, "rule", "use [[policy.rule]] tables")
+        rules = [self.rule(r, i) for i, r in enumerate(raw_rules)]
+        if rules and default != DENY:
+            raise self.error("policy", None, "default",
+                             "rules only allow: with rules, the default must be \"deny\"")
+        return check_policy(default, rules)
+
+    def rule(self, raw: Any, index: int) -> Rule:
+        table = "policy.rule"
+        if not isinstance(raw, dict):
+            raise self.error(table, index, None, "must be a table ([[policy.rule]])")
+        self.unknown(raw, table, index, {"from", "to", "proto", "ports"})
+        ends: dict[str, list[str]] = {}
+        for key in ("from", "to"):
+            items = self.get(raw, table, index, key, list, what="a list of addresses or prefixes")
+            try:
+                ends[key] = [str(ipaddress.ip_network(item, strict=True)) for item in items]
+            except (ValueError, TypeError) as exc:
+                raise self.error(table, index, key, f"{exc}" if isinstance(exc, ValueError)
+                                 else "must hold strings") from None
+            if not ends[key]:
+                raise self.error(table, index, key, "must name at least one address or prefix")
+        proto = self.get(raw, table, index, "proto", str, "any")
+        if proto not in PROTOCOLS:
+            raise self.error(table, index, "proto", f"{proto!r}: must be one of {', '.join(PROTOCOLS)}")
+        text = self.get(raw, table, index, "ports", str, "", "a string like \"22, 8000-8080\"")
+        try:
+            ports = parse_ports(text)
+        except ValueError as exc:
+            raise self.error(table, index, "ports", str(exc)) from None
+        if ports and proto not in PORT_PROTOCOLS:
+            raise self.error(table, index, "ports", "only tcp and udp rules name ports")
+        return check_rule(ends["from"], ends["to"], proto, list(ports))
+
     def endpoint(self, text: str, index: int) -> tuple[str, int]:
         host, port = text, DEFAULT_CONTROL_PORT
         m = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::([0-9]+))?$", text)
@@ -340,16 +410,17 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError(path, line, None, f"TOML syntax error: {msg}") from None
     loader = _Loader(path, text)
     for key in doc:
-        if key not in ("node", "peer"):
+        if key not in ("node", "peer", "policy"):
             raise ConfigError(path, loader.lines.find(key, None, None), key,
-                              "unknown table (allowed: [node], [[peer]])")
+                              "unknown table (allowed: [node], [[peer]], [policy])")
     node = loader.node(doc)
     raw_peers = doc.get("peer", [])
     if not isinstance(raw_peers, list):
         raise ConfigError(path, loader.lines.find("peer", None, None), "peer", "use [[peer]] tables")
     peers = [loader.peer(raw, i) for i, raw in enumerate(raw_peers)]
     _check_peers(loader, node, peers)
-    return AgentConfig(path=path, peers=tuple(peers), **node)
+    policy = loader.policy(doc["policy"]) if "policy" in doc else ALLOW_ALL
+    return AgentConfig(path=path, peers=tuple(peers), policy=policy, **node)
 
 
 def _check_peers(loader: _Loader, node: dict[str, Any], peers: list[PeerConfig]) -> None:

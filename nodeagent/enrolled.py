@@ -16,7 +16,8 @@ delivers (the persisted one first, so tunnels come up while the server is down) 
      passes protocol/endpoints.py (loopback only when we listen on loopback ourselves)
   4. routes changed: the peers they go through get their new allowed prefixes
   5. the data path's routing table is rebuilt from routing.plan.routing_table(map), with the
-     default route of the exit node in use, if any (routing/exits.py, exitnode.py)
+     default route of the exit node in use, if any (routing/exits.py, exitnode.py), and the
+     map's access policy replaces the data path's (set_policy; nodeagent/policy/)
   6. the kernel routes on the TUN follow (netlink, in a worker thread: pyroute2 runs its own
      event loop); a failure is logged and retried with the next map. A default route never goes
      there: the exit node's policy routing does (exitnode.py), and our own exit-node role
@@ -50,6 +51,7 @@ from .protocol.cert import CertFlags
 from .protocol.constants import DEFAULT_CONTROL_PORT, DEFAULT_UDP_PORT
 from .protocol.disco import CandidateKind
 from .protocol.endpoints import BadEndpoint, check_endpoint
+from .protocol.policy import Policy
 from .protocol.trust import MeshCA
 from .routing.exits import ExitChoice
 from .routing.plan import (
@@ -210,14 +212,16 @@ class EnrolledMode:
     """Applies netmaps to the peer set, keeps the kernel routes, handles our own revocation."""
 
     def __init__(self, peer_id: str, trust: MeshCA, peers, *, set_hub_role: Callable[[bool], None],
-                 interface: str, overlay) -> None:
+                 interface: str, overlay, set_policy: Callable[[Policy], None] = lambda policy: None) -> None:
         """`peer_id`: ours; `trust`: the mesh CA the handshakes check against; `peers`: the
         PeerSet; `set_hub_role(on)`: whether we relay for others (the netmap's word on it);
+        `set_policy(policy)`: the access policy the data path enforces (the netmap's);
         `interface`, `overlay`: the TUN device and its address with prefix."""
         self.peer_id = peer_id
         self.trust = trust
         self.peers = peers
         self.set_hub_role = set_hub_role
+        self.set_policy = set_policy
         self.interface = interface
         self.overlay = overlay
         self.allow_loopback = False  # dial peers' loopback endpoints (set when we listen on loopback)
@@ -296,13 +300,15 @@ class EnrolledMode:
                         peer.config = pc
         self.applied = netmap
         self.peers.rebuild_table(routing_table(netmap, exit_route))
+        self.set_policy(netmap.policy)
         await self._sync_kernel_routes()
         if self.exit is not None:
             await self.exit.apply(netmap)
         if self.dns is not None:
             self.dns.update(netmap)
-        log.info("netmap %d applied: %d peers, %d routes, %d revoked (%d actions)", netmap.serial,
-                 len(self.peers), len(netmap.routes), len(revoked), len(actions),
+        log.info("netmap %d applied: %d peers, %d routes, %d revoked, policy %s with %d rules (%d actions)",
+                 netmap.serial, len(self.peers), len(netmap.routes), len(revoked), netmap.policy.default,
+                 len(netmap.policy.rules), len(actions),
                  extra={"event": "netmap.applied", "serial": netmap.serial})
 
     def _peer_config(self, peer: nm.Peer, netmap: nm.NetMap) -> PeerConfig:

@@ -95,3 +95,19 @@ async def test_two_agents_settle_on_one_link_with_keys_and_endpoints(sides):
             agent.stop.set()
         await asyncio.gather(*runs, return_exceptions=True)
     assert not a.socket_path.exists() and not b.socket_path.exists()
+
+
+def test_a_serverless_agent_enforces_its_configured_policy(sides):
+    from dataclasses import replace
+
+    from nodeagent.protocol.policy import check_policy, check_rule
+
+    a, b = sides
+    policy = check_policy("deny", [check_rule(["10.10.10.2"], ["10.10.10.1"], "icmp", [])])
+    plain = a.agent(b)
+    assert plain.datapath.filter is None  # no [policy]: every packet allowed
+    config = replace(plain.config, policy=policy)
+    tun = TunDevice(a.pipe[0], config.interface, False)
+    agent = Agent(config, NodeIdentity(a.key, a.public, a.id), tun, a.udp, a.sock, 1380)
+    assert agent.datapath.filter is not None and agent.datapath.filter.policy == policy
+    assert agent.status()["node"]["policy"]["rules"] == 1

@@ -8,6 +8,7 @@ import ipaddress
 import os
 import socket
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -353,3 +354,21 @@ async def test_an_exit_node_in_use_gets_the_default_route_and_only_it_may_send_f
     assert ("nft", "apply") in calls and agent.status()["node"]["exit_node"]["serving"]
     await _apply(agent, with_self(5))
     assert ("nft", "remove") in calls and not agent.status()["node"]["exit_node"]["serving"]
+async def test_the_netmaps_policy_is_enforced_and_replaced_live_and_shown_in_status(agent):
+    from nodeagent.protocol.policy import ALLOW_ALL, check_policy, check_rule
+
+    ssh = check_policy("deny", [check_rule(["10.10.10.1"], ["10.10.10.2"], "tcp", [(22, 22)])])
+    peers = [_peer(UK, "uk", "10.10.10.1")]
+    await _apply(agent, _map(agent, 1, peers))
+    assert agent.datapath.filter is None  # the default: everything allowed, nothing to ask
+    assert agent.status()["node"]["policy"] == {"default": "allow", "rules": 0}
+    await _apply(agent, replace(_map(agent, 2, peers), policy=ssh))
+    first = agent.datapath.filter
+    assert first is not None and first.policy == ssh
+    assert agent.status()["node"]["policy"]["default"] == "deny"
+    assert agent.status()["node"]["policy"]["rules"] == 1
+    await _apply(agent, replace(_map(agent, 3, peers), policy=ssh))
+    assert agent.datapath.filter is first  # the same policy: the same filter, flows and all
+    agent.tick(agent.clock())
+    await _apply(agent, _map(agent, 4, peers))
+    assert agent.datapath.filter is None and _map(agent, 4, peers).policy == ALLOW_ALL

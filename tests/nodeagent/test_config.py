@@ -193,3 +193,55 @@ def test_the_file_is_parsed_as_written_a_bare_carriage_return_is_a_syntax_error(
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.line == 1 and "syntax" in str(info.value)
+POLICY = GOOD + """
+[policy]
+default = "deny"
+
+[[policy.rule]]
+from = ["10.10.10.8", "192.168.8.0/24"]
+to = ["10.10.10.3"]
+proto = "tcp"
+ports = "22, 8000-8080"
+
+[[policy.rule]]
+from = ["10.10.10.3"]
+to = ["10.10.10.0/24"]
+"""
+
+
+def test_a_policy_table_loads_into_the_netmap_form(tmp_path, keys):
+    cfg = load_config(write(tmp_path, POLICY))
+    assert cfg.policy.default == "deny" and cfg.policy.filters
+    tcp, anything = sorted(cfg.policy.rules, key=lambda r: r.proto, reverse=True)
+    assert tcp.src == ("10.10.10.8/32", "192.168.8.0/24") and tcp.dst == ("10.10.10.3/32",)
+    assert tcp.proto == "tcp" and tcp.ports == ((22, 22), (8000, 8080))
+    assert anything.proto == "any" and anything.ports == () and anything.dst == ("10.10.10.0/24",)
+
+
+def test_without_a_policy_table_everything_is_let_in(tmp_path, keys):
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.policy.default == "allow" and not cfg.policy.filters and cfg.policy.rules == ()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "key", "words"),
+    [
+        ('default = "deny"', 'default = "drop"', 18, "policy.default", "allow"),
+        ('default = "deny"', 'default = "allow"', 18, "policy.default", "must be \"deny\""),
+        ('proto = "tcp"', 'proto = "sctp"', 23, "policy.rule[0].proto", "must be one of"),
+        ('ports = "22, 8000-8080"', 'ports = "22, 80000"', 24, "policy.rule[0].ports", "1..65535"),
+        ('to = ["10.10.10.3"]', 'to = ["10.10.10.3/24"]', 22, "policy.rule[0].to", "host bits"),
+        ('to = ["10.10.10.3"]', 'to = []', 22, "policy.rule[0].to", "at least one"),
+        ('to = ["10.10.10.3"]', 'to = "10.10.10.3"', 22, "policy.rule[0].to", "a list"),
+        ('to = ["10.10.10.0/24"]', 'to = ["10.10.10.0/24"]\nports = "22"', 29, "policy.rule[1].ports",
+         "only tcp and udp"),
+        ('proto = "tcp"', 'proto = "tcp"\ncolor = "red"', 24, "policy.rule[0].color", "unknown key"),
+    ],
+)
+def test_a_bad_policy_names_its_line_and_key(tmp_path, keys, old, new, line, key, words):
+    text = textwrap.dedent(POLICY).lstrip()
+    assert old in text
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text.replace(old, new, 1)))
+    assert err.value.line == line, str(err.value)
+    assert err.value.key == key and words in err.value.message, str(err.value)
