@@ -2,7 +2,7 @@
 
 from django.db import models
 
-__all__ = ["AuditAction", "NodeStatus"]
+__all__ = ["AuditAction", "NodeStatus", "PolicyDefault", "RuleProtocol"]
 
 
 class NodeStatus(models.TextChoices):
@@ -36,3 +36,28 @@ class AuditAction(models.TextChoices):
     EXIT_APPROVED = "exit.approved", "Exit node approved"
     EXIT_REMOVED = "exit.removed", "Exit node removed"
     EXIT_SELECTED = "exit.selected", "Exit node chosen for a node"
+    TAG_CREATED = "tag.created", "Tag created"
+    TAG_DELETED = "tag.deleted", "Tag deleted"
+    NODE_TAGGED = "node.tagged", "Node tags changed"
+    GROUP_CREATED = "group.created", "Group created"
+    GROUP_UPDATED = "group.updated", "Group changed"
+    GROUP_DELETED = "group.deleted", "Group deleted"
+    RULE_CREATED = "rule.created", "Access rule created"
+    RULE_UPDATED = "rule.updated", "Access rule changed"
+    RULE_MOVED = "rule.moved", "Access rule moved"
+    RULE_DELETED = "rule.deleted", "Access rule deleted"
+    POLICY_DEFAULT_CHANGED = "policy.default", "Policy default changed"
+
+
+class PolicyDefault(models.TextChoices):
+    """What a network allows where no rule speaks (meshadmin/netmap/policy.py)."""
+
+    ALLOW = "allow", "Allow all (nodes no rule names as a destination accept everything)"
+    DENY = "deny", "Deny (every node accepts only what the rules allow)"
+
+
+class RuleProtocol(models.TextChoices):
+    ANY = "any", "any protocol"
+    TCP = "tcp", "TCP"
+    UDP = "udp", "UDP"
+    ICMP = "icmp", "ICMP"

@@ -1,14 +1,17 @@
 """Pure: netmap_for(snapshot, node) -> nodeagent.protocol.netmap.NetMap. No database, no clock.
 
-For one node: the peers it may reach (identity, overlay IP, certificate fingerprint, endpoints,
-flags, fallback relay), the routes through those peers (an approved exit node's default routes
-only when policy.may_use_exit), the relays, and the revocation list (every revoked node of the
-network, by peer id and certificate fingerprint). Its own entry carries the network's DNS suffix,
-whether it is an approved exit node, and the exit node an operator chose for it.
+For one node: the peers it may talk to under the access policy (policy.py: identity, overlay IP,
+certificate fingerprint, endpoints, flags, fallback relay; relays always), the routes through the
+peers it may talk to (an approved exit node's default routes only when the policy lets it use the
+exit node), the relays, the revocation list (every revoked node of the network, by peer id and
+certificate fingerprint) and its access policy (what may reach it, what it may reach). Its own
+entry carries the network's DNS suffix, whether it is an approved exit node, and the exit node an
+operator chose for it.
 
 Cost: a full mesh of N nodes has N maps of N-1 peers each. `NetworkView` does the per-node work
 once (one `Peer` per node, shared by every map that lists it), so a node's map is a filter over
 shared objects; only a relay viewing a peer whose preferred relay is itself gets its own copy.
+The access policy is resolved once per view too (policy.AccessPolicy: bit masks of members).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class NetworkView:
     routes: tuple[tuple[str, int], ...]      # (prefix, via pk)
     revoked: tuple[nm.Revocation, ...]
     index: dict[str, NodeRow]                # peer id -> row, every node of the snapshot
+    access: policy.AccessPolicy              # who may reach whom, and each member's policy section
     exits: frozenset[int] = frozenset()      # pks of approved exit nodes (default routes via them)
 
     def netmap_for(self, node: NodeRow | str | int) -> nm.NetMap:
@@ -90,17 +94,23 @@ class NetworkView:
             raise NodeNotInNetwork(f"{node!r} is not an active node of {snap.network!r}")
         peers = []
         reachable: dict[int, NodeRow] = {}
+        access = self.access
+        me_relay = policy.is_relay_candidate(me)
         for n in self.members:
-            if not policy.may_reach(me, n):
+            if n.pk == me.pk:
                 continue
+            talks = access.may_talk(me, n)
+            if not (talks or me_relay or policy.is_relay_candidate(n)):
+                continue  # a relay carries relayed frames for everyone, whatever the policy
             p = self.peers[n.pk]
             if p.relay == me.peer_id:
                 p = replace(p, relay=self.second_relay[n.pk])
             peers.append(p)
-            reachable[n.pk] = n
+            if talks:
+                reachable[n.pk] = n
         routes = tuple(sorted({nm.Route(prefix, reachable[via].peer_id) for prefix, via in self.routes
                                if via in reachable and (not _is_default(prefix)
-                                                        or policy.may_use_exit(me, reachable[via]))}))
+                                                        or access.may_use_exit(me, reachable[via]))}))
         return self._map(me, tuple(peers), routes)
 
     def self_info(self, me: NodeRow) -> nm.SelfInfo:
@@ -110,7 +120,7 @@ class NetworkView:
         use_exit = None
         chosen = snap.node(me.use_exit_pk) if me.use_exit_pk is not None else None
         if (chosen is not None and chosen.pk in self.exits and chosen.pk in self.peers
-                and policy.may_reach(me, chosen) and policy.may_use_exit(me, chosen)):
+                and self.access.may_use_exit(me, chosen)):
             use_exit = chosen.peer_id
         return nm.SelfInfo(peer_id=me.peer_id, name=me.name, overlay_ip=_overlay_ip(me),
                            prefix_len=snap.prefix_len, is_public=me.is_public,
@@ -132,6 +142,7 @@ class NetworkView:
             routes=routes,
             relays=tuple(r.peer_id for r in self.relays if r.pk != me.pk),
             revoked=self.revoked,
+            policy=self.access.node_policy(me),
         )
 
 
@@ -140,8 +151,7 @@ def _is_default(prefix: str) -> bool:
 
 
 def view(snapshot: Snapshot) -> NetworkView:
-    members = tuple(sorted((n for n in snapshot.nodes if n.active and n.overlay_ip is not None),
-                           key=lambda n: n.peer_id))
+    members = tuple(sorted((n for n in snapshot.nodes if policy.is_member(n)), key=lambda n: n.peer_id))
     relays = [n for n in snapshot.nodes if policy.is_relay_candidate(n)]
     ranked = policy.rank_relays(relays)
     peers, second = {}, {}
@@ -162,6 +172,7 @@ def view(snapshot: Snapshot) -> NetworkView:
         revoked=tuple(sorted(nm.Revocation(n.peer_id, _fingerprint(n)) for n in snapshot.nodes
                              if not n.active)),
         index={n.peer_id: n for n in snapshot.nodes},
+        access=policy.access_policy(snapshot, members),
         exits=frozenset(r.via_pk for r in snapshot.routes if _is_default(r.prefix)
                         and (row := snapshot.node(r.via_pk)) is not None and row.active),
     )
@@ -205,11 +216,13 @@ def changes(old: NetworkView, new: NetworkView) -> Changes:
 def delta_for(old: NetworkView, new: NetworkView, ch: Changes, peer_id: str) -> nm.NetMapDelta | None:
     """The delta from `peer_id`'s map in `old` to its map in `new`, built from the shared change set
     in O(size of the change); None when this node needs the general path (netmap_for + diff): it
-    is or was a relay (relay hints differ per relay), its own entry changed, or the policy is not
-    the full mesh. Its own entry (SelfInfo) is sent when it changed (the DNS suffix, its exit-node
-    role, the exit node chosen for it)."""
+    is or was a relay (relay hints differ per relay), its own entry changed, or the access policy
+    is not the full mesh in either view (then peers and policy sections differ per node). Its own
+    entry (SelfInfo) is sent when it changed (the DNS suffix, its exit-node role, the exit node
+    chosen for it)."""
     me = new.index.get(peer_id)
-    if not policy.FULL_MESH or ch.prefix_changed or me is None or me.pk not in new.peers:
+    if not (old.access.full_mesh and new.access.full_mesh) or ch.prefix_changed or me is None \
+            or me.pk not in new.peers:
         return None
     before = old.peers.get(me.pk)
     if before is None or before.is_relay or policy.is_relay_candidate(me) or me.pk in ch.upsert:

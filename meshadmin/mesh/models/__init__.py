@@ -4,7 +4,9 @@ from .audit import AuditEvent
 from .auth import AuthChallenge, SessionToken
 from .networks import Network
 from .nodes import Node
+from .policies import AccessRule, Group, Tag
 from .routes import Route
 from .tokens import EnrollmentToken
 
-__all__ = ["AuditEvent", "AuthChallenge", "EnrollmentToken", "Network", "Node", "Route", "SessionToken"]
+__all__ = ["AccessRule", "AuditEvent", "AuthChallenge", "EnrollmentToken", "Group", "Network", "Node",
+           "Route", "SessionToken", "Tag"]

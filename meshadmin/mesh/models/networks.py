@@ -5,6 +5,7 @@ from django.db import models
 
 from nodeagent.protocol.dnsname import default_suffix
 
+from ..choices import PolicyDefault
 from ..constants import DEFAULT_OVERLAY_CIDR
 
 __all__ = ["Network", "validate_overlay_cidr"]
@@ -23,7 +24,7 @@ class Network(models.Model):
     """One overlay network with its own CA.
 
     `serial` goes up by one in the same transaction as every change to the network's nodes,
-    tokens or routes; agents ignore netmaps older than the one they applied.
+    tokens, routes or access policy; agents ignore netmaps older than the one they applied.
 
     The CA key: `ca_public_key` is the raw ML-DSA-87 public key (2,592 bytes), handed to nodes at
     enrollment. The private key is never stored in clear: `ca_private_sealed` holds its 32-byte
@@ -40,6 +41,9 @@ class Network(models.Model):
         help_text="nodes answer to <name>.<suffix>; empty: <network name>.mesh (services.networks)",
     )
     serial = models.PositiveBigIntegerField(default=0, editable=False)
+    policy_default = models.CharField(
+        max_length=8, choices=PolicyDefault.choices, default=PolicyDefault.ALLOW,
+        help_text="what the access policy allows where no rule speaks (meshadmin/netmap/policy.py)")
     ca_public_key = models.BinaryField(editable=False)
     ca_private_sealed = models.BinaryField(editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

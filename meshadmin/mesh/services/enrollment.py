@@ -143,6 +143,8 @@ def enroll(
             node.certificate = certificate
             node.certificate_expires_at = now + lifetime
             node.save(update_fields=["certificate", "certificate_expires_at"])
+            tags = list(row.tags.all())  # the token's pre-assigned tags (services/tokens.py)
+            node.tags.set(tags)
             record_audit(
                 AuditAction.NODE_ENROLLED,
                 actor=node_actor(node),
@@ -154,6 +156,7 @@ def enroll(
                 overlay_ip=node.overlay_ip,
                 is_public=public,
                 token_prefix=row.prefix,
+                tags=sorted(t.name for t in tags),
             )
             announce(Change(locked.pk, "node.enrolled", ALL_NODES, locked.serial))
     except ServiceError as exc:

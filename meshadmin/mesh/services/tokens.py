@@ -6,6 +6,7 @@ enrolling agent can check the CA key it is given (docs/protocol.md#enrollment-to
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from django.db import transaction
@@ -16,7 +17,7 @@ from nodeagent.protocol.enroll_token import make_token
 from ..changes import Change, announce
 from ..choices import AuditAction
 from ..constants import DEFAULT_TOKEN_TTL
-from ..models import EnrollmentToken, Network
+from ..models import EnrollmentToken, Network, Tag
 from ..secrets import hash_secret, new_token, token_prefix
 from .common import bump_serial, record_audit
 from .errors import InvalidInput
@@ -33,10 +34,14 @@ def create_token(
     uses: int = 1,
     ttl: timedelta = DEFAULT_TOKEN_TTL,
     is_public: bool = False,
+    tags: Iterable[str] = (),
     created_by=None,
     actor: str = "system",
 ) -> tuple[EnrollmentToken, str]:
-    """Create a token; returns (row, plaintext). The plaintext exists only in this return value."""
+    """Create a token; returns (row, plaintext). The plaintext exists only in this return value.
+    `tags`: names of existing tags that every node enrolled with it gets (as Tailscale's tagged
+    auth keys do)."""
+    tags = list(dict.fromkeys(tags))
     if not 1 <= uses <= MAX_TOKEN_USES:
         raise InvalidInput(f"uses: must be 1..{MAX_TOKEN_USES}")
     if not timedelta(0) < ttl <= MAX_TOKEN_TTL:
@@ -45,6 +50,10 @@ def create_token(
     plaintext = make_token(secret, bytes(network.ca_public_key))
     with transaction.atomic():
         locked = bump_serial(network.pk)
+        rows = list(Tag.objects.filter(network=locked, name__in=tags))
+        missing = sorted(set(tags) - {t.name for t in rows})
+        if missing:
+            raise InvalidInput(f"tags: no tag named {missing[0]!r} in network {locked.name}")
         token = EnrollmentToken.objects.create(
             token_hash=hash_secret("enroll", secret),
             prefix=token_prefix(plaintext),
@@ -55,6 +64,7 @@ def create_token(
             is_public=is_public,
             created_by=created_by,
         )
+        token.tags.set(rows)
         record_audit(
             AuditAction.TOKEN_CREATED,
             actor=actor,
@@ -64,6 +74,7 @@ def create_token(
             uses=uses,
             is_public=is_public,
             expires_at=token.expires_at.isoformat(),
+            tags=sorted(tags),
         )
         announce(Change(locked.pk, "token.created", frozenset(), locked.serial))
     return token, plaintext

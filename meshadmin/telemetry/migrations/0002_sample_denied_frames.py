@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('telemetry', '0001_initial'),
+        ("telemetry", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='sample',
-            name='denied_frames',
+            model_name="sample",
+            name="denied_frames",
             field=models.BigIntegerField(default=0, help_text="refused by the node's access policy"),
         ),
     ]

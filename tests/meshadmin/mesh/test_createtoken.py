@@ -83,3 +83,29 @@ def test_the_command_line_prints_the_token_as_the_last_line(tmp_path):
     # the 43-character secret, '.', and the network CA's fingerprint (docs/protocol.md#enrollment-tokens)
     assert len(last) == 43 + 1 + 43 and " " not in last
     assert parse_token(last).fingerprint is not None
+
+
+@pytest.mark.django_db
+def test_tags_are_pre_assigned_to_every_node_enrolled_with_the_token(api, identity_factory, capsys):
+    from meshadmin.mesh.models import AuditEvent, Node, Tag
+
+    call_command("createtoken", "--uses", "2", "--tag", "web", "--tag", "prod", "--tag", "web")
+    out = capsys.readouterr()
+    token = out.out.strip().splitlines()[-1]
+    assert "created tag web" in out.err and "created tag prod" in out.err and "tags web, prod" in out.err
+    assert sorted(EnrollmentToken.objects.get().tags.values_list("name", flat=True)) == ["prod", "web"]
+    for name in ("a", "b"):
+        assert api.enroll(token, identity_factory(), name).status_code == 201
+        assert sorted(Node.objects.get(name=name).tags.values_list("name", flat=True)) == ["prod", "web"]
+    assert Tag.objects.count() == 2  # no tag twice
+    enrolled = AuditEvent.objects.filter(action="node.enrolled").first()
+    assert enrolled.details["tags"] == ["prod", "web"]
+    call_command("createtoken", "--tag", "web")  # an existing tag is used, not created again
+    assert "created tag" not in capsys.readouterr().err
+
+
+@pytest.mark.django_db
+def test_a_bad_tag_name_is_refused_before_anything_is_made(capsys):
+    with pytest.raises(CommandError, match="--tag"):
+        call_command("createtoken", "--tag", "Not A Name")
+    assert not EnrollmentToken.objects.exists()

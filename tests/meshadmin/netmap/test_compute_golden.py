@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from meshadmin.netmap.compute import NodeNotInNetwork, netmap_for, netmaps_for_all
-from meshadmin.netmap.snapshot import NodeRow, RouteRow, Snapshot
+from meshadmin.netmap.snapshot import GroupRow, NodeRow, RouteRow, RuleRow, Snapshot
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 
@@ -28,9 +28,15 @@ def snapshot_from(data: dict) -> Snapshot:
         network=data["network"],
         serial=data["serial"],
         prefix_len=data["prefix_len"],
-        nodes=tuple(NodeRow(**n) for n in data["nodes"]),
+        nodes=tuple(NodeRow(**{**n, "tags": tuple(n.get("tags", ()))}) for n in data["nodes"]),
         routes=tuple(RouteRow(**r) for r in data["routes"]),
         dns_suffix=data.get("dns_suffix"),
+        policy_default=data.get("policy_default", "allow"),
+        groups=tuple(GroupRow(g["name"], tuple(g["members"])) for g in data.get("groups", ())),
+        rules=tuple(RuleRow(pk=i + 1, position=i + 1, sources=tuple(r["sources"]),
+                            destinations=tuple(r["destinations"]), protocol=r.get("protocol", "any"),
+                            ports=tuple(tuple(p) for p in r.get("ports", ())))
+                    for i, r in enumerate(data.get("rules", ()))),
     )
 
 

@@ -10,7 +10,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from meshadmin.netmap.compute import changes, delta_for, view
-from meshadmin.netmap.snapshot import NodeRow, RouteRow, Snapshot
+from meshadmin.netmap.snapshot import NodeRow, RouteRow, RuleRow, Snapshot
 from nodeagent.protocol import netmap as nm
 
 
@@ -88,3 +88,51 @@ def test_a_node_learns_from_the_shared_delta_that_it_became_an_exit_node_and_who
     assert to_client.node.use_exit == exit_node.peer_id and to_client.node.dns_suffix == "corp.example"
     assert {r.prefix for r in to_client.routes} == {"0.0.0.0/0", "::/0"}
     assert old.netmap_for(client.peer_id).node.use_exit is None  # chosen, but not an exit node yet
+@st.composite
+def policy_of(draw, snap: Snapshot) -> Snapshot:
+    """`snap` with a random access policy over its nodes (tags, a rule or two, the default)."""
+    tagged = tuple(replace(n, tags=("db",)) if draw(st.booleans()) else n for n in snap.nodes)
+    sources = st.sampled_from(["*", "tag:db", f"node:{tagged[0].peer_id}"])
+    rules = tuple(RuleRow(k + 1, k + 1, (draw(sources),), (draw(st.sampled_from(["*", "tag:db"])),), "tcp",
+                          ((22, 22),)) for k in range(draw(st.integers(0, 2))))
+    return replace(snap, nodes=tagged, rules=rules, policy_default=draw(st.sampled_from(["allow", "deny"])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(snapshot(5), snapshot(6), st.data())
+def test_with_an_access_policy_every_member_still_gets_exactly_its_new_map(old_snap, new_snap, data):
+    """What the consumer sends (the shared delta when delta_for gives one, else the diff of the two
+    maps) turns each member's old map into its new one; the shared delta is only ever taken while
+    both views are the full mesh."""
+    old = view(data.draw(policy_of(old_snap)) if data.draw(st.booleans()) else old_snap)
+    new = view(data.draw(policy_of(new_snap)) if data.draw(st.booleans()) else new_snap)
+    ch = changes(old, new)
+    for me in new.members:
+        if me.pk not in old.peers:
+            continue
+        delta = delta_for(old, new, ch, me.peer_id)
+        if delta is not None:
+            assert old.access.full_mesh and new.access.full_mesh
+        else:
+            delta = nm.diff(old.netmap_for(me.peer_id), new.netmap_for(me.peer_id))
+        assert nm.apply_delta(old.netmap_for(me.peer_id), delta) == new.netmap_for(me.peer_id)
+
+
+def test_a_rule_ends_the_shared_delta_and_its_maps_differ_per_node():
+    nodes = (row(1), row(2, tags=("db",)), row(3))
+    rule = RuleRow(1, 1, (f"node:{row(1).peer_id}",), ("tag:db",), "tcp", ((5432, 5432),))
+    open_ = view(Snapshot(1, "net", 5, 24, nodes, ()))
+    ruled = view(Snapshot(1, "net", 6, 24, nodes, (), rules=(rule,)))
+    assert open_.access.full_mesh and not ruled.access.full_mesh
+    ch = changes(open_, ruled)
+    assert all(delta_for(open_, ruled, ch, n.peer_id) is None for n in ruled.members)
+    # default allow: the rule isolates db only; db may still start anything towards 1 and 3
+    db = ruled.netmap_for(row(2).peer_id)
+    assert db.policy.filters and [p.peer_id for p in db.peers] == [row(1).peer_id, row(3).peer_id]
+    assert not ruled.netmap_for(row(3).peer_id).policy.filters
+    # default deny: only the rule's pair talks; 3 has no peer at all
+    closed = view(Snapshot(1, "net", 7, 24, nodes, (), policy_default="deny", rules=(rule,)))
+    assert [p.peer_id for p in closed.netmap_for(row(2).peer_id).peers] == [row(1).peer_id]
+    assert [p.peer_id for p in closed.netmap_for(row(1).peer_id).peers] == [row(2).peer_id]
+    assert closed.netmap_for(row(3).peer_id).peers == ()
+    assert closed.netmap_for(row(3).peer_id).policy.filters

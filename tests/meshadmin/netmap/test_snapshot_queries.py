@@ -8,6 +8,13 @@ import pytest
 from meshadmin.mesh.models import Node
 from meshadmin.mesh.services.nodes import revoke_node
 from meshadmin.mesh.services.peers import register_peer
+from meshadmin.mesh.services.policies import (
+    create_group,
+    create_rule,
+    create_tag,
+    set_node_tags,
+    set_policy_default,
+)
 from meshadmin.mesh.services.routes import create_route
 from meshadmin.netmap import snapshot
 from meshadmin.netmap.compute import netmaps_for_all
@@ -16,24 +23,36 @@ from nodeagent.protocol.cert import parse_certificate
 pytestmark = pytest.mark.django_db
 
 
-def test_loading_a_snapshot_takes_three_queries_for_three_nodes(
+def test_loading_a_snapshot_takes_six_queries_for_three_nodes(
     network, uk, belgium, mac, django_assert_num_queries
 ):
+    """The network, its nodes, routes, the tags on its nodes, its groups and its access rules."""
     with django_assert_num_queries(snapshot.QUERY_COUNT):
         snap = snapshot.load(network)
-    assert len(snap.nodes) == 3 and snapshot.QUERY_COUNT == 3
+    assert len(snap.nodes) == 3 and snapshot.QUERY_COUNT == 6
 
 
-def test_loading_a_snapshot_takes_the_same_queries_for_seven_nodes(
+def test_loading_a_snapshot_takes_the_same_queries_for_seven_nodes_with_a_policy(
     network, enrolled, django_assert_num_queries
 ):
     for i in range(7):
         enrolled(f"n{i}", public=i == 0)
     belgium = Node.objects.get(name="n1")
     create_route(belgium, "192.168.50.0/24", approved=True)
+    create_tag(network, "web")
+    create_tag(network, "db")
+    for name in ("n2", "n3", "n4"):
+        set_node_tags(Node.objects.get(name=name), ["web", "db"])
+    create_group(network, "ops", ["tag:web", "node:n5"])
+    create_rule(network, sources=["group:ops"], destinations=["tag:db"], protocol="tcp", ports="5432")
+    create_rule(network, sources=["*"], destinations=["node:n6"], protocol="icmp")
+    set_policy_default(network, "deny")
     with django_assert_num_queries(snapshot.QUERY_COUNT):
         snap = snapshot.load(network.pk)
     assert len(snap.nodes) == 7 and len(snap.routes) == 1
+    assert snap.policy_default == "deny" and [r.position for r in snap.rules] == [1, 2]
+    assert snap.rules[0].ports == ((5432, 5432),) and snap.groups[0].members[0] == "tag:web"
+    assert {r.name: r.tags for r in snap.nodes}["n3"] == ("db", "web")
 
 
 def test_the_snapshot_keeps_revoked_nodes_and_only_live_records(network, uk, belgium, mac):

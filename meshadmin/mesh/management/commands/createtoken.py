@@ -1,7 +1,9 @@
-"""`manage.py createtoken [--network NAME] [--uses N] [--expires DURATION] [--public]`
+"""`manage.py createtoken [--network NAME] [--uses N] [--expires DURATION] [--public] [--tag NAME]...`
 
 Prints an enrollment token as the LAST line of stdout (scripts take `tail -n1`). The token is
 shown only here; the database keeps its hash. A missing network is created (with a new CA key).
+`--tag NAME` (repeatable): every node enrolled with the token carries the tag; a tag that does
+not exist yet is created (and said so on stderr).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 
 from meshadmin.mesh.constants import DEFAULT_NETWORK_NAME
+from meshadmin.mesh.models import Tag
 from meshadmin.mesh.services import ServiceError
 from meshadmin.mesh.services.networks import get_or_create_network
+from meshadmin.mesh.services.policies import clean_name, ensure_tags
 from meshadmin.mesh.services.tokens import create_token
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -40,6 +44,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--public", action="store_true", help="nodes enrolled with it may be public relays"
         )
+        parser.add_argument(
+            "--tag", action="append", default=[], metavar="NAME",
+            help="nodes enrolled with it carry this tag (repeatable; a new tag is created)",
+        )
 
     def handle(self, *args, **options):
         try:
@@ -47,14 +55,20 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"--expires: {exc}") from exc
         try:
+            names = [clean_name(name, "--tag") for name in options["tag"]]
             network = get_or_create_network(options["network"], actor="cli")
+            new = [n for n in names if not Tag.objects.filter(network=network, name=n).exists()]
+            ensure_tags(network, names, actor="cli")
+            for name in new:
+                self.stderr.write(f"created tag {name}")
             token, plaintext = create_token(
-                network, uses=options["uses"], ttl=ttl, is_public=options["public"], actor="cli"
+                network, uses=options["uses"], ttl=ttl, is_public=options["public"], tags=names, actor="cli"
             )
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
         self.stderr.write(
             f"network {network.name} ({network.overlay_cidr}); uses {token.max_uses}; "
             f"public {'yes' if token.is_public else 'no'}; expires {token.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            + (f"; tags {', '.join(names)}" if names else "")
         )
         self.stdout.write(plaintext)
