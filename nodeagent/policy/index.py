@@ -137,7 +137,7 @@ class RuleIndex:
 
     __slots__ = ("rule_count", "table")
 
-    def __init__(self, table: RouteTable, rule_count: int) -> None:
+    def __init__(self, table: RouteTable[RouteTable[Protocols]], rule_count: int) -> None:
         self.table = table  # destination prefix -> RouteTable(source prefix -> {proto: Ports})
         self.rule_count = rule_count
 
@@ -158,8 +158,8 @@ class RuleIndex:
                     for proto in protos:
                         _add(target, proto, r.ports)
         by_dst = _by_length(cells)
-        shared: dict[tuple[object, ...], RouteTable] = {}
-        entries: list[tuple[IPNetwork, RouteTable]] = []
+        shared: dict[tuple[object, ...], RouteTable[Protocols]] = {}
+        entries: list[tuple[IPNetwork, RouteTable[Protocols]]] = []
         for dnet in cells:
             # every source entry of every destination prefix around this one (itself included)
             merged: dict[IPNetwork, Cell] = {}
@@ -184,7 +184,7 @@ class RuleIndex:
         """Whether some rule allows a packet from `src` to `dst` (packed, 4 or 16 bytes) with
         protocol number `proto` and destination port `dport` (None: the protocol has none)."""
         sources = self.table.lookup_packed(dst)
-        if not isinstance(sources, RouteTable):
+        if sources is None:
             return False
         protos = sources.lookup_packed(src)
-        return isinstance(protos, Protocols) and protos.match(proto, dport)
+        return protos is not None and protos.match(proto, dport)

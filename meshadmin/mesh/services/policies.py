@@ -127,8 +127,10 @@ def clean_ports(protocol: str, ports: str | Sequence[Sequence[int]] | None) -> l
     if protocol not in RuleProtocol.values:
         raise InvalidInput(f"protocol: must be one of {', '.join(RuleProtocol.values)}")
     try:
-        ranges = parse_ports(ports) if isinstance(ports, str) or ports is None else canonical_ports(
-            [tuple(p) if isinstance(p, list | tuple) else p for p in ports])
+        if ports is None or isinstance(ports, str):
+            ranges = parse_ports(ports or "")
+        else:
+            ranges = canonical_ports([tuple(p) if isinstance(p, list | tuple) else p for p in ports])
     except ValueError as exc:
         raise InvalidInput(f"ports: {exc}") from None
     if ranges and protocol not in PORT_PROTOCOLS:
