@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from meshadmin.netmap import compute, snapshot
 from nodeagent.protocol.identity import PEER_ID_RE
 from nodeagent.protocol.policy import PORT_PROTOCOLS, canonical_ports, format_ports, parse_ports
 
@@ -41,6 +42,7 @@ __all__ = [
     "delete_tag",
     "ensure_tags",
     "move_rule",
+    "reachability",
     "set_node_tags",
     "set_policy_default",
     "update_group",
@@ -361,3 +363,35 @@ def set_policy_default(network: Network, default: str, *, actor: str = "system")
         announce(Change(locked.pk, "policy.default", ALL_NODES, locked.serial))
     network.refresh_from_db()
     return network
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def reachability(node: Node) -> dict:
+    """Who can reach `node` and what it can reach, as the netmaps say now: {"node": peer id,
+    "isolated": bool (it filters inbound), "reached_by": [...], "reaches": [...]}, each entry
+    {"peer_id", "name", "everything": bool, "allowed": [{"protocol", "ports"}]} (ports as text,
+    "" = every port), by name. Replies to an allowed flow always pass and are not listed. A node
+    without a netmap (revoked, or without an overlay address) reaches nothing and nobody reaches it."""
+    view = compute.view(snapshot.load(node.network_id))
+    me = next((m for m in view.members if m.pk == node.pk), None)
+    out: dict = {"node": node.peer_id, "isolated": False, "reached_by": [], "reaches": []}
+    if me is None:
+        return out
+    access = view.access
+    out["isolated"] = bool((access.isolated >> access.bit[me.pk]) & 1)
+
+    def entry(other, a) -> dict:
+        return {"peer_id": other.peer_id, "name": other.name, "everything": a.everything,
+                "allowed": [{"protocol": proto, "ports": format_ports(ports)} for proto, ports in a.allowed]}
+
+    for other in sorted(view.members, key=lambda m: (m.name, m.peer_id)):
+        if other.pk == me.pk:
+            continue
+        inbound, outbound = access.access(other, me), access.access(me, other)
+        if inbound:
+            out["reached_by"].append(entry(other, inbound))
+        if outbound:
+            out["reaches"].append(entry(other, outbound))
+    return out
