@@ -6,17 +6,35 @@ from datetime import timedelta
 
 from django import forms
 
-from meshadmin.mesh.choices import AuditAction, NodeStatus
+from meshadmin.mesh.choices import AuditAction, NodeStatus, PolicyDefault, RuleProtocol
 from meshadmin.mesh.models import Network, Node
+from meshadmin.mesh.services.errors import ServiceError
 
 __all__ = [
     "AuditFilterForm",
     "DnsSuffixForm",
+    "GroupForm",
+    "MoveRuleForm",
     "NodeFilterForm",
+    "NodeTagsForm",
+    "PolicyDefaultForm",
     "RenameNodeForm",
     "RouteCreateForm",
+    "RuleForm",
+    "TagForm",
     "TokenCreateForm",
+    "service_error_to_form",
 ]
+
+
+def service_error_to_form(form: forms.Form, exc: ServiceError) -> None:
+    """Put a service's refusal next to the field it names ("sources: no tag named ..."), or above
+    the form when it names none of the form's fields."""
+    field, sep, message = exc.detail.partition(": ")
+    if sep and field in form.fields:
+        form.add_error(field, message)
+    else:
+        form.add_error(None, exc.detail)
 
 EXPIRY_CHOICES = [
     ("1h", "1 hour"),
@@ -59,6 +77,10 @@ class TokenCreateForm(forms.Form):
         required=False, label="Public hub",
         help_text="Nodes enrolled with it are reachable from the internet and may relay for others.",
     )
+    tags = forms.CharField(
+        required=False, max_length=1000, label="Tags",
+        help_text="Names of existing tags, comma-separated: every node enrolled with it carries them.",
+    )
     node_name = forms.CharField(
         required=False, max_length=63, label="Node name (for the command line)",
         help_text="Only fills in --name in the command shown; the node chooses its name when it enrolls.",
@@ -66,6 +88,9 @@ class TokenCreateForm(forms.Form):
 
     def ttl(self) -> timedelta:
         return EXPIRY[self.cleaned_data["expires"]]
+
+    def tag_names(self) -> list[str]:
+        return [t.strip() for t in self.cleaned_data["tags"].split(",") if t.strip()]
 
 
 class RenameNodeForm(forms.Form):
@@ -106,3 +131,48 @@ class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(required=False, choices=[("", "any type"), *AuditAction.choices])
     since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+
+
+# --------------------------------------------------------------------------- access policy
+# Shapes only; the services (meshadmin/mesh/services/policies.py) check names, selectors and
+# ports, and their refusals go next to the field they name (service_error_to_form).
+
+SELECTOR_HELP = "Comma-separated: * (every node), tag:NAME, group:NAME or node:NAME."
+
+
+class RuleForm(forms.Form):
+    sources = forms.CharField(max_length=4000, help_text=SELECTOR_HELP, label="From")
+    destinations = forms.CharField(max_length=4000, help_text=SELECTOR_HELP, label="To")
+    protocol = forms.ChoiceField(choices=RuleProtocol.choices, initial=RuleProtocol.ANY)
+    ports = forms.CharField(required=False, max_length=1000,
+                            help_text="tcp and udp only: 22, 8000-8080; empty for every port.")
+    description = forms.CharField(required=False, max_length=200)
+    position = forms.IntegerField(required=False, min_value=1, help_text="Empty: at the end.")
+
+
+class MoveRuleForm(forms.Form):
+    position = forms.IntegerField(min_value=1)
+
+
+class PolicyDefaultForm(forms.Form):
+    default = forms.ChoiceField(choices=PolicyDefault.choices, widget=forms.RadioSelect)
+
+
+class TagForm(forms.Form):
+    name = forms.CharField(max_length=63)
+    description = forms.CharField(required=False, max_length=200)
+
+
+class GroupForm(forms.Form):
+    name = forms.CharField(max_length=63)
+    members = forms.CharField(required=False, max_length=4000,
+                              help_text="Comma-separated: *, tag:NAME or node:NAME.")
+    description = forms.CharField(required=False, max_length=200)
+
+
+class NodeTagsForm(forms.Form):
+    tags = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+
+    def __init__(self, *args, choices: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["tags"].choices = [(n, n) for n in choices]  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ __all__ = [
     "NodeRow",
     "audit_events",
     "graph_for",
+    "node_denied",
     "node_links",
     "node_path_changes",
     "node_rows",
@@ -168,6 +169,19 @@ def node_links(node: Node, now: datetime | None = None) -> list[dict]:
             }
         )
     return sorted(rows, key=lambda r: r["name"].lower())
+
+
+def node_denied(node: Node, now: datetime | None = None, window: timedelta = timedelta(hours=1)) -> dict:
+    """What the node's access policy refused within `window`: {"total": frames, "from": [(name,
+    peer id, frames)], most first}. Two queries at most."""
+    now = now or timezone.now()
+    by_peer = telemetry.denied_frames(node.network_id, now - window, now, node_pk=node.pk).get(node.pk, {})
+    if not by_peer:
+        return {"total": 0, "from": []}
+    names = dict(Node.objects.filter(network_id=node.network_id, peer_id__in=list(by_peer))
+                 .values_list("peer_id", "name"))
+    rows = sorted(((names.get(p, p[:12]), p, n) for p, n in by_peer.items()), key=lambda r: (-r[2], r[0]))
+    return {"total": sum(by_peer.values()), "from": rows}
 
 
 PATH_CHANGES_SHOWN = 20

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import policy_views, views
 
 app_name = "dashboard"
 
@@ -26,5 +26,18 @@ urlpatterns = [
     path("routes/new", views.route_create, name="route_create"),
     path("routes/<int:pk>/approve", views.route_approve, name="route_approve"),
     path("routes/<int:pk>/reject", views.route_reject, name="route_reject"),
+    path("nodes/<str:peer_id>/tags", policy_views.node_tags, name="node_tags"),
+    path("nodes/<str:peer_id>/reach", policy_views.reach, name="node_reach"),
+    path("policy/", policy_views.policy, name="policy"),
+    path("policy/default", policy_views.policy_default, name="policy_default"),
+    path("policy/rules/new", policy_views.rule_create, name="rule_create"),
+    path("policy/rules/<int:pk>/", policy_views.rule_edit, name="rule_edit"),
+    path("policy/rules/<int:pk>/move", policy_views.rule_move, name="rule_move"),
+    path("policy/rules/<int:pk>/delete", policy_views.rule_delete, name="rule_delete"),
+    path("policy/tags/new", policy_views.tag_create, name="tag_create"),
+    path("policy/tags/<int:pk>/delete", policy_views.tag_delete, name="tag_delete"),
+    path("policy/groups/new", policy_views.group_create, name="group_create"),
+    path("policy/groups/<int:pk>/", policy_views.group_edit, name="group_edit"),
+    path("policy/groups/<int:pk>/delete", policy_views.group_delete, name="group_delete"),
     path("audit/", views.audit, name="audit"),
 ]

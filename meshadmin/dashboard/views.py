@@ -25,7 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from meshadmin.client_address import request_client_ip
-from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
+from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route, Tag
 from meshadmin.mesh.permissions import can_edit
 from meshadmin.mesh.services import ServiceError
 from meshadmin.mesh.services.common import user_actor
@@ -52,6 +52,7 @@ from .forms import (
     RenameNodeForm,
     RouteCreateForm,
     TokenCreateForm,
+    service_error_to_form,
 )
 from .permissions import dashboard_view
 
@@ -267,6 +268,10 @@ def node_detail(request: HttpRequest, peer_id: str) -> HttpResponse:
             "path_changes": queries.node_path_changes(node, now),
             "routes": Route.objects.filter(via=node).exclude(prefix__in=EXIT_PREFIXES).order_by("prefix"),
             "rename_form": RenameNodeForm(initial={"name": node.name}),
+            "tags": sorted(node.tags.values_list("name", flat=True)),
+            "network_tags": sorted(Tag.objects.filter(network_id=node.network_id)
+                                   .values_list("name", flat=True)),
+            "denied": queries.node_denied(node, now),
             "series_url": f"{request.path}series.json",
             "dns_name": f"{node.name.lower()}.{suffix}" if suffix and is_label(node.name) else None,
             "dns_suffix": suffix,
@@ -448,11 +453,12 @@ def token_create(request: HttpRequest) -> HttpResponse:
             uses=form.cleaned_data["uses"],
             ttl=form.ttl(),
             is_public=form.cleaned_data["is_public"],
+            tags=form.tag_names(),
             created_by=request.user,
             actor=_actor(request),
         )
     except ServiceError as exc:
-        form.add_error(None, exc.detail)
+        service_error_to_form(form, exc)
         return render_page(request, "dashboard/token_create.html", {"form": form}, status=400)
     server = public_url(request)
     command = enroll_command(server, plaintext, form.cleaned_data["node_name"].strip(), token.is_public)

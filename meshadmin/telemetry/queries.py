@@ -29,6 +29,7 @@ __all__ = [
     "NodePresence",
     "PathChange",
     "current_links",
+    "denied_frames",
     "figures",
     "link_samples",
     "link_series",
@@ -103,6 +104,23 @@ def received_bytes(network_id: int, since: datetime, until: datetime) -> int:
                                    ts__lte=until)
              .aggregate(rx=Sum("rx_bytes"))["rx"])
     return int(total or 0)
+
+
+def denied_frames(network_id: int, since: datetime, until: datetime,
+                  node_pk: int | None = None) -> dict[int, dict[str, int]]:
+    """Frames each node's access policy refused in [since, until] (one node's only with `node_pk`),
+    by the peer they came from: node pk -> {peer id: frames}; only links with refusals. One query."""
+    samples = Sample.objects.filter(network_id=network_id, resolution=Resolution.RAW, ts__gte=since,
+                                    ts__lte=until)
+    if node_pk is not None:
+        samples = samples.filter(node_id=node_pk)
+    rows = (samples
+            .values("node_id", "peer_id").annotate(n=Sum("denied_frames")).filter(n__gt=0)
+            .values_list("node_id", "peer_id", "n"))
+    out: dict[int, dict[str, int]] = {}
+    for node_id, peer_id, n in rows:
+        out.setdefault(node_id, {})[peer_id] = int(n)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

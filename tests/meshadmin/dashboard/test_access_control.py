@@ -5,7 +5,7 @@ from django.test import Client
 from django.urls import reverse
 
 from meshadmin.mesh.choices import NodeStatus
-from meshadmin.mesh.models import AuditEvent, EnrollmentToken, Node, Route
+from meshadmin.mesh.models import AccessRule, AuditEvent, EnrollmentToken, Group, Network, Node, Route, Tag
 
 pytestmark = pytest.mark.django_db
 
@@ -24,13 +24,24 @@ def read_pages(mesh):
         "/tokens/",
         "/tokens/new",
         "/routes/",
+        "/policy/",
+        f"/nodes/{pid}/reach",
         "/audit/",
     ]
 
 
-def write_requests(mesh, route, token):
+def write_requests(mesh, route, token, rule):
     pid = mesh["belgium"].peer_id
     return [
+        ("/policy/default", {"default": "deny"}),
+        ("/policy/rules/new", {"sources": "*", "destinations": "node:uk", "protocol": "tcp", "ports": "22"}),
+        (f"/policy/rules/{rule.pk}/", {"sources": "*", "destinations": "node:uk", "protocol": "udp"}),
+        (f"/policy/rules/{rule.pk}/move", {"position": "1"}),
+        (f"/policy/rules/{rule.pk}/delete", {}),
+        ("/policy/tags/new", {"name": "db"}),
+        (f"/policy/tags/{rule.tag.pk}/delete", {}),
+        ("/policy/groups/new", {"name": "ops", "members": "tag:web"}),
+        (f"/nodes/{pid}/tags", {"tags": ["web"]}),
         (f"/nodes/{pid}/rename", {"name": "renamed"}),
         (f"/nodes/{pid}/revoke", {}),
         (f"/nodes/{pid}/delete", {}),
@@ -50,6 +61,17 @@ def route(mesh):
 
 
 @pytest.fixture
+def rule(network, mesh):
+    from meshadmin.mesh.services import policies
+
+    tag = policies.create_tag(network, "web")
+    made = policies.create_rule(network, sources="tag:web", destinations="node:uk", protocol="tcp",
+                                ports="443")
+    made.tag = tag
+    return made
+
+
+@pytest.fixture
 def token(network):
     from meshadmin.mesh.services.tokens import create_token
 
@@ -64,10 +86,10 @@ def test_every_dashboard_page_sends_anonymous_visitors_to_login(mesh):
         assert response["Location"].startswith(reverse("dashboard:login")), path
 
 
-def test_anonymous_writes_change_nothing(csrf_post, mesh, route, token):
+def test_anonymous_writes_change_nothing(csrf_post, mesh, route, token, rule):
     client = Client()
     before = AuditEvent.objects.count()
-    for path, data in write_requests(mesh, route, token):
+    for path, data in write_requests(mesh, route, token, rule):
         response = csrf_post(client, path, data)
         assert response.status_code == 302 and "/login/" in response["Location"], path
     assert AuditEvent.objects.count() == before
@@ -78,10 +100,10 @@ def test_a_viewer_reads_every_page(viewer, mesh):
         assert viewer.get(path).status_code == 200, path
 
 
-def test_a_viewer_gets_403_for_every_write_and_nothing_changes(csrf_post, viewer, mesh, route, token):
+def test_a_viewer_gets_403_for_every_write_and_nothing_changes(csrf_post, viewer, mesh, route, token, rule):
     before = AuditEvent.objects.count()
     tokens_before = EnrollmentToken.objects.count()
-    for path, data in write_requests(mesh, route, token):
+    for path, data in write_requests(mesh, route, token, rule):
         assert csrf_post(viewer, path, data).status_code == 403, path
     assert AuditEvent.objects.count() == before
     belgium = Node.objects.get(pk=mesh["belgium"].pk)
@@ -89,6 +111,10 @@ def test_a_viewer_gets_403_for_every_write_and_nothing_changes(csrf_post, viewer
     assert Route.objects.get(pk=route.pk).approved is False
     assert EnrollmentToken.objects.get(pk=token.pk).revoked_at is None
     assert EnrollmentToken.objects.count() == tokens_before
+    assert Network.objects.get().policy_default == "allow"
+    assert [(r.pk, r.protocol) for r in AccessRule.objects.all()] == [(rule.pk, "tcp")]
+    assert list(Tag.objects.values_list("name", flat=True)) == ["web"] and not Group.objects.exists()
+    assert not belgium.tags.exists()
 
 
 def test_a_viewer_sees_no_admin_controls(viewer, mesh):
@@ -96,14 +122,16 @@ def test_a_viewer_sees_no_admin_controls(viewer, mesh):
     assert "Revoke…" not in page and 'name="name"' not in page
     assert "read-only" in page
     assert "New token" not in viewer.get("/tokens/").content.decode()
+    policy = viewer.get("/policy/").content.decode()
+    assert "/policy/rules/" not in policy and "Add rule" not in policy and "Save default" not in policy
 
 
 def test_an_account_that_is_neither_staff_nor_viewer_gets_403_everywhere(
-    csrf_post, outsider, mesh, route, token
+    csrf_post, outsider, mesh, route, token, rule
 ):
     for path in read_pages(mesh):
         assert outsider.get(path).status_code == 403, path
-    for path, data in write_requests(mesh, route, token):
+    for path, data in write_requests(mesh, route, token, rule):
         assert csrf_post(outsider, path, data).status_code == 403, path
 
 
@@ -127,7 +155,7 @@ def test_forms_refuse_a_post_without_the_csrf_token(admin, mesh, token):
 
 def test_every_form_in_the_pages_carries_a_csrf_token(admin, mesh, route):
     pages = ["/", "/nodes/", f"/nodes/{mesh['uk'].peer_id}/", "/tokens/", "/tokens/new", "/routes/",
-             f"/nodes/{mesh['uk'].peer_id}/revoke"]
+             "/policy/", f"/nodes/{mesh['uk'].peer_id}/revoke"]
     for path in pages:
         html = admin.get(path).content.decode()
         posts = html.count('method="post"')

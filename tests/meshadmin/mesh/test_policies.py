@@ -42,39 +42,60 @@ def netmap(network: Network, node: Node):
 
 
 def test_a_rule_is_stored_canonical_audited_and_announced_to_every_node(
-        network, nodes, heard, django_capture_on_commit_callbacks):
+    network, nodes, heard, django_capture_on_commit_callbacks
+):
     svc.create_tag(network, "web")
     svc.set_node_tags(nodes["belgium"], ["web"])
     serial = Network.objects.get().serial
     heard.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        rule = svc.create_rule(network, sources="node:mac, tag:web", destinations=["tag:web"],
-                               protocol="TCP", ports="443, 80, 8000-8080", description="web", actor="user:alice")
+        rule = svc.create_rule(
+            network,
+            sources="node:mac, tag:web",
+            destinations=["tag:web"],
+            protocol="TCP",
+            ports="443, 80, 8000-8080",
+            description="web",
+            actor="user:alice",
+        )
     assert rule.sources == ["node:" + nodes["mac"].peer_id, "tag:web"]
-    assert (rule.destinations, rule.protocol, rule.ports) == (["tag:web"], "tcp", [[80, 80], [443, 443], [8000, 8080]])
+    assert (rule.destinations, rule.protocol, rule.ports) == (
+        ["tag:web"],
+        "tcp",
+        [[80, 80], [443, 443], [8000, 8080]],
+    )
     assert rule.position == 1
     event = last_audit()
-    assert (event.action, event.actor, event.object_id) == (AuditAction.RULE_CREATED, "user:alice", str(rule.pk))
+    assert (event.action, event.actor, event.object_id) == (
+        AuditAction.RULE_CREATED,
+        "user:alice",
+        str(rule.pk),
+    )
     assert event.details["ports"] == "80, 443, 8000-8080"
     assert Network.objects.get().serial == serial + 1
     assert [(c.reason, c.node_ids) for c in heard] == [("rule.created", ALL_NODES)]
 
 
-@pytest.mark.parametrize(("fields", "field", "says"), [
-    ({"sources": ""}, "sources", "name at least one node"),
-    ({"sources": "tag:nope"}, "sources", "no tag named 'nope'"),
-    ({"sources": "node:ghost"}, "sources", "no active node named 'ghost'"),
-    ({"sources": "host:x"}, "sources", "is not a selector"),
-    ({"sources": "group:missing"}, "sources", "no group named 'missing'"),
-    ({"destinations": "tag"}, "destinations", "is not a selector"),
-    ({"protocol": "sctp"}, "protocol", "must be one of"),
-    ({"ports": "ssh"}, "ports", "'ssh' is not a port"),
-    ({"ports": "0"}, "ports", ""),
-    ({"ports": "70000"}, "ports", ""),
-    ({"protocol": "icmp", "ports": "22"}, "ports", "only tcp and udp"),
-    ({"description": "x" * 201}, "description", "at most 200"),
-])
-def test_a_bad_rule_is_refused_naming_the_field_and_nothing_changes(network, nodes, heard, fields, field, says):
+@pytest.mark.parametrize(
+    ("fields", "field", "says"),
+    [
+        ({"sources": ""}, "sources", "name at least one node"),
+        ({"sources": "tag:nope"}, "sources", "no tag named 'nope'"),
+        ({"sources": "node:ghost"}, "sources", "no active node named 'ghost'"),
+        ({"sources": "host:x"}, "sources", "is not a selector"),
+        ({"sources": "group:missing"}, "sources", "no group named 'missing'"),
+        ({"destinations": "tag"}, "destinations", "is not a selector"),
+        ({"protocol": "sctp"}, "protocol", "must be one of"),
+        ({"ports": "ssh"}, "ports", "'ssh' is not a port"),
+        ({"ports": "0"}, "ports", ""),
+        ({"ports": "70000"}, "ports", ""),
+        ({"protocol": "icmp", "ports": "22"}, "ports", "only tcp and udp"),
+        ({"description": "x" * 201}, "description", "at most 200"),
+    ],
+)
+def test_a_bad_rule_is_refused_naming_the_field_and_nothing_changes(
+    network, nodes, heard, fields, field, says
+):
     good = {"sources": "*", "destinations": "node:uk", "protocol": "tcp", "ports": "22"}
     serial = Network.objects.get().serial
     events = AuditEvent.objects.count()
@@ -87,8 +108,10 @@ def test_a_bad_rule_is_refused_naming_the_field_and_nothing_changes(network, nod
 
 
 def test_rules_are_inserted_moved_and_deleted_keeping_positions_dense(network, nodes):
-    a, b, c = (svc.create_rule(network, sources="*", destinations="node:uk", protocol="tcp", ports=str(p))
-               for p in (1, 2, 3))
+    a, b, c = (
+        svc.create_rule(network, sources="*", destinations="node:uk", protocol="tcp", ports=str(p))
+        for p in (1, 2, 3)
+    )
     d = svc.create_rule(network, sources="*", destinations="node:uk", protocol="tcp", ports="4", position=1)
 
     def order():
@@ -121,27 +144,29 @@ def test_moving_a_rule_changes_no_node_map(network, nodes, heard, django_capture
 
 def test_a_rule_edit_is_audited_with_old_and_new(network, nodes):
     rule = svc.create_rule(network, sources="*", destinations="node:uk", protocol="tcp", ports="22")
-    svc.update_rule(rule, sources="node:mac", destinations="node:uk", protocol="udp", ports="53", actor="user:bob")
+    svc.update_rule(
+        rule, sources="node:mac", destinations="node:uk", protocol="udp", ports="53", actor="user:bob"
+    )
     event = last_audit()
     assert event.action == AuditAction.RULE_UPDATED and event.actor == "user:bob"
     assert event.details["old"]["protocol"] == "tcp" and event.details["old"]["ports"] == "22"
     assert event.details["new"]["protocol"] == "udp" and event.details["new"]["ports"] == "53"
-    with pytest.raises(InvalidInput, match="^ports: "):
+    with pytest.raises(InvalidInput, match=r"^ports: "):
         svc.update_rule(rule, sources="*", destinations="node:uk", protocol="tcp", ports="1-2-3")
     rule.refresh_from_db()
     assert rule.protocol == "udp"
 
 
 def test_tags_and_groups_validate_their_names_and_refuse_deletion_while_used(network, nodes):
-    with pytest.raises(InvalidInput, match="^name: 'Web Servers' is not a name"):
+    with pytest.raises(InvalidInput, match=r"^name: 'Web Servers' is not a name"):
         svc.create_tag(network, "Web Servers")
     svc.create_tag(network, "web")
-    with pytest.raises(Conflict, match="^name: a tag named 'web' already exists"):
+    with pytest.raises(Conflict, match=r"^name: a tag named 'web' already exists"):
         svc.create_tag(network, "web")
-    with pytest.raises(InvalidInput, match="^tags: no tag named 'db'"):
+    with pytest.raises(InvalidInput, match=r"^tags: no tag named 'db'"):
         svc.set_node_tags(nodes["uk"], ["web", "db"])
     assert list(nodes["uk"].tags.all()) == []
-    with pytest.raises(InvalidInput, match="^members: a group's members are nodes and tags, not groups"):
+    with pytest.raises(InvalidInput, match=r"^members: a group's members are nodes and tags, not groups"):
         svc.create_group(network, "g", "group:other")
     group = svc.create_group(network, "servers", "tag:web, node:uk")
     assert group.members == ["tag:web", "node:" + nodes["uk"].peer_id]
@@ -158,8 +183,9 @@ def test_tags_and_groups_validate_their_names_and_refuse_deletion_while_used(net
     assert actions[-3:] == [AuditAction.RULE_DELETED, AuditAction.GROUP_DELETED, AuditAction.TAG_DELETED]
 
 
-def test_tagging_a_node_is_audited_and_changes_what_the_maps_say(network, nodes, heard,
-                                                                 django_capture_on_commit_callbacks):
+def test_tagging_a_node_is_audited_and_changes_what_the_maps_say(
+    network, nodes, heard, django_capture_on_commit_callbacks
+):
     svc.set_policy_default(network, "deny")
     svc.create_tag(network, "admin")
     svc.create_rule(network, sources="tag:admin", destinations="node:belgium", protocol="tcp", ports="22")
@@ -169,21 +195,31 @@ def test_tagging_a_node_is_audited_and_changes_what_the_maps_say(network, nodes,
     with django_capture_on_commit_callbacks(execute=True):
         svc.set_node_tags(mac, ["admin"], actor="user:alice")
     event = last_audit()
-    assert (event.action, event.details["old"], event.details["new"]) == (AuditAction.NODE_TAGGED, [], ["admin"])
+    assert (event.action, event.details["old"], event.details["new"]) == (
+        AuditAction.NODE_TAGGED,
+        [],
+        ["admin"],
+    )
     assert [c.node_ids for c in heard] == [ALL_NODES]
     assert mac.peer_id in {p.peer_id for p in netmap(network, belgium).peers}
     rules = netmap(network, belgium).policy.rules
-    assert any(r.src == (f"{mac.overlay_ip}/32",) and r.proto == "tcp" and r.ports == ((22, 22),) for r in rules)
+    assert any(
+        r.src == (f"{mac.overlay_ip}/32",) and r.proto == "tcp" and r.ports == ((22, 22),) for r in rules
+    )
 
 
-def test_the_default_is_validated_audited_and_announced(network, nodes, heard, django_capture_on_commit_callbacks):
-    with pytest.raises(InvalidInput, match="^default: must be one of allow, deny"):
+def test_the_default_is_validated_audited_and_announced(
+    network, nodes, heard, django_capture_on_commit_callbacks
+):
+    with pytest.raises(InvalidInput, match=r"^default: must be one of allow, deny"):
         svc.set_policy_default(network, "block")
     with django_capture_on_commit_callbacks(execute=True):
         svc.set_policy_default(network, "deny", actor="user:alice")
     assert Network.objects.get().policy_default == "deny"
-    assert (last_audit().action, last_audit().details) == (AuditAction.POLICY_DEFAULT_CHANGED,
-                                                           {"old": "allow", "new": "deny"})
+    assert (last_audit().action, last_audit().details) == (
+        AuditAction.POLICY_DEFAULT_CHANGED,
+        {"old": "allow", "new": "deny"},
+    )
     assert [(c.reason, c.node_ids) for c in heard] == [("policy.default", ALL_NODES)]
     # belgium may reach nobody and nobody may reach it: its map lists the relay only
     assert [p.peer_id for p in netmap(network, nodes["belgium"]).peers] == [nodes["uk"].peer_id]
@@ -193,16 +229,30 @@ def test_reachability_lists_who_can_reach_a_node_and_what_it_can_reach(network, 
     uk, belgium, mac = nodes["uk"], nodes["belgium"], nodes["mac"]
     everyone = svc.reachability(uk)
     assert not everyone["isolated"]
-    assert [(e["name"], e["everything"]) for e in everyone["reached_by"]] == [("belgium", True), ("mac", True)]
+    assert [(e["name"], e["everything"]) for e in everyone["reached_by"]] == [
+        ("belgium", True),
+        ("mac", True),
+    ]
     svc.set_policy_default(network, "deny")
     svc.create_rule(network, sources="node:mac", destinations="node:uk", protocol="tcp", ports="22, 443")
     svc.create_rule(network, sources="node:mac", destinations="node:uk", protocol="udp")
     svc.create_rule(network, sources="node:uk", destinations="node:belgium", protocol="icmp")
     r = svc.reachability(uk)
     assert r["isolated"]
-    assert r["reached_by"] == [{"peer_id": mac.peer_id, "name": "mac", "everything": False,
-                                "allowed": [{"protocol": "tcp", "ports": "22, 443"},
-                                            {"protocol": "udp", "ports": ""}]}]
-    assert r["reaches"] == [{"peer_id": belgium.peer_id, "name": "belgium", "everything": False,
-                             "allowed": [{"protocol": "icmp", "ports": ""}]}]
+    assert r["reached_by"] == [
+        {
+            "peer_id": mac.peer_id,
+            "name": "mac",
+            "everything": False,
+            "allowed": [{"protocol": "tcp", "ports": "22, 443"}, {"protocol": "udp", "ports": ""}],
+        }
+    ]
+    assert r["reaches"] == [
+        {
+            "peer_id": belgium.peer_id,
+            "name": "belgium",
+            "everything": False,
+            "allowed": [{"protocol": "icmp", "ports": ""}],
+        }
+    ]
     assert svc.reachability(belgium)["reaches"] == []
