@@ -2,7 +2,8 @@
 Standard library only: it runs as a script, `python lab/nettools.py ...`.
 
     nettools.py ping DST [--count N] [--interval S] [--timeout S]   prints "received N"
-    nettools.py sink PORT [--bind IP]            accepts one TCP stream; prints "bytes N sha256 H"
+    nettools.py sink PORT [--bind IP] [--progress S]  accepts one TCP stream; prints "bytes N sha256 H"
+                                                  (S: also "got N" every S seconds while it is open)
     nettools.py source DST PORT BYTES [--rate-mbit R] [--seed S] [--stop-file F]
                                                   prints "bytes N sha256 H" (F: stop early, cleanly,
                                                   once the file exists)
@@ -76,8 +77,19 @@ def sink(args) -> int:
     conn, _ = srv.accept()
     h = hashlib.sha256()
     n = 0
+    if args.progress:
+        conn.settimeout(args.progress)
+    last = time.monotonic()
     while True:
-        chunk = conn.recv(1 << 20)
+        try:
+            chunk = conn.recv(1 << 20)
+        except TimeoutError:
+            chunk = None
+        if args.progress and time.monotonic() - last >= args.progress:
+            print(f"got {n}", flush=True)  # also while nothing arrives: a stalled stream shows
+            last = time.monotonic()
+        if chunk is None:
+            continue
         if not chunk:
             break
         h.update(chunk)
@@ -292,6 +304,8 @@ def main() -> int:
     sp = sub.add_parser("sink")
     sp.add_argument("port", type=int)
     sp.add_argument("--bind", default="0.0.0.0")
+    sp.add_argument("--progress", type=float, default=0,
+                    help="print 'got BYTES' every this many seconds while the stream is open")
     so = sub.add_parser("source")
     so.add_argument("dst")
     so.add_argument("port", type=int)

@@ -16,6 +16,7 @@ the bridge and the namespaces.
     mesh.revoke(node), mesh.rename(node, name), mesh.exit_node(node, "approve"), mesh.use_exit(a, b)
                                                through the dashboard, as an operator does
     mesh.server.stop() / mesh.server.start()   the same port and database again
+    mesh.add_rule("node:a", "node:b", "tcp", "22") / edit_rule / set_policy_default   the policy editor
 """
 
 from __future__ import annotations
@@ -217,3 +218,20 @@ class Mesh:
         pk = self._pk("from meshadmin.mesh.models import Route; "
                       f"print(Route.objects.get(prefix='{prefix}').pk)")
         self._post(self._login(), f"/routes/{pk}/reject", {}, "/routes/")
+
+    # --- the access policy, through the dashboard's editor
+    def set_policy_default(self, default: str) -> None:
+        self._post(self._login(), "/policy/default", {"default": default}, "/policy/")
+
+    def add_rule(self, sources: str, destinations: str, protocol: str = "any", ports: str = "") -> int:
+        """Add a rule at the end; returns its id."""
+        self._post(self._login(), "/policy/rules/new",
+                   {"sources": sources, "destinations": destinations, "protocol": protocol, "ports": ports},
+                   "/policy/")
+        return self._pk("from meshadmin.mesh.models import AccessRule; "
+                        "print(AccessRule.objects.order_by('-pk').first().pk)")
+
+    def edit_rule(self, pk: int, sources: str, destinations: str, protocol: str = "any",
+                  ports: str = "") -> None:
+        self._post(self._login(), f"/policy/rules/{pk}/",
+                   {"sources": sources, "destinations": destinations, "protocol": protocol, "ports": ports})
