@@ -98,3 +98,32 @@ def test_a_skipped_shadowmesh_leg_is_not_measured_and_says_why():
     text = report.targets_markdown(_net(skipped="no ping reply from 10.10.10.2 within 30 s"), None)
     assert _verdicts(text) == ["not measured"] * 6
     assert "no ping reply" in text
+
+
+def test_the_100_rule_policy_lets_the_measurement_through_and_nothing_else_of_it(tmp_path):
+    """The leg `shadowmesh-policy100`: the agent accepts the generated [policy] (100 rules, default
+    deny), and its compiled rules allow a's iperf3 TCP and UDP and its pings to b, and no other port."""
+    import ipaddress
+    import subprocess
+
+    import tunnels
+
+    from nodeagent.config import load_config
+    from nodeagent.policy.index import RuleIndex
+
+    text = tunnels.policy_toml()
+    assert text.count("[[policy.rule]]") == tunnels.POLICY_RULES == 100
+    agent = tunnels.agent_binary()
+    for side in "ab":
+        subprocess.run([str(agent), "keygen", "--out", str(tmp_path / side)], check=True, capture_output=True)
+    config = tmp_path / "a.toml"
+    config.write_text(tunnels._SM_TOML.format(
+        me="a", dev="smx", sock=tmp_path / "a.sock", overlay="10.10.10.1", underlay="198.19.0.1", peer="b",
+        peer_overlay="10.10.10.2", peer_underlay="198.19.0.2") + "\n" + text)
+    policy = load_config(config).policy
+    assert policy.default == "deny" and len(policy.rules) == 100
+    index = RuleIndex.build(policy.rules)
+    a, b = (ipaddress.ip_address(x).packed for x in ("10.10.10.1", "10.10.10.2"))
+    assert index.allows(a, b, 6, 5201) and index.allows(a, b, 17, 5201) and index.allows(a, b, 1, None)
+    assert not index.allows(a, b, 6, 5202) and not index.allows(a, b, 17, 53)
+    assert not index.allows(b, a, 6, 5201)

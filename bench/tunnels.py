@@ -259,6 +259,45 @@ endpoint = "{peer_underlay}"
 """
 
 
+POLICY_RULES = 100  # the leg `shadowmesh-policy100`: the same agents enforcing this many rules
+
+
+def policy_toml(count: int = POLICY_RULES, a: str = "10.10.10.1", b: str = "10.10.10.2") -> str:
+    """A [policy] of `count` rules (default deny) for the bench's two nodes: three let the
+    measurement through (a -> b TCP and UDP port 5201, iperf3's; ICMP a -> b, ping's; b's replies
+    are replies), the others are decoys of every shape the rule index handles (host and wider
+    prefixes on both ends, single ports, small and wide ranges, udp, icmp, any, IPv6) that match
+    none of the measured packets. The same text goes into both nodes' files."""
+    if count < 3:
+        raise ValueError("the policy needs at least the three rules the measurement uses")
+    rules = [
+        (f'["{a}"]', f'["{b}"]', "tcp", "5201"),
+        (f'["{a}"]', f'["{b}"]', "udp", "5201"),
+        (f'["{a}"]', f'["{b}"]', "icmp", ""),
+    ]
+    for i in range(count - 3):
+        shape = i % 6
+        if shape == 0:  # another host of the overlay to b, one port
+            rules.append((f'["10.10.10.{10 + i % 200}"]', f'["{b}"]', "tcp", str(1000 + i)))
+        elif shape == 1:  # a wider source to b, a small range that is not 5201
+            rules.append((f'["10.20.{i % 250}.0/24"]', f'["{b}"]', "tcp", f"{6000 + i}-{6010 + i}"))
+        elif shape == 2:  # a to a subnet that is not b, udp, a wide range
+            rules.append((f'["{a}"]', f'["192.168.{i % 250}.0/24"]', "udp", "10000-20000"))
+        elif shape == 3:  # a /16 to another prefix, any protocol
+            rules.append((f'["10.{30 + i % 200}.0.0/16"]', f'["172.16.{i % 250}.0/24"]', "any", ""))
+        elif shape == 4:  # icmp between other hosts
+            rules.append((f'["10.10.10.{100 + i % 100}"]', f'["10.10.10.{50 + i % 40}"]', "icmp", ""))
+        else:  # IPv6
+            rules.append((f'["fd00:{i:x}::/64"]', f'["fd00:beef::{i:x}"]', "tcp", "443"))
+    out = ['[policy]', 'default = "deny"', '']
+    for src, dst, proto, ports in rules:
+        out += ["[[policy.rule]]", f"from = {src}", f"to = {dst}", f'proto = "{proto}"']
+        if ports:
+            out.append(f'ports = "{ports}"')
+        out.append("")
+    return "\n".join(out)
+
+
 def agent_binary() -> Path:
     return Path(os.environ.get("SHADOWMESH_AGENT", ROOT / ".venv" / "bin" / "shadowmesh-agent"))
 
@@ -282,9 +321,10 @@ def agent_env() -> dict:
 
 
 def start_shadowmesh(pair: Pair, work: Path, deadline_s: float, *, name: str = "shadowmesh",
-                     agent: Path | None = None) -> Tunnel:
+                     agent: Path | None = None, policy: str = "") -> Tunnel:
     """`shadowmesh-agent up --config` in each namespace (serverless mode:
-    docs/operations.md#serverless-configuration). `agent`: another build's executable (A/B)."""
+    docs/operations.md#serverless-configuration). `agent`: another build's executable (A/B);
+    `policy`: a [policy] table appended to both nodes' files."""
     agent = agent or agent_binary()
     if not agent.exists():
         raise Skip(f"{agent} does not exist (install the project into .venv)")
@@ -313,6 +353,7 @@ def start_shadowmesh(pair: Pair, work: Path, deadline_s: float, *, name: str = "
                 peer_overlay=overlay[peer],
                 peer_underlay=nodes[peer].underlay_ip,
             )
+            + (f"\n{policy}" if policy else "")
         )
     t0 = time.monotonic()
     procs = {
@@ -331,7 +372,8 @@ def start_shadowmesh(pair: Pair, work: Path, deadline_s: float, *, name: str = "
     t = Tunnel(
         name,
         overlay["b"],
-        version=_agent_version(agent) + (f" with {extra}" if extra else ""),
+        version=_agent_version(agent) + (f" with {extra}" if extra else "")
+        + (f" enforcing {policy.count('[[policy.rule]]')} rules" if policy else ""),
         status=d,
         agent=agent,
     )
@@ -383,5 +425,8 @@ STARTERS = {
     "shadowmesh": start_shadowmesh,
     "shadowmesh-ref": lambda pair, work, dl: start_shadowmesh(
         pair, work, dl, name="shadowmesh-ref", agent=reference_agent()
+    ),
+    "shadowmesh-policy100": lambda pair, work, dl: start_shadowmesh(
+        pair, work, dl, name="shadowmesh-policy100", policy=policy_toml()
     ),
 }
