@@ -132,6 +132,8 @@ def _page(request: HttpRequest, network: Network, *, rule_form: RuleForm | None 
 @require_GET
 @dashboard_view
 def policy(request: HttpRequest) -> HttpResponse:
+    if not Network.objects.exists():  # a fresh install: the first token makes the network
+        return render_page(request, "dashboard/policy_empty.html", {})
     return _page(request, _network(request))
 
 

@@ -256,3 +256,8 @@ def test_what_the_policy_refused_shows_on_the_policy_page_and_the_node_page(admi
     assert "12 frames in the last hour" in denied and "belgium</a> (12)" in denied
     quiet = admin.get(f"/nodes/{belgium.peer_id}/").content.decode()
     assert "nothing in the last hour" in quiet
+
+
+def test_a_fresh_install_without_a_network_shows_how_to_start(admin, db):
+    page = admin.get("/policy/")
+    assert page.status_code == 200 and "No network yet" in page.content.decode()
