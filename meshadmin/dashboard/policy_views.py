@@ -84,7 +84,7 @@ def _selector_text(selector: str, network_id: int) -> str:
     if kind != "node":
         return selector
     names = list(Node.objects.filter(network_id=network_id, peer_id=value).values_list("name", flat=True))
-    if not names:
+    if not names or any(c in names[0] for c in ",\n"):  # a name the selector text cannot carry
         return selector
     twins = Node.objects.filter(network_id=network_id, name=names[0], status=NodeStatus.ACTIVE).count()
     return f"node:{names[0]}" if twins == 1 else selector
