@@ -57,15 +57,24 @@ SELECTOR_HELP = "*, tag:NAME, group:NAME or node:NAME"
 
 
 def clean_name(value: str, field: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{field}: a name ({NAME_RULE})")
     value = (value or "").strip()
     if not NAME_RE.match(value):
         raise InvalidInput(f"{field}: {value!r} is not a name ({NAME_RULE})")
     return value
 
 
-def _selector_items(values: str | Iterable[str], field: str) -> list[str]:
+Selectors = str | Sequence[str]  # "tag:web, node:db" or ["tag:web", "node:db"]
+# "22, 8000-8080" or [[22, 22], [8000, 8080]]; "" or None: every port
+Ports = str | Sequence[Sequence[int]] | None
+
+
+def _selector_items(values: Selectors, field: str) -> list[str]:
     if isinstance(values, str):
         values = values.replace("\n", ",").split(",")
+    elif not isinstance(values, list | tuple):
+        raise InvalidInput(f"{field}: a list of selectors or comma-separated text ({SELECTOR_HELP})")
     items = []
     for v in values:
         if not isinstance(v, str):
@@ -124,26 +133,40 @@ def _node_peer_id(network: Network, name: str, field: str) -> str:
     return ids[0]
 
 
-def clean_ports(protocol: str, ports: str | Sequence[Sequence[int]] | None) -> list[list[int]]:
+def clean_ports(protocol: str, ports: Ports) -> list[list[int]]:
     """Port ranges as stored ([[lo, hi], ...]; [] = every port) from text ("22, 8000-8080") or pairs."""
     if protocol not in RuleProtocol.values:
         raise InvalidInput(f"protocol: must be one of {', '.join(RuleProtocol.values)}")
+    if ports is not None and not isinstance(ports, str | list | tuple):
+        raise InvalidInput("ports: text like '22, 8000-8080' or a list of [lo, hi] ranges")
     try:
         if ports is None or isinstance(ports, str):
             ranges = parse_ports(ports or "")
         else:
-            ranges = canonical_ports([tuple(p) if isinstance(p, list | tuple) else p for p in ports])
+            ranges = canonical_ports(list(ports), "ports")
     except ValueError as exc:
-        raise InvalidInput(f"ports: {exc}") from None
+        message = str(exc)
+        raise InvalidInput(message if message.startswith("ports: ") else f"ports: {message}") from None
     if ranges and protocol not in PORT_PROTOCOLS:
         raise InvalidInput("ports: only tcp and udp rules name ports (leave it empty for this protocol)")
     return [[lo, hi] for lo, hi in ranges]
 
 
-def _description(value: str) -> str:
+def _description(value: str | None) -> str:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput("description: must be text")
     value = (value or "").strip()
     if len(value) > 200 or any(ord(c) < 0x20 for c in value):
         raise InvalidInput("description: at most 200 characters, no control characters")
+    return value
+
+
+def _position(value: object, field: str = "position") -> int:
+    """A 1-based position: an int (not a bool) or its decimal text."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if type(value) is not int or value < 1:
+        raise InvalidInput(f"{field}: a whole number from 1")
     return value
 
 
@@ -203,6 +226,8 @@ def delete_tag(tag: Tag, *, actor: str = "system") -> None:
 
 def set_node_tags(node: Node, names: Iterable[str], *, actor: str = "system") -> Node:
     """The node carries exactly the tags `names` (each must exist in its network)."""
+    if isinstance(names, str) or not isinstance(names, list | tuple | set | frozenset):
+        raise InvalidInput("tags: a list of tag names")
     wanted = list(dict.fromkeys(clean_name(n, "tags") for n in names))
     with transaction.atomic():
         locked = bump_serial(node.network_id)
@@ -221,7 +246,7 @@ def set_node_tags(node: Node, names: Iterable[str], *, actor: str = "system") ->
 # --------------------------------------------------------------------------- groups
 
 
-def create_group(network: Network, name: str, members: str | Iterable[str] = (), *, description: str = "",
+def create_group(network: Network, name: str, members: Selectors = (), *, description: str = "",
                  actor: str = "system") -> Group:
     name = clean_name(name, "name")
     members = clean_selectors(network, members, "members", groups=False, required=False)
@@ -238,11 +263,13 @@ def create_group(network: Network, name: str, members: str | Iterable[str] = (),
     return group
 
 
-def update_group(group: Group, *, members: str | Iterable[str], description: str = "",
+def update_group(group: Group, *, members: Selectors | None = None, description: str | None = None,
                  actor: str = "system") -> Group:
+    """Change what is given (None keeps it). A group keeps its name: rules name it."""
     network = group.network
-    members = clean_selectors(network, members, "members", groups=False, required=False)
-    description = _description(description)
+    members = group.members if members is None else clean_selectors(network, members, "members", groups=False,
+                                                                    required=False)
+    description = group.description if description is None else _description(description)
     with transaction.atomic():
         locked = bump_serial(network.pk)
         old = Group.objects.get(pk=group.pk).members
@@ -270,8 +297,11 @@ def delete_group(group: Group, *, actor: str = "system") -> None:
 # --------------------------------------------------------------------------- rules
 
 
-def _rule_fields(network: Network, sources, destinations, protocol: str, ports, description: str) -> dict:
-    protocol = (protocol or "").strip().lower()
+def _rule_fields(network: Network, sources: Selectors, destinations: Selectors, protocol: str, ports: Ports,
+                 description: str | None) -> dict:
+    if not isinstance(protocol, str):
+        raise InvalidInput(f"protocol: must be one of {', '.join(RuleProtocol.values)}")
+    protocol = protocol.strip().lower()
     return {
         "sources": clean_selectors(network, sources, "sources"),
         "destinations": clean_selectors(network, destinations, "destinations"),
@@ -286,14 +316,16 @@ def _summary(rule: AccessRule) -> dict:
             "protocol": rule.protocol, "ports": format_ports(tuple((lo, hi) for lo, hi in rule.ports))}
 
 
-def create_rule(network: Network, *, sources, destinations, protocol: str = "any", ports=None,
-                description: str = "", position: int | None = None, actor: str = "system") -> AccessRule:
+def create_rule(network: Network, *, sources: Selectors, destinations: Selectors, protocol: str = "any",
+                ports: Ports = None, description: str = "", position: int | str | None = None,
+                actor: str = "system") -> AccessRule:
     """Add a rule at `position` (1-based; the end when None or past it)."""
     fields = _rule_fields(network, sources, destinations, protocol, ports, description)
+    wanted = None if position is None else _position(position)
     with transaction.atomic():
         locked = bump_serial(network.pk)
         count = AccessRule.objects.filter(network=locked).count()
-        at = count + 1 if position is None else min(max(int(position), 1), count + 1)
+        at = count + 1 if wanted is None else min(wanted, count + 1)
         AccessRule.objects.filter(network=locked, position__gte=at).update(position=F("position") + 1)
         rule = AccessRule.objects.create(network=locked, position=at, **fields)
         record_audit(AuditAction.RULE_CREATED, actor=actor, network=locked, obj=rule, **_summary(rule))
@@ -301,9 +333,18 @@ def create_rule(network: Network, *, sources, destinations, protocol: str = "any
     return rule
 
 
-def update_rule(rule: AccessRule, *, sources, destinations, protocol: str, ports=None, description: str = "",
+def update_rule(rule: AccessRule, *, sources: Selectors | None = None, destinations: Selectors | None = None,
+                protocol: str | None = None, ports: Ports = None, description: str | None = None,
                 actor: str = "system") -> AccessRule:
-    fields = _rule_fields(rule.network, sources, destinations, protocol, ports, description)
+    """Change what is given; None keeps it (a new protocol without ports: every port, or the
+    current ports when the protocol still takes them)."""
+    current = AccessRule.objects.get(pk=rule.pk)
+    if ports is None and (protocol is None or str(protocol).strip().lower() in PORT_PROTOCOLS):
+        ports = current.ports
+    fields = _rule_fields(rule.network, current.sources if sources is None else sources,
+                          current.destinations if destinations is None else destinations,
+                          current.protocol if protocol is None else protocol, ports,
+                          current.description if description is None else description)
     with transaction.atomic():
         locked = bump_serial(rule.network_id)
         old = _summary(AccessRule.objects.get(pk=rule.pk))
@@ -315,14 +356,15 @@ def update_rule(rule: AccessRule, *, sources, destinations, protocol: str, ports
     return rule
 
 
-def move_rule(rule: AccessRule, position: int, *, actor: str = "system") -> AccessRule:
+def move_rule(rule: AccessRule, position: int | str, *, actor: str = "system") -> AccessRule:
     """Move a rule to `position` (1-based, clamped); the others close up. Order is for people:
     rules only allow, so it changes no node's map, but it is audited and bumps the serial."""
+    position = _position(position)
     with transaction.atomic():
         locked = bump_serial(rule.network_id)
         current = AccessRule.objects.get(pk=rule.pk)
         count = AccessRule.objects.filter(network_id=rule.network_id).count()
-        to = min(max(int(position), 1), count)
+        to = min(position, count)
         was = current.position
         if to < was:
             AccessRule.objects.filter(network_id=rule.network_id, position__gte=to, position__lt=was) \
@@ -351,7 +393,7 @@ def delete_rule(rule: AccessRule, *, actor: str = "system") -> None:
 
 
 def set_policy_default(network: Network, default: str, *, actor: str = "system") -> Network:
-    if default not in PolicyDefault.values:
+    if not isinstance(default, str) or default not in PolicyDefault.values:
         raise InvalidInput(f"default: must be one of {', '.join(PolicyDefault.values)}")
     with transaction.atomic():
         locked = bump_serial(network.pk)

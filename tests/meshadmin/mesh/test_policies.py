@@ -256,3 +256,62 @@ def test_reachability_lists_who_can_reach_a_node_and_what_it_can_reach(network, 
         }
     ]
     assert svc.reachability(belgium)["reaches"] == []
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda net: svc.create_rule(net, sources=7, destinations="*"), "sources"),
+        (lambda net: svc.create_rule(net, sources="*", destinations=None), "destinations"),
+        (lambda net: svc.create_rule(net, sources="*", destinations="*", protocol=6), "protocol"),
+        (lambda net: svc.create_rule(net, sources="*", destinations="*", protocol="tcp", ports=22), "ports"),
+        (
+            lambda net: svc.create_rule(net, sources="*", destinations="*", protocol="tcp", ports=[[22]]),
+            "ports",
+        ),
+        (
+            lambda net: svc.create_rule(
+                net, sources="*", destinations="*", protocol="tcp", ports=[[True, 5]]
+            ),
+            "ports",
+        ),
+        (lambda net: svc.create_rule(net, sources="*", destinations="*", position="first"), "position"),
+        (lambda net: svc.create_rule(net, sources="*", destinations="*", position=0), "position"),
+        (lambda net: svc.create_rule(net, sources="*", destinations="*", description=5), "description"),
+        (lambda net: svc.create_tag(net, 12), "name"),
+        (lambda net: svc.create_group(net, "ops", {"tag": "x"}), "members"),
+        (lambda net: svc.set_policy_default(net, None), "default"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_naming_the_field(network, nodes, call, field):
+    """What an API client may send (JSON numbers, objects, null) gets InvalidInput, never a crash."""
+    with pytest.raises(InvalidInput) as refused:
+        call(network)
+    assert refused.value.detail.startswith(f"{field}: ")
+    assert not AccessRule.objects.exists()
+
+
+def test_updates_change_only_what_is_given_and_positions_are_checked(network, nodes):
+    rule = svc.create_rule(
+        network, sources="*", destinations="node:uk", protocol="tcp", ports="22", description="ssh"
+    )
+    svc.update_rule(rule, ports="22, 2222")
+    rule.refresh_from_db()
+    assert (rule.sources, rule.protocol, rule.ports, rule.description) == (
+        ["*"],
+        "tcp",
+        [[22, 22], [2222, 2222]],
+        "ssh",
+    )
+    svc.update_rule(rule, protocol="icmp")  # no ports for icmp: the old ones are not carried over
+    rule.refresh_from_db()
+    assert (rule.protocol, rule.ports) == ("icmp", [])
+    with pytest.raises(InvalidInput, match=r"^position: "):
+        svc.move_rule(rule, -1)
+    assert svc.move_rule(rule, "1").position == 1
+    group = svc.create_group(network, "ops", "node:uk", description="the ops team")
+    svc.update_group(group, members=["*"])
+    group.refresh_from_db()
+    assert (group.members, group.description) == (["*"], "the ops team")
+    with pytest.raises(InvalidInput, match=r"^tags: "):
+        svc.set_node_tags(nodes["uk"], "web")  # a string is not a list of names
