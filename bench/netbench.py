@@ -14,6 +14,8 @@ Environment knobs (defaults in brackets):
     SM_AGENT_ENV [""] (extra environment for the agents, "NAME=value ...")
     SHADOWMESH_AGENT_REF (another build's shadowmesh-agent; add the leg `shadowmesh-ref` to TUNNELS
         for a same-run, interleaved A/B of two builds)
+    the leg `shadowmesh-policy100` (not in the default TUNNELS): the same agents enforcing a
+        100-rule access policy, for an A/B against `shadowmesh`
     IDLE_S [3] (idle seconds before reading the tunnel's RSS)   RESULTS [bench/results]
 Writes RESULTS/net-<stamp>.tsv (one row per run), RESULTS/net-<stamp>.json (machine, versions, MTUs,
 RSS, skips, rows) and the tools' raw output under RESULTS/net-<stamp>/; prints a markdown table.
