@@ -7,7 +7,8 @@ The language (docs/policy.md; rows from meshadmin/mesh/models/policies.py, in th
     udp, destination ports; rules only allow;
   - selectors name nodes: "*" every member, "tag:NAME" the members with that tag, "group:NAME"
     the members its own selectors name, "node:PEER_ID" one member. A node stands for its overlay
-    address and the approved routes through it (a subnet behind it);
+    address and the approved routes through it (a subnet behind it), not an exit node's default
+    routes (0.0.0.0/0 as a source would match every member's packets);
   - the network's default: "deny" isolates every member (it accepts only what a rule allows);
     "allow" isolates only the members some rule names as a destination, and every other member
     accepts everything, as before there were rules (a rule protects its destinations).
@@ -121,8 +122,11 @@ class AccessPolicy:
         self._reached_by: list[int] | None = None
         routes: dict[int, list[IPNetwork]] = {}
         for route in snapshot.routes:
-            if route.via_pk in self.bit:
-                routes.setdefault(route.via_pk, []).append(ipaddress.ip_network(route.prefix))
+            net = ipaddress.ip_network(route.prefix)
+            # an exit node's default routes are not its addresses: as a rule's source, 0.0.0.0/0
+            # would let every member's packets match (the filter sees addresses, not peers)
+            if route.via_pk in self.bit and net.prefixlen > 0:
+                routes.setdefault(route.via_pk, []).append(net)
         self._own: list[tuple[IPNetwork, ...]] = []
         for n in members:
             ip = ipaddress.ip_address(n.overlay_ip or "")

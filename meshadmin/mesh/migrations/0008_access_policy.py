@@ -29,6 +29,7 @@ class Migration(migrations.Migration):
             field=models.CharField(
                 choices=[
                     ("network.created", "Network created"),
+                    ("network.dns_changed", "DNS suffix changed"),
                     ("token.created", "Token created"),
                     ("token.revoked", "Token revoked"),
                     ("token.rejected", "Token rejected"),
@@ -48,6 +49,10 @@ class Migration(migrations.Migration):
                     ("route.created", "Route created"),
                     ("route.approved", "Route approved"),
                     ("route.deleted", "Route deleted"),
+                    ("exit.advertised", "Exit node advertised"),
+                    ("exit.approved", "Exit node approved"),
+                    ("exit.removed", "Exit node removed"),
+                    ("exit.selected", "Exit node chosen for a node"),
                     ("tag.created", "Tag created"),
                     ("tag.deleted", "Tag deleted"),
                     ("node.tagged", "Node tags changed"),

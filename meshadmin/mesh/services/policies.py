@@ -86,7 +86,7 @@ def _selector_items(values: Selectors, field: str) -> list[str]:
     return items
 
 
-def clean_selectors(network: Network, values: str | Iterable[str], field: str, *, groups: bool = True,
+def clean_selectors(network: Network, values: Selectors, field: str, *, groups: bool = True,
                     required: bool = True) -> list[str]:
     """Selectors that name what exists in `network`, canonical ("node:" + peer id), unique, in the
     given order; just ["*"] when "*" is among them."""

@@ -64,7 +64,8 @@ def addresses(snap: Snapshot, pks: set[int]) -> list[str]:
     for n in members(snap):
         if n.pk in pks:
             out.append(n.overlay_ip)
-            out += [r.prefix for r in snap.routes if r.via_pk == n.pk]
+            out += [r.prefix for r in snap.routes  # an exit node's default routes are not its addresses
+                    if r.via_pk == n.pk and r.prefix not in ("0.0.0.0/0", "::/0")]
     return out
 
 
