@@ -95,6 +95,8 @@ class FrameType(IntEnum):
     PROBE = 5  # "do you hear me on this path?": txid, sequence, padding
     PROBE_ACK = 6  # the answer, with the source address the probe came from; never larger
     CALL = 7  # hole-punch coordination through a hub: candidates, then a synchronised start
+    # one TSO super-packet sealed as one unit, carried in up to 64 pieces (chunk.py); direct only
+    CHUNK = 8
 
 
 class FrameFlags(IntFlag):
@@ -103,6 +105,8 @@ class FrameFlags(IntFlag):
     # DATA: the inner TCP/UDP checksum field holds only the pseudo-header sum (TUN offloads, as a
     # virtio_net_hdr NEEDS_CSUM at the transport header); the receiver completes it
     CSUM_PARTIAL = 2
+    # KEEPALIVE: a one-byte chunk-mode control payload instead of an echo (chunk.py)
+    CHUNK_CONTROL = 4
 
 
 class FrameError(ValueError):
@@ -137,9 +141,12 @@ MAX_PAYLOAD = MAX_LENGTH - TAG_SIZE
 
 _TYPES = frozenset(int(t) for t in FrameType)
 ENVELOPE_TYPES = frozenset((int(FrameType.RELAY), int(FrameType.RELAYED)))
-END_TO_END_TYPES = _TYPES - ENVELOPE_TYPES
+_CHUNK = int(FrameType.CHUNK)
+# what a relay envelope may carry: CHUNK pieces are never relayed (chunk mode is for direct paths)
+END_TO_END_TYPES = _TYPES - ENVELOPE_TYPES - {_CHUNK}
+_CHUNK_MIN = 3  # index, count and at least one byte of the sealed unit
 DISCO_TYPES = frozenset((int(FrameType.PROBE), int(FrameType.PROBE_ACK), int(FrameType.CALL)))
-_BAD_FLAGS = 0xFF & ~int(FrameFlags.ECHO_REQUEST | FrameFlags.CSUM_PARTIAL)
+_BAD_FLAGS = 0xFF & ~int(FrameFlags.ECHO_REQUEST | FrameFlags.CSUM_PARTIAL | FrameFlags.CHUNK_CONTROL)
 _U32 = 0xFFFFFFFF
 _U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -178,7 +185,10 @@ def parse_header(datagram: bytes | bytearray | memoryview) -> Header:
         raise FrameError(f"unknown flag bits {flags:#x}")
     if length != len(datagram) - HEADER_SIZE:
         raise FrameError(f"length field {length} != {len(datagram) - HEADER_SIZE} bytes after the header")
-    if length < TAG_SIZE or (ftype in ENVELOPE_TYPES and length < _SEALED_ID + FRAME_OVERHEAD):
+    if ftype == _CHUNK:  # a piece of a sealed unit (chunk.py): the tag is in the last piece
+        if length < _CHUNK_MIN:
+            raise FrameError("CHUNK frame without a piece")
+    elif length < TAG_SIZE or (ftype in ENVELOPE_TYPES and length < _SEALED_ID + FRAME_OVERHEAD):
         raise FrameError("frame too short for its type" if length >= TAG_SIZE else "frame shorter than a tag")
     return _new_tuple(Header, fields)
 

@@ -80,6 +80,7 @@ from ..protocol.frames import (
 from ..protocol.keys import Keypair, KeyRing, NonceExhausted
 from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
+from .chunks import ChunkPath
 from .gro import TunWriter
 from .tso import VNET_HDR_SIZE, OffloadError, finish, split
 from .udp import RECV_BUFFER
@@ -105,6 +106,8 @@ _RELAY = int(FrameType.RELAY)
 _RELAYED = int(FrameType.RELAYED)
 _ECHO_REQUEST = int(FrameFlags.ECHO_REQUEST)
 _CSUM_PARTIAL = int(FrameFlags.CSUM_PARTIAL)
+_CHUNK = int(FrameType.CHUNK)
+_CHUNK_CONTROL = int(FrameFlags.CHUNK_CONTROL)
 _NO_OFFLOAD = bytes(2)  # virtio_net_hdr flags and gso_type both zero
 
 
@@ -196,6 +199,7 @@ class DataPath:
         self.filter: PacketFilter | None = None
         self._buf = bytearray(RECV_BUFFER)
         self._view = memoryview(self._buf)
+        self.chunks = ChunkPath(self)  # chunk mode (chunks.py): whole super-packets as one AEAD unit
 
     # --- sessions (called by the control side) ------------------------------------------------
     def install(self, peer: Peer, keypair: Keypair, *, confirmed: bool) -> None:
@@ -220,6 +224,7 @@ class DataPath:
 
     def drop_sessions(self, peer: Peer) -> None:
         peer.ring.wipe_all()
+        self.chunks.forget(peer)
         self.sweep()
 
     def flush_pending(self, peer: Peer) -> None:
@@ -331,6 +336,10 @@ class DataPath:
                 if packet[:2] == _NO_OFFLOAD:  # flags 0, GSO_NONE: one complete packet
                     packet = packet[VNET_HDR_SIZE:]
                 else:  # a TSO super-packet or a partial checksum (tun.py offloads on)
+                    sent = self.chunks.try_send(packet, now, out, touched)  # as one CHUNK (chunks.py)
+                    if sent:
+                        budget -= sent
+                        continue
                     try:
                         segments, partial = split(packet, complete)
                     except OffloadError:
@@ -428,6 +437,7 @@ class DataPath:
         finally:
             if self.writer is not None:
                 self.writer.flush()
+            self.chunks.tick()
 
     def _datagram(self, datagram: bytes, addr: tuple, now: float) -> None:
         try:
@@ -443,6 +453,8 @@ class DataPath:
         ftype = header.type
         if ftype == _DATA or ftype == _KEEPALIVE:
             self._end_to_end(peer, kp, header, datagram, addr, now, relayed=False)
+        elif ftype == _CHUNK:
+            self.chunks.on_piece(peer, kp, header, datagram, addr, now)
         elif ftype == _RELAY:
             self._relay(peer, kp, header, datagram, addr, now)
         elif ftype == _RELAYED:
@@ -501,6 +513,9 @@ class DataPath:
                 self.drops.malformed += 1
             return
         # KEEPALIVE
+        if header.flags & _CHUNK_CONTROL:
+            self.chunks.on_control(peer, kp, plaintext, now)
+            return
         try:
             echo = parse_echo(plaintext)
         except FrameError:

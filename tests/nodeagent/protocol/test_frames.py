@@ -76,9 +76,9 @@ MALFORMED = [
     (1, b"", "shorter"),
     (2, raw_header()[:19], "shorter"),
     (3, raw_header(ftype=0) + bytes(16), "unknown frame type"),
-    (4, raw_header(ftype=8) + bytes(16), "unknown frame type"),  # the first unassigned type
+    (4, raw_header(ftype=9) + bytes(16), "unknown frame type"),  # the first unassigned type (8 is CHUNK)
     (5, raw_header(ftype=255) + bytes(16), "unknown frame type"),
-    (6, raw_header(flags=4) + bytes(16), "flag"),
+    (6, raw_header(flags=8) + bytes(16), "flag"),  # the first unassigned bit (4 is CHUNK_CONTROL)
     (7, raw_header(flags=0x80) + bytes(16), "flag"),
     (8, raw_header(length=17) + bytes(16), "length"),
     (9, raw_header(length=15) + bytes(16), "length"),
@@ -87,6 +87,7 @@ MALFORMED = [
     (12, raw_header(ftype=3, length=36 + 35) + bytes(71), "too short for its type"),
     (13, raw_header(ftype=4, length=0), "shorter than a tag"),
     (14, raw_header(length=16) + bytes(17), "length"),
+    (15, raw_header(ftype=8, length=2) + bytes(2), "without a piece"),  # CHUNK: index, count, no piece
 ]
 
 

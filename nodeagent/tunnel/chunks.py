@@ -1,0 +1,265 @@
+"""Chunk mode at the I/O edge: the data path's hooks around protocol/chunk.py.
+
+Sending (from `DataPath.on_tun`, a TUN read that is a TCP super-packet): if the destination peer
+granted chunks on the keypair we send with and is reached directly, the super-packet is sealed
+as one CHUNK unit (one counter) and its pieces join the UDP batch of that endpoint; otherwise the
+read takes the per-segment path (tso.split, one DATA frame per segment) as before.
+
+Receiving (`DataPath._datagram`, a CHUNK piece): parse strictly (drop `malformed`), store in the
+bounded Reassembler (a piece seen twice: `replay`), and when the unit is complete: the tag (drop
+`bad_tag`), the replay window for its counter (drop `replay`), the authenticated bookkeeping of
+step 7 (loss tracking, roaming), the super-packet's own checks (drop `malformed`), the source
+check of step 8 (drop `spoofed_source`), then one GSO write to the TUN (after the TUN writer's
+pending run, so the order of packets is kept).
+
+Negotiation (receiver-driven, chunk.py): `tick()` runs at most every TICK_S from the UDP drain;
+for each direct peer it feeds the peer's received/lost totals to its LossPolicy and sends the
+resulting state in a CHUNK_CONTROL keepalive until the peer acknowledges it. A peer's grant is
+remembered with the keypair it came on: after a rekey the grant must be given again.
+SHADOWMESH_CHUNKS=0 turns the mode off (never granted, never sent) for A/B runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from ..protocol.chunk import (
+    DONE,
+    DUPLICATE,
+    PENDING,
+    ChunkError,
+    LossPolicy,
+    Reassembler,
+    Signal,
+    from_tun,
+    open_chunk,
+    pack_control,
+    pack_super,
+    parse_control,
+    parse_piece,
+    parse_super,
+    piece_size_for,
+    seal_chunk,
+)
+from ..protocol.frames import HEADER_SIZE, BadTag, FrameFlags, FrameType, Header, seal, ts_ms
+from ..protocol.keys import Keypair, NonceExhausted
+
+if TYPE_CHECKING:
+    from .datapath import DataPath, Peer
+
+__all__ = ["ENABLED", "ChunkPath"]
+
+log = logging.getLogger(__name__)
+
+ENABLED = os.environ.get("SHADOWMESH_CHUNKS", "1") != "0"
+TICK_S = 0.1  # how often the loss policies are fed and the control frames (re)sent
+_KEEPALIVE = int(FrameType.KEEPALIVE)
+_CONTROL = int(FrameFlags.CHUNK_CONTROL)
+_PIECE_OVERHEAD = HEADER_SIZE + 2
+
+
+class _PeerChunks:
+    __slots__ = ("granted", "policy", "signal", "signal_kp")
+
+    def __init__(self) -> None:
+        self.granted: Keypair | None = None  # the keypair on which the peer asked us for chunks
+        self.policy = LossPolicy()
+        self.signal = Signal()
+        self.signal_kp: Keypair | None = None
+
+
+class ChunkPath:
+    def __init__(self, dp: DataPath, enabled: bool = ENABLED) -> None:
+        self.dp = dp
+        # receiving needs the vnet TUN (one GSO write); sending needs TSO reads, which only a
+        # vnet TUN gives, so both follow the same switch
+        self.enabled = enabled and dp.writer is not None
+        self.reassembler = Reassembler()
+        self.peers: dict[bytes, _PeerChunks] = {}
+        self.granted = 0  # peers that currently accept chunks from us
+        self.sent = 0  # chunks sealed
+        self.received = 0  # chunks opened and written
+        self._next_tick = 0.0
+
+    def _state(self, peer: Peer) -> _PeerChunks:
+        pc = self.peers.get(peer.id_bytes)
+        if pc is None:
+            pc = self.peers[peer.id_bytes] = _PeerChunks()
+        return pc
+
+    # --- sending ---------------------------------------------------------------------------------
+    def try_send(self, frame: bytes, now: float, out: dict, touched: set) -> int:
+        """Seal TUN read `frame` as a chunk if it can go as one; the segments it stands for, or 0."""
+        if not self.granted:
+            return 0
+        info = from_tun(frame)
+        if info is None:
+            return 0
+        gso_type, gso_size, hdr_len = info
+        dst = frame[26:30] if frame[10] >> 4 == 4 else frame[34:50]
+        dp = self.dp
+        peer = dp.route(dst)
+        if peer is None or peer.data_hub is not None or peer.endpoint is None:
+            return 0
+        pc = self.peers.get(peer.id_bytes)
+        kp = peer.ring.sending(now)
+        if pc is None or kp is None or pc.granted is not kp:
+            return 0
+        try:
+            datagrams = seal_chunk(kp.send, kp.remote_index, kp.next_counter(), ts_ms(now),
+                                   pack_super(gso_type, gso_size, frame), piece_size_for(hdr_len, gso_size))
+        except NonceExhausted:
+            dp.on_handshake_needed(peer)
+            return 0  # the per-segment path meets the same limit and counts the drop
+        except ChunkError:
+            return 0
+        batch = out.get(peer.endpoint)
+        if batch is None:
+            out[peer.endpoint] = datagrams
+        else:
+            batch.extend(datagrams)
+        st = peer.stats
+        st.tx_frames += 1
+        st.tx_bytes += sum(map(len, datagrams))
+        peer.last_tx = now
+        touched.add(peer)
+        self.sent += 1
+        return max(1, (len(frame) - 10 - hdr_len) // gso_size)
+
+    # --- receiving -------------------------------------------------------------------------------
+    def on_piece(self, peer: Peer, kp: Keypair, header: Header, datagram: bytes, addr: tuple,
+                 now: float) -> None:
+        dp = self.dp
+        drops = dp.drops
+        if not self.enabled:
+            drops.malformed += 1  # never granted: a CHUNK here is not from a well-behaved peer
+            return
+        try:
+            index, count, piece = parse_piece(header, datagram)
+        except ChunkError:
+            drops.malformed += 1
+            return
+        counter = header.counter
+        status, sealed = self.reassembler.add(header.receiver_index, counter, header.timestamp, index, count,
+                                              piece, now)
+        if status == PENDING:
+            return
+        if status != DONE or sealed is None:
+            if status == DUPLICATE:
+                drops.replay += 1
+                peer.stats.replayed_frames += 1
+            else:
+                drops.malformed += 1
+            return
+        try:
+            plaintext = open_chunk(kp.recv, header.receiver_index, counter, header.timestamp, count, sealed)
+        except BadTag:
+            drops.bad_tag += 1
+            peer.stats.bad_frames += 1
+            return
+        if not kp.accept(counter):
+            drops.replay += 1
+            peer.stats.replayed_frames += 1
+            return
+        dp._authenticated(peer, kp, counter, len(sealed) + count * _PIECE_OVERHEAD, addr, now, False)
+        try:
+            sp = parse_super(plaintext)
+        except ChunkError:
+            drops.malformed += 1
+            return
+        if dp.route(sp.source) is not peer:
+            drops.spoofed_source += 1
+            return
+        writer = dp.writer
+        if writer is None:  # not reached: enabled implies a writer
+            drops.malformed += 1
+            return
+        writer.flush()
+        try:
+            os.writev(dp.tun_fd, (sp.vnet, sp.packet))
+            writer.writes += 1
+        except BlockingIOError:
+            drops.queue_full += 1
+            return
+        except OSError as exc:
+            log.debug("TUN write of a chunk failed: %s", exc)
+            drops.malformed += 1
+            return
+        self.received += 1
+
+    # --- negotiation -----------------------------------------------------------------------------
+    def on_control(self, peer: Peer, kp: Keypair, payload: bytes, now: float) -> None:
+        """An authenticated CHUNK_CONTROL keepalive from `peer` on keypair `kp`."""
+        try:
+            state, ack = parse_control(payload)
+        except ChunkError:
+            self.dp.drops.malformed += 1
+            return
+        pc = self._state(peer)
+        if ack:
+            pc.signal.on_ack(state)
+            return
+        use = state and self.enabled
+        was = pc.granted is not None
+        pc.granted = kp if use else None
+        self.granted += (pc.granted is not None) - was
+        if use != was:
+            log.info("peer %s: chunk mode %s (the peer asked)", peer.config.name, "on" if use else "off")
+        self._send_control(peer, use, True, now)
+
+    def tick(self) -> None:
+        """From the end of every UDP drain; does its work at most every TICK_S."""
+        dp = self.dp
+        now = dp.clock()
+        if now < self._next_tick:
+            return
+        self._next_tick = now + TICK_S
+        if not self.enabled:
+            return
+        for peer in dp.peers:
+            kp = peer.ring.sending(now)
+            if kp is None:
+                continue
+            pc = self._state(peer)
+            st = peer.stats
+            before = pc.policy.on
+            want = pc.policy.update(now, st.rx_frames, st.lost_frames) and peer.data_hub is None
+            if pc.policy.on != before:
+                log.info("peer %s: asking for chunk mode %s (lost %d of %d frames so far)", peer.config.name,
+                         "on" if pc.policy.on else "off", st.lost_frames, st.rx_frames)
+            if pc.signal_kp is not kp:
+                pc.signal = Signal()
+                pc.signal_kp = kp
+            signal = pc.signal
+            signal.want = want
+            state = signal.due(now)
+            if state is not None and self._send_control(peer, state, False, now):
+                signal.sent(now)
+
+    def _send_control(self, peer: Peer, state: bool, ack: bool, now: float) -> bool:
+        dp = self.dp
+        kp = peer.ring.sending(now)
+        dest = peer.endpoint
+        if kp is None or dest is None or peer.data_hub is not None:
+            return False
+        try:
+            frame = seal(kp.send, _KEEPALIVE, kp.remote_index, kp.next_counter(), ts_ms(now),
+                         pack_control(state, ack), _CONTROL)
+        except NonceExhausted:
+            return False
+        if not dp.udp.sendto(frame, dest):
+            dp.drops.queue_full += 1
+            return False
+        peer.stats.tx_frames += 1
+        peer.stats.tx_bytes += len(frame)
+        peer.last_tx = now
+        return True
+
+    def forget(self, peer: Peer) -> None:
+        """The peer's sessions were dropped: its grant goes with them."""
+        pc = self.peers.get(peer.id_bytes)
+        if pc is not None and pc.granted is not None:
+            pc.granted = None
+            self.granted -= 1
