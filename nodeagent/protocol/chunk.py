@@ -88,7 +88,7 @@ _GSO_TYPES = {GSO_TCPV4: 4, GSO_TCPV6: 6, GSO_TCPV4 | GSO_ECN: 4, GSO_TCPV6 | GS
 _AAD = struct.Struct("!BBIQIBI")  # type, flags, receiver index, counter, timestamp, count, sealed length
 _HEAD = struct.Struct("!BBHIQIBB")  # the frame header plus index and count
 _PREFIX = struct.Struct("!BH")
-_VNET = struct.Struct("<BBHHHH")  # virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+_VNET = struct.Struct("<BBHHHH")  # virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum start/offset
 _TCP = 6
 _TCP_CSUM_OFFSET = 16
 
@@ -375,9 +375,10 @@ class Reassembler:
         (PENDING | DUPLICATE | MISMATCH, None) otherwise."""
         key = (counter << 32) | receiver_index
         partials = self._partials
+        if partials and next(iter(partials.values())).born <= now - self.timeout_s:
+            self.expire(now)
         p = partials.get(key)
         if p is None:
-            self.expire(now)
             if len(partials) >= self.max_inflight:
                 del partials[next(iter(partials))]
                 self.expired += 1

@@ -105,7 +105,7 @@ class ChunkPath:
             return 0
         pc = self.peers.get(peer.id_bytes)
         kp = peer.ring.sending(now)
-        if pc is None or kp is None or pc.granted is not kp:
+        if pc is None or kp is None or pc.granted is not kp or kp.send is None:
             return 0
         try:
             datagrams = seal_chunk(kp.send, kp.remote_index, kp.next_counter(), ts_ms(now),
@@ -153,8 +153,12 @@ class ChunkPath:
             else:
                 drops.malformed += 1
             return
+        aead = kp.recv
+        if aead is None:  # wiped while the chunk was on its way
+            drops.unknown_session += 1
+            return
         try:
-            plaintext = open_chunk(kp.recv, header.receiver_index, counter, header.timestamp, count, sealed)
+            plaintext = open_chunk(aead, header.receiver_index, counter, header.timestamp, count, sealed)
         except BadTag:
             drops.bad_tag += 1
             peer.stats.bad_frames += 1
@@ -218,6 +222,7 @@ class ChunkPath:
         self._next_tick = now + TICK_S
         if not self.enabled:
             return
+        self.reassembler.expire(now)
         for peer in dp.peers:
             kp = peer.ring.sending(now)
             if kp is None:
@@ -242,7 +247,7 @@ class ChunkPath:
         dp = self.dp
         kp = peer.ring.sending(now)
         dest = peer.endpoint
-        if kp is None or dest is None or peer.data_hub is not None:
+        if kp is None or kp.send is None or dest is None or peer.data_hub is not None:
             return False
         try:
             frame = seal(kp.send, _KEEPALIVE, kp.remote_index, kp.next_counter(), ts_ms(now),

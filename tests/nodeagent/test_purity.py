@@ -126,6 +126,7 @@ _PURE_PLAIN = tuple(module_name(p) + "." for p in FILES if p.name != "__init__.p
 # file, this list makes sure none of these leaves the checked packages unnoticed
 REQUIRED_PURE = {
     "nodeagent/protocol/auth.py",
+    "nodeagent/protocol/chunk.py",
     "nodeagent/protocol/counters.py",
     "nodeagent/protocol/endpoints.py",
     "nodeagent/protocol/enroll_token.py",
