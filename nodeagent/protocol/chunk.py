@@ -255,11 +255,12 @@ class Signal:
     """The receiver's side of the negotiation, for one keypair: what it wants (`want`), what the
     peer acknowledged last (`acked`, None: nothing yet), and when to (re)send."""
 
-    __slots__ = ("acked", "first_tries", "last_sent", "resend_s", "tries", "want")
+    __slots__ = ("acked", "declined", "first_tries", "last_sent", "resend_s", "tries", "want")
 
     def __init__(self, resend_s: float = 0.5, first_tries: int = 5) -> None:
         self.want = False
         self.acked: bool | None = None
+        self.declined = False  # the peer answered a grant with "off" (its chunk mode is disabled)
         self.last_sent: float | None = None
         self.tries = 0
         self.resend_s = resend_s
@@ -267,7 +268,7 @@ class Signal:
 
     def due(self, now: float) -> bool | None:
         """The state to send now, or None (nothing to say, too soon, or the peer never answers)."""
-        if self.want == bool(self.acked):
+        if self.want == bool(self.acked) or (self.want and self.declined):
             return None
         if self.acked is None and self.tries >= self.first_tries:
             return None
@@ -281,6 +282,8 @@ class Signal:
 
     def on_ack(self, state: bool) -> None:
         self.acked = state
+        if self.want and not state:
+            self.declined = True  # not asked again on this keypair
         self.last_sent = None  # a change of mind may be sent at once
 
 

@@ -1,0 +1,242 @@
+"""Chunk mode through the real data path (tunnel/chunks.py): loopback UDP sockets, socketpairs for
+the TUN devices, a hand-driven clock. Negotiation, a super-packet as one chunk and one GSO write,
+loss turning it off, every drop counted, and a peer that does not speak chunks."""
+
+import ipaddress
+import os
+import struct
+
+import pytest
+
+from nodeagent.protocol.chunk import from_tun, pack_super, seal_chunk
+from nodeagent.protocol.frames import FrameFlags, FrameType, seal
+from nodeagent.tunnel.datapath import DataPath
+from tests.nodeagent.tunnel.test_datapath import Node, ipv4_packet, pair, tcp_super_packet
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def start(node: Node, clock: Clock, vnet: bool = True, chunks: bool = True) -> None:
+    node.dp = DataPath(node.tun.fileno(), node.udp, list(node.peers.values()), is_hub=False,
+                       on_handshake_needed=node.handshakes_wanted.append, vnet=vnet, clock=clock)
+    node.dp.chunks.enabled = chunks and vnet
+
+
+@pytest.fixture
+def nodes():
+    clock = Clock()
+    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
+    a.know(b)
+    b.know(a)
+    yield a, b, clock
+    for n in (a, b):
+        n.udp.close()
+        n.tun.close()
+        n.tun_app.close()
+
+
+def traffic(a: Node, b: Node, clock: Clock, rounds: int, per_round: int = 250, step: float = 0.25) -> None:
+    """`per_round` small packets a -> b per round, the clock moving `step` each round; both sides drain
+    (b's drains run its loss policy and send its control frames; a's drains read the answers)."""
+    for _ in range(rounds):
+        for _ in range(per_round // 50):
+            for _ in range(50):
+                a.tun_app.send(bytes(10) + ipv4_packet(a.overlay, b.overlay))  # a vnet TUN: a zero header
+            a.dp.on_tun()
+            b.dp.on_udp()
+            b.delivered()
+        clock.t += step
+        b.dp.on_udp()
+        a.dp.on_udp()
+        b.dp.on_udp()  # the acknowledgement
+
+
+def test_a_clean_path_negotiates_chunks_and_a_super_packet_then_crosses_as_one_chunk(nodes):
+    a, b, clock = nodes
+    start(a, clock)
+    start(b, clock)
+    kpa, _kpb = pair(a, b, now=clock.t)
+    peer = a.peers["b"]
+    # before any grant, a super-packet leaves as one DATA frame per segment
+    a.inject(tcp_super_packet(os.urandom(3000), 1000))
+    assert peer.stats.tx_frames == 3 and a.dp.chunks.sent == 0
+    b.dp.on_udp()
+    b.delivered()
+    traffic(a, b, clock, rounds=5)  # a baseline, then three clean windows: b asks, a acknowledges
+    assert b.dp.chunks.peers[b.peers["a"].id_bytes].signal.acked is True
+    assert a.dp.chunks.peers[peer.id_bytes].granted is kpa and a.dp.chunks.granted == 1
+
+    payload = os.urandom(40 * 1000 + 77)
+    frame = tcp_super_packet(payload, 1000)
+    before = peer.stats.tx_frames
+    a.inject(frame)
+    assert peer.stats.tx_frames == before + 1 and a.dp.chunks.sent == 1  # one counter for 41 segments
+    rx_before = b.peers["a"].stats.rx_frames
+    b.dp.on_udp()
+    (written,) = b.delivered()
+    assert b.dp.chunks.received == 1 and b.peers["a"].stats.rx_frames == rx_before + 1
+    # one GSO write: NEEDS_CSUM, GSO_TCPV4, header length, gso_size, checksum start and offset
+    assert written[:10] == struct.pack("<BBHHHH", 1, 1, 40, 1000, 20, 16)
+    assert written[10:] == frame[10:]
+    assert b.dp.drops.as_dict() == dict.fromkeys(b.dp.drops.as_dict(), 0)
+
+
+def granted(a: Node, b: Node, clock: Clock):
+    start(a, clock)
+    start(b, clock)
+    kpa, kpb = pair(a, b, now=clock.t)
+    traffic(a, b, clock, rounds=5)
+    assert a.dp.chunks.peers[a.peers["b"].id_bytes].granted is kpa
+    return kpa, kpb
+
+
+def test_a_lost_piece_costs_the_chunk_shows_as_loss_and_turns_chunk_mode_off(nodes):
+    a, b, clock = nodes
+    granted(a, b, clock)
+    pa, pb = a.peers["b"], b.peers["a"]
+    b.dp.chunks.peers[pb.id_bytes].policy.min_frames = 2  # a short window: three chunks close one
+    sent = []
+
+    class Capture:  # the batches a's data path hands to its UDP socket, kept instead of sent
+        def send_batch(self, frames, dest):
+            sent.append(list(frames))
+            return 0
+
+    real, a.dp.udp = a.dp.udp, Capture()
+    for _ in range(3):
+        a.inject(tcp_super_packet(os.urandom(10_000), 1000))
+    a.dp.udp = real
+    for i, datagrams in enumerate(sent):
+        for j, d in enumerate(datagrams):
+            if not (i == 1 and j == 4):  # the fifth piece of the second chunk is lost on the way
+                a.udp.sock.sendto(d, b.addr)
+    b.dp.on_udp()
+    assert len(b.delivered()) == 2 and b.dp.chunks.received == 2
+    assert len(b.dp.chunks.reassembler) == 1  # the incomplete one waits ...
+    clock.t += 1.5
+    b.dp.chunks.tick()
+    assert len(b.dp.chunks.reassembler) == 0 and b.dp.chunks.reassembler.expired == 1  # ... not forever
+    assert pb.stats.lost_frames == 1  # its counter is a gap, as a lost DATA frame would be
+    # the same tick: one gap in three chunks is far above 1 %, so b asks a to stop
+    assert b.dp.chunks.peers[pb.id_bytes].policy.on is False
+    a.dp.on_udp()  # the revocation
+    assert a.dp.chunks.peers[pa.id_bytes].granted is None and a.dp.chunks.granted == 0
+    b.dp.on_udp()  # its acknowledgement
+    assert b.dp.chunks.peers[pb.id_bytes].signal.acked is False
+    before = pa.stats.tx_frames
+    a.inject(tcp_super_packet(os.urandom(3000), 1000))
+    assert pa.stats.tx_frames == before + 3  # per-segment frames again
+    assert b.dp.drops.as_dict() == dict.fromkeys(b.dp.drops.as_dict(), 0)
+
+
+def _chunk_datagrams(kp, payload=None, src="10.10.10.1", counter=None):
+    frame = tcp_super_packet(os.urandom(5000) if payload is None else payload, 1000)
+    if src != "10.10.10.1":
+        frame = frame[:22] + ipaddress.ip_address(src).packed + frame[26:]
+    gso_type, gso_size, _hdr_len = from_tun(frame)
+    return seal_chunk(kp.send, kp.remote_index, kp.next_counter() if counter is None else counter, 5,
+                      pack_super(gso_type, gso_size, frame), 1054)
+
+
+def test_replayed_forged_spoofed_and_malformed_chunks_are_dropped_and_counted(nodes):
+    a, b, clock = nodes
+    kpa, _kpb = granted(a, b, clock)
+    drops = b.dp.drops
+    first = _chunk_datagrams(kpa)
+    for d in first:
+        a.udp.sock.sendto(d, b.addr)
+    b.dp.on_udp()
+    assert len(b.delivered()) == 1
+    for d in first:  # the same chunk again: its counter was accepted already
+        a.udp.sock.sendto(d, b.addr)
+    b.dp.on_udp()
+    assert drops.replay == 1 and b.delivered() == []
+    forged = _chunk_datagrams(kpa)
+    forged[2] = forged[2][:30] + bytes([forged[2][30] ^ 1]) + forged[2][31:]
+    for d in forged:
+        a.udp.sock.sendto(d, b.addr)
+    b.dp.on_udp()
+    assert drops.bad_tag == 1
+    for d in _chunk_datagrams(kpa, src="10.10.10.9"):  # an inner source that is not a's
+        a.udp.sock.sendto(d, b.addr)
+    b.dp.on_udp()
+    assert drops.spoofed_source == 1
+    dup = _chunk_datagrams(kpa)
+    for d in [dup[0], dup[0], *dup[1:]]:  # a piece twice: the copy is a replay, the chunk still arrives
+        a.udp.sock.sendto(d, b.addr)
+    b.dp.on_udp()
+    assert drops.replay == 2 and len(b.delivered()) == 1
+    bad_piece = bytearray(dup[0])
+    bad_piece[21] = 0  # count 0
+    a.udp.sock.sendto(bytes(bad_piece), b.addr)
+    not_super = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, b"\x00" * 100, 1054)
+    a.udp.sock.sendto(not_super[0], b.addr)
+    b.dp.on_udp()
+    assert drops.malformed == 2 and b.delivered() == []
+    assert drops.bad_tag == 1 and drops.spoofed_source == 1 and drops.replay == 2
+
+
+def test_a_peer_without_chunk_support_is_never_sent_chunks_and_asked_only_a_few_times(nodes):
+    a, b, clock = nodes
+    start(a, clock)
+    start(b, clock)
+    pair(a, b, now=clock.t)
+    older = []
+
+    def like_an_older_agent(peer, kp, payload, now):  # it refuses flag bit 2: malformed, nothing else
+        older.append(payload)
+        a.dp.drops.malformed += 1
+
+    a.dp.chunks.on_control = like_an_older_agent
+    traffic(a, b, clock, rounds=30)  # 7.5 s of clean traffic: b wants chunks all along
+    assert len(older) == 5  # Signal.first_tries, then b stops asking
+    assert a.dp.chunks.granted == 0
+    before = a.peers["b"].stats.tx_frames
+    a.inject(tcp_super_packet(os.urandom(3000), 1000))
+    b.dp.on_udp()
+    assert a.peers["b"].stats.tx_frames == before + 3 and len(b.delivered()) == 1  # per segment, merged
+
+
+def test_with_chunks_off_a_node_never_asks_and_refuses_a_grant(nodes):
+    a, b, clock = nodes
+    start(a, clock, chunks=False)  # SHADOWMESH_CHUNKS=0
+    start(b, clock)
+    _kpa, kpb = pair(a, b, now=clock.t)
+    traffic(a, b, clock, rounds=6)
+    # b asked (its side is on); a answered "off", so b knows and stops asking
+    signal = b.dp.chunks.peers[b.peers["a"].id_bytes].signal
+    assert signal.acked is False and signal.tries == 1
+    assert a.dp.chunks.granted == 0
+    traffic(b, a, clock, rounds=6)  # and a, receiving, never asks b
+    assert b.dp.chunks.granted == 0
+    # a chunk that arrives anyway is dropped as malformed, piece by piece
+    datagrams = _chunk_datagrams(kpb, src="10.10.10.2")
+    for d in datagrams:
+        b.udp.sock.sendto(d, a.addr)
+    a.dp.on_udp()
+    assert a.dp.drops.malformed == len(datagrams) and a.delivered() == []
+
+
+def test_a_grant_belongs_to_its_keypair_and_a_bad_control_payload_is_malformed(nodes):
+    a, b, clock = nodes
+    old, _ = granted(a, b, clock)
+    pair(a, b, now=clock.t)  # a rekey: new keypairs on both sides
+    before = a.peers["b"].stats.tx_frames
+    a.inject(tcp_super_packet(os.urandom(3000), 1000))
+    assert a.peers["b"].stats.tx_frames == before + 3  # the old grant does not cover the new keys
+    b.dp.on_udp()
+    b.delivered()
+    traffic(a, b, clock, rounds=2)  # b's signal restarts on its new keypair and grants again
+    kp_new = a.peers["b"].ring.sending(clock.t)
+    assert kp_new is not old and a.dp.chunks.peers[a.peers["b"].id_bytes].granted is kp_new
+    bad = seal(kp_new.send, FrameType.KEEPALIVE, kp_new.remote_index, kp_new.next_counter(), 0, b"\x07",
+               int(FrameFlags.CHUNK_CONTROL))
+    a.udp.sock.sendto(bad, b.addr)
+    b.dp.on_udp()
+    assert b.dp.drops.malformed == 1
