@@ -1,4 +1,5 @@
-"""Does `cryptography` release the GIL during the handshake's asymmetric operations?
+"""Does `cryptography` release the GIL during the handshake's asymmetric operations and the data
+path's ChaCha20-Poly1305 (one 1,400-byte segment, one 64 KB chunk)?
 
     .venv/bin/python bench/gil.py [--seconds 2] [--results DIR]
 
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 HERE = Path(__file__).resolve().parent
 CONTEXT = b"shadowmesh/handshake/v2"
@@ -47,6 +49,10 @@ def operations() -> dict:
     _ss, ct = ek.encapsulate()
     xa, xb = x25519.X25519PrivateKey.generate(), x25519.X25519PrivateKey.generate().public_key()
     blob = os.urandom(1 << 20)
+    aead = ChaCha20Poly1305(os.urandom(32))
+    nonce, aad = bytes(12), bytes(20)
+    segment, chunk = os.urandom(1400), os.urandom(65000)
+    sealed_segment, sealed_chunk = aead.encrypt(nonce, segment, aad), aead.encrypt(nonce, chunk, aad)
 
     def pure_python() -> None:
         x = 0
@@ -63,6 +69,10 @@ def operations() -> dict:
         "ML-KEM-1024 encapsulate": ek.encapsulate,
         "ML-KEM-1024 decapsulate": lambda: kem.decapsulate(ct),
         "X25519 exchange": lambda: xa.exchange(xb),
+        "ChaCha20-Poly1305 seal, 1,400 B (one segment)": lambda: aead.encrypt(nonce, segment, aad),
+        "ChaCha20-Poly1305 open, 1,400 B": lambda: aead.decrypt(nonce, sealed_segment, aad),
+        "ChaCha20-Poly1305 seal, 65,000 B (one chunk)": lambda: aead.encrypt(nonce, chunk, aad),
+        "ChaCha20-Poly1305 open, 65,000 B": lambda: aead.decrypt(nonce, sealed_chunk, aad),
     }
 
 

@@ -5,6 +5,8 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      With TUN offloads on (tun.py) a read may be a TCP super-packet: tso.split cuts it into
      MSS-sized segments, each sealed as its own DATA frame with CSUM_PARTIAL (its checksum
      is left to the receiving kernel); a partial UDP/TCP checksum likewise   drop `malformed`
+     Chunk mode (chunks.py): a super-packet for a direct peer that asked for chunks is instead
+     sealed whole as one CHUNK unit (one counter, several datagrams) and joins step 7
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
   3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`;
      with an access policy (`filter`, nodeagent/policy/filter.py) the flow is noted
@@ -24,6 +26,8 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
   1. recvmsg_into; cut the GRO buffer into datagrams at the segment size
   2. parse_header (type, flags, length checked)                       drop `malformed`
   3. receiver index -> (peer, keypair) of a live session               drop `unknown_session`
+     CHUNK: a piece goes to chunks.py (reassembly, then 5-9 once for the whole unit); a
+     KEEPALIVE with CHUNK_CONTROL, after 5-7, to chunks.on_control (the negotiation)
   4. RELAY (we are the hub): verify the hop tag and hop replay window, rate-cap the source peer,
      re-wrap the inner frame byte for byte as RELAYED for the destination; never opened here.
      RELAYED (from our hub): verify the hop, then continue at 5 with the inner frame and the
