@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from typing import TYPE_CHECKING
 
 from ..protocol.chunk import (
+    CHUNK_SUBHEADER,
     DONE,
     DUPLICATE,
+    MAX_PIECES,
     PENDING,
     ChunkError,
     LossPolicy,
@@ -57,7 +60,10 @@ ENABLED = os.environ.get("SHADOWMESH_CHUNKS", "1") != "0"
 TICK_S = 0.1  # how often the loss policies are fed and the control frames (re)sent
 _KEEPALIVE = int(FrameType.KEEPALIVE)
 _CONTROL = int(FrameFlags.CHUNK_CONTROL)
-_PIECE_OVERHEAD = HEADER_SIZE + 2
+_PIECE_OVERHEAD = HEADER_SIZE + CHUNK_SUBHEADER
+_CHUNK = int(FrameType.CHUNK)
+_PIECE = struct.Struct("!BBHIQIBB")  # the frame header, index, count
+_KNOWN_FLAGS = int(FrameFlags.ECHO_REQUEST | FrameFlags.CSUM_PARTIAL | FrameFlags.CHUNK_CONTROL)
 
 
 class _PeerChunks:
@@ -141,9 +147,60 @@ class ChunkPath:
         except ChunkError:
             drops.malformed += 1
             return
-        counter = header.counter
-        status, sealed = self.reassembler.add(header.receiver_index, counter, header.timestamp, index, count,
-                                              piece, now)
+        self._piece(peer, kp, header.receiver_index, header.counter, header.timestamp, index, count, piece,
+                    addr, now)
+
+    def on_batch(self, view: memoryview, nbytes: int, seg: int, addr: tuple, now: float) -> int:
+        """The CHUNK pieces at the start of a GRO batch (`view[:nbytes]`, datagrams of `seg` bytes,
+        the last maybe shorter), without a bytes object, header tuple and dispatch per datagram.
+        Every check and counter is the generic path's (parse_header, the session, on_piece), in the
+        same order. Returns the offset of the first datagram that is not a CHUNK: the caller hands
+        that one and the rest to the generic path."""
+        dp = self.dp
+        drops = dp.drops
+        sessions = dp.sessions
+        unpack = _PIECE.unpack_from
+        add = self._piece
+        session: tuple[Peer, Keypair] | None = None  # the last piece's, for receiver index `cached`
+        cached = -1
+        off = 0
+        while off < nbytes:
+            end = min(off + seg, nbytes)
+            if view[off] != _CHUNK:
+                return off
+            size = end - off
+            if size < HEADER_SIZE + CHUNK_SUBHEADER + 1:
+                drops.malformed += 1  # parse_header: shorter than a header, or no piece
+                off = end
+                continue
+            _t, flags, length, receiver, counter, ts, index, count = unpack(view, off)
+            if flags & ~_KNOWN_FLAGS or length != size - HEADER_SIZE:
+                drops.malformed += 1
+                off = end
+                continue
+            if session is None or receiver != cached or session[1].wiped:
+                session = sessions.get(receiver)
+                if session is None or session[1].wiped:
+                    drops.unknown_session += 1
+                    session = None
+                    off = end
+                    continue
+                cached = receiver
+            if not self.enabled or flags or not 0 < count <= MAX_PIECES or index >= count:
+                drops.malformed += 1  # on_piece: never granted; parse_piece: flags, index, count
+                off = end
+                continue
+            piece = bytes(view[off + _PIECE_OVERHEAD:end])
+            add(session[0], session[1], receiver, counter, ts, index, count, piece, addr, now)
+            off = end
+        return off
+
+    def _piece(self, peer: Peer, kp: Keypair, receiver: int, counter: int, timestamp: int, index: int,
+               count: int, piece: bytes, addr: tuple, now: float) -> None:
+        """One parsed piece: reassembly, then for a complete unit the checks and the TUN write."""
+        dp = self.dp
+        drops = dp.drops
+        status, sealed = self.reassembler.add(receiver, counter, timestamp, index, count, piece, now)
         if status == PENDING:
             return
         if status != DONE or sealed is None:
@@ -158,7 +215,7 @@ class ChunkPath:
             drops.unknown_session += 1
             return
         try:
-            plaintext = open_chunk(aead, header.receiver_index, counter, header.timestamp, count, sealed)
+            plaintext = open_chunk(aead, receiver, counter, timestamp, count, sealed)
         except BadTag:
             drops.bad_tag += 1
             peer.stats.bad_frames += 1

@@ -340,7 +340,8 @@ class DataPath:
                 if packet[:2] == _NO_OFFLOAD:  # flags 0, GSO_NONE: one complete packet
                     packet = packet[VNET_HDR_SIZE:]
                 else:  # a TSO super-packet or a partial checksum (tun.py offloads on)
-                    sent = self.chunks.try_send(packet, now, out, touched)  # as one CHUNK (chunks.py)
+                    # a GSO super-packet (gso_type set) may leave as one CHUNK (chunks.py)
+                    sent = packet[1] and self.chunks.try_send(packet, now, out, touched)
                     if sent:
                         budget -= sent
                         continue
@@ -435,8 +436,9 @@ class DataPath:
                 now = self.clock()
                 if seg >= nbytes:
                     handle(bytes(view[:nbytes]), addr, now)
-                else:
-                    for off in range(0, nbytes, seg):
+                else:  # a GRO batch: a run of CHUNK pieces first goes the short way (chunks.py)
+                    start = self.chunks.on_batch(view, nbytes, seg, addr, now) if buf[0] == _CHUNK else 0
+                    for off in range(start, nbytes, seg):
                         handle(bytes(view[off:min(off + seg, nbytes)]), addr, now)
         finally:
             if self.writer is not None:

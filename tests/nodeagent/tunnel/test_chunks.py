@@ -240,3 +240,51 @@ def test_a_grant_belongs_to_its_keypair_and_a_bad_control_payload_is_malformed(n
     a.udp.sock.sendto(bad, b.addr)
     b.dp.on_udp()
     assert b.dp.drops.malformed == 1
+
+
+def test_a_gro_batch_of_pieces_takes_the_short_way_with_the_same_checks_and_counters(nodes):
+    """One GSO send of equal-sized datagrams arrives as one GRO batch: CHUNK pieces good and bad,
+    then a DATA frame, then the last piece of the chunk (which the generic path then takes)."""
+    a, b, clock = nodes
+    kpa, _kpb = granted(a, b, clock)
+    drops = b.dp.drops
+    before = drops.as_dict()
+    size = 1054  # piece size: every datagram below is 20 + 2 + 1054 bytes
+    payload = os.urandom(3 * size - 16 - 3 - 40)  # the sealed unit is exactly three pieces
+    frame = tcp_super_packet(payload, 1000)
+    gso_type, gso_size, _hdr = from_tun(frame)
+    plain = pack_super(gso_type, gso_size, frame)
+    good = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, plain, size)
+    assert [len(d) for d in good] == [size + 22] * 3
+
+    def altered(d, offset, value):
+        x = bytearray(d)
+        x[offset] = value
+        return bytes(x)
+
+    data = seal(kpa.send, FrameType.DATA, kpa.remote_index, kpa.next_counter(), 5,
+                ipv4_packet("10.10.10.1", "10.10.10.2", bytes(size + 22 - 36 - 20)))
+    assert len(data) == size + 22
+    batch = [good[0], altered(good[1], 1, 0x10),  # unknown flag bit: malformed
+             altered(good[1], 1, 0x01),  # a known flag, but CHUNK frames carry none: malformed
+             altered(good[1], 4, good[1][4] ^ 0xFF),  # another receiver index: unknown_session
+             altered(good[1], 21, 0),  # count 0: malformed
+             good[1], good[1],  # the second copy: replay
+             data, good[2]]
+    seen = []
+    real = b.dp.chunks.on_batch
+
+    def spy(view, nbytes, seg, addr, now):
+        seen.append((nbytes, seg))
+        return real(view, nbytes, seg, addr, now)
+
+    b.dp.chunks.on_batch = spy
+    a.udp.sock.sendmsg([b"".join(batch)], [(17, 103, struct.pack("=H", size + 22))], 0, b.addr)
+    b.dp.on_udp()
+    assert seen == [(len(batch) * (size + 22), size + 22)]  # one GRO batch, through the short way
+    after = drops.as_dict()
+    assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == {
+        "malformed": 3, "unknown_session": 1, "replay": 1}
+    written = b.delivered()
+    assert len(written) == 2 and written[1][10:] == frame[10:]  # the DATA packet, then the chunk
+    assert b.dp.chunks.received == 1
