@@ -71,7 +71,7 @@ FLOW_LIMIT: Final = {"tcp": 16384, "udp": 16384, "other": 1024}  # tuning: flows
 _SYN, _ACK = 0x02, 0x10
 
 
-def _is_request(packet: bytes, transport: int) -> bool:
+def _is_request(packet: bytes | bytearray | memoryview, transport: int) -> bool:
     """A TCP connection request: SYN without ACK (a segment too short to tell counts as one)."""
     if len(packet) < transport + 14:
         return True
@@ -177,7 +177,7 @@ class PacketFilter:
         return self.tcp if proto == TCP else self.udp if proto == UDP else self.other
 
     # --- inbound ----------------------------------------------------------------------------
-    def admit(self, packet: bytes) -> bool:
+    def admit(self, packet: bytes | bytearray | memoryview) -> bool:
         """May this inbound packet reach the TUN? An established IPv4 TCP/UDP flow: one probe
         (TCP segments with SYN set take the slow path: a request must pass the rules)."""
         if len(packet) >= 40 and packet[0] == 0x45 and not (packet[6] & 0x1F or packet[7]):
@@ -189,7 +189,7 @@ class PacketFilter:
                 return True
         return self._admit(packet)
 
-    def _admit(self, packet: bytes) -> bool:
+    def _admit(self, packet: bytes | bytearray | memoryview) -> bool:
         flow = flow_of(packet)
         if flow is NOT_FIRST_FRAGMENT:
             return True

@@ -9,7 +9,8 @@ Receiving (`DataPath._datagram`, a CHUNK piece): parse strictly (drop `malformed
 bounded Reassembler (a piece seen twice: `replay`), and when the unit is complete: the tag (drop
 `bad_tag`), the replay window for its counter (drop `replay`), the authenticated bookkeeping of
 step 7 (loss tracking, roaming), the super-packet's own checks (drop `malformed`), the source
-check of step 8 (drop `spoofed_source`), then one GSO write to the TUN (after the TUN writer's
+check of step 8 (drop `spoofed_source`), the access policy of step 9 (drop `policy`, asked once:
+a super-packet is one flow), then one GSO write to the TUN (after the TUN writer's
 pending run, so the order of packets is kept).
 
 Negotiation (receiver-driven, chunk.py): `tick()` runs at most every TICK_S from the UDP drain;
@@ -232,6 +233,10 @@ class ChunkPath:
             return
         if dp.route(sp.source) is not peer:
             drops.spoofed_source += 1
+            return
+        policy = dp.filter  # step 9, as for DATA: a super-packet is one flow, asked once
+        if policy is not None and not policy.admit(sp.packet):
+            dp._denied(peer)
             return
         writer = dp.writer
         if writer is None:  # not reached: enabled implies a writer

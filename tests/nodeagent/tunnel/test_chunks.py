@@ -288,3 +288,31 @@ def test_a_gro_batch_of_pieces_takes_the_short_way_with_the_same_checks_and_coun
     written = b.delivered()
     assert len(written) == 2 and written[1][10:] == frame[10:]  # the DATA packet, then the chunk
     assert b.dp.chunks.received == 1
+
+
+def test_a_chunk_passes_the_access_policy_like_any_data(nodes):
+    """Step 9 holds for chunks too: a super-packet the policy refuses is dropped and counted
+    `policy` / `denied_frames`, one the rules allow crosses (the policy is asked once per chunk,
+    a super-packet being one flow)."""
+    from nodeagent.policy.filter import PacketFilter
+    from nodeagent.protocol.policy import check_policy, check_rule
+
+    a, b, clock = nodes
+    granted(a, b, clock)
+    dns_only = check_rule(["10.10.10.1"], ["10.10.10.2"], "udp", [(53, 53)])
+    iperf = check_rule(["10.10.10.1"], ["10.10.10.2"], "tcp", [(5201, 5201)])
+    b.dp.filter = PacketFilter(check_policy("deny", [dns_only]), now=clock.t)
+    received = b.dp.chunks.received
+    a.inject(tcp_super_packet(os.urandom(20 * 1000), 1000))
+    assert a.dp.chunks.sent == 1
+    b.dp.on_udp()
+    assert b.delivered() == []
+    assert b.dp.drops.policy == 1 and b.peers["a"].stats.denied_frames == 1
+    assert b.dp.chunks.received == received
+
+    b.dp.filter = PacketFilter(check_policy("deny", [iperf]), now=clock.t, previous=b.dp.filter)
+    frame = tcp_super_packet(os.urandom(20 * 1000), 1000)
+    a.inject(frame)
+    b.dp.on_udp()
+    (written,) = b.delivered()
+    assert written[10:] == frame[10:] and b.dp.drops.policy == 1
