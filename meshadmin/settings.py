@@ -159,6 +159,7 @@ REDIS_URL = env_str(
     "REDIS_URL", None, "redis://host:6379/0; unset = in-memory channel layer, local cache, eager Celery"
 )
 CHANNEL_LAYERS: dict[str, dict[str, object]]
+REDIS_LAYER_SOCKET_TIMEOUT_S = 30.0  # > channels_redis's 5 s blocking pop; see below
 if REDIS_URL is None:
     CHANNEL_LAYERS = {"default": {"BACKEND": "meshadmin.realtime.layers.LocalChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -168,8 +169,14 @@ if REDIS_URL is None:
 else:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured("REDIS_URL must be a redis:// URL")
+    # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s the channel layer's
+    # blocking pop (BZPOPMIN) waits for a message: an idle process's receive then raises
+    # TimeoutError and takes down whichever consumer was waiting (one agent socket every 5 s per
+    # process, closed 1011). The read timeout must outlast the blocking pop.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                    "CONFIG": {"hosts": [{"address": REDIS_URL,
+                                          "socket_timeout": REDIS_LAYER_SOCKET_TIMEOUT_S}]}}
     }
     CACHES = {
         "default": {

@@ -20,6 +20,7 @@ print(json.dumps({
     "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"], "cache": settings.CACHES["default"]["BACKEND"],
     "db": db["ENGINE"], "dbname": str(db["NAME"]), "pool": db.get("OPTIONS", {}).get("pool"),
     "broker": settings.CELERY_BROKER_URL, "hosts": settings.ALLOWED_HOSTS,
+    "layer_config": settings.CHANNEL_LAYERS["default"].get("CONFIG"),
 }))
 """
 
@@ -61,6 +62,30 @@ def test_database_url_and_redis_url_switch_to_postgresql_and_redis(tmp_path):
     assert shown["cache"].endswith("RedisCache")
     assert shown["broker"] == "redis://127.0.0.1:6379/0"
     assert shown["eager"] is False
+    assert shown["layer_config"]["hosts"][0]["address"] == "redis://127.0.0.1:6379/0"
+
+
+LAYER_POOL = """
+import json, django
+django.setup()
+from channels.layers import get_channel_layer
+from channels_redis.utils import create_pool
+layer = get_channel_layer()
+pool = create_pool(layer.hosts[0])  # as the layer makes its connection pools
+print(json.dumps({"socket_timeout": pool.connection_kwargs.get("socket_timeout"),
+                  "blocking_pop_s": layer.brpop_timeout}))
+"""
+
+
+def test_the_redis_channel_layer_reads_longer_than_its_blocking_pop_waits(tmp_path):
+    """redis-py 8 reads with a 5 s timeout by default, as long as channels_redis's BZPOPMIN blocks:
+    an idle receive would raise TimeoutError and take down a consumer every 5 s."""
+    result = _run(tmp_path, code=LAYER_POOL, DATABASE_URL="postgres://u:p@127.0.0.1:5432/mesh",
+                  REDIS_URL="redis://127.0.0.1:6379/0")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["socket_timeout"] is not None
+    assert shown["socket_timeout"] > shown["blocking_pop_s"]
 
 
 def test_the_secret_key_is_generated_once_with_mode_0600(tmp_path):
