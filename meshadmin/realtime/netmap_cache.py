@@ -119,7 +119,10 @@ class ViewCache:
                 fut = asyncio.ensure_future(database_sync_to_async(_load)(network_id))
                 self._loading[network_id] = fut
                 fut.add_done_callback(functools.partial(self._done, network_id))
-            v, _key = await asyncio.shield(fut)
+            v, key = await asyncio.shield(fut)
+            # kept here too, not only in `_done`: a load that finished has scheduled `_done` but
+            # not run it yet, and a caller arriving in between gets its result at once
+            self._keep(network_id, v, key)
             if v.snapshot.serial >= min_serial:
                 return v
             # that load started before the change we were told about committed: load again
@@ -128,11 +131,13 @@ class ViewCache:
         if self._loading.get(network_id) is fut:
             del self._loading[network_id]
         if not fut.cancelled() and fut.exception() is None:
-            new, key = fut.result()
-            old = self._views.get(network_id)
-            if old is None or new.snapshot.serial >= old.snapshot.serial:
-                self._views[network_id] = new
-                self._signers[network_id] = key
+            self._keep(network_id, *fut.result())
+
+    def _keep(self, network_id: int, new: compute.NetworkView, key: mldsa.MLDSA87PrivateKey) -> None:
+        old = self._views.get(network_id)
+        if old is None or new.snapshot.serial >= old.snapshot.serial:
+            self._views[network_id] = new
+            self._signers[network_id] = key
 
 
 _caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ViewCache] = weakref.WeakKeyDictionary()

@@ -32,3 +32,19 @@ def test_a_different_delta_gets_its_own_frame():
     mac, pc = cache.encoded(_delta(5, "mac"), CA), cache.encoded(_delta(5, "pc"), CA)
     assert mac != pc and messages.decode_server_message(pc, netmap_key=CA_PUBLIC).delta == _delta(5, "pc")
     assert cache.signatures == 2
+
+
+async def test_a_load_that_finished_before_its_callback_ran_still_comes_with_its_signer():
+    """A finished load schedules the cache's bookkeeping; a socket asking in between gets the view
+    at once and must find its CA key beside it (it used to raise KeyError and kill the socket)."""
+    import asyncio
+    import types
+
+    cache = ViewCache()
+    view = types.SimpleNamespace(snapshot=types.SimpleNamespace(serial=3, network_id=7))
+    done = asyncio.get_running_loop().create_future()
+    done.set_result((view, CA))
+    cache._loading[7] = done  # finished; the done callback (`_done`) has not run
+    got = await cache.get(7, 3)
+    assert got is view
+    assert cache.signer(got) is CA
