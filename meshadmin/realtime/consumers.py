@@ -415,7 +415,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     def _full_frame(self, view: compute.NetworkView) -> bytes:
         cache = view_cache()
-        return cache.full_frame(view.netmap_for(self.me.peer_id), cache.signer(view))
+        return cache.full_frame(view.netmap_for(self.me.peer_id), cache.signer(view), view)
 
     async def netmap_changed(self, event: dict) -> None:
         if self.agent is None:

@@ -77,6 +77,8 @@ class ViewCache:
         # (delta, id(signer)) -> (signer, frame); the signer is held so its id stays its own
         self._encoded: dict[tuple[nm.NetMapDelta, int], tuple[mldsa.MLDSA87PrivateKey, bytes]] = {}
         self.signatures = 0  # netmaps and deltas this cache signed
+        # network -> (the view, id of each of its Peer entries -> that entry packed): full maps
+        self._peer_bytes: dict[int, tuple[compute.NetworkView, dict[int, bytes]]] = {}
 
     def encoded(self, delta: nm.NetMapDelta, signer: mldsa.MLDSA87PrivateKey) -> bytes:
         """The delta's frame, signed by `signer` and encoded once for all sockets that send an equal
@@ -94,10 +96,30 @@ class ViewCache:
         """The CA key that signs `view`'s maps (loaded with it)."""
         return self._signers[view.snapshot.network_id]
 
-    def full_frame(self, netmap: nm.NetMap, signer: mldsa.MLDSA87PrivateKey) -> bytes:
-        """A node's full map, signed (one signature each: every node's map differs)."""
+    def full_frame(self, netmap: nm.NetMap, signer: mldsa.MLDSA87PrivateKey,
+                   view: compute.NetworkView | None = None) -> bytes:
+        """A node's full map, signed (one signature each: every node's map differs). With the
+        `view` it came from, each peer entry is packed once per view and process, not once per map."""
         self.signatures += 1
-        return messages.encode(messages.sign_full(netmap, signer))
+        if view is None:
+            return messages.encode(messages.sign_full(netmap, signer))
+        packed = self._packed_peers(view)
+
+        def packed_peer(p: nm.Peer) -> bytes:
+            # by identity: the view holds every Peer it was built from, so no live object shares
+            # their ids; a relay's copy with another relay hint is packed on its own
+            hit = packed.get(id(p))
+            return hit if hit is not None else messages.pack_peer(p)
+
+        return messages.encode(messages.sign_full(netmap, signer, packed_peer))
+
+    def _packed_peers(self, view: compute.NetworkView) -> dict[int, bytes]:
+        network_id = view.snapshot.network_id
+        held = self._peer_bytes.get(network_id)
+        if held is None or held[0] is not view:
+            held = self._peer_bytes[network_id] = (
+                view, {id(p): messages.pack_peer(p) for p in view.peers.values()})
+        return held[1]
 
     def changes(self, old: compute.NetworkView, new: compute.NetworkView) -> compute.Changes:
         """The change set between two views, computed once for all sockets that go from old to new."""

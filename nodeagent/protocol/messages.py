@@ -34,7 +34,8 @@ use; a signature that does not verify raises `netmap_sign.BadNetmapSignature`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import msgpack
 from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -46,12 +47,14 @@ from .netmap import (
     Endpoint,
     NetMap,
     NetMapDelta,
+    Peer,
     delta_from_dict,
     delta_to_dict,
     endpoint_from_dict,
     endpoint_to_dict,
     netmap_from_dict,
     netmap_to_dict,
+    peer_to_dict,
 )
 from .strict import U64_MAX, Malformed, MessageError, StrictMap
 
@@ -88,6 +91,8 @@ __all__ = [
     "max_stats_size",
     "message_to_dict",
     "netmap_from_body",
+    "pack_netmap",
+    "pack_peer",
     "sign_delta",
     "sign_full",
 ]
@@ -206,9 +211,37 @@ def _pack(value: dict[str, object]) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
-def sign_full(netmap: NetMap, ca_private_key: mldsa.MLDSA87PrivateKey) -> Full:
-    """The full map, signed by the network's CA (one ML-DSA-87 signature)."""
-    body = _pack(netmap_to_dict(netmap))
+def pack_peer(peer: Peer) -> bytes:
+    """One peer entry as it appears, byte for byte, inside a packed map's `peers`."""
+    return _pack(peer_to_dict(peer))
+
+
+PackedPeer = Callable[[Peer], bytes]
+
+
+def pack_netmap(netmap: NetMap, packed_peer: PackedPeer = pack_peer) -> bytes:
+    """The msgpack of netmap_to_dict(netmap), byte for byte, with each peer entry from
+    `packed_peer` (pack_peer or a cache of its results): a server sends the same peer entries in
+    every member's map, so it packs each once instead of once per map. A msgpack map or array is
+    its header followed by its items' encodings, so the parts join to exactly the whole."""
+    head = netmap_to_dict(replace(netmap, peers=()))  # the same keys in the same order
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_map_header(len(head))]
+    for key, value in head.items():
+        parts.append(packer.pack(key))
+        if key == "peers":
+            parts.append(packer.pack_array_header(len(netmap.peers)))
+            parts.extend(packed_peer(p) for p in netmap.peers)
+        else:
+            parts.append(packer.pack(value))
+    return b"".join(parts)
+
+
+def sign_full(netmap: NetMap, ca_private_key: mldsa.MLDSA87PrivateKey,
+              packed_peer: PackedPeer = pack_peer) -> Full:
+    """The full map, signed by the network's CA (one ML-DSA-87 signature); `packed_peer` as for
+    pack_netmap."""
+    body = pack_netmap(netmap, packed_peer)
     return Full(netmap, netmap_sign.sign(ca_private_key, netmap_sign.LABEL_FULL, body), body)
 
 

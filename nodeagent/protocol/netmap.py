@@ -45,6 +45,7 @@ __all__ = [
     "is_stale",
     "netmap_from_dict",
     "netmap_to_dict",
+    "peer_to_dict",
 ]
 
 
@@ -235,6 +236,11 @@ def _peer_d(p: Peer) -> dict[str, object]:
     return {"peer_id": p.peer_id, "name": p.name, "overlay_ip": p.overlay_ip, "fingerprint": p.fingerprint,
             "endpoints": [endpoint_to_dict(e) for e in p.endpoints], "is_public": p.is_public,
             "is_relay": p.is_relay, "relay": p.relay, "online": p.online}
+
+
+def peer_to_dict(p: Peer) -> dict[str, object]:
+    """One entry of a map's `peers` (and a delta's `upsert`), as netmap_to_dict writes it."""
+    return _peer_d(p)
 
 
 def _route_d(r: Route) -> dict[str, object]:

@@ -48,3 +48,27 @@ async def test_a_load_that_finished_before_its_callback_ran_still_comes_with_its
     got = await cache.get(7, 3)
     assert got is view
     assert cache.signer(got) is CA
+
+
+def test_full_frames_from_a_view_pack_each_peer_once_and_match_the_plain_encoding():
+    """Every member's full map is signed on its own, but the peer entries inside come from one
+    packing per view; the bytes signed are exactly the plain encoding of each member's map."""
+    from meshadmin.netmap import compute
+    from meshadmin.netmap.snapshot import NodeRow, Snapshot
+
+    rows = tuple(NodeRow(pk=i + 1, peer_id=f"{i + 1:040x}", name=f"n{i}", overlay_ip=f"10.64.0.{i + 1}",
+                         active=True, is_public=i < 2, is_relay=False, endpoint_ip=None,
+                         control_port=None, udp_port=None, observed_ip=None, candidates=(),
+                         fingerprint="ab" * 32)
+                 for i in range(20))
+    view = compute.view(Snapshot(network_id=7, network="default", serial=4, prefix_len=24,
+                                 ca_public_key=CA_PUBLIC, nodes=rows, routes=()))
+    cache = ViewCache()
+    for row in rows:
+        netmap = view.netmap_for(row.peer_id)
+        frame = cache.full_frame(netmap, CA, view)
+        got = messages.decode_server_message(frame, netmap_key=CA_PUBLIC)
+        assert got.netmap == netmap
+        assert got.body == messages.pack_netmap(netmap)
+    assert cache.signatures == len(rows)
+    assert len(cache._peer_bytes) == 1 and cache._peer_bytes[7][0] is view  # one packing, kept per view

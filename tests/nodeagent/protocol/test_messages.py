@@ -209,3 +209,39 @@ def test_an_agent_frame_larger_than_its_type_can_be_is_too_large_before_it_is_de
 def test_a_type_agents_do_not_send_is_unknown_before_it_is_decoded(t):
     with pytest.raises(messages.UnknownType):
         messages.agent_frame_type(_raw({"v": V, "t": t, "pad": bytes(100)}))
+
+
+def _peers(n: int) -> tuple[nm.Peer, ...]:
+    out = []
+    for i in range(n):
+        eps = tuple(nm.Endpoint(f"198.18.{i % 250}.{k + 1}", 8443, 9443 + k) for k in range(i % 3))
+        out.append(_peer(f"{i + 1:040x}", f"10.{i // 62500}.{(i // 250) % 250}.{i % 250 + 1}",
+                         endpoints=eps, online=bool(eps), is_public=i % 5 == 0,
+                         relay=None if i % 4 else R))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 15, 16, 17, 300])  # fixarray ends at 15, array16 at 65,535
+def test_a_netmap_packed_from_packed_peers_is_the_same_bytes(n):
+    netmap = _map(peers=_peers(n))
+    whole = _raw(nm.netmap_to_dict(netmap))
+    assert messages.pack_netmap(netmap) == whole
+    cache = {id(p): messages.pack_peer(p) for p in netmap.peers}
+    assert messages.pack_netmap(netmap, lambda p: cache[id(p)]) == whole
+    full = messages.sign_full(netmap, CA, lambda p: cache[id(p)])
+    assert full.body == whole
+    public = CA.public_key().public_bytes_raw()
+    decoded = messages.decode_server_message(messages.encode(full), netmap_key=public)
+    assert decoded.netmap == netmap
+
+
+def test_pack_netmap_takes_every_peer_entry_from_the_cache_it_is_given():
+    netmap = _map(peers=_peers(3))
+    asked: list[nm.Peer] = []
+
+    def packed(p: nm.Peer) -> bytes:
+        asked.append(p)
+        return messages.pack_peer(p)
+
+    messages.pack_netmap(netmap, packed)
+    assert asked == list(netmap.peers)
