@@ -16,7 +16,7 @@ The access policy is resolved once per view too (policy.AccessPolicy: bit masks 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from nodeagent.protocol import netmap as nm
@@ -80,6 +80,8 @@ class NetworkView:
     index: dict[str, NodeRow]                # peer id -> row, every node of the snapshot
     access: policy.AccessPolicy              # who may reach whom, and each member's policy section
     exits: frozenset[int] = frozenset()      # pks of approved exit nodes (default routes via them)
+    ordered: tuple[nm.Peer, ...] = ()        # the members' Peer entries, in `members` order
+    position: dict[int, int] = field(default_factory=dict)  # member pk -> its place in `members`
 
     def netmap_for(self, node: NodeRow | str | int) -> nm.NetMap:
         snap = self.snapshot
@@ -92,6 +94,12 @@ class NetworkView:
             me = node
         if me is None or not me.active or me.overlay_ip is None:
             raise NodeNotInNetwork(f"{node!r} is not an active node of {snap.network!r}")
+        k = self.position.get(me.pk)
+        if policy.FULL_MESH and k is not None and not policy.is_relay_candidate(me):
+            # the full mesh seen by a node that relays for nobody: every other member, each with
+            # its shared entry (no relay hint names this node), in member order; two slices
+            # instead of asking the policy N times (what a server does on every connect)
+            return self._map(me, self.ordered[:k] + self.ordered[k + 1:], self._member_routes(me))
         peers = []
         reachable: dict[int, NodeRow] = {}
         access = self.access
@@ -126,6 +134,14 @@ class NetworkView:
                            prefix_len=snap.prefix_len, is_public=me.is_public,
                            is_relay=policy.is_relay_candidate(me), dns_suffix=snap.dns_suffix,
                            is_exit=me.pk in self.exits, use_exit=use_exit)
+
+    def _member_routes(self, me: NodeRow) -> tuple[nm.Route, ...]:
+        """The routes of netmap_for when `me` reaches every other member: every route not via
+        itself, a default route only through an exit node it may use."""
+        return tuple(sorted({nm.Route(prefix, self.peers[via].peer_id) for prefix, via in self.routes
+                             if via in self.peers and via != me.pk
+                             and (not _is_default(prefix)
+                                  or policy.may_use_exit(me, self.members[self.position[via]]))}))
 
     def routes_for(self, me_pk: int) -> tuple[nm.Route, ...]:
         """The routes a member sees under the full-mesh policy (every route not via itself)."""
@@ -175,6 +191,8 @@ def view(snapshot: Snapshot) -> NetworkView:
         access=policy.access_policy(snapshot, members),
         exits=frozenset(r.via_pk for r in snapshot.routes if _is_default(r.prefix)
                         and (row := snapshot.node(r.via_pk)) is not None and row.active),
+        ordered=tuple(peers[n.pk] for n in members),
+        position={n.pk: i for i, n in enumerate(members)},
     )
 
 

@@ -77,8 +77,8 @@ class ViewCache:
         # (delta, id(signer)) -> (signer, frame); the signer is held so its id stays its own
         self._encoded: dict[tuple[nm.NetMapDelta, int], tuple[mldsa.MLDSA87PrivateKey, bytes]] = {}
         self.signatures = 0  # netmaps and deltas this cache signed
-        # network -> (the view, id of each of its Peer entries -> that entry packed): full maps
-        self._peer_bytes: dict[int, tuple[compute.NetworkView, dict[int, bytes]]] = {}
+        # network -> (the view, its members' Peer entries packed in order, by id): full maps
+        self._peer_bytes: dict[int, tuple[compute.NetworkView, list[bytes], dict[int, bytes]]] = {}
 
     def encoded(self, delta: nm.NetMapDelta, signer: mldsa.MLDSA87PrivateKey) -> bytes:
         """The delta's frame, signed by `signer` and encoded once for all sockets that send an equal
@@ -103,23 +103,33 @@ class ViewCache:
         self.signatures += 1
         if view is None:
             return messages.encode(messages.sign_full(netmap, signer))
-        packed = self._packed_peers(view)
+        return messages.encode(messages.sign_full(netmap, signer, self._peers_packer(view)))
 
-        def packed_peer(p: nm.Peer) -> bytes:
-            # by identity: the view holds every Peer it was built from, so no live object shares
-            # their ids; a relay's copy with another relay hint is packed on its own
-            hit = packed.get(id(p))
-            return hit if hit is not None else messages.pack_peer(p)
-
-        return messages.encode(messages.sign_full(netmap, signer, packed_peer))
-
-    def _packed_peers(self, view: compute.NetworkView) -> dict[int, bytes]:
+    def _peers_packer(self, view: compute.NetworkView) -> messages.PackPeers:
+        """Joins a map's peer entries from those packed once for `view`. Most maps list every member
+        but their own node (compute.NetworkView.netmap_for): two slices of the packed entries (the
+        list is compared with the view's first, element by element, which is an identity check
+        for the view's own entries). Any
+        other list (a relay's, with its own relay hints) goes entry by entry: by identity, from
+        the view's own Peer objects (the view holds them, so no live object shares their ids),
+        packing only those that are not the view's."""
         network_id = view.snapshot.network_id
         held = self._peer_bytes.get(network_id)
         if held is None or held[0] is not view:
-            held = self._peer_bytes[network_id] = (
-                view, {id(p): messages.pack_peer(p) for p in view.peers.values()})
-        return held[1]
+            ordered = [messages.pack_peer(p) for p in view.ordered]
+            by_id = {id(p): b for p, b in zip(view.ordered, ordered, strict=True)}
+            held = self._peer_bytes[network_id] = (view, ordered, by_id)
+        _, ordered, by_id = held
+
+        def packed_peers(netmap: nm.NetMap) -> bytes:
+            peers = netmap.peers
+            me = view.index.get(netmap.node.peer_id)
+            k = None if me is None else view.position.get(me.pk)
+            if k is not None and peers == view.ordered[:k] + view.ordered[k + 1:]:  # identity first, in C
+                return b"".join(ordered[:k]) + b"".join(ordered[k + 1:])
+            return b"".join(by_id.get(id(p)) or messages.pack_peer(p) for p in peers)
+
+        return packed_peers
 
     def changes(self, old: compute.NetworkView, new: compute.NetworkView) -> compute.Changes:
         """The change set between two views, computed once for all sockets that go from old to new."""

@@ -93,6 +93,7 @@ __all__ = [
     "netmap_from_body",
     "pack_netmap",
     "pack_peer",
+    "pack_peers",
     "sign_delta",
     "sign_full",
 ]
@@ -216,14 +217,19 @@ def pack_peer(peer: Peer) -> bytes:
     return _pack(peer_to_dict(peer))
 
 
-PackedPeer = Callable[[Peer], bytes]
+PackPeers = Callable[[NetMap], bytes]
 
 
-def pack_netmap(netmap: NetMap, packed_peer: PackedPeer = pack_peer) -> bytes:
-    """The msgpack of netmap_to_dict(netmap), byte for byte, with each peer entry from
-    `packed_peer` (pack_peer or a cache of its results): a server sends the same peer entries in
-    every member's map, so it packs each once instead of once per map. A msgpack map or array is
-    its header followed by its items' encodings, so the parts join to exactly the whole."""
+def pack_peers(netmap: NetMap) -> bytes:
+    """The entries of a map's `peers`, packed and joined (what follows the array's header)."""
+    return b"".join(pack_peer(p) for p in netmap.peers)
+
+
+def pack_netmap(netmap: NetMap, packed_peers: PackPeers = pack_peers) -> bytes:
+    """The msgpack of netmap_to_dict(netmap), byte for byte, with the peer entries from
+    `packed_peers` (pack_peers, or joined from entries packed once): a server sends the same peer
+    entries in every member's map, so it packs each once instead of once per map. A msgpack map
+    or array is its header followed by its items' encodings, so the parts join to exactly the whole."""
     head = netmap_to_dict(replace(netmap, peers=()))  # the same keys in the same order
     packer = msgpack.Packer(use_bin_type=True)
     parts = [packer.pack_map_header(len(head))]
@@ -231,17 +237,17 @@ def pack_netmap(netmap: NetMap, packed_peer: PackedPeer = pack_peer) -> bytes:
         parts.append(packer.pack(key))
         if key == "peers":
             parts.append(packer.pack_array_header(len(netmap.peers)))
-            parts.extend(packed_peer(p) for p in netmap.peers)
+            parts.append(packed_peers(netmap))
         else:
             parts.append(packer.pack(value))
     return b"".join(parts)
 
 
 def sign_full(netmap: NetMap, ca_private_key: mldsa.MLDSA87PrivateKey,
-              packed_peer: PackedPeer = pack_peer) -> Full:
-    """The full map, signed by the network's CA (one ML-DSA-87 signature); `packed_peer` as for
+              packed_peers: PackPeers = pack_peers) -> Full:
+    """The full map, signed by the network's CA (one ML-DSA-87 signature); `packed_peers` as for
     pack_netmap."""
-    body = pack_netmap(netmap, packed_peer)
+    body = pack_netmap(netmap, packed_peers)
     return Full(netmap, netmap_sign.sign(ca_private_key, netmap_sign.LABEL_FULL, body), body)
 
 

@@ -72,3 +72,37 @@ def test_full_frames_from_a_view_pack_each_peer_once_and_match_the_plain_encodin
         assert got.body == messages.pack_netmap(netmap)
     assert cache.signatures == len(rows)
     assert len(cache._peer_bytes) == 1 and cache._peer_bytes[7][0] is view  # one packing, kept per view
+    # a map that is not one of this view's (another serial, a peer renamed) still packs to its own bytes
+    renamed = tuple(r if r.pk != 5 else NodeRow(**{**{f: getattr(r, f) for f in r.__slots__}, "name": "x"})
+                    for r in rows)
+    other = compute.view(Snapshot(network_id=7, network="default", serial=5, prefix_len=24,
+                                  ca_public_key=CA_PUBLIC, nodes=renamed, routes=()))
+    for row in rows[:4]:
+        netmap = other.netmap_for(row.peer_id)
+        got = messages.decode_server_message(cache.full_frame(netmap, CA, view), netmap_key=CA_PUBLIC)
+        assert got.netmap == netmap and got.body == messages.pack_netmap(netmap)
+
+
+def test_an_ordinary_members_full_map_packs_no_peer_entry_again(monkeypatch):
+    """After the view's one packing, a member that relays for nobody gets its map joined from
+    the packed entries (two slices); a relay's map packs only the entries with its own hints."""
+    from meshadmin.netmap import compute
+    from meshadmin.netmap.snapshot import NodeRow, Snapshot
+
+    rows = tuple(NodeRow(pk=i + 1, peer_id=f"{i + 1:040x}", name=f"n{i}", overlay_ip=f"10.64.0.{i + 1}",
+                         active=True, is_public=i < 2, is_relay=False, fingerprint="ab" * 32)
+                 for i in range(12))
+    view = compute.view(Snapshot(network_id=3, network="default", serial=2, prefix_len=24,
+                                 ca_public_key=CA_PUBLIC, nodes=rows, routes=()))
+    cache = ViewCache()
+    cache.full_frame(view.netmap_for(rows[5].peer_id), CA, view)  # packs the view's entries once
+    packed: list[nm.Peer] = []
+    plain = messages.pack_peer
+    monkeypatch.setattr(messages, "pack_peer", lambda p: packed.append(p) or plain(p))
+    for row in rows[2:]:
+        cache.full_frame(view.netmap_for(row.peer_id), CA, view)
+    assert packed == []
+    relay_map = view.netmap_for(rows[0].peer_id)  # the first-choice relay: hints towards others differ
+    cache.full_frame(relay_map, CA, view)
+    assert packed and all(p.relay != rows[0].peer_id for p in packed)
+    assert len(packed) < len(relay_map.peers)
