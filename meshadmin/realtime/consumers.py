@@ -6,7 +6,8 @@ Life of a socket:
      `Authorization: Bearer <session token>` (from /api/auth/verify) the node is known at once;
      otherwise the first server frame is a 32-byte challenge and the agent must answer `auth`
      (ML-DSA-87, context shadowmesh/agent-auth/v1, bound to the network's CA: auth.py) within
-     AUTH_TIMEOUT (5 s). Failed authentications
+     AUTH_TIMEOUT (5 s; the answer's arrival counts, however long checking it then takes).
+     Failed authentications
      are audited, folded per address and reason (mesh/services/audit.py).
   2. authenticated: join groups node.<peer id> and agents.<network>, mark presence, send the
      full netmap.
@@ -315,12 +316,21 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if not isinstance(msg, messages.Auth) or self.nonce is None:
             await self._close(CloseCode.AUTH_FAILED, "authenticate first")
             return
+        # The agent answered in time: the deadline is for its answer, not for our checking it.
+        # Under a reconnect storm the checks queue behind each other (one database thread per
+        # process); a deadline still running would close sockets whose answer is already here,
+        # and they would come back and queue again.
+        timer = getattr(self, "auth_timer", None)
+        if timer is not None:
+            timer.cancel()
         try:
             agent = await database_sync_to_async(auth.authenticate_signature)(
                 msg.peer_id, self.nonce, msg.signature, self._client_ip())
         except auth.AuthRefused as exc:
             code = CloseCode.REVOKED if exc.revoked else CloseCode.AUTH_FAILED
             await self._close(code, str(exc))
+            return
+        if self.closing:  # closed while we checked (its deadline had fired as the answer came)
             return
         await self._authenticated(agent)
 

@@ -137,3 +137,32 @@ async def test_a_session_token_in_the_query_string_is_ignored(api, belgium):
 async def test_a_bad_session_token_closes_the_socket(belgium):
     comm = await open_socket(headers=[(b"authorization", b"Bearer not-a-real-token")])
     assert await close_code(comm) == CloseCode.AUTH_FAILED
+
+
+async def test_an_answer_that_came_in_time_is_checked_however_long_the_check_takes(belgium, monkeypatch,
+                                                                                  settings):
+    """The login deadline is for the agent's answer: under a reconnect storm the server's checks
+    queue up, and a socket whose answer had arrived must not be closed 4408 while it waits."""
+    import asyncio
+    import time
+
+    from meshadmin.realtime import auth
+
+    slow = auth.authenticate_signature
+    deadline = settings.SHADOWMESH_AGENT_AUTH_TIMEOUT_S
+
+    def queued(*args):
+        time.sleep(3 * deadline)  # the check starts (or ends) well past the deadline
+        return slow(*args)
+
+    monkeypatch.setattr(auth, "authenticate_signature", queued)
+    comm = await open_socket()
+    nonce = (await receive(comm)).nonce
+    await comm.send_to(bytes_data=messages.encode(
+        messages.Auth(belgium[0].peer_id, belgium[0].sign_login(nonce))))
+    full = await receive(comm, timeout=10, ca_public_key=belgium[0].ca_public_key)
+    assert isinstance(full, messages.Full) and full.netmap.node.peer_id == belgium[0].peer_id
+    await asyncio.sleep(deadline)  # and the deadline does not fire later either
+    assert await comm.receive_nothing(timeout=deadline)
+    await comm.disconnect()
+
