@@ -425,7 +425,8 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
     result: dict = {"agents": n, "client_procs": client_procs, "backend": backend, "daphnes": daphnes,
                     "networks": networks, "stats_interval_s": stats_interval, "sqlite_wal": wal,
                     "nofile": raise_nofile(), "loadavg_start": _load()}
-    with tempfile.TemporaryDirectory(prefix="sm-bench-agents-") as scratch:
+    # (PostgreSQL may still be writing in its directory as it stops: the results matter more)
+    with tempfile.TemporaryDirectory(prefix="sm-bench-agents-", ignore_cleanup_errors=True) as scratch:
         tmp = state or scratch
         Path(tmp).mkdir(parents=True, exist_ok=True)
         reuse = state is not None and (Path(tmp) / "nets.json").exists()
