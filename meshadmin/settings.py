@@ -160,6 +160,7 @@ REDIS_URL = env_str(
 )
 CHANNEL_LAYERS: dict[str, dict[str, object]]
 REDIS_LAYER_SOCKET_TIMEOUT_S = 30.0  # > channels_redis's 5 s blocking pop; see below
+REDIS_LAYER_MAX_CONNECTIONS = 1000  # per process; redis-py 8's pool refuses (not waits) past 100
 if REDIS_URL is None:
     CHANNEL_LAYERS = {"default": {"BACKEND": "meshadmin.realtime.layers.LocalChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -172,11 +173,14 @@ else:
     # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s the channel layer's
     # blocking pop (BZPOPMIN) waits for a message: an idle process's receive then raises
     # TimeoutError and takes down whichever consumer was waiting (one agent socket every 5 s per
-    # process, closed 1011). The read timeout must outlast the blocking pop.
+    # process, closed 1011). The read timeout must outlast the blocking pop. redis-py 8 also caps
+    # an asyncio pool at 100 connections and raises MaxConnectionsError past it: a reconnect storm
+    # (every agent socket's group_add at once) killed hundreds of consumers that way.
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
                     "CONFIG": {"hosts": [{"address": REDIS_URL,
-                                          "socket_timeout": REDIS_LAYER_SOCKET_TIMEOUT_S}]}}
+                                          "socket_timeout": REDIS_LAYER_SOCKET_TIMEOUT_S,
+                                          "max_connections": REDIS_LAYER_MAX_CONNECTIONS}]}}
     }
     CACHES = {
         "default": {

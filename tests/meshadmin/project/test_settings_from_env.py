@@ -73,7 +73,7 @@ from channels_redis.utils import create_pool
 layer = get_channel_layer()
 pool = create_pool(layer.hosts[0])  # as the layer makes its connection pools
 print(json.dumps({"socket_timeout": pool.connection_kwargs.get("socket_timeout"),
-                  "blocking_pop_s": layer.brpop_timeout}))
+                  "blocking_pop_s": layer.brpop_timeout, "max_connections": pool.max_connections}))
 """
 
 
@@ -86,6 +86,15 @@ def test_the_redis_channel_layer_reads_longer_than_its_blocking_pop_waits(tmp_pa
     shown = json.loads(result.stdout.strip().splitlines()[-1])
     assert shown["socket_timeout"] is not None
     assert shown["socket_timeout"] > shown["blocking_pop_s"]
+
+
+def test_the_redis_channel_layer_pool_holds_a_reconnect_storm(tmp_path):
+    """redis-py 8 caps an asyncio pool at 100 connections and refuses the 101st command at once
+    (MaxConnectionsError): a restart's thousands of group_adds killed consumers that way."""
+    result = _run(tmp_path, code=LAYER_POOL, DATABASE_URL="postgres://u:p@127.0.0.1:5432/mesh",
+                  REDIS_URL="redis://127.0.0.1:6379/0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["max_connections"] >= 1000
 
 
 def test_the_secret_key_is_generated_once_with_mode_0600(tmp_path):
