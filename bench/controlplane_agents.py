@@ -6,7 +6,7 @@
 
     # issue 11: 10,000 agents, two Daphnes, PostgreSQL + Redis, 10 networks, a server restart
     nice -n 10 .venv/bin/python bench/controlplane_agents.py --backend postgres --daphnes 2 \\
-        --agents 10000 --networks 10 --client-procs 4 --restart [--state /var/tmp/sm-10k]
+        --agents 10000 --networks 10 --client-procs 4 --restart [--state DIR]
 
 Each simulated agent speaks the real protocol (nodeagent.protocol.messages over /ws/agent/): it
 answers the server's challenge with nodeagent.server_link's own login (ML-DSA-87, bound to the
