@@ -95,7 +95,7 @@ class NetworkView:
         if me is None or not me.active or me.overlay_ip is None:
             raise NodeNotInNetwork(f"{node!r} is not an active node of {snap.network!r}")
         k = self.position.get(me.pk)
-        if policy.FULL_MESH and k is not None and not policy.is_relay_candidate(me):
+        if self.access.full_mesh and k is not None and not policy.is_relay_candidate(me):
             # the full mesh seen by a node that relays for nobody: every other member, each with
             # its shared entry (no relay hint names this node), in member order; two slices
             # instead of asking the policy N times (what a server does on every connect)
@@ -141,7 +141,7 @@ class NetworkView:
         return tuple(sorted({nm.Route(prefix, self.peers[via].peer_id) for prefix, via in self.routes
                              if via in self.peers and via != me.pk
                              and (not _is_default(prefix)
-                                  or policy.may_use_exit(me, self.members[self.position[via]]))}))
+                                  or self.access.may_use_exit(me, self.members[self.position[via]]))}))
 
     def routes_for(self, me_pk: int) -> tuple[nm.Route, ...]:
         """The routes a member sees under the full-mesh policy (every route not via itself)."""
