@@ -47,6 +47,9 @@ class AuditAction(models.TextChoices):
     RULE_MOVED = "rule.moved", "Access rule moved"
     RULE_DELETED = "rule.deleted", "Access rule deleted"
     POLICY_DEFAULT_CHANGED = "policy.default", "Policy default changed"
+    APIKEY_CREATED = "apikey.created", "API key created"
+    APIKEY_REVOKED = "apikey.revoked", "API key revoked"
+    APIKEY_DENIED = "apikey.denied", "API key refused"
 
 
 class PolicyDefault(models.TextChoices):

@@ -1,4 +1,5 @@
-"""Bearer secrets (enrollment and session tokens): generation, hashing and constant-time checks.
+"""Bearer secrets (enrollment and session tokens, operator API keys): generation, hashing and
+constant-time checks.
 
 Tokens are 256-bit random (`secrets.token_urlsafe(32)`), shown once and stored only as
 HMAC-SHA-256 under a fixed, public domain-separation key. For 256-bit random secrets a keyed
@@ -22,6 +23,7 @@ _DOMAIN = {
     "enroll": b"shadowmesh/enrollment-token/v1",
     "session": b"shadowmesh/session-token/v1",
     "challenge": b"shadowmesh/auth-challenge/v1",
+    "apikey": b"shadowmesh/operator-api-key/v1",
 }
 _MAX_TOKEN_LENGTH = 256
 

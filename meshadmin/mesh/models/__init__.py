@@ -1,5 +1,6 @@
 """Mesh models. Only meshadmin/mesh/services/ writes them."""
 
+from .apikeys import ApiKey
 from .audit import AuditEvent
 from .auth import AuthChallenge, SessionToken
 from .networks import Network
@@ -8,5 +9,7 @@ from .policies import AccessRule, Group, Tag
 from .routes import Route
 from .tokens import EnrollmentToken
 
-__all__ = ["AccessRule", "AuditEvent", "AuthChallenge", "EnrollmentToken", "Group", "Network", "Node",
-           "Route", "SessionToken", "Tag"]
+__all__ = [
+    "AccessRule", "ApiKey", "AuditEvent", "AuthChallenge", "EnrollmentToken", "Group", "Network", "Node",
+    "Route", "SessionToken", "Tag",
+]

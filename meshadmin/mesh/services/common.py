@@ -9,7 +9,7 @@ from ..choices import AuditAction
 from ..models import AuditEvent, Network
 from .audit import prune_if_due
 
-__all__ = ["bump_serial", "node_actor", "record_audit", "user_actor"]
+__all__ = ["apikey_actor", "bump_serial", "node_actor", "record_audit", "user_actor"]
 
 
 def bump_serial(network_id: int) -> Network:
@@ -58,3 +58,8 @@ def user_actor(user) -> str:
 
 def node_actor(node) -> str:
     return f"node:{node.peer_id}"
+
+
+def apikey_actor(key) -> str:
+    """An operator API key (services/apikeys.py), named by its public prefix."""
+    return f"apikey:{key.prefix}"
