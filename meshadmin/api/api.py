@@ -3,18 +3,25 @@
 Every error body is {"detail": "..."}: service refusals carry their own status, request-shape
 problems are 400 naming the field (ninja's default would be 422 with a list), a missing or bad
 bearer token is 401.
+
+Two kinds of caller: nodes (enrollment, auth, discovery: endpoints.py, a node's session token) and
+operators (networks, nodes, tokens, routes: operator.py, an operator API key; docs/api.md).
 """
 
 from __future__ import annotations
 
-from django.http import Http404
+from typing import Any
+
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from meshadmin.mesh.services.errors import ServiceError
 from meshadmin.telemetry.api import router as telemetry_router
 
+from .auth import BearerRefused
 from .endpoints import router
+from .operator import router as operator_router
 
 __all__ = ["api"]
 
@@ -28,7 +35,7 @@ api = NinjaAPI(
 )
 
 
-def _field_of(error: dict) -> str:
+def _field_of(error: dict[str, Any]) -> str:
     loc = [str(part) for part in error.get("loc", ())]
     # ninja prefixes ("body", "<param name>"); the field is what follows
     if len(loc) >= 2 and loc[0] in ("body", "query", "path"):
@@ -36,7 +43,7 @@ def _field_of(error: dict) -> str:
     return ".".join(loc) or "body"
 
 
-def _message_of(error: dict) -> str:
+def _message_of(error: dict[str, Any]) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         return "unknown field"
@@ -47,36 +54,39 @@ def _message_of(error: dict) -> str:
 
 
 @api.exception_handler(ValidationError)
-def _validation_error(request, exc: ValidationError):
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     errors = exc.errors or [{}]
     parts = [f"{_field_of(e)}: {_message_of(e)}" for e in errors[:5]]
     return api.create_response(request, {"detail": "; ".join(parts)}, status=400)
 
 
 @api.exception_handler(ServiceError)
-def _service_error(request, exc: ServiceError):
+def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
     response = api.create_response(request, {"detail": exc.detail}, status=exc.status)
-    if exc.status == 429:
+    if isinstance(exc, BearerRefused):
+        response["WWW-Authenticate"] = "Bearer"
+    elif exc.status == 429:
         response["Retry-After"] = str(getattr(exc, "retry_after", 60))
     return response
 
 
 @api.exception_handler(AuthenticationError)
-def _authentication_error(request, exc):
+def _authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     response = api.create_response(request, {"detail": "missing or invalid session token"}, status=401)
     response["WWW-Authenticate"] = "Bearer"
     return response
 
 
 @api.exception_handler(Http404)
-def _not_found(request, exc):
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return api.create_response(request, {"detail": "not found"}, status=404)
 
 
 @api.exception_handler(HttpError)
-def _http_error(request, exc: HttpError):
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
 
 
 api.add_router("/", router)
+api.add_router("/", operator_router)
 api.add_router("/telemetry/", telemetry_router)

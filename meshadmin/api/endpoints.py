@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.http import HttpRequest
 from ninja import Router, Status
 
 from meshadmin.client_address import request_client_ip
@@ -11,7 +14,7 @@ from meshadmin.mesh.services import enrollment, peers
 from meshadmin.mesh.services.ratelimit import check_rate
 from nodeagent.protocol.identity import PEER_ID_RE
 
-from .auth import NodeSessionAuth
+from .auth import NodeSessionAuth, request_node
 from .schemas import (
     ChallengeIn,
     ChallengeOut,
@@ -41,12 +44,12 @@ _ERRORS = {
 }
 
 
-def client_ip(request) -> str | None:
+def client_ip(request: HttpRequest) -> str | None:
     """The client's address: the TCP peer, or the client behind a trusted proxy."""
     return request_client_ip(request)
 
 
-def client_port(request) -> int | None:
+def client_port(request: HttpRequest) -> int | None:
     try:
         port = int(request.META.get("REMOTE_PORT") or 0)
     except ValueError:
@@ -63,7 +66,7 @@ def _check_auth_rate(ip: str | None, peer_id: str) -> None:
         check_rate("auth_peer", f"{ip}/{peer_id}", what="for this peer id from this address")
 
 
-def _peer_out(node: Node) -> dict:
+def _peer_out(node: Node) -> dict[str, Any]:
     return {
         "peer_id": node.peer_id,
         "name": node.name,
@@ -79,7 +82,7 @@ def _peer_out(node: Node) -> dict:
 
 
 @router.post("/enroll", response={201: EnrollOut, **_ERRORS}, auth=None, tags=["enrollment"])
-def enroll(request, payload: EnrollIn):
+def enroll(request: HttpRequest, payload: EnrollIn) -> Status[dict[str, Any]]:
     """Spend an enrollment token: the node gets an overlay IP and a CA-signed certificate."""
     ip = client_ip(request)
     check_rate("enroll", ip)
@@ -104,7 +107,7 @@ def enroll(request, payload: EnrollIn):
 
 
 @router.post("/auth/challenge", response={200: ChallengeOut, **_ERRORS}, auth=None, tags=["auth"])
-def auth_challenge(request, payload: ChallengeIn):
+def auth_challenge(request: HttpRequest, payload: ChallengeIn) -> dict[str, Any]:
     """A 32-byte challenge for this peer, valid 60 s, single use."""
     ip = client_ip(request)
     _check_auth_rate(ip, payload.peer_id)
@@ -113,7 +116,7 @@ def auth_challenge(request, payload: ChallengeIn):
 
 
 @router.post("/auth/verify", response={200: VerifyOut, **_ERRORS}, auth=None, tags=["auth"])
-def auth_verify(request, payload: VerifyIn):
+def auth_verify(request: HttpRequest, payload: VerifyIn) -> dict[str, Any]:
     """Check the ML-DSA-87 signature (context shadowmesh/auth/v1) and open a session."""
     ip = client_ip(request)
     _check_auth_rate(ip, payload.peer_id)
@@ -124,10 +127,10 @@ def auth_verify(request, payload: VerifyIn):
 
 
 @router.post("/peers/register", response={200: PeerOut, **_ERRORS}, auth=node_session, tags=["discovery"])
-def register_peer(request, payload: RegisterIn):
+def register_peer(request: HttpRequest, payload: RegisterIn) -> dict[str, Any]:
     """Store the calling node's own endpoint record (TTL 24 h)."""
     node = peers.register_peer(
-        request.auth,
+        request_node(request),
         ip=payload.ip,
         port=payload.port,
         udp_port=payload.udp_port,
@@ -139,6 +142,6 @@ def register_peer(request, payload: RegisterIn):
 
 
 @router.get("/peers/{peer_id}", response={200: PeerOut, **_ERRORS}, auth=node_session, tags=["discovery"])
-def lookup_peer(request, peer_id: str):
+def lookup_peer(request: HttpRequest, peer_id: str) -> dict[str, Any]:
     """The live record of a peer in the caller's network; 404 when absent or expired."""
-    return _peer_out(peers.lookup_peer(request.auth, peer_id))
+    return _peer_out(peers.lookup_peer(request_node(request), peer_id))

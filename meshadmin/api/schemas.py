@@ -43,8 +43,10 @@ __all__ = [
     "LinkPointOut",
     "LinkSeriesOut",
     "LinksOut",
+    "JsonInt",
     "PeerOut",
     "RegisterIn",
+    "Request",
     "VerifyIn",
     "VerifyOut",
     "b64",
@@ -94,6 +96,9 @@ def b64(data: bytes) -> str:
 
 class _Request(Schema):
     model_config = ConfigDict(extra="forbid")
+
+
+Request = _Request  # the base of every request body: unknown fields are refused
 
 
 class ErrorOut(Schema):
