@@ -54,7 +54,7 @@ def test_durations_parse(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "1", "h", "0h", "-1h", "1y", "1.5h", "1 h"])
+@pytest.mark.parametrize("text", ["", "1", "h", "0h", "-1h", "1y", "1.5h", "1 h", "99999999w", "\u0661h"])
 def test_bad_durations_are_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)

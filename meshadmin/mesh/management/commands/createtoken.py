@@ -8,28 +8,17 @@ not exist yet is created (and said so on stderr).
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
-
 from django.core.management.base import BaseCommand, CommandError
 
 from meshadmin.mesh.constants import DEFAULT_NETWORK_NAME
+from meshadmin.mesh.durations import parse_duration
 from meshadmin.mesh.models import Tag
 from meshadmin.mesh.services import ServiceError
 from meshadmin.mesh.services.networks import get_or_create_network
 from meshadmin.mesh.services.policies import clean_name, ensure_tags
 from meshadmin.mesh.services.tokens import create_token
 
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30m', '1h', '7d' -> timedelta; anything else is an error."""
-    match = _DURATION.match(text.strip().lower())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is not a duration like 30m, 1h or 7d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+__all__ = ["Command", "parse_duration"]
 
 
 class Command(BaseCommand):
