@@ -11,6 +11,7 @@ from meshadmin.mesh.models import Network, Node
 from meshadmin.mesh.services.errors import ServiceError
 
 __all__ = [
+    "ApiKeyCreateForm",
     "AuditFilterForm",
     "DnsSuffixForm",
     "GroupForm",
@@ -131,6 +132,32 @@ class AuditFilterForm(forms.Form):
     action = forms.ChoiceField(required=False, choices=[("", "any type"), *AuditAction.choices])
     since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
+
+
+API_KEY_EXPIRY_CHOICES = [
+    ("30d", "30 days"),
+    ("90d", "90 days"),
+    ("365d", "1 year"),
+    ("never", "never"),
+]
+API_KEY_EXPIRY = {
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+    "365d": timedelta(days=365),
+    "never": None,
+}
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=63, strip=True, help_text="What the key is for, like ci-deploy.")
+    read_only = forms.BooleanField(
+        required=False, label="Read-only",
+        help_text="The key may only read (GET); every write is refused with 403.",
+    )
+    expires = forms.ChoiceField(choices=API_KEY_EXPIRY_CHOICES, initial="90d")
+
+    def ttl(self) -> timedelta | None:
+        return API_KEY_EXPIRY[self.cleaned_data["expires"]]
 
 
 # --------------------------------------------------------------------------- access policy

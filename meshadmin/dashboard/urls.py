@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import policy_views, views
+from . import apikeys, policy_views, views
 
 app_name = "dashboard"
 
@@ -40,4 +40,7 @@ urlpatterns = [
     path("policy/groups/<int:pk>/", policy_views.group_edit, name="group_edit"),
     path("policy/groups/<int:pk>/delete", policy_views.group_delete, name="group_delete"),
     path("audit/", views.audit, name="audit"),
+    path("apikeys/", apikeys.apikeys, name="apikeys"),
+    path("apikeys/new", apikeys.apikey_create, name="apikey_create"),
+    path("apikeys/<int:pk>/revoke", apikeys.apikey_revoke, name="apikey_revoke"),
 ]

@@ -5,7 +5,17 @@ from django.test import Client
 from django.urls import reverse
 
 from meshadmin.mesh.choices import NodeStatus
-from meshadmin.mesh.models import AccessRule, AuditEvent, EnrollmentToken, Group, Network, Node, Route, Tag
+from meshadmin.mesh.models import (
+    AccessRule,
+    ApiKey,
+    AuditEvent,
+    EnrollmentToken,
+    Group,
+    Network,
+    Node,
+    Route,
+    Tag,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -27,10 +37,12 @@ def read_pages(mesh):
         "/policy/",
         f"/nodes/{pid}/reach",
         "/audit/",
+        "/apikeys/",
+        "/apikeys/new",
     ]
 
 
-def write_requests(mesh, route, token, rule):
+def write_requests(mesh, route, token, rule, apikey):
     pid = mesh["belgium"].peer_id
     return [
         ("/policy/default", {"default": "deny"}),
@@ -50,6 +62,8 @@ def write_requests(mesh, route, token, rule):
         ("/routes/new", {"via": mesh["uk"].pk, "prefix": "192.168.7.0/24"}),
         (f"/routes/{route.pk}/approve", {}),
         (f"/routes/{route.pk}/reject", {}),
+        ("/apikeys/new", {"name": "ci", "expires": "30d"}),
+        (f"/apikeys/{apikey.pk}/revoke", {}),
     ]
 
 
@@ -58,6 +72,13 @@ def route(mesh):
     from meshadmin.mesh.services.routes import create_route
 
     return create_route(mesh["uk"], "192.168.50.0/24")
+
+
+@pytest.fixture
+def apikey(db):
+    from meshadmin.mesh.services.apikeys import create_api_key
+
+    return create_api_key("ci")[0]
 
 
 @pytest.fixture
@@ -86,10 +107,10 @@ def test_every_dashboard_page_sends_anonymous_visitors_to_login(mesh):
         assert response["Location"].startswith(reverse("dashboard:login")), path
 
 
-def test_anonymous_writes_change_nothing(csrf_post, mesh, route, token, rule):
+def test_anonymous_writes_change_nothing(csrf_post, mesh, route, token, rule, apikey):
     client = Client()
     before = AuditEvent.objects.count()
-    for path, data in write_requests(mesh, route, token, rule):
+    for path, data in write_requests(mesh, route, token, rule, apikey):
         response = csrf_post(client, path, data)
         assert response.status_code == 302 and "/login/" in response["Location"], path
     assert AuditEvent.objects.count() == before
@@ -100,10 +121,11 @@ def test_a_viewer_reads_every_page(viewer, mesh):
         assert viewer.get(path).status_code == 200, path
 
 
-def test_a_viewer_gets_403_for_every_write_and_nothing_changes(csrf_post, viewer, mesh, route, token, rule):
+def test_a_viewer_gets_403_for_every_write_and_nothing_changes(csrf_post, viewer, mesh, route, token, rule,
+                                                              apikey):
     before = AuditEvent.objects.count()
     tokens_before = EnrollmentToken.objects.count()
-    for path, data in write_requests(mesh, route, token, rule):
+    for path, data in write_requests(mesh, route, token, rule, apikey):
         assert csrf_post(viewer, path, data).status_code == 403, path
     assert AuditEvent.objects.count() == before
     belgium = Node.objects.get(pk=mesh["belgium"].pk)
@@ -115,6 +137,7 @@ def test_a_viewer_gets_403_for_every_write_and_nothing_changes(csrf_post, viewer
     assert [(r.pk, r.protocol) for r in AccessRule.objects.all()] == [(rule.pk, "tcp")]
     assert list(Tag.objects.values_list("name", flat=True)) == ["web"] and not Group.objects.exists()
     assert not belgium.tags.exists()
+    assert ApiKey.objects.get().revoked_at is None and ApiKey.objects.count() == 1
 
 
 def test_a_viewer_sees_no_admin_controls(viewer, mesh):
@@ -127,11 +150,11 @@ def test_a_viewer_sees_no_admin_controls(viewer, mesh):
 
 
 def test_an_account_that_is_neither_staff_nor_viewer_gets_403_everywhere(
-    csrf_post, outsider, mesh, route, token, rule
+    csrf_post, outsider, mesh, route, token, rule, apikey
 ):
     for path in read_pages(mesh):
         assert outsider.get(path).status_code == 403, path
-    for path, data in write_requests(mesh, route, token, rule):
+    for path, data in write_requests(mesh, route, token, rule, apikey):
         assert csrf_post(outsider, path, data).status_code == 403, path
 
 
@@ -155,7 +178,7 @@ def test_forms_refuse_a_post_without_the_csrf_token(admin, mesh, token):
 
 def test_every_form_in_the_pages_carries_a_csrf_token(admin, mesh, route):
     pages = ["/", "/nodes/", f"/nodes/{mesh['uk'].peer_id}/", "/tokens/", "/tokens/new", "/routes/",
-             "/policy/", f"/nodes/{mesh['uk'].peer_id}/revoke"]
+             "/policy/", f"/nodes/{mesh['uk'].peer_id}/revoke", "/apikeys/new"]
     for path in pages:
         html = admin.get(path).content.decode()
         posts = html.count('method="post"')
