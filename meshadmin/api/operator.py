@@ -3,9 +3,9 @@ key (auth.OperatorKeyAuth; docs/api.md).
 
 Each write calls the service the dashboard calls (meshadmin/mesh/services/), so it is audited the
 same way (actor `apikey:<prefix>`) and pushed to the nodes the same way. Endpoints parse, call and
-serialize; none writes a row itself. An unknown id in the path is 404; an unknown id in a body or a
-bad value is 400 naming the field; a write that would change nothing or that the mesh refuses is
-409."""
+serialize; none writes a row itself. A malformed value is 400 naming the field; a well-formed id or
+name that names nothing is 404 (in a body too, the detail naming the field: the request was valid,
+its object is absent); a write that would change nothing or that the mesh refuses is 409."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ninja import Path, Query, Router, Status
 from meshadmin.mesh.choices import NodeStatus
 from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
 from meshadmin.mesh.services.common import apikey_actor
-from meshadmin.mesh.services.errors import Conflict, InvalidInput, NotFound
+from meshadmin.mesh.services.errors import Conflict, NotFound
 from meshadmin.mesh.services.networks import get_or_create_network
 from meshadmin.mesh.services.nodes import delete_node, rename_node, revoke_node
 from meshadmin.mesh.services.routes import approve_route, create_route, delete_route, set_routes
@@ -217,7 +217,7 @@ def post_token(request: HttpRequest, payload: TokenCreateIn) -> Status[Json]:
     else:
         found = Network.objects.filter(name=payload.network).first()
         if found is None:
-            raise InvalidInput("network: no such network")
+            raise NotFound("network: no such network")
         network = found
     token, plaintext = create_token(network, uses=payload.uses, ttl=timedelta(seconds=payload.expires_in),
                                     is_public=payload.is_public, actor=actor)
@@ -276,7 +276,7 @@ def post_route(request: HttpRequest, payload: RouteCreateIn) -> Status[Json]:
     """Add a subnet route through a node, pending unless `approved`."""
     via = Node.objects.select_related("network").filter(peer_id=payload.via).first()
     if via is None:
-        raise InvalidInput("via: no such node")
+        raise NotFound("via: no such node")
     route = create_route(via, payload.prefix, approved=payload.approved, actor=_actor(request))
     return Status(201, _route_out(route, via))
 
