@@ -42,7 +42,7 @@ from .operator_schemas import (
 )
 from .schemas import ErrorOut
 
-__all__ = ["router"]
+__all__ = ["PeerIdPath", "find_network", "find_node", "key_actor", "router"]
 
 router = Router(auth=OperatorKeyAuth())
 
@@ -53,11 +53,11 @@ PeerIdPath = Path(..., pattern=PEER_ID_PATTERN, description="the node's peer id"
 Json = dict[str, Any]
 
 
-def _actor(request: HttpRequest) -> str:
+def key_actor(request: HttpRequest) -> str:
     return apikey_actor(request_key(request))
 
 
-def _network(name: str | None) -> Network | None:
+def find_network(name: str | None) -> Network | None:
     if name is None:
         return None
     network = Network.objects.filter(name=name).first()
@@ -80,7 +80,7 @@ def list_networks(request: HttpRequest) -> list[Json]:
 # --------------------------------------------------------------------------- nodes
 
 
-def _node(peer_id: str) -> Node:
+def find_node(peer_id: str) -> Node:
     node = Node.objects.select_related("network").filter(peer_id=peer_id).first()
     if node is None:
         raise NotFound("no such node")
@@ -123,7 +123,7 @@ def list_nodes(
 ) -> list[Json]:
     """Every node (of one network, in one state), by name."""
     rows: QuerySet[Node] = Node.objects.select_related("network").order_by("network__name", "name", "peer_id")
-    net = _network(network)
+    net = find_network(network)
     if net is not None:
         rows = rows.filter(network=net)
     if status is not None:
@@ -133,30 +133,30 @@ def list_nodes(
 
 @router.get("/nodes/{peer_id}", response={200: NodeOut, **_READ_ERRORS}, tags=["nodes"])
 def get_node(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
-    return _node_out(_node(peer_id))
+    return _node_out(find_node(peer_id))
 
 
 @router.patch("/nodes/{peer_id}", response={200: NodeOut, **_WRITE_ERRORS}, tags=["nodes"])
 def update_node(request: HttpRequest, payload: NodePatchIn, peer_id: str = PeerIdPath) -> Json:
     """Rename a node (its peers see the new name with their next netmap)."""
-    node = _node(peer_id)
+    node = find_node(peer_id)
     if payload.name is not None:
-        rename_node(node, payload.name, actor=_actor(request))
+        rename_node(node, payload.name, actor=key_actor(request))
     return _node_out(node)
 
 
 @router.post("/nodes/{peer_id}/revoke", response={200: NodeOut, **_WRITE_ERRORS}, tags=["nodes"])
 def revoke(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
     """Revoke a node for good: its key is blocked, its address freed, every peer drops it."""
-    node = _node(peer_id)
-    revoke_node(node, actor=_actor(request))
+    node = find_node(peer_id)
+    revoke_node(node, actor=key_actor(request))
     return _node_out(node)
 
 
 @router.delete("/nodes/{peer_id}", response={204: None, **_WRITE_ERRORS}, tags=["nodes"])
 def delete(request: HttpRequest, peer_id: str = PeerIdPath) -> Status[None]:
     """Delete an active node's record (its key may enroll again); a revoked node stays (409)."""
-    delete_node(_node(peer_id), actor=_actor(request))
+    delete_node(find_node(peer_id), actor=key_actor(request))
     return Status(204, None)
 
 
@@ -164,8 +164,8 @@ def delete(request: HttpRequest, peer_id: str = PeerIdPath) -> Status[None]:
             tags=["nodes", "routes"])
 def put_node_routes(request: HttpRequest, payload: RoutesSetIn, peer_id: str = PeerIdPath) -> list[Json]:
     """Set the subnet routes through a node: after the call they are exactly `prefixes`."""
-    node = _node(peer_id)
-    routes = set_routes(node, list(payload.prefixes), approved=payload.approved, actor=_actor(request))
+    node = find_node(peer_id)
+    routes = set_routes(node, list(payload.prefixes), approved=payload.approved, actor=key_actor(request))
     return [_route_out(r, node) for r in routes]
 
 
@@ -197,7 +197,7 @@ def list_tokens(
     now = timezone.now()
     rows: QuerySet[EnrollmentToken] = (
         EnrollmentToken.objects.select_related("network").order_by("-created_at", "-id"))
-    net = _network(network)
+    net = find_network(network)
     if net is not None:
         rows = rows.filter(network=net)
     usable = Q(revoked_at=None, uses_left__gt=0, expires_at__gt=now)
@@ -211,7 +211,7 @@ def list_tokens(
 @router.post("/tokens", response={201: TokenCreatedOut, **_WRITE_ERRORS}, tags=["tokens"])
 def post_token(request: HttpRequest, payload: TokenCreateIn) -> Status[Json]:
     """Create an enrollment token. The response holds the token itself, this once."""
-    actor = _actor(request)
+    actor = key_actor(request)
     if payload.network is None:
         network = get_or_create_network(actor=actor)
     else:
@@ -232,7 +232,7 @@ def post_token_revoke(request: HttpRequest, token_id: int = Path(..., ge=1, le=2
         raise NotFound("no such token")
     if token.revoked_at is not None:
         raise Conflict(f"token {token.prefix}… is already revoked")
-    return _token_out(revoke_token(token, actor=_actor(request)), timezone.now())
+    return _token_out(revoke_token(token, actor=key_actor(request)), timezone.now())
 
 
 # --------------------------------------------------------------------------- routes
@@ -263,7 +263,7 @@ def list_routes(
     """Every route (subnet routes and exit nodes' default routes), pending ones first."""
     rows: QuerySet[Route] = Route.objects.select_related("via", "via__network").order_by(
         "approved", "network__name", "prefix", "id")
-    net = _network(network)
+    net = find_network(network)
     if net is not None:
         rows = rows.filter(network=net)
     if approved is not None:
@@ -277,7 +277,7 @@ def post_route(request: HttpRequest, payload: RouteCreateIn) -> Status[Json]:
     via = Node.objects.select_related("network").filter(peer_id=payload.via).first()
     if via is None:
         raise NotFound("via: no such node")
-    route = create_route(via, payload.prefix, approved=payload.approved, actor=_actor(request))
+    route = create_route(via, payload.prefix, approved=payload.approved, actor=key_actor(request))
     return Status(201, _route_out(route, via))
 
 
@@ -287,11 +287,11 @@ def post_route_approve(request: HttpRequest, route_id: int = RouteIdPath) -> Jso
     route = _route(route_id)
     if route.approved:
         raise Conflict(f"{route.prefix} via {route.via.name} is already approved")
-    return _route_out(approve_route(route, actor=_actor(request)), route.via)
+    return _route_out(approve_route(route, actor=key_actor(request)), route.via)
 
 
 @router.delete("/routes/{route_id}", response={204: None, **_WRITE_ERRORS}, tags=["routes"])
 def delete_route_op(request: HttpRequest, route_id: int = RouteIdPath) -> Status[None]:
     """Remove a route (pending or approved)."""
-    delete_route(_route(route_id), actor=_actor(request))
+    delete_route(_route(route_id), actor=key_actor(request))
     return Status(204, None)
