@@ -22,6 +22,7 @@ from meshadmin.telemetry.api import router as telemetry_router
 from .auth import BearerRefused
 from .endpoints import router
 from .operator import router as operator_router
+from .operator_exits import router as exits_router
 
 __all__ = ["api"]
 
@@ -89,4 +90,5 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 api.add_router("/", router)
 api.add_router("/", operator_router)
+api.add_router("/", exits_router)
 api.add_router("/telemetry/", telemetry_router)

@@ -21,6 +21,7 @@ from meshadmin.mesh.choices import NodeStatus
 from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
 from meshadmin.mesh.services.common import apikey_actor
 from meshadmin.mesh.services.errors import Conflict, NotFound
+from meshadmin.mesh.services.exits import EXIT_PREFIXES, select_exit_node
 from meshadmin.mesh.services.networks import get_or_create_network
 from meshadmin.mesh.services.nodes import delete_node, rename_node, revoke_node
 from meshadmin.mesh.services.routes import approve_route, create_route, delete_route, set_routes
@@ -42,7 +43,7 @@ from .operator_schemas import (
 )
 from .schemas import ErrorOut
 
-__all__ = ["PeerIdPath", "find_network", "find_node", "key_actor", "router"]
+__all__ = ["PeerIdPath", "exit_offer", "find_network", "find_node", "key_actor", "router"]
 
 router = Router(auth=OperatorKeyAuth())
 
@@ -87,12 +88,25 @@ def find_node(peer_id: str) -> Node:
     return node
 
 
+def exit_offer(approvals: list[bool]) -> str:
+    """A node's exit-node state from the approvals of its default routes (services/exits.py)."""
+    if not approvals:
+        return "none"
+    return "approved" if all(approvals) else "pending"
+
+
 def _nodes_out(nodes: list[Node], now: datetime) -> list[Json]:
     presence = telemetry.presence([n.peer_id for n in nodes])
     routes: dict[int, list[Json]] = {}
+    offers: dict[int, list[bool]] = {}
     for route in Route.objects.filter(via__in=[n.pk for n in nodes]).order_by("prefix"):
-        routes.setdefault(route.via_id, []).append(
-            {"id": route.pk, "prefix": route.prefix, "approved": route.approved})
+        if route.prefix in EXIT_PREFIXES:
+            offers.setdefault(route.via_id, []).append(route.approved)
+        else:
+            routes.setdefault(route.via_id, []).append(
+                {"id": route.pk, "prefix": route.prefix, "approved": route.approved})
+    exits = dict(Node.objects.filter(pk__in={n.use_exit_id for n in nodes if n.use_exit_id is not None})
+                 .values_list("pk", "peer_id"))
     out = []
     for n in nodes:
         seen = presence.get(n.peer_id, telemetry.OFFLINE)
@@ -107,6 +121,8 @@ def _nodes_out(nodes: list[Node], now: datetime) -> list[Json]:
             "endpoint": {"ip": n.endpoint_ip, "port": n.control_port, "udp_port": n.udp_port,
                          "is_public": n.advertised_public} if live else None,
             "routes": routes.get(n.pk, []),
+            "exit_node": exit_offer(offers.get(n.pk, [])),
+            "use_exit": exits.get(n.use_exit_id) if n.use_exit_id is not None else None,
         })
     return out
 
@@ -138,10 +154,18 @@ def get_node(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
 
 @router.patch("/nodes/{peer_id}", response={200: NodeOut, **_WRITE_ERRORS}, tags=["nodes"])
 def update_node(request: HttpRequest, payload: NodePatchIn, peer_id: str = PeerIdPath) -> Json:
-    """Rename a node (its peers see the new name with their next netmap)."""
+    """Rename a node (its peers see the new name with their next netmap), and choose the exit node
+    it sends its internet traffic through (`exit_node`: a peer id, or null for none)."""
     node = find_node(peer_id)
+    exit_node: Node | None = None
+    if payload.exit_node is not None:
+        exit_node = Node.objects.filter(peer_id=payload.exit_node).first()
+        if exit_node is None:
+            raise NotFound("exit_node: no such node")
     if payload.name is not None:
         rename_node(node, payload.name, actor=key_actor(request))
+    if "exit_node" in payload.model_fields_set:
+        select_exit_node(node, exit_node, actor=key_actor(request))
     return _node_out(node)
 
 

@@ -18,7 +18,8 @@ from meshadmin.mesh.services.tokens import MAX_TOKEN_TTL, MAX_TOKEN_USES
 from .schemas import JsonInt, Request
 
 __all__ = [
-    "PEER_ID_PATTERN", "EndpointOut", "NetworkOut", "NodeOut", "NodePatchIn", "NodeRouteOut", "RouteCreateIn",
+    "PEER_ID_PATTERN", "EndpointOut", "ExitNodeOut", "ExitOfferIn", "NetworkOut",
+    "NodeOut", "NodePatchIn", "NodeRouteOut", "RouteCreateIn",
     "RouteOut", "RoutesSetIn", "TokenCreateIn", "TokenCreatedOut", "TokenOut",
 ]
 
@@ -75,11 +76,30 @@ class NodeOut(Schema):
     certificate_expires_at: datetime | None
     endpoint: EndpointOut | None = Field(description="the discovery record, while it is live")
     routes: list[NodeRouteOut] = Field(description="subnets reachable through this node")
+    exit_node: Literal["none", "pending", "approved"] = Field(
+        description="whether the node offers itself as an exit node, and whether that is approved")
+    use_exit: str | None = Field(description="the peer id of the exit node an operator chose for this node")
 
 
 class NodePatchIn(Request):
     name: Label | None = Field(
         default=None, description="a new name; the certificate keeps the old one until renewed")
+    exit_node: PeerId | None = Field(default=None, description=(
+        "the peer id of an exit node of the network for this node's internet traffic; null: none "
+        "(absent: unchanged)"))
+
+
+class ExitNodeOut(Schema):
+    peer_id: str
+    name: str
+    network: str
+    state: Literal["none", "pending", "approved"] = Field(
+        description="pending: offered, waiting for approval; approved: nodes may use it")
+    used_by: list[str] = Field(description="peer ids of the nodes an operator pointed at it")
+
+
+class ExitOfferIn(Request):
+    approved: StrictBool = Field(default=False, description="approve the offer at once")
 
 
 class RoutesSetIn(Request):

@@ -34,7 +34,7 @@ def test_every_curl_example_calls_a_documented_operation(client):
         method = re.search(r"-X (\w+)", command)
         url = re.search(r'\$SHADOWMESH_URL(/api/[^"?\s]*)', command)
         assert url, command
-        path = re.sub(r"\$(PEER_ID|TOKEN_ID|ROUTE_ID)", "X", url.group(1))
+        path = re.sub(r"\$(PEER_ID|EXIT_ID|TOKEN_ID|ROUTE_ID)", "X", url.group(1))
         assert ((method.group(1) if method else "GET"), path) in in_schema, command
         calls += 1
     assert calls >= 12
