@@ -50,6 +50,7 @@ class LiveApi:
     bearer: str  # an enrolled node's session token
     session_cookie: str  # a staff operator's sessionid
     peer_id: str  # the enrolled node
+    api_key: str  # an operator API key, read-write (manage.py createapikey)
 
 
 def _free_port() -> int:
@@ -81,6 +82,7 @@ def live_api(data_dir: Path) -> Iterator[LiveApi]:
     _manage(env, "manage.py", "migrate", "-v0")
     token = _manage(env, "manage.py", "createtoken", "--uses", "1").strip().splitlines()[-1]
     cookie = _manage(env, "-c", SIGN_IN).strip().splitlines()[-1]
+    api_key = _manage(env, "manage.py", "createapikey", "--name", "contract").strip().splitlines()[-1]
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "meshadmin.asgi:application"],
@@ -103,7 +105,7 @@ def live_api(data_dir: Path) -> Iterator[LiveApi]:
         challenge = base64.b64decode(_post(base, "/api/auth/challenge", {"peer_id": pid})["challenge"])
         session = _post(base, "/api/auth/verify", {"peer_id": pid, "challenge": _b64(challenge),
                                                    "signature": _b64(key.sign(challenge, CONTEXT_AUTH))})
-        yield LiveApi(base, session["session_token"], cookie, pid)
+        yield LiveApi(base, session["session_token"], cookie, pid, api_key)
     finally:
         proc.terminate()
         try:

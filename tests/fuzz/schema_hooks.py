@@ -40,6 +40,17 @@ ENDPOINT_IP = st.one_of(
 PORT = st.integers(1, 65535)
 
 
+def _prefix(ip, length: int) -> str:
+    """The network of `ip` with `length` bits: no host bits set, never a default route (/0)."""
+    return str(ipaddress.ip_network(f"{ip}/{length}", strict=False))
+
+
+PREFIX = st.one_of(
+    st.builds(_prefix, st.ip_addresses(v=4), st.integers(1, 32)),
+    st.builds(_prefix, st.ip_addresses(v=6), st.integers(1, 128)),
+)
+
+
 def _endpoint(ip, port: int) -> str:
     return f"[{ip}]:{port}" if isinstance(ip, ipaddress.IPv6Address) else f"{ip}:{port}"
 
@@ -48,3 +59,4 @@ schemathesis.openapi.format("shadowmesh-label", LABEL)
 schemathesis.openapi.format("shadowmesh-public-key", PUBLIC_KEY)
 schemathesis.openapi.format("shadowmesh-endpoint-ip", ENDPOINT_IP.map(str))
 schemathesis.openapi.format("shadowmesh-endpoint", st.builds(_endpoint, ENDPOINT_IP, PORT))
+schemathesis.openapi.format("shadowmesh-prefix", PREFIX)
