@@ -23,6 +23,7 @@ from .auth import BearerRefused
 from .endpoints import router
 from .operator import router as operator_router
 from .operator_exits import router as exits_router
+from .operator_policy import router as policy_router
 
 __all__ = ["api"]
 
@@ -91,4 +92,5 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 api.add_router("/", router)
 api.add_router("/", operator_router)
 api.add_router("/", exits_router)
+api.add_router("/", policy_router)
 api.add_router("/telemetry/", telemetry_router)

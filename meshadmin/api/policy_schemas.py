@@ -1,0 +1,130 @@
+"""Bodies of the access-policy operations (meshadmin/api/operator_policy.py; docs/policy.md says
+what tags, groups, rules and the default mean). Requests forbid unknown fields.
+
+Selectors are "*", "tag:NAME", "group:NAME" (rules only) or "node:NAME"/"node:PEER_ID"; the names
+must exist in the network (services/policies.py checks them, naming the field). Ports are text like
+"22, 8000-8080" ("" or absent: every port; tcp and udp only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from ninja import Schema
+from pydantic import Field, StrictStr
+
+from .schemas import JsonInt, Request
+
+__all__ = [
+    "NAME_PATTERN", "GroupIn", "GroupOut", "GroupPatchIn", "NodeTagsIn", "PolicyDefaultIn", "ReachOut",
+    "RuleIn", "RuleMoveIn", "RuleOut", "RulePatchIn", "TagIn", "TagOut",
+]
+
+NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$"
+SELECTOR_PATTERN = (r"^(\*|tag:[a-z0-9][a-z0-9_-]{0,62}|group:[a-z0-9][a-z0-9_-]{0,62}"
+                    r"|node:[^\x00-\x1f,]{1,63})$")
+MAX_SELECTORS = 200
+
+Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN, description=(
+    "lowercase letters, digits, '-' and '_', 1..63, starting with a letter or digit"))]
+NetworkName = Annotated[StrictStr, Field(min_length=1, max_length=63, description="an existing network")]
+Selector = Annotated[StrictStr, Field(pattern=SELECTOR_PATTERN, description=(
+    "*, tag:NAME, group:NAME or node:NAME (or node:PEER_ID); the name must exist in the network"))]
+Description = Annotated[StrictStr, Field(max_length=200, description="at most 200 characters, no control "
+                                                                      "characters")]
+Protocol = Literal["any", "tcp", "udp", "icmp"]
+Ports = Annotated[StrictStr, Field(max_length=1000, description=(
+    "tcp and udp only: ports and ranges like '22, 8000-8080'; empty: every port"))]
+
+
+class TagOut(Schema):
+    id: int
+    network: str
+    name: str
+    description: str
+    nodes: list[str] = Field(description="peer ids of the nodes that carry it")
+
+
+class TagIn(Request):
+    network: NetworkName = "default"
+    name: Name
+    description: Description = ""
+
+
+class NodeTagsIn(Request):
+    tags: list[Name] = Field(max_length=MAX_SELECTORS, description="the tags the node carries after the call")
+
+
+class GroupOut(Schema):
+    id: int
+    network: str
+    name: str
+    description: str
+    members: list[str] = Field(description="selectors: *, tag:NAME or node:PEER_ID")
+
+
+class GroupIn(Request):
+    network: NetworkName = "default"
+    name: Name
+    members: list[Selector] = Field(default_factory=list, max_length=MAX_SELECTORS)
+    description: Description = ""
+
+
+class GroupPatchIn(Request):
+    members: list[Selector] | None = Field(default=None, max_length=MAX_SELECTORS)
+    description: Description | None = None
+
+
+class RuleOut(Schema):
+    id: int
+    network: str
+    position: int = Field(description="1-based; order is for people: rules only allow")
+    sources: list[str]
+    destinations: list[str]
+    protocol: Protocol
+    ports: str = Field(description="'' = every port")
+    description: str
+
+
+class RuleIn(Request):
+    network: NetworkName = "default"
+    sources: list[Selector] = Field(min_length=1, max_length=MAX_SELECTORS)
+    destinations: list[Selector] = Field(min_length=1, max_length=MAX_SELECTORS)
+    protocol: Protocol = "any"
+    ports: Ports = ""
+    description: Description = ""
+    position: JsonInt | None = Field(default=None, ge=1, le=1_000_000, description="absent: at the end")
+
+
+class RulePatchIn(Request):
+    sources: list[Selector] | None = Field(default=None, min_length=1, max_length=MAX_SELECTORS)
+    destinations: list[Selector] | None = Field(default=None, min_length=1, max_length=MAX_SELECTORS)
+    protocol: Protocol | None = None
+    ports: Ports | None = None
+    description: Description | None = None
+
+
+class RuleMoveIn(Request):
+    position: JsonInt = Field(ge=1, le=1_000_000, description="1-based; past the end: the end")
+
+
+class PolicyDefaultIn(Request):
+    default: Literal["allow", "deny"]
+
+
+class _Allowed(Schema):
+    protocol: str
+    ports: str
+
+
+class _Reach(Schema):
+    peer_id: str
+    name: str
+    everything: bool
+    allowed: list[_Allowed]
+
+
+class ReachOut(Schema):
+    node: str
+    isolated: bool = Field(description="the node filters what it receives")
+    reached_by: list[_Reach]
+    reaches: list[_Reach]
