@@ -5,6 +5,9 @@ to the nodes whose maps it changes."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db.models import Prefetch
@@ -13,7 +16,7 @@ from ninja import Path, Router, Status
 
 from meshadmin.mesh.models import AccessRule, Group, Network, Node, Tag
 from meshadmin.mesh.services import policies
-from meshadmin.mesh.services.errors import NotFound
+from meshadmin.mesh.services.errors import Conflict, InvalidInput, NotFound
 from nodeagent.protocol.policy import format_ports
 
 from .auth import OperatorKeyAuth
@@ -42,6 +45,22 @@ _READ_ERRORS: dict[int, type[ErrorOut]] = {400: ErrorOut, 401: ErrorOut, 404: Er
 _WRITE_ERRORS: dict[int, type[ErrorOut]] = {**_READ_ERRORS, 403: ErrorOut, 409: ErrorOut}
 IdPath = Path(..., ge=1, le=2**63 - 1)
 Json = dict[str, Any]
+
+
+_ABSENT = re.compile(r"^\w+: no (tag|group|node|active node) (named|with peer id) ")
+
+
+@contextmanager
+def _absent_is_409() -> Iterator[None]:
+    """A well-formed selector or tag name that names nothing in the network is 409, the detail
+    naming the field: the request is valid, and conflicts with what the network holds now (not
+    404, which would say the rule or group itself is gone)."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if _ABSENT.match(exc.detail):
+            raise Conflict(exc.detail) from None
+        raise
 
 
 def _network(name: str, field: str = "network") -> Network:
@@ -97,7 +116,8 @@ def delete_tag(request: HttpRequest, tag_id: int = IdPath) -> Status[None]:
 @router.put("/nodes/{peer_id}/tags", response={200: list[str], **_WRITE_ERRORS}, tags=["nodes"])
 def put_node_tags(request: HttpRequest, payload: NodeTagsIn, peer_id: str = PeerIdPath) -> list[str]:
     """Set the tags a node carries (each must exist in its network); the node's tags after the call."""
-    node = policies.set_node_tags(find_node(peer_id), list(payload.tags), actor=key_actor(request))
+    with _absent_is_409():
+        node = policies.set_node_tags(find_node(peer_id), list(payload.tags), actor=key_actor(request))
     return sorted(node.tags.values_list("name", flat=True))
 
 
@@ -133,17 +153,19 @@ def list_groups(request: HttpRequest, network: str | None = None) -> list[Json]:
 
 @router.post("/groups", response={201: GroupOut, **_WRITE_ERRORS})
 def post_group(request: HttpRequest, payload: GroupIn) -> Status[Json]:
-    group = policies.create_group(_network(payload.network), payload.name, list(payload.members),
-                                  description=payload.description, actor=key_actor(request))
+    with _absent_is_409():
+        group = policies.create_group(_network(payload.network), payload.name, list(payload.members),
+                                      description=payload.description, actor=key_actor(request))
     return Status(201, _group_out(_group(group.pk)))
 
 
 @router.patch("/groups/{group_id}", response={200: GroupOut, **_WRITE_ERRORS})
 def patch_group(request: HttpRequest, payload: GroupPatchIn, group_id: int = IdPath) -> Json:
     """Change a group's members or description (a group keeps its name: rules name it)."""
-    group = policies.update_group(
-        _group(group_id), members=None if payload.members is None else list(payload.members),
-        description=payload.description, actor=key_actor(request))
+    with _absent_is_409():
+        group = policies.update_group(
+            _group(group_id), members=None if payload.members is None else list(payload.members),
+            description=payload.description, actor=key_actor(request))
     return _group_out(group)
 
 
@@ -183,21 +205,23 @@ def list_rules(request: HttpRequest, network: str | None = None) -> list[Json]:
 @router.post("/rules", response={201: RuleOut, **_WRITE_ERRORS})
 def post_rule(request: HttpRequest, payload: RuleIn) -> Status[Json]:
     """Allow traffic from `sources` to `destinations` (protocol, ports); at `position` or the end."""
-    rule = policies.create_rule(
-        _network(payload.network), sources=list(payload.sources), destinations=list(payload.destinations),
-        protocol=payload.protocol, ports=payload.ports, description=payload.description,
-        position=payload.position, actor=key_actor(request))
+    with _absent_is_409():
+        rule = policies.create_rule(
+            _network(payload.network), sources=list(payload.sources), destinations=list(payload.destinations),
+            protocol=payload.protocol, ports=payload.ports, description=payload.description,
+            position=payload.position, actor=key_actor(request))
     return Status(201, _rule_out(_rule(rule.pk)))
 
 
 @router.patch("/rules/{rule_id}", response={200: RuleOut, **_WRITE_ERRORS})
 def patch_rule(request: HttpRequest, payload: RulePatchIn, rule_id: int = IdPath) -> Json:
     """Change what is given; the rest stays."""
-    rule = policies.update_rule(
-        _rule(rule_id), sources=None if payload.sources is None else list(payload.sources),
-        destinations=None if payload.destinations is None else list(payload.destinations),
-        protocol=payload.protocol, ports=payload.ports, description=payload.description,
-        actor=key_actor(request))
+    with _absent_is_409():
+        rule = policies.update_rule(
+            _rule(rule_id), sources=None if payload.sources is None else list(payload.sources),
+            destinations=None if payload.destinations is None else list(payload.destinations),
+            protocol=payload.protocol, ports=payload.ports, description=payload.description,
+            actor=key_actor(request))
     return _rule_out(rule)
 
 

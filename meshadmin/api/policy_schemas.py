@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from ninja import Schema
-from pydantic import Field, StrictStr
+from pydantic import BeforeValidator, Field, StrictInt, StrictStr
 
-from .schemas import JsonInt, Request
+from .schemas import Request, integral
 
 __all__ = [
     "NAME_PATTERN", "GroupIn", "GroupOut", "GroupPatchIn", "NodeTagsIn", "PolicyDefaultIn", "ReachOut",
@@ -29,11 +29,17 @@ Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN, description=(
 NetworkName = Annotated[StrictStr, Field(min_length=1, max_length=63, description="an existing network")]
 Selector = Annotated[StrictStr, Field(pattern=SELECTOR_PATTERN, description=(
     "*, tag:NAME, group:NAME or node:NAME (or node:PEER_ID); the name must exist in the network"))]
-Description = Annotated[StrictStr, Field(max_length=200, description="at most 200 characters, no control "
-                                                                      "characters")]
+MEMBER_PATTERN = r"^(\*|tag:[a-z0-9][a-z0-9_-]{0,62}|node:[^\x00-\x1f,]{1,63})$"
+Member = Annotated[StrictStr, Field(pattern=MEMBER_PATTERN, description=(
+    "*, tag:NAME or node:NAME (or node:PEER_ID): a group holds nodes and tags, not groups"))]
+Position = Annotated[StrictInt, Field(ge=1, le=1_000_000), BeforeValidator(integral)]
+Description = Annotated[StrictStr, Field(max_length=200, pattern=r"^[^\x00-\x1f]*$", description=(
+    "at most 200 characters, no control characters"))]
 Protocol = Literal["any", "tcp", "udp", "icmp"]
-Ports = Annotated[StrictStr, Field(max_length=1000, description=(
-    "tcp and udp only: ports and ranges like '22, 8000-8080'; empty: every port"))]
+Ports = Annotated[StrictStr, Field(max_length=1000, json_schema_extra={"format": "shadowmesh-ports"},
+                                   description=(
+    "tcp and udp only: ports 1..65535 and ranges LO-HI (LO <= HI) separated by commas, like "
+    "'22, 8000-8080'; empty: every port"))]
 
 
 class TagOut(Schema):
@@ -65,12 +71,12 @@ class GroupOut(Schema):
 class GroupIn(Request):
     network: NetworkName = "default"
     name: Name
-    members: list[Selector] = Field(default_factory=list, max_length=MAX_SELECTORS)
+    members: list[Member] = Field(default_factory=list, max_length=MAX_SELECTORS)
     description: Description = ""
 
 
 class GroupPatchIn(Request):
-    members: list[Selector] | None = Field(default=None, max_length=MAX_SELECTORS)
+    members: list[Member] | None = Field(default=None, max_length=MAX_SELECTORS)
     description: Description | None = None
 
 
@@ -92,7 +98,7 @@ class RuleIn(Request):
     protocol: Protocol = "any"
     ports: Ports = ""
     description: Description = ""
-    position: JsonInt | None = Field(default=None, ge=1, le=1_000_000, description="absent: at the end")
+    position: Position | None = Field(default=None, description="1-based; absent or past the end: the end")
 
 
 class RulePatchIn(Request):
@@ -104,7 +110,7 @@ class RulePatchIn(Request):
 
 
 class RuleMoveIn(Request):
-    position: JsonInt = Field(ge=1, le=1_000_000, description="1-based; past the end: the end")
+    position: Position = Field(description="1-based; past the end: the end")
 
 
 class PolicyDefaultIn(Request):

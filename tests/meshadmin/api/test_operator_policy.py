@@ -76,7 +76,7 @@ def test_unknown_networks_tags_and_nodes(op, network, belgium):
     assert op.post("/api/tags", {"network": "nowhere", "name": "x"}).status_code == 404
     assert op.get("/api/tags?network=nowhere").status_code == 404
     response = op.put(f"/api/nodes/{belgium[0].peer_id}/tags", {"tags": ["ghost"]})
-    assert response.status_code == 400 and response.json()["detail"].startswith("tags:")
+    assert response.status_code == 409 and response.json()["detail"].startswith("tags: no tag named 'ghost'")
     assert op.put("/api/nodes/" + "0" * 40 + "/tags", {"tags": []}).status_code == 404
 
 
@@ -105,8 +105,6 @@ def test_rules_are_added_edited_moved_and_deleted(op, rw_key, uk, belgium, heard
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ({"sources": ["tag:ghost"], "destinations": ["*"]}, "sources"),
-    ({"sources": ["*"], "destinations": ["node:nobody"]}, "destinations"),
     ({"sources": ["*"], "destinations": ["*"], "protocol": "icmp", "ports": "22"}, "ports"),
     ({"sources": ["*"], "destinations": ["*"], "protocol": "tcp", "ports": "99999"}, "ports"),
     ({"sources": ["*"], "destinations": ["*"], "protocol": "gre"}, "protocol"),
@@ -121,6 +119,18 @@ def test_bad_rules_are_a_400_naming_the_field_and_change_nothing(op, uk, body, f
     assert response.status_code == 400, response.json()
     assert response.json()["detail"].startswith(f"{field}:"), response.json()
     assert not AccessRule.objects.exists() and Network.objects.get().serial == serial
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"sources": ["tag:ghost"], "destinations": ["*"]}, "sources"),
+    ({"sources": ["*"], "destinations": ["node:nobody"]}, "destinations"),
+    ({"sources": ["group:nobody"], "destinations": ["*"]}, "sources"),
+])
+def test_selectors_that_name_nothing_are_409_naming_the_field(op, uk, body, field):
+    response = op.post("/api/rules", body)
+    assert response.status_code == 409, response.json()
+    assert response.json()["detail"].startswith(f"{field}: no "), response.json()
+    assert not AccessRule.objects.exists()
 
 
 def test_groups_and_their_use_by_rules(op, uk, belgium):
@@ -139,7 +149,7 @@ def test_groups_and_their_use_by_rules(op, uk, belgium):
     assert op.delete(f"/api/groups/{group['id']}").status_code == 204
     assert not Group.objects.exists()
     response = op.post("/api/groups", {"name": "nested", "members": ["group:ops"]})
-    assert response.status_code == 400 and response.json()["detail"].startswith("members:")
+    assert response.status_code == 400 and response.json()["detail"].startswith("members.0:")
 
 
 def test_the_default_and_reachability(op, rw_key, uk, belgium, heard, django_capture_on_commit_callbacks):
