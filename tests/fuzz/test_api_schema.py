@@ -40,7 +40,8 @@ def test_the_api_keeps_every_promise_of_its_schema(tmp_path):
         proc = subprocess.run(
             [str(cli), "--no-color", "--config-file", str(HERE / "schemathesis.toml"), "run",
              f"{api.base}/api/schema", "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", "1",
-             "--workers", "1", "--generation-database", "none", "--include-tag-regex", CONTRACT_TAGS, "--report-dir", str(tmp_path / "report")],
+             "--workers", "1", "--generation-database", "none",
+             "--include-tag-regex", CONTRACT_TAGS, "--report-dir", str(tmp_path / "report")],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-12000:]
