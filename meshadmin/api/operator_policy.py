@@ -1,7 +1,7 @@
 """The access policy in the operator API: tags (and the tags of a node), groups, rules (with their
 order) and a network's default, and who can reach a node (services/policies.py;
-docs/api.md#access-policy). Each write is the service the dashboard's policy editor calls: audited as the key, pushed
-to the nodes whose maps it changes."""
+docs/api.md#access-policy). Each write is the service the dashboard's policy editor calls: audited
+as the key, pushed to the nodes whose maps it changes."""
 
 from __future__ import annotations
 
