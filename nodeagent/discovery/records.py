@@ -20,8 +20,11 @@ Node record (type 1), signed by the node's own key (the key in its certificate):
     ip_version   1   4 or 6
     overlay_ip  4|16 must equal the certificate's overlay IP
     count        1   1..8 endpoint candidates, each:
-      kind       1     0 reported (the node's own address), 1 observed (as a server saw it);
-                       other values are reserved for NAT traversal (reflexive, LAN...) and are
+      kind       1     the NAT traversal's candidate kinds (one numbering for both): 1 local
+                       (an interface address), 2 observed (as the server saw it), 3 reflexive
+                       (as a public hub saw the data port), 5 reported (the endpoint the node
+                       advertises: `enroll --endpoint`, its listen or source address); 4
+                       (peer-reflexive) is per peer and never published; other values are
                        carried unchanged by nodes that do not know them
       ip_version 1     4 or 6
       ip        4|16   not loopback, unspecified, link-local, multicast or broadcast
@@ -71,7 +74,9 @@ from ..protocol.wire import Reader
 from .ids import addr_key, revocations_key
 
 __all__ = [
+    "KIND_LOCAL",
     "KIND_OBSERVED",
+    "KIND_REFLEXIVE",
     "KIND_REPORTED",
     "MAGIC",
     "MAX_CANDIDATES",
@@ -116,8 +121,13 @@ MAX_RECORD_LIFETIME_S = 24 * 3600
 MAX_REVOCATION_LIFETIME_S = 7 * 24 * 3600
 MAX_CLOCK_SKEW_S = 300  # a record may be issued this far in our future (clocks differ)
 
-KIND_REPORTED = 0
-KIND_OBSERVED = 1
+# candidate kinds: the numbers of the NAT traversal's candidate kinds (local 1, observed 2,
+# reflexive 3, peer-reflexive 4, configured 5), so a record carries them unchanged
+KIND_LOCAL = 1
+KIND_OBSERVED = 2
+KIND_REFLEXIVE = 3
+KIND_REPORTED = 5  # the endpoint the node advertises ("configured" in NAT traversal's terms)
+_SOURCES = {KIND_LOCAL: "local", KIND_OBSERVED: "observed", KIND_REFLEXIVE: "reflexive"}
 
 Signer = Callable[[bytes, bytes], bytes]  # (data, context) -> ML-DSA-87 signature
 
@@ -178,7 +188,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """One endpoint candidate: the netmap's Endpoint shape plus the candidate kind byte.
-    (`endpoint.source` is "observed" for kind 1, else "reported"; the kind is the authority.)"""
+    (`endpoint.source` is "local", "observed" or "reflexive" for kinds 1-3, else "reported"; the
+    kind is the authority.)"""
 
     endpoint: Endpoint
     kind: int = KIND_REPORTED
@@ -421,7 +432,7 @@ def _parse_node(r: Reader, raw: bytes) -> NodeRecord:
         kind = r.u8(f"candidate {n} kind")
         ip = _read_ip(r, f"candidate {n} ip")
         control, udp = struct.unpack("!HH", r.take(4, f"candidate {n} ports"))
-        source = "observed" if kind == KIND_OBSERVED else "reported"
+        source = _SOURCES.get(kind, "reported")
         candidates.append(Candidate(Endpoint(str(ip), control, udp, source), kind))
     cert_bytes = r.prefixed16("certificate")
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
-from nodeagent.discovery.records import Candidate, build_node_record
+from nodeagent.discovery.records import KIND_OBSERVED, KIND_REPORTED, Candidate, build_node_record
 from nodeagent.protocol.cert import CertFlags, issue_certificate
 from nodeagent.protocol.identity import peer_id
 from nodeagent.protocol.netmap import Endpoint
@@ -44,8 +44,8 @@ def make_node(ca, name, ip, flags=CertFlags.NONE, key=None, **cert_kw) -> Node:
     return Node(name, key, pk, peer_id(pk), make_cert(ca, pk, name, ip, flags, **cert_kw), ip)
 
 
-def endpoint(ip="198.18.0.5", control=8443, udp=9443, kind=0) -> Candidate:
-    return Candidate(Endpoint(ip, control, udp, "observed" if kind == 1 else "reported"), kind)
+def endpoint(ip="198.18.0.5", control=8443, udp=9443, kind=KIND_REPORTED) -> Candidate:
+    return Candidate(Endpoint(ip, control, udp, "observed" if kind == KIND_OBSERVED else "reported"), kind)
 
 
 def make_record(node: Node, seq=1, issued=NOW - 60, expires=NOW + 3600, candidates=None, public=False,

@@ -31,7 +31,7 @@ from nodeagent.discovery.messages import (
     frame_length,
 )
 from nodeagent.discovery.node import DhtConfig, Seed
-from nodeagent.discovery.records import Candidate, build_node_record, build_revocation_list
+from nodeagent.discovery.records import KIND_LOCAL, Candidate, build_node_record, build_revocation_list
 from nodeagent.protocol.cert import ca_id
 from nodeagent.protocol.netmap import Endpoint
 
@@ -104,12 +104,13 @@ async def test_a_node_learns_a_changed_record(mesh):
     learned = []
     watcher.node.on_record = learned.append
     mover.node.set_candidates([Candidate(Endpoint(mover.ip, mover.port, 9555)),
-                               Candidate(Endpoint("198.18.44.4", 8443, 9443), kind=1)])
+                               Candidate(Endpoint("198.18.44.4", 8443, 9443), kind=KIND_LOCAL)])
     assert await mover.node.publish() >= 2
     after = await watcher.node.find_record(mover.node.peer_id)
     assert after.sequence > before.sequence
     assert [e.udp_port for e in after.endpoints] == [9555, 9443]
-    assert after.candidates[1].kind == 1
+    assert after.candidates[1].kind == KIND_LOCAL
+    assert after.endpoints[1].source == "local"
     assert learned and learned[-1].sequence == after.sequence
 
 

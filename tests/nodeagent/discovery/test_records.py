@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from nodeagent.discovery.ids import addr_key, revocations_key
 from nodeagent.discovery.records import (
+    KIND_OBSERVED,
+    KIND_REPORTED,
     MAX_REVOKED,
     BadEndpoint,
     BadRecordCertificate,
@@ -60,7 +62,7 @@ SEQ_AT = PEER_ID_AT + 20
 
 @pytest.fixture(scope="module")
 def rec(alice):
-    candidates = [endpoint("198.18.0.5"), endpoint("2001:db8::5", 8443, 9443, 1)]
+    candidates = [endpoint("198.18.0.5"), endpoint("2001:db8::5", 8443, 9443, KIND_OBSERVED)]
     return make_record(alice, seq=7, candidates=candidates)
 
 
@@ -73,7 +75,7 @@ def test_round_trip_keeps_the_signed_bytes_verbatim(rec, alice, ca_public):
         ("198.18.0.5", 8443, 9443, "reported"),
         ("2001:db8::5", 8443, 9443, "observed"),
     ]
-    assert [c.kind for c in r.candidates] == [0, 1]
+    assert [c.kind for c in r.candidates] == [KIND_REPORTED, KIND_OBSERVED] == [5, 2]
     assert r.raw == rec and r.signed == rec[:-SIG] and r.signature == rec[-4627:]
     assert r.keys == (alice.node_id, addr_key("10.10.10.5"))
     assert r.certificate.to_bytes() == alice.cert
