@@ -67,6 +67,7 @@ from .messages import (
 from .records import (
     MAX_RECORD_LIFETIME_S,
     Candidate,
+    MalformedRecord,
     NodeRecord,
     RecordError,
     RecordVerifier,
@@ -258,6 +259,24 @@ class DhtNode:
         self._revoked_now(new)
         return new
 
+    def learn_revocations(self, raw: bytes) -> bool:
+        """A CA revocation list from elsewhere (the server's netmap): validated (RecordError if it
+        does not pass), applied at once, and served from here on. True if it is newer than the list
+        we held; spread it with `spread_revocations()` (publish() also stores it again)."""
+        rec = self.verifier.verify(raw, self.clock())
+        if not isinstance(rec, RevocationList):
+            raise MalformedRecord("not a revocation list")
+        held = self.revoked.latest
+        self._learned(rec)
+        return held is None or rec.sequence > held.sequence
+
+    async def spread_revocations(self) -> int:
+        """Store the newest CA revocation list we hold at the nodes nearest its key."""
+        latest = self.revoked.latest
+        if latest is None or self.clock() >= latest.expires:
+            return 0
+        return await self._store_at_nearest(latest.keys[0], latest.raw)
+
     async def bootstrap(self, seeds: Iterable[Seed]) -> int:
         """Join: reach the seeds, look ourselves up, refresh the buckets beyond our nearest
         neighbour, publish our record, fetch the revocation list. Returns the contacts held."""
@@ -321,13 +340,16 @@ class DhtNode:
 
     async def publish(self) -> int:
         """Sign a new record (next sequence) and store it at the k nearest nodes of both its keys;
-        also store the newest CA revocation list we hold. Returns the successful stores."""
+        also store the newest CA revocation list we hold. Returns the successful stores. With no
+        endpoint candidate (nothing a peer could dial) there is no record to publish: we only ask."""
         now = self.clock()
-        rec = self._sign_record(now)
-        raw = rec.raw
         ok = 0
-        for key in rec.keys:
-            ok += await self._store_at_nearest(key, raw)
+        if self.candidates:
+            rec = self._sign_record(now)
+            for key in rec.keys:
+                ok += await self._store_at_nearest(key, rec.raw)
+        else:
+            log.info("dht: no endpoint to publish; asking only")
         if self.revoked.latest is not None and now < self.revoked.latest.expires:
             ok += await self._store_at_nearest(self.revoked.latest.keys[0], self.revoked.latest.raw)
         self.last_publish = now
@@ -471,6 +493,9 @@ class DhtNode:
     def _value_for(self, key: bytes) -> bytes | None:
         if self.own_record is not None and key in (self.node_id, addr_key(self.overlay_ip)):
             return self.own_record
+        latest = self.revoked.latest  # the newest list we applied, from the DHT or the server
+        if latest is not None and key == latest.keys[0] and self.clock() < latest.expires:
+            return latest.raw
         rec = self.store.get(key, self.clock())
         return None if rec is None else rec.raw
 

@@ -22,16 +22,24 @@ from nodeagent.discovery.ids import addr_key, revocations_key
 from nodeagent.discovery.messages import (
     Error,
     FindNode,
+    FindValue,
     Nodes,
     Ping,
     Pong,
+    Value,
     WireContact,
     decode,
     encode,
     frame_length,
 )
 from nodeagent.discovery.node import DhtConfig, Seed
-from nodeagent.discovery.records import KIND_LOCAL, Candidate, build_node_record, build_revocation_list
+from nodeagent.discovery.records import (
+    KIND_LOCAL,
+    Candidate,
+    RecordError,
+    build_node_record,
+    build_revocation_list,
+)
 from nodeagent.protocol.cert import ca_id
 from nodeagent.protocol.netmap import Endpoint
 
@@ -143,6 +151,48 @@ async def test_the_ca_revocation_list_spreads_and_revoked_nodes_are_dropped(mesh
         h.node.store = type(h.node.store)(h.node.node_id, h.node.verifier.verify)  # forget it
     assert await other.node.publish() >= 3
     assert sum(key in m.node.store for m in mesh.members) >= 3
+
+
+async def test_a_list_from_the_server_is_applied_served_and_spread(mesh):
+    """The agent hands the list its netmap carried to learn_revocations: applied at once (the
+    callback hears the new ids), answered from this node even though nobody stored it here, and
+    stored at the nearest nodes by spread_revocations; an older list is applied but not 'newer'."""
+    holder, victim, asker = mesh.members[0], mesh.members[5], mesh.members[2]
+    heard = []
+    holder.node.on_revoked = heard.append
+    now = int(time.time())
+    lst = build_revocation_list(mesh.ca.sign, ca_public_key=mesh.ca_public, sequence=9, issued=now,
+                                expires=now + 3600, revoked=[victim.node.peer_id])
+    key = revocations_key(ca_id(mesh.ca_public))
+    assert holder.node.learn_revocations(lst) is True
+    assert heard == [{victim.node.peer_id}] and victim.node_id not in holder.node.table
+    assert key not in holder.node.store  # served from the revoked set's newest list, not the store
+    reader, writer = await raw_connection(holder, asker.ip)
+    writer.write(encode(FindValue(5, key)))
+    answer = await read_answer(reader)
+    writer.close()
+    assert isinstance(answer, Value) and answer.rec == lst
+    assert await holder.node.spread_revocations() >= 3
+    assert sum(key in m.node.store for m in mesh.members) >= 3
+    older = build_revocation_list(mesh.ca.sign, ca_public_key=mesh.ca_public, sequence=8, issued=now,
+                                  expires=now + 3600, revoked=[])
+    assert holder.node.learn_revocations(older) is False
+    assert holder.node.revoked.latest.sequence == 9
+    with pytest.raises(RecordError):  # a list signed by anyone but the CA is refused
+        holder.node.learn_revocations(build_revocation_list(
+            asker.key.sign, ca_public_key=mesh.ca_public, sequence=10, issued=now, expires=now + 3600,
+            revoked=[asker.node.peer_id]))
+    with pytest.raises(RecordError):  # a node record is not a list
+        holder.node.learn_revocations(asker.node.current_record())
+    assert asker.node.peer_id not in holder.node.revoked
+
+
+async def test_a_node_without_an_endpoint_publishes_nothing_but_still_asks(mesh):
+    quiet = mesh.members[4]
+    quiet.node.set_candidates([])
+    assert await quiet.node.publish() == 0
+    rec = await quiet.node.find_record(mesh.members[1].node.peer_id)
+    assert rec is not None and rec.peer_id == mesh.members[1].node.peer_id
 
 
 # ---------------------------------------------------------------------------- Sybil, eclipse
