@@ -1,6 +1,7 @@
 """The DHT: a small Kademlia of signed peer records among the agents (docs/dht.md).
 
 Pure modules (no sockets, event loop or clock; tests/nodeagent/test_purity.py checks them):
-ids, table, lookup, records, revocations, store, messages, budget, identities. The asyncio edge:
-node.py (the DHT node) and transport.py (frames under deadlines, pooled client connections).
+ids, table, lookup, records, revocations, store, messages, budget, identities, peering (what the
+agent does with a verified record). The asyncio edge: node.py (the DHT node), transport.py (frames
+under deadlines, pooled client connections) and service.py (the DHT in a running enrolled agent).
 """

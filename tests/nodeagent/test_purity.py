@@ -29,9 +29,9 @@ PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths", "
 DISCOVERY = ROOT / "nodeagent/discovery"
 DISCOVERY_PURE = (
     "__init__.py", "ids.py", "table.py", "lookup.py", "records.py", "revocations.py",
-    "store.py", "messages.py", "budget.py", "identities.py",
+    "store.py", "messages.py", "budget.py", "identities.py", "peering.py",
 )
-DISCOVERY_IO = ("node.py", "transport.py")
+DISCOVERY_IO = ("node.py", "transport.py", "service.py")
 PURE_MODULES = (
     "nodeagent/control/election.py",
     "nodeagent/control/admission.py",
