@@ -15,6 +15,8 @@
     exitnode.py             enrolled mode: using an exit node (policy routing), being one (nftables)
     dns/server.py           enrolled mode: the mesh's names answered on the overlay address
     policy/filter.py        the access policy the data path enforces (`set_policy` swaps it whole)
+    discovery/service.py    enrolled mode's DHT: records published and looked up, DHT peers, the CA's
+                            revocation list spread while the server is away (docs/dht.md)
     status.py               the `status --json` document and the counter report (one builder)
     control/local.py        the local status socket
     metrics/                `up --metrics-listen`: Prometheus text from `status()` (startup.py serves it)
@@ -34,7 +36,8 @@ Inside the loop, one thread does everything but the handshake cryptography:
   - a TICK_S housekeeping tick (`tick`): session timers and RTT probes, the data path's index
     sweep (keys that expired or were rotated out), stalled responders cut, control-link keepalives;
   - the traversal's own timer loop (finer while a hole punch is in flight, traversal.py);
-  - the local status socket; in enrolled mode the server link.
+  - the local status socket; in enrolled mode the server link and the DHT (which shares the
+    control port: the listener hands it the connections that start with a DHT frame).
 The collaborators never hold the agent: each gets what it reads as constructor arguments and
 what it must cause elsewhere as narrow callbacks; the per-peer state of each is kept in step
 through the peer set's listener calls (peers.py). Where two need each other (handshakes ->
@@ -158,6 +161,7 @@ class Agent:
             on_path_change=self.paths.resolve, on_hub_up=self.sessions.hub_up, spawn=self._spawn,
             is_running=lambda: self.running)
         self.enrolled: EnrolledMode | None = None
+        self.discovery = None  # discovery.service.Discovery, enrolled mode only (attach_discovery)
         if isinstance(trust, MeshCA):  # enrolled
             self.enrolled = EnrolledMode(local.peer_id, trust, self.peers, set_hub_role=self._set_hub_role,
                                          set_policy=self.set_policy, interface=tun.name,
@@ -181,6 +185,16 @@ class Agent:
         elif dp.filter is None or dp.filter.policy != policy:
             dp.filter = PacketFilter(policy, self.clock(), previous=dp.filter)
             log.info("access policy: %d rules, everything else refused", len(policy.rules))
+
+    def attach_discovery(self, discovery) -> None:
+        """Enrolled mode's DHT (discovery/service.py): the control port hands it DHT streams; a
+        HELLO from an unknown peer id and a packet no peer routes start its lookups; every applied
+        netmap feeds it."""
+        self.discovery = discovery
+        self.links.server.dht_serve = discovery.node.serve
+        self.links.server.on_unknown_peer = discovery.unknown_peer
+        self.datapath.on_no_route = discovery.no_route
+        self.enrolled.on_netmap = discovery.netmap_applied
 
     def _set_hub_role(self, on: bool) -> None:
         self.datapath.is_hub = on
@@ -217,6 +231,8 @@ class Agent:
                 if self.enrolled.dns is not None:
                     self._spawn(self.enrolled.dns.run())  # mesh names on the overlay address
                 self._spawn(self.enrolled.run())
+            if self.discovery is not None:
+                self._spawn(self.discovery.run())
             log.info("agent %s (%s) up: %s on %s mtu %d, udp %d (gso %s, gro %s, rcvbuf %d), control %d, "
                      "%d peers", self.config.name, self.handshakes.local.peer_id, self.config.overlay,
                      self.tun.name, self.mtu, self.udp.port, self.udp.gso, self.udp.gro, self.udp.rcvbuf,
@@ -232,6 +248,8 @@ class Agent:
             for t in self.tasks:
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.discovery is not None:
+                await self.discovery.close()
             if status_server is not None:
                 status_server.close()
                 with contextlib.suppress(OSError):
@@ -273,6 +291,7 @@ class Agent:
         node["handshake"] = {**self.handshakes.status(), "door": self.links.server.status()}
         if self.enrolled is not None:
             node.update(self.enrolled.status_fields())
+            node["dht"] = None if self.discovery is None else self.discovery.status()
         node.update(self.traversal.node_fields())
         peers = [{**peer_status(p, control_up=self.links.is_up(p.config.peer_id), now=now),
                   **self.traversal.peer_fields(p, now)} for p in self.peers]

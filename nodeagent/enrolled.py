@@ -26,6 +26,15 @@ A peer's relay in the netmap is a fallback: we dial the peer directly and use th
 no direct control link is up (paths/select.py). Counters go to the server every 2 s from the
 agent's status document.
 
+The DHT (nodeagent/discovery/service.py, docs/dht.md) adds what the server cannot give while it
+is away, through three calls: `add_dht_peer` (a node the netmap does not list, its certificate
+verified offline: a known peer at its certificate's overlay address, with no relay),
+`set_endpoint` (a newer endpoint for a peer whose own stopped answering) and `drop_revoked`
+(revocations from the DHT: like a netmap's, and our own id means we were revoked). The netmap
+wins: an applied map's peer that was a DHT peer becomes a netmap peer, a map from the connected
+server drops the DHT peers it does not list, and a peer revoked by the DHT is not added back by
+a map that still lists it. `on_netmap(map)` is told about every applied map.
+
 When the server closes our link with REVOKED (`on_revoked`), every peer is dropped and a
 `revoked` marker is written to the state dir, so a restart does not bring the old netmap's
 peers back; the node has no peers until it enrolls again.
@@ -41,6 +50,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,11 +143,12 @@ def enrolled_config(state, cert, settings: dict[str, Any]) -> AgentConfig:
 
 
 def advertised_endpoints(settings: dict[str, Any], config: AgentConfig,
-                         server: str) -> tuple[nm.Endpoint, ...]:
+                         server: str, *, warn: bool = True) -> tuple[nm.Endpoint, ...]:
     """The endpoint we report to the server for peers to dial: the `--endpoint` given at
     enrollment, else the address we listen on, else the source address towards the server.
     Only an address peers may be sent to (protocol/endpoints.py) is advertised: none at all
-    rather than a loopback or link-local one (loopback only when we listen on loopback)."""
+    rather than a loopback or link-local one (loopback only when we listen on loopback).
+    `warn=False` for the DHT's periodic check (the start-up call already said it)."""
     host = None
     if settings["endpoint"]:
         try:
@@ -154,7 +165,8 @@ def advertised_endpoints(settings: dict[str, Any], config: AgentConfig,
         check_endpoint(host, config.control_port, config.udp_port,
                        allow_loopback=config.listen_ip.is_loopback)
     except BadEndpoint as exc:
-        log.warning("not advertising an endpoint: %s (enroll with --endpoint IP:PORT to name one)", exc)
+        if warn:
+            log.warning("not advertising an endpoint: %s (enroll with --endpoint IP:PORT to name one)", exc)
         return ()
     return (nm.Endpoint(host, config.control_port, config.udp_port),)
 
@@ -234,6 +246,8 @@ class EnrolledMode:
         self.exit_route: nm.Route | None = None  # the default route of the exit node in use
         self.state_dir: Path | None = None  # where the "revoked" marker goes
         self.revoked_self = False
+        self.dht_peers: set[str] = set()  # peers learned from the DHT, not listed by the applied netmap
+        self.on_netmap: Callable[[nm.NetMap], None] | None = None  # the DHT: after each applied map
 
     def use_state_dir(self, state_dir: Path) -> None:
         """Keep the revoked marker in `state_dir`; if it is there already, we stay revoked."""
@@ -269,7 +283,8 @@ class EnrolledMode:
         for pid in revoked:  # first: no handshake of a revoked peer may complete from now on
             self.trust.revoke(pid)
         peers, _routes = effective(netmap)
-        self.trust.known = set(peers)
+        self._merge_dht_peers(peers)
+        self.trust.known = set(peers) | self.dht_peers
         choice = self.exit.choose(netmap) if self.exit is not None else ExitChoice()
         exit_route = nm.Route(choice.prefix, choice.peer_id) if choice.peer_id and choice.prefix else None
         route_changes = exit_route != self.exit_route
@@ -284,6 +299,10 @@ class EnrolledMode:
                                   node.overlay_ip)
                 case RemovePeer(peer_id=pid, revoked=was_revoked):
                     self.peers.remove(pid, revoked=was_revoked)
+                case AddPeer(peer=p) | UpdatePeer(new=p) if p.peer_id in self.trust.revoked:
+                    pass  # revoked through the DHT: a map that still lists it does not bring it back
+                case AddPeer(peer=p) if p.peer_id in self.peers.by_id:
+                    self.peers.update(self._peer_config(p, netmap))  # a DHT peer, now the netmap's
                 case AddPeer(peer=p):
                     self.peers.add(self._peer_config(p, netmap))
                 case UpdatePeer(new=p, reset_sessions=reset):
@@ -299,7 +318,9 @@ class EnrolledMode:
                     if pc != peer.config:
                         peer.config = pc
         self.applied = netmap
-        self.peers.rebuild_table(routing_table(netmap, exit_route))
+        # DHT peers are not in the map's table: then the table is built from the peer set (the same
+        # entries for the map's peers: each one's overlay address and the routes through it)
+        self.peers.rebuild_table(None if self.dht_peers else routing_table(netmap, exit_route))
         self.set_policy(netmap.policy)
         await self._sync_kernel_routes()
         if self.exit is not None:
@@ -310,6 +331,50 @@ class EnrolledMode:
                  netmap.serial, len(self.peers), len(netmap.routes), len(revoked), netmap.policy.default,
                  len(netmap.policy.rules), len(actions),
                  extra={"event": "netmap.applied", "serial": netmap.serial})
+        if self.on_netmap is not None:
+            self.on_netmap(netmap)
+
+    def _merge_dht_peers(self, listed: dict) -> None:
+        """A map arrived: DHT peers it lists become its peers; from the connected server, it is the
+        whole membership, so the DHT peers it does not list are dropped (the netmap wins)."""
+        self.dht_peers -= set(listed)
+        if self.dht_peers and self.server_connected():
+            for pid in sorted(self.dht_peers):
+                log.info("peer %s learned from the DHT is not in the server's netmap: dropped", pid[:8])
+                self.peers.remove(pid)
+            self.dht_peers = set()
+
+    # --- what the DHT adds (nodeagent/discovery/service.py) ---------------------------------------
+    def server_connected(self) -> bool:
+        link = self.server_link
+        return link is not None and link.connected.is_set()
+
+    def add_dht_peer(self, pc: PeerConfig) -> None:
+        """A node the netmap does not list, its record and certificate verified offline: a known
+        peer from now on (MeshCA.known), at its certificate's overlay address."""
+        pid = pc.peer_id
+        if self.revoked_self or pid in self.peers.by_id or pid in self.trust.revoked:
+            return
+        self.dht_peers.add(pid)
+        self.trust.known = set(self.trust.known or ()) | {pid}  # replaced whole: worker threads read it
+        self.peers.add(pc)
+
+    def set_endpoint(self, peer_id: str, endpoint: tuple[str, int] | None) -> None:
+        """Dial `peer_id` at `endpoint` from now on (its dialer restarts)."""
+        peer = self.peers.get(peer_id)
+        if peer is not None and peer.config.endpoint != endpoint:
+            self.peers.update(replace(peer.config, endpoint=endpoint))
+
+    def drop_revoked(self, peer_ids: set[str]) -> None:
+        """Revocations learned from the DHT: as a netmap's (no handshake completes, the link is
+        closed with REVOKED, the keys wiped). Our own id among them: we were revoked."""
+        if self.peer_id in peer_ids:
+            self.on_revoked("revoked by the network's CA (its revocation list, from the DHT)")
+        for pid in sorted(peer_ids - {self.peer_id}):
+            self.trust.revoke(pid)
+            self.dht_peers.discard(pid)
+            if pid in self.peers.by_id:
+                self.peers.remove(pid, revoked=True)
 
     def _peer_config(self, peer: nm.Peer, netmap: nm.NetMap) -> PeerConfig:
         return netmap_peer_config(peer, netmap.routes, allow_loopback=self.allow_loopback,
@@ -333,16 +398,18 @@ class EnrolledMode:
         if self.exit is not None:
             self.exit.close()
 
-    def on_revoked(self) -> None:
-        """The server closed our link with REVOKED: we are no member any more; drop every peer and
-        remember it (state dir), so a restart does not bring the old netmap's peers back."""
+    def on_revoked(self, why: str = "revoked by the server") -> None:
+        """The server closed our link with REVOKED (or the CA's list names us): we are no member any
+        more; drop every peer and remember it (state dir), so a restart does not bring the old
+        netmap's peers back."""
         self.revoked_self = True
+        self.dht_peers = set()
         for pid in list(self.peers.by_id):
             self.peers.remove(pid)
         if self.state_dir is not None:
             with contextlib.suppress(OSError):
-                write_private_file(self.state_dir / REVOKED_FILE, b"revoked by the server\n")
-        log.error("this node was revoked by the server; all peers dropped (enroll again to rejoin)",
+                write_private_file(self.state_dir / REVOKED_FILE, why.encode() + b"\n")
+        log.error("this node was %s; all peers dropped (enroll again to rejoin)", why,
                   extra={"event": "node.revoked"})
 
     def relay_ids(self) -> tuple[str, ...]:

@@ -141,16 +141,38 @@ def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
         mode = agent.enrolled
         assert mode is not None  # the agent was given a certificate
         mode.use_state_dir(state.state_dir)
-        mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
-                                      endpoints=endpoints,
-                                      advertise_exit=advertise_exit_node or settings["advertise_exit_node"],
-                                      on_certificate=agent.handshakes.local.replace_credential)
+        link = mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
+                                             endpoints=endpoints,
+                                             advertise_exit=advertise_exit_node or settings["advertise_exit_node"],
+                                             on_certificate=agent.handshakes.local.replace_credential)
         mode.base_endpoints = endpoints
         mode.exit = exits
         mode.dns = DnsService(config.overlay.ip, config.overlay.network, resolv=resolv, manage_resolver=dns)
+        if os.environ.get("SHADOWMESH_DHT", "1") != "0":
+            agent.attach_discovery(_discovery(state, cert, settings, config, agent, link))
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,
                                            "ca_public_key": state.ca_public_key}, attach, metrics_listen)
+
+
+def _discovery(state, cert, settings, config: AgentConfig, agent: Agent, link):
+    """The DHT of an enrolled agent (discovery/service.py): signs with the node key's sign method,
+    publishes the endpoints we advertise (computed again as the addresses change), and tells the
+    server link when they change."""
+    from .discovery.service import Discovery
+
+    def report(endpoints) -> None:
+        link.endpoints = endpoints  # sent on the next connect and with the periodic report
+
+    ip = config.listen_ip
+    discovery = Discovery(
+        state_dir=state.state_dir, sign=state.identity.private_key.sign, certificate=state.certificate,
+        ca_public_key=state.ca_public_key,
+        endpoints=lambda: advertised_endpoints(settings, config, state.server, warn=False),
+        public=cert.is_public, overlay=config.overlay, enrolled=agent.enrolled, links_up=agent.links.is_up,
+        allow_loopback=ip.is_loopback, bind_ip=None if ip.is_unspecified else str(ip))
+    discovery.on_endpoints = report
+    return discovery
 
 
 def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kwargs: dict, attach,

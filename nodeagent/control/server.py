@@ -18,6 +18,14 @@ cheap checks before expensive ones. For each new connection, in order:
      then for CONFIRM the ML-DSA verify; the whole exchange is cut after HANDSHAKE_DEADLINE_S.
 A refused connection gets nothing back but the TCP close: no byte leaves before step 4 passed.
 
+The port is shared with the DHT (docs/dht.md): at step 3 the first five bytes are read first; if
+they start a DHT frame (length, then a msgpack map: discovery/messages.py `is_dht_frame_start`)
+and the agent runs a DHT (`dht_serve`), the connection leaves the doorway and the stream, with
+those bytes, goes to the DHT node, whose own limits apply from there (connections per source,
+deadlines, request budgets); anything else goes on as a control connection with those bytes
+first. A HELLO refused because it names a peer id we do not know is reported to
+`on_unknown_peer` (the DHT may look that id up).
+
 Why no cookie round trip (WireGuard's mac2) here: the handshake rides TCP, whose own three-way
 handshake proves that the source address is reachable before a byte of HELLO is read (under a
 SYN flood the kernel's SYN cookies keep that stateless), so the per-source limits of steps 1-2
@@ -35,8 +43,9 @@ import logging
 import time
 from collections import Counter
 
+from ..discovery.messages import is_dht_frame_start
 from ..protocol.control import ControlChannel, ControlError, frame_clear_handshake
-from ..protocol.handshake_errors import HandshakeError, reason
+from ..protocol.handshake_errors import HandshakeError, UnknownPeer, reason
 from .admission import Buckets, Doorway, source_key
 from .link import HANDSHAKE_DEADLINE_S, read_clear_handshake
 
@@ -49,6 +58,7 @@ SOURCE_RATE = 4.0  # new connections per second from one source, burst below
 SOURCE_BURST = 8
 DOOR_TOTAL = 16  # unauthenticated connections held at once
 DOOR_PER_SOURCE = 4  # ... of them from one source
+FIRST_BYTES = 5  # a control frame's length and kind, or a DHT frame's length and map header
 
 
 class ControlPortInUse(OSError):
@@ -70,6 +80,8 @@ class ControlServer:
         self.counts: Counter[str] = Counter()  # connections by what became of them
         self.refused: Counter[str] = Counter()  # HELLOs refused at step 4, by reason
         self.server: asyncio.AbstractServer | None = None
+        self.dht_serve = None  # DhtNode.serve(reader, writer, first) when the agent runs the DHT
+        self.on_unknown_peer = None  # (peer_id) a verified-shape HELLO named a peer id we do not know
 
     def status(self) -> dict:
         """What the door did: the status document's node.handshake.door."""
@@ -81,6 +93,7 @@ class ControlServer:
             "refused": dict(sorted(self.refused.items())),  # step 4, by reason; "peer_rate": step 5
             "answered": self.counts["answered"],  # CHALLENGEs sent
             "waiting": len(self.doorway),
+            "dht": self.counts["dht"],  # connections handed to the DHT
         }
 
     async def start(self, host: str, port: int) -> None:
@@ -110,29 +123,39 @@ class ControlServer:
         for displaced in self.doorway.enter(writer, source):
             self.counts["displaced"] += 1
             displaced.close()
-        established = False
+        established = dht = False
         try:
             async with asyncio.timeout(HANDSHAKE_DEADLINE_S):
-                channel = ControlChannel()
-                hello = await read_clear_handshake(reader, channel)
-                responder = self.make_responder()
-                claimed = await self.workers.run_door(responder.consume_hello, hello, time.time())
-                if writer.is_closing():
-                    return  # displaced while its HELLO was checked
-                self.doorway.leave(writer)  # authenticated: nothing displaces it any more
-                if not self.admit(claimed):
-                    log.info("handshake from %s (%s) refused: rate limit", claimed[:8], peer_addr,
-                             extra={"event": "handshake.refused", "peer_id": claimed, "reason": "peer_rate",
-                                    "where": "door"})
-                    self.refused["peer_rate"] += 1
-                    return
-                challenge = await self.workers.run_peers(responder.create_challenge)
-                writer.write(frame_clear_handshake(challenge))
-                self.counts["answered"] += 1
-                confirm = await read_clear_handshake(reader, channel)
-                result = await self.workers.run_peers(responder.consume_confirm, confirm, time.time())
-                channel.install(result.control.send, result.control.recv)
-                pending = channel.feed(b"")  # sealed frames that came with the CONFIRM
+                first = await reader.readexactly(FIRST_BYTES)
+                dht = self.dht_serve is not None and is_dht_frame_start(first)
+                if not dht:
+                    channel = ControlChannel()
+                    channel.feed(first)
+                    hello = await read_clear_handshake(reader, channel)
+                    responder = self.make_responder()
+                    claimed = await self.workers.run_door(responder.consume_hello, hello, time.time())
+                    if writer.is_closing():
+                        return  # displaced while its HELLO was checked
+                    self.doorway.leave(writer)  # authenticated: nothing displaces it any more
+                    if not self.admit(claimed):
+                        log.info("handshake from %s (%s) refused: rate limit", claimed[:8], peer_addr,
+                                 extra={"event": "handshake.refused", "peer_id": claimed,
+                                        "reason": "peer_rate", "where": "door"})
+                        self.refused["peer_rate"] += 1
+                        return
+                    challenge = await self.workers.run_peers(responder.create_challenge)
+                    writer.write(frame_clear_handshake(challenge))
+                    self.counts["answered"] += 1
+                    confirm = await read_clear_handshake(reader, channel)
+                    result = await self.workers.run_peers(responder.consume_confirm, confirm, time.time())
+                    channel.install(result.control.send, result.control.recv)
+                    pending = channel.feed(b"")  # sealed frames that came with the CONFIRM
+            if dht:  # the DHT's from here, under its own limits (its first-frame deadline included)
+                self.doorway.leave(writer)
+                self.counts["dht"] += 1
+                established = True
+                await self.dht_serve(reader, writer, first)
+                return
             established = True
             self.on_established(reader, writer, channel, result, pending)
         except TimeoutError:
@@ -143,6 +166,11 @@ class ControlServer:
             self.refused[reason(exc)] += 1
             log.info("handshake from %s refused: %s: %s", peer_addr, type(exc).__name__, exc,
                      extra={"event": "handshake.refused", "reason": reason(exc), "where": "door"})
+            claimed_id = getattr(exc, "peer_id", None)
+            if isinstance(exc, UnknownPeer) and claimed_id and self.on_unknown_peer is not None:
+                self.on_unknown_peer(claimed_id)
+        except asyncio.IncompleteReadError:
+            log.debug("control connection from %s closed before its first frame", peer_addr)
         except (ControlError, ConnectionError, OSError) as exc:
             log.debug("control connection from %s failed: %s", peer_addr, exc)
         finally:

@@ -547,7 +547,7 @@ class Responder(_Party):
         if responder_id.hex() != self.local.peer_id:
             raise WrongPeer("HELLO addressed to another peer")
         if not self.trust.knows(pid):
-            raise UnknownPeer(f"{pid} is not a peer we accept")
+            raise UnknownPeer(f"{pid} is not a peer we accept", peer_id=pid)
         self.guard.check(pid, timestamp, now)
         _check_x25519_share(message[_E_I])
         # the first asymmetric work: is the HELLO really the claimed peer's?

@@ -39,7 +39,12 @@ class VersionMismatch(HandshakeError):
 
 
 class UnknownPeer(HandshakeError):
-    """The claimed peer id is not one we may talk to (refused before any asymmetric work)."""
+    """The claimed peer id is not one we may talk to (refused before any asymmetric work).
+    `peer_id`, when set, is the id a HELLO claimed: nothing has authenticated it."""
+
+    def __init__(self, *args: object, peer_id: str | None = None) -> None:
+        super().__init__(*args)
+        self.peer_id = peer_id
 
 
 class WrongPeer(HandshakeError):

@@ -8,7 +8,9 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      Chunk mode (chunks.py): a super-packet for a direct peer that asked for chunks is instead
      sealed whole as one CHUNK unit (one counter, several datagrams) and joins step 7
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
-  3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`;
+  3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
+     (and, in enrolled mode with the DHT, `on_no_route(dst)`: it may look the address up;
+     called for such packets only, so the normal path pays nothing);
      with an access policy (`filter`, nodeagent/policy/filter.py) the flow is noted
      (`track`: the flows this node starts, whose replies step 9 of inbound admits), once per
      read (a TSO super-packet is one flow); outbound packets are never dropped by the policy
@@ -190,6 +192,7 @@ class DataPath:
         # callback(peer, frame type, payload, source address, hub or None, now) for an authenticated
         # PROBE, PROBE_ACK or CALL (traversal.py); None: they are dropped as malformed
         self.on_disco: Callable[[Peer, int, bytes, tuple, Peer | None, float], None] | None = None
+        self.on_no_route = None  # callback(packed destination) for a packet no peer takes (the DHT's)
         self.clock = clock
         self.drops = Drops()
         self.relay = RelayStats()
@@ -367,6 +370,8 @@ class DataPath:
             peer = route(dst)
             if peer is None:
                 self.drops.no_route += 1 if segments is None else len(segments)
+                if self.on_no_route is not None:
+                    self.on_no_route(dst)
                 continue
             if self.filter is not None:
                 self.filter.track(packet)

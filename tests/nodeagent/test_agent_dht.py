@@ -1,0 +1,369 @@
+"""The DHT wired into an enrolled agent, without root: the Agent (a pipe stands in for the TUN, its
+sockets on loopback) runs discovery/service.py over its own control port, against real DHT nodes
+on loopback (their records signed, their certificates issued by the same CA). What the agent does
+with what it learns: DHT peers, the netmap winning, revocations from a CA list (kept across a
+restart), our own revocation, and the lookups a packet, a failing endpoint or an unknown HELLO
+start. The namespaces tests (tests/integration/test_dht_mesh.py) run the same with the server
+stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import time
+from types import SimpleNamespace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import mldsa
+
+from nodeagent.agent import Agent
+from nodeagent.config import AgentConfig
+from nodeagent.control.client import dial
+from nodeagent.discovery.messages import Ping, Pong, decode, encode, frame_length
+from nodeagent.discovery.node import DhtConfig, DhtNode, Seed
+from nodeagent.discovery.records import Candidate, build_revocation_list
+from nodeagent.discovery.service import REVOCATIONS_FILE, STALE_S, Discovery
+from nodeagent.enrolled import REVOKED_FILE
+from nodeagent.identity import NodeIdentity
+from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.cert import CertFlags, issue_certificate
+from nodeagent.protocol.handshake import Initiator
+from nodeagent.protocol.identity import peer_id
+from nodeagent.protocol.trust import LocalIdentity, MeshCA
+from nodeagent.startup import bind_control
+from nodeagent.tunnel.tun import TunDevice
+from nodeagent.tunnel.udp import UdpSocket
+
+CONFIG = DhtConfig(allow_loopback=True, maintenance_s=3600)
+
+
+def _cert(ca, pk: bytes, name: str, ip: str, flags=CertFlags.NONE) -> bytes:
+    now = int(time.time())
+    return issue_certificate(ca, public_key=pk, name=name, network="demo", overlay_ip=ip, prefix_len=24,
+                             flags=flags, not_before=now - 60, not_after=now + 3600)
+
+
+class Remote:
+    """Another enrolled node's DHT, on its own loopback port (its record names that port)."""
+
+    def __init__(self, ca, name: str, ip: str) -> None:
+        self.key = mldsa.MLDSA87PrivateKey.generate()
+        self.pk = self.key.public_key().public_bytes_raw()
+        self.peer_id = peer_id(self.pk)
+        self.name, self.overlay_ip = name, ip
+        self.cert = _cert(ca, self.pk, name, ip)
+        self.node = DhtNode(sign=self.key.sign, certificate=self.cert,
+                            ca_public_key=ca.public_key().public_bytes_raw(), candidates=(), config=CONFIG,
+                            bind_ip="127.0.0.1")
+        self.port = 0
+
+    async def start(self) -> Remote:
+        self.port = await self.node.listen("127.0.0.1", 0)
+        self.node.set_candidates([Candidate(nm.Endpoint("127.0.0.1", self.port, 9))])
+        return self
+
+    def moves(self, port: int) -> None:
+        """Its record names another control port from now on (publish() sends it out)."""
+        self.node.set_candidates([Candidate(nm.Endpoint("127.0.0.1", port, 9))])
+
+    def seed(self) -> Seed:
+        return Seed("127.0.0.1", self.port, self.peer_id)
+
+    def listed(self, endpoint_port: int | None = None) -> nm.Peer:
+        return nm.Peer(peer_id=self.peer_id, name=self.name, overlay_ip=self.overlay_ip, fingerprint="0" * 64,
+                       endpoints=(nm.Endpoint("127.0.0.1", endpoint_port or self.port, 9),))
+
+
+class Wired:
+    """An enrolled agent with its Discovery attached and its control port listening."""
+
+    def __init__(self, tmp_path, ca=None, key=None) -> None:
+        """`ca`, `key`: the network CA and node key of an agent restarted on the same state dir."""
+        self.tmp = tmp_path
+        self.ca = ca or mldsa.MLDSA87PrivateKey.generate()
+        self.ca_public = self.ca.public_key().public_bytes_raw()
+        self.key = key or mldsa.MLDSA87PrivateKey.generate()
+        pk = self.key.public_key().public_bytes_raw()
+        self.peer_id = peer_id(pk)
+        self.cert = _cert(self.ca, pk, "belgium", "10.10.10.2")
+        config = AgentConfig(path=tmp_path, name="belgium", private_key_path=tmp_path / "node.key",
+                             overlay=ipaddress.ip_interface("10.10.10.2/24"),
+                             listen_ip=ipaddress.ip_address("127.0.0.1"), control_port=0, udp_port=0,
+                             public=False, interface="smtestnotthere", mtu=None,
+                             control_socket=tmp_path / "s.sock")
+        self.config = config
+        self.r, self.w = os.pipe()
+        self.udp = UdpSocket.open("127.0.0.1", 0)
+        self.sock = bind_control("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.agent = Agent(config, NodeIdentity(self.key, pk, self.peer_id),
+                           TunDevice(self.r, "smtestnotthere", False), self.udp, self.sock, 1380,
+                           certificate=self.cert, ca_public_key=self.ca_public)
+        self.agent.enrolled.use_state_dir(tmp_path)
+        self.link = SimpleNamespace(connected=asyncio.Event())  # the server link: disconnected
+        self.agent.enrolled.server_link = self.link
+        self.discovery = self.make_discovery()
+        self.remotes: list[Remote] = []
+
+    def make_discovery(self) -> Discovery:
+        d = Discovery(state_dir=self.tmp, sign=self.key.sign, certificate=self.cert,
+                      ca_public_key=self.ca_public,
+                      endpoints=lambda: (nm.Endpoint("127.0.0.1", self.port, self.udp.port),), public=False,
+                      overlay=self.config.overlay, enrolled=self.agent.enrolled,
+                      links_up=self.agent.links.is_up, allow_loopback=True, bind_ip="127.0.0.1",
+                      config=CONFIG)
+        self.agent.attach_discovery(d)
+        return d
+
+    async def start(self) -> None:
+        await self.agent.links.listen(self.sock)
+        await self.discovery._check_endpoints()
+
+    async def remote(self, name: str, ip: str) -> Remote:
+        r = await Remote(self.ca, name, ip).start()
+        self.remotes.append(r)
+        return r
+
+    def seed(self) -> Seed:
+        return Seed("127.0.0.1", self.port, self.peer_id)
+
+    async def apply(self, *peers: nm.Peer, serial: int = 1, revoked=()) -> None:
+        me = nm.SelfInfo(peer_id=self.peer_id, name="belgium", overlay_ip="10.10.10.2", prefix_len=24)
+        netmap = nm.NetMap(network="demo", serial=serial, node=me,
+                           peers=tuple(sorted(peers, key=lambda p: p.peer_id)), revoked=tuple(revoked))
+        await self.agent.enrolled.apply_netmap(netmap)
+
+    def revocations(self, *peer_ids: str, sequence: int = 1) -> bytes:
+        now = int(time.time())
+        return build_revocation_list(self.ca.sign, ca_public_key=self.ca_public, sequence=sequence,
+                                     issued=now, expires=now + 3600, revoked=peer_ids)
+
+    async def close(self) -> None:
+        self.agent.links.close_all()
+        await self.discovery.close()
+        for r in self.remotes:
+            await r.node.close()
+        for task in list(self.agent.tasks):
+            task.cancel()
+        await asyncio.gather(*self.agent.tasks, return_exceptions=True)
+        self.agent.workers.close()
+        self.udp.close()
+        self.sock.close()
+        os.close(self.r)
+        os.close(self.w)
+
+
+@pytest.fixture
+async def wired(tmp_path):
+    w = Wired(tmp_path)
+    await w.start()
+    try:
+        yield w
+    finally:
+        await w.close()
+
+
+async def until(predicate, what: str, timeout: float = 10.0):
+    """Poll until predicate() is truthy: the deadline is a failure condition, not a speed claim."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _peer_ids(w: Wired) -> set[str]:
+    return set(w.agent.peers.by_id)
+
+
+# ----------------------------------------------------------------------------- the shared port
+
+
+async def test_a_dht_request_on_the_control_port_is_answered_by_the_dht(wired):
+    reader, writer = await asyncio.open_connection("127.0.0.1", wired.port)
+    writer.write(encode(Ping(7, want=True)))
+    header = await asyncio.wait_for(reader.readexactly(4), 10)
+    answer = decode(await asyncio.wait_for(reader.readexactly(frame_length(header)), 10))
+    writer.close()
+    assert isinstance(answer, Pong) and answer.rid == 7
+    assert wired.discovery.node.verifier.node_record(answer.you, time.time()).peer_id == wired.peer_id
+    door = wired.agent.status()["node"]["handshake"]["door"]
+    assert door["dht"] == 1 and door["waiting"] == 0 and door["refused"] == {}
+
+
+async def test_status_carries_the_dht_object(wired):
+    dht = wired.agent.status()["node"]["dht"]
+    assert set(dht) >= {"contacts", "records", "last_publish_s", "lookups", "failures"}
+    assert dht["contacts"] == 0 and dht["last_publish_s"] is None and dht["peers"] == 0
+
+
+# ----------------------------------------------------------------------------- DHT peers
+
+
+async def test_with_the_server_away_a_node_the_netmap_lacks_becomes_a_known_peer(wired):
+    hub = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(hub.listed())
+    newcomer = await wired.remote("mac", "10.10.10.4")
+    assert await newcomer.node.bootstrap([wired.seed()])  # its first request carries its record
+    await until(lambda: newcomer.peer_id in _peer_ids(wired), "the newcomer becomes a peer")
+    peer = wired.agent.peers.get(newcomer.peer_id)
+    assert peer.config.overlay_ip == ipaddress.ip_address("10.10.10.4")  # its certificate's address
+    assert peer.config.endpoint == ("127.0.0.1", newcomer.port) and peer.config.via is None
+    trust = wired.agent.handshakes.trust
+    assert trust.knows(newcomer.peer_id) and trust.knows(hub.peer_id)
+    assert wired.agent.datapath.route(ipaddress.ip_address("10.10.10.4").packed) is peer
+    assert wired.agent.datapath.route(ipaddress.ip_address("10.10.10.1").packed).config.peer_id == hub.peer_id
+    assert wired.agent.status()["node"]["dht"]["peers"] == 1
+
+
+async def test_while_the_server_is_connected_the_dht_adds_no_peer(wired):
+    hub = await wired.remote("uk", "10.10.10.1")
+    wired.link.connected.set()
+    await wired.apply(hub.listed())
+    newcomer = await wired.remote("mac", "10.10.10.4")
+    assert await newcomer.node.bootstrap([wired.seed()])
+    await until(lambda: wired.discovery.ignored.get("server_connected"), "the record is looked at")
+    assert _peer_ids(wired) == {hub.peer_id} and not wired.agent.handshakes.trust.knows(newcomer.peer_id)
+
+
+async def test_the_servers_netmap_takes_over_dht_peers(wired):
+    mac = await wired.remote("mac", "10.10.10.4")
+    starlink = await wired.remote("starlink", "10.10.10.3")
+    await wired.apply()  # the persisted map: neither of them
+    for r in (mac, starlink):
+        assert await r.node.bootstrap([wired.seed()])
+    await until(lambda: _peer_ids(wired) == {mac.peer_id, starlink.peer_id}, "both are DHT peers")
+    mac_peer = wired.agent.peers.get(mac.peer_id)
+    wired.link.connected.set()  # the server is back: its map lists mac, not starlink
+    await wired.apply(mac.listed(endpoint_port=4444), serial=2)
+    assert _peer_ids(wired) == {mac.peer_id}
+    assert wired.agent.peers.get(mac.peer_id) is mac_peer  # the same peer, now the netmap's
+    assert mac_peer.config.endpoint == ("127.0.0.1", 4444) and wired.agent.enrolled.dht_peers == set()
+    assert not wired.agent.handshakes.trust.knows(starlink.peer_id)
+    assert wired.agent.datapath.route(ipaddress.ip_address("10.10.10.3").packed) is None
+    assert len(wired.agent.peers) == 1  # no duplicate
+
+
+async def test_a_dht_peer_cannot_take_a_netmap_peers_overlay_address(wired):
+    hub = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(hub.listed())
+    squatter = await wired.remote("evil", "10.10.10.1")  # the CA gave the address out again
+    assert await squatter.node.bootstrap([wired.seed()])
+    await until(lambda: wired.discovery.ignored.get("address_taken"), "the record is looked at")
+    assert _peer_ids(wired) == {hub.peer_id}
+
+
+# ----------------------------------------------------------------------------- endpoints: the netmap wins
+
+
+async def test_a_netmap_endpoint_gives_way_only_once_it_stops_answering(wired):
+    hub = await wired.remote("hub", "10.10.10.9")
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(hub.listed(), uk.listed())
+    assert await wired.discovery.node.bootstrap([hub.seed()])
+    assert await uk.node.bootstrap([hub.seed()])
+    uk.moves(5555)  # its new address: no longer where the netmap says
+    assert await uk.node.publish() >= 2  # stored at the hub and at the agent: on_record hears it
+    await until(lambda: wired.discovery.ignored.get("netmap_wins"), "the newer record is looked at")
+    assert wired.agent.peers.get(uk.peer_id).config.endpoint == ("127.0.0.1", uk.port)
+    # no control link for STALE_S: its endpoint stopped answering; the lookup brings the new one
+    wired.discovery.down_since[uk.peer_id] = time.monotonic() - STALE_S - 1
+    wired.discovery._watch_links()
+    await until(lambda: wired.agent.peers.get(uk.peer_id).config.endpoint == ("127.0.0.1", 5555),
+                "the record's endpoint is dialed")
+    assert wired.agent.status()["node"]["dht"]["lookups"] >= 1
+
+
+# ----------------------------------------------------------------------------- revocations
+
+
+async def test_a_ca_list_from_the_dht_drops_the_peer_and_outlives_a_restart(wired, tmp_path):
+    uk = await wired.remote("uk", "10.10.10.1")
+    mac = await wired.remote("mac", "10.10.10.4")
+    await wired.apply(uk.listed(), mac.listed())
+    assert mac.peer_id in _peer_ids(wired)
+    # the server is away; a node that got the list from its netmap spreads it
+    assert await wired.discovery.node.bootstrap([uk.seed()])
+    uk.node.learn_revocations(wired.revocations(mac.peer_id))
+    assert await uk.node.spread_revocations() >= 1
+    await until(lambda: mac.peer_id not in _peer_ids(wired), "mac is dropped")
+    trust = wired.agent.handshakes.trust
+    assert mac.peer_id in trust.revoked and not trust.knows(mac.peer_id)
+    assert wired.agent.status()["node"]["revoked_peers"] == [mac.peer_id]
+    kept = json.loads((tmp_path / REVOCATIONS_FILE).read_text())
+    assert kept["revoked"] == [mac.peer_id] and kept["list"]
+    assert oct((tmp_path / REVOCATIONS_FILE).stat().st_mode & 0o777) == "0o600"
+    # a restarted agent: the revoked set is read back before its persisted netmap (which still
+    # lists mac) is applied, and the map does not bring mac back
+    restarted = Wired(tmp_path, ca=wired.ca, key=wired.key)
+    try:
+        assert mac.peer_id in restarted.agent.handshakes.trust.revoked
+        assert restarted.discovery.revoked.latest is not None  # the list too: served again from here
+        await restarted.apply(uk.listed(), mac.listed())
+        assert _peer_ids(restarted) == {uk.peer_id}
+        assert not restarted.agent.handshakes.trust.knows(mac.peer_id)
+    finally:
+        await restarted.close()
+
+
+async def test_our_own_id_on_the_cas_list_means_we_were_revoked(wired, tmp_path):
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(uk.listed())
+    assert await wired.discovery.node.bootstrap([uk.seed()])
+    uk.node.learn_revocations(wired.revocations(wired.peer_id))  # uk dropped us: it stores nothing here
+    assert await wired.discovery.node.fetch_revocations() is not None  # (on join, every 30 minutes)
+    assert wired.agent.enrolled.revoked_self
+    assert _peer_ids(wired) == set() and (tmp_path / REVOKED_FILE).exists()
+    assert "CA" in (tmp_path / REVOKED_FILE).read_text()
+    assert wired.agent.status()["node"]["server"] == "revoked"
+
+
+# ----------------------------------------------------------------------------- lookups the agent starts
+
+
+async def test_a_packet_to_an_unheld_overlay_address_looks_it_up(wired):
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(uk.listed())
+    assert await wired.discovery.node.bootstrap([uk.seed()])
+    wired.link.connected.set()  # (connected while mac joins: its record alone adds no peer)
+    mac = await wired.remote("mac", "10.10.10.4")
+    assert await mac.node.bootstrap([uk.seed()])
+    await until(lambda: wired.discovery.ignored.get("server_connected"), "mac's record is looked at")
+    wired.link.connected.clear()  # the server goes away
+    lookups = wired.discovery.node.stats.lookups
+    wired.discovery.no_route(ipaddress.ip_address("192.168.1.1").packed)  # not the overlay: nothing
+    wired.discovery.no_route(ipaddress.ip_address("10.10.10.2").packed)  # our own: nothing
+    assert wired.discovery.node.stats.lookups == lookups and not wired.discovery._tasks
+    wired.discovery.no_route(ipaddress.ip_address("10.10.10.4").packed)
+    wired.discovery.no_route(ipaddress.ip_address("10.10.10.4").packed)  # throttled: one lookup
+    assert len(wired.discovery._tasks) == 1
+    await until(lambda: mac.peer_id in _peer_ids(wired), "mac becomes a peer")
+    assert wired.agent.datapath.route(ipaddress.ip_address("10.10.10.4").packed).config.peer_id == mac.peer_id
+
+
+async def test_a_hello_from_an_unknown_peer_id_looks_it_up_and_the_next_one_is_accepted(wired):
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(uk.listed())
+    assert await wired.discovery.node.bootstrap([uk.seed()])
+    wired.link.connected.set()
+    mac = await wired.remote("mac", "10.10.10.4")
+    assert await mac.node.bootstrap([uk.seed()])
+    await until(lambda: wired.discovery.ignored.get("server_connected"), "mac's record is looked at")
+    wired.link.connected.clear()
+    mac_local = LocalIdentity(mac.key, mac.cert)
+    mac_trust = MeshCA(wired.ca_public)
+
+    async def mac_dials():
+        return await dial("127.0.0.1", wired.port,
+                          lambda: Initiator(mac_local, mac_trust, wired.peer_id, time.time()))
+
+    assert await mac_dials() is None  # refused: unknown, but its id is looked up
+    await until(lambda: mac.peer_id in _peer_ids(wired), "mac becomes a peer")
+    result = await mac_dials()
+    assert result is not None and result[3].peer.peer_id == wired.peer_id
+    result[1].close()
+    assert wired.agent.status()["node"]["handshake"]["door"]["refused"] == {"unknown_peer": 1}
