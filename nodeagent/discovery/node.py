@@ -196,6 +196,7 @@ class DhtNode:
         self.own_sequence: int | None = None
         self._own_expires = 0.0
         self.last_publish: float | None = None
+        self.last_stored: tuple[int, ...] = ()  # the last publish: stores per key of our record
         self.pool = ClientPool(
             request_s=c.request_s, frame_s=c.frame_s, max_pooled=c.max_pooled, bind_ip=bind_ip,
             first_rid=int.from_bytes(entropy(4), "big"),
@@ -344,12 +345,15 @@ class DhtNode:
         endpoint candidate (nothing a peer could dial) there is no record to publish: we only ask."""
         now = self.clock()
         ok = 0
+        stored = []
         if self.candidates:
             rec = self._sign_record(now)
             for key in rec.keys:
-                ok += await self._store_at_nearest(key, rec.raw)
+                stored.append(await self._store_at_nearest(key, rec.raw))
+            ok = sum(stored)
         else:
             log.info("dht: no endpoint to publish; asking only")
+        self.last_stored = tuple(stored)
         if self.revoked.latest is not None and now < self.revoked.latest.expires:
             ok += await self._store_at_nearest(self.revoked.latest.keys[0], self.revoked.latest.raw)
         self.last_publish = now
@@ -744,11 +748,22 @@ class DhtNode:
 
     def _learned(self, rec: NodeRecord | RevocationList | None) -> None:
         if isinstance(rec, NodeRecord):
-            if self.identities.learn(rec) and self.on_record is not None and rec.node_id != self.node_id:
-                self.on_record(rec)
+            if self.identities.learn(rec):
+                self._refresh_held(rec)
+                if self.on_record is not None and rec.node_id != self.node_id:
+                    self.on_record(rec)
         elif isinstance(rec, RevocationList):
             new = self.revoked.apply_list(rec)
             self._revoked_now(new)
+
+    def _refresh_held(self, rec: NodeRecord) -> None:
+        """A newer record of a node whose record we hold for others (it came with a request, an
+        answer or a lookup): the stored copies follow, so a STORE that did not reach us (its
+        publisher had just moved, say) does not leave us serving the old one."""
+        now = self.clock()
+        for key in rec.keys:
+            if key in self.store:
+                self.store.put(key, rec.raw, now)  # replaces only a lower-ranked record
 
     def _revoked_now(self, new: set[str]) -> None:
         if not new:

@@ -141,6 +141,8 @@ class Discovery:
         self.ignored: dict[str, int] = {}  # peering.Ignore reasons, counted
         self._tasks: set[asyncio.Task] = set()
         self._saved: tuple[int, int | None] | None = None
+        self._publish_wanted = False  # our endpoints changed and no node has stored the new record yet
+        self._publishing = False
         self._closed = False
         if self.revoked:  # before the persisted netmap is applied: its revoked peers stay out
             enrolled.drop_revoked(set(self.revoked))
@@ -225,6 +227,8 @@ class Discovery:
                 self.down_since.pop(pid, None)
             case Ignore(reason=reason):
                 self.ignored[reason] = self.ignored.get(reason, 0) + 1
+                log.debug("dht: record of %s (sequence %d) changes nothing: %s", pid[:8], record.sequence,
+                          reason)
 
     def _failing(self, peer_id: str) -> bool:
         since = self.down_since.get(peer_id)
@@ -233,11 +237,16 @@ class Discovery:
     # --- lookups ----------------------------------------------------------------------------
     async def _lookup_peer(self, peer_id: str, *, failing: bool) -> None:
         record = await self.node.find_record(peer_id)
+        log.info("dht: lookup of %s (%s): %s", peer_id[:8], "no control link" if failing else "unknown HELLO",
+                 "not found" if record is None else f"sequence {record.sequence}, "
+                 f"{', '.join(f'{e.ip}:{e.control_port}' for e in record.endpoints)}")
         if record is not None:
             self._consider(record, failing=failing)
 
     async def _lookup_address(self, ip: str) -> None:
         record = await self.node.find_by_overlay_ip(ip)
+        log.info("dht: lookup of overlay address %s: %s", ip,
+                 "not found" if record is None else f"{record.certificate.name} ({record.peer_id[:8]})")
         if record is not None:
             self._consider(record, failing=self._failing(record.peer_id))
 
@@ -267,6 +276,9 @@ class Discovery:
                 if not joining:  # our endpoints are known: the join publishes them
                     self._spawn(self._join())
                     joining = True
+                if self._publish_wanted and not self._publishing and self.node.last_publish is not None:
+                    self._publishing = True
+                    self._spawn(self._publish())
                 for _ in range(round(ENDPOINT_CHECK_S / WATCH_S)):
                     self._watch_links()
                     await asyncio.sleep(WATCH_S)
@@ -277,8 +289,9 @@ class Discovery:
                 await asyncio.sleep(WATCH_S)
 
     async def _check_endpoints(self) -> None:
-        """Our endpoints changed (or are known for the first time): a new record, published at once
-        once we have published before (the first publish is the join's)."""
+        """Our endpoints changed (or are known for the first time): a new record, published now if
+        we have published before (else the join publishes it), and again every ENDPOINT_CHECK_S
+        until some node stored it (right after a move, connections from the old address fail)."""
         endpoints = tuple(await asyncio.to_thread(self.endpoints_now))
         if endpoints == self.endpoints:
             return
@@ -287,8 +300,18 @@ class Discovery:
         self.node.set_candidates(_candidates(endpoints))
         if self.on_endpoints is not None:
             self.on_endpoints(endpoints)
-        if self.node.last_publish is not None:
-            self._spawn(self.node.publish())
+        self._publish_wanted = self.node.last_publish is not None
+
+    async def _publish(self) -> None:
+        published = self.node.candidates
+        try:
+            await self.node.publish()
+            stored = self.node.last_stored
+            log.info("dht: our new record stored %s time(s) (peer id key, address key)", stored)
+            if stored and all(stored) and self.node.candidates == published:
+                self._publish_wanted = False
+        finally:
+            self._publishing = False
 
     async def _join(self) -> None:
         """Once a netmap is applied: join from its public hubs (bootstrap: ping them, look ourselves
@@ -300,8 +323,9 @@ class Discovery:
             try:
                 if len(self.node.table) == 0:
                     seeds = [s for s in self.seeds if s.peer_id != self.node.peer_id]
-                    if seeds and await self.node.bootstrap(seeds):
+                    if seeds and await self.node.bootstrap(seeds):  # (it publishes our record)
                         log.info("dht: joined (%d contacts)", len(self.node.table))
+                        self._publish_wanted = False
                         delay = JOIN_FIRST_S
                     else:
                         delay = min(delay * 2, JOIN_MAX_S)

@@ -6,7 +6,9 @@ which is the slow-loris defence), and the length is checked against the 64 KiB c
 the body is read.
 
 `ClientPool` keeps one TCP connection per remote address and multiplexes requests over it by
-request id. Every request runs under `asyncio.timeout(request_s)`, connecting included; at most
+request id. Every request runs under `asyncio.timeout(request_s)`, connecting included; a
+connection on which a request timed out is closed (the far side may be gone, or our own address:
+a node that moved must not keep asking over a connection from its old one); at most
 `max_pooled` connections are kept, the least recently used idle one closed first (one with
 requests in flight is never closed for room). Outgoing connections can be bound to our own
 address (`bind_ip`), so the far side sees the source it would see from a real node.
@@ -131,6 +133,7 @@ class ClientPool:
         """Send the request `build(rid, connection)` to `address` and wait for its answer.
         RequestFailed on any failure, including an Error answer."""
         self.sent += 1
+        conn = None
         try:
             async with asyncio.timeout(self.request_s):
                 conn = await self._connection(address)
@@ -146,6 +149,8 @@ class ClientPool:
                     conn.pending.pop(rid, None)
         except (TimeoutError, OSError, ConnectionError, MessageError, RequestFailed) as exc:
             self.failed += 1
+            if isinstance(exc, TimeoutError) and conn is not None:
+                conn.close()  # no answer in time: the next request to that address connects afresh
             raise RequestFailed(f"{address}: {exc!r}") from None
         if isinstance(answer, Error):
             self.failed += 1

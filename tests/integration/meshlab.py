@@ -13,6 +13,10 @@ the bridge and the namespaces.
     be = mesh.node("belgium", behind=home, up_args=("--dns",), resolv="nameserver ...\n")
                                                a node behind it, with `up` flags and a resolv.conf
                                                of its own (lab.resolv_conf: never the host's)
+    mesh.node("x", endpoint=False)             enrolled without --endpoint: it advertises its address
+                                               towards the server, and follows it when it changes
+    mesh.move(node)                            a new underlay address for the node (the old one goes)
+    node.start(env={"SHADOWMESH_DHT": "0"})     the agent with extra environment
     mesh.revoke(node), mesh.rename(node, name), mesh.exit_node(node, "approve"), mesh.use_exit(a, b)
                                                through the dashboard, as an operator does
     mesh.server.stop() / mesh.server.start()   the same port and database again
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import re
 import signal
 import subprocess
@@ -80,9 +85,10 @@ class EnrolledNode:
     def peer_ids(self) -> set[str]:
         return {p["peer_id"] for p in self.status()["peers"]}
 
-    def start(self) -> None:
+    def start(self, env: dict | None = None) -> None:
         self.proc = self.lab.spawn(self.ns, PYTHON, "-m", "nodeagent", "up", "--state-dir", str(self.state),
-                                   "-v", *self.up_args, log=self.log, cwd=ROOT)
+                                   "-v", *self.up_args, log=self.log, cwd=ROOT,
+                                   env=None if env is None else {**os.environ, **env})
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,27 +130,26 @@ class Mesh:
 
     def node(self, name: str, public: bool = False, start: bool = True, *, behind: NatBox | None = None,
              lan_addr: str | None = None, up_args: tuple[str, ...] = (), resolv: str | None = None,
-             enroll_args: tuple[str, ...] = ()) -> EnrolledNode:
+             enroll_args: tuple[str, ...] = (), endpoint: bool = True) -> EnrolledNode:
         ns = self.lab.netns(name)
         if resolv is not None:
             self.lab.resolv_conf(ns, resolv)
         if behind is None:
-            self._octet += 1
-            addr = f"{self.subnet}.{self._octet}"
+            addr = self._address()
             self.segment.join(ns, f"{addr}/24", dev="eth0")
-            endpoint: tuple[str, ...] = ("--endpoint", f"{addr}:8443")
+            advertised: tuple[str, ...] = ("--endpoint", f"{addr}:8443") if endpoint else ()
         else:  # behind a NAT: it dials out, nobody dials it
             assert lan_addr, "a node behind a NAT box needs its LAN address"
             addr = lan_addr
             behind.attach(ns, f"{addr}/24", dev="eth0")
-            endpoint = ()
+            advertised = ()
         tmp = self.lab.tmp
         node = EnrolledNode(self.lab, name, ns, addr, tmp / f"state-{name}", tmp / f"agent-{name}.log",
                             up_args=up_args)
         self.nodes.append(node)
         token = self.server.token(public=public)
         out = ns.run(PYTHON, "-m", "nodeagent", "enroll", "--server", self.server.agent_url, "--token", token,
-                     "--name", name, "--state-dir", str(node.state), *endpoint,
+                     "--name", name, "--state-dir", str(node.state), *advertised,
                      *(["--public"] if public else []), *enroll_args, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"enroll {name} failed ({out.returncode}): {out.stderr}")
@@ -153,6 +158,20 @@ class Mesh:
         if start:
             node.start()
         return node
+
+    def _address(self) -> str:
+        self._octet += 1
+        return f"{self.subnet}.{self._octet}"
+
+    def move(self, node: EnrolledNode) -> str:
+        """The node's underlay address changes (as when it changes networks): a new one on eth0,
+        the old one removed. Returns the new address."""
+        new = self._address()
+        # the old one first: deleting a primary address also deletes the secondaries of its subnet
+        node.ns.run("ip", "addr", "del", f"{node.underlay}/24", "dev", "eth0")
+        node.ns.run("ip", "addr", "add", f"{new}/24", "dev", "eth0")
+        node.underlay = new
+        return new
 
     def block(self, a: EnrolledNode, b: EnrolledNode) -> None:
         """a and b cannot reach each other's underlay address (they must meet through a relay)."""

@@ -153,6 +153,26 @@ async def test_the_ca_revocation_list_spreads_and_revoked_nodes_are_dropped(mesh
     assert sum(key in m.node.store for m in mesh.members) >= 3
 
 
+async def test_a_holder_serves_the_newest_record_it_has_seen(mesh):
+    """A node that moved may fail to STORE its new record everywhere (its first requests go out on
+    connections from its old address); a holder that sees the newer record any other way (here
+    with a plain PING) replaces the copy it serves, under both keys."""
+    mover = mesh.members[4]
+    assert await mover.node.publish() >= 2
+    assert mover.node.last_stored and all(mover.node.last_stored)
+    holder = next(m for m in mesh.members if m is not mover and mover.node_id in m.node.store)
+    mover.node.set_candidates([Candidate(Endpoint(mover.ip, mover.port, 9777))])
+    newer = mover.node._sign_record(time.time())  # signed, stored nowhere
+    reader, writer = await raw_connection(holder, mover.ip)
+    writer.write(encode(Ping(3, me=newer.raw)))
+    assert isinstance(await read_answer(reader), Pong)
+    writer.close()
+    held = [k for k in newer.keys if k in holder.node.store]
+    assert held
+    for key in held:
+        assert holder.node.store.get(key, time.time()).sequence == newer.sequence
+
+
 async def test_a_list_from_the_server_is_applied_served_and_spread(mesh):
     """The agent hands the list its netmap carried to learn_revocations: applied at once (the
     callback hears the new ids), answered from this node even though nobody stored it here, and
@@ -414,6 +434,8 @@ async def test_a_responder_that_never_answers_fails_the_request_in_time(mesh):
         node = mesh.members[0].node
         with pytest.raises(Exception, match="TimeoutError"):
             await node._request((ip, port), lambda rid, me: Ping(rid))
+        # that connection is not reused (the responder may be gone, or our own address with it)
+        assert (ip, port) not in node.pool._pool
     finally:
         server.close()
 

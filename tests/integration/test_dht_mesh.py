@@ -1,0 +1,118 @@
+"""The DHT with real enrolled agents in namespaces and the server STOPPED (issue 10): a node that
+moved is found again, the node that enrolled last reaches nodes whose netmaps never listed it, and
+a node revoked just before the server stopped is refused by all.
+
+Each test fails without the DHT: run this module with SHADOWMESH_DHT=0 in the environment (every
+agent inherits it and runs without the DHT) and each one times out at the step the DHT makes
+possible. Waits are bounded and generous (a failure condition, never a speed claim): a dead
+control link takes 3 keepalives + 5 s to be noticed, a dial backs off up to 60 s.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from nodeagent.server_link import load_netmap
+from tests.integration.agentlab import wait_for
+from tests.integration.meshlab import EnrolledNode, Mesh
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def mesh(lab, request):
+    m = Mesh(lab)
+    yield m  # the lab's teardown ends the agents and the server
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for n in m.nodes:
+            sys.stderr.write(f"\n--- agent {n.name} ---\n{n.log_text()[-8000:]}\n")
+        sys.stderr.write(f"\n--- server ---\n{m.server.log.read_text(errors='replace')[-3000:]}\n")
+
+
+def no_incoming(mesh: Mesh, node: EnrolledNode) -> None:
+    """`node` sits behind a stateful firewall: it may dial out, nothing may dial in (replies to
+    what it sent pass)."""
+    node.ns.run("nft", "-f", "-", input=f"""table inet {mesh.lab.prefix}fw {{
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname "eth0" ct state new drop
+    }}
+}}
+""")
+
+
+def peer(node: EnrolledNode, other: EnrolledNode) -> dict | None:
+    return next((p for p in node.status()["peers"] if p["peer_id"] == other.peer_id), None)
+
+
+def dht_settled(node: EnrolledNode) -> bool:
+    """The node's DHT has published its record (trivially true for an agent without the DHT)."""
+    dht = node.status()["node"]["dht"]
+    return dht is None or dht["last_publish_s"] is not None
+
+
+def stop_server(mesh: Mesh, nodes) -> None:
+    mesh.server.stop()
+    for n in nodes:
+        wait_for(lambda n=n: n.status()["node"]["server"] == "disconnected", 15,
+                 f"{n.name} sees the server go")
+
+
+def test_a_node_that_moves_is_found_again_through_the_dht(mesh):
+    """uk is the public hub; belgium accepts no incoming connection (it dials out); starlink
+    advertises its address towards the server (no --endpoint), so its endpoint follows its address.
+    With the server stopped starlink moves: belgium's link to it dies, the netmap's endpoint stops
+    answering, starlink cannot dial belgium, and only starlink's new record in the DHT brings
+    belgium back to it directly (they still reach each other through uk meanwhile)."""
+    uk = mesh.node("uk", public=True)
+    belgium = mesh.node("belgium", start=False)
+    no_incoming(mesh, belgium)
+    belgium.start()
+    starlink = mesh.node("starlink", endpoint=False)
+    mesh.wait_ping(belgium, starlink, timeout=30)
+    wait_for(lambda: (peer(belgium, starlink) or {}).get("control") == "up", 30, "belgium's link to starlink")
+    for n in (uk, belgium, starlink):
+        wait_for(lambda n=n: dht_settled(n), 60, f"{n.name}'s DHT publishes its record")
+    stop_server(mesh, (uk, belgium, starlink))
+
+    new = mesh.move(starlink)
+
+    def direct_again():
+        p = peer(belgium, starlink)
+        return p is not None and p["control"] == "up" and p["endpoint"] == f"{new}:9443"
+
+    wait_for(direct_again, 150, f"belgium dials starlink at its new address {new}")
+    mesh.wait_ping(belgium, starlink, timeout=20)
+    assert peer(belgium, starlink)["path"] == "direct"
+    assert belgium.status()["node"]["dht"]["lookups"] >= 1
+    assert "endpoint" in belgium.log_text() and new in belgium.log_text()
+
+
+def test_the_node_that_enrolled_last_reaches_nodes_whose_netmaps_never_listed_it(mesh):
+    """uk (the public hub) and belgium enroll and stop; mac enrolls last (its netmap lists them);
+    the server stops; uk and belgium start again from their persisted netmaps, which do not list
+    mac. mac reaches both: they learn its record from the DHT, check its certificate offline and
+    take it as a peer at its certificate's overlay address."""
+    uk = mesh.node("uk", public=True)
+    belgium = mesh.node("belgium")
+    mesh.wait_ping(belgium, uk, timeout=30)
+    uk.stop()
+    belgium.stop()
+    mac = mesh.node("mac")
+    wait_for(lambda: {uk.peer_id, belgium.peer_id} <= mac.peer_ids(), 15, "mac's netmap lists uk and belgium")
+    stop_server(mesh, (mac,))
+    for n in (uk, belgium):
+        persisted = load_netmap(n.state)
+        assert persisted is not None and persisted.peer(mac.peer_id) is None
+        n.start()
+
+    mesh.wait_ping(mac, uk, timeout=120)
+    mesh.wait_ping(mac, belgium, timeout=120)
+    for n in (uk, belgium):
+        entry = peer(n, mac)
+        assert entry is not None and entry["overlay_ip"] == mac.overlay_ip
+        assert n.status()["node"]["dht"]["peers"] >= 1
+        assert n.status()["node"]["server"] == "disconnected"
