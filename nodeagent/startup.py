@@ -141,10 +141,15 @@ def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
         mode = agent.enrolled
         assert mode is not None  # the agent was given a certificate
         mode.use_state_dir(state.state_dir)
+
+        def renewed(certificate: bytes) -> None:
+            agent.handshakes.local.replace_credential(certificate)
+            if agent.discovery is not None:  # our DHT record carries the certificate too
+                agent.discovery.certificate_renewed(certificate)
+
         link = mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
-                                             endpoints=endpoints,
-                                             advertise_exit=advertise_exit_node or settings["advertise_exit_node"],
-                                             on_certificate=agent.handshakes.local.replace_credential)
+                                             endpoints=endpoints, on_certificate=renewed,
+                                             advertise_exit=advertise_exit_node or settings["advertise_exit_node"])
         mode.base_endpoints = endpoints
         mode.exit = exits
         mode.dns = DnsService(config.overlay.ip, config.overlay.network, resolv=resolv, manage_resolver=dns)

@@ -250,6 +250,15 @@ class DhtNode:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
+    def set_certificate(self, certificate: bytes) -> None:
+        """Our certificate was renewed (same key, peer id and overlay address): the records we
+        sign from now on carry it; the caller then awaits publish()."""
+        cert = parse_certificate(certificate)
+        if cert.peer_id != self.peer_id or cert.overlay_ip != self.overlay_ip:
+            raise ValueError("a renewed certificate names the same peer id and overlay address")
+        self.certificate = bytes(certificate)
+        self.own_record = None
+
     def set_candidates(self, candidates: Sequence[Candidate]) -> None:
         """Our endpoints changed: the caller then awaits publish()."""
         self.candidates = tuple(candidates)

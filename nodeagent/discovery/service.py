@@ -44,6 +44,7 @@ from ..config import PeerConfig
 from ..enroll import write_private_file
 from ..enrolled import usable_endpoint
 from ..protocol import netmap as nm
+from ..protocol.cert import CertificateError
 from .node import DhtConfig, DhtNode, Seed
 from .peering import AddPeer, Held, Ignore, LookupThrottle, SetEndpoint, decide
 from .records import (
@@ -172,6 +173,16 @@ class Discovery:
                     seeds.append(Seed(endpoint[0], endpoint[1], p.peer_id))
         self.seeds = tuple(seeds)
         self._mapped.set()
+
+    def certificate_renewed(self, certificate: bytes) -> None:
+        """The server renewed our certificate (server_link.py): our record carries the new one,
+        published with the next round of upkeep."""
+        try:
+            self.node.set_certificate(certificate)
+        except (ValueError, CertificateError) as exc:
+            log.error("dht: the renewed certificate is not used: %s", exc)
+            return
+        self._publish_wanted = self.node.last_publish is not None
 
     def no_route(self, dst: bytes) -> None:
         """The data path has a packet for `dst` (packed address) and no peer holds it. Called for

@@ -367,3 +367,18 @@ async def test_a_hello_from_an_unknown_peer_id_looks_it_up_and_the_next_one_is_a
     assert result is not None and result[3].peer.peer_id == wired.peer_id
     result[1].close()
     assert wired.agent.status()["node"]["handshake"]["door"]["refused"] == {"unknown_peer": 1}
+
+
+async def test_a_renewed_certificate_goes_into_our_next_record(wired):
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(uk.listed())
+    assert await wired.discovery.node.bootstrap([uk.seed()])
+    pk = wired.key.public_key().public_bytes_raw()
+    renewed = _cert(wired.ca, pk, "belgium", "10.10.10.2")
+    assert renewed != wired.cert
+    wired.discovery.certificate_renewed(renewed)
+    assert await wired.discovery.node.publish() >= 2
+    seen = await uk.node.find_record(wired.peer_id)
+    assert seen.certificate.to_bytes() == renewed
+    wired.discovery.certificate_renewed(_cert(wired.ca, pk, "belgium", "10.10.10.7"))  # not a renewal
+    assert wired.discovery.node.certificate == renewed
