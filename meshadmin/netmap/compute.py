@@ -7,6 +7,8 @@ exit node), the relays, the revocation list (every revoked node of the network, 
 certificate fingerprint) and its access policy (what may reach it, what it may reach). Its own
 entry carries the network's DNS suffix, whether it is an approved exit node, and the exit node an
 operator chose for it.
+A view may also carry the CA's signed revocation list for the DHT (`with_revocation_list`, made
+by the caller that holds the CA key: revocations.py), which every map of the view then carries.
 
 Cost: a full mesh of N nodes has N maps of N-1 peers each. `NetworkView` does the per-node work
 once (one `Peer` per node, shared by every map that lists it), so a node's map is a filter over
@@ -82,6 +84,10 @@ class NetworkView:
     exits: frozenset[int] = frozenset()      # pks of approved exit nodes (default routes via them)
     ordered: tuple[nm.Peer, ...] = ()        # the members' Peer entries, in `members` order
     position: dict[int, int] = field(default_factory=dict)  # member pk -> its place in `members`
+    revocation_list: bytes | None = None     # the CA's signed list for the DHT (revocations.py)
+
+    def with_revocation_list(self, raw: bytes | None) -> NetworkView:
+        return replace(self, revocation_list=raw)
 
     def netmap_for(self, node: NodeRow | str | int) -> nm.NetMap:
         snap = self.snapshot
@@ -159,6 +165,7 @@ class NetworkView:
             relays=tuple(r.peer_id for r in self.relays if r.pk != me.pk),
             revoked=self.revoked,
             policy=self.access.node_policy(me),
+            revocation_list=self.revocation_list,
         )
 
 
@@ -216,6 +223,7 @@ class Changes:
     relays_changed: bool
     revoked_changed: bool
     prefix_changed: bool
+    revocation_list_changed: bool = False
 
 
 def changes(old: NetworkView, new: NetworkView) -> Changes:
@@ -228,6 +236,7 @@ def changes(old: NetworkView, new: NetworkView) -> Changes:
         relays_changed=[r.peer_id for r in old.relays] != [r.peer_id for r in new.relays],
         revoked_changed=old.revoked != new.revoked,
         prefix_changed=old.snapshot.prefix_len != new.snapshot.prefix_len,
+        revocation_list_changed=old.revocation_list != new.revocation_list,
     )
 
 
@@ -260,4 +269,5 @@ def delta_for(old: NetworkView, new: NetworkView, ch: Changes, peer_id: str) -> 
         routes=None if old_routes == new_routes else new_routes,
         relays=tuple(r.peer_id for r in new.relays if r.pk != me.pk) if ch.relays_changed else None,
         revoked=new.revoked if ch.revoked_changed else None,
+        revocation_list=new.revocation_list if ch.revocation_list_changed else None,
     )

@@ -11,6 +11,11 @@ Signing: every netmap and delta goes out signed by the network's CA key
 public key the snapshot carries, one extra query the first time), in the database thread that
 loads the view, and kept by the cache beside the view (`signer`); a delta shared by most sockets
 costs one signature, a full map (on connect and on `resync`) one per socket.
+
+The same key signs the CA's revocation list for the DHT (meshadmin/netmap/revocations.py), made in
+that thread with the view and carried by every map of it; the cache keeps the last list of each
+network and hands it to the next load, which signs a new one only when the revoked nodes changed
+or the list has aged (so unchanged maps stay equal and most deltas do not carry it).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from meshadmin.mesh.models import Network
 from meshadmin.mesh.pki import load_ca_key
-from meshadmin.netmap import compute, snapshot
+from meshadmin.netmap import compute, revocations, snapshot
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
 
@@ -53,10 +58,22 @@ def netmap_signer(network_id: int, ca_public_key: bytes) -> mldsa.MLDSA87Private
     return key
 
 
-def _load(network_id: int) -> tuple[compute.NetworkView, mldsa.MLDSA87PrivateKey]:
+def _load(network_id: int, held_list: bytes | None = None) -> tuple[compute.NetworkView,
+                                                                   mldsa.MLDSA87PrivateKey]:
+    """The view at the current serial and the CA key that signs its maps; the view carries the CA's
+    revocation list for the DHT (`held_list`, the one the previous view carried, again when it still
+    fits)."""
     started = time.perf_counter()
     v = compute.view(snapshot.load(network_id))
     key = netmap_signer(network_id, v.snapshot.ca_public_key)
+    try:
+        rl = revocations.revocation_list((r.peer_id for r in v.revoked), sign=key.sign,
+                                         ca_public_key=v.snapshot.ca_public_key, held=held_list,
+                                         now=time.time())
+    except revocations.TooManyRevoked as exc:
+        log.error("network %s: no revocation list for the DHT: %s", network_id, exc)
+        rl = None
+    v = v.with_revocation_list(rl)
     log.info("network %s serial %s: view of %d nodes loaded in %.0f ms", network_id, v.snapshot.serial,
              len(v.snapshot.nodes), 1000 * (time.perf_counter() - started))
     return v, key
@@ -148,7 +165,9 @@ class ViewCache:
                 return v
             fut = self._loading.get(network_id)
             if fut is None:
-                fut = asyncio.ensure_future(database_sync_to_async(_load)(network_id))
+                held = self._views.get(network_id)
+                fut = asyncio.ensure_future(database_sync_to_async(_load)(
+                    network_id, None if held is None else held.revocation_list))
                 self._loading[network_id] = fut
                 fut.add_done_callback(functools.partial(self._done, network_id))
             v, key = await asyncio.shield(fut)

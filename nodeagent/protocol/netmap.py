@@ -14,10 +14,18 @@ asks for a full map. A map or delta older than the applied one is ignored (`is_s
 The plain-data form (`netmap_to_dict`, also the golden-file and persisted form) holds only
 str/int/bool/list/dict/None. Parsing it back is strict (strict.py): unknown keys, missing keys,
 wrong types, out-of-range numbers, bad addresses or peer ids raise `strict.Malformed`.
+
+`revocation_list` is the network CA's signed revocation list as a DHT record
+(nodeagent/discovery/records.py, type 2), so agents can store and spread it in the DHT while the
+server is away. It is optional: present (base64 in the plain-data form) only when the server has
+one; in a delta, absent means unchanged. The map's own signature covers it; the agent verifies the
+record's CA signature again before it uses it (docs/dht.md).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from dataclasses import dataclass, replace
 
@@ -27,6 +35,7 @@ from .strict import Malformed, StrictMap, check_fingerprint, check_ip, check_pee
 
 __all__ = [
     "ENDPOINT_SOURCES",
+    "MAX_REVOCATION_LIST",
     "Endpoint",
     "NetMap",
     "NetMapDelta",
@@ -50,6 +59,7 @@ __all__ = [
 
 
 ENDPOINT_SOURCES = ("reported", "observed", "local", "reflexive")
+MAX_REVOCATION_LIST = 40 * 1024  # bytes: the DHT's cap on any record (discovery/records.py MAX_RECORD)
 
 
 class SerialGap(ValueError):
@@ -137,6 +147,7 @@ class NetMap:
     relays: tuple[str, ...] = ()
     revoked: tuple[Revocation, ...] = ()
     policy: Policy = ALLOW_ALL  # what may reach this node and what it may reach (policy.py)
+    revocation_list: bytes | None = None  # the CA's signed revocation list (a DHT record), if any
 
     def peer(self, peer_id: str) -> Peer | None:
         for p in self.peers:
@@ -160,11 +171,13 @@ class NetMapDelta:
     relays: tuple[str, ...] | None = None
     revoked: tuple[Revocation, ...] | None = None
     policy: Policy | None = None
+    revocation_list: bytes | None = None  # a newer CA revocation list; None: unchanged
 
     @property
     def is_empty(self) -> bool:
         return (self.node is None and not self.upsert and not self.remove and self.routes is None
-                and self.relays is None and self.revoked is None and self.policy is None)
+                and self.relays is None and self.revoked is None and self.policy is None
+                and self.revocation_list is None)
 
 
 # ----------------------------------------------------------------------------- pure operations
@@ -194,6 +207,7 @@ def diff(old: NetMap, new: NetMap) -> NetMapDelta:
         relays=None if old.relays == new.relays else new.relays,
         revoked=None if old.revoked == new.revoked else new.revoked,
         policy=None if old.policy == new.policy else new.policy,
+        revocation_list=None if old.revocation_list == new.revocation_list else new.revocation_list,
     )
 
 
@@ -216,6 +230,7 @@ def apply_delta(netmap: NetMap, delta: NetMapDelta) -> NetMap:
         relays=delta.relays if delta.relays is not None else netmap.relays,
         revoked=delta.revoked if delta.revoked is not None else netmap.revoked,
         policy=delta.policy if delta.policy is not None else netmap.policy,
+        revocation_list=netmap.revocation_list if delta.revocation_list is None else delta.revocation_list,
     )
 
 
@@ -251,18 +266,24 @@ def _revocation_d(r: Revocation) -> dict[str, object]:
     return {"peer_id": r.peer_id, "fingerprint": r.fingerprint}
 
 
+def _with_list(d: dict[str, object], raw: bytes | None) -> dict[str, object]:
+    if raw is not None:  # the key only when there is a list: maps without one are unchanged
+        d["revocation_list"] = base64.b64encode(raw).decode("ascii")
+    return d
+
+
 def netmap_to_dict(m: NetMap) -> dict[str, object]:
     """Plain data (str/int/bool/list/dict/None): also the golden-file and persisted form."""
-    return {
+    return _with_list({
         "network": m.network, "serial": m.serial, "node": _self_d(m.node),
         "peers": [_peer_d(p) for p in m.peers], "routes": [_route_d(r) for r in m.routes],
         "relays": list(m.relays), "revoked": [_revocation_d(r) for r in m.revoked],
         "policy": policy_to_dict(m.policy),
-    }
+    }, m.revocation_list)
 
 
 def delta_to_dict(d: NetMapDelta) -> dict[str, object]:
-    return {
+    return _with_list({
         "network": d.network, "base_serial": d.base_serial, "serial": d.serial,
         "node": None if d.node is None else _self_d(d.node),
         "upsert": [_peer_d(p) for p in d.upsert], "remove": list(d.remove),
@@ -270,7 +291,20 @@ def delta_to_dict(d: NetMapDelta) -> dict[str, object]:
         "relays": None if d.relays is None else list(d.relays),
         "revoked": None if d.revoked is None else [_revocation_d(r) for r in d.revoked],
         "policy": None if d.policy is None else policy_to_dict(d.policy),
-    }
+    }, d.revocation_list)
+
+
+def _revocation_list(o: StrictMap, what: str) -> bytes | None:
+    text = o.str("revocation_list", 4 * ((MAX_REVOCATION_LIST + 2) // 3), optional=True)
+    if text is None:
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise Malformed(f"{what}.revocation_list is not base64") from None
+    if not raw:
+        raise Malformed(f"{what}.revocation_list is empty")
+    return raw
 
 
 def endpoint_from_dict(v: object) -> Endpoint:
@@ -349,6 +383,7 @@ def netmap_from_dict(v: object) -> NetMap:
         relays=tuple(sorted(check_peer_id(r, "netmap.relays[]") for r in o.list("relays"))),
         revoked=tuple(sorted(_revocation(r) for r in o.list("revoked"))),
         policy=policy_from_dict(o.map("policy")),
+        revocation_list=_revocation_list(o, "netmap"),
     )
     o.done()
     return m
@@ -370,6 +405,7 @@ def delta_from_dict(v: object) -> NetMapDelta:
         relays=None if relays is None else tuple(sorted(check_peer_id(r, "delta.relays[]") for r in relays)),
         revoked=None if revoked is None else tuple(sorted(_revocation(r) for r in revoked)),
         policy=None if policy is None else policy_from_dict(policy),
+        revocation_list=_revocation_list(o, "delta"),
     )
     o.done()
     if d.serial < d.base_serial:

@@ -47,10 +47,20 @@ def snapshot(draw, serial: int) -> Snapshot:
                     dns_suffix=draw(st.sampled_from(["net.mesh", "net.mesh", "corp.example", None])))
 
 
+LISTS = (b"SMD1\x02list one", b"SMD1\x02list two")  # stand-ins for the CA's revocation list
+
+
+@st.composite
+def lists(draw) -> tuple[bytes | None, bytes | None]:
+    """The CA's revocation list of two views: a list is replaced, never taken away."""
+    old = draw(st.sampled_from([None, *LISTS]))
+    return old, draw(st.sampled_from(LISTS if old else [None, *LISTS]))
+
+
 @settings(max_examples=300, deadline=None)
-@given(snapshot(5), snapshot(6))
-def test_the_shared_delta_applied_to_the_old_map_gives_the_new_map(old_snap, new_snap):
-    old, new = view(old_snap), view(new_snap)
+@given(snapshot(5), snapshot(6), lists())
+def test_the_shared_delta_applied_to_the_old_map_gives_the_new_map(old_snap, new_snap, rl):
+    old, new = view(old_snap).with_revocation_list(rl[0]), view(new_snap).with_revocation_list(rl[1])
     ch = changes(old, new)
     for me in new.members:
         delta = delta_for(old, new, ch, me.peer_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -50,6 +51,29 @@ async def test_revoking_a_node_closes_its_socket_and_tells_the_others(uk, belgiu
     assert mac[0].peer_id not in {p.peer_id for p in after.peers}
     assert mac[0].peer_id in {r.peer_id for r in after.revoked}
     await uk_comm.disconnect()
+
+
+async def test_the_push_of_a_revocation_carries_the_cas_list_for_the_dht(uk, belgium, mac):
+    """Agents store the list in their DHT (docs/dht.md): it is the CA's, names the revoked node, and
+    the maps pushed after it carry the same bytes (re-signed only when the revocations change)."""
+    from nodeagent.discovery.records import verify_revocation_list
+
+    uk_comm, uk_map = await login(uk[0])
+    assert uk_map.revocation_list is None  # nothing revoked yet: no list
+    node = await Node.objects.aget(peer_id=mac[0].peer_id)
+    await database_sync_to_async(revoke_node)(node)
+    delta = (await receive(uk_comm)).delta
+    assert delta.revocation_list is not None
+    rec = verify_revocation_list(delta.revocation_list, uk[0].ca_public_key, time.time())
+    assert rec.revoked == {mac[0].peer_id}
+    gw = await Node.objects.aget(peer_id=belgium[0].peer_id)
+    await database_sync_to_async(create_route)(gw, "192.168.9.0/24", approved=True)
+    later = (await receive(uk_comm)).delta
+    assert later.revocation_list is None  # unchanged: not carried again
+    belgium_comm, belgium_map = await login(belgium[0])
+    assert belgium_map.revocation_list == delta.revocation_list  # a full map carries it
+    await uk_comm.disconnect()
+    await belgium_comm.disconnect()
 
 
 async def test_a_resync_request_gets_the_full_map_and_acks_are_recorded(uk, belgium):

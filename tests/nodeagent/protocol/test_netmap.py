@@ -75,6 +75,43 @@ def test_diff_then_apply_gives_the_new_map():
     assert nm.apply_delta(old, delta) == new
 
 
+def test_the_cas_revocation_list_travels_base64_and_only_when_there_is_one():
+    raw = b"SMD1\x02" + bytes(range(256)) * 20
+    with_list = _map(revocation_list=raw)
+    d = nm.netmap_to_dict(with_list)
+    assert isinstance(d["revocation_list"], str) and nm.netmap_from_dict(d) == with_list
+    assert "revocation_list" not in nm.netmap_to_dict(_map())  # maps without one are as before
+    assert nm.netmap_from_dict(nm.netmap_to_dict(_map())).revocation_list is None
+    # a delta carries it only when it changed
+    newer = _map(serial=4, revocation_list=raw + b"\x01")
+    delta = nm.diff(with_list, newer)
+    assert delta.revocation_list == raw + b"\x01" and not delta.is_empty
+    assert nm.delta_from_dict(nm.delta_to_dict(delta)) == delta
+    assert nm.apply_delta(with_list, delta) == newer
+    same = nm.diff(with_list, _map(serial=4, revocation_list=raw))
+    assert same.revocation_list is None and "revocation_list" not in nm.delta_to_dict(same)
+    assert nm.apply_delta(with_list, same).revocation_list == raw
+
+
+@pytest.mark.parametrize("value, error", [
+    ("not base64!", "not base64"),
+    ("", "1.."),
+    ("A" * (4 * ((nm.MAX_REVOCATION_LIST + 2) // 3) + 4), "1.."),
+    (b"bytes", "string"),
+])
+def test_a_bad_revocation_list_is_malformed(value, error):
+    d = nm.netmap_to_dict(_map())
+    d["revocation_list"] = value
+    with pytest.raises(Malformed, match=error):
+        nm.netmap_from_dict(d)
+
+
+def test_the_netmaps_cap_is_the_dhts():
+    from nodeagent.discovery.records import MAX_RECORD
+
+    assert nm.MAX_REVOCATION_LIST == MAX_RECORD
+
+
 def test_a_delta_from_another_base_serial_is_a_gap():
     old, new = _map(serial=3), _map(serial=5, routes=())
     delta = nm.diff(old, new)
