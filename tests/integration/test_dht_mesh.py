@@ -116,3 +116,46 @@ def test_the_node_that_enrolled_last_reaches_nodes_whose_netmaps_never_listed_it
         assert entry is not None and entry["overlay_ip"] == mac.overlay_ip
         assert n.status()["node"]["dht"]["peers"] >= 1
         assert n.status()["node"]["server"] == "disconnected"
+
+
+def test_a_node_revoked_just_before_the_server_stopped_is_refused_by_all(mesh):
+    """uk (the public hub), belgium, mac and starlink. mac is stopped; the operator revokes
+    starlink (uk and belgium get the netmap that says so, with the CA's signed list, which they
+    store in the DHT); the server stops. mac comes back from its persisted netmap, which still
+    lists starlink as a peer; starlink comes back too, its revocation marker removed and without
+    the DHT (a revoked key that tries anyway), dialing everyone on its old netmap. mac learns the
+    revocation from the CA's list in the DHT, and every node refuses starlink."""
+    uk = mesh.node("uk", public=True)
+    belgium, mac, starlink = mesh.node("belgium"), mesh.node("mac"), mesh.node("starlink")
+    for n in (uk, belgium, mac):
+        mesh.wait_ping(starlink, n, timeout=30)
+    for n in (uk, belgium, mac, starlink):
+        wait_for(lambda n=n: dht_settled(n), 60, f"{n.name}'s DHT publishes its record")
+    mac.stop()
+    mesh.revoke(starlink)
+    for n in (uk, belgium):
+        wait_for(lambda n=n: starlink.peer_id in n.status()["node"]["revoked_peers"], 15,
+                 f"{n.name} applies the revocation")
+    wait_for(lambda: starlink.status()["node"]["server"] == "revoked", 15, "starlink learns it was revoked")
+    stop_server(mesh, (uk, belgium))
+    starlink.stop()
+    (starlink.state / "revoked").unlink()
+    starlink.start(env={"SHADOWMESH_DHT": "0"})
+    assert starlink.status()["node"]["dht"] is None
+    persisted = load_netmap(mac.state)
+    assert persisted.peer(starlink.peer_id) is not None and not persisted.revoked
+    mac.start()
+
+    def mac_refuses():
+        doc = mac.status()
+        return starlink.peer_id in doc["node"]["revoked_peers"] and \
+            starlink.peer_id not in {p["peer_id"] for p in doc["peers"]}
+
+    wait_for(mac_refuses, 90, "mac learns starlink's revocation from the DHT")
+    for n in (uk, belgium, mac):
+        assert not mesh.ping(starlink, n, count=3, timeout=1), f"revoked starlink still reaches {n.name}"
+        doc = n.status()
+        assert starlink.peer_id in doc["node"]["revoked_peers"]
+        assert starlink.peer_id not in {p["peer_id"] for p in doc["peers"]}
+    mesh.wait_ping(mac, uk, timeout=30)  # the others are untouched
+    assert mac.status()["node"]["server"] == "disconnected"

@@ -129,10 +129,11 @@ class Wired:
     def seed(self) -> Seed:
         return Seed("127.0.0.1", self.port, self.peer_id)
 
-    async def apply(self, *peers: nm.Peer, serial: int = 1, revoked=()) -> None:
+    async def apply(self, *peers: nm.Peer, serial: int = 1, revoked=(), revocation_list=None) -> None:
         me = nm.SelfInfo(peer_id=self.peer_id, name="belgium", overlay_ip="10.10.10.2", prefix_len=24)
         netmap = nm.NetMap(network="demo", serial=serial, node=me,
-                           peers=tuple(sorted(peers, key=lambda p: p.peer_id)), revoked=tuple(revoked))
+                           peers=tuple(sorted(peers, key=lambda p: p.peer_id)), revoked=tuple(revoked),
+                           revocation_list=revocation_list)
         await self.agent.enrolled.apply_netmap(netmap)
 
     def revocations(self, *peer_ids: str, sequence: int = 1) -> bytes:
@@ -308,6 +309,27 @@ async def test_a_ca_list_from_the_dht_drops_the_peer_and_outlives_a_restart(wire
         assert not restarted.agent.handshakes.trust.knows(mac.peer_id)
     finally:
         await restarted.close()
+
+
+async def test_the_list_a_netmap_carries_is_applied_served_and_spread(wired):
+    """The server's map carries the CA's list: a peer it names is dropped even while the map still
+    lists it (a revocation the map's own section has not caught up with), and the list is stored in
+    the DHT, where a node that never saw the server finds it."""
+    uk = await wired.remote("uk", "10.10.10.1")
+    mac = await wired.remote("mac", "10.10.10.4")
+    await wired.apply(uk.listed(), mac.listed())
+    assert await wired.discovery.node.bootstrap([uk.seed()])
+    await wired.apply(uk.listed(), mac.listed(), serial=2, revocation_list=wired.revocations(mac.peer_id))
+    assert _peer_ids(wired) == {uk.peer_id} and mac.peer_id in wired.agent.handshakes.trust.revoked
+    await until(lambda: mac.peer_id in uk.node.revoked, "the list reaches uk through the DHT")
+    newcomer = await wired.remote("starlink", "10.10.10.3")
+    assert await newcomer.node.bootstrap([wired.seed()])  # bootstrap fetches the list
+    assert mac.peer_id in newcomer.node.revoked
+    # a list that does not verify is not used (and named in the log)
+    bad = bytearray(wired.revocations(uk.peer_id, sequence=5))
+    bad[-3] ^= 1
+    await wired.apply(uk.listed(), serial=3, revocation_list=bytes(bad))
+    assert uk.peer_id in _peer_ids(wired) and uk.peer_id not in wired.agent.handshakes.trust.revoked
 
 
 async def test_our_own_id_on_the_cas_list_means_we_were_revoked(wired, tmp_path):
