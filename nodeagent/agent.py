@@ -300,4 +300,5 @@ class Agent:
     def stats_report(self) -> Stats:
         """The counter report the server link sends up (the counters of `status()`'s peers)."""
         now = self.clock()
-        return stats_report(now - self.started, self.peers, now=now)
+        return stats_report(now - self.started, self.peers, now=now,
+                            dht=None if self.discovery is None else self.discovery.counters())

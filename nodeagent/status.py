@@ -7,7 +7,9 @@ The fixed shape (docs/operations.md#status-document; extra keys are only ever ad
                         "no_route", "queue_full", "policy"},
               "relay": {...},                       # extra: what this node forwarded as a hub
               "policy": {"default", "rules", ...},  # extra: the access policy in force, its flows
-              ...extra, and in enrolled mode "mode", "serial", "server", "revoked_peers"},
+              ...extra, and in enrolled mode "mode", "serial", "server", "revoked_peers",
+              "dht": {"contacts", "records", "last_publish_s", "lookups", "failures", ...extra}
+                     or null (the DHT turned off)},
      "peers": [{"peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames",
                 "rx_frames", "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames",
                 "bad_frames", "last_handshake_s", "denied_frames", ...extra}]}
@@ -15,15 +17,17 @@ The fixed shape (docs/operations.md#status-document; extra keys are only ever ad
 `peer_counters` is the one place where the data path's live counters (stats.py) become the
 wire type protocol.counters.PeerCounters; a peer entry is that object's keys plus the local
 extras, and the report the server link sends up every 2 s (`stats_report`, a messages.Stats)
-carries the same objects. The document is served by control/local.py. No I/O here: the caller
-passes what to read.
+carries the same objects. The node's DHT goes the same way: `dht_status` is its object in the
+document, the keys of protocol.counters.DhtCounters plus local extras, and the report carries the
+DhtCounters. The document is served by control/local.py. No I/O here: the caller passes what to
+read.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .protocol.counters import PeerCounters, counters_to_dict
+from .protocol.counters import DhtCounters, PeerCounters, counters_to_dict, dht_to_dict
 from .protocol.messages import Stats
 
 if TYPE_CHECKING:  # types only: this module never imports the data path
@@ -35,7 +39,7 @@ if TYPE_CHECKING:  # types only: this module never imports the data path
 # a document of plain data (str/int/float/bool/None/list/dict), as `status --json` prints it
 Document = dict[str, object]
 
-__all__ = ["node_status", "peer_counters", "peer_status", "stats_report", "status_document"]
+__all__ = ["dht_status", "node_status", "peer_counters", "peer_status", "stats_report", "status_document"]
 
 
 def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, datapath: DataPath,
@@ -94,9 +98,16 @@ def peer_status(p: Peer, *, control_up: bool, now: float) -> Document:
     return entry
 
 
-def stats_report(uptime_s: float, peers: Iterable[Peer], *, now: float) -> Stats:
-    """The `stats` message the server link sends: the same counters as the document's peers."""
-    return Stats(round(uptime_s, 3), tuple(peer_counters(p, now=now) for p in peers))
+def dht_status(counters: DhtCounters, *, peers: int) -> Document:
+    """The `dht` object of the document: the counters' keys, then how many peers the DHT gave us
+    (nodes the applied netmap does not list)."""
+    return {**dht_to_dict(counters), "peers": peers}
+
+
+def stats_report(uptime_s: float, peers: Iterable[Peer], *, now: float, dht: DhtCounters | None = None) -> Stats:
+    """The `stats` message the server link sends: the same counters as the document's peers (and
+    its DHT's, when the node runs one)."""
+    return Stats(round(uptime_s, 3), tuple(peer_counters(p, now=now) for p in peers), dht)
 
 
 def status_document(node: Document, peers: list[Document]) -> Document:

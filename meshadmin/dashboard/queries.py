@@ -30,6 +30,7 @@ __all__ = [
     "audit_events",
     "graph_for",
     "node_denied",
+    "node_dht",
     "node_links",
     "node_path_changes",
     "node_rows",
@@ -138,6 +139,11 @@ def graph_for(network: Network | None, now: datetime | None = None) -> dict:
     if network is None:
         return build_graph([], [], now)
     return build_graph(_node_infos(network, now), telemetry.current_links(network.pk, now), now)
+
+
+def node_dht(node: Node, now: datetime | None = None) -> telemetry.DhtFigures | None:
+    """The node's DHT as it last reported it (the node page's "DHT" line); None: it reports none."""
+    return telemetry.node_dht(node.pk, now or timezone.now())
 
 
 def node_links(node: Node, now: datetime | None = None) -> list[dict]:

@@ -266,6 +266,7 @@ def node_detail(request: HttpRequest, peer_id: str) -> HttpResponse:
             "row": row,
             "links": queries.node_links(node, now),
             "path_changes": queries.node_path_changes(node, now),
+            "dht": queries.node_dht(node, now),
             "routes": Route.objects.filter(via=node).exclude(prefix__in=EXIT_PREFIXES).order_by("prefix"),
             "rename_form": RenameNodeForm(initial={"name": node.name}),
             "tags": sorted(node.tags.values_list("name", flat=True)),

@@ -10,6 +10,10 @@ stores them with ingest_batch about once a second, so a thousand agents reportin
 one transaction per second, not five hundred.
 
 Nothing here computes rates: readers derive them from the stored samples (queries.py).
+
+A report that carries the node's DHT figures (`Stats.dht`) updates its Presence row (`dht`, with
+the time of the report in `dht_at`), only when they changed beyond the age of the last publish:
+that one grows every report, and the page adds the time since `dht_at` to it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from django.utils import timezone
 from meshadmin.mesh.models import Node
 from meshadmin.metrics import events
 from nodeagent.protocol import messages
-from nodeagent.protocol.counters import difference
+from nodeagent.protocol.counters import DhtCounters, dht_to_dict, difference
 
 from .models import Presence, Resolution, Sample
 
@@ -72,6 +76,7 @@ def ingest_batch(reports: list[Report], now: datetime | None = None) -> list[dic
             if rows:
                 per_report.append((r, rows))
         Sample.objects.bulk_create([s for _, rows in per_report for s in rows])
+        _store_dht(reports, now)
     events.reports_stored(len(reports), sum(len(rows) for _, rows in per_report))
     return [{"network": r.reporter.network_id, "peer_id": r.reporter.peer_id} for r, _ in per_report]
 
@@ -88,6 +93,27 @@ def _samples(r: Report, known: set[tuple[int, str]], now: datetime) -> list[Samp
             resolution=Resolution.RAW, ts=now, interval_s=r.interval_s, path=p.path, rtt_ms=p.rtt_ms,
             last_handshake_s=p.last_handshake_s, **asdict(difference(p, old))))
     return rows
+
+
+def _dht_changed(cur: DhtCounters, prev: DhtCounters | None, interval_s: float) -> bool:
+    """Anything but the growing age of the last publish: new counts, or a publish since `prev`."""
+    if prev is None or (cur.contacts, cur.records, cur.lookups, cur.failures) != \
+            (prev.contacts, prev.records, prev.lookups, prev.failures):
+        return True
+    if cur.last_publish_s is None or prev.last_publish_s is None:
+        return cur.last_publish_s != prev.last_publish_s
+    return cur.last_publish_s < prev.last_publish_s + interval_s - 1.0  # published again meanwhile
+
+
+def _store_dht(reports: list[Report], now: datetime) -> None:
+    changed = {r.reporter.pk: r.stats.dht for r in reports if r.stats.dht is not None and _dht_changed(
+        r.stats.dht, None if r.previous is None else r.previous.dht, r.interval_s)}
+    if not changed:
+        return
+    rows = list(Presence.objects.filter(node_id__in=changed))
+    for row in rows:
+        row.dht, row.dht_at = dht_to_dict(changed[row.node_id]), now
+    Presence.objects.bulk_update(rows, ["dht", "dht_at"])
 
 
 def ingest(reporter: Reporter, stats: messages.Stats, previous: messages.Stats | None, interval_s: float,

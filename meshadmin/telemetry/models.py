@@ -63,6 +63,10 @@ class Presence(models.Model):
     disconnected_at = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     last_serial = models.PositiveBigIntegerField(null=True, blank=True, help_text="last netmap serial acked")
+    # the node's DHT as its last report said (nodeagent.protocol.counters.DhtCounters), and when
+    dht = models.JSONField(null=True, blank=True,
+                           help_text="contacts, records, last_publish_s, lookups, failures")
+    dht_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.node_id}: {'online' if self.online else 'offline'}"

@@ -3,9 +3,9 @@
 The read side of this app for its two readers, the telemetry API (api.py) and the dashboard
 (meshadmin/dashboard/queries.py, which shapes what it gets here for its pages). This module
 knows the telemetry models and their queries; what it returns is plain data: `LinkFigures`
-(one reporter's figures for one link, with datetimes, not text), `NodePresence`, sample rows
-for charts, byte totals. A sample's rates and loss come from nodeagent.protocol.counters.rates,
-the one place they are derived.
+(one reporter's figures for one link, with datetimes, not text), `NodePresence`, `DhtFigures`
+(a node's DHT as it last reported it), sample rows for charts, byte totals. A sample's rates and
+loss come from nodeagent.protocol.counters.rates, the one place they are derived.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from meshadmin.mesh.models import Node
-from nodeagent.protocol.counters import TRAFFIC, Rates, rates
+from nodeagent.protocol.counters import TRAFFIC, Rates, dht_from_dict, rates
+from nodeagent.protocol.strict import Malformed
 
 from .models import Presence, Resolution, Sample
 
 __all__ = [
     "CURRENT_WINDOW",
     "OFFLINE",
+    "DhtFigures",
     "LinkFigures",
     "NodePresence",
     "PathChange",
@@ -33,6 +35,7 @@ __all__ = [
     "figures",
     "link_samples",
     "link_series",
+    "node_dht",
     "path_changes",
     "path_changes_in",
     "presence",
@@ -130,6 +133,34 @@ class NodePresence:
 
 
 OFFLINE = NodePresence()
+
+
+@dataclass(frozen=True, slots=True)
+class DhtFigures:
+    """A node's DHT as its last report said (docs/dht.md); `published_s`: seconds since it last
+    published its record, now (the report's age added), None if it had not."""
+
+    contacts: int
+    records: int
+    published_s: float | None
+    lookups: int
+    failures: int
+    reported_at: datetime
+
+
+def node_dht(node_pk: int, now: datetime | None = None) -> DhtFigures | None:
+    """None when the node never reported a DHT (it runs none, or an older agent)."""
+    now = now or timezone.now()
+    row = Presence.objects.filter(node_id=node_pk).values("dht", "dht_at").first()
+    if row is None or row["dht"] is None or row["dht_at"] is None:
+        return None
+    try:
+        d = dht_from_dict(row["dht"])
+    except Malformed:
+        return None
+    age = max(0.0, (now - row["dht_at"]).total_seconds())
+    return DhtFigures(d.contacts, d.records, None if d.last_publish_s is None else d.last_publish_s + age,
+                      d.lookups, d.failures, row["dht_at"])
 
 
 def presence(peer_ids: list[str]) -> dict[str, NodePresence]:

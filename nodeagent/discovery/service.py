@@ -45,6 +45,8 @@ from ..enroll import write_private_file
 from ..enrolled import usable_endpoint
 from ..protocol import netmap as nm
 from ..protocol.cert import CertificateError
+from ..protocol.counters import DhtCounters
+from ..status import dht_status
 from .node import DhtConfig, DhtNode, Seed
 from .peering import AddPeer, Held, Ignore, LookupThrottle, SetEndpoint, decide
 from .records import (
@@ -149,9 +151,13 @@ class Discovery:
             enrolled.drop_revoked(set(self.revoked))
 
     # --- status -----------------------------------------------------------------------------
+    def counters(self) -> DhtCounters:
+        """What the DHT holds and did (status --json's `dht`, the counter report's)."""
+        return DhtCounters(**self.node.status())
+
     def status(self) -> dict:
-        """The `dht` object of `status --json` (and of the counter report)."""
-        return {**self.node.status(), "peers": len(self.enrolled.dht_peers)}
+        """The `dht` object of `status --json`."""
+        return dht_status(self.counters(), peers=len(self.enrolled.dht_peers))
 
     # --- what the agent tells us ------------------------------------------------------------
     def netmap_applied(self, netmap: nm.NetMap) -> None:

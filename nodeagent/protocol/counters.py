@@ -11,6 +11,10 @@ the one place that turns them into this type). The same object is
 Its codec is `counters_to_dict` / `counters_from_dict` (strict: strict.py). The keys are the
 field names, in field order, and they are the fixed `status --json` names.
 
+`DhtCounters` is the node's DHT in the same way: the fixed keys of the `dht` object of
+`status --json`, and the optional `dht` of the `stats` report (the dashboard's node page shows
+it); `dht_to_dict` / `dht_from_dict` its codec.
+
 What the counters mean over time is here too, so the ingest and the dashboard cannot disagree:
 `difference` is what a link carried between two reports (the sample the server stores), and
 `rates` turns carried traffic and its duration into the figures people see.
@@ -29,11 +33,14 @@ from .strict import U64_MAX, Malformed, StrictMap
 __all__ = [
     "MAX_ENCODED_SIZE",
     "TRAFFIC",
+    "DhtCounters",
     "PeerCounters",
     "Rates",
     "Traffic",
     "counters_from_dict",
     "counters_to_dict",
+    "dht_from_dict",
+    "dht_to_dict",
     "difference",
     "rates",
 ]
@@ -92,6 +99,35 @@ def _largest() -> int:
 
 
 MAX_ENCODED_SIZE = _largest()  # bytes: no valid entry is larger (the server bounds frames with it)
+
+
+@dataclass(frozen=True, slots=True)
+class DhtCounters:
+    """The node's DHT (docs/dht.md): contacts in its routing table, records it holds for others,
+    seconds since it last published its own record (None: not yet), lookups it started, and
+    lookups that found nothing."""
+
+    contacts: int = 0
+    records: int = 0
+    last_publish_s: float | None = None
+    lookups: int = 0
+    failures: int = 0
+
+
+def dht_to_dict(d: DhtCounters) -> dict:
+    return {"contacts": d.contacts, "records": d.records, "last_publish_s": d.last_publish_s,
+            "lookups": d.lookups, "failures": d.failures}
+
+
+def dht_from_dict(v: object, what: str = "dht") -> DhtCounters:
+    """Strict, like counters_from_dict."""
+    o = StrictMap(v, what)
+    d = DhtCounters(contacts=o.int("contacts"), records=o.int("records"),
+                    last_publish_s=o.num("last_publish_s", nullable=True), lookups=o.int("lookups"),
+                    failures=o.int("failures"))
+    o.done()
+    return d
+
 
 
 # ----------------------------------------------------------------------------- over time

@@ -15,7 +15,8 @@ agent -> server
     ack         {serial}                          the agent applied this serial
     endpoints   {endpoints: [Endpoint], agent?}   where the agent listens (control TCP + data UDP)
                                                   and, optionally, its software version
-    stats       {uptime_s, peers: [PeerCounters]} per-peer counters, totals since the agent started
+    stats       {uptime_s, peers: [PeerCounters],  per-peer counters, totals since the agent started,
+                 dht?: DhtCounters}                and the node's DHT (counters.py) when it runs one
     renew       {}                                "issue me a new certificate" (same key, id, address)
     advertise   {exit_node: bool}                 offer this node as an exit node (true), or stop
                                                   offering it (false); an operator approves it
@@ -42,7 +43,15 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from . import netmap_sign
 from .constants import MLDSA87_SIGNATURE_SIZE, PROTOCOL_VERSION, CloseCode
-from .counters import MAX_ENCODED_SIZE, PeerCounters, counters_from_dict, counters_to_dict
+from .counters import (
+    MAX_ENCODED_SIZE,
+    DhtCounters,
+    PeerCounters,
+    counters_from_dict,
+    counters_to_dict,
+    dht_from_dict,
+    dht_to_dict,
+)
 from .netmap import (
     Endpoint,
     NetMap,
@@ -186,6 +195,7 @@ class EndpointReport:
 class Stats:
     uptime_s: float
     peers: tuple[PeerCounters, ...]
+    dht: DhtCounters | None = None  # the node's DHT (optional on the wire: enrolled agents with it)
     type: str = field(default="stats", init=False)
 
 
@@ -293,6 +303,8 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict[str, object]:
                 body["agent"] = msg.agent_version
         case Stats():
             body = {"uptime_s": msg.uptime_s, "peers": [counters_to_dict(c) for c in msg.peers]}
+            if msg.dht is not None:
+                body["dht"] = dht_to_dict(msg.dht)
         case _:
             raise TypeError(f"not a message: {msg!r}")
     return head | body
@@ -305,7 +317,9 @@ def encode(msg: ServerMessage | AgentMessage) -> bytes:
     return data
 
 
-_STATS_HEAD = len(encode(Stats(0.5, ()))) + 4  # an empty report; its list header grows to 5 bytes
+# an empty report with the widest `dht`; its list header grows to 5 bytes
+_WIDEST_DHT = DhtCounters(2**64 - 1, 2**64 - 1, 0.5, 2**64 - 1, 2**64 - 1)
+_STATS_HEAD = len(encode(Stats(0.5, (), _WIDEST_DHT))) + 4
 
 
 def max_stats_size(peers: int) -> int:
@@ -470,7 +484,9 @@ def decode_agent_message(data: bytes) -> AgentMessage:
             msg = EndpointReport(tuple(endpoint_from_dict(e) for e in items), version)
         case "stats":
             peers = o.list("peers")
-            msg = Stats(o.num("uptime_s"), tuple(counters_from_dict(p, "stats.peer") for p in peers))
+            dht = o.map("dht", optional=True)
+            msg = Stats(o.num("uptime_s"), tuple(counters_from_dict(p, "stats.peer") for p in peers),
+                        None if dht is None else dht_from_dict(dht, "stats.dht"))
         case "renew":
             msg = Renew()
         case "advertise":

@@ -149,11 +149,17 @@ class StrictMap:
             raise Malformed(f"{self._what}.{key} must be a list of at most {MAX_ITEMS} items")
         return v
 
-    def map(self, key: builtins.str, nullable: builtins.bool = False) -> object:
-        """A nested map, unchecked: the caller parses it with its own StrictMap."""
-        v = self.raw(key)
-        if v is None and nullable:
+    def map(self, key: builtins.str, nullable: builtins.bool = False, optional: builtins.bool = False) -> object:
+        """A nested map, unchecked: the caller parses it with its own StrictMap. `optional`: an
+        absent key is None."""
+        if optional and key not in self._d:
+            self._seen.add(key)
             return None
+        v = self.raw(key)
+        if v is None:
+            if nullable:
+                return None
+            raise Malformed(f"{self._what}.{key} must be a map")
         return v
 
 

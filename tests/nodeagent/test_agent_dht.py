@@ -196,10 +196,17 @@ async def test_a_dht_request_on_the_control_port_is_answered_by_the_dht(wired):
     assert door["dht"] == 1 and door["waiting"] == 0 and door["refused"] == {}
 
 
-async def test_status_carries_the_dht_object(wired):
+async def test_status_and_the_counter_report_carry_the_dht_object(wired):
     dht = wired.agent.status()["node"]["dht"]
-    assert set(dht) >= {"contacts", "records", "last_publish_s", "lookups", "failures"}
+    assert list(dht) == ["contacts", "records", "last_publish_s", "lookups", "failures", "peers"]
     assert dht["contacts"] == 0 and dht["last_publish_s"] is None and dht["peers"] == 0
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(uk.listed())
+    assert await wired.discovery.node.bootstrap([uk.seed()])  # joins: looks itself up, publishes
+    dht = wired.agent.status()["node"]["dht"]
+    assert dht["contacts"] == 1 and dht["lookups"] >= 1 and dht["last_publish_s"] is not None
+    report = wired.agent.stats_report().dht
+    assert (report.contacts, report.lookups, report.failures) == (1, dht["lookups"], dht["failures"])
 
 
 # ----------------------------------------------------------------------------- DHT peers

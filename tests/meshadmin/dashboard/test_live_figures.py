@@ -149,3 +149,33 @@ def test_the_node_page_lists_the_path_changes_its_reports_show(admin, mesh):
 def test_a_node_without_path_changes_says_so(admin, live):
     html = admin.get(f"/nodes/{live['belgium'].peer_id}/").content.decode()
     assert "No path changed in the last hour." in html
+
+
+def test_the_node_page_shows_the_dht_its_agent_reports(admin, live):
+    """The counter report carries the node's DHT (messages.Stats.dht): the node page shows it, the
+    age of the last publish counted from the report; a report that changes only that age is not
+    written again."""
+    from meshadmin.telemetry.models import Presence
+    from nodeagent.protocol.counters import DhtCounters
+
+    node = live["belgium"]
+    page = f"/nodes/{node.peer_id}/"
+    assert 'data-testid="node-dht">\u2013<' in admin.get(page).content.decode()  # none reported yet
+    reporter = ingest.Reporter(node.pk, node.peer_id, node.network_id)
+    now = timezone.now()
+    first = messages.Stats(20, (), DhtCounters(contacts=7, records=12, last_publish_s=20.0, lookups=4,
+                                               failures=1))
+    ingest.ingest(reporter, first, None, 0.0, now - timedelta(seconds=60))
+    html = admin.get(page).content.decode()
+    line = html.split('data-testid="node-dht">', 1)[1].split("</dd>", 1)[0]
+    assert "7 contacts, 12 records held" in line and "4 lookups, 1 found nothing" in line
+    assert re.search(r"published 8\d s ago", line)  # 20 s at the report, which is a minute old
+    written = Presence.objects.get(node=node).dht_at
+    later = messages.Stats(22, (), DhtCounters(7, 12, 22.0, 4, 1))  # only the age grew
+    ingest.ingest(reporter, later, first, 2.0, now - timedelta(seconds=58))
+    assert Presence.objects.get(node=node).dht_at == written
+    republished = messages.Stats(24, (), DhtCounters(7, 12, 0.5, 5, 1))
+    ingest.ingest(reporter, republished, later, 2.0, now)
+    line = admin.get(page).content.decode().split('data-testid="node-dht">', 1)[1].split("</dd>", 1)[0]
+    assert "published 0 s ago" in line or "published 1 s ago" in line
+    assert "5 lookups" in line

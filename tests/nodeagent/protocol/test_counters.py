@@ -15,11 +15,14 @@ from nodeagent.protocol.constants import PROTOCOL_VERSION
 from nodeagent.protocol.counters import (
     MAX_ENCODED_SIZE,
     TRAFFIC,
+    DhtCounters,
     PeerCounters,
     Rates,
     Traffic,
     counters_from_dict,
     counters_to_dict,
+    dht_from_dict,
+    dht_to_dict,
     difference,
     rates,
 )
@@ -56,11 +59,42 @@ def test_the_size_bound_is_reached_by_the_widest_entry():
     assert len(msgpack.packb(counters_to_dict(widest), use_bin_type=True)) == MAX_ENCODED_SIZE
 
 
+dht_strategy = st.none() | st.builds(
+    DhtCounters, st.integers(0, U64_MAX), st.integers(0, U64_MAX),
+    st.none() | st.floats(0, 1e12, allow_nan=False, allow_infinity=False), st.integers(0, U64_MAX),
+    st.integers(0, U64_MAX))
+
+
 @settings(max_examples=50, deadline=None)
-@given(st.lists(counters_strategy, max_size=40), st.floats(0, 1e9, allow_nan=False))
-def test_a_stats_frame_never_exceeds_the_bound_for_its_peer_count(peers, uptime):
-    frame = messages.encode(messages.Stats(uptime, tuple(peers)))
+@given(st.lists(counters_strategy, max_size=40), st.floats(0, 1e9, allow_nan=False), dht_strategy)
+def test_a_stats_frame_never_exceeds_the_bound_for_its_peer_count(peers, uptime, dht):
+    frame = messages.encode(messages.Stats(uptime, tuple(peers), dht))
     assert len(frame) <= messages.max_stats_size(len(peers))
+    assert messages.decode_agent_message(frame).dht == dht
+
+
+def test_the_dht_object_has_the_fixed_status_keys_and_is_optional_on_the_wire():
+    keys = ["contacts", "records", "last_publish_s", "lookups", "failures"]  # docs/operations.md
+    assert list(dht_to_dict(DhtCounters())) == keys
+    without = msgpack.unpackb(messages.encode(messages.Stats(1.0, ())), raw=False)
+    assert "dht" not in without  # a report without a DHT is the one it always was
+    assert messages.decode_agent_message(messages.encode(messages.Stats(1.0, ()))).dht is None
+
+
+@pytest.mark.parametrize(("dht", "match"), [
+    (None, "dht must be a map"),
+    ({"contacts": 1}, "missing"),
+    ({**dht_to_dict(DhtCounters()), "extra": 1}, "unknown"),
+    ({**dht_to_dict(DhtCounters()), "lookups": -1}, "lookups"),
+    ({**dht_to_dict(DhtCounters()), "last_publish_s": float("nan")}, "last_publish_s"),
+])
+def test_a_bad_dht_object_is_malformed(dht, match):
+    frame = msgpack.packb({"v": PROTOCOL_VERSION, "t": "stats", "uptime_s": 1.0, "peers": [], "dht": dht},
+                          use_bin_type=True)
+    with pytest.raises(Malformed, match=match):
+        messages.decode_agent_message(frame)
+    with pytest.raises(Malformed):
+        dht_from_dict(dht)
 
 
 @pytest.mark.parametrize(
