@@ -140,7 +140,7 @@ class Discovery:
         self.seeds: tuple[Seed, ...] = ()
         self._mapped = asyncio.Event()  # a netmap (the persisted one, or the server's) was applied
         self.throttle = LookupThrottle(PEER_LOOKUP_S, LOOKUP_RATE, LOOKUP_BURST)
-        self.down_since: dict[str, float] = {}  # peer id -> loop time its control link was first seen down
+        self.down_since: dict[str, float] = {}  # peer id -> when (monotonic) its link was first seen down
         self.ignored: dict[str, int] = {}  # peering.Ignore reasons, counted
         self._tasks: set[asyncio.Task] = set()
         self._saved: tuple[int, int | None] | None = None
@@ -163,7 +163,7 @@ class Discovery:
     def netmap_applied(self, netmap: nm.NetMap) -> None:
         """A map was applied (enrolled.py): its revocations, the CA list it carries, its hubs."""
         self.node.add_revocations(r.peer_id for r in netmap.revoked)
-        raw = getattr(netmap, "revocation_list", None)
+        raw = netmap.revocation_list
         if raw:
             try:
                 if self.node.learn_revocations(raw):
@@ -197,17 +197,23 @@ class Discovery:
             ip = ipaddress.ip_address(dst)
         except ValueError:
             return
-        if ip not in self.overlay.network or ip == self.overlay.ip or self._closed:
+        if ip not in self.overlay.network or ip == self.overlay.ip or self._closed or self._server_decides():
             return
         if self.throttle.allow(("ip", ip), time.monotonic()):
             self._spawn(self._lookup_address(str(ip)))
 
     def unknown_peer(self, peer_id: str) -> None:
         """A HELLO named a peer id we do not know (control/server.py); unauthenticated, so bounded."""
-        if len(peer_id) != 40 or peer_id in self.revoked or self._closed or self.enrolled.revoked_self:
+        if len(peer_id) != 40 or peer_id in self.revoked or self._closed or self.enrolled.revoked_self \
+                or self._server_decides():
             return
         if self.throttle.allow(("peer", peer_id), time.monotonic()):
             self._spawn(self._lookup_peer(peer_id, failing=False))
+
+    def _server_decides(self) -> bool:
+        """The server is connected and its netmap applied: that map is the membership, so looking
+        up a node it does not list could change nothing (peering.decide)."""
+        return self.enrolled.server_connected() and self.enrolled.applied is not None
 
     # --- what the DHT tells us --------------------------------------------------------------
     def _on_record(self, record: NodeRecord) -> None:
@@ -254,16 +260,17 @@ class Discovery:
     # --- lookups ----------------------------------------------------------------------------
     async def _lookup_peer(self, peer_id: str, *, failing: bool) -> None:
         record = await self.node.find_record(peer_id)
-        log.info("dht: lookup of %s (%s): %s", peer_id[:8], "no control link" if failing else "unknown HELLO",
-                 "not found" if record is None else f"sequence {record.sequence}, "
-                 f"{', '.join(f'{e.ip}:{e.control_port}' for e in record.endpoints)}")
+        found = "not found" if record is None else f"sequence {record.sequence}, " + ", ".join(
+            f"{e.ip}:{e.control_port}" for e in record.endpoints)
+        why = "no control link" if failing else "unknown HELLO"
+        log.debug("dht: lookup of %s (%s): %s", peer_id[:8], why, found)
         if record is not None:
             self._consider(record, failing=failing)
 
     async def _lookup_address(self, ip: str) -> None:
         record = await self.node.find_by_overlay_ip(ip)
-        log.info("dht: lookup of overlay address %s: %s", ip,
-                 "not found" if record is None else f"{record.certificate.name} ({record.peer_id[:8]})")
+        log.debug("dht: lookup of overlay address %s: %s", ip,
+                  "not found" if record is None else f"{record.certificate.name} ({record.peer_id[:8]})")
         if record is not None:
             self._consider(record, failing=self._failing(record.peer_id))
 

@@ -362,6 +362,8 @@ async def test_a_packet_to_an_unheld_overlay_address_looks_it_up(wired):
     mac = await wired.remote("mac", "10.10.10.4")
     assert await mac.node.bootstrap([uk.seed()])
     await until(lambda: wired.discovery.ignored.get("server_connected"), "mac's record is looked at")
+    wired.discovery.no_route(ipaddress.ip_address("10.10.10.4").packed)  # the server's map decides
+    assert not wired.discovery._tasks
     wired.link.connected.clear()  # the server goes away
     lookups = wired.discovery.node.stats.lookups
     wired.discovery.no_route(ipaddress.ip_address("192.168.1.1").packed)  # not the overlay: nothing
