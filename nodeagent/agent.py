@@ -190,6 +190,7 @@ class Agent:
         """Enrolled mode's DHT (discovery/service.py): the control port hands it DHT streams; a
         HELLO from an unknown peer id and a packet no peer routes start its lookups; every applied
         netmap feeds it."""
+        assert self.enrolled is not None  # the DHT runs in enrolled mode only
         self.discovery = discovery
         self.links.server.dht_serve = discovery.node.serve
         self.links.server.on_unknown_peer = discovery.unknown_peer

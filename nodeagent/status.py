@@ -104,7 +104,8 @@ def dht_status(counters: DhtCounters, *, peers: int) -> Document:
     return {**dht_to_dict(counters), "peers": peers}
 
 
-def stats_report(uptime_s: float, peers: Iterable[Peer], *, now: float, dht: DhtCounters | None = None) -> Stats:
+def stats_report(uptime_s: float, peers: Iterable[Peer], *, now: float,
+                 dht: DhtCounters | None = None) -> Stats:
     """The `stats` message the server link sends: the same counters as the document's peers (and
     its DHT's, when the node runs one)."""
     return Stats(round(uptime_s, 3), tuple(peer_counters(p, now=now) for p in peers), dht)

@@ -42,6 +42,7 @@ import errno
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from ..discovery.messages import is_dht_frame_start
 from ..protocol.control import ControlChannel, ControlError, frame_clear_handshake
@@ -58,6 +59,8 @@ SOURCE_RATE = 4.0  # new connections per second from one source, burst below
 SOURCE_BURST = 8
 DOOR_TOTAL = 16  # unauthenticated connections held at once
 DOOR_PER_SOURCE = 4  # ... of them from one source
+# DhtNode.serve(reader, writer, first bytes)
+DhtServe = Callable[[asyncio.StreamReader, asyncio.StreamWriter, bytes], Awaitable[None]]
 FIRST_BYTES = 5  # a control frame's length and kind, or a DHT frame's length and map header
 
 
@@ -80,8 +83,8 @@ class ControlServer:
         self.counts: Counter[str] = Counter()  # connections by what became of them
         self.refused: Counter[str] = Counter()  # HELLOs refused at step 4, by reason
         self.server: asyncio.AbstractServer | None = None
-        self.dht_serve = None  # DhtNode.serve(reader, writer, first) when the agent runs the DHT
-        self.on_unknown_peer = None  # (peer_id) a verified-shape HELLO named a peer id we do not know
+        self.dht_serve: DhtServe | None = None  # DhtNode.serve when the agent runs the DHT
+        self.on_unknown_peer: Callable[[str], None] | None = None  # a HELLO named a peer id we do not know
 
     def status(self) -> dict:
         """What the door did: the status document's node.handshake.door."""
@@ -150,7 +153,7 @@ class ControlServer:
                     result = await self.workers.run_peers(responder.consume_confirm, confirm, time.time())
                     channel.install(result.control.send, result.control.recv)
                     pending = channel.feed(b"")  # sealed frames that came with the CONFIRM
-            if dht:  # the DHT's from here, under its own limits (its first-frame deadline included)
+            if dht and self.dht_serve is not None:  # the DHT's from here, under its own limits
                 self.doorway.leave(writer)
                 self.counts["dht"] += 1
                 established = True

@@ -114,7 +114,7 @@ class DhtCounters:
     failures: int = 0
 
 
-def dht_to_dict(d: DhtCounters) -> dict:
+def dht_to_dict(d: DhtCounters) -> dict[str, object]:
     return {"contacts": d.contacts, "records": d.records, "last_publish_s": d.last_publish_s,
             "lookups": d.lookups, "failures": d.failures}
 

@@ -149,7 +149,8 @@ class StrictMap:
             raise Malformed(f"{self._what}.{key} must be a list of at most {MAX_ITEMS} items")
         return v
 
-    def map(self, key: builtins.str, nullable: builtins.bool = False, optional: builtins.bool = False) -> object:
+    def map(self, key: builtins.str, nullable: builtins.bool = False,
+            optional: builtins.bool = False) -> object:
         """A nested map, unchecked: the caller parses it with its own StrictMap. `optional`: an
         absent key is None."""
         if optional and key not in self._d:

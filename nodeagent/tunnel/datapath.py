@@ -192,7 +192,7 @@ class DataPath:
         # callback(peer, frame type, payload, source address, hub or None, now) for an authenticated
         # PROBE, PROBE_ACK or CALL (traversal.py); None: they are dropped as malformed
         self.on_disco: Callable[[Peer, int, bytes, tuple, Peer | None, float], None] | None = None
-        self.on_no_route = None  # callback(packed destination) for a packet no peer takes (the DHT's)
+        self.on_no_route: Callable[[bytes], None] | None = None  # packed destination no peer takes (the DHT)
         self.clock = clock
         self.drops = Drops()
         self.relay = RelayStats()
