@@ -203,6 +203,8 @@ class Agent:
     def _report_candidates(self, ours: list[Candidate]) -> None:
         if self.enrolled is not None:
             self.enrolled.report_candidates(ours)
+        if self.discovery is not None:  # our DHT record carries them too
+            self.discovery.candidates_changed()
 
     def _netmap_overlay(self, peer_id: str):
         """The overlay address the applied netmap gives a peer (enrolled.py copies it into the

@@ -49,7 +49,7 @@ import ipaddress
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,12 +80,13 @@ from .tunnel import tun as tunmod
 if TYPE_CHECKING:
     from .dns.server import DnsService
     from .exitnode import ExitNode
+    from .paths.candidates import Candidate
     from .server_link import ServerLink
 
 __all__ = [
     "AGENT_FILE", "REVOKED_FILE", "EnrolledMode", "advertised_endpoints", "enrolled_config",
     "enrolled_interface", "enrolled_settings", "local_address_towards", "netmap_peer_config",
-    "usable_endpoint",
+    "usable_endpoint", "with_candidates",
 ]
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,19 @@ def advertised_endpoints(settings: dict[str, Any], config: AgentConfig,
     return (nm.Endpoint(host, config.control_port, config.udp_port),)
 
 
+def with_candidates(base: tuple[nm.Endpoint, ...], ours: Iterable[Candidate]) -> tuple[nm.Endpoint, ...]:
+    """Our advertised endpoints, then our UDP candidates (traversal.py `ours`: "local" and
+    "reflexive", at the advertised control port), at most MAX_REPORTED_ENDPOINTS: what the server
+    lists in our peers' netmaps and what our DHT record carries. No advertised endpoint: nothing."""
+    if not base:
+        return ()
+    first = base[0]
+    extra = [nm.Endpoint(c.ip, first.control_port, c.port,
+                         "local" if c.kind is CandidateKind.LOCAL else "reflexive")
+             for c in ours if (c.ip, c.port) != (first.ip, first.udp_port)]
+    return (*base, *extra)[:MAX_REPORTED_ENDPOINTS]
+
+
 def local_address_towards(server: str) -> str | None:
     """The source address the kernel would use to reach the server (no packet is sent)."""
     from urllib.parse import urlsplit
@@ -244,6 +258,7 @@ class EnrolledMode:
         self.exit: ExitNode | None = None  # set by start-up (none in tests)
         self.dns: DnsService | None = None  # set by start-up (none in tests)
         self.exit_route: nm.Route | None = None  # the default route of the exit node in use
+        self.candidates: tuple[Candidate, ...] = ()  # our UDP candidates (traversal.py), the latest
         self.state_dir: Path | None = None  # where the "revoked" marker goes
         self.revoked_self = False
         self.dht_peers: set[str] = set()  # peers learned from the DHT, not listed by the applied netmap
@@ -359,11 +374,17 @@ class EnrolledMode:
         self.trust.known = set(self.trust.known or ()) | {pid}  # replaced whole: worker threads read it
         self.peers.add(pc)
 
-    def set_endpoint(self, peer_id: str, endpoint: tuple[str, int] | None) -> None:
-        """Dial `peer_id` at `endpoint` from now on (its dialer restarts)."""
+    def set_endpoint(self, peer_id: str, endpoint: tuple[str, int] | None,
+                     candidates: tuple[tuple[str, str, int], ...] | None = None) -> None:
+        """Dial `peer_id` at `endpoint` from now on (its dialer restarts); `candidates`: its UDP
+        candidates from now on (traversal.py punches to them), None: unchanged."""
         peer = self.peers.get(peer_id)
-        if peer is not None and peer.config.endpoint != endpoint:
-            self.peers.update(replace(peer.config, endpoint=endpoint))
+        if peer is None:
+            return
+        pc = replace(peer.config, endpoint=endpoint,
+                     candidates=peer.config.candidates if candidates is None else candidates)
+        if pc != peer.config:
+            self.peers.update(pc)
 
     def drop_revoked(self, peer_ids: set[str]) -> None:
         """Revocations learned from the DHT: as a netmap's (no handshake completes, the link is
@@ -416,17 +437,26 @@ class EnrolledMode:
         """The network's relay-capable nodes (the hubs), from the applied netmap."""
         return () if self.applied is None else self.applied.relays
 
-    def report_candidates(self, ours) -> None:
+    def report_candidates(self, ours: Iterable[Candidate]) -> None:
         """Our UDP candidates changed (traversal.py): report them with the advertised endpoint, so
         the server lists them in our peers' netmaps ("local" and "reflexive" endpoints)."""
-        base = self.base_endpoints
-        if not base or self.server_link is None:
-            return
-        first = base[0]
-        extra = [nm.Endpoint(c.ip, first.control_port, c.port,
-                             "local" if c.kind is CandidateKind.LOCAL else "reflexive")
-                 for c in ours if (c.ip, c.port) != (first.ip, first.udp_port)]
-        self.server_link.update_endpoints((*base, *extra)[:MAX_REPORTED_ENDPOINTS])
+        self.candidates = tuple(ours)
+        self._report_endpoints()
+
+    def set_base_endpoints(self, base: tuple[nm.Endpoint, ...]) -> None:
+        """Our advertised endpoints changed (the DHT computes them again: the node moved): report
+        them, with our UDP candidates, from now on."""
+        if base != self.base_endpoints:
+            self.base_endpoints = base
+            self._report_endpoints()
+
+    def reported_endpoints(self) -> tuple[nm.Endpoint, ...]:
+        """What we report to the server and publish in our DHT record (`with_candidates`)."""
+        return with_candidates(self.base_endpoints, self.candidates)
+
+    def _report_endpoints(self) -> None:
+        if self.base_endpoints and self.server_link is not None:
+            self.server_link.update_endpoints(self.reported_endpoints())
 
     def status_fields(self) -> dict:
         """What enrolled mode adds to the status document's "node"."""

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from .agent import Agent, AgentStartError
 from .config import AgentConfig, ConfigError
@@ -32,6 +33,9 @@ from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
 from .tunnel import tun as tunmod
 from .tunnel.mark import mark
 from .tunnel.udp import PortInUse, UdpSocket
+
+if TYPE_CHECKING:
+    from .discovery.service import Discovery
 
 __all__ = [
     "AgentStartError", "bind_control", "choose_mtu", "current_certificate", "run_agent", "run_enrolled",
@@ -147,36 +151,35 @@ def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
             if agent.discovery is not None:  # our DHT record carries the certificate too
                 agent.discovery.certificate_renewed(certificate)
 
-        link = mode.server_link = ServerLink(state.state_dir, mode.apply_netmap, agent.stats_report,
-                                             endpoints=endpoints, on_certificate=renewed,
-                                             advertise_exit=advertise_exit_node or settings["advertise_exit_node"])
+        mode.server_link = ServerLink(
+            state.state_dir, mode.apply_netmap, agent.stats_report, endpoints=endpoints, on_certificate=renewed,
+            advertise_exit=advertise_exit_node or settings["advertise_exit_node"])
         mode.base_endpoints = endpoints
         mode.exit = exits
         mode.dns = DnsService(config.overlay.ip, config.overlay.network, resolv=resolv, manage_resolver=dns)
         if os.environ.get("SHADOWMESH_DHT", "1") != "0":
-            agent.attach_discovery(_discovery(state, cert, settings, config, agent, link))
+            agent.attach_discovery(_discovery(state, cert, settings, config, agent))
 
     _run(config, state.identity, mtu, [], {"certificate": state.certificate,
                                            "ca_public_key": state.ca_public_key}, attach, metrics_listen)
 
 
-def _discovery(state, cert, settings, config: AgentConfig, agent: Agent, link):
+def _discovery(state, cert, settings, config: AgentConfig, agent: Agent) -> Discovery:
     """The DHT of an enrolled agent (discovery/service.py): signs with the node key's sign method,
-    publishes the endpoints we advertise (computed again as the addresses change), and tells the
-    server link when they change."""
+    publishes the endpoints we advertise (computed again as the addresses change) and our UDP
+    candidates, and has enrolled mode report a change of the advertised ones to the server."""
     from .discovery.service import Discovery
 
-    def report(endpoints) -> None:
-        link.endpoints = endpoints  # sent on the next connect and with the periodic report
-
+    mode = agent.enrolled
+    assert mode is not None
     ip = config.listen_ip
     discovery = Discovery(
         state_dir=state.state_dir, sign=state.identity.private_key.sign, certificate=state.certificate,
         ca_public_key=state.ca_public_key,
         endpoints=lambda: advertised_endpoints(settings, config, state.server, warn=False),
-        public=cert.is_public, overlay=config.overlay, enrolled=agent.enrolled, links_up=agent.links.is_up,
+        public=cert.is_public, overlay=config.overlay, enrolled=mode, links_up=agent.links.is_up,
         allow_loopback=ip.is_loopback, bind_ip=None if ip.is_unspecified else str(ip))
-    discovery.on_endpoints = report
+    discovery.on_endpoints = mode.set_base_endpoints
     return discovery
 
 

@@ -5,9 +5,11 @@ Enrolled mode only (serverless mode has no CA to chain records to); startup.py b
 SHADOWMESH_DHT=0, and agent.py `attach_discovery` wires it:
 
   node        `sign` = the node key's sign method (the key itself stays with the identity), our
-              certificate and the CA key from the state directory, our advertised endpoints as
-              candidates (kind reported), the certificate's public flag, and a RevokedSet that
-              only grows, loaded from and saved to `revocations.json` in the state directory
+              certificate and the CA key from the state directory, our advertised endpoints
+              (kind reported) and NAT traversal's UDP candidates (local, reflexive: told by the
+              agent, `candidates_changed`) as the record's candidates, the certificate's public
+              flag, and a RevokedSet that only grows, loaded from and saved to
+              `revocations.json` in the state directory
   port        the control listener hands a connection whose first five bytes start a DHT frame
               to `node.serve`, outside its doorway (control/server.py); the node's own limits
               (connections per source, deadlines, request budgets) apply there
@@ -16,7 +18,8 @@ SHADOWMESH_DHT=0, and agent.py `attach_discovery` wires it:
               stored in the DHT, so it reaches nodes while the server is down; its public hubs
               (the persisted map's too) are the seeds
   records     `on_record` (a verified record learned or changed) -> peering.decide -> a DHT peer
-              added or a peer's endpoint changed (enrolled.py `add_dht_peer`, `set_endpoint`)
+              added or a peer's endpoint changed (enrolled.py `add_dht_peer`, `set_endpoint`),
+              the record's candidates becoming the peer's UDP candidates (traversal.py)
   revoked     `on_revoked` (new ids, from a list or a map) -> enrolled.py `drop_revoked`: the
               peers dropped, links closed with REVOKED, keys wiped; our own id: we were revoked
   lookups     a peer with no control link for STALE_S (its endpoint stopped answering) ->
@@ -42,7 +45,7 @@ from pathlib import Path
 
 from ..config import PeerConfig
 from ..enroll import write_private_file
-from ..enrolled import usable_endpoint
+from ..enrolled import usable_endpoint, with_candidates
 from ..protocol import netmap as nm
 from ..protocol.cert import CertificateError
 from ..protocol.counters import DhtCounters
@@ -50,7 +53,9 @@ from ..status import dht_status
 from .node import DhtConfig, DhtNode, Seed
 from .peering import AddPeer, Held, Ignore, LookupThrottle, SetEndpoint, decide
 from .records import (
+    KIND_LOCAL,
     KIND_OBSERVED,
+    KIND_REFLEXIVE,
     KIND_REPORTED,
     MAX_CANDIDATES,
     Candidate,
@@ -60,7 +65,10 @@ from .records import (
 )
 from .revocations import RevokedSet
 
-__all__ = ["ENDPOINT_CHECK_S", "REVOCATIONS_FILE", "STALE_S", "Discovery", "load_revoked"]
+__all__ = [
+    "ENDPOINT_CHECK_S", "REVOCATIONS_FILE", "STALE_S", "Discovery", "load_revoked", "peer_candidates",
+    "record_candidates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +81,23 @@ PEER_LOOKUP_S = 30.0  # at most one lookup per peer id (or overlay address) this
 LOOKUP_RATE, LOOKUP_BURST = 1.0, 10  # lookups the agent starts on its own, per second
 
 
-def _candidates(endpoints: tuple[nm.Endpoint, ...]) -> tuple[Candidate, ...]:
-    kinds = {"observed": KIND_OBSERVED}
-    return tuple(Candidate(e, kinds.get(e.source, KIND_REPORTED)) for e in endpoints[:MAX_CANDIDATES])
+_KINDS = {"reported": KIND_REPORTED, "observed": KIND_OBSERVED, "reflexive": KIND_REFLEXIVE,
+          "local": KIND_LOCAL}
+_ORDER = (KIND_REPORTED, KIND_OBSERVED, KIND_REFLEXIVE, KIND_LOCAL)  # what the cap keeps first
+
+
+def record_candidates(endpoints: tuple[nm.Endpoint, ...]) -> tuple[Candidate, ...]:
+    """Our endpoints as a record's candidates: each source as its kind byte; the advertised ones
+    first, then the reflexive ones (what a NAT shows the hubs), then interface addresses, at most
+    MAX_CANDIDATES."""
+    cands = [Candidate(e, _KINDS.get(e.source, KIND_REPORTED)) for e in endpoints]
+    cands.sort(key=lambda c: _ORDER.index(c.kind))  # stable: each kind keeps its order
+    return tuple(cands[:MAX_CANDIDATES])
+
+
+def peer_candidates(record: NodeRecord) -> tuple[tuple[str, str, int], ...]:
+    """A record's candidates as a peer's UDP candidates (PeerConfig.candidates, traversal.py)."""
+    return tuple((e.source, e.ip, e.udp_port) for e in record.endpoints)
 
 
 def load_revoked(state_dir: Path, ca_public_key: bytes, now: float) -> RevokedSet:
@@ -131,8 +153,10 @@ class Discovery:
         self.allow_loopback = allow_loopback
         self.clock = clock
         self.revoked = load_revoked(self.state_dir, self.ca_public_key, clock())
-        self.endpoints: tuple[nm.Endpoint, ...] = ()
-        self.on_endpoints: Callable[[tuple[nm.Endpoint, ...]], None] | None = None  # the server link
+        self.base: tuple[nm.Endpoint, ...] = ()  # what endpoints() gave last
+        self.endpoints: tuple[nm.Endpoint, ...] = ()  # what our record carries (base and candidates)
+        # told the advertised endpoints when they change (start-up: enrolled.set_base_endpoints)
+        self.on_endpoints: Callable[[tuple[nm.Endpoint, ...]], None] | None = None
         self.node = DhtNode(
             sign=sign, certificate=certificate, ca_public_key=ca_public_key, candidates=(), public=public,
             revoked=self.revoked, config=config or DhtConfig(allow_loopback=allow_loopback), clock=clock,
@@ -242,11 +266,12 @@ class Discovery:
                 log.info("dht: %s (%s) at %s learned from the DHT: a peer now (the server is %s)",
                          cert.name, pid[:8], endpoint, "connected" if en.server_connected() else "away")
                 en.add_dht_peer(PeerConfig(public_key=b"", peer_id=pid, overlay_ip=record.overlay_ip,
-                                           name=cert.name, endpoint=endpoint, via=None, allowed_ips=()))
+                                           name=cert.name, endpoint=endpoint, via=None, allowed_ips=(),
+                                           candidates=peer_candidates(record)))
             case SetEndpoint(endpoint=endpoint):
                 log.info("dht: %s (%s): endpoint %s -> %s from its record", record.certificate.name, pid[:8],
                          held.endpoint if held else None, endpoint)
-                en.set_endpoint(pid, endpoint)
+                en.set_endpoint(pid, endpoint, peer_candidates(record))
                 self.down_since.pop(pid, None)
             case Ignore(reason=reason):
                 self.ignored[reason] = self.ignored.get(reason, 0) + 1
@@ -313,17 +338,33 @@ class Discovery:
                 await asyncio.sleep(WATCH_S)
 
     async def _check_endpoints(self) -> None:
-        """Our endpoints changed (or are known for the first time): a new record, published now if
-        we have published before (else the join publishes it), and again every ENDPOINT_CHECK_S
-        until some node stored it (right after a move, connections from the old address fail)."""
-        endpoints = tuple(await asyncio.to_thread(self.endpoints_now))
+        """Our advertised endpoints, computed again (the node may have moved): a change goes to
+        `on_endpoints` (the server link reports it), and the record follows (`_set_endpoints`)."""
+        base = tuple(await asyncio.to_thread(self.endpoints_now))
+        if base != self.base:
+            self.base = base
+            if self.on_endpoints is not None:
+                self.on_endpoints(base)
+        self._set_endpoints()
+
+    def candidates_changed(self) -> None:
+        """Our UDP candidates changed (NAT traversal: an interface address, what a hub saw of our
+        data port; enrolled.candidates): the record carries them."""
+        if not self._closed:
+            self._set_endpoints()
+
+    def _set_endpoints(self) -> None:
+        """Our endpoints (the advertised ones, then our UDP candidates) changed, or are known for the
+        first time: a new record, published now if we have published before (else the join
+        publishes it), and again every ENDPOINT_CHECK_S until some node stored it (right after a
+        move, connections from the old address fail)."""
+        endpoints = with_candidates(self.base, self.enrolled.candidates)
         if endpoints == self.endpoints:
             return
-        log.info("dht: our endpoints: %s", ", ".join(f"{e.ip}:{e.control_port}" for e in endpoints) or "none")
+        log.info("dht: our endpoints: %s", ", ".join(
+            f"{e.ip}:{e.control_port}/{e.udp_port} ({e.source})" for e in endpoints) or "none")
         self.endpoints = endpoints
-        self.node.set_candidates(_candidates(endpoints))
-        if self.on_endpoints is not None:
-            self.on_endpoints(endpoints)
+        self.node.set_candidates(record_candidates(endpoints))
         self._publish_wanted = self.node.last_publish is not None
 
     async def _publish(self) -> None:

@@ -413,3 +413,113 @@ async def test_a_renewed_certificate_goes_into_our_next_record(wired):
     assert seen.certificate.to_bytes() == renewed
     wired.discovery.certificate_renewed(_cert(wired.ca, pk, "belgium", "10.10.10.7"))  # not a renewal
     assert wired.discovery.node.certificate == renewed
+
+
+# ----------------------------------------------------------------------------- NAT traversal's candidates
+
+
+def _cand(kind, ip: str, port: int):
+    from nodeagent.paths.candidates import Candidate as UdpCandidate
+
+    return UdpCandidate(kind, ip, port)
+
+
+async def test_our_udp_candidates_go_into_our_record_and_are_published(wired):
+    """NAT traversal reports our candidates (an interface address, what a hub saw of our data
+    port): the record carries them with their kinds, the advertised endpoint first, and the change
+    is published like a move."""
+    from nodeagent.discovery.records import KIND_LOCAL, KIND_REFLEXIVE, KIND_REPORTED
+    from nodeagent.protocol.disco import CandidateKind
+
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(uk.listed())
+    assert await wired.discovery.node.bootstrap([uk.seed()])
+    wired.agent._report_candidates([_cand(CandidateKind.LOCAL, "198.19.0.7", 41001),
+                                    _cand(CandidateKind.REFLEXIVE, "198.18.5.5", 40000)])
+    assert wired.discovery._publish_wanted  # (the upkeep loop publishes it within ENDPOINT_CHECK_S)
+    await wired.discovery._publish()
+    assert not wired.discovery._publish_wanted  # stored under both keys
+    seen = await uk.node.find_record(wired.peer_id)
+    kinds = [(c.kind, c.endpoint.ip, c.endpoint.udp_port) for c in seen.candidates]
+    assert kinds == [(KIND_REPORTED, "127.0.0.1", wired.udp.port), (KIND_REFLEXIVE, "198.18.5.5", 40000),
+                     (KIND_LOCAL, "198.19.0.7", 41001)]
+    assert all(c.endpoint.control_port == wired.port for c in seen.candidates)
+    # the same candidates again: no new record
+    record = wired.discovery.node.own_record
+    wired.agent._report_candidates([_cand(CandidateKind.LOCAL, "198.19.0.7", 41001),
+                                    _cand(CandidateKind.REFLEXIVE, "198.18.5.5", 40000)])
+    assert not wired.discovery._publish_wanted and wired.discovery.node.own_record is record
+
+
+async def test_a_dht_peers_udp_candidates_come_from_its_record(wired):
+    """A node the netmap lacks, behind a NAT: its record's candidates become the peer's UDP
+    candidates, which NAT traversal punches to; a newer record replaces them."""
+    from nodeagent.discovery.records import KIND_REFLEXIVE
+
+    await wired.apply()
+    newcomer = await wired.remote("mac", "10.10.10.4")
+    newcomer.node.set_candidates([Candidate(nm.Endpoint("127.0.0.1", newcomer.port, 9)),
+                                  Candidate(nm.Endpoint("198.18.9.9", newcomer.port, 40000, "reflexive"),
+                                            KIND_REFLEXIVE)])
+    assert await newcomer.node.bootstrap([wired.seed()])
+    await until(lambda: newcomer.peer_id in _peer_ids(wired), "the newcomer becomes a peer")
+    peer = wired.agent.peers.get(newcomer.peer_id)
+    assert peer.config.candidates == (("reported", "127.0.0.1", 9), ("reflexive", "198.18.9.9", 40000))
+    newcomer.node.set_candidates([Candidate(nm.Endpoint("127.0.0.1", 6666, 9)),
+                                  Candidate(nm.Endpoint("198.18.9.10", 6666, 40002, "reflexive"),
+                                            KIND_REFLEXIVE)])
+    assert await newcomer.node.publish() >= 1
+    await until(lambda: wired.agent.peers.get(newcomer.peer_id).config.endpoint == ("127.0.0.1", 6666),
+                "the newer record's endpoint")
+    assert wired.agent.peers.get(newcomer.peer_id).config.candidates == (
+        ("reported", "127.0.0.1", 9), ("reflexive", "198.18.9.10", 40002))
+
+
+def test_record_candidates_keep_the_advertised_then_reflexive_ones_under_the_cap():
+    from nodeagent.discovery.records import KIND_LOCAL, KIND_REFLEXIVE, KIND_REPORTED, MAX_CANDIDATES
+    from nodeagent.discovery.service import record_candidates
+
+    local = [nm.Endpoint(f"198.19.0.{i}", 9443, 9444, "local") for i in range(1, 10)]
+    reflexive = [nm.Endpoint("198.18.1.1", 9443, 40000 + i, "reflexive") for i in range(2)]
+    base = nm.Endpoint("198.18.0.1", 9443, 9444)
+    got = record_candidates((base, *local, *reflexive))
+    assert len(got) == MAX_CANDIDATES
+    assert [c.kind for c in got] == [KIND_REPORTED, KIND_REFLEXIVE, KIND_REFLEXIVE] + [KIND_LOCAL] * 5
+    assert [c.endpoint for c in got[3:]] == local[:5]  # each kind keeps its order
+
+
+def test_with_candidates_is_what_the_server_and_the_record_get():
+    from nodeagent.enrolled import MAX_REPORTED_ENDPOINTS, with_candidates
+    from nodeagent.protocol.disco import CandidateKind
+
+    base = (nm.Endpoint("198.18.0.1", 9443, 9444),)
+    ours = [_cand(CandidateKind.LOCAL, "198.18.0.1", 9444),  # the advertised one again: not twice
+            _cand(CandidateKind.LOCAL, "198.19.0.2", 9444),
+            _cand(CandidateKind.REFLEXIVE, "198.18.7.7", 1234)]
+    assert with_candidates(base, ours) == (base[0], nm.Endpoint("198.19.0.2", 9443, 9444, "local"),
+                                           nm.Endpoint("198.18.7.7", 9443, 1234, "reflexive"))
+    assert with_candidates((), ours) == ()  # nothing advertised: nothing reported or published
+    many = [_cand(CandidateKind.LOCAL, f"198.19.1.{i}", 9444) for i in range(1, 40)]
+    assert len(with_candidates(base, many)) == MAX_REPORTED_ENDPOINTS
+
+
+async def test_a_move_is_reported_to_the_server_with_our_candidates(wired):
+    """Start-up wires on_endpoints to enrolled mode: the advertised endpoint computed again (the
+    node moved) goes to the server link with our UDP candidates, as a change of the candidates does."""
+    from nodeagent.protocol.disco import CandidateKind
+
+    sent = []
+    wired.link.update_endpoints = sent.append
+    mode = wired.agent.enrolled
+    old = nm.Endpoint("127.0.0.1", wired.port, wired.udp.port)
+    mode.base_endpoints = (old,)
+    wired.discovery.on_endpoints = mode.set_base_endpoints
+    wired.agent._report_candidates([_cand(CandidateKind.REFLEXIVE, "198.18.5.5", 40000)])
+    assert sent == [(old, nm.Endpoint("198.18.5.5", wired.port, 40000, "reflexive"))]
+    await wired.discovery._check_endpoints()  # unchanged: nothing sent
+    assert len(sent) == 1
+    new = nm.Endpoint("127.0.0.2", wired.port, wired.udp.port)
+    wired.discovery.endpoints_now = lambda: (new,)
+    await wired.discovery._check_endpoints()
+    assert sent[-1] == (new, nm.Endpoint("198.18.5.5", wired.port, 40000, "reflexive"))
+    assert wired.discovery.endpoints == sent[-1]  # the record carries the same
