@@ -54,6 +54,17 @@ def dht_settled(node: EnrolledNode) -> bool:
     return dht is None or dht["last_publish_s"] is not None
 
 
+def tcp_flow(mesh: Mesh, src: EnrolledNode, dst: EnrolledNode, port: int, size: int = 2_000_000) -> None:
+    """A TCP stream of `size` bytes from src to dst's overlay address arrives whole (the sink's
+    byte count and digest equal the source's)."""
+    sink = mesh.lab.tool_bg(dst.ns, "sink", str(port))
+    assert sink.stdout.readline().strip() == "listening"
+    sent = mesh.lab.tool(src.ns, "source", dst.overlay_ip, str(port), str(size), timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.strip().startswith(f"bytes {size} ")
+    assert sink.communicate(timeout=60)[0].strip() == sent.stdout.strip()
+
+
 def stop_server(mesh: Mesh, nodes) -> None:
     mesh.server.stop()
     for n in nodes:
@@ -87,6 +98,8 @@ def test_a_node_that_moves_is_found_again_through_the_dht(mesh):
     wait_for(direct_again, 150, f"belgium dials starlink at its new address {new}")
     mesh.wait_ping(belgium, starlink, timeout=20)
     assert peer(belgium, starlink)["path"] == "direct"
+    tcp_flow(mesh, belgium, starlink, 5031)
+    tcp_flow(mesh, starlink, belgium, 5032)
     assert belgium.status()["node"]["dht"]["lookups"] >= 1
     assert "endpoint" in belgium.log_text() and new in belgium.log_text()
 
@@ -111,6 +124,8 @@ def test_the_node_that_enrolled_last_reaches_nodes_whose_netmaps_never_listed_it
 
     mesh.wait_ping(mac, uk, timeout=120)
     mesh.wait_ping(mac, belgium, timeout=120)
+    tcp_flow(mesh, uk, mac, 5033)  # towards a peer only the DHT gave uk
+    tcp_flow(mesh, mac, belgium, 5034)
     for n in (uk, belgium):
         entry = peer(n, mac)
         assert entry is not None and entry["overlay_ip"] == mac.overlay_ip
