@@ -262,6 +262,7 @@ class EnrolledMode:
         self.state_dir: Path | None = None  # where the "revoked" marker goes
         self.revoked_self = False
         self.dht_peers: set[str] = set()  # peers learned from the DHT, not listed by the applied netmap
+        self.dht_endpoints: set[str] = set()  # netmap peers dialed at an endpoint from their DHT record
         self.on_netmap: Callable[[nm.NetMap], None] | None = None  # the DHT: after each applied map
 
     def use_state_dir(self, state_dir: Path) -> None:
@@ -332,6 +333,7 @@ class EnrolledMode:
                     pc = self._peer_config(nm_peer, netmap)
                     if pc != peer.config:
                         peer.config = pc
+        self._restore_netmap_endpoints(netmap)
         self.applied = netmap
         # DHT peers are not in the map's table: then the table is built from the peer set (the same
         # entries for the map's peers: each one's overlay address and the routes through it)
@@ -359,6 +361,22 @@ class EnrolledMode:
                 self.peers.remove(pid)
             self.dht_peers = set()
 
+    def _restore_netmap_endpoints(self, netmap: nm.NetMap) -> None:
+        """A map from the connected server: the peers we dialed at an endpoint from their DHT record
+        (while the server was away) take the map's endpoint and candidates again, even when the
+        map did not change them (the netmap wins)."""
+        if not self.dht_endpoints or not self.server_connected():
+            return
+        for pid in sorted(self.dht_endpoints):
+            peer, listed = self.peers.get(pid), netmap.peer(pid)
+            if peer is not None and listed is not None and pid not in self.trust.revoked:
+                pc = self._peer_config(listed, netmap)
+                if pc != peer.config:
+                    log.info("peer %s: the server's netmap endpoint %s again (not its DHT record's)",
+                             pid[:8], pc.endpoint)
+                    self.peers.update(pc)
+        self.dht_endpoints = set()
+
     # --- what the DHT adds (nodeagent/discovery/service.py) ---------------------------------------
     def server_connected(self) -> bool:
         link = self.server_link
@@ -384,6 +402,8 @@ class EnrolledMode:
         pc = replace(peer.config, endpoint=endpoint,
                      candidates=peer.config.candidates if candidates is None else candidates)
         if pc != peer.config:
+            if peer_id not in self.dht_peers:
+                self.dht_endpoints.add(peer_id)  # the server's next map puts the netmap's back
             self.peers.update(pc)
 
     def drop_revoked(self, peer_ids: set[str]) -> None:
@@ -425,6 +445,7 @@ class EnrolledMode:
         netmap's peers back."""
         self.revoked_self = True
         self.dht_peers = set()
+        self.dht_endpoints = set()
         for pid in list(self.peers.by_id):
             self.peers.remove(pid)
         if self.state_dir is not None:

@@ -8,9 +8,12 @@ the agent may then do with it:
   1. our own record, or a node the netmap revokes: nothing;
   2. the access policy (`policy_allows`) must allow the pair: DHT data never grants what the
      policy denies;
-  3. a peer of the applied netmap: the netmap's endpoint wins while it answers. The record's
-     endpoint is tried only when the netmap gives none, or when the netmap's stopped answering
-     (`endpoint_failing`: no control link for a while, control/links.py keeps redialing it);
+  3. a peer of the applied netmap: while the server is connected its netmap wins outright (the
+     server hears a node's new endpoints as soon as it reconnects, and a peer it gives no
+     endpoint is reached through a hub: NAT traversal); with the server away the netmap's
+     endpoint wins while it answers, and the record's endpoint is tried only when the netmap
+     gives none, or when the netmap's stopped answering (`endpoint_failing`: no control link for
+     a while, control/links.py keeps redialing it);
   4. a node the netmap does not list: while the server is connected its netmap is the whole
      membership, so nothing; with the server away (or no netmap yet) it becomes a peer (a "DHT
      peer") at the overlay address of its certificate, unless another peer holds that address
@@ -138,7 +141,7 @@ def decide(
             return Ignore("not_a_peer")  # a netmap peer we dropped (e.g. revoked by a DHT list)
         if endpoint is None or endpoint == held.endpoint:
             return Ignore("unchanged")
-        if held.endpoint is not None and not endpoint_failing:
+        if server_connected or (held.endpoint is not None and not endpoint_failing):
             return Ignore("netmap_wins")
         return SetEndpoint(endpoint)
     if server_connected and netmap is not None:

@@ -22,10 +22,11 @@ SHADOWMESH_DHT=0, and agent.py `attach_discovery` wires it:
               the record's candidates becoming the peer's UDP candidates (traversal.py)
   revoked     `on_revoked` (new ids, from a list or a map) -> enrolled.py `drop_revoked`: the
               peers dropped, links closed with REVOKED, keys wiped; our own id: we were revoked
-  lookups     a peer with no control link for STALE_S (its endpoint stopped answering) ->
-              find_record; a packet to an overlay address of the network that no peer holds (the
-              data path's no_route) -> find_by_overlay_ip; a HELLO naming a peer id we do not
-              know -> find_record. A LookupThrottle bounds each kind.
+  lookups     with the server away (while it is connected, its netmap decides): a peer with no
+              control link for STALE_S (its endpoint stopped answering) -> find_record; a packet
+              to an overlay address of the network that no peer holds (the data path's
+              no_route) -> find_by_overlay_ip; a HELLO naming a peer id we do not know ->
+              find_record. A LookupThrottle bounds each kind.
   upkeep      join (bootstrap) once there are seeds, again while the table is empty; publish on
               join, on every change of our endpoints (checked every ENDPOINT_CHECK_S) and every
               30 minutes; records expire (DhtNode.run)
@@ -300,8 +301,11 @@ class Discovery:
             self._consider(record, failing=self._failing(record.peer_id))
 
     def _watch_links(self) -> None:
-        """Peers with no control link for STALE_S: look their records up (a newer endpoint?)."""
+        """Peers with no control link for STALE_S: look their records up (a newer endpoint?). Not
+        while the connected server's netmap decides (peering.decide: a record would change
+        nothing; a peer behind a NAT, reached through a hub, never has a link of its own)."""
         now = time.monotonic()
+        ask = not self._server_decides()
         current = set()
         for p in self.enrolled.peers:
             pid = p.config.peer_id
@@ -310,7 +314,7 @@ class Discovery:
                 self.down_since.pop(pid, None)
                 continue
             since = self.down_since.setdefault(pid, now)
-            if now - since >= STALE_S and self.throttle.allow(("peer", pid), now):
+            if ask and now - since >= STALE_S and self.throttle.allow(("peer", pid), now):
                 self._spawn(self._lookup_peer(pid, failing=True))
         for pid in set(self.down_since) - current:
             del self.down_since[pid]

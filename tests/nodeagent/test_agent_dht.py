@@ -286,6 +286,34 @@ async def test_a_netmap_endpoint_gives_way_only_once_it_stops_answering(wired):
     assert wired.agent.status()["node"]["dht"]["lookups"] >= 1
 
 
+async def test_the_servers_next_map_puts_the_netmap_endpoint_back(wired):
+    """uk moved while the server was away and its record's endpoint is dialed; the server comes
+    back with a map that does not change uk (the same endpoint as before): uk is dialed at the
+    map's endpoint again, and while the server is connected a peer without a link is not looked
+    up (its map decides; NAT traversal reaches a peer behind a NAT through a hub)."""
+    hub = await wired.remote("hub", "10.10.10.9")
+    uk = await wired.remote("uk", "10.10.10.1")
+    await wired.apply(hub.listed(), uk.listed())
+    assert await wired.discovery.node.bootstrap([hub.seed()])
+    assert await uk.node.bootstrap([hub.seed()])
+    uk.moves(5555)
+    assert await uk.node.publish() >= 2
+    wired.discovery.down_since[uk.peer_id] = time.monotonic() - STALE_S - 1
+    wired.discovery._watch_links()
+    await until(lambda: wired.agent.peers.get(uk.peer_id).config.endpoint == ("127.0.0.1", 5555),
+                "the record's endpoint is dialed")
+    wired.link.connected.set()  # the server is back; its map lists uk where it was
+    await wired.apply(hub.listed(), uk.listed(), serial=2)
+    assert wired.agent.peers.get(uk.peer_id).config.endpoint == ("127.0.0.1", uk.port)
+    assert wired.agent.enrolled.dht_endpoints == set()
+    wired.discovery.throttle.forget(("peer", uk.peer_id))
+    wired.discovery.down_since[uk.peer_id] = time.monotonic() - STALE_S - 1
+    await until(lambda: not wired.discovery._tasks, "the earlier lookup is done")
+    wired.discovery._watch_links()
+    assert not wired.discovery._tasks  # no lookup while the server's map decides
+    assert wired.agent.peers.get(uk.peer_id).config.endpoint == ("127.0.0.1", uk.port)
+
+
 # ----------------------------------------------------------------------------- revocations
 
 

@@ -65,17 +65,28 @@ def test_a_netmap_peers_answering_endpoint_is_never_overridden(moved, alice):
 
 
 def test_a_netmap_peers_endpoint_that_stopped_answering_gives_way_to_the_records(moved, alice):
+    """With the server away: the persisted map may be older than the record."""
     held = Held(("198.18.0.5", 8443), from_dht=False)
-    for connected in (True, False):
-        out = _decide(moved, netmap=_netmap(_listed(alice)), server_connected=connected, held=held,
-                      endpoint_failing=True)
-        assert out == SetEndpoint(("198.18.7.7", 8443))
+    out = _decide(moved, netmap=_netmap(_listed(alice)), server_connected=False, held=held,
+                  endpoint_failing=True)
+    assert out == SetEndpoint(("198.18.7.7", 8443))
 
 
 def test_a_netmap_peer_without_an_endpoint_takes_the_records(moved, alice):
     out = _decide(moved, netmap=_netmap(_listed(alice)), held=Held(None, from_dht=False),
-                  server_connected=True)
+                  server_connected=False)
     assert out == SetEndpoint(("198.18.7.7", 8443))
+
+
+def test_while_the_server_is_connected_its_netmap_decides_every_endpoint(moved, alice):
+    """The connected server hears a node's new endpoints as soon as it reconnects; a peer it gives
+    no endpoint, or whose endpoint does not take a connection (behind a NAT), is reached through a
+    hub (NAT traversal), not at an address from its record."""
+    for held in (Held(("198.18.0.5", 8443), from_dht=False), Held(None, from_dht=False)):
+        for failing in (True, False):
+            out = _decide(moved, netmap=_netmap(_listed(alice)), server_connected=True, held=held,
+                          endpoint_failing=failing)
+            assert out == Ignore("netmap_wins")
 
 
 def test_the_same_endpoint_changes_nothing(moved, alice):
