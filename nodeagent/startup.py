@@ -152,8 +152,8 @@ def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
                 agent.discovery.certificate_renewed(certificate)
 
         mode.server_link = ServerLink(
-            state.state_dir, mode.apply_netmap, agent.stats_report, endpoints=endpoints, on_certificate=renewed,
-            advertise_exit=advertise_exit_node or settings["advertise_exit_node"])
+            state.state_dir, mode.apply_netmap, agent.stats_report, endpoints=endpoints,
+            on_certificate=renewed, advertise_exit=advertise_exit_node or settings["advertise_exit_node"])
         mode.base_endpoints = endpoints
         mode.exit = exits
         mode.dns = DnsService(config.overlay.ip, config.overlay.network, resolv=resolv, manage_resolver=dns)
