@@ -67,6 +67,7 @@ from .paths.candidates import Candidate
 from .paths.select import PathSelector
 from .peers import PeerSet
 from .policy.filter import PacketFilter
+from .policy.index import RuleIndex
 from .protocol.messages import Stats
 from .protocol.policy import Policy
 from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
@@ -185,6 +186,12 @@ class Agent:
         elif dp.filter is None or dp.filter.policy != policy:
             dp.filter = PacketFilter(policy, self.clock(), previous=dp.filter)
             log.info("access policy: %d rules, everything else refused", len(policy.rules))
+
+    def policy_rules(self) -> RuleIndex | None:
+        """The access policy's rules the data path enforces now, compiled; None when it filters
+        nothing (the DHT asks: a node the netmap does not list is a peer only if they let it be)."""
+        f = self.datapath.filter
+        return None if f is None else f.index
 
     def attach_discovery(self, discovery) -> None:
         """Enrolled mode's DHT (discovery/service.py): the control port hands it DHT streams; a

@@ -178,7 +178,8 @@ def _discovery(state, cert, settings, config: AgentConfig, agent: Agent) -> Disc
         ca_public_key=state.ca_public_key,
         endpoints=lambda: advertised_endpoints(settings, config, state.server, warn=False),
         public=cert.is_public, overlay=config.overlay, enrolled=mode, links_up=agent.links.is_up,
-        allow_loopback=ip.is_loopback, bind_ip=None if ip.is_unspecified else str(ip))
+        policy_rules=agent.policy_rules, allow_loopback=ip.is_loopback,
+        bind_ip=None if ip.is_unspecified else str(ip))
     discovery.on_endpoints = mode.set_base_endpoints
     return discovery
 

@@ -6,19 +6,23 @@ our CA, the record is signed by the certificate's key, not expired, its node not
 the agent may then do with it:
 
   1. our own record, or a node the netmap revokes: nothing;
-  2. the access policy (`policy_allows`) must allow the pair: DHT data never grants what the
-     policy denies;
-  3. a peer of the applied netmap: while the server is connected its netmap wins outright (the
-     server hears a node's new endpoints as soon as it reconnects, and a peer it gives no
-     endpoint is reached through a hub: NAT traversal); with the server away the netmap's
-     endpoint wins while it answers, and the record's endpoint is tried only when the netmap
-     gives none, or when the netmap's stopped answering (`endpoint_failing`: no control link for
-     a while, control/links.py keeps redialing it);
-  4. a node the netmap does not list: while the server is connected its netmap is the whole
-     membership, so nothing; with the server away (or no netmap yet) it becomes a peer (a "DHT
-     peer") at the overlay address of its certificate, unless another peer holds that address
-     (the netmap's, or an earlier DHT peer's: the first holder keeps it); a DHT peer already held
-     follows the newer record's endpoint.
+  2. a peer of the applied netmap (the server listed it: the policy lets the pair talk, or it is
+     a relay, which carries frames whatever the policy; the policy is not asked again): while
+     the server is connected its netmap wins outright (the server hears a node's new endpoints
+     as soon as it reconnects, and a peer it gives no endpoint is reached through a hub: NAT
+     traversal); with the server away the netmap's endpoint wins while it answers, and the
+     record's endpoint is tried only when the netmap gives none, or when the netmap's stopped
+     answering (`endpoint_failing`: no control link for a while, control/links.py keeps
+     redialing it);
+  3. a node the netmap does not list (a DHT peer, or one to become): while the server is
+     connected its netmap is the whole membership, so nothing; the access policy the agent
+     enforces (`policy_allows`: the netmap's rules, persisted or live, as the data path holds
+     them compiled) must let some traffic pass between its certificate's overlay address and
+     ours, in either direction: DHT data never grants what the policy denies; then, with the
+     server away (or no netmap yet) it becomes a peer (a "DHT peer") at the overlay address of
+     its certificate, unless another peer holds that address (the netmap's, or an earlier DHT
+     peer's: the first holder keeps it); a DHT peer already held follows the newer record's
+     endpoint.
 
 `dial_endpoint` picks the control endpoint to dial from a record: the advertised one first
 (reported), then what the server observed, then the others in the record's order.
@@ -34,9 +38,10 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from ..policy.index import RuleIndex
 from ..protocol import netmap as nm
 from ..protocol.endpoints import BadEndpoint, check_endpoint
-from .records import KIND_OBSERVED, KIND_REPORTED, NodeRecord
+from .records import KIND_OBSERVED, KIND_REPORTED, IPAddress, NodeRecord
 
 __all__ = [
     "AddPeer",
@@ -82,17 +87,24 @@ class Held:
     from_dht: bool  # a DHT peer (not in the netmap)
 
 
-def policy_allows(netmap: nm.NetMap | None, own_peer_id: str, peer_id: str) -> bool:
-    """May `own_peer_id` and `peer_id` talk, by the network's access policy? The one place the
-    agent asks it about a peer it did not get from the server.
+def policy_allows(rules: RuleIndex | None, own_ip: IPAddress, peer_ip: IPAddress) -> bool:
+    """May a node at overlay address `peer_ip`, which the netmap does not list, be our peer under
+    the access policy we enforce? The one place the agent asks it about a peer it did not get
+    from the server.
 
-    The netmap carries no access rules yet (the server computes each node's peer list from its
-    policy, today a full mesh: meshadmin/netmap/policy.py `FULL_MESH`), so every enrolled node
-    that is not revoked may reach every other, and this answers True. When the netmap carries the
-    policy's rules, they are checked here, and a peer the rules deny is never made a peer from
-    DHT data."""
-    del netmap, own_peer_id, peer_id  # no rules in the netmap yet: a full mesh
-    return True
+    `rules`: the policy's rules compiled (policy/index.py), as the data path holds them (None: the
+    policy is "allow", or there is none: every packet passes, so every enrolled, unrevoked node
+    may be a peer). With rules, the pair may peer only when some rule lets some packet pass from
+    `peer_ip` to `own_ip` or from `own_ip` to `peer_ip`: the server sends each node only the rules
+    that concern it, each with the node's own addresses on one side, so this is "some rule names
+    both of us". A node the rules do not name (one that enrolled after the map was made, say) is
+    refused until the server's map says otherwise."""
+    if rules is None:
+        return True
+    ours, theirs = own_ip.packed, peer_ip.packed
+    if len(ours) != len(theirs):
+        return False  # no rule lets an IPv4 address talk to an IPv6 one
+    return rules.reaches(theirs, ours) or rules.reaches(ours, theirs)
 
 
 _KIND_ORDER = {KIND_REPORTED: 0, KIND_OBSERVED: 1}
@@ -116,6 +128,8 @@ def decide(
     *,
     own_peer_id: str,
     netmap: nm.NetMap | None,
+    rules: RuleIndex | None,
+    own_ip: IPAddress,
     server_connected: bool,
     held: Held | None,
     endpoint_failing: bool,
@@ -124,7 +138,9 @@ def decide(
 ) -> Decision:
     """What to do with a verified `record` (see the module docstring).
 
-    `held`: the peer set's entry for the record's peer id (None: not a peer); `endpoint_failing`:
+    `rules`, `own_ip`: the access policy's compiled rules the data path enforces (None: it
+    filters nothing) and our overlay address (`policy_allows`); `held`: the peer set's entry for
+    the record's peer id (None: not a peer); `endpoint_failing`:
     that peer has had no control link for a while; `address_holder`: the peer id of the peer that
     holds the record's overlay address now (None: nobody)."""
     pid = record.peer_id
@@ -132,8 +148,6 @@ def decide(
         return Ignore("own")
     if netmap is not None and any(r.peer_id == pid for r in netmap.revoked):
         return Ignore("revoked")
-    if not policy_allows(netmap, own_peer_id, pid):
-        return Ignore("policy")
     endpoint = dial_endpoint(record, allow_loopback=allow_loopback)
     in_netmap = netmap is not None and netmap.peer(pid) is not None
     if in_netmap or (held is not None and not held.from_dht):
@@ -146,6 +160,8 @@ def decide(
         return SetEndpoint(endpoint)
     if server_connected and netmap is not None:
         return Ignore("server_connected")
+    if not policy_allows(rules, own_ip, record.overlay_ip):
+        return Ignore("policy")
     if address_holder is not None and address_holder != pid:
         return Ignore("address_taken")
     if held is not None:

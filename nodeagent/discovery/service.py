@@ -17,7 +17,8 @@ SHADOWMESH_DHT=0, and agent.py `attach_discovery` wires it:
               the revoked set, and the CA's revocation list it carries is applied, served and
               stored in the DHT, so it reaches nodes while the server is down; its public hubs
               (the persisted map's too) are the seeds
-  records     `on_record` (a verified record learned or changed) -> peering.decide -> a DHT peer
+  records     `on_record` (a verified record learned or changed) -> peering.decide (with the
+              access policy's rules the data path enforces, `policy_rules`) -> a DHT peer
               added or a peer's endpoint changed (enrolled.py `add_dht_peer`, `set_endpoint`),
               the record's candidates becoming the peer's UDP candidates (traversal.py)
   revoked     `on_revoked` (new ids, from a list or a map) -> enrolled.py `drop_revoked`: the
@@ -47,6 +48,7 @@ from pathlib import Path
 from ..config import PeerConfig
 from ..enroll import write_private_file
 from ..enrolled import usable_endpoint, with_candidates
+from ..policy.index import RuleIndex
 from ..protocol import netmap as nm
 from ..protocol.cert import CertificateError
 from ..protocol.counters import DhtCounters
@@ -139,18 +141,23 @@ class Discovery:
 
     def __init__(self, *, state_dir: Path, sign, certificate: bytes, ca_public_key: bytes,
                  endpoints: Callable[[], tuple[nm.Endpoint, ...]], public: bool, overlay, enrolled,
-                 links_up: Callable[[str], bool], allow_loopback: bool, bind_ip: str | None = None,
+                 links_up: Callable[[str], bool], policy_rules: Callable[[], RuleIndex | None],
+                 allow_loopback: bool, bind_ip: str | None = None,
                  config: DhtConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         """`endpoints()`: our advertised endpoints now (enrolled.advertised_endpoints; it may block
         on a name lookup, so it runs in a worker thread); `overlay`: our overlay interface
         (address and prefix); `enrolled`: the EnrolledMode whose peers and trust it changes;
-        `links_up(peer_id)`: whether that peer has a control link."""
+        `links_up(peer_id)`: whether that peer has a control link; `policy_rules()`: the access
+        policy's compiled rules the data path enforces now, None when it filters nothing
+        (Agent.policy_rules): a node the netmap does not list is a peer only if they let some
+        traffic pass between it and us (peering.policy_allows)."""
         self.state_dir = Path(state_dir)
         self.ca_public_key = bytes(ca_public_key)
         self.endpoints_now = endpoints
         self.overlay = overlay
         self.enrolled = enrolled
         self.links_up = links_up
+        self.policy_rules = policy_rules
         self.allow_loopback = allow_loopback
         self.clock = clock
         self.revoked = load_revoked(self.state_dir, self.ca_public_key, clock())
@@ -258,7 +265,8 @@ class Discovery:
         peer = en.peers.get(pid)
         held = None if peer is None else Held(peer.config.endpoint, pid in en.dht_peers)
         holder = next((p.config.peer_id for p in en.peers if p.config.overlay_ip == record.overlay_ip), None)
-        decision = decide(record, own_peer_id=en.peer_id, netmap=en.applied,
+        decision = decide(record, own_peer_id=en.peer_id, netmap=en.applied, rules=self.policy_rules(),
+                          own_ip=self.overlay.ip,
                           server_connected=en.server_connected(), held=held, endpoint_failing=failing,
                           address_holder=holder, allow_loopback=self.allow_loopback)
         match decision:

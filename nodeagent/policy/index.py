@@ -18,7 +18,9 @@ the destination port of TCP and UDP; `None` (no port: another protocol) matches 
 name no ports.
 
 `RuleIndex.allows` is called once per new flow (nodeagent/policy/filter.py keeps the flows);
-tests/nodeagent/policy/test_index.py checks it against a linear scan of the rules.
+`RuleIndex.reaches` (whether any packet at all may go from one address to another) once per
+peer learned outside the netmap (nodeagent/discovery/peering.py). tests/nodeagent/policy/
+test_index.py checks both against a linear scan of the rules.
 """
 
 from __future__ import annotations
@@ -188,3 +190,10 @@ class RuleIndex:
             return False
         protos = sources.lookup_packed(src)
         return protos is not None and protos.match(proto, dport)
+
+    def reaches(self, src: bytes, dst: bytes) -> bool:
+        """Whether some rule allows any packet at all (some protocol, some port) from `src` to
+        `dst` (packed, 4 or 16 bytes). Every cell of the table holds at least one protocol, and a
+        cell holds what every rule around it allows (pushed down), so finding one is the answer."""
+        sources = self.table.lookup_packed(dst)
+        return sources is not None and sources.lookup_packed(src) is not None

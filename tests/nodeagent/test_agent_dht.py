@@ -31,6 +31,7 @@ from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.cert import CertFlags, issue_certificate
 from nodeagent.protocol.handshake import Initiator
 from nodeagent.protocol.identity import peer_id
+from nodeagent.protocol.policy import ALLOW_ALL, check_policy, check_rule
 from nodeagent.protocol.trust import LocalIdentity, MeshCA
 from nodeagent.startup import bind_control
 from nodeagent.tunnel.tun import TunDevice
@@ -112,7 +113,8 @@ class Wired:
                       ca_public_key=self.ca_public,
                       endpoints=lambda: (nm.Endpoint("127.0.0.1", self.port, self.udp.port),), public=False,
                       overlay=self.config.overlay, enrolled=self.agent.enrolled,
-                      links_up=self.agent.links.is_up, allow_loopback=True, bind_ip="127.0.0.1",
+                      links_up=self.agent.links.is_up, policy_rules=self.agent.policy_rules,
+                      allow_loopback=True, bind_ip="127.0.0.1",
                       config=CONFIG)
         self.agent.attach_discovery(d)
         return d
@@ -129,11 +131,12 @@ class Wired:
     def seed(self) -> Seed:
         return Seed("127.0.0.1", self.port, self.peer_id)
 
-    async def apply(self, *peers: nm.Peer, serial: int = 1, revoked=(), revocation_list=None) -> None:
+    async def apply(self, *peers: nm.Peer, serial: int = 1, revoked=(), revocation_list=None,
+                    policy=ALLOW_ALL) -> None:
         me = nm.SelfInfo(peer_id=self.peer_id, name="belgium", overlay_ip="10.10.10.2", prefix_len=24)
         netmap = nm.NetMap(network="demo", serial=serial, node=me,
                            peers=tuple(sorted(peers, key=lambda p: p.peer_id)), revoked=tuple(revoked),
-                           revocation_list=revocation_list)
+                           revocation_list=revocation_list, policy=policy)
         await self.agent.enrolled.apply_netmap(netmap)
 
     def revocations(self, *peer_ids: str, sequence: int = 1) -> bytes:
@@ -263,6 +266,32 @@ async def test_a_dht_peer_cannot_take_a_netmap_peers_overlay_address(wired):
     assert await squatter.node.bootstrap([wired.seed()])
     await until(lambda: wired.discovery.ignored.get("address_taken"), "the record is looked at")
     assert _peer_ids(wired) == {hub.peer_id}
+
+
+async def test_a_node_the_netmaps_policy_does_not_name_is_not_made_a_peer(wired):
+    """The map (persisted: the server is away) filters: its rules let mac (10.10.10.4) reach us,
+    and us reach the hub; starlink (10.10.10.3), enrolled and unrevoked, is named by no rule. Its
+    record makes it no peer and its HELLO is refused; mac's makes mac one."""
+    hub = await wired.remote("uk", "10.10.10.1")
+    policy = check_policy("deny", [check_rule(["10.10.10.4/32"], ["10.10.10.2/32"], "tcp", [(22, 22)]),
+                                   check_rule(["10.10.10.2/32"], ["10.10.10.1/32"], "any", [])])
+    await wired.apply(hub.listed(), policy=policy)
+    assert wired.agent.policy_rules() is wired.agent.datapath.filter.index  # what the data path enforces
+    starlink = await wired.remote("starlink", "10.10.10.3")
+    assert await starlink.node.bootstrap([wired.seed()])
+    await until(lambda: wired.discovery.ignored.get("policy"), "starlink's record is looked at")
+    mac = await wired.remote("mac", "10.10.10.4")
+    assert await mac.node.bootstrap([wired.seed()])
+    await until(lambda: mac.peer_id in _peer_ids(wired), "mac becomes a peer")
+    assert _peer_ids(wired) == {hub.peer_id, mac.peer_id} and wired.agent.enrolled.dht_peers == {mac.peer_id}
+    trust = wired.agent.handshakes.trust
+    assert trust.knows(mac.peer_id) and not trust.knows(starlink.peer_id)
+    assert wired.agent.datapath.route(ipaddress.ip_address("10.10.10.3").packed) is None
+    starlink_local = LocalIdentity(starlink.key, starlink.cert)
+    assert await dial("127.0.0.1", wired.port, lambda: Initiator(
+        starlink_local, MeshCA(wired.ca_public), wired.peer_id, time.time())) is None
+    await until(lambda: wired.discovery.ignored.get("policy", 0) >= 2, "its HELLO's lookup is refused too")
+    assert starlink.peer_id not in _peer_ids(wired)
 
 
 # ----------------------------------------------------------------------------- endpoints: the netmap wins

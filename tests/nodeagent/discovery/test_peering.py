@@ -4,6 +4,7 @@ and the lookup throttle. Every branch of `decide`, with records verified as the 
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 
 import pytest
@@ -24,11 +25,14 @@ from nodeagent.discovery.records import (
     KIND_REFLEXIVE,
     verify_node_record,
 )
+from nodeagent.policy.index import RuleIndex
 from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.policy import check_rule
 
 from .conftest import NOW, endpoint, make_record
 
 ME = "ee" * 20
+MY_IP = ipaddress.ip_address("10.10.10.2")
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +53,8 @@ def _listed(node, ip="198.18.0.5") -> nm.Peer:
 
 
 def _decide(rec, **kw):
-    args = {"own_peer_id": ME, "netmap": None, "server_connected": False, "held": None,
-            "endpoint_failing": False, "address_holder": None}
+    args = {"own_peer_id": ME, "netmap": None, "rules": None, "own_ip": MY_IP, "server_connected": False,
+            "held": None, "endpoint_failing": False, "address_holder": None}
     return decide(rec, **{**args, **kw})
 
 
@@ -134,29 +138,60 @@ def test_our_own_record_and_a_node_the_netmap_revokes_are_ignored(moved, alice):
     assert _decide(moved, netmap=revoked) == Ignore("revoked")
 
 
-def test_dht_data_never_grants_what_the_policy_denies(moved, alice, bob, monkeypatch):
-    """The policy is asked about every record, netmap peer or not, before anything else is done."""
-    asked = []
+def _rules(*rules: tuple[str, str, str, list]) -> RuleIndex:
+    """A node's compiled rules, as the server sends them: our address on one side of each."""
+    return RuleIndex.build([check_rule([src], [dst], proto, ports) for src, dst, proto, ports in rules])
 
-    def deny(netmap, own, other):
-        asked.append((own, other))
-        return False
 
-    monkeypatch.setattr(peering, "policy_allows", deny)
+# alice (moved) is 10.10.10.5; we are 10.10.10.2
+NOT_ALICE = _rules(("10.10.10.6", "10.10.10.2", "any", []), ("10.10.10.2", "10.10.10.7", "tcp", [(22, 22)]))
+ALICE_TO_US = _rules(("10.10.10.5", "10.10.10.2", "tcp", [(22, 22)]))
+US_TO_ALICE = _rules(("10.10.10.2", "10.10.10.5", "icmp", []))
+ALICE_ELSEWHERE = _rules(("10.10.10.5", "10.10.10.7", "any", []), ("10.10.10.7", "10.10.10.5", "any", []))
+SUBNET_TO_US = _rules(("10.10.10.0/28", "10.10.10.2", "udp", [(53, 53)]))
+
+
+def test_dht_data_never_grants_what_the_policy_denies(moved, alice, bob):
+    """A node the netmap does not list, whose overlay address our rules never let talk to ours
+    (either way), is not made a peer, a DHT peer already held does not follow its record, and a
+    node the rules name is, whatever the server's persisted map lists."""
     cases = [
-        {"netmap": _netmap(_listed(bob))},
+        {"netmap": _netmap(_listed(bob))},  # the persisted map, without alice
         {"netmap": None},
-        {"netmap": _netmap(_listed(alice)), "held": Held(None, from_dht=False), "endpoint_failing": True},
-        {"held": Held(("198.18.0.5", 8443), from_dht=True)},
+        {"netmap": _netmap(), "held": Held(("198.18.0.5", 8443), from_dht=True)},
     ]
     for kw in cases:
-        assert _decide(moved, **kw) == Ignore("policy")
-    assert asked == [(ME, alice.peer_id)] * len(cases)
+        for rules in (NOT_ALICE, ALICE_ELSEWHERE, _rules()):
+            assert _decide(moved, rules=rules, **kw) == Ignore("policy"), (kw, rules)
+        for rules in (None, ALICE_TO_US, US_TO_ALICE, SUBNET_TO_US):
+            assert _decide(moved, rules=rules, **kw) != Ignore("policy"), (kw, rules)
+    assert _decide(moved, netmap=_netmap(_listed(bob)), rules=ALICE_TO_US) == AddPeer(("198.18.7.7", 8443))
+    assert _decide(moved, netmap=_netmap(_listed(bob)), rules=US_TO_ALICE) == AddPeer(("198.18.7.7", 8443))
 
 
-def test_the_policy_today_is_the_full_mesh(alice, bob):
-    assert peering.policy_allows(_netmap(_listed(bob)), alice.peer_id, bob.peer_id)
-    assert peering.policy_allows(None, alice.peer_id, bob.peer_id)
+def test_the_policy_is_asked_with_our_own_overlay_address(moved):
+    """The rules name the pair: the same rules refuse alice to a node at another address."""
+    assert _decide(moved, rules=ALICE_TO_US) == AddPeer(("198.18.7.7", 8443))
+    assert _decide(moved, rules=ALICE_TO_US, own_ip=ipaddress.ip_address("10.10.10.3")) == Ignore("policy")
+    assert _decide(moved, rules=ALICE_TO_US, own_ip=ipaddress.ip_address("fd00::2")) == Ignore("policy")
+
+
+def test_a_netmap_peer_is_not_asked_about_the_policy(moved, alice):
+    """The server listed it (the policy lets the pair talk, or it is a relay, which the rules need
+    not name): a record only moves its endpoint, and the data path still judges every packet."""
+    held = Held(("198.18.0.5", 8443), from_dht=False)
+    out = _decide(moved, netmap=_netmap(_listed(alice)), rules=NOT_ALICE, held=held, endpoint_failing=True)
+    assert out == SetEndpoint(("198.18.7.7", 8443))
+
+
+def test_without_rules_every_enrolled_node_may_peer(alice, bob):
+    """The policy "allow" (or none): the data path filters nothing, so nothing is refused here."""
+    assert peering.policy_allows(None, MY_IP, ipaddress.ip_address("10.10.10.5"))
+    assert peering.policy_allows(None, MY_IP, ipaddress.ip_address("fd00::5"))
+    assert not peering.policy_allows(_rules(("0.0.0.0/0", "10.10.10.2", "any", [])), MY_IP,
+                                     ipaddress.ip_address("fd00::5"))
+    assert peering.policy_allows(_rules(("0.0.0.0/0", "10.10.10.2", "any", [])), MY_IP,
+                                 ipaddress.ip_address("10.10.10.5"))
 
 
 # ----------------------------------------------------------------------------- which endpoint

@@ -33,6 +33,16 @@ def naive_allows(rules: list[Rule], src: str, dst: str, proto: int, dport: int |
     return False
 
 
+def naive_reaches(rules: list[Rule], src: str, dst: str) -> bool:
+    """Some rule whose prefixes hold both ends, whatever its protocol and ports."""
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+
+    def holds(prefixes, address) -> bool:
+        return any(n.version == address.version and address in n for n in map(ipaddress.ip_network, prefixes))
+
+    return any(holds(r.src, s) and holds(r.dst, d) for r in rules)
+
+
 def packed(address: str) -> bytes:
     return ipaddress.ip_address(address).packed
 
@@ -89,9 +99,35 @@ def test_the_case_table(case, src, dst, proto, dport, allowed):
     assert naive_allows(RULES, src, dst, proto, dport) is allowed
 
 
+# numbered: (case, src, dst, reaches): whether any packet at all may go from src to dst
+REACH_CASES = [
+    (1, "10.10.10.1", "10.10.10.2", True),      # a tcp/22 rule is enough
+    (2, "10.10.10.2", "192.168.9.1", False),    # rules have a direction (192.168.9.0/24 -> .2)
+    (3, "10.10.10.7", "10.10.10.2", True),      # the /24 source's tcp range
+    (4, "10.10.99.1", "10.10.10.5", True),      # the /16's udp/53 to the /24
+    (5, "10.10.99.1", "10.10.11.5", False),     # outside the destination /24
+    (6, "10.10.10.4", "10.10.10.2", True),      # icmp only
+    (7, "10.10.10.3", "192.168.5.7", True),     # a routed destination prefix
+    (8, "10.10.10.3", "192.168.6.7", False),
+    (9, "fd00::1", "fd00::2", True),
+    (10, "fd00::2", "fd00::1", False),
+    (11, "8.8.8.8", "10.10.10.9", True),        # 0.0.0.0/0 covers everyone
+    (12, "10.10.10.1", "10.10.12.8", False),    # nothing for .12.8
+    (13, "11.0.0.1", "10.10.10.2", False),      # no rule names this source for .2
+]
+
+
+@pytest.mark.parametrize(("case", "src", "dst", "reaches"), REACH_CASES,
+                         ids=[f"case{c[0]}" for c in REACH_CASES])
+def test_the_reach_table(case, src, dst, reaches):
+    assert RuleIndex.build(RULES).reaches(packed(src), packed(dst)) is reaches
+    assert naive_reaches(RULES, src, dst) is reaches
+
+
 def test_no_rules_allow_nothing():
     index = RuleIndex.build([])
     assert not index.allows(packed("10.0.0.1"), packed("10.0.0.2"), 6, 22)
+    assert not index.reaches(packed("10.0.0.1"), packed("10.0.0.2"))
     assert index.rule_count == 0
 
 
@@ -135,3 +171,14 @@ def test_the_index_agrees_with_the_naive_twin(rs, packets):
         port = dport if proto in (6, 17) else None
         expected = naive_allows(rs, src, dst, proto, port)
         assert index.allows(packed(src), packed(dst), proto, port) == expected, (src, dst, proto, port)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules(), st.lists(st.tuples(st.sampled_from(ADDRESSES), st.sampled_from(ADDRESSES)),
+                         min_size=1, max_size=30))
+def test_reaches_agrees_with_the_naive_twin(rs, pairs):
+    index = RuleIndex.build(rs)
+    for src, dst in pairs:
+        if ipaddress.ip_address(src).version != ipaddress.ip_address(dst).version:
+            continue
+        assert index.reaches(packed(src), packed(dst)) == naive_reaches(rs, src, dst), (src, dst)
