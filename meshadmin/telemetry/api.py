@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict
 from datetime import timedelta
 
+from django.http import HttpRequest
 from ninja import Path, Query, Router
 from ninja.errors import HttpError
 from ninja.security import django_auth
@@ -36,12 +37,12 @@ _ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 
 
-def _viewer(request) -> None:
+def _viewer(request: HttpRequest) -> None:
     if not can_view(request.user):
         raise HttpError(403, "you may not view telemetry")
 
 
-def _plain(f: queries.LinkFigures, *, reporter: bool = True) -> dict:
+def _plain(f: queries.LinkFigures, *, reporter: bool = True) -> dict[str, object]:
     head = {"reporter": f.reporter} if reporter else {}
     return {**head, "at": f.at.isoformat(), "peer": f.peer, "path": f.path, "rtt_ms": f.rtt_ms,
             **asdict(f.rates), "last_handshake_s": f.last_handshake_s}
@@ -58,7 +59,8 @@ def _window(text: str) -> timedelta:
 
 
 @router.get("/links", auth=django_auth, response={200: LinksOut, **_ERRORS})
-def current_links(request, network: str = Query("default", description="network name")):
+def current_links(request: HttpRequest,
+                  network: str = Query("default", description="network name")) -> dict[str, object]:
     _viewer(request)
     net = Network.objects.filter(name=network).first()
     if net is None:
@@ -67,10 +69,11 @@ def current_links(request, network: str = Query("default", description="network 
 
 
 @router.get("/links/{reporter}/{peer}", auth=django_auth, response={200: LinkSeriesOut, **_ERRORS})
-def link_series(request, reporter: str = Path(..., pattern=PEER_ID_PATTERN),
+def link_series(request: HttpRequest, reporter: str = Path(..., pattern=PEER_ID_PATTERN),
                 peer: str = Path(..., pattern=PEER_ID_PATTERN),
                 window: str = Query("1h", pattern=WINDOW_PATTERN,
-                                    description="1m..7d: minutes (m), hours (h) or days (d)")):
+                                    description="1m..7d: minutes (m), hours (h) or days (d)"),
+                ) -> dict[str, object]:
     _viewer(request)
     if not PEER_ID_RE.match(reporter) or not PEER_ID_RE.match(peer):
         raise HttpError(400, "reporter and peer are peer ids (40 lowercase hex characters)")

@@ -24,7 +24,7 @@ def _scaled(value: float, units: tuple[str, ...]) -> str:
 
 
 @register.filter
-def bitrate(bytes_per_s) -> str:
+def bitrate(bytes_per_s: float | None) -> str:
     """Bytes per second as a bit rate: 1250 -> '10.0 kbit/s'; None -> NONE (an en dash)."""
     if bytes_per_s is None:
         return NONE
@@ -32,39 +32,39 @@ def bitrate(bytes_per_s) -> str:
 
 
 @register.filter
-def bytesize(n) -> str:
+def bytesize(n: float | None) -> str:
     if n is None:
         return NONE
     return _scaled(float(n), _BYTE_UNITS)
 
 
 @register.filter
-def rtt(ms) -> str:
+def rtt(ms: float | None) -> str:
     if ms is None:
         return NONE
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
 @register.filter
-def loss(pct) -> str:
+def loss(pct: float | None) -> str:
     if pct is None:
         return NONE
     return f"{pct:.1f} %" if pct < 10 else f"{pct:.0f} %"
 
 
 @register.filter
-def seconds(s) -> str:
+def seconds(s: float | str | None) -> str:
     """A duration in seconds, short: 42 s, 3 min, 2 h, 5 d."""
     if s is None:
         return NONE
-    s = float(s)
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 90 * 60:
-        return f"{s / 60:.0f} min"
-    if s < 36 * 3600:
-        return f"{s / 3600:.0f} h"
-    return f"{s / 86400:.0f} d"
+    t = float(s)
+    if t < 90:
+        return f"{t:.0f} s"
+    if t < 90 * 60:
+        return f"{t / 60:.0f} min"
+    if t < 36 * 3600:
+        return f"{t / 3600:.0f} h"
+    return f"{t / 86400:.0f} d"
 
 
 @register.filter
