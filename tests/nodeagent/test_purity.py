@@ -154,7 +154,6 @@ REQUIRED_PURE = {
     "nodeagent/policy/filter.py",
     "nodeagent/policy/index.py",
     "nodeagent/policy/packet.py",
-    "nodeagent/policy/peers.py",
 }
 
 
@@ -280,7 +279,10 @@ def test_pure_meshadmin_module_imports_nothing_impure(path):
 
 def _strict_overrides() -> list[dict]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
-    return [o for o in config.get("overrides", []) if o.get("disallow_untyped_defs")]
+    # the strict block sets every flag of --strict; a block that only asks for annotations (the
+    # API's: disallow_untyped_defs alone) is not it
+    return [o for o in config.get("overrides", [])
+            if o.get("disallow_untyped_defs") and o.get("warn_return_any")]
 
 
 def _covered(module: str, patterns: list[str]) -> bool:
