@@ -55,6 +55,7 @@ __all__ = [
     "MISMATCH",
     "PENDING",
     "SUPER_PREFIX",
+    "VNET_SIZE",
     "ChunkError",
     "LossPolicy",
     "Reassembler",

@@ -2,8 +2,10 @@
 
 Sending (from `DataPath.on_tun`, a TUN read that is a TCP super-packet): if the destination peer
 granted chunks on the keypair we send with and is reached directly, the super-packet is sealed
-as one CHUNK unit (one counter) and its pieces join the UDP batch of that endpoint; otherwise the
-read takes the per-segment path (tso.split, one DATA frame per segment) as before.
+as one CHUNK unit (one counter) and its pieces join the UDP batch of that endpoint; with an access
+policy its flow is noted first (`track`, the data path's outbound step 3: a flow this node starts
+in chunk mode is a flow it started, whose replies and ICMP errors the filter then admits);
+otherwise the read takes the per-segment path (tso.split, one DATA frame per segment) as before.
 
 Receiving (`DataPath._datagram`, a CHUNK piece): parse strictly (drop `malformed`), store in the
 bounded Reassembler (a piece seen twice: `replay`), and when the unit is complete: the tag (drop
@@ -33,6 +35,7 @@ from ..protocol.chunk import (
     DUPLICATE,
     MAX_PIECES,
     PENDING,
+    VNET_SIZE,
     ChunkError,
     LossPolicy,
     Reassembler,
@@ -122,6 +125,8 @@ class ChunkPath:
             return 0  # the per-segment path meets the same limit and counts the drop
         except ChunkError:
             return 0
+        if dp.filter is not None:  # outbound step 3: note the flow, once per read (the headers suffice)
+            dp.filter.track(frame[VNET_SIZE:VNET_SIZE + hdr_len])
         batch = out.get(peer.endpoint)
         if batch is None:
             out[peer.endpoint] = datagrams

@@ -6,7 +6,8 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      MSS-sized segments, each sealed as its own DATA frame with CSUM_PARTIAL (its checksum
      is left to the receiving kernel); a partial UDP/TCP checksum likewise   drop `malformed`
      Chunk mode (chunks.py): a super-packet for a direct peer that asked for chunks is instead
-     sealed whole as one CHUNK unit (one counter, several datagrams) and joins step 7
+     sealed whole as one CHUNK unit (one counter, several datagrams; its flow noted as in step 3)
+     and joins step 7
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
   3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
      (and, in enrolled mode with the DHT, `on_no_route(dst)`: it may look the address up;

@@ -316,3 +316,36 @@ def test_a_chunk_passes_the_access_policy_like_any_data(nodes):
     b.dp.on_udp()
     (written,) = b.delivered()
     assert written[10:] == frame[10:] and b.dp.drops.policy == 1
+
+
+def test_a_flow_this_node_starts_in_chunk_mode_is_tracked_and_its_replies_come_in(nodes):
+    """Outbound step 3 holds for chunks too: a super-packet that leaves as one CHUNK notes its flow
+    in the access policy (once per read, as a TSO read does), so what the stateful filter admits
+    because this node started the flow comes back in: the peer's replies and an ICMP error about
+    the flow (here "fragmentation needed", which only the flow table can vouch for). The policy
+    lets only this side start the flow."""
+    from nodeagent.policy.filter import PacketFilter
+    from nodeagent.protocol.policy import check_policy, check_rule
+    from tests.nodeagent.policy.packets import ACK, SYN, icmp_error4, tcp4
+
+    a, b, clock = nodes
+    granted(a, b, clock)
+    iperf_from_a = check_rule(["10.10.10.1"], ["10.10.10.2"], "tcp", [(5201, 5201)])
+    a.dp.filter = PacketFilter(check_policy("deny", [iperf_from_a]), now=clock.t)
+    frame = tcp_super_packet(os.urandom(20 * 1000), 1000)  # 10.10.10.1:40000 -> 10.10.10.2:5201
+    a.inject(frame)
+    assert a.dp.chunks.sent == 1  # it left as one chunk ...
+    assert a.dp.filter.status()["flows_tcp"] == 1  # ... and its flow was noted
+    b.dp.on_udp()
+    assert len(b.delivered()) == 1
+
+    plain = bytes(10)  # b's TUN speaks virtio_net_hdr: a zero header, no offload
+    too_big = icmp_error4("10.10.10.2", "10.10.10.1", frame[10:], type_=3, code=4)
+    reply = tcp4("10.10.10.2", "10.10.10.1", 5201, 40000, ACK)
+    stranger = tcp4("10.10.10.2", "10.10.10.1", 5201, 40001, SYN)  # b may not open a connection to a
+    for packet in (too_big, reply, stranger):
+        b.inject(plain + packet)
+    a.dp.on_udp()
+    written = [w[10:] for w in a.delivered()]
+    assert written == [too_big, reply]
+    assert a.dp.drops.policy == 1 and a.peers["b"].stats.denied_frames == 1  # the stranger only
