@@ -70,6 +70,7 @@ __all__ = [
     "parse_super",
     "piece_size_for",
     "seal_chunk",
+    "seal_chunk_iov",
 ]
 
 CHUNK = int(FrameType.CHUNK)
@@ -88,6 +89,7 @@ _GSO_TYPES = {GSO_TCPV4: 4, GSO_TCPV6: 6, GSO_TCPV4 | GSO_ECN: 4, GSO_TCPV6 | GS
 
 _AAD = struct.Struct("!BBIQIBI")  # type, flags, receiver index, counter, timestamp, count, sealed length
 _HEAD = struct.Struct("!BBHIQIBB")  # the frame header plus index and count
+_INDEXES = bytes(range(MAX_PIECES))
 _PREFIX = struct.Struct("!BH")
 _VNET = struct.Struct("<BBHHHH")  # virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum start/offset
 _TCP = 6
@@ -116,6 +118,16 @@ def seal_chunk(aead: ChaCha20Poly1305, receiver_index: int, counter: int, timest
                plaintext: bytes | bytearray | memoryview, piece_size: int) -> list[bytes]:
     """Seal `plaintext` (pack_super's output) as one unit and cut it into datagrams of at most
     HEADER_SIZE + 2 + piece_size bytes: every piece as large as `piece_size` but the last."""
+    iov, _size, count = seal_chunk_iov(aead, receiver_index, counter, timestamp, plaintext, piece_size)
+    return [b"".join(iov[i:i + 2]) for i in range(0, 2 * count, 2)]
+
+
+def seal_chunk_iov(aead: ChaCha20Poly1305, receiver_index: int, counter: int, timestamp: int,
+                   plaintext: bytes | bytearray | memoryview, piece_size: int) -> tuple[list[memoryview], int, int]:
+    """seal_chunk's datagrams, not joined: (the scatter-gather list header 0, piece 0, header 1,
+    piece 1, ... for one GSO send, the size of every datagram but the last, the count). The
+    headers are built together (one template, the index and the last length set column-wise)
+    and the pieces are views of the sealed unit, so nothing is copied per piece."""
     if not 0 < len(plaintext) <= MAX_PLAIN:
         raise ChunkError(f"chunk plaintext of {len(plaintext)} bytes (1..{MAX_PLAIN})")
     if piece_size < 1:
@@ -126,16 +138,21 @@ def seal_chunk(aead: ChaCha20Poly1305, receiver_index: int, counter: int, timest
         raise ChunkError(f"{count} pieces of {piece_size} bytes: more than {MAX_PIECES}")
     try:
         aad = _AAD.pack(CHUNK, 0, receiver_index, counter, timestamp, count, sealed_len)
+        first = _HEAD.pack(CHUNK, 0, CHUNK_SUBHEADER + min(piece_size, sealed_len), receiver_index, counter,
+                           timestamp, 0, count)
     except struct.error as exc:
         raise ChunkError(f"cannot encode chunk header: {exc}") from exc
     sealed = memoryview(aead.encrypt(nonce(counter), plaintext, aad))
-    pack = _HEAD.pack
-    out = []
-    for i in range(count):
-        piece = sealed[i * piece_size:(i + 1) * piece_size]
-        out.append(pack(CHUNK, 0, CHUNK_SUBHEADER + len(piece), receiver_index, counter, timestamp, i, count)
-                   + piece)
-    return out
+    step = HEADER_SIZE + CHUNK_SUBHEADER
+    heads = bytearray(first * count)
+    heads[HEADER_SIZE::step] = _INDEXES[:count]
+    last = sealed_len - (count - 1) * piece_size
+    heads[-step + 2:-step + 4] = (CHUNK_SUBHEADER + last).to_bytes(2, "big")
+    hv = memoryview(heads)
+    iov: list[memoryview] = [hv] * (2 * count)
+    iov[0::2] = [hv[i:i + step] for i in range(0, step * count, step)]
+    iov[1::2] = [sealed[i:i + piece_size] for i in range(0, sealed_len, piece_size)]
+    return iov, step + piece_size if count > 1 else step + sealed_len, count
 
 
 def parse_piece(header: Header, datagram: bytes | bytearray | memoryview) -> tuple[int, int, bytes]:
@@ -359,6 +376,9 @@ class _Partial:
         self.size = 0
 
 
+_EMPTY: list[bytes | None] = [b""] * MAX_PIECES  # the slots a run's later pieces take (add_run)
+
+
 class Reassembler:
     """Incomplete chunks by (receiver index, counter): bounded in number, size and age."""
 
@@ -402,6 +422,44 @@ class Reassembler:
             return PENDING, None
         del partials[key]
         return DONE, b"".join(p.pieces)  # type: ignore[arg-type]  # every slot is filled here
+
+    def add_run(self, receiver_index: int, counter: int, timestamp: int, index: int, pieces: int, count: int,
+                run: bytes, now: float) -> tuple[int, bytes | None] | None:
+        """Store `pieces` (2 or more) consecutive pieces `index`..`index + pieces - 1` of one chunk at
+        once, their bodies joined in `run` (each body at least one byte). The result is what the
+        last of `pieces` add() calls would return when none of them is a duplicate or a mismatch;
+        when one would be, or the run does not fit, nothing is stored and the answer is None: the
+        caller then adds the pieces one by one, which counts each as add() does.
+
+        The run is kept as one entry in the slot of its first piece; the slots of the others hold
+        an empty body, so the unit still joins in index order and a later copy of any of them is a
+        duplicate."""
+        if pieces < 2 or index < 0 or index + pieces > count or count > MAX_PIECES or len(run) < pieces:
+            return None
+        key = (counter << 32) | receiver_index
+        partials = self._partials
+        if partials and next(iter(partials.values())).born <= now - self.timeout_s:
+            self.expire(now)
+        p = partials.get(key)
+        if p is None:
+            if len(run) > MAX_SEALED:
+                return None
+            if len(partials) >= self.max_inflight:
+                del partials[next(iter(partials))]
+                self.expired += 1
+            p = partials[key] = _Partial(count, timestamp, now)
+        elif (p.count != count or p.timestamp != timestamp or p.size + len(run) > MAX_SEALED
+              or any(slot is not None for slot in p.pieces[index:index + pieces])):
+            return None
+        slots = p.pieces
+        slots[index] = run
+        slots[index + 1:index + pieces] = _EMPTY[:pieces - 1]
+        p.size += len(run)
+        p.have += pieces
+        if p.have < p.count:
+            return PENDING, None
+        del partials[key]
+        return DONE, b"".join(slots)  # type: ignore[arg-type]  # every slot is filled here
 
     def expire(self, now: float) -> int:
         """Forget chunks older than timeout_s; how many."""

@@ -2,7 +2,8 @@
 
 Sending (from `DataPath.on_tun`, a TUN read that is a TCP super-packet): if the destination peer
 granted chunks on the keypair we send with and is reached directly, the super-packet is sealed
-as one CHUNK unit (one counter) and its pieces join the UDP batch of that endpoint; with an access
+as one CHUNK unit (one counter) and its pieces leave at once in one scatter-gather GSO send (after
+what the drain had queued for that endpoint, so the order is kept); with an access
 policy its flow is noted first (`track`, the data path's outbound step 3: a flow this node starts
 in chunk mode is a flow it started, whose replies and ICMP errors the filter then admits);
 otherwise the read takes the per-segment path (tso.split, one DATA frame per segment) as before.
@@ -48,7 +49,7 @@ from ..protocol.chunk import (
     parse_piece,
     parse_super,
     piece_size_for,
-    seal_chunk,
+    seal_chunk_iov,
 )
 from ..protocol.frames import HEADER_SIZE, BadTag, FrameFlags, FrameType, Header, seal, ts_ms
 from ..protocol.keys import Keypair, NonceExhausted
@@ -68,6 +69,23 @@ _PIECE_OVERHEAD = HEADER_SIZE + CHUNK_SUBHEADER
 _CHUNK = int(FrameType.CHUNK)
 _PIECE = struct.Struct("!BBHIQIBB")  # the frame header, index, count
 _KNOWN_FLAGS = int(FrameFlags.ECHO_REQUEST | FrameFlags.CSUM_PARTIAL | FrameFlags.CHUNK_CONTROL)
+
+
+_INDEXES = bytes(range(MAX_PIECES))
+
+
+def _same_chunk(view: memoryview, off: int, stop: int, seg: int, k: int, index: int) -> bool:
+    """Are the `k` datagrams of `seg` bytes at `view[off:stop]` pieces index, index+1, ... of one
+    chunk: every byte of their frame header and count equal to the first one's, the index
+    counting up? Column by column (one strided slice per header byte), not datagram by datagram."""
+    for p in range(_PIECE_OVERHEAD):
+        column = view[off + p:stop:seg]
+        if p == HEADER_SIZE:
+            if column != _INDEXES[index:index + k]:
+                return False
+        elif column != column[:1].tobytes() * k:
+            return False
+    return True
 
 
 class _PeerChunks:
@@ -118,8 +136,9 @@ class ChunkPath:
         if pc is None or kp is None or pc.granted is not kp or kp.send is None:
             return 0
         try:
-            datagrams = seal_chunk(kp.send, kp.remote_index, kp.next_counter(), ts_ms(now),
-                                   pack_super(gso_type, gso_size, frame), piece_size_for(hdr_len, gso_size))
+            iov, size, count = seal_chunk_iov(kp.send, kp.remote_index, kp.next_counter(), ts_ms(now),
+                                              pack_super(gso_type, gso_size, frame),
+                                              piece_size_for(hdr_len, gso_size))
         except NonceExhausted:
             dp.on_handshake_needed(peer)
             return 0  # the per-segment path meets the same limit and counts the drop
@@ -127,14 +146,18 @@ class ChunkPath:
             return 0
         if dp.filter is not None:  # outbound step 3: note the flow, once per read (the headers suffice)
             dp.filter.track(frame[VNET_SIZE:VNET_SIZE + hdr_len])
-        batch = out.get(peer.endpoint)
-        if batch is None:
-            out[peer.endpoint] = datagrams
-        else:
-            batch.extend(datagrams)
+        # sent now, as one scatter-gather list; what this drain queued for the same endpoint
+        # before it goes first, so the peer sees the packets in the order they were read
+        dest = peer.endpoint
+        queued = out.pop(dest, None)
+        if queued:
+            dp._send({dest: queued})
+        failed = dp.udp.send_gso(iov, size, count, dest)
+        if failed:
+            dp.drops.queue_full += failed
         st = peer.stats
         st.tx_frames += 1
-        st.tx_bytes += sum(map(len, datagrams))
+        st.tx_bytes += (count - 1) * size + len(iov[-2]) + len(iov[-1])
         peer.last_tx = now
         touched.add(peer)
         self.sent += 1
@@ -160,8 +183,11 @@ class ChunkPath:
         """The CHUNK pieces at the start of a GRO batch (`view[:nbytes]`, datagrams of `seg` bytes,
         the last maybe shorter), without a bytes object, header tuple and dispatch per datagram.
         Every check and counter is the generic path's (parse_header, the session, on_piece), in the
-        same order. Returns the offset of the first datagram that is not a CHUNK: the caller hands
-        that one and the rest to the generic path."""
+        same order. A piece followed by full-sized datagrams whose headers are its own but for the
+        index counting up (checked a header byte at a time over all of them: `_same_chunk`) is
+        stored with them as one run (Reassembler.add_run); a run with a duplicate or mismatch in
+        it goes piece by piece, counted as each would be. Returns the offset of the first datagram
+        that is not a CHUNK: the caller hands that one and the rest to the generic path."""
         dp = self.dp
         drops = dp.drops
         sessions = dp.sessions
@@ -169,6 +195,7 @@ class ChunkPath:
         add = self._piece
         session: tuple[Peer, Keypair] | None = None  # the last piece's, for receiver index `cached`
         cached = -1
+        runs = True  # look for runs of pieces (until one check fails: then per piece, so O(n))
         off = 0
         while off < nbytes:
             end = min(off + seg, nbytes)
@@ -196,6 +223,25 @@ class ChunkPath:
                 drops.malformed += 1  # on_piece: never granted; parse_piece: flags, index, count
                 off = end
                 continue
+            # a run: this piece and the next full-sized datagrams, pieces index+1, index+2, ... of
+            # the same chunk (every header byte equal but the index): stored at once
+            k = min(count - index, (nbytes - off) // seg) if size == seg and runs else 1
+            if k > 1:
+                stop = off + k * seg
+                runs = _same_chunk(view, off, stop, seg, k, index)  # once false: piece by piece
+                if runs:
+                    body = seg - _PIECE_OVERHEAD
+                    run = b"".join([view[o:o + body] for o in range(off + _PIECE_OVERHEAD, stop, seg)])
+                    peer, kp = session
+                    result = self.reassembler.add_run(receiver, counter, ts, index, k, count, run, now)
+                    if result is not None:
+                        self._done(peer, kp, receiver, counter, ts, count, result, addr, now)
+                    else:  # a duplicate or mismatch among them: one by one, each counted as it is
+                        for o in range(off, stop, seg):
+                            add(peer, kp, receiver, counter, ts, view[o + HEADER_SIZE], count,
+                                bytes(view[o + _PIECE_OVERHEAD:o + seg]), addr, now)
+                    off = stop
+                    continue
             piece = bytes(view[off + _PIECE_OVERHEAD:end])
             add(session[0], session[1], receiver, counter, ts, index, count, piece, addr, now)
             off = end
@@ -204,11 +250,18 @@ class ChunkPath:
     def _piece(self, peer: Peer, kp: Keypair, receiver: int, counter: int, timestamp: int, index: int,
                count: int, piece: bytes, addr: tuple, now: float) -> None:
         """One parsed piece: reassembly, then for a complete unit the checks and the TUN write."""
-        dp = self.dp
-        drops = dp.drops
-        status, sealed = self.reassembler.add(receiver, counter, timestamp, index, count, piece, now)
+        self._done(peer, kp, receiver, counter, timestamp, count,
+                   self.reassembler.add(receiver, counter, timestamp, index, count, piece, now), addr, now)
+
+    def _done(self, peer: Peer, kp: Keypair, receiver: int, counter: int, timestamp: int, count: int,
+              result: tuple[int, bytes | None], addr: tuple, now: float) -> None:
+        """What the reassembler answered for a piece (or a run of them): for a complete unit the
+        checks and the TUN write."""
+        status, sealed = result
         if status == PENDING:
             return
+        dp = self.dp
+        drops = dp.drops
         if status != DONE or sealed is None:
             if status == DUPLICATE:
                 drops.replay += 1

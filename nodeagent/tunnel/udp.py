@@ -16,7 +16,9 @@ Contract:
   equal-sized datagrams (the last of a run may be shorter) go out in one `sendmsg` with a
   UDP_SEGMENT control message (at most 64 segments / ~64 KB). Without GSO (old kernel, or the
   kernel refused it once) every datagram is its own `sendto`. Returns the number it could not
-  send (socket buffer full: the caller counts them as `queue_full`).
+  send (socket buffer full: the caller counts them as `queue_full`). `send_gso(iov, size, count,
+  address)` does the same for datagrams given as one scatter-gather list (header and body
+  buffers, chunk mode: tunnel/chunks.py), so they are never joined in Python.
 """
 
 from __future__ import annotations
@@ -149,6 +151,32 @@ class UdpSocket:
                     else:
                         failed += j - i
             i = j
+        return failed
+
+    def send_gso(self, iov: list, size: int, count: int, address: tuple) -> int:
+        """Send `count` datagrams given as one scatter-gather list (`iov`: header, body, header,
+        body, ...; two buffers per datagram) of `size` bytes each, the last maybe shorter, in as
+        few GSO sends as the kernel's limits allow; the number that could not be sent."""
+        per_call = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)) if self.gso else 1
+        control = [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))]
+        sendmsg = self.sock.sendmsg
+        failed = 0
+        for i in range(0, count, per_call):
+            j = min(count, i + per_call)
+            parts = iov[2 * i:2 * j]
+            if j - i == 1:
+                failed += not self.sendto(b"".join(parts), address)
+                continue
+            try:
+                sendmsg(parts, control, 0, address)
+            except (BlockingIOError, InterruptedError):
+                failed += j - i
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                    self.gso = False  # as in send_batch: datagram by datagram from now on
+                    failed += sum(not self.sendto(b"".join(iov[k:k + 2]), address) for k in range(2 * i, 2 * j, 2))
+                else:
+                    failed += j - i
         return failed
 
 

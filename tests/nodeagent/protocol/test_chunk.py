@@ -33,8 +33,9 @@ from nodeagent.protocol.chunk import (
     parse_super,
     piece_size_for,
     seal_chunk,
+    seal_chunk_iov,
 )
-from nodeagent.protocol.frames import HEADER_SIZE, TAG_SIZE, BadTag, FrameError, FrameType, parse_header
+from nodeagent.protocol.frames import HEADER_SIZE, TAG_SIZE, BadTag, FrameError, FrameType, nonce, parse_header
 
 AEAD = ChaCha20Poly1305(os.urandom(32))
 OTHER = ChaCha20Poly1305(os.urandom(32))
@@ -109,6 +110,33 @@ def test_any_super_packet_crosses_as_a_chunk_in_any_piece_order(size, mss, versi
     assert sp.vnet == frame[:2] + struct.pack("<HHHH", hdr_len, mss, 20 if version == 4 else 40, 16)
     assert sp.source == (ipaddress.ip_address("10.10.10.1").packed if version == 4
                          else ipaddress.ip_address("fd00::1").packed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(size=st.integers(1, MAX_PLAIN), piece_size=st.integers(1, 4000), index=st.integers(0, 2**32 - 1),
+       counter=st.integers(0, 2**64 - 1), ts=st.integers(0, 2**32 - 1))
+def test_the_scatter_gather_form_holds_the_datagrams_cut_by_hand(size, piece_size, index, counter, ts):
+    """seal_chunk_iov: two buffers per datagram (a 22-byte header, a view of the sealed unit), joined
+    they are the datagrams of the wire format: header(CHUNK, flags 0, length, index, counter,
+    timestamp) ‖ piece index ‖ count ‖ piece, the unit cut every piece_size bytes."""
+    plain = os.urandom(size)
+    sealed_len = size + TAG_SIZE
+    count = -(-sealed_len // piece_size)
+    if count > MAX_PIECES:
+        with pytest.raises(ChunkError):
+            seal_chunk_iov(AEAD, index, counter, ts, plain, piece_size)
+        return
+    iov, dsize, n = seal_chunk_iov(AEAD, index, counter, ts, plain, piece_size)
+    aad = struct.pack("!BBIQIBI", FrameType.CHUNK, 0, index, counter, ts, count, sealed_len)
+    unit = AEAD.encrypt(nonce(counter), plain, aad)
+    pieces = [unit[i:i + piece_size] for i in range(0, sealed_len, piece_size)]
+    by_hand = [struct.pack("!BBHIQIBB", FrameType.CHUNK, 0, 2 + len(p), index, counter, ts, i, count) + p
+               for i, p in enumerate(pieces)]
+    assert n == count and len(iov) == 2 * count
+    assert all(len(iov[i]) == HEADER_SIZE + CHUNK_SUBHEADER for i in range(0, 2 * count, 2))
+    assert [b"".join(iov[i:i + 2]) for i in range(0, 2 * count, 2)] == by_hand
+    assert dsize == len(by_hand[0]) and all(len(d) == dsize for d in by_hand[:-1])
+    assert seal_chunk(AEAD, index, counter, ts, plain, piece_size) == by_hand
 
 
 @settings(max_examples=100, deadline=None)
@@ -373,3 +401,60 @@ def test_reassembly_never_holds_more_than_its_bounds_whatever_arrives(events):
         assert (sealed is not None) == (status == DONE)
         assert len(r) <= 8
         assert all(p.size <= chunk.MAX_SEALED and now - p.born < 1.0 for p in r._partials.values())
+
+
+# --- runs of pieces (add_run) -------------------------------------------------------------------
+def _state(r: Reassembler) -> dict:
+    """What a reassembler holds, whatever the form of its slots: per chunk the count, timestamp,
+    pieces held, size, which indexes are filled and their bodies joined."""
+    return {key: (p.count, p.timestamp, p.have, p.size, [s is not None for s in p.pieces],
+                  b"".join(s for s in p.pieces if s is not None))
+            for key, p in r._partials.items()} | {"expired": r.expired}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(0, 1), st.integers(0, 9),
+                          st.integers(1, 9), st.integers(1, 10), st.integers(1, 9000), st.floats(0, 0.4)),
+                max_size=60))
+def test_a_run_of_pieces_is_stored_as_the_pieces_one_by_one_would_be(events):
+    """Against a reassembler fed piece by piece: a run that add_run takes leaves the same state and
+    gives what the last of its pieces would have given, with no duplicate or mismatch among them;
+    a run it refuses is one where piece by piece would have met a duplicate or mismatch, would not
+    fit, or would complete the chunk before its last piece; then nothing was stored (the caller
+    goes piece by piece)."""
+    runs, single = Reassembler(max_inflight=4, timeout_s=1.0), Reassembler(max_inflight=4, timeout_s=1.0)
+    now = 0.0
+    for receiver, counter, ts, index, pieces, count, body, dt in events:
+        now += dt
+        if pieces < 2 or index + pieces > count:
+            continue  # the caller only asks for runs of two or more pieces of one chunk
+        bodies = [bytes([index + j]) * body for j in range(pieces)]
+        before = _state(runs)
+        got = runs.add_run(receiver, counter, ts, index, pieces, count, b"".join(bodies), now)
+        one_by_one = [single.add(receiver, counter, ts, index + j, count, bodies[j], now) for j in range(pieces)]
+        # clean: every piece stored, the chunk completed by the last one at most (a piece after
+        # the one that completed it would start the same chunk afresh: a duplicate of it)
+        clean = all(status == PENDING for status, _ in one_by_one[:-1]) and one_by_one[-1][0] in (PENDING, DONE)
+        if got is None:
+            assert not clean
+            # nothing stored (only an expiry that add() would also have done may have happened)
+            assert {k: v for k, v in _state(runs).items() if k != "expired"}.items() <= before.items()
+            for j in range(pieces):  # the caller's way: piece by piece
+                runs.add(receiver, counter, ts, index + j, count, bodies[j], now)
+        else:
+            assert clean and got == one_by_one[-1]
+        assert _state(runs) == _state(single)
+
+
+def test_a_run_next_to_single_pieces_completes_the_chunk_and_a_repeated_run_is_refused():
+    r = Reassembler()
+    assert r.add(1, 9, 5, 3, 5, b"d", 0.0) == (PENDING, None)
+    assert r.add_run(1, 9, 5, 0, 3, 5, b"abc", 0.0) == (PENDING, None)
+    assert r.add_run(1, 9, 5, 1, 2, 5, b"bc", 0.0) is None  # pieces 1 and 2 are held already
+    assert r.add_run(1, 9, 5, 3, 2, 5, b"de", 0.0) is None  # piece 3 too
+    assert r.add_run(1, 9, 6, 4, 1, 5, b"e", 0.0) is None  # a run is two pieces or more
+    assert r.add(1, 9, 5, 4, 5, b"e", 0.0) == (DONE, b"abcde")
+    assert r.add_run(1, 10, 5, 0, 2, 2, b"xy", 0.0) == (DONE, b"xy")  # a whole chunk in one run
+    assert r.add_run(1, 11, 5, 0, 2, 3, bytes(chunk.MAX_SEALED + 1), 0.0) is None  # too large: not stored
+    assert r.add_run(1, 11, 5, 0, 3, 2, b"xyz", 0.0) is None  # more pieces than the count
+    assert len(r) == 0

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from nodeagent.protocol.chunk import from_tun, pack_super, seal_chunk
+from nodeagent.protocol.chunk import Reassembler, from_tun, pack_super, seal_chunk
 from nodeagent.protocol.frames import FrameFlags, FrameType, seal
 from nodeagent.tunnel.datapath import DataPath
 from tests.nodeagent.tunnel.test_datapath import Node, ipv4_packet, pair, tcp_super_packet
@@ -106,6 +106,12 @@ def test_a_lost_piece_costs_the_chunk_shows_as_loss_and_turns_chunk_mode_off(nod
     class Capture:  # the batches a's data path hands to its UDP socket, kept instead of sent
         def send_batch(self, frames, dest):
             sent.append(list(frames))
+            return 0
+
+        def send_gso(self, iov, size, count, dest):  # a chunk: header and body buffers per datagram
+            datagrams = [b"".join(iov[i:i + 2]) for i in range(0, 2 * count, 2)]
+            assert [len(d) for d in datagrams[:-1]] == [size] * (count - 1) and len(datagrams[-1]) <= size
+            sent.append(datagrams)
             return 0
 
     real, a.dp.udp = a.dp.udp, Capture()
@@ -349,3 +355,73 @@ def test_a_flow_this_node_starts_in_chunk_mode_is_tracked_and_its_replies_come_i
     written = [w[10:] for w in a.delivered()]
     assert written == [too_big, reply]
     assert a.dp.drops.policy == 1 and a.peers["b"].stats.denied_frames == 1  # the stranger only
+
+
+def test_a_gro_batch_holding_a_run_of_pieces_is_stored_at_once_and_a_repeated_piece_still_counts(nodes):
+    """The pieces of one chunk that arrive as equal-sized datagrams of one GRO batch are stored as
+    one run (Reassembler.add_run, once), the short last piece on its own; the chunk arrives whole.
+    A run that holds a piece already stored goes piece by piece: that piece is a `replay`, the
+    chunk still completes; a batch whose headers differ inside the run (another chunk's piece in
+    the middle) is taken piece by piece with the same result."""
+    a, b, clock = nodes
+    kpa, _kpb = granted(a, b, clock)
+    size = 1054
+    runs, singles = [], []
+
+    class Spy(Reassembler):
+        __slots__ = ()
+
+        def add_run(self, *args):
+            runs.append(args[4])  # the number of pieces
+            return super().add_run(*args)
+
+        def add(self, *args):
+            singles.append(args[3])  # the index
+            return super().add(*args)
+
+    b.dp.chunks.reassembler = Spy()
+
+    def send(datagrams):
+        a.udp.sock.sendmsg([b"".join(datagrams)], [(17, 103, struct.pack("=H", size + 22))], 0, b.addr)
+        b.dp.on_udp()
+
+    payload = os.urandom(9 * size - 16 - 3 - 40 + 500)  # nine full pieces and a short tenth
+    frame = tcp_super_packet(payload, 1000)
+    gso_type, gso_size, _hdr = from_tun(frame)
+    chunk = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, pack_super(gso_type, gso_size, frame),
+                       size)
+    assert len(chunk) == 10 and len(chunk[-1]) < size + 22
+    send(chunk)
+    assert runs == [9] and singles == [9]  # pieces 0-8 as one run, the last alone
+    (written,) = b.delivered()
+    assert written[10:] == frame[10:] and b.dp.chunks.received == 1
+
+    # piece 4 came first (alone); then the whole chunk in one batch: the run holds piece 4 again
+    runs.clear()
+    singles.clear()
+    chunk = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, pack_super(gso_type, gso_size, frame),
+                       size)
+    a.udp.sock.sendto(chunk[4], b.addr)
+    b.dp.on_udp()
+    before = b.dp.drops.as_dict()
+    send(chunk)
+    after = b.dp.drops.as_dict()
+    assert {k: after[k] - before[k] for k in after if after[k] != before[k]} == {"replay": 1}
+    assert runs == [9] and singles == [4, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # refused run, then one by one
+    (written,) = b.delivered()
+    assert written[10:] == frame[10:] and b.dp.chunks.received == 2
+
+    # a piece of another chunk inside the batch: no run is taken, every piece still lands
+    runs.clear()
+    singles.clear()
+    first = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, pack_super(gso_type, gso_size, frame),
+                       size)
+    second = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5,
+                        pack_super(gso_type, gso_size, frame), size)
+    send(first[:5] + [second[0]] + first[5:9])
+    send(second[1:9])
+    send([first[9]])
+    send([second[9]])
+    assert runs == [8]  # only second[1:9]: the mixed batch went piece by piece
+    assert [w[10:] for w in b.delivered()] == [frame[10:], frame[10:]]
+    assert b.dp.chunks.received == 4 and b.dp.drops.as_dict() == after
