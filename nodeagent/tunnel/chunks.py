@@ -25,6 +25,7 @@ SHADOWMESH_CHUNKS=0 turns the mode off (never granted, never sent) for A/B runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
@@ -74,18 +75,19 @@ _KNOWN_FLAGS = int(FrameFlags.ECHO_REQUEST | FrameFlags.CSUM_PARTIAL | FrameFlag
 _INDEXES = bytes(range(MAX_PIECES))
 
 
-def _same_chunk(view: memoryview, off: int, stop: int, seg: int, k: int, index: int) -> bool:
-    """Are the `k` datagrams of `seg` bytes at `view[off:stop]` pieces index, index+1, ... of one
-    chunk: every byte of their frame header and count equal to the first one's, the index
-    counting up? Column by column (one strided slice per header byte), not datagram by datagram."""
-    for p in range(_PIECE_OVERHEAD):
-        column = view[off + p:stop:seg]
-        if p == HEADER_SIZE:
-            if column != _INDEXES[index:index + k]:
-                return False
-        elif column != column[:1].tobytes() * k:
-            return False
-    return True
+@functools.lru_cache(maxsize=256)
+def _split(count: int, body: int) -> struct.Struct:
+    """Cuts `count` datagrams of a piece header and `body` bytes each into header, body, header,
+    body, ... (bytes objects) in one call."""
+    return struct.Struct(f"{_PIECE_OVERHEAD}s{body}s" * count)
+
+
+def _run_headers(first: bytes, index: int, k: int) -> bytearray:
+    """The headers of pieces index .. index+k-1 of the chunk whose piece `index` has header
+    `first`: the same bytes but the index, counting up."""
+    heads = bytearray(first * k)
+    heads[HEADER_SIZE::_PIECE_OVERHEAD] = _INDEXES[index:index + k]
+    return heads
 
 
 class _PeerChunks:
@@ -184,7 +186,7 @@ class ChunkPath:
         the last maybe shorter), without a bytes object, header tuple and dispatch per datagram.
         Every check and counter is the generic path's (parse_header, the session, on_piece), in the
         same order. A piece followed by full-sized datagrams whose headers are its own but for the
-        index counting up (checked a header byte at a time over all of them: `_same_chunk`) is
+        index counting up (all cut by one struct call and compared at once) is
         stored with them as one run (Reassembler.add_run); a run with a duplicate or mismatch in
         it goes piece by piece, counted as each would be. Returns the offset of the first datagram
         that is not a CHUNK: the caller hands that one and the rest to the generic path."""
@@ -228,10 +230,10 @@ class ChunkPath:
             k = min(count - index, (nbytes - off) // seg) if size == seg and runs else 1
             if k > 1:
                 stop = off + k * seg
-                runs = _same_chunk(view, off, stop, seg, k, index)  # once false: piece by piece
+                fields = _split(k, seg - _PIECE_OVERHEAD).unpack_from(view, off)  # header, body, header, ...
+                runs = b"".join(fields[0::2]) == _run_headers(fields[0], index, k)  # once false: piece by piece
                 if runs:
-                    body = seg - _PIECE_OVERHEAD
-                    run = b"".join([view[o:o + body] for o in range(off + _PIECE_OVERHEAD, stop, seg)])
+                    run = b"".join(fields[1::2])
                     peer, kp = session
                     result = self.reassembler.add_run(receiver, counter, ts, index, k, count, run, now)
                     if result is not None:
