@@ -124,7 +124,8 @@ def seal_chunk(aead: ChaCha20Poly1305, receiver_index: int, counter: int, timest
 
 
 def seal_chunk_iov(aead: ChaCha20Poly1305, receiver_index: int, counter: int, timestamp: int,
-                   plaintext: bytes | bytearray | memoryview, piece_size: int) -> tuple[list[bytes], int, int]:
+                   plaintext: bytes | bytearray | memoryview,
+                   piece_size: int) -> tuple[list[bytes], int, int]:
     """seal_chunk's datagrams, not joined: (the scatter-gather list header 0, piece 0, header 1,
     piece 1, ... for one GSO send, the size of every datagram but the last, the count). The
     headers are built together (one template, the index and the last length set column-wise)
@@ -151,7 +152,7 @@ def seal_chunk_iov(aead: ChaCha20Poly1305, receiver_index: int, counter: int, ti
     heads[-step + 2:-step + 4] = (CHUNK_SUBHEADER + last).to_bytes(2, "big")
     iov: list[bytes] = [b""] * (2 * count)
     iov[0::2] = cut(count, step).unpack(heads)  # the cutting is done in C: one struct call each
-    iov[1::2] = cut(count - 1, piece_size).unpack_from(sealed) + (sealed[(count - 1) * piece_size:],)
+    iov[1::2] = (*cut(count - 1, piece_size).unpack_from(sealed), sealed[(count - 1) * piece_size:])
     return iov, step + piece_size if count > 1 else step + sealed_len, count
 
 

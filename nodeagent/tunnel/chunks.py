@@ -231,7 +231,8 @@ class ChunkPath:
             if k > 1:
                 stop = off + k * seg
                 fields = _split(k, seg - _PIECE_OVERHEAD).unpack_from(view, off)  # header, body, header, ...
-                runs = b"".join(fields[0::2]) == _run_headers(fields[0], index, k)  # once false: piece by piece
+                # once false, the rest of the batch goes piece by piece
+                runs = b"".join(fields[0::2]) == _run_headers(fields[0], index, k)
                 if runs:
                     run = b"".join(fields[1::2])
                     peer, kp = session

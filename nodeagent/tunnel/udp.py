@@ -174,7 +174,8 @@ class UdpSocket:
             except OSError as exc:
                 if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
                     self.gso = False  # as in send_batch: datagram by datagram from now on
-                    failed += sum(not self.sendto(b"".join(iov[k:k + 2]), address) for k in range(2 * i, 2 * j, 2))
+                    failed += sum(not self.sendto(b"".join(iov[k:k + 2]), address)
+                                  for k in range(2 * i, 2 * j, 2))
                 else:
                     failed += j - i
         return failed

@@ -35,7 +35,15 @@ from nodeagent.protocol.chunk import (
     seal_chunk,
     seal_chunk_iov,
 )
-from nodeagent.protocol.frames import HEADER_SIZE, TAG_SIZE, BadTag, FrameError, FrameType, nonce, parse_header
+from nodeagent.protocol.frames import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    BadTag,
+    FrameError,
+    FrameType,
+    nonce,
+    parse_header,
+)
 
 AEAD = ChaCha20Poly1305(os.urandom(32))
 OTHER = ChaCha20Poly1305(os.urandom(32))
@@ -431,10 +439,12 @@ def test_a_run_of_pieces_is_stored_as_the_pieces_one_by_one_would_be(events):
         bodies = [bytes([index + j]) * body for j in range(pieces)]
         before = _state(runs)
         got = runs.add_run(receiver, counter, ts, index, pieces, count, b"".join(bodies), now)
-        one_by_one = [single.add(receiver, counter, ts, index + j, count, bodies[j], now) for j in range(pieces)]
+        one_by_one = [single.add(receiver, counter, ts, index + j, count, bodies[j], now)
+                      for j in range(pieces)]
         # clean: every piece stored, the chunk completed by the last one at most (a piece after
         # the one that completed it would start the same chunk afresh: a duplicate of it)
-        clean = all(status == PENDING for status, _ in one_by_one[:-1]) and one_by_one[-1][0] in (PENDING, DONE)
+        clean = (all(status == PENDING for status, _ in one_by_one[:-1])
+                 and one_by_one[-1][0] in (PENDING, DONE))
         if got is None:
             assert not clean
             # nothing stored (only an expiry that add() would also have done may have happened)

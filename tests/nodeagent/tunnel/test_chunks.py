@@ -388,8 +388,8 @@ def test_a_gro_batch_holding_a_run_of_pieces_is_stored_at_once_and_a_repeated_pi
     payload = os.urandom(9 * size - 16 - 3 - 40 + 500)  # nine full pieces and a short tenth
     frame = tcp_super_packet(payload, 1000)
     gso_type, gso_size, _hdr = from_tun(frame)
-    chunk = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, pack_super(gso_type, gso_size, frame),
-                       size)
+    plain = pack_super(gso_type, gso_size, frame)
+    chunk = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, plain, size)
     assert len(chunk) == 10 and len(chunk[-1]) < size + 22
     send(chunk)
     assert runs == [9] and singles == [9]  # pieces 0-8 as one run, the last alone
@@ -399,8 +399,8 @@ def test_a_gro_batch_holding_a_run_of_pieces_is_stored_at_once_and_a_repeated_pi
     # piece 4 came first (alone); then the whole chunk in one batch: the run holds piece 4 again
     runs.clear()
     singles.clear()
-    chunk = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, pack_super(gso_type, gso_size, frame),
-                       size)
+    plain = pack_super(gso_type, gso_size, frame)
+    chunk = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, plain, size)
     a.udp.sock.sendto(chunk[4], b.addr)
     b.dp.on_udp()
     before = b.dp.drops.as_dict()
@@ -414,11 +414,9 @@ def test_a_gro_batch_holding_a_run_of_pieces_is_stored_at_once_and_a_repeated_pi
     # a piece of another chunk inside the batch: no run is taken, every piece still lands
     runs.clear()
     singles.clear()
-    first = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, pack_super(gso_type, gso_size, frame),
-                       size)
-    second = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5,
-                        pack_super(gso_type, gso_size, frame), size)
-    send(first[:5] + [second[0]] + first[5:9])
+    first = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, plain, size)
+    second = seal_chunk(kpa.send, kpa.remote_index, kpa.next_counter(), 5, plain, size)
+    send([*first[:5], second[0], *first[5:9]])
     send(second[1:9])
     send([first[9]])
     send([second[9]])
