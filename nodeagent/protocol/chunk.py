@@ -151,13 +151,13 @@ def seal_chunk_iov(aead: ChaCha20Poly1305, receiver_index: int, counter: int, ti
     last = sealed_len - (count - 1) * piece_size
     heads[-step + 2:-step + 4] = (CHUNK_SUBHEADER + last).to_bytes(2, "big")
     iov: list[bytes] = [b""] * (2 * count)
-    iov[0::2] = cut(count, step).unpack(heads)  # the cutting is done in C: one struct call each
-    iov[1::2] = (*cut(count - 1, piece_size).unpack_from(sealed), sealed[(count - 1) * piece_size:])
+    iov[0::2] = _cut(count, step).unpack(heads)  # the cutting is done in C: one struct call each
+    iov[1::2] = (*_cut(count - 1, piece_size).unpack_from(sealed), sealed[(count - 1) * piece_size:])
     return iov, step + piece_size if count > 1 else step + sealed_len, count
 
 
 @functools.lru_cache(maxsize=256)
-def cut(count: int, size: int) -> struct.Struct:
+def _cut(count: int, size: int) -> struct.Struct:
     """A struct that cuts `count` consecutive fields of `size` bytes (bytes objects) in one call."""
     return struct.Struct(f"{size}s" * count)
 

@@ -7,7 +7,7 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      is left to the receiving kernel); a partial UDP/TCP checksum likewise   drop `malformed`
      Chunk mode (chunks.py): a super-packet for a direct peer that asked for chunks is instead
      sealed whole as one CHUNK unit (one counter, several datagrams; its flow noted as in step 3)
-     and joins step 7
+     and sent at once, after what the drain had queued for that endpoint (step 7)
   2. take the destination address (IPv4 bytes 16..20, IPv6 24..40)     drop `malformed` if too short
   3. route lookup: overlay address -> peer (routing.table, longest prefix)  drop `no_route`
      (and, in enrolled mode with the DHT, `on_no_route(dst)`: it may look the address up;
