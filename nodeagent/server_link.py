@@ -4,9 +4,11 @@ Flow of one connection (`_session`):
   1. connect to <server>/ws/agent/ (binary frames, max 1 MiB, no compression)
   2. the server's first frame is a challenge; sign its nonce, bound to the purpose and to our
      network's CA (protocol.auth.sign_agent_login, context shadowmesh/agent-auth/v1), answer `auth`
-  3. the server sends the full netmap; then deltas, each signed by the network's CA: the signature
-     is checked against our ca.pub before the body is even parsed, and a map for another node is
-     refused too; either ends the connection (close BAD_SIGNATURE, reconnect) with nothing applied.
+  3. the server sends the full netmap, or, when `auth` named the serial of the map we hold and that
+     is the network's current one, an empty delta from that serial to itself ("your map is
+     current": no full map to build, send and check); then deltas, each signed by the network's
+     CA: the signature is checked against our ca.pub before the body is even parsed, and a map
+     for another node is refused too; either ends the connection (close BAD_SIGNATURE, reconnect) with nothing applied.
      A map older than the applied one is ignored; a delta that does not start at the applied
      serial triggers a `resync` (full map follows)
   4. every applied map is persisted as its signed chain (netmap_sign.SignedChain: the last full map
@@ -167,13 +169,21 @@ async def _connect(state: EnrolledState, url: str):
         yield ws
 
 
-async def _login(ws, state: EnrolledState) -> None:
-    """Answer the server's challenge (protocol.auth.sign_agent_login)."""
+async def _login(ws, state: EnrolledState, serial: int | None = None) -> None:
+    """Answer the server's challenge (protocol.auth.sign_agent_login), naming the serial of the
+    map we hold, if any (`serial`)."""
     first = messages.decode_server_message(await asyncio.wait_for(ws.recv(), 10))
     if not isinstance(first, messages.Challenge):
         raise _Reconnect(f"expected a challenge, got {first.type}")
     signature = sign_agent_login(state.identity.private_key, state.ca_public_key, first.nonce)
-    await ws.send(messages.encode(messages.Auth(state.identity.peer_id, signature)))
+    await ws.send(messages.encode(messages.Auth(state.identity.peer_id, signature, serial)))
+
+
+def is_current_answer(held: nm.NetMap | None, delta: nm.NetMapDelta) -> bool:
+    """Whether `delta` is the server's "your map is current" answer to a login that named
+    `held`'s serial: empty, from that serial to itself, for our network."""
+    return (held is not None and delta.is_empty and delta.network == held.network
+            and delta.base_serial == delta.serial == held.serial)
 
 
 def _accept_certificate(state: EnrolledState, data: bytes, now: float) -> bytes | None:
@@ -269,6 +279,11 @@ class ServerLink:
         self.resyncs = 0
         self.refused = 0  # maps and deltas refused: bad signature, or not ours
         self.renewed = 0
+        self.resumed = 0  # logins answered "your map is current" (no full map sent)
+        # name our map's serial in `auth`; off for good once a server closes the login as malformed
+        # for it (a server older than the field parses `auth` strictly)
+        self.name_serial = True
+        self._named_serial: int | None = None
         self._renew_sent_at: float | None = None
         self._chain_resync = False  # a resync asked for because the chain is long, not answered yet
         self._rng, self._sleep, self._clock = rng, sleep, clock
@@ -292,6 +307,11 @@ class ServerLink:
                               extra={"event": "server.revoked", "reason": reason})
                     self.revoked = True
                     break
+                if (code == CloseCode.MALFORMED and self._named_serial is not None
+                        and not self.connected.is_set()):
+                    log.warning("the server refused our login naming serial %d (%s): logging in "
+                                "without it from now on", self._named_serial, reason)
+                    self.name_serial = False
                 if code == CloseCode.RATE_LIMITED:  # too many sockets from our address: wait the longest
                     log.warning("server refused the link: %s", reason,
                                 extra={"event": "server.refused", "reason": reason})
@@ -320,7 +340,9 @@ class ServerLink:
     async def _session(self) -> None:
         self._chain_resync = False
         async with _connect(self.state, self.url) as ws:
-            await _login(ws, self.state)
+            # the serial we hold, unless this server refused it once (one older than the field)
+            self._named_serial = self._serial if self.name_serial else None
+            await _login(ws, self.state, self._named_serial)
             sender = asyncio.create_task(self._senders(ws))
             try:
                 await self._receive(ws)
@@ -360,6 +382,13 @@ class ServerLink:
                     await self._apply(ws, msg.netmap, netmap_sign.SignedChain(part))
                 case messages.Delta():
                     d = msg.delta
+                    if not self.connected.is_set() and is_current_answer(self.netmap, d):
+                        self.connected.set()  # logged in, and the map we hold is current
+                        self.attempt = 0
+                        self.resumed += 1
+                        assert self.netmap is not None  # is_current_answer
+                        await ws.send(messages.encode(messages.Ack(self.netmap.serial)))
+                        continue
                     if nm.is_stale(self._serial, d.serial):
                         self.stale_ignored += 1
                         continue

@@ -10,7 +10,10 @@ server -> agent
     delta       {delta: bin, sig: bin}            changes since `base_serial` (what this socket last got)
     certificate {certificate: bin}                the node's renewed certificate, answer to `renew`
 agent -> server
-    auth        {peer_id, signature}              login: auth.sign_agent_login (shadowmesh/agent-auth/v1)
+    auth        {peer_id, signature, serial?}     login: auth.sign_agent_login (shadowmesh/agent-auth/v1);
+                                                  `serial`: the map the agent holds (the server
+                                                  answers with an empty delta, not the full map,
+                                                  when that is the network's current serial)
     resync      {serial}                          "send me the full map": the agent saw a gap
     ack         {serial}                          the agent applied this serial
     endpoints   {endpoints: [Endpoint], agent?}   where the agent listens (control TCP + data UDP)
@@ -169,6 +172,7 @@ class CertificateIssued:
 class Auth:
     peer_id: str
     signature: bytes
+    serial: int | None = None  # the serial of the map the agent holds (optional on the wire)
     type: str = field(default="auth", init=False)
 
 
@@ -295,6 +299,8 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict[str, object]:
             body = {"exit_node": msg.exit_node}
         case Auth():
             body = {"peer_id": msg.peer_id, "signature": msg.signature}
+            if msg.serial is not None:
+                body["serial"] = msg.serial
         case Resync() | Ack():
             body = {"serial": msg.serial}
         case EndpointReport():
@@ -335,7 +341,7 @@ def _largest_agent_frames() -> dict[str, int]:
     (tests/nodeagent/protocol/test_messages.py checks every type of AgentMessage has one)."""
     endpoint = Endpoint("f" * 45, 65535, 65535, "x" * 16)
     largest: list[AgentMessage] = [
-        Auth("f" * 40, bytes(MAX_SIGNATURE_SIZE)), Resync(U64_MAX), Ack(U64_MAX), Renew(),
+        Auth("f" * 40, bytes(MAX_SIGNATURE_SIZE), U64_MAX), Resync(U64_MAX), Ack(U64_MAX), Renew(),
         EndpointReport((endpoint,) * MAX_ENDPOINTS, "\U0010ffff" * MAX_VERSION), Advertise(False),
     ]
     return {m.type: len(encode(m)) for m in largest}
@@ -471,7 +477,8 @@ def decode_agent_message(data: bytes) -> AgentMessage:
     o, t = _envelope(data)
     match t:
         case "auth":
-            msg: AgentMessage = Auth(o.peer_id("peer_id"), o.bytes("signature", 1, MAX_SIGNATURE_SIZE))
+            msg: AgentMessage = Auth(o.peer_id("peer_id"), o.bytes("signature", 1, MAX_SIGNATURE_SIZE),
+                                     o.int("serial") if "serial" in o else None)
         case "resync":
             msg = Resync(o.int("serial"))
         case "ack":

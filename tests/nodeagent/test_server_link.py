@@ -24,7 +24,7 @@ from nodeagent.protocol.auth import verify_agent_login
 from nodeagent.protocol.cert import issue_certificate
 from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.counters import PeerCounters
-from nodeagent.server_link import BACKOFF_CAP_S, ServerLink, backoff_delay, load_netmap
+from nodeagent.server_link import BACKOFF_CAP_S, ServerLink, backoff_delay, is_current_answer, load_netmap
 
 B, C = "b" * 40, "c" * 40
 FP = "e" * 64
@@ -108,6 +108,7 @@ class FakeServer:
         self.received: asyncio.Queue = asyncio.Queue()
         self.connections = 0
         self.script = None
+        self.auths: list[messages.Auth] = []
 
     async def handler(self, ws):
         self.connections += 1
@@ -115,6 +116,7 @@ class FakeServer:
         await ws.send(messages.encode(messages.Challenge(nonce)))
         auth = messages.decode_agent_message(await ws.recv())
         assert isinstance(auth, messages.Auth)
+        self.auths.append(auth)
         verify_agent_login(self.public_key, self.ca_public_key, nonce, auth.signature)  # raises if wrong
         await self.script(ws, self.connections)
 
@@ -403,5 +405,81 @@ async def test_new_endpoints_are_reported_with_the_next_counters_not_after_the_r
         assert (await fake.next_message(messages.EndpointReport)).endpoints == more
         kinds = [type(await asyncio.wait_for(fake.received.get(), 10)) for _ in range(5)]
         assert kinds == [messages.Stats] * 5
+    finally:
+        await stop(server, task)
+
+
+# ---------------------------------------------------------------- naming the held serial at login
+
+async def test_the_login_names_the_held_serial_and_a_current_answer_keeps_the_map(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    persist(state_dir, make_map(me, 3, [B]))
+    before = (state_dir / "netmap.json").read_bytes()
+    delays = []
+
+    async def fast_sleep(d):
+        delays.append(d)
+        await asyncio.sleep(0)
+
+    async def script(ws, n):
+        if n == 1:
+            await ws.close(1011, "server going away")
+            return
+        await ws.send(fake.delta(nm.NetMapDelta("default", 3, 3)))  # "your map is current"
+        await fake.pump(ws)
+
+    fake, server, link, task, applied, _ = await start(state_dir, script, sleep=fast_sleep)
+    try:
+        assert (await fake.next_message(messages.Ack)).serial == 3
+        assert [a.serial for a in fake.auths] == [3, 3]
+        assert link.connected.is_set() and link.attempt == 0 and link.resumed == 1
+        assert [m.serial for m in applied] == [3]  # the persisted map, not applied again
+        assert (state_dir / "netmap.json").read_bytes() == before  # no empty delta in the chain
+    finally:
+        await stop(server, task)
+
+
+async def test_without_a_map_the_login_names_no_serial(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+
+    async def script(ws, n):
+        await ws.send(fake.full(make_map(me, 5, [B])))
+        await fake.pump(ws)
+
+    fake, server, _link, task, _applied, _ = await start(state_dir, script)
+    try:
+        assert (await fake.next_message(messages.Ack)).serial == 5
+        assert [a.serial for a in fake.auths] == [None]
+    finally:
+        await stop(server, task)
+
+
+def test_only_an_empty_delta_from_the_held_serial_to_itself_is_the_current_answer():
+    held = make_map("a" * 40, 3, [B])
+    assert is_current_answer(held, nm.NetMapDelta("default", 3, 3))
+    assert not is_current_answer(None, nm.NetMapDelta("default", 3, 3))
+    assert not is_current_answer(held, nm.NetMapDelta("default", 3, 4))
+    assert not is_current_answer(held, nm.NetMapDelta("default", 2, 2))
+    assert not is_current_answer(held, nm.NetMapDelta("other", 3, 3))
+    assert not is_current_answer(held, nm.NetMapDelta("default", 3, 3, remove=(B,)))
+
+
+async def test_a_server_that_refuses_the_serial_field_gets_logins_without_it(state_dir):
+    """A server older than the field parses `auth` strictly and closes the login as malformed."""
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    persist(state_dir, make_map(me, 3, [B]))
+
+    async def script(ws, n):
+        if fake.auths[-1].serial is not None:
+            await ws.close(CloseCode.MALFORMED, "auth: unknown key(s) ['serial']")
+            return
+        await ws.send(fake.full(make_map(me, 6, [B, C])))
+        await fake.pump(ws)
+
+    fake, server, link, task, applied, _ = await start(state_dir, script, sleep=lambda d: asyncio.sleep(0))
+    try:
+        assert (await fake.next_message(messages.Ack)).serial == 6
+        assert [a.serial for a in fake.auths] == [3, None]
+        assert link.name_serial is False and [m.serial for m in applied] == [3, 6]
     finally:
         await stop(server, task)
