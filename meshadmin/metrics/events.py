@@ -52,7 +52,8 @@ NETMAP_PUSHES = Counter(
     registry=None)
 NETMAP_FRAMES = Counter(
     "shadowmesh_netmap_frames_total",
-    "Signed netmap frames sent to agents, by kind (full or delta).", ["kind"], registry=None)
+    "Signed netmap frames sent to agents, by kind (full, delta, or current: the empty delta of a login "
+    "that holds the current map).", ["kind"], registry=None)
 PUSH_SECONDS = Histogram(
     "shadowmesh_netmap_push_seconds",
     "Seconds from a committed change to its netmap frame being sent, one observation per agent socket.",

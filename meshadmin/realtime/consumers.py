@@ -9,7 +9,8 @@ Life of a socket:
      AUTH_TIMEOUT (5 s; the answer's arrival counts, however long checking it then takes).
      Failed authentications
      are audited, folded per address and reason (mesh/services/audit.py).
-  2. authenticated: join groups node.<peer id> and agents.<network>, mark presence, send the
+  2. authenticated: join groups node.<peer id> and agents.<network> (through the process's one
+     channel: fanout.py hands their events to the process's sockets), mark presence, send the
      full netmap.
   3. then: on `netmap.changed` the socket computes its own map from the process's shared
      NetworkView (netmap_cache.py) and sends the delta against what it last sent, signed by the
@@ -42,7 +43,9 @@ import time
 from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from meshadmin.client_address import scope_client_ip
@@ -62,6 +65,7 @@ from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.strict import MessageError
 
 from . import auth, groups, tasks
+from .fanout import process_fanout
 from .netmap_cache import current_serial, view_cache
 from .push_latency import push_latency
 from .stats_buffer import stats_buffer
@@ -116,6 +120,15 @@ def _advertise(agent: auth.AgentIdentity, exit_node: bool) -> None:
         remove_exit_node(node, actor=node_actor(node))
 
 
+def _came_online(agent: auth.AgentIdentity) -> tuple[bool, int]:
+    """Presence counted (True: the node just came online) and its network's current serial."""
+    from meshadmin.mesh.models import Network
+
+    came_online = presence.connected(agent.pk)
+    serial = Network.objects.filter(pk=agent.network_id).values_list("serial", flat=True).first() or 0
+    return came_online, serial
+
+
 def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None,
               agent_version: str | None = None, candidates=None):
     from meshadmin.mesh.models import Node
@@ -132,12 +145,23 @@ class AgentConsumer(AsyncWebsocketConsumer):
     counted = False  # counted in this process's sockets of its network (push_latency.py)
 
     async def __call__(self, scope, receive, send) -> None:
-        """As the base class, but a consumer that dies of an exception (its channel layer gone
-        when Redis stops) is counted off the node's presence: Daphne sends it no
-        websocket.disconnect, so `disconnect()` never runs, and the node would keep one socket
-        too many and stay online after its agent has gone."""
+        """As the base class, minus the socket's own channel: the channel-layer events for agent
+        sockets reach the process once and are handed to its sockets in process (fanout.py), so a
+        socket waits on its websocket only (no channel, no pending receive of the layer per socket).
+        The layer is still used to send (dashboard events). A consumer that dies of an exception
+        is counted off the node's presence: Daphne sends it no websocket.disconnect, so
+        `disconnect()` never runs, and the node would keep one socket too many and stay online
+        after its agent has gone."""
+        self.scope = scope
+        layer = get_channel_layer()
+        assert layer is not None  # settings.CHANNEL_LAYERS always names one
+        self.channel_layer = layer
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         except Exception:
             await self._died()
             raise
@@ -155,6 +179,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if timer is not None:
             timer.cancel()
         self._uncount()
+        try:
+            await self._leave_groups()
+        except Exception:
+            log.exception("cannot take the dead socket of %s out of its groups",
+                          self.agent.peer_id if self.agent else self._client_ip())
         if self.present:
             self.present = False
             try:
@@ -185,6 +214,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.max_peers = STATS_PEER_SLACK  # the report cap (`_peer_cap`), kept while `sent` is None
         self.stats_refused = 0
         self.last_renew_at: float | None = None
+        self.map_lock = asyncio.Lock()  # one map (full or delta) computed and sent at a time
         loop = asyncio.get_running_loop()
         tasks.register_loop(loop)
         await self.accept()
@@ -213,9 +243,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         timer = getattr(self, "auth_timer", None)
         if timer is not None:
             timer.cancel()
-        if self.agent is not None:
-            for group in (groups.node_group(self.agent.peer_id), groups.agents_group(self.agent.network_id)):
-                await self.channel_layer.group_discard(group, self.channel_name)
+        await self._leave_groups()
         self._uncount()
         if self.present:
             self.present = False
@@ -242,6 +270,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
                            "node": self.agent.name if self.agent else None})
         await self.close(code=int(code), reason=reason.encode()[:120].decode("utf-8", "ignore"))
 
+    async def _leave_groups(self) -> None:
+        if self.agent is not None:
+            fanout = process_fanout()
+            for group in (groups.node_group(self.agent.peer_id), groups.agents_group(self.agent.network_id)):
+                await fanout.discard(group, self)
+
     def _uncount(self) -> None:
         if self.counted and self.agent is not None:
             self.counted = False
@@ -251,20 +285,25 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """The TCP peer, or the client behind a trusted proxy (meshadmin/client_address.py)."""
         return scope_client_ip(self.scope)
 
-    async def _authenticated(self, agent: auth.AgentIdentity) -> None:
+    async def _authenticated(self, agent: auth.AgentIdentity, held: int | None = None) -> None:
+        """Logged in: groups, presence, then the map: the full one, or an empty delta when the
+        agent said it holds (`held`, from `auth`) the network's current serial."""
         timer = getattr(self, "auth_timer", None)
         if timer is not None:
             timer.cancel()
         self.agent, self.nonce = agent, None
         push_latency().joined(agent.network_id)  # before joining the group: see push_latency.py
         self.counted = True
-        await self.channel_layer.group_add(groups.node_group(agent.peer_id), self.channel_name)
-        await self.channel_layer.group_add(groups.agents_group(agent.network_id), self.channel_name)
-        came_online = await database_sync_to_async(presence.connected)(agent.pk)
+        fanout = process_fanout()
+        await fanout.add(groups.node_group(agent.peer_id), self)
+        await fanout.add(groups.agents_group(agent.network_id), self)
+        # one hop to the database thread for both (read after the groups are joined: a change
+        # committed later reaches this socket as an event)
+        came_online, serial = await database_sync_to_async(_came_online)(agent)
         self.present = True
         log.info("agent %s (%s) connected", agent.name, agent.peer_id,
                  extra={"event": "agent.connected", "peer_id": agent.peer_id, "node": agent.name})
-        await self._send_full()
+        await self._send_full(serial, held)
         if came_online:
             await self._to_dashboard(groups.PRESENCE_UPDATE, online=True)
 
@@ -332,7 +371,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         if self.closing:  # closed while we checked (its deadline had fired as the answer came)
             return
-        await self._authenticated(agent)
+        await self._authenticated(agent, msg.serial)
 
     async def _receive_endpoints(self, msg: messages.EndpointReport) -> None:
         """The first endpoint is where the node listens; "local" and "reflexive" ones after it are
@@ -415,13 +454,25 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return None
         return view
 
-    async def _send_full(self) -> None:
-        view = await self._view_with_me(await current_serial(self.me.network_id))
-        if view is None:
-            return
-        await self.send(bytes_data=self._full_frame(view))
-        events.netmap_frame_sent("full")
-        self.sent = view
+    async def _send_full(self, serial: int | None = None, held: int | None = None) -> None:
+        """The full map at >= `serial` (read now if not given); only an empty delta, signed,
+        when the agent holds (`held`) the serial of that map: its map is this one (every change
+        to a map bumps the network's serial), and the agent needs only to know it is current."""
+        async with self.map_lock:
+            if serial is None:
+                serial = await current_serial(self.me.network_id)
+            view = await self._view_with_me(serial)
+            if view is None:
+                return
+            if held is not None and held == view.snapshot.serial:
+                cache = view_cache()
+                current = nm.NetMapDelta(view.snapshot.network, held, held)
+                await self.send(bytes_data=cache.encoded(current, cache.signer(view)))
+                events.netmap_frame_sent("current")
+            else:
+                await self.send(bytes_data=self._full_frame(view))
+                events.netmap_frame_sent("full")
+            self.sent = view
 
     def _full_frame(self, view: compute.NetworkView) -> bytes:
         cache = view_cache()
@@ -432,7 +483,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         sent_at = None
         try:
-            sent_at = await self._catch_up(event)
+            async with self.map_lock:
+                sent_at = await self._catch_up(event)
         finally:  # every socket reports once, sent or not (push_latency.py)
             changed = event.get("changed_at")
             changed_at = float(changed) if isinstance(changed, (int, float)) else None
@@ -467,6 +519,22 @@ class AgentConsumer(AsyncWebsocketConsumer):
             events.netmap_frame_sent("delta")
         self.sent = view
         return time.time()
+
+    # ------------------------------------------------------------------ the process's fan-out (fanout.py)
+
+    async def fanout_deliver(self, event: dict) -> None:
+        """An event of one of this socket's groups, handed over by the process's fan-out (in its
+        own task: map sends are kept in order by `map_lock`)."""
+        if self.closing:
+            return
+        try:
+            await self.dispatch(event)
+        except Exception:
+            log.exception("agent socket %s: %s failed", self.me.peer_id, event.get("type"))
+
+    def fanout_serial(self) -> int | None:
+        sent = self.sent
+        return None if sent is None or self.closing else sent.snapshot.serial
 
     async def agent_revoke(self, event: dict) -> None:
         if self.agent is not None:

@@ -2,6 +2,9 @@
 
 Channels dispatches an event `{"type": "netmap.push"}` to the consumer method `netmap_push`.
 Group names may only hold ASCII letters, digits, '-', '_' and '.', so networks go by primary key.
+The agent sockets' events (netmap.changed, agent.revoke) reach each server process once and are
+handed to its sockets there (fanout.py), which reads the group from the event: they must name
+their `network` / `peer_id`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ __all__ = [
 ]
 
 NETMAP_CHANGED = "netmap.changed"      # {"network", "serial"} -> AgentConsumer.netmap_changed
-AGENT_REVOKE = "agent.revoke"          # {"reason": str} -> AgentConsumer.agent_revoke (closes 4403)
+AGENT_REVOKE = "agent.revoke"          # {"peer_id", "reason"} -> AgentConsumer.agent_revoke (closes 4403)
 TELEMETRY_UPDATE = "telemetry.update"  # {"network", "peer_id"}: new samples -> dashboard consumers
 PRESENCE_UPDATE = "presence.update"    # {"network", "peer_id", "online": bool} -> dashboard consumers
 DASHBOARD_CHANGED = "dashboard.changed"  # an admin write changed a network -> DashboardConsumer

@@ -1,0 +1,245 @@
+"""One channel per server process for the agent sockets: events reach a process once, not once per socket.
+
+Each agent socket used to have its own channel and join `agents.<network>` and `node.<peer id>`
+with it, so a network's change was one channel-layer message per socket, received by each
+consumer's own pending `receive` (with Redis: a buffer, two tasks and a lock waiter per socket,
+always). Here the process (its event loop) has one channel, `ProcessFanout.channel`. It is in a
+group while at least one of the process's sockets is (`add` / `discard`), one task (`_pump`)
+receives on it, and each event is handed to the process's own sockets of that group, in
+process: no channel-layer work per socket. Senders do not change: they `group_send` to the same
+group names (groups.py), and anything else in a group (a test's channel, a second process) gets
+the event as before.
+
+Which group an event came through is read from the event itself (a channel-layer message does not
+carry its group): `netmap.changed` names its `network` (-> agents.<network>), `agent.revoke` its
+`peer_id` (-> node.<peer id>). An event without them is logged and dropped.
+
+Membership in the layer follows the local sockets: the first socket of a group makes the process
+join it, the last one to leave makes it leave; joins and leaves of one group are done one at a time
+by one task that repeats until the layer matches the sockets (a socket that joins while the last
+one's leave is under way still ends with the process in the group). A socket's `add` returns once
+the process is in the group, so an event sent after that reaches it. Memberships are renewed every
+RENEW_S (groups expire in the layer after a day).
+
+Delivery through a channel layer is at most once (a full channel drops, Redis can be down). A
+socket that misses a `netmap.changed` must not stay on an old map: every RECONCILE_S the process
+reads the serial of each network it has sockets of (one query) and hands a `netmap.changed` to
+each socket whose map is older than the serial read at the previous sweep (so a push that is
+merely on its way, debounced, is not overtaken). Nothing is sent to a socket that is current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import groups
+
+__all__ = ["RECONCILE_S", "RENEW_S", "Member", "ProcessFanout", "group_of", "process_fanout"]
+
+log = logging.getLogger(__name__)
+
+RECONCILE_S = 30.0  # SHADOWMESH_NETMAP_RECONCILE_S: how often sockets behind the serial are caught up
+RENEW_S = 3600.0  # memberships are renewed this often (the layer expires them after a day)
+
+
+class Member(Protocol):
+    """What the fan-out needs of a socket (AgentConsumer)."""
+
+    def fanout_deliver(self, event: dict) -> Awaitable[None]: ...
+
+    def fanout_serial(self) -> int | None: ...  # the serial of the map it last sent, None before any
+
+
+def reconcile_seconds() -> float:
+    return float(getattr(settings, "SHADOWMESH_NETMAP_RECONCILE_S", RECONCILE_S))
+
+
+def group_of(event: dict) -> str | None:
+    """The group an event was sent to, read from the event (see the module's docstring)."""
+    kind = event.get("type")
+    if kind == groups.NETMAP_CHANGED and isinstance(event.get("network"), int):
+        return groups.agents_group(event["network"])
+    if kind == groups.AGENT_REVOKE and isinstance(event.get("peer_id"), str):
+        return groups.node_group(event["peer_id"])
+    return None
+
+
+def _serials(network_ids: list[int]) -> dict[int, int]:
+    from meshadmin.mesh.models import Network
+
+    return dict(Network.objects.filter(pk__in=network_ids).values_list("pk", "serial"))
+
+
+class ProcessFanout:
+    def __init__(self, layer=None, *,
+                 read_serials: Callable[[list[int]], Awaitable[dict[int, int]]] | None = None,
+                 reconcile_s: float | None = None) -> None:
+        layer = layer if layer is not None else get_channel_layer()
+        assert layer is not None  # settings.CHANNEL_LAYERS always names one
+        self.layer = layer
+        self.channel: str | None = None
+        self.members: dict[str, set[Member]] = {}
+        self.joined: set[str] = set()  # groups the layer has our channel in
+        self._syncs: dict[str, asyncio.Task] = {}
+        self._delivering: set[asyncio.Task] = set()
+        self._pump_task: asyncio.Task | None = None
+        self._sweep_task: asyncio.Task | None = None
+        self._read_serials = read_serials or database_sync_to_async(_serials)
+        self._reconcile_s = reconcile_s
+        self._seen: dict[int, int] = {}  # network -> the serial read at the previous sweep
+        self._renewed_at = time.monotonic()
+        self.received = 0  # events received from the layer (tests, benchmarks)
+        self.caught_up = 0  # sockets handed a netmap.changed by the sweep
+
+    # ------------------------------------------------------------------ membership
+
+    async def add(self, group: str, member: Member) -> None:
+        """`member` gets the group's events from now on (once this returns)."""
+        if self.channel is None:
+            self.channel = await self.layer.new_channel()
+        self.members.setdefault(group, set()).add(member)
+        self._start()
+        while group in self.members and member in self.members[group] and group not in self.joined:
+            await asyncio.shield(self._sync(group))
+
+    async def discard(self, group: str, member: Member) -> None:
+        held = self.members.get(group)
+        if held is None or member not in held:
+            return
+        held.discard(member)
+        if not held:
+            del self.members[group]
+            await asyncio.shield(self._sync(group))
+        if not self.members:
+            self._stop()
+
+    def _sync(self, group: str) -> asyncio.Task:
+        task = self._syncs.get(group)
+        if task is None or task.done():
+            task = self._syncs[group] = asyncio.ensure_future(self._syncing(group))
+        return task
+
+    async def _syncing(self, group: str) -> None:
+        """Join or leave `group` until the layer matches the sockets (they may change meanwhile)."""
+        try:
+            while (group in self.members) != (group in self.joined):
+                assert self.channel is not None
+                if group in self.members:
+                    await self.layer.group_add(group, self.channel)
+                    self.joined.add(group)
+                else:
+                    await self.layer.group_discard(group, self.channel)
+                    self.joined.discard(group)
+        finally:
+            if self._syncs.get(group) is asyncio.current_task():
+                del self._syncs[group]
+
+    # ------------------------------------------------------------------ delivery
+
+    def _start(self) -> None:
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.ensure_future(self._pump())
+        if self._sweep_task is None or self._sweep_task.done():
+            self._sweep_task = asyncio.ensure_future(self._sweep())
+
+    def _stop(self) -> None:
+        for task in (self._pump_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+        self._pump_task = self._sweep_task = None
+
+    async def _pump(self) -> None:
+        assert self.channel is not None
+        failures = 0
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the layer is down (Redis): try again, a little later each time
+                failures += 1
+                if failures == 1:
+                    log.exception("the process's agent channel cannot receive; retrying")
+                await asyncio.sleep(min(0.5 * failures, 5.0))
+                continue
+            self.received += 1
+            self.deliver(event)
+
+    def deliver(self, event: dict, only: Iterable[Member] | None = None) -> int:
+        """Hand `event` to the process's sockets of its group (or to `only` of them): one task each,
+        so a socket that waits (its own map being sent) holds up nobody else. Returns how many."""
+        group = group_of(event)
+        if group is None:
+            log.warning("agent event %r names no network or peer: dropped", event.get("type"))
+            return 0
+        targets = list(self.members.get(group, ()) if only is None else only)
+        for member in targets:
+            task = asyncio.ensure_future(member.fanout_deliver(dict(event)))
+            self._delivering.add(task)  # referenced until done (the loop holds tasks weakly)
+            task.add_done_callback(self._delivering.discard)
+        return len(targets)
+
+    # ------------------------------------------------------------------ catching up what was missed
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._reconcile_s if self._reconcile_s is not None else reconcile_seconds())
+            try:
+                await self.reconcile()
+                if time.monotonic() - self._renewed_at >= RENEW_S:
+                    self._renewed_at = time.monotonic()
+                    for group in list(self.joined):
+                        if group in self.members and self.channel is not None:
+                            await self.layer.group_add(group, self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("catching up agent sockets failed; trying again at the next sweep")
+
+    async def reconcile(self) -> int:
+        """One sweep: sockets whose map is older than their network's serial at the previous sweep
+        get a netmap.changed at the current serial. Returns how many."""
+        prefix = groups.agents_group(0)[:-1]
+        networks = [int(g[len(prefix):]) for g in self.members if g.startswith(prefix)]
+        if not networks:
+            self._seen = {}
+            return 0
+        current = await self._read_serials(networks)
+        handed = 0
+        for network_id, serial in current.items():
+            before = self._seen.get(network_id)
+            if before is None:
+                continue
+            behind = [m for m in self.members.get(groups.agents_group(network_id), ())
+                      if (s := m.fanout_serial()) is not None and s < before]
+            if behind:
+                log.warning("network %s: %d socket(s) missed the push of serial %d; catching up",
+                            network_id, len(behind), before,
+                            extra={"event": "netmap.caught_up", "network": network_id})
+                handed += self.deliver({"type": groups.NETMAP_CHANGED, "network": network_id,
+                                        "serial": serial}, behind)
+        self._seen = current
+        self.caught_up += handed
+        return handed
+
+
+_fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessFanout] = weakref.WeakKeyDictionary()
+
+
+def process_fanout() -> ProcessFanout:
+    """This event loop's (this server process's) fan-out."""
+    loop = asyncio.get_running_loop()
+    fanout = _fanouts.get(loop)
+    if fanout is None:
+        fanout = _fanouts[loop] = ProcessFanout()
+    return fanout

@@ -1,0 +1,226 @@
+"""The process's one channel for agent sockets (realtime/fanout.py): one layer message per process
+and change, whatever the number of sockets; membership that follows the sockets, also when a join
+and a leave of one group overlap; and sockets that missed a push caught up by the sweep."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.layers import get_channel_layer
+from django.db.models import F
+
+from meshadmin.mesh.models import Network, Node
+from meshadmin.realtime import groups
+from meshadmin.realtime.fanout import ProcessFanout, group_of, process_fanout
+from meshadmin.realtime.layers import LocalChannelLayer
+from nodeagent.protocol import messages
+from nodeagent.protocol import netmap as nm
+from nodeagent.protocol.constants import CloseCode
+from tests.meshadmin.realtime.realtime_helpers import close_code, login, receive
+
+
+class Socket:
+    def __init__(self, serial: int | None = None) -> None:
+        self.serial = serial
+        self.events: list[dict] = []
+
+    async def fanout_deliver(self, event: dict) -> None:
+        self.events.append(event)
+
+    def fanout_serial(self) -> int | None:
+        return self.serial
+
+
+class CountingLayer(LocalChannelLayer):
+    """Counts what the layer carries; `slow_discard` holds each group_discard for a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = 0
+        self.slow_discard = 0.0
+
+    async def send(self, channel, message):
+        self.sent += 1
+        await super().send(channel, message)
+
+    async def group_discard(self, group, channel):
+        await asyncio.sleep(self.slow_discard)
+        await super().group_discard(group, channel)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_change_is_one_layer_message_per_process_and_reaches_every_socket_once():
+    layer = CountingLayer()
+    fanout = ProcessFanout(layer, reconcile_s=3600)
+    sockets = [Socket() for _ in range(50)]
+    for s in sockets:
+        await fanout.add(groups.agents_group(7), s)
+    other = Socket()
+    await fanout.add(groups.agents_group(8), other)
+    assert list(layer.groups[groups.agents_group(7)]) == [fanout.channel]  # one member: the process
+    await layer.group_send(groups.agents_group(7), {"type": groups.NETMAP_CHANGED, "network": 7, "serial": 3})
+    await asyncio.sleep(0.05)
+    assert layer.sent == 1 and fanout.received == 1
+    assert all(s.events == [{"type": groups.NETMAP_CHANGED, "network": 7, "serial": 3}] for s in sockets)
+    assert other.events == []
+    for s in [*sockets, other]:
+        await fanout.discard(groups.agents_group(7) if s is not other else groups.agents_group(8), s)
+    assert groups.agents_group(7) not in layer.groups and groups.agents_group(8) not in layer.groups
+
+
+async def test_the_process_leaves_a_group_with_its_last_socket_and_stays_while_one_joins_meanwhile():
+    layer = CountingLayer()
+    fanout = ProcessFanout(layer, reconcile_s=3600)
+    first, second = Socket(), Socket()
+    group = groups.node_group("ab" * 16)
+    await fanout.add(group, first)
+    layer.slow_discard = 0.1
+    leaving = asyncio.ensure_future(fanout.discard(group, first))  # the layer is slow to take it out
+    await settle()
+    await fanout.add(group, second)  # the agent reconnected to this process meanwhile
+    await leaving
+    assert fanout.channel in layer.groups.get(group, {}) and group in fanout.joined
+    await layer.group_send(group, {"type": groups.AGENT_REVOKE, "peer_id": "ab" * 16, "reason": "x"})
+    await asyncio.sleep(0.05)
+    assert second.events and not first.events
+    await fanout.discard(group, second)
+    assert group not in layer.groups and not fanout.joined
+
+
+def test_the_group_is_read_from_the_event():
+    assert group_of({"type": groups.NETMAP_CHANGED, "network": 4, "serial": 1}) == groups.agents_group(4)
+    assert group_of({"type": groups.AGENT_REVOKE, "peer_id": "cd" * 16}) == groups.node_group("cd" * 16)
+    assert group_of({"type": groups.NETMAP_CHANGED, "serial": 1}) is None
+    assert group_of({"type": groups.AGENT_REVOKE, "reason": "no peer named"}) is None
+
+
+async def test_an_event_that_names_no_group_is_dropped():
+    layer = CountingLayer()
+    fanout = ProcessFanout(layer, reconcile_s=3600)
+    s = Socket()
+    await fanout.add(groups.agents_group(1), s)
+    await layer.group_send(groups.agents_group(1), {"type": groups.NETMAP_CHANGED, "serial": 9})
+    await asyncio.sleep(0.05)
+    assert fanout.received == 1 and s.events == []
+    await fanout.discard(groups.agents_group(1), s)
+
+
+async def test_the_sweep_catches_up_sockets_behind_the_serial_of_the_previous_sweep_only():
+    serials = {1: 5}
+
+    async def read(networks):
+        return {n: serials[n] for n in networks if n in serials}
+
+    fanout = ProcessFanout(CountingLayer(), read_serials=read, reconcile_s=3600)
+    behind, current, fresh = Socket(4), Socket(5), Socket(None)  # fresh: no map sent yet (logging in)
+    for s in (behind, current, fresh):
+        await fanout.add(groups.agents_group(1), s)
+    assert await fanout.reconcile() == 0  # the first sweep: serial 5's push may still be on its way
+    serials[1] = 6  # a newer change, its push on its way
+    assert await fanout.reconcile() == 1  # 5 was seen a sweep ago: `behind` missed its push
+    await settle()
+    assert behind.events == [{"type": groups.NETMAP_CHANGED, "network": 1, "serial": 6}]
+    assert current.events == [] and fresh.events == []  # not behind 5; nothing sent yet
+    for s in (behind, current, fresh):
+        await fanout.discard(groups.agents_group(1), s)
+
+
+# ---------------------------------------------------------------------- through the agent socket
+
+pytestmark_db = pytest.mark.django_db(transaction=True)
+
+
+async def in_layer(group: str) -> list[str]:
+    """The channels of this process that the configured layer (in-memory, or Redis in the
+    PostgreSQL pass) has in `group` (a shared Redis may hold other runs' channels too: a channel
+    name starts with its layer's own prefix, up to the '!')."""
+    layer = get_channel_layer()
+    if isinstance(layer, LocalChannelLayer):
+        return sorted(layer.groups.get(group, {}))
+    conn = layer.connection(layer.consistent_hash(group))  # channels_redis: a sorted set per group
+    ours = f"specific.{layer.client_prefix}!"
+    return sorted(c for x in await conn.zrange(layer._group_key(group), 0, -1)
+                  if (c := x.decode()).startswith(ours))
+
+
+@pytestmark_db
+async def test_the_agent_sockets_of_a_process_share_one_channel_in_the_layer(uk, belgium, mac):
+    sockets = [await login(p[0]) for p in (uk, belgium, mac)]
+    network = await Network.objects.aget(name="default")
+    assert await in_layer(groups.agents_group(network.pk)) == [process_fanout().channel]
+    for p in (uk, belgium, mac):
+        assert await in_layer(groups.node_group(p[0].peer_id)) == [process_fanout().channel]
+    for comm, _ in sockets:
+        await comm.disconnect()
+    await asyncio.sleep(0.1)
+    assert await in_layer(groups.agents_group(network.pk)) == []
+
+
+@pytestmark_db
+async def test_agent_revoke_to_the_nodes_group_closes_its_socket(uk, belgium):
+    uk_comm, _ = await login(uk[0])
+    be_comm, _ = await login(belgium[0])
+    await get_channel_layer().group_send(groups.node_group(uk[0].peer_id), {
+        "type": groups.AGENT_REVOKE, "peer_id": uk[0].peer_id, "reason": "revoked by test"})
+    assert await close_code(uk_comm) == CloseCode.REVOKED
+    assert await be_comm.receive_nothing(timeout=0.2)  # another node's socket is untouched
+    await be_comm.disconnect()
+
+
+@pytestmark_db
+async def test_a_socket_that_missed_a_push_gets_the_change_at_the_next_sweep(settings, uk, belgium):
+    settings.SHADOWMESH_NETMAP_RECONCILE_S = 0.2
+    uk_comm, uk_map = await login(uk[0])
+    # a change committed without any push reaching the process (as when the layer dropped it)
+    await Node.objects.filter(peer_id=belgium[0].peer_id).aupdate(name="belgium-renamed")
+    await Network.objects.filter(name="default").aupdate(serial=F("serial") + 1)
+    msg = await receive(uk_comm, timeout=3)
+    assert isinstance(msg, messages.Delta)
+    after = nm.apply_delta(uk_map, msg.delta)
+    assert "belgium-renamed" in {p.name for p in after.peers}
+    await uk_comm.disconnect()
+
+
+# ---------------------------------------------------------------------- a login naming the held serial
+
+async def _login_naming(ident, serial):
+    from tests.meshadmin.realtime.realtime_helpers import open_socket
+
+    comm = await open_socket()
+    challenge = await receive(comm)
+    await comm.send_to(bytes_data=messages.encode(
+        messages.Auth(ident.peer_id, ident.sign_login(challenge.nonce), serial)))
+    return comm, await receive(comm, ca_public_key=ident.ca_public_key)
+
+
+@pytestmark_db
+async def test_a_login_holding_the_current_serial_gets_an_empty_delta_not_the_full_map(uk, belgium):
+    comm, first = await _login_naming(uk[0], None)  # an agent without the field: the full map
+    assert isinstance(first, messages.Full)
+    await comm.disconnect()
+    comm, answer = await _login_naming(uk[0], first.netmap.serial)
+    assert isinstance(answer, messages.Delta)  # signed by the network's CA (checked by `receive`)
+    assert answer.delta.is_empty and answer.delta.base_serial == answer.delta.serial == first.netmap.serial
+    assert answer.delta.network == first.netmap.network
+    # the socket is logged in like any other: a change reaches it as a delta on the held map
+    await Node.objects.filter(peer_id=belgium[0].peer_id).aupdate(name="belgium-2")
+    await Network.objects.filter(name="default").aupdate(serial=F("serial") + 1)
+    await comm.send_to(bytes_data=messages.encode(messages.Resync(first.netmap.serial)))
+    full = await receive(comm, ca_public_key=uk[0].ca_public_key)
+    assert isinstance(full, messages.Full) and full.netmap.serial == first.netmap.serial + 1
+    await comm.disconnect()
+
+
+@pytestmark_db
+async def test_a_login_holding_an_older_or_unknown_serial_gets_the_full_map(uk, belgium):
+    comm, first = await _login_naming(uk[0], None)
+    await comm.disconnect()
+    for held in (first.netmap.serial - 1, first.netmap.serial + 5):
+        comm, answer = await _login_naming(uk[0], held)
+        assert isinstance(answer, messages.Full) and answer.netmap == first.netmap
+        await comm.disconnect()
