@@ -45,7 +45,9 @@ through the enrollment service. Then
               the server starts are reported apart ("cold") and left out of the percentiles.
   restart     (--restart) every Daphne is stopped (SIGTERM) and started again on its port; per
               agent the time from the stop signal, and from the moment the new servers listen, to
-              holding a full map again; refusals (close codes, 4429 counted apart) and failed
+              being logged in again (a full map, or, as the agent names the serial of the map it holds in
+              `auth`, the empty delta that says it is current: counted apart as "login answered");
+              refusals (close codes, 4429 counted apart) and failed
               attempts (connect errors, timeouts) during the reconnect. Then one more change
               (`after_restart`) through the restarted servers.
 1-minute load averages before each phase are recorded (the 2 cores are shared).
@@ -192,11 +194,13 @@ class Agent:
         self.waiting_for: str | None = None
         self.got = asyncio.Event()
         self.got_at = 0.0
-        self.full_at: list[float] = []  # wall-clock time of every full map
+        self.full_at: list[float] = []  # wall-clock time of every login answered (full map or "current")
+        self.serial: int | None = None  # the serial of the map held (named in `auth`, as the agent does)
         self.has_full = asyncio.Event()
         self.first_login_s: float | None = None
         self.attempt = 0
         self.closes: collections.Counter[str] = collections.Counter()  # close codes and errors
+        self.logins: collections.Counter[str] = collections.Counter()  # answers: "full map", "current"
         self.stopped = False
 
     async def run(self) -> None:
@@ -225,21 +229,25 @@ class Agent:
         async with connect(self.url, max_size=messages.MAX_MESSAGE_SIZE, compression=None,
                            ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=5,
                            local_addr=(self.src, 0)) as ws:
-            await _login(ws, self.state)
+            await _login(ws, self.state, self.serial)
+            logged_in = False
             sender = asyncio.create_task(self._stats(ws)) if self.stats_interval > 0 else None
             try:
                 async for frame in ws:
                     kind = messages.frame_type(frame)
                     if kind == "netmap":
-                        self.full_at.append(time.time())
-                        if self.first_login_s is None:
-                            self.first_login_s = time.perf_counter() - t0
-                        self.attempt = 0
-                        self.has_full.set()
-                        await ws.send(messages.encode(messages.Ack(_full_serial(frame))))
+                        self._logged_in(t0, "full map")
+                        logged_in = True
+                        self.serial = _full_serial(frame)
+                        await ws.send(messages.encode(messages.Ack(self.serial)))
                     elif kind == "delta":
                         msg = messages.decode_server_message(frame)
                         assert isinstance(msg, messages.Delta)
+                        d = msg.delta
+                        if not logged_in and d.is_empty and d.base_serial == d.serial == self.serial:
+                            self._logged_in(t0, "current")  # the answer to a login holding the current map
+                            logged_in = True
+                        self.serial = d.serial
                         await ws.send(messages.encode(messages.Ack(msg.delta.serial)))
                         if self.waiting_for is not None and any(
                                 p.peer_id == self.waiting_for for p in msg.delta.upsert):
@@ -250,6 +258,14 @@ class Agent:
                 if sender is not None:
                     sender.cancel()
             raise ConnectionClosed(ws.close_rcvd, ws.close_sent)
+
+    def _logged_in(self, t0: float, how: str) -> None:
+        self.full_at.append(time.time())
+        if self.first_login_s is None:
+            self.first_login_s = time.perf_counter() - t0
+        self.attempt = 0
+        self.logins[how] += 1
+        self.has_full.set()
 
     async def _stats(self, ws) -> None:
         started = time.monotonic()
@@ -292,9 +308,10 @@ async def _client(conn, specs: list[tuple], stats_interval: float) -> None:
                     pass
                 conn.send(([a.got_at if a.got.is_set() else None for a in agents],
                            sorted({hashlib.sha256(a.frame).hexdigest() for a in agents if a.got.is_set()})))
-            case "mark":  # before the restart: forget the closes so far
+            case "mark":  # before the restart: forget the closes and logins so far
                 for a in agents:
                     a.closes.clear()
+                    a.logins.clear()
                 conn.send("marked")
             case "reconnected":  # (since, timeout): each agent's first full map after `since`
                 since, timeout = cmd[1], cmd[2]
@@ -307,6 +324,7 @@ async def _client(conn, specs: list[tuple], stats_interval: float) -> None:
                 closes: collections.Counter[str] = collections.Counter()
                 for a in agents:
                     closes.update(a.closes)
+                    closes.update({f"login answered: {k}": v for k, v in a.logins.items()})
                 conn.send((firsts, dict(closes)))
     for a in agents:
         a.stopped = True
