@@ -25,7 +25,7 @@ Life of a socket:
      (mesh/services/certificates.py; at most one request per RENEW_INTERVAL_S per socket).
   4. A revocation made through the services reaches the socket as the next `netmap.changed`
      (the node is no longer a member: closed with 4403, ≤ the debounce after the commit);
-     `agent.revoke` sent to node.<peer id> closes it at once the same way.
+     `agent.revoke` {peer_id, reason} sent to node.<peer id> closes it at once the same way.
 Anything malformed, of an unknown type or version, larger than 1 MiB, or a text frame closes the
 socket with the code from protocol.constants.CloseCode and a short reason, and is logged. Every
 frame's type and size are read from its first bytes before anything is decoded
