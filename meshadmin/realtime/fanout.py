@@ -26,6 +26,9 @@ socket that misses a `netmap.changed` must not stay on an old map: every RECONCI
 reads the serial of each network it has sockets of (one query) and hands a `netmap.changed` to
 each socket whose map is older than the serial read at the previous sweep (so a push that is
 merely on its way, debounced, is not overtaken). Nothing is sent to a socket that is current.
+When the layer fails (Redis stopped), the sockets keep their websockets (they do not use the
+layer to receive); the process waits until the layer takes its groups again (a restarted Redis
+has lost them) and then catches up every socket behind its network's current serial at once.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class ProcessFanout:
         self._renewed_at = time.monotonic()
         self.received = 0  # events received from the layer (tests, benchmarks)
         self.caught_up = 0  # sockets handed a netmap.changed by the sweep
+        self.recoveries = 0  # times the layer failed and came back
 
     # ------------------------------------------------------------------ membership
 
@@ -159,21 +163,43 @@ class ProcessFanout:
 
     async def _pump(self) -> None:
         assert self.channel is not None
-        failures = 0
         while True:
             try:
                 event = await self.layer.receive(self.channel)
-                failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the layer is down (Redis): try again, a little later each time
-                failures += 1
-                if failures == 1:
-                    log.exception("the process's agent channel cannot receive; retrying")
-                await asyncio.sleep(min(0.5 * failures, 5.0))
+            except Exception:  # the layer is down (Redis)
+                log.exception("the process's agent channel cannot receive; waiting for the layer")
+                await self._recover()
                 continue
             self.received += 1
             self.deliver(event)
+
+    async def _recover(self) -> None:
+        """After the layer failed: wait until it takes our groups again (a Redis that restarted
+        has lost them all; the sockets kept their websockets), then catch up every socket behind
+        its network's current serial at once (the pushes sent meanwhile are lost)."""
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                assert self.channel is not None
+                for group in list(self.joined):
+                    await self.layer.group_add(group, self.channel)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = min(2 * delay, 5.0)
+        self.recoveries += 1
+        log.warning("the process's agent channel is back (%d groups joined again); catching up",
+                    len(self.joined), extra={"event": "realtime.layer_back"})
+        try:
+            await self.reconcile(at_once=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("catching up agent sockets after the layer came back failed; the sweep will")
 
     def deliver(self, event: dict, only: Iterable[Member] | None = None) -> int:
         """Hand `event` to the process's sockets of its group (or to `only` of them): one task each,
@@ -206,9 +232,10 @@ class ProcessFanout:
             except Exception:
                 log.exception("catching up agent sockets failed; trying again at the next sweep")
 
-    async def reconcile(self) -> int:
+    async def reconcile(self, at_once: bool = False) -> int:
         """One sweep: sockets whose map is older than their network's serial at the previous sweep
-        get a netmap.changed at the current serial. Returns how many."""
+        (`at_once`: than the current serial) get a netmap.changed at the current serial. Returns
+        how many."""
         prefix = groups.agents_group(0)[:-1]
         networks = [int(g[len(prefix):]) for g in self.members if g.startswith(prefix)]
         if not networks:
@@ -217,7 +244,7 @@ class ProcessFanout:
         current = await self._read_serials(networks)
         handed = 0
         for network_id, serial in current.items():
-            before = self._seen.get(network_id)
+            before = serial if at_once else self._seen.get(network_id)
             if before is None:
                 continue
             behind = [m for m in self.members.get(groups.agents_group(network_id), ())

@@ -224,3 +224,56 @@ async def test_a_login_holding_an_older_or_unknown_serial_gets_the_full_map(uk, 
         comm, answer = await _login_naming(uk[0], held)
         assert isinstance(answer, messages.Full) and answer.netmap == first.netmap
         await comm.disconnect()
+
+
+class FailingLayer(CountingLayer):
+    """While `down`, each receive and group_add fails and counts `down` one lower (Redis stopped,
+    then started again); it comes back having lost every group (a restarted Redis starts empty)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = 0
+
+    def _fail(self):
+        self.down -= 1
+        self.groups.clear()
+        raise ConnectionError("redis is down")
+
+    async def receive(self, channel):
+        if self.down:
+            self._fail()
+        return await super().receive(channel)
+
+    async def group_add(self, group, channel):
+        if self.down:
+            self._fail()
+        await super().group_add(group, channel)
+
+
+async def test_after_the_layer_fails_the_process_joins_its_groups_again_and_catches_up_at_once():
+    serials = {1: 5}
+
+    async def read(networks):
+        return {n: serials[n] for n in networks if n in serials}
+
+    layer = FailingLayer()
+    fanout = ProcessFanout(layer, read_serials=read, reconcile_s=3600)
+    stale, current = Socket(4), Socket(5)  # `stale` missed a push while the layer was down
+    for s in (stale, current):
+        await fanout.add(groups.agents_group(1), s)
+    layer.down = 2  # the pump's next receive fails, and the first attempt to join again
+    await layer.send(fanout.channel, {"type": "wake"})
+    for _ in range(200):
+        if fanout.recoveries:
+            break
+        await asyncio.sleep(0.05)
+    assert fanout.recoveries == 1
+    await settle()
+    assert list(layer.groups[groups.agents_group(1)]) == [fanout.channel]  # joined again
+    assert stale.events == [{"type": groups.NETMAP_CHANGED, "network": 1, "serial": 5}]
+    assert current.events == []
+    await layer.group_send(groups.agents_group(1), {"type": groups.NETMAP_CHANGED, "network": 1, "serial": 6})
+    await asyncio.sleep(0.05)
+    assert current.events == [{"type": groups.NETMAP_CHANGED, "network": 1, "serial": 6}]  # pushes flow again
+    for s in (stale, current):
+        await fanout.discard(groups.agents_group(1), s)

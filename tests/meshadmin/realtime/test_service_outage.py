@@ -13,12 +13,14 @@ server process stays up; afterwards the agents are back online, changes reach th
 row committed before the outage is still there.
 
 What each outage does (found by this test, asserted below):
-  * Redis stopped: the channel layer is gone, so every agent socket dies (Daphne closes it, 1011)
-    and new ones are refused until Redis is back; the agents keep their map and retry with backoff.
-    An operator's change still commits (the dashboard needs only PostgreSQL); its push is lost
-    with Redis, and it reaches the agents in the full map they get when they reconnect. A socket
-    that died this way gets no disconnect(), so it used to stay counted in its node's presence
-    (the node stayed online after its agent left); AgentConsumer now counts it off.
+  * Redis stopped: the channel layer is gone. The agent sockets do not receive through it (the
+    server process does, once for all its sockets: realtime/fanout.py), so they stay open; new
+    ones are refused until Redis is back, and the agents keep their map. An operator's change
+    still commits (the dashboard needs only PostgreSQL); its push is lost with Redis. When Redis
+    is back (empty), the process joins its groups again and hands the change to every socket
+    behind the serial at once. A socket that dies of the layer's failure gets no disconnect(), so
+    it used to stay counted in its node's presence (the node stayed online after its agent
+    left); AgentConsumer counts it off.
   * PostgreSQL stopped: the sockets stay open, counter reports are dropped (logged), a change is
     refused (HTTP 500) and nothing of it commits; afterwards the connection pool recovers, acks are
     stored again and changes are pushed again.
@@ -220,14 +222,14 @@ async def test_agents_keep_their_map_through_redis_and_postgresql_outages_and_no
         for link, old in zip(links, held, strict=True):
             assert link.netmap is old and persisted(link) == old, "an agent lost its map while Redis was down"
 
-        # Redis returns (empty: no persistence). The agents reconnect, get a full map, and with it
-        # the change committed during the outage
+        # Redis returns (empty: no persistence). The agents get the change committed during the
+        # outage (a delta on the sockets that stayed open, or a full map if one reconnected)
         await asyncio.to_thread(services.start_redis)
         await until(lambda: everyone_has(during["serial"]), "both agents at the outage's serial", 20)
         assert peer_names(maps["uk"]) == {"brussels"}
         assert persisted(uk) == uk.netmap and persisted(belgium) == belgium.netmap
-        # the sockets Redis took down were counted off: one socket each, so a later disconnect
-        # shows the node offline at once
+        # one socket each counted (any socket Redis took down was counted off), so a later
+        # disconnect shows the node offline at once
         await until(lambda: connections(services.database_url, "uk", "brussels") == [1, 1],
                     "presence counts one socket per agent after Redis", 15)
 
