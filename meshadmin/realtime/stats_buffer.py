@@ -62,9 +62,13 @@ class StatsBuffer:
             return
         layer = get_channel_layer()
         assert layer is not None  # settings.CHANNEL_LAYERS always names one
-        for update in updates:
-            await layer.group_send(groups.dashboard_group(update["network"]),
-                                   {"type": groups.TELEMETRY_UPDATE, **update})
+        try:
+            for update in updates:
+                await layer.group_send(groups.dashboard_group(update["network"]),
+                                       {"type": groups.TELEMETRY_UPDATE, **update})
+        except Exception as exc:  # the layer is down (Redis): reports are stored, pages miss an update
+            log.warning("telemetry updates not announced to the dashboards: %s: %s", type(exc).__name__, exc,
+                        extra={"event": "telemetry.announce_failed"})
 
 
 def _store(batch: list[Report], acks: dict[int, int]) -> list[dict]:
