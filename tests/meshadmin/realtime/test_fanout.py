@@ -277,3 +277,25 @@ async def test_after_the_layer_fails_the_process_joins_its_groups_again_and_catc
     assert current.events == [{"type": groups.NETMAP_CHANGED, "network": 1, "serial": 6}]  # pushes flow again
     for s in (stale, current):
         await fanout.discard(groups.agents_group(1), s)
+
+
+async def test_a_dashboard_announcement_the_layer_refuses_does_not_fail_the_flush(settings, monkeypatch):
+    """With Redis down the agent sockets stay open and keep reporting: the reports are stored, the
+    dashboards miss the announcement, the flush ends normally (no task dies of it)."""
+    from meshadmin.realtime import stats_buffer as sb
+
+    class DownLayer:
+        async def group_send(self, group, message):
+            raise ConnectionError("redis is down")
+
+    settings.SHADOWMESH_TELEMETRY_FLUSH_S = 0.01
+    stored = []
+    monkeypatch.setattr(sb, "_store",
+                        lambda batch, acks: stored.append(acks) or [{"network": 1, "peer_id": "x"}])
+    monkeypatch.setattr(sb, "database_sync_to_async", lambda f: (lambda *a: asyncio.sleep(0, f(*a))))
+    monkeypatch.setattr(sb, "get_channel_layer", DownLayer)
+    buf = sb.StatsBuffer()
+    buf.ack(1, 5)
+    flushing = buf.flushing
+    await flushing  # raised ConnectionError before
+    assert stored == [{1: 5}] and buf.flushing is None
