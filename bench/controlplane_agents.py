@@ -217,6 +217,8 @@ class Agent:
                     self.attempt = max(self.attempt, RATE_LIMITED_ATTEMPT)
             except (OSError, InvalidHandshake, TimeoutError, MessageError) as exc:
                 self.closes[type(exc).__name__] += 1
+            except Exception as exc:  # anything else: counted, and the agent goes on as the agent does
+                self.closes[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
             if self.stopped:
                 break
             delay = backoff_delay(self.attempt, random.random())
