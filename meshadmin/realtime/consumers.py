@@ -162,6 +162,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        except asyncio.CancelledError:  # Daphne kills an instance that outlived its socket
+            self.closing = True
+            process_fanout().forget(self)  # or the process would keep handing it events
+            raise
         except Exception:
             await self._died()
             raise

@@ -126,6 +126,18 @@ class ProcessFanout:
         if not self.members:
             self._stop()
 
+    def forget(self, member: Member) -> None:
+        """Drop `member` from every group at once, without waiting for the layer (a consumer that
+        is being cancelled cannot wait); the process leaves the groups it emptied in the background."""
+        for group in [g for g, held in self.members.items() if member in held]:
+            held = self.members[group]
+            held.discard(member)
+            if not held:
+                del self.members[group]
+                self._sync(group)
+        if not self.members:
+            self._stop()
+
     def _sync(self, group: str) -> asyncio.Task:
         task = self._syncs.get(group)
         if task is None or task.done():

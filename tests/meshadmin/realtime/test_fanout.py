@@ -299,3 +299,19 @@ async def test_a_dashboard_announcement_the_layer_refuses_does_not_fail_the_flus
     flushing = buf.flushing
     await flushing  # raised ConnectionError before
     assert stored == [{1: 5}] and buf.flushing is None
+
+
+@pytestmark_db
+async def test_a_cancelled_agent_consumer_leaves_the_process_fanout(uk, belgium):
+    """Daphne cancels an application instance that outlives its socket: the process must not go
+    on handing it events."""
+    uk_comm, _ = await login(uk[0])
+    be_comm, _ = await login(belgium[0])
+    network = await Network.objects.aget(name="default")
+    fanout = process_fanout()
+    assert len(fanout.members[groups.agents_group(network.pk)]) == 2
+    uk_comm.future.cancel()
+    await asyncio.sleep(0.05)
+    assert len(fanout.members[groups.agents_group(network.pk)]) == 1
+    assert groups.node_group(uk[0].peer_id) not in fanout.members
+    await be_comm.disconnect()
