@@ -8,9 +8,9 @@ Flow of one connection (`_session`):
      is the network's current one, an empty delta from that serial to itself ("your map is
      current": no full map to build, send and check); then deltas, each signed by the network's
      CA: the signature is checked against our ca.pub before the body is even parsed, and a map
-     for another node is refused too; either ends the connection (close BAD_SIGNATURE, reconnect) with nothing applied.
-     A map older than the applied one is ignored; a delta that does not start at the applied
-     serial triggers a `resync` (full map follows)
+     for another node is refused too; either ends the connection (close BAD_SIGNATURE, reconnect)
+     with nothing applied. A map older than the applied one is ignored; a delta that does not
+     start at the applied serial triggers a `resync` (full map follows)
   4. every applied map is persisted as its signed chain (netmap_sign.SignedChain: the last full map
      and the deltas on it, as received; state dir, 0600), handed to `on_netmap`, then acknowledged.
      After CHAIN_LIMIT deltas (16..31, drawn per agent) the agent asks for a fresh full map.
