@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(240), pytest.mark.xdist_group("e2e-dashboard")]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 XSS_NAME = "<script>alert(1)</script>"
 WAIT_MS = 20_000  # generous upper bound for a live update on a loaded CI machine

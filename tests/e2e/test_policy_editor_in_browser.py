@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.test_dashboard_in_browser import WAIT_MS, create_token, login, watched
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(240), pytest.mark.xdist_group("e2e-policy-editor")]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 
 def rules(page) -> list[str]:
