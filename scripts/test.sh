@@ -12,7 +12,7 @@
 #   - mypy runs beside pass 1; its report is printed after pass 1's.
 #   - pass 1 spreads its tests over SHADOWMESH_TEST_WORKERS pytest-xdist workers (default 3; 0 = one
 #     process). Every test there has its own tmp dir, namespaces and free ports; the tests that share
-#     a module's server and browser stay on one worker (xdist_group marks, --dist loadgroup).
+#     a module's server and browser stay on one worker (tests/conftest.py's scheduler, MODULE_UNITS).
 #   - pass 2 runs beside pass 1, in one process (some of its tests stop and restart the PostgreSQL
 #     and Redis that every pass-2 test shares); its report is printed after pass 1's.
 # Each part's exit status counts; every part is stopped, and the services and temp dirs removed, on
