@@ -29,7 +29,7 @@ collaborator.
 
 Inside the loop, one thread does everything but the handshake cryptography:
   - the data path: `loop.add_reader` drain callbacks on the TUN fd and the UDP socket; no
-    per-datagram asyncio machinery;
+    per-datagram asyncio machinery; the loop is uvloop's when it is installed (evloop.py);
   - control: the listener and one dialer task per peer (control/links.py); data-key rekeys run
     inside the open link (control/handshakes.py); their ML-KEM / ML-DSA work goes to two worker
     threads (control/crypto.py), so a burst of handshakes does not stall forwarding;
@@ -224,8 +224,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
-        loop.add_reader(self.tun.fd, self.datapath.on_tun)
-        loop.add_reader(self.udp.fileno(), self.datapath.on_udp)
+        loop.add_reader(self.tun.fd, self.datapath.tun_ready)
+        loop.add_reader(self.udp.fileno(), self.datapath.udp_ready)
         status_server = None
         try:
             try:
@@ -254,6 +254,7 @@ class Agent:
             self.running = False
             loop.remove_reader(self.tun.fd)
             loop.remove_reader(self.udp.fileno())
+            self.datapath.close()
             self.links.close_all()
             for t in self.tasks:
                 t.cancel()

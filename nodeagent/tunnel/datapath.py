@@ -52,6 +52,11 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
      flow are merged into one GSO write at the end of the drain (gro.py), and a CSUM_PARTIAL
      packet written alone carries NEEDS_CSUM; without a vnet header tso.finish completes it
 
+Wake-ups: the loop calls `tun_ready` / `udp_ready` (which run the drains above). A UDP drain
+that wrote to the TUN drains the TUN at once: the kernel answers a packet written to the TUN
+inside the write (an echo reply, a TCP ACK), so the answer is already queued. With
+SHADOWMESH_BUSY_POLL_US the callbacks then keep polling both fds for that long (`_linger`).
+
 Ordering and locking: everything runs on the event-loop thread, so counters and rings need no
 locks; the only shared state with the control channel (sessions installed, endpoints learned)
 is touched from the same thread. Nothing is ever sent in reply to a datagram that failed 2-6.
@@ -62,6 +67,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import select
 import time
 from collections import deque
 from collections.abc import Callable
@@ -106,6 +112,24 @@ TUN_READ = 65536 + 256  # one read: an MTU-sized packet, or a TSO super-packet o
 PARTIAL_CSUM = os.environ.get("SHADOWMESH_CSUM_PARTIAL", "1") != "0"
 UDP_CALLS = 32  # tuning: GRO reads per UDP wake-up
 PENDING_MAX = 64  # tuning: packets parked per peer while its handshake runs
+
+
+def _busy_poll_s(raw: str) -> float:
+    """SHADOWMESH_BUSY_POLL_US in seconds; a value that is not a whole number >= 0 is ignored
+    (0) with a warning naming it."""
+    try:
+        us = int(raw)
+    except ValueError:
+        us = -1
+    if us < 0:
+        log.warning("SHADOWMESH_BUSY_POLL_US=%r is not a whole number of microseconds >= 0: ignored", raw)
+        return 0.0
+    return us / 1e6
+
+
+# A/B knob: after a wake-up, keep polling the TUN and UDP fds (non-blocking) for this long
+# before the loop may sleep again (`_linger`); 0: never
+BUSY_POLL_S = _busy_poll_s(os.environ.get("SHADOWMESH_BUSY_POLL_US", "0"))
 
 _DATA = int(FrameType.DATA)
 _KEEPALIVE = int(FrameType.KEEPALIVE)
@@ -208,6 +232,60 @@ class DataPath:
         self._buf = bytearray(RECV_BUFFER)
         self._view = memoryview(self._buf)
         self.chunks = ChunkPath(self)  # chunk mode (chunks.py): whole super-packets as one AEAD unit
+        self.busy_poll_s = BUSY_POLL_S
+        self._poller: select.epoll | None = None
+        self._udp_fd = udp.fileno() if hasattr(udp, "fileno") else -1
+
+    # --- the event loop's reader callbacks ------------------------------------------------------
+    def tun_ready(self) -> None:
+        """The loop's callback for a readable TUN: drain it, then linger (`busy_poll_s`)."""
+        self.on_tun()
+        if self.busy_poll_s:
+            self._linger()
+
+    def udp_ready(self) -> None:
+        """The loop's callback for a readable UDP socket: `_udp_drain`, then linger."""
+        self._udp_drain()
+        if self.busy_poll_s:
+            self._linger()
+
+    def _udp_drain(self) -> None:
+        """Drain the UDP socket. A packet written to the TUN may have made the kernel answer at
+        once (a ping's echo reply, a TCP ACK: the kernel runs its receive path inside the write),
+        so when the drain wrote anything the TUN is drained right away, not in the loop's next
+        round: one loop round less per reply."""
+        writer = self.writer
+        writes = -1 if writer is None else writer.writes
+        self.on_udp()
+        if writer is not None and writer.writes != writes:
+            self.on_tun()
+
+    def _linger(self) -> None:
+        """Busy-poll both fds for `busy_poll_s` after a wake-up, so that an answer arriving soon
+        after (the reply to a packet just sent) is handled without a sleep and a wake-up. The
+        deadline is fixed when it starts, so the loop's other work waits at most that long."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.epoll()
+            poller.register(self.tun_fd, select.EPOLLIN)
+            poller.register(self._udp_fd, select.EPOLLIN)
+        clock = time.perf_counter
+        end = clock() + self.busy_poll_s
+        tun_fd = self.tun_fd
+        while True:  # at least one round, however short the setting
+            for fd, _events in poller.poll(0):
+                if fd == tun_fd:
+                    self.on_tun()
+                else:
+                    self._udp_drain()
+            if clock() >= end:
+                return
+
+    def close(self) -> None:
+        """Release what the data path opened itself (the busy-poll epoll); not the TUN or UDP."""
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
 
     # --- sessions (called by the control side) ------------------------------------------------
     def install(self, peer: Peer, keypair: Keypair, *, confirmed: bool) -> None:
