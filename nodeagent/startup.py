@@ -22,6 +22,7 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from . import evloop
 from .agent import Agent, AgentStartError
 from .config import AgentConfig, ConfigError
 from .enroll import EnrollError, load_state
@@ -186,6 +187,10 @@ def _discovery(state, cert, settings, config: AgentConfig, agent: Agent) -> Disc
 
 def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kwargs: dict, attach,
          metrics_listen: tuple[str, int] | None = None) -> None:
+    try:
+        loop_name = evloop.selected()
+    except evloop.EventLoopError as exc:
+        raise AgentStartError(str(exc), 3) from None
     host = str(config.listen_ip)
     try:
         udp = UdpSocket.open(host, config.udp_port)
@@ -240,7 +245,7 @@ def _run(config: AgentConfig, identity: NodeIdentity, mtu: int, routes, agent_kw
 
     try:
         tunmod.configure(tun.name, config.overlay, mtu, routes)
-        asyncio.run(main())
+        evloop.run(main(), loop_name)  # uvloop when installed (evloop.py)
     except tunmod.TunError as exc:
         raise AgentStartError(str(exc)) from None
     finally:
