@@ -14,6 +14,8 @@ Environment knobs (defaults in brackets):
     SM_AGENT_ENV [""] (extra environment for the agents, "NAME=value ...")
     SHADOWMESH_AGENT_REF (another build's shadowmesh-agent; add the leg `shadowmesh-ref` to TUNNELS
         for a same-run, interleaved A/B of two builds)
+    SM_KNOB_ENV (knobs for the leg `shadowmesh-knob`: this build with these variables added, for a
+        same-run A/B of a knob against `shadowmesh`, e.g. SM_KNOB_ENV="SHADOWMESH_EVENT_LOOP=asyncio")
     the leg `shadowmesh-policy100` (not in the default TUNNELS): the same agents enforcing a
         100-rule access policy, for an A/B against `shadowmesh`
     IDLE_S [3] (idle seconds before reading the tunnel's RSS)   RESULTS [bench/results]

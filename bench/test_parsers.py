@@ -127,3 +127,22 @@ def test_the_100_rule_policy_lets_the_measurement_through_and_nothing_else_of_it
     assert index.allows(a, b, 6, 5201) and index.allows(a, b, 17, 5201) and index.allows(a, b, 1, None)
     assert not index.allows(a, b, 6, 5202) and not index.allows(a, b, 17, 53)
     assert not index.allows(b, a, 6, 5201)
+
+
+def test_the_knob_leg_adds_its_variables_after_the_common_ones(monkeypatch):
+    """The leg `shadowmesh-knob`: this build with SM_KNOB_ENV on top of SM_AGENT_ENV."""
+    import tunnels
+
+    monkeypatch.setenv("SM_AGENT_ENV", "SHADOWMESH_CHUNKS=0 SHADOWMESH_EVENT_LOOP=uvloop")
+    monkeypatch.setenv("SM_KNOB_ENV", "SHADOWMESH_EVENT_LOOP=asyncio SHADOWMESH_BUSY_POLL_US=300")
+    env = tunnels.agent_env(tunnels.knob_env())
+    assert env["SHADOWMESH_CHUNKS"] == "0" and env["SHADOWMESH_BUSY_POLL_US"] == "300"
+    assert env["SHADOWMESH_EVENT_LOOP"] == "asyncio"
+    assert "SHADOWMESH_BUSY_POLL_US" not in tunnels.agent_env()  # the other legs do not get them
+    monkeypatch.delenv("SM_KNOB_ENV")
+    try:
+        tunnels.knob_env()
+    except tunnels.Skip as exc:
+        assert "SM_KNOB_ENV is not set" in str(exc)
+    else:
+        raise AssertionError("no SM_KNOB_ENV: the leg must be skipped")

@@ -311,17 +311,26 @@ def reference_agent() -> Path:
     return Path(ref)
 
 
-def agent_env() -> dict:
-    """Our environment plus SM_AGENT_ENV ("NAME=value ..."), e.g. the data path's A/B knobs."""
+def agent_env(extra: str = "") -> dict:
+    """Our environment plus SM_AGENT_ENV ("NAME=value ..."), e.g. the data path's A/B knobs, and
+    then `extra` (the same form: the `shadowmesh-knob` leg's SM_KNOB_ENV)."""
     env = dict(os.environ)
-    for item in os.environ.get("SM_AGENT_ENV", "").split():
+    for item in (os.environ.get("SM_AGENT_ENV", "") + " " + extra).split():
         name, _, value = item.partition("=")
         env[name] = value
     return env
 
 
+def knob_env() -> str:
+    """The leg `shadowmesh-knob`: this build with SM_KNOB_ENV added (a same-run A/B of a knob)."""
+    knobs = os.environ.get("SM_KNOB_ENV", "").strip()
+    if not knobs:
+        raise Skip("SM_KNOB_ENV is not set (the knobs of the leg shadowmesh-knob, \"NAME=value ...\")")
+    return knobs
+
+
 def start_shadowmesh(pair: Pair, work: Path, deadline_s: float, *, name: str = "shadowmesh",
-                     agent: Path | None = None, policy: str = "") -> Tunnel:
+                     agent: Path | None = None, policy: str = "", knobs: str = "") -> Tunnel:
     """`shadowmesh-agent up --config` in each namespace (serverless mode:
     docs/operations.md#serverless-configuration). `agent`: another build's executable (A/B);
     `policy`: a [policy] table appended to both nodes' files."""
@@ -364,11 +373,11 @@ def start_shadowmesh(pair: Pair, work: Path, deadline_s: float, *, name: str = "
             "--config",
             str(d / f"{side}.toml"),
             log=d / f"{side}.log",
-            env=agent_env(),
+            env=agent_env(knobs),
         )
         for side in "ab"
     }
-    extra = os.environ.get("SM_AGENT_ENV", "").strip()
+    extra = (os.environ.get("SM_AGENT_ENV", "") + " " + knobs).strip()
     t = Tunnel(
         name,
         overlay["b"],
@@ -425,6 +434,9 @@ STARTERS = {
     "shadowmesh": start_shadowmesh,
     "shadowmesh-ref": lambda pair, work, dl: start_shadowmesh(
         pair, work, dl, name="shadowmesh-ref", agent=reference_agent()
+    ),
+    "shadowmesh-knob": lambda pair, work, dl: start_shadowmesh(
+        pair, work, dl, name="shadowmesh-knob", knobs=knob_env()
     ),
     "shadowmesh-policy100": lambda pair, work, dl: start_shadowmesh(
         pair, work, dl, name="shadowmesh-policy100", policy=policy_toml()
