@@ -55,7 +55,7 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
 Wake-ups: the loop calls `tun_ready` / `udp_ready` (which run the drains above). A UDP drain
 that wrote to the TUN drains the TUN at once: the kernel answers a packet written to the TUN
 inside the write (an echo reply, a TCP ACK), so the answer is already queued. With
-SHADOWMESH_BUSY_POLL_US the callbacks then keep polling both fds for that long (`_linger`).
+SHADOWMESH_BUSY_POLL_US a TUN wake-up then keeps polling both fds for that long (`_linger`).
 
 Ordering and locking: everything runs on the event-loop thread, so counters and rings need no
 locks; the only shared state with the control channel (sessions installed, endpoints learned)
@@ -238,16 +238,16 @@ class DataPath:
 
     # --- the event loop's reader callbacks ------------------------------------------------------
     def tun_ready(self) -> None:
-        """The loop's callback for a readable TUN: drain it, then linger (`busy_poll_s`)."""
+        """The loop's callback for a readable TUN: drain it, then linger (`busy_poll_s`): what
+        we just sent may be answered soon (a ping, a request)."""
         self.on_tun()
         if self.busy_poll_s:
             self._linger()
 
     def udp_ready(self) -> None:
-        """The loop's callback for a readable UDP socket: `_udp_drain`, then linger."""
+        """The loop's callback for a readable UDP socket: `_udp_drain`. No lingering here: the
+        answer to what arrived, if the kernel made one at once, has already left."""
         self._udp_drain()
-        if self.busy_poll_s:
-            self._linger()
 
     def _udp_drain(self) -> None:
         """Drain the UDP socket. A packet written to the TUN may have made the kernel answer at
@@ -261,9 +261,9 @@ class DataPath:
             self.on_tun()
 
     def _linger(self) -> None:
-        """Busy-poll both fds for `busy_poll_s` after a wake-up, so that an answer arriving soon
-        after (the reply to a packet just sent) is handled without a sleep and a wake-up. The
-        deadline is fixed when it starts, so the loop's other work waits at most that long."""
+        """Busy-poll both fds for `busy_poll_s` after a TUN wake-up, so that an answer arriving
+        soon after (the reply to a packet just sent) is handled without a sleep and a wake-up.
+        The deadline is fixed when it starts, so the loop's other work waits at most that long."""
         poller = self._poller
         if poller is None:
             poller = self._poller = select.epoll()

@@ -89,6 +89,15 @@ def test_busy_poll_reads_a_tun_packet_that_comes_while_it_lingers(vmesh):
     assert len(a.delivered()) == 1
 
 
+def test_a_udp_wake_up_does_not_linger(vmesh):
+    a, b = vmesh
+    b.dp.busy_poll_s = 1.0  # would poll for a second, and read the TUN, if it lingered
+    b.tun_app.send(PLAIN + icmp("10.10.10.2", "10.10.10.1"))
+    a.udp.sendto(b"\x01" + bytes(40), b.addr)  # nothing is written to B's TUN
+    b.dp.udp_ready()
+    assert b.dp.drops.malformed == 1 and b.peers["a"].stats.tx_frames == 0
+
+
 def test_close_releases_the_busy_poll_epoll_and_a_later_linger_opens_a_new_one(vmesh):
     a, _b = vmesh
     a.dp.busy_poll_s = 1e-6
