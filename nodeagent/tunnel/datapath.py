@@ -55,7 +55,8 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
 Wake-ups: the loop calls `tun_ready` / `udp_ready` (which run the drains above). A UDP drain
 that wrote to the TUN drains the TUN at once: the kernel answers a packet written to the TUN
 inside the write (an echo reply, a TCP ACK), so the answer is already queued. With
-SHADOWMESH_BUSY_POLL_US a TUN wake-up then keeps polling both fds for that long (`_linger`).
+SHADOWMESH_BUSY_POLL_US a TUN wake-up then keeps polling both fds for up to that long, until a
+datagram arrives (`_linger`).
 
 Ordering and locking: everything runs on the event-loop thread, so counters and rings need no
 locks; the only shared state with the control channel (sessions installed, endpoints learned)
@@ -261,9 +262,10 @@ class DataPath:
             self.on_tun()
 
     def _linger(self) -> None:
-        """Busy-poll both fds for `busy_poll_s` after a TUN wake-up, so that an answer arriving
-        soon after (the reply to a packet just sent) is handled without a sleep and a wake-up.
-        The deadline is fixed when it starts, so the loop's other work waits at most that long."""
+        """Busy-poll both fds after a TUN wake-up until something arrives on the UDP socket (the
+        answer to what was just sent, handled without a sleep and a wake-up) or `busy_poll_s`
+        has passed, whichever is first. More TUN packets meanwhile are sent and the polling goes
+        on. The deadline is fixed when it starts, so the loop's other work waits at most that long."""
         poller = self._poller
         if poller is None:
             poller = self._poller = select.epoll()
@@ -273,12 +275,14 @@ class DataPath:
         end = clock() + self.busy_poll_s
         tun_fd = self.tun_fd
         while True:  # at least one round, however short the setting
+            answered = False
             for fd, _events in poller.poll(0):
                 if fd == tun_fd:
                     self.on_tun()
                 else:
                     self._udp_drain()
-            if clock() >= end:
+                    answered = True
+            if answered or clock() >= end:
                 return
 
     def close(self) -> None:

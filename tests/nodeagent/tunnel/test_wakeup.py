@@ -79,6 +79,17 @@ def test_busy_poll_handles_what_arrives_after_the_wake_up_without_another_callba
     assert a.peers["b"].stats.rx_frames == 1
 
 
+@pytest.mark.timeout(60)
+def test_busy_poll_stops_as_soon_as_a_datagram_was_handled(vmesh):
+    a, b = vmesh
+    b.tun_app.send(PLAIN + icmp("10.10.10.2", "10.10.10.1"))
+    b.dp.tun_ready()
+    a.dp.busy_poll_s = 3600.0  # an hour: only the arrival can end it within the test's timeout
+    a.tun_app.send(PLAIN + icmp("10.10.10.1", "10.10.10.2"))
+    a.dp.tun_ready()
+    assert len(a.delivered()) == 1
+
+
 def test_busy_poll_reads_a_tun_packet_that_comes_while_it_lingers(vmesh):
     a, b = vmesh
     b.dp.busy_poll_s = 1e-6
