@@ -50,11 +50,11 @@ from channels.layers import (  # type: ignore[attr-defined]  # DEFAULT_CHANNEL_L
     get_channel_layer,
 )
 from django.conf import settings
-from django.core.cache import cache
 
 from meshadmin.mesh.changes import Change
 from meshadmin.mesh.models import Network
 from meshadmin.metrics import events
+from meshadmin.shared_cache import shared_cache
 
 from . import groups
 
@@ -95,7 +95,7 @@ def on_change_announced(sender, change: Change, **kwargs) -> None:
     """Receiver of mesh.changes.change_announced (runs after commit; must be quick)."""
     if change.node_ids is not None and not change.node_ids:
         return  # nothing any node must know changed
-    if not cache.add(pending_key(change.network_id), time.time(), timeout=PENDING_TTL_S):
+    if not shared_cache().add(pending_key(change.network_id), time.time(), timeout=PENDING_TTL_S):
         return  # merged into the push already scheduled for this network
     loop = _loop
     if loop is None or loop.is_closed() or not loop.is_running():
@@ -105,7 +105,7 @@ def on_change_announced(sender, change: Change, **kwargs) -> None:
                 return
             except Exception:
                 log.exception("cannot queue the netmap push for network %s", change.network_id)
-        cache.delete(pending_key(change.network_id))
+        shared_cache().delete(pending_key(change.network_id))
         return
     # A fresh context: the caller's (a sync_to_async worker's) must not leak into the push, or
     # asgiref sees its own executor "in use" and refuses database_sync_to_async (deadlock guard).
@@ -124,6 +124,7 @@ def _start(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
 
 def build_pushes(network_id: int) -> list[tuple[str, dict]]:
     """The (group, event) pairs that tell a network's agent sockets to catch up."""
+    cache = shared_cache()  # not django.core.cache.cache (shared_cache.py)
     changed_at = cache.get(pending_key(network_id))
     cache.delete(pending_key(network_id))  # before reading: a later commit schedules a new push
     serial = Network.objects.filter(pk=network_id).values_list("serial", flat=True).first()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.core.cache import cache
 
 from meshadmin.metrics import events
+from meshadmin.shared_cache import shared_cache
 
 from .errors import RateLimited
 
@@ -37,6 +37,7 @@ def hit_count(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> int:
     """Count one event for `key` in `scope`; the window's count so far (0 when unlimited)."""
     if limit_of(scope) <= 0:
         return 0
+    cache = shared_cache()  # not django.core.cache.cache: one Redis client per socket (shared_cache.py)
     cache_key = _cache_key(scope, key, window_s)
     cache.add(cache_key, 0, timeout=window_s * 2)
     try:
@@ -57,7 +58,7 @@ def hit(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> bool:
 def exceeded(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> bool:
     """Whether `key` has used up this window's budget, without counting anything."""
     limit = limit_of(scope)
-    over = limit > 0 and (cache.get(_cache_key(scope, key, window_s)) or 0) >= limit
+    over = limit > 0 and (shared_cache().get(_cache_key(scope, key, window_s)) or 0) >= limit
     if over:
         events.rate_limited(scope)
     return over
