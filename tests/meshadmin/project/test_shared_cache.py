@@ -19,19 +19,19 @@ from meshadmin.shared_cache import shared_cache
 SOCKETS = 20
 
 
-def _clients_seen_by(step) -> set[int]:
-    """The cache clients `step` (a sync function returning the client it used) sees when called
-    as consumers call it: each from its own task, through sync_to_async."""
+def _from_consumers(step) -> list:
+    """What `step` (a sync function) returns when called as consumers call it: SOCKETS times,
+    each from its own task, through sync_to_async."""
 
     async def consumer():
-        return id(await sync_to_async(step, thread_sensitive=False)())
+        return await sync_to_async(step, thread_sensitive=False)()
 
     async def many():
-        return set(await asyncio.gather(*(consumer() for _ in range(SOCKETS))))
+        return list(await asyncio.gather(*(consumer() for _ in range(SOCKETS))))
 
     # a server's loop runs in a context that has not touched the cache yet (a new thread starts
     # with an empty one): each consumer task then fills its own
-    result: list[set[int]] = []
+    result: list[list] = []
     thread = threading.Thread(target=lambda: result.append(asyncio.run(many())))
     thread.start()
     thread.join()
@@ -40,7 +40,8 @@ def _clients_seen_by(step) -> set[int]:
 
 def test_djangos_cache_proxy_gives_every_consumer_its_own_client():
     # what the fix works around: the same step through django.core.cache.cache
-    assert len(_clients_seen_by(lambda: per_context_cache._connections[per_context_cache._alias])) == SOCKETS
+    clients = _from_consumers(lambda: per_context_cache._connections[per_context_cache._alias])
+    assert len({id(c) for c in clients}) == SOCKETS
 
 
 def test_the_rate_limit_counter_uses_one_client_for_every_consumer(settings, monkeypatch):
@@ -54,13 +55,34 @@ def test_the_rate_limit_counter_uses_one_client_for_every_consumer(settings, mon
         return client
 
     monkeypatch.setattr(ratelimit, "shared_cache", spy)
-    counts = _clients_seen_by(lambda: ratelimit.hit_count("agent_connect", "198.18.0.9"))
-    assert len(counts) == SOCKETS  # each call counted (1..SOCKETS): they share one counter
-    assert len(set(used)) == 1
+    counts = _from_consumers(lambda: ratelimit.hit_count("agent_connect", "198.18.0.9"))
+    assert sorted(counts) == list(range(1, SOCKETS + 1))  # every call counted on one counter
+    assert len(used) == SOCKETS and len(set(used)) == 1
 
 
-def test_the_push_pending_key_goes_through_the_shared_client():
-    assert tasks.shared_cache is shared_cache  # the name tasks.py calls
+def test_the_push_pending_key_uses_one_client_for_every_consumer(monkeypatch):
+    """A change an agent socket makes (its endpoint, say) is announced from that socket's context:
+    the pending key of the push goes through the one shared client."""
+    from meshadmin.mesh.changes import Change
+
+    used: list[object] = []
+    real = shared_cache
+
+    def spy():
+        client = real()
+        used.append(client)
+        return client
+
+    monkeypatch.setattr(tasks, "shared_cache", spy)
+    monkeypatch.setattr(tasks, "_loop", None)  # no server loop here: the key is set, then dropped
+    network = iter(range(1000, 1000 + SOCKETS))
+
+    def announce():
+        tasks.on_change_announced(None, Change(next(network), "peer.registered", None, 1))
+        return used[-1]  # the client this announcement used
+
+    assert len({id(c) for c in _from_consumers(announce)}) == 1
+    assert len(used) >= SOCKETS  # every announcement went through it
 
 
 def test_a_changed_caches_setting_gives_a_new_client(settings):
