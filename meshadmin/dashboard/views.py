@@ -82,11 +82,12 @@ def _service_failed(request: HttpRequest, exc: ServiceError) -> None:
 
 
 LOGIN_FAILURE_WINDOW_S = 15 * 60
+clock = time.time  # which window "now" is in (tests hold it still: a window may end mid-test)
 
 
 def _login_failure_keys(request: HttpRequest) -> list[str]:
     """Failures count per client address and per username (so neither spraying nor guessing pays)."""
-    window = int(time.time()) // LOGIN_FAILURE_WINDOW_S
+    window = int(clock()) // LOGIN_FAILURE_WINDOW_S
     username = (request.POST.get("username") or "").strip().lower()[:150]
     keys = [f"dashboard:login-failures:ip:{request_client_ip(request)}:{window}"]
     if username:
