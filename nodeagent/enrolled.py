@@ -76,6 +76,7 @@ from .routing.plan import (
     routing_table,
 )
 from .tunnel import tun as tunmod
+from .tunnel.mark import mark
 
 if TYPE_CHECKING:
     from .dns.server import DnsService
@@ -162,6 +163,13 @@ def advertised_endpoints(settings: dict[str, Any], config: AgentConfig,
         host = local_address_towards(server)
     if host is None:
         return ()
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host) in config.overlay.network:
+            # an address of the mesh itself is reachable only through the tunnel it would set up
+            if warn:
+                log.warning("not advertising %s: it is inside the overlay %s (enroll with --endpoint "
+                            "IP:PORT to name an underlay address)", host, config.overlay.network)
+            return ()
     try:
         check_endpoint(host, config.control_port, config.udp_port,
                        allow_loopback=config.listen_ip.is_loopback)
@@ -186,7 +194,10 @@ def with_candidates(base: tuple[nm.Endpoint, ...], ours: Iterable[Candidate]) ->
 
 
 def local_address_towards(server: str) -> str | None:
-    """The source address the kernel would use to reach the server (no packet is sent)."""
+    """The source address the kernel would use to reach the server (no packet is sent), from a
+    socket with the underlay mark as the agent's own sockets have (tunnel/mark.py): while an exit
+    node carries the node's unmarked traffic, an unmarked probe would be routed into the tunnel
+    and name our overlay address."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(server)
@@ -194,6 +205,7 @@ def local_address_towards(server: str) -> str | None:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_UDP)
         family, _, _, _, addr = infos[0]
         with socket.socket(family, socket.SOCK_DGRAM) as s:
+            mark(s)
             s.connect(addr)
             return s.getsockname()[0]
     except (OSError, IndexError, TypeError):

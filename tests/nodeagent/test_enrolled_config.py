@@ -141,6 +141,18 @@ def test_the_advertised_endpoint_is_the_enrolled_one_else_the_listen_address_els
     assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), server)[0].ip == "198.18.0.9"
 
 
+def test_an_address_inside_the_overlay_is_never_advertised(tmp_path, monkeypatch):
+    """Our own overlay address as the way out (the server's route goes into the tunnel) or as the
+    listen address: a peer could reach it only through the tunnel it is meant to set up."""
+    settings = {"endpoint": None, "control_port": 8500, "udp_port": 9500, "listen_ip": None}
+    monkeypatch.setattr(enrolled, "local_address_towards", lambda url: "10.10.10.1")
+    assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"), "http://198.18.0.1:8000") == ()
+    assert advertised_endpoints(settings, _config(tmp_path, "10.10.10.7"), "http://198.18.0.1:8000") == ()
+    monkeypatch.setattr(enrolled, "local_address_towards", lambda url: "10.10.11.1")  # outside the /24
+    assert advertised_endpoints(settings, _config(tmp_path, "0.0.0.0"),
+                                "http://198.18.0.1:8000")[0].ip == "10.10.11.1"
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1", "fe80::1"])
 def test_an_address_no_peer_can_use_is_not_advertised(tmp_path, monkeypatch, host):
     """A way out over loopback (the server on this host) or a bad --endpoint: nothing is advertised

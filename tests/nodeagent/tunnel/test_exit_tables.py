@@ -76,6 +76,48 @@ print("ok")
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
+@pytest.mark.privileged
+def test_the_way_out_to_the_server_is_found_outside_the_exit_tunnel():
+    """With the exit node's rules up, the unmarked default route leads into the tunnel: the
+    source address towards an off-link server (the one the agent advertises when it listens on
+    every address) must still be the underlay's, not the overlay's."""
+    if os.geteuid() != 0:
+        pytest.fail("privileged test run without root: deselect with -m 'not privileged'")
+    ns = "sm" + uuid.uuid4().hex[:6] + "-way"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        run = ["ip", "netns", "exec", ns]
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["ip", "link", "add", "smu0", "type", "veth", "peer", "name", "smu1"],
+                    ["ip", "link", "set", "smu1", "up"],
+                    ["ip", "addr", "add", "198.18.50.2/24", "dev", "smu0"],
+                    ["ip", "link", "set", "smu0", "up"],
+                    ["ip", "route", "add", "default", "via", "198.18.50.1"],
+                    ["ip", "link", "add", "smo0", "type", "veth", "peer", "name", "smo1"],
+                    ["ip", "link", "set", "smo1", "up"],
+                    ["ip", "addr", "add", "10.10.10.3/24", "dev", "smo0"],
+                    ["ip", "link", "set", "smo0", "up"]):
+            subprocess.run([*run, *cmd], check=True)
+        code = """
+from nodeagent.enrolled import local_address_towards
+from nodeagent.tunnel import tun
+from nodeagent.tunnel.mark import UNDERLAY_MARK
+server = "http://198.19.1.1:8000"
+before = local_address_towards(server)
+tun.exit_routing_up("smo0", 4, UNDERLAY_MARK)
+import socket
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # what an unmarked socket would say
+    s.connect(("198.19.1.1", 8000))
+    unmarked = s.getsockname()[0]
+print(before, unmarked, local_address_towards(server))
+"""
+        out = subprocess.run([*run, sys.executable, "-c", code], capture_output=True,
+                             text=True, cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+        assert out.stdout.split() == ["198.18.50.2", "10.10.10.3", "198.18.50.2"], out.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
 def test_the_nft_command_is_looked_up_on_the_sbin_path_too(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert nft.exists("smnothere0") is None  # found in /usr/sbin, and the table is not there
