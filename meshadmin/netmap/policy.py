@@ -127,10 +127,10 @@ class AccessPolicy:
             # would let every member's packets match (the filter sees addresses, not peers)
             if route.via_pk in self.bit and net.prefixlen > 0:
                 routes.setdefault(route.via_pk, []).append(net)
-        self._own: list[tuple[IPNetwork, ...]] = []
-        for n in members:
-            ip = ipaddress.ip_address(n.overlay_ip or "")
-            self._own.append((ipaddress.ip_network((ip, ip.max_prefixlen)), *routes.get(n.pk, ())))
+        self._routes = routes
+        # member index -> its address and routed prefixes, parsed when a rule first names it (a
+        # view is loaded after every change; a network without rules never needs them)
+        self._own: dict[int, tuple[IPNetwork, ...]] = {}
         self._prefixes: dict[int, tuple[str, ...]] = {}
         self._node_policies: dict[int, wire.Policy] = {}
 
@@ -213,11 +213,19 @@ class AccessPolicy:
         """The canonical prefixes (protocol/policy.py order) of the members of `mask`."""
         hit = self._prefixes.get(mask)
         if hit is None:
-            nets = {net for i in _bits(mask) for net in self._own[i]}
+            nets = {net for i in _bits(mask) for net in self._own_of(i)}
             ordered = sorted(nets, key=lambda n: (n.version, n.network_address, n.prefixlen))
             hit = tuple(str(n) for n in ordered)
             self._prefixes[mask] = hit
         return hit
+
+    def _own_of(self, i: int) -> tuple[IPNetwork, ...]:
+        own = self._own.get(i)
+        if own is None:
+            n = self.members[i]
+            ip = ipaddress.ip_address(n.overlay_ip or "")
+            own = self._own[i] = (ipaddress.ip_network((ip, ip.max_prefixlen)), *self._routes.get(n.pk, ()))
+        return own
 
     def node_policy(self, me: NodeRow) -> wire.Policy:
         """The policy section of `me`'s netmap (see the module docstring)."""

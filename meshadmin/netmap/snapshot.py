@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from meshadmin.mesh.choices import NodeStatus
 from meshadmin.mesh.models import AccessRule, Group, Network, Node, Route, Tag
-from nodeagent.protocol.cert import CertificateError, parse_certificate
 from nodeagent.protocol.dnsname import default_suffix
 
 __all__ = ["GroupRow", "NodeRow", "RouteRow", "RuleRow", "Snapshot", "load"]
@@ -88,38 +87,13 @@ class Snapshot:
         return None
 
 
-def fingerprint(certificate: bytes) -> str:
-    try:
-        return parse_certificate(bytes(certificate)).fingerprint
-    except CertificateError:
-        return ""
-
-
-# node pk -> (certificate, its fingerprint): a network's snapshot is loaded after every change, and
-# parsing a thousand unchanged certificates each time was half the load. A hit needs the same bytes.
-_fingerprints: dict[int, tuple[bytes, str]] = {}
-FINGERPRINT_CACHE_MAX = 100_000
-
-
-def _node_fingerprint(pk: int, certificate: bytes) -> str:
-    certificate = bytes(certificate)
-    hit = _fingerprints.get(pk)
-    if hit is not None and hit[0] == certificate:
-        return hit[1]
-    if len(_fingerprints) >= FINGERPRINT_CACHE_MAX:
-        _fingerprints.clear()
-    fp = fingerprint(certificate)
-    _fingerprints[pk] = (certificate, fp)
-    return fp
-
-
 def load(network: Network | int, now: datetime | None = None) -> Snapshot:
     now = now or timezone.now()
     network_id = network.pk if isinstance(network, Network) else network
     net = Network.objects.values("pk", "name", "serial", "overlay_cidr", "ca_public_key",
                                  "dns_suffix", "policy_default").get(pk=network_id)
     rows = list(Node.objects.filter(network_id=network_id).order_by("peer_id").values(
-        "pk", "peer_id", "name", "overlay_ip", "is_public", "is_relay", "status", "certificate",
+        "pk", "peer_id", "name", "overlay_ip", "is_public", "is_relay", "status", "certificate_fingerprint",
         "endpoint_ip", "observed_ip", "control_port", "udp_port", "last_seen", "record_expires_at",
         "candidates", "use_exit_id"))
     tags: dict[int, list[str]] = {}
@@ -133,7 +107,7 @@ def load(network: Network | int, now: datetime | None = None) -> Snapshot:
         nodes.append(NodeRow(
             pk=r["pk"], peer_id=r["peer_id"], name=r["name"], overlay_ip=r["overlay_ip"],
             is_public=r["is_public"], is_relay=r["is_relay"], active=r["status"] == NodeStatus.ACTIVE,
-            fingerprint=_node_fingerprint(r["pk"], bytes(r["certificate"])),
+            fingerprint=r["certificate_fingerprint"],
             endpoint_ip=r["endpoint_ip"] if live else None, observed_ip=r["observed_ip"] if live else None,
             control_port=r["control_port"] if live else None, udp_port=r["udp_port"] if live else None,
             last_seen=r["last_seen"], use_exit_pk=r["use_exit_id"],

@@ -139,6 +139,16 @@ def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str
                   candidates=candidates)
 
 
+async def _load_view(event: dict) -> None:
+    """Before a `netmap.changed` is handed to the process's sockets (fanout.py): the network's view
+    at the event's serial, loaded into the process's cache once, so no socket waits for it."""
+    await view_cache().get(int(event["network"]), int(event.get("serial", 0)))
+
+
+def _fanout():
+    return process_fanout(prepare=_load_view)
+
+
 class AgentConsumer(AsyncWebsocketConsumer):
     agent: auth.AgentIdentity | None = None
     present = False  # counted in the node's presence: connected() done, disconnected() not yet
@@ -164,7 +174,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             pass
         except asyncio.CancelledError:  # Daphne kills an instance that outlived its socket
             self.closing = True
-            process_fanout().forget(self)  # or the process would keep handing it events
+            _fanout().forget(self)  # or the process would keep handing it events
             raise
         except Exception:
             await self._died()
@@ -276,7 +286,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _leave_groups(self) -> None:
         if self.agent is not None:
-            fanout = process_fanout()
+            fanout = _fanout()
             for group in (groups.node_group(self.agent.peer_id), groups.agents_group(self.agent.network_id)):
                 await fanout.discard(group, self)
 
@@ -298,7 +308,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.agent, self.nonce = agent, None
         push_latency().joined(agent.network_id)  # before joining the group: see push_latency.py
         self.counted = True
-        fanout = process_fanout()
+        fanout = _fanout()
         await fanout.add(groups.node_group(agent.peer_id), self)
         await fanout.add(groups.agents_group(agent.network_id), self)
         # one hop to the database thread for both (read after the groups are joined: a change

@@ -21,6 +21,14 @@ one's leave is under way still ends with the process in the group). A socket's `
 the process is in the group, so an event sent after that reaches it. Memberships are renewed every
 RENEW_S (groups expire in the layer after a day).
 
+Handing an event to a socket is one task per socket, started eagerly (Python 3.12's eager tasks):
+a socket whose handling does not wait (the common case: its map lock free, the view cached, the
+frame written to its transport) is done before the next one starts, without a trip through the
+event loop's queue; one that must wait goes on as an ordinary task. So that the common case is
+the only case after a change, a process given a `prepare` (consumers.py: load the network's new
+view into the process's cache) awaits it once per event, in a task of the event's own, before
+handing the event to the sockets; without it each socket would wait for that load itself.
+
 Delivery through a channel layer is at most once (a full channel drops, Redis can be down). A
 socket that misses a `netmap.changed` must not stay on an old map: every RECONCILE_S the process
 reads the serial of each network it has sockets of (one query) and hands a `netmap.changed` to
@@ -37,8 +45,8 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -46,18 +54,22 @@ from django.conf import settings
 
 from . import groups
 
-__all__ = ["RECONCILE_S", "RENEW_S", "Member", "ProcessFanout", "group_of", "process_fanout"]
+__all__ = ["LAYER_OPS", "RECONCILE_S", "RENEW_S", "Member", "ProcessFanout", "group_of", "process_fanout"]
 
 log = logging.getLogger(__name__)
 
 RECONCILE_S = 30.0  # SHADOWMESH_NETMAP_RECONCILE_S: how often sockets behind the serial are caught up
 RENEW_S = 3600.0  # memberships are renewed this often (the layer expires them after a day)
+# joins and leaves in flight at once, per process: each takes a connection of the layer's pool
+# (settings.REDIS_LAYER_MAX_CONNECTIONS), and thousands of sockets closing at once (a network
+# outage, the agents' side restarting) leave thousands of node groups together
+LAYER_OPS = 64
 
 
 class Member(Protocol):
     """What the fan-out needs of a socket (AgentConsumer)."""
 
-    def fanout_deliver(self, event: dict) -> Awaitable[None]: ...
+    def fanout_deliver(self, event: dict) -> Coroutine[Any, Any, None]: ...
 
     def fanout_serial(self) -> int | None: ...  # the serial of the map it last sent, None before any
 
@@ -82,10 +94,15 @@ def _serials(network_ids: list[int]) -> dict[int, int]:
     return dict(Network.objects.filter(pk__in=network_ids).values_list("pk", "serial"))
 
 
+# one task per socket that runs at once until it first waits (None before Python 3.12: a task)
+_eager_task = getattr(asyncio, "eager_task_factory", None)
+
+
 class ProcessFanout:
     def __init__(self, layer=None, *,
                  read_serials: Callable[[list[int]], Awaitable[dict[int, int]]] | None = None,
-                 reconcile_s: float | None = None) -> None:
+                 reconcile_s: float | None = None,
+                 prepare: Callable[[dict], Awaitable[None]] | None = None) -> None:
         layer = layer if layer is not None else get_channel_layer()
         assert layer is not None  # settings.CHANNEL_LAYERS always names one
         self.layer = layer
@@ -93,11 +110,13 @@ class ProcessFanout:
         self.members: dict[str, set[Member]] = {}
         self.joined: set[str] = set()  # groups the layer has our channel in
         self._syncs: dict[str, asyncio.Task] = {}
+        self._layer_ops = asyncio.Semaphore(LAYER_OPS)
         self._delivering: set[asyncio.Task] = set()
         self._pump_task: asyncio.Task | None = None
         self._sweep_task: asyncio.Task | None = None
         self._read_serials = read_serials or database_sync_to_async(_serials)
         self._reconcile_s = reconcile_s
+        self._prepare = prepare
         self._seen: dict[int, int] = {}  # network -> the serial read at the previous sweep
         self._renewed_at = time.monotonic()
         self.received = 0  # events received from the layer (tests, benchmarks)
@@ -149,12 +168,15 @@ class ProcessFanout:
         try:
             while (group in self.members) != (group in self.joined):
                 assert self.channel is not None
-                if group in self.members:
-                    await self.layer.group_add(group, self.channel)
-                    self.joined.add(group)
-                else:
-                    await self.layer.group_discard(group, self.channel)
-                    self.joined.discard(group)
+                async with self._layer_ops:
+                    if (group in self.members) == (group in self.joined):
+                        break  # changed back while this waited for its turn
+                    if group in self.members:
+                        await self.layer.group_add(group, self.channel)
+                        self.joined.add(group)
+                    else:
+                        await self.layer.group_discard(group, self.channel)
+                        self.joined.discard(group)
         finally:
             if self._syncs.get(group) is asyncio.current_task():
                 del self._syncs[group]
@@ -185,7 +207,28 @@ class ProcessFanout:
                 await self._recover()
                 continue
             self.received += 1
-            self.deliver(event)
+            if self._prepare is not None and event.get("type") == groups.NETMAP_CHANGED \
+                    and group_of(event) in self.members:
+                self._keep(asyncio.ensure_future(self._prepared(event)))
+            else:
+                self.deliver(event)
+
+    async def _prepared(self, event: dict) -> None:
+        """`event` handed to the sockets once `prepare` is done (a failed one is logged: each
+        socket then does the work itself, and fails or not on its own)."""
+        assert self._prepare is not None
+        try:
+            await self._prepare(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("preparing %s for the agent sockets failed", event.get("type"))
+        self.deliver(event)
+
+    def _keep(self, task: asyncio.Task) -> None:
+        if not task.done():
+            self._delivering.add(task)  # referenced until done (the loop holds tasks weakly)
+            task.add_done_callback(self._delivering.discard)
 
     async def _recover(self) -> None:
         """After the layer failed: wait until it takes our groups again (a Redis that restarted
@@ -215,16 +258,17 @@ class ProcessFanout:
 
     def deliver(self, event: dict, only: Iterable[Member] | None = None) -> int:
         """Hand `event` to the process's sockets of its group (or to `only` of them): one task each,
-        so a socket that waits (its own map being sent) holds up nobody else. Returns how many."""
+        started eagerly (the module's docstring), so a socket that waits (its own map being sent)
+        holds up nobody else. Returns how many."""
         group = group_of(event)
         if group is None:
             log.warning("agent event %r names no network or peer: dropped", event.get("type"))
             return 0
         targets = list(self.members.get(group, ()) if only is None else only)
+        loop = asyncio.get_running_loop()
         for member in targets:
-            task = asyncio.ensure_future(member.fanout_deliver(dict(event)))
-            self._delivering.add(task)  # referenced until done (the loop holds tasks weakly)
-            task.add_done_callback(self._delivering.discard)
+            coro = member.fanout_deliver(dict(event))
+            self._keep(_eager_task(loop, coro) if _eager_task is not None else loop.create_task(coro))
         return len(targets)
 
     # ------------------------------------------------------------------ catching up what was missed
@@ -275,10 +319,11 @@ class ProcessFanout:
 _fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessFanout] = weakref.WeakKeyDictionary()
 
 
-def process_fanout() -> ProcessFanout:
-    """This event loop's (this server process's) fan-out."""
+def process_fanout(prepare: Callable[[dict], Awaitable[None]] | None = None) -> ProcessFanout:
+    """This event loop's (this server process's) fan-out; `prepare` is given to it when this call
+    makes it (ProcessFanout's)."""
     loop = asyncio.get_running_loop()
     fanout = _fanouts.get(loop)
     if fanout is None:
-        fanout = _fanouts[loop] = ProcessFanout()
+        fanout = _fanouts[loop] = ProcessFanout(prepare=prepare)
     return fanout

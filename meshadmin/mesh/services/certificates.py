@@ -27,6 +27,7 @@ from ..changes import ALL_NODES, Change, announce
 from ..choices import AuditAction, NodeStatus
 from ..constants import CERTIFICATE_LIFETIME
 from ..models import Node
+from ..models.nodes import certificate_fields
 from ..pki import issue_node_certificate
 from .common import bump_serial, node_actor, record_audit
 from .errors import Forbidden
@@ -68,7 +69,7 @@ def renew_certificate(node: Node, *, source_ip: str | None = None, now: datetime
             locked, public_key=bytes(current.public_key), name=current.name, overlay_ip=current.overlay_ip,
             is_public=current.is_public, is_relay=current.is_relay, not_before=now, not_after=now + lifetime)
         old_expiry = current.certificate_expires_at
-        Node.objects.filter(pk=current.pk).update(certificate=certificate,
+        Node.objects.filter(pk=current.pk).update(**certificate_fields(certificate),
                                                   certificate_expires_at=now + lifetime)
         record_audit(AuditAction.NODE_CERT_RENEWED, actor=node_actor(current), network=locked, obj=current,
                      source_ip=source_ip, peer_id=current.peer_id,

@@ -130,6 +130,85 @@ async def test_the_sweep_catches_up_sockets_behind_the_serial_of_the_previous_sw
         await fanout.discard(groups.agents_group(1), s)
 
 
+class ConcurrencyLayer(LocalChannelLayer):
+    """Records how many joins and leaves are in flight at once (each would hold a Redis connection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = self.most = 0
+
+    async def _counted(self, op, group, channel):
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            await op(group, channel)
+        finally:
+            self.in_flight -= 1
+
+    async def group_add(self, group, channel):
+        await self._counted(super().group_add, group, channel)
+
+    async def group_discard(self, group, channel):
+        await self._counted(super().group_discard, group, channel)
+
+
+async def test_thousands_of_sockets_closing_at_once_leave_their_groups_a_bounded_number_at_a_time():
+    """Every agent socket has a node group of its own: when they all close together (an outage
+    on the agents' side), the process leaves that many groups. Unbounded, each leave held a
+    connection of the layer's pool at once, and past the pool's limit the leaves failed."""
+    from meshadmin.realtime.fanout import LAYER_OPS
+
+    layer = ConcurrencyLayer()
+    fanout = ProcessFanout(layer, reconcile_s=3600)
+    sockets = [Socket() for _ in range(4 * LAYER_OPS)]
+    await asyncio.gather(*(fanout.add(groups.node_group(f"{i:040x}"), s) for i, s in enumerate(sockets)))
+    assert len(layer.groups) == len(sockets) and layer.most <= LAYER_OPS
+    layer.most = 0
+    await asyncio.gather(*(fanout.discard(groups.node_group(f"{i:040x}"), s) for i, s in enumerate(sockets)))
+    assert layer.most == LAYER_OPS  # as many as allowed, and no more
+    assert not layer.groups and not fanout.joined and not fanout.members
+
+
+async def test_a_prepared_change_reaches_every_socket_without_a_task_that_waits():
+    """With `prepare` (the consumers load the network's view once), the event goes to the sockets
+    once it is done, and a socket that need not wait is handled on the spot: no task is left
+    pending for it."""
+    layer = CountingLayer()
+    loaded = asyncio.Event()
+    prepared: list[dict] = []
+
+    async def prepare(event: dict) -> None:
+        prepared.append(event)
+        await loaded.wait()
+
+    fanout = ProcessFanout(layer, reconcile_s=3600, prepare=prepare)
+    sockets = [Socket() for _ in range(20)]
+    handed = fanout.deliver
+    done_on_return: list[int] = []  # sockets holding the event when `deliver` returns
+
+    def deliver(event, only=None):
+        n = handed(event, only)
+        done_on_return.append(sum(bool(s.events) for s in sockets))
+        return n
+
+    fanout.deliver = deliver  # type: ignore[method-assign]
+    for s in sockets:
+        await fanout.add(groups.agents_group(3), s)
+    revoke = Socket()
+    await fanout.add(groups.node_group("ef" * 16), revoke)
+    await layer.group_send(groups.agents_group(3), {"type": groups.NETMAP_CHANGED, "network": 3, "serial": 8})
+    await layer.group_send(groups.node_group("ef" * 16), {"type": groups.AGENT_REVOKE, "peer_id": "ef" * 16})
+    await settle()
+    assert len(prepared) == 1 and all(s.events == [] for s in sockets)  # held until prepared
+    assert revoke.events  # other events are not held
+    loaded.set()
+    await settle()
+    assert all(s.events == [{"type": groups.NETMAP_CHANGED, "network": 3, "serial": 8}] for s in sockets)
+    assert done_on_return[-1] == len(sockets)  # each was handled on the spot, not scheduled
+    assert not fanout._delivering
+
+
 # ---------------------------------------------------------------------- through the agent socket
 
 pytestmark_db = pytest.mark.django_db(transaction=True)
