@@ -15,7 +15,8 @@ from .common import bump_serial, record_audit
 from .errors import Conflict, InvalidInput
 from .validation import clean_dns_suffix, clean_label
 
-__all__ = ["create_network", "get_or_create_network", "set_dns_suffix"]
+__all__ = ["RESTORE_SERIAL_STEP", "advance_serials", "create_network", "get_or_create_network",
+           "set_dns_suffix"]
 
 
 def create_network(name: str, overlay_cidr: str = DEFAULT_OVERLAY_CIDR, *, actor: str = "system") -> Network:
@@ -66,3 +67,29 @@ def set_dns_suffix(network: Network, suffix: str, *, actor: str = "system") -> N
                      old=old, new=suffix, effective=network.effective_dns_suffix)
         announce(Change(locked.pk, "network.dns_changed", ALL_NODES, locked.serial))
     return network
+
+
+RESTORE_SERIAL_STEP = 1_000_000
+
+
+def advance_serials(by: int = RESTORE_SERIAL_STEP, name: str | None = None) -> list[tuple[str, int, int]]:
+    """Raise the serial of every network (or of the one named) by `by`, after the database was
+    restored from a backup: agents keep the newest map they were sent and ignore one with a lower
+    serial, and take a login answered at the serial they hold as "your map is current"
+    (docs/operations.md, "Restoring a backup"). Every agent of the network is then sent the
+    restored map. Returns (network, serial before, serial after) for each."""
+    if not 1 <= by <= 2**62:
+        raise InvalidInput("by: a whole number from 1 to 2**62")
+    done = []
+    with transaction.atomic():
+        networks = Network.objects.select_for_update().order_by("name")
+        if name is not None:
+            networks = networks.filter(name=name)
+        for network in networks:
+            before = network.serial
+            Network.objects.filter(pk=network.pk).update(serial=before + by)
+            done.append((network.name, before, before + by))
+            announce(Change(network.pk, "network.serials_advanced", ALL_NODES, before + by))
+    if name is not None and not done:
+        raise InvalidInput(f"network: no network named {name!r}")
+    return done
