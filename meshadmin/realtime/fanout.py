@@ -27,7 +27,9 @@ frame written to its transport) is done before the next one starts, without a tr
 event loop's queue; one that must wait goes on as an ordinary task. So that the common case is
 the only case after a change, a process given a `prepare` (consumers.py: load the network's new
 view into the process's cache) awaits it once per event, in a task of the event's own, before
-handing the event to the sockets; without it each socket would wait for that load itself.
+handing the event to the sockets; without it each socket would wait for that load itself. A
+`netmap.prefetch` (sent when a burst of changes starts, tasks.py) runs `prepare` alone, while the
+push waits out its debounce: by the time `netmap.changed` comes, the view is usually loaded.
 
 Delivery through a channel layer is at most once (a full channel drops, Redis can be down). A
 socket that misses a `netmap.changed` must not stay on an old map: every RECONCILE_S the process
@@ -81,7 +83,7 @@ def reconcile_seconds() -> float:
 def group_of(event: dict) -> str | None:
     """The group an event was sent to, read from the event (see the module's docstring)."""
     kind = event.get("type")
-    if kind == groups.NETMAP_CHANGED and isinstance(event.get("network"), int):
+    if kind in (groups.NETMAP_CHANGED, groups.NETMAP_PREFETCH) and isinstance(event.get("network"), int):
         return groups.agents_group(event["network"])
     if kind == groups.AGENT_REVOKE and isinstance(event.get("peer_id"), str):
         return groups.node_group(event["peer_id"])
@@ -207,11 +209,24 @@ class ProcessFanout:
                 await self._recover()
                 continue
             self.received += 1
-            if self._prepare is not None and event.get("type") == groups.NETMAP_CHANGED \
+            kind = event.get("type")
+            if kind == groups.NETMAP_PREFETCH:  # for this process, not for its sockets
+                if self._prepare is not None and group_of(event) in self.members:
+                    self._keep(asyncio.ensure_future(self._prefetch(event)))
+            elif self._prepare is not None and kind == groups.NETMAP_CHANGED \
                     and group_of(event) in self.members:
                 self._keep(asyncio.ensure_future(self._prepared(event)))
             else:
                 self.deliver(event)
+
+    async def _prefetch(self, event: dict) -> None:
+        assert self._prepare is not None
+        try:
+            await self._prepare(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the push that follows prepares again
+            log.exception("prefetching for the agent sockets failed")
 
     async def _prepared(self, event: dict) -> None:
         """`event` handed to the sockets once `prepare` is done (a failed one is logged: each

@@ -14,6 +14,7 @@ __all__ = [
     "ALL_DASHBOARDS_GROUP",
     "DASHBOARD_CHANGED",
     "NETMAP_CHANGED",
+    "NETMAP_PREFETCH",
     "PRESENCE_UPDATE",
     "SESSION_LOGOUT",
     "TELEMETRY_UPDATE",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 NETMAP_CHANGED = "netmap.changed"      # {"network", "serial"} -> AgentConsumer.netmap_changed
+# {"network", "serial"}, at once when a burst of changes starts (the push follows after the
+# debounce): each process loads the network's view meanwhile (fanout.py); no socket gets it
+NETMAP_PREFETCH = "netmap.prefetch"
 AGENT_REVOKE = "agent.revoke"          # {"peer_id", "reason"} -> AgentConsumer.agent_revoke (closes 4403)
 TELEMETRY_UPDATE = "telemetry.update"  # {"network", "peer_id"}: new samples -> dashboard consumers
 PRESENCE_UPDATE = "presence.update"    # {"network", "peer_id", "online": bool} -> dashboard consumers

@@ -4,6 +4,8 @@
         -> first change of a burst?  (cache.add of a per-network "pending" key)
              no  -> merged into the push already scheduled
              yes -> in DEBOUNCE_S: push_netmaps(network)
+                    and at once (on a serving loop): group_send(agents.<network>,
+                    netmap.prefetch {network, serial}): each process loads the view meanwhile
     push_netmaps: delete the pending key, read the network serial,
         group_send(agents.<network>, netmap.changed {network, serial, changed_at})
         (`changed_at`: when the burst's first change committed, kept in the pending key; each
@@ -109,17 +111,35 @@ def on_change_announced(sender, change: Change, **kwargs) -> None:
         return
     # A fresh context: the caller's (a sync_to_async worker's) must not leak into the push, or
     # asgiref sees its own executor "in use" and refuses database_sync_to_async (deadlock guard).
-    loop.call_soon_threadsafe(_arm, loop, change.network_id, context=contextvars.Context())
+    loop.call_soon_threadsafe(_arm, loop, change.network_id, change.serial or None,
+                              context=contextvars.Context())
 
 
-def _arm(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
+def _arm(loop: asyncio.AbstractEventLoop, network_id: int, serial: int | None = None) -> None:
     loop.call_later(debounce_seconds(), _start, loop, network_id, context=contextvars.Context())
+    if serial is not None and debounce_seconds() > 0:
+        _track(loop.create_task(_prefetch(network_id, serial), context=contextvars.Context()))
+
+
+async def _prefetch(network_id: int, serial: int) -> None:
+    """Tell the network's server processes to load the view at `serial` now, while the push waits
+    out its debounce (fanout.py); a lost prefetch costs only the time it would have saved."""
+    layer = get_channel_layer()
+    assert layer is not None  # settings.CHANNEL_LAYERS always names one
+    try:
+        await layer.group_send(groups.agents_group(network_id), {
+            "type": groups.NETMAP_PREFETCH, "network": int(network_id), "serial": int(serial)})
+    except Exception as exc:
+        log.warning("netmap prefetch for network %s not sent: %s: %s", network_id, type(exc).__name__, exc)
+
+
+def _track(task: asyncio.Task) -> None:
+    _running.add(task)
+    task.add_done_callback(_running.discard)
 
 
 def _start(loop: asyncio.AbstractEventLoop, network_id: int) -> None:
-    task = loop.create_task(apush_netmaps(network_id), context=contextvars.Context())
-    _running.add(task)
-    task.add_done_callback(_running.discard)
+    _track(loop.create_task(apush_netmaps(network_id), context=contextvars.Context()))
 
 
 def build_pushes(network_id: int) -> list[tuple[str, dict]]:

@@ -209,6 +209,24 @@ async def test_a_prepared_change_reaches_every_socket_without_a_task_that_waits(
     assert not fanout._delivering
 
 
+async def test_a_prefetch_loads_for_the_process_and_reaches_no_socket():
+    layer = CountingLayer()
+    prepared: list[dict] = []
+
+    async def prepare(event: dict) -> None:
+        prepared.append(event)
+
+    fanout = ProcessFanout(layer, reconcile_s=3600, prepare=prepare)
+    s = Socket()
+    await fanout.add(groups.agents_group(4), s)
+    prefetch = {"type": groups.NETMAP_PREFETCH, "network": 4, "serial": 2}
+    await layer.group_send(groups.agents_group(4), prefetch)
+    await layer.send(fanout.channel, {**prefetch, "network": 5})  # a network it serves no socket of
+    await asyncio.sleep(0.05)
+    assert prepared == [prefetch] and s.events == [] and fanout.received == 2
+    await fanout.discard(groups.agents_group(4), s)
+
+
 # ---------------------------------------------------------------------- through the agent socket
 
 pytestmark_db = pytest.mark.django_db(transaction=True)

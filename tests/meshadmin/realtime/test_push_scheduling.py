@@ -55,3 +55,28 @@ def test_the_worker_path_tells_the_network_group_and_frees_the_next_push(network
     assert isinstance(changed_at, float) and abs(changed_at - time.time()) < 60
     tasks.on_change_announced(Change, change=Change(network.pk, "node.renamed", ALL_NODES, 2))
     assert len(queued) == 2  # the pending key was cleared by the push
+    # the in-memory layer outlives the test: a channel left in the group would show up in later
+    # tests' view of it (test_fanout counts the channels in a network's group)
+    async_to_sync(layer.group_discard)(groups.agents_group(network.pk), channel)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_on_a_serving_loop_the_processes_are_told_to_load_the_view_before_the_push(network, settings,
+                                                                                         monkeypatch):
+    """The first change of a burst sends netmap.prefetch to the network's group at once; the push
+    (netmap.changed) follows after the debounce."""
+    import asyncio
+
+    settings.SHADOWMESH_NETMAP_DEBOUNCE_S = 0.2
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(tasks, "_loop", loop)
+    tasks.shared_cache().delete(tasks.pending_key(network.pk))
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(groups.agents_group(network.pk), channel)
+    tasks.on_change_announced(Change, change=Change(network.pk, "node.renamed", ALL_NODES, 7))
+    first = await asyncio.wait_for(layer.receive(channel), 5)
+    assert first == {"type": groups.NETMAP_PREFETCH, "network": network.pk, "serial": 7}
+    second = await asyncio.wait_for(layer.receive(channel), 5)
+    assert second["type"] == groups.NETMAP_CHANGED  # then the push
+    await layer.group_discard(groups.agents_group(network.pk), channel)
