@@ -79,7 +79,12 @@ def authenticate_token(token: str, source_ip: str | None) -> AgentIdentity:
 
 def authenticate_signature(peer_id: str, nonce: bytes, signature: bytes,
                            source_ip: str | None) -> AgentIdentity:
-    node = Node.objects.select_related("network").filter(peer_id=peer_id).first()
+    # what the check and the identity need: not the certificate (~7 KB) nor the network's other
+    # columns, read on every login (a refusal reads what its audit entry needs on its own)
+    node = (Node.objects.select_related("network")
+            .only("pk", "peer_id", "name", "status", "public_key", "is_public", "network_id",
+                  "network__id", "network__ca_public_key")
+            .filter(peer_id=peer_id).first())
     if node is None:
         _refuse(None, peer_id, source_ip, "unknown peer")
         raise AuthRefused("unknown peer")

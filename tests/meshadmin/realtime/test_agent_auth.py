@@ -166,3 +166,26 @@ async def test_an_answer_that_came_in_time_is_checked_however_long_the_check_tak
     assert await comm.receive_nothing(timeout=deadline)
     await comm.disconnect()
 
+
+
+@pytest.mark.django_db
+def test_the_login_check_reads_neither_the_certificate_nor_the_sealed_ca_key(belgium, uk):
+    """Every login reads its node: only what the check and the identity need (a node's certificate
+    is ~7 KB; the network row holds the sealed CA key), also when the login is refused."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from meshadmin.realtime import auth
+
+    ident = belgium[0]
+    nonce = b"n" * 32
+    with CaptureQueriesContext(connection) as queries:
+        agent = auth.authenticate_signature(ident.peer_id, nonce, ident.sign_login(nonce), "127.0.0.1")
+    assert agent.peer_id == ident.peer_id and agent.name == "belgium" and not agent.is_public
+    sql = " ".join(q["sql"] for q in queries)
+    assert '"mesh_node"."public_key"' in sql
+    assert '"mesh_node"."certificate"' not in sql and "ca_private_sealed" not in sql
+    with pytest.raises(auth.AuthRefused):  # refused: audited with the node and its network
+        auth.authenticate_signature(ident.peer_id, nonce, uk[0].sign_login(nonce), "127.0.0.1")
+    event = AuditEvent.objects.order_by("-id").first()
+    assert event is not None and event.network_id == Node.objects.get(peer_id=ident.peer_id).network_id
