@@ -210,27 +210,17 @@ class ProcessFanout:
                 continue
             self.received += 1
             kind = event.get("type")
-            if kind == groups.NETMAP_PREFETCH:  # for this process, not for its sockets
-                if self._prepare is not None and group_of(event) in self.members:
-                    self._keep(asyncio.ensure_future(self._prefetch(event)))
-            elif self._prepare is not None and kind == groups.NETMAP_CHANGED \
+            if self._prepare is not None and kind in (groups.NETMAP_CHANGED, groups.NETMAP_PREFETCH) \
                     and group_of(event) in self.members:
-                self._keep(asyncio.ensure_future(self._prepared(event)))
-            else:
+                deliver = kind == groups.NETMAP_CHANGED
+                self._keep(asyncio.ensure_future(self._prepared(event, deliver)))
+            elif kind != groups.NETMAP_PREFETCH:  # a prefetch is for this process, not its sockets
                 self.deliver(event)
 
-    async def _prefetch(self, event: dict) -> None:
-        assert self._prepare is not None
-        try:
-            await self._prepare(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the push that follows prepares again
-            log.exception("prefetching for the agent sockets failed")
-
-    async def _prepared(self, event: dict) -> None:
-        """`event` handed to the sockets once `prepare` is done (a failed one is logged: each
-        socket then does the work itself, and fails or not on its own)."""
+    async def _prepared(self, event: dict, deliver: bool) -> None:
+        """`prepare` for `event`, then (not for a prefetch) the event handed to the sockets. A
+        failed `prepare` is logged: each socket then does the work itself, and fails or not on
+        its own."""
         assert self._prepare is not None
         try:
             await self._prepare(event)
@@ -238,7 +228,8 @@ class ProcessFanout:
             raise
         except Exception:
             log.exception("preparing %s for the agent sockets failed", event.get("type"))
-        self.deliver(event)
+        if deliver:
+            self.deliver(event)
 
     def _keep(self, task: asyncio.Task) -> None:
         if not task.done():

@@ -3,10 +3,12 @@ node's table and the client's policy rules applied and removed for real."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -31,14 +33,28 @@ def test_names_are_safe_to_put_in_a_ruleset():
         ruleset('x" masquerade', "10.0.0.0/8", forwarding_was_off=False)
 
 
-@pytest.mark.privileged
-def test_table_and_rules_for_real_in_a_namespace():
+@contextlib.contextmanager
+def _namespace(suffix: str) -> Iterator[str]:
+    """A network namespace of the test's own, removed whatever happens; yields its name."""
     if os.geteuid() != 0:
         pytest.fail("privileged test run without root: deselect with -m 'not privileged'")
-    ns = "sm" + uuid.uuid4().hex[:6] + "-exit"
+    ns = "sm" + uuid.uuid4().hex[:6] + "-" + suffix
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        run = ["ip", "netns", "exec", ns]
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def _in(ns: str, *cmd: str, **kwargs) -> subprocess.CompletedProcess:
+    """`cmd` run inside namespace `ns` (this checkout importable)."""
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], cwd=os.getcwd(),
+                          env={**os.environ, "PYTHONPATH": os.getcwd()}, **kwargs)
+
+
+@pytest.mark.privileged
+def test_table_and_rules_for_real_in_a_namespace():
+    with _namespace("exit") as ns:
         code = f"""
 from nodeagent.tunnel import nft, tun
 nft.apply("smtest0001", "10.10.10.0/24", forwarding_was_off=True)
@@ -69,11 +85,8 @@ except tun.TunError:
     pass
 print("ok")
 """
-        out = subprocess.run([*run, sys.executable, "-c", code], capture_output=True,
-                             text=True, cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+        out = _in(ns, sys.executable, "-c", code, capture_output=True, text=True)
         assert out.stdout.strip() == "ok", out.stderr
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 @pytest.mark.privileged
@@ -81,12 +94,7 @@ def test_the_way_out_to_the_server_is_found_outside_the_exit_tunnel():
     """With the exit node's rules up, the unmarked default route leads into the tunnel: the
     source address towards an off-link server (the one the agent advertises when it listens on
     every address) must still be the underlay's, not the overlay's."""
-    if os.geteuid() != 0:
-        pytest.fail("privileged test run without root: deselect with -m 'not privileged'")
-    ns = "sm" + uuid.uuid4().hex[:6] + "-way"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        run = ["ip", "netns", "exec", ns]
+    with _namespace("way") as ns:
         for cmd in (["ip", "link", "set", "lo", "up"],
                     ["ip", "link", "add", "smu0", "type", "veth", "peer", "name", "smu1"],
                     ["ip", "link", "set", "smu1", "up"],
@@ -97,7 +105,7 @@ def test_the_way_out_to_the_server_is_found_outside_the_exit_tunnel():
                     ["ip", "link", "set", "smo1", "up"],
                     ["ip", "addr", "add", "10.10.10.3/24", "dev", "smo0"],
                     ["ip", "link", "set", "smo0", "up"]):
-            subprocess.run([*run, *cmd], check=True)
+            _in(ns, *cmd, check=True)
         code = """
 from nodeagent.enrolled import local_address_towards
 from nodeagent.tunnel import tun
@@ -111,11 +119,8 @@ with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # what an unmarked 
     unmarked = s.getsockname()[0]
 print(before, unmarked, local_address_towards(server))
 """
-        out = subprocess.run([*run, sys.executable, "-c", code], capture_output=True,
-                             text=True, cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+        out = _in(ns, sys.executable, "-c", code, capture_output=True, text=True)
         assert out.stdout.split() == ["198.18.50.2", "10.10.10.3", "198.18.50.2"], out.stderr
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def test_the_nft_command_is_looked_up_on_the_sbin_path_too(monkeypatch):
