@@ -13,6 +13,7 @@ class NodeStatus(models.TextChoices):
 class AuditAction(models.TextChoices):
     NETWORK_CREATED = "network.created", "Network created"
     NETWORK_DNS_CHANGED = "network.dns_changed", "DNS suffix changed"
+    NETWORK_SERIALS_ADVANCED = "network.serials_advanced", "Netmap serial advanced after a restore"
     TOKEN_CREATED = "token.created", "Token created"
     TOKEN_REVOKED = "token.revoked", "Token revoked"
     TOKEN_REJECTED = "token.rejected", "Token rejected"

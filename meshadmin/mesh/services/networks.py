@@ -72,12 +72,14 @@ def set_dns_suffix(network: Network, suffix: str, *, actor: str = "system") -> N
 RESTORE_SERIAL_STEP = 1_000_000
 
 
-def advance_serials(by: int = RESTORE_SERIAL_STEP, name: str | None = None) -> list[tuple[str, int, int]]:
+def advance_serials(by: int = RESTORE_SERIAL_STEP, name: str | None = None, *,
+                    actor: str = "system") -> list[tuple[str, int, int]]:
     """Raise the serial of every network (or of the one named) by `by`, after the database was
     restored from a backup: agents keep the newest map they were sent and ignore one with a lower
     serial, and take a login answered at the serial they hold as "your map is current"
     (docs/operations.md, "Restoring a backup"). Every agent of the network is then sent the
-    restored map. Returns (network, serial before, serial after) for each."""
+    restored map; each network's step is audited. Returns (network, serial before, serial after)
+    for each."""
     if not 1 <= by <= 2**62:
         raise InvalidInput("by: a whole number from 1 to 2**62")
     done = []
@@ -89,6 +91,8 @@ def advance_serials(by: int = RESTORE_SERIAL_STEP, name: str | None = None) -> l
             before = network.serial
             Network.objects.filter(pk=network.pk).update(serial=before + by)
             done.append((network.name, before, before + by))
+            record_audit(AuditAction.NETWORK_SERIALS_ADVANCED, actor=actor, network=network, obj=network,
+                         serial_before=before, serial_after=before + by)
             announce(Change(network.pk, "network.serials_advanced", ALL_NODES, before + by))
     if name is not None and not done:
         raise InvalidInput(f"network: no network named {name!r}")

@@ -10,7 +10,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 
-from meshadmin.mesh.models import Network, Node
+from meshadmin.mesh.choices import AuditAction
+from meshadmin.mesh.models import AuditEvent, Network, Node
 from meshadmin.mesh.services.networks import RESTORE_SERIAL_STEP
 from meshadmin.realtime import netmap_cache
 from nodeagent.protocol import messages
@@ -78,3 +79,7 @@ def test_advanceserials_names_a_bad_network_or_step(network):
         call_command("advanceserials", "--by", "0")
     call_command("advanceserials", "--network", "default", "--by", "5", stdout=io.StringIO())
     assert Network.objects.get(pk=network.pk).serial == network.serial + 5
+    event = AuditEvent.objects.filter(action=AuditAction.NETWORK_SERIALS_ADVANCED).get()
+    assert event.actor == "cli" and event.network_id == network.pk
+    before, after = event.details["serial_before"], event.details["serial_after"]
+    assert (before, after) == (network.serial, network.serial + 5)

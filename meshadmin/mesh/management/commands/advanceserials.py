@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            done = advance_serials(options["by"], options["network"])
+            done = advance_serials(options["by"], options["network"], actor="cli")
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
         for name, before, after in done:
