@@ -137,6 +137,17 @@ class FakeServer:
             await self.received.put(messages.decode_agent_message(frame))
 
 
+def recording_sleep():
+    """A sleep that returns at once and records each delay the link asked for (its backoff)."""
+    delays: list[float] = []
+
+    async def sleep(d: float) -> None:
+        delays.append(d)
+        await asyncio.sleep(0)
+
+    return delays, sleep
+
+
 async def start(state_dir, script, **kw):
     ident = identity.load_private_key(state_dir / "node.key")
     fake = FakeServer(ident.public_key, CA_KEYS[state_dir])
@@ -231,11 +242,7 @@ async def test_a_gap_in_the_deltas_asks_for_a_full_resync(state_dir):
 async def test_the_persisted_map_is_applied_at_start_and_the_link_reconnects_after_a_drop(state_dir):
     me = identity.load_private_key(state_dir / "node.key").peer_id
     persist(state_dir, make_map(me, 3, [B]))
-    delays = []
-
-    async def fast_sleep(d):
-        delays.append(d)
-        await asyncio.sleep(0)
+    delays, fast_sleep = recording_sleep()
 
     async def script(ws, n):
         if n == 1:
@@ -348,11 +355,7 @@ async def test_endpoints_are_reported_again_each_refresh_period_while_counters_f
 async def test_a_rate_limited_close_waits_the_capped_delay_then_connects(state_dir):
     """The server closes with 4429 when our address opened too many sockets in a minute."""
     me = identity.load_private_key(state_dir / "node.key").peer_id
-    delays = []
-
-    async def fast_sleep(d):
-        delays.append(d)
-        await asyncio.sleep(0)
+    delays, fast_sleep = recording_sleep()
 
     ident = identity.load_private_key(state_dir / "node.key")
     fake = FakeServer(ident.public_key, CA_KEYS[state_dir])
@@ -415,11 +418,7 @@ async def test_the_login_names_the_held_serial_and_a_current_answer_keeps_the_ma
     me = identity.load_private_key(state_dir / "node.key").peer_id
     persist(state_dir, make_map(me, 3, [B]))
     before = (state_dir / "netmap.json").read_bytes()
-    delays = []
-
-    async def fast_sleep(d):
-        delays.append(d)
-        await asyncio.sleep(0)
+    _, fast_sleep = recording_sleep()
 
     async def script(ws, n):
         if n == 1:
