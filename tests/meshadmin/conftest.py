@@ -90,6 +90,22 @@ class ApiClient:
 
 
 @pytest.fixture(autouse=True)
+def channel_layer_of_its_own(monkeypatch):
+    """Each test gets a channel layer object of its own, as each server process has one.
+
+    A layer object keeps state bound to the event loop that used it: the Redis layer's per-channel
+    receive locks (asyncio locks, bound to a loop once a receive has had to wait, and kept while a
+    receive's backup cleaner is in flight), the in-memory layer's groups. Every async test runs on
+    a loop of its own, so a layer shared by the whole test process carried one test's leftovers
+    into the next: in the PostgreSQL pass a receive failed with "Lock ... is bound to a different
+    event loop", depending on which tests ran before it."""
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    monkeypatch.setitem(channel_layers.backends, DEFAULT_CHANNEL_LAYER,
+                        channel_layers.make_backend(DEFAULT_CHANNEL_LAYER))
+
+
+@pytest.fixture(autouse=True)
 def generous_rate_limits(settings, monkeypatch):
     """Most tests send many requests from 127.0.0.1; the rate-limit tests set their own limits.
     Each test counts in a namespace of its own (the counters live in the shared cache, Redis in

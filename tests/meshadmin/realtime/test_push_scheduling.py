@@ -55,8 +55,7 @@ def test_the_worker_path_tells_the_network_group_and_frees_the_next_push(network
     assert isinstance(changed_at, float) and abs(changed_at - time.time()) < 60
     tasks.on_change_announced(Change, change=Change(network.pk, "node.renamed", ALL_NODES, 2))
     assert len(queued) == 2  # the pending key was cleared by the push
-    # the in-memory layer outlives the test: a channel left in the group would show up in later
-    # tests' view of it (test_fanout counts the channels in a network's group)
+    # in the PostgreSQL pass the group lives in Redis and outlives the test's layer object
     async_to_sync(layer.group_discard)(groups.agents_group(network.pk), channel)
 
 
