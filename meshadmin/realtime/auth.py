@@ -26,7 +26,8 @@ from nodeagent.protocol.auth import BadAuthSignature, verify_agent_login
 if TYPE_CHECKING:
     from asgiref.typing import WebSocketScope
 
-__all__ = ["AgentIdentity", "AuthRefused", "authenticate_signature", "authenticate_token", "bearer_token"]
+__all__ = ["AgentIdentity", "AuthRefused", "authenticate_signature", "authenticate_signatures",
+           "authenticate_token", "bearer_token"]
 
 log = logging.getLogger(__name__)
 
@@ -79,21 +80,39 @@ def authenticate_token(token: str, source_ip: str | None) -> AgentIdentity:
 
 def authenticate_signature(peer_id: str, nonce: bytes, signature: bytes,
                            source_ip: str | None) -> AgentIdentity:
+    result = authenticate_signatures([(peer_id, nonce, signature, source_ip)])[0]
+    if isinstance(result, AuthRefused):
+        raise result
+    return result
+
+
+def authenticate_signatures(requests: list[tuple[str, bytes, bytes, str | None]]
+                            ) -> list[AgentIdentity | AuthRefused]:
+    """The checks of many logins (peer id, nonce, signature, source address) with one query: one
+    result per request, in order, each exactly what `authenticate_signature` gives alone (a
+    refusal audited as it would be). realtime/batches.py sends a reconnect storm's logins here."""
     # what the check and the identity need: not the certificate (~7 KB) nor the network's other
     # columns, read on every login (a refusal reads what its audit entry needs on its own)
-    node = (Node.objects.select_related("network")
-            .only("pk", "peer_id", "name", "status", "public_key", "is_public", "network_id",
-                  "network__id", "network__ca_public_key")
-            .filter(peer_id=peer_id).first())
+    nodes = {node.peer_id: node for node in (
+        Node.objects.select_related("network")
+        .only("pk", "peer_id", "name", "status", "public_key", "is_public", "network_id",
+              "network__id", "network__ca_public_key")
+        .filter(peer_id__in={peer_id for peer_id, _, _, _ in requests}))}
+    return [_check(nodes.get(peer_id), peer_id, nonce, signature, source_ip)
+            for peer_id, nonce, signature, source_ip in requests]
+
+
+def _check(node: Node | None, peer_id: str, nonce: bytes, signature: bytes,
+           source_ip: str | None) -> AgentIdentity | AuthRefused:
     if node is None:
         _refuse(None, peer_id, source_ip, "unknown peer")
-        raise AuthRefused("unknown peer")
+        return AuthRefused("unknown peer")
     if node.status != NodeStatus.ACTIVE:
         _refuse(node, peer_id, source_ip, "revoked peer")
-        raise AuthRefused("this node has been revoked", revoked=True)
+        return AuthRefused("this node has been revoked", revoked=True)
     try:
         verify_agent_login(bytes(node.public_key), bytes(node.network.ca_public_key), nonce, signature)
     except BadAuthSignature:  # this channel audits every kind as "bad signature"
         _refuse(node, peer_id, source_ip, "bad signature")
-        raise AuthRefused("signature does not verify") from None
+        return AuthRefused("signature does not verify")
     return _identity(node)

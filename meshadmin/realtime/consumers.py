@@ -64,7 +64,7 @@ from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.constants import CloseCode
 from nodeagent.protocol.strict import MessageError
 
-from . import auth, groups, tasks
+from . import auth, batches, groups, tasks
 from .fanout import process_fanout
 from .netmap_cache import current_serial, view_cache
 from .push_latency import push_latency
@@ -120,13 +120,24 @@ def _advertise(agent: auth.AgentIdentity, exit_node: bool) -> None:
         remove_exit_node(node, actor=node_actor(node))
 
 
-def _came_online(agent: auth.AgentIdentity) -> tuple[bool, int]:
-    """Presence counted (True: the node just came online) and its network's current serial."""
+def _came_online(agents: list[auth.AgentIdentity]) -> list[tuple[bool, int] | Exception]:
+    """Per agent: presence counted (True: the node just came online) and its network's current
+    serial; many agents in one hop (realtime/batches.py), each count on its own."""
     from meshadmin.mesh.models import Network
 
-    came_online = presence.connected(agent.pk)
-    serial = Network.objects.filter(pk=agent.network_id).values_list("serial", flat=True).first() or 0
-    return came_online, serial
+    counted: list[bool | Exception] = []
+    for agent in agents:
+        try:
+            counted.append(presence.connected(agent.pk))
+        except Exception as exc:  # that socket's failure alone (it was not counted)
+            counted.append(exc)
+    serials = dict(Network.objects.filter(pk__in={a.network_id for a in agents}).values_list("pk", "serial"))
+    return [c if isinstance(c, Exception) else (c, serials.get(a.network_id) or 0)
+            for c, a in zip(counted, agents, strict=True)]
+
+
+def _check_logins(requests: list) -> list:
+    return auth.authenticate_signatures(requests)
 
 
 def _register(agent: auth.AgentIdentity, endpoint: nm.Endpoint, observed_ip: str | None,
@@ -313,7 +324,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await fanout.add(groups.agents_group(agent.network_id), self)
         # one hop to the database thread for both (read after the groups are joined: a change
         # committed later reaches this socket as an event)
-        came_online, serial = await database_sync_to_async(_came_online)(agent)
+        came_online, serial = await batches.per_loop("came_online", _came_online)(agent)
         self.present = True
         log.info("agent %s (%s) connected", agent.name, agent.peer_id,
                  extra={"event": "agent.connected", "peer_id": agent.peer_id, "node": agent.name})
@@ -377,8 +388,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if timer is not None:
             timer.cancel()
         try:
-            agent = await database_sync_to_async(auth.authenticate_signature)(
-                msg.peer_id, self.nonce, msg.signature, self._client_ip())
+            agent = await batches.per_loop("login_checks", _check_logins)(
+                (msg.peer_id, self.nonce, msg.signature, self._client_ip()))
         except auth.AuthRefused as exc:
             code = CloseCode.REVOKED if exc.revoked else CloseCode.AUTH_FAILED
             await self._close(code, str(exc))

@@ -148,14 +148,14 @@ async def test_an_answer_that_came_in_time_is_checked_however_long_the_check_tak
 
     from meshadmin.realtime import auth
 
-    slow = auth.authenticate_signature
+    slow = auth.authenticate_signatures
     deadline = settings.SHADOWMESH_AGENT_AUTH_TIMEOUT_S
 
-    def queued(*args):
+    def queued(requests):
         time.sleep(3 * deadline)  # the check starts (or ends) well past the deadline
-        return slow(*args)
+        return slow(requests)
 
-    monkeypatch.setattr(auth, "authenticate_signature", queued)
+    monkeypatch.setattr(auth, "authenticate_signatures", queued)
     comm = await open_socket()
     nonce = (await receive(comm)).nonce
     await comm.send_to(bytes_data=messages.encode(
@@ -189,3 +189,84 @@ def test_the_login_check_reads_neither_the_certificate_nor_the_sealed_ca_key(bel
         auth.authenticate_signature(ident.peer_id, nonce, uk[0].sign_login(nonce), "127.0.0.1")
     event = AuditEvent.objects.order_by("-id").first()
     assert event is not None and event.network_id == Node.objects.get(peer_id=ident.peer_id).network_id
+
+
+@pytest.fixture
+def eight(enrolled):
+    """Eight enrolled nodes; the last one revoked."""
+    nodes = [enrolled(f"n{i}")[0] for i in range(8)]
+    revoke_node(Node.objects.get(peer_id=nodes[7].peer_id))
+    return nodes
+
+
+async def test_logins_that_come_together_are_checked_together_and_each_gets_its_own_answer(
+        eight, monkeypatch):
+    """A reconnect storm: the checks of the logins that arrive while one check runs go to the
+    database in one hop (realtime/batches.py), and each socket still gets its own answer: a
+    full map for a good signature, 4401 for a bad one, 4403 for a revoked node."""
+    import asyncio
+    import time
+    from dataclasses import replace
+
+    from meshadmin.realtime import auth
+
+    nodes = eight
+    hops: list[int] = []
+    real = auth.authenticate_signatures
+
+    def slowed(requests):
+        hops.append(len(requests))
+        time.sleep(0.3)  # the database is busy: the next logins queue meanwhile
+        return real(requests)
+
+    monkeypatch.setattr(auth, "authenticate_signatures", slowed)
+    socks = [await open_socket() for _ in nodes]
+    nonces = [(await receive(comm)).nonce for comm in socks]
+    for i, (comm, nonce) in enumerate(zip(socks, nonces, strict=True)):
+        signer = replace(nodes[i], key=mldsa.MLDSA87PrivateKey.generate()) if i == 6 else nodes[i]
+        await comm.send_to(bytes_data=messages.encode(  # node 6 answers with another key
+            messages.Auth(nodes[i].peer_id, signer.sign_login(nonce))))
+    answers = await asyncio.gather(*(receive(c, timeout=10, ca_public_key=nodes[0].ca_public_key)
+                                     for c in socks[:6]))
+    assert [a.netmap.node.peer_id for a in answers] == [n.peer_id for n in nodes[:6]]
+    assert await close_code(socks[6]) == CloseCode.AUTH_FAILED
+    assert await close_code(socks[7]) == CloseCode.REVOKED
+    assert sum(hops) == 8 and len(hops) < 8 and max(hops) > 1, hops
+    for comm in socks[:6]:
+        await comm.disconnect()
+
+
+@pytest.mark.django_db
+def test_many_checks_are_one_query_and_each_result_is_what_it_would_be_alone(belgium, mac, uk):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from meshadmin.realtime import auth
+
+    revoke_node(Node.objects.get(peer_id=mac[0].peer_id))
+    nonce = b"m" * 32
+    requests = [
+        (belgium[0].peer_id, nonce, belgium[0].sign_login(nonce), "127.0.0.1"),  # good
+        ("ab" * 16, nonce, belgium[0].sign_login(nonce), "127.0.0.2"),  # unknown peer
+        (mac[0].peer_id, nonce, mac[0].sign_login(nonce), "127.0.0.3"),  # revoked
+        (uk[0].peer_id, nonce, belgium[0].sign_login(nonce), "127.0.0.4"),  # another node's key
+        (uk[0].peer_id, nonce, uk[0].sign_login(nonce), "127.0.0.5"),  # good
+    ]
+    audited = AuditEvent.objects.count()
+    with CaptureQueriesContext(connection) as queries:
+        results = auth.authenticate_signatures(requests)
+    node_reads = [q for q in queries if q["sql"].startswith("SELECT") and 'FROM "mesh_node"' in q["sql"]]
+    assert len(node_reads) == 1  # one query for the five nodes (refusals read their audit's own)
+    assert [type(r).__name__ for r in results] == [
+        "AgentIdentity", "AuthRefused", "AuthRefused", "AuthRefused", "AgentIdentity"]
+    assert results[0].peer_id == belgium[0].peer_id and results[4].peer_id == uk[0].peer_id
+    assert [str(r) for r in results[1:4]] == ["unknown peer", "this node has been revoked",
+                                              "signature does not verify"]
+    assert results[2].revoked and not results[1].revoked and not results[3].revoked
+    for request, result in zip(requests, results, strict=True):  # each as it would be alone
+        try:
+            alone = auth.authenticate_signature(*request)
+        except auth.AuthRefused as exc:
+            alone = exc
+        assert type(alone) is type(result) and str(alone) == str(result)
+    assert AuditEvent.objects.count() > audited  # the refusals were audited
