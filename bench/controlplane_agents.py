@@ -380,15 +380,20 @@ def _enroll_over_http(port: int, src: str, token: str, name: str, public: bytes)
 class Daphnes:
     """The server processes, each on its own port; `restart()` stops them all, starts them again."""
 
-    def __init__(self, count: int, env: dict, log_path: str | None):
-        self.env, self.ports = env, [_free_port() for _ in range(count)]
+    def __init__(self, count: int, env: dict, log_path: str | None, backlog: int | None = None):
+        self.env, self.ports, self.backlog = env, [_free_port() for _ in range(count)], backlog
         self.log = open(log_path or os.devnull, "ab")
         self.procs: list[subprocess.Popen] = []
 
+    def _listen(self, port: int) -> list[str]:
+        """Daphne's -b/-p (Twisted's listen backlog of 50), or an endpoint with --backlog."""
+        if self.backlog is None:
+            return ["-b", "127.0.0.1", "-p", str(port)]
+        return ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={self.backlog}"]
+
     def start(self) -> float:
         self.procs = [subprocess.Popen(
-            [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-             "meshadmin.asgi:application"],
+            [str(Path(sys.executable).parent / "daphne"), *self._listen(port), "meshadmin.asgi:application"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT) for port in self.ports]
         for port, proc in zip(self.ports, self.procs, strict=True):
             for _ in range(600):
@@ -473,8 +478,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                   warmup: int = 1, client_procs: int = 2, backend: str = "sqlite", daphnes: int = 1,
                   networks: int = 1, restart: bool = False, stats_interval: float = 0.0,
                   state: str | None = None, reconnect_wait: float = 180.0, in_flight: int = 50,
-                  seed_only: bool = False) -> dict:
+                  seed_only: bool = False, backlog: int | None = None) -> dict:
     result: dict = {"agents": n, "client_procs": client_procs, "backend": backend, "daphnes": daphnes,
+                    "listen_backlog": backlog or 50,
                     "networks": networks, "stats_interval_s": stats_interval, "sqlite_wal": wal,
                     "nofile": raise_nofile(), "loadavg_start": _load()}
     # (PostgreSQL may still be writing in its directory as it stops: the results matter more)
@@ -490,7 +496,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             env.update(_services(f"{tmp}/services", reuse or Path(tmp, "services", "pg.port").exists()))
         elif daphnes != 1:
             raise SystemExit("--daphnes > 1 needs --backend postgres (the in-memory layer is per process)")
-        servers = Daphnes(daphnes, env, log_path)
+        servers = Daphnes(daphnes, env, log_path, backlog)
         try:
             manage = [sys.executable, "manage.py"]
             if reuse:  # the same nodes as the run that made the state (its seeds), other runs' changes on top
@@ -661,6 +667,8 @@ def main() -> int:
     parser.add_argument("--daphnes", type=int, default=1, help="Daphne processes (more than 1: postgres)")
     parser.add_argument("--networks", type=int, default=1, help="networks the agents are spread over")
     parser.add_argument("--restart", action="store_true", help="restart the servers and time the reconnect")
+    parser.add_argument("--backlog", type=int, help="Daphne's listen backlog (an -e endpoint); unset: -b/-p, "
+                        "Twisted's default of 50")
     parser.add_argument("--stats-interval", type=float, default=0.0,
                         help="each agent sends an empty stats report this often (0: never)")
     parser.add_argument("--in-flight", type=int, default=50,
@@ -682,7 +690,8 @@ def main() -> int:
     for n in args.agents:
         r = asyncio.run(run_one(n, args.changes, args.daphne_log, args.wal, args.warmup, args.client_procs,
                                 args.backend, args.daphnes, args.networks, args.restart, args.stats_interval,
-                                args.state, args.reconnect_wait, args.in_flight, args.seed_only))
+                                args.state, args.reconnect_wait, args.in_flight, args.seed_only,
+                                backlog=args.backlog))
         if args.seed_only:
             print(json.dumps(r), flush=True)
             return 0
