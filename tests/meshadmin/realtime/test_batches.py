@@ -10,6 +10,10 @@ import pytest
 
 from meshadmin.realtime.batches import Batch
 
+# a hop runs through database_sync_to_async, which first closes the database thread's stale
+# connections: that is database access when an earlier test of the process left one there
+pytestmark = pytest.mark.django_db
+
 
 class Recorder:
     """run_many that records each hop's items, doubles numbers, and refuses negative ones; it
@@ -25,6 +29,15 @@ class Recorder:
         return [ValueError(f"negative {i}") if i < 0 else 2 * i for i in items]
 
 
+async def first_hop_running(run: Recorder) -> None:
+    """Until the first hop is on the database thread (and held there by `run`)."""
+    for _ in range(500):
+        if run.hops:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the first hop never reached the database thread")
+
+
 async def test_a_lone_submission_goes_at_once_and_alone():
     run = Recorder()
     run.release.set()
@@ -36,8 +49,7 @@ async def test_what_comes_while_a_hop_runs_goes_in_the_next_hop_together():
     run = Recorder()
     batch = Batch(run)
     first = asyncio.ensure_future(batch(1))
-    while not run.hops:  # the first hop is on the database thread now
-        await asyncio.sleep(0.01)
+    await first_hop_running(run)
     rest = [asyncio.ensure_future(batch(i)) for i in range(2, 7)]
     await asyncio.sleep(0.05)
     run.release.set()
@@ -49,8 +61,7 @@ async def test_a_hop_takes_at_most_its_limit():
     run = Recorder()
     batch = Batch(run, limit=2)
     blocker = asyncio.ensure_future(batch(0))
-    while not run.hops:
-        await asyncio.sleep(0.01)
+    await first_hop_running(run)
     rest = [asyncio.ensure_future(batch(i)) for i in range(1, 6)]
     await asyncio.sleep(0.05)
     run.release.set()
@@ -62,8 +73,7 @@ async def test_an_item_refused_raises_for_its_caller_only():
     run = Recorder()
     batch = Batch(run)
     blocker = asyncio.ensure_future(batch(0))
-    while not run.hops:
-        await asyncio.sleep(0.01)
+    await first_hop_running(run)
     good, bad = asyncio.ensure_future(batch(5)), asyncio.ensure_future(batch(-1))
     await asyncio.sleep(0.05)
     run.release.set()
@@ -92,8 +102,7 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others():
     run = Recorder()
     batch = Batch(run)
     blocker = asyncio.ensure_future(batch(0))
-    while not run.hops:
-        await asyncio.sleep(0.01)
+    await first_hop_running(run)
     gone, kept = asyncio.ensure_future(batch(1)), asyncio.ensure_future(batch(2))
     await asyncio.sleep(0.01)
     gone.cancel()  # its socket closed while it waited
@@ -108,7 +117,6 @@ async def test_a_wrong_number_of_results_is_an_error_for_every_caller():
     assert all(isinstance(r, RuntimeError) for r in results), results
 
 
-@pytest.mark.django_db
 def test_presence_counts_of_one_hop_are_each_counted_on_their_own(belgium, uk):
     """The login's second hop for many sockets at once (consumers._came_online): two sockets of
     one node in the same hop count two connections, and only the first brings the node online;
