@@ -60,6 +60,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import ctypes
 import hashlib
 import http.client
 import json
@@ -90,6 +91,8 @@ from nodeagent.protocol.constants import CloseCode  # noqa: E402
 from nodeagent.protocol.identity import peer_id  # noqa: E402
 from nodeagent.protocol.strict import MessageError  # noqa: E402
 from nodeagent.server_link import RATE_LIMITED_ATTEMPT, _login, backoff_delay  # noqa: E402
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 SEED_NETWORKS = """
 import json, os
@@ -361,7 +364,19 @@ async def _client(conn, specs: list[tuple], stats_interval: float) -> None:
 
 
 def _client_main(conn, specs: list[tuple], stats_interval: float) -> None:
+    _die_with_parent()
     asyncio.run(_client(conn, specs, stats_interval))
+
+
+def _die_with_parent() -> None:
+    """A client process ends when the bench does, also when the bench is killed: its agents would
+    otherwise go on reconnecting to the stopped servers and load the box of the next run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the bench was gone before the line above
+        os._exit(1)
 
 
 def _enroll_over_http(port: int, src: str, token: str, name: str, public: bytes) -> None:
