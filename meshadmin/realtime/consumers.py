@@ -137,6 +137,7 @@ def _came_online(agents: list[auth.AgentIdentity]) -> list[tuple[bool, int] | Ex
 
 
 def _check_logins(requests: list) -> list:
+    """The login checks of one hop (realtime/batches.py); auth's function is looked up per hop."""
     return auth.authenticate_signatures(requests)
 
 
