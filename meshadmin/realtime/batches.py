@@ -4,8 +4,9 @@ A server process does its database work on one thread (Channels' `database_sync_
 login takes two hops to it: the signature check, then the presence count and the network's
 serial. Under a reconnect storm (every agent of a restarted server at once) each hop queued behind
 every other socket's, so a socket's second hop waited behind the first hops of all sockets that
-came after it: measured at 10,000 agents, half the logins waited over 20 s per hop, and no login
-finished in the first 20-30 s after the servers listened (BENCHMARKS.md, "The login storm").
+came after it: measured at 10,000 agents, half the logins waited over 20 s per hop, and almost no
+login finished in the first 30-40 s after the servers listened (BENCHMARKS.md, "The login storm
+after a restart").
 
 A `Batch` gathers what sockets submit while its previous hop runs and does all of it in its next
 hop: the checks of a hop are one query, the presence counts one job. When nothing is queued a
