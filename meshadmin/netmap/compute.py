@@ -85,6 +85,9 @@ class NetworkView:
     ordered: tuple[nm.Peer, ...] = ()        # the members' Peer entries, in `members` order
     position: dict[int, int] = field(default_factory=dict)  # member pk -> its place in `members`
     revocation_list: bytes | None = None     # the CA's signed list for the DHT (revocations.py)
+    # the first two relays of policy.rank_relays, by peer id: every non-relay member's relay hint
+    # and second_relay (policy.relay_choices)
+    relay_order: tuple[str, ...] = ()
 
     def with_revocation_list(self, raw: bytes | None) -> NetworkView:
         return replace(self, revocation_list=raw)
@@ -200,6 +203,7 @@ def view(snapshot: Snapshot) -> NetworkView:
                         and (row := snapshot.node(r.via_pk)) is not None and row.active),
         ordered=tuple(peers[n.pk] for n in members),
         position={n.pk: i for i, n in enumerate(members)},
+        relay_order=tuple(r.peer_id for r in ranked[:2]),
     )
 
 
@@ -242,29 +246,42 @@ def changes(old: NetworkView, new: NetworkView) -> Changes:
 
 def delta_for(old: NetworkView, new: NetworkView, ch: Changes, peer_id: str) -> nm.NetMapDelta | None:
     """The delta from `peer_id`'s map in `old` to its map in `new`, built from the shared change set
-    in O(size of the change); None when this node needs the general path (netmap_for + diff): it
-    is or was a relay (relay hints differ per relay), its own entry changed, or the access policy
-    is not the full mesh in either view (then peers and policy sections differ per node). Its own
+    in O(size of the change); None when this node needs the general path (netmap_for + diff): its
+    own entry changed, the access policy is not the full mesh in either view (then peers and
+    policy sections differ per node), or it is a relay and the relay ranking changed. Its own
     entry (SelfInfo) is sent when it changed (the DNS suffix, its exit-node role, the exit node
-    chosen for it)."""
+    chosen for it).
+
+    A relay sees the shared entries except that a member whose relay hint names the relay itself
+    carries its second choice instead (NetworkView.netmap_for). Every non-relay member's hints are
+    the first two of the ranking, so while the ranking stays, an entry that did not change does
+    not change as the relay sees it either: the relay's delta is the shared one with those hints
+    swapped in the changed entries, not two walks over every member."""
     me = new.index.get(peer_id)
     if not (old.access.full_mesh and new.access.full_mesh) or ch.prefix_changed or me is None \
             or me.pk not in new.peers:
         return None
     before = old.peers.get(me.pk)
-    if before is None or before.is_relay or policy.is_relay_candidate(me) or me.pk in ch.upsert:
+    if before is None or me.pk in ch.upsert:
+        return None
+    relay = policy.is_relay_candidate(me)  # == before.is_relay: its own entry did not change
+    if relay and old.relay_order != new.relay_order:
         return None
     me_before = old.index.get(peer_id)
     if me_before is None or me_before.pk not in old.peers:
         return None
     self_before, self_now = old.self_info(me_before), new.self_info(me)
     old_routes, new_routes = old.routes_for(me.pk), new.routes_for(me.pk)
+    upsert = tuple(p for pk, p in ch.upsert.items() if pk != me.pk)
+    if relay:
+        upsert = tuple(replace(p, relay=new.second_relay[new.index[p.peer_id].pk]) if p.relay == peer_id else p
+                       for p in upsert)
     return nm.NetMapDelta(
         network=new.snapshot.network,
         base_serial=old.snapshot.serial,
         serial=new.snapshot.serial,
         node=None if self_before == self_now else self_now,
-        upsert=tuple(p for pk, p in ch.upsert.items() if pk != me.pk),
+        upsert=upsert,
         remove=tuple(sorted(pid for pk, pid in ch.remove.items() if pk != me.pk)),
         routes=None if old_routes == new_routes else new_routes,
         relays=tuple(r.peer_id for r in new.relays if r.pk != me.pk) if ch.relays_changed else None,

@@ -66,23 +66,83 @@ def test_the_shared_delta_applied_to_the_old_map_gives_the_new_map(old_snap, new
         delta = delta_for(old, new, ch, me.peer_id)
         if delta is None:
             continue
-        event("shared delta checked")  # hypothesis --hypothesis-show-statistics shows how often
+        # hypothesis --hypothesis-show-statistics shows how often
+        event("shared delta checked, for a relay" if me.is_public else "shared delta checked")
         assert nm.apply_delta(old.netmap_for(me.peer_id), delta) == new.netmap_for(me.peer_id)
 
 
-def test_an_ordinary_node_gets_the_shared_delta_and_a_relay_the_general_path():
+def _public(snap: Snapshot, ids: set[int]) -> Snapshot:
+    return replace(snap, nodes=tuple(replace(n, is_public=True) if n.pk in ids else n for n in snap.nodes))
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshot(5), lists(), st.sets(st.integers(1, 12), min_size=1, max_size=4), st.data())
+def test_the_relays_delta_applied_to_its_old_map_gives_its_new_map(old_snap, rl, hubs, data):
+    """As above with more relays, and the new view a few changes away from the old one (a node
+    or two redrawn, added or gone; a relay's endpoint coming or going reorders the ranking): every
+    relay that gets a shared delta gets exactly its new map from it."""
+    old_snap = _public(old_snap, hubs)
+    nodes = {n.pk: n for n in old_snap.nodes}
+    for i in data.draw(st.sets(st.integers(1, 12), max_size=3)):
+        if i in nodes and data.draw(st.booleans()):
+            del nodes[i]
+        else:
+            nodes[i] = data.draw(node(i))
+    new_snap = _public(replace(old_snap, serial=6, nodes=tuple(nodes[i] for i in sorted(nodes))), hubs)
+    old = view(old_snap).with_revocation_list(rl[0])
+    new = view(new_snap).with_revocation_list(rl[1])
+    ch = changes(old, new)
+    for me in new.members:
+        delta = delta_for(old, new, ch, me.peer_id)
+        if delta is None or not me.is_public:
+            continue
+        event("a relay's shared delta checked")
+        assert nm.apply_delta(old.netmap_for(me.peer_id), delta) == new.netmap_for(me.peer_id)
+
+
+def test_an_ordinary_node_gets_the_shared_delta_and_a_relay_it_with_its_own_hints():
     hub = row(1, is_public=True, endpoint_ip="198.18.0.1", control_port=8443, udp_port=9443)
-    old = view(Snapshot(1, "net", 5, 24, (hub, row(2), row(3)), ()))
+    hub2 = row(5, is_public=True, endpoint_ip="198.18.0.5", control_port=8443, udp_port=9443)
+    old = view(Snapshot(1, "net", 5, 24, (hub, row(2), row(3), hub2), ()))
     new = view(Snapshot(1, "net", 6, 24, (hub, replace(row(2), endpoint_ip="198.18.0.2", control_port=1,
-                                                       udp_port=2), row(3), row(4)), ()))
+                                                       udp_port=2), row(3), row(4), hub2), ()))
     ch = changes(old, new)
     delta = delta_for(old, new, ch, row(3).peer_id)
     assert delta is not None
     assert [p.peer_id for p in delta.upsert] == [row(2).peer_id, row(4).peer_id]
+    assert {p.relay for p in delta.upsert} == {hub.peer_id}  # the first relay, for everyone else
     assert nm.apply_delta(old.netmap_for(row(3).peer_id), delta) == new.netmap_for(row(3).peer_id)
-    assert delta_for(old, new, ch, hub.peer_id) is None        # a relay: hints differ per relay
+    # the first relay: the same two entries, each with the second relay as its hint
+    to_hub = delta_for(old, new, ch, hub.peer_id)
+    assert to_hub is not None
+    assert [(p.peer_id, p.relay) for p in to_hub.upsert] == [(row(2).peer_id, hub2.peer_id),
+                                                            (row(4).peer_id, hub2.peer_id)]
+    assert nm.apply_delta(old.netmap_for(hub.peer_id), to_hub) == new.netmap_for(hub.peer_id)
+    to_hub2 = delta_for(old, new, ch, hub2.peer_id)
+    assert to_hub2 is not None and to_hub2.upsert == delta.upsert
     assert delta_for(old, new, ch, row(2).peer_id) is None     # its own entry changed
     assert delta_for(old, new, ch, row(4).peer_id) is None     # not in the old map at all
+
+
+def test_a_relay_takes_the_general_path_when_the_relay_ranking_changes():
+    """The first relay's map names the second choice in every entry; when the second choice changes
+    (here a relay ranked higher appears: its endpoint is live), entries that did not change read
+    differently to that relay, so no shared change set describes its delta."""
+    hub = row(1, is_public=True, endpoint_ip="198.18.0.1", control_port=8443, udp_port=9443)
+    slow = row(3, is_public=True)  # no live endpoint: ranked after live relays
+    old = view(Snapshot(1, "net", 5, 24, (hub, row(2), slow), ()))
+    new = view(Snapshot(1, "net", 6, 24, (hub, row(2), replace(slow, endpoint_ip="198.18.0.3", control_port=1,
+                                                               udp_port=2)), ()))
+    assert old.relay_order == new.relay_order == (hub.peer_id, slow.peer_id)
+    live = view(Snapshot(1, "net", 6, 24, (hub, row(2), slow, row(4, is_public=True, endpoint_ip="198.18.0.4",
+                                                                  control_port=1, udp_port=2)), ()))
+    assert live.relay_order == (hub.peer_id, row(4).peer_id)
+    ch = changes(old, live)
+    assert row(2).pk not in ch.upsert  # its entry (hint: the first relay) is the same
+    assert old.netmap_for(hub.peer_id).peers[0].relay == slow.peer_id
+    assert live.netmap_for(hub.peer_id).peers[0].relay == row(4).peer_id
+    assert delta_for(old, live, ch, hub.peer_id) is None
+    assert delta_for(old, live, ch, row(2).peer_id) is not None
 
 
 def test_a_node_learns_from_the_shared_delta_that_it_became_an_exit_node_and_who_uses_one():
