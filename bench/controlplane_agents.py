@@ -588,6 +588,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 rss_per_socket_kib=round((sum(rss_after) - sum(rss_before)) / n, 1),
                 loadavg_changes=_load(),
             )
+            # progress on stderr, for a profiler to start at the changes (the servers' pids too)
+            print(f"changes start: daphnes {' '.join(str(p.pid) for p in servers.procs)}",
+                  file=sys.stderr, flush=True)
             runs = [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-")
                     for c in range(warmup + changes)]
             cold, warm = runs[:warmup], runs[warmup:]
