@@ -272,10 +272,8 @@ def delta_for(old: NetworkView, new: NetworkView, ch: Changes, peer_id: str) -> 
         return None
     self_before, self_now = old.self_info(me_before), new.self_info(me)
     old_routes, new_routes = old.routes_for(me.pk), new.routes_for(me.pk)
-    upsert = tuple(p for pk, p in ch.upsert.items() if pk != me.pk)
-    if relay:
-        upsert = tuple(replace(p, relay=new.second_relay[new.index[p.peer_id].pk]) if p.relay == peer_id else p
-                       for p in upsert)
+    upsert = tuple((replace(p, relay=new.second_relay[pk]) if relay and p.relay == peer_id else p)
+                   for pk, p in ch.upsert.items() if pk != me.pk)
     return nm.NetMapDelta(
         network=new.snapshot.network,
         base_serial=old.snapshot.serial,

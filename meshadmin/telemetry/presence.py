@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -54,13 +54,23 @@ def acked(node_pk: int, serial: int) -> None:
 
 
 def acked_many(acks: dict[int, int]) -> None:
-    """node pk -> acknowledged serial; one UPDATE per distinct serial (after a push: one)."""
+    """node pk -> acknowledged serial; one UPDATE per distinct serial (after a push: one).
+
+    On PostgreSQL the nodes go as one array parameter: a server process stores the acks of
+    thousands of sockets a second during a change, and an IN list has the ORM prepare and bind each
+    of its values on the process's one database thread (5-6 % of a server's CPU during changes at
+    10,000 agents), holding the interpreter the event loop needs."""
     by_serial: dict[int, list[int]] = {}
     for pk, serial in acks.items():
         by_serial.setdefault(serial, []).append(pk)
     with transaction.atomic():
         for serial, pks in by_serial.items():
-            Presence.objects.filter(node_id__in=pks).update(last_serial=serial)
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(f"UPDATE {Presence._meta.db_table} SET last_serial = %s "  # noqa: S608 (table name)
+                                   "WHERE node_id = ANY(%s)", [serial, pks])
+            else:
+                Presence.objects.filter(node_id__in=pks).update(last_serial=serial)
 
 
 def sweep_stale(now: datetime | None = None) -> list[int]:

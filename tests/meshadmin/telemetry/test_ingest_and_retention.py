@@ -116,3 +116,19 @@ def test_presence_counts_sockets_and_the_sweep_marks_silent_nodes_offline(belgiu
     assert Presence.objects.get(node=node).online
     assert presence.sweep_stale(T0 + presence.STALE_AFTER + timedelta(seconds=1)) == [node.pk]
     assert not Presence.objects.get(node=node).online
+
+
+def test_acks_of_many_nodes_are_stored_by_serial_and_others_are_left_alone(uk, belgium, mac):
+    """What the stats buffer stores each second (both backends: pass 2 runs it on PostgreSQL,
+    where the nodes go as one array)."""
+    nodes = list(Node.objects.order_by("pk"))
+    assert len(nodes) >= 3
+    for n in nodes:
+        Presence.objects.create(node=n, last_serial=1)
+    *acking, untouched = nodes
+    acks = {n.pk: (7 if i % 2 else 9) for i, n in enumerate(acking)}
+    presence.acked_many(acks)
+    stored = dict(Presence.objects.values_list("node_id", "last_serial"))
+    assert {pk: stored[pk] for pk in acks} == acks
+    assert stored[untouched.pk] == 1
+    presence.acked_many({})  # nothing to store: no error
