@@ -241,7 +241,12 @@ SHADOWMESH_RATE_LIMITS = {
     ),
     "bearer": _AUTH_RATE,  # requests with a bad session token
     "agent_connect": env_int(
-        "SHADOWMESH_AGENT_CONNECT_RATE", 60, "Agent websocket connections per minute per client address"
+        "SHADOWMESH_AGENT_CONNECT_RATE", 60,
+        "Agent websocket connections per minute per client address, less those that log in"
+    ),
+    # per node, per minute
+    "agent_login": env_int(
+        "SHADOWMESH_AGENT_LOGIN_RATE", 30, "Agent websocket logins per minute per node"
     ),
     # per node, per ENDPOINT_CHANGE_WINDOW_S (10 minutes)
     "endpoint_change": env_int(

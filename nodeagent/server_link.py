@@ -312,7 +312,8 @@ class ServerLink:
                     log.warning("the server refused our login naming serial %d (%s): logging in "
                                 "without it from now on", self._named_serial, reason)
                     self.name_serial = False
-                if code == CloseCode.RATE_LIMITED:  # too many sockets from our address: wait the longest
+                # too many unfinished logins from our address, or logins of this node: wait the longest
+                if code == CloseCode.RATE_LIMITED:
                     log.warning("server refused the link: %s", reason,
                                 extra={"event": "server.refused", "reason": reason})
                     self.attempt = max(self.attempt, RATE_LIMITED_ATTEMPT)

@@ -73,7 +73,7 @@ AUTH_FAILURES = Counter(
 RATE_LIMITED = Counter(
     "shadowmesh_rate_limited_total",
     "Requests or sockets refused by a rate limit, by limit (enroll, auth, auth_peer, bearer, agent_connect, "
-    "endpoint_change).", ["limit"], registry=None)
+    "agent_login, endpoint_change).", ["limit"], registry=None)
 REPORTS = Counter(
     "shadowmesh_telemetry_reports_total", "Agent counter reports ingested (stored in a batch).",
     registry=None)

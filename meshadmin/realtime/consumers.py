@@ -1,14 +1,17 @@
 """AgentConsumer: the node agent's websocket, /ws/agent/ (binary msgpack frames, nodeagent.protocol.messages).
 
 Life of a socket:
-  1. connect: accept; a client address over its per-minute budget of new sockets
-     (SHADOWMESH_AGENT_CONNECT_RATE) is closed at once with 4429, before any other work. With
-     `Authorization: Bearer <session token>` (from /api/auth/verify) the node is known at once;
-     otherwise the first server frame is a 32-byte challenge and the agent must answer `auth`
-     (ML-DSA-87, context shadowmesh/agent-auth/v1, bound to the network's CA: auth.py) within
-     AUTH_TIMEOUT (5 s; the answer's arrival counts, however long checking it then takes).
-     Failed authentications
-     are audited, folded per address and reason (mesh/services/audit.py).
+  1. connect: accept; every new socket is charged to its client address's per-minute budget
+     (SHADOWMESH_AGENT_CONNECT_RATE), and one over it is closed at once with 4429, before any
+     other work. With `Authorization: Bearer <session token>` (from /api/auth/verify) the node is
+     known at once; otherwise the first server frame is a 32-byte challenge and the agent must
+     answer `auth` (ML-DSA-87, context shadowmesh/agent-auth/v1, bound to the network's CA:
+     auth.py) within AUTH_TIMEOUT (5 s; the answer's arrival counts, however long checking it
+     then takes). Failed authentications are audited, folded per address and reason
+     (mesh/services/audit.py). A login that passes is charged to its node's per-minute budget of
+     logins (SHADOWMESH_AGENT_LOGIN_RATE; over it: 4429), and the socket's charge is given back
+     to its address: the address's budget bounds its failed and unfinished logins of the minute,
+     so any number of honest agents behind one NAT log in, while a flood of bad ones does not.
   2. authenticated: join groups node.<peer id> and agents.<network> (through the process's one
      channel: fanout.py hands their events to the process's sockets), mark presence, send the
      full netmap.
@@ -52,10 +55,11 @@ from meshadmin.client_address import scope_client_ip
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.services.audit import record_refusal
 from meshadmin.mesh.services.certificates import renew_certificate
+from meshadmin.mesh.services.common import node_actor
 from meshadmin.mesh.services.errors import ServiceError
 from meshadmin.mesh.services.exits import advertise_exit_node, remove_exit_node
 from meshadmin.mesh.services.peers import register_peer
-from meshadmin.mesh.services.ratelimit import hit_count, limit_of
+from meshadmin.mesh.services.ratelimit import Charge, charge, limit_of, refund
 from meshadmin.metrics import events
 from meshadmin.netmap import compute
 from meshadmin.telemetry import ingest, presence
@@ -89,17 +93,52 @@ def auth_timeout() -> float:
     return float(getattr(settings, "SHADOWMESH_AGENT_AUTH_TIMEOUT_S", DEFAULT_AUTH_TIMEOUT_S))
 
 
-async def _admit(ip: str | None) -> bool:
-    """Count a new socket against its address's per-minute budget ("agent_connect"). Refused
-    sockets cost no database work, but the first refusal of each minute is audited (folded)."""
-    count = await sync_to_async(hit_count, thread_sensitive=False)("agent_connect", ip)
-    limit = limit_of("agent_connect")
-    if count <= limit:
-        return True
-    if count == limit + 1:
+async def _admit(ip: str | None) -> Charge | None:
+    """Charge a new socket to its address's per-minute budget ("agent_connect"): the charge, given
+    back if the socket logs in (`_admit_login`), or None when the budget is spent. A refused
+    socket is not charged (the budget counts what it let in: failed and unfinished logins), costs
+    no database work, and the first refusal of each minute is audited (folded)."""
+    if limit_of("agent_connect") <= 0:
+        return Charge(admitted=True)  # unlimited: nothing to count
+    spent = await sync_to_async(charge, thread_sensitive=False)("agent_connect", ip)
+    if spent.admitted:
+        return spent
+    if spent.first_refusal:
         await database_sync_to_async(record_refusal)(
             AuditAction.AUTH_RATE_LIMITED, reason="too many connections", channel="websocket",
-            source_ip=ip, limit_per_minute=limit)
+            source_ip=ip, limit_per_minute=limit_of("agent_connect"))
+    return None
+
+
+def _settle_login(agent: auth.AgentIdentity, connected: Charge | None) -> Charge:
+    """A login that passed its checks is charged to its node's budget of logins ("agent_login");
+    within it, the socket's charge to its address (`connected`) is given back."""
+    spent = charge("agent_login", agent.peer_id)
+    if spent.admitted and connected is not None:
+        refund(connected)
+    return spent
+
+
+def _refuse_login(agent: auth.AgentIdentity, ip: str | None) -> None:
+    from meshadmin.mesh.models import Network
+
+    record_refusal(AuditAction.AUTH_RATE_LIMITED, reason="too many logins", channel="websocket",
+                   actor=node_actor(agent), network=Network.objects.filter(pk=agent.network_id).first(),
+                   object_type="node", object_id=agent.peer_id, source_ip=ip,
+                   limit_per_minute=limit_of("agent_login"))
+
+
+async def _admit_login(agent: auth.AgentIdentity, ip: str | None, connected: Charge | None) -> bool:
+    """Whether the node of a login that passed its checks is within its budget of logins (an
+    agent that logs in again and again, however correctly, is held to it); the first refusal of
+    each minute is audited (folded). Stays charged to its address when refused."""
+    if limit_of("agent_login") <= 0 and (connected is None or connected.cache_key is None):
+        return True  # nothing to count, nothing to give back
+    spent = await sync_to_async(_settle_login, thread_sensitive=False)(agent, connected)
+    if spent.admitted:
+        return True
+    if spent.first_refusal:
+        await database_sync_to_async(_refuse_login)(agent, ip)
     return False
 
 
@@ -111,7 +150,6 @@ def _renew(agent: auth.AgentIdentity, source_ip: str | None) -> bytes:
 
 def _advertise(agent: auth.AgentIdentity, exit_node: bool) -> None:
     from meshadmin.mesh.models import Node
-    from meshadmin.mesh.services.common import node_actor
 
     node = Node.objects.get(pk=agent.pk)
     if exit_node:
@@ -241,11 +279,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.stats_refused = 0
         self.last_renew_at: float | None = None
         self.map_lock = asyncio.Lock()  # one map (full or delta) computed and sent at a time
+        self.connect_charge: Charge | None = None  # this socket's charge to its address (`_admit`)
         loop = asyncio.get_running_loop()
         tasks.register_loop(loop)
         await self.accept()
         events.agent_socket_opened()
-        if not await _admit(self._client_ip()):
+        self.connect_charge = await _admit(self._client_ip())
+        if self.connect_charge is None:
             await self._close(CloseCode.RATE_LIMITED, "too many connections from this address; wait a minute")
             return
         token = auth.bearer_token(self.scope)
@@ -255,7 +295,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             except auth.AuthRefused as exc:
                 await self._close(CloseCode.AUTH_FAILED, str(exc))
                 return
-            await self._authenticated(agent)
+            await self._logged_in(agent)
             return
         self.nonce = os.urandom(messages.CHALLENGE_SIZE)
         await self.send(bytes_data=messages.encode(messages.Challenge(self.nonce)))
@@ -310,6 +350,17 @@ class AgentConsumer(AsyncWebsocketConsumer):
     def _client_ip(self) -> str | None:
         """The TCP peer, or the client behind a trusted proxy (meshadmin/client_address.py)."""
         return scope_client_ip(self.scope)
+
+    async def _logged_in(self, agent: auth.AgentIdentity, held: int | None = None) -> None:
+        """The login passed its checks (token or signature): within its node's budget of logins,
+        the socket's charge is given back to its address and the socket is in."""
+        if not await _admit_login(agent, self._client_ip(), self.connect_charge):
+            await self._close(CloseCode.RATE_LIMITED,
+                              f"too many logins of node {agent.peer_id} this minute; wait a minute")
+            return
+        if self.closing:
+            return
+        await self._authenticated(agent, held)
 
     async def _authenticated(self, agent: auth.AgentIdentity, held: int | None = None) -> None:
         """Logged in: groups, presence, then the map: the full one, or an empty delta when the
@@ -397,7 +448,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         if self.closing:  # closed while we checked (its deadline had fired as the answer came)
             return
-        await self._authenticated(agent, msg.serial)
+        await self._logged_in(agent, msg.serial)
 
     async def _receive_endpoints(self, msg: messages.EndpointReport) -> None:
         """The first endpoint is where the node listens; "local" and "reflexive" ones after it are

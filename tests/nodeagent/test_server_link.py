@@ -387,6 +387,29 @@ async def test_a_rate_limited_close_waits_the_capped_delay_then_connects(state_d
         await stop(server, task)
 
 
+async def test_a_rate_limited_close_after_the_login_waits_the_capped_delay_too(state_dir):
+    """The server closes with 4429 after checking our answer when this node logged in too often
+    in a minute (SHADOWMESH_AGENT_LOGIN_RATE): the same capped delay as before a challenge."""
+    delays, fast_sleep = recording_sleep()
+
+    async def script(ws, n):
+        if n <= 2:
+            await ws.close(CloseCode.RATE_LIMITED, "too many logins of node this minute; wait a minute")
+            return
+        await ws.send(fake.full(make_map(me, 3, [B])))
+        await fake.pump(ws)
+
+    fake, server, link, task, applied, me = await start(state_dir, script, sleep=fast_sleep,
+                                                        rng=lambda: 0.0)
+    try:
+        assert (await fake.next_message(messages.Ack)).serial == 3
+        assert len(fake.auths) == 3  # each refused connection had answered its challenge
+        assert delays == [BACKOFF_CAP_S / 2, BACKOFF_CAP_S / 2]  # not the 0.25 s of a first retry
+        assert link.attempt == 0 and applied[-1].serial == 3
+    finally:
+        await stop(server, task)
+
+
 async def test_new_endpoints_are_reported_with_the_next_counters_not_after_the_refresh_period(state_dir):
     """The UDP candidates changed (traversal.py): the report goes out at the next send, once."""
     me = identity.load_private_key(state_dir / "node.key").peer_id

@@ -4,11 +4,17 @@ shares them), for the limits of settings.SHADOWMESH_RATE_LIMITS.
 A limit is a number of events per window for one key. The key says what is limited: a client
 address (meshadmin.client_address: the TCP peer, or the client behind a trusted proxy), a client
 address and a peer id, a node. A limit of 0, or a scope absent from the settings, is unlimited.
+
+`hit` and its kin count every event, the refused ones too. `charge` counts only what it lets
+through, and remembers where it counted it, so that `refund` can take it back later: the agent
+websocket charges each new socket to its address and refunds the ones that log in
+(realtime/consumers.py), so the budget bounds the failed and unfinished logins, not the honest ones.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -17,7 +23,8 @@ from meshadmin.shared_cache import shared_cache
 
 from .errors import RateLimited
 
-__all__ = ["RateLimited", "check_rate", "exceeded", "hit", "hit_count", "limit_of"]
+__all__ = ["Charge", "RateLimited", "charge", "check_rate", "exceeded", "hit", "hit_count", "limit_of",
+           "refund"]
 
 WINDOW_S = 60
 KEY_PREFIX = "ratelimit"
@@ -28,23 +35,27 @@ def limit_of(scope: str) -> int:
     return int(settings.SHADOWMESH_RATE_LIMITS.get(scope, 0))  # absent = unlimited
 
 
-def _cache_key(scope: str, key: str | None, window_s: int) -> str:
-    window = int(clock()) // window_s
+def _cache_key(scope: str, key: str | None, window_s: int, window: int | None = None) -> str:
+    if window is None:
+        window = int(clock()) // window_s
     return f"{KEY_PREFIX}:{scope}:{key or 'unknown'}:{window_s}:{window}"
+
+
+def _incr(cache_key: str, window_s: int) -> int:
+    cache = shared_cache()  # not django.core.cache.cache: one Redis client per socket (shared_cache.py)
+    cache.add(cache_key, 0, timeout=window_s * 2)
+    try:
+        return cache.incr(cache_key)
+    except ValueError:  # evicted between add and incr
+        cache.add(cache_key, 1, timeout=window_s * 2)
+        return 1
 
 
 def hit_count(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> int:
     """Count one event for `key` in `scope`; the window's count so far (0 when unlimited)."""
     if limit_of(scope) <= 0:
         return 0
-    cache = shared_cache()  # not django.core.cache.cache: one Redis client per socket (shared_cache.py)
-    cache_key = _cache_key(scope, key, window_s)
-    cache.add(cache_key, 0, timeout=window_s * 2)
-    try:
-        count = cache.incr(cache_key)
-    except ValueError:  # evicted between add and incr
-        cache.add(cache_key, 1, timeout=window_s * 2)
-        count = 1
+    count = _incr(_cache_key(scope, key, window_s), window_s)
     if count > limit_of(scope):
         events.rate_limited(scope)
     return count
@@ -70,3 +81,51 @@ def check_rate(scope: str, key: str | None, *, window_s: int = WINDOW_S,
     if not hit(scope, key, window_s=window_s):
         wait = "a minute" if window_s <= 60 else f"{window_s // 60} minutes"
         raise RateLimited(f"too many {scope} requests {what}; try again in {wait}", retry_after=window_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What `charge` did. `admitted`: within the budget, and counted in the window of `cache_key`
+    (None when the scope is unlimited: nothing was counted), which ends at `window_ends_at`.
+    Refused: nothing counted, and `first_refusal` says whether it is the window's first refusal
+    for this key (what the caller audits, once a window)."""
+
+    admitted: bool
+    cache_key: str | None = None
+    window_ends_at: float = 0.0
+    first_refusal: bool = False
+
+
+def charge(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> Charge:
+    """Count one event for `key` in `scope` if the window's budget has room for it; over the
+    budget nothing is counted (a refusal costs a read, and the first of the window a marker).
+    No cache work at all when the scope is unlimited."""
+    limit = limit_of(scope)
+    if limit <= 0:
+        return Charge(admitted=True)
+    window = int(clock()) // window_s
+    cache_key = _cache_key(scope, key, window_s, window)
+    cache = shared_cache()
+    if (cache.get(cache_key) or 0) < limit:
+        if _incr(cache_key, window_s) <= limit:
+            return Charge(admitted=True, cache_key=cache_key, window_ends_at=(window + 1) * window_s)
+        _decr(cache_key)  # another one took the last of the budget meanwhile
+    events.rate_limited(scope)
+    first = cache.add(f"{cache_key}:refused", 1, timeout=window_s * 2)
+    return Charge(admitted=False, first_refusal=bool(first))
+
+
+def refund(spent: Charge) -> None:
+    """Take back what `charge` counted, from the window it was counted in: not from the window of
+    now, or an event of a window gone by would hand out budget in the new one. Once its window is
+    over, its count limits nothing any more, and nothing is done (no write to a key about to expire)."""
+    if spent.cache_key is None or clock() >= spent.window_ends_at:
+        return
+    _decr(spent.cache_key)
+
+
+def _decr(cache_key: str) -> None:
+    try:
+        shared_cache().decr(cache_key)
+    except ValueError:  # evicted: the count it was in is gone already
+        pass

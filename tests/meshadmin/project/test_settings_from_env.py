@@ -21,6 +21,7 @@ print(json.dumps({
     "db": db["ENGINE"], "dbname": str(db["NAME"]), "pool": db.get("OPTIONS", {}).get("pool"),
     "broker": settings.CELERY_BROKER_URL, "hosts": settings.ALLOWED_HOSTS,
     "layer_config": settings.CHANNEL_LAYERS["default"].get("CONFIG"),
+    "limits": settings.SHADOWMESH_RATE_LIMITS,
 }))
 """
 
@@ -97,6 +98,13 @@ def test_the_redis_channel_layer_pool_holds_a_reconnect_storm(tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["max_connections"] >= 1000
 
 
+def test_the_agent_limits_have_defaults_and_read_the_environment(tmp_path):
+    limits = _settings(tmp_path)["limits"]
+    assert (limits["agent_connect"], limits["agent_login"]) == (60, 30)
+    limits = _settings(tmp_path, SHADOWMESH_AGENT_CONNECT_RATE="5", SHADOWMESH_AGENT_LOGIN_RATE="0")["limits"]
+    assert (limits["agent_connect"], limits["agent_login"]) == (5, 0)  # 0 = unlimited
+
+
 def test_the_secret_key_is_generated_once_with_mode_0600(tmp_path):
     first = _settings(tmp_path)["key"]
     second = _settings(tmp_path)["key"]
@@ -117,6 +125,7 @@ def test_the_secret_key_is_generated_once_with_mode_0600(tmp_path):
         ({"SHADOWMESH_TRUSTED_PROXIES": "127.0.0.1,proxy.example"}, "SHADOWMESH_TRUSTED_PROXIES"),
         ({"SHADOWMESH_AUDIT_RETENTION_DAYS": "-1"}, "SHADOWMESH_AUDIT_RETENTION_DAYS"),
         ({"SHADOWMESH_AGENT_CONNECT_RATE": "lots"}, "SHADOWMESH_AGENT_CONNECT_RATE"),
+        ({"SHADOWMESH_AGENT_LOGIN_RATE": "-1"}, "SHADOWMESH_AGENT_LOGIN_RATE"),
         (
             {"SHADOWMESH_PRODUCTION": "1", "SHADOWMESH_DEBUG": "1", "SHADOWMESH_ALLOWED_HOSTS": "a.example"},
             "DEBUG",
