@@ -80,6 +80,7 @@ from pathlib import Path
 
 import msgpack
 from cryptography.hazmat.primitives.asymmetric import mldsa
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -392,6 +393,37 @@ def _enroll_over_http(port: int, src: str, token: str, name: str, public: bytes)
         conn.close()
 
 
+def _push_histograms(port: int) -> dict[str, dict[str, float]]:
+    """One server's push histograms from its /metrics (loopback: no credentials): name -> {le: count}."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name in ("shadowmesh_netmap_push_seconds", "shadowmesh_netmap_push_last_agent_seconds"):
+            out[family.name] = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    return out
+
+
+def _server_push_shares(before: list[dict], after: list[dict]) -> dict[str, dict[str, float]]:
+    """Server side of the measured changes, all processes together: per histogram, the share of
+    observations at or below each bucket bound (change committed -> frame handed to the transport)."""
+    shares: dict[str, dict[str, float]] = {}
+    for name in ("shadowmesh_netmap_push_seconds", "shadowmesh_netmap_push_last_agent_seconds"):
+        counts: collections.Counter[str] = collections.Counter()
+        for b, a in zip(before, after, strict=True):
+            for le, v in a.get(name, {}).items():
+                counts[le] += v - b.get(name, {}).get(le, 0.0)
+        total = counts.get("+Inf", 0.0)
+        if total:
+            shares[name.removeprefix("shadowmesh_netmap_")] = {
+                le: round(v / total, 4) for le, v in counts.items() if le != "+Inf"} | {"count": total}
+    return shares
+
+
 class Daphnes:
     """The server processes, each on its own port; `restart()` stops them all, starts them again."""
 
@@ -591,8 +623,12 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             # progress on stderr, for a profiler to start at the changes (the servers' pids too)
             print(f"changes start: daphnes {' '.join(str(p.pid) for p in servers.procs)}",
                   file=sys.stderr, flush=True)
-            runs = [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-")
-                    for c in range(warmup + changes)]
+            runs = [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-") for c in range(warmup)]
+            scraped = [await asyncio.to_thread(_push_histograms, port) for port in servers.ports]
+            runs += [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-")
+                     for c in range(warmup, warmup + changes)]
+            result["server_push_shares"] = _server_push_shares(
+                scraped, [await asyncio.to_thread(_push_histograms, port) for port in servers.ports])
             cold, warm = runs[:warmup], runs[warmup:]
             flat = [x for r in warm for x in r["after"]]
             result.update(
