@@ -10,8 +10,9 @@
 
 Each simulated agent speaks the real protocol (nodeagent.protocol.messages over /ws/agent/): it
 answers the server's challenge with nodeagent.server_link's own login (ML-DSA-87, bound to the
-network's CA), receives its full netmap, signed, acknowledges every map it gets (`ack`, as the
-agent does) and, with --stats-interval, sends an (empty) `stats` report that often. No TUN; the
+network's CA), receives its full netmap, signed, acknowledges the maps it gets (`ack`, as the
+agent does: 1.5-3 s later, once for what came meanwhile, nodeagent/delayed_ack.py) and, with
+--stats-interval, sends an (empty) `stats` report that often. No TUN; the
 full map is not parsed past its serial (the client's CPU is shared with the server's and is not
 what is measured). When its socket closes it reconnects as nodeagent.server_link.ServerLink does:
 `backoff_delay(attempt, random())`, attempt reset by a full map, a 4429 close jumping to
@@ -87,6 +88,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nodeagent.delayed_ack import DelayedAck  # noqa: E402
 from nodeagent.protocol import messages  # noqa: E402
 from nodeagent.protocol.constants import CloseCode  # noqa: E402
 from nodeagent.protocol.identity import peer_id  # noqa: E402
@@ -242,6 +244,8 @@ class Agent:
             await _login(ws, self.state, self.serial)
             logged_in = False
             sender = asyncio.create_task(self._stats(ws)) if self.stats_interval > 0 else None
+            # acknowledged as the agent does: later, once for what came meanwhile (delayed_ack.py)
+            acks = DelayedAck(lambda serial: ws.send(messages.encode(messages.Ack(serial))), random.random)
             try:
                 async for frame in ws:
                     kind = messages.frame_type(frame)
@@ -249,7 +253,7 @@ class Agent:
                         self._logged_in(t0, "full map")
                         logged_in = True
                         self.serial = _full_serial(frame)
-                        await ws.send(messages.encode(messages.Ack(self.serial)))
+                        await acks.ack(self.serial)
                     elif kind == "delta":
                         msg = messages.decode_server_message(frame)
                         assert isinstance(msg, messages.Delta)
@@ -258,7 +262,7 @@ class Agent:
                             self._logged_in(t0, "current")  # the answer to a login holding the current map
                             logged_in = True
                         self.serial = d.serial
-                        await ws.send(messages.encode(messages.Ack(msg.delta.serial)))
+                        await acks.ack(msg.delta.serial)
                         if self.waiting_for is not None and any(
                                 p.peer_id == self.waiting_for for p in msg.delta.upsert):
                             self.got_at = time.time()
@@ -270,6 +274,7 @@ class Agent:
             finally:
                 if sender is not None:
                     sender.cancel()
+                await acks.close()
             raise ConnectionClosed(ws.close_rcvd, ws.close_sent)
 
     def _logged_in(self, t0: float, how: str) -> None:

@@ -12,7 +12,8 @@ Flow of one connection (`_session`):
      with nothing applied. A map older than the applied one is ignored; a delta that does not
      start at the applied serial triggers a `resync` (full map follows)
   4. every applied map is persisted as its signed chain (netmap_sign.SignedChain: the last full map
-     and the deltas on it, as received; state dir, 0600), handed to `on_netmap`, then acknowledged.
+     and the deltas on it, as received; state dir, 0600), handed to `on_netmap`, then acknowledged
+     (`ack`, 1.5-3 s later and once for the maps applied meanwhile: delayed_ack.py).
      After CHAIN_LIMIT deltas (16..31, drawn per agent) the agent asks for a fresh full map.
   5. meanwhile counters go up every `stats_interval` seconds (the `stats` message the agent built,
      status.stats_report) and endpoints every 5 minutes; from two thirds of our certificate's
@@ -41,6 +42,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from . import __version__
+from .delayed_ack import ACK_DELAY_S, DelayedAck
+from .delayed_ack import ack_delay as ack_delay_of
 from .enroll import (
     CA_FILE,
     CERT_FILE,
@@ -256,7 +259,8 @@ class ServerLink:
                  on_certificate: CertificateCallback | None = None,
                  rng: Callable[[], float] = random.random,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 ack_delay: tuple[float, float] = ACK_DELAY_S) -> None:
         self.state_dir = Path(state_dir)
         self.state: EnrolledState = load_state(self.state_dir)
         self.url = url or self.state.websocket_url
@@ -287,6 +291,9 @@ class ServerLink:
         self._renew_sent_at: float | None = None
         self._chain_resync = False  # a resync asked for because the chain is long, not answered yet
         self._rng, self._sleep, self._clock = rng, sleep, clock
+        self.ack_delay = ack_delay
+        ack_delay_of(0.0, ack_delay)  # bad bounds refused here
+        self._acks: DelayedAck | None = None  # the link's pending ack (delayed_ack.py)
         self.chain_limit = CHAIN_LIMIT[0] + int(rng() * (CHAIN_LIMIT[1] - CHAIN_LIMIT[0]))
 
     # -- public
@@ -345,6 +352,8 @@ class ServerLink:
             self._named_serial = self._serial if self.name_serial else None
             await _login(ws, self.state, self._named_serial)
             sender = asyncio.create_task(self._senders(ws))
+            self._acks = DelayedAck(lambda serial: ws.send(messages.encode(messages.Ack(serial))),
+                                    self._rng, self.ack_delay)
             try:
                 await self._receive(ws)
             except _Refused as exc:
@@ -355,6 +364,8 @@ class ServerLink:
             finally:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
+                acks, self._acks = self._acks, None
+                await acks.close()
             raise _Reconnect("server closed the link")  # _receive only returns on close
 
     def _ours(self, netmap: nm.NetMap) -> bool:
@@ -388,7 +399,7 @@ class ServerLink:
                         self.attempt = 0
                         self.resumed += 1
                         assert self.netmap is not None  # is_current_answer
-                        await ws.send(messages.encode(messages.Ack(self.netmap.serial)))
+                        await self._ack(ws, self.netmap.serial)
                         continue
                     if nm.is_stale(self._serial, d.serial):
                         self.stale_ignored += 1
@@ -481,7 +492,15 @@ class ServerLink:
         save_signed_netmap(self.state_dir, chain)
         if changed:
             await self._deliver(netmap)
-        await ws.send(messages.encode(messages.Ack(netmap.serial)))
+        await self._ack(ws, netmap.serial)
+
+    async def _ack(self, ws, serial: int) -> None:
+        """Acknowledge `serial`: after a short random wait, together with what comes meanwhile
+        (delayed_ack.py); at once outside a session's bookkeeping (`_acks` unset)."""
+        if self._acks is None:
+            await ws.send(messages.encode(messages.Ack(serial)))
+        else:
+            await self._acks.ack(serial)
 
     async def _deliver(self, netmap: nm.NetMap) -> None:
         try:

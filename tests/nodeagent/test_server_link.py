@@ -7,6 +7,7 @@ sent, and the reconnect backoff schedule as a pure function."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import stat
 from dataclasses import replace
@@ -17,6 +18,7 @@ from websockets.asyncio.server import serve
 
 import nodeagent
 from nodeagent import identity
+from nodeagent.delayed_ack import ACK_DELAY_S, DelayedAck, ack_delay
 from nodeagent.enroll import write_private_file
 from nodeagent.protocol import messages, netmap_sign
 from nodeagent.protocol import netmap as nm
@@ -161,6 +163,7 @@ async def start(state_dir, script, **kw):
         applied.append(m)
         got.set()
 
+    kw.setdefault("ack_delay", (0.0, 0.0))  # acks at once, one per map (the delay: its own tests)
     link = ServerLink(state_dir, on_netmap, url=f"ws://127.0.0.1:{port}/ws/agent/", **kw)
     task = asyncio.create_task(link.run())
     return fake, server, link, task, applied, ident.peer_id
@@ -505,3 +508,95 @@ async def test_a_server_that_refuses_the_serial_field_gets_logins_without_it(sta
         assert link.name_serial is False and [m.serial for m in applied] == [3, 6]
     finally:
         await stop(server, task)
+
+
+async def test_maps_applied_within_the_ack_delay_are_acknowledged_once_with_the_newest_serial(state_dir):
+    """The agent applies every map at once but answers a burst with one ack, after its delay."""
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    m5, m7, m8 = make_map(me, 5, [B]), make_map(me, 7, [B, C]), make_map(me, 8, [C])
+
+    async def script(ws, n):
+        await ws.send(fake.full(m5))
+        await ws.send(fake.delta(nm.diff(m5, m7)))
+        await ws.send(fake.delta(nm.diff(m7, m8)))
+        await fake.pump(ws)
+
+    fake, server, _link, task, applied, _ = await start(state_dir, script, ack_delay=(0.2, 0.2))
+    try:
+        assert (await fake.next_message(messages.Ack)).serial == 8
+        assert [m.serial for m in applied] == [5, 7, 8]  # applied before the ack went
+        await asyncio.sleep(0.5)
+        assert fake.received.empty()  # no ack for 5 or 7, before or after
+    finally:
+        await stop(server, task)
+
+
+async def test_a_link_that_closes_before_its_ack_is_due_drops_it_and_acknowledges_the_next_login(state_dir):
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+    m5 = make_map(me, 5, [B])
+    acks: list[tuple[int, int]] = []  # (connection, serial acknowledged)
+    second = asyncio.Event()
+
+    async def script(ws, n):
+        await ws.send(fake.full(m5))
+
+        async def record():
+            async for frame in ws:
+                msg = messages.decode_agent_message(frame)
+                if isinstance(msg, messages.Ack):
+                    acks.append((n, msg.serial))
+                    second.set()
+
+        if n == 1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(record(), 0.1)  # listens, then closes before the ack is due
+            await ws.close()
+            return
+        await record()
+
+    fake, server, _link, task, _applied, _ = await start(state_dir, script, ack_delay=(0.3, 0.3))
+    try:
+        await asyncio.wait_for(second.wait(), 10)
+        assert acks == [(2, 5)]  # none on the first connection; the login after it is acknowledged
+    finally:
+        await stop(server, task)
+
+
+@pytest.mark.parametrize(("rnd", "expected"), [(0.0, 1.5), (0.5, 2.25), (0.999, 2.9985)])
+def test_the_ack_delay_spreads_a_fleet_over_its_bounds(rnd, expected):
+    assert ack_delay(rnd) == pytest.approx(expected)
+
+
+def test_the_ack_delay_refuses_nonsense():
+    for rnd, bounds in ((1.0, ACK_DELAY_S), (-0.1, ACK_DELAY_S), (0.5, (2.0, 1.0)), (0.5, (-1.0, 1.0))):
+        with pytest.raises(ValueError):
+            ack_delay(rnd, bounds)
+
+
+async def test_a_pending_ack_carries_the_newest_serial_even_when_they_come_out_of_order():
+    sent: list[int] = []
+
+    async def send(serial: int) -> None:
+        sent.append(serial)
+
+    acks = DelayedAck(send, lambda: 0.0, (0.05, 0.05))
+    await acks.ack(7)
+    await acks.ack(9)
+    await acks.ack(8)
+    await asyncio.sleep(0.2)
+    assert sent == [9] and acks.merged == 2
+    await acks.ack(10)  # a new wait after the last ack went
+    await acks.close()  # dropped
+    await asyncio.sleep(0.1)
+    assert sent == [9]
+
+
+async def test_an_ack_that_cannot_be_sent_is_dropped_without_an_error():
+    async def send(serial: int) -> None:
+        raise ConnectionError("closed")
+
+    acks = DelayedAck(send, lambda: 0.0, (0.01, 0.01))
+    await acks.ack(3)
+    await asyncio.sleep(0.1)
+    assert acks.sent == 0
+    await acks.close()
