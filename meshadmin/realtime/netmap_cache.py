@@ -25,7 +25,6 @@ import functools
 import logging
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import database_sync_to_async
 from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -39,14 +38,6 @@ from nodeagent.protocol import netmap as nm
 __all__ = ["ViewCache", "current_serial", "netmap_signer", "view_cache"]
 
 log = logging.getLogger(__name__)
-
-# Views load in a thread of their own (with a database connection of its own), not in the
-# process's one database thread: that thread also runs every synchronous request (Django runs sync
-# views there under ASGI) and every login's checks, and a change in ten networks is ten loads per
-# process (25-100 ms each, over a second under load), which made the change's own enrollment
-# requests wait behind them (0.8-2.2 s instead of 0.3 s, measured at 10,000 agents). One thread:
-# the loads of a process still run one at a time.
-_LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netmap-views")
 
 # CA public key -> its unsealed private key: spares the unsealing on later loads (a cache only:
 # whoever signs holds the key it got from `_load`)
@@ -175,8 +166,8 @@ class ViewCache:
             fut = self._loading.get(network_id)
             if fut is None:
                 held = self._views.get(network_id)
-                load = database_sync_to_async(_load, thread_sensitive=False, executor=_LOADER)
-                fut = asyncio.ensure_future(load(network_id, None if held is None else held.revocation_list))
+                fut = asyncio.ensure_future(database_sync_to_async(_load)(
+                    network_id, None if held is None else held.revocation_list))
                 self._loading[network_id] = fut
                 fut.add_done_callback(functools.partial(self._done, network_id))
             v, key = await asyncio.shield(fut)
