@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.core.cache import BaseCache
+from django.core.cache.backends.redis import RedisCache
 
 from meshadmin.metrics import events
 from meshadmin.shared_cache import shared_cache
@@ -98,15 +101,22 @@ class Charge:
 
 def charge(scope: str, key: str | None, *, window_s: int = WINDOW_S) -> Charge:
     """Count one event for `key` in `scope` if the window's budget has room for it; over the
-    budget nothing is counted (a refusal costs a read, and the first of the window a marker).
-    No cache work at all when the scope is unlimited."""
+    budget nothing is counted (with Redis: one round trip counts, a second takes a refused one
+    back; elsewhere a read comes first), and the first refusal of the window leaves a marker. No
+    cache work at all when the scope is unlimited."""
     limit = limit_of(scope)
     if limit <= 0:
         return Charge(admitted=True)
     window = int(clock()) // window_s
     cache_key = _cache_key(scope, key, window_s, window)
     cache = shared_cache()
-    if (cache.get(cache_key) or 0) < limit:
+    redis = _redis_of(cache)
+    if redis is not None:  # one round trip to count, a second only to take back a refused one
+        raw = cache.make_and_validate_key(cache_key)
+        if int(redis.eval(_INCR_WITH_TTL, 1, raw, window_s * 2)) <= limit:
+            return Charge(admitted=True, cache_key=cache_key, window_ends_at=(window + 1) * window_s)
+        redis.decr(raw)  # over the budget: not counted (it exists: it was just incremented)
+    elif (cache.get(cache_key) or 0) < limit:
         if _incr(cache_key, window_s) <= limit:
             return Charge(admitted=True, cache_key=cache_key, window_ends_at=(window + 1) * window_s)
         _decr(cache_key)  # another one took the last of the budget meanwhile
@@ -125,7 +135,28 @@ def refund(spent: Charge) -> None:
 
 
 def _decr(cache_key: str) -> None:
+    cache = shared_cache()
+    redis = _redis_of(cache)
+    if redis is not None:  # one round trip; a key gone (evicted) is not brought back at -1
+        redis.eval(_DECR_IF_EXISTS, 1, cache.make_and_validate_key(cache_key))
+        return
     try:
-        shared_cache().decr(cache_key)
+        cache.decr(cache_key)
     except ValueError:  # evicted: the count it was in is gone already
         pass
+
+
+# Lua, run by Redis as one command: a new counter gets its time to live (as Django's `add` gives it)
+_INCR_WITH_TTL = ("local n = redis.call('incr', KEYS[1]) "
+                  "if n == 1 then redis.call('expire', KEYS[1], ARGV[1]) end return n")
+_DECR_IF_EXISTS = ("if redis.call('exists', KEYS[1]) == 1 then return redis.call('decr', KEYS[1]) end "
+                   "return nil")
+
+
+def _redis_of(cache: BaseCache) -> Any | None:
+    """The redis-py client behind Django's Redis cache, for commands in one round trip (Django's
+    own incr and decr are two each: an EXISTS first); None for any other cache. The counters stay
+    plain integers, which Django's Redis cache reads and writes as such."""
+    if isinstance(cache, RedisCache):
+        return cache._cache.get_client(write=True)  # Django's RedisCacheClient
+    return None
