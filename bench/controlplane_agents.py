@@ -502,7 +502,9 @@ def _services(state: str, reuse: bool = False) -> dict[str, str]:
     return env
 
 
-async def _change(c: int, nets: list[dict], pipes, port: int, name: str) -> dict:
+async def _change(c: int, nets: list[dict], pipes, port: int, name: str, gap: float = 0.0) -> dict:
+    """One change (an enrollment in every network at once), after `gap` seconds of quiet."""
+    await asyncio.sleep(gap)
     publics = {n["name"]: mldsa.MLDSA87PrivateKey.generate().public_key().public_bytes_raw() for n in nets}
     waiting = {k: peer_id(v) for k, v in publics.items()}
     for p in pipes:
@@ -530,9 +532,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                   warmup: int = 1, client_procs: int = 2, backend: str = "sqlite", daphnes: int = 1,
                   networks: int = 1, restart: bool = False, stats_interval: float = 0.0,
                   state: str | None = None, reconnect_wait: float = 180.0, in_flight: int = 50,
-                  seed_only: bool = False, backlog: int | None = None) -> dict:
+                  seed_only: bool = False, backlog: int | None = None, change_gap: float = 0.0) -> dict:
     result: dict = {"agents": n, "client_procs": client_procs, "backend": backend, "daphnes": daphnes,
-                    "listen_backlog": backlog or 50,
+                    "listen_backlog": backlog or 50, "change_gap_s": change_gap,
                     "networks": networks, "stats_interval_s": stats_interval, "sqlite_wal": wal,
                     "nofile": raise_nofile(), "loadavg_start": _load()}
     # (PostgreSQL may still be writing in its directory as it stops: the results matter more)
@@ -628,9 +630,10 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             # progress on stderr, for a profiler to start at the changes (the servers' pids too)
             print(f"changes start: daphnes {' '.join(str(p.pid) for p in servers.procs)}",
                   file=sys.stderr, flush=True)
-            runs = [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-") for c in range(warmup)]
+            runs = [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-", change_gap)
+                    for c in range(warmup)]
             scraped = [await asyncio.to_thread(_push_histograms, port) for port in servers.ports]
-            runs += [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-")
+            runs += [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-", change_gap)
                      for c in range(warmup, warmup + changes)]
             result["server_push_shares"] = _server_push_shares(
                 scraped, [await asyncio.to_thread(_push_histograms, port) for port in servers.ports])
@@ -718,6 +721,9 @@ def main() -> int:
     parser.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--changes", type=int, default=5, help="measured changes per N")
     parser.add_argument("--warmup", type=int, default=1, help="changes made first and reported apart")
+    parser.add_argument("--change-gap", type=float, default=0.0,
+                        help="seconds of quiet before each change (0: each starts as soon as the last agent "
+                             "has the one before)")
     parser.add_argument("--client-procs", type=int, default=2, help="processes the agents run in")
     parser.add_argument("--wal", action="store_true", help="put the SQLite database in WAL mode first")
     parser.add_argument("--daphne-log", help="keep the servers' log (level INFO) in this file")
@@ -750,7 +756,7 @@ def main() -> int:
         r = asyncio.run(run_one(n, args.changes, args.daphne_log, args.wal, args.warmup, args.client_procs,
                                 args.backend, args.daphnes, args.networks, args.restart, args.stats_interval,
                                 args.state, args.reconnect_wait, args.in_flight, args.seed_only,
-                                backlog=args.backlog))
+                                backlog=args.backlog, change_gap=args.change_gap))
         if args.seed_only:
             print(json.dumps(r), flush=True)
             return 0
