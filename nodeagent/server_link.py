@@ -391,7 +391,7 @@ class ServerLink:
                         continue
                     part = netmap_sign.SignedPart(netmap_sign.LABEL_FULL, msg.body, msg.signature)
                     self._chain_resync = False
-                    await self._apply(ws, msg.netmap, netmap_sign.SignedChain(part))
+                    await self._apply(msg.netmap, netmap_sign.SignedChain(part))
                 case messages.Delta():
                     d = msg.delta
                     if not self.connected.is_set() and is_current_answer(self.netmap, d):
@@ -399,7 +399,7 @@ class ServerLink:
                         self.attempt = 0
                         self.resumed += 1
                         assert self.netmap is not None  # is_current_answer
-                        await self._ack(ws, self.netmap.serial)
+                        await self._ack(self.netmap.serial)
                         continue
                     if nm.is_stale(self._serial, d.serial):
                         self.stale_ignored += 1
@@ -417,7 +417,7 @@ class ServerLink:
                         raise _Refused(f"a delta that makes us {new.node.peer_id}", CloseCode.MALFORMED)
                     part = netmap_sign.SignedPart(netmap_sign.LABEL_DELTA, msg.body, msg.signature)
                     chain = dataclasses.replace(self.chain, deltas=(*self.chain.deltas, part))
-                    await self._apply(ws, new, chain)
+                    await self._apply(new, chain)
                     if len(chain.deltas) >= self.chain_limit and not self._chain_resync:
                         self._chain_resync = True  # once, until a full map comes
                         await ws.send(messages.encode(messages.Resync(new.serial)))
@@ -486,21 +486,19 @@ class ServerLink:
     def _serial(self) -> int | None:
         return None if self.netmap is None else self.netmap.serial
 
-    async def _apply(self, ws, netmap: nm.NetMap, chain: netmap_sign.SignedChain) -> None:
+    async def _apply(self, netmap: nm.NetMap, chain: netmap_sign.SignedChain) -> None:
         changed = netmap != self.netmap
         self.netmap, self.chain = netmap, chain
         save_signed_netmap(self.state_dir, chain)
         if changed:
             await self._deliver(netmap)
-        await self._ack(ws, netmap.serial)
+        await self._ack(netmap.serial)
 
-    async def _ack(self, ws, serial: int) -> None:
+    async def _ack(self, serial: int) -> None:
         """Acknowledge `serial`: after a short random wait, together with what comes meanwhile
-        (delayed_ack.py); at once outside a session's bookkeeping (`_acks` unset)."""
-        if self._acks is None:
-            await ws.send(messages.encode(messages.Ack(serial)))
-        else:
-            await self._acks.ack(serial)
+        (delayed_ack.py)."""
+        assert self._acks is not None  # set for the whole of a session, the only place maps arrive
+        await self._acks.ack(serial)
 
     async def _deliver(self, netmap: nm.NetMap) -> None:
         try:
