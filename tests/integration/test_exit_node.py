@@ -169,10 +169,15 @@ def test_the_dashboards_choice_and_what_a_killed_agent_leaves_behind(mesh):
     assert "suppress_prefixlength 0" in rules(belgium)
     mesh.use_exit(belgium, None)
     mesh.exit_node(uk, "remove")
+    # at its next start each first undoes what the killed run left (before it serves its status),
+    # then applies the map it persisted (uk an exit node, belgium using it: kept while the server
+    # cannot be reached) until the server's current map, which has neither, arrives
     uk.start()
     belgium.start()
-    assert table(uk) is None and forwarding(uk) == "0"
-    assert "suppress_prefixlength" not in rules(belgium)
+    assert uk.log_text().count("removed the exit node's nftables table an earlier run left") == 1
+    assert belgium.log_text().count("removed exit-node routing rules an earlier run left") == 1
+    wait_for(lambda: table(uk) is None and forwarding(uk) == "0", 10, "uk's table and forwarding gone")
+    wait_for(lambda: "suppress_prefixlength" not in rules(belgium), 10, "belgium's exit rules gone")
     mesh.wait_ping(belgium, uk, timeout=30)
     assert not exit_status(belgium)["routing"] and not exit_status(uk)["serving"]
     # stopped normally while serving, the exit node removes its table itself
