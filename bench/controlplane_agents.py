@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/controlplane_agents.py [--agents 100 1000] [--changes 5] [--warmup 1]
         [--client-procs 2] [--daphne-log FILE] [--wal]
-        [--backend sqlite|postgres] [--daphnes 1] [--networks 1] [--restart] [--stats-interval 0]
+        [--backend sqlite|postgres] [--daphnes 1] [--networks 1] [--restart] [--stats-interval 2]
 
     # issue 11: 10,000 agents, two Daphnes, PostgreSQL + Redis, 10 networks, a server restart
     nice -n 10 .venv/bin/python bench/controlplane_agents.py --backend postgres --daphnes 2 \\
@@ -11,8 +11,10 @@
 Each simulated agent speaks the real protocol (nodeagent.protocol.messages over /ws/agent/): it
 answers the server's challenge with nodeagent.server_link's own login (ML-DSA-87, bound to the
 network's CA), receives its full netmap, signed, acknowledges the maps it gets (`ack`, as the
-agent does: 1.5-3 s later, once for what came meanwhile, nodeagent/delayed_ack.py) and, with
---stats-interval, sends an (empty) `stats` report that often. No TUN; the
+agent does: 1.5-3 s later, once for what came meanwhile, nodeagent/delayed_ack.py) and sends an
+(empty) `stats` report every --stats-interval seconds (2, the agent's own; 0: none) or as often as
+its server's `telemetry` asks (it names the feature in `auth`, as the agent does; the intervals
+the agents hold after the changes are reported, `stats_intervals_s`). No TUN; the
 full map is not parsed past its serial (the client's CPU is shared with the server's and is not
 what is measured). When its socket closes it reconnects as nodeagent.server_link.ServerLink does:
 `backoff_delay(attempt, random())`, attempt reset by a full map, a 4429 close jumping to
@@ -93,7 +95,7 @@ from nodeagent.protocol import messages  # noqa: E402
 from nodeagent.protocol.constants import CloseCode  # noqa: E402
 from nodeagent.protocol.identity import peer_id  # noqa: E402
 from nodeagent.protocol.strict import MessageError  # noqa: E402
-from nodeagent.server_link import RATE_LIMITED_ATTEMPT, _login, backoff_delay  # noqa: E402
+from nodeagent.server_link import FEATURES, RATE_LIMITED_ATTEMPT, _login, backoff_delay  # noqa: E402
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -199,6 +201,9 @@ class Agent:
         self.src = source_address(index)
         self.url, self.network = url, network
         self.stats_interval = stats_interval
+        self.report_interval = stats_interval  # the server's `telemetry` on this connection, else ours
+        self.interval_changed = asyncio.Event()
+        self.told: collections.Counter[float] = collections.Counter()  # intervals the servers asked for
         self.frame: bytes = b""
         self.waiting_for: str | None = None
         self.got = asyncio.Event()
@@ -241,7 +246,8 @@ class Agent:
         async with connect(self.url, max_size=messages.MAX_MESSAGE_SIZE, compression=None,
                            ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=5,
                            local_addr=(self.src, 0)) as ws:
-            await _login(ws, self.state, self.serial)
+            await _login(ws, self.state, self.serial, FEATURES)
+            self.report_interval = self.stats_interval
             logged_in = False
             sender = asyncio.create_task(self._stats(ws)) if self.stats_interval > 0 else None
             # acknowledged as the agent does: later, once for what came meanwhile (delayed_ack.py)
@@ -249,7 +255,13 @@ class Agent:
             try:
                 async for frame in ws:
                     kind = messages.frame_type(frame)
-                    if kind == "netmap":
+                    if kind == "telemetry":  # as ServerLink: the interval from now on
+                        msg = messages.decode_server_message(frame)
+                        assert isinstance(msg, messages.Telemetry)
+                        self.report_interval = msg.interval_s
+                        self.told[msg.interval_s] += 1
+                        self.interval_changed.set()
+                    elif kind == "netmap":
                         self._logged_in(t0, "full map")
                         logged_in = True
                         self.serial = _full_serial(frame)
@@ -286,10 +298,19 @@ class Agent:
         self.has_full.set()
 
     async def _stats(self, ws) -> None:
-        started = time.monotonic()
+        """ServerLink._senders' counters: every `report_interval`, counted from the last report."""
+        started = last = time.monotonic()
         while True:
-            await asyncio.sleep(self.stats_interval)
-            await ws.send(messages.encode(messages.Stats(time.monotonic() - started, ())))
+            self.interval_changed.clear()
+            wait = last + self.report_interval - time.monotonic()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self.interval_changed.wait(), wait)
+                except TimeoutError:
+                    pass
+                continue
+            last = time.monotonic()
+            await ws.send(messages.encode(messages.Stats(last - started, ())))
 
 
 async def _wait_all(agents: list[Agent], timeout: float) -> None:
@@ -345,6 +366,8 @@ async def _client(conn, specs: list[tuple], stats_interval: float) -> None:
                     pass
                 conn.send(([a.got_at if a.got.is_set() else None for a in agents],
                            sorted({hashlib.sha256(a.frame).hexdigest() for a in agents if a.got.is_set()})))
+            case "intervals":  # how often each agent reports now (its own, or the server's `telemetry`)
+                conn.send(dict(collections.Counter(a.report_interval for a in agents)))
             case "mark":  # before the restart: forget the closes and logins so far
                 for a in agents:
                     a.closes.clear()
@@ -652,6 +675,12 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 cold_enroll_http_ms=[round(1000 * r["http"], 1) for r in cold],
                 delta_signatures=[r["signatures"] for r in warm],
             )
+            intervals: collections.Counter[float] = collections.Counter()
+            for p in pipes:
+                p.send(("intervals",))
+            for p in pipes:
+                intervals.update(await asyncio.to_thread(p.recv))
+            result["stats_intervals_s"] = {str(k): v for k, v in sorted(intervals.items())}
             if restart:
                 for p in pipes:
                     p.send(("mark",))
@@ -734,8 +763,9 @@ def main() -> int:
     parser.add_argument("--restart", action="store_true", help="restart the servers and time the reconnect")
     parser.add_argument("--backlog", type=int, help="Daphne's listen backlog (an -e endpoint); unset: -b/-p, "
                         "Twisted's default of 50")
-    parser.add_argument("--stats-interval", type=float, default=0.0,
-                        help="each agent sends an empty stats report this often (0: never)")
+    parser.add_argument("--stats-interval", type=float, default=2.0,
+                        help="each agent sends an empty stats report this often until its server's "
+                        "`telemetry` says otherwise, as the agent does (2 s, the agent's own; 0: never)")
     parser.add_argument("--in-flight", type=int, default=50,
                         help="first logins in flight at once, over all client processes")
     parser.add_argument("--reconnect-wait", type=float, default=180.0,

@@ -253,6 +253,10 @@ SHADOWMESH_RATE_LIMITS = {
         "SHADOWMESH_ENDPOINT_CHANGE_RATE", 10, "Endpoint record changes per node per 10 minutes"
     ),
 }
+SHADOWMESH_AGENT_STATS_BUDGET = env_int(
+    "SHADOWMESH_AGENT_STATS_BUDGET", 250,
+    "Counter reports per second one server process asks its agents for at most (0 = every 2 s)",
+)
 SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS = env_bool(
     "SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS", False,
     "1 = accept loopback endpoint addresses from nodes (a lab where every agent runs on this host)",

@@ -70,7 +70,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0  # keeps "server back -> all agents online" under 10 s
-STATS_INTERVAL_S = 2.0
+STATS_INTERVAL_S = 2.0  # until the server says otherwise (`telemetry`)
+# what this agent takes beyond the first server messages (named in `auth`)
+FEATURES = (messages.FEATURE_TELEMETRY,)
 RATE_LIMITED_ATTEMPT = 4  # after a 4429 close the next delay is already the capped one
 CHAIN_LIMIT = (16, 32)  # deltas kept on top of the signed full map: each agent draws a limit here
 
@@ -172,14 +174,16 @@ async def _connect(state: EnrolledState, url: str):
         yield ws
 
 
-async def _login(ws, state: EnrolledState, serial: int | None = None) -> None:
+async def _login(ws, state: EnrolledState, serial: int | None = None,
+                 features: tuple[str, ...] = ()) -> None:
     """Answer the server's challenge (protocol.auth.sign_agent_login), naming the serial of the
-    map we hold, if any (`serial`)."""
+    map we hold, if any (`serial`), and the server messages we take beyond the first ones
+    (`features`)."""
     first = messages.decode_server_message(await asyncio.wait_for(ws.recv(), 10))
     if not isinstance(first, messages.Challenge):
         raise _Reconnect(f"expected a challenge, got {first.type}")
     signature = sign_agent_login(state.identity.private_key, state.ca_public_key, first.nonce)
-    await ws.send(messages.encode(messages.Auth(state.identity.peer_id, signature, serial)))
+    await ws.send(messages.encode(messages.Auth(state.identity.peer_id, signature, serial, features)))
 
 
 def is_current_answer(held: nm.NetMap | None, delta: nm.NetMapDelta) -> bool:
@@ -284,10 +288,13 @@ class ServerLink:
         self.refused = 0  # maps and deltas refused: bad signature, or not ours
         self.renewed = 0
         self.resumed = 0  # logins answered "your map is current" (no full map sent)
-        # name our map's serial in `auth`; off for good once a server closes the login as malformed
-        # for it (a server older than the field parses `auth` strictly)
-        self.name_serial = True
-        self._named_serial: int | None = None
+        # name our map's serial and our features in `auth`; off for good once a server closes the
+        # login as malformed for them (a server older than the fields parses `auth` strictly)
+        self.extended_login = True
+        self._extended_sent = False
+        # the stats interval the server asked for (`telemetry`) on this connection; None: ours
+        self.server_interval: float | None = None
+        self._interval_changed = asyncio.Event()  # wakes the sender to follow a new interval
         self._renew_sent_at: float | None = None
         self._chain_resync = False  # a resync asked for because the chain is long, not answered yet
         self._rng, self._sleep, self._clock = rng, sleep, clock
@@ -314,11 +321,10 @@ class ServerLink:
                               extra={"event": "server.revoked", "reason": reason})
                     self.revoked = True
                     break
-                if (code == CloseCode.MALFORMED and self._named_serial is not None
-                        and not self.connected.is_set()):
-                    log.warning("the server refused our login naming serial %d (%s): logging in "
-                                "without it from now on", self._named_serial, reason)
-                    self.name_serial = False
+                if code == CloseCode.MALFORMED and self._extended_sent and not self.connected.is_set():
+                    log.warning("the server refused our login naming our map's serial and our "
+                                "features (%s): logging in without them from now on", reason)
+                    self.extended_login = False
                 # too many unfinished logins from our address, or logins of this node: wait the longest
                 if code == CloseCode.RATE_LIMITED:
                     log.warning("server refused the link: %s", reason,
@@ -335,9 +341,14 @@ class ServerLink:
             log.info("reconnecting in %.1f s", delay)
             await self._sleep(delay)
 
+    @property
+    def report_interval(self) -> float:
+        """Seconds between counter reports: the server's choice on this connection, else ours."""
+        return self.server_interval if self.server_interval is not None else self.stats_interval
+
     def update_endpoints(self, endpoints: tuple[nm.Endpoint, ...]) -> None:
-        """New endpoints to report (the node's UDP candidates changed): sent with the next
-        counters, so reports are at least `stats_interval` apart."""
+        """New endpoints to report (the node's UDP candidates changed): sent at the sender's next
+        turn, so reports are at least `stats_interval` apart."""
         endpoints = tuple(endpoints)
         if endpoints != self.endpoints:
             self.endpoints = endpoints
@@ -348,9 +359,13 @@ class ServerLink:
     async def _session(self) -> None:
         self._chain_resync = False
         async with _connect(self.state, self.url) as ws:
-            # the serial we hold, unless this server refused it once (one older than the field)
-            self._named_serial = self._serial if self.name_serial else None
-            await _login(ws, self.state, self._named_serial)
+            # the serial we hold and our features, unless this server refused them once (one older
+            # than the fields)
+            self.server_interval = None
+            serial = self._serial if self.extended_login else None
+            features = FEATURES if self.extended_login else ()
+            self._extended_sent = serial is not None or bool(features)
+            await _login(ws, self.state, serial, features)
             sender = asyncio.create_task(self._senders(ws))
             self._acks = DelayedAck(lambda serial: ws.send(messages.encode(messages.Ack(serial))),
                                     self._rng, self.ack_delay)
@@ -423,6 +438,12 @@ class ServerLink:
                         await ws.send(messages.encode(messages.Resync(new.serial)))
                 case messages.CertificateIssued():
                     self._certificate(msg.certificate)
+                case messages.Telemetry():
+                    if msg.interval_s != self.report_interval:
+                        log.info("the server asks for counters every %g s", msg.interval_s,
+                                 extra={"event": "server.telemetry"})
+                    self.server_interval = msg.interval_s
+                    self._interval_changed.set()
                 case messages.Challenge():
                     raise _Reconnect("unexpected second challenge")
 
@@ -454,31 +475,46 @@ class ServerLink:
         return True
 
     async def _senders(self, ws) -> None:
+        """After the login: the exit-node offer once; then, every `stats_interval` at the most,
+        certificate renewal when due and the endpoints when they changed (and every
+        PEER_RECORD_REFRESH_S); the counters every `report_interval` (a new one from the server
+        counts from the last report)."""
         await self.connected.wait()
         if self.advertise_exit:  # once per connection: the server keeps the offer until it is removed
             await ws.send(messages.encode(messages.Advertise(exit_node=True)))
-        next_endpoints = 0.0
-        elapsed = 0.0
+        clock = asyncio.get_running_loop().time
+        next_endpoints = clock()
+        last_stats: float | None = None
         while True:
+            now = clock()
             if self._renewal_due():
                 await ws.send(messages.encode(messages.Renew()))
-            if self.endpoints and (elapsed >= next_endpoints or self.endpoints_changed):
+            if self.endpoints and (now >= next_endpoints or self.endpoints_changed):
                 self.endpoints_changed = False
                 await ws.send(messages.encode(messages.EndpointReport(self.endpoints, __version__)))
-                next_endpoints = elapsed + PEER_RECORD_REFRESH_S
+                next_endpoints = now + PEER_RECORD_REFRESH_S
+            wait = self.stats_interval
             if self.stats_source is not None:
-                try:
-                    stats = self.stats_source()
-                    frame = None if stats is None else messages.encode(stats)
-                    if frame is not None:
-                        messages.decode_agent_message(frame)  # the server closes the link on a bad frame
-                except (KeyError, TypeError, ValueError) as exc:  # a bad report is skipped, not fatal
-                    log.warning("cannot send counters: %s: %s", type(exc).__name__, exc)
-                    frame = None
-                if frame is not None:
-                    await ws.send(frame)
-            await asyncio.sleep(self.stats_interval)
-            elapsed += self.stats_interval
+                if last_stats is None or now - last_stats >= self.report_interval:
+                    last_stats = now
+                    await self._send_stats(ws)
+                wait = min(wait, last_stats + self.report_interval - now)
+            self._interval_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._interval_changed.wait(), max(wait, 0.0))
+
+    async def _send_stats(self, ws) -> None:
+        assert self.stats_source is not None
+        try:
+            stats = self.stats_source()
+            frame = None if stats is None else messages.encode(stats)
+            if frame is not None:
+                messages.decode_agent_message(frame)  # the server closes the link on a bad frame
+        except (KeyError, TypeError, ValueError) as exc:  # a bad report is skipped, not fatal
+            log.warning("cannot send counters: %s: %s", type(exc).__name__, exc)
+            frame = None
+        if frame is not None:
+            await ws.send(frame)
 
     # -- applying
 

@@ -14,7 +14,8 @@ Life of a socket:
      so any number of honest agents behind one NAT log in, while a flood of bad ones does not.
   2. authenticated: join groups node.<peer id> and agents.<network> (through the process's one
      channel: fanout.py hands their events to the process's sockets), mark presence, send the
-     full netmap.
+     full netmap; an agent that named `telemetry` in `auth` is then told how often to report its
+     counters (stats_rate.py: the process's agent sockets within SHADOWMESH_AGENT_STATS_BUDGET).
   3. then: on `netmap.changed` the socket computes its own map from the process's shared
      NetworkView (netmap_cache.py) and sends the delta against what it last sent, signed by the
      network's CA (one signature per distinct delta, netmap_cache.ViewCache.encoded); if the node is no
@@ -73,13 +74,14 @@ from .fanout import process_fanout
 from .netmap_cache import current_serial, view_cache
 from .push_latency import push_latency
 from .stats_buffer import stats_buffer
+from .stats_rate import stats_rate
 
 __all__ = ["AgentConsumer"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_AUTH_TIMEOUT_S = 5.0
-MIN_STATS_INTERVAL_S = 0.5  # stats frames faster than this are dropped undecoded (agents send every 2 s)
+MIN_STATS_INTERVAL_S = 0.5  # stats frames faster than this are dropped undecoded (agents send every 2-30 s)
 # A report may list this many peers more than the network this socket was last sent has members.
 # The agent reports the peers of the last map it applied; when nodes leave the network, the view
 # we last sent is already smaller while the agent's next report may still name them (it drops them
@@ -203,6 +205,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
     agent: auth.AgentIdentity | None = None
     present = False  # counted in the node's presence: connected() done, disconnected() not yet
     counted = False  # counted in this process's sockets of its network (push_latency.py)
+    rated = False  # counted in this process's agent sockets (stats_rate.py)
+    features: tuple[str, ...] = ()  # what the agent named in `auth`
 
     async def __call__(self, scope, receive, send) -> None:
         """As the base class, minus the socket's own channel: the channel-layer events for agent
@@ -225,6 +229,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:  # Daphne kills an instance that outlived its socket
             self.closing = True
             _fanout().forget(self)  # or the process would keep handing it events
+            self._uncount()
             raise
         except Exception:
             await self._died()
@@ -346,6 +351,17 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.counted and self.agent is not None:
             self.counted = False
             push_latency().left(self.agent.network_id)
+        if self.rated:
+            self.rated = False
+            stats_rate().left(self if self._takes_telemetry() else None)
+
+    def _takes_telemetry(self) -> bool:
+        return messages.FEATURE_TELEMETRY in self.features
+
+    async def tell_stats_interval(self, interval_s: float) -> None:
+        """Ask the agent for its counters every `interval_s` (stats_rate.py)."""
+        if not self.closing:
+            await self.send(bytes_data=messages.encode(messages.Telemetry(interval_s)))
 
     def _client_ip(self) -> str | None:
         """The TCP peer, or the client behind a trusted proxy (meshadmin/client_address.py)."""
@@ -381,6 +397,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
         log.info("agent %s (%s) connected", agent.name, agent.peer_id,
                  extra={"event": "agent.connected", "peer_id": agent.peer_id, "node": agent.name})
         await self._send_full(serial, held)
+        if not self.closing:
+            takes = self._takes_telemetry()
+            interval = stats_rate().joined(self if takes else None)
+            self.rated = True
+            if takes:
+                await self.tell_stats_interval(interval)
         if came_online:
             await self._to_dashboard(groups.PRESENCE_UPDATE, online=True)
 
@@ -448,6 +470,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         if self.closing:  # closed while we checked (its deadline had fired as the answer came)
             return
+        self.features = msg.features
         await self._logged_in(agent, msg.serial)
 
     async def _receive_endpoints(self, msg: messages.EndpointReport) -> None:

@@ -12,7 +12,10 @@ from .models import Presence
 
 __all__ = ["STALE_AFTER", "acked", "acked_many", "connected", "disconnected", "seen", "sweep_stale"]
 
-STALE_AFTER = timedelta(seconds=30)  # agents report every 2 s; a silent node is offline
+# a node none of whose sockets was heard of for this long is offline (its server process died
+# without counting it off): three of the longest interval between counter reports a server asks
+# for (realtime/stats_rate.py CEILING_S)
+STALE_AFTER = timedelta(seconds=90)
 
 
 def connected(node_pk: int, now: datetime | None = None) -> bool:

@@ -9,11 +9,15 @@ server -> agent
     netmap      {netmap: bin, sig: bin}           full map: on connect and on a re-sync request
     delta       {delta: bin, sig: bin}            changes since `base_serial` (what this socket last got)
     certificate {certificate: bin}                the node's renewed certificate, answer to `renew`
+    telemetry   {interval_s}                      send `stats` this often from now on; only to
+                                                  agents that named FEATURE_TELEMETRY in `auth`
 agent -> server
-    auth        {peer_id, signature, serial?}     login: auth.sign_agent_login (shadowmesh/agent-auth/v1);
-                                                  `serial`: the map the agent holds (the server
+    auth        {peer_id, signature, serial?,     login: auth.sign_agent_login (shadowmesh/agent-auth/v1);
+                 features?}                       `serial`: the map the agent holds (the server
                                                   answers with an empty delta, not the full map,
-                                                  when that is the network's current serial)
+                                                  when that is the network's current serial);
+                                                  `features`: server messages beyond the first
+                                                  ones that the agent understands
     resync      {serial}                          "send me the full map": the agent saw a gap
     ack         {serial}                          the agent applied this serial
     endpoints   {endpoints: [Endpoint], agent?}   where the agent listens (control TCP + data UDP)
@@ -72,11 +76,15 @@ from .strict import U64_MAX, Malformed, MessageError, StrictMap
 
 __all__ = [
     "CHALLENGE_SIZE",
+    "FEATURE_TELEMETRY",
     "MAX_CERTIFICATE_SIZE",
     "MAX_ENDPOINTS",
+    "MAX_FEATURES",
     "MAX_MESSAGE_SIZE",
     "MAX_SIGNATURE_SIZE",
+    "MAX_STATS_INTERVAL_S",
     "MAX_VERSION",
+    "MIN_STATS_INTERVAL_S",
     "Ack",
     "Advertise",
     "AgentMessage",
@@ -90,6 +98,7 @@ __all__ = [
     "Resync",
     "ServerMessage",
     "Stats",
+    "Telemetry",
     "TooLarge",
     "UnknownType",
     "UnsupportedVersion",
@@ -116,6 +125,12 @@ MAX_SIGNATURE_SIZE = 8192
 MAX_VERSION = 64  # characters of an agent version string
 MAX_ENDPOINTS = 16  # endpoints in one report: where the node listens, then its UDP candidates
 MAX_CERTIFICATE_SIZE = 16 * 1024  # a certificate is about 7.3 KB
+MAX_FEATURES = 16  # names in `auth.features`
+MAX_FEATURE = 32  # characters of one feature name ([a-z0-9_-])
+FEATURE_TELEMETRY = "telemetry"  # the agent takes `telemetry` messages (its stats interval)
+MIN_STATS_INTERVAL_S = 1.0  # the bounds of `telemetry.interval_s`
+MAX_STATS_INTERVAL_S = 3600.0
+_FEATURE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 class TooLarge(MessageError):
@@ -169,10 +184,22 @@ class CertificateIssued:
 
 
 @dataclass(frozen=True, slots=True)
+class Telemetry:
+    """How often the agent sends its `stats` report from now on (the server's choice: it knows
+    how many agents report to it and whether anyone watches)."""
+
+    interval_s: float
+    type: str = field(default="telemetry", init=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Auth:
     peer_id: str
     signature: bytes
     serial: int | None = None  # the serial of the map the agent holds (optional on the wire)
+    # server messages beyond the first ones that the agent takes (optional on the wire; a server
+    # ignores names it does not know)
+    features: tuple[str, ...] = ()
     type: str = field(default="auth", init=False)
 
 
@@ -218,7 +245,7 @@ class Advertise:
     type: str = field(default="advertise", init=False)
 
 
-ServerMessage = Challenge | Full | Delta | CertificateIssued
+ServerMessage = Challenge | Full | Delta | CertificateIssued | Telemetry
 AgentMessage = Auth | Resync | Ack | EndpointReport | Stats | Renew | Advertise
 
 
@@ -293,6 +320,8 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict[str, object]:
             body = {"delta": signed, "sig": sig}
         case CertificateIssued():
             body = {"certificate": msg.certificate}
+        case Telemetry():
+            body = {"interval_s": msg.interval_s}
         case Renew():
             body = {}
         case Advertise():
@@ -301,6 +330,8 @@ def message_to_dict(msg: ServerMessage | AgentMessage) -> dict[str, object]:
             body = {"peer_id": msg.peer_id, "signature": msg.signature}
             if msg.serial is not None:
                 body["serial"] = msg.serial
+            if msg.features:
+                body["features"] = list(msg.features)
         case Resync() | Ack():
             body = {"serial": msg.serial}
         case EndpointReport():
@@ -341,7 +372,8 @@ def _largest_agent_frames() -> dict[str, int]:
     (tests/nodeagent/protocol/test_messages.py checks every type of AgentMessage has one)."""
     endpoint = Endpoint("f" * 45, 65535, 65535, "x" * 16)
     largest: list[AgentMessage] = [
-        Auth("f" * 40, bytes(MAX_SIGNATURE_SIZE), U64_MAX), Resync(U64_MAX), Ack(U64_MAX), Renew(),
+        Auth("f" * 40, bytes(MAX_SIGNATURE_SIZE), U64_MAX, ("f" * MAX_FEATURE,) * MAX_FEATURES),
+        Resync(U64_MAX), Ack(U64_MAX), Renew(),
         EndpointReport((endpoint,) * MAX_ENDPOINTS, "\U0010ffff" * MAX_VERSION), Advertise(False),
     ]
     return {m.type: len(encode(m)) for m in largest}
@@ -466,10 +498,25 @@ def decode_server_message(data: bytes, netmap_key: bytes | None = None) -> Serve
             return Delta(delta_from_dict(value), sig, body)
         case "certificate":
             msg = CertificateIssued(o.bytes("certificate", 1, MAX_CERTIFICATE_SIZE))
+        case "telemetry":
+            interval = o.num("interval_s")
+            if not MIN_STATS_INTERVAL_S <= interval <= MAX_STATS_INTERVAL_S:
+                raise Malformed(f"telemetry.interval_s must be in "
+                                f"{MIN_STATS_INTERVAL_S:g}..{MAX_STATS_INTERVAL_S:g}")
+            msg = Telemetry(interval)
         case _:
             raise UnknownType(f"unknown server message type {t[:32]!r}")
     o.done()
     return msg
+
+
+def _features(items: list[object]) -> tuple[str, ...]:
+    if len(items) > MAX_FEATURES:
+        raise Malformed(f"auth.features: at most {MAX_FEATURES}")
+    for name in items:
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_FEATURE or not set(name) <= _FEATURE_CHARS:
+            raise Malformed(f"auth.features: each a name of 1..{MAX_FEATURE} characters a-z, 0-9, '_', '-'")
+    return tuple(items)  # type: ignore[arg-type]  # every item checked to be a str
 
 
 def decode_agent_message(data: bytes) -> AgentMessage:
@@ -478,7 +525,8 @@ def decode_agent_message(data: bytes) -> AgentMessage:
     match t:
         case "auth":
             msg: AgentMessage = Auth(o.peer_id("peer_id"), o.bytes("signature", 1, MAX_SIGNATURE_SIZE),
-                                     o.int("serial") if "serial" in o else None)
+                                     o.int("serial") if "serial" in o else None,
+                                     _features(o.list("features")) if "features" in o else ())
         case "resync":
             msg = Resync(o.int("serial"))
         case "ack":

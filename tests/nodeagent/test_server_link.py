@@ -505,7 +505,56 @@ async def test_a_server_that_refuses_the_serial_field_gets_logins_without_it(sta
     try:
         assert (await fake.next_message(messages.Ack)).serial == 6
         assert [a.serial for a in fake.auths] == [3, None]
-        assert link.name_serial is False and [m.serial for m in applied] == [3, 6]
+        assert link.extended_login is False and [m.serial for m in applied] == [3, 6]
+    finally:
+        await stop(server, task)
+
+
+async def test_the_agent_names_its_features_and_reports_as_often_as_the_server_asks(state_dir):
+    """`telemetry` sets the interval between counter reports, counted from the last one: an agent
+    left at its own interval (an hour here) would not send a second report in this test."""
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+
+    async def script(ws, n):
+        await ws.send(fake.full(make_map(me, 5, [B])))
+        await fake.pump(ws)
+
+    fake, server, link, task, _applied, _ = await start(
+        state_dir, script, stats_source=lambda: messages.Stats(1.0, ()), stats_interval=3600.0)
+    try:
+        await fake.next_message(messages.Stats)  # the first report, at once after the login
+        assert fake.auths[0].features == (messages.FEATURE_TELEMETRY,)
+        assert link.report_interval == 3600.0
+        await asyncio.wait_for(_send(server, messages.Telemetry(1.0)), 5)
+        await fake.next_message(messages.Stats)
+        assert link.report_interval == 1.0 and link.server_interval == 1.0
+    finally:
+        await stop(server, task)
+
+
+async def _send(server, msg) -> None:
+    """Send `msg` to every agent connected to the fake server."""
+    for conn in server.connections:
+        await conn.send(messages.encode(msg))
+
+
+async def test_a_server_that_refuses_the_features_field_gets_logins_without_it(state_dir):
+    """A server older than `features` closes the login as malformed: the agent logs in without
+    its optional fields from then on, and reports at its own interval."""
+    me = identity.load_private_key(state_dir / "node.key").peer_id
+
+    async def script(ws, n):
+        if fake.auths[-1].features:
+            await ws.close(CloseCode.MALFORMED, "auth: unknown key(s) ['features']")
+            return
+        await ws.send(fake.full(make_map(me, 6, [B])))
+        await fake.pump(ws)
+
+    fake, server, link, task, _applied, _ = await start(state_dir, script, sleep=lambda d: asyncio.sleep(0))
+    try:
+        assert (await fake.next_message(messages.Ack)).serial == 6
+        assert [a.features for a in fake.auths] == [(messages.FEATURE_TELEMETRY,), ()]
+        assert link.extended_login is False and link.server_interval is None
     finally:
         await stop(server, task)
 

@@ -48,11 +48,14 @@ def test_every_message_round_trips_through_bytes():
     m = _map()
     msgs_server = [messages.Challenge(b"x" * 32), messages.sign_full(m, CA),
                    messages.sign_delta(nm.diff(m, _map(serial=4, routes=())), CA),
-                   messages.CertificateIssued(b"c" * 7307)]
+                   messages.CertificateIssued(b"c" * 7307), messages.Telemetry(1.0),
+                   messages.Telemetry(20.0), messages.Telemetry(3600.0)]
     for msg in msgs_server:
         assert messages.decode_server_message(messages.encode(msg)) == msg
     msgs_agent = [
         messages.Auth(A, b"s" * 4627), messages.Resync(7), messages.Ack(9),
+        messages.Auth(A, b"s" * 4627, 12, (messages.FEATURE_TELEMETRY,)),
+        messages.Auth(A, b"s" * 4627, None, ("telemetry", "some-later_feature2")),
         messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),)),
         messages.EndpointReport((nm.Endpoint("198.18.0.1", 8443, 9443),), "0.1.0"),
         messages.Stats(12.5, (PeerCounters(B, "direct", rtt_ms=1.5, tx_frames=3),
@@ -62,6 +65,17 @@ def test_every_message_round_trips_through_bytes():
     ]
     for msg in msgs_agent:
         assert messages.decode_agent_message(messages.encode(msg)) == msg
+
+
+@pytest.mark.parametrize("interval", [0.999, 0, 3600.5, -1, float("inf"), float("nan"), "2", None, True])
+def test_a_telemetry_interval_outside_its_bounds_is_malformed(interval):
+    with pytest.raises(Malformed):
+        messages.decode_server_message(_raw({"v": V, "t": "telemetry", "interval_s": interval}))
+
+
+def test_a_telemetry_message_with_another_key_is_malformed():
+    with pytest.raises(Malformed):
+        messages.decode_server_message(_raw({"v": V, "t": "telemetry", "interval_s": 2.0, "live": True}))
 
 
 def test_a_server_message_is_not_accepted_from_an_agent():
@@ -92,6 +106,18 @@ def test_a_server_message_is_not_accepted_from_an_agent():
         ("text", Malformed, CloseCode.MALFORMED),                        # 15 text frame
         (_raw({"v": V, "t": "advertise", "exit_node": 1}), Malformed, CloseCode.MALFORMED),  # 16 not a bool
         (_raw({"v": V, "t": "advertise"}), Malformed, CloseCode.MALFORMED),  # 17 missing
+        (_raw({"v": V, "t": "auth", "peer_id": A, "signature": b"s", "features": "telemetry"}), Malformed,
+         CloseCode.MALFORMED),                                               # 18 features not a list
+        (_raw({"v": V, "t": "auth", "peer_id": A, "signature": b"s", "features": ["Telemetry"]}), Malformed,
+         CloseCode.MALFORMED),                                               # 19 upper case
+        (_raw({"v": V, "t": "auth", "peer_id": A, "signature": b"s", "features": [""]}), Malformed,
+         CloseCode.MALFORMED),                                               # 20 empty name
+        (_raw({"v": V, "t": "auth", "peer_id": A, "signature": b"s", "features": ["x" * 33]}), Malformed,
+         CloseCode.MALFORMED),                                               # 21 too long
+        (_raw({"v": V, "t": "auth", "peer_id": A, "signature": b"s", "features": ["a"] * 17}), Malformed,
+         CloseCode.MALFORMED),                                               # 22 too many
+        (_raw({"v": V, "t": "auth", "peer_id": A, "signature": b"s", "features": [7]}), Malformed,
+         CloseCode.MALFORMED),                                               # 23 not a string
     ],
 )
 def test_bad_agent_frames_raise_a_typed_error_with_a_close_code(frame, error, code):
