@@ -680,7 +680,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 p.send(("intervals",))
             for p in pipes:
                 intervals.update(await asyncio.to_thread(p.recv))
-            result["stats_intervals_s"] = {str(k): v for k, v in sorted(intervals.items())}
+            held = sorted(intervals.elements())
+            result["stats_intervals_s"] = (
+                {"min": held[0], "p50": _pct(held, 0.5), "max": held[-1]} if held else {})
             if restart:
                 for p in pipes:
                     p.send(("mark",))

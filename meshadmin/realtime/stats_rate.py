@@ -49,10 +49,10 @@ class Listener(Protocol):
 
 def interval_for(sockets: int, budget: float) -> float:
     """The interval that keeps `sockets` agents' reports within `budget` per second, bounded by
-    FLOOR_S and CEILING_S (a budget of 0 or less: no budget, FLOOR_S)."""
+    FLOOR_S and CEILING_S, to a tenth of a second (a budget of 0 or less: no budget, FLOOR_S)."""
     if budget <= 0:
         return FLOOR_S
-    return min(CEILING_S, max(FLOOR_S, sockets / budget))
+    return round(min(CEILING_S, max(FLOOR_S, sockets / budget)), 1)
 
 
 def budget() -> float:

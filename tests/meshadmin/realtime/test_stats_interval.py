@@ -46,6 +46,7 @@ def test_the_interval_keeps_the_reports_within_the_budget_between_the_bounds():
     assert interval_for(0, 250) == FLOOR_S == 2.0
     assert interval_for(500, 250) == 2.0
     assert interval_for(5000, 250) == 20.0
+    assert interval_for(4019, 250) == 16.1  # to a tenth of a second
     assert interval_for(100_000, 250) == CEILING_S
     assert interval_for(100_000, 0) == FLOOR_S  # no budget: the agents' own interval
 
