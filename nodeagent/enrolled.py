@@ -500,6 +500,8 @@ class EnrolledMode:
             "server": "revoked" if self.revoked_self else (
                 "connected" if link is not None and link.connected.is_set() else "disconnected"),
             "revoked_peers": sorted(self.trust.revoked),
+            # seconds between the counter reports we send now: our own, or what the server asked
+            "stats_interval_s": None if link is None else link.report_interval,
             "exit_node": None if self.exit is None else self.exit.status(),
             "dns": None if self.dns is None else self.dns.status(),
         }

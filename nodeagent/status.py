@@ -7,7 +7,7 @@ The fixed shape (docs/operations.md#status-document; extra keys are only ever ad
                         "no_route", "queue_full", "policy"},
               "relay": {...},                       # extra: what this node forwarded as a hub
               "policy": {"default", "rules", ...},  # extra: the access policy in force, its flows
-              ...extra, and in enrolled mode "mode", "serial", "server", "revoked_peers",
+              ...extra, and in enrolled mode "mode", "serial", "server", "revoked_peers", "stats_interval_s",
               "dht": {"contacts", "records", "last_publish_s", "lookups", "failures", ...extra}
                      or null (the DHT turned off)},
      "peers": [{"peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames",

@@ -23,7 +23,8 @@ Life of a socket:
      `resync` gets a full map, `ack` is recorded, `endpoints` register the discovery record (with
      the address the server saw), `stats` are buffered, stored in batches (stats_buffer.py) and
      announced to dashboard.<network>. A stats frame is refused before it is decoded when it
-     comes within MIN_STATS_INTERVAL_S of the last one decoded, or when it is larger than a
+     comes within MIN_STATS_INTERVAL_S (for an agent told an interval: half of that) of the last
+     one decoded, or when it is larger than a
      report of the network's size can be; a decoded report listing more peers than that is not
      stored either (`_stats_wanted`, `_receive_stats`). `renew` is answered with a `certificate`
      (mesh/services/certificates.py; at most one request per RENEW_INTERVAL_S per socket).
@@ -207,6 +208,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     counted = False  # counted in this process's sockets of its network (push_latency.py)
     rated = False  # counted in this process's agent sockets (stats_rate.py)
     features: tuple[str, ...] = ()  # what the agent named in `auth`
+    told_interval: float | None = None  # the stats interval this socket's agent was last told
 
     async def __call__(self, scope, receive, send) -> None:
         """As the base class, minus the socket's own channel: the channel-layer events for agent
@@ -361,6 +363,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     async def tell_stats_interval(self, interval_s: float) -> None:
         """Ask the agent for its counters every `interval_s` (stats_rate.py)."""
         if not self.closing:
+            self.told_interval = interval_s
             await self.send(bytes_data=messages.encode(messages.Telemetry(interval_s)))
 
     def _client_ip(self) -> str | None:
@@ -506,7 +509,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
     def _stats_wanted(self, size: int) -> bool:
         """Whether a stats frame of `size` bytes is worth decoding (it opens a new throttle window)."""
         now = time.monotonic()
-        if self.stats_window_at is not None and now - self.stats_window_at < MIN_STATS_INTERVAL_S:
+        # an agent told an interval is held to half of it (one that follows it counts from its
+        # last report, so its reports are at least the interval apart)
+        window = MIN_STATS_INTERVAL_S if self.told_interval is None else max(
+            MIN_STATS_INTERVAL_S, self.told_interval / 2)
+        if self.stats_window_at is not None and now - self.stats_window_at < window:
             return False
         if size > messages.max_stats_size(self._peer_cap()):
             self._refused(f"a {size}-byte report")

@@ -103,7 +103,8 @@ class Wired:
                            TunDevice(self.r, "smtestnotthere", False), self.udp, self.sock, 1380,
                            certificate=self.cert, ca_public_key=self.ca_public)
         self.agent.enrolled.use_state_dir(tmp_path)
-        self.link = SimpleNamespace(connected=asyncio.Event())  # the server link: disconnected
+        # the server link: disconnected, reporting at the agent's own interval
+        self.link = SimpleNamespace(connected=asyncio.Event(), report_interval=2.0)
         self.agent.enrolled.server_link = self.link
         self.discovery = self.make_discovery()
         self.remotes: list[Remote] = []
@@ -406,6 +407,7 @@ async def test_our_own_id_on_the_cas_list_means_we_were_revoked(wired, tmp_path)
     assert _peer_ids(wired) == set() and (tmp_path / REVOKED_FILE).exists()
     assert "CA" in (tmp_path / REVOKED_FILE).read_text()
     assert wired.agent.status()["node"]["server"] == "revoked"
+    assert wired.agent.status()["node"]["stats_interval_s"] == 2.0
 
 
 # ----------------------------------------------------------------------------- lookups the agent starts

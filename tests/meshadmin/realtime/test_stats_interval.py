@@ -12,6 +12,7 @@ import asyncio
 
 import pytest
 
+from meshadmin.realtime import consumers
 from meshadmin.realtime import stats_rate as rate_mod
 from meshadmin.realtime.stats_rate import CEILING_S, FLOOR_S, StatsRate, interval_for
 from nodeagent.protocol import messages
@@ -94,3 +95,35 @@ async def test_when_the_sockets_grow_or_shrink_enough_every_listener_hears_the_n
     assert await receive(first) == messages.Telemetry(2.0)
     assert fresh_rate.retold == 2
     await first.disconnect()
+
+
+def _report(uptime: float) -> bytes:
+    return messages.encode(messages.Stats(uptime, ()))
+
+
+async def _settle(comm) -> None:
+    """Every frame sent before this one has been handled (frames are handled in order)."""
+    await comm.send_to(bytes_data=messages.encode(messages.Resync(0)))
+    assert isinstance(await receive(comm), messages.Full)
+
+
+async def test_an_agent_told_an_interval_is_held_to_half_of_it(
+        uk, belgium, settings, fresh_rate, monkeypatch):
+    """Reports closer together than half the interval a socket's agent was told are dropped
+    undecoded; an agent told nothing is held to MIN_STATS_INTERVAL_S only (0 here)."""
+    monkeypatch.setattr(consumers, "MIN_STATS_INTERVAL_S", 0.0)
+    settings.SHADOWMESH_AGENT_STATS_BUDGET = 0.01  # one socket: 100 s, so the longest, 30 s
+    told = await login(uk[0])
+    assert await receive(told) == messages.Telemetry(CEILING_S)
+    untold = await login(belgium[0], features=())
+    decoded: list[str] = []
+    real = messages.decode_agent_message
+    monkeypatch.setattr(messages, "decode_agent_message", lambda data: decoded.append("x") or real(data))
+    for comm in (told, untold):
+        decoded.clear()
+        for uptime in (1.0, 1.1, 1.2):  # well within 15 s, as fast as the test sends them
+            await comm.send_to(bytes_data=_report(uptime))
+        await _settle(comm)
+        assert len(decoded) == (2 if comm is told else 4)  # reports taken, and the resync
+    await told.disconnect()
+    await untold.disconnect()
