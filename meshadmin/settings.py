@@ -154,9 +154,9 @@ else:
 
         # `check`: a connection is tried (one empty query) before it is handed out, so the idle
         # connections a PostgreSQL restart ended are replaced instead of failing the next request.
-        # `timeout`: how long a request waits for a working connection; while PostgreSQL is down
-        # that is how long a request takes to fail.
-        _db.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": 5,
+        # `timeout`: how long a request waits for a working connection (while PostgreSQL is down,
+        # how long a request takes to fail).
+        _db.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX_SIZE, "timeout": 30,
                                                  "check": ConnectionPool.check_connection}
     DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -15,7 +15,7 @@ import json, django
 from django.conf import settings
 django.setup()
 db = settings.DATABASES["default"]
-print(json.dumps({
+print(json.dumps(default=lambda f: f.__qualname__, obj={
     "key": settings.SECRET_KEY, "debug": settings.DEBUG, "eager": settings.CELERY_TASK_ALWAYS_EAGER,
     "layer": settings.CHANNEL_LAYERS["default"]["BACKEND"], "cache": settings.CACHES["default"]["BACKEND"],
     "db": db["ENGINE"], "dbname": str(db["NAME"]), "pool": db.get("OPTIONS", {}).get("pool"),
@@ -59,6 +59,7 @@ def test_database_url_and_redis_url_switch_to_postgresql_and_redis(tmp_path):
     assert shown["db"] == "django.db.backends.postgresql"
     assert shown["dbname"] == "mesh"
     assert shown["pool"]["max_size"] == 20
+    assert shown["pool"]["check"] == "ConnectionPool.check_connection"  # a dead connection is not handed out
     assert shown["layer"] == "channels_redis.core.RedisChannelLayer"
     assert shown["cache"].endswith("RedisCache")
     assert shown["broker"] == "redis://127.0.0.1:6379/0"

@@ -124,7 +124,7 @@ class Admin:
         body = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": csrf}).encode()
         try:
             with self.opener.open(urllib.request.Request(url, data=body, headers={"Referer": url}),
-                                  timeout=20) as resp:
+                                  timeout=45) as resp:  # with PostgreSQL down: the pool's 30 s, then 500
                 return resp.status
         except urllib.error.HTTPError as exc:
             return exc.code
