@@ -17,11 +17,12 @@ event loop (per server process).
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from channels.db import database_sync_to_async
+
+from .per_loop import PerLoop
 
 __all__ = ["LIMIT", "Batch", "per_loop"]
 
@@ -82,13 +83,12 @@ class Batch(Generic[T, R]):
             self.running = None
 
 
-_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Batch]] = weakref.WeakKeyDictionary()
+_batches: PerLoop[dict[str, Batch]] = PerLoop()
 
 
 def per_loop(name: str, run_many: Callable[[list], Sequence]) -> Batch:
     """This event loop's (this server process's) batch called `name`, made on first use."""
-    loop = asyncio.get_running_loop()
-    batches = _batches.setdefault(loop, {})
+    batches = _batches.current(dict)
     batch = batches.get(name)
     if batch is None:
         batch = batches[name] = Batch(run_many)

@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
@@ -55,6 +54,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import groups
+from .per_loop import PerLoop
 
 __all__ = ["LAYER_OPS", "RECONCILE_S", "RENEW_S", "Member", "ProcessFanout", "group_of", "process_fanout"]
 
@@ -322,14 +322,10 @@ class ProcessFanout:
         return handed
 
 
-_fanouts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessFanout] = weakref.WeakKeyDictionary()
+_fanouts: PerLoop[ProcessFanout] = PerLoop()
 
 
 def process_fanout(prepare: Callable[[dict], Awaitable[None]] | None = None) -> ProcessFanout:
     """This event loop's (this server process's) fan-out; `prepare` is given to it when this call
     makes it (ProcessFanout's)."""
-    loop = asyncio.get_running_loop()
-    fanout = _fanouts.get(loop)
-    if fanout is None:
-        fanout = _fanouts[loop] = ProcessFanout(prepare=prepare)
-    return fanout
+    return _fanouts.current(lambda: ProcessFanout(prepare=prepare))

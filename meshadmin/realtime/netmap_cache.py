@@ -24,7 +24,6 @@ import asyncio
 import functools
 import logging
 import time
-import weakref
 
 from channels.db import database_sync_to_async
 from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -34,6 +33,8 @@ from meshadmin.mesh.pki import load_ca_key
 from meshadmin.netmap import compute, revocations, snapshot
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
+
+from .per_loop import PerLoop
 
 __all__ = ["ViewCache", "current_serial", "netmap_signer", "view_cache"]
 
@@ -191,12 +192,8 @@ class ViewCache:
             self._signers[network_id] = key
 
 
-_caches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ViewCache] = weakref.WeakKeyDictionary()
+_caches: PerLoop[ViewCache] = PerLoop()
 
 
 def view_cache() -> ViewCache:
-    loop = asyncio.get_running_loop()
-    cache = _caches.get(loop)
-    if cache is None:
-        cache = _caches[loop] = ViewCache()
-    return cache
+    return _caches.current(ViewCache)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from meshadmin.metrics import events
+
+from .per_loop import PerLoop
 
 __all__ = ["WINDOW_S", "PushLatency", "push_latency"]
 
@@ -94,16 +95,12 @@ class PushLatency:
             self.done.popitem(last=False)
 
 
-_trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PushLatency] = weakref.WeakKeyDictionary()
+_trackers: PerLoop[PushLatency] = PerLoop()
 
 
 def push_latency() -> PushLatency:
     """The tracker of the running loop (the one that serves this process's agent sockets)."""
-    loop = asyncio.get_running_loop()
-    tracker = _trackers.get(loop)
-    if tracker is None:
-        tracker = _trackers[loop] = PushLatency(loop)
-    return tracker
+    return _trackers.current(lambda: PushLatency(asyncio.get_running_loop()))
 
 
 def now() -> float:

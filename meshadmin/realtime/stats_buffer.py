@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -22,6 +21,7 @@ from meshadmin.telemetry import presence
 from meshadmin.telemetry.ingest import Report, ingest_batch
 
 from . import groups
+from .per_loop import PerLoop
 
 __all__ = ["StatsBuffer", "stats_buffer"]
 
@@ -77,12 +77,8 @@ def _store(batch: list[Report], acks: dict[int, int]) -> list[dict]:
     return ingest_batch(batch)
 
 
-_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StatsBuffer] = weakref.WeakKeyDictionary()
+_buffers: PerLoop[StatsBuffer] = PerLoop()
 
 
 def stats_buffer() -> StatsBuffer:
-    loop = asyncio.get_running_loop()
-    buf = _buffers.get(loop)
-    if buf is None:
-        buf = _buffers[loop] = StatsBuffer()
-    return buf
+    return _buffers.current(StatsBuffer)

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from .per_loop import PerLoop
+
 __all__ = ["CEILING_S", "CHECK_S", "DEFAULT_BUDGET", "FLOOR_S", "RETELL", "StatsRate", "interval_for",
            "stats_rate"]
 
@@ -120,12 +122,8 @@ class StatsRate:
                 log.exception("the stats interval check failed")
 
 
-_rates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StatsRate] = weakref.WeakKeyDictionary()
+_rates: PerLoop[StatsRate] = PerLoop()
 
 
 def stats_rate() -> StatsRate:
-    loop = asyncio.get_running_loop()
-    rate = _rates.get(loop)
-    if rate is None:
-        rate = _rates[loop] = StatsRate()
-    return rate
+    return _rates.current(StatsRate)
