@@ -37,7 +37,7 @@ __all__ = [
 
 disable_created_metrics()  # no `_created` series beside each counter
 
-# change committed -> frame sent: the push debounce (0.3 s) is part of it
+# change committed -> frame sent: a change within the debounce (0.3 s) after a push waits out the rest of it
 PUSH_BUCKETS = (0.05, 0.1, 0.25, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 AGENT_CONNECTIONS = Counter(

@@ -28,7 +28,7 @@ event loop's queue; one that must wait goes on as an ordinary task. So that the 
 the only case after a change, a process given a `prepare` (consumers.py: load the network's new
 view into the process's cache) awaits it once per event, in a task of the event's own, before
 handing the event to the sockets; without it each socket would wait for that load itself. A
-`netmap.prefetch` (sent when a burst of changes starts, tasks.py) runs `prepare` alone, while the
+`netmap.prefetch` (sent when a change's push must wait, tasks.py) runs `prepare` alone, while the
 push waits out its debounce: by the time `netmap.changed` comes, the view is usually loaded.
 
 Delivery through a channel layer is at most once (a full channel drops, Redis can be down). A

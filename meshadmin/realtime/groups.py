@@ -25,8 +25,8 @@ __all__ = [
 ]
 
 NETMAP_CHANGED = "netmap.changed"      # {"network", "serial"} -> AgentConsumer.netmap_changed
-# {"network", "serial"}, at once when a burst of changes starts (the push follows after the
-# debounce): each process loads the network's view meanwhile (fanout.py); no socket gets it
+# {"network", "serial"}, at once when a change's push must wait out the debounce after the
+# last push: each process loads the network's view meanwhile (fanout.py); no socket gets it
 NETMAP_PREFETCH = "netmap.prefetch"
 AGENT_REVOKE = "agent.revoke"          # {"peer_id", "reason"} -> AgentConsumer.agent_revoke (closes 4403)
 TELEMETRY_UPDATE = "telemetry.update"  # {"network", "peer_id"}: new samples -> dashboard consumers

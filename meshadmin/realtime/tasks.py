@@ -3,10 +3,14 @@
     change committed --(mesh.changes.change_announced)--> on_change_announced
         -> first change of a burst?  (cache.add of a per-network "pending" key)
              no  -> merged into the push already scheduled
-             yes -> in DEBOUNCE_S: push_netmaps(network)
-                    and at once (on a serving loop): group_send(agents.<network>,
+             yes -> push_netmaps(network) after `push_delay`: at once when the network's last
+                    push is DEBOUNCE_S or more ago (a lone change waits for nothing), else
+                    when DEBOUNCE_S have passed since that push (so a burst is at most one
+                    push per DEBOUNCE_S, the first of it at once, the rest merged into the next);
+                    when it waits, at once (on a serving loop): group_send(agents.<network>,
                     netmap.prefetch {network, serial}): each process loads the view meanwhile
-    push_netmaps: delete the pending key, read the network serial,
+    push_netmaps: delete the pending key, note the time of the push (a per-network "pushed"
+        key), read the network serial,
         group_send(agents.<network>, netmap.changed {network, serial, changed_at})
         (`changed_at`: when the burst's first change committed, kept in the pending key; each
         socket measures the push from it, push_latency.py)
@@ -25,7 +29,7 @@ Where the delayed push runs:
     with Redis the groups span every Daphne process, so a change made through one server reaches
     agents connected to another.
   * Anywhere else (a Celery worker, a management command, a server process without agent
-    sockets) with a broker (REDIS_URL): `push_netmaps.apply_async(countdown=DEBOUNCE_S)`. The
+    sockets) with a broker (REDIS_URL): `push_netmaps.apply_async(countdown=<the delay>)`. The
     worker sends through a *fresh* channel layer per call and closes its Redis pools before its
     event loop ends (channels_redis keeps pools per loop; reusing the global layer from
     async_to_sync in a worker gives "Event loop is closed", django/channels_redis#332).
@@ -60,7 +64,8 @@ from meshadmin.shared_cache import shared_cache
 
 from . import groups
 
-__all__ = ["build_pushes", "debounce_seconds", "on_change_announced", "push_netmaps", "register_loop"]
+__all__ = ["build_pushes", "debounce_seconds", "on_change_announced", "push_delay", "push_netmaps",
+           "register_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +82,27 @@ def debounce_seconds() -> float:
 
 
 KEY_PREFIX = "shadowmesh:netmap-push-pending"
+PUSHED_PREFIX = "shadowmesh:netmap-pushed"
 
 
 def pending_key(network_id: int) -> str:
     return f"{KEY_PREFIX}:{int(network_id)}"
+
+
+def pushed_key(network_id: int) -> str:
+    """When the network's last push was built (wall clock); kept PENDING_TTL_S, far longer than
+    any debounce, so a missing key means a quiet network."""
+    return f"{PUSHED_PREFIX}:{int(network_id)}"
+
+
+def push_delay(now: float, last_push: object, debounce: float) -> float:
+    """How long the first change of a burst waits before its push: none when the network's last
+    push (`last_push`, wall clock, None if unknown) is `debounce` or more ago; otherwise until
+    `debounce` after that push. Never more than `debounce` (a clock step backwards cannot hold a
+    push longer)."""
+    if not isinstance(last_push, (int, float)) or isinstance(last_push, bool):
+        return 0.0
+    return min(debounce, max(0.0, float(last_push) + debounce - now))
 
 
 def register_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -97,13 +119,16 @@ def on_change_announced(sender, change: Change, **kwargs) -> None:
     """Receiver of mesh.changes.change_announced (runs after commit; must be quick)."""
     if change.node_ids is not None and not change.node_ids:
         return  # nothing any node must know changed
-    if not shared_cache().add(pending_key(change.network_id), time.time(), timeout=PENDING_TTL_S):
+    cache = shared_cache()
+    now = time.time()
+    if not cache.add(pending_key(change.network_id), now, timeout=PENDING_TTL_S):
         return  # merged into the push already scheduled for this network
+    delay = push_delay(now, cache.get(pushed_key(change.network_id)), debounce_seconds())
     loop = _loop
     if loop is None or loop.is_closed() or not loop.is_running():
         if _broker_mode():
             try:
-                push_netmaps.apply_async((change.network_id,), countdown=debounce_seconds())
+                push_netmaps.apply_async((change.network_id,), countdown=delay)
                 return
             except Exception:
                 log.exception("cannot queue the netmap push for network %s", change.network_id)
@@ -111,13 +136,16 @@ def on_change_announced(sender, change: Change, **kwargs) -> None:
         return
     # A fresh context: the caller's (a sync_to_async worker's) must not leak into the push, or
     # asgiref sees its own executor "in use" and refuses database_sync_to_async (deadlock guard).
-    loop.call_soon_threadsafe(_arm, loop, change.network_id, change.serial or None,
+    loop.call_soon_threadsafe(_arm, loop, change.network_id, delay, change.serial or None,
                               context=contextvars.Context())
 
 
-def _arm(loop: asyncio.AbstractEventLoop, network_id: int, serial: int | None = None) -> None:
-    loop.call_later(debounce_seconds(), _start, loop, network_id, context=contextvars.Context())
-    if serial is not None and debounce_seconds() > 0:
+def _arm(loop: asyncio.AbstractEventLoop, network_id: int, delay: float, serial: int | None = None) -> None:
+    if delay <= 0:
+        _start(loop, network_id)  # nothing to wait for: the push loads the view itself
+        return
+    loop.call_later(delay, _start, loop, network_id, context=contextvars.Context())
+    if serial is not None:
         _track(loop.create_task(_prefetch(network_id, serial), context=contextvars.Context()))
 
 
@@ -146,7 +174,9 @@ def build_pushes(network_id: int) -> list[tuple[str, dict]]:
     """The (group, event) pairs that tell a network's agent sockets to catch up."""
     cache = shared_cache()  # not django.core.cache.cache (shared_cache.py)
     changed_at = cache.get(pending_key(network_id))
-    cache.delete(pending_key(network_id))  # before reading: a later commit schedules a new push
+    # before reading: a later commit schedules a new push, DEBOUNCE_S after this one at the soonest
+    cache.set(pushed_key(network_id), time.time(), timeout=PENDING_TTL_S)
+    cache.delete(pending_key(network_id))
     serial = Network.objects.filter(pk=network_id).values_list("serial", flat=True).first()
     if serial is None:
         return []
