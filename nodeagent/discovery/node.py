@@ -474,6 +474,12 @@ class DhtNode:
             self.stats.refuse("rate_limited")
             return Error(msg.rid, "rate_limited")
         self.stats.requests_served += 1
+        return self.answer(msg)
+
+    def answer(self, msg: Request) -> Response:
+        """The answer to a request the server admitted (within its source's budget). A requester
+        that sent its own record (`me`) is learned first."""
+        me = getattr(msg, "me", None)
         requester = self._learn_requester(me) if me is not None else None
         return self._handle(msg, requester)
 
