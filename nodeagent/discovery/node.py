@@ -5,16 +5,9 @@ function of the node's ML-DSA-87 key, its certificate, the CA public key, the re
 wall clock, its endpoint candidates) and keeps no global state.
 
 Server side, `serve(reader, writer, first)` answers one connected stream; the agent mounts it on
-its control port (the first five bytes tell a DHT frame from a control frame, messages.py), and
-`listen()` opens a port of its own for simulations and tests. Every connection is bounded:
-  - at most `max_connections` in all and `max_connections_per_source` per source address;
-  - the first frame must arrive within `first_frame_s`, every frame must be complete within
-    `frame_s` of its first byte (slow-loris), an idle connection is closed after `idle_s`;
-  - a frame over 64 KiB is refused before it is read (the connection is closed: framing is lost);
-    a malformed frame gets an Error naming the problem and is counted;
-  - each source has a request budget (token bucket); over it, requests get a small "rate_limited"
-    Error; checking a requester's record (signatures) costs more tokens than a plain request;
-  - writes that the peer does not read within `frame_s` close the connection.
+its control port, and `listen()` opens a port of its own for simulations and tests. The open
+port's limits (connections, deadlines, frame caps, request budgets) are server.py's; each request
+they admit is answered here (`answer`), from our table, our store and our own record.
 
 Client side (transport.ClientPool): one TCP connection per remote address, reused for many
 requests (request ids), at most `max_pooled` kept; every request runs under `asyncio.timeout`.
@@ -48,10 +41,8 @@ from .identities import Identities
 from .ids import addr_key, random_id_in_bucket, revocations_key, to_id
 from .lookup import Found, Lookup
 from .messages import (
-    Error,
     FindNode,
     FindValue,
-    MessageError,
     Nodes,
     Ping,
     Pong,
@@ -61,8 +52,6 @@ from .messages import (
     Stored,
     Value,
     WireContact,
-    decode,
-    encode,
 )
 from .records import (
     MAX_RECORD_LIFETIME_S,
@@ -79,9 +68,10 @@ from .records import (
     next_sequence,
 )
 from .revocations import RevokedSet
+from .server import DhtServer
 from .store import Put, RecordStore
 from .table import Insert, RoutingTable
-from .transport import ClientPool, Connection, FrameStream, RequestFailed
+from .transport import ClientPool, Connection, RequestFailed
 
 __all__ = ["DhtConfig", "DhtNode", "Seed"]
 
@@ -192,6 +182,7 @@ class DhtNode:
         self.identities = Identities()
         self.budgets = SourceBudgets(c.request_rate, c.request_burst)
         self.stats = DhtStats()
+        self.server = DhtServer(self)  # the open port: reads config, stats, budgets here; calls answer()
         self.own_record: bytes | None = None
         self.own_sequence: int | None = None
         self._own_expires = 0.0
@@ -202,12 +193,9 @@ class DhtNode:
             first_rid=int.from_bytes(entropy(4), "big"),
         )
         self._advertised: OrderedDict[Address, tuple[int | None, float]] = OrderedDict()
-        self._conns_total = 0
-        self._conns_by_source: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._serving: set[asyncio.StreamWriter] = set()
         self._checking: set[bytes] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.AbstractServer | None = None  # the listener of listen(), if any
         self._closed = False
 
     # ================================================================== public API
@@ -229,22 +217,25 @@ class DhtNode:
         self._server = await asyncio.start_server(self.serve, host, port, reuse_address=True)
         return self._server.sockets[0].getsockname()[1]
 
+    async def serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b""
+    ) -> None:
+        """Answer one connected stream until it ends, under the open port's limits (server.py).
+        `first` = bytes already read from it."""
+        await self.server.serve(reader, writer, first)
+
     async def close(self) -> None:
         """Stop serving and asking: connections both ways, background tasks, the listener."""
         self._closed = True
+        self.server.closed = True  # no further frame is answered
         await self.pool.close()
-        serving = list(self._serving)
-        for writer in serving:
-            with contextlib.suppress(Exception):
-                writer.close()
+        serving = self.server.close_connections()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for writer in serving:  # let each transport detach before the server is closed
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        await self.server.detached(serving)  # let each transport detach before the listener is closed
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
@@ -393,92 +384,11 @@ class DhtNode:
             except Exception:  # upkeep must outlive any one failure
                 log.exception("dht upkeep failed; trying again in %.0f s", self.config.maintenance_s)
 
-    # ================================================================== server
-
-    async def serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b""
-    ) -> None:
-        """Answer one connected stream until it ends. `first` = bytes already read from it."""
-        peer = writer.get_extra_info("peername")
-        source = peer[0] if peer else "?"
-        c = self.config
-        if self._conns_total >= c.max_connections or self._conns_by_source.get(source, 0) >= (
-            c.max_connections_per_source
-        ):
-            self.stats.refuse("connections")
-            writer.close()
-            return
-        self._conns_total += 1
-        self._conns_by_source[source] = self._conns_by_source.get(source, 0) + 1
-        self._serving.add(writer)
-        stream = FrameStream(reader, first)
-        idle = c.first_frame_s
-        try:
-            while not self._closed:
-                try:
-                    body = await stream.frame(idle, c.frame_s)
-                except TimeoutError:
-                    self.stats.refuse("slow" if stream.buf or idle == c.first_frame_s else "idle")
-                    return
-                except MessageError as exc:  # over the cap: we cannot skip it, so we close
-                    self.stats.refuse(exc.code)
-                    await self._send(writer, Error(0, exc.code, str(exc)))
-                    return
-                if body is None:
-                    return
-                idle = c.idle_s
-                answer = self._answer(body, source)
-                body = None  # an idle connection must not keep its last frame or answer alive
-                sent = await self._send(writer, answer)
-                del answer
-                if not sent:
-                    return
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._serving.discard(writer)
-            self._conns_total -= 1
-            left = self._conns_by_source[source] - 1
-            if left:
-                self._conns_by_source[source] = left
-            else:
-                del self._conns_by_source[source]
-            with contextlib.suppress(Exception):
-                writer.close()
-
-    async def _send(self, writer: asyncio.StreamWriter, msg: Response) -> bool:
-        try:
-            writer.write(encode(msg))
-            async with asyncio.timeout(self.config.frame_s):
-                await writer.drain()
-        except (TimeoutError, ConnectionError, OSError):
-            self.stats.refuse("slow_reader")
-            return False
-        return True
-
-    def _answer(self, body: bytes, source: str) -> Response:
-        try:
-            msg = decode(body)
-        except MessageError as exc:
-            self.stats.refuse(exc.code)
-            return Error(0, exc.code, str(exc)[:200])
-        if not isinstance(msg, Ping | FindNode | FindValue | Store):
-            self.stats.refuse("not_a_request")
-            return Error(msg.rid, "not_a_request")
-        loop_now = asyncio.get_running_loop().time()
-        me = getattr(msg, "me", None)
-        cost = 1.0 + (self.config.check_cost if me is not None else 0.0)
-        if isinstance(msg, Store):
-            cost += self.config.check_cost
-        if not self.budgets.take(source, loop_now, cost):
-            self.stats.refuse("rate_limited")
-            return Error(msg.rid, "rate_limited")
-        self.stats.requests_served += 1
-        return self.answer(msg)
+    # ================================================================== answering
 
     def answer(self, msg: Request) -> Response:
-        """The answer to a request the server admitted (within its source's budget). A requester
-        that sent its own record (`me`) is learned first."""
+        """The answer to a request the server admitted (server.py: within its source's budget). A
+        requester that sent its own record (`me`) is learned first."""
         me = getattr(msg, "me", None)
         requester = self._learn_requester(me) if me is not None else None
         return self._handle(msg, requester)

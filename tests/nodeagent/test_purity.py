@@ -31,7 +31,7 @@ DISCOVERY_PURE = (
     "__init__.py", "ids.py", "table.py", "lookup.py", "records.py", "revocations.py",
     "store.py", "messages.py", "budget.py", "identities.py", "peering.py",
 )
-DISCOVERY_IO = ("node.py", "transport.py", "service.py")
+DISCOVERY_IO = ("node.py", "server.py", "transport.py", "service.py")
 PURE_MODULES = (
     "nodeagent/control/election.py",
     "nodeagent/control/admission.py",
