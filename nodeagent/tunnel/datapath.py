@@ -31,10 +31,9 @@ Inbound (UDP readable -> `on_udp`), per wake-up up to UDP_CALLS GRO reads:
   3. receiver index -> (peer, keypair) of a live session               drop `unknown_session`
      CHUNK: a piece goes to chunks.py (reassembly, then 5-9 once for the whole unit); a
      KEEPALIVE with CHUNK_CONTROL, after 5-7, to chunks.on_control (the negotiation)
-  4. RELAY (we are the hub): verify the hop tag and hop replay window, rate-cap the source peer,
-     re-wrap the inner frame byte for byte as RELAYED for the destination; never opened here.
-     RELAYED (from our hub): verify the hop, then continue at 5 with the inner frame and the
-     source peer named inside the envelope (its inner index must belong to that peer).
+  4. RELAY, RELAYED: the relay envelopes go to relay.py. A RELAY (we are the hub) is checked and
+     forwarded, never opened here; a RELAYED from our hub, once its hop checked, continues at 5
+     with the inner frame and the source peer named inside the envelope.
   5. open_frame: AEAD tag                                              drop `bad_tag`
   6. replay window, ONLY after the tag verified                        drop `replay`
   7. an authenticated frame: rotate `next` keys, count gaps (lost_frames), and roam: a direct
@@ -76,7 +75,6 @@ from typing import TYPE_CHECKING
 
 from ..policy.filter import PacketFilter
 from ..protocol.frames import (
-    END_TO_END_TYPES,
     BadTag,
     FrameError,
     FrameFlags,
@@ -88,7 +86,6 @@ from ..protocol.frames import (
     seal,
     ts_diff,
     ts_ms,
-    unwrap_relay,
     wrap_relay,
 )
 from ..protocol.keys import Keypair, KeyRing, NonceExhausted
@@ -96,13 +93,14 @@ from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
 from .chunks import ChunkPath
 from .gro import TunWriter
+from .relay import TokenBucket, on_relay, on_relayed
 from .tso import VNET_HDR_SIZE, OffloadError, finish, split
 from .udp import RECV_BUFFER
 
 if TYPE_CHECKING:
     from ..config import PeerConfig
 
-__all__ = ["DataPath", "Peer"]
+__all__ = ["DataPath", "Peer", "TokenBucket"]  # TokenBucket: relay.py's, for control/handshakes.py
 
 log = logging.getLogger(__name__)
 
@@ -143,27 +141,6 @@ _CHUNK_CONTROL = int(FrameFlags.CHUNK_CONTROL)
 _NO_OFFLOAD = bytes(2)  # virtio_net_hdr flags and gso_type both zero
 
 
-class TokenBucket:
-    """Per-peer relay rate cap: `rate` frames/s with a burst of a tenth of a second (min 64)."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(64.0, rate / 10)
-        self.tokens = self.burst
-        self.stamp = 0.0
-
-    def take(self, now: float) -> bool:
-        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if tokens < 1:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1
-        return True
-
-
 class Peer:
     """The data path's view of one configured peer."""
 
@@ -182,7 +159,7 @@ class Peer:
         self.last_handshake: float | None = None
         self.echo_sent: tuple[int, float] | None = None  # (header ms stamp, clock) of our last echo request
         self.last_rx = self.last_tx = 0.0
-        self.bucket = TokenBucket(relay_rate)
+        self.bucket = TokenBucket(relay_rate)  # the cap on what we relay for it as a hub (relay.py)
 
     @property
     def hub(self) -> Peer | None:
@@ -550,9 +527,9 @@ class DataPath:
         elif ftype == _CHUNK:
             self.chunks.on_piece(peer, kp, header, datagram, addr, now)
         elif ftype == _RELAY:
-            self._relay(peer, kp, header, datagram, addr, now)
+            on_relay(self, peer, kp, header, datagram, addr, now)
         elif ftype == _RELAYED:
-            self._relayed(peer, kp, header, datagram, addr, now)
+            on_relayed(self, peer, kp, header, datagram, addr, now)
         else:
             self._disco(peer, kp, header, datagram, addr, now, None)
 
@@ -650,75 +627,6 @@ class DataPath:
                 log.info("peer %s roamed %s -> %s", peer.config.name, _fmt(peer.endpoint), _fmt(addr),
                          extra={"event": "peer.roamed", "peer_id": peer.config.peer_id})
             peer.endpoint = addr
-
-    def _open_envelope(self, peer: Peer, kp: Keypair, header, datagram, addr, now: float):
-        """A RELAY/RELAYED envelope from `peer` on hop keys `kp`: the hop tag, then the replay
-        window; (peer id, inner header, inner frame) or None when dropped (counted). The inner
-        frame is not opened here."""
-        try:
-            opened = unwrap_relay(kp.recv, header, datagram)
-        except BadTag:
-            self.drops.bad_tag += 1
-            peer.stats.bad_frames += 1
-            return None
-        except FrameError:
-            self.drops.malformed += 1
-            return None
-        if not kp.accept(header.counter):
-            self.drops.replay += 1
-            peer.stats.replayed_frames += 1
-            return None
-        self._authenticated(peer, kp, header.counter, 0, addr, now, relayed=False)
-        return opened
-
-    def _relay(self, src: Peer, kp: Keypair, header, datagram, addr, now: float) -> None:
-        """Hub role: forward a sealed inner frame from `src` to the peer it names."""
-        if not self.is_hub:
-            self.drops.malformed += 1  # relay envelopes are only for public nodes
-            return
-        opened = self._open_envelope(src, kp, header, datagram, addr, now)
-        if opened is None:
-            return
-        dest_id, _inner_header, inner = opened
-        if not src.bucket.take(now):
-            self.relay.rate_limited += 1
-            return
-        dest = self.by_id.get(dest_id)
-        dkp = dest.ring.sending(now) if dest is not None and dest is not src else None
-        if dkp is None or dest is None or dest.endpoint is None:
-            self.relay.no_destination += 1
-            return
-        try:
-            out = wrap_relay(dkp.send, _RELAYED, dkp.remote_index, dkp.next_counter(), ts_ms(now),
-                             src.id_bytes, inner)
-        except (NonceExhausted, FrameError):
-            self.relay.no_destination += 1
-            return
-        if self.udp.sendto(out, dest.endpoint):
-            self.relay.forwarded_frames += 1
-            self.relay.forwarded_bytes += len(out)
-            src.stats.relayed_frames += 1
-        else:
-            self.drops.queue_full += 1
-
-    def _relayed(self, hub: Peer, kp: Keypair, header, datagram, addr, now: float) -> None:
-        """A frame from another peer, forwarded by our hub `hub`."""
-        opened = self._open_envelope(hub, kp, header, datagram, addr, now)
-        if opened is None:
-            return
-        src_id, inner_header, inner = opened
-        src = self.by_id.get(src_id)
-        session = self.sessions.get(inner_header.receiver_index)
-        if src is None or session is None or session[0] is not src or session[1].wiped:
-            self.drops.unknown_session += 1
-            return
-        itype = inner_header.type
-        if itype == _DATA or itype == _KEEPALIVE:
-            self._end_to_end(src, session[1], inner_header, bytes(inner), addr, now, relayed=True)
-        elif itype in END_TO_END_TYPES:
-            self._disco(src, session[1], inner_header, bytes(inner), addr, now, hub)
-        else:
-            self.drops.malformed += 1
 
     # --- path discovery (PROBE, PROBE_ACK, CALL) ------------------------------------------------
     def _disco(self, peer: Peer, kp: Keypair, header, datagram, addr, now: float, hub: Peer | None) -> None:
