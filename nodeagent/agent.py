@@ -2,6 +2,7 @@
 
     startup.py              start-up of both modes: ports, TUN, exit codes (`run_agent`, `run_enrolled`)
     tunnel/datapath.py      both packet pipelines (TUN <-> UDP), keys in use, counters
+    tunnel/relay.py         relay envelopes: a hub forwarding other peers' frames, those from our hub
     peers.py                the peer set: the list the data path reads, the indexes, the routing table
     paths/select.py         the path to each peer: direct, or through its relay hub
     traversal.py            NAT traversal (enrolled mode): candidates, hole punching, the data path
