@@ -199,7 +199,25 @@ async def _load_view(event: dict) -> None:
 
 
 def _fanout():
-    return process_fanout(prepare=_load_view)
+    return process_fanout(prepare=_load_view, on_watch=_watched)
+
+
+def _watched(event: dict) -> None:
+    """`telemetry.watch` (a dashboard page of the network is open): a lease on the network's
+    reporting interval in this process (stats_rate.py); a new one is told at once."""
+    network, seconds = event.get("network"), event.get("seconds")
+    if not isinstance(network, int) or isinstance(network, bool) \
+            or not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        log.warning("telemetry.watch without a network id and seconds dropped: %r", event)
+        return
+    rate = stats_rate()
+    if rate.watch(network, float(seconds)):
+        task = asyncio.get_running_loop().create_task(rate.check())
+        _checks.add(task)  # referenced until done (the loop holds tasks weakly)
+        task.add_done_callback(_checks.discard)
+
+
+_checks: set[asyncio.Task] = set()
 
 
 class AgentConsumer(AsyncWebsocketConsumer):
@@ -353,9 +371,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if self.counted and self.agent is not None:
             self.counted = False
             push_latency().left(self.agent.network_id)
-        if self.rated:
+        if self.rated and self.agent is not None:
             self.rated = False
-            stats_rate().left(self if self._takes_telemetry() else None)
+            stats_rate().left(self if self._takes_telemetry() else None, self.agent.network_id)
 
     def _takes_telemetry(self) -> bool:
         return messages.FEATURE_TELEMETRY in self.features
@@ -402,7 +420,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._send_full(serial, held)
         if not self.closing:
             takes = self._takes_telemetry()
-            interval = stats_rate().joined(self if takes else None)
+            interval = stats_rate().joined(self if takes else None, agent.network_id)
             self.rated = True
             if takes:
                 await self.tell_stats_interval(interval)

@@ -12,7 +12,9 @@ the event as before.
 
 Which group an event came through is read from the event itself (a channel-layer message does not
 carry its group): `netmap.changed` names its `network` (-> agents.<network>), `agent.revoke` its
-`peer_id` (-> node.<peer id>). An event without them is logged and dropped.
+`peer_id` (-> node.<peer id>). An event without them is logged and dropped. Two kinds are for the
+process, not its sockets: `netmap.prefetch` (below) and `telemetry.watch` (given to `on_watch`:
+stats_rate.py's leases).
 
 Membership in the layer follows the local sockets: the first socket of a group makes the process
 join it, the last one to leave makes it leave; joins and leaves of one group are done one at a time
@@ -104,7 +106,8 @@ class ProcessFanout:
     def __init__(self, layer=None, *,
                  read_serials: Callable[[list[int]], Awaitable[dict[int, int]]] | None = None,
                  reconcile_s: float | None = None,
-                 prepare: Callable[[dict], Awaitable[None]] | None = None) -> None:
+                 prepare: Callable[[dict], Awaitable[None]] | None = None,
+                 on_watch: Callable[[dict], None] | None = None) -> None:
         layer = layer if layer is not None else get_channel_layer()
         assert layer is not None  # settings.CHANNEL_LAYERS always names one
         self.layer = layer
@@ -119,6 +122,7 @@ class ProcessFanout:
         self._read_serials = read_serials or database_sync_to_async(_serials)
         self._reconcile_s = reconcile_s
         self._prepare = prepare
+        self._on_watch = on_watch  # telemetry.watch: the process's (stats_rate.py), not the sockets'
         self._seen: dict[int, int] = {}  # network -> the serial read at the previous sweep
         self._renewed_at = time.monotonic()
         self.received = 0  # events received from the layer (tests, benchmarks)
@@ -214,6 +218,12 @@ class ProcessFanout:
                     and group_of(event) in self.members:
                 deliver = kind == groups.NETMAP_CHANGED
                 self._keep(asyncio.ensure_future(self._prepared(event, deliver)))
+            elif kind == groups.TELEMETRY_WATCH:  # for this process, not its sockets
+                if self._on_watch is not None:
+                    try:
+                        self._on_watch(event)
+                    except Exception:  # a bad event must not end the pump
+                        log.exception("handling %s failed", kind)
             elif kind != groups.NETMAP_PREFETCH:  # a prefetch is for this process, not its sockets
                 self.deliver(event)
 
@@ -325,7 +335,8 @@ class ProcessFanout:
 _fanouts: PerLoop[ProcessFanout] = PerLoop()
 
 
-def process_fanout(prepare: Callable[[dict], Awaitable[None]] | None = None) -> ProcessFanout:
-    """This event loop's (this server process's) fan-out; `prepare` is given to it when this call
-    makes it (ProcessFanout's)."""
-    return _fanouts.current(lambda: ProcessFanout(prepare=prepare))
+def process_fanout(prepare: Callable[[dict], Awaitable[None]] | None = None,
+                   on_watch: Callable[[dict], None] | None = None) -> ProcessFanout:
+    """This event loop's (this server process's) fan-out; `prepare` and `on_watch` are given to it
+    when this call makes it (ProcessFanout's)."""
+    return _fanouts.current(lambda: ProcessFanout(prepare=prepare, on_watch=on_watch))

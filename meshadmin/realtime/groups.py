@@ -18,6 +18,7 @@ __all__ = [
     "PRESENCE_UPDATE",
     "SESSION_LOGOUT",
     "TELEMETRY_UPDATE",
+    "TELEMETRY_WATCH",
     "agents_group",
     "dashboard_group",
     "node_group",
@@ -28,6 +29,10 @@ NETMAP_CHANGED = "netmap.changed"      # {"network", "serial"} -> AgentConsumer.
 # {"network", "serial"}, at once when a change's push must wait out the debounce after the
 # last push: each process loads the network's view meanwhile (fanout.py); no socket gets it
 NETMAP_PREFETCH = "netmap.prefetch"
+# {"network", "seconds"}, from a dashboard page of the network while it is open: each process
+# asks the network's agents for their counters more often for that long (stats_rate.py); no
+# socket gets it
+TELEMETRY_WATCH = "telemetry.watch"
 AGENT_REVOKE = "agent.revoke"          # {"peer_id", "reason"} -> AgentConsumer.agent_revoke (closes 4403)
 TELEMETRY_UPDATE = "telemetry.update"  # {"network", "peer_id"}: new samples -> dashboard consumers
 PRESENCE_UPDATE = "presence.update"    # {"network", "peer_id", "online": bool} -> dashboard consumers

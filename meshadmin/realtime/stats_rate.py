@@ -9,19 +9,29 @@ reports per second (250 by default; 0: no budget): the interval it asks for is i
 agent sockets divided by the budget, at least FLOOR_S (the agent's own 2 s: a process with up to
 500 sockets asks for nothing else) and at most CEILING_S (presence.STALE_AFTER counts on it).
 
-A socket whose agent named the feature in `auth` is told the interval after its first map. The
-process checks every CHECK_S whether the interval moved by a factor of RETELL or more since it
-last told its sockets (a restart fills a process with thousands of sockets within a minute, and
-the first ones heard the floor) and, if so, tells every such socket the new one. Agents that do
-not take `telemetry` keep their own interval and still count toward the budget.
+Watched networks. Someone looking at a network's live traffic (a dashboard page of that network,
+dashboard/consumers.py) wants its samples every 2 s, not every 20. The page's socket sends
+`telemetry.watch {network, seconds}` to the network's agent group every WATCH_RENEW_S while it is
+open; each process serving agents of that network takes it as a lease of `seconds` (WATCH_S
+at most). While a network is watched, its sockets share half the budget (2 s for up to 125 of
+them per process by default; never a longer interval than without the watch) and the other
+sockets the rest, but never less than the other half (`intervals_for`). A lease nobody renews ends by itself: a closed tab costs at most WATCH_S.
 
-The policy is one function of two numbers (`interval_for`); `StatsRate` keeps the count of one
-process; sending is the socket's (AgentConsumer.tell_stats_interval).
+A socket whose agent named the feature in `auth` is told its interval after its first map. The
+process checks every CHECK_S (and at once when a lease starts) whether the interval each socket
+should have moved by a factor of RETELL or more from the one it was last told (a restart fills a
+process with thousands of sockets within a minute, and the first ones heard the floor; a lease
+starts or ends) and, if so, tells that socket. Agents that do not take `telemetry` keep their own
+interval and still count toward the budget.
+
+The policy is two functions of a few numbers (`interval_for`, `intervals_for`); `StatsRate` keeps
+the count and leases of one process; sending is the socket's (AgentConsumer.tell_stats_interval).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import weakref
 from collections.abc import Coroutine
@@ -31,8 +41,8 @@ from django.conf import settings
 
 from .per_loop import PerLoop
 
-__all__ = ["CEILING_S", "CHECK_S", "DEFAULT_BUDGET", "FLOOR_S", "RETELL", "StatsRate", "interval_for",
-           "stats_rate"]
+__all__ = ["CEILING_S", "CHECK_S", "DEFAULT_BUDGET", "FLOOR_S", "RETELL", "WATCH_RENEW_S", "WATCH_S",
+           "StatsRate", "interval_for", "intervals_for", "stats_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,8 @@ FLOOR_S = 2.0  # the agent's own interval (nodeagent.server_link.STATS_INTERVAL_
 CEILING_S = 30.0
 CHECK_S = 10.0
 RETELL = 1.5
+WATCH_S = 60.0  # the longest lease a watch takes
+WATCH_RENEW_S = 20.0  # how often an open dashboard page renews its watch
 
 
 class Listener(Protocol):
@@ -57,57 +69,120 @@ def interval_for(sockets: int, budget: float) -> float:
     return round(min(CEILING_S, max(FLOOR_S, sockets / budget)), 1)
 
 
+def intervals_for(watched: int, others: int, budget: float) -> tuple[float, float]:
+    """(interval of the watched networks' sockets, interval of the others): with nothing watched,
+    the others have the whole budget; else the watched get half of it at most and the others what
+    the watched leave, half of it at least. A watch never makes anyone's interval longer for the
+    watched, nor shorter for the others, than without it."""
+    if watched <= 0:
+        return FLOOR_S, interval_for(others, budget)
+    if budget <= 0:
+        return FLOOR_S, FLOOR_S
+    unwatched = interval_for(watched + others, budget)
+    mine = min(interval_for(watched, budget / 2), unwatched)
+    return mine, max(unwatched, interval_for(others, max(budget - watched / mine, budget / 2)))
+
+
 def budget() -> float:
     return float(getattr(settings, "SHADOWMESH_AGENT_STATS_BUDGET", DEFAULT_BUDGET))
 
 
 class StatsRate:
-    """The agent sockets of one event loop (server process), and the interval they were told."""
+    """The agent sockets of one event loop (server process), the leases on their networks, and
+    the interval each listener was told."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock=None) -> None:
         self.sockets = 0  # every logged-in agent socket of the process
-        self.listeners: weakref.WeakSet[Listener] = weakref.WeakSet()  # those that take `telemetry`
-        self.told = FLOOR_S  # the interval the listeners were last told all together
-        self.retold = 0  # times every listener was told a new interval
+        self.per_network: collections.Counter[int] = collections.Counter()  # of them, per network
+        # those that take `telemetry`: their network, and the interval they were last told
+        self.listeners: weakref.WeakKeyDictionary[Listener, int] = weakref.WeakKeyDictionary()
+        self.told: weakref.WeakKeyDictionary[Listener, float] = weakref.WeakKeyDictionary()
+        self.leases: dict[int, float] = {}  # network id -> clock time its watch ends
+        self.retold = 0  # checks that told some listener a new interval
+        self._clock = clock
         self._checker: asyncio.Task | None = None
 
-    def current(self) -> float:
-        return interval_for(self.sockets, budget())
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
-    def joined(self, socket: Listener | None) -> float:
-        """A socket logged in (`socket`: itself if its agent takes `telemetry`, else None);
-        returns the interval to tell it."""
+    def watched(self) -> set[int]:
+        now = self._now()
+        for network in [n for n, until in self.leases.items() if until <= now]:
+            del self.leases[network]
+        return set(self.leases)
+
+    def intervals(self) -> tuple[float, float, set[int]]:
+        """(watched interval, others' interval, the watched networks) now."""
+        watched = self.watched()
+        in_watch = sum(self.per_network[n] for n in watched)
+        mine, others = intervals_for(in_watch, self.sockets - in_watch, budget())
+        return mine, others, watched
+
+    def interval_of(self, network_id: int) -> float:
+        mine, others, watched = self.intervals()
+        return mine if network_id in watched else others
+
+    def current(self) -> float:
+        """The interval of a socket of a network nobody watches."""
+        return self.intervals()[1]
+
+    def joined(self, socket: Listener | None, network_id: int) -> float:
+        """A socket of `network_id` logged in (`socket`: itself if its agent takes `telemetry`,
+        else None); returns the interval to tell it (the caller tells it)."""
         self.sockets += 1
+        self.per_network[network_id] += 1
+        interval = self.interval_of(network_id)
         if socket is not None:
-            self.listeners.add(socket)
+            self.listeners[socket] = network_id
+            self.told[socket] = interval
         if self._checker is None:
             self._checker = asyncio.get_running_loop().create_task(self._check_forever())
-        return self.current()
+        return interval
 
-    def left(self, socket: Listener | None) -> None:
+    def left(self, socket: Listener | None, network_id: int) -> None:
         self.sockets = max(0, self.sockets - 1)
+        self.per_network[network_id] -= 1
+        if self.per_network[network_id] <= 0:
+            del self.per_network[network_id]
         if socket is not None:
-            self.listeners.discard(socket)
+            self.listeners.pop(socket, None)
+            self.told.pop(socket, None)
 
-    def due(self) -> float | None:
-        """The interval to tell every listener now, or None while the last one told is close enough."""
-        now = self.current()
-        if now >= self.told * RETELL or now * RETELL <= self.told:
-            return now
-        return None
+    def watch(self, network_id: int, seconds: float) -> bool:
+        """A dashboard watches `network_id` for `seconds` more (at most WATCH_S); True when the
+        network was not watched before (the caller then checks at once)."""
+        seconds = min(max(float(seconds), 0.0), WATCH_S)
+        until = self._now() + seconds
+        new = network_id not in self.watched()
+        if until > self.leases.get(network_id, 0.0):
+            self.leases[network_id] = until
+        return new and seconds > 0
+
+    def due(self) -> list[tuple[Listener, float]]:
+        """The listeners to tell a new interval now, with it: those whose interval moved by RETELL
+        or more from the one they were last told."""
+        mine, others, watched = self.intervals()
+        out = []
+        for socket, network in list(self.listeners.items()):
+            want = mine if network in watched else others
+            had = self.told.get(socket, FLOOR_S)
+            if want >= had * RETELL or want * RETELL <= had:
+                out.append((socket, want))
+        return out
 
     async def check(self) -> None:
-        """Tell every listener the new interval when it moved far enough (one socket after the
-        other: the same small frame each, nothing to wait for)."""
-        interval = self.due()
-        if interval is None:
+        """Tell each listener whose interval moved far enough its new one (one socket after the
+        other: a small frame each, nothing to wait for)."""
+        due = self.due()
+        if not due:
             return
-        log.info("asking %d agent sockets for counters every %.1f s (was %.1f s; %d sockets)",
-                 len(self.listeners), interval, self.told, self.sockets,
-                 extra={"event": "telemetry.interval"})
-        self.told = interval
+        log.info("asking %d of %d agent sockets for counters at a new interval (%s; %d sockets, "
+                 "%d networks watched)", len(due), len(self.listeners),
+                 ", ".join(f"{v:.1f} s" for v in sorted({v for _, v in due})), self.sockets,
+                 len(self.leases), extra={"event": "telemetry.interval"})
         self.retold += 1
-        for socket in list(self.listeners):
+        for socket, interval in due:
+            self.told[socket] = interval
             try:
                 await socket.tell_stats_interval(interval)
             except Exception:  # that socket's trouble (closing under us) is its own

@@ -8,12 +8,17 @@
 //    from the current URL and swapped in place through htmx (the view answers with just that
 //    region's template partial), and `mesh-refresh` is dispatched for page scripts (topology.js).
 // A close with code 4401 (logged out) sends the tab to the login page.
+// A page that shows a network's live traffic names it (`data-watch-network` on this script tag);
+// on every open the socket says `{"watch": <id>}`, and the server asks that network's agents for
+// their counters every 2 s while the tab stays open (instead of the longer interval it may use
+// for thousands of agents nobody watches).
 (function () {
   "use strict";
 
   const REFRESH_MS = 750; // well inside the 2 s the dashboard promises after an agent report
   const script = document.currentScript;
   const wsPath = (script && script.dataset.wsPath) || "/ws/dashboard/";
+  const watchNetwork = script && script.dataset.watchNetwork ? Number(script.dataset.watchNetwork) : null;
   const status = document.getElementById("live-status");
 
   function setStatus(state, text) {
@@ -71,6 +76,7 @@
     socket.addEventListener("open", function () {
       attempt = 0;
       setStatus("open", "live");
+      if (Number.isInteger(watchNetwork)) socket.send(JSON.stringify({ watch: watchNetwork }));
       if (window.__meshLiveOpened) scheduleRefresh(); // catch up on what we missed while away
       window.__meshLiveOpened = true;
     });
@@ -80,6 +86,10 @@
       try {
         message = JSON.parse(evt.data);
       } catch (e) {
+        return;
+      }
+      if (message.event === "error") { // the server refused something this script sent
+        console.warn("live socket:", message.field, message.detail);
         return;
       }
       document.body.dispatchEvent(new CustomEvent("mesh-changed", { detail: message }));

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,12 @@ class PageWatch:
     def _dialog(self, dialog) -> None:
         self.dialogs.append(dialog.message)
         dialog.dismiss()
+
+
+def _watches(server) -> int:
+    """Watches the server has heard from dashboard pages so far (its log, INFO)."""
+    log = Path(server.env["SHADOWMESH_DATA_DIR"]) / "daphne.log"
+    return log.read_text(errors="replace").count("a dashboard page watches network")
 
 
 def watched(context):
@@ -190,6 +197,7 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
     map_page.wait_for_selector("#map-tip", state="hidden", timeout=5000)
 
     # --- node page: links with path, RTT, loss and rates that move
+    watches_before = _watches(server)
     node_page, node_watch = watched(context)
     node_page.goto(f"{server.url}/nodes/{belgium.peer_id}/")
     wait_live(node_page)
@@ -209,6 +217,12 @@ def test_operator_enrolls_agents_watches_them_live_and_revokes_one(
     assert "relay via uk" in mac_row
     node_page.wait_for_selector("#chart-rate .uplot", timeout=WAIT_MS)
     assert_not_reloaded(node_page)
+    # the page said which network it shows: the server asks that network's agents for 2-s reports
+    # while it is open (the interval they are told is covered in test_stats_interval.py)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while _watches(server) <= watches_before:
+        assert time.monotonic() < deadline, "the node page never told the server which network it watches"
+        time.sleep(0.2)
 
     # --- screenshots for the record
     page.goto(server.url + "/")
