@@ -23,11 +23,15 @@ RATE_LIMITED_ATTEMPT.
 Every agent connects from its own loopback address (127.16.0.1 and up; all of 127.0.0.0/8 is
 loopback on Linux) and the enrollments that make the changes from theirs (127.15.x.y), so the
 server's per-address limits (SHADOWMESH_AGENT_CONNECT_RATE, SHADOWMESH_ENROLL_RATE, ...) stay as
-they are in production. The bench raises its RLIMIT_NOFILE soft limit to the hard limit (its
-children, the servers and the client processes, inherit it).
+they are in production. `--agents-per-address K` puts K agents behind each address instead (agents
+behind one NAT, or a proxy the server does not trust: K = --agents puts them all behind one). The
+bench raises its RLIMIT_NOFILE soft limit to the hard limit (its children, the servers and the
+client processes, inherit it).
 
 The agents run in --client-procs processes (one event loop cannot read thousands of sockets at once
-without adding its own queueing to the figures); times are wall-clock, compared across processes.
+without adding its own queueing to the figures), each on the agent's own event loop (uvloop, as
+nodeagent/evloop.py chooses; SHADOWMESH_EVENT_LOOP=asyncio for the standard loop); times are
+wall-clock, compared across processes.
 Per N: a fresh server in a temporary data directory, either embedded (SQLite, in-memory channel
 layer; --backend sqlite, one Daphne) or --daphnes Daphne processes on one PostgreSQL and Redis
 started for the run by scripts/services.sh (the test suite's own, on free ports); agent i goes to
@@ -90,6 +94,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nodeagent import evloop  # noqa: E402
 from nodeagent.delayed_ack import DelayedAck  # noqa: E402
 from nodeagent.protocol import messages  # noqa: E402
 from nodeagent.protocol.constants import CloseCode  # noqa: E402
@@ -198,7 +203,7 @@ class Agent:
         # what nodeagent.server_link._login reads of the enrolled state
         self.state = types.SimpleNamespace(identity=types.SimpleNamespace(private_key=key, peer_id=pid),
                                            ca_public_key=ca_public_key)
-        self.src = source_address(index)
+        self.src = source_address(index // max(1, int(os.environ.get("BENCH_PER_ADDRESS", "1"))))
         self.url, self.network = url, network
         self.stats_interval = stats_interval
         self.report_interval = stats_interval  # the server's `telemetry` on this connection, else ours
@@ -393,8 +398,10 @@ async def _client(conn, specs: list[tuple], stats_interval: float) -> None:
 
 
 def _client_main(conn, specs: list[tuple], stats_interval: float) -> None:
+    """A client process runs its agents on the event loop the agent runs on (nodeagent/evloop.py:
+    uvloop when installed, SHADOWMESH_EVENT_LOOP=asyncio for the standard one)."""
     _die_with_parent()
-    asyncio.run(_client(conn, specs, stats_interval))
+    evloop.run(_client(conn, specs, stats_interval), evloop.selected())
 
 
 def _die_with_parent() -> None:
@@ -555,8 +562,10 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                   warmup: int = 1, client_procs: int = 2, backend: str = "sqlite", daphnes: int = 1,
                   networks: int = 1, restart: bool = False, stats_interval: float = 0.0,
                   state: str | None = None, reconnect_wait: float = 180.0, in_flight: int = 50,
-                  seed_only: bool = False, backlog: int | None = None, change_gap: float = 0.0) -> dict:
-    result: dict = {"agents": n, "client_procs": client_procs, "backend": backend, "daphnes": daphnes,
+                  seed_only: bool = False, backlog: int | None = None, change_gap: float = 0.0,
+                  per_address: int = 1) -> dict:
+    result: dict = {"agents": n, "client_procs": client_procs, "client_loop": evloop.selected(),
+                    "backend": backend, "daphnes": daphnes,
                     "listen_backlog": backlog or 50, "change_gap_s": change_gap,
                     "networks": networks, "stats_interval_s": stats_interval, "sqlite_wal": wal,
                     "nofile": raise_nofile(), "loadavg_start": _load()}
@@ -628,7 +637,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             ctx = multiprocessing.get_context("spawn")
             os.environ["BENCH_PROCS"] = str(client_procs)
             os.environ["BENCH_IN_FLIGHT"] = str(in_flight)
+            os.environ["BENCH_PER_ADDRESS"] = str(per_address)
             result["first_logins_in_flight"] = in_flight
+            result["agents_per_address"] = per_address
             procs, pipes = [], []
             result["loadavg_connect"] = _load()
             started = time.perf_counter()
@@ -768,6 +779,8 @@ def main() -> int:
     parser.add_argument("--stats-interval", type=float, default=2.0,
                         help="each agent sends an empty stats report this often until its server's "
                         "`telemetry` says otherwise, as the agent does (2 s, the agent's own; 0: never)")
+    parser.add_argument("--agents-per-address", type=int, default=1,
+                        help="agents that share one source address (default 1: each its own)")
     parser.add_argument("--in-flight", type=int, default=50,
                         help="first logins in flight at once, over all client processes")
     parser.add_argument("--reconnect-wait", type=float, default=180.0,
@@ -788,7 +801,8 @@ def main() -> int:
         r = asyncio.run(run_one(n, args.changes, args.daphne_log, args.wal, args.warmup, args.client_procs,
                                 args.backend, args.daphnes, args.networks, args.restart, args.stats_interval,
                                 args.state, args.reconnect_wait, args.in_flight, args.seed_only,
-                                backlog=args.backlog, change_gap=args.change_gap))
+                                backlog=args.backlog, change_gap=args.change_gap,
+                                per_address=args.agents_per_address))
         if args.seed_only:
             print(json.dumps(r), flush=True)
             return 0
