@@ -94,7 +94,8 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                  extra={"event": "telemetry.watch", "network": network})
         self._watch_task = asyncio.get_running_loop().create_task(self._renew(network))
 
-    async def decode_json(self, text_data):
+    @classmethod
+    async def decode_json(cls, text_data):
         try:
             return await super().decode_json(text_data)
         except ValueError:

@@ -15,7 +15,8 @@ dashboard/consumers.py) wants its samples every 2 s, not every 20. The page's so
 open; each process serving agents of that network takes it as a lease of `seconds` (WATCH_S
 at most). While a network is watched, its sockets share half the budget (2 s for up to 125 of
 them per process by default; never a longer interval than without the watch) and the other
-sockets the rest, but never less than the other half (`intervals_for`). A lease nobody renews ends by itself: a closed tab costs at most WATCH_S.
+sockets the rest, but never less than the other half (`intervals_for`). A lease nobody renews
+ends by itself: a closed tab costs at most WATCH_S.
 
 A socket whose agent named the feature in `auth` is told its interval after its first map. The
 process checks every CHECK_S (and at once when a lease starts) whether the interval each socket
