@@ -104,6 +104,12 @@ from nodeagent.server_link import FEATURES, RATE_LIMITED_ATTEMPT, _login, backof
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
+NETWORK_IDS = """
+import json
+from meshadmin.mesh.models import Network
+print(json.dumps(dict(Network.objects.values_list("name", "pk"))))
+"""
+
 SEED_NETWORKS = """
 import json, os
 from collections.abc import Callable
@@ -552,6 +558,26 @@ async def _change(c: int, nets: list[dict], pipes, port: int, name: str, gap: fl
             "http": max(http_s), "signatures": len({h for _, frames in replies for h in frames})}
 
 
+async def _watch(redis_url: str, network_ids: list[int], settled: asyncio.Event) -> None:
+    """What an open dashboard page of each network does (meshadmin/dashboard/consumers.py): a
+    `telemetry.watch` lease sent to the network's agent group, renewed every WATCH_RENEW_S."""
+    from channels_redis.core import RedisChannelLayer
+
+    from meshadmin.realtime.groups import TELEMETRY_WATCH, agents_group
+    from meshadmin.realtime.stats_rate import WATCH_RENEW_S, WATCH_S
+
+    layer = RedisChannelLayer(hosts=[redis_url])
+    try:
+        while True:
+            for pk in network_ids:
+                await layer.group_send(agents_group(pk), {"type": TELEMETRY_WATCH, "network": pk,
+                                                          "seconds": WATCH_S})
+            settled.set()
+            await asyncio.sleep(WATCH_RENEW_S)
+    finally:
+        await layer.close_pools()
+
+
 def _timed_enroll(port: int, src: str, token: str, name: str, public: bytes) -> float:
     t = time.time()
     _enroll_over_http(port, src, token, name, public)
@@ -563,7 +589,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                   networks: int = 1, restart: bool = False, stats_interval: float = 0.0,
                   state: str | None = None, reconnect_wait: float = 180.0, in_flight: int = 50,
                   seed_only: bool = False, backlog: int | None = None, change_gap: float = 0.0,
-                  per_address: int = 1) -> dict:
+                  per_address: int = 1, watch: int = 0) -> dict:
     result: dict = {"agents": n, "client_procs": client_procs, "client_loop": evloop.selected(),
                     "backend": backend, "daphnes": daphnes,
                     "listen_backlog": backlog or 50, "change_gap_s": change_gap,
@@ -661,6 +687,19 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 rss_per_socket_kib=round((sum(rss_after) - sum(rss_before)) / n, 1),
                 loadavg_changes=_load(),
             )
+            watcher = None
+            if watch:
+                if backend != "postgres":
+                    raise SystemExit("--watch needs --backend postgres (the bench reaches the servers "
+                                     "through Redis)")
+                ids = json.loads(subprocess.run([*manage, "shell", "-c", NETWORK_IDS], cwd=ROOT, env=env,
+                                                check=True, capture_output=True, text=True).stdout)
+                settled = asyncio.Event()
+                watcher = asyncio.create_task(_watch(env["REDIS_URL"], [ids[x["name"]] for x in nets[:watch]],
+                                                     settled))
+                await asyncio.wait_for(settled.wait(), 30)
+                await asyncio.sleep(3.0)  # each server process tells the watched networks' agents at once
+                result["watched_networks"] = watch
             # progress on stderr, for a profiler to start at the changes (the servers' pids too)
             print(f"changes start: daphnes {' '.join(str(p.pid) for p in servers.procs)}",
                   file=sys.stderr, flush=True)
@@ -694,6 +733,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             held = sorted(intervals.elements())
             result["stats_intervals_s"] = (
                 {"min": held[0], "p50": _pct(held, 0.5), "max": held[-1]} if held else {})
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
             if restart:
                 for p in pipes:
                     p.send(("mark",))
@@ -779,6 +821,9 @@ def main() -> int:
     parser.add_argument("--stats-interval", type=float, default=2.0,
                         help="each agent sends an empty stats report this often until its server's "
                         "`telemetry` says otherwise, as the agent does (2 s, the agent's own; 0: never)")
+    parser.add_argument("--watch", type=int, default=0,
+                        help="networks watched during the changes, as an open dashboard page of each "
+                        "does (telemetry.watch through Redis; --backend postgres)")
     parser.add_argument("--agents-per-address", type=int, default=1,
                         help="agents that share one source address (default 1: each its own)")
     parser.add_argument("--in-flight", type=int, default=50,
@@ -802,7 +847,7 @@ def main() -> int:
                                 args.backend, args.daphnes, args.networks, args.restart, args.stats_interval,
                                 args.state, args.reconnect_wait, args.in_flight, args.seed_only,
                                 backlog=args.backlog, change_gap=args.change_gap,
-                                per_address=args.agents_per_address))
+                                per_address=args.agents_per_address, watch=args.watch))
         if args.seed_only:
             print(json.dumps(r), flush=True)
             return 0
