@@ -692,8 +692,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 if backend != "postgres":
                     raise SystemExit("--watch needs --backend postgres (the bench reaches the servers "
                                      "through Redis)")
-                ids = json.loads(subprocess.run([*manage, "shell", "-c", NETWORK_IDS], cwd=ROOT, env=env,
-                                                check=True, capture_output=True, text=True).stdout)
+                shell = subprocess.run([*manage, "shell", "-v0", "-c", NETWORK_IDS], cwd=ROOT, env=env,
+                                       check=True, capture_output=True, text=True)
+                ids = json.loads(shell.stdout.strip().splitlines()[-1])  # (the shell may say more first)
                 settled = asyncio.Event()
                 watcher = asyncio.create_task(_watch(env["REDIS_URL"], [ids[x["name"]] for x in nets[:watch]],
                                                      settled))
