@@ -609,6 +609,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
         elif daphnes != 1:
             raise SystemExit("--daphnes > 1 needs --backend postgres (the in-memory layer is per process)")
         servers = Daphnes(daphnes, env, log_path, backlog)
+        procs: list = []  # the client processes
         try:
             manage = [sys.executable, "manage.py"]
             if reuse:  # the same nodes as the run that made the state (its seeds), other runs' changes on top
@@ -666,7 +667,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             os.environ["BENCH_PER_ADDRESS"] = str(per_address)
             result["first_logins_in_flight"] = in_flight
             result["agents_per_address"] = per_address
-            procs, pipes = [], []
+            pipes = []
             result["loadavg_connect"] = _load()
             started = time.perf_counter()
             for k in range(client_procs):
@@ -785,6 +786,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 if proc.is_alive():
                     proc.kill()
         finally:
+            for proc in procs:  # after an error above they still run (and the exit would wait for them)
+                if proc.is_alive():
+                    proc.kill()
             servers.close()
             if backend == "postgres":
                 subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), "stop", f"{tmp}/services"],
