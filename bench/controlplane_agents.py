@@ -3,6 +3,7 @@
     .venv/bin/python bench/controlplane_agents.py [--agents 100 1000] [--changes 5] [--warmup 1]
         [--client-procs 2] [--daphne-log FILE] [--wal]
         [--backend sqlite|postgres] [--daphnes 1] [--networks 1] [--restart] [--stats-interval 2]
+        [--agents-per-address 1] [--watch K]
 
     # issue 11: 10,000 agents, two Daphnes, PostgreSQL + Redis, 10 networks, a server restart
     nice -n 10 .venv/bin/python bench/controlplane_agents.py --backend postgres --daphnes 2 \\
