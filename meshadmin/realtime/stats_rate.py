@@ -59,6 +59,8 @@ WATCH_RENEW_S = 20.0  # how often an open dashboard page renews its watch
 class Listener(Protocol):
     """What the bookkeeping needs of a socket whose agent takes `telemetry` (AgentConsumer)."""
 
+    told_interval: float | None  # the interval it last told its agent (set before it sends)
+
     def tell_stats_interval(self, interval_s: float) -> Coroutine[Any, Any, None]: ...
 
 
@@ -89,15 +91,13 @@ def budget() -> float:
 
 
 class StatsRate:
-    """The agent sockets of one event loop (server process), the leases on their networks, and
-    the interval each listener was told."""
+    """The agent sockets of one event loop (server process) and the leases on their networks."""
 
     def __init__(self, clock=None) -> None:
         self.sockets = 0  # every logged-in agent socket of the process
         self.per_network: collections.Counter[int] = collections.Counter()  # of them, per network
-        # those that take `telemetry`: their network, and the interval they were last told
+        # those that take `telemetry`, with their network
         self.listeners: weakref.WeakKeyDictionary[Listener, int] = weakref.WeakKeyDictionary()
-        self.told: weakref.WeakKeyDictionary[Listener, float] = weakref.WeakKeyDictionary()
         self.leases: dict[int, float] = {}  # network id -> clock time its watch ends
         self.retold = 0  # checks that told some listener a new interval
         self._clock = clock
@@ -135,7 +135,6 @@ class StatsRate:
         interval = self.interval_of(network_id)
         if socket is not None:
             self.listeners[socket] = network_id
-            self.told[socket] = interval
         if self._checker is None:
             self._checker = asyncio.get_running_loop().create_task(self._check_forever())
         return interval
@@ -147,7 +146,6 @@ class StatsRate:
             del self.per_network[network_id]
         if socket is not None:
             self.listeners.pop(socket, None)
-            self.told.pop(socket, None)
 
     def watch(self, network_id: int, seconds: float) -> bool:
         """A dashboard watches `network_id` for `seconds` more (at most WATCH_S); True when the
@@ -166,7 +164,7 @@ class StatsRate:
         out = []
         for socket, network in list(self.listeners.items()):
             want = mine if network in watched else others
-            had = self.told.get(socket, FLOOR_S)
+            had = socket.told_interval or FLOOR_S
             if want >= had * RETELL or want * RETELL <= had:
                 out.append((socket, want))
         return out
@@ -183,7 +181,6 @@ class StatsRate:
                  len(self.leases), extra={"event": "telemetry.interval"})
         self.retold += 1
         for socket, interval in due:
-            self.told[socket] = interval
             try:
                 await socket.tell_stats_interval(interval)
             except Exception:  # that socket's trouble (closing under us) is its own
