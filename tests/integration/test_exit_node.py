@@ -128,8 +128,9 @@ def test_a_client_reaches_the_internet_through_an_approved_exit_node_and_only_th
 
     # the operator removes it: the table, forwarding and belgium's rules go; the mesh stays
     mesh.exit_node(uk, "remove")
-    wait_for(lambda: table(uk) is None, 10, "uk's nft table removed")
-    assert forwarding(uk) == "0" and not exit_status(uk)["serving"]
+    # the agent removes the table, then turns forwarding off: wait for both, not the first alone
+    wait_for(lambda: table(uk) is None and forwarding(uk) == "0" and not exit_status(uk)["serving"], 10,
+             "uk's nft table removed and forwarding off")
     wait_for(lambda: not exit_status(belgium)["routing"], 10, "belgium stops routing through uk")
     assert "suppress_prefixlength" not in rules(belgium) and "29549" not in belgium.ns.run(
         "ip", "route", "show", "table", "all").stdout
