@@ -123,10 +123,6 @@ class StatsRate:
         mine, others, watched = self.intervals()
         return mine if network_id in watched else others
 
-    def current(self) -> float:
-        """The interval of a socket of a network nobody watches."""
-        return self.intervals()[1]
-
     def joined(self, socket: Listener | None, network_id: int) -> float:
         """A socket of `network_id` logged in (`socket`: itself if its agent takes `telemetry`,
         else None); returns the interval to tell it (the caller tells it)."""
