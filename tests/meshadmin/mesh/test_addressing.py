@@ -49,3 +49,25 @@ def test_reserved_addresses_shrink_the_pool():
 def test_a_freed_address_is_reused_first():
     used = [f"10.10.10.{i}" for i in range(1, 11) if i != 4]
     assert str(next_free_address("10.10.10.0/24", used)) == "10.10.10.4"
+
+
+def test_used_addresses_in_any_form_count_as_taken():
+    """Strings (the database's), address objects and the other family all count, as before the
+    inet_pton fast path; a malformed string is an error, not a free address."""
+    used = ["10.10.10.1", ipaddress.ip_address("10.10.10.2"), "fd00::3", "10.10.10.4"]
+    assert str(next_free_address("10.10.10.0/24", used)) == "10.10.10.3"
+    assert str(next_free_address("fd00::/120", ["fd00::1", "fd00:0:0::0002", "10.0.0.9"])) == "fd00::3"
+    for bad in ("10.10.10.01", "10.10.10", "not an address", "10.10.10.1 "):
+        with pytest.raises(ValueError):
+            next_free_address("10.10.10.0/24", ["10.10.10.2", bad])
+
+
+def test_the_fast_path_agrees_with_ipaddress_on_a_large_pool():
+    import random
+
+    rng = random.Random(7)
+    net = ipaddress.ip_network("10.64.0.0/16")
+    taken = set(rng.sample(range(1, 4000), 3000))
+    used = [str(net.network_address + i) for i in sorted(taken)]
+    expected = next(net.network_address + i for i in range(1, 65535) if i not in taken)
+    assert next_free_address(net, used) == expected
