@@ -539,8 +539,9 @@ def _services(state: str, reuse: bool = False) -> dict[str, str]:
     return env
 
 
-async def _change(c: int, nets: list[dict], pipes, port: int, name: str, gap: float = 0.0) -> dict:
-    """One change (an enrollment in every network at once), after `gap` seconds of quiet."""
+async def _change(c: int, nets: list[dict], pipes, ports: list[int], name: str, gap: float = 0.0) -> dict:
+    """One change (an enrollment in every network at once), after `gap` seconds of quiet. Network j's
+    enrollment goes to ports[j % len(ports)]: one server, or each process in turn as a balancer would."""
     await asyncio.sleep(gap)
     publics = {n["name"]: mldsa.MLDSA87PrivateKey.generate().public_key().public_bytes_raw() for n in nets}
     waiting = {k: peer_id(v) for k, v in publics.items()}
@@ -550,8 +551,8 @@ async def _change(c: int, nets: list[dict], pipes, port: int, name: str, gap: fl
         assert await asyncio.to_thread(p.recv) == "ready"
     t0 = time.time()
     http_s = await asyncio.gather(*(
-        asyncio.to_thread(_timed_enroll, port, change_address(c, j), n["change_token"], f"{name}{j}",
-                          publics[n["name"]])
+        asyncio.to_thread(_timed_enroll, ports[j % len(ports)], change_address(c, j), n["change_token"],
+                          f"{name}{j}", publics[n["name"]])
         for j, n in enumerate(nets)))
     replies = [await asyncio.to_thread(p.recv) for p in pipes]
     got = [x for times, _ in replies for x in times]
@@ -590,9 +591,9 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                   networks: int = 1, restart: bool = False, stats_interval: float = 0.0,
                   state: str | None = None, reconnect_wait: float = 180.0, in_flight: int = 50,
                   seed_only: bool = False, backlog: int | None = None, change_gap: float = 0.0,
-                  per_address: int = 1, watch: int = 0) -> dict:
+                  per_address: int = 1, watch: int = 0, change_requests: str = "spread") -> dict:
     result: dict = {"agents": n, "client_procs": client_procs, "client_loop": evloop.selected(),
-                    "backend": backend, "daphnes": daphnes,
+                    "backend": backend, "daphnes": daphnes, "change_requests": change_requests,
                     "listen_backlog": backlog or 50, "change_gap_s": change_gap,
                     "networks": networks, "stats_interval_s": stats_interval, "sqlite_wal": wal,
                     "nofile": raise_nofile(), "loadavg_start": _load()}
@@ -706,10 +707,12 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
             # progress on stderr, for a profiler to start at the changes (the servers' pids too)
             print(f"changes start: daphnes {' '.join(str(p.pid) for p in servers.procs)}",
                   file=sys.stderr, flush=True)
-            runs = [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-", change_gap)
+            # the change's requests: all to the first process, or spread over them as the agents' sockets are
+            api = servers.ports if change_requests == "spread" else servers.ports[:1]
+            runs = [await _change(c, nets, pipes, api, f"n{stamp}{c}-", change_gap)
                     for c in range(warmup)]
             scraped = [await asyncio.to_thread(_push_histograms, port) for port in servers.ports]
-            runs += [await _change(c, nets, pipes, servers.ports[0], f"n{stamp}{c}-", change_gap)
+            runs += [await _change(c, nets, pipes, api, f"n{stamp}{c}-", change_gap)
                      for c in range(warmup, warmup + changes)]
             result["server_push_shares"] = _server_push_shares(
                 scraped, [await asyncio.to_thread(_push_histograms, port) for port in servers.ports])
@@ -773,7 +776,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                     "loadavg_end": _load(),
                 }
                 await asyncio.sleep(2.0)
-                after = await _change(warmup + changes, nets, pipes, servers.ports[0], f"b{stamp}")
+                after = await _change(warmup + changes, nets, pipes, api, f"b{stamp}")
                 result["after_restart_change"] = {
                     "p50_ms": round(1000 * _pct(after["after"], 0.5), 1),
                     "p99_ms": round(1000 * _pct(after["after"], 0.99), 1),
@@ -830,6 +833,10 @@ def main() -> int:
     parser.add_argument("--watch", type=int, default=0,
                         help="networks watched during the changes, as an open dashboard page of each "
                         "does (telemetry.watch through Redis; --backend postgres)")
+    parser.add_argument("--change-requests", choices=("spread", "first"), default="spread",
+                        help="where a change's enrollment requests go: network j's to server process "
+                        "j mod --daphnes, as a balancer in front of them would (default), or all to the "
+                        "first")
     parser.add_argument("--agents-per-address", type=int, default=1,
                         help="agents that share one source address (default 1: each its own)")
     parser.add_argument("--in-flight", type=int, default=50,
@@ -853,7 +860,8 @@ def main() -> int:
                                 args.backend, args.daphnes, args.networks, args.restart, args.stats_interval,
                                 args.state, args.reconnect_wait, args.in_flight, args.seed_only,
                                 backlog=args.backlog, change_gap=args.change_gap,
-                                per_address=args.agents_per_address, watch=args.watch))
+                                per_address=args.agents_per_address, watch=args.watch,
+                                change_requests=args.change_requests))
         if args.seed_only:
             print(json.dumps(r), flush=True)
             return 0
