@@ -14,7 +14,6 @@ when a concurrent transaction took the same address first.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Iterable
 
 __all__ = ["PoolExhausted", "next_free_address", "pool_size"]
@@ -48,23 +47,6 @@ def pool_size(prefix: str | IPNetwork, reserved: Iterable[str | IPAddress] = ())
     return last - first + 1 - skipped
 
 
-def _as_ints(addresses: Iterable[str | IPAddress], family: int) -> set[int]:
-    """The addresses as integers. A network's nodes are read as strings on every enrollment
-    (a thousand or more), so strings of the prefix's family are parsed by inet_pton, a tenth of
-    ipaddress.ip_address's time; anything else (an address object, another family, a malformed
-    string, which raises ValueError) takes ipaddress's path."""
-    out: set[int] = set()
-    for a in addresses:
-        if isinstance(a, str):
-            try:
-                out.add(int.from_bytes(socket.inet_pton(family, a)))
-                continue
-            except OSError:
-                pass
-        out.add(int(ipaddress.ip_address(a)))
-    return out
-
-
 def next_free_address(
     prefix: str | IPNetwork,
     used: Iterable[str | IPAddress],
@@ -72,7 +54,7 @@ def next_free_address(
 ) -> IPAddress:
     """The lowest usable address of `prefix` that is neither used nor reserved."""
     net = ipaddress.ip_network(prefix)
-    taken = _as_ints(used, socket.AF_INET if net.version == 4 else socket.AF_INET6)
+    taken = {int(ipaddress.ip_address(a)) for a in used}
     taken |= {int(ipaddress.ip_address(a)) for a in reserved}
     first, last = _bounds(net)
     base = int(net.network_address)

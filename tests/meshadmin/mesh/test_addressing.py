@@ -52,8 +52,8 @@ def test_a_freed_address_is_reused_first():
 
 
 def test_used_addresses_in_any_form_count_as_taken():
-    """Strings (the database's), address objects and the other family all count, as before the
-    inet_pton fast path; a malformed string is an error, not a free address."""
+    """Strings (the database's), address objects and the other family all count; a malformed
+    string is an error, not a free address."""
     used = ["10.10.10.1", ipaddress.ip_address("10.10.10.2"), "fd00::3", "10.10.10.4"]
     assert str(next_free_address("10.10.10.0/24", used)) == "10.10.10.3"
     assert str(next_free_address("fd00::/120", ["fd00::1", "fd00:0:0::0002", "10.0.0.9"])) == "fd00::3"
@@ -62,7 +62,7 @@ def test_used_addresses_in_any_form_count_as_taken():
             next_free_address("10.10.10.0/24", ["10.10.10.2", bad])
 
 
-def test_the_fast_path_agrees_with_ipaddress_on_a_large_pool():
+def test_the_lowest_gap_of_a_large_pool_is_found():
     import random
 
     rng = random.Random(7)
