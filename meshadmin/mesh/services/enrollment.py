@@ -13,6 +13,7 @@ into one event with a count).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -128,23 +129,27 @@ def enroll(
                     raise Forbidden("this public key belongs to a revoked node")
                 raise Conflict("a node with this public key is already enrolled")
             name = unique_name(locked.pk, name)
-            node = _create_node(locked, pid, name, public_key, public, endpoint_ip, control_port, now)
             lifetime = certificate_lifetime()
-            certificate = issue_node_certificate(
-                locked,
-                public_key=public_key,
-                name=name,
-                overlay_ip=_allocated(node),
-                is_public=public,
-                is_relay=public,
-                not_before=now,
-                not_after=now + lifetime,
+
+            def certify(address: str) -> bytes:
+                return issue_node_certificate(
+                    locked,
+                    public_key=public_key,
+                    name=name,
+                    overlay_ip=address,
+                    is_public=public,
+                    is_relay=public,
+                    not_before=now,
+                    not_after=now + lifetime,
+                )
+
+            node = _create_node(
+                locked, pid, name, public_key, public, endpoint_ip, control_port, now, certify, now + lifetime
             )
-            node.certificate = certificate
-            node.certificate_expires_at = now + lifetime
-            node.save(update_fields=["certificate", "certificate_expires_at"])
+            certificate = bytes(node.certificate)
             tags = list(row.tags.all())  # the token's pre-assigned tags (services/tokens.py)
-            node.tags.set(tags)
+            if tags:  # a new node has none: nothing to read back or replace
+                node.tags.add(*tags)
             record_audit(
                 AuditAction.NODE_ENROLLED,
                 actor=node_actor(node),
@@ -179,16 +184,30 @@ def unique_name(network_id: int, name: str) -> str:
     raise Conflict(f"name: too many nodes are called {name!r}")
 
 
-def _create_node(network, pid, name, public_key, public, endpoint_ip, control_port, now) -> Node:
-    """Insert the node at the lowest free overlay address, retrying if a racer took it.
+def _create_node(
+    network,
+    pid,
+    name,
+    public_key,
+    public,
+    endpoint_ip,
+    control_port,
+    now,
+    certify: Callable[[str], bytes],
+    certificate_expires_at,
+) -> Node:
+    """Insert the node at the lowest free overlay address, with its certificate for that address
+    (`certify(address)`) in the same INSERT; retry with the next address if a racer took it.
 
     The serial bump before this call already serialises enrollments into one network, so a
     collision needs a writer that bypassed it; each lost address is then skipped on the retry.
     """
     lost: set[str] = set()
     for _ in range(IPAM_ATTEMPTS):
-        used = Node.objects.filter(network=network, overlay_ip__isnull=False).values_list(
-            "overlay_ip", flat=True
+        used = (  # no ORDER BY (the model's ordering would join the network for every row)
+            Node.objects.filter(network=network, overlay_ip__isnull=False)
+            .order_by()
+            .values_list("overlay_ip", flat=True)
         )
         try:
             taken = (ip for ip in used if ip is not None)  # the query excludes NULL already
@@ -209,16 +228,11 @@ def _create_node(network, pid, name, public_key, public, endpoint_ip, control_po
                     enrolled_at=now,
                     endpoint_ip=endpoint_ip,
                     control_port=control_port,
+                    certificate=certify(address),
+                    certificate_expires_at=certificate_expires_at,
                 )
         except IntegrityError:
             if Node.objects.filter(peer_id=pid).exists():
                 raise Conflict("a node with this public key is already enrolled") from None
             lost.add(address)  # another transaction took this address first; look again
     raise Conflict("could not allocate an overlay address, try again")
-
-
-def _allocated(node: Node) -> str:
-    """The overlay address _create_node gave the node (it always allocates one)."""
-    if node.overlay_ip is None:
-        raise RuntimeError(f"node {node.peer_id} was created without an overlay address")
-    return node.overlay_ip

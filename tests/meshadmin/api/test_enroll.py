@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from meshadmin.mesh.choices import AuditAction, NodeStatus
 from meshadmin.mesh.models import AuditEvent, EnrollmentToken, Node
-from nodeagent.protocol.cert import verify_certificate
+from nodeagent.protocol.cert import parse_certificate, verify_certificate
 
 pytestmark = pytest.mark.django_db
 
@@ -259,6 +259,13 @@ def test_an_address_taken_by_a_concurrent_enrollment_is_retried(
     response = api.enroll(make_token(), identity_factory(), "b")
     assert response.status_code == 201
     assert proposals[0] == first and response.json()["overlay_ip"] == proposals[1] != first
+    # the certificate (issued with the INSERT) names the address the node got, not the lost one
+    issued = base64.b64decode(response.json()["certificate"])
+    assert str(parse_certificate(issued).overlay_ip) == proposals[1]
+    node = Node.objects.get(name="b")
+    assert bytes(node.certificate) == issued
+    assert node.certificate_fingerprint == parse_certificate(issued).fingerprint != ""
+    assert node.certificate_expires_at is not None
 
 
 # --- the CA fingerprint inside the token (docs/protocol.md#enrollment-tokens)
