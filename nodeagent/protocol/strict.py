@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import math
+import re
 from typing import Literal, overload
 
 from .constants import CloseCode
@@ -35,6 +36,8 @@ __all__ = [
 MAX_NAME = 63  # characters of a name or network (and the default bound of StrictMap.str)
 MAX_ITEMS = 10_000  # items of any one list
 U64_MAX = (1 << 64) - 1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL: never in a name or an address
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class MessageError(ValueError):
@@ -117,7 +120,7 @@ class StrictMap:
             return None
         if not isinstance(v, str) or not 1 <= len(v) <= max_len:
             raise Malformed(f"{self._what}.{key} must be a string of 1..{max_len} characters")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        if _CONTROL.search(v):
             raise Malformed(f"{self._what}.{key} contains control characters")
         return v
 
@@ -179,6 +182,6 @@ def check_ip(v: str, what: str) -> str:
 
 
 def check_fingerprint(v: str, what: str) -> str:
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+    if not _HEX64.fullmatch(v):
         raise Malformed(f"{what} must be 64 lowercase hex characters")
     return v

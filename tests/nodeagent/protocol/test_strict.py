@@ -58,6 +58,20 @@ def test_str_is_bounded_text_without_control_characters(value):
         StrictMap({"k": value}, "m").str("k")
 
 
+def test_str_refuses_exactly_c0_controls_and_del_anywhere():
+    """The check is a regular expression (decoding a delta is on every agent's path): it must
+    refuse what the per-character rule refused, wherever the character sits, and nothing else."""
+    for code in range(0x300):
+        c = chr(code)
+        refused = code < 0x20 or code == 0x7F
+        for value in (c, f"a{c}", f"{c}b", f"a{c}b"):
+            if refused:
+                with pytest.raises(Malformed, match="control characters"):
+                    StrictMap({"k": value}, "m").str("k")
+            else:
+                assert StrictMap({"k": value}, "m").str("k") == value
+
+
 def test_optional_and_nullable_strings():
     o = StrictMap({"n": None}, "m")
     assert o.str("absent", optional=True) is None
@@ -86,8 +100,10 @@ def test_field_checks():
             check_peer_id(bad, "x")
     with pytest.raises(Malformed, match="not an IP address"):
         check_ip("10.0.0.256", "x")
-    with pytest.raises(Malformed, match="64 lowercase hex"):
-        check_fingerprint("F" * 64, "x")
+    for bad in ("F" * 64, "0" * 63, "0" * 65, "0" * 64 + "\n", "\n" + "0" * 63, "0" * 63 + "g", ""):
+        with pytest.raises(Malformed, match="64 lowercase hex"):
+            check_fingerprint(bad, "x")
+    assert check_fingerprint("0123456789abcdef" * 4, "x") == "0123456789abcdef" * 4
 
 
 def test_malformed_is_a_message_error_closing_with_4400():
