@@ -42,8 +42,9 @@ if str(ROOT) not in sys.path:
 
 from cryptography.hazmat.primitives.asymmetric import mldsa  # noqa: E402
 
+from nodeagent.discovery.config import DhtConfig  # noqa: E402
 from nodeagent.discovery.ids import distance  # noqa: E402
-from nodeagent.discovery.node import DhtConfig, DhtNode, Seed  # noqa: E402
+from nodeagent.discovery.node import DhtNode, Seed  # noqa: E402
 from nodeagent.discovery.records import Candidate, RecordVerifier, VerifiedDigests  # noqa: E402
 from nodeagent.discovery.revocations import RevokedSet  # noqa: E402
 from nodeagent.discovery.store import RecordStore  # noqa: E402

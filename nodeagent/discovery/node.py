@@ -33,10 +33,11 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..protocol.cert import ca_id, parse_certificate
 from .budget import SourceBudgets
+from .config import DhtConfig, DhtStats
 from .identities import Identities
 from .ids import addr_key, random_id_in_bucket, revocations_key, to_id
 from .lookup import Found, Lookup
@@ -54,7 +55,6 @@ from .messages import (
     WireContact,
 )
 from .records import (
-    MAX_RECORD_LIFETIME_S,
     Candidate,
     MalformedRecord,
     NodeRecord,
@@ -73,38 +73,11 @@ from .store import Put, RecordStore
 from .table import Insert, RoutingTable
 from .transport import ClientPool, Connection, RequestFailed
 
-__all__ = ["DhtConfig", "DhtNode", "Seed"]
+__all__ = ["DhtConfig", "DhtNode", "DhtStats", "Seed"]  # DhtConfig, DhtStats: config.py's
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class DhtConfig:
-    k: int = 20
-    alpha: int = 3
-    value_quorum: int = 3
-    request_s: float = 2.0  # one request, connect included
-    first_frame_s: float = 5.0  # a new connection must send a whole first frame within this
-    frame_s: float = 5.0  # a frame must be complete this long after its first byte
-    idle_s: float = 60.0  # server side: close a connection silent for this long
-    client_idle_s: float = 30.0  # client side: close a pooled connection unused for this long
-    max_connections: int = 256
-    max_connections_per_source: int = 8
-    request_rate: float = 50.0  # per source, requests per second
-    request_burst: float = 200.0
-    check_cost: float = 10.0  # tokens charged when a request carries a record we must verify
-    max_pooled: int = 32
-    republish_s: float = 30 * 60
-    refresh_s: float = 60 * 60
-    maintenance_s: float = 60.0
-    record_lifetime_s: int = MAX_RECORD_LIFETIME_S
-    max_pending_checks: int = 64
-    subnet_cap: int | None = None
-    allow_loopback: bool = False  # only for in-process simulations and tests
-    advertise: bool = True  # send our record with the first request of each connection...
-    advertise_s: float = 600.0  # ...unless that address got the same record this recently
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +87,6 @@ class Seed:
     ip: str
     port: int
     peer_id: str | None = None
-
-
-@dataclass
-class DhtStats:
-    lookups: int = 0
-    failures: int = 0  # lookups without a result: no node answered, or a node record not found
-    requests_served: int = 0
-    stored: int = 0
-    refused: dict[str, int] = field(default_factory=dict)  # reason -> count (server side)
-    hops: list[int] = field(default_factory=list)  # of the last lookups (bounded)
-
-    def refuse(self, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
 
 
 @functools.lru_cache(maxsize=4096)

@@ -22,14 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from .budget import SourceBudgets
+from .config import DhtConfig, DhtStats
 from .messages import Error, FindNode, FindValue, MessageError, Ping, Request, Response, Store, decode, encode
 from .transport import FrameStream
-
-if TYPE_CHECKING:  # types only: node.py imports this module
-    from .node import DhtConfig, DhtStats
 
 __all__ = ["DhtServer", "Host"]
 

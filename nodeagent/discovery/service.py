@@ -53,7 +53,8 @@ from ..protocol import netmap as nm
 from ..protocol.cert import CertificateError
 from ..protocol.counters import DhtCounters
 from ..status import dht_status
-from .node import DhtConfig, DhtNode, Seed
+from .config import DhtConfig
+from .node import DhtNode, Seed
 from .peering import AddPeer, Held, Ignore, LookupThrottle, SetEndpoint, decide
 from .records import (
     KIND_LOCAL,

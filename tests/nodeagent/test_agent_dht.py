@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 from nodeagent.agent import Agent
 from nodeagent.config import AgentConfig
 from nodeagent.control.client import dial
+from nodeagent.discovery.config import DhtConfig
 from nodeagent.discovery.messages import Ping, Pong, decode, encode, frame_length
-from nodeagent.discovery.node import DhtConfig, DhtNode, Seed
+from nodeagent.discovery.node import DhtNode, Seed
 from nodeagent.discovery.records import Candidate, build_revocation_list
 from nodeagent.discovery.service import REVOCATIONS_FILE, STALE_S, Discovery
 from nodeagent.enrolled import REVOKED_FILE

@@ -29,7 +29,7 @@ PURE_PACKAGES = ("nodeagent/protocol", "nodeagent/routing", "nodeagent/paths", "
 DISCOVERY = ROOT / "nodeagent/discovery"
 DISCOVERY_PURE = (
     "__init__.py", "ids.py", "table.py", "lookup.py", "records.py", "revocations.py",
-    "store.py", "messages.py", "budget.py", "identities.py", "peering.py",
+    "store.py", "messages.py", "budget.py", "identities.py", "peering.py", "config.py",
 )
 DISCOVERY_IO = ("node.py", "server.py", "transport.py", "service.py")
 PURE_MODULES = (

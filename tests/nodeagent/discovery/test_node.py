@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from nodeagent.discovery.budget import SourceBudgets
+from nodeagent.discovery.config import DhtConfig
 from nodeagent.discovery.ids import addr_key, revocations_key
 from nodeagent.discovery.messages import (
     Error,
@@ -32,7 +33,7 @@ from nodeagent.discovery.messages import (
     encode,
     frame_length,
 )
-from nodeagent.discovery.node import DhtConfig, Seed
+from nodeagent.discovery.node import Seed
 from nodeagent.discovery.records import (
     KIND_LOCAL,
     Candidate,

@@ -17,7 +17,7 @@ import random
 import sys
 from pathlib import Path
 
-from nodeagent.discovery.node import DhtConfig
+from nodeagent.discovery.config import DhtConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 import dht_sim
