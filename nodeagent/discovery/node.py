@@ -155,7 +155,7 @@ class DhtNode:
         self._advertised: OrderedDict[Address, tuple[int | None, float]] = OrderedDict()
         self._tasks: set[asyncio.Task] = set()
         self._checking: set[bytes] = set()
-        self._server: asyncio.AbstractServer | None = None  # the listener of listen(), if any
+        self._listener: asyncio.AbstractServer | None = None  # the listener of listen(), if any
         self._closed = False
 
     # ================================================================== public API
@@ -174,8 +174,8 @@ class DhtNode:
 
     async def listen(self, host: str, port: int) -> int:
         """Serve the DHT on a port of its own (simulations, tests); returns the bound port."""
-        self._server = await asyncio.start_server(self.serve, host, port, reuse_address=True)
-        return self._server.sockets[0].getsockname()[1]
+        self._listener = await asyncio.start_server(self.serve, host, port, reuse_address=True)
+        return self._listener.sockets[0].getsockname()[1]
 
     async def serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes = b""
@@ -196,10 +196,10 @@ class DhtNode:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.server.detached(serving)  # let each transport detach before the listener is closed
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                await asyncio.wait_for(self._listener.wait_closed(), 1.0)
 
     def set_certificate(self, certificate: bytes) -> None:
         """Our certificate was renewed (same key, peer id and overlay address): the records we

@@ -250,8 +250,8 @@ async def test_fabricated_contacts_from_an_enrolled_liar_are_never_inserted(mesh
     half of them at its own address (where it answers for them, but cannot show their record):
     lookups still find the true k nearest, and no fabricated id enters any table."""
     liar = await dht_sim.add_member(mesh, 77, CONFIG, _BASE)  # a real, enrolled node...
-    liar.node._server.close()  # ...whose port is then served by this instead
-    await liar.node._server.wait_closed()
+    liar.node._listener.close()  # ...whose port is then served by this instead
+    await liar.node._listener.wait_closed()
     fakes = [random.Random(n).randbytes(20) for n in range(20)]
     addresses = [(liar.ip, liar.port) if i % 2 else (f"127.{_BASE}.66.{i + 1}", 9) for i in range(20)]
     lies = []
