@@ -52,7 +52,8 @@ from ..protocol.hello_guard import HelloGuard
 from ..protocol.keys import Limits
 from ..protocol.opcount import COUNTS
 from ..protocol.trust import LocalIdentity, MeshCA, Trust
-from ..tunnel.datapath import DataPath, Peer, TokenBucket
+from ..ratelimit import TokenBucket
+from ..tunnel.datapath import DataPath, Peer
 from .admission import Buckets
 from .link import HANDSHAKE_DEADLINE_S, Link
 

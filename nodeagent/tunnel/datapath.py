@@ -89,18 +89,19 @@ from ..protocol.frames import (
     wrap_relay,
 )
 from ..protocol.keys import Keypair, KeyRing, NonceExhausted
+from ..ratelimit import TokenBucket
 from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
 from .chunks import ChunkPath
 from .gro import TunWriter
-from .relay import TokenBucket, on_relay, on_relayed
+from .relay import on_relay, on_relayed
 from .tso import VNET_HDR_SIZE, OffloadError, finish, split
 from .udp import RECV_BUFFER
 
 if TYPE_CHECKING:
     from ..config import PeerConfig
 
-__all__ = ["DataPath", "Peer", "TokenBucket"]  # TokenBucket: relay.py's, for control/handshakes.py
+__all__ = ["DataPath", "Peer"]
 
 log = logging.getLogger(__name__)
 

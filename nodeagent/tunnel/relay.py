@@ -11,7 +11,7 @@ RELAY (`on_relay`), we are the hub:
      then the hop keys' replay window, ONLY after the tag verified    drop `replay`
      an authenticated hop is the data path's step 7 for that peer (keys rotated, loss tracking,
      roaming), but not a received frame: a forwarded one counts in the peer's relayed_frames
-  3. rate-cap the source peer: its `bucket` (TokenBucket)             `relay.rate_limited`
+  3. rate-cap the source peer: its `bucket` (ratelimit.TokenBucket)   `relay.rate_limited`
   4. the destination named inside: a known peer, not the source, with keys to send and a UDP
      endpoint                                                         `relay.no_destination`
   5. re-wrap the inner frame byte for byte as RELAYED for the destination (naming the source)
@@ -50,32 +50,11 @@ from ..protocol.keys import Keypair, NonceExhausted
 if TYPE_CHECKING:
     from .datapath import DataPath, Peer
 
-__all__ = ["TokenBucket", "on_relay", "on_relayed"]
+__all__ = ["on_relay", "on_relayed"]
 
 _DATA = int(FrameType.DATA)
 _KEEPALIVE = int(FrameType.KEEPALIVE)
 _RELAYED = int(FrameType.RELAYED)
-
-
-class TokenBucket:
-    """Per-peer relay rate cap: `rate` frames/s with a burst of a tenth of a second (min 64)."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(64.0, rate / 10)
-        self.tokens = self.burst
-        self.stamp = 0.0
-
-    def take(self, now: float) -> bool:
-        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if tokens < 1:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1
-        return True
 
 
 def _open_envelope(dp: DataPath, peer: Peer, kp: Keypair, header, datagram, addr, now: float):
