@@ -26,10 +26,13 @@ RENEW_S (groups expire in the layer after a day).
 Handing an event to a socket is one task per socket, started eagerly (Python 3.12's eager tasks):
 a socket whose handling does not wait (the common case: its map lock free, the view cached, the
 frame written to its transport) is done before the next one starts, without a trip through the
-event loop's queue; one that must wait goes on as an ordinary task. So that the common case is
-the only case after a change, a process given a `prepare` (consumers.py: load the network's new
-view into the process's cache) awaits it once per event, in a task of the event's own, before
-handing the event to the sockets; without it each socket would wait for that load itself. A
+event loop's queue; one that must wait goes on as an ordinary task. The sockets are handed the
+event DELIVER_CHUNK at a time, one group per round of the loop, so that a network of thousands of
+sockets does not hold the loop (and the process's HTTP requests) for the whole fan-out. So that
+the common case is the only case after a change, a process given a `prepare` (consumers.py: load
+the network's new view into the process's cache) awaits it once per event, in a task of the
+event's own, before handing the event to the sockets; without it each socket would wait for that
+load itself. A
 `netmap.prefetch` (sent when a change's push must wait, tasks.py) runs `prepare` alone, while the
 push waits out its debounce: by the time `netmap.changed` comes, the view is usually loaded.
 
@@ -58,7 +61,16 @@ from django.conf import settings
 from . import groups
 from .per_loop import PerLoop
 
-__all__ = ["LAYER_OPS", "RECONCILE_S", "RENEW_S", "Member", "ProcessFanout", "group_of", "process_fanout"]
+__all__ = [
+    "DELIVER_CHUNK",
+    "LAYER_OPS",
+    "RECONCILE_S",
+    "RENEW_S",
+    "Member",
+    "ProcessFanout",
+    "group_of",
+    "process_fanout",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +80,9 @@ RENEW_S = 3600.0  # memberships are renewed this often (the layer expires them a
 # (settings.REDIS_LAYER_MAX_CONNECTIONS), and thousands of sockets closing at once (a network
 # outage, the agents' side restarting) leave thousands of node groups together
 LAYER_OPS = 64
+# sockets handed an event per round of the event loop (ProcessFanout._hand): about 10-30 ms of
+# work under load, after which whatever else is ready (HTTP requests, agents' frames) runs
+DELIVER_CHUNK = 64
 
 
 class Member(Protocol):
@@ -275,17 +290,26 @@ class ProcessFanout:
     def deliver(self, event: dict, only: Iterable[Member] | None = None) -> int:
         """Hand `event` to the process's sockets of its group (or to `only` of them): one task each,
         started eagerly (the module's docstring), so a socket that waits (its own map being sent)
-        holds up nobody else. Returns how many."""
+        holds up nobody else; DELIVER_CHUNK sockets per round of the event loop. Returns how many."""
         group = group_of(event)
         if group is None:
             log.warning("agent event %r names no network or peer: dropped", event.get("type"))
             return 0
         targets = list(self.members.get(group, ()) if only is None else only)
-        loop = asyncio.get_running_loop()
-        for member in targets:
+        self._hand(asyncio.get_running_loop(), event, targets, 0)
+        return len(targets)
+
+    def _hand(self, loop: asyncio.AbstractEventLoop, event: dict, targets: list[Member], start: int) -> None:
+        """`event` to targets[start:start + DELIVER_CHUNK], the rest in a later round of the loop:
+        a socket handled eagerly does not yield, so a thousand of them in one go would hold the
+        loop for the whole fan-out, and with it the process's HTTP requests (a change's own
+        enrollment among them: each crosses the loop several times) and the other sockets' input."""
+        end = start + DELIVER_CHUNK
+        for member in targets[start:end]:
             coro = member.fanout_deliver(dict(event))
             self._keep(_eager_task(loop, coro) if _eager_task is not None else loop.create_task(coro))
-        return len(targets)
+        if end < len(targets):
+            loop.call_soon(self._hand, loop, event, targets, end)
 
     # ------------------------------------------------------------------ catching up what was missed
 

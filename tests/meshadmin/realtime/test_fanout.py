@@ -12,7 +12,7 @@ from django.db.models import F
 
 from meshadmin.mesh.models import Network, Node
 from meshadmin.realtime import groups
-from meshadmin.realtime.fanout import ProcessFanout, group_of, process_fanout
+from meshadmin.realtime.fanout import DELIVER_CHUNK, ProcessFanout, group_of, process_fanout
 from meshadmin.realtime.layers import LocalChannelLayer
 from nodeagent.protocol import messages
 from nodeagent.protocol import netmap as nm
@@ -207,6 +207,36 @@ async def test_a_prepared_change_reaches_every_socket_without_a_task_that_waits(
     assert all(s.events == [{"type": groups.NETMAP_CHANGED, "network": 3, "serial": 8}] for s in sockets)
     assert done_on_return[-1] == len(sockets)  # each was handled on the spot, not scheduled
     assert not fanout._delivering
+
+
+async def test_a_large_group_is_handed_the_event_a_chunk_per_round_of_the_loop():
+    """What else is ready (an HTTP request's next step) runs between two chunks of a fan-out, not
+    after all of it; every socket still gets the event, once."""
+    layer = CountingLayer()
+    fanout = ProcessFanout(layer, reconcile_s=3600)
+    order: list[int] = []
+
+    class Numbered(Socket):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n = n
+
+        async def fanout_deliver(self, event: dict) -> None:
+            order.append(self.n)
+            await super().fanout_deliver(event)
+
+    sockets = [Numbered(n) for n in range(2 * DELIVER_CHUNK + 5)]
+    for s in sockets:
+        await fanout.add(groups.agents_group(4), s)
+    seen_by_other_work: list[int] = []
+    loop = asyncio.get_running_loop()
+    loop.call_soon(lambda: seen_by_other_work.append(len(order)))  # ready before the fan-out starts
+    handed = fanout.deliver({"type": groups.NETMAP_CHANGED, "network": 4, "serial": 2})
+    assert handed == len(sockets) and len(order) == DELIVER_CHUNK  # the first chunk on the spot
+    await settle()
+    assert seen_by_other_work == [DELIVER_CHUNK]  # ran before the second chunk
+    assert sorted(order) == list(range(len(sockets)))
+    assert all(s.events == [{"type": groups.NETMAP_CHANGED, "network": 4, "serial": 2}] for s in sockets)
 
 
 async def test_a_prefetch_loads_for_the_process_and_reaches_no_socket():
