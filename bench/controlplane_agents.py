@@ -68,6 +68,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import concurrent.futures
 import ctypes
 import hashlib
 import http.client
@@ -549,15 +550,22 @@ async def _change(c: int, nets: list[dict], pipes, ports: list[int], name: str, 
         p.send(("change", waiting))
     for p in pipes:
         assert await asyncio.to_thread(p.recv) == "ready"
-    t0 = time.time()
-    http_s = await asyncio.gather(*(
-        asyncio.to_thread(_timed_enroll, ports[j % len(ports)], change_address(c, j), n["change_token"],
-                          f"{name}{j}", publics[n["name"]])
-        for j, n in enumerate(nets)))
+    loop = asyncio.get_running_loop()
+    # a thread per request: asyncio.to_thread's default pool has cpu_count + 4 threads (6 here), and
+    # the requests past those used to wait for the first ones to finish before they were sent
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(nets)) as pool:
+        t0 = time.time()
+        spans = await asyncio.gather(*(
+            loop.run_in_executor(pool, _timed_enroll, ports[j % len(ports)], change_address(c, j),
+                                 n["change_token"], f"{name}{j}", publics[n["name"]])
+            for j, n in enumerate(nets)))
     replies = [await asyncio.to_thread(p.recv) for p in pipes]
     got = [x for times, _ in replies for x in times]
     return {"after": [g - t0 for g in got if g is not None], "missing": sum(g is None for g in got),
-            "http": max(http_s), "signatures": len({h for _, frames in replies for h in frames})}
+            "http": max(end - start for start, end in spans),
+            "http_sent_s": max(start - t0 for start, _ in spans),  # the last request's send, after t0
+            "http_done_s": max(end - t0 for _, end in spans),  # the last answer, after t0
+            "signatures": len({h for _, frames in replies for h in frames})}
 
 
 async def _watch(redis_url: str, network_ids: list[int], settled: asyncio.Event) -> None:
@@ -580,10 +588,11 @@ async def _watch(redis_url: str, network_ids: list[int], settled: asyncio.Event)
         await layer.close_pools()
 
 
-def _timed_enroll(port: int, src: str, token: str, name: str, public: bytes) -> float:
+def _timed_enroll(port: int, src: str, token: str, name: str, public: bytes) -> tuple[float, float]:
+    """When the request was started and when its answer was read (wall clock)."""
     t = time.time()
     _enroll_over_http(port, src, token, name, public)
-    return time.time() - t
+    return t, time.time()
 
 
 async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool = False,
@@ -727,6 +736,8 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                 change_missing=[r["missing"] for r in warm],
                 cold_change_missing=[r["missing"] for r in cold],
                 enroll_http_ms=[round(1000 * r["http"], 1) for r in warm],
+                enroll_last_sent_ms=[round(1000 * r["http_sent_s"], 1) for r in warm],
+                enroll_last_answer_ms=[round(1000 * r["http_done_s"], 1) for r in warm],
                 cold_change_last_ms=[round(1000 * max(r["after"]), 1) if r["after"] else None for r in cold],
                 cold_enroll_http_ms=[round(1000 * r["http"], 1) for r in cold],
                 delta_signatures=[r["signatures"] for r in warm],
