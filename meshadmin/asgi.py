@@ -1,16 +1,21 @@
 """ASGI entry point: `daphne meshadmin.asgi:application`.
 
-HTTP goes to Django, except `/metrics` (meshadmin/metrics/endpoint.py, answered before Django);
-WebSocket connections are routed by meshadmin/routing.py. In front of all of them,
-X-Forwarded-Proto counts only from SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
+HTTP goes to Django (meshadmin/http_handler.py: its middleware and views in one thread), except
+`/metrics` (meshadmin/metrics/endpoint.py, answered before Django); WebSocket connections are
+routed by meshadmin/routing.py. In front of all of them, X-Forwarded-Proto counts only from
+SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshadmin.settings")
-django_asgi_app = get_asgi_application()  # before importing anything that touches models
+django.setup(set_prefix=False)  # what get_asgi_application does, before anything touches models
+
+from meshadmin.http_handler import SyncChainASGIHandler  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()  # Django's, with the middleware chain run in one thread
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402

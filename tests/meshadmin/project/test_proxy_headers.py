@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.asgi import get_asgi_application
 
 from meshadmin.client_address import parse_trusted_proxies
+from meshadmin.http_handler import SyncChainASGIHandler
 from meshadmin.proxy import ForwardedProtoMiddleware
 
 PROXY = "10.250.0.2"
@@ -83,7 +83,7 @@ def test_django_redirects_a_forged_https_claim_and_serves_the_proxys(settings):
     the proxy cannot claim https to dodge the redirect (or earn secure cookies)."""
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     settings.SECURE_SSL_REDIRECT = True
-    app = ForwardedProtoMiddleware(get_asgi_application(), TRUSTED)
+    app = ForwardedProtoMiddleware(SyncChainASGIHandler(), TRUSTED)  # the handler meshadmin.asgi serves
     status, headers = asyncio.run(_status(app, "198.51.100.7", {"X-Forwarded-Proto": "https"}))
     assert status == 301 and headers["location"].startswith("https://")
     status, _ = asyncio.run(_status(app, PROXY, {"X-Forwarded-Proto": "https"}))
