@@ -607,7 +607,7 @@ async def run_one(n: int, changes: int, log_path: str | None = None, wal: bool =
                   networks: int = 1, restart: bool = False, stats_interval: float = 0.0,
                   state: str | None = None, reconnect_wait: float = 180.0, in_flight: int = 50,
                   seed_only: bool = False, backlog: int | None = None, change_gap: float = 0.0,
-                  per_address: int = 1, watch: int = 0, change_requests: str = "spread") -> dict:
+                  per_address: int = 1, watch: int = 0, change_requests: str = "first") -> dict:
     result: dict = {"agents": n, "client_procs": client_procs, "client_loop": evloop.selected(),
                     "backend": backend, "daphnes": daphnes, "change_requests": change_requests,
                     "listen_backlog": backlog or 50, "change_gap_s": change_gap,
@@ -854,10 +854,10 @@ def main() -> int:
     parser.add_argument("--watch", type=int, default=0,
                         help="networks watched during the changes, as an open dashboard page of each "
                         "does (telemetry.watch through Redis; --backend postgres)")
-    parser.add_argument("--change-requests", choices=("spread", "first"), default="spread",
-                        help="where a change's enrollment requests go: network j's to server process "
-                        "j mod --daphnes, as a balancer in front of them would (default), or all to the "
-                        "first")
+    parser.add_argument("--change-requests", choices=("first", "spread"), default="first",
+                        help="where a change's enrollment requests go: all to the first server process "
+                        "(default, as in every run recorded before the option), or network j's to process "
+                        "j mod --daphnes, as a balancer in front of them would")
     parser.add_argument("--agents-per-address", type=int, default=1,
                         help="agents that share one source address (default 1: each its own)")
     parser.add_argument("--in-flight", type=int, default=50,
