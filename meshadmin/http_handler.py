@@ -2,11 +2,11 @@
 
 Django's own ASGI handler builds an async middleware chain: each of Django's middlewares then
 runs its `process_request` and `process_response` through `sync_to_async`, and a sync-only one
-(WhiteNoise, ours) and the sync views through further adapters, so one request crosses between
-the event loop and its thread a dozen times, and every return to the loop waits for whatever the
-loop is doing. Daphne's loop also serves the agent sockets: while it hands a change to thousands
-of them, a request's dozen waits added up to a second or more (an enrollment answered 1-2 s
-after it came, of which 0.1-0.2 s in the view; BENCHMARKS.md).
+(WhiteNoise, ours) and the sync views through further adapters, so one API request crosses between
+the event loop and its thread 19 times (tests/meshadmin/project/test_http_handler.py counts them),
+and every return to the loop waits for whatever the loop is doing. Daphne's loop also serves the
+agent sockets: while it handed a change to thousands of them, an enrollment's answer left 0.5-1.3 s
+after its view had returned (BENCHMARKS.md, "The change's enrollments, traced").
 
 Every view and middleware here is synchronous, so this handler loads the chain in sync mode (as
 WSGIHandler does) and awaits it once, in the request's own thread (Django's

@@ -32,9 +32,9 @@ sockets does not hold the loop (and the process's HTTP requests) for the whole f
 the common case is the only case after a change, a process given a `prepare` (consumers.py: load
 the network's new view into the process's cache) awaits it once per event, in a task of the
 event's own, before handing the event to the sockets; without it each socket would wait for that
-load itself. A
-`netmap.prefetch` (sent when a change's push must wait, tasks.py) runs `prepare` alone, while the
-push waits out its debounce: by the time `netmap.changed` comes, the view is usually loaded.
+load itself. A `netmap.prefetch` (sent when a change's push must wait, tasks.py) runs `prepare`
+alone, while the push waits out its debounce: by the time `netmap.changed` comes, the view is
+usually loaded.
 
 Delivery through a channel layer is at most once (a full channel drops, Redis can be down). A
 socket that misses a `netmap.changed` must not stay on an old map: every RECONCILE_S the process
