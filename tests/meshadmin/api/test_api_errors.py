@@ -1,10 +1,11 @@
 """API quality: every error is JSON {"detail": ...}; bad shapes are 400 naming the field."""
 
-import asyncio
 import base64
 import secrets
 
 import pytest
+
+from tests.meshadmin.asgi_client import asgi_request, http_scope
 
 pytestmark = pytest.mark.django_db
 
@@ -76,35 +77,9 @@ async def _asgi_post(path: str, chunks: list[bytes]) -> tuple[int, bytes]:
     """POST through the real ASGI application with a chunked body (no Content-Length)."""
     from meshadmin.asgi import application
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"localhost"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 40000),
-        "server": ("127.0.0.1", 8000),
-    }
-    messages = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)
-    ]
-    sent = []
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.Event().wait()  # the client stays connected; Django cancels this when done
-
-    async def send(message):
-        sent.append(message)
-
-    await application(scope, receive, send)
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    scope = http_scope("POST", path, {"content-type": "application/json"})
+    status, _, body = await asgi_request(application, scope, chunks)
+    return status, body
 
 
 async def test_a_10_mb_chunked_body_without_content_length_is_a_413():

@@ -12,38 +12,14 @@ from asgiref import sync as asgiref_sync
 from django.core.handlers.asgi import ASGIHandler
 
 from meshadmin.http_handler import SyncChainASGIHandler
+from tests.meshadmin.asgi_client import asgi_request, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the views run in threads of their own
 
 
-def _scope(method: str, path: str, headers: dict[str, str]) -> dict:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
-            "headers": [(b"host", b"localhost")]
-            + [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
-
-
 async def _request(app, method: str, path: str, body: bytes = b"",
                    headers: dict[str, str] | None = None) -> tuple[int, dict[str, list[str]], bytes]:
-    sent: list[dict] = []
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive():
-        if pending:
-            return pending.pop(0)
-        await asyncio.Event().wait()  # the client stays connected; Django cancels this when done
-
-    async def send(message):
-        sent.append(message)
-
-    await app(_scope(method, path, headers or {}), receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    named: dict[str, list[str]] = {}
-    for k, v in start["headers"]:
-        named.setdefault(k.decode().lower(), []).append(v.decode())
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], named, body
+    return await asgi_request(app, http_scope(method, path, headers), [body])
 
 
 ENROLL = json.dumps({"token": "no-such-token", "name": "uk", "public_key": "AAAA"}).encode()

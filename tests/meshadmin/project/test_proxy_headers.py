@@ -15,6 +15,7 @@ import pytest
 from meshadmin.client_address import parse_trusted_proxies
 from meshadmin.http_handler import SyncChainASGIHandler
 from meshadmin.proxy import ForwardedProtoMiddleware
+from tests.meshadmin.asgi_client import asgi_request
 
 PROXY = "10.250.0.2"
 TRUSTED = parse_trusted_proxies([PROXY, "fd00:250::/64"])
@@ -61,20 +62,8 @@ async def test_a_websocket_through_the_proxy_is_wss():
 
 
 async def _status(app, peer: str, headers: dict[str, str]) -> tuple[int, dict]:
-    sent = []
-    pending = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive():
-        if pending:
-            return pending.pop(0)
-        await asyncio.Event().wait()  # the client stays connected; Django cancels this when done
-
-    async def send(message):
-        sent.append(message)
-
-    await app(_scope(peer, headers, path="/api/schema"), receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    status, named, _ = await asgi_request(app, _scope(peer, headers, path="/api/schema"))
+    return status, {k: v[-1] for k, v in named.items()}
 
 
 @pytest.mark.django_db
