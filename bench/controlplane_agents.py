@@ -3,7 +3,7 @@
     .venv/bin/python bench/controlplane_agents.py [--agents 100 1000] [--changes 5] [--warmup 1]
         [--client-procs 2] [--daphne-log FILE] [--wal]
         [--backend sqlite|postgres] [--daphnes 1] [--networks 1] [--restart] [--stats-interval 2]
-        [--agents-per-address 1] [--watch K]
+        [--agents-per-address 1] [--watch K] [--change-requests first|spread] [--state DIR]
 
     # issue 11: 10,000 agents, two Daphnes, PostgreSQL + Redis, 10 networks, a server restart
     nice -n 10 .venv/bin/python bench/controlplane_agents.py --backend postgres --daphnes 2 \\
@@ -43,14 +43,20 @@ through the enrollment service. Then
               logins at once, 50 by default)
   memory      the Daphnes' RSS after all N are connected minus before, summed, divided by N
   change      an admin change made through the server: one new node enrolls over HTTP in every
-              network at once (through Daphne 0); time from sending the requests to each agent
-              holding the delta that lists its network's new node: change -> last agent over all N.
+              network at once (all through Daphne 0, or with --change-requests spread network j's
+              through Daphne j mod D), each request on a thread of its own; time from sending the
+              requests to each agent holding the delta that lists its network's new node: change ->
+              last agent over all N.
               `delta_signatures`: the distinct signed delta frames the agents got for it, i.e. the
               signatures the servers made for that change (each process signs each distinct
               delta once: at most networks x Daphnes).
-              Includes the enrollment itself (its HTTP time is reported too) and the push debounce
-              (SHADOWMESH_NETMAP_DEBOUNCE_S, 0.3 s by default). The first --warmup changes after
-              the server starts are reported apart ("cold") and left out of the percentiles.
+              Includes the enrollment itself (its HTTP time, and when the last request of each
+              change was sent and answered, are reported too) and, for a network pushed less than
+              the push debounce ago (SHADOWMESH_NETMAP_DEBOUNCE_S, 0.3 s by default), the rest of
+              it. The first --warmup changes after the server starts are reported apart ("cold")
+              and left out of the percentiles. With a reused --state, the nodes earlier runs'
+              changes enrolled are deleted (and the change tokens refilled) before the servers
+              start: every run measures networks of the agents' own nodes.
   restart     (--restart) every Daphne is stopped (SIGTERM) and started again on its port; per
               agent the time from the stop signal, and from the moment the new servers listen, to
               being logged in again (a full map, or, as the agent names the serial of the map it holds in
