@@ -2,7 +2,9 @@
 no sockets, no clock (`now` is an argument).
 
 - `source_key(ip)`: what counts as one source: an IPv4 address, or an IPv6 /64 (one subscriber
-  usually holds a whole /64, so single IPv6 addresses are free to an attacker).
+  usually holds a whole /64, so single IPv6 addresses are free to an attacker); an IPv4-mapped
+  IPv6 address is its IPv4 address. Defined in ratelimit.py (the DHT's budgets use it too),
+  re-exported here.
 - `Bucket`: a token bucket (`rate` per second, `burst`).
 - `Buckets`: one Bucket per key, at most `max_keys` remembered (the least recently used is
   forgotten: it would have refilled anyway, and a stranger cannot grow the map).
@@ -19,22 +21,13 @@ no sockets, no clock (`now` is an argument).
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
+from ..ratelimit import source_key
+
 __all__ = ["Bucket", "Buckets", "Doorway", "source_key"]
-
-
-def source_key(ip: str) -> str:
-    """One source: an IPv4 address, or the /64 of an IPv6 address (an IPv4-mapped one as IPv4)."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if addr.version == 6:
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-    return str(addr)
 
 
 class Bucket:

@@ -1,29 +1,21 @@
 """Per-source request budgets: one token bucket per source address. Pure (`now` is an argument).
 
-The DHT port answers anyone who connects, so every source (an IP address; a whole IPv6 /64 is one
-source, since a single host usually holds one) gets `rate` requests per second with a burst of
-`burst`. At most `max_sources` buckets are kept; the one idle longest is forgotten first (which
-only ever gives that source a fresh burst), so memory stays bounded whatever the number of
-sources.
+The DHT port answers anyone who connects, so every source gets `rate` requests per second with a
+burst of `burst`. A source is what `source_key` (ratelimit.py, re-exported here) makes of the
+address: an IPv4 address, or a whole IPv6 /64 (a single host usually holds one), an IPv4-mapped
+IPv6 address counting as its IPv4 address; text that is not an address (the server's "?" for a
+socket without a peer name) is a source of its own, keyed by that text. At most `max_sources`
+buckets are kept; the one idle longest is forgotten first (which only ever gives that source a
+fresh burst), so memory stays bounded whatever the number of sources.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 
+from ..ratelimit import source_key
+
 __all__ = ["SourceBudgets", "source_key"]
-
-
-def source_key(ip: str) -> str:
-    """The budget key of a source address: the address itself, or its /64 for IPv6."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr.ipv4_mapped or addr) if isinstance(addr, ipaddress.IPv6Address) else str(addr)
 
 
 class SourceBudgets:
@@ -40,7 +32,10 @@ class SourceBudgets:
 
     def take(self, source: str, now: float, cost: float = 1.0) -> bool:
         """Spend `cost` tokens of `source`'s budget; False (nothing spent) if it has not enough."""
-        key = source_key(source)
+        try:
+            key = source_key(source)
+        except ValueError:
+            key = source  # not an address: a source of its own
         tokens, stamp = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
         ok = tokens >= cost
