@@ -1,9 +1,14 @@
 """Rate limits: a token bucket, and what one source is to a per-source limit. Pure: no clock (`now`
 is an argument), no I/O.
 
-- `TokenBucket`: a rate cap with a burst. Used by the data path (tunnel/datapath.py `Peer.bucket`:
-  what a hub relays for one peer, tunnel/relay.py) and by the handshake admission
-  (control/handshakes.py `HandshakeBucket`).
+- `TokenBucket`: a rate cap with a burst, the one refill-and-take there is. Used by the data path
+  (tunnel/datapath.py `Peer.bucket`: what a hub relays for one peer, tunnel/relay.py), the
+  handshake admission (control/handshakes.py `HandshakeBucket`, and admission.py's `Bucket`, the
+  same class), and through `Buckets` by the rest.
+- `Buckets`: one TokenBucket per key, at most `max_keys` of them (the least recently used is
+  forgotten first). The control port's per-source rate (control/server.py), the handshakes' per
+  link and per hub (control/handshakes.py), and the DHT's request budgets (discovery/budget.py
+  `SourceBudgets`, which keys by `source_key` and checks its arguments).
 - `source_key(ip)`: what counts as one source, for the control port's limits (control/admission.py,
   control/server.py) and the DHT's request budgets (discovery/budget.py): an IPv4 address, or an
   IPv6 /64 (one subscriber usually holds a whole /64, so single IPv6 addresses are free to an
@@ -26,8 +31,10 @@ hosts do not connect from: the limits as they run are unchanged.
 from __future__ import annotations
 
 import ipaddress
+from collections import OrderedDict
+from collections.abc import Hashable
 
-__all__ = ["TokenBucket", "source_key"]
+__all__ = ["Buckets", "TokenBucket", "source_key"]
 
 
 def source_key(ip: str) -> str:
@@ -54,21 +61,54 @@ def source_key(ip: str) -> str:
 
 
 class TokenBucket:
-    """`rate` tokens per second with a burst of a tenth of a second (min 64); starts full."""
+    """`rate` tokens per second up to `burst`; starts full. `burst` defaults to a tenth of a
+    second's worth, at least 64 (the relay's cap per peer). `now`: when it was made; tokens accrue
+    from then (0.0: before every reading of a monotonic clock, as the bucket starts full anyway)."""
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float | None = None, now: float = 0.0) -> None:
         self.rate = rate
-        self.burst = max(64.0, rate / 10)
+        self.burst = max(64.0, rate / 10) if burst is None else float(burst)
         self.tokens = self.burst
-        self.stamp = 0.0
-
-    def take(self, now: float) -> bool:
-        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if tokens < 1:
-            self.tokens = tokens
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens if the bucket holds that many at `now`; False, and nothing spent,
+        if not. A reading earlier than the latest one adds nothing and leaves the stamp at the
+        latest, so readings that arrive out of order neither gain nor lose tokens."""
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+        if self.tokens < cost:
             return False
-        self.tokens = tokens - 1
+        self.tokens -= cost
         return True
+
+
+class Buckets:
+    """One TokenBucket per key (a source, a link, a hub), at most `max_keys` of them: the least
+    recently used is forgotten first (it only gets a fresh burst back, and a stranger cannot grow
+    the table)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 4096) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+
+    def take(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket.take(now, cost)
+
+    def forget(self, key: Hashable) -> None:
+        self._buckets.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -5,9 +5,10 @@ no sockets, no clock (`now` is an argument).
   usually holds a whole /64, so single IPv6 addresses are free to an attacker); an IPv4-mapped
   IPv6 address is its IPv4 address. Defined in ratelimit.py (the DHT's budgets use it too),
   re-exported here.
-- `Bucket`: a token bucket (`rate` per second, `burst`).
+- `Bucket`: a token bucket (`rate` per second, `burst`): ratelimit.py's `TokenBucket`.
 - `Buckets`: one Bucket per key, at most `max_keys` remembered (the least recently used is
-  forgotten: it would have refilled anyway, and a stranger cannot grow the map).
+  forgotten: it would have refilled anyway, and a stranger cannot grow the map). Defined in
+  ratelimit.py, re-exported here with `Bucket`.
 - `Doorway`: the connections of the control port that have not authenticated yet, at most
   `per_source` per source and `total` overall. A newcomer is never turned away for lack of room:
   it takes the place of the oldest unauthenticated connection of its own source when that source
@@ -25,56 +26,12 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from ..ratelimit import source_key
+from ..ratelimit import Buckets, TokenBucket, source_key
 
 __all__ = ["Bucket", "Buckets", "Doorway", "source_key"]
 
 
-class Bucket:
-    """`rate` tokens per second up to `burst`; starts full."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        if now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-class Buckets:
-    """One Bucket per key (a source, a link), at most `max_keys` of them."""
-
-    def __init__(self, rate: float, burst: float, max_keys: int = 4096) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[Hashable, Bucket] = OrderedDict()
-
-    def take(self, key: Hashable, now: float) -> bool:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = Bucket(self.rate, self.burst, now)
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-        return bucket.take(now)
-
-    def forget(self, key: Hashable) -> None:
-        self._buckets.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._buckets)
+Bucket = TokenBucket  # the name this module gave it; the class is ratelimit.py's
 
 
 C = TypeVar("C", bound=Hashable)  # a connection (the control server's stream writer)

@@ -11,21 +11,22 @@ fresh burst), so memory stays bounded whatever the number of sources.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-from ..ratelimit import source_key
+from ..ratelimit import Buckets, source_key
 
 __all__ = ["SourceBudgets", "source_key"]
 
 
 class SourceBudgets:
+    """A `Buckets` table (ratelimit.py) keyed by `source_key`, whose arguments are checked, and
+    whose takes may cost more than one token."""
+
     def __init__(self, rate: float, burst: float, max_sources: int = 4096) -> None:
         if rate <= 0 or burst < 1 or max_sources < 1:
             raise ValueError("rate, burst and max_sources must be positive")
         self.rate = rate
         self.burst = burst
         self.max_sources = max_sources
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, stamp)
+        self._buckets = Buckets(rate, burst, max_sources)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -36,12 +37,4 @@ class SourceBudgets:
             key = source_key(source)
         except ValueError:
             key = source  # not an address: a source of its own
-        tokens, stamp = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
-        ok = tokens >= cost
-        if ok:
-            tokens -= cost
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self.max_sources:
-            self._buckets.popitem(last=False)
-        return ok
+        return self._buckets.take(key, now, cost)

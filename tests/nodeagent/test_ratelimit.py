@@ -1,4 +1,6 @@
-"""nodeagent/ratelimit.py (pure): what one source is to a per-source limit (`source_key`)."""
+"""nodeagent/ratelimit.py (pure): the token bucket every limit of the agent uses (`TokenBucket`), a
+bounded table of them (`Buckets`), and what one source is to a per-source limit (`source_key`).
+Clocks are plain numbers."""
 
 from __future__ import annotations
 
@@ -12,7 +14,95 @@ from nodeagent import ratelimit
 from nodeagent.control import admission
 from nodeagent.discovery import budget
 from nodeagent.discovery.budget import SourceBudgets
-from nodeagent.ratelimit import source_key
+from nodeagent.ratelimit import Buckets, TokenBucket, source_key
+
+# ----------------------------------------------------------------------------- TokenBucket
+
+
+def test_a_bucket_starts_full_refills_at_its_rate_and_never_beyond_its_burst():
+    b = TokenBucket(rate=2.0, burst=3, now=100.0)
+    assert [b.take(100.0) for _ in range(4)] == [True, True, True, False]
+    assert not b.take(100.25)  # half a token
+    assert b.take(100.5) and not b.take(100.5)  # 2 per second: a whole token after 0.5 s
+    assert [b.take(1000.0) for _ in range(4)] == [True, True, True, False]  # long idle: only the burst
+
+
+def test_the_default_burst_is_a_tenth_of_a_seconds_worth_and_at_least_64():
+    assert TokenBucket(10_000.0).burst == 1000.0
+    assert TokenBucket(100.0).burst == 64.0
+    assert TokenBucket(100.0, burst=5).burst == 5.0
+    b = TokenBucket(10_000.0)
+    assert sum(b.take(1.0) for _ in range(1500)) == 1000  # full at the start
+
+
+def test_a_refused_take_spends_nothing_and_a_take_may_cost_more_than_one():
+    b = TokenBucket(rate=1.0, burst=10, now=0.0)
+    assert b.take(0.0, cost=8)
+    assert not b.take(0.0, cost=3)  # 2 left: refused, nothing spent
+    assert b.take(0.0, cost=2) and not b.take(0.0)
+    assert not b.take(5.0, cost=11)  # more than the burst: never
+    assert b.take(5.0, cost=5)
+
+
+def test_a_clock_reading_earlier_than_the_latest_adds_nothing_and_moves_nothing():
+    fresh = TokenBucket(rate=1.0, burst=2, now=10.0)
+    assert fresh.take(5.0) and fresh.take(5.0)  # what is there can be spent at any reading
+    assert not fresh.take(5.0)
+    b = TokenBucket(rate=1.0, burst=2, now=0.0)
+    assert b.take(10.0) and b.take(10.0) and not b.take(10.0)
+    assert not b.take(9.0)  # earlier: nothing added ...
+    assert not b.take(10.5)  # ... and the stamp stayed at 10: half a token by 10.5, not one and a half
+    assert b.take(11.0)
+
+
+@given(steps=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 4)), max_size=200),
+       rate=st.integers(1, 50), burst=st.integers(1, 20))
+def test_never_more_than_the_burst_and_the_rate_and_a_refused_take_waits_at_most_cost_over_rate(
+        steps, rate, burst):
+    """Times in ms, so the arithmetic is exact enough to compare with the bound itself."""
+    b = TokenBucket(rate=float(rate), burst=burst, now=0.0)
+    now = spent = 0.0
+    for dt_ms, cost in steps:
+        now += dt_ms / 1000
+        if b.take(now, cost):
+            spent += cost
+        elif cost <= burst:
+            retry = TokenBucket(b.rate, b.burst, b.stamp)  # the same state, tried later
+            retry.tokens = b.tokens
+            assert retry.take(now + cost / rate + 1e-9, cost)
+        assert spent <= burst + rate * now + 1e-6
+
+
+# ----------------------------------------------------------------------------- Buckets
+
+
+def test_buckets_are_per_key_and_forget_the_least_recently_used_first():
+    bs = Buckets(rate=1.0, burst=1, max_keys=3)
+    assert bs.take("a", 0.0) and not bs.take("a", 0.0)
+    assert bs.take("b", 0.0) and bs.take("c", 0.0)  # other keys, their own buckets
+    assert not bs.take("a", 0.0)  # used last now: "b" is the least recently used
+    assert bs.take("d", 0.0) and len(bs) == 3  # "b" forgotten ...
+    assert not bs.take("a", 0.0) and not bs.take("c", 0.0)  # ... not "a" nor "c"
+    assert bs.take("b", 0.0)  # a fresh burst: all forgetting gives a source
+    bs.forget("b")
+    bs.forget("nobody")
+    assert len(bs) == 2
+
+
+def test_a_new_key_never_pushes_itself_out():
+    bs = Buckets(rate=1.0, burst=2, max_keys=1)
+    assert bs.take("a", 0.0) and bs.take("b", 0.0)
+    assert bs.take("b", 0.0) and not bs.take("b", 0.0)
+    assert len(bs) == 1
+
+
+def test_buckets_refill_from_their_first_take_at_their_rate_and_charge_the_cost():
+    bs = Buckets(rate=2.0, burst=4)
+    assert bs.take("a", 10.0, cost=4) and not bs.take("a", 10.0)
+    assert not bs.take("a", 10.4)
+    assert bs.take("a", 10.5) and not bs.take("a", 10.5)
+    assert bs.take("a", 11.5, cost=2) and not bs.take("a", 11.5)
+
 
 # ----------------------------------------------------------------------------- source_key
 
