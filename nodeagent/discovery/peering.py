@@ -28,8 +28,8 @@ the agent may then do with it:
 (reported), then what the server observed, then the others in the record's order.
 `LookupThrottle` bounds the lookups the agent starts on its own (for an address no peer holds,
 a peer whose endpoint stopped answering, a HELLO from an unknown peer id): at most one per key
-per `per_key_s`, and a global token bucket, so nothing a stranger sends makes it ask the DHT
-faster than that.
+per `per_key_s`, and a global token bucket (ratelimit.py's `TokenBucket`), so nothing a stranger
+sends makes it ask the DHT faster than that.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from ..policy.index import RuleIndex
 from ..protocol import netmap as nm
 from ..protocol.endpoints import BadEndpoint, check_endpoint
+from ..ratelimit import TokenBucket
 from .records import KIND_OBSERVED, KIND_REPORTED, IPAddress, NodeRecord
 
 __all__ = [
@@ -177,11 +178,8 @@ class LookupThrottle:
 
     def __init__(self, per_key_s: float, rate: float, burst: float, max_keys: int = 1024) -> None:
         self.per_key_s = per_key_s
-        self.rate = rate
-        self.burst = float(burst)
         self.max_keys = max_keys
-        self.tokens = float(burst)
-        self.stamp: float | None = None
+        self.bucket = TokenBucket(rate, burst)
         self._last: OrderedDict[Hashable, float] = OrderedDict()
         self.refused = 0
 
@@ -190,13 +188,9 @@ class LookupThrottle:
         if last is not None and now - last < self.per_key_s:
             self.refused += 1
             return False
-        if self.stamp is not None and now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now if self.stamp is None else max(self.stamp, now)
-        if self.tokens < 1:
+        if not self.bucket.take(now):
             self.refused += 1
             return False
-        self.tokens -= 1
         self._last[key] = now
         self._last.move_to_end(key)
         while len(self._last) > self.max_keys:
