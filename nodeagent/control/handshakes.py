@@ -58,7 +58,7 @@ from .admission import Buckets
 from .link import HANDSHAKE_DEADLINE_S, Link
 
 __all__ = ["HANDSHAKE_BURST", "HANDSHAKE_RATE", "LINK_BURST", "LINK_RATE", "RELAY_BURST", "RELAY_RATE",
-           "Handshakes"]
+           "HandshakeBucket", "Handshakes"]
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,10 @@ RELAY_BURST = 40
 class HandshakeBucket(TokenBucket):
     """One peer's handshake admission: HANDSHAKE_RATE per second, burst HANDSHAKE_BURST."""
 
+    __slots__ = ()  # as slim as its base: one per peer
+
     def __init__(self) -> None:
-        super().__init__(HANDSHAKE_RATE)
-        self.burst = self.tokens = float(HANDSHAKE_BURST)
+        super().__init__(HANDSHAKE_RATE, HANDSHAKE_BURST)
 
 
 class Handshakes:

@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import mldsa
 
 from nodeagent.config import PeerConfig
 from nodeagent.control.crypto import Inline
-from nodeagent.control.handshakes import HANDSHAKE_BURST, LINK_BURST, RELAY_BURST, Handshakes
+from nodeagent.control.handshakes import (
+    HANDSHAKE_BURST,
+    HANDSHAKE_RATE,
+    LINK_BURST,
+    RELAY_BURST,
+    HandshakeBucket,
+    Handshakes,
+)
 from nodeagent.peers import PeerSet
 from nodeagent.protocol.control import Handshake, RelayHandshake
 from nodeagent.protocol.handshake import Initiator, MessageType, message_type
@@ -175,6 +182,12 @@ async def test_admission_is_a_per_peer_token_bucket(make_datapath, people):
     assert not uk.hs.admit("ee" * 20)  # a stranger has no bucket
     uk.peers.remove(starlink.id)
     assert not uk.hs.admit(starlink.id)
+
+
+def test_a_peers_handshake_bucket_is_a_token_bucket_with_slots_and_the_handshake_rate():
+    b = HandshakeBucket()
+    assert not hasattr(b, "__dict__")  # a subclass without __slots__ would give each one a dict
+    assert (b.rate, b.burst, b.tokens) == (HANDSHAKE_RATE, HANDSHAKE_BURST, HANDSHAKE_BURST)
 
 
 async def test_a_hello_in_a_link_over_the_links_rate_gets_no_challenge(make_datapath, people):
