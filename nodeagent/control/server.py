@@ -3,7 +3,7 @@
 This is the agent's unauthenticated door. Per source first, per peer only once authenticated;
 cheap checks before expensive ones. For each new connection, in order:
   1. the source's connection rate (SOURCE_RATE per second, burst SOURCE_BURST; a source is an
-     IPv4 address or an IPv6 /64, control/admission.py)           -> closed at once, unread
+     IPv4 address or an IPv6 /64, ratelimit.source_key)           -> closed at once, unread
   2. the doorway of unauthenticated connections (DOOR_PER_SOURCE per source, DOOR_TOTAL in all):
      never full to a newcomer, who displaces the oldest unauthenticated connection of its own
      source, or of the source holding the most (admission.Doorway)   -> the displaced one closed
