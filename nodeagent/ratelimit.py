@@ -4,7 +4,11 @@ is an argument), no I/O.
 - `TokenBucket`: a rate cap with a burst, the one refill-and-take there is. Used by the data path
   (tunnel/datapath.py `Peer.bucket`: what a hub relays for one peer, tunnel/relay.py), the
   handshake admission (control/handshakes.py `HandshakeBucket`, and admission.py's `Bucket`, the
-  same class), and through `Buckets` by the rest.
+  same class), the DHT's lookup throttle (discovery/peering.py `LookupThrottle`), and through
+  `Buckets` by the rest. The copies it replaced differed only for a clock reading earlier than the
+  last one (every caller's clock is monotonic): the relay's subtracted the gap, the DHT budgets'
+  moved its stamp back to it (crediting the gap twice on the next reading); this one adds nothing
+  and keeps its stamp, as admission.py's did.
 - `Buckets`: one TokenBucket per key, at most `max_keys` of them (the least recently used is
   forgotten first). The control port's per-source rate (control/server.py), the handshakes' per
   link and per hub (control/handshakes.py), and the DHT's request budgets (discovery/budget.py
