@@ -4,6 +4,9 @@ HTTP goes to Django (meshadmin/http_handler.py: its middleware and views in one 
 `/metrics` (meshadmin/metrics/endpoint.py, answered before Django); WebSocket connections are
 routed by meshadmin/routing.py. In front of all of them, X-Forwarded-Proto counts only from
 SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
+
+Once all of it is loaded, the process's garbage collector is set for thousands of long-lived
+sockets (meshadmin/gc_tuning.py, SHADOWMESH_GC_THRESHOLD).
 """
 
 import os
@@ -20,6 +23,7 @@ django_asgi_app = SyncChainASGIHandler()  # Django's, with the middleware chain 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from meshadmin import gc_tuning  # noqa: E402
 from meshadmin.metrics.endpoint import MetricsEndpoint  # noqa: E402
 from meshadmin.proxy import ForwardedProtoMiddleware  # noqa: E402
 from meshadmin.routing import websocket_urlpatterns  # noqa: E402
@@ -33,3 +37,5 @@ application = ForwardedProtoMiddleware(
     ),
     settings.SHADOWMESH_TRUSTED_PROXIES,
 )
+
+gc_tuning.configure(settings.SHADOWMESH_GC_THRESHOLD)  # last: what exists now lives as long as the process

@@ -25,6 +25,7 @@ from django.utils.csp import CSP
 from meshadmin.client_address import parse_trusted_proxies
 from meshadmin.datadir import private_dir, private_file, write_private_file
 from meshadmin.env import env_bool, env_int, env_list, env_path, env_str
+from meshadmin.gc_tuning import DEFAULT_THRESHOLD as _GC_THRESHOLD
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -263,6 +264,11 @@ SHADOWMESH_RATE_LIMITS = {
 SHADOWMESH_AGENT_STATS_BUDGET = env_int(
     "SHADOWMESH_AGENT_STATS_BUDGET", 250,
     "Counter reports per second one server process asks its agents for at most (0 = every 2 s)",
+)
+SHADOWMESH_GC_THRESHOLD = env_int(
+    "SHADOWMESH_GC_THRESHOLD", _GC_THRESHOLD,
+    "New objects between two collections of the youngest GC generation in a server process "
+    "(0 = Python's defaults)",
 )
 SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS = env_bool(
     "SHADOWMESH_ALLOW_LOOPBACK_ENDPOINTS", False,
