@@ -3,7 +3,9 @@
 `DhtServer.serve(reader, writer, first)` answers one connected stream; the agent mounts it on its
 control port (the first five bytes tell a DHT frame from a control frame, messages.py), and
 `DhtNode.listen()` opens a port of its own for simulations and tests. Every connection is bounded:
-  - at most `max_connections` in all and `max_connections_per_source` per source address;
+  - at most `max_connections` in all and `max_connections_per_source` per source: what the
+    request budgets count as one (ratelimit.source_key: an IPv4 address or an IPv6 /64, an
+    IPv4-mapped address as its IPv4 address), so the addresses of one /64 share one cap;
   - the first frame must arrive within `first_frame_s`, every frame must be complete within
     `frame_s` of its first byte (slow-loris), an idle connection is closed after `idle_s`;
   - a frame over 64 KiB is refused before it is read (the connection is closed: framing is lost);
@@ -24,6 +26,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Protocol
 
+from ..ratelimit import source_key
 from .budget import SourceBudgets
 from .config import DhtConfig, DhtStats
 from .messages import Error, FindNode, FindValue, MessageError, Ping, Request, Response, Store, decode, encode
@@ -58,15 +61,19 @@ class DhtServer:
         """Answer one connected stream until it ends. `first` = bytes already read from it."""
         peer = writer.get_extra_info("peername")
         source = peer[0] if peer else "?"
+        try:
+            key = source_key(source)  # the connection cap's source, as the request budget's
+        except ValueError:
+            key = source  # not an address: a source of its own
         c = self.host.config
-        if self._conns_total >= c.max_connections or self._conns_by_source.get(source, 0) >= (
+        if self._conns_total >= c.max_connections or self._conns_by_source.get(key, 0) >= (
             c.max_connections_per_source
         ):
             self.host.stats.refuse("connections")
             writer.close()
             return
         self._conns_total += 1
-        self._conns_by_source[source] = self._conns_by_source.get(source, 0) + 1
+        self._conns_by_source[key] = self._conns_by_source.get(key, 0) + 1
         self._serving.add(writer)
         stream = FrameStream(reader, first)
         idle = c.first_frame_s
@@ -95,11 +102,11 @@ class DhtServer:
         finally:
             self._serving.discard(writer)
             self._conns_total -= 1
-            left = self._conns_by_source[source] - 1
+            left = self._conns_by_source[key] - 1
             if left:
-                self._conns_by_source[source] = left
+                self._conns_by_source[key] = left
             else:
-                del self._conns_by_source[source]
+                del self._conns_by_source[key]
             with contextlib.suppress(Exception):
                 writer.close()
 
