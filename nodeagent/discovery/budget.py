@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from ..ratelimit import Buckets, source_key
 
-__all__ = ["SourceBudgets", "source_key"]
+__all__ = ["SourceBudgets", "source_key", "source_of"]
+
+
+def source_of(peer: str) -> str:
+    """The source a peer name counts as, for the DHT port's limits (the request budgets and the
+    connection cap): `source_key` of an address, the text itself for anything else (the server's
+    "?" for a socket without a peer name), which is then a source of its own."""
+    try:
+        return source_key(peer)
+    except ValueError:
+        return peer
 
 
 class SourceBudgets:
@@ -33,8 +43,4 @@ class SourceBudgets:
 
     def take(self, source: str, now: float, cost: float = 1.0) -> bool:
         """Spend `cost` tokens of `source`'s budget; False (nothing spent) if it has not enough."""
-        try:
-            key = source_key(source)
-        except ValueError:
-            key = source  # not an address: a source of its own
-        return self._buckets.take(key, now, cost)
+        return self._buckets.take(source_of(source), now, cost)

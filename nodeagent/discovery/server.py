@@ -26,8 +26,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Protocol
 
-from ..ratelimit import source_key
-from .budget import SourceBudgets
+from .budget import SourceBudgets, source_of
 from .config import DhtConfig, DhtStats
 from .messages import Error, FindNode, FindValue, MessageError, Ping, Request, Response, Store, decode, encode
 from .transport import FrameStream
@@ -61,10 +60,7 @@ class DhtServer:
         """Answer one connected stream until it ends. `first` = bytes already read from it."""
         peer = writer.get_extra_info("peername")
         source = peer[0] if peer else "?"
-        try:
-            key = source_key(source)  # the connection cap's source, as the request budget's
-        except ValueError:
-            key = source  # not an address: a source of its own
+        key = source_of(source)  # the connection cap's source, as the request budget's
         c = self.host.config
         if self._conns_total >= c.max_connections or self._conns_by_source.get(key, 0) >= (
             c.max_connections_per_source

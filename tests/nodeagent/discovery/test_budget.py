@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodeagent.discovery.budget import SourceBudgets, source_key
+from nodeagent.discovery.budget import SourceBudgets, source_key, source_of
 
 
 def test_burst_then_rate():
@@ -44,3 +44,16 @@ def test_an_ipv6_slash64_is_one_source():
 def test_arguments_are_checked():
     with pytest.raises(ValueError):
         SourceBudgets(rate=0, burst=1)
+
+
+@pytest.mark.parametrize(("peer", "source"), [
+    ("198.18.0.7", "198.18.0.7"),
+    ("::ffff:198.18.0.7", "198.18.0.7"),
+    ("2001:db8:1:2::a", "2001:db8:1:2::/64"),
+    ("fe80::1%eth0", "fe80::/64"),
+    ("?", "?"),  # the server's name for a socket without a peer name
+    ("not an address", "not an address"),
+])
+def test_the_source_a_peer_name_counts_as(peer, source):
+    # what the request budgets and the DHT port's connection cap (server.py) both count by
+    assert source_of(peer) == source
