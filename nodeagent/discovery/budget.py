@@ -27,7 +27,7 @@ def source_of(peer: str) -> str:
 
 
 class SourceBudgets:
-    """A `Buckets` table (ratelimit.py) keyed by `source_key`, whose arguments are checked, and
+    """A `Buckets` table (ratelimit.py) keyed by `source_of`, whose arguments are checked, and
     whose takes may cost more than one token."""
 
     def __init__(self, rate: float, burst: float, max_sources: int = 4096) -> None:
