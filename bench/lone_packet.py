@@ -1,6 +1,6 @@
 """What the agent itself spends on one lone ping-sized packet (issue 11: ping RTT), in process.
 
-    .venv/bin/python bench/lone_packet.py [--count 3000] [--results DIR]
+    .venv/bin/python bench/lone_packet.py [--count 3000] [--idle-ms MS] [--results DIR]
 
 Two data paths (nodeagent/tunnel/datapath.py) on loopback, with socketpairs standing in for the
 TUN devices (virtio_net_hdr on, as the agent runs): a 84-byte ICMP echo (what `ping` sends) is put
@@ -8,8 +8,10 @@ on A's "TUN", then `A.on_tun()` (read, route, seal, sendto) and `B.on_udp()` (re
 open, replay window, anti-spoofing, TUN write) are timed one call at each, `count` times. Also
 timed: a drain that finds nothing (the EAGAIN read that ends every drain), and one round of
 the event loop that dispatches a reader callback (asyncio's selector loop, and uvloop's when it
-is installed) with nothing else to do. Everything here is warm (the same packet, back to back):
-an agent woken after 10 ms of idling runs the same code from colder caches.
+is installed) with nothing else to do. Everything here is warm (the same packet, back to back)
+unless `--idle-ms` is given: then the process sleeps that long before each packet, as an agent
+does between two pings (10 ms), and the same calls run from cold caches (bench/cold_ops.py
+shows what that does to single steps).
 
 Prints median / p10 / p90 in microseconds and writes DIR/lone-packet-<stamp>.json.
 """
@@ -120,13 +122,19 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--results", default=str(HERE / "results"))
+    ap.add_argument("--idle-ms", type=float, default=0.0,
+                    help="sleep this long before each packet (an agent woken after idling: cold caches)")
     args = ap.parse_args()
+    if args.idle_ms < 0 or args.count < 1:
+        ap.error("--idle-ms cannot be negative and --count must be at least 1")
     a, b = build()
     packet = PLAIN + icmp_echo("10.10.10.1", "10.10.10.2")
     clock = time.perf_counter_ns
     tun, udp, empty_tun, empty_udp = [], [], [], []
     try:
         for _ in range(args.count):
+            if args.idle_ms:
+                time.sleep(args.idle_ms / 1000)
             a.app.send(packet)
             t0 = clock()
             a.dp.on_tun()
@@ -161,7 +169,8 @@ def main() -> int:
     except ImportError:
         pass
     load = os.getloadavg()[0]
-    print(f"load {load:.2f}; {args.count} packets\n")
+    idle = f", {args.idle_ms:g} ms idle before each" if args.idle_ms else ", back to back"
+    print(f"load {load:.2f}; {args.count} packets{idle}\n")
     print("| step | median µs | p10 µs | p90 µs |\n| --- | ---: | ---: | ---: |")
     for name, s in rows.items():
         print(f"| {name} | {s['median_us']:.1f} | {s['p10_us']:.1f} | {s['p90_us']:.1f} |")
@@ -170,8 +179,8 @@ def main() -> int:
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"lone-packet-{stamp}.json").write_text(json.dumps({"load": load, "rows": rows, "loops_us": loops},
-                                                              indent=2))
+    record = {"load": load, "idle_ms": args.idle_ms, "rows": rows, "loops_us": loops}
+    (out / f"lone-packet-{stamp}.json").write_text(json.dumps(record, indent=2))
     return 0
 
 
