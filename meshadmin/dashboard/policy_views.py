@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from meshadmin.mesh.choices import NodeStatus
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 DROPS_WINDOW = timedelta(hours=1)
+# the page's live regions (live.js re-fetches each after a change): element id -> template partial
+POLICY_REGIONS = {"policy-rules": "rules", "policy-tags": "tags", "policy-groups": "groups",
+                  "policy-reach": "reach", "policy-drops": "drops"}
 
 
 def _network(request: HttpRequest) -> Network:
@@ -93,40 +97,49 @@ def _selector_text(selector: str, network_id: int) -> str:
 def _page(request: HttpRequest, network: Network, *, rule_form: RuleForm | None = None,
           tag_form: TagForm | None = None, group_form: GroupForm | None = None,
           default_form: PolicyDefaultForm | None = None, status: int | None = None) -> HttpResponse:
-    node_names = dict(Node.objects.filter(network=network).values_list("peer_id", "name"))
+    # Lazy: a live region's refresh renders one partial and reads only what that partial shows
+    node_names = SimpleLazyObject(
+        lambda: dict(Node.objects.filter(network=network).values_list("peer_id", "name")))
 
     def label(selector: str) -> str:
         kind, _, value = selector.partition(":")
         return f"node:{node_names.get(value, value[:12])}" if kind == "node" else selector
 
-    rules = [{"rule": r, "sources": [label(s) for s in r.sources],
-              "destinations": [label(s) for s in r.destinations],
-              "ports": format_ports(tuple((lo, hi) for lo, hi in r.ports))}
-             for r in AccessRule.objects.filter(network=network).order_by("position", "pk")]
-    groups = [{"group": g, "members": [label(s) for s in g.members]}
-              for g in PolicyGroup.objects.filter(network=network).order_by("name")]
+    def rule_rows() -> list[dict]:
+        return [{"rule": r, "sources": [label(s) for s in r.sources],
+                 "destinations": [label(s) for s in r.destinations],
+                 "ports": format_ports(tuple((lo, hi) for lo, hi in r.ports))}
+                for r in AccessRule.objects.filter(network=network).order_by("position", "pk")]
+
+    def group_rows() -> list[dict]:
+        return [{"group": g, "members": [label(s) for s in g.members]}
+                for g in PolicyGroup.objects.filter(network=network).order_by("name")]
+
     tags = Tag.objects.filter(network=network).order_by("name")
-    now = timezone.now()
-    denied = telemetry.denied_frames(network.pk, now - DROPS_WINDOW, now)
-    nodes = list(Node.objects.filter(network=network, status=NodeStatus.ACTIVE).order_by("name")
-                 .prefetch_related("tags"))
-    drops = [{"node": n, "total": sum(denied.get(n.pk, {}).values()),
-              "from": sorted(((node_names.get(p, p[:12]), c) for p, c in denied.get(n.pk, {}).items()),
-                             key=lambda x: -x[1])}
-             for n in nodes if denied.get(n.pk)]
+    nodes = SimpleLazyObject(lambda: list(Node.objects.filter(network=network, status=NodeStatus.ACTIVE)
+                                          .order_by("name").prefetch_related("tags")))
+
+    def drop_rows() -> list[dict]:
+        now = timezone.now()
+        denied = telemetry.denied_frames(network.pk, now - DROPS_WINDOW, now)
+        return [{"node": n, "total": sum(denied.get(n.pk, {}).values()),
+                 "from": sorted(((node_names.get(p, p[:12]), c) for p, c in denied.get(n.pk, {}).items()),
+                                key=lambda x: -x[1])}
+                for n in nodes if denied.get(n.pk)]
+
     return render_page(request, "dashboard/policy.html", {
         "network": network,
         "networks": Network.objects.all(),
-        "rules": rules,
-        "groups": groups,
+        "rules": SimpleLazyObject(rule_rows),
+        "groups": SimpleLazyObject(group_rows),
         "tags": tags,
         "nodes": nodes,
-        "drops": drops,
+        "drops": SimpleLazyObject(drop_rows),
         "rule_form": rule_form or RuleForm(),
         "tag_form": tag_form or TagForm(),
         "group_form": group_form or GroupForm(),
         "default_form": default_form or PolicyDefaultForm(initial={"default": network.policy_default}),
-    }, status=status)
+    }, regions=POLICY_REGIONS, status=status, live_url=policy_url(network))
 
 
 @require_GET

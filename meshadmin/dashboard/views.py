@@ -60,9 +60,16 @@ AGENT_STATE_DIR = "/var/lib/shadowmesh"
 
 
 def render_page(request: HttpRequest, template: str, context: dict, regions: dict[str, str] | None = None,
-                status: int | None = None) -> HttpResponse:
-    """Render the page, or only the partial named for the region htmx asked for (HX-Target)."""
-    context = {"can_edit": can_edit(request.user), **context}
+                status: int | None = None, live_url: str | None = None) -> HttpResponse:
+    """Render the page, or only the partial named for the region htmx asked for (HX-Target).
+
+    `live_url`: where live.js re-fetches the page's live regions from (base.html's
+    `data-live-url`). A GET page is its own URL; a page rendered by a POST (a form sent back with
+    its errors) is at the form's action, which answers only POST, so its view names the page's
+    GET address, or the regions stay as rendered."""
+    if live_url is None and request.method == "GET":
+        live_url = request.get_full_path()
+    context = {"can_edit": can_edit(request.user), "live_url": live_url or "", **context}
     target = request.headers.get("HX-Target", "")
     region = target.split("#", 1)[1] if "#" in target else ""
     if request.headers.get("HX-Request") and regions and region in regions:
@@ -435,7 +442,8 @@ def tokens(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     rows = EnrollmentToken.objects.select_related("network", "created_by").order_by("-created_at")[:200]
     return render_page(request, "dashboard/tokens.html", {"tokens": rows, "now": now,
-                                                          "form": TokenCreateForm()})
+                                                          "form": TokenCreateForm()},
+                       regions={"tokens-table": "table"})
 
 
 @require_http_methods(["GET", "POST"])
@@ -494,8 +502,13 @@ def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @dashboard_view
 def routes(request: HttpRequest) -> HttpResponse:
+    return _routes_page(request, RouteCreateForm())
+
+
+def _routes_page(request: HttpRequest, form: RouteCreateForm, status: int | None = None) -> HttpResponse:
     rows = Route.objects.select_related("network", "via").order_by("approved", "network__name", "prefix")
-    return render_page(request, "dashboard/routes.html", {"routes": rows, "form": RouteCreateForm()})
+    return render_page(request, "dashboard/routes.html", {"routes": rows, "form": form},
+                       regions={"routes-table": "table"}, status=status, live_url=reverse("dashboard:routes"))
 
 
 @require_POST
@@ -503,8 +516,7 @@ def routes(request: HttpRequest) -> HttpResponse:
 def route_create(request: HttpRequest) -> HttpResponse:
     form = RouteCreateForm(request.POST)
     if not form.is_valid():
-        rows = Route.objects.select_related("network", "via").order_by("approved", "prefix")
-        return render_page(request, "dashboard/routes.html", {"routes": rows, "form": form}, status=400)
+        return _routes_page(request, form, status=400)
     try:
         route = create_route(form.cleaned_data["via"], form.cleaned_data["prefix"],
                              approved=form.cleaned_data["approve"], actor=_actor(request))

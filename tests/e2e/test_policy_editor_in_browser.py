@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_dashboard_in_browser import WAIT_MS, create_token, login, watched
+from tests.e2e.test_dashboard_in_browser import (
+    WAIT_MS,
+    assert_not_reloaded,
+    create_token,
+    login,
+    mark_no_reload,
+    wait_live,
+    watched,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -57,3 +65,36 @@ def test_an_operator_writes_rules_and_sees_refusals_next_to_the_field(server, co
     # the refused form came back with status 400, which Chromium logs; nothing else went wrong
     assert [e for e in watch.errors if "status of 400" not in e] == [] and watch.dialogs == []
     assert len(watch.errors) == 1
+
+
+def test_the_policy_page_follows_a_change_made_in_another_tab(server, context):
+    """The tables are live regions: a rule and a tag added in a second tab appear in the first
+    without a reload, and what the first tab's operator is typing into its forms stays."""
+    page, watch = watched(context)
+    login(page, server)
+    create_token(page, server, uses=1, public=False)  # the default network, if no test made it yet
+    page.goto(server.url + "/policy/")
+    wait_live(page)
+    mark_no_reload(page)
+    before = page.locator("tr[data-rule]").count()
+    form = "form[data-testid=rule-form]"
+    page.fill(f"{form} #id_description", "half typed")  # the first operator is writing a rule
+
+    other, other_watch = watched(context)
+    other.goto(server.url + "/policy/")
+    other.fill(f"{form} #id_sources", "*")
+    other.fill(f"{form} #id_destinations", "*")
+    other.select_option(f"{form} #id_protocol", "udp")
+    other.fill(f"{form} #id_ports", "53")
+    other.click(f"{form} button[type=submit]")
+    other.wait_for_selector(f"tr[data-rule='{before + 1}']", timeout=WAIT_MS)
+    other.fill("form[data-testid=tag-form] #id_name", "live-tag")
+    other.click("form[data-testid=tag-form] button[type=submit]")
+    other.wait_for_selector("tr[data-tag=live-tag]", timeout=WAIT_MS)
+
+    page.wait_for_selector(f"tr[data-rule='{before + 1}'] >> text=udp", timeout=WAIT_MS)
+    page.wait_for_selector("tr[data-tag=live-tag]", timeout=WAIT_MS)
+    assert_not_reloaded(page)
+    assert page.input_value(f"{form} #id_description") == "half typed"
+    assert watch.errors == [] and watch.dialogs == []
+    assert other_watch.errors == [] and other_watch.dialogs == []
