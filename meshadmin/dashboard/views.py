@@ -63,13 +63,14 @@ def render_page(request: HttpRequest, template: str, context: dict, regions: dic
                 status: int | None = None, live_url: str | None = None) -> HttpResponse:
     """Render the page, or only the partial named for the region htmx asked for (HX-Target).
 
-    `live_url`: where live.js re-fetches the page's live regions from (base.html's
-    `data-live-url`). A GET page is its own URL; a page rendered by a POST (a form sent back with
-    its errors) is at the form's action, which answers only POST, so its view names the page's
-    GET address, or the regions stay as rendered."""
-    if live_url is None and request.method == "GET":
-        live_url = request.get_full_path()
-    context = {"can_edit": can_edit(request.user), "live_url": live_url or "", **context}
+    `live_url`: where live.js re-fetches the page's live regions from. A GET page is asked at
+    its own address as it stands (a filter typed on the page is in it). A page rendered by a POST
+    (a form sent back with its errors) stands at the form's action, which answers only POST:
+    base.html then gives `data-live-url`, the page's GET address its view names, or "" (the
+    regions stay as rendered)."""
+    context = {"can_edit": can_edit(request.user), **context}
+    if request.method != "GET":
+        context["live_url"] = live_url or ""
     target = request.headers.get("HX-Target", "")
     region = target.split("#", 1)[1] if "#" in target else ""
     if request.headers.get("HX-Request") and regions and region in regions:

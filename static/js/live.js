@@ -5,8 +5,8 @@
 //  - `mesh-changed` (detail = the message) is dispatched on document.body at once;
 //  - refreshes are coalesced, at most one per REFRESH_MS with a trailing one, so a burst of agent
 //    reports costs one round of requests: every element marked `data-live-region` is re-fetched
-//    from the page's GET address (`data-live-url` on <body>: a page a form's POST sent back
-//    names the page it belongs to) and swapped in place through htmx (the view answers with just that
+//    from the current URL (or, on a page a form's POST sent back, from the GET address
+//    `data-live-url` on <body> names) and swapped in place through htmx (the view answers with just that
 //    region's template partial), and `mesh-refresh` is dispatched for page scripts (topology.js).
 // A close with code 4401 (logged out) sends the tab to the login page.
 // A page that shows a network's live traffic names it (`data-watch-network` on this script tag);
@@ -37,8 +37,10 @@
   function refreshRegions() {
     last = Date.now();
     pending = false;
-    // the page's own GET address; empty on a page a form's POST rendered without naming one
-    const url = document.body.dataset.liveUrl;
+    // the page's address as it stands, or, on a page a form's POST sent back, the GET address
+    // it names ("" when it names none: its regions stay as they are)
+    const named = document.body.dataset.liveUrl;
+    const url = named === undefined ? location.pathname + location.search : named;
     document.querySelectorAll("[data-live-region]").forEach(function (el) {
       if (!url || !el.id || !window.htmx) return;
       window.htmx.ajax("GET", url, {
