@@ -304,14 +304,18 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _attach_token(argv: list[str]) -> list[str]:
-    """`--token VALUE` -> `--token=VALUE`: tokens are URL-safe base64 and may start with "-", which
-    argparse would take for an option."""
+# enroll's options whose values are URL-safe base64, which may start with "-"
+_BASE64_OPTIONS = ("--token", "--ca-fingerprint")
+
+
+def _attach_values(argv: list[str]) -> list[str]:
+    """`--token VALUE` -> `--token=VALUE` (and `--ca-fingerprint`): tokens and CA fingerprints are
+    URL-safe base64 and may start with "-", which argparse would take for an option."""
     out: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] == "--token" and i + 1 < len(argv):
-            out.append("--token=" + argv[i + 1])
+        if argv[i] in _BASE64_OPTIONS and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:
             out.append(argv[i])
@@ -322,7 +326,7 @@ def _attach_token(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["enroll"]:
-        argv = _attach_token(argv)
+        argv = _attach_values(argv)
     args = _parser().parse_args(argv)
     handler = {"keygen": cmd_keygen, "enroll": cmd_enroll, "up": cmd_up, "status": cmd_status}[args.command]
     return handler(args)

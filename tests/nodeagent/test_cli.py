@@ -6,7 +6,7 @@ import pytest
 
 from nodeagent import cli
 from nodeagent.identity import IdentityFileError, load_private_key, load_public_key
-from nodeagent.protocol.enroll_token import make_token
+from nodeagent.protocol.enroll_token import fingerprint_text, make_token
 from nodeagent.protocol.identity import peer_id
 
 # a well-formed token (secret '.' CA fingerprint) for a server that is not there
@@ -167,3 +167,11 @@ def test_up_with_a_taken_metrics_port_exits_5_before_creating_anything(tmp_path,
                            f"127.0.0.1:{taken.getsockname()[1]}")
     assert code == cli.EXIT_PORT and "metrics port" in err and "already in use" in err
     assert opened == []  # stopped before the TUN device
+
+
+def test_a_ca_fingerprint_that_starts_with_a_dash_is_taken_as_the_fingerprint(tmp_path, capsys):
+    dashed = fingerprint_text(b"\xf8" + bytes(31))  # URL-safe base64: 0xf8 begins with "-"
+    assert dashed.startswith("-")
+    code, _, err = run(capsys, "enroll", "--server", "http://127.0.0.1:9", "--token", TOKEN, "--name", "n",
+                       "--state-dir", str(tmp_path / "s"), "--ca-fingerprint", dashed)
+    assert code != 2 and "expected one argument" not in err, err  # not an argparse usage error
