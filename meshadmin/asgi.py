@@ -5,8 +5,10 @@ HTTP goes to Django (meshadmin/http_handler.py: its middleware and views in one 
 routed by meshadmin/routing.py. In front of all of them, X-Forwarded-Proto counts only from
 SHADOWMESH_TRUSTED_PROXIES (meshadmin/proxy.py).
 
-Once all of it is loaded, the process's garbage collector is set for thousands of long-lived
-sockets (meshadmin/gc_tuning.py, SHADOWMESH_GC_THRESHOLD).
+Under Daphne a request body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused as it arrives
+(meshadmin/body_cap.py), before Daphne keeps it. Once all of it is loaded, the process's
+garbage collector is set for thousands of long-lived sockets (meshadmin/gc_tuning.py,
+SHADOWMESH_GC_THRESHOLD).
 """
 
 import os
@@ -23,7 +25,7 @@ django_asgi_app = SyncChainASGIHandler()  # Django's, with the middleware chain 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from meshadmin import gc_tuning  # noqa: E402
+from meshadmin import body_cap, gc_tuning  # noqa: E402
 from meshadmin.metrics.endpoint import MetricsEndpoint  # noqa: E402
 from meshadmin.proxy import ForwardedProtoMiddleware  # noqa: E402
 from meshadmin.routing import websocket_urlpatterns  # noqa: E402
@@ -38,4 +40,6 @@ application = ForwardedProtoMiddleware(
     settings.SHADOWMESH_TRUSTED_PROXIES,
 )
 
+if settings.DATA_UPLOAD_MAX_MEMORY_SIZE is not None:  # refuse big bodies as they arrive, not once kept
+    body_cap.install(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 gc_tuning.configure(settings.SHADOWMESH_GC_THRESHOLD)  # last: what exists now lives as long as the process
