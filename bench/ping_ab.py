@@ -7,9 +7,11 @@
 A leg is a name of netbench's tunnels (bench/tunnels.py STARTERS) or `label=agent[|NAME=value,...]`:
 a ShadowMesh pair run with that shadowmesh-agent executable and those extra environment variables.
 Each round starts every leg in turn in the bench's two namespaces, waits 2 s, sends PINGS pings
-at 10 ms over the idle tunnel (as netbench does) and stops it. Much shorter than netbench (no
-TCP or UDP test), so it is for finding where the RTT goes; figures for the record come from
-netbench, which also measures TCP. Prints avg / median / p99 per round and the mean of the averages.
+at INTERVAL seconds (0.01, as netbench does; down to 0.001) over the idle tunnel, or with
+UNDER=tcp while one iperf3 TCP stream runs from A to B (the latency under load), and stops it.
+Much shorter than netbench (no TCP or UDP test), so it is for finding where the RTT goes;
+figures for the record come from netbench, which also measures TCP. Prints avg / median / p99
+per round and the mean of the averages.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def main() -> int:
     legs = os.environ["LEGS"].split()
     rounds = int(os.environ.get("ROUNDS", "3"))
     pings = int(os.environ.get("PINGS", "200"))
+    interval = os.environ.get("INTERVAL", "0.01")
+    try:
+        if not 0.001 <= float(interval) <= 10:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"INTERVAL={interval!r}: seconds between pings, 0.001..10") from None
+    under = os.environ.get("UNDER", "")
+    if under not in ("", "tcp"):
+        raise SystemExit(f"UNDER={under!r}: empty (an idle tunnel) or tcp (one iperf3 stream meanwhile)")
     results: dict[str, list[tuple[float, float, float]]] = {leg: [] for leg in legs}
     work = Path(tempfile.mkdtemp(prefix="pingab-"))
     print(f"load {loadavg()}", flush=True)
@@ -60,8 +71,15 @@ def main() -> int:
                     w.mkdir(exist_ok=True)
                     t = start(leg, pair, w)
                     time.sleep(2)
-                    out = pair.a.run("ping", "-c", str(pings), "-i", "0.01", "-W", "1", t.target,
-                                     timeout=pings * 0.05 + 20, check=False).stdout
+                    if under == "tcp":  # one TCP stream A -> B for as long as the pings take, and more
+                        seconds = int(pings * float(interval) + 5)
+                        lab.spawn(pair.b, "iperf3", "-s", log=w / "iperf3-server.log")
+                        time.sleep(0.5)
+                        lab.spawn(pair.a, "iperf3", "-c", t.target, "-t", str(seconds),
+                                  log=w / "iperf3-client.log")
+                        time.sleep(1.5)
+                    out = pair.a.run("ping", "-c", str(pings), "-i", interval, "-W", "1", t.target,
+                                     timeout=pings * (float(interval) + 0.04) + 20, check=False).stdout
                     avg, p99, ok = parse_ping(out)
                     rtts = sorted(float(x.split("=", 1)[1]) for x in out.split() if x.startswith("time="))
                     med = rtts[len(rtts) // 2] if rtts else float("nan")
