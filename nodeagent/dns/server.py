@@ -3,7 +3,9 @@
 Every query goes through `answer`:
   1. the source must be inside the overlay network (a peer, or this node itself): anything else
      is dropped without a reply and counted `outside`, so the agent never answers, and never
-     reflects, traffic from outside the mesh
+     reflects, traffic from outside the mesh; a peer may ask ASKER_RATE queries a second (bursts
+     of ASKER_BURST), more are dropped without a reply and counted `limited` (the node's own
+     queries are not limited)
   2. strict parsing with dnspython: anything but a standard query with one question (a response,
      another opcode, trailing bytes, a bad pointer...) is dropped and counted `malformed`
   3. names.decide: the mesh's names are answered from the netmap (authoritative, TTL 30 s);
@@ -25,6 +27,8 @@ import contextlib
 import ipaddress
 import logging
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import dns.asyncquery
@@ -38,6 +42,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from ..ratelimit import Buckets
 from .names import Answer, Decision, Forward, MeshNames, NameError_, Refused, decide
 from .system import ResolvConf
 
@@ -52,6 +57,9 @@ FORWARD_TIMEOUT_S = 2.0
 MAX_FORWARDS = 32  # forwards in flight; more are SERVFAIL
 MAX_TCP = 32  # TCP connections at once; more are closed
 TCP_IDLE_S = 10.0
+ASKER_RATE = 100.0  # queries a second one peer may ask (a resolver asking for a busy host: a few)
+ASKER_BURST = 200.0
+MAX_ASKERS = 4096  # peers with a bucket at once; the least recent is forgotten first
 
 
 @dataclass(slots=True)
@@ -64,14 +72,15 @@ class DnsStats:
     truncated: int = 0
     malformed: int = 0
     outside: int = 0  # from outside the overlay: dropped, never answered
+    limited: int = 0  # over a peer's ASKER_RATE: dropped, never answered
 
 
 class DnsService:
     def __init__(self, address, network, *, resolv: ResolvConf | None = None, manage_resolver: bool = False,
-                 port: int = DNS_PORT) -> None:
+                 port: int = DNS_PORT, clock: Callable[[], float] = time.monotonic) -> None:
         """`address`: our overlay address (ip_address); `network`: the overlay network; `resolv`:
         the node's resolv.conf (read for the upstream nameservers, and rewritten with
-        `manage_resolver`, `up --dns`)."""
+        `manage_resolver`, `up --dns`); `clock`: for the askers' rate limit."""
         self.address = ipaddress.ip_address(address)
         self.network = ipaddress.ip_network(network)
         self.port = port
@@ -79,6 +88,8 @@ class DnsService:
         self.manage_resolver = manage_resolver
         self.names = MeshNames()
         self.stats = DnsStats()
+        self.clock = clock
+        self.askers = Buckets(ASKER_RATE, ASKER_BURST, MAX_ASKERS)
         self.upstreams: tuple[str, ...] = ()
         self.listening = False
         self._udp: asyncio.DatagramTransport | None = None
@@ -172,6 +183,9 @@ class DnsService:
             src = None
         if src is None or src not in self.network:
             st.outside += 1
+            return None
+        if src != self.address and not self.askers.take(src, self.clock()):
+            st.limited += 1
             return None
         try:
             query = dns.message.from_wire(wire)

@@ -13,7 +13,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from nodeagent.dns.server import UDP_MAX, UDP_PLAIN, DnsService
+from nodeagent.dns.server import ASKER_BURST, ASKER_RATE, UDP_MAX, UDP_PLAIN, DnsService
 from nodeagent.protocol import netmap as nm
 
 ME, UK = "1" * 40, "2" * 40
@@ -147,3 +147,23 @@ async def test_real_udp_and_tcp_sockets():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert not s.listening
+
+
+async def test_a_peer_asking_too_fast_is_dropped_without_an_answer_and_others_are_not():
+    """A peer flooding the agent's DNS (a resolver loop, or a peer turned hostile) gets ASKER_BURST
+    answers at once and then ASKER_RATE a second; the rest is dropped, counted, never answered.
+    Another peer and the node itself are not held back by it."""
+    now = [100.0]
+    s = DnsService("10.10.10.2", "10.10.10.0/24", clock=lambda: now[0])
+    s.update(MAP)
+    wire = q("uk.default.mesh").to_wire()
+    answers = [await ask(s, wire, "10.10.10.7") for _ in range(int(ASKER_BURST) + 50)]
+    assert sum(a is not None for a in answers) == ASKER_BURST
+    assert answers[-1] is None and s.stats.limited == 50
+    assert await ask(s, wire, "10.10.10.8") is not None  # another peer has its own budget
+    assert await ask(s, wire, "10.10.10.2") is not None  # the node's own queries: no limit
+    now[0] += 1.0  # a second later: ASKER_RATE more for the flooding peer, not a burst
+    more = [await ask(s, wire, "10.10.10.7") for _ in range(int(ASKER_RATE) + 30)]
+    assert sum(a is not None for a in more) == ASKER_RATE
+    assert s.stats.limited == 50 + 30
+    assert s.status()["limited"] == s.stats.limited  # in status --json node.dns
