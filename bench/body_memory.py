@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -63,7 +64,9 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, int]:
     raise SystemExit("daphne did not listen within 60 s")
 
 
-def post(port: int, pid: int, size: int, chunked: bool) -> dict:
+def measured(port: int, pid: int, framing: str, size: int, exchange: Callable[[socket.socket], str]) -> dict:
+    """Run `exchange` on a new connection to the server while its VmRSS is sampled every 20 ms;
+    the row: what `exchange` says the answer was, how long it took, the RSS before and its peak."""
     peak = [0]
     done = threading.Event()
 
@@ -79,76 +82,60 @@ def post(port: int, pid: int, size: int, chunked: bool) -> dict:
     status = "no answer"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-            framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
-            sock.sendall(f"POST /api/enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         f"{framing}\r\n\r\n".encode())
-            sent = 0
-            try:
-                while sent < size:
-                    sock.sendall(b"%x\r\n" % len(BLOCK) + BLOCK + b"\r\n" if chunked else BLOCK)
-                    sent += len(BLOCK)
-                if chunked:
-                    sock.sendall(b"0\r\n\r\n")
-            except OSError:
-                pass  # the server stopped reading after its answer
-            answer = sock.recv(64)
-            status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
+            status = exchange(sock)
     finally:
         seconds = time.monotonic() - t0
         time.sleep(0.5)
         done.set()
         sampler.join()
-    return {"framing": "chunked" if chunked else "content-length", "mib": size >> 20, "status": status,
-            "seconds": round(seconds, 2), "rss_before_mib": round(before / 1024, 1),
-            "rss_peak_mib": round(peak[0] / 1024, 1), "rss_after_mib": round(rss_kib(pid) / 1024, 1)}
+    return {"framing": framing, "mib": size >> 20, "status": status, "seconds": round(seconds, 2),
+            "rss_before_mib": round(before / 1024, 1), "rss_peak_mib": round(peak[0] / 1024, 1),
+            "rss_after_mib": round(rss_kib(pid) / 1024, 1)}
+
+
+def send_blocks(sock: socket.socket, size: int, chunked: bool = False) -> None:
+    """`size` bytes in 64 KiB blocks (as chunks of a chunked body), until the server stops reading."""
+    sent = 0
+    try:
+        while sent < size:
+            sock.sendall(b"%x\r\n" % len(BLOCK) + BLOCK + b"\r\n" if chunked else BLOCK)
+            sent += len(BLOCK)
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server stopped reading after its answer, or closed the connection
+
+
+def post(port: int, pid: int, size: int, chunked: bool) -> dict:
+    def exchange(sock: socket.socket) -> str:
+        framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+        sock.sendall(f"POST /api/enroll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     f"{framing}\r\n\r\n".encode())
+        send_blocks(sock, size, chunked)
+        return sock.recv(64).split(b"\r\n", 1)[0].decode(errors="replace")
+
+    return measured(port, pid, "chunked" if chunked else "content-length", size, exchange)
 
 
 def websocket_frame(port: int, pid: int, size: int) -> dict:
     """One binary frame announcing `size` bytes on the agent socket, before any login."""
-    peak = [0]
-    done = threading.Event()
+    def exchange(sock: socket.socket) -> str:
+        sock.sendall(f"GET /ws/agent/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        # FIN + binary, masked, 64-bit length, a zero mask key (the payload goes as it is)
+        sock.sendall(bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + bytes(4))
+        send_blocks(sock, size)
+        try:
+            after = sock.recv(64)[:4] or b"closed"
+        except OSError:
+            after = b"reset"
+        return (head.split(b"\r\n", 1)[0] + b"; then " + after).decode(errors="replace")
 
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], rss_kib(pid))
-            time.sleep(0.02)
-
-    before = rss_kib(pid)
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    t0 = time.monotonic()
-    status = "no answer"
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-            sock.sendall(f"GET /ws/agent/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                         "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(4096)
-            # FIN + binary, masked, 64-bit length, a zero mask key (the payload goes as it is)
-            sock.sendall(bytes([0x82, 0x80 | 127]) + size.to_bytes(8, "big") + bytes(4))
-            sent = 0
-            try:
-                while sent < size:
-                    sock.sendall(BLOCK)
-                    sent += len(BLOCK)
-            except OSError:
-                pass  # the server closed the connection
-            try:
-                after = sock.recv(64)[:4] or b"closed"
-            except OSError:
-                after = b"reset"
-            answer = head.split(b"\r\n", 1)[0] + b"; then " + after
-            status = answer.decode(errors="replace")
-    finally:
-        seconds = time.monotonic() - t0
-        time.sleep(0.5)
-        done.set()
-        sampler.join()
-    return {"framing": "websocket frame", "mib": size >> 20, "status": status, "seconds": round(seconds, 2),
-            "rss_before_mib": round(before / 1024, 1), "rss_peak_mib": round(peak[0] / 1024, 1),
-            "rss_after_mib": round(rss_kib(pid) / 1024, 1)}
+    return measured(port, pid, "websocket frame", size, exchange)
 
 
 def main() -> int:
