@@ -24,6 +24,8 @@ import json
 import logging
 from typing import Any
 
+from .middleware import too_large_body
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LINGER_S", "install"]
@@ -32,7 +34,7 @@ LINGER_S = 5.0  # how long a refused client may go on sending before the connect
 
 
 def _answer(limit: int) -> bytes:
-    body = json.dumps({"detail": f"request body is larger than {limit} bytes"}).encode()
+    body = json.dumps(too_large_body(limit)).encode()
     head = (
         "HTTP/1.1 413 Request Entity Too Large\r\n"
         "Content-Type: application/json\r\n"

@@ -12,9 +12,13 @@ from django.conf import settings
 from django.http import JsonResponse
 
 
+def too_large_body(limit: int) -> dict[str, str]:
+    """The 413's JSON body, here and in body_cap.py (which answers before Django runs)."""
+    return {"detail": f"request body is larger than {limit} bytes"}
+
+
 def _too_large() -> JsonResponse:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    return JsonResponse({"detail": f"request body is larger than {limit} bytes"}, status=413)
+    return JsonResponse(too_large_body(settings.DATA_UPLOAD_MAX_MEMORY_SIZE), status=413)
 
 
 class BodySizeLimitMiddleware:
