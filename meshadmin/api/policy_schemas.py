@@ -29,6 +29,10 @@ Name = Annotated[StrictStr, Field(pattern=NAME_PATTERN, description=(
 NetworkName = Annotated[StrictStr, Field(min_length=1, max_length=63, description="an existing network")]
 Selector = Annotated[StrictStr, Field(pattern=SELECTOR_PATTERN, description=(
     "*, tag:NAME, group:NAME or node:NAME (or node:PEER_ID); the name must exist in the network"))]
+DESTINATION_PATTERN = SELECTOR_PATTERN.replace("^(\\*|", "^(\\*|internet|", 1)
+Destination = Annotated[StrictStr, Field(pattern=DESTINATION_PATTERN, description=(
+    "a selector (*, tag:NAME, group:NAME, node:NAME or node:PEER_ID) or internet: the addresses "
+    "outside the mesh, through an exit node"))]
 MEMBER_PATTERN = r"^(\*|tag:[a-z0-9][a-z0-9_-]{0,62}|node:[^\x00-\x1f,]{1,63})$"
 Member = Annotated[StrictStr, Field(pattern=MEMBER_PATTERN, description=(
     "*, tag:NAME or node:NAME (or node:PEER_ID): a group holds nodes and tags, not groups"))]
@@ -94,7 +98,7 @@ class RuleOut(Schema):
 class RuleIn(Request):
     network: NetworkName = "default"
     sources: list[Selector] = Field(min_length=1, max_length=MAX_SELECTORS)
-    destinations: list[Selector] = Field(min_length=1, max_length=MAX_SELECTORS)
+    destinations: list[Destination] = Field(min_length=1, max_length=MAX_SELECTORS)
     protocol: Protocol = "any"
     ports: Ports = ""
     description: Description = ""
@@ -103,7 +107,7 @@ class RuleIn(Request):
 
 class RulePatchIn(Request):
     sources: list[Selector] | None = Field(default=None, min_length=1, max_length=MAX_SELECTORS)
-    destinations: list[Selector] | None = Field(default=None, min_length=1, max_length=MAX_SELECTORS)
+    destinations: list[Destination] | None = Field(default=None, min_length=1, max_length=MAX_SELECTORS)
     protocol: Protocol | None = None
     ports: Ports | None = None
     description: Description | None = None
@@ -129,8 +133,16 @@ class _Reach(Schema):
     allowed: list[_Allowed]
 
 
+class _InternetReach(Schema):
+    everything: bool
+    allowed: list[_Allowed]
+
+
 class ReachOut(Schema):
     node: str
     isolated: bool = Field(description="the node filters what it receives")
     reached_by: list[_Reach]
     reaches: list[_Reach]
+    internet: _InternetReach | None = Field(default=None, description=(
+        "what the node may send to the internet through an exit node; null when the network has "
+        "no other approved exit node"))

@@ -165,11 +165,13 @@ class ApiKeyCreateForm(forms.Form):
 # ports, and their refusals go next to the field they name (service_error_to_form).
 
 SELECTOR_HELP = "Comma-separated: * (every node), tag:NAME, group:NAME or node:NAME."
+DESTINATION_HELP = ("Comma-separated: * (every node), tag:NAME, group:NAME, node:NAME, or internet "
+                    "(addresses outside the mesh, through an exit node).")
 
 
 class RuleForm(forms.Form):
     sources = forms.CharField(max_length=4000, help_text=SELECTOR_HELP, label="From")
-    destinations = forms.CharField(max_length=4000, help_text=SELECTOR_HELP, label="To")
+    destinations = forms.CharField(max_length=4000, help_text=DESTINATION_HELP, label="To")
     protocol = forms.ChoiceField(choices=RuleProtocol.choices, initial=RuleProtocol.ANY)
     ports = forms.CharField(required=False, max_length=1000,
                             help_text="tcp and udp only: 22, 8000-8080; empty for every port.")

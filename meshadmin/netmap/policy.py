@@ -9,13 +9,18 @@ The language (docs/policy.md; rows from meshadmin/mesh/models/policies.py, in th
     the members its own selectors name, "node:PEER_ID" one member. A node stands for its overlay
     address and the approved routes through it (a subnet behind it), not an exit node's default
     routes (0.0.0.0/0 as a source would match every member's packets);
+  - "internet", as a rule's destination only: every address outside the mesh (not the overlay
+    network, not an approved subnet route), reached through an approved exit node;
   - the network's default: "deny" isolates every member (it accepts only what a rule allows);
     "allow" isolates only the members some rule names as a destination, and every other member
-    accepts everything, as before there were rules (a rule protects its destinations).
+    accepts everything, as before there were rules (a rule protects its destinations). The
+    internet is protected the same way: under "allow" every member may use an exit node until a
+    rule names "internet"; then, as under "deny", only the sources of such rules may.
 
 So member b accepts a packet from member a when b is not isolated, or a rule allows it; a may
 reach b when b accepts something from it. Replies to allowed flows always pass (the agents keep
-the flows: nodeagent/policy/filter.py).
+the flows: nodeagent/policy/filter.py). Member a may use exit node x when the internet is open
+or a rule lets a reach "internet"; reaching x's own address is another matter.
 
 What a member's netmap gets (`AccessPolicy.node_policy`):
   - not isolated: the policy "allow" and no rules (its agent filters nothing);
@@ -23,13 +28,19 @@ What a member's netmap gets (`AccessPolicy.node_policy`):
     destination, the rule's sources to its own addresses (what may reach it); for each rule naming
     it as a source, its own addresses to the rule's destinations (what it may start, whose
     replies come back); with the default "allow", its own addresses to every member that is not
-    isolated, any protocol (they accept everything, so it may start anything there).
+    isolated, any protocol (they accept everything, so it may start anything there);
+  - an exit node filters when it is isolated or the internet is protected: besides the above
+    (or, when it is not isolated, every other member to its own addresses), the members that
+    may use it to the internet's prefixes, on their rules' protocols and ports;
+  - a member that filters and may use an exit node also gets its own addresses to the
+    internet's prefixes (what it may start there, whose replies come back);
   - its peers (compute.py): every member it may reach or that may reach it, every relay (relays
     carry relayed frames whatever the policy; the policy still decides what overlay packets pass
     between a relay and a node), and a relay gets every member.
 
-`AccessPolicy.full_mesh`: no member is isolated, so every map lists every member and says
-"allow"; compute.delta_for shares one change set between ordinary members only then.
+`AccessPolicy.full_mesh`: no member is isolated and every member may use every exit node, so
+every map lists every member and says "allow"; compute.delta_for shares one change set between
+ordinary members only then.
 """
 
 from __future__ import annotations
@@ -46,9 +57,11 @@ if TYPE_CHECKING:  # types only: this module never touches the database
 
 __all__ = [
     "EVERYTHING",
+    "INTERNET",
     "Access",
     "AccessPolicy",
     "access_policy",
+    "complement",
     "fallback_relay",
     "is_member",
     "is_relay_candidate",
@@ -73,6 +86,25 @@ class Access:
 
 EVERYTHING = Access(everything=True)
 NOTHING = Access()
+INTERNET = "internet"  # a rule destination: every address outside the mesh, through an exit node
+_EVERY = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+def _combine(grants: Iterable[tuple[str, tuple[PortRange, ...]]]) -> Access:
+    """The Access that rules granting these (protocol, ports) pairs add up to."""
+    every_port: set[str] = set()
+    some_ports: dict[str, set[PortRange]] = {}
+    for proto, ports in grants:
+        if proto == "any":
+            return EVERYTHING
+        if ports:
+            some_ports.setdefault(proto, set()).update(ports)
+        else:
+            every_port.add(proto)
+    allowed: list[tuple[str, tuple[PortRange, ...]]] = [(proto, ()) for proto in every_port]
+    allowed += [(proto, wire.canonical_ports(sorted(ports))) for proto, ports in some_ports.items()
+                if proto not in every_port]
+    return Access(False, tuple(sorted(allowed)))
 
 
 def is_member(n: NodeRow) -> bool:
@@ -87,12 +119,29 @@ def _bits(mask: int) -> Iterator[int]:
         mask ^= low
 
 
+def complement(excluded: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    """The fewest prefixes that cover every address, IPv4 and IPv6, outside `excluded`, in the
+    canonical order (IPv4 first, then by address)."""
+    pieces = list(_EVERY)
+    for ex in excluded:
+        rest: list[IPNetwork] = []
+        for p in pieces:
+            if p.version != ex.version or not p.overlaps(ex):
+                rest.append(p)
+            elif ex.subnet_of(p):  # type: ignore[arg-type]  # same version, checked above
+                rest.extend(p.address_exclude(ex))  # type: ignore[arg-type]
+            # else p lies inside ex: gone
+        pieces = rest
+    return tuple(sorted(pieces, key=lambda n: (n.version, n.network_address, n.prefixlen)))
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
     src: int  # member bit mask
     dst: int
     proto: str
     ports: tuple[PortRange, ...]
+    internet: bool = False  # its destinations name "internet"
 
 
 class AccessPolicy:
@@ -101,6 +150,7 @@ class AccessPolicy:
     def __init__(self, snapshot: Snapshot, members: tuple[NodeRow, ...]) -> None:
         self.default = snapshot.policy_default
         self.members = members
+        self._prefix_len = snapshot.prefix_len
         self.bit = {n.pk: i for i, n in enumerate(members)}
         self.all = (1 << len(members)) - 1
         tagged: dict[str, int] = {}
@@ -111,23 +161,39 @@ class AccessPolicy:
         self._by_peer_id = {n.peer_id: i for i, n in enumerate(members)}
         self._groups = {g.name: g.members for g in snapshot.groups}
         self.rules = tuple(_Rule(self.resolve(r.sources), self.resolve(r.destinations), r.protocol,
-                                 tuple((lo, hi) for lo, hi in r.ports))
+                                 tuple((lo, hi) for lo, hi in r.ports), INTERNET in r.destinations)
                            for r in sorted(snapshot.rules, key=lambda r: (r.position, r.pk)))
         named = 0
+        internet_users = 0
         for r in self.rules:
             named |= r.dst
+            if r.internet:
+                internet_users |= r.src
         self.isolated = self.all if self.default == wire.DENY else named
-        self.full_mesh = self.isolated == 0
+        # the internet, protected like a member: open under "allow" until a rule names it
+        self.internet_open = self.default != wire.DENY and not any(r.internet for r in self.rules)
+        self.internet_users = self.all if self.internet_open else internet_users
         self._reach: list[int] | None = None
         self._reached_by: list[int] | None = None
         routes: dict[int, list[IPNetwork]] = {}
+        subnets: set[IPNetwork] = set()
+        exits = 0
         for route in snapshot.routes:
             net = ipaddress.ip_network(route.prefix)
+            if net.prefixlen == 0:
+                if route.via_pk in self.bit:
+                    exits |= 1 << self.bit[route.via_pk]
+                continue
+            subnets.add(net)
             # an exit node's default routes are not its addresses: as a rule's source, 0.0.0.0/0
             # would let every member's packets match (the filter sees addresses, not peers)
-            if route.via_pk in self.bit and net.prefixlen > 0:
+            if route.via_pk in self.bit:
                 routes.setdefault(route.via_pk, []).append(net)
         self._routes = routes
+        self.exits = exits  # member mask of the approved exit nodes
+        self.full_mesh = self.isolated == 0 and (exits == 0 or self.internet_open)
+        self._subnets = subnets
+        self._internet: tuple[str, ...] | None = None
         # member index -> its address and routed prefixes, parsed when a rule first names it (a
         # view is loaded after every change; a network without rules never needs them)
         self._own: dict[int, tuple[IPNetwork, ...]] = {}
@@ -177,14 +243,19 @@ class AccessPolicy:
     def may_use_exit(self, a: NodeRow, exit_node: NodeRow) -> bool:
         """Whether `a` may send its internet traffic through the approved exit node `exit_node`:
         its map lists the exit node's default routes only then (and its `use_exit` only then).
-        A member may use an exit node it may reach (the exit node stands for its overlay address
-        and its approved routes, the default routes included: a rule naming it as a destination
-        lets the sources through it to the internet on that rule's protocol and ports)."""
-        return self.may_reach(a, exit_node)
+        Only the internet's protection decides (a rule to "internet", or none naming it under
+        "allow"), not whether `a` may reach the exit node's own address; the exit node enforces
+        it (node_policy)."""
+        i, j = self.bit.get(a.pk), self.bit.get(exit_node.pk)
+        if i is None or j is None or i == j:
+            return False
+        return bool((self.exits >> j) & 1 and (self.internet_users >> i) & 1)
 
     def may_talk(self, a: NodeRow, b: NodeRow) -> bool:
-        """May `a` and `b` exchange anything, in either direction (a reply path needs the peer)?"""
-        return self.may_reach(a, b) or self.may_reach(b, a)
+        """May `a` and `b` exchange anything, in either direction (a reply path needs the peer)?
+        Using an exit node counts: its traffic and the replies cross between the two."""
+        return (self.may_reach(a, b) or self.may_reach(b, a)
+                or self.may_use_exit(a, b) or self.may_use_exit(b, a))
 
     def access(self, a: NodeRow, b: NodeRow) -> Access:
         """What member `a` may send member `b` (for people: "who can reach X")."""
@@ -193,20 +264,17 @@ class AccessPolicy:
             return NOTHING
         if not (self.isolated >> j) & 1:
             return EVERYTHING
-        every_port: set[str] = set()
-        some_ports: dict[str, set[PortRange]] = {}
-        for r in self.rules:
-            if (r.src >> i) & 1 and (r.dst >> j) & 1:
-                if r.proto == "any":
-                    return EVERYTHING
-                if r.ports:
-                    some_ports.setdefault(r.proto, set()).update(r.ports)
-                else:
-                    every_port.add(r.proto)
-        allowed: list[tuple[str, tuple[PortRange, ...]]] = [(proto, ()) for proto in every_port]
-        allowed += [(proto, wire.canonical_ports(sorted(ports))) for proto, ports in some_ports.items()
-                    if proto not in every_port]
-        return Access(False, tuple(sorted(allowed)))
+        return _combine((r.proto, r.ports) for r in self.rules if (r.src >> i) & 1 and (r.dst >> j) & 1)
+
+    def internet_access(self, a: NodeRow) -> Access:
+        """What member `a` may send to the internet through an exit node (nothing when the network
+        has no approved exit node but `a` itself)."""
+        i = self.bit.get(a.pk)
+        if i is None or not self.exits & ~(1 << i):
+            return NOTHING
+        if self.internet_open:
+            return EVERYTHING
+        return _combine((r.proto, r.ports) for r in self.rules if r.internet and (r.src >> i) & 1)
 
     # --- a member's netmap section --------------------------------------------------------------
     def prefixes(self, mask: int) -> tuple[str, ...]:
@@ -227,25 +295,57 @@ class AccessPolicy:
             own = self._own[i] = (ipaddress.ip_network((ip, ip.max_prefixlen)), *self._routes.get(n.pk, ()))
         return own
 
+    def internet(self) -> tuple[str, ...]:
+        """The internet's prefixes: everything outside the overlay network and the approved subnet
+        routes (computed once per view, when a map first needs it)."""
+        if self._internet is None:
+            overlay = {ipaddress.ip_network(f"{n.overlay_ip}/{self._prefix_len}", strict=False)
+                       for n in self.members}
+            self._internet = tuple(str(n) for n in complement(overlay | self._subnets))
+        return self._internet
+
+    def _internet_rules(self, sources: int) -> Iterator[tuple[int, str, tuple[PortRange, ...]]]:
+        """(source mask within `sources`, protocol, ports) of what may go to the internet."""
+        if self.internet_open:
+            if sources:
+                yield sources, "any", ()
+            return
+        for r in self.rules:
+            if r.internet and r.src & sources:
+                yield r.src & sources, r.proto, r.ports
+
     def node_policy(self, me: NodeRow) -> wire.Policy:
         """The policy section of `me`'s netmap (see the module docstring)."""
         i = self.bit.get(me.pk)
-        if i is None or not (self.isolated >> i) & 1:
+        if i is None:
+            return wire.ALLOW_ALL
+        me_bit = 1 << i
+        isolated = bool(self.isolated & me_bit)
+        is_exit = bool(self.exits & me_bit)
+        if not isolated and not (is_exit and not self.internet_open):
             return wire.ALLOW_ALL
         hit = self._node_policies.get(i)
         if hit is not None:
             return hit
-        me_bit = 1 << i
         own = self.prefixes(me_bit)
         rules = set()
-        for r in self.rules:
-            if r.dst & me_bit and r.src & ~me_bit:
-                rules.add(wire.Rule(self.prefixes(r.src & ~me_bit), own, r.proto, r.ports))
-            if r.src & me_bit and r.dst & ~me_bit:
-                rules.add(wire.Rule(own, self.prefixes(r.dst & ~me_bit), r.proto, r.ports))
+        if isolated:
+            for r in self.rules:
+                if r.dst & me_bit and r.src & ~me_bit:
+                    rules.add(wire.Rule(self.prefixes(r.src & ~me_bit), own, r.proto, r.ports))
+                if r.src & me_bit and r.dst & ~me_bit:
+                    rules.add(wire.Rule(own, self.prefixes(r.dst & ~me_bit), r.proto, r.ports))
+        elif self.all & ~me_bit:  # an exit node that filters for the internet only
+            rules.add(wire.Rule(self.prefixes(self.all & ~me_bit), own, "any", ()))
         open_ = self.all & ~self.isolated & ~me_bit
         if self.default == wire.ALLOW and open_:
             rules.add(wire.Rule(own, self.prefixes(open_), "any", ()))
+        if is_exit:  # who may go through me to the internet
+            for sources, proto, ports in self._internet_rules(self.all & ~me_bit):
+                rules.add(wire.Rule(self.prefixes(sources), self.internet(), proto, ports))
+        if self.exits & ~me_bit:  # what I may start through another exit node
+            for _, proto, ports in self._internet_rules(me_bit):
+                rules.add(wire.Rule(own, self.internet(), proto, ports))
         policy = wire.Policy(wire.DENY, tuple(sorted(rules)))
         self._node_policies[i] = policy
         return policy

@@ -187,3 +187,46 @@ def test_the_dashboards_choice_and_what_a_killed_agent_leaves_behind(mesh):
     wait_for(lambda: exit_status(uk)["serving"], 10, "uk serves again")
     uk.stop(signal.SIGTERM)
     assert table(uk) is None and forwarding(uk) == "0"
+
+
+def test_a_rule_to_the_internet_decides_who_uses_the_exit_node_and_on_what(mesh):
+    """The internet is open until a rule names it (default allow); then only that rule's sources
+    get the exit node, and the exit node forwards only what the rule allows (it filters: a UDP
+    datagram from a node allowed ICMP alone is dropped there and counted). The mesh itself is
+    untouched: every node still reaches the exit node."""
+    lab = mesh.lab
+    uk = mesh.node("uk", public=True, start=False)
+    uk.ns.sysctl("net.ipv4.ip_forward", "0")
+    uk.start()
+    internet = lab.netns("internet")
+    lab.veth(uk.ns, f"{UK_WAN}/24", internet, f"{INTERNET}/24")
+    belgium = mesh.node("belgium")
+    mac = mesh.node("mac")
+    mesh.wait_ping(belgium, uk, timeout=30)
+    mesh.wait_ping(mac, uk, timeout=30)
+    mesh.exit_node(uk, "advertise")
+    mesh.exit_node(uk, "approve")
+    for user in (belgium, mac):
+        mesh.use_exit(user, uk)
+    for user in (belgium, mac):
+        wait_for(lambda user=user: reaches_internet(mesh, user), 15, f"{user.name} reaches the internet host")
+
+    mesh.add_rule("node:belgium", "internet", "icmp")
+    wait_for(lambda: not exit_status(mac)["routing"], 10, "mac no longer routes through uk")
+    assert not reaches_internet(mesh, mac)
+    assert exit_status(belgium)["routing"] and reaches_internet(mesh, belgium)
+    mesh.wait_ping(mac, uk, timeout=10)  # the mesh still reaches uk itself
+    wait_for(lambda: uk.status()["node"]["policy"]["default"] == "deny", 10, "uk filters, for the internet")
+
+    echo = lab.tool_bg(internet, "udp-echo", "7000")
+    assert echo.stdout.readline().strip() == "ready"
+    talk = lab.tool_bg(belgium.ns, "udp-talk", "7001")
+    assert talk.stdout.readline().strip() == "ready"
+    refused = uk.status()["node"]["drops"]["policy"]
+    talk.stdin.write(f"send {INTERNET} 7000\nrecv 2\n")
+    talk.stdin.flush()
+    assert talk.stdout.readline().strip() == "sent"
+    assert talk.stdout.readline().strip() == "none"  # icmp only: uk dropped the datagram
+    assert uk.status()["node"]["drops"]["policy"] > refused
+    echo.kill()
+    talk.kill()

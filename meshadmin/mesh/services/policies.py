@@ -7,7 +7,8 @@ Callers (dashboard, API, management commands) pass plain values: names, selector
 text; refusals are InvalidInput / Conflict naming the field.
 
 Selectors (models/policies.py): "*", "tag:NAME", "group:NAME" (rules only), "node:NAME" or
-"node:PEER_ID" (stored as the peer id; a name must pick exactly one active node of the network).
+"node:PEER_ID" (stored as the peer id; a name must pick exactly one active node of the network),
+and "internet" (a rule's destinations only: addresses outside the mesh, through an exit node).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from meshadmin.netmap import compute, snapshot
+from meshadmin.netmap.policy import INTERNET
 from nodeagent.protocol.identity import PEER_ID_RE
 from nodeagent.protocol.policy import PORT_PROTOCOLS, canonical_ports, format_ports, parse_ports
 
@@ -87,14 +89,24 @@ def _selector_items(values: Selectors, field: str) -> list[str]:
 
 
 def clean_selectors(network: Network, values: Selectors, field: str, *, groups: bool = True,
-                    required: bool = True) -> list[str]:
+                    required: bool = True, internet: bool = False) -> list[str]:
     """Selectors that name what exists in `network`, canonical ("node:" + peer id), unique, in the
-    given order; just ["*"] when "*" is among them."""
+    given order; just ["*"] (and "internet" if named) when "*" is among them. "internet" only
+    where `internet` allows it (a rule's destinations)."""
     out: list[str] = []
-    for item in _selector_items(values, field):
+    items = _selector_items(values, field)
+    if INTERNET in items and not internet:
+        where = "a group's members are nodes and tags" if not groups else "it names no node"
+        raise InvalidInput(f"{field}: 'internet' is only a rule's destination (traffic through an exit "
+                           f"node); {where}")
+    for item in items:
         kind, sep, name = item.partition(":")
         if item == EVERY_NODE:
-            return [EVERY_NODE]
+            return [EVERY_NODE, *([INTERNET] if INTERNET in items else [])]
+        if item == INTERNET:
+            if INTERNET not in out:
+                out.append(INTERNET)
+            continue
         if not sep or not name:
             raise InvalidInput(f"{field}: {item!r} is not a selector ({SELECTOR_HELP})")
         if kind == "tag":
@@ -304,7 +316,7 @@ def _rule_fields(network: Network, sources: Selectors, destinations: Selectors, 
     protocol = protocol.strip().lower()
     return {
         "sources": clean_selectors(network, sources, "sources"),
-        "destinations": clean_selectors(network, destinations, "destinations"),
+        "destinations": clean_selectors(network, destinations, "destinations", internet=True),
         "ports": clean_ports(protocol, ports),
         "protocol": protocol,
         "description": _description(description),
@@ -412,21 +424,29 @@ def set_policy_default(network: Network, default: str, *, actor: str = "system")
 
 def reachability(node: Node) -> dict:
     """Who can reach `node` and what it can reach, as the netmaps say now: {"node": peer id,
-    "isolated": bool (it filters inbound), "reached_by": [...], "reaches": [...]}, each entry
-    {"peer_id", "name", "everything": bool, "allowed": [{"protocol", "ports"}]} (ports as text,
-    "" = every port), by name. Replies to an allowed flow always pass and are not listed. A node
-    without a netmap (revoked, or without an overlay address) reaches nothing and nobody reaches it."""
+    "isolated": bool (it filters inbound), "reached_by": [...], "reaches": [...], "internet"}, each
+    entry {"peer_id", "name", "everything": bool, "allowed": [{"protocol", "ports"}]} (ports as
+    text, "" = every port), by name; "internet" is {"everything", "allowed"} for what it may send
+    to the internet through an exit node, or None when the network has no other approved exit
+    node. Replies to an allowed flow always pass and are not listed. A node without a netmap
+    (revoked, or without an overlay address) reaches nothing and nobody reaches it."""
     view = compute.view(snapshot.load(node.network_id))
     me = next((m for m in view.members if m.pk == node.pk), None)
-    out: dict = {"node": node.peer_id, "isolated": False, "reached_by": [], "reaches": []}
+    out: dict = {"node": node.peer_id, "isolated": False, "reached_by": [], "reaches": [], "internet": None}
     if me is None:
         return out
     access = view.access
     out["isolated"] = bool((access.isolated >> access.bit[me.pk]) & 1)
 
-    def entry(other, a) -> dict:
-        return {"peer_id": other.peer_id, "name": other.name, "everything": a.everything,
+    def allowed(a) -> dict:
+        return {"everything": a.everything,
                 "allowed": [{"protocol": proto, "ports": format_ports(ports)} for proto, ports in a.allowed]}
+
+    def entry(other, a) -> dict:
+        return {"peer_id": other.peer_id, "name": other.name, **allowed(a)}
+
+    if access.exits & ~(1 << access.bit[me.pk]):
+        out["internet"] = allowed(access.internet_access(me))
 
     for other in sorted(view.members, key=lambda m: (m.name, m.peer_id)):
         if other.pk == me.pk:

@@ -172,6 +172,21 @@ def test_the_default_and_reachability(op, rw_key, uk, belgium, heard, django_cap
     assert AuditAction.POLICY_DEFAULT_CHANGED in _actions(rw_key)
 
 
+def test_internet_is_a_destination_and_the_reach_says_what_goes_there(op, uk, belgium):
+    be = belgium[0].peer_id
+    assert op.get(f"/api/nodes/{be}/reach").json()["internet"] is None  # no exit node yet
+    response = op.post("/api/rules", {"sources": ["internet"], "destinations": ["node:uk"]})
+    assert response.status_code == 400 and response.json()["detail"].startswith("sources.0:")
+    response = op.post("/api/rules", {"sources": [f"node:{be}"], "destinations": ["internet"],
+                                      "protocol": "tcp", "ports": "443"})
+    assert response.status_code == 201, response.content
+    assert response.json()["destinations"] == ["internet"]
+    assert op.post(f"/api/nodes/{uk[0].peer_id}/exit-node", {"approved": True}).status_code == 200
+    assert op.get(f"/api/nodes/{be}/reach").json()["internet"] == {
+        "everything": False, "allowed": [{"protocol": "tcp", "ports": "443"}]}
+    assert AccessRule.objects.count() == 1
+
+
 def test_a_read_only_key_reads_the_policy_and_changes_none_of_it(uk, belgium):
     from meshadmin.mesh.services import policies
 

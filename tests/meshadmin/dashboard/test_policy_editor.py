@@ -14,7 +14,7 @@ from django.utils import timezone
 from meshadmin.mesh.changes import ALL_NODES, change_announced
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.models import AccessRule, AuditEvent, EnrollmentToken, Network, Node
-from meshadmin.mesh.services import policies
+from meshadmin.mesh.services import exits, policies
 from meshadmin.telemetry.models import Sample
 
 pytestmark = pytest.mark.django_db
@@ -222,6 +222,23 @@ def test_the_reach_view_says_who_can_reach_a_node_and_what_it_can_reach(admin, m
     page = admin.get(f"/nodes/{belgium.peer_id}/reach").content.decode()
     reaches = re.search(r'data-testid="reaches">(.*?)</table>', page, re.S).group(1)
     assert re.search(rf'data-peer-id="{uk.peer_id}">.*?tcp 22', reaches, re.S)
+
+
+def test_the_reach_view_shows_what_a_node_may_send_to_the_internet_under_a_plain_title(admin, mesh, network):
+    uk, belgium = mesh["uk"], mesh["belgium"]
+    page = admin.get(f"/nodes/{belgium.peer_id}/reach").content.decode()
+    assert re.search(r"<title>Reachability of belgium · ShadowMesh</title>", page)
+    assert 'data-testid="internet-reach"' not in page  # no exit node in the network
+    exits.advertise_exit_node(uk, approved=True)
+    policies.create_rule(network, sources="node:uk", destinations="internet", protocol="udp", ports="53")
+    page = admin.get(f"/nodes/{belgium.peer_id}/reach").content.decode()
+    panel = re.search(r'data-testid="internet-reach">(.*?)</section>', page, re.S).group(1)
+    assert "may not use an exit node" in panel
+    policies.create_rule(network, sources="node:belgium", destinations="internet", protocol="tcp",
+                         ports="443")
+    page = admin.get(f"/nodes/{belgium.peer_id}/reach").content.decode()
+    panel = re.search(r'data-testid="internet-reach">(.*?)</section>', page, re.S).group(1)
+    assert "belgium may send tcp 443." in panel
 
 
 def test_what_the_policy_refused_shows_on_the_policy_page_and_the_node_page(admin, mesh, network):

@@ -9,9 +9,12 @@ import pytest
 from meshadmin.mesh.changes import ALL_NODES, change_announced
 from meshadmin.mesh.choices import AuditAction
 from meshadmin.mesh.models import AccessRule, AuditEvent, Group, Network, Node
+from meshadmin.mesh.services import exits
 from meshadmin.mesh.services import policies as svc
 from meshadmin.mesh.services.errors import Conflict, InvalidInput
 from meshadmin.netmap import compute, snapshot
+from nodeagent.policy.filter import PacketFilter
+from tests.nodeagent.policy.packets import ACK, SYN, tcp4
 
 pytestmark = pytest.mark.django_db
 
@@ -315,3 +318,81 @@ def test_updates_change_only_what_is_given_and_positions_are_checked(network, no
     assert (group.members, group.description) == (["*"], "the ops team")
     with pytest.raises(InvalidInput, match=r"^tags: "):
         svc.set_node_tags(nodes["uk"], "web")  # a string is not a list of names
+
+
+# ------------------------------------------------------------------------ the internet, through exit nodes
+
+
+def test_internet_is_a_rule_destination_only(network, nodes):
+    assert svc.create_rule(network, sources="node:mac", destinations="internet").destinations == ["internet"]
+    both = svc.create_rule(network, sources="*", destinations="internet, *, tag:none-such")
+    assert both.destinations == ["*", "internet"]
+    with pytest.raises(InvalidInput) as refused:
+        svc.create_rule(network, sources="internet", destinations="node:uk")
+    assert refused.value.detail.startswith("sources: 'internet' is only a rule's destination")
+    with pytest.raises(InvalidInput) as refused:
+        svc.create_group(network, "out", members="node:mac, internet")
+    assert refused.value.detail.startswith("members: 'internet' is only a rule's destination")
+    assert AccessRule.objects.count() == 2 and not Group.objects.exists()
+
+
+def _admits(policy, packet: bytes) -> bool:
+    return PacketFilter(policy, now=0.0).admit(packet)
+
+
+def test_only_the_sources_of_an_internet_rule_use_the_exit_node_and_the_exit_node_enforces_it(network, nodes):
+    """The attack: mac, which no rule lets use the exit node uk, sends internet-bound packets to uk
+    anyway (a changed agent ignores its netmap). uk's own map must refuse them; belgium's pass."""
+    uk, belgium, mac = nodes["uk"], nodes["belgium"], nodes["mac"]
+    exits.advertise_exit_node(uk, approved=True)
+    for user in (belgium, mac):
+        exits.select_exit_node(user, uk)
+    svc.create_rule(network, sources="node:belgium", destinations="internet", protocol="tcp", ports="443")
+    be_map, mac_map, uk_map = (netmap(network, n) for n in (belgium, mac, uk))
+    assert be_map.node.use_exit == uk.peer_id
+    assert {r.prefix for r in be_map.routes if r.via == uk.peer_id} >= {"0.0.0.0/0", "::/0"}
+    assert mac_map.node.use_exit is None and not any(r.prefix == "0.0.0.0/0" for r in mac_map.routes)
+    assert uk_map.policy.filters
+    out = "203.0.113.7"
+    assert _admits(uk_map.policy, tcp4(belgium.overlay_ip, out, 40000, 443, SYN))
+    assert not _admits(uk_map.policy, tcp4(belgium.overlay_ip, out, 40000, 80, SYN))  # not its port
+    assert not _admits(uk_map.policy, tcp4(mac.overlay_ip, out, 40000, 443, SYN))  # the attack
+    # the mesh still reaches uk itself (default allow, no rule protects uk), internet rule or not
+    assert _admits(uk_map.policy, tcp4(mac.overlay_ip, uk.overlay_ip, 40000, 22, SYN))
+    # "internet" is not the mesh: the rule lets belgium reach no member through it
+    assert not _admits(uk_map.policy, tcp4(belgium.overlay_ip, "10.10.10.250", 40000, 443, SYN))
+    internet = svc.reachability(belgium)["internet"]
+    assert internet == {"everything": False, "allowed": [{"protocol": "tcp", "ports": "443"}]}
+    assert svc.reachability(mac)["internet"] == {"everything": False, "allowed": []}
+    assert svc.reachability(uk)["internet"] is None  # no exit node but itself
+
+
+def test_without_an_internet_rule_every_member_may_use_an_exit_node_even_one_a_rule_protects(network, nodes):
+    """Under the default allow the internet is open until a rule names it, like a node. Before,
+    a rule protecting the exit node made it refuse every internet-bound packet, while its members
+    still got its default routes."""
+    uk, belgium = nodes["uk"], nodes["belgium"]
+    exits.advertise_exit_node(uk, approved=True)
+    exits.select_exit_node(belgium, uk)
+    svc.create_rule(network, sources="node:mac", destinations="node:uk", protocol="tcp", ports="22")
+    uk_map, be_map = netmap(network, uk), netmap(network, belgium)
+    assert be_map.node.use_exit == uk.peer_id
+    assert uk_map.policy.filters  # the rule protects uk's own address
+    assert _admits(uk_map.policy, tcp4(belgium.overlay_ip, "203.0.113.7", 40000, 443, SYN))
+    assert not _admits(uk_map.policy, tcp4(belgium.overlay_ip, uk.overlay_ip, 40000, 22, SYN))
+    assert svc.reachability(belgium)["internet"] == {"everything": True, "allowed": []}
+
+
+def test_under_deny_a_filtering_user_of_an_exit_node_lets_the_replies_back(network, nodes):
+    uk, belgium = nodes["uk"], nodes["belgium"]
+    exits.advertise_exit_node(uk, approved=True)
+    exits.select_exit_node(belgium, uk)
+    svc.set_policy_default(network, "deny")
+    assert netmap(network, belgium).node.use_exit is None  # the internet is protected: no rule yet
+    svc.create_rule(network, sources="node:belgium", destinations="internet")
+    be_map = netmap(network, belgium)
+    assert be_map.node.use_exit == uk.peer_id and be_map.policy.filters
+    flows = PacketFilter(be_map.policy, now=0.0)
+    flows.track(tcp4(belgium.overlay_ip, "203.0.113.7", 40000, 443, SYN))
+    assert flows.admit(tcp4("203.0.113.7", belgium.overlay_ip, 443, 40000, SYN | ACK))
+    assert not flows.admit(tcp4("203.0.113.8", belgium.overlay_ip, 443, 40001, SYN))  # not asked for

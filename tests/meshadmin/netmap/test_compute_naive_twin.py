@@ -1,6 +1,7 @@
 """The shared-view computation agrees with a naive per-pair twin on random networks, access policies
-included (tags, groups, rules, the default); and what the maps say agrees with the policy's
-meaning when each node's agent enforces its own map (nodeagent/policy/index.py)."""
+included (tags, groups, rules, the default, the internet through exit nodes); and what the maps
+say agrees with the policy's meaning when each node's agent enforces its own map
+(nodeagent/policy/index.py)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,47 @@ def reaches(snap: Snapshot, a: NodeRow, b: NodeRow) -> bool:
         a.pk in named(snap, r.sources) and b.pk in named(snap, r.destinations) for r in snap.rules)
 
 
+DEFAULTS = ("0.0.0.0/0", "::/0")
+
+
+def internet_open(snap: Snapshot) -> bool:
+    return snap.policy_default == "allow" and not any("internet" in r.destinations for r in snap.rules)
+
+
+def exit_pks(snap: Snapshot) -> set[int]:
+    return {r.via_pk for r in snap.routes if r.prefix in DEFAULTS} & {n.pk for n in members(snap)}
+
+
+def internet_grants(snap: Snapshot, pks: set[int]) -> list[tuple[set[int], str, tuple]]:
+    """(sources among `pks`, protocol, ports) of what may go to the internet."""
+    if internet_open(snap):
+        return [(pks, "any", ())] if pks else []
+    return [(named(snap, r.sources) & pks, r.protocol, r.ports) for r in snap.rules
+            if "internet" in r.destinations and named(snap, r.sources) & pks]
+
+
+def may_use_exit(snap: Snapshot, a: NodeRow, x: NodeRow) -> bool:
+    return a.pk != x.pk and x.pk in exit_pks(snap) and bool(internet_grants(snap, {a.pk}))
+
+
+def internet_prefixes(snap: Snapshot) -> list[str]:
+    """Every block outside the overlay network and the subnet routes, by halving until a block
+    lies wholly outside or wholly inside them."""
+    excluded = {ipaddress.ip_network(f"{n.overlay_ip}/{snap.prefix_len}", strict=False)
+                for n in members(snap)}
+    excluded |= {ipaddress.ip_network(r.prefix) for r in snap.routes if r.prefix not in DEFAULTS}
+
+    def split(net):
+        hits = [e for e in excluded if e.version == net.version and net.overlaps(e)]
+        if not hits:
+            return [net]
+        if any(net.subnet_of(e) for e in hits):
+            return []
+        return [piece for half in net.subnets() for piece in split(half)]
+
+    return [str(n) for every in DEFAULTS for n in split(ipaddress.ip_network(every))]
+
+
 def addresses(snap: Snapshot, pks: set[int]) -> list[str]:
     out = []
     for n in members(snap):
@@ -70,20 +112,31 @@ def addresses(snap: Snapshot, pks: set[int]) -> list[str]:
 
 
 def naive_policy(snap: Snapshot, me: NodeRow):
-    if not isolated(snap, me):
+    is_exit = me.pk in exit_pks(snap)
+    if not isolated(snap, me) and not (is_exit and not internet_open(snap)):
         return ALLOW_ALL
     rules = []
-    for r in snap.rules:
-        srcs, dsts = named(snap, r.sources) - {me.pk}, named(snap, r.destinations) - {me.pk}
-        if me.pk in named(snap, r.destinations) and srcs:
-            rules.append(check_rule(addresses(snap, srcs), addresses(snap, {me.pk}), r.protocol,
-                                    list(r.ports)))
-        if me.pk in named(snap, r.sources) and dsts:
-            rules.append(check_rule(addresses(snap, {me.pk}), addresses(snap, dsts), r.protocol,
-                                    list(r.ports)))
+    others = {n.pk for n in members(snap)} - {me.pk}
+    if isolated(snap, me):
+        for r in snap.rules:
+            srcs, dsts = named(snap, r.sources) - {me.pk}, named(snap, r.destinations) - {me.pk}
+            if me.pk in named(snap, r.destinations) and srcs:
+                rules.append(check_rule(addresses(snap, srcs), addresses(snap, {me.pk}), r.protocol,
+                                        list(r.ports)))
+            if me.pk in named(snap, r.sources) and dsts:
+                rules.append(check_rule(addresses(snap, {me.pk}), addresses(snap, dsts), r.protocol,
+                                        list(r.ports)))
+    elif others:  # an exit node filtering for the internet only: the mesh reaches it as before
+        rules.append(check_rule(addresses(snap, others), addresses(snap, {me.pk}), "any", []))
     open_ = {n.pk for n in members(snap) if n.pk != me.pk and not isolated(snap, n)}
     if snap.policy_default == "allow" and open_:
         rules.append(check_rule(addresses(snap, {me.pk}), addresses(snap, open_), "any", []))
+    if is_exit:
+        for srcs, proto, ports in internet_grants(snap, others):
+            rules.append(check_rule(addresses(snap, srcs), internet_prefixes(snap), proto, list(ports)))
+    if exit_pks(snap) - {me.pk}:
+        for _, proto, ports in internet_grants(snap, {me.pk}):
+            rules.append(check_rule(addresses(snap, {me.pk}), internet_prefixes(snap), proto, list(ports)))
     return check_policy("deny", rules)
 
 
@@ -98,7 +151,8 @@ def naive(snap: Snapshot) -> dict[str, nm.NetMap]:
         for n in sorted(members(snap), key=lambda n: n.peer_id):
             if n.pk == me.pk:
                 continue
-            talks = reaches(snap, me, n) or reaches(snap, n, me)
+            talks = (reaches(snap, me, n) or reaches(snap, n, me)
+                     or may_use_exit(snap, me, n) or may_use_exit(snap, n, me))
             if not (talks or policy.is_relay_candidate(me) or policy.is_relay_candidate(n)):
                 continue
             eps = ()
@@ -116,15 +170,15 @@ def naive(snap: Snapshot) -> dict[str, nm.NetMap]:
                  and any(n.pk == r.via_pk and n.active for n in snap.nodes)}
         chosen = next((n for n in snap.nodes if n.pk == me.use_exit_pk), None)
         use_exit = (chosen.peer_id if chosen is not None and chosen.pk in exits and chosen.pk in reach
-                    and reaches(snap, me, chosen) else None)
+                    and may_use_exit(snap, me, chosen) else None)
         out[me.peer_id] = nm.NetMap(
             snap.network, snap.serial,
             nm.SelfInfo(me.peer_id, me.name, me.overlay_ip, snap.prefix_len, me.is_public,
                         policy.is_relay_candidate(me), snap.dns_suffix, me.pk in exits, use_exit),
             tuple(peers),
             tuple(sorted({nm.Route(r.prefix, reach[r.via_pk]) for r in snap.routes
-                          if r.via_pk in reach and (r.prefix not in ("0.0.0.0/0", "::/0")
-                                                    or reaches(snap, me, rows[r.via_pk]))})),
+                          if r.via_pk in reach and (r.prefix not in DEFAULTS
+                                                    or may_use_exit(snap, me, rows[r.via_pk]))})),
             tuple(sorted(r.peer_id for r in relays if r.pk != me.pk)),
             tuple(sorted(nm.Revocation(n.peer_id, n.fingerprint or "0" * 64)
                          for n in snap.nodes if not n.active)),
@@ -171,7 +225,8 @@ def snapshots(draw, with_policy: bool = True):
         ports = ()
         if proto in ("tcp", "udp"):
             ports = draw(st.sampled_from([(), ((22, 22),), ((80, 80), (8000, 8100))]))
-        ends = [tuple(draw(st.lists(st.sampled_from(selectors), min_size=1, max_size=3))) for _ in "sd"]
+        ends = [tuple(draw(st.lists(st.sampled_from(choices), min_size=1, max_size=3)))
+                for choices in (selectors, [*selectors, "internet", "internet"])]
         rules.append(RuleRow(k + 1, k + 1, ends[0], ends[1], proto, ports))
     default = draw(st.sampled_from(["allow", "deny"]))
     return Snapshot(1, "net", draw(st.integers(0, 99)), 24, tuple(nodes), tuple(routes),
@@ -225,3 +280,37 @@ def test_what_each_agent_enforces_is_what_the_policy_means(snap, proto, port):
             assert passes == meant, (a.name, b.name, proto, port)
             if meant:
                 assert maps[a.peer_id].peer(b.peer_id) is not None and bmap.peer(a.peer_id) is not None
+
+
+INTERNET_HOST = ipaddress.ip_address("203.0.113.7").packed  # outside the overlay and every subnet route
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots(), st.sampled_from(["tcp", "udp", "icmp"]), st.sampled_from([22, 80, 443, 8050]))
+def test_what_each_exit_node_forwards_is_what_the_policy_means(snap, proto, port):
+    """Enforced at the exit node with only its own map, a packet from a's overlay address to an
+    internet host passes exactly when the policy lets a use the internet with that protocol and
+    port; and whenever it may, a's map routes the internet through that exit node, each is in the
+    other's map, and a's own map lets it start the flow (so the replies come back)."""
+    maps = netmaps_for_all(view(snap))
+    by_pk = {n.pk: n for n in members(snap)}
+    dport = port if proto != "icmp" else None
+    for x in (by_pk[pk] for pk in exit_pks(snap)):
+        xmap = maps[x.peer_id]
+        for a in by_pk.values():
+            if a.pk == x.pk:
+                continue
+            src = ipaddress.ip_address(a.overlay_ip).packed
+            if xmap.policy.filters:
+                passes = RuleIndex.build(xmap.policy.rules).allows(src, INTERNET_HOST, PORTS[proto], dport)
+            else:
+                passes = True
+            meant = any(p in ("any", proto) and (not ports or any(lo <= port <= hi for lo, hi in ports))
+                        for _, p, ports in internet_grants(snap, {a.pk}))
+            assert passes == meant, (a.name, x.name, proto, port)
+            if meant:
+                amap = maps[a.peer_id]
+                assert xmap.peer(a.peer_id) is not None and amap.peer(x.peer_id) is not None
+                assert any(r.via == x.peer_id and r.prefix in DEFAULTS for r in amap.routes)
+                if amap.policy.filters:
+                    assert RuleIndex.build(amap.policy.rules).allows(src, INTERNET_HOST, PORTS[proto], dport)
