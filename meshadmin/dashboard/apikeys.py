@@ -17,7 +17,7 @@ from meshadmin.mesh.services import ServiceError
 from meshadmin.mesh.services.apikeys import create_api_key, revoke_api_key
 from meshadmin.mesh.services.common import user_actor
 
-from .forms import ApiKeyCreateForm
+from .forms import ApiKeyCreateForm, service_error_to_form
 from .permissions import dashboard_view
 from .views import public_url, render_page
 
@@ -43,9 +43,10 @@ def apikey_create(request: HttpRequest) -> HttpResponse:
         return render_page(request, "dashboard/apikey_create.html", {"form": form}, status=400)
     try:
         key, plaintext = create_api_key(form.cleaned_data["name"], read_only=form.cleaned_data["read_only"],
-                                        ttl=form.ttl(), actor=user_actor(request.user))
+                                        ttl=form.ttl(), actor=user_actor(request.user),
+                                        allowed_from=form.cleaned_data["allowed_from"])
     except ServiceError as exc:
-        form.add_error(None, exc.detail)
+        service_error_to_form(form, exc)
         return render_page(request, "dashboard/apikey_create.html", {"form": form}, status=400)
     response = render_page(request, "dashboard/apikey_created.html", {
         "key": key, "plaintext": plaintext, "api_url": f"{public_url(request)}/api/nodes",

@@ -10,7 +10,8 @@ class ApiKey(models.Model):
     secret) names the key in the dashboard, the audit log and the commands; only an HMAC of the whole
     key is stored. Read-only keys may call the API's GET operations only. A key is revoked, never
     deleted, so the audit log's `apikey:<prefix>` always names a row. `last_used_at` is updated at
-    most once a minute (LAST_USE_RESOLUTION in the service)."""
+    most once a minute (LAST_USE_RESOLUTION in the service). A key with `allowed_from` works only
+from a client address inside one of those prefixes."""
 
     name = models.CharField(max_length=63)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
@@ -22,6 +23,8 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    allowed_from = models.JSONField(default=list, blank=True,
+                                    help_text="client prefixes that may use the key; empty: anywhere")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,15 +4,22 @@ A key is `smk_<10 hex>_<43 characters>`: the first part (`prefix`) is random and
 secret, so showing it (dashboard, audit log, `manage.py listapikeys`) gives nothing away; the rest is
 256 random bits. Only the HMAC of the whole key is stored (mesh/secrets.py, domain "apikey").
 
+A key may be bound to source prefixes (`allowed_from`): used from any other client address it is
+refused like an unknown key (401; the audit log says why), so a key that leaks is of no use
+outside the networks it was made for.
+
 Every creation and revocation is audited; so is every refused use (an unknown, revoked or expired
-key: 401; a read-only key on a write: 403), folded like the other refusals (services/audit.py).
+key, or one used from an address it is not allowed from: 401; a read-only key on a write: 403),
+folded like the other refusals (services/audit.py).
 A good key's last use is written at most once per LAST_USE_RESOLUTION: a conditional UPDATE that
 matches nothing while the stored time is recent, and is not even sent when the row just read is.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import secrets as _secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
@@ -28,8 +35,9 @@ from .errors import Conflict, Forbidden, InvalidInput, NotAuthenticated
 from .validation import clean_label
 
 __all__ = [
-    "DEFAULT_API_KEY_TTL", "KEY_MARK", "LAST_USE_RESOLUTION", "MAX_API_KEY_TTL", "authenticate_api_key",
-    "create_api_key", "find_api_key", "note_use", "revoke_api_key",
+    "DEFAULT_API_KEY_TTL", "KEY_MARK", "LAST_USE_RESOLUTION", "MAX_ALLOWED_FROM", "MAX_API_KEY_TTL",
+    "authenticate_api_key", "clean_allowed_from", "create_api_key", "find_api_key", "note_use",
+    "revoke_api_key", "source_allowed",
 ]
 
 KEY_MARK = "smk_"  # "ShadowMesh key": lets people and secret scanners recognise one
@@ -39,6 +47,46 @@ MAX_API_KEY_TTL = timedelta(days=3650)
 LAST_USE_RESOLUTION = timedelta(seconds=60)
 _MAX_KEY_LENGTH = 256
 _REFUSED = "invalid, revoked or expired API key"
+MAX_ALLOWED_FROM = 32
+
+
+def clean_allowed_from(values: str | Iterable[str] | None) -> list[str]:
+    """Source prefixes as stored: canonical, unique, in the given order; a bare address is its host
+    prefix. Text is split at commas and whitespace. InvalidInput names `allowed_from`."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = values.replace(",", " ").split()
+    elif not isinstance(values, list | tuple):
+        raise InvalidInput("allowed_from: a list of addresses or prefixes like 198.51.100.0/24")
+    out: list[str] = []
+    for v in values:
+        if not isinstance(v, str) or not v.strip():
+            raise InvalidInput("allowed_from: a list of addresses or prefixes like 198.51.100.0/24")
+        try:
+            net = ipaddress.ip_network(v.strip(), strict=True)
+        except ValueError:
+            raise InvalidInput(f"allowed_from: {v.strip()[:60]!r} is not an address or a prefix with its "
+                               "host bits zero") from None
+        if str(net) not in out:
+            out.append(str(net))
+    if len(out) > MAX_ALLOWED_FROM:
+        raise InvalidInput(f"allowed_from: at most {MAX_ALLOWED_FROM} prefixes")
+    return out
+
+
+def source_allowed(key: ApiKey, source_ip: str | None) -> bool:
+    """May `key` be used from `source_ip`? Always when it names no prefix; never from an unknown
+    address when it does. An IPv4 client seen as IPv4-mapped IPv6 counts as IPv4."""
+    if not key.allowed_from:
+        return True
+    try:
+        ip = ipaddress.ip_address(source_ip or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(p) for p in key.allowed_from)
 
 
 def _new_key() -> tuple[str, str]:
@@ -48,10 +96,13 @@ def _new_key() -> tuple[str, str]:
 
 def create_api_key(
     name: str, *, read_only: bool = False, ttl: timedelta | None = DEFAULT_API_KEY_TTL, actor: str = "system",
+    allowed_from: str | Iterable[str] | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key; returns (row, plaintext). The plaintext exists only in this return value.
-    `ttl` None: the key never expires."""
+    `ttl` None: the key never expires. `allowed_from`: the source prefixes it may be used from
+    (clean_allowed_from; empty: anywhere)."""
     name = clean_label(name, "name")
+    sources = clean_allowed_from(allowed_from)
     if ttl is not None and not timedelta(0) < ttl <= MAX_API_KEY_TTL:
         raise InvalidInput(f"expires: must be positive and at most {MAX_API_KEY_TTL.days} days")
     for _ in range(3):  # a prefix collision (40 random bits) is retried, not reported
@@ -61,10 +112,12 @@ def create_api_key(
                 key = ApiKey.objects.create(
                     name=name, prefix=prefix, key_hash=hash_secret("apikey", plaintext), read_only=read_only,
                     created_by=actor[:100], expires_at=None if ttl is None else timezone.now() + ttl,
+                    allowed_from=sources,
                 )
                 record_audit(AuditAction.APIKEY_CREATED, actor=actor, obj=key, object_id=prefix,
                              prefix=prefix, name=name, scope=key.scope,
-                             expires_at=key.expires_at.isoformat() if key.expires_at else None)
+                             expires_at=key.expires_at.isoformat() if key.expires_at else None,
+                             allowed_from=sources)
         except IntegrityError:
             continue
         return key, plaintext
@@ -105,8 +158,9 @@ def authenticate_api_key(
 ) -> ApiKey:
     """The key a request presents, checked for a `write` (anything but GET) or a read.
 
-    Raises NotAuthenticated (unknown, revoked or expired key) or Forbidden (a read-only key asked
-    to write); both are audited. On success the key's last use is noted (at most once a minute)."""
+    Raises NotAuthenticated (unknown, revoked or expired key, or one not allowed from `source_ip`)
+    or Forbidden (a read-only key asked to write); both are audited. On success the key's last use
+    is noted (at most once a minute)."""
     now = now or timezone.now()
     key = None
     if plaintext and len(plaintext) <= _MAX_KEY_LENGTH and plaintext.startswith(KEY_MARK):
@@ -117,6 +171,9 @@ def authenticate_api_key(
     state = key.state(now)
     if state != "active":
         _refuse(f"{state} key", key, source_ip, write=write)
+        raise NotAuthenticated(_REFUSED)
+    if not source_allowed(key, source_ip):
+        _refuse("source address not allowed", key, source_ip, write=write)
         raise NotAuthenticated(_REFUSED)
     if write and key.read_only:
         _refuse("read-only key", key, source_ip, write=write)

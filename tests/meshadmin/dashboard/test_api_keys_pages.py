@@ -53,6 +53,22 @@ def test_a_bad_form_is_a_400_and_makes_nothing(admin, csrf_post):
     assert not ApiKey.objects.exists()
 
 
+def test_a_key_made_for_some_addresses_is_listed_with_them_and_works_only_there(admin, csrf_post, network):
+    response = csrf_post(admin, "/apikeys/new", {"name": "ci", "expires": "30d",
+                                                 "allowed_from": "198.18.0.0/24, 2001:db8::/32"})
+    assert response.status_code == 200
+    key = _shown_key(response.content.decode())
+    assert ApiKey.objects.get().allowed_from == ["198.18.0.0/24", "2001:db8::/32"]
+    assert OperatorClient(key, remote_addr="198.18.0.30").get("/api/nodes").status_code == 200
+    assert OperatorClient(key, remote_addr="198.18.1.30").get("/api/nodes").status_code == 401
+    listing = admin.get("/apikeys/").content.decode()
+    assert re.search(r'data-testid="allowed-from">from 198.18.0.0/24, 2001:db8::/32<', listing)
+    bad = csrf_post(admin, "/apikeys/new", {"name": "ci2", "expires": "30d", "allowed_from": "198.18.0.1/24"})
+    assert bad.status_code == 400 and ApiKey.objects.count() == 1
+    page = bad.content.decode()  # the refusal stands next to its field
+    assert re.search(r'id="id_allowed_from".*?<ul class="errors"><li>.*?host bits zero', page, re.S)
+
+
 def test_revoking_asks_first_then_the_key_stops_working(admin, csrf_post, network):
     key, plaintext = create_api_key("old")
     page = admin.get(f"/apikeys/{key.pk}/revoke")

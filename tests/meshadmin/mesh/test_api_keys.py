@@ -17,6 +17,7 @@ from meshadmin.mesh.services import Conflict, Forbidden, InvalidInput, NotAuthen
 from meshadmin.mesh.services.apikeys import (
     LAST_USE_RESOLUTION,
     authenticate_api_key,
+    clean_allowed_from,
     create_api_key,
     find_api_key,
     note_use,
@@ -144,3 +145,41 @@ def test_keys_are_found_by_prefix_or_id():
     key, _ = create_api_key("k")
     assert find_api_key(key.prefix) == key and find_api_key(str(key.pk)) == key
     assert find_api_key("smk_0000000000") is None and find_api_key("") is None
+
+
+def test_a_key_bound_to_prefixes_works_only_from_inside_them_and_says_why_in_the_audit_log():
+    """A key that leaks is of no use from elsewhere: the same 401 as an unknown key (nothing tells
+    the caller that the key itself is good), the reason in the audit log."""
+    key, plaintext = create_api_key("ci", allowed_from="198.51.100.0/24, 2001:db8::/32")
+    assert key.allowed_from == ["198.51.100.0/24", "2001:db8::/32"]
+    for inside in ("198.51.100.7", "2001:db8::1", "::ffff:198.51.100.9"):
+        assert authenticate_api_key(plaintext, write=True, source_ip=inside) == key
+    for outside in ("198.51.101.7", "2001:db9::1", None, "not-an-address"):
+        with pytest.raises(NotAuthenticated) as refused:
+            authenticate_api_key(plaintext, write=False, source_ip=outside)
+        assert refused.value.detail == "invalid, revoked or expired API key"
+    denied = AuditEvent.objects.filter(action=AuditAction.APIKEY_DENIED,
+                                       details__reason="source address not allowed")
+    assert denied.count() >= 3 and all(e.actor == f"apikey:{key.prefix}" for e in denied)
+    created = AuditEvent.objects.get(action=AuditAction.APIKEY_CREATED)
+    assert created.details["allowed_from"] == ["198.51.100.0/24", "2001:db8::/32"]
+    unbound, anywhere = create_api_key("anywhere")
+    assert unbound.allowed_from == []
+    assert authenticate_api_key(anywhere, write=False, source_ip=None) == unbound
+
+
+@pytest.mark.parametrize("given, says", [
+    ("198.51.100.1/24", "host bits"), ("10.0.0.300", "not an address"), (["10.0.0.0/8", 7], "a list"),
+    (" ".join(f"10.0.{i}.0/24" for i in range(33)), "at most 32"), ({"10.0.0.0/8": 1}, "a list"),
+])
+def test_bad_source_prefixes_are_refused_naming_the_field_and_no_key_is_made(given, says):
+    with pytest.raises(InvalidInput) as refused:
+        create_api_key("ci", allowed_from=given)
+    assert refused.value.detail.startswith("allowed_from: ") and says in refused.value.detail
+    assert not ApiKey.objects.exists()
+
+
+def test_source_prefixes_are_stored_canonical_and_unique():
+    assert clean_allowed_from("198.51.100.7 198.51.100.7/32,2001:DB8::/32") == [
+        "198.51.100.7/32", "2001:db8::/32"]
+    assert clean_allowed_from(None) == clean_allowed_from("") == clean_allowed_from([]) == []

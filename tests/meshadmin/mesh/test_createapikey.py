@@ -106,3 +106,16 @@ def test_the_command_as_a_process_prints_only_the_key_on_stdout(tmp_path):
     lines = done.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("smk_")
     assert "read-only" in done.stderr and lines[0] not in done.stderr
+
+
+def test_allow_from_binds_the_key_to_client_addresses(capsys, network):
+    key, told = _create(capsys, "--allow-from", "198.51.100.0/24", "--allow-from", "2001:db8::/32")
+    assert "from 198.51.100.0/24, 2001:db8::/32" in told
+    assert OperatorClient(key, remote_addr="198.51.100.20").get("/api/nodes").status_code == 200
+    outside = OperatorClient(key, remote_addr="203.0.113.5").get("/api/nodes")
+    assert outside.status_code == 401 and outside.json()["detail"] == "invalid, revoked or expired API key"
+    call_command("listapikeys")
+    assert "(from 198.51.100.0/24, 2001:db8::/32)" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="allowed_from"):
+        call_command("createapikey", "--allow-from", "198.51.100.1/24")
+    assert ApiKey.objects.count() == 1

@@ -1,4 +1,4 @@
-"""`manage.py createapikey [--read-only] [--name NAME] [--expires DURATION|never]`
+"""`manage.py createapikey [--read-only] [--name NAME] [--expires DURATION|never] [--allow-from PREFIX]...`
 
 Prints an operator API key as the LAST line of stdout (scripts take `tail -n1`); what it is
 (prefix, scope, expiry) goes to stderr. The key is shown only here: the database keeps its hash.
@@ -30,6 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--expires", default=f"{DEFAULT_API_KEY_TTL.days}d",
                             help=f"lifetime like 30d or 12h, or 'never' "
                                  f"(default {DEFAULT_API_KEY_TTL.days}d)")
+        parser.add_argument("--allow-from", action="append", default=[], metavar="PREFIX",
+                            help="only clients from this address or prefix may use the key (repeat for "
+                                 "more; default: anywhere)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         expires = options["expires"].strip().lower()
@@ -39,9 +42,10 @@ class Command(BaseCommand):
             raise CommandError(f"--expires: {exc}") from exc
         try:
             key, plaintext = create_api_key(options["name"], read_only=options["read_only"], ttl=ttl,
-                                            actor="cli")
+                                            actor="cli", allowed_from=options["allow_from"])
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
         until = f"{key.expires_at:%Y-%m-%d %H:%M:%S} UTC" if key.expires_at else "never"
-        self.stderr.write(f"API key {key.prefix} ({key.name}); {key.scope}; expires {until}")
+        sources = ", ".join(key.allowed_from) or "anywhere"
+        self.stderr.write(f"API key {key.prefix} ({key.name}); {key.scope}; expires {until}; from {sources}")
         self.stdout.write(plaintext)

@@ -1,6 +1,7 @@
 """`manage.py listapikeys [--all]`: the operator API keys (never the keys themselves).
 
-One line per key: prefix, scope, state, last use, expiry, name. Without --all only the keys
+One line per key: prefix, scope, state, last use, expiry, name, and the prefixes it may be used
+from when it is bound to some. Without --all only the keys
 that still work (neither revoked nor expired) are listed."""
 
 from __future__ import annotations
@@ -36,4 +37,6 @@ class Command(BaseCommand):
         for k in keys:
             used, expires = _when(k.last_used_at, "never"), _when(k.expires_at, "never")
             state = k.state(now)
-            self.stdout.write(f"{k.prefix:<15} {k.scope:<10} {state:<8} {used:<16}  {expires:<16}  {k.name}")
+            sources = f"  (from {', '.join(k.allowed_from)})" if k.allowed_from else ""
+            self.stdout.write(f"{k.prefix:<15} {k.scope:<10} {state:<8} {used:<16}  {expires:<16}  {k.name}"
+                              f"{sources}")
