@@ -20,9 +20,8 @@ from ninja import Path, Query, Router, Status
 from meshadmin.mesh.choices import NodeStatus
 from meshadmin.mesh.models import EnrollmentToken, Network, Node, Route
 from meshadmin.mesh.services.common import apikey_actor
-from meshadmin.mesh.services.errors import Conflict, NotFound
+from meshadmin.mesh.services.errors import Conflict
 from meshadmin.mesh.services.exits import EXIT_PREFIXES, select_exit_node
-from meshadmin.mesh.services.networks import get_or_create_network
 from meshadmin.mesh.services.nodes import delete_node, rename_node, revoke_node
 from meshadmin.mesh.services.routes import approve_route, create_route, delete_route, set_routes
 from meshadmin.mesh.services.tokens import create_token, revoke_token
@@ -42,8 +41,9 @@ from .operator_schemas import (
     TokenOut,
 )
 from .schemas import ErrorOut
+from .scope import default_network, find_network, find_node, in_reach, scoped
 
-__all__ = ["PeerIdPath", "exit_offer", "find_network", "find_node", "key_actor", "router"]
+__all__ = ["PeerIdPath", "exit_offer", "key_actor", "router"]
 
 router = Router(auth=OperatorKeyAuth())
 
@@ -58,34 +58,19 @@ def key_actor(request: HttpRequest) -> str:
     return apikey_actor(request_key(request))
 
 
-def find_network(name: str | None) -> Network | None:
-    if name is None:
-        return None
-    network = Network.objects.filter(name=name).first()
-    if network is None:
-        raise NotFound("network: no such network")
-    return network
-
-
 # --------------------------------------------------------------------------- networks
 
 
 @router.get("/networks", response={200: list[NetworkOut], **_READ_ERRORS}, tags=["networks"])
 def list_networks(request: HttpRequest) -> list[Json]:
     """Every network, with its count of active nodes."""
-    rows = Network.objects.annotate(active=Count("nodes", filter=Q(nodes__status=NodeStatus.ACTIVE)))
+    counted = Network.objects.annotate(active=Count("nodes", filter=Q(nodes__status=NodeStatus.ACTIVE)))
+    rows = scoped(request, counted, None, "pk")
     return [{"name": n.name, "overlay_cidr": n.overlay_cidr, "serial": n.serial, "nodes": n.active,
              "created_at": n.created_at} for n in rows.order_by("name")]
 
 
 # --------------------------------------------------------------------------- nodes
-
-
-def find_node(peer_id: str) -> Node:
-    node = Node.objects.select_related("network").filter(peer_id=peer_id).first()
-    if node is None:
-        raise NotFound("no such node")
-    return node
 
 
 def exit_offer(approvals: list[bool]) -> str:
@@ -138,10 +123,8 @@ def list_nodes(
     status: Literal["active", "revoked"] | None = Query(None, description="only nodes in this state"),
 ) -> list[Json]:
     """Every node (of one network, in one state), by name."""
-    rows: QuerySet[Node] = Node.objects.select_related("network").order_by("network__name", "name", "peer_id")
-    net = find_network(network)
-    if net is not None:
-        rows = rows.filter(network=net)
+    rows: QuerySet[Node] = scoped(
+        request, Node.objects.select_related("network").order_by("network__name", "name", "peer_id"), network)
     if status is not None:
         rows = rows.filter(status=status)
     return _nodes_out(list(rows), timezone.now())
@@ -149,19 +132,17 @@ def list_nodes(
 
 @router.get("/nodes/{peer_id}", response={200: NodeOut, **_READ_ERRORS}, tags=["nodes"])
 def get_node(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
-    return _node_out(find_node(peer_id))
+    return _node_out(find_node(request, peer_id))
 
 
 @router.patch("/nodes/{peer_id}", response={200: NodeOut, **_WRITE_ERRORS}, tags=["nodes"])
 def update_node(request: HttpRequest, payload: NodePatchIn, peer_id: str = PeerIdPath) -> Json:
     """Rename a node (its peers see the new name with their next netmap), and choose the exit node
     it sends its internet traffic through (`exit_node`: a peer id, or null for none)."""
-    node = find_node(peer_id)
+    node = find_node(request, peer_id)
     exit_node: Node | None = None
     if payload.exit_node is not None:
-        exit_node = Node.objects.filter(peer_id=payload.exit_node).first()
-        if exit_node is None:
-            raise NotFound("exit_node: no such node")
+        exit_node = find_node(request, payload.exit_node, "exit_node: no such node")
     if payload.name is not None:
         rename_node(node, payload.name, actor=key_actor(request))
     if "exit_node" in payload.model_fields_set:
@@ -172,7 +153,7 @@ def update_node(request: HttpRequest, payload: NodePatchIn, peer_id: str = PeerI
 @router.post("/nodes/{peer_id}/revoke", response={200: NodeOut, **_WRITE_ERRORS}, tags=["nodes"])
 def revoke(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
     """Revoke a node for good: its key is blocked, its address freed, every peer drops it."""
-    node = find_node(peer_id)
+    node = find_node(request, peer_id)
     revoke_node(node, actor=key_actor(request))
     return _node_out(node)
 
@@ -180,7 +161,7 @@ def revoke(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
 @router.delete("/nodes/{peer_id}", response={204: None, **_WRITE_ERRORS}, tags=["nodes"])
 def delete(request: HttpRequest, peer_id: str = PeerIdPath) -> Status[None]:
     """Delete an active node's record (its key may enroll again); a revoked node stays (409)."""
-    delete_node(find_node(peer_id), actor=key_actor(request))
+    delete_node(find_node(request, peer_id), actor=key_actor(request))
     return Status(204, None)
 
 
@@ -188,7 +169,7 @@ def delete(request: HttpRequest, peer_id: str = PeerIdPath) -> Status[None]:
             tags=["nodes", "routes"])
 def put_node_routes(request: HttpRequest, payload: RoutesSetIn, peer_id: str = PeerIdPath) -> list[Json]:
     """Set the subnet routes through a node: after the call they are exactly `prefixes`."""
-    node = find_node(peer_id)
+    node = find_node(request, peer_id)
     routes = set_routes(node, list(payload.prefixes), approved=payload.approved, actor=key_actor(request))
     return [_route_out(r, node) for r in routes]
 
@@ -219,11 +200,8 @@ def list_tokens(
 ) -> list[Json]:
     """Enrollment tokens, newest first (never the tokens themselves: only their prefixes)."""
     now = timezone.now()
-    rows: QuerySet[EnrollmentToken] = (
-        EnrollmentToken.objects.select_related("network").order_by("-created_at", "-id"))
-    net = find_network(network)
-    if net is not None:
-        rows = rows.filter(network=net)
+    rows: QuerySet[EnrollmentToken] = scoped(
+        request, EnrollmentToken.objects.select_related("network").order_by("-created_at", "-id"), network)
     usable = Q(revoked_at=None, uses_left__gt=0, expires_at__gt=now)
     if active is True:
         rows = rows.filter(usable)
@@ -236,13 +214,7 @@ def list_tokens(
 def post_token(request: HttpRequest, payload: TokenCreateIn) -> Status[Json]:
     """Create an enrollment token. The response holds the token itself, this once."""
     actor = key_actor(request)
-    if payload.network is None:
-        network = get_or_create_network(actor=actor)
-    else:
-        found = Network.objects.filter(name=payload.network).first()
-        if found is None:
-            raise NotFound("network: no such network")
-        network = found
+    network = find_network(request, payload.network) or default_network(request, actor)
     token, plaintext = create_token(network, uses=payload.uses, ttl=timedelta(seconds=payload.expires_in),
                                     is_public=payload.is_public, actor=actor)
     return Status(201, {**_token_out(token, timezone.now()), "token": plaintext})
@@ -251,9 +223,8 @@ def post_token(request: HttpRequest, payload: TokenCreateIn) -> Status[Json]:
 @router.post("/tokens/{token_id}/revoke", response={200: TokenOut, **_WRITE_ERRORS}, tags=["tokens"])
 def post_token_revoke(request: HttpRequest, token_id: int = Path(..., ge=1, le=2**63 - 1)) -> Json:
     """Revoke an enrollment token: it enrolls no more nodes (those it enrolled stay)."""
-    token = EnrollmentToken.objects.select_related("network").filter(pk=token_id).first()
-    if token is None:
-        raise NotFound("no such token")
+    found = EnrollmentToken.objects.select_related("network").filter(pk=token_id).first()
+    token = in_reach(request, found, found.network_id if found is not None else None, "no such token")
     if token.revoked_at is not None:
         raise Conflict(f"token {token.prefix}… is already revoked")
     return _token_out(revoke_token(token, actor=key_actor(request)), timezone.now())
@@ -268,11 +239,9 @@ def _route_out(route: Route, via: Node | None = None) -> Json:
             "via_name": via.name, "approved": route.approved, "created_at": route.created_at}
 
 
-def _route(route_id: int) -> Route:
+def _route(request: HttpRequest, route_id: int) -> Route:
     route = Route.objects.select_related("via", "via__network").filter(pk=route_id).first()
-    if route is None:
-        raise NotFound("no such route")
-    return route
+    return in_reach(request, route, route.network_id if route is not None else None, "no such route")
 
 
 RouteIdPath = Path(..., ge=1, le=2**63 - 1, description="the route's id")
@@ -285,11 +254,8 @@ def list_routes(
     approved: bool | None = Query(None, description="only approved (true) or pending (false) routes"),
 ) -> list[Json]:
     """Every route (subnet routes and exit nodes' default routes), pending ones first."""
-    rows: QuerySet[Route] = Route.objects.select_related("via", "via__network").order_by(
-        "approved", "network__name", "prefix", "id")
-    net = find_network(network)
-    if net is not None:
-        rows = rows.filter(network=net)
+    rows: QuerySet[Route] = scoped(request, Route.objects.select_related("via", "via__network").order_by(
+        "approved", "network__name", "prefix", "id"), network)
     if approved is not None:
         rows = rows.filter(approved=approved)
     return [_route_out(r) for r in rows]
@@ -298,9 +264,7 @@ def list_routes(
 @router.post("/routes", response={201: RouteOut, **_WRITE_ERRORS}, tags=["routes"])
 def post_route(request: HttpRequest, payload: RouteCreateIn) -> Status[Json]:
     """Add a subnet route through a node, pending unless `approved`."""
-    via = Node.objects.select_related("network").filter(peer_id=payload.via).first()
-    if via is None:
-        raise NotFound("via: no such node")
+    via = find_node(request, payload.via, "via: no such node")
     route = create_route(via, payload.prefix, approved=payload.approved, actor=key_actor(request))
     return Status(201, _route_out(route, via))
 
@@ -308,7 +272,7 @@ def post_route(request: HttpRequest, payload: RouteCreateIn) -> Status[Json]:
 @router.post("/routes/{route_id}/approve", response={200: RouteOut, **_WRITE_ERRORS}, tags=["routes"])
 def post_route_approve(request: HttpRequest, route_id: int = RouteIdPath) -> Json:
     """Approve a pending route: from the next push on, traffic for the subnet goes through the node."""
-    route = _route(route_id)
+    route = _route(request, route_id)
     if route.approved:
         raise Conflict(f"{route.prefix} via {route.via.name} is already approved")
     return _route_out(approve_route(route, actor=key_actor(request)), route.via)
@@ -317,5 +281,5 @@ def post_route_approve(request: HttpRequest, route_id: int = RouteIdPath) -> Jso
 @router.delete("/routes/{route_id}", response={204: None, **_WRITE_ERRORS}, tags=["routes"])
 def delete_route_op(request: HttpRequest, route_id: int = RouteIdPath) -> Status[None]:
     """Remove a route (pending or approved)."""
-    delete_route(_route(route_id), actor=key_actor(request))
+    delete_route(_route(request, route_id), actor=key_actor(request))
     return Status(204, None)

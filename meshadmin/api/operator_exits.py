@@ -20,9 +20,10 @@ from meshadmin.mesh.services.exits import (
 )
 
 from .auth import OperatorKeyAuth
-from .operator import PeerIdPath, exit_offer, find_network, find_node, key_actor
+from .operator import PeerIdPath, exit_offer, key_actor
 from .operator_schemas import ExitNodeOut, ExitOfferIn
 from .schemas import ErrorOut
+from .scope import find_node, scoped
 
 __all__ = ["router"]
 
@@ -53,11 +54,8 @@ def _exit_out(node: Node) -> Json:
 @router.get("/exit-nodes", response={200: list[ExitNodeOut], **_READ_ERRORS})
 def list_exit_nodes(request: HttpRequest, network: str | None = None) -> list[Json]:
     """Every node that offers itself as an exit node, approved or waiting for approval."""
-    rows: QuerySet[Node] = Node.objects.select_related("network").filter(
-        routes__prefix__in=EXIT_PREFIXES).distinct().order_by("network__name", "name", "peer_id")
-    net = find_network(network)
-    if net is not None:
-        rows = rows.filter(network=net)
+    rows: QuerySet[Node] = scoped(request, Node.objects.select_related("network").filter(
+        routes__prefix__in=EXIT_PREFIXES).distinct().order_by("network__name", "name", "peer_id"), network)
     return _exits_out(list(rows))
 
 
@@ -65,7 +63,7 @@ def list_exit_nodes(request: HttpRequest, network: str | None = None) -> list[Js
 def offer_exit_node(request: HttpRequest, payload: ExitOfferIn, peer_id: str = PeerIdPath) -> Json:
     """Offer the node as an exit node (its default routes, 0.0.0.0/0 and ::/0), pending unless
     `approved`; what a node does itself with `up --advertise-exit-node`."""
-    node = find_node(peer_id)
+    node = find_node(request, peer_id)
     advertise_exit_node(node, approved=payload.approved, actor=key_actor(request))
     if payload.approved:
         approve_exit_node(node, actor=key_actor(request))  # an offer made pending earlier
@@ -75,7 +73,7 @@ def offer_exit_node(request: HttpRequest, payload: ExitOfferIn, peer_id: str = P
 @router.post("/nodes/{peer_id}/exit-node/approve", response={200: ExitNodeOut, **_WRITE_ERRORS})
 def approve_exit(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
     """Approve the node's offer: from the next push on it is an exit node nodes may choose."""
-    node = find_node(peer_id)
+    node = find_node(request, peer_id)
     if _exit_out(node)["state"] == "approved":
         raise Conflict(f"{node.name} is already an approved exit node")
     approve_exit_node(node, actor=key_actor(request))
@@ -86,7 +84,7 @@ def approve_exit(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
 def remove_exit(request: HttpRequest, peer_id: str = PeerIdPath) -> Status[None]:
     """Withdraw the node as an exit node; the nodes that used it send their internet traffic the
     usual way again."""
-    node = find_node(peer_id)
+    node = find_node(request, peer_id)
     if _exit_out(node)["state"] == "none":
         raise Conflict(f"{node.name} is no exit node")
     remove_exit_node(node, actor=key_actor(request))

@@ -16,11 +16,11 @@ from ninja import Path, Router, Status
 
 from meshadmin.mesh.models import AccessRule, Group, Network, Node, Tag
 from meshadmin.mesh.services import policies
-from meshadmin.mesh.services.errors import Conflict, InvalidInput, NotFound
+from meshadmin.mesh.services.errors import Conflict, InvalidInput
 from nodeagent.protocol.policy import format_ports
 
 from .auth import OperatorKeyAuth
-from .operator import PeerIdPath, find_node, key_actor
+from .operator import PeerIdPath, key_actor
 from .policy_schemas import (
     GroupIn,
     GroupOut,
@@ -36,6 +36,7 @@ from .policy_schemas import (
     TagOut,
 )
 from .schemas import ErrorOut
+from .scope import find_network, find_node, in_reach, key_network_id, scoped
 
 __all__ = ["router"]
 
@@ -63,15 +64,15 @@ def _absent_is_409() -> Iterator[None]:
         raise
 
 
-def _network(name: str, field: str = "network") -> Network:
-    network = Network.objects.filter(name=name).first()
-    if network is None:
-        raise NotFound(f"{field}: no such network")
+def _network(request: HttpRequest, payload: Any) -> Network:
+    """The network a write's body names; when it names none, the key's own network (a key made
+    for one network), else "default"."""
+    scope = key_network_id(request)
+    if "network" not in payload.model_fields_set and scope is not None:
+        return Network.objects.get(pk=scope)
+    network = find_network(request, payload.network)
+    assert network is not None  # a body's network is never None
     return network
-
-
-def _networks(name: str | None) -> list[int] | None:
-    return None if name is None else [_network(name).pk]
 
 
 # --------------------------------------------------------------------------- tags
@@ -82,34 +83,30 @@ def _tag_out(tag: Tag) -> Json:
             "nodes": sorted(n.peer_id for n in tag.nodes.all())}
 
 
-def _tag(tag_id: int) -> Tag:
+def _tag(request: HttpRequest, tag_id: int) -> Tag:
     tag = Tag.objects.select_related("network").prefetch_related("nodes").filter(pk=tag_id).first()
-    if tag is None:
-        raise NotFound("no such tag")
-    return tag
+    return in_reach(request, tag, tag.network_id if tag is not None else None, "no such tag")
 
 
 @router.get("/tags", response={200: list[TagOut], **_READ_ERRORS})
 def list_tags(request: HttpRequest, network: str | None = None) -> list[Json]:
-    rows = Tag.objects.select_related("network").prefetch_related(
-        Prefetch("nodes", queryset=Node.objects.only("pk", "peer_id"))).order_by("network__name", "name")
-    ids = _networks(network)
-    if ids is not None:
-        rows = rows.filter(network_id__in=ids)
+    rows = scoped(request, Tag.objects.select_related("network").prefetch_related(
+        Prefetch("nodes", queryset=Node.objects.only("pk", "peer_id"))).order_by("network__name", "name"),
+                  network)
     return [_tag_out(t) for t in rows]
 
 
 @router.post("/tags", response={201: TagOut, **_WRITE_ERRORS})
 def post_tag(request: HttpRequest, payload: TagIn) -> Status[Json]:
-    tag = policies.create_tag(_network(payload.network), payload.name, description=payload.description,
+    tag = policies.create_tag(_network(request, payload), payload.name, description=payload.description,
                               actor=key_actor(request))
-    return Status(201, _tag_out(_tag(tag.pk)))
+    return Status(201, _tag_out(_tag(request, tag.pk)))
 
 
 @router.delete("/tags/{tag_id}", response={204: None, **_WRITE_ERRORS})
 def delete_tag(request: HttpRequest, tag_id: int = IdPath) -> Status[None]:
     """Delete a tag no rule or group names (409 otherwise); the nodes that carried it lose it."""
-    policies.delete_tag(_tag(tag_id), actor=key_actor(request))
+    policies.delete_tag(_tag(request, tag_id), actor=key_actor(request))
     return Status(204, None)
 
 
@@ -117,14 +114,15 @@ def delete_tag(request: HttpRequest, tag_id: int = IdPath) -> Status[None]:
 def put_node_tags(request: HttpRequest, payload: NodeTagsIn, peer_id: str = PeerIdPath) -> list[str]:
     """Set the tags a node carries (each must exist in its network); the node's tags after the call."""
     with _absent_is_409():
-        node = policies.set_node_tags(find_node(peer_id), list(payload.tags), actor=key_actor(request))
+        node = policies.set_node_tags(find_node(request, peer_id), list(payload.tags),
+                                      actor=key_actor(request))
     return sorted(node.tags.values_list("name", flat=True))
 
 
 @router.get("/nodes/{peer_id}/reach", response={200: ReachOut, **_READ_ERRORS}, tags=["nodes"])
 def get_reach(request: HttpRequest, peer_id: str = PeerIdPath) -> Json:
     """Who can reach the node and what it can reach, as the netmaps say now."""
-    return policies.reachability(find_node(peer_id))
+    return policies.reachability(find_node(request, peer_id))
 
 
 # --------------------------------------------------------------------------- groups
@@ -135,28 +133,24 @@ def _group_out(group: Group) -> Json:
             "description": group.description, "members": list(group.members)}
 
 
-def _group(group_id: int) -> Group:
+def _group(request: HttpRequest, group_id: int) -> Group:
     group = Group.objects.select_related("network").filter(pk=group_id).first()
-    if group is None:
-        raise NotFound("no such group")
-    return group
+    return in_reach(request, group, group.network_id if group is not None else None, "no such group")
 
 
 @router.get("/groups", response={200: list[GroupOut], **_READ_ERRORS})
 def list_groups(request: HttpRequest, network: str | None = None) -> list[Json]:
-    rows = Group.objects.select_related("network").order_by("network__name", "name")
-    ids = _networks(network)
-    if ids is not None:
-        rows = rows.filter(network_id__in=ids)
+    rows = scoped(request, Group.objects.select_related("network").order_by("network__name", "name"),
+                  network)
     return [_group_out(g) for g in rows]
 
 
 @router.post("/groups", response={201: GroupOut, **_WRITE_ERRORS})
 def post_group(request: HttpRequest, payload: GroupIn) -> Status[Json]:
     with _absent_is_409():
-        group = policies.create_group(_network(payload.network), payload.name, list(payload.members),
+        group = policies.create_group(_network(request, payload), payload.name, list(payload.members),
                                       description=payload.description, actor=key_actor(request))
-    return Status(201, _group_out(_group(group.pk)))
+    return Status(201, _group_out(_group(request, group.pk)))
 
 
 @router.patch("/groups/{group_id}", response={200: GroupOut, **_WRITE_ERRORS})
@@ -164,7 +158,7 @@ def patch_group(request: HttpRequest, payload: GroupPatchIn, group_id: int = IdP
     """Change a group's members or description (a group keeps its name: rules name it)."""
     with _absent_is_409():
         group = policies.update_group(
-            _group(group_id), members=None if payload.members is None else list(payload.members),
+            _group(request, group_id), members=None if payload.members is None else list(payload.members),
             description=payload.description, actor=key_actor(request))
     return _group_out(group)
 
@@ -172,7 +166,7 @@ def patch_group(request: HttpRequest, payload: GroupPatchIn, group_id: int = IdP
 @router.delete("/groups/{group_id}", response={204: None, **_WRITE_ERRORS})
 def delete_group(request: HttpRequest, group_id: int = IdPath) -> Status[None]:
     """Delete a group no rule names (409 otherwise)."""
-    policies.delete_group(_group(group_id), actor=key_actor(request))
+    policies.delete_group(_group(request, group_id), actor=key_actor(request))
     return Status(204, None)
 
 
@@ -185,20 +179,16 @@ def _rule_out(rule: AccessRule) -> Json:
             "ports": format_ports(tuple((lo, hi) for lo, hi in rule.ports)), "description": rule.description}
 
 
-def _rule(rule_id: int) -> AccessRule:
+def _rule(request: HttpRequest, rule_id: int) -> AccessRule:
     rule = AccessRule.objects.select_related("network").filter(pk=rule_id).first()
-    if rule is None:
-        raise NotFound("no such rule")
-    return rule
+    return in_reach(request, rule, rule.network_id if rule is not None else None, "no such rule")
 
 
 @router.get("/rules", response={200: list[RuleOut], **_READ_ERRORS})
 def list_rules(request: HttpRequest, network: str | None = None) -> list[Json]:
     """The rules in order (network by network)."""
-    rows = AccessRule.objects.select_related("network").order_by("network__name", "position")
-    ids = _networks(network)
-    if ids is not None:
-        rows = rows.filter(network_id__in=ids)
+    rows = scoped(request, AccessRule.objects.select_related("network").order_by("network__name", "position"),
+                  network)
     return [_rule_out(r) for r in rows]
 
 
@@ -207,10 +197,11 @@ def post_rule(request: HttpRequest, payload: RuleIn) -> Status[Json]:
     """Allow traffic from `sources` to `destinations` (protocol, ports); at `position` or the end."""
     with _absent_is_409():
         rule = policies.create_rule(
-            _network(payload.network), sources=list(payload.sources), destinations=list(payload.destinations),
+            _network(request, payload), sources=list(payload.sources),
+            destinations=list(payload.destinations),
             protocol=payload.protocol, ports=payload.ports, description=payload.description,
             position=payload.position, actor=key_actor(request))
-    return Status(201, _rule_out(_rule(rule.pk)))
+    return Status(201, _rule_out(_rule(request, rule.pk)))
 
 
 @router.patch("/rules/{rule_id}", response={200: RuleOut, **_WRITE_ERRORS})
@@ -218,7 +209,7 @@ def patch_rule(request: HttpRequest, payload: RulePatchIn, rule_id: int = IdPath
     """Change what is given; the rest stays."""
     with _absent_is_409():
         rule = policies.update_rule(
-            _rule(rule_id), sources=None if payload.sources is None else list(payload.sources),
+            _rule(request, rule_id), sources=None if payload.sources is None else list(payload.sources),
             destinations=None if payload.destinations is None else list(payload.destinations),
             protocol=payload.protocol, ports=payload.ports, description=payload.description,
             actor=key_actor(request))
@@ -228,14 +219,14 @@ def patch_rule(request: HttpRequest, payload: RulePatchIn, rule_id: int = IdPath
 @router.post("/rules/{rule_id}/move", response={200: list[RuleOut], **_WRITE_ERRORS})
 def post_rule_move(request: HttpRequest, payload: RuleMoveIn, rule_id: int = IdPath) -> list[Json]:
     """Move a rule (the others close up); the network's rules in their new order."""
-    rule = policies.move_rule(_rule(rule_id), payload.position, actor=key_actor(request))
+    rule = policies.move_rule(_rule(request, rule_id), payload.position, actor=key_actor(request))
     return [_rule_out(r) for r in AccessRule.objects.select_related("network").filter(
         network_id=rule.network_id).order_by("position")]
 
 
 @router.delete("/rules/{rule_id}", response={204: None, **_WRITE_ERRORS})
 def delete_rule(request: HttpRequest, rule_id: int = IdPath) -> Status[None]:
-    policies.delete_rule(_rule(rule_id), actor=key_actor(request))
+    policies.delete_rule(_rule(request, rule_id), actor=key_actor(request))
     return Status(204, None)
 
 
@@ -245,5 +236,7 @@ def put_policy_default(request: HttpRequest, payload: PolicyDefaultIn,
                        name: str = Path(..., min_length=1, max_length=63)) -> Json:
     """What the network allows where no rule speaks: allow (every node accepts everything no rule
     restricts) or deny (nodes accept only what the rules allow)."""
-    network = policies.set_policy_default(_network(name, "name"), payload.default, actor=key_actor(request))
+    found = find_network(request, name, "name")
+    assert found is not None
+    network = policies.set_policy_default(found, payload.default, actor=key_actor(request))
     return {"default": network.policy_default}

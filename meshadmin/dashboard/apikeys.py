@@ -28,7 +28,8 @@ __all__ = ["apikey_create", "apikey_revoke", "apikeys"]
 @dashboard_view
 def apikeys(request: HttpRequest) -> HttpResponse:
     now = timezone.now()
-    rows = [(key, key.state(now)) for key in ApiKey.objects.order_by("-created_at", "-id")[:500]]
+    rows = [(key, key.state(now)) for key in ApiKey.objects.select_related("network")
+            .order_by("-created_at", "-id")[:500]]
     return render_page(request, "dashboard/apikeys.html", {"rows": rows})
 
 
@@ -44,7 +45,8 @@ def apikey_create(request: HttpRequest) -> HttpResponse:
     try:
         key, plaintext = create_api_key(form.cleaned_data["name"], read_only=form.cleaned_data["read_only"],
                                         ttl=form.ttl(), actor=user_actor(request.user),
-                                        allowed_from=form.cleaned_data["allowed_from"])
+                                        allowed_from=form.cleaned_data["allowed_from"],
+                                        network=form.cleaned_data["network"])
     except ServiceError as exc:
         service_error_to_form(form, exc)
         return render_page(request, "dashboard/apikey_create.html", {"form": form}, status=400)

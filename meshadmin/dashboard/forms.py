@@ -155,6 +155,11 @@ class ApiKeyCreateForm(forms.Form):
         help_text="The key may only read (GET); every write is refused with 403.",
     )
     expires = forms.ChoiceField(choices=API_KEY_EXPIRY_CHOICES, initial="90d")
+    network = forms.ModelChoiceField(
+        queryset=Network.objects.order_by("name"), required=False, to_field_name="name",
+        empty_label="Every network",
+        help_text="A key for one network sees and changes that network only; the others do not exist for it.",
+    )
     allowed_from = forms.CharField(
         required=False, max_length=2000, label="Allowed from",
         help_text="Addresses or prefixes the key may be used from, like 198.51.100.0/24, 2001:db8::/32; "

@@ -11,7 +11,8 @@ class ApiKey(models.Model):
     key is stored. Read-only keys may call the API's GET operations only. A key is revoked, never
     deleted, so the audit log's `apikey:<prefix>` always names a row. `last_used_at` is updated at
     most once a minute (LAST_USE_RESOLUTION in the service). A key with `allowed_from` works only
-from a client address inside one of those prefixes."""
+from a client address inside one of those prefixes; a key with a `network` sees and changes that
+network only (meshadmin/api/scope.py)."""
 
     name = models.CharField(max_length=63)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
@@ -23,6 +24,9 @@ from a client address inside one of those prefixes."""
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    network = models.ForeignKey("Network", null=True, blank=True, on_delete=models.PROTECT,
+                                related_name="api_keys",
+                                help_text="the one network the key may see; empty: every network")
     allowed_from = models.JSONField(default=list, blank=True,
                                     help_text="client prefixes that may use the key; empty: anywhere")
 

@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..choices import AuditAction
-from ..models import ApiKey
+from ..models import ApiKey, Network
 from ..secrets import hash_secret, new_token
 from .audit import record_refusal
 from .common import apikey_actor, record_audit
@@ -96,11 +96,12 @@ def _new_key() -> tuple[str, str]:
 
 def create_api_key(
     name: str, *, read_only: bool = False, ttl: timedelta | None = DEFAULT_API_KEY_TTL, actor: str = "system",
-    allowed_from: str | Iterable[str] | None = None,
+    allowed_from: str | Iterable[str] | None = None, network: Network | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key; returns (row, plaintext). The plaintext exists only in this return value.
     `ttl` None: the key never expires. `allowed_from`: the source prefixes it may be used from
-    (clean_allowed_from; empty: anywhere)."""
+    (clean_allowed_from; empty: anywhere). `network`: the one network it may see and change
+    (None: every network)."""
     name = clean_label(name, "name")
     sources = clean_allowed_from(allowed_from)
     if ttl is not None and not timedelta(0) < ttl <= MAX_API_KEY_TTL:
@@ -112,12 +113,12 @@ def create_api_key(
                 key = ApiKey.objects.create(
                     name=name, prefix=prefix, key_hash=hash_secret("apikey", plaintext), read_only=read_only,
                     created_by=actor[:100], expires_at=None if ttl is None else timezone.now() + ttl,
-                    allowed_from=sources,
+                    allowed_from=sources, network=network,
                 )
                 record_audit(AuditAction.APIKEY_CREATED, actor=actor, obj=key, object_id=prefix,
                              prefix=prefix, name=name, scope=key.scope,
                              expires_at=key.expires_at.isoformat() if key.expires_at else None,
-                             allowed_from=sources)
+                             allowed_from=sources, network=network)
         except IntegrityError:
             continue
         return key, plaintext

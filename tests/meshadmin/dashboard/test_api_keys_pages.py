@@ -69,6 +69,15 @@ def test_a_key_made_for_some_addresses_is_listed_with_them_and_works_only_there(
     assert re.search(r'id="id_allowed_from".*?<ul class="errors"><li>.*?host bits zero', page, re.S)
 
 
+def test_a_key_made_for_one_network_is_listed_with_it(admin, csrf_post, network):
+    response = csrf_post(admin, "/apikeys/new", {"name": "ci", "expires": "30d", "network": "default"})
+    assert response.status_code == 200
+    assert ApiKey.objects.get().network == network
+    assert 'data-testid="key-network">network default<' in admin.get("/apikeys/").content.decode()
+    bad = csrf_post(admin, "/apikeys/new", {"name": "ci2", "expires": "30d", "network": "nowhere"})
+    assert bad.status_code == 400 and ApiKey.objects.count() == 1
+
+
 def test_revoking_asks_first_then_the_key_stops_working(admin, csrf_post, network):
     key, plaintext = create_api_key("old")
     page = admin.get(f"/apikeys/{key.pk}/revoke")

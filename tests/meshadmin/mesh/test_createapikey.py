@@ -119,3 +119,15 @@ def test_allow_from_binds_the_key_to_client_addresses(capsys, network):
     with pytest.raises(CommandError, match="allowed_from"):
         call_command("createapikey", "--allow-from", "198.51.100.1/24")
     assert ApiKey.objects.count() == 1
+
+
+def test_network_limits_the_key_to_one_network(capsys, network):
+    key, told = _create(capsys, "--network", "default", "--name", "ci")
+    assert "network default" in told
+    assert ApiKey.objects.get().network == network
+    assert OperatorClient(key).get("/api/networks").json()[0]["name"] == "default"
+    call_command("listapikeys")
+    assert "(network default)" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="--network: no network named 'nowhere'"):
+        call_command("createapikey", "--network", "nowhere")
+    assert ApiKey.objects.count() == 1

@@ -1,4 +1,5 @@
-"""`manage.py createapikey [--read-only] [--name NAME] [--expires DURATION|never] [--allow-from PREFIX]...`
+"""`manage.py createapikey [--read-only] [--name NAME] [--expires DURATION|never] [--allow-from PREFIX]...
+[--network NAME]`
 
 Prints an operator API key as the LAST line of stdout (scripts take `tail -n1`); what it is
 (prefix, scope, expiry) goes to stderr. The key is shown only here: the database keeps its hash.
@@ -13,6 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from meshadmin.mesh.durations import parse_duration
+from meshadmin.mesh.models import Network
 from meshadmin.mesh.services import ServiceError
 from meshadmin.mesh.services.apikeys import DEFAULT_API_KEY_TTL, create_api_key
 
@@ -30,6 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--expires", default=f"{DEFAULT_API_KEY_TTL.days}d",
                             help=f"lifetime like 30d or 12h, or 'never' "
                                  f"(default {DEFAULT_API_KEY_TTL.days}d)")
+        parser.add_argument("--network", metavar="NAME",
+                            help="the key sees and changes this network only (default: every network)")
         parser.add_argument("--allow-from", action="append", default=[], metavar="PREFIX",
                             help="only clients from this address or prefix may use the key (repeat for "
                                  "more; default: anywhere)")
@@ -40,12 +44,19 @@ class Command(BaseCommand):
             ttl = None if expires == "never" else parse_duration(expires)
         except ValueError as exc:
             raise CommandError(f"--expires: {exc}") from exc
+        network = None
+        if options["network"] is not None:
+            network = Network.objects.filter(name=options["network"]).first()
+            if network is None:
+                raise CommandError(f"--network: no network named {options['network']!r}")
         try:
             key, plaintext = create_api_key(options["name"], read_only=options["read_only"], ttl=ttl,
-                                            actor="cli", allowed_from=options["allow_from"])
+                                            actor="cli", allowed_from=options["allow_from"], network=network)
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
         until = f"{key.expires_at:%Y-%m-%d %H:%M:%S} UTC" if key.expires_at else "never"
         sources = ", ".join(key.allowed_from) or "anywhere"
-        self.stderr.write(f"API key {key.prefix} ({key.name}); {key.scope}; expires {until}; from {sources}")
+        reach = f"network {network.name}" if network is not None else "every network"
+        self.stderr.write(f"API key {key.prefix} ({key.name}); {key.scope}; {reach}; expires {until}; "
+                          f"from {sources}")
         self.stdout.write(plaintext)
