@@ -214,7 +214,13 @@ CELERY_BEAT_SCHEDULE = {
     "telemetry-prune": {"task": "meshadmin.telemetry.tasks.prune", "schedule": 600.0},
     "telemetry-sweep-presence": {"task": "meshadmin.telemetry.tasks.sweep_presence", "schedule": 15.0},
     "prune-audit-events": {"task": "meshadmin.mesh.tasks.prune_audit_events", "schedule": 3600.0},
+    "reap-ephemeral-nodes": {"task": "meshadmin.mesh.tasks.reap_ephemeral_nodes", "schedule": 60.0},
 }
+# an ephemeral node (enrolled with an ephemeral token) is deleted once silent this long; longer
+# than the 90 s after which a node whose server process died counts as offline
+SHADOWMESH_EPHEMERAL_AFTER_S = env_int(
+    "SHADOWMESH_EPHEMERAL_AFTER_S", 1800,
+    "Seconds an ephemeral node may be silent before it is deleted", minimum=120)
 
 # --- certificates, and the URL nodes use
 SHADOWMESH_CERT_LIFETIME_S = env_int(

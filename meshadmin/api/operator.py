@@ -100,7 +100,8 @@ def _nodes_out(nodes: list[Node], now: datetime) -> list[Json]:
             "peer_id": n.peer_id, "name": n.name, "network": n.network.name, "status": n.status,
             "overlay_ip": n.overlay_ip, "online": n.status == NodeStatus.ACTIVE and seen.online,
             "last_seen": max((t for t in (seen.last_seen, n.last_seen) if t is not None), default=None),
-            "is_public": n.is_public, "is_relay": n.is_relay, "agent_version": n.agent_version,
+            "is_public": n.is_public, "is_relay": n.is_relay, "ephemeral": n.ephemeral,
+            "agent_version": n.agent_version,
             "enrolled_at": n.enrolled_at, "revoked_at": n.revoked_at,
             "certificate_expires_at": n.certificate_expires_at,
             "endpoint": {"ip": n.endpoint_ip, "port": n.control_port, "udp_port": n.udp_port,
@@ -187,7 +188,8 @@ def _token_out(token: EnrollmentToken, now: datetime) -> Json:
     else:
         state = "active"
     return {"id": token.pk, "prefix": token.prefix, "network": token.network.name, "uses": token.max_uses,
-            "uses_left": token.uses_left, "is_public": token.is_public, "state": state,
+            "uses_left": token.uses_left, "is_public": token.is_public, "ephemeral": token.ephemeral,
+            "state": state,
             "created_at": token.created_at, "expires_at": token.expires_at, "revoked_at": token.revoked_at}
 
 
@@ -216,7 +218,7 @@ def post_token(request: HttpRequest, payload: TokenCreateIn) -> Status[Json]:
     actor = key_actor(request)
     network = find_network(request, payload.network) or default_network(request, actor)
     token, plaintext = create_token(network, uses=payload.uses, ttl=timedelta(seconds=payload.expires_in),
-                                    is_public=payload.is_public, actor=actor)
+                                    is_public=payload.is_public, ephemeral=payload.ephemeral, actor=actor)
     return Status(201, {**_token_out(token, timezone.now()), "token": plaintext})
 
 

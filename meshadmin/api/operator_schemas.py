@@ -70,6 +70,7 @@ class NodeOut(Schema):
     last_seen: datetime | None
     is_public: bool
     is_relay: bool
+    ephemeral: bool = Field(description="deleted once silent for SHADOWMESH_EPHEMERAL_AFTER_S")
     agent_version: str
     enrolled_at: datetime
     revoked_at: datetime | None
@@ -133,6 +134,7 @@ class TokenOut(Schema):
     uses: int
     uses_left: int
     is_public: bool
+    ephemeral: bool
     state: Literal["active", "used", "expired", "revoked"]
     created_at: datetime
     expires_at: datetime
@@ -150,3 +152,6 @@ class TokenCreateIn(Request):
     expires_in: JsonInt = Field(default=86400, ge=1, le=int(MAX_TOKEN_TTL.total_seconds()),
                                 description="seconds until the token expires")
     is_public: StrictBool = Field(default=False, description="nodes enrolled with it may be public hubs")
+    ephemeral: StrictBool = Field(default=False, description=(
+        "nodes enrolled with it are deleted once silent for SHADOWMESH_EPHEMERAL_AFTER_S (CI runners, "
+        "containers)"))

@@ -78,6 +78,11 @@ class TokenCreateForm(forms.Form):
         required=False, label="Public hub",
         help_text="Nodes enrolled with it are reachable from the internet and may relay for others.",
     )
+    ephemeral = forms.BooleanField(
+        required=False, label="Ephemeral",
+        help_text="Nodes enrolled with it are deleted once the server has not heard from them for a while "
+                  "(30 minutes by default): CI runners, containers.",
+    )
     tags = forms.CharField(
         required=False, max_length=1000, label="Tags",
         help_text="Names of existing tags, comma-separated: every node enrolled with it carries them.",

@@ -464,6 +464,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
             uses=form.cleaned_data["uses"],
             ttl=form.ttl(),
             is_public=form.cleaned_data["is_public"],
+            ephemeral=form.cleaned_data["ephemeral"],
             tags=form.tag_names(),
             created_by=request.user,
             actor=_actor(request),

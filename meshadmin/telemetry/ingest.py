@@ -14,6 +14,9 @@ Nothing here computes rates: readers derive them from the stored samples (querie
 A report that carries the node's DHT figures (`Stats.dht`) updates its Presence row (`dht`, with
 the time of the report in `dht_at`), only when they changed beyond the age of the last publish:
 that one grows every report, and the page adds the time since `dht_at` to it.
+
+After a batch, the process deletes ephemeral nodes that went silent, at most once a minute
+(mesh/services/ephemeral.py `reap_if_due`: without Celery beat nothing else would).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from meshadmin.mesh.models import Node
+from meshadmin.mesh.services import ephemeral
 from meshadmin.metrics import events
 from nodeagent.protocol import messages
 from nodeagent.protocol.counters import DhtCounters, dht_to_dict, difference
@@ -78,6 +82,7 @@ def ingest_batch(reports: list[Report], now: datetime | None = None) -> list[dic
         Sample.objects.bulk_create([s for _, rows in per_report for s in rows])
         _store_dht(reports, now)
     events.reports_stored(len(reports), sum(len(rows) for _, rows in per_report))
+    ephemeral.reap_if_due()  # the embedded default has no beat (mesh/services/ephemeral.py)
     return [{"network": r.reporter.network_id, "peer_id": r.reporter.peer_id} for r, _ in per_report]
 
 

@@ -40,6 +40,7 @@ class Node(models.Model):
     public_key = models.BinaryField(editable=False)
     is_public = models.BooleanField(default=False)
     is_relay = models.BooleanField(default=False)
+    ephemeral = models.BooleanField(default=False, help_text="deleted once silent (services/ephemeral.py)")
     status = models.CharField(max_length=16, choices=NodeStatus.choices, default=NodeStatus.ACTIVE)
     certificate = models.BinaryField(editable=False)
     # kept with the certificate by save() and by every update that sets it (certificate_fields):

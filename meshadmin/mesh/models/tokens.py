@@ -21,6 +21,7 @@ class EnrollmentToken(models.Model):
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
     is_public = models.BooleanField(default=False, help_text="nodes enrolled with it may be public/relays")
+    ephemeral = models.BooleanField(default=False, help_text="nodes enrolled with it are ephemeral")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

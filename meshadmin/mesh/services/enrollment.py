@@ -144,7 +144,8 @@ def enroll(
                 )
 
             node = _create_node(
-                locked, pid, name, public_key, public, endpoint_ip, control_port, now, certify, now + lifetime
+                locked, pid, name, public_key, public, endpoint_ip, control_port, now, certify,
+                now + lifetime, ephemeral=row.ephemeral,
             )
             certificate = bytes(node.certificate)
             tags = list(row.tags.all())  # the token's pre-assigned tags (services/tokens.py)
@@ -160,6 +161,7 @@ def enroll(
                 peer_id=pid,
                 overlay_ip=node.overlay_ip,
                 is_public=public,
+                ephemeral=row.ephemeral,
                 token_prefix=row.prefix,
                 tags=sorted(t.name for t in tags),
             )
@@ -195,6 +197,8 @@ def _create_node(
     now,
     certify: Callable[[str], bytes],
     certificate_expires_at,
+    *,
+    ephemeral: bool = False,
 ) -> Node:
     """Insert the node at the lowest free overlay address, with its certificate for that address
     (`certify(address)`) in the same INSERT; retry with the next address if a racer took it.
@@ -224,6 +228,7 @@ def _create_node(
                     public_key=public_key,
                     is_public=public,
                     is_relay=public,
+                    ephemeral=ephemeral,
                     status=NodeStatus.ACTIVE,
                     enrolled_at=now,
                     endpoint_ip=endpoint_ip,

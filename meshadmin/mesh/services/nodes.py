@@ -82,7 +82,7 @@ REVOKED_STAYS = (
 )
 
 
-def delete_node(node: Node, *, actor: str = "system") -> None:
+def delete_node(node: Node, *, actor: str = "system", reason: str | None = None) -> None:
     """Delete an active node's row: its overlay IP is free for the next enrollment and its key may
     enroll again. A revoked node is refused (Conflict): revocation is permanent, and the row is what
     puts the node's peer id on the netmap's revocation list and refuses its key at enrollment."""
@@ -91,6 +91,8 @@ def delete_node(node: Node, *, actor: str = "system") -> None:
         if Node.objects.filter(pk=node.pk, status=NodeStatus.REVOKED).exists():
             raise Conflict(REVOKED_STAYS)
         details = {"peer_id": node.peer_id, "name": node.name, "overlay_ip": node.overlay_ip}
+        if reason is not None:
+            details["reason"] = reason
         object_id = str(node.pk)
         Node.objects.filter(pk=node.pk).delete()
         record_audit(

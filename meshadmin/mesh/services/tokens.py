@@ -34,13 +34,14 @@ def create_token(
     uses: int = 1,
     ttl: timedelta = DEFAULT_TOKEN_TTL,
     is_public: bool = False,
+    ephemeral: bool = False,
     tags: Iterable[str] = (),
     created_by=None,
     actor: str = "system",
 ) -> tuple[EnrollmentToken, str]:
     """Create a token; returns (row, plaintext). The plaintext exists only in this return value.
     `tags`: names of existing tags that every node enrolled with it gets (as Tailscale's tagged
-    auth keys do)."""
+    auth keys do). `ephemeral`: the nodes it enrolls are deleted once silent (services/ephemeral.py)."""
     tags = list(dict.fromkeys(tags))
     if not 1 <= uses <= MAX_TOKEN_USES:
         raise InvalidInput(f"uses: must be 1..{MAX_TOKEN_USES}")
@@ -62,6 +63,7 @@ def create_token(
             uses_left=uses,
             expires_at=timezone.now() + ttl,
             is_public=is_public,
+            ephemeral=ephemeral,
             created_by=created_by,
         )
         token.tags.set(rows)
@@ -73,6 +75,7 @@ def create_token(
             prefix=token.prefix,
             uses=uses,
             is_public=is_public,
+            ephemeral=ephemeral,
             expires_at=token.expires_at.isoformat(),
             tags=sorted(tags),
         )

@@ -55,6 +55,16 @@ def test_token_options_become_uses_expiry_and_public(admin, network, csrf_post):
     assert 6.9 < (token.expires_at - token.created_at).total_seconds() / 86400 < 7.1
 
 
+def test_an_ephemeral_token_is_made_and_listed_as_such(admin, network, csrf_post):
+    csrf_post(admin, "/tokens/new", {"network": network.pk, "uses": 1, "expires": "24h"})
+    response = csrf_post(admin, "/tokens/new", {"network": network.pk, "uses": 1, "expires": "24h",
+                                                "ephemeral": "on"})
+    assert response.status_code == 200
+    assert list(EnrollmentToken.objects.order_by("pk").values_list("ephemeral", flat=True)) == [False, True]
+    page = admin.get("/tokens/").content.decode()
+    assert page.count('data-testid="ephemeral"') == 1
+
+
 def test_the_first_token_on_a_fresh_install_creates_the_default_network(admin, csrf_post, db):
     response = csrf_post(admin, "/tokens/new", {"uses": 1, "expires": "1h"})
     assert response.status_code == 200, response.content[:500]

@@ -127,6 +127,7 @@ def test_the_secret_key_is_generated_once_with_mode_0600(tmp_path):
         ({"SHADOWMESH_AUDIT_RETENTION_DAYS": "-1"}, "SHADOWMESH_AUDIT_RETENTION_DAYS"),
         ({"SHADOWMESH_AGENT_CONNECT_RATE": "lots"}, "SHADOWMESH_AGENT_CONNECT_RATE"),
         ({"SHADOWMESH_AGENT_LOGIN_RATE": "-1"}, "SHADOWMESH_AGENT_LOGIN_RATE"),
+        ({"SHADOWMESH_EPHEMERAL_AFTER_S": "60"}, "SHADOWMESH_EPHEMERAL_AFTER_S must be >= 120"),
         (
             {"SHADOWMESH_PRODUCTION": "1", "SHADOWMESH_DEBUG": "1", "SHADOWMESH_ALLOWED_HOSTS": "a.example"},
             "DEBUG",

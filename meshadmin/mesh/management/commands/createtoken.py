@@ -34,6 +34,10 @@ class Command(BaseCommand):
             "--public", action="store_true", help="nodes enrolled with it may be public relays"
         )
         parser.add_argument(
+            "--ephemeral", action="store_true",
+            help="nodes enrolled with it are deleted once silent (SHADOWMESH_EPHEMERAL_AFTER_S)",
+        )
+        parser.add_argument(
             "--tag", action="append", default=[], metavar="NAME",
             help="nodes enrolled with it carry this tag (repeatable; a new tag is created)",
         )
@@ -51,13 +55,15 @@ class Command(BaseCommand):
             for name in new:
                 self.stderr.write(f"created tag {name}")
             token, plaintext = create_token(
-                network, uses=options["uses"], ttl=ttl, is_public=options["public"], tags=names, actor="cli"
+                network, uses=options["uses"], ttl=ttl, is_public=options["public"],
+                ephemeral=options["ephemeral"], tags=names, actor="cli",
             )
         except ServiceError as exc:
             raise CommandError(exc.detail) from exc
         self.stderr.write(
             f"network {network.name} ({network.overlay_cidr}); uses {token.max_uses}; "
             f"public {'yes' if token.is_public else 'no'}; expires {token.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            + ("; ephemeral" if token.ephemeral else "")
             + (f"; tags {', '.join(names)}" if names else "")
         )
         self.stdout.write(plaintext)
