@@ -19,7 +19,8 @@ task (`spawn`). The three messages, as they arrive (`on_handshake`, `on_relay_ha
      back and our keys are installed.
   3. CONFIRM (we respond): the Responder in flight finishes; keys installed. A responder that
      waits longer than HANDSHAKE_DEADLINE_S for it is cut (`cut_stalled`, every tick).
-Installing keys (`install`): the keypair gets the data path's clock and the key limits, goes
+Installing keys (`install`): the keypair gets the data path's clock, the key limits and the end
+of the certificate the peer authenticated with (`Keypair.ends_at`: the keys die with it), goes
 into the peer's KeyRing (DataPath.install, which flushes parked packets), and the session
 hears of it (`on_keys_installed`). A responder sends a keepalive at once: our first frame on
 the new keys lets the initiator switch to them. The keys of a link that lost its election are not
@@ -302,6 +303,8 @@ class Handshakes:
         kp = result.keypair
         kp.created_at = self.clock()  # the data path's clock
         kp.limits = self.limits
+        if result.peer.not_after is not None:  # keys end with the certificate they were made with
+            kp.ends_at = kp.created_at + (result.peer.not_after - time.time())
         self.datapath.install(peer, kp, confirmed=not result.initiator)
         self.on_keys_installed(peer, kp.created_at)
         log.info("session with %s: new keys (%s, index %08x)", peer.config.name,

@@ -136,6 +136,7 @@ class Keypair:
         "_sent",
         "created_at",
         "disco",
+        "ends_at",
         "initiator",
         "limits",
         "local_index",
@@ -166,6 +167,9 @@ class Keypair:
         self.local_index = local_index
         self.remote_index = remote_index
         self.created_at = created_at
+        # the end of the peer's certificate on the same clock as created_at (Handshakes.install):
+        # keys made with a certificate never outlive it; None: no end (a pinned key)
+        self.ends_at: float | None = None
         self.initiator = initiator
         self.limits = limits
         self.replay = ReplayWindow()
@@ -207,11 +211,13 @@ class Keypair:
         return now - self.created_at
 
     def usable(self, now: float) -> bool:
-        """May still send and receive: not wiped, younger than reject-after-time, counter below limit."""
+        """May still send and receive: not wiped, younger than reject-after-time, counter below
+        limit, and the peer's certificate not yet ended."""
         return (
             self.send is not None
             and now - self.created_at < self.limits.reject_after_time
             and self._sent < self.limits.reject_after_messages
+            and (self.ends_at is None or now < self.ends_at)
         )
 
     def wants_rekey_sending(self, now: float) -> bool:

@@ -33,7 +33,8 @@ Timers (constants.py, WireGuard's numbers; Limits lowers the key ones for tests)
 - an attempt that could not even leave (no control link, no hub link) is marked with
   handshake_unsent(): it counts for the retry and give-up clocks, and path_up() starts it again
   at once when the path appears instead of waiting for the retry;
-- expiry: KeyRing.expire at REJECT_AFTER_TIME (180 s) wipes a keypair → KeysExpired. (WireGuard
+- expiry: KeyRing.expire at REJECT_AFTER_TIME (180 s), or when the peer's certificate ends
+  (Keypair.ends_at), wipes a keypair → KeysExpired. (WireGuard
   keeps unusable keys until ZERO_AFTER_TIME, 540 s; we erase them at 180 s, so no separate zero
   timer is needed. The handshake objects' ephemeral secrets are dropped when they finish/fail.)
 

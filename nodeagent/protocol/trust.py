@@ -45,6 +45,7 @@ class PeerIdentity:
     overlay_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     name: str | None = None
     flags: int = 0
+    not_after: int | None = None  # the certificate's end (Unix seconds); None: a pinned key, no end
 
     @property
     def is_public(self) -> bool:
@@ -170,7 +171,8 @@ class MeshCA:
             if cert.overlay_ip != expected:
                 raise WrongAddress(f"{cert.peer_id}'s certificate is for {cert.overlay_ip}, "
                                    f"the netmap places it at {expected}")
-        return PeerIdentity(cert.peer_id, cert.public_key, cert.overlay_ip, cert.name, int(cert.flags))
+        return PeerIdentity(cert.peer_id, cert.public_key, cert.overlay_ip, cert.name, int(cert.flags),
+                            cert.not_after)
 
 
 class LocalIdentity:

@@ -398,3 +398,31 @@ async def test_a_removed_peer_leaves_nothing_in_flight(make_datapath, people):
     belgium.peers.remove(uk.id)
     assert not belgium.hs.responders and not belgium.hs.initiators and not belgium.hs.buckets
     assert len(belgium.hs.guard) == 0
+
+
+async def test_keys_made_with_a_certificate_end_when_it_does(make_datapath, people):
+    """The peer's certificate ends 30 s after the handshake: its keys stop there, though the
+    protocol's key lifetime (180 s) would let them run on. A pinned key has no end."""
+    import dataclasses
+
+    uk, belgium, _ = people
+    uk.start(make_datapath, [(belgium, None)])
+    belgium.start(make_datapath, [(uk, None)])
+    uk.link(belgium)
+    belgium.link(uk)
+    uk.hs.request_handshake(uk.peer(belgium))
+    await flow(uk, belgium)
+    initiator = uk.hs.initiators.pop(belgium.id)
+    initiator.consume_challenge(belgium.wires[uk.id].sent[0].message, time.time())
+    initiator.create_confirm()
+    result = initiator.result
+    assert result.peer.not_after is None  # a pinned key
+    ending = dataclasses.replace(result, peer=dataclasses.replace(result.peer,
+                                                                  not_after=int(time.time()) + 30))
+    uk.hs.install(uk.peer(belgium), ending)
+    ring = uk.peer(belgium).ring
+    kp = ring.current
+    assert kp is not None and 28 <= kp.ends_at - uk.clock.now <= 30
+    assert ring.sending(uk.clock.now + 27) is kp
+    assert ring.sending(uk.clock.now + 31) is None
+    assert ring.expire(uk.clock.now + 31) == [kp] and kp.wiped

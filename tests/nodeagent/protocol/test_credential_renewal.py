@@ -32,3 +32,13 @@ def test_a_certificate_for_another_key_is_not_taken(starlink, belgium, ca):
     with pytest.raises(BadCredential):
         local.replace_credential(mldsa.MLDSA87PrivateKey.generate().public_key().public_bytes_raw())
     assert local.credential == starlink.cert
+
+
+def test_both_sides_learn_when_the_others_certificate_ends(belgium, starlink, ca, ca_public, issue):
+    """What Handshakes.install ends the keys with (Keypair.ends_at)."""
+    short = issue(ca, starlink.public_key, "starlink", "10.10.10.6", not_before=NOW - 1, not_after=NOW + 60)
+    parties = (LocalIdentity(belgium.key, belgium.cert), MeshCA(ca_public),
+               LocalIdentity(starlink.key, short), MeshCA(ca_public))
+    initiator_result, responder_result = run(parties)
+    assert initiator_result.peer.not_after == NOW + 60
+    assert responder_result.peer.not_after is not None and responder_result.peer.not_after > NOW + 60

@@ -143,6 +143,18 @@ def test_keypair_lifetime_follows_wireguard_timers(case, initiator, age, usable,
     assert got == (usable, send, recv)
 
 
+@pytest.mark.parametrize(("ends_in", "age", "usable"), [
+    (None, 179.9, True),  # no end (a pinned key): the timers alone
+    (30.0, 29.9, True),
+    (30.0, 30.0, False),  # the certificate ended before the key lifetime
+    (500.0, 180.0, False),  # the key lifetime ends first
+])
+def test_a_keypair_never_outlives_the_certificate_it_was_made_with(ends_in, age, usable):
+    ini, _ = pair(now=1000.0)
+    ini.ends_at = None if ends_in is None else 1000.0 + ends_in
+    assert ini.usable(1000.0 + age) is usable
+
+
 def test_wipe_zeroes_keys_and_stops_sending():
     ini, _ = pair()
     ini.wipe()
