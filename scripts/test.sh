@@ -64,6 +64,7 @@ finish() {  # finish PID -> its exit status
 judge() {  # judge NAME RC: exit code 5 (nothing collected) is reported, not fatal
   case $2 in
     0) ran_any=1 ;;
+    1) ran_any=1; echo "test: $1 failed (exit 1)" >&2; status=1 ;;  # tests ran, some failed
     5) echo "test: $1 collected no tests" ;;
     *) echo "test: $1 failed (exit $2)" >&2; status=1 ;;
   esac
