@@ -21,7 +21,7 @@ from nodeagent.protocol import netmap as nm
 from nodeagent.protocol.cert import CertFlags, issue_certificate
 from nodeagent.protocol.identity import peer_id
 from nodeagent.protocol.keys import Keypair
-from nodeagent.protocol.trust import MeshCA
+from nodeagent.protocol.trust import MeshCA, PeerIdentity
 from nodeagent.startup import bind_control
 from nodeagent.tunnel.tun import TunDevice
 from nodeagent.tunnel.udp import UdpSocket
@@ -219,7 +219,7 @@ async def test_an_idle_session_gets_keepalives_and_its_keys_expire_at_180_s(time
         uk.endpoint = far.getsockname()
         kp = Keypair(bytes([1]) * 32, bytes([2]) * 32, local_index=7, remote_index=8, created_at=0,
                      initiator=False)
-        agent.handshakes.install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp,
+        agent.handshakes.install(uk, SimpleNamespace(peer=PeerIdentity(UK, bytes(32)), keypair=kp,
                                                      initiator=False))
         start = clock.now
         assert uk.stats.tx_frames == 1  # the responder's first frame on new keys
@@ -245,7 +245,7 @@ async def test_rtt_probes_continue_every_keepalive_period_under_steady_traffic(t
         uk.endpoint = far.getsockname()
         kp = Keypair(bytes([1]) * 32, bytes([2]) * 32, local_index=7, remote_index=8, created_at=0,
                      initiator=False)
-        agent.handshakes.install(uk, SimpleNamespace(peer=SimpleNamespace(peer_id=UK), keypair=kp,
+        agent.handshakes.install(uk, SimpleNamespace(peer=PeerIdentity(UK, bytes(32)), keypair=kp,
                                                      initiator=False))
         start = clock.now
         first_probe = uk.echo_sent
