@@ -64,13 +64,20 @@ def rules(node) -> str:
     return node.ns.run("ip", "rule").stdout
 
 
+def exit_host(mesh, up_args: tuple[str, ...] = ()):
+    """uk, the public hub, with forwarding off as a new namespace may inherit the host's setting,
+    and the "internet" namespace behind it; returns (uk, internet)."""
+    uk = mesh.node("uk", public=True, up_args=up_args, start=False)
+    uk.ns.sysctl("net.ipv4.ip_forward", "0")
+    uk.start()
+    internet = mesh.lab.netns("internet")
+    mesh.lab.veth(uk.ns, f"{UK_WAN}/24", internet, f"{INTERNET}/24")
+    return uk, internet
+
+
 def test_a_client_reaches_the_internet_through_an_approved_exit_node_and_only_then(mesh):
     lab = mesh.lab
-    uk = mesh.node("uk", public=True, up_args=("--advertise-exit-node",), start=False)
-    uk.ns.sysctl("net.ipv4.ip_forward", "0")  # a new namespace may inherit the host's setting
-    uk.start()
-    internet = lab.netns("internet")
-    lab.veth(uk.ns, f"{UK_WAN}/24", internet, f"{INTERNET}/24")
+    uk, internet = exit_host(mesh, ("--advertise-exit-node",))
     mac = mesh.node("mac")
     home = mesh.nat("home", "198.18.44.1/24")
     belgium = mesh.node("belgium", behind=home, lan_addr="198.18.44.2", up_args=("--exit-node", "uk"))
@@ -143,12 +150,7 @@ def test_a_client_reaches_the_internet_through_an_approved_exit_node_and_only_th
 
 
 def test_the_dashboards_choice_and_what_a_killed_agent_leaves_behind(mesh):
-    lab = mesh.lab
-    uk = mesh.node("uk", public=True, start=False)
-    uk.ns.sysctl("net.ipv4.ip_forward", "0")
-    uk.start()
-    internet = lab.netns("internet")
-    lab.veth(uk.ns, f"{UK_WAN}/24", internet, f"{INTERNET}/24")
+    uk, _ = exit_host(mesh)
     home = mesh.nat("home", "198.18.44.1/24")
     belgium = mesh.node("belgium", behind=home, lan_addr="198.18.44.2")
     mesh.wait_ping(belgium, uk, timeout=30)
@@ -195,11 +197,7 @@ def test_a_rule_to_the_internet_decides_who_uses_the_exit_node_and_on_what(mesh)
     datagram from a node allowed ICMP alone is dropped there and counted). The mesh itself is
     untouched: every node still reaches the exit node."""
     lab = mesh.lab
-    uk = mesh.node("uk", public=True, start=False)
-    uk.ns.sysctl("net.ipv4.ip_forward", "0")
-    uk.start()
-    internet = lab.netns("internet")
-    lab.veth(uk.ns, f"{UK_WAN}/24", internet, f"{INTERNET}/24")
+    uk, internet = exit_host(mesh)
     belgium = mesh.node("belgium")
     mac = mesh.node("mac")
     mesh.wait_ping(belgium, uk, timeout=30)

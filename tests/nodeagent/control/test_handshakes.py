@@ -297,10 +297,9 @@ async def test_a_responder_waiting_too_long_for_its_confirm_is_cut(make_datapath
     assert belgium.installed == []
 
 
-async def test_keys_for_another_peer_are_not_installed(make_datapath, people):
-    uk, belgium, starlink = people
-    uk.start(make_datapath, [(belgium, None), (starlink, None)])
-    belgium.start(make_datapath, [(uk, None)])
+async def finished_by_hand(uk: Node, belgium: Node):
+    """uk's handshake with belgium run to its result outside the driver, which installs nothing:
+    the HandshakeResult, for a test to install as it likes."""
     uk.link(belgium)
     belgium.link(uk)
     uk.hs.request_handshake(uk.peer(belgium))
@@ -308,7 +307,15 @@ async def test_keys_for_another_peer_are_not_installed(make_datapath, people):
     initiator = uk.hs.initiators.pop(belgium.id)
     initiator.consume_challenge(belgium.wires[uk.id].sent[0].message, time.time())
     initiator.create_confirm()
-    uk.hs.install(uk.peer(starlink), initiator.result)  # belgium's keys, offered on starlink's path
+    return initiator.result
+
+
+async def test_keys_for_another_peer_are_not_installed(make_datapath, people):
+    uk, belgium, starlink = people
+    uk.start(make_datapath, [(belgium, None), (starlink, None)])
+    belgium.start(make_datapath, [(uk, None)])
+    result = await finished_by_hand(uk, belgium)
+    uk.hs.install(uk.peer(starlink), result)  # belgium's keys, offered on starlink's path
     assert uk.peer(starlink).ring.current is None and uk.peer(belgium).ring.current is None
     assert uk.installed == [] and uk.dp.sessions == {}
 
@@ -408,14 +415,7 @@ async def test_keys_made_with_a_certificate_end_when_it_does(make_datapath, peop
     uk, belgium, _ = people
     uk.start(make_datapath, [(belgium, None)])
     belgium.start(make_datapath, [(uk, None)])
-    uk.link(belgium)
-    belgium.link(uk)
-    uk.hs.request_handshake(uk.peer(belgium))
-    await flow(uk, belgium)
-    initiator = uk.hs.initiators.pop(belgium.id)
-    initiator.consume_challenge(belgium.wires[uk.id].sent[0].message, time.time())
-    initiator.create_confirm()
-    result = initiator.result
+    result = await finished_by_hand(uk, belgium)
     assert result.peer.not_after is None  # a pinned key
     ending = dataclasses.replace(result, peer=dataclasses.replace(result.peer,
                                                                   not_after=int(time.time()) + 30))
