@@ -36,7 +36,7 @@ from .policy_schemas import (
     TagOut,
 )
 from .schemas import ErrorOut
-from .scope import find_network, find_node, in_reach, key_network_id, scoped
+from .scope import find_node, in_reach, key_network_id, network_named, scoped
 
 __all__ = ["router"]
 
@@ -70,9 +70,7 @@ def _network(request: HttpRequest, payload: Any) -> Network:
     scope = key_network_id(request)
     if "network" not in payload.model_fields_set and scope is not None:
         return Network.objects.get(pk=scope)
-    network = find_network(request, payload.network)
-    assert network is not None  # a body's network is never None
-    return network
+    return network_named(request, payload.network)
 
 
 # --------------------------------------------------------------------------- tags
@@ -236,7 +234,6 @@ def put_policy_default(request: HttpRequest, payload: PolicyDefaultIn,
                        name: str = Path(..., min_length=1, max_length=63)) -> Json:
     """What the network allows where no rule speaks: allow (every node accepts everything no rule
     restricts) or deny (nodes accept only what the rules allow)."""
-    found = find_network(request, name, "name")
-    assert found is not None
-    network = policies.set_policy_default(found, payload.default, actor=key_actor(request))
+    network = policies.set_policy_default(network_named(request, name, "name"), payload.default,
+                                          actor=key_actor(request))
     return {"default": network.policy_default}

@@ -20,7 +20,8 @@ from meshadmin.mesh.services.networks import get_or_create_network
 
 from .auth import request_key
 
-__all__ = ["default_network", "find_network", "find_node", "in_reach", "key_network_id", "scoped"]
+__all__ = ["default_network", "find_network", "find_node", "in_reach", "key_network_id", "network_named",
+           "scoped"]
 
 M = TypeVar("M", bound=Model)
 
@@ -33,8 +34,11 @@ def key_network_id(request: HttpRequest) -> int | None:
 def find_network(request: HttpRequest, name: str | None, field: str = "network") -> Network | None:
     """The network `name` names, if the key reaches it; None when no name was given. NotFound
     naming `field` otherwise."""
-    if name is None:
-        return None
+    return None if name is None else network_named(request, name, field)
+
+
+def network_named(request: HttpRequest, name: str, field: str = "network") -> Network:
+    """The network `name` names, if the key reaches it; NotFound naming `field` otherwise."""
     rows = Network.objects.filter(name=name)
     scope = key_network_id(request)
     if scope is not None:
