@@ -18,7 +18,6 @@ any audit write, at most once per PRUNE_INTERVAL_S per process and PRUNE_BATCH r
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 
@@ -31,6 +30,7 @@ from meshadmin.metrics import events
 
 from ..choices import AuditAction
 from ..models import AuditEvent, Network
+from .throttle import AtMostEvery
 
 __all__ = ["FOLD_WINDOW_S", "prune_audit_events", "prune_if_due", "record_refusal", "reset_prune_clock"]
 
@@ -100,20 +100,15 @@ def prune_audit_events(now: datetime | None = None, *, limit: int | None = None)
     return deleted
 
 
-_last_prune = 0.0
-_prune_lock = threading.Lock()
-monotonic = time.monotonic  # when this process last pruned (tests move it on)
+_prune_clock = AtMostEvery(PRUNE_INTERVAL_S)  # when this process last pruned
+monotonic = time.monotonic  # (tests move it on)
 
 
 def prune_if_due() -> None:
     """After the current transaction commits: one bounded prune, if this process has not pruned
     for PRUNE_INTERVAL_S. A failure is logged and never reaches the write that triggered it."""
-    global _last_prune
-    with _prune_lock:
-        now = monotonic()
-        if _last_prune and now - _last_prune < PRUNE_INTERVAL_S:
-            return
-        _last_prune = now
+    if not _prune_clock.due(monotonic()):
+        return
 
     def prune() -> None:
         try:
@@ -126,5 +121,4 @@ def prune_if_due() -> None:
 
 def reset_prune_clock() -> None:
     """Forget when this process last pruned (tests)."""
-    global _last_prune
-    _last_prune = 0.0
+    _prune_clock.reset()

@@ -15,7 +15,6 @@ connected."""
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 from time import monotonic
 
@@ -28,6 +27,7 @@ from ..choices import NodeStatus
 from ..models import Node
 from .errors import Conflict
 from .nodes import delete_node
+from .throttle import AtMostEvery
 
 __all__ = ["REAP_INTERVAL_S", "due", "reap_ephemeral_nodes", "reap_if_due", "reset_reap_clock",
            "silent_after"]
@@ -35,8 +35,7 @@ __all__ = ["REAP_INTERVAL_S", "due", "reap_ephemeral_nodes", "reap_if_due", "res
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL_S = 60.0
-_lock = threading.Lock()
-_last_reap = 0.0
+_reap_clock = AtMostEvery(REAP_INTERVAL_S)  # when this process last reaped
 
 
 def silent_after() -> timedelta:
@@ -68,12 +67,8 @@ def reap_ephemeral_nodes(now: datetime | None = None) -> list[str]:
 def reap_if_due() -> None:
     """One reap, if this process has not reaped for REAP_INTERVAL_S. A failure is logged and
     never reaches the caller."""
-    global _last_reap
-    with _lock:
-        now = monotonic()
-        if _last_reap and now - _last_reap < REAP_INTERVAL_S:
-            return
-        _last_reap = now
+    if not _reap_clock.due(monotonic()):
+        return
     try:
         reap_ephemeral_nodes()
     except Exception:
@@ -82,5 +77,4 @@ def reap_if_due() -> None:
 
 def reset_reap_clock() -> None:
     """Forget when this process last reaped (tests)."""
-    global _last_reap
-    _last_reap = 0.0
+    _reap_clock.reset()
