@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from asgiref.typing import HTTPScope, WebSocketScope
 
 __all__ = [
-    "client_address", "is_trusted_proxy", "parse_trusted_proxies", "request_client_ip", "scope_client_ip",
+    "address_in", "client_address", "is_trusted_proxy", "parse_trusted_proxies", "request_client_ip",
+    "scope_client_ip",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,10 +58,16 @@ def _trusted(addr: Address, trusted: Sequence[Network]) -> bool:
     return any(addr.version == net.version and addr in net for net in trusted)
 
 
+def address_in(text: str | None, prefixes: Sequence[Network]) -> bool:
+    """Whether the address `text` (an IPv4-mapped IPv6 one counts as IPv4) lies in one of
+    `prefixes`; never for text that is no address."""
+    addr = _address(text)
+    return addr is not None and _trusted(addr, prefixes)
+
+
 def is_trusted_proxy(peer: str | None, trusted: Sequence[Network]) -> bool:
     """Whether the TCP peer `peer` is one of the trusted reverse proxies."""
-    addr = _address(peer)
-    return addr is not None and _trusted(addr, trusted)
+    return address_in(peer, trusted)
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str | None:

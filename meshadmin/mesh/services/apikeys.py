@@ -26,6 +26,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from meshadmin.client_address import address_in
+
 from ..choices import AuditAction
 from ..models import ApiKey, Network
 from ..secrets import hash_secret, new_token
@@ -80,13 +82,7 @@ def source_allowed(key: ApiKey, source_ip: str | None) -> bool:
     address when it does. An IPv4 client seen as IPv4-mapped IPv6 counts as IPv4."""
     if not key.allowed_from:
         return True
-    try:
-        ip = ipaddress.ip_address(source_ip or "")
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in ipaddress.ip_network(p) for p in key.allowed_from)
+    return address_in(source_ip, [ipaddress.ip_network(p) for p in key.allowed_from])
 
 
 def _new_key() -> tuple[str, str]:
