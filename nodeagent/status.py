@@ -58,7 +58,8 @@ def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, da
         "tun_gro": None if writer is None else {
             "writes": writer.writes, "merged_segments": writer.merged, "errors": writer.errors},
         "mtu": mtu,
-        "udp": {"port": udp.port, "gso": udp.gso, "gro": udp.gro, "rcvbuf": udp.rcvbuf, "sndbuf": udp.sndbuf},
+        "udp": {"port": udp.port, "gso": udp.gso, "gro": udp.gro, "rcvbuf": udp.rcvbuf, "sndbuf": udp.sndbuf,
+                "narrow_paths": len(udp.narrow)},
     }
 
 

@@ -19,12 +19,21 @@ Contract:
   send (socket buffer full: the caller counts them as `queue_full`). `send_gso(iov, size, count,
   address)` does the same for datagrams given as one scatter-gather list (header and body
   buffers, chunk mode: tunnel/chunks.py), so they are never joined in Python.
+- A path narrower than the datagrams: the kernel refuses a GSO send whose segments exceed the
+  route's MTU (EMSGSIZE for the device's MTU, EINVAL for a path MTU it learned from an ICMP
+  "fragmentation needed"), while a plain `sendto` of the same datagram goes out fragmented by the
+  kernel. Such a run is sent datagram by datagram, and the address is remembered with the
+  segment size it refused (`narrow`, at most NARROW_MAX addresses), so later runs of that size or
+  larger to it skip GSO; GSO stays on for every other address and for smaller segments. Nothing
+  of it is counted as lost. Only EIO, ENOPROTOOPT and EOPNOTSUPP (no GSO on this machine) turn GSO
+  off for good.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import socket
 import struct
 
@@ -42,6 +51,11 @@ BUFFER_BYTES = 8 << 20  # tuning knob: 8 MiB each way
 GSO_MAX_SEGMENTS = 64  # kernel UDP_MAX_SEGMENTS
 GSO_MAX_BYTES = 65000  # one UDP datagram's payload, minus headroom for the headers
 RECV_BUFFER = 65536 + 4096
+NARROW_MAX = 4096  # addresses remembered as narrower than our datagrams (then forgotten all at once)
+NO_GSO = (errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)  # this machine cannot do GSO at all
+TOO_BIG = (errno.EMSGSIZE, errno.EINVAL)  # the segments exceed the route's MTU or the learned path MTU
+
+log = logging.getLogger(__name__)
 
 _SEG = struct.Struct("=H")
 _GRO = struct.Struct("=i")
@@ -52,7 +66,7 @@ class PortInUse(OSError):
 
 
 class UdpSocket:
-    __slots__ = ("family", "gro", "gso", "port", "rcvbuf", "sndbuf", "sock")
+    __slots__ = ("family", "gro", "gso", "narrow", "port", "rcvbuf", "sndbuf", "sock")
 
     def __init__(self, sock: socket.socket, family: int, port: int) -> None:
         self.sock = sock
@@ -60,6 +74,7 @@ class UdpSocket:
         self.port = port
         self.gso = True
         self.gro = False
+        self.narrow: dict[tuple, int] = {}  # address -> the smallest segment size GSO refused for it
         self.rcvbuf = self.sndbuf = 0
 
     @classmethod
@@ -121,6 +136,7 @@ class UdpSocket:
         n = len(datagrams)
         if n == 1 or not self.gso:
             return sum(not self.sendto(d, address) for d in datagrams)
+        refused = self.narrow.get(address)
         failed = 0
         sendmsg = self.sock.sendmsg
         i = 0
@@ -136,28 +152,46 @@ class UdpSocket:
             if (j < n and j - i < GSO_MAX_SEGMENTS and len(datagrams[j]) < size
                     and total + len(datagrams[j]) <= GSO_MAX_BYTES):
                 j += 1
-            if j - i == 1:
-                failed += not self.sendto(datagrams[i], address)
+            if j - i == 1 or not self.gso or (refused is not None and size >= refused):
+                failed += sum(not self.sendto(d, address) for d in datagrams[i:j])
             else:
                 try:
                     sendmsg(datagrams[i:j], [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))], 0, address)
                 except (BlockingIOError, InterruptedError):
                     failed += j - i
                 except OSError as exc:
-                    if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                        # no GSO on this path (e.g. a device without checksum offload): stop trying
-                        self.gso = False
-                        failed += sum(not self.sendto(d, address) for d in datagrams[i:j])
-                    else:
+                    if not self._refused(exc, address, size):
                         failed += j - i
+                    else:
+                        refused = self.narrow.get(address)
+                        failed += sum(not self.sendto(d, address) for d in datagrams[i:j])
             i = j
         return failed
+
+    def _refused(self, exc: OSError, address: tuple, size: int) -> bool:
+        """A GSO send failed with `exc`: True when its datagrams should go out one by one (this
+        machine has no GSO: off for good; or the path is narrower than `size`: remembered for
+        `address`), False when they are lost (counted by the caller)."""
+        if exc.errno in NO_GSO:
+            self.gso = False
+            return True
+        if exc.errno in TOO_BIG:
+            if address not in self.narrow:
+                if len(self.narrow) >= NARROW_MAX:
+                    self.narrow.clear()
+                log.info("datagrams of %d bytes do not fit the path to %s: they go out one by one, "
+                         "fragmented by the kernel (a smaller `mtu` avoids it)", size, _text(address))
+            self.narrow[address] = min(size, self.narrow.get(address, size))
+            return True
+        return False
 
     def send_gso(self, iov: list, size: int, count: int, address: tuple) -> int:
         """Send `count` datagrams given as one scatter-gather list (`iov`: header, body, header,
         body, ...; two buffers per datagram) of `size` bytes each, the last maybe shorter, in as
         few GSO sends as the kernel's limits allow; the number that could not be sent."""
-        per_call = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)) if self.gso else 1
+        refused = self.narrow.get(address)
+        gso = self.gso and (refused is None or size < refused)
+        per_call = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)) if gso else 1
         control = [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))]
         sendmsg = self.sock.sendmsg
         failed = 0
@@ -172,13 +206,18 @@ class UdpSocket:
             except (BlockingIOError, InterruptedError):
                 failed += j - i
             except OSError as exc:
-                if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                    self.gso = False  # as in send_batch: datagram by datagram from now on
-                    failed += sum(not self.sendto(b"".join(iov[k:k + 2]), address)
-                                  for k in range(2 * i, 2 * j, 2))
-                else:
+                if not self._refused(exc, address, size):
                     failed += j - i
+                    continue
+                # as in send_batch: this run and the rest datagram by datagram
+                return failed + sum(not self.sendto(b"".join(iov[k:k + 2]), address)
+                                    for k in range(2 * i, 2 * count, 2))
         return failed
+
+
+def _text(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _set_buffer(sock: socket.socket, force_opt: int, plain_opt: int, size: int) -> None:

@@ -40,7 +40,8 @@ def test_the_node_part_has_the_fixed_keys_in_order(make_datapath):
                              "no_destination": 0, "handshakes": 4}
     assert node["policy"] == {"default": "allow", "rules": 0}  # no policy: nothing filtered
     assert node["tun_gro"] is None  # no vnet header on this TUN: no userspace GRO writer
-    assert list(node["udp"]) == ["port", "gso", "gro", "rcvbuf", "sndbuf"]
+    assert list(node["udp"]) == ["port", "gso", "gro", "rcvbuf", "sndbuf", "narrow_paths"]
+    assert node["udp"]["narrow_paths"] == 0  # no path refused our datagrams yet
     assert node["udp"]["port"] == dp.udp.port
     json.dumps(status_document(node, []))  # all of it is JSON
 

@@ -5,12 +5,19 @@ without it."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from nodeagent.tunnel import udp as udp_module
 from nodeagent.tunnel.udp import GSO_MAX_SEGMENTS, UdpSocket
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _receive(sock: socket.socket, n: int) -> list[bytes]:
@@ -55,8 +62,10 @@ class RefusingSocket:
     def __init__(self, error: OSError) -> None:
         self.error = error
         self.sent: list[bytes] = []
+        self.gso_sends: list[tuple] = []  # (address, segment size) of every GSO send tried
 
     def sendmsg(self, buffers, control, flags, address):
+        self.gso_sends.append((address, int.from_bytes(control[0][2], "little")))
         raise self.error
 
     def sendto(self, data, address):
@@ -83,3 +92,73 @@ def test_a_path_without_gso_turns_it_off_and_sends_datagram_by_datagram():
     assert udp.gso is False and udp.sock.sent == datagrams
     assert udp.send_gso(iov, 1000, 10, ("127.0.0.1", 9)) == 0  # from now on without trying GSO
     assert udp.sock.sent == datagrams * 2
+
+
+def test_a_path_narrower_than_its_datagrams_gets_them_one_by_one_and_only_that_path():
+    """EINVAL: the kernel learned a path MTU below the segment size (EMSGSIZE, the device's own
+    MTU, is run for real below). Before, EINVAL turned GSO off for every address, and EMSGSIZE
+    counted the whole run as lost."""
+    udp = UdpSocket(RefusingSocket(OSError(errno.EINVAL, "segment over the path MTU")), socket.AF_INET, 9443)
+    narrow, wide = ("198.18.0.9", 9443), ("198.18.0.10", 9443)
+    datagrams, iov = _iov(10, 1400)
+    assert udp.send_gso(iov, 1400, 10, narrow) == 0
+    assert udp.sock.sent == datagrams
+    assert udp.gso is True and udp.narrow == {narrow: 1400}
+    assert udp.send_batch(datagrams, narrow) == 0  # the same size to the same path: no GSO tried
+    assert udp.sock.gso_sends == [(narrow, 1400)]
+    small = [os.urandom(1000) for _ in range(4)]
+    udp.send_batch(small, narrow)  # smaller segments to it, and any size elsewhere, still try GSO
+    udp.send_batch(datagrams, wide)
+    assert udp.sock.gso_sends == [(narrow, 1400), (narrow, 1000), (wide, 1400)]
+    assert udp.narrow == {narrow: 1000, wide: 1400}
+    assert udp.sock.sent == datagrams * 2 + small + datagrams  # nothing lost on the way
+
+
+def test_the_narrow_paths_remembered_are_bounded(monkeypatch):
+    monkeypatch.setattr(udp_module, "NARROW_MAX", 3)
+    udp = UdpSocket(RefusingSocket(OSError(errno.EMSGSIZE, "message too long")), socket.AF_INET, 9443)
+    datagrams = [os.urandom(1400) for _ in range(2)]
+    for host in range(4):
+        assert udp.send_batch(datagrams, (f"198.18.0.{host}", 9443)) == 0
+    assert list(udp.narrow) == [("198.18.0.3", 9443)]  # the fourth emptied the full table first
+
+
+NARROW_LOOPBACK = r"""
+import json, os, socket, sys
+from nodeagent.tunnel.udp import UdpSocket
+receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+receiver.bind(("127.0.0.1", 0))
+receiver.settimeout(2.0)
+to = receiver.getsockname()
+sender = UdpSocket.open("127.0.0.1", 0)
+out = {}
+for name, size in (("big", 1400), ("fits", 1000), ("big_again", 1400)):
+    datagrams = [os.urandom(size) for _ in range(10)]
+    failed = sender.send_batch(datagrams, to)
+    got = [receiver.recv(65536) for _ in range(10 - failed)]
+    out[name] = {"failed": failed, "intact": got == datagrams, "narrow": sender.narrow.get(to)}
+datagrams = [os.urandom(1400) for _ in range(10)]
+iov = [memoryview(p) for d in datagrams for p in (d[:22], d[22:])]
+failed = sender.send_gso(iov, 1400, 10, to)
+got = [receiver.recv(65536) for _ in range(10 - failed)]
+out["gso_list"] = {"failed": failed, "intact": got == datagrams}
+out["gso"] = sender.gso
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.privileged
+def test_datagrams_over_the_devices_mtu_leave_fragmented_by_the_kernel_not_lost():
+    """For real: loopback at 1,280 bytes in a network namespace of its own, 1,400-byte datagrams.
+    The kernel refuses the GSO send (EMSGSIZE) and fragments each plain send; on the code before,
+    all ten were counted as lost (the data path's `queue_full`) and none arrived."""
+    script = f"ip link set lo mtu 1280 up && exec {sys.executable} -c '{NARROW_LOOPBACK}'"
+    done = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["big"] == {"failed": 0, "intact": True, "narrow": 1400}
+    assert out["fits"] == {"failed": 0, "intact": True, "narrow": 1400}  # GSO, the path takes these
+    assert out["big_again"] == {"failed": 0, "intact": True, "narrow": 1400}
+    assert out["gso_list"] == {"failed": 0, "intact": True}
+    assert out["gso"] is True
