@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from . import evloop
@@ -53,7 +54,24 @@ def choose_mtu(config: AgentConfig) -> int:
         versions = {ipaddress.ip_address(p.endpoint[0]).version for p in config.peers if p.endpoint}
         family = 6 if 6 in versions else 4
     relayed = any(p.via for p in config.peers)
-    return tunmod.overlay_mtu(family, RELAY_OVERHEAD if relayed else FRAME_OVERHEAD)
+    return fitted_mtu(family, RELAY_OVERHEAD if relayed else FRAME_OVERHEAD, config.overlay.version,
+                      [p.endpoint[0] for p in config.peers if p.endpoint])
+
+
+def fitted_mtu(family: int, overhead: int, overlay_version: int, destinations) -> int:
+    """The overlay MTU whose frames fit the routes to `destinations` and the default routes
+    (tun.fitting_mtu), logged when a narrow route lowered it."""
+    addresses = []
+    for dest in destinations:  # a host name is left to the default routes: no lookup at start
+        with contextlib.suppress(ValueError):
+            addresses.append(str(ipaddress.ip_address(dest)))
+    routes = tunmod.route_mtus([*addresses, "default4", "default6"])
+    mtu = tunmod.fitting_mtu(family, overhead, routes, overlay_version)
+    if mtu < tunmod.overlay_mtu(family, overhead):
+        narrow = {d: m for d, m in routes.items() if m < tunmod.UNDERLAY_MTU}
+        log.info("overlay mtu %d, so that frames fit the routes %s (set `mtu` to choose another)", mtu,
+                 ", ".join(f"to {d}: mtu {m}" for d, m in sorted(narrow.items())))
+    return mtu
 
 
 def bind_control(host: str, port: int) -> socket.socket:
@@ -129,7 +147,9 @@ def run_enrolled(state_dir, *, dns: bool = False, exit_node: str | None = None,
     state, cert = current_certificate(state)
     config = enrolled_config(state, cert, settings)
     endpoints = advertised_endpoints(settings, config, state.server)
-    mtu = tunmod.overlay_mtu(config.overlay.version, RELAY_OVERHEAD)  # any peer may fall back to a relay
+    # any peer may fall back to a relay; frames fit the route to the server and the default routes
+    server_host = urllib.parse.urlsplit(state.server).hostname or ""
+    mtu = fitted_mtu(config.overlay.version, RELAY_OVERHEAD, config.overlay.version, [server_host])
     resolv = ResolvConf(config.interface, str(config.overlay.ip), state.state_dir)
     try:
         resolv.recover()  # a killed run's resolv.conf, with or without --dns

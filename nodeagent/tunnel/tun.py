@@ -16,6 +16,9 @@ Contract:
   Both are blocking netlink calls through the sync `IPRoute`; the agent runs them before its
   event loop starts or with `asyncio.to_thread` (the sync IPRoute raises inside a running loop,
   and AsyncIPRoute breaks under uvloop: docs/architecture.md#design-notes).
+- `route_mtus(destinations)` asks the kernel which route it would take to each address, and its
+  MTU (a lookup: nothing is sent; blocking, before the loop starts, like `configure`);
+  `fitting_mtu` turns the narrowest into the overlay MTU (docs/protocol.md#sizes-and-overheads).
 - Errors are `TunError` with a message that says what to do (not root, no /dev/net/tun, name taken).
 - Exit-node routing (`exit_routing_up`, `exit_routing_down`): while the node sends its internet
   traffic through an exit node, two policy rules of the overlay's family and a table of our own:
@@ -55,7 +58,7 @@ import struct
 
 __all__ = [
     "EXIT_RULE_PREF", "EXIT_TABLE", "TunDevice", "TunError", "configure", "exit_routing_down",
-    "exit_routing_up", "overlay_mtu", "set_routes", "teardown",
+    "exit_routing_up", "fitting_mtu", "overlay_mtu", "route_mtus", "set_routes", "teardown",
 ]
 
 TUNSETIFF = 0x400454CA
@@ -76,6 +79,8 @@ TSO = os.environ.get("SHADOWMESH_TUN_TSO", "1") != "0"
 TSO6 = os.environ.get("SHADOWMESH_TUN_TSO6", "0") == "1"
 TSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | (TUN_F_TSO6 if TSO6 else 0)
 UNDERLAY_MTU = 1500
+DEFAULT_ROUTES = {"default4": 2, "default6": 10}  # route_mtus' names for the default routes
+MIN_OVERLAY_MTU = {4: 576, 6: 1280}  # the least each IP version must carry (RFC 791, RFC 8200)
 # tuning: packets the kernel queues on the TUN while the agent is busy (a drain of 64 reads
 # takes ~0.1-0.3 ms; on a shared 2-core box the agent can lose the CPU for milliseconds, and
 # the default 1000 overflowed at 300 Mbit/s of 1200-byte UDP)
@@ -95,6 +100,51 @@ class TunError(Exception):
 def overlay_mtu(family: int, frame_overhead: int, underlay_mtu: int = UNDERLAY_MTU) -> int:
     """Overlay MTU for an underlay of IP `family` (4 or 6) and a per-datagram frame overhead."""
     return underlay_mtu - IP_HEADER[family] - UDP_HEADER - frame_overhead
+
+
+def fitting_mtu(family: int, frame_overhead: int, route_mtus: dict[str, int],
+                overlay_version: int = 4) -> int:
+    """The overlay MTU whose frames fit the narrowest of the routes the agent will send on
+    (`route_mtus`: destination -> MTU of its route, from `route_mtus`): `overlay_mtu` of the
+    smaller of UNDERLAY_MTU and that route's MTU. A larger route MTU (a jumbo-frame LAN) does not
+    raise it: the Internet between nodes is assumed to carry UNDERLAY_MTU. Never below the least
+    an IP version must carry (576 for IPv4; 1280 for an IPv6 overlay, which the kernel would turn
+    off on a smaller device): frames of a narrower route are fragmented by the kernel."""
+    narrowest = min([UNDERLAY_MTU, *route_mtus.values()])
+    return max(MIN_OVERLAY_MTU[overlay_version], overlay_mtu(family, frame_overhead, narrowest))
+
+
+def route_mtus(destinations) -> dict[str, int]:
+    """The MTU of the route the kernel would take to each destination address (the route's own
+    `mtu` metric when it has one, else its device's), as `ip route get` finds it; "default4" and
+    "default6" stand for the first default route of each IP version. A destination without a
+    route, or not an IP address, is left out. A lookup only: nothing is sent."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    _quiet_pyroute2()
+    out: dict[str, int] = {}
+    with IPRoute() as ipr:
+        for dest in destinations:
+            try:
+                if dest in DEFAULT_ROUTES:
+                    routes = ipr.get_default_routes(family=DEFAULT_ROUTES[dest])
+                else:
+                    routes = ipr.route("get", dst=str(dest))
+            except (NetlinkError, ValueError, OSError):
+                continue
+            if not routes:
+                continue
+            route = routes[0]
+            metrics = route.get_attr("RTA_METRICS")
+            mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+            if not mtu:
+                oif = route.get_attr("RTA_OIF")
+                links = ipr.get_links(oif) if oif else []
+                mtu = links[0].get_attr("IFLA_MTU") if links else None
+            if mtu:
+                out[str(dest)] = int(mtu)
+    return out
 
 
 class TunDevice:

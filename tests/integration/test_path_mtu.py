@@ -1,0 +1,79 @@
+"""The tunnel over an underlay narrower than 1,500 bytes (attack 35 of docs/threat-model.md):
+a node whose own link is 1,280 bytes, and two nodes on 1,500-byte links with a 1,280-byte link
+between their routers. Outcomes only: TCP streams cross intact both ways, nothing is counted as
+lost on the sending side.
+
+On the code before: the node on the narrow link kept the 1,436-byte overlay MTU of a 1,500-byte
+link; the kernel refused each GSO send of its full-size frames (EMSGSIZE) and the agent counted
+them as `queue_full`, so a TCP stream from it stalled for good (none of its bulk frames left).
+Now the node fits its overlay MTU to the route (1,216 here), and a frame still too big for a path
+goes out fragmented by the kernel, through GSO no longer."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.agentlab import wait_for, write_config
+
+pytestmark = pytest.mark.privileged
+
+STREAM = 12_000_000  # bytes each way
+NARROW = 1280
+
+
+def _world(lab, narrow_at: str):
+    """a (198.18.0.1) - r1 - r2 - b (198.18.2.2). `narrow_at`: "b" (b's own link, both ends) or
+    "middle" (the r1-r2 link): NARROW bytes there, 1,500 elsewhere."""
+    a_ns, r1, r2, b_ns = lab.netns("a"), lab.netns("r1"), lab.netns("r2"), lab.netns("b")
+    lab.veth(a_ns, "198.18.0.1/24", r1, "198.18.0.254/24")
+    mid = lab.veth(r1, "198.18.1.1/24", r2, "198.18.1.2/24")
+    edge = lab.veth(r2, "198.18.2.254/24", b_ns, "198.18.2.2/24")
+    ends, devices = ((r1, r2), mid) if narrow_at == "middle" else ((r2, b_ns), edge)
+    for ns, dev in zip(ends, devices, strict=True):
+        ns.run("ip", "link", "set", dev, "mtu", str(NARROW))
+    for router in (r1, r2):
+        router.sysctl("net.ipv4.ip_forward", "1")
+    a_ns.run("ip", "route", "add", "default", "via", "198.18.0.254")
+    r1.run("ip", "route", "add", "198.18.2.0/24", "via", "198.18.1.2")
+    r2.run("ip", "route", "add", "198.18.0.0/24", "via", "198.18.1.1")
+    b_ns.run("ip", "route", "add", "default", "via", "198.18.2.254")
+    (_, a_id), (_, b_id) = lab.keygen("a"), lab.keygen("b")
+    a_cfg = write_config(lab.tmp / "a.toml",
+                         {"private_key": "a/node.key", "overlay_ip": "10.10.10.1/24", "listen_ip": "0.0.0.0",
+                          "interface": f"{lab.prefix}t1", "control_socket": str(lab.tmp / "a.sock")},
+                         [{"public_key": "b/node.pub", "overlay_ip": "10.10.10.2", "endpoint": "198.18.2.2",
+                           "name": "b"}])
+    b_cfg = write_config(lab.tmp / "b.toml",
+                         {"private_key": "b/node.key", "overlay_ip": "10.10.10.2/24", "listen_ip": "0.0.0.0",
+                          "interface": f"{lab.prefix}t2", "control_socket": str(lab.tmp / "b.sock")},
+                         [{"public_key": "a/node.pub", "overlay_ip": "10.10.10.1", "name": "a"}])
+    a, b = lab.start_agent(a_ns, a_cfg), lab.start_agent(b_ns, b_cfg)
+    wait_for(lambda: lab.tool(a_ns, "ping", "10.10.10.2", "--count", "1").returncode == 0, 60, "tunnel up")
+    return a_ns, b_ns, a, b, a_id, b_id
+
+
+def _stream(lab, src_ns, dst_ns, dst: str) -> None:
+    sink = lab.tool_bg(dst_ns, "sink", "5005")
+    assert sink.stdout.readline().strip() == "listening"
+    source = lab.tool_bg(src_ns, "source", dst, "5005", str(STREAM))
+    sent, err = source.communicate(timeout=120)
+    assert source.returncode == 0, err
+    assert sink.communicate(timeout=60)[0].strip() == sent.strip()  # every byte, in order
+
+
+@pytest.mark.parametrize("narrow_at", ["b", "middle"])
+def test_streams_cross_a_path_narrower_than_1500_bytes_both_ways(lab, narrow_at):
+    a_ns, b_ns, a, b, a_id, b_id = _world(lab, narrow_at)
+    _stream(lab, a_ns, b_ns, "10.10.10.2")
+    _stream(lab, b_ns, a_ns, "10.10.10.1")
+    a_node, b_node = a.status()["node"], b.status()["node"]
+    assert a_node["drops"]["queue_full"] == 0 and b_node["drops"]["queue_full"] == 0
+    if narrow_at == "b":
+        # b's frames fit its own link: 1,280 - 20 (IP) - 8 (UDP) - 36 (frame); a keeps 1,436
+        assert (a_node["mtu"], b_node["mtu"]) == (1436, NARROW - 20 - 8 - 36)
+    else:
+        # neither node's link is narrow: both keep 1,436, and a's full-size frames to b (the
+        # kernel learned the path's 1,280 bytes from the router's ICMP) went out fragmented
+        assert (a_node["mtu"], b_node["mtu"]) == (1436, 1436)
+        assert a_node["udp"]["narrow_paths"] == 1 and a_node["udp"]["gso"] is True
+    assert a.peer(b_id)["path"] == b.peer(a_id)["path"] == "direct"
