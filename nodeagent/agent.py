@@ -285,9 +285,10 @@ class Agent:
     def tick(self, now: float) -> None:
         """One housekeeping round (every TICK_S): the session timers and RTT probes, then the index
         sweep (keys that expired or were rotated out), idle flows of the access policy, stalled
-        responders, control-link keepalives."""
+        responders, control-link keepalives, narrow paths the kernel has forgotten by now."""
         self.sessions.tick(now)
         self.datapath.sweep()
+        self.udp.expire_narrow(now)
         if self.datapath.filter is not None:
             self.datapath.filter.tick(now)
         self.handshakes.cut_stalled(now)

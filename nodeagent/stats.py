@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 __all__ = ["DROP_REASONS", "Drops", "LossTracker", "PeerStats", "RelayStats"]
 
 DROP_REASONS = ("malformed", "unknown_session", "bad_tag", "replay", "spoofed_source", "no_route",
-                "queue_full", "policy")
+                "queue_full", "policy", "too_big")
 
 
 @dataclass(slots=True)
@@ -24,6 +24,7 @@ class Drops:
     no_route: int = 0
     queue_full: int = 0
     policy: int = 0  # inbound packets the access policy refused
+    too_big: int = 0  # outbound packets answered with ICMP "too big" for a narrow path (datapath 3b)
 
     def as_dict(self) -> dict[str, int]:
         return {r: getattr(self, r) for r in DROP_REASONS}

@@ -4,7 +4,7 @@ The fixed shape (docs/operations.md#status-document; extra keys are only ever ad
 
     {"node": {"peer_id", "name", "overlay_ip", "uptime_s",
               "drops": {"malformed", "unknown_session", "bad_tag", "replay", "spoofed_source",
-                        "no_route", "queue_full", "policy"},
+                        "no_route", "queue_full", "policy", "too_big"},
               "relay": {...},                       # extra: what this node forwarded as a hub
               "policy": {"default", "rules", ...},  # extra: the access policy in force, its flows
               ...extra, and in enrolled mode "mode", "serial", "server", "revoked_peers", "stats_interval_s",

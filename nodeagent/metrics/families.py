@@ -156,7 +156,7 @@ def _node_families(node: Doc) -> list[Family]:
         "shadowmesh_drops_total",
         COUNTER,
         "Datagrams or packets dropped by the data path, by reason (the receive order's checks, "
-        "then the sending side's no_route and queue_full).",
+        "then the sending side's no_route, queue_full and too_big).",
     )
     out = [_by_reason(drops, node.get("drops"))]
     relay = _map(node.get("relay"))

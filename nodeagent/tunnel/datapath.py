@@ -15,6 +15,13 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      with an access policy (`filter`, nodeagent/policy/filter.py) the flow is noted
      (`track`: the flows this node starts, whose replies step 9 of inbound admits), once per
      read (a TSO super-packet is one flow); outbound packets are never dropped by the policy
+ 3b. a path the kernel knows to be narrower than the frame this packet needs (udp.py
+     `path_mtus`, filled when the path refused a GSO send): a packet that must not be
+     fragmented (IPv4 with DF, IPv6) is answered into the TUN with ICMP "fragmentation needed" /
+     "packet too big" (toobig.py) instead of leaving as IP fragments, at most TOO_BIG_RATE per
+     second (past it, and for a packet that may be fragmented, the frame leaves fragmented by
+     the kernel); a TSO super-packet is judged by its first segment.       drop `too_big`
+     Costs one test of an empty dict per packet while no path is narrow.
   4. pick the peer's sending keypair (KeyRing.sending). None, or no UDP endpoint known yet ->
      park the packet in the peer's bounded pending queue (and ask for a handshake: sessions.py);
      no counter is consumed for a frame that cannot leave             drop `queue_full` when full
@@ -75,6 +82,8 @@ from typing import TYPE_CHECKING
 
 from ..policy.filter import PacketFilter
 from ..protocol.frames import (
+    FRAME_OVERHEAD,
+    RELAY_OVERHEAD,
     BadTag,
     FrameError,
     FrameFlags,
@@ -95,6 +104,7 @@ from ..stats import Drops, LossTracker, PeerStats, RelayStats
 from .chunks import ChunkPath
 from .gro import TunWriter
 from .relay import on_relay, on_relayed
+from .toobig import too_big
 from .tso import VNET_HDR_SIZE, OffloadError, finish, split
 from .udp import RECV_BUFFER
 
@@ -112,6 +122,8 @@ TUN_READ = 65536 + 256  # one read: an MTU-sized packet, or a TSO super-packet o
 PARTIAL_CSUM = os.environ.get("SHADOWMESH_CSUM_PARTIAL", "1") != "0"
 UDP_CALLS = 32  # tuning: GRO reads per UDP wake-up
 PENDING_MAX = 64  # tuning: packets parked per peer while its handshake runs
+TOO_BIG_RATE = 100.0  # ICMP "too big" answers written into the TUN per second (and burst)
+_IP_UDP = {False: 20 + 8, True: 40 + 8}  # an underlay datagram's IP and UDP headers, by "is IPv6"
 
 
 def _busy_poll_s(raw: str) -> float:
@@ -214,6 +226,9 @@ class DataPath:
         self.busy_poll_s = BUSY_POLL_S
         self._poller: select.epoll | None = None
         self._udp_fd = udp.fileno() if hasattr(udp, "fileno") else -1
+        # destination address -> path MTU, kept by udp.py; empty while every path takes our frames
+        self.path_mtus: dict[tuple, int] = getattr(udp, "path_mtus", {})
+        self.too_big_bucket = TokenBucket(TOO_BIG_RATE, TOO_BIG_RATE)
 
     # --- the event loop's reader callbacks ------------------------------------------------------
     def tun_ready(self) -> None:
@@ -384,6 +399,7 @@ class DataPath:
         fd = self.tun_fd
         route = self.route
         seal_to = self._seal_to
+        path_mtus = self.path_mtus  # empty while every path takes our frames
         now = self.clock()
         out: dict[tuple, list[bytes]] = {}
         touched: set[Peer] = set()
@@ -436,6 +452,8 @@ class DataPath:
                 continue
             if self.filter is not None:
                 self.filter.track(packet)
+            if path_mtus and self._too_big(peer, packet, now, 1 if segments is None else len(segments)):
+                continue
             if segments is None:
                 if seal_to(peer, packet, now, out):
                     touched.add(peer)
@@ -446,6 +464,30 @@ class DataPath:
             kp = peer.ring.current
             if kp is not None and kp.wants_rekey_sending(now):
                 self.on_handshake_needed(peer)
+
+    def _too_big(self, peer: Peer, packet: bytes, now: float, count: int) -> bool:
+        """Step 3b: True when `packet` (standing for `count` segments) was answered with ICMP
+        "too big" and is dropped, False when it goes on (its frame fits the path, the path is
+        not known narrow, or the packet may be fragmented)."""
+        hub = peer.data_hub
+        dest = peer.endpoint if hub is None else hub.endpoint
+        if dest is None:
+            return False
+        path_mtu = self.path_mtus.get(dest)
+        if path_mtu is None:
+            return False
+        limit = path_mtu - _IP_UDP[":" in dest[0]] - (FRAME_OVERHEAD if hub is None else RELAY_OVERHEAD)
+        if len(packet) <= limit:
+            return False
+        answer = too_big(packet, limit)
+        if answer is None or not self.too_big_bucket.take(now):
+            return False
+        try:
+            os.write(self.tun_fd, bytes(VNET_HDR_SIZE) + answer if self.vnet else answer)
+        except OSError as exc:
+            log.debug("TUN write failed: %s", exc)
+        self.drops.too_big += count
+        return True
 
     def _send(self, out: dict) -> None:
         for dest, frames in out.items():

@@ -26,7 +26,11 @@ Contract:
   segment size it refused (`narrow`, at most NARROW_MAX addresses), so later runs of that size or
   larger to it skip GSO; GSO stays on for every other address and for smaller segments. Nothing
   of it is counted as lost. Only EIO, ENOPROTOOPT and EOPNOTSUPP (no GSO on this machine) turn GSO
-  off for good.
+  off for good. With the address, `path_mtus` keeps the path MTU the kernel knows for it (IP_MTU
+  of a connected socket of our own: the route's MTU, or what an ICMP "fragmentation needed"
+  taught the kernel), which the data path uses to answer packets too big for that path
+  (tunnel/toobig.py). `expire_narrow(now)` forgets both after NARROW_TTL_S, the kernel's own
+  lifetime of a learned path MTU: a path that widened is tried with GSO again.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 
 from .mark import mark
 
@@ -52,6 +57,9 @@ GSO_MAX_SEGMENTS = 64  # kernel UDP_MAX_SEGMENTS
 GSO_MAX_BYTES = 65000  # one UDP datagram's payload, minus headroom for the headers
 RECV_BUFFER = 65536 + 4096
 NARROW_MAX = 4096  # addresses remembered as narrower than our datagrams (then forgotten all at once)
+NARROW_TTL_S = 600.0  # net.ipv4.route.mtu_expires: how long the kernel keeps a learned path MTU
+IP_MTU = 14  # linux/in.h: the path MTU of a connected socket's route
+IPV6_MTU = 24  # linux/in6.h
 NO_GSO = (errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP)  # this machine cannot do GSO at all
 TOO_BIG = (errno.EMSGSIZE, errno.EINVAL)  # the segments exceed the route's MTU or the learned path MTU
 
@@ -66,7 +74,8 @@ class PortInUse(OSError):
 
 
 class UdpSocket:
-    __slots__ = ("family", "gro", "gso", "narrow", "port", "rcvbuf", "sndbuf", "sock")
+    __slots__ = ("_narrow_at", "family", "gro", "gso", "narrow", "path_mtus", "port", "rcvbuf", "sndbuf",
+                 "sock")
 
     def __init__(self, sock: socket.socket, family: int, port: int) -> None:
         self.sock = sock
@@ -75,6 +84,9 @@ class UdpSocket:
         self.gso = True
         self.gro = False
         self.narrow: dict[tuple, int] = {}  # address -> the smallest segment size GSO refused for it
+        # address -> the kernel's path MTU for it, when known; the data path holds this very dict
+        self.path_mtus: dict[tuple, int] = {}
+        self._narrow_at: dict[tuple, float] = {}  # address -> when it went into `narrow`
         self.rcvbuf = self.sndbuf = 0
 
     @classmethod
@@ -179,11 +191,40 @@ class UdpSocket:
             if address not in self.narrow:
                 if len(self.narrow) >= NARROW_MAX:
                     self.narrow.clear()
+                    self.path_mtus.clear()
+                    self._narrow_at.clear()
+                self._narrow_at[address] = time.monotonic()
                 log.info("datagrams of %d bytes do not fit the path to %s: they go out one by one, "
                          "fragmented by the kernel (a smaller `mtu` avoids it)", size, _text(address))
             self.narrow[address] = min(size, self.narrow.get(address, size))
+            mtu = self._path_mtu(address)
+            if mtu is not None:
+                self.path_mtus[address] = mtu
             return True
         return False
+
+    def _path_mtu(self, address: tuple) -> int | None:
+        """The path MTU the kernel knows for `address` (None if it cannot be read): a socket of
+        ours, marked as the data socket is, connected there (nothing is sent) and asked IP_MTU."""
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            mark(sock)
+            sock.connect(address)
+            if self.family == socket.AF_INET6:
+                return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+            return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        except OSError:
+            return None
+        finally:
+            sock.close()
+
+    def expire_narrow(self, now: float) -> None:
+        """Forget the narrow paths remembered NARROW_TTL_S ago or more (`now`: time.monotonic())."""
+        for address, since in list(self._narrow_at.items()):
+            if now - since >= NARROW_TTL_S:
+                del self._narrow_at[address]
+                self.narrow.pop(address, None)
+                self.path_mtus.pop(address, None)
 
     def send_gso(self, iov: list, size: int, count: int, address: tuple) -> int:
         """Send `count` datagrams given as one scatter-gather list (`iov`: header, body, header,

@@ -7,7 +7,13 @@ On the code before: the node on the narrow link kept the 1,436-byte overlay MTU 
 link; the kernel refused each GSO send of its full-size frames (EMSGSIZE) and the agent counted
 them as `queue_full`, so a TCP stream from it stalled for good (none of its bulk frames left).
 Now the node fits its overlay MTU to the route (1,216 here), and a frame still too big for a path
-goes out fragmented by the kernel, through GSO no longer."""
+goes out fragmented by the kernel, through GSO no longer.
+
+A third world has the narrow link in the middle and routers that drop IP fragments, as some
+middleboxes do: a frame fragmented by the kernel never arrives. The agents answer the packets too
+big for the path with ICMP "fragmentation needed" into their TUN (datapath step 3b), the kernel's
+TCP cuts smaller segments, and the streams cross without a fragment. On the code before (which
+fragmented them) both streams stalled."""
 
 from __future__ import annotations
 
@@ -21,9 +27,10 @@ STREAM = 12_000_000  # bytes each way
 NARROW = 1280
 
 
-def _world(lab, narrow_at: str):
+def _world(lab, narrow_at: str, drop_fragments: bool = False):
     """a (198.18.0.1) - r1 - r2 - b (198.18.2.2). `narrow_at`: "b" (b's own link, both ends) or
-    "middle" (the r1-r2 link): NARROW bytes there, 1,500 elsewhere."""
+    "middle" (the r1-r2 link): NARROW bytes there, 1,500 elsewhere. `drop_fragments`: both routers
+    drop every IP fragment they would forward."""
     a_ns, r1, r2, b_ns = lab.netns("a"), lab.netns("r1"), lab.netns("r2"), lab.netns("b")
     lab.veth(a_ns, "198.18.0.1/24", r1, "198.18.0.254/24")
     mid = lab.veth(r1, "198.18.1.1/24", r2, "198.18.1.2/24")
@@ -33,6 +40,9 @@ def _world(lab, narrow_at: str):
         ns.run("ip", "link", "set", dev, "mtu", str(NARROW))
     for router in (r1, r2):
         router.sysctl("net.ipv4.ip_forward", "1")
+        if drop_fragments:
+            router.run("nft", "add table ip nofrag; add chain ip nofrag hop { type filter hook forward "
+                       "priority 0; }; add rule ip nofrag hop ip frag-off & 0x3fff != 0 counter drop")
     a_ns.run("ip", "route", "add", "default", "via", "198.18.0.254")
     r1.run("ip", "route", "add", "198.18.2.0/24", "via", "198.18.1.2")
     r2.run("ip", "route", "add", "198.18.0.0/24", "via", "198.18.1.1")
@@ -76,4 +86,17 @@ def test_streams_cross_a_path_narrower_than_1500_bytes_both_ways(lab, narrow_at)
         # kernel learned the path's 1,280 bytes from the router's ICMP) went out fragmented
         assert (a_node["mtu"], b_node["mtu"]) == (1436, 1436)
         assert a_node["udp"]["narrow_paths"] == 1 and a_node["udp"]["gso"] is True
+    assert a.peer(b_id)["path"] == b.peer(a_id)["path"] == "direct"
+
+
+def test_streams_cross_a_narrow_middle_link_whose_routers_drop_fragments(lab):
+    a_ns, b_ns, a, b, a_id, b_id = _world(lab, "middle", drop_fragments=True)
+    _stream(lab, a_ns, b_ns, "10.10.10.2")
+    _stream(lab, b_ns, a_ns, "10.10.10.1")
+    a_node, b_node = a.status()["node"], b.status()["node"]
+    # a, the first sender, learned the path's 1,280 bytes and answered its TCP's big segments;
+    # b's stream then needed no answer: a's kernel, which keeps the smaller path MTU for b's
+    # overlay address, offered b the smaller MSS in its SYN-ACK
+    assert a_node["drops"]["too_big"] > 0
+    assert a_node["drops"]["queue_full"] == 0 and b_node["drops"]["queue_full"] == 0
     assert a.peer(b_id)["path"] == b.peer(a_id)["path"] == "direct"

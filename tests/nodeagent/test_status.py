@@ -34,7 +34,7 @@ def test_the_node_part_has_the_fixed_keys_in_order(make_datapath):
                        relayed_handshakes=4, interface="smtest", mtu=1380, udp=dp.udp)
     assert list(node) == NODE_KEYS
     assert list(node["drops"]) == ["malformed", "unknown_session", "bad_tag", "replay", "spoofed_source",
-                                   "no_route", "queue_full", "policy"]
+                                   "no_route", "queue_full", "policy", "too_big"]
     assert node["drops"]["replay"] == 3 and node["uptime_s"] == 12.346
     assert node["relay"] == {"forwarded_frames": 0, "forwarded_bytes": 0, "rate_limited": 0,
                              "no_destination": 0, "handshakes": 4}

@@ -16,7 +16,7 @@ import pytest
 from nodeagent.config import PeerConfig
 from nodeagent.protocol.frames import HEADER_SIZE, FrameType, seal
 from nodeagent.protocol.keys import Keypair
-from nodeagent.tunnel.datapath import DataPath, Peer
+from nodeagent.tunnel.datapath import TOO_BIG_RATE, DataPath, Peer
 from nodeagent.tunnel.udp import UdpSocket
 
 
@@ -413,6 +413,79 @@ def test_a_super_packet_that_runs_the_keypair_out_of_counters_sends_what_it_can_
         a.inject(tcp_super_packet(os.urandom(11 * 1000), 1000))
         assert peer.stats.tx_frames == 5 and a.dp.drops.queue_full == 6
         assert peer in a.handshakes_wanted
+    finally:
+        for n in (a, b):
+            n.udp.close()
+            n.tun.close()
+            n.tun_app.close()
+
+
+def _df(packet: bytes) -> bytes:
+    return packet[:6] + b"\x40\x00" + packet[8:]  # IPv4 "don't fragment" (its header checksum is not checked)
+
+
+def test_a_packet_too_big_for_a_narrow_path_is_answered_into_the_tun_not_sent(mesh):
+    """Step 3b: the kernel knows b's path takes 1,280 bytes (what udp.py keeps after a GSO send was
+    refused), so a 1,400-byte packet with DF set is answered with ICMP "fragmentation needed"
+    for 1,280 - 28 - 36 = 1,216 bytes; one that may be fragmented, and one that fits, leave."""
+    a, b = mesh
+    a.udp.path_mtus[b.addr] = 1280
+    big = _df(ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1380)))
+    a.inject(big)
+    (answer,) = a.delivered()
+    assert answer[9] == 1 and answer[12:16] == big[16:20] and answer[16:20] == big[12:16]
+    assert answer[20:22] == b"\x03\x04" and struct.unpack_from("!H", answer, 26)[0] == 1216
+    assert a.dp.drops.too_big == 1 and a.peers["b"].stats.tx_frames == 0
+    b.dp.on_udp()
+    assert b.delivered() == []
+    may_fragment = ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1380))
+    fits = _df(ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1196)))
+    a.inject(may_fragment)
+    a.inject(fits)
+    b.dp.on_udp()
+    assert b.delivered() == [may_fragment, fits] and a.delivered() == []
+    assert a.dp.drops.too_big == 1
+
+
+def test_without_a_narrow_path_nothing_is_answered(mesh):
+    a, b = mesh
+    a.udp.path_mtus[("127.0.0.1", 9)] = 1280  # another address's path
+    big = _df(ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1380)))
+    a.inject(big)
+    b.dp.on_udp()
+    assert b.delivered() == [big] and a.delivered() == [] and a.dp.drops.too_big == 0
+
+
+def test_the_too_big_answers_are_rate_limited_and_the_rest_leave(mesh):
+    a, b = mesh
+    a.udp.path_mtus[b.addr] = 1280
+    a.dp.clock = lambda: 5.0  # one instant: the bucket holds its burst and never refills
+    big = _df(ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1380)))
+    for _ in range(int(TOO_BIG_RATE) + 1):
+        a.inject(big)
+    assert len(a.delivered()) == TOO_BIG_RATE and a.dp.drops.too_big == TOO_BIG_RATE
+    b.dp.on_udp()
+    assert b.delivered() == [big]  # past the rate, the packet goes as it would have
+
+
+def test_a_tso_super_packet_too_big_for_a_narrow_path_is_answered_once_for_all_its_segments():
+    """Judged by its first segment (1,340 bytes > 1,216): one answer, with a vnet header on a
+    vnet TUN; all three segments are counted, none leaves. The kernel's TCP then cuts smaller."""
+    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
+    try:
+        a.know(b)
+        b.know(a)
+        a.start(vnet=True)
+        b.start(vnet=True)
+        pair(a, b)
+        a.udp.path_mtus[b.addr] = 1280
+        a.inject(tcp_super_packet(os.urandom(3 * 1300), 1300))
+        (answer,) = a.delivered()
+        assert answer[:10] == bytes(10)  # virtio_net_hdr: no offload
+        icmp = answer[10 + 20:]
+        assert icmp[:2] == b"\x03\x04" and struct.unpack_from("!H", icmp, 6)[0] == 1216
+        assert icmp[8 + 20 + 2:8 + 20 + 4] == struct.pack("!H", 5201)  # it quotes the TCP segment's header
+        assert a.dp.drops.too_big == 3 and a.peers["b"].stats.tx_frames == 0
     finally:
         for n in (a, b):
             n.udp.close()

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,7 @@ failed = sender.send_gso(iov, 1400, 10, to)
 got = [receiver.recv(65536) for _ in range(10 - failed)]
 out["gso_list"] = {"failed": failed, "intact": got == datagrams}
 out["gso"] = sender.gso
+out["path_mtu"] = sender.path_mtus.get(to)
 print(json.dumps(out))
 """
 
@@ -162,3 +164,15 @@ def test_datagrams_over_the_devices_mtu_leave_fragmented_by_the_kernel_not_lost(
     assert out["big_again"] == {"failed": 0, "intact": True, "narrow": 1400}
     assert out["gso_list"] == {"failed": 0, "intact": True}
     assert out["gso"] is True
+    assert out["path_mtu"] == 1280  # what the kernel says the route takes, for the data path
+
+
+def test_narrow_paths_are_forgotten_when_the_kernel_forgets_its_path_mtu():
+    udp = UdpSocket(RefusingSocket(OSError(errno.EMSGSIZE, "message too long")), socket.AF_INET, 9443)
+    udp.send_batch([os.urandom(1400) for _ in range(2)], ("198.18.0.9", 9443))
+    assert ("198.18.0.9", 9443) in udp.narrow
+    udp.expire_narrow(time.monotonic() + udp_module.NARROW_TTL_S / 2)
+    assert ("198.18.0.9", 9443) in udp.narrow
+    udp.path_mtus[("198.18.0.9", 9443)] = 1280
+    udp.expire_narrow(time.monotonic() + udp_module.NARROW_TTL_S)
+    assert udp.narrow == {} and udp.path_mtus == {}  # GSO is tried again, nothing is answered for it
