@@ -41,9 +41,11 @@ MTU (`overlay_mtu`): the largest inner packet whose datagram still fits one unde
                IPv4 1380, IPv6 1360
 
 The underlay family is that of the node's own address (listen_ip, or the peers' endpoints when
-it listens on the wildcard); the underlay MTU is taken as 1500 (Ethernet; the `mtu` config key
+it listens on the wildcard); the underlay MTU is taken as 1500 (Ethernet), or as the MTU of
+the narrowest route the node sends on when that is smaller (`fitting_mtu`; the `mtu` config key
 overrides everything). A node with any `via` peer uses the relayed figure for the whole device,
-so one MTU fits every path and nothing is ever fragmented or dropped for size.
+so one MTU fits every path the node's own routes know of; a narrower link further on is handled
+by udp.py and the data path's "too big" answers (toobig.py).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ import ipaddress
 import logging
 import os
 import struct
+
+from .mark import UNDERLAY_MARK
 
 __all__ = [
     "EXIT_RULE_PREF", "EXIT_TABLE", "TunDevice", "TunError", "configure", "exit_routing_down",
@@ -80,6 +84,7 @@ TSO6 = os.environ.get("SHADOWMESH_TUN_TSO6", "0") == "1"
 TSO_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO_ECN | (TUN_F_TSO6 if TSO6 else 0)
 UNDERLAY_MTU = 1500
 DEFAULT_ROUTES = {"default4": 2, "default6": 10}  # route_mtus' names for the default routes
+MAIN_TABLE = 254
 MIN_OVERLAY_MTU = {4: 576, 6: 1280}  # the least each IP version must carry (RFC 791, RFC 8200)
 # tuning: packets the kernel queues on the TUN while the agent is busy (a drain of 64 reads
 # takes ~0.1-0.3 ms; on a shared 2-core box the agent can lose the CPU for milliseconds, and
@@ -127,10 +132,11 @@ def route_mtus(destinations) -> dict[str, int]:
     with IPRoute() as ipr:
         for dest in destinations:
             try:
-                if dest in DEFAULT_ROUTES:
-                    routes = ipr.get_default_routes(family=DEFAULT_ROUTES[dest])
-                else:
-                    routes = ipr.route("get", dst=str(dest))
+                if dest in DEFAULT_ROUTES:  # the main table's (an exit node's table has one too)
+                    routes = [r for r in ipr.get_default_routes(family=DEFAULT_ROUTES[dest])
+                              if r.get_attr("RTA_TABLE") in (None, MAIN_TABLE)]
+                else:  # as the agent's own marked sockets are routed, past an exit node's rules
+                    routes = list(ipr.route("get", dst=str(dest), mark=UNDERLAY_MARK))
             except (NetlinkError, ValueError, OSError):
                 continue
             if not routes:

@@ -13,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from nodeagent.protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD, FrameType, seal, wrap_relay
-from nodeagent.tunnel.tun import UNDERLAY_MTU, fitting_mtu, overlay_mtu
+from nodeagent.tunnel.mark import UNDERLAY_MARK
+from nodeagent.tunnel.tun import EXIT_RULE_PREF, EXIT_TABLE, UNDERLAY_MTU, fitting_mtu, overlay_mtu
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +65,8 @@ def test_a_fitted_overlay_packet_fills_one_underlay_packet_of_the_narrow_route()
 ROUTE_MTUS = r"""
 import json
 from nodeagent.tunnel.tun import route_mtus
-print(json.dumps(route_mtus(["198.18.5.9", "198.18.6.9", "198.18.7.9", "default4", "default6", "not-an-ip"])))
+print(json.dumps(route_mtus(["198.18.5.9", "198.18.6.9", "198.18.7.9", "198.18.8.9", "default4", "default6",
+                             "not-an-ip"])))
 """
 
 
@@ -72,13 +74,19 @@ print(json.dumps(route_mtus(["198.18.5.9", "198.18.6.9", "198.18.7.9", "default4
 def test_route_mtus_reads_the_kernels_routes():
     """For real, in a network namespace of its own: a veth device of 1,280 bytes carries
     198.18.5.0/24 and the default route; 198.18.6.0/24 has a route of its own with an `mtu` of
-    1,300 on it; 198.18.7.9 and IPv6 have no route; a host name is not looked up."""
+    1,300 on it; 198.18.7.9 and IPv6 have no route; a host name is not looked up. An exit node's
+    routing is up too (tun.py: unmarked traffic to a table whose default route is a 1,200-byte
+    device): the agent's marked sockets do not take it, so neither does the lookup."""
     script = ("ip link add d0 type veth peer name d1 && ip link set d1 up && ip link set d0 mtu 1280 up"
               " && ip addr add 198.18.5.1/24 dev d0"
               " && ip route add default dev d0 && ip route add 198.18.6.0/24 dev d0 mtu 1300"
               " && ip route add unreachable 198.18.7.0/24"
+              " && ip link add d2 type veth peer name d3 && ip link set d3 up && ip link set d2 mtu 1200 up"
+              f" && ip route add default dev d2 table {EXIT_TABLE}"
+              f" && ip rule add not fwmark {UNDERLAY_MARK} lookup {EXIT_TABLE} pref {EXIT_RULE_PREF + 1}"
               f" && exec {sys.executable} -c '{ROUTE_MTUS}'")
     done = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True,
                           timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"198.18.5.9": 1280, "198.18.6.9": 1300, "default4": 1280}
+    assert json.loads(done.stdout) == {"198.18.5.9": 1280, "198.18.6.9": 1300, "198.18.8.9": 1280,
+                                       "default4": 1280}
