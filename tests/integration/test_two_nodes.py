@@ -57,7 +57,7 @@ def test_a_second_agent_on_the_same_ports_names_the_port_and_exits_5(lab):
 
 NODE_KEYS = {"peer_id", "name", "overlay_ip", "uptime_s", "drops"}
 DROP_KEYS = {"malformed", "unknown_session", "bad_tag", "replay", "spoofed_source", "no_route", "queue_full",
-             "policy"}
+             "policy", "too_big"}
 PEER_KEYS = {"peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames", "rx_frames",
              "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s"}
 
