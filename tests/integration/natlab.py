@@ -37,16 +37,18 @@ class NatWorld(Mesh):
         self.hub1 = self.node("hub1", public=True)
         self.hub2 = self.node("hub2", public=True)
 
-    def nat(self, role: str, kind: str, uplink: NatBox | None = None) -> NatBox:
+    def nat(self, role: str, kind: str, uplink: NatBox | None = None, bare: bool = False) -> NatBox:
         n = next(self._lan)
         if uplink is None:
             self._octet += 1
             box = self.lab.nat(
-                role, self.segment, wan=f"{self.subnet}.{self._octet}/24", lan=f"198.18.{n}.1/24", kind=kind
+                role, self.segment, wan=f"{self.subnet}.{self._octet}/24", lan=f"198.18.{n}.1/24",
+                kind=kind, bare=bare,
             )
         else:
             box = self.lab.nat(
-                role, uplink, wan=f"{uplink.lan_ip.rsplit('.', 1)[0]}.2/24", lan=f"198.18.{n}.1/24", kind=kind
+                role, uplink, wan=f"{uplink.lan_ip.rsplit('.', 1)[0]}.2/24", lan=f"198.18.{n}.1/24",
+                kind=kind, bare=bare,
             )
         if kind == "firewall":  # the host has no route to a routed LAN: only the server sees the box
             box.ns.run(
