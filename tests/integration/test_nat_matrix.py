@@ -104,8 +104,8 @@ def test_easy_with_easy_ends_punched_direct(world):
 
 
 def test_easy_with_easy_behind_bare_boxes_stays_reachable_while_the_punch_fails(world):
-    """Routers that accept unsolicited packets to themselves (no input filter; docs/nat.md#the-
-    stale-entry-deadlock). A hub's or the peer's packet that reaches such a router before the node
+    """Routers that accept unsolicited packets to themselves (no input filter;
+    docs/nat.md#the-stale-entry-deadlock). A hub's or the peer's packet that reaches such a router before the node
     behind it has sent to that address leaves a stale conntrack entry, and the node's own later
     packets to that address leave from a random port: the hubs see both nodes on random ports at
     once, and each side's probes to the other's port-preserving guess meet a stale entry. The
