@@ -105,14 +105,14 @@ def test_easy_with_easy_ends_punched_direct(world):
 
 def test_easy_with_easy_behind_bare_boxes_stays_reachable_while_the_punch_fails(world):
     """Routers that accept unsolicited packets to themselves (no input filter;
-    docs/nat.md#the-stale-entry-deadlock). A hub's or the peer's packet that reaches such a router before the node
-    behind it has sent to that address leaves a stale conntrack entry, and the node's own later
-    packets to that address leave from a random port: the hubs see both nodes on random ports at
-    once, and each side's probes to the other's port-preserving guess meet a stale entry. The
-    synchronised start does not win that race here, where the two routers share one segment
-    (measured: five attempts in two minutes, each punch_timeout). What is asserted is what must
-    hold whatever the race: the pair reaches each other from the start, a punch attempt ends (it
-    fails and backs off, or goes direct), and a stream keeps its every byte meanwhile."""
+    docs/nat.md#the-stale-entry-deadlock). A hub's or the peer's packet that reaches such a router
+    before the node behind it has sent to that address leaves a stale conntrack entry, and the
+    node's own later packets to that address leave from a random port: the hubs see both nodes on
+    random ports at once, and each side's probes to the other's port-preserving guess meet a stale
+    entry. The synchronised start does not win that race here, where the two routers share one
+    segment (measured: five attempts in two minutes, each punch_timeout). What is asserted is what
+    must hold whatever the race: the pair reaches each other from the start, a punch attempt ends
+    (it fails and backs off, or goes direct), and a stream keeps its every byte meanwhile."""
     box_a, box_b = world.nat("boxa", "easy", bare=True), world.nat("boxb", "easy", bare=True)
     a, b = world.node("a", box_a), world.node("b", box_b)
     world.wait_ping(a, b, timeout=30)

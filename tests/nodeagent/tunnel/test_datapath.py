@@ -491,3 +491,22 @@ def test_a_tso_super_packet_too_big_for_a_narrow_path_is_answered_once_for_all_i
             n.udp.close()
             n.tun.close()
             n.tun_app.close()
+
+
+def test_a_relayed_peers_packet_is_judged_by_the_hubs_path_and_the_relay_overhead():
+    """a reaches c through hub h, and a's path to h is the narrow one (1,280 bytes): the frame a
+    relayed packet needs carries the relay envelope too (92 bytes), so the limit is 1,280 - 28 - 92
+    = 1,160; a 1,200-byte packet that would fit a direct frame (1,216) is answered, one of 1,160
+    still goes through the hub to c."""
+    a, h, c = relay_trio()
+    a.udp.path_mtus[h.addr] = 1280
+    big = _df(ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1180)))
+    a.inject(big)
+    (answer,) = a.delivered()
+    assert answer[20:22] == b"\x03\x04" and struct.unpack_from("!H", answer, 26)[0] == 1160
+    assert a.dp.drops.too_big == 1
+    fits = _df(ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1140)))
+    a.inject(fits)
+    h.dp.on_udp()
+    c.dp.on_udp()
+    assert c.delivered() == [fits] and h.dp.relay.forwarded_frames == 1
