@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import struct
 
+from .tso import checksum
+
 __all__ = ["IPV4_QUOTE_MAX", "IPV6_MIN_MTU", "too_big"]
 
 IPV4_QUOTE_MAX = 576  # the whole IPv4 answer stays within it
@@ -36,15 +38,6 @@ _PROTO_ICMP = 1
 _PROTO_ICMPV6 = 58
 _TTL = 64
 _TOS = 0xC0  # internetwork control, as the kernel's own ICMP errors
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def too_big(packet: bytes, mtu: int) -> bytes | None:
@@ -74,10 +67,10 @@ def _too_big_v4(packet: bytes, mtu: int) -> bytes | None:
     src, dst = packet[12:16], packet[16:20]
     quote = packet[:IPV4_QUOTE_MAX - 20 - 8]
     icmp = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + quote
-    icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
     total = 20 + len(icmp)
     header = struct.pack("!BBHHHBBH4s4s", 0x45, _TOS, total, 0, 0, _TTL, _PROTO_ICMP, 0, dst, src)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return header + icmp
 
 
@@ -90,6 +83,6 @@ def _too_big_v6(packet: bytes, mtu: int) -> bytes | None:
     quote = packet[:IPV6_MIN_MTU - 40 - 8]
     icmp = struct.pack("!BBHI", 2, 0, 0, mtu) + quote
     pseudo = dst + src + struct.pack("!I3xB", len(icmp), _PROTO_ICMPV6)
-    icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+    icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
     header = struct.pack("!IHBB16s16s", 6 << 28, len(icmp), _PROTO_ICMPV6, _TTL, dst, src)
     return header + icmp

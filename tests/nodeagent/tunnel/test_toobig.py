@@ -1,6 +1,6 @@
 """tunnel/toobig.py: the ICMP answer to a packet too big for a narrow path. Every answer is
-checked field by field with arithmetic of the test's own (the checksums by summing the whole
-message back to 0xFFFF); the cases without an answer each have their own test."""
+checked field by field with arithmetic of the tests' own (the checksums by summing the whole
+message back to 0xFFFF, test_tso.valid); the cases without an answer each have their own test."""
 
 from __future__ import annotations
 
@@ -11,21 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nodeagent.tunnel.toobig import IPV4_QUOTE_MAX, IPV6_MIN_MTU, too_big
+from tests.nodeagent.tunnel.test_tso import valid  # the checksum arithmetic of the test's own
 
 A4, B4 = ipaddress.ip_address("10.10.10.1").packed, ipaddress.ip_address("10.10.10.2").packed
 A6, B6 = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address("fd00::2").packed
 DF = 0x4000
-
-
-def _sum_ok(data: bytes) -> bool:
-    """A message carrying its Internet checksum sums (ones' complement, 16 bits) to 0xFFFF."""
-    if len(data) % 2:
-        data += b"\0"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return total == 0xFFFF
 
 
 def ipv4(size: int, *, flags: int = DF, proto: int = 6, payload_head: bytes = b"") -> bytes:
@@ -45,18 +35,18 @@ def test_an_ipv4_packet_with_df_gets_fragmentation_needed_from_its_destination()
     ver_ihl, tos, total, _id, frag, ttl, proto, _ck, src, dst = struct.unpack_from("!BBHHHBBH4s4s", answer)
     assert (ver_ihl, proto, total, frag, ttl, tos) == (0x45, 1, len(answer), 0, 64, 0xC0)
     assert (src, dst) == (B4, A4)  # from the destination the sender tried, back to the sender
-    assert _sum_ok(answer[:20])
+    assert valid(answer[:20])
     icmp = answer[20:]
     kind, code, _ck, unused, mtu = struct.unpack_from("!BBHHH", icmp)
     assert (kind, code, unused, mtu) == (3, 4, 0, 1216)
-    assert _sum_ok(icmp)
+    assert valid(icmp)
     assert len(answer) == IPV4_QUOTE_MAX and icmp[8:] == packet[:IPV4_QUOTE_MAX - 28]
 
 
 def test_a_short_ipv4_packet_is_quoted_whole():
     packet = ipv4(300)
     answer = too_big(packet, 200)
-    assert answer is not None and answer[28:] == packet and _sum_ok(answer[20:])
+    assert answer is not None and answer[28:] == packet and valid(answer[20:])
 
 
 def test_an_ipv4_packet_that_may_be_fragmented_gets_no_answer():
@@ -89,7 +79,7 @@ def test_an_ipv6_packet_gets_packet_too_big_with_a_valid_checksum():
     kind, code, _ck, mtu = struct.unpack_from("!BBHI", icmp)
     assert (kind, code, mtu) == (2, 0, 1300)
     pseudo = src + dst + struct.pack("!I3xB", len(icmp), 58)
-    assert _sum_ok(pseudo + icmp)
+    assert valid(pseudo + icmp)
     assert len(answer) == IPV6_MIN_MTU and icmp[8:] == packet[:IPV6_MIN_MTU - 48]
 
 
@@ -118,4 +108,4 @@ def test_any_bytes_give_none_or_an_answer_within_the_size_caps(packet, mtu):
     if answer is not None:
         assert len(packet) > mtu
         assert len(answer) <= (IPV4_QUOTE_MAX if answer[0] >> 4 == 4 else IPV6_MIN_MTU)
-        assert _sum_ok(answer[20:]) if answer[0] >> 4 == 4 else answer[0] >> 4 == 6
+        assert valid(answer[20:]) if answer[0] >> 4 == 4 else answer[0] >> 4 == 6
