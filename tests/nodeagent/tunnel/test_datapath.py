@@ -4,6 +4,7 @@ Three nodes on loopback: A and B have a direct session; A reaches C through hub 
 no A<->C keys. Each test drives the drain callbacks by hand, so nothing depends on timing.
 """
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -83,19 +84,31 @@ def pair(a: Node, b: Node, now: float | None = None):
     return kpa, kpb
 
 
+@contextlib.contextmanager
+def linked(*, vnet_a: bool = False, vnet_b: bool = False, allowed=(), paired: bool = True):
+    """a (10.10.10.1) and b (10.10.10.2) that know each other (a also routes the prefixes
+    `allowed` to b), started, with keys installed unless `paired` is False; their sockets are
+    closed on the way out, also when the test fails."""
+    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
+    try:
+        a.know(b, allowed=allowed)
+        b.know(a)
+        a.start(vnet=vnet_a)
+        b.start(vnet=vnet_b)
+        if paired:
+            pair(a, b)
+        yield a, b
+    finally:
+        for n in (a, b):
+            n.udp.close()
+            n.tun.close()
+            n.tun_app.close()
+
+
 @pytest.fixture
 def mesh():
-    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
-    a.know(b, allowed=["192.168.2.0/24"])
-    b.know(a)
-    a.start()
-    b.start()
-    pair(a, b)
-    yield a, b
-    for n in (a, b):
-        n.udp.close()
-        n.tun.close()
-        n.tun_app.close()
+    with linked(allowed=["192.168.2.0/24"]) as nodes:
+        yield nodes
 
 
 def test_a_packet_crosses_and_is_counted_on_both_sides(mesh):
@@ -167,17 +180,13 @@ def test_an_authenticated_frame_from_a_new_address_moves_the_endpoint(mesh):
 
 
 def test_a_packet_without_a_session_waits_and_asks_for_a_handshake():
-    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
-    a.know(b)
-    b.know(a)
-    a.start()
-    b.start()
-    pkt = ipv4_packet("10.10.10.1", "10.10.10.2")
-    a.inject(pkt)
-    assert a.handshakes_wanted == [a.peers["b"]]
-    pair(a, b)  # the handshake completes: the parked packet goes out
-    b.dp.on_udp()
-    assert b.delivered() == [pkt]
+    with linked(paired=False) as (a, b):
+        pkt = ipv4_packet("10.10.10.1", "10.10.10.2")
+        a.inject(pkt)
+        assert a.handshakes_wanted == [a.peers["b"]]
+        pair(a, b)  # the handshake completes: the parked packet goes out
+        b.dp.on_udp()
+        assert b.delivered() == [pkt]
 
 
 def test_an_echo_keepalive_gives_an_rtt(mesh):
@@ -340,13 +349,7 @@ def tcp_super_packet(payload: bytes, mss: int) -> bytes:
 
 
 def test_a_tso_super_packet_leaves_as_one_frame_per_segment_and_arrives_as_one_stream():
-    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
-    try:
-        a.know(b)
-        b.know(a)
-        a.start(vnet=True)
-        b.start(vnet=True)
-        pair(a, b)
+    with linked(vnet_a=True, vnet_b=True) as (a, b):
         payload = os.urandom(10 * 1000 + 123)
         a.inject(tcp_super_packet(payload, 1000))
         assert a.peers["b"].stats.tx_frames == 11  # one frame per MSS-sized segment, never a chunk
@@ -354,11 +357,6 @@ def test_a_tso_super_packet_leaves_as_one_frame_per_segment_and_arrives_as_one_s
         (written,) = b.delivered()  # the receiver's GRO merged the run back into one TUN write
         assert b.peers["a"].stats.rx_frames == 11
         assert written[10 + 40:] == payload and written[10 + 33] == 0x18  # PSH kept at the end
-    finally:
-        for n in (a, b):
-            n.udp.close()
-            n.tun.close()
-            n.tun_app.close()
 
 
 def test_a_super_packet_that_does_not_parse_is_dropped_as_malformed(mesh):
@@ -369,13 +367,8 @@ def test_a_super_packet_that_does_not_parse_is_dropped_as_malformed(mesh):
 
 
 def test_a_receiver_without_vnet_header_finishes_partial_checksums_itself():
-    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
-    try:
-        a.know(b)
-        b.know(a)
-        a.start(vnet=True)
-        b.start(vnet=False)  # SHADOWMESH_TUN_VNET=0: nothing can carry NEEDS_CSUM to its kernel
-        pair(a, b)
+    # b without a vnet header (SHADOWMESH_TUN_VNET=0): nothing can carry NEEDS_CSUM to its kernel
+    with linked(vnet_a=True) as (a, b):
         payload = os.urandom(3000)
         a.inject(tcp_super_packet(payload, 1000))
         b.dp.on_udp()
@@ -388,22 +381,12 @@ def test_a_receiver_without_vnet_header_finishes_partial_checksums_itself():
             while total >> 16:
                 total = (total & 0xFFFF) + (total >> 16)
             assert total == 0xFFFF
-    finally:
-        for n in (a, b):
-            n.udp.close()
-            n.tun.close()
-            n.tun_app.close()
 
 
 def test_a_super_packet_that_runs_the_keypair_out_of_counters_sends_what_it_can_and_asks_for_a_rekey():
     from nodeagent.protocol.keys import Limits
 
-    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
-    try:
-        a.know(b)
-        b.know(a)
-        a.start(vnet=True)
-        b.start(vnet=True)
+    with linked(vnet_a=True, vnet_b=True, paired=False) as (a, b):
         now = time.monotonic()
         kpa = Keypair(os.urandom(32), os.urandom(32), local_index=1, remote_index=2, created_at=now,
                       initiator=True, limits=Limits(rekey_after_messages=5, reject_after_messages=5))
@@ -413,11 +396,6 @@ def test_a_super_packet_that_runs_the_keypair_out_of_counters_sends_what_it_can_
         a.inject(tcp_super_packet(os.urandom(11 * 1000), 1000))
         assert peer.stats.tx_frames == 5 and a.dp.drops.queue_full == 6
         assert peer in a.handshakes_wanted
-    finally:
-        for n in (a, b):
-            n.udp.close()
-            n.tun.close()
-            n.tun_app.close()
 
 
 def _df(packet: bytes) -> bytes:
@@ -471,13 +449,7 @@ def test_the_too_big_answers_are_rate_limited_and_the_rest_leave(mesh):
 def test_a_tso_super_packet_too_big_for_a_narrow_path_is_answered_once_for_all_its_segments():
     """Judged by its first segment (1,340 bytes > 1,216): one answer, with a vnet header on a
     vnet TUN; all three segments are counted, none leaves. The kernel's TCP then cuts smaller."""
-    a, b = Node("a", "10.10.10.1"), Node("b", "10.10.10.2")
-    try:
-        a.know(b)
-        b.know(a)
-        a.start(vnet=True)
-        b.start(vnet=True)
-        pair(a, b)
+    with linked(vnet_a=True, vnet_b=True) as (a, b):
         a.udp.path_mtus[b.addr] = 1280
         a.inject(tcp_super_packet(os.urandom(3 * 1300), 1300))
         (answer,) = a.delivered()
@@ -486,11 +458,6 @@ def test_a_tso_super_packet_too_big_for_a_narrow_path_is_answered_once_for_all_i
         assert icmp[:2] == b"\x03\x04" and struct.unpack_from("!H", icmp, 6)[0] == 1216
         assert icmp[8 + 20 + 2:8 + 20 + 4] == struct.pack("!H", 5201)  # it quotes the TCP segment's header
         assert a.dp.drops.too_big == 3 and a.peers["b"].stats.tx_frames == 0
-    finally:
-        for n in (a, b):
-            n.udp.close()
-            n.tun.close()
-            n.tun_app.close()
 
 
 def test_a_relayed_peers_packet_is_judged_by_the_hubs_path_and_the_relay_overhead():
