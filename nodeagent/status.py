@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .protocol.counters import DhtCounters, PeerCounters, counters_to_dict, dht_to_dict
+from .protocol.endpoints import endpoint_text
 from .protocol.messages import Stats
 
 if TYPE_CHECKING:  # types only: this module never imports the data path
@@ -83,7 +84,7 @@ def peer_status(p: Peer, *, control_up: bool, now: float) -> Document:
         "name": p.config.name,
         "overlay_ip": str(p.config.overlay_ip),
         "path": c.path,
-        "endpoint": None if ep is None or p.data_hub is not None else _fmt(ep),
+        "endpoint": None if ep is None or p.data_hub is not None else endpoint_text(ep),
     }
     entry.update(counters_to_dict(c))  # peer_id and path keep their places; the counters follow
     entry.update({
@@ -116,6 +117,3 @@ def status_document(node: Document, peers: list[Document]) -> Document:
     return {"node": node, "peers": peers}
 
 
-def _fmt(addr: tuple[str, int]) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -50,6 +50,7 @@ from .paths.natclass import classify
 from .paths.punch import Failed, Punch, SendCall, SendProbe, State, Validated
 from .protocol import disco
 from .protocol.disco import CandidateKind, DiscoError, NatClass
+from .protocol.endpoints import endpoint_text
 from .protocol.frames import FrameType
 from .tunnel.datapath import Peer
 
@@ -74,10 +75,6 @@ _NETMAP_KINDS = {
     "local": CandidateKind.LOCAL,
     "reflexive": CandidateKind.REFLEXIVE,
 }
-
-
-def _fmt(addr) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
 
 
 class _PeerState:
@@ -366,7 +363,7 @@ class Traversal:
                 log.info(
                     "punched a direct path to %s at %s (%s, %.1f ms)",
                     peer.config.name,
-                    _fmt(ev.addr),
+                    endpoint_text(ev.addr),
                     kind,
                     ev.rtt * 1000,
                     extra={"event": "punch.validated", "peer_id": peer.config.peer_id, "how": kind},
@@ -450,7 +447,7 @@ class Traversal:
                 log.info(
                     "hub %s sees our data port as %s (NAT: %s)",
                     peer.config.name,
-                    _fmt(ack.observed),
+                    endpoint_text(ack.observed),
                     self.nat.name.lower(),
                     extra={"event": "nat.observed", "peer_id": pid, "nat": self.nat.name.lower()},
                 )
@@ -487,8 +484,8 @@ class Traversal:
         return {
             "nat": {
                 "class": self.nat.name.lower(),
-                "reflexive": {h: _fmt(a) for h, a in sorted(self.observed.items())},
-                "candidates": [_fmt(c.addr) for c in self.ours()],
+                "reflexive": {h: endpoint_text(a) for h, a in sorted(self.observed.items())},
+                "candidates": [endpoint_text(c.addr) for c in self.ours()],
             }
         }
 
@@ -513,7 +510,7 @@ class Traversal:
         }
         if st is not None:
             p = st.punch
-            out["candidates"] = [f"{c.kind.name.lower()} {_fmt(c.addr)}" for c in p.remote.ordered()]
+            out["candidates"] = [f"{c.kind.name.lower()} {endpoint_text(c.addr)}" for c in p.remote.ordered()]
             if st.choice is not None:
                 out["punch"] = {
                     "state": p.state.value,

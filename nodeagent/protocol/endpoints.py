@@ -17,8 +17,9 @@ and benchmark ranges (10/8, 192.168/16, 198.18/15, ...) are accepted: meshes run
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
-__all__ = ["BadEndpoint", "check_endpoint", "check_endpoint_ip", "check_port"]
+__all__ = ["BadEndpoint", "check_endpoint", "check_endpoint_ip", "check_port", "endpoint_text"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -68,3 +69,10 @@ def check_endpoint(ip: str | IPAddress, control_port: int, udp_port: int, *,
     check_port(control_port, "control port")
     check_port(udp_port, "UDP port")
     return addr
+
+
+def endpoint_text(addr: tuple[Any, ...]) -> str:
+    """An (address, port, ...) tuple as logs and the status document write it: "198.18.0.1:9443",
+    an IPv6 address in brackets ("[fd00::1]:9443")."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

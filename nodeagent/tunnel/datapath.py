@@ -71,7 +71,6 @@ is touched from the same thread. Nothing is ever sent in reply to a datagram tha
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import select
@@ -81,6 +80,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..policy.filter import PacketFilter
+from ..protocol.endpoints import endpoint_text
 from ..protocol.frames import (
     FRAME_OVERHEAD,
     RELAY_OVERHEAD,
@@ -667,8 +667,8 @@ class DataPath:
         peer.last_rx = now
         if not relayed and peer.data_hub is None and addr != peer.endpoint:
             if peer.endpoint is not None:
-                log.info("peer %s roamed %s -> %s", peer.config.name, _fmt(peer.endpoint), _fmt(addr),
-                         extra={"event": "peer.roamed", "peer_id": peer.config.peer_id})
+                log.info("peer %s roamed %s -> %s", peer.config.name, endpoint_text(peer.endpoint),
+                         endpoint_text(addr), extra={"event": "peer.roamed", "peer_id": peer.config.peer_id})
             peer.endpoint = addr
 
     # --- path discovery (PROBE, PROBE_ACK, CALL) ------------------------------------------------
@@ -720,8 +720,3 @@ class DataPath:
             return len(frame)
         self.drops.queue_full += 1
         return 0
-
-
-def _fmt(addr) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ipaddress.ip_address(host).version == 6 else f"{host}:{port}"

@@ -42,6 +42,7 @@ import socket
 import struct
 import time
 
+from ..protocol.endpoints import endpoint_text
 from .mark import mark
 
 __all__ = ["BUFFER_BYTES", "PortInUse", "UdpSocket"]
@@ -195,7 +196,7 @@ class UdpSocket:
                     self._narrow_at.clear()
                 self._narrow_at[address] = time.monotonic()
                 log.info("datagrams of %d bytes do not fit the path to %s: they go out one by one, "
-                         "fragmented by the kernel (a smaller `mtu` avoids it)", size, _text(address))
+                         "fragmented by the kernel (a smaller `mtu` avoids it)", size, endpoint_text(address))
             self.narrow[address] = min(size, self.narrow.get(address, size))
             mtu = self._path_mtu(address)
             if mtu is not None:
@@ -254,11 +255,6 @@ class UdpSocket:
                 return failed + sum(not self.sendto(b"".join(iov[k:k + 2]), address)
                                     for k in range(2 * i, 2 * count, 2))
         return failed
-
-
-def _text(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _set_buffer(sock: socket.socket, force_opt: int, plain_opt: int, size: int) -> None:

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodeagent.protocol.endpoints import BadEndpoint, check_endpoint, check_endpoint_ip, check_port
+from nodeagent.protocol.endpoints import (
+    BadEndpoint,
+    check_endpoint,
+    check_endpoint_ip,
+    check_port,
+    endpoint_text,
+)
 
 REFUSED = {
     "0.0.0.0": "unspecified",
@@ -124,3 +130,8 @@ def test_every_ipv4_address_is_judged_as_the_twin_judges_it(n):
 def test_every_ipv6_address_is_judged_as_the_twin_judges_it(n):
     addr = ipaddress.IPv6Address(n)
     assert _verdict(addr) == _naive_refused(addr)
+
+
+def test_an_endpoint_is_written_with_brackets_around_an_ipv6_address():
+    assert endpoint_text(("198.18.0.1", 9443)) == "198.18.0.1:9443"
+    assert endpoint_text(("fd00::1", 9443, 0, 0)) == "[fd00::1]:9443"  # a socket's IPv6 4-tuple
