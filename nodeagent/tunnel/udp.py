@@ -149,7 +149,6 @@ class UdpSocket:
         n = len(datagrams)
         if n == 1 or not self.gso:
             return sum(not self.sendto(d, address) for d in datagrams)
-        refused = self.narrow.get(address)
         failed = 0
         sendmsg = self.sock.sendmsg
         i = 0
@@ -165,7 +164,7 @@ class UdpSocket:
             if (j < n and j - i < GSO_MAX_SEGMENTS and len(datagrams[j]) < size
                     and total + len(datagrams[j]) <= GSO_MAX_BYTES):
                 j += 1
-            if j - i == 1 or not self.gso or (refused is not None and size >= refused):
+            if j - i == 1 or not self._gso_for(address, size):
                 failed += sum(not self.sendto(d, address) for d in datagrams[i:j])
             else:
                 try:
@@ -176,10 +175,15 @@ class UdpSocket:
                     if not self._refused(exc, address, size):
                         failed += j - i
                     else:
-                        refused = self.narrow.get(address)
                         failed += sum(not self.sendto(d, address) for d in datagrams[i:j])
             i = j
         return failed
+
+    def _gso_for(self, address: tuple, size: int) -> bool:
+        """Whether a GSO send of `size`-byte segments to `address` is worth trying: GSO is on and
+        that path has not refused segments this large."""
+        refused = self.narrow.get(address)
+        return self.gso and (refused is None or size < refused)
 
     def _refused(self, exc: OSError, address: tuple, size: int) -> bool:
         """A GSO send failed with `exc`: True when its datagrams should go out one by one (this
@@ -231,9 +235,7 @@ class UdpSocket:
         """Send `count` datagrams given as one scatter-gather list (`iov`: header, body, header,
         body, ...; two buffers per datagram) of `size` bytes each, the last maybe shorter, in as
         few GSO sends as the kernel's limits allow; the number that could not be sent."""
-        refused = self.narrow.get(address)
-        gso = self.gso and (refused is None or size < refused)
-        per_call = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)) if gso else 1
+        per_call = max(1, min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)) if self._gso_for(address, size) else 1
         control = [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))]
         sendmsg = self.sock.sendmsg
         failed = 0
