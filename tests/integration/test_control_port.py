@@ -5,6 +5,7 @@ several addresses of its own."""
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,18 +103,36 @@ def test_a_flood_of_hellos_claiming_a_peer_gets_no_answer_and_the_peer_still_get
         hs = doc["node"]["handshake"]
         return hs["crypto"], peer["handshakes"], hs["door"]["refused"].get("bad_signature", 0)
 
-    crypto_before, handshakes_before, forged_before = snapshot()
+    def between_handshakes() -> tuple[dict, int, int]:
+        """A snapshot with no handshake in flight. b signs and encapsulates when it answers a's
+        HELLO, and counts the handshake only when a's CONFIRM arrives milliseconds later: a
+        snapshot inside that window has one signature more than handshakes. Rekeys come every
+        2 s; a snapshot unchanged half a second later was taken between two of them."""
+        def settled():
+            first = snapshot()
+            time.sleep(0.5)
+            return first if snapshot() == first else None
+        return wait_for(settled, 30, "a moment between two of b's handshakes", interval=0)
+
+    def stop_a_between_handshakes() -> None:
+        """Stop a just after a rekey completed, not while b's answer to its next HELLO is on
+        the way (b would have spent on a handshake that a's exit cut short)."""
+        done = snapshot()[1]
+        wait_for(lambda: snapshot()[1] > done, 20, "a rekey", interval=0.05)
+        a.stop()
+
+    crypto_before, handshakes_before, forged_before = between_handshakes()
     spoofer = lab.spawn(evil, sys.executable, PROBE, "spoof", "198.18.0.2", "8443", "20",
                         str(a_dir / "node.pub"), str(b_dir / "node.pub"), ",".join(EVIL),
                         stdout=subprocess.PIPE, text=True)
     assert spoofer.stdout.readline().strip() == "ready"
-    a.stop()
+    stop_a_between_handshakes()
     wait_for(lambda: not link_up(b, a_id), 40, "b sees a's link go down")
     lab.start_agent(a_ns, a_cfg)
     wait_for(lambda: link_up(b, a_id), 15, "a's link back during the flood")
     out, _ = spoofer.communicate(timeout=90)
     sent, answered = (int(x) for x in out.split()[1::2])
-    crypto_after, handshakes_after, forged_after = snapshot()
+    crypto_after, handshakes_after, forged_after = between_handshakes()
     assert sent >= 50 and answered == 0
     assert forged_after - forged_before >= 50  # they reached the signature check, and failed it
     handshakes = handshakes_after - handshakes_before
