@@ -34,6 +34,7 @@ from .protocol.cert import CertificateError, ExpiredCertificate, verify_certific
 from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD
 from .tunnel import tun as tunmod
 from .tunnel.mark import mark
+from .tunnel.mss import clamp_mss
 from .tunnel.udp import PortInUse, UdpSocket
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ def bind_control(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         mark(sock)  # accepted connections answer outside any exit node's tunnel (tunnel/mark.py)
+        clamp_mss(sock)  # and cross paths that drop big packets without a word (tunnel/mss.py)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(64)

@@ -20,6 +20,8 @@ import ipaddress
 import logging
 import socket
 
+from .mss import clamp_mss
+
 __all__ = ["UNDERLAY_MARK", "connect_marked", "mark"]
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ async def connect_marked(host: str, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         mark(sock)
+        clamp_mss(sock)  # it crosses a path that drops big packets without a word (mss.py)
         try:
             await loop.sock_connect(sock, addr)
             return sock
