@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -81,6 +81,7 @@ __all__ = [
     "seal",
     "ts_diff",
     "ts_ms",
+    "underlay_headers",
     "unwrap_relay",
     "wrap_relay",
 ]
@@ -137,6 +138,13 @@ MAX_LENGTH = 0xFFFF
 FRAME_OVERHEAD = HEADER_SIZE + TAG_SIZE  # 36
 _SEALED_ID = PEER_ID_SIZE + TAG_SIZE  # 36
 RELAY_OVERHEAD = FRAME_OVERHEAD + HEADER_SIZE + _SEALED_ID  # 92
+
+
+def underlay_headers(address: tuple[Any, ...]) -> int:
+    """The IP and UDP headers of an underlay datagram to `address` (host, port, ...): 28 bytes
+    over IPv4, 48 over IPv6."""
+    return 40 + 8 if ":" in address[0] else 20 + 8
+
 MAX_PAYLOAD = MAX_LENGTH - TAG_SIZE
 
 _TYPES = frozenset(int(t) for t in FrameType)

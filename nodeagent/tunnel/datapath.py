@@ -15,8 +15,9 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      with an access policy (`filter`, nodeagent/policy/filter.py) the flow is noted
      (`track`: the flows this node starts, whose replies step 9 of inbound admits), once per
      read (a TSO super-packet is one flow); outbound packets are never dropped by the policy
- 3b. a path the kernel knows to be narrower than the frame this packet needs (udp.py
-     `path_mtus`, filled when the path refused a GSO send): a packet that must not be
+ 3b. a path known to be narrower than the frame this packet needs (udp.py `path_mtus`: what
+     the kernel knows, read when the path refused a GSO send, and what our own probes found of
+     a path that drops big frames without an ICMP, pathmtu.py): a packet that must not be
      fragmented (IPv4 with DF, IPv6) is answered into the TUN with ICMP "fragmentation needed" /
      "packet too big" (toobig.py) instead of leaving as IP fragments, at most TOO_BIG_RATE per
      second (past it, and for a packet that may be fragmented, the frame leaves fragmented by
@@ -95,6 +96,7 @@ from ..protocol.frames import (
     seal,
     ts_diff,
     ts_ms,
+    underlay_headers,
     wrap_relay,
 )
 from ..protocol.keys import Keypair, KeyRing, NonceExhausted
@@ -123,7 +125,6 @@ PARTIAL_CSUM = os.environ.get("SHADOWMESH_CSUM_PARTIAL", "1") != "0"
 UDP_CALLS = 32  # tuning: GRO reads per UDP wake-up
 PENDING_MAX = 64  # tuning: packets parked per peer while its handshake runs
 TOO_BIG_RATE = 100.0  # ICMP "too big" answers written into the TUN per second (and burst)
-_IP_UDP = {False: 20 + 8, True: 40 + 8}  # an underlay datagram's IP and UDP headers, by "is IPv6"
 
 
 def _busy_poll_s(raw: str) -> float:
@@ -476,7 +477,7 @@ class DataPath:
         path_mtu = self.path_mtus.get(dest)
         if path_mtu is None:
             return False
-        limit = path_mtu - _IP_UDP[":" in dest[0]] - (FRAME_OVERHEAD if hub is None else RELAY_OVERHEAD)
+        limit = path_mtu - underlay_headers(dest) - (FRAME_OVERHEAD if hub is None else RELAY_OVERHEAD)
         if len(packet) <= limit:
             return False
         answer = too_big(packet, limit)

@@ -31,6 +31,9 @@ Contract:
   taught the kernel), which the data path uses to answer packets too big for that path
   (tunnel/toobig.py). `expire_narrow(now)` forgets both after NARROW_TTL_S, the kernel's own
   lifetime of a learned path MTU: a path that widened is tried with GSO again.
+- A path that drops big datagrams without an ICMP (a black hole) teaches the kernel nothing; our
+  own probes find its size (paths/plpmtu.py, pathmtu.py), given here with `set_probed_mtu`.
+  `path_mtus` holds, per address, the smaller of what the kernel knows and what the probes found.
 """
 
 from __future__ import annotations
@@ -75,8 +78,8 @@ class PortInUse(OSError):
 
 
 class UdpSocket:
-    __slots__ = ("_narrow_at", "family", "gro", "gso", "narrow", "path_mtus", "port", "rcvbuf", "sndbuf",
-                 "sock")
+    __slots__ = ("_kernel_mtus", "_narrow_at", "family", "gro", "gso", "narrow", "path_mtus", "port",
+                 "probed_mtus", "rcvbuf", "sndbuf", "sock")
 
     def __init__(self, sock: socket.socket, family: int, port: int) -> None:
         self.sock = sock
@@ -85,8 +88,11 @@ class UdpSocket:
         self.gso = True
         self.gro = False
         self.narrow: dict[tuple, int] = {}  # address -> the smallest segment size GSO refused for it
-        # address -> the kernel's path MTU for it, when known; the data path holds this very dict
+        # address -> the path MTU to enforce: the smaller of the kernel's (`_kernel_mtus`, for a
+        # narrow address) and our probes' (`probed_mtus`); the data path holds this very dict
         self.path_mtus: dict[tuple, int] = {}
+        self._kernel_mtus: dict[tuple, int] = {}
+        self.probed_mtus: dict[tuple, int] = {}
         self._narrow_at: dict[tuple, float] = {}  # address -> when it went into `narrow`
         self.rcvbuf = self.sndbuf = 0
 
@@ -196,15 +202,18 @@ class UdpSocket:
             if address not in self.narrow:
                 if len(self.narrow) >= NARROW_MAX:
                     self.narrow.clear()
-                    self.path_mtus.clear()
+                    self._kernel_mtus.clear()
                     self._narrow_at.clear()
+                    self.path_mtus.clear()
+                    self.path_mtus.update(self.probed_mtus)
                 self._narrow_at[address] = time.monotonic()
                 log.info("datagrams of %d bytes do not fit the path to %s: they go out one by one, "
                          "fragmented by the kernel (a smaller `mtu` avoids it)", size, endpoint_text(address))
             self.narrow[address] = min(size, self.narrow.get(address, size))
             mtu = self._path_mtu(address)
             if mtu is not None:
-                self.path_mtus[address] = mtu
+                self._kernel_mtus[address] = mtu
+                self._settle(address)
             return True
         return False
 
@@ -229,7 +238,23 @@ class UdpSocket:
             if now - since >= NARROW_TTL_S:
                 del self._narrow_at[address]
                 self.narrow.pop(address, None)
-                self.path_mtus.pop(address, None)
+                self._kernel_mtus.pop(address, None)
+                self._settle(address)
+
+    def set_probed_mtu(self, address: tuple, mtu: int | None) -> None:
+        """The path MTU our probes found for `address`; None: they found nothing narrow (any more)."""
+        if mtu is None:
+            self.probed_mtus.pop(address, None)
+        else:
+            self.probed_mtus[address] = mtu
+        self._settle(address)
+
+    def _settle(self, address: tuple) -> None:
+        known = [m for m in (self._kernel_mtus.get(address), self.probed_mtus.get(address)) if m is not None]
+        if known:
+            self.path_mtus[address] = min(known)
+        else:
+            self.path_mtus.pop(address, None)
 
     def send_gso(self, iov: list, size: int, count: int, address: tuple) -> int:
         """Send `count` datagrams given as one scatter-gather list (`iov`: header, body, header,

@@ -176,3 +176,34 @@ def test_narrow_paths_are_forgotten_when_the_kernel_forgets_its_path_mtu():
     udp.path_mtus[("198.18.0.9", 9443)] = 1280
     udp.expire_narrow(time.monotonic() + udp_module.NARROW_TTL_S)
     assert udp.narrow == {} and udp.path_mtus == {}  # GSO is tried again, nothing is answered for it
+
+
+def test_a_probed_path_mtu_is_enforced_with_the_kernels_the_smaller_winning_and_outlives_its_expiry():
+    """paths/plpmtu.py's findings (a black hole the kernel knows nothing of) share `path_mtus`
+    with what the kernel learned: the smaller is enforced; the kernel's expiry forgets only its own."""
+    udp = UdpSocket(RefusingSocket(OSError(errno.EMSGSIZE, "message too long")), socket.AF_INET, 9443)
+    there, other = ("198.18.0.9", 9443), ("198.18.0.10", 9443)
+    mtus = udp.path_mtus  # the data path holds this very dict
+    udp.set_probed_mtu(there, 1300)
+    assert mtus == {there: 1300}
+    udp.send_batch([os.urandom(1400) for _ in range(2)], there)  # the kernel refuses: narrow
+    udp._kernel_mtus[there] = 1200  # what IP_MTU would say for a real narrower route
+    udp._settle(there)
+    assert mtus == {there: 1200}
+    udp.expire_narrow(time.monotonic() + udp_module.NARROW_TTL_S)
+    assert mtus == {there: 1300} and udp.narrow == {}  # the probes' finding stays
+    udp.set_probed_mtu(there, None)
+    assert mtus == {} and udp.path_mtus is mtus
+    udp.set_probed_mtu(other, None)  # nothing known: nothing to forget
+    assert mtus == {}
+
+
+def test_forgetting_every_narrow_path_at_once_keeps_the_probed_ones(monkeypatch):
+    monkeypatch.setattr(udp_module, "NARROW_MAX", 2)
+    udp = UdpSocket(RefusingSocket(OSError(errno.EMSGSIZE, "message too long")), socket.AF_INET, 9443)
+    probed = ("198.18.0.50", 9443)
+    udp.set_probed_mtu(probed, 1300)
+    for i in range(3):  # the third narrow address clears the table
+        udp.send_batch([os.urandom(1400) for _ in range(2)], (f"198.18.0.{i + 1}", 9443))
+    assert len(udp.narrow) == 1
+    assert udp.path_mtus.get(probed) == 1300
