@@ -7,6 +7,8 @@
     paths/select.py         the path to each peer: direct, or through its relay hub
     traversal.py            NAT traversal (enrolled mode): candidates, hole punching, the data path
                             of a relayed peer (direct when punched, else the cheapest relay)
+    pathmtu.py              how big a packet each direct path carries, probed (a path that drops
+                            big packets without an ICMP); the data path answers bigger ones
     control/links.py        control links: dialers, link election, link keepalives, message dispatch
     control/server.py       the control port (the unauthenticated door): per-source limits, first handshake
     control/handshakes.py   data-key handshakes: admission, both roles, relayed handshakes, keys installed
@@ -35,7 +37,8 @@ Inside the loop, one thread does everything but the handshake cryptography:
     inside the open link (control/handshakes.py); their ML-KEM / ML-DSA work goes to two worker
     threads (control/crypto.py), so a burst of handshakes does not stall forwarding;
   - a TICK_S housekeeping tick (`tick`): session timers and RTT probes, the data path's index
-    sweep (keys that expired or were rotated out), stalled responders cut, control-link keepalives;
+    sweep (keys that expired or were rotated out), stalled responders cut, control-link keepalives,
+    path MTU probes;
   - the traversal's own timer loop (finer while a hole punch is in flight, traversal.py);
   - the local status socket; in enrolled mode the server link and the DHT (which shares the
     control port: the listener hands it the connections that start with a DHT frame).
@@ -64,11 +67,13 @@ from .control.links import Links
 from .control.local import LocalSocketError, serve_status
 from .enrolled import EnrolledMode
 from .identity import NodeIdentity
+from .pathmtu import PathMtuProbes
 from .paths.candidates import Candidate
 from .paths.select import PathSelector
 from .peers import PeerSet
 from .policy.filter import PacketFilter
 from .policy.index import RuleIndex
+from .protocol.frames import FrameType
 from .protocol.messages import Stats
 from .protocol.policy import Policy
 from .protocol.trust import LocalIdentity, MeshCA, PinnedKeys
@@ -76,7 +81,7 @@ from .sessions import Sessions, random_jitter, session_timing
 from .status import node_status, peer_status, stats_report, status_document
 from .traversal import Traversal
 from .tunnel import tun as tunmod
-from .tunnel.datapath import DataPath
+from .tunnel.datapath import DataPath, Peer
 from .tunnel.udp import UdpSocket
 
 __all__ = ["Agent", "AgentStartError"]
@@ -84,6 +89,7 @@ __all__ = ["Agent", "AgentStartError"]
 log = logging.getLogger("nodeagent")
 
 TICK_S = 0.25
+_ACK = int(FrameType.PROBE_ACK)
 
 
 class AgentStartError(Exception):
@@ -152,7 +158,8 @@ class Agent:
                                    *(n for p in self.peers for n in p.config.allowed_ips)],
             on_candidates=self._report_candidates,
             spawn=self._spawn)
-        self.datapath.on_disco = self.traversal.on_disco
+        self.path_mtus = PathMtuProbes(self.peers, self.datapath, udp, mtu=mtu, clock=clock)
+        self.datapath.on_disco = self._on_disco
         self.paths = PathSelector(
             self.peers, via_is_fallback=enrolled, direct_link_up=lambda pid: self.links.is_up(pid),
             flush_pending=self.datapath.flush_pending, announce=lambda: self.running,
@@ -170,7 +177,8 @@ class Agent:
                                          overlay=config.overlay)
             self.enrolled.allow_loopback = config.listen_ip.is_loopback
         # the handshake driver first: a revoked peer is revoked before its link is closed
-        self.peers.listeners.extend([self.handshakes, self.sessions, self.links, self.traversal, self.paths])
+        self.peers.listeners.extend([self.handshakes, self.sessions, self.links, self.traversal, self.paths,
+                                     self.path_mtus])
         for pc in config.peers:
             self.peers.add(pc)
         self.set_policy(config.policy)  # serverless: the [policy] table; enrolled: each netmap's
@@ -204,6 +212,14 @@ class Agent:
         self.links.server.on_unknown_peer = discovery.unknown_peer
         self.datapath.on_no_route = discovery.no_route
         self.enrolled.on_netmap = discovery.netmap_applied
+
+    def _on_disco(self, peer: Peer, ftype: int, payload: bytes, addr, hub: Peer | None, now: float) -> None:
+        """An authenticated PROBE, PROBE_ACK or CALL: the answers to our path MTU probes go to
+        pathmtu.py, everything else to the traversal."""
+        if ftype == _ACK and self.path_mtus.owns(payload):
+            self.path_mtus.on_ack(peer, payload, hub, now)
+        else:
+            self.traversal.on_disco(peer, ftype, payload, addr, hub, now)
 
     def _set_hub_role(self, on: bool) -> None:
         self.datapath.is_hub = on
@@ -285,7 +301,8 @@ class Agent:
     def tick(self, now: float) -> None:
         """One housekeeping round (every TICK_S): the session timers and RTT probes, then the index
         sweep (keys that expired or were rotated out), idle flows of the access policy, stalled
-        responders, control-link keepalives, narrow paths the kernel has forgotten by now."""
+        responders, control-link keepalives, narrow paths the kernel has forgotten by now, the
+        path MTU probes."""
         self.sessions.tick(now)
         self.datapath.sweep()
         self.udp.expire_narrow(now)
@@ -293,6 +310,7 @@ class Agent:
             self.datapath.filter.tick(now)
         self.handshakes.cut_stalled(now)
         self.links.keepalives(now)
+        self.path_mtus.tick(now)
 
     # --- status -----------------------------------------------------------------------------
     def status(self) -> dict:
@@ -307,7 +325,8 @@ class Agent:
             node["dht"] = None if self.discovery is None else self.discovery.status()
         node.update(self.traversal.node_fields())
         peers = [{**peer_status(p, control_up=self.links.is_up(p.config.peer_id), now=now),
-                  **self.traversal.peer_fields(p, now)} for p in self.peers]
+                  **self.traversal.peer_fields(p, now), **self.path_mtus.peer_fields(p, now)}
+                 for p in self.peers]
         return status_document(node, peers)
 
     def stats_report(self) -> Stats:
