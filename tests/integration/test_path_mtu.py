@@ -27,10 +27,12 @@ STREAM = 12_000_000  # bytes each way
 NARROW = 1280
 
 
-def _world(lab, narrow_at: str, drop_fragments: bool = False):
+def _world(lab, narrow_at: str, drop_fragments: bool = False, silent: bool = False):
     """a (198.18.0.1) - r1 - r2 - b (198.18.2.2). `narrow_at`: "b" (b's own link, both ends) or
     "middle" (the r1-r2 link): NARROW bytes there, 1,500 elsewhere. `drop_fragments`: both routers
-    drop every IP fragment they would forward."""
+    drop every IP fragment they would forward. `silent`: the routers send no ICMP "fragmentation
+    needed" (filtered on the way out, as on many networks): a packet too big for the narrow link
+    that must not be fragmented vanishes without a word (an ICMP black hole)."""
     a_ns, r1, r2, b_ns = lab.netns("a"), lab.netns("r1"), lab.netns("r2"), lab.netns("b")
     lab.veth(a_ns, "198.18.0.1/24", r1, "198.18.0.254/24")
     mid = lab.veth(r1, "198.18.1.1/24", r2, "198.18.1.2/24")
@@ -43,6 +45,10 @@ def _world(lab, narrow_at: str, drop_fragments: bool = False):
         if drop_fragments:
             router.run("nft", "add table ip nofrag; add chain ip nofrag hop { type filter hook forward "
                        "priority 0; }; add rule ip nofrag hop ip frag-off & 0x3fff != 0 counter drop")
+        if silent:
+            router.run("nft", "add table ip hole; add chain ip hole out { type filter hook output "
+                       "priority 0; }; add rule ip hole out icmp type destination-unreachable "
+                       "icmp code frag-needed counter drop")
     a_ns.run("ip", "route", "add", "default", "via", "198.18.0.254")
     r1.run("ip", "route", "add", "198.18.2.0/24", "via", "198.18.1.2")
     r2.run("ip", "route", "add", "198.18.0.0/24", "via", "198.18.1.1")
@@ -99,4 +105,30 @@ def test_streams_cross_a_narrow_middle_link_whose_routers_drop_fragments(lab):
     # overlay address, offered b the smaller MSS in its SYN-ACK
     assert a_node["drops"]["too_big"] > 0
     assert a_node["drops"]["queue_full"] == 0 and b_node["drops"]["queue_full"] == 0
+    assert a.peer(b_id)["path"] == b.peer(a_id)["path"] == "direct"
+
+
+def test_streams_cross_a_path_that_drops_big_packets_without_a_word(lab):
+    """An ICMP black hole between two nodes on 1,500-byte links: a 1,280-byte link between their
+    routers, which send no ICMP and drop fragments. Big packets vanish, no router says why, so
+    neither kernel ever learns the path MTU. (Without the fragment filter it is a black hole for
+    lone frames only: a GSO send leaves without DF, so a router fragments its big datagrams,
+    while a single datagram carries DF and vanishes.) The agents find it with probes of
+    their own (paths/plpmtu.py: a full-size probe, then a ladder of smaller ones) and answer the
+    packets too big for it with ICMP into their TUN, as for a path the kernel knows (step 3b).
+    On the code before, the tunnel never came up: the control link's TCP sent full-size
+    segments too, which vanished, so the handshake never completed (the agent's TCP segments
+    are 1,200 bytes now, tunnel/mss.py); with that fixed alone, both streams stalled."""
+    a_ns, b_ns, a, b, a_id, b_id = _world(lab, "middle", drop_fragments=True, silent=True)
+    _stream(lab, a_ns, b_ns, "10.10.10.2")
+    _stream(lab, b_ns, a_ns, "10.10.10.1")
+    a_node, b_node = a.status()["node"], b.status()["node"]
+    assert (a_node["mtu"], b_node["mtu"]) == (1436, 1436)  # nothing narrow the kernel could see
+    for here, there in ((a, b_id), (b, a_id)):
+        # each side measures its own way (b may still be at it: the streams end in seconds);
+        # the largest packet that fits: a 1,280-byte underlay datagram less 20 + 8 + 36 bytes
+        probed = wait_for(lambda here=here, there=there: here.peer(there)["path_mtu"]["state"] == "narrow"
+                          and here.peer(there)["path_mtu"], 30, "the path measured")
+        assert probed["fits"] == NARROW - 20 - 8 - 36
+    assert a_node["drops"]["too_big"] > 0
     assert a.peer(b_id)["path"] == b.peer(a_id)["path"] == "direct"
