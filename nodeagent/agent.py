@@ -158,7 +158,8 @@ class Agent:
                                    *(n for p in self.peers for n in p.config.allowed_ips)],
             on_candidates=self._report_candidates,
             spawn=self._spawn)
-        self.path_mtus = PathMtuProbes(self.peers, self.datapath, udp, mtu=mtu, clock=clock)
+        self.path_mtus = PathMtuProbes(self.peers, self.datapath, udp, mtu=mtu, clock=clock,
+                                       relays=self._relays)
         self.datapath.on_disco = self._on_disco
         self.paths = PathSelector(
             self.peers, via_is_fallback=enrolled, direct_link_up=lambda pid: self.links.is_up(pid),
@@ -220,6 +221,16 @@ class Agent:
             self.path_mtus.on_ack(peer, payload, hub, now)
         else:
             self.traversal.on_disco(peer, ftype, payload, addr, hub, now)
+
+    def _relays(self) -> set[str]:
+        """The peers whose path carries relayed frames: every peer while we are a hub (we forward
+        relayed frames to them), else the netmap's relays and the `via` of configured peers."""
+        if self.datapath.is_hub:
+            return {p.config.peer_id for p in self.peers}
+        out = {p.config.via for p in self.peers if p.config.via is not None}
+        if self.enrolled is not None:
+            out.update(self.enrolled.relay_ids())
+        return out
 
     def _set_hub_role(self, on: bool) -> None:
         self.datapath.is_hub = on

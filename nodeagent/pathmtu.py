@@ -6,26 +6,30 @@ path with ICMP into the TUN).
 Who is probed: every peer with keys whose data goes to it directly (`peer.data_hub is None`, an
 endpoint known): a directly reachable peer, a punched one, and each hub, whose path carries the
 data relayed through it. A relayed peer's data takes its hub's path, so the hub's result covers
-it. The probes are PROBE frames under the pair's disco keys, to the peer's endpoint; any agent
-answers them (traversal.py), so a peer needs nothing new. Their answers carry our `txid` and come
-here (`on_ack`) instead of to the traversal.
+it. The full size probed is the largest datagram we send on that path: a direct frame of the
+overlay MTU, or, on a path that carries relayed frames (`relays()`), a relayed frame of it,
+RELAY_OVERHEAD - FRAME_OVERHEAD bytes more; a peer whose role changes gets a fresh search. The
+probes are PROBE frames under the pair's disco keys, to the peer's endpoint; any agent answers
+them (traversal.py), so a peer needs nothing new. Their answers carry our `txid` and come here
+(`on_ack`) instead of to the traversal.
 
-It runs every TICK_S. At most STARTS_PER_TICK first checks begin per tick, so a hub that learns of thousands of peers
-at once does not send thousands of full-size probes in one burst. A peer that moves to another
-address gets a fresh search; what was found for the old address is forgotten.
+It runs every TICK_S. At most STARTS_PER_TICK first checks begin per tick, so a hub that learns
+of thousands of peers at once does not send thousands of full-size probes in one burst. A peer
+that moves to another address gets a fresh search; what was found for the old address is
+forgotten.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .paths.plpmtu import Found, MtuSearch, SendMtuProbe, ladder
 from .protocol import disco
 from .protocol.disco import DiscoError
 from .protocol.endpoints import endpoint_text
-from .protocol.frames import FRAME_OVERHEAD, FrameType, underlay_headers
+from .protocol.frames import FRAME_OVERHEAD, RELAY_OVERHEAD, FrameType, underlay_headers
 from .tunnel.datapath import Peer
 from .tunnel.tun import MIN_OVERLAY_MTU
 
@@ -39,31 +43,35 @@ _PROBE = int(FrameType.PROBE)
 
 
 class _Probed:
-    __slots__ = ("address", "search")
+    __slots__ = ("address", "relay", "search")
 
-    def __init__(self, address: tuple, search: MtuSearch) -> None:
+    def __init__(self, address: tuple, relay: bool, search: MtuSearch) -> None:
         self.address = address
+        self.relay = relay
         self.search = search
 
 
 class PathMtuProbes:
     def __init__(self, peers, datapath, udp, *, mtu: int, clock: Callable[[], float],
+                 relays: Callable[[], Iterable[str]] = tuple,
                  new_txid: Callable[[], bytes] = lambda: secrets.token_bytes(8)) -> None:
-        """`peers`: the PeerSet; `mtu`: the overlay MTU (the full size probed); `udp`: the data
-        socket (`set_probed_mtu`)."""
+        """`peers`: the PeerSet; `mtu`: the overlay MTU; `udp`: the data socket
+        (`set_probed_mtu`); `relays()`: the peer ids that carry relayed data."""
         self.peers = peers
         self.datapath = datapath
         self.udp = udp
         self.mtu = mtu
         self.clock = clock
+        self.relays = relays
         self.txid = new_txid()
         self.probed: dict[str, _Probed] = {}  # peer id -> its search
         self.next_tick = 0.0
 
-    def sizes(self, address: tuple) -> tuple[int, ...]:
+    def sizes(self, address: tuple, relay: bool) -> tuple[int, ...]:
         overhead = underlay_headers(address) + FRAME_OVERHEAD
-        floor = min(self.mtu, MIN_OVERLAY_MTU[6 if ":" in address[0] else 4] - overhead)
-        return ladder(self.mtu, overhead, floor)
+        full = self.mtu + (RELAY_OVERHEAD - FRAME_OVERHEAD if relay else 0)
+        floor = min(full, MIN_OVERLAY_MTU[6 if ":" in address[0] else 4] - overhead)
+        return ladder(full, overhead, floor)
 
     # --- timers ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -71,11 +79,13 @@ class PathMtuProbes:
             return
         self.next_tick = now + TICK_S
         starts = STARTS_PER_TICK
+        relays = set(self.relays())
         for peer in self.peers:
             pid = peer.config.peer_id
             address = peer.endpoint if peer.data_hub is None and peer.ring.current is not None else None
+            relay = pid in relays
             entry = self.probed.get(pid)
-            if entry is not None and entry.address != address:
+            if entry is not None and (entry.address != address or entry.relay != relay):
                 self._forget(pid)
                 entry = None
             if address is None:
@@ -84,7 +94,8 @@ class PathMtuProbes:
                 if starts == 0:
                     continue
                 starts -= 1
-                entry = self.probed[pid] = _Probed(address, MtuSearch(self.sizes(address), now=now))
+                search = MtuSearch(self.sizes(address, relay), now=now)
+                entry = self.probed[pid] = _Probed(address, relay, search)
             self._events(peer, entry, entry.search.tick(now))
 
     def _events(self, peer: Peer, entry: _Probed, events) -> None:

@@ -143,3 +143,19 @@ def test_first_checks_are_spread_over_ticks(monkeypatch):
         finally:
             for sock in (c.udp, c.tun, c.tun_app):
                 sock.close()
+
+
+def test_a_path_that_carries_relayed_frames_is_probed_at_their_size_and_a_new_role_starts_over(world):
+    b = world.a.peers["b"]
+    relays: set[str] = set()
+    world.probes.relays = lambda: relays
+    sent = []
+    send = world.a.dp.send_disco
+    world.a.dp.send_disco = lambda peer, ftype, payload, **kw: sent.append(len(payload)) or send(
+        peer, ftype, payload, **kw)
+    world.run(1)
+    assert sent == [MTU]  # a direct frame of the overlay MTU
+    relays.add(b.config.peer_id)  # b relays for others now: relayed frames are 56 bytes bigger
+    world.run(1)
+    assert sent == [MTU, MTU + 92 - 36]
+    assert world.probes.peer_fields(b, world.now)["path_mtu"]["fits"] == MTU + 56
