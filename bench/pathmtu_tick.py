@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nodeagent.config import PeerConfig  # noqa: E402
-from nodeagent.pathmtu import TICK_S, PathMtuProbes  # noqa: E402
-from nodeagent.paths.plpmtu import RECHECK_S  # noqa: E402
-from nodeagent.tunnel.datapath import Peer  # noqa: E402
-from nodeagent.tunnel.udp import UdpSocket  # noqa: E402
+from nodeagent.config import PeerConfig
+from nodeagent.pathmtu import TICK_S, PathMtuProbes
+from nodeagent.paths.plpmtu import RECHECK_S
+from nodeagent.tunnel.datapath import Peer
+from nodeagent.tunnel.udp import UdpSocket
 
 MTU = 1380
 

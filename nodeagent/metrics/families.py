@@ -121,6 +121,12 @@ def _peer_families(peers: list[Doc]) -> list[Family]:
     info = Family(
         "shadowmesh_peer_info", GAUGE, "1 per peer, labelled with its name, overlay address and current path."
     )
+    path_mtu = Family(
+        "shadowmesh_peer_path_mtu_bytes",
+        GAUGE,
+        "The largest packet a frame carries on the direct path to the peer, as our probes found it "
+        "(absent while not measured); labelled narrow=1 when the path drops bigger ones silently.",
+    )
     for p in peers:
         pid = str(p.get("peer_id", ""))
         for fam, (_, key, _) in zip(counters, PEER_COUNTERS, strict=True):
@@ -133,6 +139,8 @@ def _peer_families(peers: list[Doc]) -> list[Family]:
         _by_reason(failures, p.get("handshake_failures"), peer=pid)
         if "control" in p:
             control.add(p["control"] == "up", peer=pid)
+        probed = _map(p.get("path_mtu"))
+        path_mtu.add(probed.get("fits"), peer=pid, narrow=str(int(probed.get("state") == "narrow")))
         info.add(
             1,
             peer=pid,
@@ -140,7 +148,7 @@ def _peer_families(peers: list[Doc]) -> list[Family]:
             overlay_ip=str(p.get("overlay_ip", "")),
             path=str(p.get("path", "")),
         )
-    return [*counters, failures, lost, rtt, age, control, info]
+    return [*counters, failures, lost, rtt, age, control, path_mtu, info]
 
 
 def _by_reason(fam: Family, counts: object, **fixed: str) -> Family:

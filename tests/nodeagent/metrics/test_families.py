@@ -185,7 +185,24 @@ def test_a_new_drop_reason_appears_by_itself_and_missing_keys_leave_families_emp
     }
     assert samples(fams["shadowmesh_peer_tx_bytes"], "_total") == {}  # no such key in this document
     assert samples(fams["shadowmesh_peer_rtt_seconds"]) == {}
+    assert samples(fams["shadowmesh_peer_path_mtu_bytes"]) == {}
     assert parsed({})  # an empty document still renders
+
+
+def test_the_probed_path_mtu_is_a_gauge_marked_narrow_when_the_path_drops_bigger_packets():
+    a, b, c = "aa" * 20, "bb" * 20, "cc" * 20
+    doc = {"node": {}, "peers": [
+        {"peer_id": a, "path_mtu": {"state": "narrow", "fits": 1216, "checked_ago_s": 3.0}},
+        {"peer_id": b, "path_mtu": {"state": "ok", "fits": 1380, "checked_ago_s": 3.0}},
+        {"peer_id": c, "path_mtu": {"state": "check", "fits": None, "checked_ago_s": None}},
+        {"peer_id": "dd" * 20, "path_mtu": None},
+    ]}
+    fams = parsed(doc)
+    assert fams["shadowmesh_peer_path_mtu_bytes"].type == GAUGE
+    assert samples(fams["shadowmesh_peer_path_mtu_bytes"]) == {
+        (("narrow", "1"), ("peer", a)): 1216.0,
+        (("narrow", "0"), ("peer", b)): 1380.0,
+    }
 
 
 def test_label_values_are_escaped_as_prometheus_text_wants():
