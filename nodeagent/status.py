@@ -61,6 +61,7 @@ def node_status(*, peer_id: str, name: str, overlay_ip: str, uptime_s: float, da
         "mtu": mtu,
         "udp": {"port": udp.port, "gso": udp.gso, "gro": udp.gro, "rcvbuf": udp.rcvbuf, "sndbuf": udp.sndbuf,
                 "narrow_paths": len(udp.narrow)},
+        "fragmented": datapath.fragmented,
     }
 
 

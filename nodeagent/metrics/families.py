@@ -167,6 +167,13 @@ def _node_families(node: Doc) -> list[Family]:
         "then the sending side's no_route, queue_full and too_big).",
     )
     out = [_by_reason(drops, node.get("drops"))]
+    fragmented = Family(
+        "shadowmesh_fragmented_packets_total",
+        COUNTER,
+        "Packets without DF the data path cut into IPv4 fragments for a path narrower than their frame.",
+    )
+    fragmented.add(node.get("fragmented"))
+    out.append(fragmented)
     relay = _map(node.get("relay"))
     for key, name, text in (
         (

@@ -20,8 +20,10 @@ Outbound (TUN readable -> `on_tun`), per wake-up up to TUN_BATCH packets (TSO: s
      a path that drops big frames without an ICMP, pathmtu.py): a packet that must not be
      fragmented (IPv4 with DF, IPv6) is answered into the TUN with ICMP "fragmentation needed" /
      "packet too big" (toobig.py) instead of leaving as IP fragments, at most TOO_BIG_RATE per
-     second (past it, and for a packet that may be fragmented, the frame leaves fragmented by
-     the kernel); a TSO super-packet is judged by its first segment.       drop `too_big`
+     second (past it, the frame leaves as before); a TSO super-packet is judged by its first
+     segment. An IPv4 packet that may be fragmented (no DF) is cut into fragments whose frames
+     fit, as a router would (ipfrag.py; its checksum completed first), and those are sealed
+     (`fragmented` counts them).                                          drop `too_big`
      Costs one test of an empty dict per packet while no path is narrow.
   4. pick the peer's sending keypair (KeyRing.sending). None, or no UDP endpoint known yet ->
      park the packet in the peer's bounded pending queue (and ask for a handshake: sessions.py);
@@ -105,6 +107,7 @@ from ..routing.table import RouteTable
 from ..stats import Drops, LossTracker, PeerStats, RelayStats
 from .chunks import ChunkPath
 from .gro import TunWriter
+from .ipfrag import fragment_v4
 from .relay import on_relay, on_relayed
 from .toobig import too_big
 from .tso import VNET_HDR_SIZE, OffloadError, finish, split
@@ -230,6 +233,7 @@ class DataPath:
         # destination address -> path MTU, kept by udp.py; empty while every path takes our frames
         self.path_mtus: dict[tuple, int] = getattr(udp, "path_mtus", {})
         self.too_big_bucket = TokenBucket(TOO_BIG_RATE, TOO_BIG_RATE)
+        self.fragmented = 0  # packets step 3b cut into IPv4 fragments for a narrow path
 
     # --- the event loop's reader callbacks ------------------------------------------------------
     def tun_ready(self) -> None:
@@ -417,6 +421,7 @@ class DataPath:
                 log.warning("TUN read failed: %s", exc)
                 break
             segments = None
+            partial = False
             if vnet:
                 if packet[:2] == _NO_OFFLOAD:  # flags 0, GSO_NONE: one complete packet
                     packet = packet[VNET_HDR_SIZE:]
@@ -453,7 +458,7 @@ class DataPath:
                 continue
             if self.filter is not None:
                 self.filter.track(packet)
-            if path_mtus and self._too_big(peer, packet, now, 1 if segments is None else len(segments)):
+            if path_mtus and self._narrow(peer, packet, segments, partial, now, out, touched):
                 continue
             if segments is None:
                 if seal_to(peer, packet, now, out):
@@ -466,10 +471,12 @@ class DataPath:
             if kp is not None and kp.wants_rekey_sending(now):
                 self.on_handshake_needed(peer)
 
-    def _too_big(self, peer: Peer, packet: bytes, now: float, count: int) -> bool:
-        """Step 3b: True when `packet` (standing for `count` segments) was answered with ICMP
-        "too big" and is dropped, False when it goes on (its frame fits the path, the path is
-        not known narrow, or the packet may be fragmented)."""
+    def _narrow(self, peer: Peer, packet: bytes, segments: list[bytes] | None, partial: bool, now: float,
+                out: dict, touched: set) -> bool:
+        """Step 3b: True when `packet` (the first of `segments` when it stands for several) was
+        taken care of here: answered with ICMP "too big" and dropped, or cut into IPv4
+        fragments that were sealed; False when it goes on (its frame fits the path, the path is
+        not known narrow, or neither applies)."""
         hub = peer.data_hub
         dest = peer.endpoint if hub is None else hub.endpoint
         if dest is None:
@@ -481,13 +488,24 @@ class DataPath:
         if len(packet) <= limit:
             return False
         answer = too_big(packet, limit)
-        if answer is None or not self.too_big_bucket.take(now):
+        if answer is None:  # it may be fragmented: cut it as a router would (ipfrag.py)
+            if segments is not None and len(segments) > 1:
+                return False
+            pieces = fragment_v4(finish(packet) if partial else packet, limit)
+            if pieces is None:
+                return False
+            for piece in pieces:
+                if self._seal_to(peer, piece, now, out):
+                    touched.add(peer)
+            self.fragmented += 1
+            return True
+        if not self.too_big_bucket.take(now):
             return False
         try:
             os.write(self.tun_fd, bytes(VNET_HDR_SIZE) + answer if self.vnet else answer)
         except OSError as exc:
             log.debug("TUN write failed: %s", exc)
-        self.drops.too_big += count
+        self.drops.too_big += 1 if segments is None else len(segments)
         return True
 
     def _send(self, out: dict) -> None:

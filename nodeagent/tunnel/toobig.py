@@ -10,8 +10,9 @@ instead of being sent as IP fragments that middleboxes may drop:
 - IPv6: ICMPv6 Packet Too Big (type 2, RFC 4443 3.2) with the MTU, quoting as much of the
   packet as keeps the answer within 1,280 bytes; never an MTU below 1,280 (RFC 8200 5): a path
   narrower than that for an IPv6 packet is left to fragmentation of the frame.
-- No answer (None): IPv4 without DF (the frame may be fragmented), a fragment past the first,
-  an ICMP error itself (an error never answers an error), a packet that fits, a malformed one.
+- No answer (None): IPv4 without DF (it may be fragmented: ipfrag.py cuts it), a fragment past
+  the first, an ICMP error itself (an error never answers an error), a packet that fits, a
+  malformed one.
 
 The answer's source is the quoted packet's destination. The answer comes into this node from its
 TUN, and the kernel drops a packet from outside whose source is one of its own addresses (the

@@ -15,7 +15,7 @@ from nodeagent.protocol.counters import counters_to_dict
 from nodeagent.status import node_status, peer_status, stats_report, status_document
 
 NODE_KEYS = ["peer_id", "name", "overlay_ip", "uptime_s", "drops", "relay", "policy", "interface", "tun_gro",
-             "mtu", "udp"]
+             "mtu", "udp", "fragmented"]
 PEER_KEYS = ["peer_id", "name", "overlay_ip", "path", "endpoint", "rtt_ms", "tx_frames", "rx_frames",
              "tx_bytes", "rx_bytes", "lost_frames", "replayed_frames", "bad_frames", "last_handshake_s",
              "denied_frames", "relayed_frames", "handshakes", "control", "allowed_ips", "path_changes",

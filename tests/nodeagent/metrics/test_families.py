@@ -186,6 +186,9 @@ def test_a_new_drop_reason_appears_by_itself_and_missing_keys_leave_families_emp
     assert samples(fams["shadowmesh_peer_tx_bytes"], "_total") == {}  # no such key in this document
     assert samples(fams["shadowmesh_peer_rtt_seconds"]) == {}
     assert samples(fams["shadowmesh_peer_path_mtu_bytes"]) == {}
+    assert samples(fams["shadowmesh_fragmented_packets"], "_total") == {}
+    cut = parsed({"node": {"fragmented": 3}})["shadowmesh_fragmented_packets"]
+    assert samples(cut, "_total") == {(): 3.0}
     assert parsed({})  # an empty document still renders
 
 

@@ -405,7 +405,8 @@ def _df(packet: bytes) -> bytes:
 def test_a_packet_too_big_for_a_narrow_path_is_answered_into_the_tun_not_sent(mesh):
     """Step 3b: the kernel knows b's path takes 1,280 bytes (what udp.py keeps after a GSO send was
     refused), so a 1,400-byte packet with DF set is answered with ICMP "fragmentation needed"
-    for 1,280 - 28 - 36 = 1,216 bytes; one that may be fragmented, and one that fits, leave."""
+    for 1,280 - 28 - 36 = 1,216 bytes; one that may be fragmented leaves cut into fragments
+    that fit, and one that fits leaves whole."""
     a, b = mesh
     a.udp.path_mtus[b.addr] = 1280
     big = _df(ipv4_packet("10.10.10.1", "10.10.10.2", bytes(1380)))
@@ -421,8 +422,32 @@ def test_a_packet_too_big_for_a_narrow_path_is_answered_into_the_tun_not_sent(me
     a.inject(may_fragment)
     a.inject(fits)
     b.dp.on_udp()
-    assert b.delivered() == [may_fragment, fits] and a.delivered() == []
-    assert a.dp.drops.too_big == 1
+    first, second, whole = b.delivered()
+    assert (len(first), len(second)) == (1212, 20 + 1380 - 1192) and whole == fits
+    assert first[20:] + second[20:] == may_fragment[20:]  # offsets and flags: test_ipfrag.py
+    assert a.delivered() == [] and a.dp.drops.too_big == 1 and a.dp.fragmented == 1
+
+
+def test_a_udp_packet_with_a_partial_checksum_is_finished_before_it_is_cut():
+    """From a vnet TUN a local UDP packet comes with its checksum left to the device
+    (NEEDS_CSUM): the fragments must carry the finished checksum, since no fragment can carry
+    the partial-checksum flag for the whole."""
+    with linked(vnet_a=True) as (a, b):
+        a.udp.path_mtus[b.addr] = 1280
+        body = os.urandom(1372)
+        udp = struct.pack("!HHHH", 40000, 53, 8 + len(body), 0) + body
+        ip = bytearray(ipv4_packet("10.10.10.1", "10.10.10.2", udp))
+        pseudo = sum(struct.unpack("!4H", ip[12:20])) + 17 + len(udp)  # what the kernel leaves
+        struct.pack_into("!H", ip, 26, (pseudo & 0xFFFF) + (pseudo >> 16))
+        a.inject(struct.pack("<BBHHHH", 1, 0, 0, 0, 20, 6) + bytes(ip))  # NEEDS_CSUM, GSO_NONE
+        b.dp.on_udp()
+        first, second = b.delivered()
+        whole = first[20:] + second[20:]
+        data = ip[12:20] + struct.pack("!HH", 17, len(whole)) + whole  # pseudo-header + UDP
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data + b"\0" * (len(data) % 2)))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        assert total == 0xFFFF and whole[8:] == body and a.dp.fragmented == 1
 
 
 def test_without_a_narrow_path_nothing_is_answered(mesh):
