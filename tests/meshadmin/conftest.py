@@ -89,6 +89,26 @@ class ApiClient:
         return self.bearer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pooled_connections_closed_at_the_end(django_db_setup):
+    """With PostgreSQL the settings give each process a connection pool, which keeps connections
+    open when Django closes its own, and async tests reach the database from asgiref's thread,
+    whose connection nothing closes: at the end of the session pytest-django could not drop the
+    test database ("being accessed by other users"). Both are closed first (this fixture's
+    teardown runs before django_db_setup's)."""
+    yield
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all)())  # the thread async tests' queries ran in
+    connections.close_all()
+    for conn in connections.all():
+        if hasattr(conn, "close_pool"):  # the PostgreSQL backend
+            conn.close_pool()
+
+
 @pytest.fixture(autouse=True)
 def channel_layer_of_its_own(monkeypatch):
     """Each test gets a channel layer object of its own, as each server process has one.
