@@ -39,7 +39,7 @@ class CountingDataPath:
 
     def send_disco(self, peer, ftype, payload, *, dest=None, via=None) -> int:
         self.sent += 1
-        self.bytes += len(payload) + 36 + 28
+        self.bytes += len(payload) + 36 + 28  # frame header and tag, IPv4 and UDP headers
         return len(payload) + 36
 
 
@@ -61,7 +61,8 @@ def peers(n: int) -> list[Peer]:
 def measure(n: int, udp: UdpSocket) -> tuple[float, float]:
     dp = CountingDataPath()
     now = 0.0
-    probes = PathMtuProbes(peers(n), dp, udp, mtu=MTU, clock=lambda: now)
+    # a hub: every path carries relayed frames (relays() is None)
+    probes = PathMtuProbes(peers(n), dp, udp, mtu=MTU, clock=lambda: now, relays=lambda: None)
     answered = 0
     while answered < n:  # first checks, STARTS_PER_TICK per tick, each answered at once: ok
         probes.tick(now)

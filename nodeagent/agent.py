@@ -222,11 +222,12 @@ class Agent:
         else:
             self.traversal.on_disco(peer, ftype, payload, addr, hub, now)
 
-    def _relays(self) -> set[str]:
-        """The peers whose path carries relayed frames: every peer while we are a hub (we forward
-        relayed frames to them), else the netmap's relays and the `via` of configured peers."""
+    def _relays(self) -> set[str] | None:
+        """The peers whose path carries relayed frames: None (every peer) while we are a hub (we
+        forward relayed frames to them), else the netmap's relays and the `via` of configured
+        peers."""
         if self.datapath.is_hub:
-            return {p.config.peer_id for p in self.peers}
+            return None
         out = {p.config.via for p in self.peers if p.config.via is not None}
         if self.enrolled is not None:
             out.update(self.enrolled.relay_ids())

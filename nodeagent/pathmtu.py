@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 
 from .paths.plpmtu import Found, MtuSearch, SendMtuProbe, ladder
 from .protocol import disco
@@ -53,10 +53,11 @@ class _Probed:
 
 class PathMtuProbes:
     def __init__(self, peers, datapath, udp, *, mtu: int, clock: Callable[[], float],
-                 relays: Callable[[], Iterable[str]] = tuple,
+                 relays: Callable[[], Collection[str] | None] = tuple,
                  new_txid: Callable[[], bytes] = lambda: secrets.token_bytes(8)) -> None:
         """`peers`: the PeerSet; `mtu`: the overlay MTU; `udp`: the data socket
-        (`set_probed_mtu`); `relays()`: the peer ids that carry relayed data."""
+        (`set_probed_mtu`); `relays()`: the peer ids whose paths carry relayed frames, None for
+        every peer (we are a hub: we forward relayed frames to all of them)."""
         self.peers = peers
         self.datapath = datapath
         self.udp = udp
@@ -79,11 +80,11 @@ class PathMtuProbes:
             return
         self.next_tick = now + TICK_S
         starts = STARTS_PER_TICK
-        relays = set(self.relays())
+        relays = self.relays()
         for peer in self.peers:
             pid = peer.config.peer_id
             address = peer.endpoint if peer.data_hub is None and peer.ring.current is not None else None
-            relay = pid in relays
+            relay = relays is None or pid in relays
             entry = self.probed.get(pid)
             if entry is not None and (entry.address != address or entry.relay != relay):
                 self._forget(pid)

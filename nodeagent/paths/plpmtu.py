@@ -22,7 +22,7 @@ One `MtuSearch` per address a node sends data to directly (a direct peer, a hub)
           (the full size included); when the full size is answered the path is OK at once,
           else after the last round `fits` is the largest size answered in any round (NARROW),
           or nothing was answered at all (DEAD: the path is down, which is not ours to judge;
-          the size is left unknown). Two rounds, so that one lost probe rarely costs a size.
+          what was known before stays). Two rounds, so that one lost probe rarely costs a size.
 A result is an event (`Found`) only when it changes what the data path should enforce: the
 largest size that fits, or None when the full size fits or nothing is known.
 """

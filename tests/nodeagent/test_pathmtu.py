@@ -159,3 +159,6 @@ def test_a_path_that_carries_relayed_frames_is_probed_at_their_size_and_a_new_ro
     world.run(1)
     assert sent == [MTU, MTU + 92 - 36]
     assert world.probes.peer_fields(b, world.now)["path_mtu"]["fits"] == MTU + 56
+    world.probes.relays = lambda: None  # we are a hub: every path carries relayed frames
+    world.run(1)
+    assert sent == [MTU, MTU + 92 - 36]  # b's path already counted as one: no fresh search
