@@ -101,8 +101,11 @@ def test_cycles_are_still_collected_on_their_own_only_later(tmp_path):
 def test_configure_refuses_a_negative_threshold_and_zero_changes_nothing():
     import gc
 
-    before = (gc.get_threshold(), gc.get_freeze_count())
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
     with pytest.raises(ValueError, match=">= 0"):
         gc_tuning.configure(-1)
     assert gc_tuning.configure(0) is False
-    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    assert gc.get_threshold() == threshold
+    # nothing frozen: the count never grew (it may shrink: a frozen object that dies meanwhile,
+    # in this process's other threads, leaves the permanent generation; CI saw one)
+    assert gc.get_freeze_count() <= frozen
