@@ -120,8 +120,10 @@ def test_peers_without_keys_or_whose_data_takes_a_hub_are_not_probed(world):
 
 def test_a_malformed_answer_with_our_txid_is_counted_and_changes_nothing(world):
     b = world.a.peers["b"]
+    world.probes.tick(0.0)  # a check in flight (its probe not delivered): an answer could end it
     world.probes.on_ack(b, world.probes.txid + b"\x00", None, 0.0)
     assert world.a.dp.drops.malformed == 1
+    assert world.probes.peer_fields(b, 0.0)["path_mtu"]["state"] == "check"
 
 
 def test_first_checks_are_spread_over_ticks(monkeypatch):
